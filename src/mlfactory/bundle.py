@@ -1,0 +1,135 @@
+"""The model bundle: the only thing serving needs.
+
+A bundle is a folder holding `model.onnx`, `bundle.json` and, per modality, small assets
+(`tokenizer.json` for text). It is written by `mlfactory.training.export` and read here without
+torch. Nothing in a bundle is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlfactory.errors import BundleError
+from mlfactory.modalities import Encoder, get_encoder
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+META_FILE = "bundle.json"
+PROBABILITIES = "probabilities"
+EMBEDDING = "embedding"
+REQUIRED_KEYS = ("name", "version", "modality", "labels", "preprocessing")
+
+
+@dataclass
+class BundleMeta:
+    """The contents of `bundle.json`."""
+
+    name: str
+    version: str
+    modality: str
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    git_commit: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str | None = None
+    mlflow_run_id: str | None = None
+    created_at: str | None = None
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=lambda: [PROBABILITIES, EMBEDDING])
+    export: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        """What `GET /v1/model` shows."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "modality": self.modality,
+            "labels": self.labels,
+            "metrics": self.metrics,
+            "created_at": self.created_at,
+            "git_commit": self.git_commit,
+            "data_fingerprint": self.data_fingerprint,
+            "mlflow_run_id": self.mlflow_run_id,
+        }
+
+
+@dataclass
+class Bundle:
+    """A bundle on disk: metadata plus the path of its ONNX model."""
+
+    path: Path
+    meta: BundleMeta
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def encoder(self) -> Encoder:
+        """The modality's preprocessing, configured as at training time."""
+        return get_encoder(self.meta.modality, self.meta.preprocessing, self.path)
+
+    def session(self, intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
+        """An ONNX Runtime inference session on the bundle's model (CPU)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(
+            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+
+    def save_meta(self) -> None:
+        """Rewrite `bundle.json` (e.g. after evaluation adds metrics)."""
+        write_meta(self.path, self.meta)
+
+
+def write_meta(path: Path, meta: BundleMeta) -> None:
+    """Write `bundle.json` atomically."""
+    target = path / META_FILE
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta.to_json(), indent=2, sort_keys=False) + "\n")
+    tmp.replace(target)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read a bundle folder (or a path to its `bundle.json`) and check it is complete.
+
+    Raises:
+        BundleError: the folder, `model.onnx` or `bundle.json` is missing or malformed.
+    """
+    folder = Path(path)
+    if folder.name == META_FILE:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BundleError(f"bundle not found: {folder} is not a folder")
+    meta_path, model_path = folder / META_FILE, folder / MODEL_FILE
+    for required in (meta_path, model_path):
+        if not required.is_file():
+            raise BundleError(f"incomplete bundle: {required} is missing")
+    try:
+        raw = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing:
+        raise BundleError(f"{meta_path} lacks required keys: {', '.join(missing)}")
+    if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise BundleError(
+            f"{meta_path} has format_version {raw['format_version']}; this mlfactory reads "
+            f"up to {FORMAT_VERSION}: upgrade mlfactory"
+        )
+    known = set(BundleMeta.__dataclass_fields__)
+    meta = BundleMeta(**{key: value for key, value in raw.items() if key in known})
+    return Bundle(path=folder, meta=meta)
