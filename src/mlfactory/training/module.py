@@ -1,0 +1,84 @@
+"""The LightningModule: optimisation and metrics around any modality's Classifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from mlfactory.training.network import Classifier
+
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training with accuracy and macro-F1 tracked per epoch."""
+
+    def __init__(
+        self,
+        net: Classifier,
+        num_classes: int,
+        lr: float,
+        weight_decay: float,
+        max_epochs: int,
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.loss = nn.CrossEntropyLoss(weight=weight)
+        metrics = torchmetrics.MetricCollection(
+            {
+                "acc": torchmetrics.Accuracy(task="multiclass", num_classes=num_classes),
+                "f1_macro": torchmetrics.F1Score(
+                    task="multiclass", num_classes=num_classes, average="macro"
+                ),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(*inputs.values())
+
+    def _step(
+        self, batch: Batch, stage: str, metrics: torchmetrics.MetricCollection
+    ) -> torch.Tensor:
+        inputs, labels = batch
+        logits = self(inputs)
+        loss = self.loss(logits, labels)
+        metrics.update(logits, labels)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            on_epoch=True,
+            on_step=stage == "train",
+            batch_size=labels.shape[0],
+        )
+        self.log_dict(metrics, prog_bar=stage != "train", on_epoch=True, on_step=False)
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_metrics)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_metrics)
+
+    def configure_optimizers(self) -> Any:
+        parameters = [p for p in self.net.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            parameters, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
+        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, self.hparams["max_epochs"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
