@@ -1,0 +1,1 @@
+"""HTTP serving of a bundle: FastAPI + ONNX Runtime, no torch (`mlfactory serve`)."""

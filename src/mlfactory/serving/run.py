@@ -1,0 +1,49 @@
+"""Start the prediction server (what `mlfactory serve` calls)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlfactory.bundle import load_bundle
+from mlfactory.errors import BundleError, ConfigError
+from mlfactory.serving.app import BUNDLE_ENV
+from mlfactory.serving.settings import ServingSettings
+
+FACTORY = "mlfactory.serving.app:app_from_env"
+
+
+def run_server(
+    bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
+) -> None:
+    """Serve `bundle` over HTTP with uvicorn until interrupted.
+
+    The bundle and the `MLFACTORY_*` settings are checked here first, so a wrong path or value
+    is one clear error instead of a traceback in every worker. Each worker process builds its
+    app from `MLFACTORY_BUNDLE` (uvicorn's factory mode) and loads the model once.
+
+    Args:
+        bundle: the bundle folder.
+        host: interface to bind; keep 127.0.0.1 unless a proxy or container needs otherwise.
+        port: TCP port.
+        workers: worker processes, each with its own ONNX Runtime session.
+
+    Raises:
+        BundleError: the bundle is missing, incomplete or of an unsupported modality.
+        ConfigError: `workers` or a `MLFACTORY_*` setting is invalid.
+    """
+    loaded = load_bundle(bundle)
+    try:
+        loaded.encoder()
+    except ValueError as exc:
+        raise BundleError(f"cannot serve {loaded.path}: {exc}") from None
+    if workers < 1:
+        raise ConfigError(f"--workers: {workers} must be >= 1")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: {port} is not a TCP port")
+    ServingSettings.from_env()
+    os.environ[BUNDLE_ENV] = str(loaded.path.resolve())
+
+    import uvicorn
+
+    uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers)

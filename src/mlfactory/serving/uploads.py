@@ -1,0 +1,196 @@
+"""Read request bodies with bounded memory: limits are checked before and while bytes arrive.
+
+Multipart bodies are parsed as they stream in (python-multipart), so a file over the size limit
+or one file too many is refused as soon as it shows up, never after buffering the whole body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from mlfactory.errors import InputError
+from mlfactory.serving.schemas import FILES_FIELD
+from mlfactory.serving.settings import ServingSettings
+
+MULTIPART = "multipart/form-data"
+MAX_FILENAME_SHOWN = 80
+
+
+@dataclass
+class Upload:
+    """One uploaded file."""
+
+    index: int
+    filename: str
+    data: bytes
+
+    def describe(self) -> str:
+        """How error messages name this file, e.g. `file 2 ('seven.png')`."""
+        name = self.filename
+        if len(name) > MAX_FILENAME_SHOWN:
+            name = name[: MAX_FILENAME_SHOWN - 3] + "..."
+        return f"file {self.index} ({name!r})"
+
+
+def media_type(content_type: str | None) -> str:
+    """The lower-cased media type of a Content-Type header, without parameters."""
+    return parse_options_header(content_type or "")[0].decode("latin-1").lower()
+
+
+def check_content_length(header: str | None, limit: int) -> None:
+    """Refuse a body whose declared length is over `limit` before reading any of it."""
+    if header is None:
+        return
+    try:
+        declared = int(header)
+    except ValueError:
+        raise InputError(f"invalid Content-Length header: {header!r}", 400) from None
+    if declared > limit:
+        raise InputError(
+            f"request body too large: {declared} bytes exceeds the limit of {limit} bytes", 413
+        )
+
+
+async def read_body(stream: AsyncIterator[bytes], limit: int) -> bytes:
+    """The whole body, refusing it (413) as soon as more than `limit` bytes have arrived."""
+    body = bytearray()
+    async for chunk in stream:
+        body.extend(chunk)
+        if len(body) > limit:
+            raise InputError(f"request body too large: exceeds the limit of {limit} bytes", 413)
+    return bytes(body)
+
+
+async def read_uploads(
+    content_type: str | None, stream: AsyncIterator[bytes], settings: ServingSettings
+) -> list[Upload]:
+    """Stream a multipart body and return the files of its `files` field, in order.
+
+    Raises:
+        InputError: not multipart (415), malformed (422), no `files` (422), a file over
+            `max_upload_bytes` or more than `max_files` files or a body over
+            `max_request_bytes` (413).
+    """
+    kind = media_type(content_type)
+    if not kind:
+        raise InputError(_no_files_message([]), 422)
+    if kind != MULTIPART:
+        raise InputError(
+            f"unsupported content type '{kind}': send files as {MULTIPART} "
+            f"in the form field '{FILES_FIELD}'",
+            415,
+        )
+    boundary = parse_options_header(content_type or "")[1].get(b"boundary")
+    if not boundary:
+        raise InputError(f"malformed {MULTIPART} body: the Content-Type has no boundary", 422)
+    collector = _PartCollector(settings)
+    try:
+        parser = MultipartParser(boundary, collector.callbacks())
+        received = 0
+        async for chunk in stream:
+            received += len(chunk)
+            if received > settings.max_request_bytes:
+                raise InputError(
+                    "request body too large: exceeds the limit of "
+                    f"{settings.max_request_bytes} bytes",
+                    413,
+                )
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise InputError(f"malformed {MULTIPART} body: {exc}", 422) from None
+    if not collector.ended:
+        raise InputError(f"malformed {MULTIPART} body: it ends before its closing boundary", 422)
+    if not collector.files:
+        raise InputError(_no_files_message(collector.other_fields), 422)
+    return collector.files
+
+
+def _no_files_message(other_fields: list[str]) -> str:
+    message = f"no files: send one or more files in the {MULTIPART} field '{FILES_FIELD}'"
+    if other_fields:
+        names = ", ".join(repr(name) for name in dict.fromkeys(other_fields))
+        message += f" (the request had only the field(s) {names})"
+    return message
+
+
+@dataclass
+class _PartCollector:
+    """python-multipart callbacks that keep the `files` parts and enforce the limits."""
+
+    settings: ServingSettings
+    files: list[Upload] = field(default_factory=list)
+    other_fields: list[str] = field(default_factory=list)
+    ended: bool = False
+    _header_name: bytearray = field(default_factory=bytearray)
+    _header_value: bytearray = field(default_factory=bytearray)
+    _disposition: bytes = b""
+    _current: Upload | None = None
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def callbacks(self) -> Any:  # python-multipart's MultipartCallbacks TypedDict
+        return {
+            "on_part_begin": self._on_part_begin,
+            "on_header_field": lambda data, start, end: self._header_name.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._header_value.extend(data[start:end]),
+            "on_header_end": self._on_header_end,
+            "on_headers_finished": self._on_headers_finished,
+            "on_part_data": self._on_part_data,
+            "on_part_end": self._on_part_end,
+            "on_end": self._on_end,
+        }
+
+    def _on_part_begin(self) -> None:
+        self._disposition, self._current = b"", None
+        self._buffer = bytearray()
+
+    def _on_header_end(self) -> None:
+        if bytes(self._header_name).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name.clear()
+        self._header_value.clear()
+
+    def _on_headers_finished(self) -> None:
+        options = parse_options_header(self._disposition)[1]
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if name != FILES_FIELD:
+            self.other_fields.append(name)
+            return
+        if b"filename" not in options:
+            raise InputError(
+                f"field '{FILES_FIELD}' must hold file uploads, not plain form values", 422
+            )
+        index = len(self.files)
+        if index >= self.settings.max_files:
+            raise InputError(f"too many files: at most {self.settings.max_files} per request", 413)
+        filename = options[b"filename"].decode("utf-8", "replace")
+        self._current = Upload(index=index, filename=filename, data=b"")
+
+    def _on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current is None:  # parts of other fields are dropped unread
+            return
+        self._buffer.extend(data[start:end])
+        if len(self._buffer) > self.settings.max_upload_bytes:
+            raise InputError(
+                f"{self._current.describe()}: file too large: exceeds the limit of "
+                f"{self.settings.max_upload_bytes} bytes",
+                413,
+            )
+
+    def _on_part_end(self) -> None:
+        upload, self._current = self._current, None
+        if upload is None:
+            return
+        # Browsers send an empty, unnamed part when no file was chosen: that is "no file".
+        if not upload.filename and not self._buffer:
+            return
+        upload.data = bytes(self._buffer)
+        self.files.append(upload)
+
+    def _on_end(self) -> None:
+        self.ended = True

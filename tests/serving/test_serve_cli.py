@@ -1,0 +1,155 @@
+"""`mlfactory serve` for real: a uvicorn process on 127.0.0.1, spoken to over HTTP.
+
+Also checks that neither the server process nor a process that builds and runs the app ever
+imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlfactory.errors import BundleError
+from mlfactory.serving.app import BUNDLE_ENV, app_from_env
+from mlfactory.serving.run import run_server
+
+from .conftest import LABELS, DigitImage, free_port
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+def serving_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFACTORY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()}")
+
+
+def test_serve_command_answers_over_http_without_torch(
+    image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    command = [
+        sys.executable,
+        "-m",
+        "mlfactory.cli",
+        "serve",
+        str(image_bundle),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=serving_env()
+        )
+    try:
+        wait_until_healthy(process, url, log)
+        chosen = [digit_images[4], digit_images[21]]
+        files = [("files", (d.path.name, d.read_bytes(), "image/png")) for d in chosen]
+        response = httpx.post(f"{url}/v1/predict", files=files, timeout=30.0)
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert len(predictions) == 2
+        assert all(list(p["probabilities"]) == LABELS for p in predictions)
+        bad = httpx.post(f"{url}/v1/predict", files=[("files", ("x.png", b"text", "image/png"))])
+        assert bad.status_code == 415
+        assert bad.json()["detail"].startswith("file 0 ('x.png'): not an image")
+        assert httpx.get(f"{url}/v1/model").json()["name"] == "digits-serving-test"
+        maps = Path(f"/proc/{process.pid}/maps")
+        if maps.exists():  # Linux: the server process has no torch library mapped
+            assert "libtorch" not in maps.read_text()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def test_serving_never_imports_torch(image_bundle: Path, digit_images: list[DigitImage]) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from fastapi.testclient import TestClient
+        import mlfactory.cli, mlfactory.serving.run
+        from mlfactory.serving.app import create_app
+
+        bundle, image = sys.argv[1], Path(sys.argv[2])
+        with TestClient(create_app(bundle)) as client:
+            files = [("files", (image.name, image.read_bytes(), "image/png"))]
+            assert client.post("/v1/predict", files=files).status_code == 200
+        leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith(
+            ("torch.", "mlfactory.training", "lightning", "timm")))
+        print("leaked:", leaked)
+        sys.exit(1 if leaked else 0)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(image_bundle), str(digit_images[0].path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=serving_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_serve_on_a_wrong_path_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_bundle"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlfactory.cli", "serve", str(missing), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=serving_env(),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: bundle not found: {missing} is not a folder"
+    ]
+
+
+def test_run_server_checks_the_bundle_before_starting(tmp_path: Path) -> None:
+    (tmp_path / "bundle.json").write_text("{}")
+    with pytest.raises(BundleError, match="incomplete bundle"):
+        run_server(tmp_path, port=free_port())
+
+
+def test_factory_needs_the_bundle_variable(
+    image_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(BUNDLE_ENV, raising=False)
+    with pytest.raises(BundleError, match=f"{BUNDLE_ENV} is not set"):
+        app_from_env()
+    monkeypatch.setenv(BUNDLE_ENV, str(image_bundle))
+    assert app_from_env().title.endswith("digits-serving-test")

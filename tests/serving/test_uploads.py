@@ -1,0 +1,194 @@
+"""Body reading: limits hold before and while bytes arrive, so memory stays bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlfactory.errors import InputError
+from mlfactory.serving.app import create_app
+from mlfactory.serving.settings import ServingSettings
+from mlfactory.serving.uploads import check_content_length, read_body, read_uploads
+
+from .conftest import DigitImage
+
+BOUNDARY = "b0undary"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+CHUNK = 1024
+
+
+def multipart(*parts: tuple[str, str | None, bytes]) -> bytes:
+    """A multipart body from (field name, filename or None, data) parts."""
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        body += f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += data + b"\r\n"
+    return body + f"--{BOUNDARY}--\r\n".encode()
+
+
+class CountingStream:
+    """Yields a body in 1 KiB chunks and counts how many were taken."""
+
+    def __init__(self, body: bytes) -> None:
+        self.chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)]
+        self.taken = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            self.taken += 1
+            yield chunk
+
+
+def read(
+    body: bytes | CountingStream, settings: ServingSettings, content_type: str = CONTENT_TYPE
+) -> Any:
+    stream = body if isinstance(body, CountingStream) else CountingStream(body)
+    return asyncio.run(read_uploads(content_type, aiter(stream), settings))
+
+
+def test_returns_the_files_in_order_and_skips_other_fields() -> None:
+    body = multipart(
+        ("files", "a.png", b"first"),
+        ("comment", None, b"ignored"),
+        ("files", "b.png", b"\r\nsecond\r\n"),
+        ("extra", "c.png", b"not in files"),
+    )
+    uploads = read(body, ServingSettings())
+    assert [(u.index, u.filename, u.data) for u in uploads] == [
+        (0, "a.png", b"first"),
+        (1, "b.png", b"\r\nsecond\r\n"),
+    ]
+    assert uploads[1].describe() == "file 1 ('b.png')"
+
+
+def test_long_filenames_are_shortened_in_messages() -> None:
+    [upload] = read(multipart(("files", "x" * 500 + ".png", b"data")), ServingSettings())
+    assert len(upload.describe()) < 100
+
+
+def test_oversized_file_is_refused_before_the_body_is_read() -> None:
+    stream = CountingStream(multipart(("files", "big.png", b"\xff" * 100 * CHUNK)))
+    with pytest.raises(InputError, match=r"file 0 \('big.png'\): file too large") as caught:
+        read(stream, ServingSettings(max_upload_bytes=10 * CHUNK))
+    assert caught.value.status_code == 413
+    assert stream.taken <= 12 < len(stream.chunks)
+
+
+def test_one_file_too_many_is_refused_when_it_starts() -> None:
+    parts = [("files", f"{i}.png", b"\x01" * 3 * CHUNK) for i in range(20)]
+    stream = CountingStream(multipart(*parts))
+    with pytest.raises(InputError, match="too many files: at most 2") as caught:
+        read(stream, ServingSettings(max_files=2))
+    assert caught.value.status_code == 413
+    assert stream.taken < len(stream.chunks) / 2
+
+
+def test_body_limit_holds_while_reading_other_fields() -> None:
+    stream = CountingStream(multipart(("padding", None, b"\x00" * 200 * CHUNK)))
+    with pytest.raises(InputError, match="request body too large") as caught:
+        read(stream, ServingSettings(max_request_bytes=20 * CHUNK))
+    assert caught.value.status_code == 413
+    assert stream.taken == 21
+
+
+def test_read_body_stops_at_the_limit() -> None:
+    stream = CountingStream(b"{" * 50 * CHUNK)
+    with pytest.raises(InputError, match="exceeds the limit of 5120 bytes"):
+        asyncio.run(read_body(aiter(stream), 5 * CHUNK))
+    assert stream.taken == 6
+    assert asyncio.run(read_body(aiter(CountingStream(b"{}")), 2)) == b"{}"
+
+
+def test_content_length_check() -> None:
+    check_content_length(None, 10)
+    check_content_length("10", 10)
+    with pytest.raises(InputError, match="11 bytes exceeds the limit of 10 bytes") as too_big:
+        check_content_length("11", 10)
+    assert too_big.value.status_code == 413
+    with pytest.raises(InputError, match="invalid Content-Length") as invalid:
+        check_content_length("lots", 10)
+    assert invalid.value.status_code == 400
+
+
+def asgi_request(
+    client: TestClient,
+    headers: list[tuple[bytes, bytes]],
+    chunks: list[bytes],
+    on_receive: Callable[[], None] = lambda: None,
+) -> tuple[int, bytes, int]:
+    """Send one POST /v1/predict straight to the ASGI app; returns status, body, chunks read."""
+    messages: list[MutableMapping[str, Any]] = []
+    taken = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal taken
+        on_receive()
+        taken += 1
+        if taken > len(chunks):
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": chunks[taken - 1], "more_body": taken < len(chunks)}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def call_app() -> None:
+        await client.app(scope, receive, send)
+
+    assert client.portal is not None  # the client was started (lifespan ran)
+    client.portal.call(call_app)
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return status, body, taken
+
+
+def test_declared_length_over_the_limit_is_refused_unread(image_bundle: Path) -> None:
+    def must_not_read() -> None:
+        raise AssertionError("the body was read although Content-Length was over the limit")
+
+    app = create_app(image_bundle, ServingSettings(max_request_bytes=1000))
+    with TestClient(app) as client:
+        headers = [(b"content-type", CONTENT_TYPE.encode()), (b"content-length", b"5000000")]
+        status, body, _ = asgi_request(client, headers, [b"x"], on_receive=must_not_read)
+    assert status == 413
+    assert b"5000000 bytes exceeds the limit of 1000 bytes" in body
+
+
+def test_chunked_upload_over_the_file_limit_stops_early(
+    image_bundle: Path, digit_images: list[DigitImage]
+) -> None:
+    body = multipart(
+        ("files", "ok.png", digit_images[0].read_bytes()),
+        ("files", "huge.png", b"\x00" * 500 * CHUNK),
+    )
+    chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)]
+    app = create_app(image_bundle, ServingSettings(max_upload_bytes=8 * CHUNK))
+    with TestClient(app) as client:  # no Content-Length: as with Transfer-Encoding: chunked
+        status, answer, taken = asgi_request(
+            client, [(b"content-type", CONTENT_TYPE.encode())], chunks
+        )
+    assert status == 413, answer
+    assert b"file 1 ('huge.png'): file too large" in answer
+    assert taken < 20 < len(chunks)
