@@ -1,0 +1,125 @@
+"""Folders with one sub-folder per class (the Kaggle image layout), and cheap change detection.
+
+`root/<class>/**/<file>`: every file with a suffix of the modality counts for its top-level class
+folder, however deep it sits. A root whose sub-folders are all split names (`train/`, `test/`,
+...) holding class folders is read as the union of those splits; the hash split decides anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlfactory.data.raw import RawItem, RawSource, skip
+from mlfactory.errors import DataError
+from mlfactory.modalities.image import FILE_SUFFIXES as IMAGE_SUFFIXES
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+TEXT_SUFFIXES = (".txt",)
+SPLIT_DIR_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test"})
+# Junk that archives and desktops add next to the data.
+IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+
+def suffixes_for(modality: str) -> tuple[str, ...]:
+    """File suffixes (lower case) that hold items of a modality."""
+    table = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "text": TEXT_SUFFIXES}
+    if modality not in table:
+        raise DataError(f"unknown modality '{modality}': use one of {', '.join(table)}")
+    return table[modality]
+
+
+def is_visible(name: str) -> bool:
+    """False for hidden files and archive/desktop junk."""
+    return not name.startswith(".") and name not in IGNORED_NAMES
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """All visible files below `root`, in a stable (sorted) order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if is_visible(d))
+        for name in sorted(filenames):
+            if is_visible(name):
+                yield Path(dirpath) / name
+
+
+def class_dirs(root: Path) -> list[tuple[str, Path]]:
+    """(label, folder) pairs of a class-folder tree, split folders merged.
+
+    Raises:
+        DataError: `root` holds no sub-folders.
+    """
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and is_visible(p.name))
+    if not subdirs:
+        raise DataError(
+            f"data source '{root}' has no class folders: put each class's files in its own "
+            f"sub-folder ({root}/<class>/...)"
+        )
+    if all(d.name.lower() in SPLIT_DIR_NAMES for d in subdirs):
+        return [
+            (class_dir.name, class_dir)
+            for split_dir in subdirs
+            for class_dir in sorted(split_dir.iterdir())
+            if class_dir.is_dir() and is_visible(class_dir.name)
+        ]
+    return [(d.name, d) for d in subdirs]
+
+
+def scan_class_folder(root: Path, modality: str) -> RawSource:
+    """Candidates of a class-folder tree; for text, each `.txt` file is one item.
+
+    Args:
+        root: the folder holding one sub-folder per class.
+        modality: decides which suffixes count; other files are ignored.
+    """
+    suffixes = suffixes_for(modality)
+    result = RawSource()
+    for label, folder in class_dirs(root):
+        for path in iter_files(folder):
+            if path.suffix.lower() not in suffixes:
+                continue
+            if modality != "text":
+                result.items.append(RawItem(label=label, origin=str(path), path=path))
+                continue
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                result.skipped.append(skip(path, f"not readable as UTF-8 text: {exc}"))
+                continue
+            result.items.append(RawItem(label=label, origin=str(path), path=path, text=text))
+    return result
+
+
+def unwrap(root: Path) -> Path:
+    """Descend through folders whose only sub-folder is one folder (archive wrappers).
+
+    Loose files beside the single folder (a README, a licence) do not stop the descent.
+    """
+    while True:
+        subdirs = [p for p in root.iterdir() if p.is_dir() and is_visible(p.name)]
+        if len(subdirs) != 1:
+            return root
+        root = subdirs[0]
+
+
+def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
+    """A hash of the file list, sizes and modification times below `root` (no content read).
+
+    Args:
+        root: a folder or a single file.
+        suffixes: count only files with these (lower-case) suffixes; None counts all.
+    """
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else iter_files(root)
+    for path in files:
+        if suffixes is not None and path.suffix.lower() not in suffixes:
+            continue
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        rel = path.name if path == root else path.relative_to(root).as_posix()
+        digest.update(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]

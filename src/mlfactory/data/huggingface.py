@@ -1,0 +1,152 @@
+"""`hf:<dataset>[:<split>]`: a Hugging Face data set, through the `datasets` package (lazily).
+
+Without a split every split is loaded and merged; the hash split decides anew. Text comes from
+`data.text_column`; images and audio from the first Image / Audio column, written once as files
+into the cache (`<label>/<split>-<row><suffix>`). Labels stored as class indices are mapped to
+their class names; rows with no label (-1, as in unlabelled test splits) are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlfactory.data.folders import scan_class_folder
+from mlfactory.data.raw import RawSource, SourceContext, skip
+from mlfactory.data.staging import build_once
+from mlfactory.data.tables import check_columns, label_text, rows_to_raw
+from mlfactory.data.validate import require_soundfile
+from mlfactory.errors import DataError
+
+MEDIA_FEATURES = {"image": "Image", "audio": "Audio"}
+DEFAULT_SUFFIX = {"image": ".png", "audio": ".wav"}
+
+
+def load_hf(spec: str) -> list[tuple[str, Any]]:
+    """(split name, data set) pairs of `hf:<name>[:<split>]`.
+
+    Raises:
+        DataError: `datasets` is not installed, or loading failed (offline, unknown name).
+    """
+    name, _, split = spec.partition(":")
+    try:
+        datasets = importlib.import_module("datasets")
+    except ImportError:
+        raise DataError(
+            f"source 'hf:{spec}' needs the datasets package: pip install datasets"
+        ) from None
+    try:
+        loaded = datasets.load_dataset(name, split=split or None)
+    except Exception as exc:  # the hub raises many types; report them all the same way
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(
+            f"could not load Hugging Face data set '{name}' ({first_line}): check the name and "
+            "split, and that you are online or have it cached"
+        ) from None
+    if hasattr(loaded, "keys"):  # a DatasetDict: every split
+        return [(str(key), loaded[key]) for key in loaded]
+    return [(split, loaded)]
+
+
+def _label_names(dataset: Any, column: str) -> list[str] | None:
+    feature = getattr(dataset, "features", {}).get(column)
+    names = getattr(feature, "names", None)
+    return list(names) if names else None
+
+
+def _labelled_rows(dataset: Any, label_column: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    names = _label_names(dataset, label_column)
+    for index, row in enumerate(dataset):
+        value = row.get(label_column)
+        if names is not None and isinstance(value, int):
+            value = names[value] if 0 <= value < len(names) else None
+        yield index, {**row, label_column: value}
+
+
+def resolve_hf(spec: str, ctx: SourceContext) -> RawSource:
+    """Resolve `hf:<name>[:<split>]` into candidates (texts inline, media as cached files)."""
+    if ctx.modality != "text":
+        return _resolve_media(spec, ctx)
+    data, result = ctx.data, RawSource()
+    for split, dataset in load_hf(spec):
+        origin = f"hf:{spec.partition(':')[0]}:{split}"
+        check_columns(origin, list(dataset.column_names), data.text_column, data.label_column)
+        rows = _labelled_rows(dataset, data.label_column)
+        result.extend(rows_to_raw(origin, rows, data.text_column, data.label_column))
+    return result
+
+
+def _media_column(dataset: Any, modality: str) -> tuple[str, Any]:
+    features: Mapping[str, Any] = getattr(dataset, "features", {})
+    for column, feature in features.items():
+        if type(feature).__name__ == MEDIA_FEATURES[modality]:
+            return column, feature
+    for column in dataset.column_names:
+        if column in (modality, "img"):
+            return column, None
+    raise DataError(
+        f"no {modality} column in this Hugging Face data set; columns present: "
+        f"{', '.join(dataset.column_names)}"
+    )
+
+
+def _resolve_media(spec: str, ctx: SourceContext) -> RawSource:
+    params = json.dumps([spec, ctx.modality, ctx.data.label_column])
+    dest = ctx.sources_dir / f"hf-{hashlib.sha256(params.encode()).hexdigest()[:16]}"
+    skipped = build_once(dest, lambda tmp: _write_media(spec, ctx, tmp), ctx.refresh)
+    result = scan_class_folder(dest, ctx.modality)
+    result.skipped[:0] = skipped
+    return result
+
+
+def _write_media(spec: str, ctx: SourceContext, dest: Path) -> list[dict[str, str]]:
+    skipped: list[dict[str, str]] = []
+    label_column = ctx.data.label_column
+    for split, loaded in load_hf(spec):
+        column, feature = _media_column(loaded, ctx.modality)
+        check_columns(f"hf:{spec}", list(loaded.column_names), column, label_column)
+        dataset = loaded
+        if feature is not None and hasattr(loaded, "cast_column"):
+            # Undecoded values are {"bytes", "path"}: the original file, no codec needed.
+            dataset = loaded.cast_column(column, type(feature)(decode=False))
+        for index, row in _labelled_rows(dataset, label_column):
+            where = f"hf:{spec}:{split}:{index}"
+            label = row.get(label_column)
+            if label is None or not label_text(label):
+                skipped.append(skip(where, f"no value in label column '{label_column}'"))
+                continue
+            folder = dest / label_text(label).replace("/", "_").lstrip(".")
+            stem = f"{split or 'all'}-{index:06d}"
+            reason = _write_value(row[column], folder, stem, ctx.modality)
+            if reason:
+                skipped.append(skip(where, reason))
+    return skipped
+
+
+def _write_value(value: Any, folder: Path, stem: str, modality: str) -> str | None:
+    """Write one image/audio value as a file; returns why it could not be, or None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if hasattr(value, "save"):  # a decoded PIL image
+        value.save(folder / f"{stem}.png")
+        return None
+    if not isinstance(value, Mapping):
+        return f"unsupported {modality} value of type {type(value).__name__}"
+    if value.get("bytes"):
+        suffix = Path(str(value.get("path") or "")).suffix.lower() or DEFAULT_SUFFIX[modality]
+        (folder / f"{stem}{suffix}").write_bytes(value["bytes"])
+        return None
+    if value.get("path") and Path(value["path"]).is_file():
+        source = Path(value["path"])
+        (folder / f"{stem}{source.suffix.lower()}").write_bytes(source.read_bytes())
+        return None
+    if value.get("array") is not None and value.get("sampling_rate"):
+        buffer = io.BytesIO()
+        require_soundfile().write(buffer, value["array"], int(value["sampling_rate"]), format="WAV")
+        (folder / f"{stem}.wav").write_bytes(buffer.getvalue())
+        return None
+    return f"{modality} value has neither bytes, a readable path nor an array"

@@ -1,0 +1,71 @@
+"""What a data source yields before validation: labelled files or texts, plus what it skipped.
+
+Every source (a local folder, a table, a packaged data set, a download) resolves to a `RawSource`;
+`prepare.prepare_dataset` then validates, deduplicates and splits it. Keeping this type tiny is
+what lets each source live in its own small module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlfactory.config.schema import DataConfig
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """One candidate example: a file on disk or an inline text, with its label.
+
+    `origin` is what a report shows for it: the file's path, or `file:line` for a table row.
+    """
+
+    label: str
+    origin: str
+    path: Path | None = None
+    text: str | None = None
+
+
+@dataclass
+class RawSource:
+    """The candidates a source yields and the entries it could not turn into candidates."""
+
+    items: list[RawItem] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def extend(self, other: RawSource) -> None:
+        """Append another source's items and skipped entries."""
+        self.items.extend(other.items)
+        self.skipped.extend(other.skipped)
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """Everything a source needs: the recipe's data section, its modality and the cache."""
+
+    data: DataConfig
+    modality: str
+    refresh: bool = False
+
+    @property
+    def source(self) -> str:
+        return self.data.source
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.data.cache_dir).absolute()
+
+    @property
+    def sources_dir(self) -> Path:
+        """Where sources are materialised (PNG digits, extracted archives, ...)."""
+        return self.cache_root / "_sources"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Where downloaded files (archives, wheels) are kept."""
+        return self.cache_root / "_downloads"
+
+
+def skip(origin: str | Path, reason: str) -> dict[str, str]:
+    """A `PreparedDataset.skipped` entry."""
+    return {"path": str(origin), "reason": reason}

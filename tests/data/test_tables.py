@@ -1,0 +1,110 @@
+"""csv / tsv / jsonl tables of real Reuters articles: columns, errors, skipped rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from mlfactory.data.tables import label_text, read_table
+from mlfactory.errors import DataError
+
+
+def _rows(sample: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in sample.read_text().splitlines()]
+
+
+def _write_delimited(
+    path: Path, rows: list[dict[str, str]], delimiter: str, columns: list[str]
+) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([row.get(column, "") for column in columns])
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "delimiter"), [(".csv", ","), (".tsv", "\t")])
+def test_delimited_tables_with_configured_columns(
+    reuters_sample: Path, tmp_path: Path, suffix: str, delimiter: str
+) -> None:
+    rows = [
+        {"body": r["text"], "topic": r["label"], "id": str(i)}
+        for i, r in enumerate(_rows(reuters_sample))
+    ]
+    table = _write_delimited(tmp_path / f"news{suffix}", rows, delimiter, ["id", "topic", "body"])
+
+    found = read_table(table, text_column="body", label_column="topic")
+
+    assert [item.text for item in found.items] == [r["body"] for r in rows]
+    assert {item.label for item in found.items} == {"crude", "grain", "ship"}
+    assert found.items[0].origin == f"{table}:2"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_missing_column_names_it_and_the_columns_present(
+    reuters_sample: Path, tmp_path: Path, suffix: str
+) -> None:
+    rows = _rows(reuters_sample)
+    table = tmp_path / f"news{suffix}"
+    if suffix == ".jsonl":
+        table.write_text(
+            "".join(json.dumps({"body": r["text"], "label": r["label"]}) + "\n" for r in rows)
+        )
+    else:
+        body_rows = [{"body": r["text"], "label": r["label"]} for r in rows]
+        _write_delimited(table, body_rows, "," if suffix == ".csv" else "\t", ["body", "label"])
+
+    with pytest.raises(DataError) as caught:
+        read_table(table, text_column="text", label_column="label")
+
+    message = str(caught.value)
+    assert "column 'text' (data.text_column) not found" in message
+    assert "columns present: 'body', 'label'" in message
+    assert "Set data.text_column" in message
+
+
+def test_missing_label_column_is_named(reuters_sample: Path) -> None:
+    with pytest.raises(DataError, match=r"column 'category' \(data.label_column\) not found"):
+        read_table(reuters_sample, text_column="text", label_column="category")
+
+
+def test_bad_jsonl_lines_and_rows_without_label_are_skipped(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    lines = reuters_sample.read_text().splitlines()
+    lines[1] = "{broken json"
+    lines[2] = json.dumps([1, 2])
+    lines[3] = json.dumps({"text": "no label here"})
+    lines[4] = json.dumps({"text": "blank label", "label": " "})
+    table = tmp_path / "news.jsonl"
+    table.write_text("\n".join(lines) + "\n\n")
+
+    found = read_table(table, "text", "label")
+
+    assert len(found.items) == 36 - 4
+    assert [(s["path"], s["reason"].split(":")[0]) for s in found.skipped] == [
+        (f"{table}:2", "invalid JSON"),
+        (f"{table}:3", "line is not a JSON object"),
+        (f"{table}:4", "no value in label column 'label'"),
+        (f"{table}:5", "no value in label column 'label'"),
+    ]
+
+
+def test_numeric_labels_become_class_names() -> None:
+    assert [label_text(v) for v in (1, 1.0, 2.5, " pos ", True)] == ["1", "1", "2.5", "pos", "True"]
+
+
+def test_unknown_table_suffix(tmp_path: Path) -> None:
+    (tmp_path / "data.xlsx").write_bytes(b"PK")
+    with pytest.raises(DataError, match=r"use a .csv, .tsv or .jsonl file"):
+        read_table(tmp_path / "data.xlsx", "text", "label")
+
+
+def test_non_utf8_table_is_a_data_error(tmp_path: Path) -> None:
+    (tmp_path / "latin.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"cannot read table .*latin.csv"):
+        read_table(tmp_path / "latin.csv", "text", "label")
