@@ -67,13 +67,15 @@ def recipes() -> None:
     """List the packaged recipes with their modality, model and default data."""
     from mlfactory.config.loader import list_recipes, load_recipe
 
-    table = Table("recipe", "modality", "model", "default data", "description")
+    table = Table("recipe", "modality", "model", "default data")
+    descriptions = []
     for name in list_recipes():
         config = load_recipe(name).config
-        table.add_row(
-            name, config.modality, config.model.backbone, config.data.source, config.description
-        )
+        table.add_row(name, config.modality, config.model.backbone, config.data.source)
+        descriptions.append(f"{name}: {config.description}")
     console.print(table)
+    for line in descriptions:
+        console.print(line, highlight=False)
 
 
 @app.command()
@@ -97,7 +99,9 @@ def data(
     console.print(table)
     console.print(f"fingerprint {dataset.fingerprint}; skipped {len(dataset.skipped)} file(s)")
     for skipped in dataset.skipped[:20]:
-        console.print(f"  skipped {skipped['path']}: {skipped['reason']}", highlight=False)
+        console.print(
+            f"  skipped {skipped['path']}: {skipped['reason']}", highlight=False, soft_wrap=True
+        )
 
 
 @app.command()

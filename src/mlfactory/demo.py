@@ -73,11 +73,13 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
-def run_demo(out: Path, console: Console, recipe_name: str = DEMO_RECIPE) -> None:
-    """Run the whole loop and print a summary."""
+def run_demo(
+    out: Path, console: Console, recipe_name: str = DEMO_RECIPE, overrides: list[str] | None = None
+) -> None:
+    """Run the whole loop and print a summary (`overrides` adjust the recipe, e.g. in tests)."""
     from mlfactory.training.train import train
 
-    recipe = load_recipe(recipe_name)
+    recipe = load_recipe(recipe_name, overrides)
     console.rule(
         f"[bold]mlfactory demo[/bold]: recipe '{recipe.name}' ({recipe.config.description})"
     )

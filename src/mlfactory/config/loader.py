@@ -117,6 +117,12 @@ def _validate(config: RecipeConfig) -> None:
             f"preprocess.{unknown[0]}: unknown key for {config.modality} "
             f"(allowed: {', '.join(sorted(allowed))})"
         )
+    params = config.preprocess
+    if config.modality == "image" and params.get("crop_size", 224) > params.get("resize_size", 235):
+        raise ConfigError(
+            f"preprocess.crop_size: {params.get('crop_size')} is larger than "
+            f"preprocess.resize_size {params.get('resize_size')}"
+        )
     for fraction_name in ("val_fraction", "test_fraction"):
         value = getattr(config.data, fraction_name)
         if not 0.0 <= value < 1.0:

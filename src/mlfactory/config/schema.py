@@ -102,6 +102,8 @@ class TrackingConfig:
 
     tracking_uri: str = "sqlite:///mlruns.db"
     experiment: str = "mlfactory"
+    # Where a new experiment stores artifacts; None lets MLflow choose (./mlruns here).
+    artifact_location: str | None = None
 
 
 @dataclass

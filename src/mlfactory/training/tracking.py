@@ -24,6 +24,7 @@ def make_logger(config: TrackingConfig, run_name: str, run_id: str | None) -> ML
         run_name=run_name,
         tracking_uri=config.tracking_uri,
         run_id=run_id,
+        artifact_location=config.artifact_location,
         log_model=False,
     )
 

