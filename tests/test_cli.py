@@ -12,6 +12,8 @@ from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
 from mlfactory.training.train import TrainResult
 
+from .conftest import fast_digits_overrides
+
 runner = CliRunner()
 
 
@@ -113,3 +115,16 @@ def test_evaluate_writes_metrics_into_the_bundle(
 def test_evaluate_unknown_target_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert_one_line_error(result, "neither a bundle folder nor a run folder")
+
+
+def test_train_leaves_the_bundle_in_out_and_prints_its_path_last(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    overrides = fast_digits_overrides(digit_folder, tmp_path, epochs=1)
+    result = runner.invoke(app, ["train", "digits", *overrides, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    last_line = result.output.strip().splitlines()[-1]
+    assert last_line == str((out / "bundle").resolve())
+    assert load_bundle(last_line).meta.config["trainer"]["max_epochs"] == 1
+    assert "test accuracy" in result.output
