@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,16 @@ def write_digit_folder(root: Path, per_class: int, offset: int = 0) -> Path:
         pixels = row[:-1].reshape(28, 28).astype(np.uint8)
         Image.fromarray(pixels, mode="L").save(folder / f"mnist_{index:04d}.png")
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prediction_log_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers created by tests log predictions to a temporary SQLite file, not the repo."""
+    path = tmp_path_factory.mktemp("prediction-log") / "predictions.db"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFACTORY_LOG_URL", f"sqlite:///{path}")
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")

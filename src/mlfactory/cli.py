@@ -192,7 +192,9 @@ def serve(
     bundle: Path = typer.Argument(..., help="Bundle folder."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="TCP port."),
-    workers: int = typer.Option(1, help="Worker processes (uvicorn)."),
+    workers: int | None = typer.Option(
+        None, help="Worker processes (uvicorn); default MLFACTORY_WORKERS or 1."
+    ),
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime; torch is never imported)."""
     from mlfactory.serving.run import run_server

@@ -7,6 +7,7 @@ trivial and simple baselines on the same test split.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -35,6 +36,10 @@ def free_port() -> int:
 def start_server(bundle: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """Start `mlfactory serve` on 127.0.0.1:`port` and wait until /health answers."""
     log_file = log_path.open("wb")
+    env = {
+        **os.environ,
+        "MLFACTORY_LOG_URL": f"sqlite:///{log_path.parent.resolve()}/predictions.db",
+    }
     process = subprocess.Popen(
         [
             sys.executable,
@@ -49,6 +54,7 @@ def start_server(bundle: Path, port: int, log_path: Path) -> subprocess.Popen[by
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -129,4 +135,5 @@ def run_demo(
     )
     console.print(f"serve it:   mlfactory serve {bundle_path} --port 8000")
     console.print(f"predict:    mlfactory predict {bundle_path} FILE...")
+    console.print(f"prediction log of the demo server: {(out / 'predictions.db').resolve()}")
     console.print(f"took {result.seconds:.0f} s to train and bundle")

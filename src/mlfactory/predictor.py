@@ -8,7 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from mlfactory.bundle import EMBEDDING, PROBABILITIES, Bundle, load_bundle
+from mlfactory.errors import BundleError
 from mlfactory.modalities import stack_inputs
+
+# numpy types of ONNX tensor element types an encoder may produce.
+ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
 
 
 @dataclass
@@ -72,6 +82,38 @@ class Predictor:
                 )
             )
         return results
+
+    def check(self) -> None:
+        """Run one all-zeros input through the model and check what comes out.
+
+        Catches a model that does not fit its own metadata (inputs, label count) before it
+        serves anyone, and warms the session up.
+
+        Raises:
+            BundleError: the model's inputs or outputs do not match the bundle.
+        """
+        shapes = self.encoder.input_shapes()
+        types = {node.name: node.type for node in self.session.get_inputs()}
+        if set(types) != set(shapes):
+            raise BundleError(
+                f"{self.bundle.model_path} takes inputs {sorted(types)}, but the "
+                f"{self.bundle.meta.modality} encoder makes {sorted(shapes)}"
+            )
+        dummy = {
+            name: np.zeros(shape, dtype=ONNX_DTYPES.get(types[name], np.float32))
+            for name, shape in shapes.items()
+        }
+        try:
+            output = self.run([dummy])
+        except Exception as exc:  # ONNX Runtime raises its own exception types
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BundleError(f"{self.bundle.model_path} fails on a test input: {reason}") from None
+        expected = (1, len(self.labels))
+        if output.probabilities.shape != expected or output.embeddings.shape[0] != 1:
+            raise BundleError(
+                f"{self.bundle.model_path} returns probabilities of shape "
+                f"{output.probabilities.shape}; bundle.json names {len(self.labels)} labels"
+            )
 
     def predict(self, raws: list[bytes]) -> list[Prediction]:
         """Encode and classify raw inputs, in order."""

@@ -2,6 +2,9 @@
 
 `image_bundle` is the one fixture the tests use for a bundle; to serve a shared trained bundle
 instead, override it (e.g. `return trained_bundle_path`) and nothing else changes.
+
+Every app writes a prediction log; its default, `sqlite:///predictions.db`, is relative to the
+working directory, which `serving_workdir` moves to a temporary folder for these tests.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +29,17 @@ from mlfactory.serving.settings import ServingSettings
 
 DIGITS_PER_CLASS = 4
 LABELS = [str(digit) for digit in range(10)]
+
+
+@pytest.fixture(scope="package", autouse=True)
+def serving_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run the serving tests in a temporary folder, where default prediction logs land."""
+    folder, previous = tmp_path_factory.mktemp("serving-cwd"), Path.cwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(previous)
 
 
 @dataclass(frozen=True)

@@ -153,3 +153,35 @@ def test_factory_needs_the_bundle_variable(
         app_from_env()
     monkeypatch.setenv(BUNDLE_ENV, str(image_bundle))
     assert app_from_env().title.endswith("digits-serving-test")
+
+
+def test_serve_with_a_bad_log_url_is_one_line(image_bundle: Path) -> None:
+    env = {**serving_env(), "MLFACTORY_LOG_URL": "nosuchdb://host/db"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlfactory.cli", "serve", str(image_bundle), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: MLFACTORY_LOG_URL: 'nosuchdb://host/db' names an unknown database"
+    ]
+
+
+def test_workers_default_to_the_setting(
+    image_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.delenv(BUNDLE_ENV, raising=False)  # run_server sets it; restored afterwards
+    monkeypatch.setenv("MLFACTORY_WORKERS", "3")
+    monkeypatch.setenv("MLFACTORY_LOG_URL", f"sqlite:///{tmp_path / 'p.db'}")
+    run_server(image_bundle, port=free_port())
+    run_server(image_bundle, port=free_port(), workers=2)
+    assert [call["workers"] for call in calls] == [3, 2]
+    assert (tmp_path / "p.db").is_file()  # the log was opened (and its table made) up front

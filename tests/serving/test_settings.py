@@ -13,6 +13,9 @@ def test_defaults_without_environment() -> None:
     assert settings.max_upload_bytes == 10 * 1024 * 1024
     assert settings.max_files == 64
     assert settings.ort_intra_op_threads == 0
+    assert (settings.max_batch_size, settings.max_wait_ms, settings.workers) == (32, 0.0, 1)
+    assert settings.log_url == "sqlite:///predictions.db"
+    assert settings.admin_token is None
     assert settings == ServingSettings()
 
 
@@ -34,6 +37,23 @@ def test_reads_each_field_from_its_variable() -> None:
     assert (settings.max_request_bytes, settings.ort_intra_op_threads) == (4096, 2)
 
 
+def test_reads_batching_log_and_admin_variables() -> None:
+    environ = {
+        "MLFACTORY_MAX_BATCH_SIZE": "8",
+        "MLFACTORY_MAX_WAIT_MS": "2.5",
+        "MLFACTORY_ORT_INTER_OP_THREADS": "1",
+        "MLFACTORY_WORKERS": "3",
+        "MLFACTORY_LOG_URL": "postgresql+psycopg://mlf:secret@db/predictions",
+        "MLFACTORY_ADMIN_TOKEN": " s3cret-token ",
+    }
+    settings = ServingSettings.from_env(environ)
+    assert (settings.max_batch_size, settings.max_wait_ms) == (8, 2.5)
+    assert (settings.ort_inter_op_threads, settings.workers) == (1, 3)
+    assert settings.log_url == "postgresql+psycopg://mlf:secret@db/predictions"
+    assert settings.admin_token == "s3cret-token"
+    assert "s3cret" not in repr(settings)  # the token never reaches a log line
+
+
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFACTORY_MAX_FILES", "7")
     assert ServingSettings.from_env().max_files == 7
@@ -45,6 +65,11 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MLFACTORY_MAX_FILES", "many", "MLFACTORY_MAX_FILES: 'many' is not an integer"),
         ("MLFACTORY_MAX_UPLOAD_BYTES", "0", "MLFACTORY_MAX_UPLOAD_BYTES: 0 must be >= 1"),
         ("MLFACTORY_ORT_INTRA_OP_THREADS", "-1", "MLFACTORY_ORT_INTRA_OP_THREADS: -1 must be"),
+        ("MLFACTORY_MAX_BATCH_SIZE", "0", "MLFACTORY_MAX_BATCH_SIZE: 0 must be >= 1"),
+        ("MLFACTORY_MAX_WAIT_MS", "soon", "MLFACTORY_MAX_WAIT_MS: 'soon' is not a number"),
+        ("MLFACTORY_MAX_WAIT_MS", "5000", "MLFACTORY_MAX_WAIT_MS: 5000.0 must be 0 to 1000"),
+        ("MLFACTORY_WORKERS", "0", "MLFACTORY_WORKERS: 0 must be >= 1"),
+        ("MLFACTORY_ADMIN_TOKEN", "short", "MLFACTORY_ADMIN_TOKEN: use a token of at least 8"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str, expected: str) -> None:

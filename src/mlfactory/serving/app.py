@@ -1,41 +1,53 @@
 """The HTTP API: one bundle served with FastAPI and ONNX Runtime. Torch is never imported here.
 
-The bundle's metadata is read when the app is created; its ONNX session is built once, at
-start-up (lifespan). Decoding, preprocessing and the ONNX call run in the threadpool, never on
-the event loop. Every error a client can cause is a 4xx whose JSON `detail` is one sentence.
+The bundle's metadata is read when the app is created; at start-up (lifespan) the ONNX session
+is built once, the batcher's model-runner thread and the prediction log's writer thread start.
+The event loop only streams bodies and awaits: decoding and preprocessing run in the request
+threadpool, model calls in the runner thread (see `batcher`), log commits in the writer thread
+(see `prediction_log`). Every error a client can cause is a 4xx whose JSON `detail` is one
+sentence.
+
+Routes: `GET /health`, `GET /v1/model`, `POST /v1/predict` (see `predict`), `GET /metrics`
+(Prometheus, see `metrics`), `POST /v1/admin/reload` (see `admin`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from mlfactory.bundle import load_bundle
+from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
-from mlfactory.predictor import Prediction, Predictor
+from mlfactory.predictor import Predictor
+from mlfactory.serving.admin import reload_model
+from mlfactory.serving.batcher import Batcher
+from mlfactory.serving.metrics import CONTENT_TYPE, ServingMetrics
+from mlfactory.serving.middleware import RequestContextMiddleware
+from mlfactory.serving.predict import current_predictor, predict
+from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import (
     ErrorResponse,
     HealthResponse,
     ModelInfo,
-    ModelRef,
-    PredictionOut,
     PredictResponse,
-    TextsRequest,
+    ReloadRequest,
+    ReloadResponse,
+    describe_errors,
     predict_request_body,
 )
 from mlfactory.serving.settings import ServingSettings
-from mlfactory.serving.uploads import check_content_length, media_type, read_body, read_uploads
 
 BUNDLE_ENV = "MLFACTORY_BUNDLE"
 log = logging.getLogger(__name__)
@@ -51,6 +63,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def create_app(bundle_path: str | Path, settings: ServingSettings | None = None) -> FastAPI:
     """The FastAPI application serving one bundle.
 
+    Nothing is loaded or started until the app's lifespan runs (uvicorn, or
+    `with TestClient(app)`).
+
     Args:
         bundle_path: the bundle folder (or its `bundle.json`).
         settings: limits and runtime options (default: `ServingSettings.from_env()`).
@@ -60,32 +75,56 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     """
     bundle = load_bundle(bundle_path)
     config = settings or ServingSettings.from_env()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        app.state.predictor = await run_in_threadpool(
-            Predictor, bundle, config.ort_intra_op_threads
-        )
-        log.info(
-            "loaded bundle %s %s from %s in %.2f s",
-            bundle.meta.name,
-            bundle.meta.version,
-            bundle.path,
-            time.perf_counter() - started,
-        )
-        yield
-        app.state.predictor = None
-
+    metrics = ServingMetrics()
     app = FastAPI(
         title=f"mlfactory — {bundle.meta.name}",
         version=bundle.meta.version,
         description=f"Classifies {bundle.meta.modality} inputs into: "
         f"{', '.join(bundle.meta.labels)}.",
-        lifespan=lifespan,
+        lifespan=_lifespan(bundle, config, metrics),
     )
-    app.state.bundle, app.state.settings, app.state.predictor = bundle, config, None
+    app.state.bundle, app.state.settings, app.state.metrics = bundle, config, metrics
+    app.state.predictor = None
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _add_error_handlers(app)
+    _add_routes(app, bundle.meta.modality, config)
+    return app
+
+
+def _lifespan(bundle: Bundle, config: ServingSettings, metrics: ServingMetrics) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        prediction_log = await run_in_threadpool(PredictionLog, config.log_url)
+        prediction_log.start()
+        batcher = Batcher(config.max_batch_size, config.max_wait_ms, metrics.observe_batch)
+        try:
+            predictor = await run_in_threadpool(
+                Predictor, bundle, config.ort_intra_op_threads, config.ort_inter_op_threads
+            )
+            batcher.start()
+            metrics.watch_queues(lambda: batcher.queue_depth, lambda: prediction_log.pending)
+            metrics.set_model(bundle.meta)
+            app.state.batcher, app.state.prediction_log = batcher, prediction_log
+            app.state.reload_lock = asyncio.Lock()  # created on the loop that will use it
+            app.state.predictor = predictor
+            log.info(
+                "serving %s %s from %s (started in %.2f s)",
+                bundle.meta.name,
+                bundle.meta.version,
+                bundle.path,
+                time.perf_counter() - started,
+            )
+            yield
+        finally:
+            app.state.predictor = None
+            await batcher.stop()
+            await run_in_threadpool(prediction_log.close)
+
+    return lifespan
+
+
+def _add_routes(app: FastAPI, modality: str, settings: ServingSettings) -> None:
     app.add_api_route(
         "/health",
         health,
@@ -99,11 +138,37 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
         predict,
         methods=["POST"],
         response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
-        summary=f"Classify {bundle.meta.modality} inputs",
-        openapi_extra={"requestBody": predict_request_body(bundle.meta.modality)},
+        responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse}},
+        summary=f"Classify {modality} inputs",
+        openapi_extra={
+            "requestBody": predict_request_body(
+                modality, settings.max_files, settings.max_text_chars
+            )
+        },
     )
-    return app
+    app.add_api_route(
+        "/metrics",
+        prometheus_metrics,
+        methods=["GET"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}},
+        summary="Prometheus metrics",
+    )
+    app.add_api_route(
+        "/v1/admin/reload",
+        reload_model,
+        methods=["POST"],
+        response_model=ReloadResponse,
+        dependencies=[Depends(HTTPBearer(auto_error=False))],  # documents the scheme only
+        responses={code: {"model": ErrorResponse} for code in (401, 403, 409, 413, 422)},
+        summary="Serve another bundle (or the same one, re-read) without downtime",
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
+            },
+        },
+    )
 
 
 def app_from_env() -> FastAPI:
@@ -120,7 +185,7 @@ def app_from_env() -> FastAPI:
 
 async def health(request: Request) -> HealthResponse:
     """Liveness and readiness: answers once the model is loaded."""
-    _predictor(request)
+    current_predictor(request)
     return HealthResponse()
 
 
@@ -129,93 +194,10 @@ async def model_info(request: Request) -> ModelInfo:
     return ModelInfo(**request.app.state.bundle.meta.summary())
 
 
-async def predict(request: Request) -> PredictResponse:
-    """Classify the request's inputs (files, or texts for text bundles), in order."""
-    settings: ServingSettings = request.app.state.settings
-    predictor = _predictor(request)
-    check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
-    if predictor.bundle.meta.modality == "text":
-        inputs = await _read_texts(request, settings)
-    else:
-        uploads = await read_uploads(
-            request.headers.get("content-type"), request.stream(), settings
-        )
-        inputs = [(upload.describe(), upload.data) for upload in uploads]
-    predictions = await run_in_threadpool(classify, predictor, inputs)
-    meta = predictor.bundle.meta
-    return PredictResponse(
-        model=ModelRef(name=meta.name, version=meta.version),
-        predictions=[
-            PredictionOut(label=p.label, score=p.score, probabilities=p.probabilities)
-            for p in predictions
-        ],
-    )
-
-
-def classify(predictor: Predictor, inputs: list[tuple[str, bytes]]) -> list[Prediction]:
-    """Encode named raw inputs and classify them as one batch (blocking: call in a thread).
-
-    Raises:
-        InputError: an input cannot be decoded; the message starts with its name.
-    """
-    encoded = []
-    for name, raw in inputs:
-        try:
-            encoded.append(predictor.encode(raw))
-        except InputError as exc:
-            raise InputError(f"{name}: {exc}", exc.status_code) from None
-        except Exception as exc:  # decoders of untrusted bytes raise many exception types
-            log.warning("could not decode %s", name, exc_info=True)
-            raise InputError(f"{name}: could not be decoded ({type(exc).__name__})", 422) from None
-    return predictor.to_predictions(predictor.run(encoded).probabilities)
-
-
-async def _read_texts(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
-    kind = media_type(request.headers.get("content-type"))
-    if kind and kind != "application/json" and not kind.endswith("+json"):
-        raise InputError(
-            f"unsupported content type '{kind}': send application/json like "
-            '{"texts": ["..."]} or {"text": "..."}',
-            415,
-        )
-    body = await read_body(request.stream(), settings.max_request_bytes)
-    try:
-        texts = TextsRequest.model_validate_json(body).items()
-    except ValidationError as exc:
-        raise InputError(f"invalid JSON body: {describe_errors(exc.errors())}", 422) from None
-    if not texts:
-        raise InputError("no texts: 'texts' is an empty list", 422)
-    if len(texts) > settings.max_files:
-        raise InputError(f"too many texts: at most {settings.max_files} per request", 413)
-    for index, text in enumerate(texts):
-        if not text.strip():
-            raise InputError(f"text {index} is empty", 422)
-        if len(text) > settings.max_text_chars:
-            raise InputError(
-                f"text {index} has {len(text)} characters; the limit is {settings.max_text_chars}",
-                413,
-            )
-    return [(f"text {index}", text.encode("utf-8")) for index, text in enumerate(texts)]
-
-
-def _predictor(request: Request) -> Predictor:
-    predictor: Predictor | None = request.app.state.predictor
-    if predictor is None:
-        raise HTTPException(503, "the model is not loaded yet; retry shortly")
-    return predictor
-
-
-def describe_errors(errors: Sequence[Any]) -> str:
-    """One sentence from pydantic/FastAPI validation errors (first error, plus a count)."""
-    if not errors:
-        return "the request is invalid"
-    first = errors[0]
-    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    sentence = f"{location}: {message}" if location else message
-    if len(errors) > 1:
-        sentence += f" (and {len(errors) - 1} more problem(s))"
-    return sentence
+async def prometheus_metrics(request: Request) -> Response:
+    """Counters, histograms and gauges in the Prometheus text format."""
+    metrics: ServingMetrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 from mlfactory.bundle import load_bundle
 from mlfactory.errors import BundleError, ConfigError
 from mlfactory.serving.app import BUNDLE_ENV
+from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
 
 FACTORY = "mlfactory.serving.app:app_from_env"
 
 
 def run_server(
-    bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
+    bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int | None = None
 ) -> None:
     """Serve `bundle` over HTTP with uvicorn until interrupted.
 
@@ -26,22 +27,26 @@ def run_server(
         bundle: the bundle folder.
         host: interface to bind; keep 127.0.0.1 unless a proxy or container needs otherwise.
         port: TCP port.
-        workers: worker processes, each with its own ONNX Runtime session.
+        workers: worker processes, each with its own ONNX Runtime session
+            (default: `MLFACTORY_WORKERS`, else 1).
 
     Raises:
         BundleError: the bundle is missing, incomplete or of an unsupported modality.
-        ConfigError: `workers` or a `MLFACTORY_*` setting is invalid.
+        ConfigError: `workers` or a `MLFACTORY_*` setting is invalid, or the prediction
+            log (`MLFACTORY_LOG_URL`) cannot be opened.
     """
     loaded = load_bundle(bundle)
     try:
         loaded.encoder()
     except ValueError as exc:
         raise BundleError(f"cannot serve {loaded.path}: {exc}") from None
+    settings = ServingSettings.from_env()
+    workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: {workers} must be >= 1")
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: {port} is not a TCP port")
-    ServingSettings.from_env()
+    PredictionLog(settings.log_url).close()  # creates the table once, before any worker starts
     os.environ[BUNDLE_ENV] = str(loaded.path.resolve())
 
     import uvicorn

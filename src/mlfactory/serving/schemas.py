@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FILES_FIELD = "files"
+# The characters `str.strip()` removes, listed: regex engines disagree on what `\s` covers, so
+# "has a character outside this class" means "not blank" to every schema validator alike.
+BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK_PATTERN = f"[^{BLANK}]"
 
 
 class HealthResponse(BaseModel):
@@ -50,8 +55,30 @@ class PredictionOut(BaseModel):
 class PredictResponse(BaseModel):
     """`POST /v1/predict`: one prediction per input, in request order."""
 
-    model: ModelRef
+    request_id: str = Field(
+        description="The request's id, also in the `X-Request-ID` header and the prediction log."
+    )
+    model: ModelRef = Field(description="The model that made these predictions.")
     predictions: list[PredictionOut]
+
+
+class ReloadRequest(BaseModel):
+    """`POST /v1/admin/reload` body (optional): which bundle to serve next."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundle: str | None = Field(
+        default=None,
+        description="Bundle folder on the server; default: the served bundle's folder, re-read.",
+    )
+
+
+class ReloadResponse(BaseModel):
+    """`POST /v1/admin/reload`: the model swapped out and the one now serving."""
+
+    previous: ModelRef
+    current: ModelRef
+    bundle: str = Field(description="Folder of the bundle now served.")
 
 
 class ErrorResponse(BaseModel):
@@ -81,24 +108,63 @@ class TextsRequest(BaseModel):
         return self.texts if self.texts is not None else [self.text or ""]
 
 
-MULTIPART_BODY: dict[str, Any] = {
-    "type": "object",
-    "required": [FILES_FIELD],
-    "properties": {
-        FILES_FIELD: {
+def predict_request_body(modality: str, max_inputs: int, max_text_chars: int) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of `POST /v1/predict` for a bundle of `modality`.
+
+    The documented limits are the server's own (`max_files`, `max_text_chars`), so a client or a
+    schema-driven test can tell an accepted request from a refused one without trying it.
+    """
+    content: dict[str, Any]
+    if modality == "text":
+        text = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": max_text_chars,
+            "pattern": NOT_BLANK_PATTERN,
+            "description": "A text to classify; not empty or whitespace only.",
+        }
+        texts = {
+            "type": "array",
+            "items": text,
+            "minItems": 1,
+            "maxItems": max_inputs,
+            "description": "Texts to classify, in order.",
+        }
+        schema = {
+            "title": "TextsRequest",
+            "type": "object",
+            "properties": {"texts": texts, "text": text},
+            "additionalProperties": False,
+            "oneOf": [{"required": ["texts"]}, {"required": ["text"]}],
+            "description": TextsRequest.__doc__,
+        }
+        content = {"application/json": {"schema": schema}}
+    else:
+        files = {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
+            "minItems": 1,
+            "maxItems": max_inputs,
             "description": "One or more files, classified in order. The content is sniffed; "
             "part content types and file name extensions are not trusted.",
         }
-    },
-}
-
-
-def predict_request_body(modality: str) -> dict[str, Any]:
-    """The OpenAPI `requestBody` of `POST /v1/predict` for a bundle of `modality`."""
-    if modality == "text":
-        content = {"application/json": {"schema": TextsRequest.model_json_schema()}}
-    else:
-        content = {"multipart/form-data": {"schema": MULTIPART_BODY}}
+        multipart = {
+            "type": "object",
+            "required": [FILES_FIELD],
+            "properties": {FILES_FIELD: files},
+        }
+        content = {"multipart/form-data": {"schema": multipart}}
     return {"required": True, "content": content}
+
+
+def describe_errors(errors: Sequence[Any]) -> str:
+    """One sentence from pydantic/FastAPI validation errors (first error, plus a count)."""
+    if not errors:
+        return "the request is invalid"
+    first = errors[0]
+    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    sentence = f"{location}: {message}" if location else message
+    if len(errors) > 1:
+        sentence += f" (and {len(errors) - 1} more problem(s))"
+    return sentence

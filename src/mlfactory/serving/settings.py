@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from mlfactory.errors import ConfigError
 
 ENV_PREFIX = "MLFACTORY_"
 MEGABYTE = 1024 * 1024
+DEFAULT_LOG_URL = "sqlite:///predictions.db"
+# A gathering window longer than this is a configuration mistake, not a throughput setting.
+MAX_WAIT_LIMIT_MS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -21,50 +25,88 @@ class ServingSettings:
     """Limits and runtime options of the prediction server.
 
     Each field is read from the environment variable `MLFACTORY_<FIELD NAME IN CAPITALS>`,
-    e.g. `MLFACTORY_MAX_UPLOAD_BYTES=5242880`.
+    e.g. `MLFACTORY_MAX_UPLOAD_BYTES=5242880`, `MLFACTORY_LOG_URL=postgresql+psycopg://...`,
+    `MLFACTORY_ADMIN_TOKEN=...`.
+
+    Attributes:
+        max_upload_bytes: largest accepted file, in bytes; enforced while the upload streams in.
+        max_files: most files (or texts) in one request.
+        max_text_chars: longest accepted text, in characters (text bundles).
+        max_request_bytes: largest accepted request body, in bytes (files plus overhead).
+        ort_intra_op_threads: ONNX Runtime threads inside one operator, per worker process;
+            0 lets ONNX Runtime choose (one per physical core).
+        ort_inter_op_threads: ONNX Runtime threads running independent operators in parallel;
+            0 lets ONNX Runtime choose.
+        max_batch_size: most inputs the model runs in one call. Inputs that queue while the
+            model is busy are run together, up to this many (one request is never split).
+        max_wait_ms: how long the batcher may hold a batch open for more inputs once the model
+            is free. 0 (the default) never waits: a lone request runs at once, and batches only
+            form from what queued up while the model was busy.
+        workers: uvicorn worker processes for `mlfactory serve` when `--workers` is not given;
+            each loads its own model, so more than one only pays with spare cores.
+        log_url: SQLAlchemy URL of the prediction log, e.g. `sqlite:///predictions.db`
+            (relative to the working directory; the default) or a `postgresql+psycopg://` URL.
+        admin_token: bearer token of `POST /v1/admin/reload`; unset disables the admin API.
     """
 
-    # Largest accepted file, in bytes; enforced while the upload streams in.
     max_upload_bytes: int = 10 * MEGABYTE
-    # Most files (or texts) in one request; they are classified as one batch.
     max_files: int = 64
-    # Longest accepted text, in characters (text bundles).
     max_text_chars: int = 10_000
-    # Largest accepted request body, in bytes (all files plus multipart overhead).
     max_request_bytes: int = 100 * MEGABYTE
-    # ONNX Runtime intra-op threads per worker process; 0 lets ONNX Runtime choose.
     ort_intra_op_threads: int = 0
+    ort_inter_op_threads: int = 0
+    max_batch_size: int = 32
+    max_wait_ms: float = 0.0
+    workers: int = 1
+    log_url: str = DEFAULT_LOG_URL
+    admin_token: str | None = field(default=None, repr=False)  # a secret: never printed
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_files", "max_text_chars", "max_request_bytes"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{env_name(name)}: {getattr(self, name)} must be >= 1")
-        if self.ort_intra_op_threads < 0:
-            raise ConfigError(
-                f"{env_name('ort_intra_op_threads')}: {self.ort_intra_op_threads} must be >= 0"
-            )
+        positive = ("max_upload_bytes", "max_files", "max_text_chars", "max_request_bytes")
+        for name in (*positive, "max_batch_size", "workers"):
+            _check(name, getattr(self, name), getattr(self, name) >= 1, "must be >= 1")
+        for name in ("ort_intra_op_threads", "ort_inter_op_threads"):
+            _check(name, getattr(self, name), getattr(self, name) >= 0, "must be >= 0")
+        wait = self.max_wait_ms
+        _check("max_wait_ms", wait, 0 <= wait <= MAX_WAIT_LIMIT_MS, "must be 0 to 1000")
+        if not self.log_url.strip():
+            raise ConfigError(f"{env_name('log_url')}: must not be empty (an SQLAlchemy URL)")
+        if self.admin_token is not None and len(self.admin_token.strip()) < 8:
+            raise ConfigError(f"{env_name('admin_token')}: use a token of at least 8 characters")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
-        """Settings from environment variables; unset variables keep their defaults.
+        """Settings from environment variables; unset or empty variables keep their defaults.
 
         Args:
             environ: the variables to read (default: `os.environ`).
 
         Raises:
-            ConfigError: a variable is set to something that is not a valid integer.
+            ConfigError: a variable is set to something that is not a valid value.
         """
         source = os.environ if environ is None else environ
-        values: dict[str, int] = {}
+        values: dict[str, Any] = {}
         for spec in fields(cls):
             raw = source.get(env_name(spec.name))
             if raw is None or not raw.strip():
                 continue
-            try:
-                values[spec.name] = int(raw.strip().replace("_", ""))
-            except ValueError:
-                raise ConfigError(f"{env_name(spec.name)}: '{raw}' is not an integer") from None
+            values[spec.name] = _parse(spec.name, str(spec.type), raw.strip())
         return cls(**values)
+
+
+def _parse(name: str, kind: str, raw: str) -> Any:
+    if kind not in ("int", "float"):
+        return raw
+    try:
+        return int(raw.replace("_", "")) if kind == "int" else float(raw.replace("_", ""))
+    except ValueError:
+        article = "an integer" if kind == "int" else "a number"
+        raise ConfigError(f"{env_name(name)}: '{raw}' is not {article}") from None
+
+
+def _check(name: str, value: object, ok: bool, requirement: str) -> None:
+    if not ok:
+        raise ConfigError(f"{env_name(name)}: {value} {requirement}")
 
 
 def env_name(field_name: str) -> str:

@@ -1,0 +1,112 @@
+"""`POST /v1/admin/reload`: swap in a new bundle while the server keeps answering.
+
+The new bundle is loaded and test-run in a thread while the old model serves on; then one
+assignment makes it the model of every request that starts afterwards. Requests already under
+way finish on the model they were encoded for (see `batcher`), so a reload fails no request.
+A bundle that does not load is refused with a 4xx and the old model keeps serving.
+
+The endpoint needs `Authorization: Bearer <MLFACTORY_ADMIN_TOKEN>`; without that variable set
+the admin API is disabled (403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from mlfactory.bundle import load_bundle
+from mlfactory.errors import MlfactoryError
+from mlfactory.predictor import Predictor
+from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.predict import current_predictor
+from mlfactory.serving.schemas import ModelRef, ReloadRequest, ReloadResponse, describe_errors
+from mlfactory.serving.settings import ServingSettings, env_name
+from mlfactory.serving.uploads import read_body
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def reload_model(request: Request) -> ReloadResponse:
+    """Load a bundle (default: the served one, re-read) and serve it from now on."""
+    settings: ServingSettings = request.app.state.settings
+    authorize(request.headers.get("authorization"), settings.admin_token)
+    previous = current_predictor(request)
+    body = await read_body(request.stream(), MAX_BODY_BYTES)
+    try:
+        target = ReloadRequest.model_validate_json(body) if body.strip() else ReloadRequest()
+    except ValidationError as exc:
+        raise HTTPException(422, f"invalid JSON body: {describe_errors(exc.errors())}") from None
+    path = Path(target.bundle) if target.bundle else previous.bundle.path
+    metrics: ServingMetrics = request.app.state.metrics
+    lock: asyncio.Lock = request.app.state.reload_lock
+    async with lock:  # one reload at a time; requests are not held up
+        try:
+            predictor = await run_in_threadpool(load_predictor, path, settings)
+        except MlfactoryError as exc:
+            metrics.reloads.labels("failed").inc()
+            raise HTTPException(422, f"cannot reload: {exc}") from None
+        served = previous.bundle.meta.modality
+        if predictor.bundle.meta.modality != served:
+            metrics.reloads.labels("failed").inc()
+            raise HTTPException(
+                409,
+                f"cannot reload: {path} is a {predictor.bundle.meta.modality} bundle and this "
+                f"server serves {served} inputs; start a new server for it",
+            )
+        previous = request.app.state.predictor
+        request.app.state.predictor, request.app.state.bundle = predictor, predictor.bundle
+        metrics.set_model(predictor.bundle.meta)
+        metrics.reloads.labels("ok").inc()
+    old, new = previous.bundle.meta, predictor.bundle.meta
+    log.info("reloaded: %s %s -> %s %s", old.name, old.version, new.name, new.version)
+    return ReloadResponse(
+        previous=ModelRef(name=old.name, version=old.version),
+        current=ModelRef(name=new.name, version=new.version),
+        bundle=str(predictor.bundle.path),
+    )
+
+
+def authorize(header: str | None, token: str | None) -> None:
+    """Check an `Authorization` header against the admin token.
+
+    Raises:
+        HTTPException: 403 when no token is configured, 401 when the header is wrong.
+    """
+    if token is None:
+        raise HTTPException(
+            403, f"the admin API is disabled: set {env_name('admin_token')} to enable it"
+        )
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        raise HTTPException(
+            401,
+            "missing or wrong admin token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
+    """Load and test-run the bundle at `path` (blocking: call in a thread).
+
+    Raises:
+        MlfactoryError: the bundle is missing, incomplete, or its model does not run.
+    """
+    bundle = load_bundle(path)
+    try:
+        predictor = Predictor(bundle, settings.ort_intra_op_threads, settings.ort_inter_op_threads)
+    except MlfactoryError:
+        raise
+    except Exception as exc:  # ONNX Runtime and encoders raise their own exception types
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MlfactoryError(f"{bundle.path} does not load: {reason}") from None
+    predictor.check()
+    return predictor

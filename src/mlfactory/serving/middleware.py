@@ -1,0 +1,71 @@
+"""Request ids and request metrics, as one plain ASGI middleware (no per-request task overhead).
+
+Every HTTP request gets an id: the client's `X-Request-ID` when it is a short token, else a new
+one. Handlers read it from `request.state.request_id`; every response carries it back in
+`X-Request-ID`, and the prediction log stores it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlfactory.serving.metrics import ServingMetrics
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# Paths no route matched share one label, so scanners cannot blow up the metric's cardinality.
+UNMATCHED = "unmatched"
+
+
+class RequestContextMiddleware:
+    """Assigns request ids and counts and times every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            endpoint = _endpoint(scope)
+            self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def request_id_from(scope: Scope) -> str:
+    """The client's `X-Request-ID` if it is a valid token, else a new random id."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _VALID_ID.fullmatch(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+def _endpoint(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED

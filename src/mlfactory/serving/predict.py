@@ -1,0 +1,167 @@
+"""`POST /v1/predict`: read the inputs, encode them, batch them through the model, log, answer.
+
+The event loop only streams the body and awaits: decoding and preprocessing run in the request
+threadpool, the model call in the batcher's runner thread, the log commit in the log's writer
+thread. A prediction is answered only after its log row is committed (see `prediction_log`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from fastapi import HTTPException, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from mlfactory.errors import InputError
+from mlfactory.predictor import BatchOutput, Prediction, Predictor
+from mlfactory.serving.batcher import Batcher, BatcherStopped
+from mlfactory.serving.input_summary import summarize
+from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
+from mlfactory.serving.schemas import (
+    ModelRef,
+    PredictionOut,
+    PredictResponse,
+    TextsRequest,
+    describe_errors,
+)
+from mlfactory.serving.settings import ServingSettings
+from mlfactory.serving.uploads import check_content_length, media_type, read_body, read_uploads
+
+log = logging.getLogger(__name__)
+Encoded = dict[str, np.ndarray]
+
+
+async def predict(request: Request) -> PredictResponse:
+    """Classify the request's inputs (files, or texts for text bundles), in order."""
+    started = time.perf_counter()
+    state = request.app.state
+    settings: ServingSettings = state.settings
+    predictor = current_predictor(request)
+    check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
+    if predictor.bundle.meta.modality == "text":
+        inputs = await _read_texts(request, settings)
+    else:
+        uploads = await read_uploads(
+            request.headers.get("content-type"), request.stream(), settings
+        )
+        inputs = [(upload.describe(), upload.data) for upload in uploads]
+    encoded, summaries = await run_in_threadpool(encode_inputs, predictor, inputs)
+    batcher: Batcher = state.batcher
+    try:
+        output = await batcher.run(predictor, encoded)
+    except BatcherStopped:
+        raise HTTPException(503, "the server is shutting down; retry on another instance") from None
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    request_id: str = request.state.request_id
+    predictions = predictor.to_predictions(output.probabilities)
+    rows = log_rows(request_id, predictor, predictions, output, summaries, latency_ms)
+    prediction_log: PredictionLog = state.prediction_log
+    try:
+        await prediction_log.write(rows)
+    except PredictionLogError:
+        # Unlogged predictions are never answered: the log is the record of what was served.
+        raise HTTPException(503, "the prediction could not be logged; retry shortly") from None
+    metrics: ServingMetrics = state.metrics
+    for prediction in predictions:
+        metrics.predictions.labels(prediction.label).inc()
+    meta = predictor.bundle.meta
+    return PredictResponse(
+        request_id=request_id,
+        model=ModelRef(name=meta.name, version=meta.version),
+        predictions=[
+            PredictionOut(label=p.label, score=p.score, probabilities=p.probabilities)
+            for p in predictions
+        ],
+    )
+
+
+def current_predictor(request: Request) -> Predictor:
+    """The predictor serving new requests (503 while none is loaded)."""
+    predictor: Predictor | None = request.app.state.predictor
+    if predictor is None:
+        raise HTTPException(503, "the model is not loaded yet; retry shortly")
+    return predictor
+
+
+def encode_inputs(
+    predictor: Predictor, inputs: list[tuple[str, bytes]]
+) -> tuple[list[Encoded], list[dict[str, object]]]:
+    """Encode named raw inputs and summarise them for the log (blocking: call in a thread).
+
+    Raises:
+        InputError: an input cannot be decoded; the message starts with its name.
+    """
+    meta = predictor.bundle.meta
+    encoded, summaries = [], []
+    for name, raw in inputs:
+        try:
+            item = predictor.encode(raw)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}", exc.status_code) from None
+        except Exception as exc:  # decoders of untrusted bytes raise many exception types
+            log.warning("could not decode %s", name, exc_info=True)
+            raise InputError(f"{name}: could not be decoded ({type(exc).__name__})", 422) from None
+        encoded.append(item)
+        summaries.append(summarize(meta.modality, raw, item, meta.preprocessing))
+    return encoded, summaries
+
+
+def log_rows(
+    request_id: str,
+    predictor: Predictor,
+    predictions: list[Prediction],
+    output: BatchOutput,
+    summaries: list[dict[str, object]],
+    latency_ms: float,
+) -> list[LoggedPrediction]:
+    """One prediction-log row per input."""
+    meta = predictor.bundle.meta
+    return [
+        LoggedPrediction(
+            request_id=request_id,
+            input_index=index,
+            model_name=meta.name,
+            model_version=meta.version,
+            input_summary=summary,
+            embedding=embedding,  # made JSON by the log's writer thread, off the event loop
+            probabilities=prediction.probabilities,
+            label=prediction.label,
+            score=prediction.score,
+            latency_ms=round(latency_ms, 3),
+        )
+        for index, (prediction, summary, embedding) in enumerate(
+            zip(predictions, summaries, output.embeddings, strict=True)
+        )
+    ]
+
+
+async def _read_texts(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
+    kind = media_type(request.headers.get("content-type"))
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise InputError(
+            f"unsupported content type '{kind}': send application/json like "
+            '{"texts": ["..."]} or {"text": "..."}',
+            415,
+        )
+    body = await read_body(request.stream(), settings.max_request_bytes)
+    try:
+        texts = TextsRequest.model_validate_json(body).items()
+    except ValidationError as exc:
+        raise InputError(f"invalid JSON body: {describe_errors(exc.errors())}", 422) from None
+    if not texts:
+        raise InputError("no texts: 'texts' is an empty list", 422)
+    if len(texts) > settings.max_files:
+        raise InputError(f"too many texts: at most {settings.max_files} per request", 413)
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"text {index} is empty", 422)
+        if len(text) > settings.max_text_chars:
+            raise InputError(
+                f"text {index} has {len(text)} characters; the limit is {settings.max_text_chars}",
+                413,
+            )
+    return [(f"text {index}", text.encode("utf-8")) for index, text in enumerate(texts)]

@@ -1,0 +1,283 @@
+"""The prediction log: every answered prediction, durably, in SQL (SQLite by default).
+
+A prediction counts as answered only once its row is committed: the request hands its rows to
+one writer thread and awaits the commit before it responds. The writer group-commits the rows
+of every request that queued while the previous commit ran, so the event loop never blocks on
+the database and a busy server pays one commit per group, not per request.
+
+SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to the WAL file with a
+`write()` (no `fsync`), so once committed a row is in the operating system's page cache and
+survives the server process dying in any way, `kill -9` included; the next open replays the WAL.
+Only a crash of the whole machine (power loss, kernel panic) can lose the last commits, never
+corrupt the file. `synchronous=FULL` would close that gap at the price of an fsync per group.
+Postgres (or any SQLAlchemy URL) is durable on commit by its own settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    make_url,
+    select,
+)
+from sqlalchemy.exc import NoSuchModuleError
+
+from mlfactory.errors import ConfigError
+
+log = logging.getLogger(__name__)
+EMBEDDING_DECIMALS = 6
+# Rows in one transaction at most; a long queue is written as several quick commits.
+MAX_ROWS_PER_COMMIT = 2000
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+)
+
+metadata = MetaData()
+predictions = Table(
+    "predictions",
+    metadata,
+    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere the log may outgrow 2**31.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("input_index", Integer, nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(100), nullable=False),
+    Column("input_summary", JSON, nullable=False),
+    Column("embedding", JSON, nullable=False),
+    Column("probabilities", JSON, nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+)
+
+
+class PredictionLogError(RuntimeError):
+    """Rows could not be committed to the prediction log."""
+
+
+@dataclass
+class LoggedPrediction:
+    """One row of the log: one input of one request.
+
+    Attributes:
+        request_id: the request's id (`X-Request-ID`); shared by the inputs of one request.
+        input_index: the input's position in its request.
+        model_name: name of the bundle that made the prediction.
+        model_version: its version.
+        input_summary: descriptive features of the input (see `input_summary`).
+        embedding: the model's embedding of the input (read back as a list of floats).
+        probabilities: probability of every label.
+        label: the predicted label.
+        score: its probability.
+        latency_ms: server time from the request's arrival to its predictions (reading,
+            decoding, queueing, the model call; the log commit itself excluded).
+        ts: when the prediction was made (UTC).
+        id: the row id, set once read back from the log.
+    """
+
+    request_id: str
+    input_index: int
+    model_name: str
+    model_version: str
+    input_summary: dict[str, Any]
+    embedding: list[float] | np.ndarray
+    probabilities: dict[str, float]
+    label: str
+    score: float
+    latency_ms: float
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    id: int | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        """The row to insert (called by the writer thread: the conversions happen there)."""
+        row = {column.name: getattr(self, column.name) for column in predictions.columns[1:]}
+        row["embedding"] = embedding_values(self.embedding)
+        return row
+
+
+def embedding_values(embedding: list[float] | np.ndarray) -> list[float]:
+    """An embedding as JSON floats, rounded to 6 decimals to keep log rows small."""
+    rounded = np.round(np.asarray(embedding, dtype=np.float64), EMBEDDING_DECIMALS)
+    return [float(value) for value in rounded]
+
+
+@dataclass
+class _Pending:
+    rows: Sequence[LoggedPrediction]
+    future: Future[None]
+
+
+class PredictionLog:
+    """A SQL table of served predictions, written by one group-committing thread."""
+
+    def __init__(self, url: str) -> None:
+        """Open (and create, if needed) the log at an SQLAlchemy URL.
+
+        Raises:
+            ConfigError: the URL is invalid, its driver is not installed, or the database
+                cannot be reached or written.
+        """
+        self.url = url
+        self.engine = _open_engine(url)
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests whose rows wait for a commit."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread = threading.Thread(target=self._write_forever, name="prediction-log")
+        self._thread.daemon = True  # a hung database must not keep a stopping server alive
+        self._thread.start()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Commit everything queued, then stop the writer and release the database."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+            self._thread = None
+        self.engine.dispose()
+
+    def submit(self, rows: Sequence[LoggedPrediction]) -> Future[None]:
+        """Queue rows; the future completes once they are committed (or fails)."""
+        future: Future[None] = Future()
+        if self._thread is None:
+            future.set_exception(PredictionLogError("the prediction log is not running"))
+        else:
+            self._queue.put(_Pending(rows, future))
+        return future
+
+    async def write(self, rows: Sequence[LoggedPrediction]) -> None:
+        """Commit rows without blocking the event loop.
+
+        Raises:
+            PredictionLogError: the rows could not be committed.
+        """
+        await asyncio.wrap_future(self.submit(rows))
+
+    def read(
+        self, since_id: int = 0, since: datetime | None = None, limit: int | None = None
+    ) -> list[LoggedPrediction]:
+        """Logged predictions, oldest first.
+
+        Args:
+            since_id: only rows with a larger id (to read a growing log in pages).
+            since: only rows logged at or after this time (UTC).
+            limit: at most this many rows.
+        """
+        query = select(predictions).where(predictions.c.id > since_id).order_by(predictions.c.id)
+        if since is not None:
+            query = query.where(predictions.c.ts >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return [LoggedPrediction(**row._asdict()) for row in connection.execute(query)]
+
+    def _write_forever(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()  # blocks: an idle log costs no CPU
+            if first is None:
+                return
+            group, rows = [first], len(first.rows)
+            while rows < MAX_ROWS_PER_COMMIT:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                group.append(more)
+                rows += len(more.rows)
+            self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        # A future whose caller went away is still written: logged-but-unanswered is harmless.
+        waiting = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(predictions), [row.to_row() for p in group for row in p.rows]
+                )
+        except Exception as exc:
+            log.exception("could not write %d request(s) to the prediction log", len(group))
+            error = PredictionLogError(f"the prediction log could not be written: {exc}")
+            for pending in waiting:
+                pending.future.set_exception(error)
+            return
+        for pending in waiting:
+            pending.future.set_result(None)
+
+
+def _open_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError(f"MLFACTORY_LOG_URL: '{url}' is not an SQLAlchemy URL") from None
+    shown = parsed.render_as_string(hide_password=True)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite and parsed.database in (None, "", ":memory:"):
+        raise ConfigError(f"MLFACTORY_LOG_URL: '{shown}' is in memory; name a database file")
+    try:
+        if is_sqlite and parsed.database:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed)
+    except ImportError as exc:
+        raise ConfigError(
+            f"MLFACTORY_LOG_URL: the driver of '{shown}' is not installed "
+            f"(pip install {exc.name or 'its driver'})"
+        ) from None
+    except NoSuchModuleError:
+        raise ConfigError(f"MLFACTORY_LOG_URL: '{shown}' names an unknown database") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"MLFACTORY_LOG_URL: cannot create the folder of '{shown}': {exc}"
+        ) from None
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        metadata.create_all(engine)
+    except Exception as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        message = f"MLFACTORY_LOG_URL: cannot open the log at '{shown}': {reason}"
+        raise ConfigError(message) from None
+    return engine
+
+
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()

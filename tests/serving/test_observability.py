@@ -1,0 +1,169 @@
+"""Request ids, the prediction log behind `POST /v1/predict`, and `GET /metrics`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlfactory.predictor import Predictor
+from mlfactory.serving.app import create_app
+from mlfactory.serving.prediction_log import PredictionLog, PredictionLogError
+from mlfactory.serving.settings import ServingSettings
+
+from .conftest import LABELS, DigitImage, upload
+from .test_bad_inputs import assert_error
+from .tiny_bundles import tiny_bundle, wav_bytes
+
+
+@pytest.fixture
+def log_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'predictions.db'}"
+
+
+@pytest.fixture
+def logged_client(image_bundle: Path, log_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as client:
+        yield client
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line of the exposition, e.g. `name{label="x"}`."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+def test_every_prediction_is_logged_with_its_request_id(
+    logged_client: TestClient, log_url: str, digit_images: list[DigitImage]
+) -> None:
+    chosen = digit_images[:3]
+    response = logged_client.post(
+        "/v1/predict", files=[upload(d.path.name, d.read_bytes()) for d in chosen]
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    request_id = body["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+    assert response.headers["x-request-id"] == request_id
+    rows = PredictionLog(log_url).read()
+    assert [(r.request_id, r.input_index) for r in rows] == [(request_id, i) for i in range(3)]
+    for logged, answered in zip(rows, body["predictions"], strict=True):
+        assert (logged.model_name, logged.model_version) == ("digits-serving-test", "0.0.1")
+        assert logged.label == answered["label"]
+        assert logged.probabilities == pytest.approx(answered["probabilities"])
+        assert logged.latency_ms > 0
+        summary = logged.input_summary
+        assert (summary["width"], summary["height"], summary["format"]) == (28, 28, "PNG")
+        assert 0 <= summary["brightness_mean"] <= 1 and summary["brightness_std"] > 0
+        assert summary["bytes"] == len(chosen[logged.input_index].read_bytes())
+        assert len(logged.embedding) > 1 and all(isinstance(v, float) for v in logged.embedding)
+
+
+def test_embeddings_are_the_model_embeddings(
+    logged_client: TestClient, log_url: str, image_bundle: Path, digit_images: list[DigitImage]
+) -> None:
+    digit = digit_images[7]
+    assert logged_client.post("/v1/predict", files=[upload("d.png", digit.read_bytes())]).is_success
+    [logged] = PredictionLog(log_url).read()
+    reference = Predictor.from_path(image_bundle)
+    expected = reference.run([reference.encode(digit.read_bytes())]).embeddings[0]
+    assert logged.embedding == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_a_valid_client_request_id_is_kept(logged_client: TestClient, log_url: str) -> None:
+    response = logged_client.get("/health", headers={"X-Request-ID": "trace-42.a:b"})
+    assert response.headers["x-request-id"] == "trace-42.a:b"
+    for odd in ("has spaces", "x" * 65, "new\\nline", "ünïcode".encode()):
+        response = logged_client.get("/health", headers={"X-Request-ID": odd})  # type: ignore[dict-item]
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
+def test_failed_requests_are_not_logged_but_carry_an_id(
+    logged_client: TestClient, log_url: str
+) -> None:
+    response = logged_client.post("/v1/predict", files=[upload("x.png", b"not an image")])
+    assert_error(response, 415, "not an image")
+    assert response.headers["x-request-id"]
+    assert PredictionLog(log_url).read() == []
+
+
+def test_an_unloggable_prediction_is_not_answered(
+    logged_client: TestClient, digit_images: list[DigitImage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prediction_log: PredictionLog = logged_client.app.state.prediction_log  # type: ignore[attr-defined]
+
+    async def broken_write(rows: object) -> None:
+        raise PredictionLogError("disk full")
+
+    monkeypatch.setattr(prediction_log, "write", broken_write)
+    response = logged_client.post(
+        "/v1/predict", files=[upload("d.png", digit_images[0].read_bytes())]
+    )
+    assert_error(response, 503, "could not be logged")
+
+
+def test_metrics_count_requests_batches_and_labels(
+    logged_client: TestClient, digit_images: list[DigitImage]
+) -> None:
+    files = [upload(d.path.name, d.read_bytes()) for d in digit_images[:2]]
+    answered = logged_client.post("/v1/predict", files=files).json()["predictions"]
+    logged_client.post("/v1/predict", files=[upload("x.png", b"text")])
+    logged_client.get("/no/such/path")
+    response = logged_client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    requests = 'mlfactory_http_requests_total{endpoint="/v1/predict",method="POST",status="%s"}'
+    assert metric(text, requests % "200") == 1
+    assert metric(text, requests % "415") == 1
+    unmatched = 'mlfactory_http_requests_total{endpoint="unmatched",method="GET",status="404"}'
+    assert metric(text, unmatched) == 1
+    latency = 'mlfactory_http_request_duration_seconds_count{endpoint="/v1/predict"}'
+    assert metric(text, latency) == 2
+    assert metric(text, "mlfactory_batch_size_sum") == 2
+    assert metric(text, "mlfactory_batch_size_count") == 1
+    assert metric(text, "mlfactory_queue_depth") == 0
+    assert metric(text, "mlfactory_prediction_log_pending") == 0
+    labels = [p["label"] for p in answered]
+    for label in set(labels):
+        assert metric(text, f'mlfactory_predictions_total{{label="{label}"}}') == labels.count(
+            label
+        )
+    info = 'mlfactory_model_info{modality="image",name="digits-serving-test",version="0.0.1"}'
+    assert metric(text, info) == 1
+    assert set(LABELS) >= set(labels)
+
+
+def test_each_app_has_its_own_metrics(image_bundle: Path, log_url: str) -> None:
+    first = create_app(image_bundle, ServingSettings(log_url=log_url))
+    second = create_app(image_bundle, ServingSettings(log_url=log_url))
+    with TestClient(first) as one, TestClient(second) as two:
+        one.get("/health")
+        health = 'mlfactory_http_requests_total{endpoint="/health",method="GET",status="200"}'
+        assert metric(one.get("/metrics").text, health) == 1
+        assert health not in two.get("/metrics").text
+
+
+@pytest.mark.parametrize("modality", ["text", "audio"])
+def test_text_and_audio_summaries(tmp_path: Path, log_url: str, modality: str) -> None:
+    bundle = tiny_bundle(tmp_path / modality, modality)
+    with TestClient(create_app(bundle, ServingSettings(log_url=log_url))) as client:
+        if modality == "text":
+            response = client.post("/v1/predict", json={"texts": ["oil price", "the ship " * 20]})
+        else:
+            files = [upload("tone.wav", wav_bytes(seconds=0.3), "audio/wav")]
+            response = client.post("/v1/predict", files=files)
+        assert response.status_code == 200, response.text
+    summaries = [r.input_summary for r in PredictionLog(log_url).read()]
+    if modality == "text":
+        assert summaries[0] == {"bytes": 9, "chars": 9, "tokens": 4, "truncated": False}
+        assert summaries[1]["tokens"] == 12 and summaries[1]["truncated"] is True
+    else:
+        [summary] = summaries
+        assert summary["duration_s"] == pytest.approx(0.3)
+        assert (summary["sample_rate"], summary["channels"]) == (8000, 1)
+        assert -100 <= summary["mean_db"] < 20

@@ -1,0 +1,157 @@
+"""The prediction log: group commits from many callers, WAL SQLite, clear errors, durable rows."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from mlfactory.errors import ConfigError
+from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
+
+
+def row(request_id: str, index: int = 0) -> LoggedPrediction:
+    return LoggedPrediction(
+        request_id=request_id,
+        input_index=index,
+        model_name="digits",
+        model_version="1.2.3",
+        input_summary={"bytes": 10, "width": 28, "height": 28},
+        embedding=[0.5, -0.25, 0.0],
+        probabilities={"cat": 0.75, "dog": 0.25},
+        label="cat",
+        score=0.75,
+        latency_ms=12.5,
+    )
+
+
+@pytest.fixture
+def prediction_log(tmp_path: Path) -> PredictionLog:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'logs' / 'predictions.db'}")
+    log.start()
+    yield log  # type: ignore[misc]
+    log.close()
+
+
+def test_rows_round_trip(prediction_log: PredictionLog) -> None:
+    prediction_log.submit([row("r1", 0), row("r1", 1)]).result(timeout=10)
+    first, second = prediction_log.read()
+    assert (first.request_id, first.input_index, second.input_index) == ("r1", 0, 1)
+    assert first.input_summary == {"bytes": 10, "width": 28, "height": 28}
+    assert first.embedding == [0.5, -0.25, 0.0]
+    assert first.probabilities == {"cat": 0.75, "dog": 0.25}
+    assert (first.label, first.score, first.latency_ms) == ("cat", 0.75, 12.5)
+    assert first.id is not None and second.id == first.id + 1
+    assert [r.input_index for r in prediction_log.read(since_id=first.id)] == [1]
+
+
+def test_sqlite_runs_in_wal_mode_with_normal_sync(prediction_log: PredictionLog) -> None:
+    with prediction_log.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+
+
+def test_concurrent_callers_are_group_committed(prediction_log: PredictionLog) -> None:
+    commits = 0
+
+    def count(*args: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    from sqlalchemy import event
+
+    event.listen(prediction_log.engine, "commit", count)
+
+    async def many() -> None:
+        await asyncio.gather(*(prediction_log.write([row(f"r{i}")]) for i in range(200)))
+
+    asyncio.run(many())
+    assert len(prediction_log.read()) == 200
+    assert 1 <= commits < 200  # the writer commits whole groups, not one row at a time
+
+
+def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    log = PredictionLog(url)
+    log.start()
+    futures = [log.submit([row(f"r{i}")]) for i in range(50)]
+    log.close()
+    assert all(future.done() and future.exception() is None for future in futures)
+    assert len(PredictionLog(url).read()) == 50
+
+
+def test_a_failed_commit_fails_its_callers(prediction_log: PredictionLog) -> None:
+    with prediction_log.engine.begin() as connection:
+        connection.execute(text("DROP TABLE predictions"))
+    with pytest.raises(PredictionLogError, match="could not be written"):
+        asyncio.run(prediction_log.write([row("lost")]))
+
+
+def test_submit_before_start_fails(tmp_path: Path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    with pytest.raises(PredictionLogError, match="not running"):
+        log.submit([row("x")]).result(timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("not a url", "is not an SQLAlchemy URL"),
+        ("sqlite://", "is in memory; name a database file"),
+        ("nosuchdb+driver://host/db", "names an unknown database"),
+        ("postgresql+nosuchdriver://u:topsecret@localhost/db", "names an unknown database"),
+        # psycopg is optional: without it this is the install hint, with it a refused connection.
+        ("postgresql+psycopg://u:topsecret@127.0.0.1:9/db", "not installed|cannot open the log"),
+    ],
+)
+def test_bad_urls_are_one_line_config_errors(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        PredictionLog(url)
+    assert "\n" not in str(caught.value)
+    assert "topsecret" not in str(caught.value)
+
+
+def test_unwritable_location_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="MLFACTORY_LOG_URL"):
+        PredictionLog(f"sqlite:///{tmp_path / 'file' / 'sub' / 'p.db'}")
+
+
+def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
+    """A process killed right after its commits returned loses none of them."""
+    database = tmp_path / "p.db"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_prediction_log import row
+        from mlfactory.serving.prediction_log import PredictionLog
+        log = PredictionLog({f"sqlite:///{database}"!r})
+        log.start()
+        for i in range(100):
+            log.submit([row(f"r{{i}}")]).result(timeout=10)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], timeout=120, check=False)
+    assert result.returncode == -9
+    with sqlite3.connect(database) as connection:  # a fresh reader replays the WAL
+        count = connection.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    assert count == 100
+
+
+def test_read_filters_by_time_and_limit(prediction_log: PredictionLog) -> None:
+    old, new = row("old"), row("new")
+    old.ts = datetime(2026, 1, 1, tzinfo=UTC)
+    new.ts = datetime(2026, 6, 1, tzinfo=UTC)
+    prediction_log.submit([old, new, row("now")]).result(timeout=10)
+    since = datetime(2026, 3, 1, tzinfo=UTC)
+    assert [r.request_id for r in prediction_log.read(since=since)] == ["new", "now"]
+    assert [r.request_id for r in prediction_log.read(limit=1)] == ["old"]
