@@ -38,6 +38,14 @@ def get_encoder(
         from mlfactory.modalities.image import ImageEncoder
 
         return ImageEncoder(params, assets_dir)
+    if modality == "text":
+        from mlfactory.modalities.text import TextEncoder
+
+        return TextEncoder(params, assets_dir)
+    if modality == "audio":
+        from mlfactory.modalities.audio import AudioEncoder
+
+        return AudioEncoder(params, assets_dir)
     from mlfactory.errors import BundleError
 
     raise BundleError(f"unsupported modality: '{modality}' (known: image, text, audio)")

@@ -19,4 +19,11 @@ def training_encoder(
     """
     if config.modality == "image":
         return get_encoder("image", params), []
+    if config.modality == "audio":
+        return get_encoder("audio", params), []
+    if config.modality == "text":
+        from mlfactory.training.backbones.text import write_tokenizer
+
+        tokenizer = write_tokenizer(config.model, out_dir)
+        return get_encoder("text", params, out_dir), [tokenizer]
     raise ValueError(f"unsupported modality: {config.modality}")

