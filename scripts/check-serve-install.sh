@@ -26,8 +26,14 @@ echo "== creating a throwaway venv with $python"
 bin="$work/venv/bin"
 "$bin/python" -m pip install --quiet --upgrade pip
 
+# Build from a copy of the sources: an in-tree build would leave build/ behind, and a stale
+# build/lib can smuggle deleted modules into the next wheel.
+mkdir "$work/src"
+cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/src" "$work/src/"
+rm -rf "$work"/src/src/*.egg-info
+
 echo "== pip install '.[serve]' -c requirements/lock.txt"
-"$bin/python" -m pip install --quiet --progress-bar off "${repo}[serve]" -c "$repo/requirements/lock.txt"
+"$bin/python" -m pip install --quiet --progress-bar off "$work/src[serve]" -c "$repo/requirements/lock.txt"
 
 # Run from the temporary folder, so only the installed package can be imported.
 cd "$work"
