@@ -27,7 +27,9 @@ class ClassifierModule(L.LightningModule):
         class_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        # The run's params are the whole recipe, logged once by train(); logging these again on a
+        # resume with a longer schedule would be refused by MLflow (params are immutable).
+        self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight)

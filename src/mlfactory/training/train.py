@@ -14,12 +14,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
-from mlfactory.bundle import Bundle, BundleMeta
+from mlfactory.bundle import Bundle, BundleMeta, load_bundle
 from mlfactory.config.loader import Recipe, preprocessing_params
 from mlfactory.data.dataset import PreparedDataset
 from mlfactory.data.prepare import prepare_dataset
 from mlfactory.errors import ConfigError
 from mlfactory.evaluation import CONFUSION_PNG, evaluate_items, plot_confusion_matrix
+from mlfactory.modalities.audio import spec_augment
 from mlfactory.predictor import Predictor
 from mlfactory.training import tracking
 from mlfactory.training.backbones import build_classifier
@@ -80,6 +81,8 @@ def train(
         config.trainer.max_epochs,
     )
     augment = flip_horizontal if (config.trainer.augment and config.modality == "image") else None
+    if config.trainer.augment and config.modality == "audio":
+        augment = spec_augment
     data = ClassificationData(
         dataset,
         encoder,
@@ -118,6 +121,18 @@ def train(
         log_every_n_steps=10,
     )
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        # Under DDP only rank 0 exports, evaluates and logs; the others wait and read its bundle.
+        trainer.strategy.barrier("bundle")
+        bundle = load_bundle(out_dir / "bundle")
+        return TrainResult(
+            bundle,
+            out_dir,
+            logger.run_id or "",
+            bundle.meta.metrics["test"],
+            time.perf_counter() - started,
+            dataset,
+        )
     _load_best_weights(module, checkpoint)
 
     meta = BundleMeta(
@@ -137,6 +152,8 @@ def train(
     metrics = record_evaluation(bundle, dataset, out_dir, logger)
     tracking.log_artifact(logger, bundle.path, "bundle")
     logger.experiment.set_terminated(logger.run_id, "FINISHED")
+    if trainer.world_size > 1:
+        trainer.strategy.barrier("bundle")
     return TrainResult(
         bundle, out_dir, logger.run_id or "", metrics, time.perf_counter() - started, dataset
     )

@@ -40,6 +40,9 @@ def build_image_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
     if config.freeze_backbone:
         for parameter in model.parameters():
             parameter.requires_grad = False
+    # Lightning keeps each submodule's mode as it finds it: a frozen backbone stays in eval mode,
+    # so its batch-norm statistics stay the pretrained ones (a linear probe).
+    model.train(not config.freeze_backbone)
     return model, int(model.num_features)  # type: ignore[arg-type]
 
 
