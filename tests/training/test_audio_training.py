@@ -1,0 +1,140 @@
+"""Audio on the shared training pipeline: a real (1-epoch) run of the `birdcalls` recipe on real
+clips, its bundle, and train/serve parity through the HTTP API; the `emotions` backbone export."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from mlfactory.bundle import BundleMeta, load_bundle
+from mlfactory.config.loader import load_recipe, load_recipe_from_dict, preprocessing_params
+from mlfactory.data.dataset import Item, content_key
+from mlfactory.errors import ConfigError
+from mlfactory.modalities import get_encoder
+from mlfactory.serving.app import create_app
+from mlfactory.training.backbones import build_classifier
+from mlfactory.training.datamodule import EncodedDataset
+from mlfactory.training.export import export_bundle
+from mlfactory.training.modality_setup import training_encoder
+from mlfactory.training.network import InferenceGraph
+from mlfactory.training.train import TrainResult, train
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+# Real clips from tests/fixtures, one folder per class (the seed's "folder per species" layout).
+CLASSES = {
+    "drum": ["sonic-pi/samples/bd_*.flac", "sonic-pi/samples/tabla_*.flac"],
+    "elec": ["sonic-pi/samples/elec_*.flac"],
+    "animal": ["tuxpaint/stamps/animals/*/*.ogg"],  # calls; the *_desc_<lang> speech is left out
+}
+
+
+def write_clip_folder(root: Path) -> Path:
+    for label, patterns in CLASSES.items():
+        (root / label).mkdir(parents=True)
+        for pattern in patterns:
+            for clip in sorted(FIXTURES.glob(pattern)):
+                if "_desc_" not in clip.name:
+                    shutil.copy(clip, root / label / clip.name)
+    return root
+
+
+def fast_overrides(source: Path, workdir: Path) -> list[str]:
+    return [
+        f"data.source={source}",
+        "data.min_per_class=null",
+        f"data.cache_dir={workdir / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{workdir / 'mlruns.db'}",
+        f"tracking.artifact_location={workdir / 'artifacts'}",
+        "trainer.max_epochs=1",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained_birdcalls(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    workdir = tmp_path_factory.mktemp("birdcalls")
+    source = write_clip_folder(workdir / "clips")
+    recipe = load_recipe("birdcalls", fast_overrides(source, workdir))
+    return train(recipe, workdir / "run", progress=False)
+
+
+def test_birdcalls_run_writes_a_faithful_audio_bundle(trained_birdcalls: TrainResult) -> None:
+    bundle = load_bundle(trained_birdcalls.bundle.path)
+    meta = bundle.meta
+    assert meta.modality == "audio" and meta.name == "birdcalls"
+    assert meta.labels == ["animal", "drum", "elec"]
+    assert meta.inputs == {"log_mel": [64, 201]}
+    assert meta.preprocessing["sample_rate"] == 16000
+    assert meta.config["model"]["backbone"] == "cnn_transformer"
+    test_items = trained_birdcalls.dataset.split("test")
+    assert len(test_items) >= 2
+    assert meta.export["parity_items"] == len(test_items)
+    assert meta.export["parity_max_abs_diff"] <= 1e-4
+    assert meta.metrics["test"]["split_size"] == len(test_items)
+
+
+def test_served_probabilities_equal_the_training_path(trained_birdcalls: TrainResult) -> None:
+    result = trained_birdcalls
+    recipe = load_recipe_from_dict(result.bundle.meta.config)
+    encoder, _ = training_encoder(
+        recipe.config, preprocessing_params(recipe.config), result.out_dir
+    )
+    items = result.dataset.split("test")[:3]
+    torch_data = EncodedDataset(items, encoder, result.dataset.label_index())
+    net = build_classifier(recipe.config, len(result.dataset.labels))
+    checkpoint = result.out_dir / "checkpoints" / "best.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict(
+        {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    )
+    graph = InferenceGraph(net).eval()
+    with torch.no_grad():
+        expected = [
+            graph(*(t.unsqueeze(0) for t in torch_data[i][0].values()))[0][0].numpy()
+            for i in range(len(items))
+        ]
+
+    with TestClient(create_app(result.bundle.path), raise_server_exceptions=True) as client:
+        files = [("files", (Path(str(it.path)).name, it.read_bytes())) for it in items]
+        response = client.post("/v1/predict", files=files)
+    assert response.status_code == 200, response.text
+    labels = result.dataset.labels
+    for row, prediction in zip(expected, response.json()["predictions"], strict=True):
+        served = np.array([prediction["probabilities"][label] for label in labels])
+        np.testing.assert_allclose(served, row, atol=1e-5)
+        assert prediction["label"] == labels[int(np.argmax(row))]
+
+
+def test_emotions_backbone_exports_with_parity(tmp_path: Path) -> None:
+    """The ImageNet CNN on a 3-channel spectrogram (local efficientnet_lite0 weights)."""
+    recipe = load_recipe("emotions", ["model.pretrained=auto"])
+    params = preprocessing_params(recipe.config)
+    clips = sorted((FIXTURES / "tuxpaint/stamps/animals/mammals").glob("*_desc_*.ogg"))
+    items = [
+        Item(key=content_key(c.read_bytes()), label=c.stem[-2:], split="test", path=str(c))
+        for c in clips
+    ]
+    labels = sorted({item.label for item in items})
+    net = build_classifier(recipe.config, len(labels))
+    meta = BundleMeta(
+        name="emotions-export-test",
+        version="0",
+        modality="audio",
+        labels=labels,
+        preprocessing=params,
+        config=recipe.resolved,
+    )
+    bundle = export_bundle(net, get_encoder("audio", params), meta, tmp_path / "bundle", items)
+    assert bundle.meta.inputs == {"log_mel": [64, 201]}
+    assert bundle.meta.export["parity_items"] == len(items) == 4
+    assert bundle.meta.export["parity_max_abs_diff"] <= 1e-4
+
+
+def test_unknown_model_extra_key_is_a_config_error() -> None:
+    recipe = load_recipe("birdcalls", ["+model.extra.width=3"])
+    with pytest.raises(ConfigError, match=r"model\.extra\.width"):
+        build_classifier(recipe.config, 3)
