@@ -100,7 +100,7 @@ def run_demo(
     port = free_port()
     server = start_server(bundle_path, port, out / "server.log")
     try:
-        held_out = result.dataset.split("test")[:5]
+        held_out = list({i.label: i for i in reversed(result.dataset.split("test"))}.values())[:5]
         files = [("files", (Path(i.path or "x").name, i.read_bytes())) for i in held_out]
         response = httpx.post(f"http://127.0.0.1:{port}/v1/predict", files=files, timeout=30.0)
         response.raise_for_status()
