@@ -31,7 +31,7 @@ def run_recipe(name: str, out: Path) -> dict[str, object]:
     result = train(recipe, out / name, progress=False)
     seconds = time.perf_counter() - started
     majority = majority_baseline(result.dataset)
-    simple = simple_baseline(result.dataset)
+    simple = simple_baseline(result.dataset, result.bundle.meta.preprocessing)
     counts = result.dataset.counts()
     return {
         "recipe": name,
