@@ -94,7 +94,10 @@ def run_demo(
     bundle_path = result.bundle.path.resolve()
 
     console.print("2/4 baselines on the same test split ...")
-    baselines = [majority_baseline(result.dataset), simple_baseline(result.dataset, result.bundle.meta.preprocessing)]
+    baselines = [
+        majority_baseline(result.dataset),
+        simple_baseline(result.dataset, result.bundle.meta.preprocessing),
+    ]
 
     console.print("3/4 serving the bundle on a free local port and predicting held-out files ...")
     port = free_port()

@@ -55,7 +55,10 @@ log = logging.getLogger(__name__)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed HTTP request (Content-Length)."},
     413: {"model": ErrorResponse, "description": "Too many inputs, or an input too large."},
-    415: {"model": ErrorResponse, "description": "Input of an unsupported type, or wrong request content type."},
+    415: {
+        "model": ErrorResponse,
+        "description": "Input of an unsupported type, or wrong request content type.",
+    },
     422: {"model": ErrorResponse, "description": "Missing, empty, corrupt or truncated input."},
 }
 
