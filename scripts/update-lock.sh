@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate requirements/lock.txt from the working virtual environment.
 #
-# The lock is a `pip freeze` of a venv in which `pip install -e ".[dev,docs]"` succeeded and
+# The lock is a `pip freeze` of a venv in which `pip install -e ".[dev,docs,bench]"` succeeded and
 # `pip check` is clean. It is used as constraints (`-c requirements/lock.txt`), never as a
 # requirements file: it pins whatever an extra pulls in, and installs nothing by itself.
 #
@@ -22,7 +22,7 @@ lock=requirements/lock.txt
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 {
-  echo "# Full pinned lock of the mlfactory development environment: every extra (serve, train,"
+  echo "# Full pinned lock of the mlfactory development environment: every extra (serve, train, bench,"
   echo "# dev, docs) plus the tools installed beside them (e.g. dvc, pre-commit)."
   echo "# Generated on $("$python" -c 'import platform; print(platform.python_version(), platform.machine())')"
   echo "# with torch $("$python" -c 'import importlib.metadata as m; print(m.version("torch"))')"
@@ -30,7 +30,7 @@ trap 'rm -f "$tmp"' EXIT
   echo "#"
   echo "# Use it as constraints, e.g.  pip install -e \".[dev]\" -c requirements/lock.txt"
   echo "# Regenerate after changing dependencies in pyproject.toml:"
-  echo "#   .venv/bin/pip install -e \".[dev,docs]\" && bash scripts/update-lock.sh"
+  echo "#   .venv/bin/pip install -e \".[dev,docs,bench]\" && bash scripts/update-lock.sh"
   echo "# (which runs: .venv/bin/pip freeze --exclude-editable, minus mlfactory itself)."
   "$python" -m pip freeze --exclude-editable | grep -viE '^mlfactory([=@ ]|$)'
 } >"$tmp"

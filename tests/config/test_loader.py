@@ -56,6 +56,9 @@ def test_seed_preprocessing_values_are_kept() -> None:
         (["+preprocess.colour=1"], "preprocess.colour"),
         (["preprocess.crop_size=300"], "crop_size"),
         (["trainer.max_epochs"], "max_epochs"),
+        (["trainer.lr_schedule=exponential"], "trainer.lr_schedule"),
+        (["trainer.lr_step_epochs=0"], "trainer.lr_step_epochs"),
+        (["trainer.lr_gamma=1.5"], "trainer.lr_gamma"),
     ],
 )
 def test_wrong_key_or_value_is_one_line_naming_it(overrides: list[str], expected: str) -> None:

@@ -60,3 +60,13 @@ def test_audio_without_frames_or_with_nan_is_refused() -> None:
         "audio holds NaN or infinite samples"
     )
     assert check_audio(wav(np.zeros(160, dtype=np.float32))) is None
+
+
+def test_audio_longer_than_serving_accepts_is_refused_before_decoding() -> None:
+    # 1 kHz keeps the 10-minute file small; the limit is on duration, not size.
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(601_000, dtype=np.int16), 1000, format="WAV")
+    assert check_audio(buffer.getvalue()) == "audio too long: 601 s exceeds the limit of 600 s"
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(599_000, dtype=np.int16), 1000, format="WAV")
+    assert check_audio(buffer.getvalue()) is None

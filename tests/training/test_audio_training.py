@@ -8,21 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from mlfactory.bundle import BundleMeta, load_bundle
-from mlfactory.config.loader import load_recipe, load_recipe_from_dict, preprocessing_params
+from mlfactory.config.loader import load_recipe, preprocessing_params
 from mlfactory.data.dataset import Item, content_key
 from mlfactory.errors import ConfigError
 from mlfactory.modalities import get_encoder
 from mlfactory.serving.app import create_app
 from mlfactory.training.backbones import build_classifier
-from mlfactory.training.datamodule import EncodedDataset
 from mlfactory.training.export import export_bundle
-from mlfactory.training.modality_setup import training_encoder
-from mlfactory.training.network import InferenceGraph
 from mlfactory.training.train import TrainResult, train
+from tests.training_path import training_probabilities
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 # Real clips from tests/fixtures, one folder per class (the seed's "folder per species" layout).
@@ -79,25 +76,9 @@ def test_birdcalls_run_writes_a_faithful_audio_bundle(trained_birdcalls: TrainRe
 
 def test_served_probabilities_equal_the_training_path(trained_birdcalls: TrainResult) -> None:
     result = trained_birdcalls
-    recipe = load_recipe_from_dict(result.bundle.meta.config)
-    encoder, _ = training_encoder(
-        recipe.config, preprocessing_params(recipe.config), result.out_dir
-    )
     # One clip per class: ogg calls and flac samples, from any split.
     items = list({item.label: item for item in result.dataset.items}.values())
-    torch_data = EncodedDataset(items, encoder, result.dataset.label_index())
-    net = build_classifier(recipe.config, len(result.dataset.labels))
-    checkpoint = result.out_dir / "checkpoints" / "best.ckpt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    net.load_state_dict(
-        {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    )
-    graph = InferenceGraph(net).eval()
-    with torch.no_grad():
-        expected = [
-            graph(*(t.unsqueeze(0) for t in torch_data[i][0].values()))[0][0].numpy()
-            for i in range(len(items))
-        ]
+    expected = training_probabilities(result, items)
 
     with TestClient(create_app(result.bundle.path), raise_server_exceptions=True) as client:
         files = [("files", (Path(str(it.path)).name, it.read_bytes())) for it in items]

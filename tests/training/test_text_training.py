@@ -16,16 +16,13 @@ import torch
 from fastapi.testclient import TestClient
 
 from mlfactory.bundle import load_bundle
-from mlfactory.config.loader import load_recipe, load_recipe_from_dict, preprocessing_params
+from mlfactory.config.loader import load_recipe
 from mlfactory.config.schema import ModelConfig
 from mlfactory.errors import ConfigError
 from mlfactory.serving.app import create_app
-from mlfactory.training.backbones import build_classifier
 from mlfactory.training.backbones.text import build_text_backbone, model_source
-from mlfactory.training.datamodule import EncodedDataset
-from mlfactory.training.modality_setup import training_encoder
-from mlfactory.training.network import InferenceGraph
 from mlfactory.training.train import TrainResult, train
+from tests.training_path import training_probabilities
 
 REUTERS_SAMPLE = Path(__file__).parents[1] / "fixtures" / "text" / "reuters_r8_sample.jsonl"
 MAX_LENGTH = 32
@@ -80,25 +77,9 @@ def test_text_bundle_carries_its_tokenizer(trained_news: TrainResult) -> None:
 
 def test_served_probabilities_equal_training_probabilities(trained_news: TrainResult) -> None:
     dataset = trained_news.dataset
-    recipe = load_recipe_from_dict(trained_news.bundle.meta.config)
-    # The in-training path: the training data pipeline and the trained torch weights.
-    encoder, _ = training_encoder(
-        recipe.config, preprocessing_params(recipe.config), trained_news.out_dir
-    )
     items = dataset.split("test") + dataset.split("val")[:2]
-    torch_data = EncodedDataset(items, encoder, dataset.label_index())
-    net = build_classifier(recipe.config, len(dataset.labels))
-    checkpoint = trained_news.out_dir / "checkpoints" / "best.ckpt"
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    net.load_state_dict(
-        {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-    )
-    graph = InferenceGraph(net).eval()
-    with torch.no_grad():
-        expected = [
-            graph(*(t.unsqueeze(0) for t in torch_data[i][0].values()))[0][0].numpy()
-            for i in range(len(items))
-        ]
+    # The in-training path: the training data pipeline and the trained torch weights.
+    expected = training_probabilities(trained_news, items)
 
     with TestClient(create_app(trained_news.bundle.path)) as client:
         response = client.post("/v1/predict", json={"texts": [item.text for item in items]})

@@ -11,7 +11,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from mlfactory.config.schema import MODALITIES, PREPROCESSING_SCHEMAS, RecipeConfig
+from mlfactory.config.schema import (
+    LR_SCHEDULES,
+    MODALITIES,
+    PREPROCESSING_SCHEMAS,
+    RecipeConfig,
+    TrainerConfig,
+)
 from mlfactory.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -135,6 +141,18 @@ def _validate(config: RecipeConfig) -> None:
         raise ConfigError(f"trainer.batch_size: {config.trainer.batch_size} must be >= 1")
     if config.trainer.lr <= 0:
         raise ConfigError(f"trainer.lr: {config.trainer.lr} must be > 0")
+    _validate_schedule(config.trainer)
+
+
+def _validate_schedule(trainer: TrainerConfig) -> None:
+    if trainer.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(
+            f"trainer.lr_schedule: '{trainer.lr_schedule}' is not one of {', '.join(LR_SCHEDULES)}"
+        )
+    if trainer.lr_step_epochs < 1:
+        raise ConfigError(f"trainer.lr_step_epochs: {trainer.lr_step_epochs} must be >= 1")
+    if not 0.0 < trainer.lr_gamma <= 1.0:
+        raise ConfigError(f"trainer.lr_gamma: {trainer.lr_gamma} is not in (0, 1]")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -81,6 +81,11 @@ class TrainerConfig:
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    # Learning-rate schedule per epoch: "cosine" (annealed to 0 over max_epochs), "step"
+    # (multiplied by lr_gamma every lr_step_epochs, the seeds' StepLR) or "constant".
+    lr_schedule: str = "cosine"
+    lr_step_epochs: int = 5
+    lr_gamma: float = 0.5
     # Stop after this many epochs without val-loss improvement.
     patience: int = 3
     num_workers: int = 0
@@ -124,6 +129,7 @@ class RecipeConfig:
 
 
 MODALITIES = ("image", "text", "audio")
+LR_SCHEDULES = ("cosine", "step", "constant")
 
 PREPROCESSING_SCHEMAS: dict[str, type] = {
     "image": ImagePreprocessing,

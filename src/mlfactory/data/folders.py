@@ -14,9 +14,9 @@ from pathlib import Path
 
 from mlfactory.data.raw import RawItem, RawSource, skip
 from mlfactory.errors import DataError
+from mlfactory.modalities.audio import FILE_SUFFIXES as AUDIO_SUFFIXES
 from mlfactory.modalities.image import FILE_SUFFIXES as IMAGE_SUFFIXES
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 TEXT_SUFFIXES = (".txt",)
 SPLIT_DIR_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test"})
 # Junk that archives and desktops add next to the data.

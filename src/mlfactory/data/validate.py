@@ -1,7 +1,8 @@
 """Per-modality checks that an item can be read: each returns why not, or None when it can.
 
 Images must decode with the same `decode_image` serving uses; audio must decode with soundfile
-to at least one finite frame; text must be non-empty once stripped.
+to at least one finite frame and last no longer than serving accepts (`MAX_SECONDS`); text must
+be non-empty once stripped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from types import ModuleType
 import numpy as np
 
 from mlfactory.errors import DataError, InputError
+from mlfactory.modalities.audio import MAX_SECONDS
 from mlfactory.modalities.image import decode_image
 
 # soundfile names the in-memory buffer in its messages; that text differs on every run.
@@ -48,7 +50,12 @@ def check_audio(data: bytes) -> str | None:
         return "empty file"
     soundfile = require_soundfile()
     try:
-        samples, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(data)) as audio:
+            # Serving refuses longer recordings (413): training on one would fail in the loader.
+            seconds = audio.frames / audio.samplerate
+            if seconds > MAX_SECONDS:
+                return f"audio too long: {seconds:.0f} s exceeds the limit of {MAX_SECONDS:.0f} s"
+            samples = audio.read(dtype="float32", always_2d=True)
     except (RuntimeError, ValueError, TypeError, EOFError) as exc:
         # soundfile.LibsndfileError is a RuntimeError; short garbage can raise the others.
         return f"not readable audio: {_BUFFER_REPR.sub('the file', str(exc))}"

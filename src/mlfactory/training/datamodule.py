@@ -44,6 +44,18 @@ class EncodedDataset(Dataset[tuple[dict[str, torch.Tensor], int]]):
         return tensors, self.label_index[item.label]
 
 
+def seed_worker(worker_id: int) -> None:
+    """Give each data-loader worker its own augmentation stream.
+
+    Every worker starts with a copy of the dataset, random generator included: unseeded, all of
+    them would draw the same flips and masks. torch gives each worker a distinct seed derived
+    from the loader's seeded generator, so the streams differ yet a rerun repeats them.
+    """
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, EncodedDataset):
+        info.dataset.rng = np.random.default_rng(info.seed)
+
+
 def flip_horizontal(
     arrays: dict[str, np.ndarray], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
@@ -87,6 +99,7 @@ class ClassificationData(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=generator,
+            worker_init_fn=seed_worker,
         )
 
     def train_dataloader(self) -> DataLoader:

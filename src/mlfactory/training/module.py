@@ -25,6 +25,9 @@ class ClassifierModule(L.LightningModule):
         weight_decay: float,
         max_epochs: int,
         class_weights: list[float] | None = None,
+        lr_schedule: str = "cosine",
+        lr_step_epochs: int = 5,
+        lr_gamma: float = 0.5,
     ) -> None:
         super().__init__()
         # The run's params are the whole recipe, logged once by train(); logging these again on a
@@ -80,7 +83,18 @@ class ClassifierModule(L.LightningModule):
         optimizer = torch.optim.AdamW(
             parameters, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"]
         )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, self.hparams["max_epochs"])
-        )
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return {"optimizer": optimizer, "lr_scheduler": self._scheduler(optimizer)}
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The per-epoch learning-rate schedule named by `lr_schedule`."""
+        schedule = self.hparams["lr_schedule"]
+        if schedule == "cosine":
+            epochs = max(1, self.hparams["max_epochs"])
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        if schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(
+                optimizer, step_size=self.hparams["lr_step_epochs"], gamma=self.hparams["lr_gamma"]
+            )
+        if schedule == "constant":
+            return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        raise ValueError(f"unknown lr_schedule '{schedule}'")

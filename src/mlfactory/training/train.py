@@ -79,6 +79,9 @@ def train(
         config.trainer.lr,
         config.trainer.weight_decay,
         config.trainer.max_epochs,
+        lr_schedule=config.trainer.lr_schedule,
+        lr_step_epochs=config.trainer.lr_step_epochs,
+        lr_gamma=config.trainer.lr_gamma,
     )
     augment = flip_horizontal if (config.trainer.augment and config.modality == "image") else None
     if config.trainer.augment and config.modality == "audio":

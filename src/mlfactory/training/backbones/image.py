@@ -43,7 +43,17 @@ def build_image_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
     # Lightning keeps each submodule's mode as it finds it: a frozen backbone stays in eval mode,
     # so its batch-norm statistics stay the pretrained ones (a linear probe).
     model.train(not config.freeze_backbone)
-    return model, int(model.num_features)  # type: ignore[arg-type]
+    return model, embedding_width(model)
+
+
+def embedding_width(model: nn.Module) -> int:
+    """Width of what a timm model without classifier outputs.
+
+    `num_features` is the width before the pre-logits block; models that have one (VGG's two
+    4096-wide layers, ConvNeXt's head norm/fc) output `head_hidden_size` instead.
+    """
+    width = getattr(model, "head_hidden_size", None) or model.num_features
+    return int(width)  # type: ignore[arg-type]
 
 
 def local_weights_file(backbone: str) -> Path | None:

@@ -1,0 +1,43 @@
+"""The in-training prediction path, for tests that compare it with what the server answers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from mlfactory.config.loader import load_recipe_from_dict, preprocessing_params
+from mlfactory.data.dataset import Item
+from mlfactory.training.backbones import build_classifier
+from mlfactory.training.datamodule import EncodedDataset
+from mlfactory.training.modality_setup import training_encoder
+from mlfactory.training.network import InferenceGraph
+from mlfactory.training.train import TrainResult
+
+
+def training_inputs(result: TrainResult, items: Sequence[Item]) -> EncodedDataset:
+    """`items` encoded by the training data pipeline of `result`'s recipe."""
+    recipe = load_recipe_from_dict(result.bundle.meta.config)
+    encoder, _ = training_encoder(
+        recipe.config, preprocessing_params(recipe.config), result.out_dir
+    )
+    return EncodedDataset(list(items), encoder, result.dataset.label_index())
+
+
+def training_probabilities(result: TrainResult, items: Sequence[Item]) -> list[np.ndarray]:
+    """Class probabilities of each item from the training pipeline and the best torch weights."""
+    recipe = load_recipe_from_dict(result.bundle.meta.config)
+    inputs = training_inputs(result, items)
+    net = build_classifier(recipe.config, len(result.dataset.labels))
+    checkpoint = result.out_dir / "checkpoints" / "best.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict(
+        {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    )
+    graph = InferenceGraph(net).eval()
+    with torch.no_grad():
+        return [
+            graph(*(t.unsqueeze(0) for t in inputs[i][0].values()))[0][0].numpy()
+            for i in range(len(inputs))
+        ]
