@@ -89,7 +89,7 @@ def render(rows: list[dict[str, object]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("recipes", nargs="*", help="recipe names (default: all but the demo)")
+    parser.add_argument("recipes", nargs="*", help="recipe names (default: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/report"))
     parser.add_argument("--doc", type=Path, default=Path("docs/recipes.md"))
     args = parser.parse_args()

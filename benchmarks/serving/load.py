@@ -5,7 +5,8 @@ Runs as its own process (the orchestrator starts it once per concurrency level),
 `POST <url>` multipart with one file in the field `files`, the payloads cycling through the
 given images. Prints one JSON object: throughput (successful answers per second of wall time),
 latency percentiles of the successful requests, error count, and the CPU cores used by the
-client itself and (with `--server-pid`) by the server's process tree.
+client itself and (with `--server-pid`) by the server's process tree and by everything else on
+the machine (`other_cpu_cores`: should be near 0 for a clean measurement).
 
     .venv/bin/python -m benchmarks.serving.load --url http://127.0.0.1:8100/v1/predict \
         --images runs/bench/images --concurrency 8 --duration 20 --max-requests 2000
@@ -24,7 +25,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 import numpy as np
-from benchmarks.serving.processes import tree_cpu_seconds
+from benchmarks.serving.processes import machine_busy_seconds, tree_cpu_seconds
 
 LOCALHOST = {"127.0.0.1", "localhost", "::1"}
 
@@ -109,13 +110,18 @@ def main() -> None:
     if not payloads:
         raise SystemExit(f"--images: no *.jpg in {args.images}")
     cpu_before = tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
-    started = time.perf_counter()
+    busy_before, started = machine_busy_seconds(), time.perf_counter()
     result = asyncio.run(
         drive(args.url, payloads, args.concurrency, args.duration, args.max_requests, args.timeout)
     )
     if args.server_pid:
-        used = tree_cpu_seconds(args.server_pid) - cpu_before
-        result["server_cpu_cores"] = round(used / (time.perf_counter() - started), 3)
+        wall = time.perf_counter() - started
+        server = (tree_cpu_seconds(args.server_pid) - cpu_before) / wall
+        machine = (machine_busy_seconds() - busy_before) / wall
+        result["server_cpu_cores"] = round(server, 3)
+        result["machine_cpu_cores"] = round(machine, 3)
+        # Neither this client nor the server: other processes competing for the same cores.
+        result["other_cpu_cores"] = round(machine - server - result["client_cpu_cores"], 3)
     print(json.dumps(result))
 
 

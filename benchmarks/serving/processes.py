@@ -108,6 +108,19 @@ def start_server(
     return Server(name, process, port, log_path)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine spent busy so far (all cores, idle excluded)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+def busy_cores(seconds: float) -> float:
+    """Average cores busy machine-wide over the next `seconds` (this sleeps meanwhile)."""
+    before, started = machine_busy_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    return (machine_busy_seconds() - before) / (time.perf_counter() - started)
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by `pid` and its live descendants."""
     try:

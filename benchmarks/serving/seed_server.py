@@ -5,6 +5,9 @@ preprocessing, the model called inside the `async` handler (so requests run one 
 event loop; a sync handler would instead run several torch calls at once in the threadpool and
 make them fight over the same cores). Same route and multipart field as mlfactory's API.
 
+`--reload-per-request` does what the emotions seed actually shipped (SEEDS.md, seed 4): the
+checkpoint is loaded again for every request.
+
     .venv/bin/python -m benchmarks.serving.seed_server --weights runs/bench/resnet18/torch \
         --port 8101
 """
@@ -21,7 +24,7 @@ from benchmarks.serving.torch_model import build_transform, load_image, load_net
 from fastapi import FastAPI, File, UploadFile
 
 
-def create_app(weights_dir: Path) -> FastAPI:
+def create_app(weights_dir: Path, reload_per_request: bool = False) -> FastAPI:
     net, spec = load_network(weights_dir)
     transform = build_transform(spec["preprocessing"])
     labels: list[str] = spec["labels"]
@@ -34,10 +37,11 @@ def create_app(weights_dir: Path) -> FastAPI:
     @app.post("/v1/predict")
     async def predict(files: list[UploadFile] = File(...)) -> dict[str, Any]:
         predictions = []
+        model = load_network(weights_dir)[0] if reload_per_request else net
         for upload in files:
             image = load_image(await upload.read())
             with torch.no_grad():
-                probabilities, _ = net(transform(image).unsqueeze(0))
+                probabilities, _ = model(transform(image).unsqueeze(0))
             predictions.extend(to_json(labels, probabilities))
         return {"predictions": predictions}
 
@@ -49,8 +53,12 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--reload-per-request", action="store_true", help="load the checkpoint for every request"
+    )
     args = parser.parse_args()
-    uvicorn.run(create_app(args.weights), host=args.host, port=args.port, log_level="warning")
+    app = create_app(args.weights, args.reload_per_request)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":
