@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--inprocess-seconds", type=float, default=8.0, help="seconds per in-process figure"
     )
+    parser.add_argument(
+        "--paired-seconds",
+        type=float,
+        default=3.0,
+        help="seconds per in-process figure re-measured beside each mlfactory server",
+    )
     parser.add_argument("--max-batch-size", type=int, default=32, help="LitServe's batch cap")
     parser.add_argument(
         "--batch-timeout", type=float, default=0.01, help="LitServe's batch window, seconds"
@@ -134,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.concurrency, args.duration, args.max_requests = "1,4", 3.0, 60
         args.warmup, args.idle, args.inprocess_seconds = 1.0, 2.0, 1.0
+        args.paired_seconds = 0.5
         args.sweep = str(args.float_convs)
     args.levels = sorted({int(c) for c in args.concurrency.split(",")})
     args.saturation = args.saturation or max(args.levels)
@@ -159,6 +166,31 @@ def _python_module(module: str, *arguments: str, timeout: float = 3600) -> dict[
         raise RuntimeError(f"{module} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+# Servers whose ratios to bare ORT are measured in pairs: the in-process figures are taken again
+# while that server is up but idle, right before its first level and right after its last, so a
+# slow spell of a shared machine cannot fall between a server and its own limit.
+PAIRED = {"mlfactory": "fp32", "mlfactory-int8": "int8"}
+
+
+def server_bundles(args: argparse.Namespace) -> dict[str, Path]:
+    bundle = artifacts.bundle_dir(args.cache)
+    return {"mlfactory": bundle, "mlfactory-int8": bundle.with_name("bundle-int8")}
+
+
+def in_process(bundle: Path, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+    """The bare-ORT figures of `bundle` (benchmarks.serving.inprocess), `seconds` per figure."""
+    images = str(artifacts.images_dir(args.cache))
+    return _python_module(
+        "benchmarks.serving.inprocess",
+        "--bundle",
+        str(bundle),
+        "--images",
+        images,
+        "--seconds",
+        str(seconds),
+    )
 
 
 def server_commands(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]]:
@@ -210,6 +242,10 @@ def bench_server(
         time.sleep(2.0)  # let batch loops and thread pools go quiet
         result["idle_cpu_cores"] = round(idle_cores(server, args.idle), 4)
         result["levels"] = {}
+        paired = PAIRED.get(name)
+        bundle = server_bundles(args).get(name)
+        if paired and bundle:
+            result["in_process_before"] = in_process(bundle, args, args.paired_seconds)
         for level in args.levels:
             run = run_load(server, images, level, args.duration, args.max_requests)
             result["levels"][str(level)] = run
@@ -218,6 +254,8 @@ def bench_server(
                 f"p99 {run['p99_ms']} ms, errors {run['errors']}",
                 flush=True,
             )
+        if paired and bundle:
+            result["in_process_after"] = in_process(bundle, args, args.paired_seconds)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         result["error"] = str(exc)
         print(f"  {name} FAILED: {exc}", file=sys.stderr, flush=True)
@@ -365,22 +403,13 @@ def main(argv: list[str] | None = None) -> None:
             "--float-convs",
             str(args.float_convs),
         )
-    images = str(artifacts.images_dir(args.cache))
     variants = {"fp32": artifacts.bundle_dir(args.cache)}
     if want_int8:
         variants["int8"] = artifacts.bundle_dir(args.cache).with_name("bundle-int8")
     results["in_process"] = {}
     for variant, path in variants.items():
         settle(f"in-process {variant}")
-        figures = _python_module(
-            "benchmarks.serving.inprocess",
-            "--bundle",
-            str(path),
-            "--images",
-            images,
-            "--seconds",
-            str(args.inprocess_seconds),
-        )
+        figures = in_process(path, args, args.inprocess_seconds)
         results["in_process"][variant] = figures
         print(
             f"in-process {variant}: limit {figures['limit_img_per_s']} img/s, single image "
