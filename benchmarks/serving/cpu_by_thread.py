@@ -29,7 +29,8 @@ from mlfactory.serving.app import create_app
 # Numbered pools become one group: "AnyIO worker thread", "mlfactory-model_0" -> "mlfactory-model".
 _NUMBERED = re.compile(r"[_-]\d+$")
 GROUPS = {
-    "MainThread": "event loop (HTTP, multipart, JSON, routing)",
+    "uvicorn-runner": "event loop (HTTP, multipart, routing, JSON, metrics)",
+    "MainThread": "this script (waits for the load generator)",
     "AnyIO worker thread": "request threadpool (JPEG decode + preprocess)",
     "mlfactory-model": "model runner (ONNX Runtime, calling thread)",
     "ONNX Runtime pool": "ONNX Runtime intra-op pool",
