@@ -10,6 +10,7 @@ import pytest
 
 from mlfactory.data.folders import scan_class_folder, suffixes_for, tree_signature, unwrap
 from mlfactory.errors import DataError
+from mlfactory.modalities.audio import FILE_SUFFIXES as AUDIO_FILE_SUFFIXES
 
 
 def _put(path: Path, data: bytes = b"x") -> Path:
@@ -65,8 +66,10 @@ def test_text_folders_read_txt_files_and_skip_non_utf8(tmp_path: Path) -> None:
     assert "UTF-8" in found.skipped[0]["reason"]
 
 
-def test_audio_suffixes() -> None:
-    assert set(suffixes_for("audio")) == {".wav", ".flac", ".ogg", ".mp3"}
+def test_audio_suffixes_are_what_the_audio_decoder_reads() -> None:
+    # Training folders take every format serving accepts, and no other.
+    assert suffixes_for("audio") == AUDIO_FILE_SUFFIXES
+    assert {".wav", ".flac", ".ogg", ".mp3"} <= set(suffixes_for("audio"))
     with pytest.raises(DataError, match=r"unknown modality 'video'"):
         suffixes_for("video")
 
