@@ -115,12 +115,15 @@ def train(
 ) -> None:
     """Train a recipe; the last line printed is the bundle's path."""
     from mlfactory.config.loader import load_recipe
+    from mlfactory.training.train import is_global_zero
     from mlfactory.training.train import train as run_training
 
     _setup_logging(verbose)
     loaded = load_recipe(recipe, overrides)
     out_dir = out or Path("runs") / loaded.name
     result = run_training(loaded, out_dir, resume=resume, progress=sys.stderr.isatty())
+    if not is_global_zero():
+        return  # under DDP, rank 0 reports the run
     test = result.metrics
     console.print(
         f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['f1_macro']:.4f} "

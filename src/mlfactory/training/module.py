@@ -65,6 +65,7 @@ class ClassifierModule(L.LightningModule):
             on_epoch=True,
             on_step=stage == "train",
             batch_size=labels.shape[0],
+            sync_dist=True,  # under DDP: the mean over all ranks (early stopping reads val/loss)
         )
         self.log_dict(metrics, prog_bar=stage != "train", on_epoch=True, on_step=False)
         return loss

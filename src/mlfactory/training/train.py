@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 
 from mlfactory.bundle import Bundle, BundleMeta, load_bundle
 from mlfactory.config.loader import Recipe, preprocessing_params
@@ -99,7 +100,9 @@ def train(
     if state is None:
         logger.log_hyperparams(tracking.flatten(recipe.resolved))
         logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
-    tracking.save_run_state(out_dir, {"mlflow_run_id": logger.run_id, "recipe": recipe.resolved})
+    if is_global_zero():  # under DDP the other ranks have no MLflow run of their own
+        state = {"mlflow_run_id": logger.run_id, "recipe": recipe.resolved}
+        tracking.save_run_state(out_dir, state)
 
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor="val/loss", mode="min", save_last=True
@@ -131,7 +134,7 @@ def train(
         return TrainResult(
             bundle,
             out_dir,
-            logger.run_id or "",
+            bundle.meta.mlflow_run_id or "",
             bundle.meta.metrics["test"],
             time.perf_counter() - started,
             dataset,
@@ -160,6 +163,15 @@ def train(
     return TrainResult(
         bundle, out_dir, logger.run_id or "", metrics, time.perf_counter() - started, dataset
     )
+
+
+def is_global_zero() -> bool:
+    """True in the process that owns the run: the only one, or rank 0 of a distributed job.
+
+    The rank comes from the environment a launcher sets (Lightning's DDP launcher, torchrun,
+    SLURM), so it is known before the Trainer exists.
+    """
+    return int(getattr(rank_zero_only, "rank", 0)) == 0
 
 
 def record_evaluation(

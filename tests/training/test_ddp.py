@@ -1,0 +1,55 @@
+"""Distributed training: `mlfactory train` under Lightning DDP (2 CPU processes, gloo).
+
+Lightning's DDP launcher starts the second rank by running the same command line again, so this
+runs the real CLI as a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+
+from mlfactory.bundle import load_bundle
+from tests.conftest import fast_digits_overrides
+
+MLFACTORY = str(Path(sys.executable).parent / "mlfactory")
+
+
+def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    overrides = fast_digits_overrides(digit_folder, tmp_path, epochs=2)
+    overrides += ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores
+    done = subprocess.run(
+        [MLFACTORY, "train", "digits", "--out", str(out), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MEMBER: 2/2" in done.stderr  # really two processes
+
+    # Only rank 0 reports; its report names the run and the bundle.
+    lines = done.stdout.strip().splitlines()
+    assert lines[-1] == str((out / "bundle").resolve())
+    assert sum(line.startswith("test accuracy") for line in lines) == 1
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [run.info.status for run in runs] == ["FINISHED"]
+    run_id = runs[0].info.run_id
+    assert run_id in done.stdout
+    # --resume needs the owner's run id, not a non-zero rank's empty one.
+    assert json.loads((out / "run.json").read_text())["mlflow_run_id"] == run_id
+    bundle = load_bundle(out / "bundle")
+    assert bundle.meta.mlflow_run_id == run_id
+    assert bundle.meta.metrics["test"]["split_size"] > 0
