@@ -52,7 +52,7 @@ class ByteTextEncoder:
 
 def write_text_model(path: Path) -> None:
     """input_ids (N, LENGTH) int64 -> probabilities (N, 2), embedding (N, LENGTH)."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     # Early bytes push towards "positive", late ones towards "negative": short texts and long
