@@ -1,16 +1,20 @@
-"""The in-training prediction path, for tests that compare it with what the server answers."""
+"""Training-side helpers for tests: the in-training prediction path, and untrained bundles."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from mlfactory.config.loader import load_recipe_from_dict, preprocessing_params
+from mlfactory.bundle import Bundle, BundleMeta
+from mlfactory.config.loader import Recipe, load_recipe_from_dict, preprocessing_params
 from mlfactory.data.dataset import Item
 from mlfactory.training.backbones import build_classifier
 from mlfactory.training.datamodule import EncodedDataset
+from mlfactory.training.export import export_bundle
 from mlfactory.training.modality_setup import training_encoder
 from mlfactory.training.network import InferenceGraph
 from mlfactory.training.train import TrainResult
@@ -41,3 +45,30 @@ def training_probabilities(result: TrainResult, items: Sequence[Item]) -> list[n
             graph(*(t.unsqueeze(0) for t in inputs[i][0].values()))[0][0].numpy()
             for i in range(len(inputs))
         ]
+
+
+def untrained_bundle(
+    recipe: Recipe,
+    labels: list[str],
+    items: Sequence[Item],
+    out_dir: Path,
+    name: str,
+    metrics: dict[str, Any] | None = None,
+) -> Bundle:
+    """The recipe's network, untrained, exported as a real bundle to `out_dir/bundle`.
+
+    `items` are the export's parity inputs; `out_dir` also receives the text tokenizer.
+    """
+    params = preprocessing_params(recipe.config)
+    encoder, assets = training_encoder(recipe.config, params, out_dir)
+    meta = BundleMeta(
+        name=name,
+        version="0.0.1",
+        modality=recipe.config.modality,
+        labels=labels,
+        preprocessing=params,
+        metrics=metrics or {},
+        config=recipe.resolved,
+    )
+    net = build_classifier(recipe.config, len(labels))
+    return export_bundle(net, encoder, meta, out_dir / "bundle", list(items), assets)

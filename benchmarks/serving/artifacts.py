@@ -47,6 +47,11 @@ def bundle_dir(cache: Path) -> Path:
     return cache / BACKBONE / "bundle"
 
 
+def int8_bundle_dir(cache: Path) -> Path:
+    """Where `quantize.py` writes the int8 variant of the bundle."""
+    return bundle_dir(cache).with_name("bundle-int8")
+
+
 def torch_dir(cache: Path) -> Path:
     return cache / BACKBONE / "torch"
 

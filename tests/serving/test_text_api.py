@@ -33,30 +33,16 @@ def articles() -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained `news` classifier exported as a real text bundle (weights: MiniLM)."""
-    from mlfactory.bundle import BundleMeta
-    from mlfactory.config.loader import load_recipe, preprocessing_params
+    from mlfactory.config.loader import load_recipe
     from mlfactory.data.dataset import Item, content_key
-    from mlfactory.training.backbones import build_classifier
-    from mlfactory.training.export import export_bundle
-    from mlfactory.training.modality_setup import training_encoder
+    from tests.training_path import untrained_bundle
 
-    work = tmp_path_factory.mktemp("text-bundle")
     recipe = load_recipe("news", [f"preprocess.max_length={MAX_LENGTH}"])
-    params = preprocessing_params(recipe.config)
-    encoder, assets = training_encoder(recipe.config, params, work)
-    meta = BundleMeta(
-        name="news-serving-test",
-        version="0.0.1",
-        modality="text",
-        labels=LABELS,
-        preprocessing=params,
-        config=recipe.resolved,
-    )
     items = [
         Item(key=content_key(row["text"].encode()), split="test", **row) for row in articles()[::6]
     ]
-    net = build_classifier(recipe.config, len(LABELS))
-    return export_bundle(net, encoder, meta, work / "bundle", items, assets).path
+    out = tmp_path_factory.mktemp("text-bundle")
+    return untrained_bundle(recipe, LABELS, items, out, "news-serving-test").path
 
 
 @pytest.fixture(scope="module")

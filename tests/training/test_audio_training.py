@@ -10,16 +10,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mlfactory.bundle import BundleMeta, load_bundle
-from mlfactory.config.loader import load_recipe, preprocessing_params
+from mlfactory.bundle import load_bundle
+from mlfactory.config.loader import load_recipe
 from mlfactory.data.dataset import Item, content_key
 from mlfactory.errors import ConfigError
-from mlfactory.modalities import get_encoder
 from mlfactory.serving.app import create_app
 from mlfactory.training.backbones import build_classifier
-from mlfactory.training.export import export_bundle
 from mlfactory.training.train import TrainResult, train
-from tests.training_path import training_probabilities
+from tests.training_path import training_probabilities, untrained_bundle
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 # Real clips from tests/fixtures, one folder per class (the seed's "folder per species" layout).
@@ -94,23 +92,13 @@ def test_served_probabilities_equal_the_training_path(trained_birdcalls: TrainRe
 def test_emotions_backbone_exports_with_parity(tmp_path: Path) -> None:
     """The ImageNet CNN on a 3-channel spectrogram (local efficientnet_lite0 weights)."""
     recipe = load_recipe("emotions", ["model.pretrained=auto"])
-    params = preprocessing_params(recipe.config)
     clips = sorted((FIXTURES / "tuxpaint/stamps/animals/mammals").glob("*_desc_*.ogg"))
     items = [
         Item(key=content_key(c.read_bytes()), label=c.stem[-2:], split="test", path=str(c))
         for c in clips
     ]
     labels = sorted({item.label for item in items})
-    net = build_classifier(recipe.config, len(labels))
-    meta = BundleMeta(
-        name="emotions-export-test",
-        version="0",
-        modality="audio",
-        labels=labels,
-        preprocessing=params,
-        config=recipe.resolved,
-    )
-    bundle = export_bundle(net, get_encoder("audio", params), meta, tmp_path / "bundle", items)
+    bundle = untrained_bundle(recipe, labels, items, tmp_path, "emotions-export-test")
     assert bundle.meta.inputs == {"log_mel": [64, 201]}
     assert bundle.meta.export["parity_items"] == len(items) == 4
     assert bundle.meta.export["parity_max_abs_diff"] <= 1e-4
