@@ -12,10 +12,9 @@ import torch
 from mlfactory.bundle import Bundle, BundleMeta
 from mlfactory.config.loader import Recipe, load_recipe_from_dict, preprocessing_params
 from mlfactory.data.dataset import Item
-from mlfactory.training.backbones import build_classifier
+from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import EncodedDataset
 from mlfactory.training.export import export_bundle
-from mlfactory.training.modality_setup import training_encoder
 from mlfactory.training.network import InferenceGraph
 from mlfactory.training.train import TrainResult
 

@@ -115,11 +115,12 @@ def train(
 ) -> None:
     """Train a recipe; the last line printed is the bundle's path."""
     from mlfactory.config.loader import load_recipe
+
+    _setup_logging(verbose)
+    loaded = load_recipe(recipe, overrides)  # recipe errors come before torch is imported
     from mlfactory.training.train import is_global_zero
     from mlfactory.training.train import train as run_training
 
-    _setup_logging(verbose)
-    loaded = load_recipe(recipe, overrides)
     out_dir = out or Path("runs") / loaded.name
     result = run_training(loaded, out_dir, resume=resume, progress=sys.stderr.isatty())
     if not is_global_zero():

@@ -39,7 +39,8 @@ def evaluate_target(target: str) -> dict[str, Any]:
     """Evaluate and record the metrics in bundle.json and, when reachable, the MLflow run."""
     from mlfactory.config.loader import load_recipe_from_dict
     from mlfactory.data.prepare import prepare_dataset
-    from mlfactory.training.train import record_evaluation
+    from mlfactory.evaluation import record_evaluation
+    from mlfactory.tracking import TrackedRun
 
     bundle = resolve_bundle(target)
     recipe = load_recipe_from_dict(bundle.meta.config)
@@ -48,9 +49,7 @@ def evaluate_target(target: str) -> dict[str, Any]:
         raise BundleError(
             f"the recipe's data now has labels {dataset.labels}, the bundle {bundle.meta.labels}"
         )
-    logger = None
+    run = None
     if bundle.meta.mlflow_run_id:
-        from mlfactory.training.tracking import make_logger
-
-        logger = make_logger(recipe.config.tracking, recipe.name, bundle.meta.mlflow_run_id)
-    return record_evaluation(bundle, dataset, bundle.path.parent, logger)
+        run = TrackedRun.open(recipe.config.tracking, bundle.meta.mlflow_run_id)
+    return record_evaluation(bundle, dataset, bundle.path.parent, run)

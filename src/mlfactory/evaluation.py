@@ -1,4 +1,8 @@
-"""Evaluate a bundle on a dataset split: the numbers describe the exact artifact that ships."""
+"""Evaluate a bundle on a dataset split: the numbers describe the exact artifact that ships.
+
+Evaluation runs the bundle with ONNX Runtime, never torch, so `mlfactory evaluate` of a bundle
+imports neither torch nor Lightning.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,35 @@ from typing import Any
 
 import numpy as np
 
-from mlfactory.data.dataset import Item
+from mlfactory.bundle import Bundle
+from mlfactory.data.dataset import Item, PreparedDataset
 from mlfactory.predictor import Predictor
+from mlfactory.tracking import TrackedRun
 
 CONFUSION_PNG = "confusion_matrix.png"
+
+
+def record_evaluation(
+    bundle: Bundle, dataset: PreparedDataset, out_dir: Path, run: TrackedRun | None
+) -> dict[str, Any]:
+    """Evaluate the bundle on the test split; write the metrics into bundle.json and MLflow.
+
+    Args:
+        bundle: the bundle to evaluate (its `bundle.json` is rewritten with the metrics).
+        dataset: the prepared dataset whose test split is used.
+        out_dir: where the confusion-matrix PNG is written.
+        run: the MLflow run to log the metrics and the PNG to, if any.
+    """
+    metrics = evaluate_items(Predictor(bundle), dataset.split("test"))
+    bundle.meta.metrics = {"test": metrics, "data_fingerprint": dataset.fingerprint}
+    bundle.save_meta()
+    png = plot_confusion_matrix(
+        metrics["confusion_matrix"], bundle.meta.labels, out_dir / CONFUSION_PNG
+    )
+    if run is not None:
+        run.log_metrics({"test/acc": metrics["accuracy"], "test/f1_macro": metrics["f1_macro"]})
+        run.log_artifact(png)
+    return metrics
 
 
 def evaluate_items(predictor: Predictor, items: list[Item], batch_size: int = 64) -> dict[str, Any]:

@@ -211,7 +211,9 @@ def test_empty_texts_are_skipped(
 
     dataset = prepare_dataset(make_recipe(table, modality="text"))
 
-    assert dataset.skipped == [{"path": f"{table}:4", "reason": "empty text"}]
+    assert dataset.skipped == [
+        {"path": f"{table}:4", "reason": "empty text: the input is whitespace only"}
+    ]
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -283,7 +285,7 @@ def test_non_positive_class_limits_are_a_config_error(
     make_recipe: MakeRecipe, make_digit_folder: DigitFolder
 ) -> None:
     config = make_recipe(make_digit_folder({"1": 2, "2": 2}), max_per_class=0)
-    with pytest.raises(ConfigError, match=r"data.max_per_class=0 is out of range"):
+    with pytest.raises(ConfigError, match=r"data.max_per_class: 0 is not allowed: use >= 1"):
         prepare_dataset(config)
 
 

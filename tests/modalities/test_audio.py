@@ -16,17 +16,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mlfactory.errors import InputError
-from mlfactory.modalities import get_encoder
+from mlfactory.errors import ConfigError, InputError
+from mlfactory.modalities import get_modality
 from mlfactory.modalities.audio import (
-    FLOOR_DB,
     INPUT_NAME,
     MAX_SECONDS,
     AudioEncoder,
     load_waveform,
-    mel_filterbank,
     spec_augment,
 )
+from mlfactory.modalities.log_mel import FLOOR_DB, mel_filterbank
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 QUETZAL = FIXTURES / "tuxpaint/stamps/animals/birds/quetzal.ogg"  # mono, 44.1 kHz, 0.93 s
@@ -60,7 +59,7 @@ def test_real_clip_has_fixed_shape_and_matches_torchaudio() -> None:
     import torchaudio
 
     raw = QUETZAL.read_bytes()
-    encoder = get_encoder("audio", PARAMS)
+    encoder = get_modality("audio").encoder(PARAMS)
     log_mel = encoder(raw)[INPUT_NAME]
     assert log_mel.shape == (64, 201) and log_mel.dtype == np.float32
     assert encoder.input_shapes() == {INPUT_NAME: [64, 201]}
@@ -226,8 +225,8 @@ def test_spec_augment_masks_bands_with_the_mean_and_keeps_the_input() -> None:
 def test_encoder_imports_neither_torch_nor_librosa() -> None:
     """The server runs this module: no torch, and no librosa/numba (seconds of JIT at start)."""
     code = (
-        "import sys; from mlfactory.modalities import get_encoder; "
-        f"e = get_encoder('audio', {PARAMS!r}); "
+        "import sys; from mlfactory.modalities import get_modality; "
+        f"e = get_modality('audio').encoder({PARAMS!r}); "
         f"e(open({str(QUETZAL)!r}, 'rb').read()); "
         "heavy = sorted({'torch', 'librosa', 'numba'} & set(sys.modules)); "
         "assert not heavy, heavy"
@@ -236,7 +235,12 @@ def test_encoder_imports_neither_torch_nor_librosa() -> None:
 
 
 def test_invalid_parameters_are_refused() -> None:
-    with pytest.raises(ValueError, match="n_mels"):
-        AudioEncoder(params(n_mels=0))
-    with pytest.raises(ValueError, match="clip_seconds"):
-        AudioEncoder(params(clip_seconds=0.0))
+    audio = get_modality("audio")
+    with pytest.raises(ConfigError, match=r"preprocess.n_mels: 0 is not allowed: use >= 1"):
+        audio.preprocessing(params(n_mels=0))
+    with pytest.raises(ConfigError, match=r"preprocess.clip_seconds: 0.0 is not allowed: use > 0"):
+        audio.preprocessing(params(clip_seconds=0.0))
+    with pytest.raises(
+        ConfigError, match=r"preprocess.n_mels: 300 bands need .* n_fft 512 gives 257"
+    ):
+        audio.preprocessing(params(n_mels=300))

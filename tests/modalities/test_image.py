@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mlfactory.errors import InputError
-from mlfactory.modalities import get_encoder
+from mlfactory.modalities import get_modality
 from mlfactory.modalities.image import decode_image, preprocess_image
 
 SEED_PARAMS = {
@@ -73,7 +73,7 @@ def test_transparent_stamp_is_composited_on_white() -> None:
 
 def test_greyscale_becomes_three_channels(digit_folder: Path) -> None:
     path = next(digit_folder.rglob("*.png"))
-    encoder = get_encoder("image", {**SEED_PARAMS, "resize_size": 32, "crop_size": 32})
+    encoder = get_modality("image").encoder({**SEED_PARAMS, "resize_size": 32, "crop_size": 32})
     arrays = encoder(path.read_bytes())
     assert arrays["pixel_values"].shape == (3, 32, 32)
     assert np.allclose(

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlfactory.errors import BundleError, InputError
-from mlfactory.modalities import get_encoder
+from mlfactory.errors import BundleError, ConfigError, InputError
+from mlfactory.modalities import get_modality
 from mlfactory.modalities.text import TOKENIZER_FILE, TextEncoder, decode_text
 
 REUTERS_SAMPLE = Path(__file__).parents[1] / "fixtures" / "text" / "reuters_r8_sample.jsonl"
@@ -33,8 +33,8 @@ def minilm_dir() -> Path:
 
 
 def encoder(max_length: int) -> TextEncoder:
-    built = get_encoder("text", {"max_length": max_length}, minilm_dir())
-    assert isinstance(built, TextEncoder) and built.modality == "text"
+    built = get_modality("text").encoder({"max_length": max_length}, minilm_dir())
+    assert isinstance(built, TextEncoder)
     return built
 
 
@@ -108,16 +108,20 @@ def test_unusable_input_is_a_422(raw: bytes, fragment: str) -> None:
         decode_text(raw)
 
 
-def test_a_missing_tokenizer_or_a_tiny_max_length_is_a_bundle_error(tmp_path: Path) -> None:
+def test_a_missing_or_unreadable_tokenizer_is_a_bundle_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"tokenizer.json is missing"):
         TextEncoder({"max_length": 16}, tmp_path)
     with pytest.raises(BundleError, match=r"needs the folder holding tokenizer.json"):
         TextEncoder({"max_length": 16}, None)
-    with pytest.raises(BundleError, match=r"max_length 2 is too small"):
-        TextEncoder({"max_length": 2}, minilm_dir())
     (tmp_path / TOKENIZER_FILE).write_text("{not json")
     with pytest.raises(BundleError, match=r"cannot read tokenizer"):
         TextEncoder({"max_length": 16}, tmp_path)
+
+
+def test_a_max_length_too_small_for_cls_and_sep_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"preprocess.max_length: 2 is not allowed: use >= 3"):
+        get_modality("text").preprocessing({"max_length": 2})
+    assert get_modality("text").preprocessing({"max_length": 3}) == {"max_length": 3}
 
 
 def test_a_tokenizer_without_padding_settings_pads_with_its_pad_token(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def broken_bundles(image_bundle: Path, root: Path) -> list[tuple[Any, int, str]]
     (more_labels / "bundle.json").write_text(json.dumps({**meta, "labels": ["a", "b", "c"]}))
     return [
         ({"bundle": str(root / "missing")}, 422, "bundle not found"),
-        ({"bundle": str(corrupt)}, 422, "does not load"),
+        ({"bundle": str(corrupt)}, 422, "cannot be loaded by ONNX Runtime"),
         ({"bundle": str(more_labels)}, 422, "names 3 labels"),
         ({"bundle": str(tiny_bundle(root / "text", "text"))}, 409, "is a text bundle"),
         ({"bundle": 3}, 422, "invalid JSON body"),

@@ -81,6 +81,8 @@ def test_texts_are_classified_like_the_predictor(client: TestClient) -> None:
         ({"texts": None}, 422, "exactly one of 'texts'"),
         ({}, 422, "exactly one of 'texts'"),
         ([], 422, "invalid JSON body"),
+        ({"text": "a", "texts": ["b"]}, 422, "exactly one of 'texts'"),
+        ({"txt": "typo"}, 422, "txt: Extra inputs are not permitted"),
         ({"text": MEGABYTE_TEXT}, 413, "text 0 has 1048576 characters; the limit is 10000"),
     ],
 )
@@ -95,6 +97,7 @@ def test_bad_texts_are_4xx(client: TestClient, payload: Any, status: int, fragme
         b'{"text": "\xff\xfe\xfd"}',
         b'{"text": "\\ud800"}',  # a lone surrogate cannot be encoded as UTF-8
         b"\xef\xbb\xbf" + b'{"text": "bom"}',
+        b"{texts: [",  # not JSON at all
     ],
 )
 def test_invalid_utf8_or_json_is_422(client: TestClient, body: bytes) -> None:
@@ -120,3 +123,23 @@ def test_a_body_over_the_request_limit_is_413(text_bundle: Path) -> None:
     with TestClient(create_app(text_bundle, settings)) as client:
         response = client.post("/v1/predict", json={"text": MEGABYTE_TEXT})
     assert_error(response, 413, "request body too large")
+
+
+def test_too_many_texts_is_413(text_bundle: Path) -> None:
+    with TestClient(create_app(text_bundle, ServingSettings(max_files=3))) as client:
+        response = client.post("/v1/predict", json={"texts": ["a", "b", "c", "d"]})
+    assert_error(response, 413, "too many texts: at most 3")
+
+
+def test_files_to_a_text_bundle_are_415(client: TestClient) -> None:
+    response = client.post("/v1/predict", files=[("files", ("a.txt", b"hello"))])
+    assert_error(response, 415, "multipart/form-data", "application/json")
+
+
+def test_openapi_documents_the_json_body(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
+    content = operation["requestBody"]["content"]
+    assert list(content) == ["application/json"]
+    properties = content["application/json"]["schema"]["properties"]
+    assert set(properties) == {"texts", "text"}
+    assert properties["text"]["maxLength"] == ServingSettings().max_text_chars

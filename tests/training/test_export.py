@@ -9,7 +9,7 @@ import torch
 from mlfactory.bundle import load_bundle
 from mlfactory.config.loader import preprocessing_params
 from mlfactory.errors import BundleError
-from mlfactory.modalities import get_encoder
+from mlfactory.modalities import get_modality
 from mlfactory.predictor import Predictor
 from mlfactory.training.backbones import build_classifier
 from mlfactory.training.export import check_parity
@@ -37,7 +37,7 @@ def test_parity_check_rejects_a_model_that_differs(trained_digits: TrainResult) 
     other = build_classifier(config, 10)  # different weights from the exported model
     with torch.no_grad():
         other.head.weight.mul_(50.0)
-    encoder = get_encoder("image", preprocessing_params(config))
+    encoder = get_modality("image").encoder(preprocessing_params(config))
     with pytest.raises(BundleError, match="differs from PyTorch"):
         check_parity(
             InferenceGraph(other).eval(),

@@ -16,6 +16,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from mlfactory.bundle import load_bundle
+from mlfactory.config.constraints import check_dataclass
 from mlfactory.config.loader import load_recipe
 from mlfactory.config.schema import ModelConfig
 from mlfactory.errors import ConfigError
@@ -130,8 +131,8 @@ def test_model_source_local_hub_and_errors(tmp_path: Path) -> None:
         model_source(ModelConfig(backbone="bert-base-uncased", pretrained="local"))
     with pytest.raises(ConfigError, match=r"weights_path: .* not a Hugging Face model folder"):
         model_source(ModelConfig(backbone="x", weights_path=str(tmp_path)))
-    with pytest.raises(ConfigError, match=r"model.pretrained: 'yes' is not one of"):
-        model_source(ModelConfig(backbone="all-MiniLM-L6-v2", pretrained="yes"))
+    with pytest.raises(ConfigError, match=r"model.pretrained: 'yes' is not allowed: use one of"):
+        check_dataclass(ModelConfig(backbone="all-MiniLM-L6-v2", pretrained="yes"), "model.")
 
 
 def test_max_length_beyond_the_model_positions_is_a_config_error() -> None:

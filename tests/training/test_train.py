@@ -92,3 +92,33 @@ def test_resume_continues_the_same_run_from_its_checkpoint(
 def test_resume_without_a_previous_run_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no interrupted run"):
         train(load_recipe("digits"), tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_balanced_class_weights_reach_the_loss(digit_folder: Path, tmp_path: Path) -> None:
+    from mlfactory.config.constraints import check_dataclass
+    from mlfactory.training.train import class_weights, prepare_fit
+
+    overrides = fast_digits_overrides(digit_folder, tmp_path)
+    plain = prepare_fit(load_recipe("digits", overrides).config, tmp_path / "plain")
+    assert plain.module.loss.weight is None
+    recipe = load_recipe("digits", [*overrides, "trainer.class_weights=balanced", "seed=1"])
+    check_dataclass(recipe.config)
+    setup = prepare_fit(recipe.config, tmp_path / "balanced")
+    counts = {label: 0 for label in setup.dataset.labels}
+    for item in setup.dataset.split("train"):
+        counts[item.label] += 1
+    total, k = sum(counts.values()), len(counts)
+    expected = [total / (k * counts[label]) for label in setup.dataset.labels]
+    assert setup.module.loss.weight.tolist() == pytest.approx(expected, rel=1e-6)  # float32
+
+    # An imbalanced train split: the rare class weighs more, in proportion to its rarity.
+    rare = setup.dataset.labels[0]
+    kept = [i for i in setup.dataset.items if i.label != rare or i.split != "train"]
+    kept += [i for i in setup.dataset.split("train") if i.label == rare][:3]
+    from dataclasses import replace
+
+    weights = class_weights(replace(setup.dataset, items=kept), "balanced")
+    assert weights is not None
+    others = [w for label, w in zip(setup.dataset.labels, weights, strict=True) if label != rare]
+    assert weights[0] == pytest.approx(others[0] * counts[setup.dataset.labels[1]] / 3)
+    assert class_weights(setup.dataset, None) is None

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlfactory.config.schema import DataConfig, RecipeConfig
+from mlfactory.config.constraints import check_dataclass
+from mlfactory.config.schema import RecipeConfig
 from mlfactory.data.dataset import (
     SPLITS,
     Item,
@@ -27,8 +28,8 @@ from mlfactory.data.dataset import (
 )
 from mlfactory.data.raw import RawItem, RawSource, SourceContext, skip
 from mlfactory.data.sources import local_path, resolve_source, source_signature, split_scheme
-from mlfactory.data.validate import check_text, checker_for
-from mlfactory.errors import ConfigError, DataError
+from mlfactory.errors import DataError
+from mlfactory.modalities import Modality, get_modality
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,12 @@ def prepare_dataset(config: RecipeConfig, refresh: bool = False) -> PreparedData
         The prepared dataset: items with content keys and splits, sorted labels, skipped files.
 
     Raises:
-        ConfigError: split fractions or class limits out of range.
+        ConfigError: a value of `config.data` is not allowed (callers that did not load the
+            recipe through `load_recipe` get the same check).
         DataError: the source does not exist, yields fewer than 2 classes, or an empty train split.
     """
-    _check_params(config.data)
-    ctx = SourceContext(data=config.data, modality=config.modality, refresh=refresh)
+    check_dataclass(config.data, "data.")
+    ctx = SourceContext(data=config.data, modality=get_modality(config.modality), refresh=refresh)
     prepared_path = cache_path(config)
     state_path = prepared_path.with_name("source-state.json")
     if not refresh:
@@ -106,7 +108,8 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
         DataError: fewer than 2 classes remain, or the train split is empty.
     """
     data = config.data
-    valid, skipped = validate_items(raw.items, config.modality)
+    modality = get_modality(config.modality)
+    valid, skipped = validate_items(raw.items, modality)
     unique, duplicates = deduplicate(valid)
     kept, dropped = apply_class_limits(unique, data.min_per_class, data.max_per_class)
     items = [
@@ -123,7 +126,7 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
     all_skipped = sorted(raw.skipped + skipped + duplicates, key=lambda s: (s["path"], s["reason"]))
     _log_skipped(all_skipped, dropped, data.min_per_class)
     labels = sorted({item.label for item in items})
-    _check_usable(data.source, config.modality, items, labels, all_skipped, dropped)
+    _check_usable(data.source, modality.name, items, labels, all_skipped, dropped)
     return PreparedDataset(
         name=config.name,
         modality=config.modality,
@@ -137,42 +140,36 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
 
 
 def validate_items(
-    items: list[RawItem], modality: str
+    items: list[RawItem], modality: Modality
 ) -> tuple[list[ValidItem], list[dict[str, str]]]:
     """Key every candidate by content hash and keep those its modality's check accepts.
 
-    Files are read and checked in a thread pool (decoding releases the GIL).
+    A candidate's content is its file's bytes, or its inline text in UTF-8; either way the
+    modality's `check_file` decides, as it does for an upload. Files are read and checked in a
+    thread pool (decoding releases the GIL).
 
     Returns:
         The valid candidates with their keys, and a skipped entry for every other one.
     """
-    texts = [item for item in items if item.text is not None]
-    files = [item for item in items if item.text is None]
-    results = [_check_text_item(item) for item in texts]
-    if files:
-        check = checker_for(modality)
 
-        def check_file(item: RawItem) -> ValidItem | dict[str, str]:
+    def check(item: RawItem) -> ValidItem | dict[str, str]:
+        if item.text is not None:
+            data = item.text.encode("utf-8")
+        else:
             assert item.path is not None
             try:
                 data = item.path.read_bytes()
             except OSError as exc:
                 return skip(item.origin, f"cannot read file: {exc.strerror or exc}")
-            reason = check(data)
-            return skip(item.origin, reason) if reason else ValidItem(item, content_key(data))
+        reason = modality.check_file(data)
+        return skip(item.origin, reason) if reason else ValidItem(item, content_key(data))
 
-        workers = min(32, (os.cpu_count() or 1) + 4)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results.extend(pool.map(check_file, files))
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(check, items))
     valid = [r for r in results if isinstance(r, ValidItem)]
     skipped = [r for r in results if not isinstance(r, ValidItem)]
     return valid, skipped
-
-
-def _check_text_item(item: RawItem) -> ValidItem | dict[str, str]:
-    assert item.text is not None
-    reason = check_text(item.text)
-    return skip(item.origin, reason) if reason else ValidItem(item, content_key(item.text.encode()))
 
 
 def deduplicate(valid: list[ValidItem]) -> tuple[list[ValidItem], list[dict[str, str]]]:
@@ -229,22 +226,6 @@ def apply_class_limits(
 def selection_hash(key: str) -> str:
     """A hash of the content key that is independent of the split it decides."""
     return hashlib.sha256(f"max_per_class:{key}".encode()).hexdigest()
-
-
-def _check_params(data: DataConfig) -> None:
-    limits = {"min_per_class": data.min_per_class, "max_per_class": data.max_per_class}
-    for name, limit in limits.items():
-        if limit is not None and limit < 1:
-            raise ConfigError(f"data.{name}={limit} is out of range: use a positive count or null")
-    fractions = {"data.val_fraction": data.val_fraction, "data.test_fraction": data.test_fraction}
-    for name, value in fractions.items():
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{name}={value} is out of range: use a value in [0, 1)")
-    if data.val_fraction + data.test_fraction >= 1.0:
-        raise ConfigError(
-            f"data.val_fraction + data.test_fraction = {data.val_fraction + data.test_fraction} "
-            "leaves nothing to train on: make their sum less than 1"
-        )
 
 
 def _check_usable(

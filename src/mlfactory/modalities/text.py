@@ -2,25 +2,41 @@
 
 The tokenizer is the backbone's own `tokenizer.json`, carried in the bundle and run with the
 Hugging Face `tokenizers` library (Rust, no torch). Every text is truncated and padded to the
-recipe's `max_length`, so the model always sees fixed-shape inputs.
+recipe's `max_length`, so the model always sees fixed-shape inputs. Also text-specific: texts
+arrive at the API as JSON, items come from `.txt` files or csv/tsv/jsonl tables, the logged
+summary counts characters and tokens, and the baseline is TF-IDF with logistic regression.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlfactory.config.constraints import bounded
 from mlfactory.errors import BundleError, InputError
+from mlfactory.modalities.base import ApiInput, Baseline, Encoder, Modality
 
 TOKENIZER_FILE = "tokenizer.json"
 INPUT_NAMES = ("input_ids", "attention_mask")
+FILE_SUFFIXES = (".txt",)
 # Pad tokens of common vocabularies, used when a tokenizer.json carries no padding settings.
 KNOWN_PAD_TOKENS = ("[PAD]", "<pad>")
 # [CLS] and [SEP] alone take two positions; anything shorter cannot hold a word.
 MIN_LENGTH = 3
+# Longer sequences than any encoder we know of is a configuration mistake.
+MAX_LENGTH = 8192
+
+
+@dataclass
+class TextPreprocessing:
+    """Tokenization shared by training and serving."""
+
+    # Tokens per text, [CLS] and [SEP] included; longer texts are truncated, shorter padded.
+    max_length: int = bounded(128, ge=MIN_LENGTH, le=MAX_LENGTH)
 
 
 def decode_text(raw: bytes) -> str:
@@ -78,8 +94,6 @@ def _pad_token(tokenizer: Any, path: Path) -> tuple[int, str]:
 class TextEncoder:
     """Turns the UTF-8 bytes of one text into fixed-length `input_ids` and `attention_mask`."""
 
-    modality = "text"
-
     def __init__(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> None:
         """Load the tokenizer once.
 
@@ -88,11 +102,9 @@ class TextEncoder:
             assets_dir: the folder holding `tokenizer.json` (the bundle, or a training run).
 
         Raises:
-            BundleError: no `assets_dir`, no tokenizer in it, or `max_length` too small.
+            BundleError: no `assets_dir`, or no usable tokenizer in it.
         """
         self.max_length = int(params["max_length"])
-        if self.max_length < MIN_LENGTH:
-            raise BundleError(f"max_length {self.max_length} is too small (at least {MIN_LENGTH})")
         if assets_dir is None:
             raise BundleError(f"the text encoder needs the folder holding {TOKENIZER_FILE}")
         self.tokenizer = load_tokenizer(Path(assets_dir) / TOKENIZER_FILE, self.max_length)
@@ -107,3 +119,62 @@ class TextEncoder:
     def input_shapes(self) -> dict[str, list[int]]:
         """ONNX input shapes for one item (batch axis excluded)."""
         return {name: [self.max_length] for name in INPUT_NAMES}
+
+    def input_dtypes(self) -> dict[str, type[np.generic]]:
+        """ONNX input element types."""
+        return {name: np.int64 for name in INPUT_NAMES}
+
+
+def decode_texts(raws: list[bytes]) -> list[str]:
+    """The texts of raw inputs (for the baseline, which reads what the encoder reads)."""
+    return [decode_text(raw) for raw in raws]
+
+
+class TextModality(Modality):
+    """Texts: JSON strings at the API; `.txt` files or csv/tsv/jsonl rows as data."""
+
+    name = "text"
+    preprocessing_class = TextPreprocessing
+    api_input = ApiInput("texts")
+    file_suffixes = FILE_SUFFIXES
+    reads_tables = True
+
+    def encoder(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> Encoder:
+        """The tokenizer encoder; `assets_dir` holds `tokenizer.json`."""
+        return TextEncoder(params, assets_dir)
+
+    def check_file(self, data: bytes) -> str | None:
+        """A text file must be UTF-8 and hold more than whitespace."""
+        try:
+            decode_text(data)
+        except InputError as exc:
+            return str(exc)
+        return None
+
+    def describe(
+        self, raw: bytes, encoded: Mapping[str, np.ndarray], params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """`chars`, `tokens` (before padding) and whether the text was `truncated`."""
+        tokens = int(np.asarray(encoded["attention_mask"]).sum())
+        return {
+            "chars": len(raw.decode("utf-8")),
+            "tokens": tokens,
+            "truncated": tokens >= int(params["max_length"]),
+        }
+
+    def baseline(self, params: Mapping[str, Any]) -> Baseline:
+        """Logistic regression on TF-IDF of word uni- and bigrams."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import FunctionTransformer
+
+        model = make_pipeline(
+            FunctionTransformer(decode_texts),
+            TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+            LogisticRegression(max_iter=1000, C=10.0),
+        )
+        return Baseline("logistic regression on TF-IDF word 1-2 grams", model)
+
+
+MODALITY = TextModality()

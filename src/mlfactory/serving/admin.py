@@ -52,13 +52,13 @@ async def reload_model(request: Request) -> ReloadResponse:
         except MlfactoryError as exc:
             metrics.reloads.labels("failed").inc()
             raise HTTPException(422, f"cannot reload: {exc}") from None
-        served = previous.bundle.meta.modality
-        if predictor.bundle.meta.modality != served:
+        served = previous.bundle.modality
+        if predictor.bundle.modality is not served:  # the API's request schema is the modality's
             metrics.reloads.labels("failed").inc()
             raise HTTPException(
                 409,
                 f"cannot reload: {path} is a {predictor.bundle.meta.modality} bundle and this "
-                f"server serves {served} inputs; start a new server for it",
+                f"server serves {served.name} inputs; start a new server for it",
             )
         previous = request.app.state.predictor
         request.app.state.predictor, request.app.state.bundle = predictor, predictor.bundle

@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
+from mlfactory.modalities import Modality
 from mlfactory.predictor import Predictor
 from mlfactory.serving.admin import reload_model
 from mlfactory.serving.batcher import Batcher
@@ -90,7 +91,7 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     app.state.predictor = None
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _add_error_handlers(app)
-    _add_routes(app, bundle.meta.modality, config)
+    _add_routes(app, bundle.modality, config)
     return app
 
 
@@ -127,7 +128,7 @@ def _lifespan(bundle: Bundle, config: ServingSettings, metrics: ServingMetrics) 
     return lifespan
 
 
-def _add_routes(app: FastAPI, modality: str, settings: ServingSettings) -> None:
+def _add_routes(app: FastAPI, modality: Modality, settings: ServingSettings) -> None:
     app.add_api_route(
         "/health",
         health,
@@ -142,10 +143,10 @@ def _add_routes(app: FastAPI, modality: str, settings: ServingSettings) -> None:
         methods=["POST"],
         response_model=PredictResponse,
         responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse}},
-        summary=f"Classify {modality} inputs",
+        summary=f"Classify {modality.name} inputs",
         openapi_extra={
             "requestBody": predict_request_body(
-                modality, settings.max_files, settings.max_text_chars
+                modality.api_input, settings.max_files, settings.max_text_chars
             )
         },
     )

@@ -18,7 +18,6 @@ from starlette.concurrency import run_in_threadpool
 from mlfactory.errors import InputError
 from mlfactory.predictor import BatchOutput, Prediction, Predictor
 from mlfactory.serving.batcher import Batcher, BatcherStopped
-from mlfactory.serving.input_summary import summarize
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
 from mlfactory.serving.schemas import (
@@ -42,13 +41,8 @@ async def predict(request: Request) -> PredictResponse:
     settings: ServingSettings = state.settings
     predictor = current_predictor(request)
     check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
-    if predictor.bundle.meta.modality == "text":
-        inputs = await _read_texts(request, settings)
-    else:
-        uploads = await read_uploads(
-            request.headers.get("content-type"), request.stream(), settings
-        )
-        inputs = [(upload.describe(), upload.data) for upload in uploads]
+    read_inputs = INPUT_READERS[predictor.bundle.modality.api_input.kind]
+    inputs = await read_inputs(request, settings)
     encoded, summaries = await run_in_threadpool(encode_inputs, predictor, inputs)
     batcher: Batcher = state.batcher
     try:
@@ -95,7 +89,7 @@ def encode_inputs(
     Raises:
         InputError: an input cannot be decoded; the message starts with its name.
     """
-    meta = predictor.bundle.meta
+    meta, modality = predictor.bundle.meta, predictor.bundle.modality
     encoded, summaries = [], []
     for name, raw in inputs:
         try:
@@ -106,7 +100,7 @@ def encode_inputs(
             log.warning("could not decode %s", name, exc_info=True)
             raise InputError(f"{name}: could not be decoded ({type(exc).__name__})", 422) from None
         encoded.append(item)
-        summaries.append(summarize(meta.modality, raw, item, meta.preprocessing))
+        summaries.append(modality.summarize(raw, item, meta.preprocessing))
     return encoded, summaries
 
 
@@ -139,7 +133,14 @@ def log_rows(
     ]
 
 
+async def _read_files(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
+    """Named inputs of a multipart body (field `files`), for modalities whose inputs are files."""
+    uploads = await read_uploads(request.headers.get("content-type"), request.stream(), settings)
+    return [(upload.describe(), upload.data) for upload in uploads]
+
+
 async def _read_texts(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
+    """Named inputs of a JSON body (`texts` or `text`), for modalities whose inputs are texts."""
     kind = media_type(request.headers.get("content-type"))
     if kind and kind != "application/json" and not kind.endswith("+json"):
         raise InputError(
@@ -165,3 +166,7 @@ async def _read_texts(request: Request, settings: ServingSettings) -> list[tuple
                 413,
             )
     return [(f"text {index}", text.encode("utf-8")) for index, text in enumerate(texts)]
+
+
+# How each kind of API input (`ApiInput.kind`) is read from a request.
+INPUT_READERS = {"files": _read_files, "texts": _read_texts}

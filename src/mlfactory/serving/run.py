@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from mlfactory.bundle import load_bundle
-from mlfactory.errors import BundleError, ConfigError
+from mlfactory.errors import ConfigError
 from mlfactory.serving.app import BUNDLE_ENV
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
@@ -36,10 +36,7 @@ def run_server(
             log (`MLFACTORY_LOG_URL`) cannot be opened.
     """
     loaded = load_bundle(bundle)
-    try:
-        loaded.encoder()
-    except ValueError as exc:
-        raise BundleError(f"cannot serve {loaded.path}: {exc}") from None
+    loaded.encoder()  # a text bundle's tokenizer is read and checked here, once
     settings = ServingSettings.from_env()
     workers = settings.workers if workers is None else workers
     if workers < 1:

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlfactory.modalities import ApiInput
+
 FILES_FIELD = "files"
 # The characters `str.strip()` removes, listed: regex engines disagree on what `\s` covers, so
 # "has a character outside this class" means "not blank" to every schema validator alike.
@@ -108,14 +110,16 @@ class TextsRequest(BaseModel):
         return self.texts if self.texts is not None else [self.text or ""]
 
 
-def predict_request_body(modality: str, max_inputs: int, max_text_chars: int) -> dict[str, Any]:
-    """The OpenAPI `requestBody` of `POST /v1/predict` for a bundle of `modality`.
+def predict_request_body(
+    api_input: ApiInput, max_inputs: int, max_text_chars: int
+) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of `POST /v1/predict` for a modality's kind of input.
 
     The documented limits are the server's own (`max_files`, `max_text_chars`), so a client or a
     schema-driven test can tell an accepted request from a refused one without trying it.
     """
     content: dict[str, Any]
-    if modality == "text":
+    if api_input.kind == "texts":
         text = {
             "type": "string",
             "minLength": 1,
@@ -140,20 +144,22 @@ def predict_request_body(modality: str, max_inputs: int, max_text_chars: int) ->
         }
         content = {"application/json": {"schema": schema}}
     else:
+        accepted = ", ".join(api_input.suffixes)
         files = {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
             "minItems": 1,
             "maxItems": max_inputs,
-            "description": "One or more files, classified in order. The content is sniffed; "
-            "part content types and file name extensions are not trusted.",
+            "description": f"One or more files ({accepted}), classified in order. The content is "
+            "sniffed; part content types and file name extensions are not trusted.",
         }
         multipart = {
             "type": "object",
             "required": [FILES_FIELD],
             "properties": {FILES_FIELD: files},
         }
-        content = {"multipart/form-data": {"schema": multipart}}
+        encoding = {FILES_FIELD: {"contentType": ", ".join(api_input.content_types)}}
+        content = {"multipart/form-data": {"schema": multipart, "encoding": encoding}}
     return {"required": True, "content": content}
 
 

@@ -48,7 +48,11 @@ def export_bundle(
     graph = InferenceGraph(net).to("cpu").eval()
     shapes = encoder.input_shapes()
     names = list(shapes)
-    example = tuple(_example_tensor(encoder, name, shape) for name, shape in shapes.items())
+    dtypes = encoder.input_dtypes()
+    example = tuple(
+        torch.from_numpy(np.zeros((2, *shape), dtype=dtypes[name]))
+        for name, shape in shapes.items()
+    )
     dynamic_axes = {name: {0: "batch"} for name in [*names, PROBABILITIES, EMBEDDING]}
     torch.onnx.export(
         graph,
@@ -72,11 +76,6 @@ def export_bundle(
     meta.export["parity_items"] = len(parity_items)
     write_meta(out_dir, meta)
     return bundle
-
-
-def _example_tensor(encoder: Encoder, name: str, shape: list[int]) -> torch.Tensor:
-    dtype = torch.int64 if name in {"input_ids", "attention_mask"} else torch.float32
-    return torch.zeros((2, *shape), dtype=dtype)
 
 
 def check_parity(

@@ -1,10 +1,17 @@
-"""`mlfactory train`: prepared data -> Lightning fit -> bundle -> evaluation, tracked in MLflow."""
+"""`mlfactory train`: prepared data -> Lightning fit -> bundle -> evaluation, tracked in MLflow.
+
+`train` runs five steps, each a function here: the run folder (`_start_run_folder`), the data
+and the model (`prepare_fit`), tracking (`_start_tracking`), the Lightning Trainer
+(`make_trainer`), and publishing the result (`_publish`: best weights -> bundle -> evaluation
+-> MLflow).
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,26 +20,28 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from mlfactory import tracking
 from mlfactory.bundle import Bundle, BundleMeta, load_bundle
 from mlfactory.config.loader import Recipe, preprocessing_params
+from mlfactory.config.schema import RecipeConfig
 from mlfactory.data.dataset import PreparedDataset
 from mlfactory.data.prepare import prepare_dataset
 from mlfactory.errors import ConfigError
-from mlfactory.evaluation import CONFUSION_PNG, evaluate_items, plot_confusion_matrix
-from mlfactory.modalities.audio import spec_augment
-from mlfactory.predictor import Predictor
-from mlfactory.training import tracking
-from mlfactory.training.backbones import build_classifier
-from mlfactory.training.datamodule import ClassificationData, flip_horizontal
+from mlfactory.evaluation import record_evaluation
+from mlfactory.modalities import Encoder, get_modality
+from mlfactory.training.backbones import build_classifier, training_encoder
+from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.export import export_bundle
-from mlfactory.training.modality_setup import training_encoder
 from mlfactory.training.module import ClassifierModule
+from mlfactory.training.tracking import make_logger, tracked_run
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+BUNDLE_DIR = "bundle"
 
 
 @dataclass
@@ -45,6 +54,18 @@ class TrainResult:
     metrics: dict[str, Any]
     seconds: float
     dataset: PreparedDataset
+
+
+@dataclass
+class FitSetup:
+    """Everything `Trainer.fit` needs, and what the export needs afterwards."""
+
+    dataset: PreparedDataset
+    params: dict[str, Any]
+    encoder: Encoder
+    assets: list[Path]
+    module: ClassifierModule
+    data: ClassificationData
 
 
 def train(
@@ -60,65 +81,122 @@ def train(
     """
     started = time.perf_counter()
     config = recipe.config
-    checkpoint_dir = out_dir / CHECKPOINT_DIR
-    state = tracking.load_run_state(out_dir) if resume else None
-    last = checkpoint_dir / LAST_CHECKPOINT
-    if resume and (state is None or not last.is_file()):
-        raise ConfigError(f"--resume: no interrupted run in {out_dir} (no {last})")
-    if not resume and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
+    state = _start_run_folder(out_dir, resume)
     L.seed_everything(config.seed, workers=True, verbose=False)
+    setup = prepare_fit(config, out_dir)
+    logger = _start_tracking(recipe, setup.dataset, out_dir, state)
+    trainer, checkpoint = make_trainer(config, logger, out_dir / CHECKPOINT_DIR, progress)
+    last = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    trainer.fit(setup.module, datamodule=setup.data, ckpt_path=str(last) if resume else None)
+    if not trainer.is_global_zero:
+        # Under DDP only rank 0 exports, evaluates and logs; the others wait and read its bundle.
+        trainer.strategy.barrier("bundle")
+        bundle = load_bundle(out_dir / BUNDLE_DIR)
+        run_id, metrics = bundle.meta.mlflow_run_id or "", bundle.meta.metrics["test"]
+    else:
+        bundle, metrics = _publish(recipe, setup, checkpoint, logger, out_dir)
+        run_id = logger.run_id or ""
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("bundle")
+    return TrainResult(
+        bundle, out_dir, run_id, metrics, time.perf_counter() - started, setup.dataset
+    )
+
+
+def _start_run_folder(out_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The state of the run to resume (None for a new run, whose old checkpoints are removed).
+
+    Raises:
+        ConfigError: `resume` but `out_dir` holds no interrupted run.
+    """
+    checkpoint_dir = out_dir / CHECKPOINT_DIR
+    if not resume:
+        if checkpoint_dir.exists():
+            shutil.rmtree(checkpoint_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return None
+    state = tracking.load_run_state(out_dir)
+    last = checkpoint_dir / LAST_CHECKPOINT
+    if state is None or not last.is_file():
+        raise ConfigError(f"--resume: no interrupted run in {out_dir} (no {last})")
+    return state
+
+
+def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
+    """The prepared data, the modality's encoder and augmentation, the network and its module."""
     dataset = prepare_dataset(config)
     params = preprocessing_params(config)
     encoder, assets = training_encoder(config, params, out_dir)
     net = build_classifier(config, len(dataset.labels))
+    trainer = config.trainer
     module = ClassifierModule(
         net,
         len(dataset.labels),
-        config.trainer.lr,
-        config.trainer.weight_decay,
-        config.trainer.max_epochs,
-        lr_schedule=config.trainer.lr_schedule,
-        lr_step_epochs=config.trainer.lr_step_epochs,
-        lr_gamma=config.trainer.lr_gamma,
+        trainer.lr,
+        trainer.weight_decay,
+        trainer.max_epochs,
+        class_weights=class_weights(dataset, trainer.class_weights),
+        lr_schedule=trainer.lr_schedule,
+        lr_step_epochs=trainer.lr_step_epochs,
+        lr_gamma=trainer.lr_gamma,
     )
-    augment = flip_horizontal if (config.trainer.augment and config.modality == "image") else None
-    if config.trainer.augment and config.modality == "audio":
-        augment = spec_augment
+    augment = get_modality(config.modality).augmentation() if trainer.augment else None
     data = ClassificationData(
-        dataset,
-        encoder,
-        config.trainer.batch_size,
-        config.trainer.num_workers,
-        augment,
-        config.seed,
+        dataset, encoder, trainer.batch_size, trainer.num_workers, augment, config.seed
     )
-    run_id = state["mlflow_run_id"] if state else None
-    logger = tracking.make_logger(config.tracking, config.name, run_id)
+    return FitSetup(dataset, params, encoder, assets, module, data)
+
+
+def class_weights(dataset: PreparedDataset, mode: str | None) -> list[float] | None:
+    """Per-label loss weights from the train split (`trainer.class_weights`).
+
+    "balanced" gives label c the weight n / (k * n_c) (n train items, k labels, n_c of them
+    labelled c), as scikit-learn's `class_weight="balanced"`: each class then contributes to the
+    loss as if the classes were equally frequent. None weighs every item alike.
+    """
+    if mode is None:
+        return None
+    counts = Counter(item.label for item in dataset.split("train"))
+    total, labels = sum(counts.values()), dataset.labels
+    # A label with no train item cannot be learned; weight 0 keeps it out of the loss.
+    return [total / (len(labels) * counts[label]) if counts[label] else 0.0 for label in labels]
+
+
+def _start_tracking(
+    recipe: Recipe, dataset: PreparedDataset, out_dir: Path, state: dict[str, Any] | None
+) -> MLFlowLogger:
+    """The run's MLflow logger; a new run gets the recipe as params and the data fingerprint."""
+    run_id = state["mlflow_run_id"] if state is not None else None
+    logger = make_logger(recipe.config.tracking, recipe.name, run_id)
     if state is None:
         logger.log_hyperparams(tracking.flatten(recipe.resolved))
         logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
     if is_global_zero():  # under DDP the other ranks have no MLflow run of their own
         state = {"mlflow_run_id": logger.run_id, "recipe": recipe.resolved}
         tracking.save_run_state(out_dir, state)
+    return logger
 
+
+def make_trainer(
+    config: RecipeConfig, logger: MLFlowLogger, checkpoint_dir: Path, progress: bool
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Lightning Trainer of the recipe, and its best/last checkpoint callback."""
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor="val/loss", mode="min", save_last=True
     )
     callbacks: list[Any] = [checkpoint, EarlyStopping("val/loss", patience=config.trainer.patience)]
     if progress:
         callbacks.append(RichProgressBar())
+    options = config.trainer
     trainer = L.Trainer(
-        max_epochs=config.trainer.max_epochs,
-        accelerator=config.trainer.accelerator,
-        devices=config.trainer.devices,
-        strategy=config.trainer.strategy,
-        precision=config.trainer.precision,  # type: ignore[arg-type]
-        gradient_clip_val=config.trainer.gradient_clip_val,
-        limit_train_batches=config.trainer.limit_train_batches,
-        limit_val_batches=config.trainer.limit_val_batches,
+        max_epochs=options.max_epochs,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        strategy=options.strategy,
+        precision=options.precision,  # type: ignore[arg-type]
+        gradient_clip_val=options.gradient_clip_val,
+        limit_train_batches=options.limit_train_batches,
+        limit_val_batches=options.limit_val_batches,
         logger=logger,
         callbacks=callbacks,
         enable_progress_bar=progress,
@@ -126,27 +204,25 @@ def train(
         deterministic="warn",
         log_every_n_steps=10,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
-    if not trainer.is_global_zero:
-        # Under DDP only rank 0 exports, evaluates and logs; the others wait and read its bundle.
-        trainer.strategy.barrier("bundle")
-        bundle = load_bundle(out_dir / "bundle")
-        return TrainResult(
-            bundle,
-            out_dir,
-            bundle.meta.mlflow_run_id or "",
-            bundle.meta.metrics["test"],
-            time.perf_counter() - started,
-            dataset,
-        )
-    _load_best_weights(module, checkpoint)
+    return trainer, checkpoint
 
+
+def _publish(
+    recipe: Recipe,
+    setup: FitSetup,
+    checkpoint: ModelCheckpoint,
+    logger: MLFlowLogger,
+    out_dir: Path,
+) -> tuple[Bundle, dict[str, Any]]:
+    """Best weights -> bundle (parity-checked on the test split) -> evaluation -> MLflow."""
+    _load_best_weights(setup.module, checkpoint)
+    config, dataset = recipe.config, setup.dataset
     meta = BundleMeta(
         name=config.name,
         version=config.version,
         modality=config.modality,
         labels=dataset.labels,
-        preprocessing=params,
+        preprocessing=setup.params,
         git_commit=tracking.git_commit(),
         config=recipe.resolved,
         data_fingerprint=dataset.fingerprint,
@@ -154,15 +230,14 @@ def train(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     test_items = dataset.split("test")
-    bundle = export_bundle(module.net, encoder, meta, out_dir / "bundle", test_items, assets)
-    metrics = record_evaluation(bundle, dataset, out_dir, logger)
-    tracking.log_artifact(logger, bundle.path, "bundle")
-    logger.experiment.set_terminated(logger.run_id, "FINISHED")
-    if trainer.world_size > 1:
-        trainer.strategy.barrier("bundle")
-    return TrainResult(
-        bundle, out_dir, logger.run_id or "", metrics, time.perf_counter() - started, dataset
+    bundle = export_bundle(
+        setup.module.net, setup.encoder, meta, out_dir / BUNDLE_DIR, test_items, setup.assets
     )
+    run = tracked_run(logger)
+    metrics = record_evaluation(bundle, dataset, out_dir, run)
+    run.log_artifact(bundle.path, BUNDLE_DIR)
+    logger.experiment.set_terminated(logger.run_id, "FINISHED")
+    return bundle, metrics
 
 
 def is_global_zero() -> bool:
@@ -172,24 +247,6 @@ def is_global_zero() -> bool:
     SLURM), so it is known before the Trainer exists.
     """
     return int(getattr(rank_zero_only, "rank", 0)) == 0
-
-
-def record_evaluation(
-    bundle: Bundle, dataset: PreparedDataset, out_dir: Path, logger: Any | None
-) -> dict[str, Any]:
-    """Evaluate the bundle on the test split; write metrics into bundle.json and MLflow."""
-    metrics = evaluate_items(Predictor(bundle), dataset.split("test"))
-    bundle.meta.metrics = {"test": metrics, "data_fingerprint": dataset.fingerprint}
-    bundle.save_meta()
-    png = plot_confusion_matrix(
-        metrics["confusion_matrix"], bundle.meta.labels, out_dir / CONFUSION_PNG
-    )
-    if logger is not None:
-        tracking.log_metrics(
-            logger, {"test/acc": metrics["accuracy"], "test/f1_macro": metrics["f1_macro"]}
-        )
-        tracking.log_artifact(logger, png)
-    return metrics
 
 
 def _load_best_weights(module: ClassifierModule, checkpoint: ModelCheckpoint) -> None:
