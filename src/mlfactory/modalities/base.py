@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import numpy as np
 
 from mlfactory.config.constraints import from_mapping
+from mlfactory.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,15 @@ class Modality(ABC):
     @abstractmethod
     def baseline(self, params: Mapping[str, Any]) -> Baseline:
         """The simple classical model that the trained one is compared with."""
+
+
+def refusal(decode: Callable[[bytes], object], data: bytes) -> str | None:
+    """Why `decode` refuses `data` (its `InputError` message), or None when it accepts it."""
+    try:
+        decode(data)
+    except InputError as exc:
+        return str(exc)
+    return None
 
 
 def rounded(value: float, digits: int = 4) -> float:

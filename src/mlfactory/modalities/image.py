@@ -19,7 +19,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mlfactory.config.constraints import bounded
 from mlfactory.errors import ConfigError, InputError
-from mlfactory.modalities.base import ApiInput, Augment, Baseline, Encoder, Modality, rounded
+from mlfactory.modalities.base import (
+    ApiInput,
+    Augment,
+    Baseline,
+    Encoder,
+    Modality,
+    refusal,
+    rounded,
+)
 
 INPUT_NAME = "pixel_values"
 FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -183,11 +191,7 @@ class ImageModality(Modality):
 
     def check_file(self, data: bytes) -> str | None:
         """Images must decode with the same `decode_image` serving uses."""
-        try:
-            decode_image(data)
-        except InputError as exc:
-            return str(exc)
-        return None
+        return refusal(decode_image, data)
 
     def describe(
         self, raw: bytes, encoded: Mapping[str, np.ndarray], params: Mapping[str, Any]

@@ -18,7 +18,7 @@ import numpy as np
 
 from mlfactory.config.constraints import bounded
 from mlfactory.errors import BundleError, InputError
-from mlfactory.modalities.base import ApiInput, Baseline, Encoder, Modality
+from mlfactory.modalities.base import ApiInput, Baseline, Encoder, Modality, refusal
 
 TOKENIZER_FILE = "tokenizer.json"
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -145,11 +145,7 @@ class TextModality(Modality):
 
     def check_file(self, data: bytes) -> str | None:
         """A text file must be UTF-8 and hold more than whitespace."""
-        try:
-            decode_text(data)
-        except InputError as exc:
-            return str(exc)
-        return None
+        return refusal(decode_text, data)
 
     def describe(
         self, raw: bytes, encoded: Mapping[str, np.ndarray], params: Mapping[str, Any]

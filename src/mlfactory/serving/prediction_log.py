@@ -91,7 +91,7 @@ class LoggedPrediction:
         input_index: the input's position in its request.
         model_name: name of the bundle that made the prediction.
         model_version: its version.
-        input_summary: descriptive features of the input (see `input_summary`).
+        input_summary: descriptive features of the input (see `Modality.summarize`).
         embedding: the model's embedding of the input (read back as a list of floats).
         probabilities: probability of every label.
         label: the predicted label.
