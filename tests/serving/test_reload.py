@@ -61,6 +61,7 @@ def test_reload_swaps_in_a_new_bundle(
     admin_client: TestClient, next_bundle: Path, digit_images: list[DigitImage]
 ) -> None:
     assert predict_version(admin_client, digit_images[0]) == "0.0.1"
+    assert admin_client.get("/openapi.json").json()["info"]["version"] == "0.0.1"
     response = admin_client.post(
         "/v1/admin/reload", headers=AUTH, json={"bundle": str(next_bundle)}
     )
@@ -75,6 +76,8 @@ def test_reload_swaps_in_a_new_bundle(
     metrics = admin_client.get("/metrics").text
     assert 'version="0.0.2"' in metrics and 'version="0.0.1"' not in metrics
     assert 'mlfactory_model_reloads_total{result="ok"} 1.0' in metrics
+    info = admin_client.get("/openapi.json").json()["info"]
+    assert info["version"] == "0.0.2"
 
 
 def test_reload_without_a_body_rereads_the_served_bundle(admin_client: TestClient) -> None:

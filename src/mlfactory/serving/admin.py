@@ -16,23 +16,46 @@ import logging
 import secrets
 from pathlib import Path
 
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from mlfactory.bundle import load_bundle
 from mlfactory.errors import MlfactoryError
 from mlfactory.predictor import Predictor
+from mlfactory.serving.docs import show_model
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.predict import current_predictor
-from mlfactory.serving.schemas import ModelRef, ReloadRequest, ReloadResponse, describe_errors
+from mlfactory.serving.schemas import (
+    ErrorResponse,
+    ModelRef,
+    ReloadRequest,
+    ReloadResponse,
+    describe_errors,
+)
 from mlfactory.serving.settings import ServingSettings, env_name
 from mlfactory.serving.uploads import read_body
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 
+router = APIRouter()
 
+
+@router.post(
+    "/v1/admin/reload",
+    response_model=ReloadResponse,
+    dependencies=[Depends(HTTPBearer(auto_error=False))],  # documents the scheme only
+    responses={code: {"model": ErrorResponse} for code in (401, 403, 409, 413, 422)},
+    summary="Serve another bundle (or the same one, re-read) without downtime",
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
+        },
+    },
+)
 async def reload_model(request: Request) -> ReloadResponse:
     """Load a bundle (default: the served one, re-read) and serve it from now on."""
     settings: ServingSettings = request.app.state.settings
@@ -63,6 +86,7 @@ async def reload_model(request: Request) -> ReloadResponse:
         previous = request.app.state.predictor
         request.app.state.predictor, request.app.state.bundle = predictor, predictor.bundle
         metrics.set_model(predictor.bundle.meta)
+        show_model(request.app, predictor.bundle.meta)
         metrics.reloads.labels("ok").inc()
     old, new = previous.bundle.meta, predictor.bundle.meta
     log.info("reloaded: %s %s -> %s %s", old.name, old.version, new.name, new.version)
