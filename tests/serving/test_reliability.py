@@ -26,10 +26,11 @@ from hypothesis.errors import Unsatisfiable
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
+from tests.hostile_files import EPS, bomb_png, stripe_png
 
 from .conftest import DigitImage
 from .live_server import live_server
-from .test_bad_inputs import assert_error, bomb_png
+from .test_bad_inputs import assert_error
 from .tiny_bundles import tiny_bundle, wav_bytes
 
 MAX_FILES = 3
@@ -89,6 +90,8 @@ def corpus(modality: str, digit: bytes) -> list[tuple[str, dict[str, Any], int]]
             *multipart_corpus(digit, digit[: len(digit) // 2], wav_bytes(), "image/png"),
             ("decompression bomb", files(("bomb.png", bomb_png(20_000, 20_000))), 413),
             ("too many pixels", files(("big.png", bomb_png(7_000, 7_000))), 413),
+            ("a strip of pixels", files(("strip.png", stripe_png(3000))), 422),
+            ("EPS, which Ghostscript would run", files(("a.eps", EPS)), 415),
         ]
     if modality == "audio":
         return [

@@ -87,7 +87,10 @@ class ErrorResponse(BaseModel):
     """Every 4xx/5xx answer: one sentence saying what is wrong."""
 
     detail: str = Field(
-        examples=["file 0 ('cat.txt'): not an image: the file could not be identified as an image"]
+        examples=[
+            "file 0 ('cat.txt'): not an image: the file is none of the accepted formats "
+            "(PNG, JPEG, GIF, WEBP, BMP, TIFF)"
+        ]
     )
 
 
