@@ -42,6 +42,7 @@ def test_text_must_be_utf8_with_content() -> None:
     assert check_text(b"oil prices rose") is None
     assert check_text(b" \n\t") == "empty text: the input is whitespace only"
     assert "not valid UTF-8" in (check_text(b"\xff\xfe broken") or "")
+    assert "only invisible characters" in (check_text("\u200b\u200c\n".encode()) or "")
 
 
 def test_audio_without_frames_or_with_nan_is_refused() -> None:

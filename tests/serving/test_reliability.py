@@ -105,6 +105,8 @@ def corpus(modality: str, digit: bytes) -> list[tuple[str, dict[str, Any], int]]
     return [
         ("empty text", {"json": {"text": ""}}, 422),
         ("whitespace", {"json": {"texts": ["oil", " \u3000\n"]}}, 422),
+        ("zero-width spaces", {"json": {"texts": ["oil", "\u200b\u200b"]}}, 422),
+        ("NUL characters", {"json": {"text": "\u0000\u0000"}}, 422),
         ("empty list", {"json": {"texts": []}}, 422),
         ("too many texts", {"json": {"texts": ["oil"] * (MAX_FILES + 1)}}, 413),
         ("too long", {"json": {"text": "oil " * 3000}}, 413),
