@@ -209,9 +209,9 @@ def test_unexpected_failure_is_a_json_500(
     def broken_run(self: Predictor, encoded: object) -> object:
         raise RuntimeError("onnxruntime fell over")
 
-    monkeypatch.setattr(Predictor, "run", broken_run)
     app = create_app(image_bundle, ServingSettings())
     with TestClient(app, raise_server_exceptions=False) as client:
+        monkeypatch.setattr(Predictor, "run", broken_run)  # after the start-up test run
         response = client.post("/v1/predict", files=[upload("d.png", digit_images[0].read_bytes())])
     detail = assert_error(response, 500, "internal server error", "RuntimeError")
     assert "onnxruntime fell over" not in detail  # internals stay in the server log

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
+from tests.corrupt_bundles import CORRUPTIONS, Corruption, corrupt_copy
 
 from .conftest import DigitImage, upload
 from .test_bad_inputs import assert_error
@@ -139,3 +140,14 @@ def test_in_flight_requests_finish_on_the_model_they_started_with(
         release.set()
         assert in_flight.result(timeout=30) == "0.0.1"
         assert queued_after.result(timeout=30) == "0.0.2"
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS, ids=lambda c: c.name)
+def test_every_corrupt_bundle_is_a_422_and_the_old_model_keeps_serving(
+    admin_client: TestClient, tmp_path: Path, digit_images: list[DigitImage], corruption: Corruption
+) -> None:
+    good = tiny_bundle(tmp_path / "good", "image")
+    bundle = corrupt_copy(good, tmp_path / "corrupt", corruption)
+    response = admin_client.post("/v1/admin/reload", headers=AUTH, json={"bundle": str(bundle)})
+    assert_error(response, 422, "cannot reload", corruption.fragment)
+    assert predict_version(admin_client, digit_images[0]) == "0.0.1"

@@ -21,7 +21,6 @@ from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from mlfactory.bundle import load_bundle
 from mlfactory.errors import MlfactoryError
 from mlfactory.predictor import Predictor
 from mlfactory.serving.docs import show_model
@@ -119,18 +118,10 @@ def authorize(header: str | None, token: str | None) -> None:
 
 
 def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
-    """Load and test-run the bundle at `path` (blocking: call in a thread).
+    """Load and test-run the bundle at `path` with the server's threads (blocking: call in a
+    thread).
 
     Raises:
         MlfactoryError: the bundle is missing, incomplete, or its model does not run.
     """
-    bundle = load_bundle(path)
-    try:
-        predictor = Predictor(bundle, settings.ort_intra_op_threads, settings.ort_inter_op_threads)
-    except MlfactoryError:
-        raise
-    except Exception as exc:  # ONNX Runtime and encoders raise their own exception types
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise MlfactoryError(f"{bundle.path} does not load: {reason}") from None
-    predictor.check()
-    return predictor
+    return Predictor.from_path(path, settings.ort_intra_op_threads, settings.ort_inter_op_threads)

@@ -30,7 +30,6 @@ from starlette.concurrency import run_in_threadpool
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
-from mlfactory.predictor import Predictor
 from mlfactory.serving import admin, docs, health, metrics
 from mlfactory.serving.batcher import Batcher
 from mlfactory.serving.metrics import ServingMetrics
@@ -82,9 +81,7 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         prediction_log.start()
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
         try:
-            predictor = await run_in_threadpool(
-                Predictor, bundle, config.ort_intra_op_threads, config.ort_inter_op_threads
-            )
+            predictor = await run_in_threadpool(admin.load_predictor, bundle.path, config)
             batcher.start()
             served.watch_queues(lambda: batcher.queue_depth, lambda: prediction_log.pending)
             served.set_model(bundle.meta)

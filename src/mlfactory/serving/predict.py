@@ -87,6 +87,7 @@ async def predict(request: Request) -> PredictResponse:
         output = await batcher.run(predictor, encoded)
     except BatcherStopped:
         raise HTTPException(503, "the server is shutting down; retry on another instance") from None
+    predictor.check_finite(output, [name for name, _ in inputs])
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlfactory.bundle import load_bundle
 from mlfactory.errors import ConfigError
+from mlfactory.serving.admin import load_predictor
 from mlfactory.serving.app import BUNDLE_ENV
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
@@ -19,9 +19,11 @@ def run_server(
 ) -> None:
     """Serve `bundle` over HTTP with uvicorn until interrupted.
 
-    The bundle and the `MLFACTORY_*` settings are checked here first, so a wrong path or value
-    is one clear error instead of a traceback in every worker. Each worker process builds its
-    app from `MLFACTORY_BUNDLE` (uvicorn's factory mode) and loads the model once.
+    The bundle (its files, and that its model loads and runs on a test input), the
+    `MLFACTORY_*` settings and the prediction log are checked here first, so a wrong path,
+    a corrupt bundle or a wrong value is one clear error line instead of a traceback in every
+    worker. Each worker process builds its app from `MLFACTORY_BUNDLE` (uvicorn's factory mode)
+    and loads the model once.
 
     Args:
         bundle: the bundle folder.
@@ -31,13 +33,13 @@ def run_server(
             (default: `MLFACTORY_WORKERS`, else 1).
 
     Raises:
-        BundleError: the bundle is missing, incomplete or of an unsupported modality.
+        BundleError: the bundle is missing, incomplete or corrupt, or its model does not load
+            or run.
         ConfigError: `workers` or a `MLFACTORY_*` setting is invalid, or the prediction
             log (`MLFACTORY_LOG_URL`) cannot be opened.
     """
-    loaded = load_bundle(bundle)
-    loaded.encoder()  # a text bundle's tokenizer is read and checked here, once
     settings = ServingSettings.from_env()
+    loaded = load_predictor(Path(bundle), settings).bundle
     workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: {workers} must be >= 1")
