@@ -25,21 +25,24 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
 from mlfactory.serving import admin, docs, health, metrics
 from mlfactory.serving.batcher import Batcher
 from mlfactory.serving.metrics import ServingMetrics
-from mlfactory.serving.middleware import RequestContextMiddleware
+from mlfactory.serving.middleware import BodyTimeoutMiddleware, RequestContextMiddleware
 from mlfactory.serving.predict import predict_router
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import describe_errors
 from mlfactory.serving.settings import ServingSettings
 
 BUNDLE_ENV = "MLFACTORY_BUNDLE"
+# nginx's status for "the client closed the connection before the answer": not a server error.
+CLIENT_CLOSED_REQUEST = 499
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +66,8 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     docs.show_model(app, bundle.meta)
     app.state.bundle, app.state.settings, app.state.metrics = bundle, config, served_metrics
     app.state.predictor = None
+    app.state.auth_throttle = admin.AuthThrottle(config.admin_failures_per_minute)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=config.body_timeout_s)
     app.add_middleware(RequestContextMiddleware, metrics=served_metrics)
     _add_error_handlers(app)
     app.include_router(health.router)
@@ -119,7 +124,19 @@ def app_from_env() -> FastAPI:
 def _add_error_handlers(app: FastAPI) -> None:
     async def input_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, InputError)
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+        # After a body timeout the rest of the body may still come: the connection is done.
+        headers = {"Connection": "close"} if exc.status_code == 408 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+
+    async def client_disconnect(request: Request, exc: Exception) -> Response:
+        # Counted as 499 in the metrics, never as a 5xx; nobody is left to read an answer.
+        log.info(
+            "client disconnected during %s %s (request %s)",
+            request.method,
+            request.url.path,
+            getattr(request.state, "request_id", "?"),
+        )
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -134,5 +151,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(InputError, input_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)
