@@ -35,9 +35,11 @@ def _status_kib(field: str) -> int:
 
 @dataclass
 class PeakGrowth:
-    """Bytes by which the peak RSS rose above the RSS at the start (set when the block ends)."""
+    """Bytes by which the peak RSS rose above the RSS at the start (set when the block ends);
+    `measured` is False where the kernel does not allow the measurement (bytes stays 0)."""
 
     bytes: int = 0
+    measured: bool = False
 
     @property
     def mib(self) -> float:
@@ -46,11 +48,14 @@ class PeakGrowth:
 
 @contextmanager
 def peak_rss_growth() -> Iterator[PeakGrowth]:
-    """Measure the peak RSS of the block, above the RSS when it started."""
-    CLEAR_REFS.write_text("5")
-    start = _status_kib("VmRSS")
+    """Measure the peak RSS of the block, above the RSS when it started (Linux)."""
     growth = PeakGrowth()
+    if not available():
+        yield growth
+        return
+    start = _status_kib("VmRSS")
     try:
         yield growth
     finally:
         growth.bytes = max(0, _status_kib("VmHWM") - start) * 1024
+        growth.measured = True
