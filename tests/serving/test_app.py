@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from mlfactory.bundle import load_bundle
 from mlfactory.predictor import Predictor
@@ -217,3 +220,18 @@ def test_bundle_name_is_escaped_in_the_docs_titles(tmp_path: Path) -> None:
             assert "<script>alert(1)</script>" not in page
             assert "&lt;/title&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert client.get("/openapi.json").json()["info"]["title"].endswith(bundle.meta.name)
+
+
+def test_a_16_bit_png_is_classified_like_its_8_bit_original(
+    client: TestClient, digit_images: list[DigitImage]
+) -> None:
+    """The probe's 16-bit digit decoded almost white and still got a confident answer."""
+    digit = digit_images[7]
+    pixels = np.asarray(Image.open(digit.path), dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels * 257).save(buffer, format="PNG")  # 0-255 spread over 0-65535
+    answers = [
+        client.post("/v1/predict", files=[upload(name, data)]).json()["predictions"][0]
+        for name, data in (("8-bit.png", digit.read_bytes()), ("16-bit.png", buffer.getvalue()))
+    ]
+    assert answers[0] == answers[1]
