@@ -57,9 +57,9 @@ class _GuardLog:
         self.unlogged[event] += 1
         now = time.monotonic()
         if now - self.logged_at.get(event, -LOG_INTERVAL_S) >= LOG_INTERVAL_S:
-            log.warning(
-                "connection guard: %s (%d since the last such line)", event, self.unlogged[event]
-            )
+            count, logged_before = self.unlogged[event], event in self.logged_at
+            since = f" ({count} since the previous such line)" if logged_before else ""
+            log.warning("connection guard: %s%s", event, since)
             self.unlogged[event] = 0
             self.logged_at[event] = now
 
