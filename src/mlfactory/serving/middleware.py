@@ -82,7 +82,8 @@ class BodyTimeoutMiddleware:
             if body_done:  # later calls wait for a disconnect, which may take any time
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    message = await receive()
             except TimeoutError:
                 raise BodyTimeout(
                     f"the request body stopped arriving: nothing for {self.timeout_s:g} s",
