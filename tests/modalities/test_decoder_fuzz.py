@@ -1,8 +1,9 @@
 """Fuzz the image, audio and text encoders: any bytes give model arrays or an `InputError`.
 
-Hypothesis builds inputs near the formats (real images of every mode and odd shapes in allowed
-and refused formats, audio of every sample kind with NaN and huge samples, texts with controls
-and invisible characters), mutates them (cut short, bytes overwritten), and adds plain random
+Hypothesis builds inputs near the formats (images of every mode and odd shapes in allowed and
+refused formats, audio of every sample kind with NaN and huge samples, texts with controls and
+invisible characters), takes the real fixture files (tuxpaint stamps and calls, Sonic Pi
+samples, Reuters texts), mutates both (cut short, bytes overwritten), and adds plain random
 bytes behind real magic numbers. For every input the encoder must either return finite arrays
 of exactly the shapes and types the model takes, or raise the project's `InputError` with a 4xx
 status and a one-line message; nothing else may escape. Each call's peak memory is measured
@@ -15,6 +16,7 @@ run, so a failure reproduces), no example database.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,11 @@ from mlfactory.modalities.base import Encoder
 from tests import peak_rss
 from tests.serving.tiny_bundles import AUDIO_PARAMS, write_tokenizer
 
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+REAL = {
+    "image": sorted(FIXTURES.rglob("*.png")),
+    "audio": sorted([*FIXTURES.rglob("*.flac"), *FIXTURES.rglob("*.ogg")]),
+}
 EXAMPLES = 150
 MEMORY_BOUND_MIB = 200
 IMAGE_PARAMS = {"resize_size": 235, "crop_size": 224, "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -67,6 +74,18 @@ def near_magic(kind: str) -> st.SearchStrategy[bytes]:
     return st.builds(
         lambda magic, tail: magic + tail, st.sampled_from(MAGIC[kind]), st.binary(max_size=512)
     )
+
+
+def real_files(kind: str) -> st.SearchStrategy[bytes]:
+    """The project's real fixture files of a modality, mutated or not."""
+    assert REAL[kind], f"no {kind} fixtures under {FIXTURES}"
+    return st.sampled_from(REAL[kind]).map(Path.read_bytes).flatmap(mutated)
+
+
+def real_texts() -> st.SearchStrategy[bytes]:
+    rows = (FIXTURES / "text" / "reuters_r8_sample.jsonl").read_text().splitlines()
+    texts = [json.loads(row)["text"].encode() for row in rows]
+    return st.sampled_from(texts).flatmap(mutated)
 
 
 IMAGE_MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
@@ -131,6 +150,7 @@ def audio_files(draw: st.DrawFn) -> bytes:
 
 
 TEXTS = st.one_of(
+    real_texts(),
     st.binary(max_size=300),
     st.text(max_size=300).map(lambda text: text.encode("utf-8", "surrogatepass")),
     st.text(alphabet="\u200b\u200c\u200d\u2060\ufeff\x00 \t\n\u3164\u2800oil", max_size=40).map(
