@@ -6,6 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
 from typer.testing import CliRunner
 
 from mlfactory.bundle import load_bundle
@@ -13,6 +17,8 @@ from mlfactory.cli import app
 from mlfactory.training.train import TrainResult
 
 from .conftest import fast_digits_overrides
+from .corrupt_bundles import CORRUPTIONS, Corruption, corrupt_copy
+from .serving.tiny_bundles import tiny_bundle
 
 runner = CliRunner()
 
@@ -128,3 +134,41 @@ def test_train_leaves_the_bundle_in_out_and_prints_its_path_last(
     assert last_line == str((out / "bundle").resolve())
     assert load_bundle(last_line).meta.config["trainer"]["max_epochs"] == 1
     assert "test accuracy" in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_image_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_bundle(tmp_path_factory.mktemp("tiny") / "image", "image")
+
+
+def png_file(path: Path, colour: str) -> Path:
+    Image.new("RGB", (16, 16), colour).save(path)
+    return path
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS, ids=lambda c: c.name)
+def test_a_corrupt_bundle_is_one_line_for_predict_evaluate_and_serve(
+    tiny_image_bundle: Path, tmp_path: Path, corruption: Corruption
+) -> None:
+    bundle = corrupt_copy(tiny_image_bundle, tmp_path / "bundle", corruption)
+    image = png_file(tmp_path / "white.png", "white")
+    for command in (["predict", str(bundle), str(image)], ["evaluate", str(bundle)]):
+        assert_one_line_error(runner.invoke(app, command), corruption.fragment)
+    serve = runner.invoke(app, ["serve", str(bundle), "--port", "1"])  # fails before binding
+    assert_one_line_error(serve, corruption.fragment)
+
+
+def test_predict_refuses_an_input_the_model_answers_with_nan(tmp_path: Path) -> None:
+    bundle = tiny_bundle(tmp_path / "unstable", "image", unstable=True)
+    white, black = png_file(tmp_path / "w.png", "white"), png_file(tmp_path / "b.png", "black")
+    assert runner.invoke(app, ["predict", str(bundle), str(white)]).exit_code == 0
+    result = runner.invoke(app, ["predict", str(bundle), str(white), str(black), "--json"])
+    assert_one_line_error(result, "input 1: the model's output for it is NaN or infinite")
+
+
+def test_predict_refuses_audio_whose_spectrum_would_overflow(tmp_path: Path) -> None:
+    bundle = tiny_bundle(tmp_path / "audio", "audio")
+    loud = tmp_path / "loud.wav"
+    soundfile.write(loud, np.full(4000, 1e30, dtype=np.float32), 8000, subtype="FLOAT")
+    result = runner.invoke(app, ["predict", str(bundle), str(loud)])
+    assert_one_line_error(result, "input 0: corrupt audio: samples reach 1e+30")

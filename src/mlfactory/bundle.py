@@ -167,6 +167,11 @@ def parse_meta(raw: Any, meta_path: Path) -> BundleMeta:
         if not isinstance(raw[key], str) or not raw[key].strip():
             raise BundleError(f"{meta_path}: {key} must be a non-empty string")
     _check_labels(raw["labels"], meta_path)
+    if not isinstance(raw["preprocessing"], dict):
+        raise BundleError(
+            f"{meta_path}: preprocessing must be a JSON object holding the parameters training "
+            "used, not " + json.dumps(raw["preprocessing"])[:40]
+        )
     for key in ("metrics", "config", "inputs", "export"):
         if not isinstance(raw.get(key, {}), dict):
             raise BundleError(f"{meta_path}: {key} must be a JSON object")

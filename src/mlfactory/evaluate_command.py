@@ -7,6 +7,7 @@ from typing import Any
 
 from mlfactory.bundle import META_FILE, Bundle, load_bundle
 from mlfactory.errors import BundleError
+from mlfactory.predictor import Predictor
 
 
 def resolve_bundle(target: str) -> Bundle:
@@ -43,6 +44,7 @@ def evaluate_target(target: str) -> dict[str, Any]:
     from mlfactory.tracking import TrackedRun
 
     bundle = resolve_bundle(target)
+    Predictor.from_path(bundle.path)  # a corrupt model fails here, before the data is prepared
     recipe = load_recipe_from_dict(bundle.meta.config)
     dataset = prepare_dataset(recipe.config)
     if dataset.labels != bundle.meta.labels:

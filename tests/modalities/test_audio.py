@@ -189,6 +189,12 @@ def test_bad_bytes_are_input_errors_with_the_right_status() -> None:
         "half a flac": (kick[: len(kick) // 2], 422, "corrupt or truncated"),
         "zero-length wav": (encode_bytes(np.zeros(0, dtype=np.int16), 16000), 422, "no audio"),
         "NaN samples": (nan_wav, 422, "NaN"),
+        # The probe's file: float samples of 1e30 overflow the power spectrum to infinity.
+        "samples of 1e30": (
+            encode_bytes(np.full(16000, 1e30, dtype=np.float32), 16000, subtype="FLOAT"),
+            422,
+            "over 1000 times full scale",
+        ),
     }
     for name, (data, status, fragment) in cases.items():
         with pytest.raises(InputError) as caught:

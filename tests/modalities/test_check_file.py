@@ -42,6 +42,7 @@ def test_text_must_be_utf8_with_content() -> None:
     assert check_text(b"oil prices rose") is None
     assert check_text(b" \n\t") == "empty text: the input is whitespace only"
     assert "not valid UTF-8" in (check_text(b"\xff\xfe broken") or "")
+    assert "only invisible characters" in (check_text("\u200b\u200c\n".encode()) or "")
 
 
 def test_audio_without_frames_or_with_nan_is_refused() -> None:
@@ -52,9 +53,11 @@ def test_audio_without_frames_or_with_nan_is_refused() -> None:
 
     assert check_audio(wav(np.zeros(0, dtype=np.float32))) == "audio has no frames"
     assert check_audio(wav(np.array([0.0, np.nan], dtype=np.float32))) == (
-        "audio holds NaN or infinite samples"
+        "corrupt audio: the file holds NaN or infinite samples"
     )
+    assert "over 1000 times full scale" in (check_audio(wav(np.full(160, 1e30, np.float32))) or "")
     assert check_audio(wav(np.zeros(160, dtype=np.float32))) is None
+    assert check_audio(wav(np.full(160, 1.5, dtype=np.float32))) is None  # a little headroom
 
 
 def test_audio_longer_than_serving_accepts_is_refused_before_decoding() -> None:

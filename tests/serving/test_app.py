@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from mlfactory.bundle import load_bundle
 from mlfactory.predictor import Predictor
@@ -15,6 +19,7 @@ from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
 
 from .conftest import LABELS, DigitImage, upload
+from .tiny_bundles import tiny_bundle
 
 
 def test_health(client: TestClient) -> None:
@@ -171,3 +176,62 @@ def test_health_is_503_until_the_model_is_loaded(image_bundle: Path) -> None:
     response = client.get("/health")
     assert response.status_code == 503
     assert response.json() == {"detail": "the model is not loaded yet; retry shortly"}
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/model", "/metrics"])
+def test_head_answers_like_get_without_a_body(client: TestClient, path: str) -> None:
+    got, head = client.get(path), client.head(path)
+    assert got.status_code == head.status_code == 200
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert "x-request-id" in head.headers
+
+
+def docs_links(page: str) -> list[str]:
+    """Every URL a docs page makes the browser fetch."""
+    attributes = re.findall(r'(?:src|href|spec-url)="([^"]*)"', page)
+    return attributes + re.findall(r"url: '([^']*)'", page)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_docs_pages_are_served_offline(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    links = docs_links(response.text)
+    assert "/openapi.json" in links and any(link.endswith(".js") for link in links)
+    assert "http://" not in response.text and "https://" not in response.text
+    for link in links:
+        assert link.startswith("/") and not link.startswith("//"), link  # this server only
+        fetched = client.get(link)
+        assert fetched.status_code == 200, link
+        assert len(fetched.content) > 1000 or link.endswith(".json"), link
+    assert client.get("/docs/assets/..%2Fcore.py").status_code == 404
+    assert client.get("/docs/assets/LICENSE").status_code == 404
+
+
+def test_bundle_name_is_escaped_in_the_docs_titles(tmp_path: Path) -> None:
+    folder = tiny_bundle(tmp_path / "b", "image")
+    bundle = load_bundle(folder)
+    bundle.meta.name = "</title><script>alert(1)</script>"
+    bundle.save_meta()
+    settings = ServingSettings(log_url=f"sqlite:///{tmp_path / 'p.db'}")
+    with TestClient(create_app(folder, settings)) as client:
+        for path in ("/docs", "/redoc"):
+            page = client.get(path).text
+            assert "<script>alert(1)</script>" not in page
+            assert "&lt;/title&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert client.get("/openapi.json").json()["info"]["title"].endswith(bundle.meta.name)
+
+
+def test_a_16_bit_png_is_classified_like_its_8_bit_original(
+    client: TestClient, digit_images: list[DigitImage]
+) -> None:
+    """The probe's 16-bit digit decoded almost white and still got a confident answer."""
+    digit = digit_images[7]
+    pixels = np.asarray(Image.open(digit.path), dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels * 257).save(buffer, format="PNG")  # 0-255 spread over 0-65535
+    answers = [
+        client.post("/v1/predict", files=[upload(name, data)]).json()["predictions"][0]
+        for name, data in (("8-bit.png", digit.read_bytes()), ("16-bit.png", buffer.getvalue()))
+    ]
+    assert answers[0] == answers[1]

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,3 +156,28 @@ def test_read_filters_by_time_and_limit(prediction_log: PredictionLog) -> None:
     since = datetime(2026, 3, 1, tzinfo=UTC)
     assert [r.request_id for r in prediction_log.read(since=since)] == ["new", "now"]
     assert [r.request_id for r in prediction_log.read(limit=1)] == ["old"]
+
+
+def test_a_row_that_cannot_be_stored_fails_only_its_own_request(
+    prediction_log: PredictionLog, tmp_path: Path
+) -> None:
+    """The probe's case: a NaN score (NOT NULL in SQLite) in a group of good requests."""
+    database = tmp_path / "logs" / "predictions.db"
+    lock = sqlite3.connect(database, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # holds the writer at its first commit, so a group queues up
+    first = prediction_log.submit([row("first")])
+    deadline = time.monotonic() + 10
+    while prediction_log.pending and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer took `first` and waits for the lock
+    bad = row("bad")
+    bad.score = float("nan")
+    group = [prediction_log.submit([row(f"good-{i}")]) for i in range(3)]
+    group.insert(1, prediction_log.submit([bad]))
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert first.result(timeout=30) is None
+    with pytest.raises(PredictionLogError, match=r"NOT NULL constraint failed: predictions\.score"):
+        group[1].result(timeout=30)
+    assert [future.result(timeout=30) for i, future in enumerate(group) if i != 1] == [None] * 3
+    stored = [logged.request_id for logged in prediction_log.read()]
+    assert stored == ["first", "good-0", "good-1", "good-2"]

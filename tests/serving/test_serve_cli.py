@@ -17,9 +17,11 @@ import pytest
 from mlfactory.errors import BundleError
 from mlfactory.serving.app import BUNDLE_ENV, app_from_env
 from mlfactory.serving.run import run_server
+from tests.corrupt_bundles import CORRUPTIONS, corrupt_copy
 
 from .conftest import LABELS, DigitImage
 from .live_server import free_port, live_server, server_env
+from .tiny_bundles import tiny_bundle
 
 
 def test_serve_command_answers_over_http_without_torch(
@@ -87,6 +89,24 @@ def test_serve_on_a_wrong_path_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"error: bundle not found: {missing} is not a folder"
     ]
+
+
+def test_serve_of_a_truncated_model_fails_at_start_up_in_one_line(tmp_path: Path) -> None:
+    truncated = next(c for c in CORRUPTIONS if c.name == "truncated model.onnx")
+    bundle = corrupt_copy(tiny_bundle(tmp_path / "good", "image"), tmp_path / "b", truncated)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlfactory.cli", "serve", str(bundle), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server_env(),
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "cannot be loaded by ONNX Runtime" in lines[0]
+    assert "Uvicorn running" not in result.stdout + result.stderr
 
 
 def test_run_server_checks_the_bundle_before_starting(tmp_path: Path) -> None:

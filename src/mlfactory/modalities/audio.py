@@ -34,6 +34,10 @@ FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"
 CONTENT_TYPES = ("audio/wav", "audio/flac", "audio/ogg", "audio/mpeg", "audio/aiff", "audio/basic")
 # Longest accepted recording; checked from the header before decoding.
 MAX_SECONDS = 600.0
+# Largest accepted sample magnitude, as a multiple of full scale (1.0). Integer formats never
+# exceed 1; float formats may, a little. Far beyond this (a float WAV of 1e30) the power
+# spectrum overflows float32 and the model would see infinities.
+MAX_PEAK = 1000.0
 # soundfile names the in-memory buffer in its messages; that text differs on every run.
 _BUFFER_NAME = r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>"
 _BUFFER_REPR = re.compile(_BUFFER_NAME + r":?\s*")
@@ -78,7 +82,8 @@ def load_waveform(data: bytes, params: Mapping[str, Any]) -> np.ndarray:
 
     Raises:
         InputError: empty or zero-length audio (422), not audio (415), longer than
-            `MAX_SECONDS` (413), truncated or corrupt (422), NaN/infinite samples (422).
+            `MAX_SECONDS` (413), truncated or corrupt (422), NaN/infinite samples or samples
+            over `MAX_PEAK` (422).
     """
     import soundfile
 
@@ -104,10 +109,24 @@ def load_waveform(data: bytes, params: Mapping[str, Any]) -> np.ndarray:
         raise InputError(f"corrupt or truncated audio: {type(exc).__name__}: {exc}", 422) from None
     if samples.shape[0] == 0:
         raise InputError("no audio: the file decodes to zero samples (empty or truncated)", 422)
-    if not np.isfinite(samples).all():
-        raise InputError("corrupt audio: the file holds NaN or infinite samples", 422)
+    reason = _sample_problem(samples)
+    if reason is not None:
+        raise InputError(f"corrupt audio: {reason}", 422)
     mono = resample(samples.mean(axis=1, dtype=np.float32), source_rate, target_rate)
     return fix_length(mono, round(clip_seconds * target_rate))
+
+
+def _sample_problem(samples: np.ndarray) -> str | None:
+    """Why decoded samples cannot be heard as audio (NaN, infinite, far out of range), or None."""
+    if not np.isfinite(samples).all():
+        return "the file holds NaN or infinite samples"
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > MAX_PEAK:
+        return (
+            f"samples reach {peak:.3g}, over {MAX_PEAK:g} times full scale "
+            "(float samples belong in [-1, 1])"
+        )
+    return None
 
 
 def _check_length(frames: int, rate: int) -> None:
@@ -187,9 +206,8 @@ def check_audio_file(data: bytes) -> str | None:
         return f"not readable audio: {re.sub(_BUFFER_NAME, 'the file', str(exc)).strip()}"
     if samples.shape[0] == 0:
         return "audio has no frames"
-    if not np.isfinite(samples).all():
-        return "audio holds NaN or infinite samples"
-    return None
+    reason = _sample_problem(samples)
+    return None if reason is None else f"corrupt audio: {reason}"
 
 
 class AudioModality(Modality):

@@ -9,6 +9,7 @@ summary counts characters and tokens, and the baseline is TF-IDF with logistic r
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,18 @@ KNOWN_PAD_TOKENS = ("[PAD]", "<pad>")
 MIN_LENGTH = 3
 # Longer sequences than any encoder we know of is a configuration mistake.
 MAX_LENGTH = 8192
+# Characters that show nothing: spaces and separators, controls, format characters (zero-width
+# space and joiners, direction marks, the byte-order mark, soft hyphen), and the letters and
+# symbols that render blank (Hangul fillers, the braille blank). A text of only these is empty.
+INVISIBLE_CATEGORIES = ("Cc", "Cf", "Zs", "Zl", "Zp")
+BLANK_LETTERS = "\u115f\u1160\u2800\u3164\uffa0"
+# The invisible characters of the Basic Multilingual Plane as the body of a regular-expression
+# character class (Unicode 14): the API schema's "not blank" pattern is built from it.
+INVISIBLE_CLASS = (
+    r"\u0000-\u0020\u007f-\u00a0\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    r"\u115f\u1160\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f"
+    r"\u2800\u3000\u3164\ufeff\uffa0\ufff9-\ufffb"
+)
 
 
 @dataclass
@@ -39,11 +52,23 @@ class TextPreprocessing:
     max_length: int = bounded(128, ge=MIN_LENGTH, le=MAX_LENGTH)
 
 
+def is_invisible(char: str) -> bool:
+    """Whether a character shows nothing (see `INVISIBLE_CATEGORIES` and `BLANK_LETTERS`)."""
+    return (
+        char.isspace()
+        or unicodedata.category(char) in INVISIBLE_CATEGORIES
+        or char in BLANK_LETTERS
+    )
+
+
 def decode_text(raw: bytes) -> str:
     """The text in `raw`, refusing what is not usable text.
 
+    Serving decodes every text with it, and data preparation checks every text file with it.
+
     Raises:
-        InputError: not valid UTF-8, or empty / whitespace only (422).
+        InputError: not valid UTF-8, or empty / whitespace only / only invisible characters
+            such as `\\u200b` or `\\u0000` (422).
     """
     try:
         text = raw.decode("utf-8")
@@ -54,6 +79,12 @@ def decode_text(raw: bytes) -> str:
     if not text.strip():
         what = "empty" if not text else "whitespace only"
         raise InputError(f"empty text: the input is {what}", 422)
+    if all(map(is_invisible, text)):
+        raise InputError(
+            "empty text: the input holds only invisible characters (controls, zero-width or "
+            "format characters)",
+            422,
+        )
     return text
 
 

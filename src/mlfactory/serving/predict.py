@@ -9,29 +9,67 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from mlfactory.errors import InputError
+from mlfactory.modalities import Modality
 from mlfactory.predictor import BatchOutput, Prediction, Predictor
 from mlfactory.serving.batcher import Batcher, BatcherStopped
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
 from mlfactory.serving.schemas import (
+    ErrorResponse,
     ModelRef,
     PredictionOut,
     PredictResponse,
     TextsRequest,
     describe_errors,
+    predict_request_body,
 )
 from mlfactory.serving.settings import ServingSettings
 from mlfactory.serving.uploads import check_content_length, media_type, read_body, read_uploads
 
 log = logging.getLogger(__name__)
 Encoded = dict[str, np.ndarray]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed HTTP request (Content-Length)."},
+    408: {"model": ErrorResponse, "description": "The request body stopped arriving."},
+    413: {"model": ErrorResponse, "description": "Too many inputs, or an input too large."},
+    415: {
+        "model": ErrorResponse,
+        "description": "Input of an unsupported type, or wrong request content type.",
+    },
+    422: {"model": ErrorResponse, "description": "Missing, empty, corrupt or truncated input."},
+    503: {"model": ErrorResponse, "description": "Not ready, shutting down, or not logged."},
+}
+
+
+def predict_router(modality: Modality, settings: ServingSettings) -> APIRouter:
+    """The router of `POST /v1/predict`, documenting the request body of `modality`'s inputs.
+
+    The documented limits are the server's own, so the router is made per app.
+    """
+    router = APIRouter()
+    router.add_api_route(
+        "/v1/predict",
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        summary=f"Classify {modality.name} inputs",
+        openapi_extra={
+            "requestBody": predict_request_body(
+                modality.api_input, settings.max_files, settings.max_text_chars
+            )
+        },
+    )
+    return router
 
 
 async def predict(request: Request) -> PredictResponse:
@@ -49,6 +87,7 @@ async def predict(request: Request) -> PredictResponse:
         output = await batcher.run(predictor, encoded)
     except BatcherStopped:
         raise HTTPException(503, "the server is shutting down; retry on another instance") from None
+    predictor.check_finite(output, [name for name, _ in inputs])
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)

@@ -223,21 +223,52 @@ class PredictionLog:
             self._commit(group)
 
     def _commit(self, group: list[_Pending]) -> None:
+        """Commit a group in one transaction; if that fails, each request in its own.
+
+        One request whose rows cannot be stored (a constraint, a value the database refuses)
+        must not fail the others that happened to share its group: only the requests whose own
+        transaction fails get the error.
+        """
         # A future whose caller went away is still written: logged-but-unanswered is harmless.
         waiting = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
+        failures: dict[int, Exception] = {}
         try:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    insert(predictions), [row.to_row() for p in group for row in p.rows]
-                )
+            self._insert(group)
         except Exception as exc:
-            log.exception("could not write %d request(s) to the prediction log", len(group))
-            error = PredictionLogError(f"the prediction log could not be written: {exc}")
-            for pending in waiting:
-                pending.future.set_exception(error)
-            return
+            if len(group) == 1:
+                failures[id(group[0])] = exc
+            else:
+                log.warning(
+                    "a group commit of %d requests failed (%s); committing them one by one",
+                    len(group),
+                    _reason(exc),
+                )
+                for pending in group:
+                    try:
+                        self._insert([pending])
+                    except Exception as single:
+                        failures[id(pending)] = single
         for pending in waiting:
-            pending.future.set_result(None)
+            error = failures.get(id(pending))
+            if error is None:
+                pending.future.set_result(None)
+            else:
+                message = f"the prediction log could not be written: {_reason(error)}"
+                pending.future.set_exception(PredictionLogError(message))
+        for pending in group:
+            if id(pending) in failures:
+                request = pending.rows[0].request_id if pending.rows else "?"
+                reason = _reason(failures[id(pending)])
+                log.error("could not write request %s to the prediction log: %s", request, reason)
+
+    def _insert(self, group: list[_Pending]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(insert(predictions), [row.to_row() for p in group for row in p.rows])
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's statement and parameters."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _open_engine(url: str) -> Engine:

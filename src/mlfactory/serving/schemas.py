@@ -8,12 +8,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlfactory.modalities import ApiInput
+from mlfactory.modalities.text import INVISIBLE_CLASS
 
 FILES_FIELD = "files"
-# The characters `str.strip()` removes, listed: regex engines disagree on what `\s` covers, so
-# "has a character outside this class" means "not blank" to every schema validator alike.
-BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NOT_BLANK_PATTERN = f"[^{BLANK}]"
+# "Has a character outside the invisible ones" (spaces, controls, zero-width and format
+# characters), listed: regex engines disagree on what `\s` covers, so every schema validator
+# reads it alike. The text decoder refuses a text without such a character.
+NOT_BLANK_PATTERN = f"[^{INVISIBLE_CLASS}]"
 
 
 class HealthResponse(BaseModel):
@@ -87,7 +88,10 @@ class ErrorResponse(BaseModel):
     """Every 4xx/5xx answer: one sentence saying what is wrong."""
 
     detail: str = Field(
-        examples=["file 0 ('cat.txt'): not an image: the file could not be identified as an image"]
+        examples=[
+            "file 0 ('cat.txt'): not an image: the file is none of the accepted formats "
+            "(PNG, JPEG, GIF, WEBP, BMP, TIFF)"
+        ]
     )
 
 
@@ -125,7 +129,8 @@ def predict_request_body(
             "minLength": 1,
             "maxLength": max_text_chars,
             "pattern": NOT_BLANK_PATTERN,
-            "description": "A text to classify; not empty or whitespace only.",
+            "description": "A text to classify; not empty, and not only spaces or invisible "
+            "characters.",
         }
         texts = {
             "type": "array",
