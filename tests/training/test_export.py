@@ -22,7 +22,7 @@ from mlfactory.config.loader import load_recipe_from_dict
 from mlfactory.errors import BundleError
 from mlfactory.predictor import Predictor
 from mlfactory.training.backbones import build_classifier
-from mlfactory.training.export import check_parity, parity_spread
+from mlfactory.training.export import PARITY_RTOL, check_parity, parity_spread
 from mlfactory.training.network import InferenceGraph
 from mlfactory.training.train import TrainResult
 from tests.numerics import assert_parity_recorded, assert_sums_to_one
@@ -107,6 +107,7 @@ def test_parity_check_rejects_one_logit_moved_by_a_fifth(trained_digits: TrainRe
     bundle = load_bundle(trained_digits.bundle.path)
     spread = parity_spread(graph, bundle, encoder, trained_digits.dataset.split("test"))
     assert not spread.within_tolerance
-    # p_0 grows by a factor e**0.2 / (1 + p_0 * (e**0.2 - 1)): +22 % where p_0 is small, 4x the
-    # tolerance; kernel noise (< 0.4 %, docs/numerics.md) cannot blur that.
-    assert spread.max_rel_diff == pytest.approx(np.expm1(0.2), rel=0.1)
+    # What the check saw is that change: p_0 grows by e**0.2 / Z and the others shrink by 1 / Z,
+    # Z = 1 + p_0 * (e**0.2 - 1), so no probability moves by more than e**0.2 - 1 (+22 %), apart
+    # from the kernel noise the faithful export passes the check with (< PARITY_RTOL).
+    assert spread.max_rel_diff <= np.exp(0.2) * (1 + PARITY_RTOL) - 1
