@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
 from mlfactory.training.train import TrainResult
+from tests.numerics import assert_sums_to_one
 
 from .conftest import fast_digits_overrides
 from .corrupt_bundles import CORRUPTIONS, Corruption, corrupt_copy
@@ -84,7 +85,7 @@ def test_predict_table_and_json(trained_digits: TrainResult) -> None:
     assert [row["file"] for row in payload] == paths
     for row in payload:
         assert row["label"] in labels
-        assert abs(sum(row["probabilities"].values()) - 1.0) < 1e-4
+        assert_sums_to_one(row["probabilities"].values(), len(labels))
 
 
 def test_predict_bad_inputs_are_one_line(trained_digits: TrainResult, tmp_path: Path) -> None:

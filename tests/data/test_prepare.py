@@ -23,6 +23,11 @@ MakeRecipe = Callable[..., RecipeConfig]
 DigitFolder = Callable[..., Path]
 
 
+def share_tolerance(fraction: float, items: int) -> float:
+    """Each item's split is a hash draw: a split's share is binomial. 4 standard deviations."""
+    return 4 * (fraction * (1 - fraction) / items) ** 0.5
+
+
 def _splits(dataset: object) -> dict[str, str]:
     return {item.key: item.split for item in dataset.items}  # type: ignore[attr-defined]
 
@@ -39,8 +44,8 @@ def test_mnist_has_ten_digits_and_split_proportions_match_the_fractions(
     assert len(dataset.items) == 5000 and dataset.skipped == []
     assert Counter(item.label for item in dataset.items) == {str(d): 500 for d in range(10)}
     shares = {split: len(dataset.split(split)) / 5000 for split in ("train", "val", "test")}
-    assert shares["val"] == pytest.approx(0.15, abs=0.02)
-    assert shares["test"] == pytest.approx(0.1, abs=0.02)
+    assert shares["val"] == pytest.approx(0.15, abs=share_tolerance(0.15, 5000))
+    assert shares["test"] == pytest.approx(0.1, abs=share_tolerance(0.1, 5000))
     for item in dataset.items[::250]:
         assert item.key == content_key(Path(item.path).read_bytes())  # type: ignore[arg-type]
         assert item.split == assign_split(item.key, 0.15, 0.1)
@@ -56,9 +61,8 @@ def test_a_capped_dataset_keeps_the_split_proportions(
 
     assert Counter(item.label for item in dataset.items) == {str(d): 200 for d in range(10)}
     shares = {split: len(dataset.split(split)) / 2000 for split in ("train", "val", "test")}
-    assert shares["train"] == pytest.approx(0.8, abs=0.04)
-    assert shares["val"] == pytest.approx(0.1, abs=0.03)
-    assert shares["test"] == pytest.approx(0.1, abs=0.03)
+    for split, fraction in {"train": 0.8, "val": 0.1, "test": 0.1}.items():
+        assert shares[split] == pytest.approx(fraction, abs=share_tolerance(fraction, 2000))
 
 
 def test_splits_are_identical_when_prepared_again_from_scratch(
