@@ -62,6 +62,11 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+def seed_recipes() -> list[str]:
+    """The packaged recipes that bring their own (offline) data: all but image, text, audio."""
+    return [name for name, info in describe_recipes().items() if info["own_data"] == "no"]
+
+
 def describe_recipes() -> dict[str, dict[str, str]]:
     """Modality, backbone, default data source and description of each packaged recipe.
 
@@ -78,6 +83,7 @@ def describe_recipes() -> dict[str, dict[str, str]]:
             "backbone": str(raw.get("model", {}).get("backbone", "")),
             "source": "(your data: data.source=...)" if source == MISSING else str(source),
             "description": str(raw.get("description", "")),
+            "own_data": "yes" if source == MISSING else "no",  # the user's data is required
         }
     return described
 
@@ -89,8 +95,7 @@ def seed_recipe_note(recipe: Recipe) -> str | None:
     docs) and its class limits; the note says so and names the way out.
     """
     seed = describe_recipes().get(recipe.reference)
-    own_data = seed is not None and recipe.config.data.source != seed["source"]
-    if seed is None or seed["source"].startswith("(") or not own_data:
+    if seed is None or seed["own_data"] == "yes" or recipe.config.data.source == seed["source"]:
         return None
     if any(override.lstrip("+").startswith("name=") for override in recipe.overrides):
         return None
