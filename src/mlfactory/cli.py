@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlfactory import __version__
-from mlfactory.errors import Interrupted, MlfactoryError
+from mlfactory.errors import ConfigError, Interrupted, MlfactoryError
 from mlfactory.output import configure_output
 
 app = typer.Typer(
@@ -148,10 +148,12 @@ def train(
 
     configure_output(verbose)
     # Recipe and run-folder errors come before torch is imported: about a second.
-    loaded = load_recipe(recipe, overrides)
-    out_dir = out or Path("runs") / loaded.name
     if resume:
+        out_dir = out or _default_run_folder(recipe, overrides)
         loaded = resume_recipe(recipe, list(overrides or []), out_dir, force)
+    else:
+        loaded = load_recipe(recipe, overrides)
+        out_dir = out or Path("runs") / loaded.name
     if show_config:
         print(_yaml(loaded.resolved), end="")
         return
@@ -294,6 +296,17 @@ def demo(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_demo(out, console)
+
+
+def _default_run_folder(recipe: str, overrides: list[str] | None) -> Path:
+    """`runs/<name>` of a run to resume without `--out` (the name may need the data source)."""
+    from mlfactory.config.loader import load_recipe
+
+    try:
+        return Path("runs") / load_recipe(recipe, overrides).name
+    except ConfigError:
+        message = "--resume: name the run folder with --out (e.g. --out runs/animals)"
+        raise ConfigError(message) from None
 
 
 def _yaml(resolved: dict[str, Any]) -> str:
