@@ -9,6 +9,7 @@ phase; `-v` shows every log line and warning (`mlfactory.output`).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -160,8 +161,8 @@ def train(
     note = None if resume else seed_recipe_note(loaded)  # a resumed run said it when it started
     if not resume:
         check_new_run(out_dir, force)
-    if note:
-        err_console.print(note, highlight=False)
+    if note and os.environ.get("LOCAL_RANK", "0") == os.environ.get("RANK", "0") == "0":
+        err_console.print(note, highlight=False)  # once: DDP's other ranks run this command too
     from mlfactory.training.train import is_global_zero
     from mlfactory.training.train import train as run_training
 
@@ -289,8 +290,6 @@ def demo(
     verbose: bool = VERBOSE,
 ) -> None:
     """The whole loop offline on real data: data, train, evaluate, bundle, serve, predict."""
-    import os
-
     configure_output(verbose)
     from mlfactory.demo import run_demo
 
