@@ -70,7 +70,8 @@ def seed_recipes() -> list[str]:
 def describe_recipes() -> dict[str, dict[str, str]]:
     """Modality, backbone, default data source and description of each packaged recipe.
 
-    Read from the YAML files as written, so the generic recipes (no default data) list too.
+    Read from the YAML files as written, so the generic recipes (no default data) list too;
+    they come first.
     """
     import yaml
 
@@ -85,7 +86,8 @@ def describe_recipes() -> dict[str, dict[str, str]]:
             "description": str(raw.get("description", "")),
             "own_data": "yes" if source == MISSING else "no",  # the user's data is required
         }
-    return described
+    # The recipes for your own data first, then the seeds.
+    return dict(sorted(described.items(), key=lambda item: (item[1]["own_data"] != "yes", item[0])))
 
 
 def seed_recipe_note(recipe: Recipe) -> str | None:
