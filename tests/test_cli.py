@@ -63,7 +63,7 @@ def test_data_prepares_and_reports_skipped_files(digit_folder: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     assert "fingerprint" in result.output
     assert "broken.png" in result.output
-    assert "skipped 1 file" in result.output
+    assert "skipped 1 item(s)" in result.output
 
 
 def test_data_with_a_missing_folder_is_one_line(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ class CsvResults:
     def write(self, prediction: Prediction) -> None:
         row = prediction.to_row()
         probabilities = row.pop("probabilities")
+        row["score"] = f"{row['score']:.6g}"
         self.writer.writerow(
             [*row.values(), *(f"{probabilities[label]:.6g}" for label in self.labels)]
         )

@@ -118,7 +118,7 @@ def data(
         counts = [row.get(label, 0) for label in dataset.labels]
         table.add_row(split, *map(str, counts), str(sum(counts)))
     console.print(table)
-    console.print(f"fingerprint {dataset.fingerprint}; skipped {len(dataset.skipped)} file(s)")
+    console.print(f"fingerprint {dataset.fingerprint}; skipped {len(dataset.skipped)} item(s)")
     for line in describe_limits(dataset):
         console.print(line, highlight=False)
     for line in dataset.warnings:

@@ -32,7 +32,7 @@ def report_dataset(dataset: PreparedDataset) -> None:
     """The data phase: classes, split sizes, the limits that applied, small-class warnings."""
     counts = dataset.counts()
     sizes = " / ".join(f"{sum(counts[split].values())} {split}" for split in SPLITS)
-    skipped = f"; {len(dataset.skipped)} file(s) skipped" if dataset.skipped else ""
+    skipped = f"; {len(dataset.skipped)} item(s) skipped" if dataset.skipped else ""
     phase_log.info(
         "data: %d classes, %s items (fingerprint %s%s)",
         len(dataset.labels),
