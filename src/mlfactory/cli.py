@@ -40,6 +40,7 @@ OVERRIDES = typer.Argument(
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Show every log line and warning.")
 SHOW_CONFIG = typer.Option(False, "--show-config", help="Print the resolved recipe and exit.")
 TARGET_HELP = "A bundle folder, a run folder (holding bundle/) or an MLflow run id."
+SKIPS_LISTED = 20
 
 
 def friendly_errors(func: F) -> F:
@@ -110,7 +111,7 @@ def data(
     if show_config:
         print(_yaml(loaded.resolved), end="")
         return
-    from mlfactory.data.prepare import describe_limits, prepare_dataset
+    from mlfactory.data.prepare import cache_path, describe_limits, prepare_dataset
 
     dataset = prepare_dataset(loaded.config, refresh=refresh)
     table = Table("split", *dataset.labels, "total")
@@ -123,8 +124,12 @@ def data(
         console.print(line, highlight=False)
     for line in dataset.warnings:
         console.print(f"warning: {line}", highlight=False)
-    for skipped in dataset.skipped[:20]:
+    for skipped in dataset.skipped[:SKIPS_LISTED]:
         console.print(f"  skipped {skipped['path']}: {skipped['reason']}", highlight=False)
+    if len(dataset.skipped) > SKIPS_LISTED:
+        where = cache_path(loaded.config)
+        more = len(dataset.skipped) - SKIPS_LISTED
+        console.print(f"  ... and {more} more, all listed in {where}", highlight=False)
 
 
 @app.command()

@@ -47,7 +47,8 @@ def report_dataset(dataset: PreparedDataset) -> None:
     for entry in dataset.skipped[:SKIPS_SHOWN]:
         phase_log.info("data: skipped %s: %s", entry["path"], entry["reason"])
     if len(dataset.skipped) > SKIPS_SHOWN:
-        phase_log.info("data: ... `mlfactory data` with the same recipe lists every skipped file")
+        more = len(dataset.skipped) - SKIPS_SHOWN
+        phase_log.info("data: ... and %d more: `mlfactory data` with this recipe lists them", more)
 
 
 class EpochLines(L.Callback):
