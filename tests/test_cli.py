@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +246,25 @@ def test_data_shows_the_caps_and_drops_that_applied(digit_folder: Path, tmp_path
     generic = runner.invoke(app, ["data", "image", f"data.source={folder}", cache])
     assert "capped" not in generic.output and "dropped" not in generic.output
     assert "warning: class '3' has 3 items: 1 train, 1 val, 1 test" in generic.output
+
+
+@pytest.mark.parametrize(
+    ("override", "hydra_imported"), [("trainer.max_epoch=3", False), ("trainer.lr=fast", True)]
+)
+def test_a_recipe_error_comes_before_torch_is_imported(override: str, hydra_imported: bool) -> None:
+    """What keeps a typo cheap (timed in benchmarks/cli_startup.py, never here)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from mlfactory.cli import app
+        try:
+            app(["train", "digits", {override!r}])
+        except SystemExit as exit:
+            print(exit.code, "torch" in sys.modules, "hydra" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.split() == ["2", "False", str(hydra_imported)], done.stderr
+    assert done.stderr.startswith("error: ")
