@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from mlfactory.batch_predict import (
@@ -26,7 +27,6 @@ from mlfactory.batch_predict import (
 )
 from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
-from mlfactory.errors import InputError
 from mlfactory.predictor import BatchOutput, Predictor
 
 from .serving.tiny_bundles import tiny_bundle
@@ -166,46 +166,38 @@ def test_the_terminal_table_and_json_for_a_few_files(
     assert [row["input"] for row in json.loads(as_json.output)] == paths
 
 
-class FailsOnNonFinite(Predictor):
-    """Raises `InputError` for a batch with a non-finite output, as the model check does.
-
-    The bundle's model is real; this stands in for the non-finite check of `Predictor.run`.
-    """
-
-    def __init__(self, bundle_path: Path, poison: np.ndarray) -> None:
-        super().__init__(load_bundle(bundle_path))
-        self.poison = poison
-        self.batches: list[int] = []
-
-    def run(self, encoded: list[dict[str, np.ndarray]]) -> BatchOutput:
-        self.batches.append(len(encoded))
-        output = super().run(encoded)
-        for index, item in enumerate(encoded):
-            if np.array_equal(item["pixel_values"], self.poison):
-                output.probabilities[index] = np.nan
-        if not np.isfinite(output.probabilities).all():
-            raise InputError("the model's output is not finite", 422)
-        return output
-
-
 def test_a_batch_the_model_fails_on_is_retried_one_by_one(
-    image_bundle: Path, digit_folder: Path
+    digit_folder: Path, tmp_path: Path
 ) -> None:
-    paths = sorted((digit_folder / "2").glob("*.png"))[:10]
-    predictor = Predictor(load_bundle(image_bundle))
-    poison = predictor.encode(paths[4].read_bytes())["pixel_values"]
-    failing = FailsOnNonFinite(image_bundle, poison)
-    inputs = [Input(str(p), p.read_bytes) for p in paths]
+    """A model that answers NaN for dark inputs: only the dark one of a batch is skipped.
 
-    results = list(predict_stream(failing, inputs, batch_size=8))
+    MNIST digits are white on black (dark: NaN here); inverted, they are black on white.
+    """
+    bundle = load_bundle(tiny_bundle(tmp_path / "unstable", "image", unstable=True))
+    digits = sorted((digit_folder / "2").glob("*.png"))[:10]
+    paths = []
+    for path in digits[1:]:
+        paths.append(tmp_path / f"inverted-{path.name}")
+        Image.open(path).convert("L").point(lambda v: 255 - v).save(paths[-1])
+    dark = digits[0]
+    order = [*paths[:4], dark, *paths[4:]]
+    calls: list[int] = []
+
+    class Counting(Predictor):
+        def run(self, encoded: list[dict[str, np.ndarray]]) -> BatchOutput:
+            calls.append(len(encoded))
+            return super().run(encoded)
+
+    inputs = [Input(str(p), p.read_bytes) for p in order]
+    results = list(predict_stream(Counting(bundle), inputs, batch_size=8))
 
     skipped = [r for r in results if isinstance(r, Skipped)]
-    predicted = [r for r in results if isinstance(r, Prediction)]
-    assert [(s.id, s.reason) for s in skipped] == [
-        (str(paths[4]), "the model's output is not finite")
-    ]
-    assert [p.input for p in predicted] == [str(p) for i, p in enumerate(paths) if i != 4]
-    assert failing.batches == [8, 1, 1, 1, 1, 1, 1, 1, 1, 2]
+    assert [s.id for s in skipped] == [str(dark)]
+    assert "NaN or infinite" in skipped[0].reason
+    assert not skipped[0].reason.startswith(str(dark))
+    predicted = [r.input for r in results if isinstance(r, Prediction)]
+    assert predicted == [str(p) for p in order if p != dark]
+    assert calls == [8, 1, 1, 1, 1, 1, 1, 1, 1, 2]  # the failing batch, one by one, the rest
 
 
 def test_stdin_of_an_image_bundle_is_one_file(image_bundle: Path, digit_folder: Path) -> None:

@@ -245,8 +245,8 @@ def predict_stream(
     """Predict inputs `batch_size` at a time, yielding a result or a skip per input, in order.
 
     An input that cannot be read or decoded is skipped with the reason. When the model fails on
-    a batch (`InputError`, e.g. non-finite outputs), the batch is run again one input at a time,
-    so only the inputs it fails on are skipped.
+    a batch (`InputError`: `Predictor.check_finite` finds a NaN or infinite answer), the batch
+    is run again one input at a time, so only the inputs it fails on are skipped.
     """
     batch: list[tuple[str, dict[str, np.ndarray]]] = []
     for item in inputs:
@@ -280,14 +280,16 @@ def _run(
 ) -> Iterator[Prediction | Skipped]:
     if not batch:
         return
+    names = [input_id for input_id, _ in batch]
     try:
-        probabilities = predictor.run([encoded for _, encoded in batch]).probabilities
+        output = predictor.run([encoded for _, encoded in batch])
+        predictor.check_finite(output, names)  # NaN or infinite answers: InputError
     except InputError as exc:
         if len(batch) == 1:
-            yield Skipped(batch[0][0], str(exc))
+            yield Skipped(names[0], str(exc).removeprefix(f"{names[0]}: "))
             return
         for one in batch:  # run them one by one: only the inputs the model fails on are skipped
             yield from _run(predictor, [one])
         return
-    for (input_id, _), result in zip(batch, predictor.to_predictions(probabilities), strict=True):
-        yield Prediction(input_id, result.label, result.score, result.probabilities)
+    for name, result in zip(names, predictor.to_predictions(output.probabilities), strict=True):
+        yield Prediction(name, result.label, result.score, result.probabilities)

@@ -254,7 +254,7 @@ def predict(
     configure_output(False)
     bundle = resolve_bundle(target)
     plan = plan_inputs(list(inputs or []), bundle.modality, list(text or []), text_column)
-    predictor = Predictor(bundle)
+    predictor = Predictor.from_path(bundle.path)  # test-runs the model: a corrupt one fails here
     writer = (
         open_results(output, bundle.meta.labels)
         if output is not None
