@@ -39,6 +39,7 @@ HARMLESS_WARNINGS = (
     r".*Exporting aten::index operator of advanced indexing",
     r".*The `srun` command is available",
     r".*Checkpoint directory .* exists and is not empty",  # --resume continues in it
+    r".*module\(s\) in eval mode at the start of training",  # a frozen backbone, on purpose
 )
 # Environment read by libraries at import time: progress bars and advisory warnings off.
 QUIET_ENV = {
