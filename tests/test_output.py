@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import mlfactory
+from mlfactory.output import QUIET_ENV
 
 from .conftest import fast_digits_overrides
 
@@ -43,8 +44,10 @@ NOISE = (
 
 
 def mlfactory_process(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    # In-process CLI tests of this session set the quiet environment: a user's shell has none.
+    inherited = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
     env = {
-        **os.environ,
+        **inherited,
         "PYTHONPATH": str(Path(mlfactory.__file__).parents[1]),
         "HF_HUB_OFFLINE": "1",
         "COLUMNS": "200",
