@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from mlfactory.bundle import load_bundle
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import (
@@ -18,7 +20,7 @@ from mlfactory.serving.prediction_log import (
 )
 from mlfactory.serving.settings import ServingSettings
 
-from .conftest import LABELS, DigitImage, upload
+from .conftest import LABELS, DigitImage, png_bytes, upload
 from .test_bad_inputs import assert_error
 from .tiny_bundles import tiny_bundle, wav_bytes
 
@@ -175,3 +177,22 @@ def test_text_and_audio_summaries(tmp_path: Path, log_url: str, modality: str) -
         assert summary["duration_s"] == 0.3  # 2400 frames / 8000 Hz, rounded: exact
         assert (summary["sample_rate"], summary["channels"]) == (8000, 1)
         assert -100 <= summary["mean_db"] < 20
+
+
+def test_every_row_names_the_bundle_that_made_it(tmp_path: Path, log_url: str) -> None:
+    """Name, version, MLflow run and data fingerprint: a logged prediction traces to its bundle."""
+    folder = tiny_bundle(tmp_path / "bundle", "image", version="7")
+    bundle = load_bundle(folder)
+    bundle.meta.mlflow_run_id = "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f"
+    bundle.meta.data_fingerprint = "1ef4aacdd47332bd"
+    bundle.save_meta()
+    image = Image.new("RGB", (20, 20), (200, 30, 30))
+    with TestClient(create_app(folder, ServingSettings(log_url=log_url))) as client:
+        files = [upload(f"{i}.png", png_bytes(image)) for i in range(2)]
+        assert client.post("/v1/predict", files=files).status_code == 200
+    rows = PredictionLog(log_url).read()
+    assert len(rows) == 2
+    for logged in rows:
+        assert (logged.model_name, logged.model_version) == ("tiny-image", "7")
+        assert logged.model_run_id == "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f"
+        assert logged.data_fingerprint == "1ef4aacdd47332bd"
