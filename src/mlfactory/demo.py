@@ -33,7 +33,8 @@ def run_demo(
         f"[bold]mlfactory demo[/bold]: recipe '{recipe.name}' ({recipe.config.description})"
     )
     console.print("1/4 preparing data, training, exporting and evaluating the bundle ...")
-    result = train(recipe, out, progress=sys.stderr.isatty())
+    # The demo's folder is its own: a second demo replaces the first one's run.
+    result = train(recipe, out, progress=sys.stderr.isatty(), force=True)
     bundle_path = result.bundle.path.resolve()
 
     console.print("2/4 baselines on the same test split ...")

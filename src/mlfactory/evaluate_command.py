@@ -2,38 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from mlfactory.bundle import META_FILE, Bundle, load_bundle
 from mlfactory.errors import BundleError
 from mlfactory.predictor import Predictor
-
-
-def resolve_bundle(target: str) -> Bundle:
-    """A bundle folder, a run folder holding `bundle/`, or an MLflow run id (artifact `bundle`)."""
-    path = Path(target)
-    if (path / META_FILE).is_file() or path.name == META_FILE:
-        return load_bundle(path)
-    if (path / "bundle" / META_FILE).is_file():
-        return load_bundle(path / "bundle")
-    if path.exists():
-        raise BundleError(f"{target} is neither a bundle folder nor a run folder with bundle/")
-    return load_bundle(_download_run_bundle(target))
-
-
-def _download_run_bundle(run_id: str) -> Path:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from mlfactory.config.schema import TrackingConfig
-
-    mlflow.set_tracking_uri(TrackingConfig().tracking_uri)
-    try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle")
-    except MlflowException as exc:
-        raise BundleError(f"'{run_id}' is not a bundle path or a known MLflow run: {exc}") from None
-    return Path(local)
+from mlfactory.targets import resolve_bundle
 
 
 def evaluate_target(target: str) -> dict[str, Any]:

@@ -45,6 +45,11 @@ def record_evaluation(
 def evaluate_items(predictor: Predictor, items: list[Item], batch_size: int = 64) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
 
+    A label with no item in `items` has no recall and no F1 to speak of: it is left out of the
+    macro averages and named in `unsupported_labels` (its row in `per_class` has support 0),
+    instead of averaging in an F1 of 0. Predicting such a label is still an error in the
+    accuracy.
+
     Args:
         predictor: the bundle to evaluate.
         items: labelled items (normally the test split).
@@ -66,12 +71,14 @@ def evaluate_items(predictor: Predictor, items: list[Item], batch_size: int = 64
     )
     all_classes = list(range(len(labels)))
     precision, recall, f1, support = prfs(truth, predicted, labels=all_classes, zero_division=0)
+    supported = [i for i in all_classes if support[i] > 0]
     return {
         "split_size": len(items),
         "accuracy": float(accuracy_score(truth, predicted)),
         "f1_macro": float(
-            f1_score(truth, predicted, labels=all_classes, average="macro", zero_division=0)
+            f1_score(truth, predicted, labels=supported, average="macro", zero_division=0)
         ),
+        "unsupported_labels": [labels[i] for i in all_classes if support[i] == 0],
         "per_class": {
             label: {
                 "precision": float(precision[i]),

@@ -44,6 +44,37 @@ class TrackedRun:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def run_number(self) -> int:
+        """This run's number among the runs of the same name in its experiment (1, 2, ...).
+
+        Runs are numbered by start time (then id), deleted runs included, so a number is never
+        given twice, and a resumed run keeps its number. It is the bundle's default version.
+        """
+        from mlflow.entities import ViewType
+
+        info = self.client.get_run(self.run_id).info
+        name = info.run_name
+        # MLflow's filter grammar has no escapes: quote with the quote the name lacks, else
+        # read the whole experiment. The exact comparison below decides either way.
+        quote = next((q for q in ("'", '"') if q not in name), None)
+        query = f"attributes.run_name = {quote}{name}{quote}" if quote else ""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [info.experiment_id],
+                filter_string=query,
+                run_view_type=ViewType.ALL,
+                max_results=1000,
+                page_token=token,
+            )
+            runs.extend(run for run in page if run.info.run_name == name)
+            token = page.token
+            if not token:
+                break
+        order = sorted((run.info.start_time, run.info.run_id) for run in runs)
+        return 1 + [run_id for _, run_id in order].index(self.run_id)
+
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config -> {"trainer.lr": 0.001, ...} for MLflow params."""

@@ -15,7 +15,13 @@ import pytest
 from sqlalchemy import text
 
 from mlfactory.errors import ConfigError
-from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
+from mlfactory.serving.prediction_log import (
+    LoggedPrediction,
+    PredictionLog,
+    PredictionLogError,
+    predictions,
+    upgrade_schema,
+)
 
 
 def row(request_id: str, index: int = 0) -> LoggedPrediction:
@@ -200,3 +206,75 @@ def test_lag_is_the_wait_of_the_oldest_uncommitted_request(
     lock.close()
     assert first.result(timeout=30) is None and second.result(timeout=30) is None
     assert prediction_log.lag_s() == 0.0
+
+
+# The table as the first release created it: before model_run_id and data_fingerprint.
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE predictions (
+    id INTEGER NOT NULL PRIMARY KEY,
+    ts DATETIME NOT NULL,
+    request_id VARCHAR(64) NOT NULL,
+    input_index INTEGER NOT NULL,
+    model_name VARCHAR(200) NOT NULL,
+    model_version VARCHAR(100) NOT NULL,
+    input_summary JSON NOT NULL,
+    embedding JSON NOT NULL,
+    probabilities JSON NOT NULL,
+    label VARCHAR(200) NOT NULL,
+    score FLOAT NOT NULL,
+    latency_ms FLOAT NOT NULL
+)
+"""
+
+
+def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Path) -> None:
+    database = tmp_path / "old.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute(FIRST_RELEASE_SCHEMA)
+        connection.execute(
+            "INSERT INTO predictions (ts, request_id, input_index, model_name, model_version, "
+            "input_summary, embedding, probabilities, label, score, latency_ms) VALUES "
+            "('2026-01-01 00:00:00.000000', 'old', 0, 'digits', '1', '{\"bytes\": 9}', "
+            "'[0.5]', '{\"cat\": 0.75, \"dog\": 0.25}', 'cat', 0.75, 3.5)"
+        )
+
+    log = PredictionLog(f"sqlite:///{database}")  # upgrades the table on open
+    with sqlite3.connect(database) as connection:
+        columns = [r[1] for r in connection.execute("PRAGMA table_info(predictions)")]
+    assert columns[-2:] == ["model_run_id", "data_fingerprint"]
+    log.start()
+    new = row("new")
+    new.model_run_id, new.data_fingerprint = "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f", "1ef4aacdd47332bd"
+    log.submit([new]).result(timeout=10)
+    old_row, new_row = log.read()
+    log.close()
+    assert (old_row.request_id, old_row.label) == ("old", "cat")
+    assert old_row.input_summary == {"bytes": 9}
+    assert (old_row.model_run_id, old_row.data_fingerprint) == (None, None)
+    assert new_row.model_run_id == "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f"
+    assert new_row.data_fingerprint == "1ef4aacdd47332bd"
+    assert upgrade_schema(PredictionLog(f"sqlite:///{database}").engine, predictions) == []
+
+
+def test_a_missing_column_that_is_not_nullable_is_refused(tmp_path: Path) -> None:
+    from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
+    old = Table("things", MetaData(), Column("id", Integer, primary_key=True))
+    old.metadata.create_all(engine)
+    wider = Table(
+        "things",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("note", String(10), nullable=True),
+        Column("kind", String(10), nullable=False),
+    )
+    with pytest.raises(ValueError, match="lacks column kind, which is not nullable"):
+        upgrade_schema(engine, wider)
+    nullable = Table(
+        "things",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("note", String(10), nullable=True),
+    )
+    assert upgrade_schema(engine, nullable) == ["note"]

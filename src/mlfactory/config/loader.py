@@ -15,12 +15,12 @@ import dataclasses
 import difflib
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlfactory.config.constraints import check_dataclass
-from mlfactory.config.schema import RecipeConfig
+from mlfactory.config.schema import MISSING, RecipeConfig
 from mlfactory.errors import ConfigError
 from mlfactory.modalities import get_modality
 
@@ -28,6 +28,8 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 SCHEMA_NAME = "recipe_schema"
 # Hydra's override grammar gives these characters a meaning; a path holding one is quoted.
 _HYDRA_SPECIAL = set("~'\"\\ ()[]{},=:$*?!<>|&;#%@`^")
+# Suffixes left out of a model name derived from a data file.
+_DATA_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"}
 # OmegaConf's message for a value of the wrong type.
 _NOT_CONVERTED = re.compile(
     r"Value '(.*)' (?:of type '\w+' could not be converted to (\w+)|is not a valid (bool))"
@@ -36,10 +38,19 @@ _NOT_CONVERTED = re.compile(
 
 @dataclass
 class Recipe:
-    """A composed, validated recipe: the typed config and its plain-dict form."""
+    """A composed, validated recipe: the typed config and its plain-dict form.
+
+    Attributes:
+        config: the typed recipe.
+        resolved: the same as plain data (stored in `bundle.json` and `run.json`).
+        reference: the packaged name or YAML path it was composed from ("" if from a dict).
+        overrides: the command-line overrides it was composed with.
+    """
 
     config: RecipeConfig
     resolved: dict[str, Any]
+    reference: str = ""
+    overrides: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -49,6 +60,52 @@ class Recipe:
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with the package."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def seed_recipes() -> list[str]:
+    """The packaged recipes that bring their own (offline) data: all but image, text, audio."""
+    return [name for name, info in describe_recipes().items() if info["own_data"] == "no"]
+
+
+def describe_recipes() -> dict[str, dict[str, str]]:
+    """Modality, backbone, default data source and description of each packaged recipe.
+
+    Read from the YAML files as written, so the generic recipes (no default data) list too;
+    they come first.
+    """
+    import yaml
+
+    described = {}
+    for name in list_recipes():
+        raw = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
+        source = raw.get("data", {}).get("source", MISSING)
+        described[name] = {
+            "modality": str(raw.get("modality", "")),
+            "backbone": str(raw.get("model", {}).get("backbone", "")),
+            "source": "(your data: data.source=...)" if source == MISSING else str(source),
+            "description": str(raw.get("description", "")),
+            "own_data": "yes" if source == MISSING else "no",  # the user's data is required
+        }
+    # The recipes for your own data first, then the seeds.
+    return dict(sorted(described.items(), key=lambda item: (item[1]["own_data"] != "yes", item[0])))
+
+
+def seed_recipe_note(recipe: Recipe) -> str | None:
+    """A note when a packaged seed recipe trains on other data than its own, else None.
+
+    The model then keeps the seed's name and description (in MLflow, `/v1/model`, the API
+    docs) and its class limits; the note says so and names the way out.
+    """
+    seed = describe_recipes().get(recipe.reference)
+    if seed is None or seed["own_data"] == "yes" or recipe.config.data.source == seed["source"]:
+        return None
+    if any(override.lstrip("+").startswith("name=") for override in recipe.overrides):
+        return None
+    return (
+        f"note: the seed recipe '{recipe.reference}' on your data: the model is named "
+        f"'{recipe.name}' and keeps the seed's settings; name=... renames it, and the "
+        f"'{recipe.config.modality}' recipe is made for your own data"
+    )
 
 
 def _register_schema() -> None:
@@ -69,17 +126,19 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         ConfigError: unknown recipe, malformed recipe file, unknown key, a value of the wrong
             type or outside what its key allows.
     """
+    # Names and keys are checked before Hydra is imported: a typo is refused at once.
+    config_dir, config_name = _locate(name_or_path)
+    prepared = [_prepare_override(override) for override in overrides or []]
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    config_dir, config_name = _locate(name_or_path)
-    prepared = [_prepare_override(override) for override in overrides or []]
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
             composed = compose(config_name=config_name, overrides=prepared)
+        _fill_required(composed)
         typed = OmegaConf.merge(OmegaConf.structured(RecipeConfig), composed)
         config: RecipeConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
@@ -88,7 +147,38 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     validate(config)
     resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
     assert isinstance(resolved, dict)
-    return Recipe(config=config, resolved=resolved)  # type: ignore[arg-type]
+    return Recipe(config, resolved, name_or_path, list(overrides or []))  # type: ignore[arg-type]
+
+
+def _fill_required(composed: Any) -> None:
+    """A generic recipe leaves `data.source` (and `name`) to the user (`???` in its YAML).
+
+    Raises:
+        ConfigError: `data.source` is not given.
+    """
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(composed.data, "source"):
+        raise ConfigError(
+            "data.source: this recipe trains on your data: add data.source=/path/to/folder "
+            "(one sub-folder per class), or a .csv/.tsv/.jsonl file of texts"
+        )
+    if OmegaConf.is_missing(composed, "name"):
+        composed.name = derived_name(str(composed.data.source))
+
+
+def derived_name(source: str) -> str:
+    """A model name from a data source: its folder or file name, or the name in a scheme.
+
+    `/data/animals` gives `animals`, `~/texts/descriptions.csv` gives `descriptions`,
+    `kaggle:owner/mushrooms` gives `mushrooms`, `hf:imdb:train` gives `imdb`.
+    """
+    scheme = re.match(r"^[A-Za-z][\w+.-]+:(?!//)(.*)$", source)  # a drive letter is one letter
+    text = scheme.group(1).split(":")[0] if scheme else source.split("#")[0]
+    last = re.split(r"[/\\]", text.rstrip("/\\"))[-1]
+    while Path(last).suffix.lower() in _DATA_SUFFIXES:
+        last = last[: -len(Path(last).suffix)]
+    return re.sub(r"[^\w.-]+", "-", last).strip("-.") or "model"
 
 
 def load_recipe_from_dict(resolved: dict[str, Any]) -> Recipe:
@@ -237,8 +327,10 @@ def _quote(value: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     """Hydra/OmegaConf messages span several lines; keep the informative ones on one."""
-    from omegaconf.errors import ValidationError
+    from omegaconf.errors import MissingMandatoryValue, ValidationError
 
+    if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
+        return f"{exc.full_key}: no value given: add {exc.full_key}=..."
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ValidationError):
         cause = cause.__cause__  # Hydra wraps OmegaConf's error in its own

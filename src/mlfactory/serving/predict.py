@@ -160,6 +160,8 @@ def log_rows(
             input_index=index,
             model_name=meta.name,
             model_version=meta.version,
+            model_run_id=meta.mlflow_run_id,
+            data_fingerprint=meta.data_fingerprint,
             input_summary=summary,
             embedding=embedding,  # made JSON by the log's writer thread, off the event loop
             probabilities=prediction.probabilities,
