@@ -238,6 +238,9 @@ def prometheus_stack(targets: Sequence[str], workdir: Path) -> Iterator[Promethe
                 f"--config.file={prom_config}",
                 f"--storage.tsdb.path={workdir / 'prometheus-data'}",
                 f"--web.listen-address={HOST}:{prom_port}",
+                # Targets start being scraped within a second, not the default 5 s (which the
+                # scaled MlfactoryTargetAbsent, 5 s, would see as the target missing).
+                "--scrape.discovery-reload-interval=1s",
             ],
             f"http://{HOST}:{prom_port}",
             "/-/ready",

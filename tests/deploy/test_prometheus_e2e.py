@@ -4,7 +4,8 @@ the shipped routes.
 
 Real MNIST digits the model never saw are sent to the server while Prometheus watches; no alert
 may fire or even be pending, and nothing may reach Alertmanager. Every rule evaluates without
-error and every Grafana panel query runs against this Prometheus. The shipped rules run on a
+error and every Grafana panel query runs against this Prometheus. Then the server is killed, and
+the page for it must arrive at the on-call receiver. The shipped rules run on a
 clock divided by 60 (prometheus_stack.TIME_SCALE). Bounded: about a minute after training.
 """
 
@@ -26,7 +27,13 @@ from mlfactory.training.train import TrainResult
 from tests.conftest import write_digit_folder
 from tests.serving.live_server import live_server
 
-from .prometheus_stack import PrometheusStack, prometheus_stack, scaled_duration, scaled_rules
+from .prometheus_stack import (
+    Daemon,
+    PrometheusStack,
+    prometheus_stack,
+    scaled_duration,
+    scaled_rules,
+)
 from .tools import RULES, concrete, load_yaml, panel_queries
 
 UNSEEN_OFFSET = 200  # MNIST digits from the 200th of each class on: not trained on
@@ -104,49 +111,66 @@ def host_port(server: ServerProcess) -> str:
     return server.url.removeprefix("http://")
 
 
-def rule_count() -> int:
-    return sum(len(group["rules"]) for group in load_yaml(RULES)["groups"])
+def assert_no_alert(stack: PrometheusStack, started: float, ended: float) -> None:
+    """None fired between `started` and `ended`, none is pending now, none reached Alertmanager."""
+    prometheus = stack.prometheus
+    assert prometheus.query('up{job="mlfactory"} == 1')
+    fired = prometheus.query_range('ALERTS{alertstate="firing"}', started, ended)
+    assert not fired, [series["metric"] for series in fired]
+    assert prometheus.alerts("pending", "firing") == {}
+    assert stack.alertmanager.get("/api/v2/alerts") == []
+    assert stack.notifications.received == []
 
 
-def test_in_distribution_traffic_raises_no_alert_and_every_panel_query_runs(
-    trained_digits: TrainResult,
-    unseen_digits: list[bytes],
-    tmp_path: Path,
+def assert_rules_and_panels_run(prometheus: Daemon, started: float, ended: float) -> None:
+    """Every shipped rule evaluates without error; every dashboard query runs, most with data."""
+    rules = [r for g in prometheus.get("/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+    assert len(rules) == sum(len(group["rules"]) for group in load_yaml(RULES)["groups"])
+    unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    assert not unhealthy
+    for title, expr in panel_queries():
+        query = concrete(expr, rate_interval="4s", job="mlfactory")
+        result = prometheus.query_range(query, started, ended)
+        if not any(name in expr for name in EMPTY_WITHOUT_EVENTS):
+            assert result, f"panel {title!r}: no data for {query}"
+
+
+@pytest.fixture
+def served_bundle(trained_digits: TrainResult) -> Path:
+    """The bundle the end-to-end test serves: the session's trained digits."""
+    return trained_digits.bundle.path
+
+
+def test_quiet_on_in_distribution_traffic_and_paged_when_the_server_dies(
+    served_bundle: Path, unseen_digits: list[bytes], tmp_path: Path
 ) -> None:
     log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
     with (
-        live_server(trained_digits.bundle.path, tmp_path, log_url=log_url) as server,
+        live_server(served_bundle, tmp_path, log_url=log_url) as server,
         prometheus_stack([host_port(server)], tmp_path) as stack,
-        sending(server.url, unseen_digits) as traffic,
     ):
         prometheus = stack.prometheus
-        started = time.time()
+        with sending(server.url, unseen_digits) as traffic:
+            wait_for(
+                "the server's predictions in Prometheus",
+                lambda: prometheus.query("job:mlfactory_predictions:rate10m > 0"),
+                stack,
+            )
+            started = time.time()
+            time.sleep(PHASE_1_S)
+            ended = time.time()
+            assert_no_alert(stack, started, ended)
+        assert traffic.sent > 0
+        assert_rules_and_panels_run(prometheus, started, ended)
+
+        server.kill()  # a critical alert goes all the way: Prometheus -> Alertmanager -> on-call
         wait_for(
-            "the server's predictions in Prometheus",
-            lambda: prometheus.query("job:mlfactory_predictions:rate10m > 0"),
+            "MlfactoryTargetDown to reach the on-call receiver",
+            lambda: "MlfactoryTargetDown" in stack.notifications.alertnames("on-call"),
             stack,
         )
-        time.sleep(PHASE_1_S)
-        ended = time.time()
-
-        assert prometheus.query('up{job="mlfactory"} == 1')
-        fired = prometheus.query_range('ALERTS{alertstate="firing"}', started, ended)
-        assert not fired, [series["metric"] for series in fired]
-        assert prometheus.alerts("pending", "firing") == {}
-        assert stack.alertmanager.get("/api/v2/alerts") == []
-        assert stack.notifications.received == []
-
-        rules = [r for g in prometheus.get("/api/v1/rules")["data"]["groups"] for r in g["rules"]]
-        assert len(rules) == rule_count()
-        unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
-        assert not unhealthy
-
-        for title, expr in panel_queries():
-            query = concrete(expr, rate_interval="4s", job="mlfactory")
-            result = prometheus.query_range(query, started, ended)
-            if not any(name in expr for name in EMPTY_WITHOUT_EVENTS):
-                assert result, f"panel {title!r}: no data for {query}"
-        assert traffic.sent > 0
+        assert prometheus.alerts("firing") == {"MlfactoryTargetDown": "firing"}
+        assert "MlfactoryTargetDown" not in stack.notifications.alertnames("team-chat")
 
 
 def test_the_shipped_rules_run_on_a_clock_divided_by_60() -> None:
