@@ -38,6 +38,7 @@ DEFAULT_MAX_EMBEDDING_SAMPLES = 500
 CORRECTIONS = ("holm", "bh")
 MONTE_CARLO_TABLES = 1999
 MIN_EXPECTED = 5.0
+EXACT_KS_PRODUCT = 100_000
 
 
 @dataclass
@@ -117,7 +118,11 @@ def numeric_check(
         return result
     # scipy's "greater": the reference's CDF lies above the window's somewhere, i.e. the window
     # holds larger values.
-    test = stats.ks_2samp(ref, win, alternative="greater" if larger_only else "two-sided")
+    # The exact distribution for small samples; beyond, the asymptotic one (scipy's "auto" tries
+    # exact up to 10,000 a side, slowly, and falls back with a warning).
+    method = "exact" if len(ref) * len(win) <= EXACT_KS_PRODUCT else "asymp"
+    alternative = "greater" if larger_only else "two-sided"
+    test = stats.ks_2samp(ref, win, alternative=alternative, method=method)
     result.statistic, result.p_value_raw = float(test.statistic), float(test.pvalue)
     result.detail = f"median {np.median(ref):.4g} -> {np.median(win):.4g}"
     return result

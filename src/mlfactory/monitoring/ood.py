@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mlfactory.monitoring.blas import one_thread
 from mlfactory.monitoring.projection import Projection
 
 DEFAULT_FPR = 0.01
@@ -114,6 +115,10 @@ class OodScorer:
 
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         """(N, D) embeddings -> (N,) scores: about 1 in distribution, larger further out."""
+        with one_thread():
+            return self._score(embeddings)
+
+    def _score(self, embeddings: np.ndarray) -> np.ndarray:
         x = _prepare(embeddings, self.normalize)
         basis = self.projection.basis.astype(np.float64)
         floor = VARIANCE_FLOOR * float(self.projection.variances.max(initial=1.0))

@@ -18,6 +18,7 @@ import numpy as np
 
 from mlfactory.monitoring import drift
 from mlfactory.monitoring.accuracy import Estimate, estimated_accuracy, live_accuracy
+from mlfactory.monitoring.blas import one_thread
 from mlfactory.monitoring.drift import CheckResult
 from mlfactory.monitoring.features import summary_columns
 from mlfactory.monitoring.mmd import DEFAULT_PERMUTATIONS
@@ -129,6 +130,16 @@ def check_window(
         settings: level, correction, sizes; the defaults when None.
     """
     settings = settings or MonitorSettings()
+    with one_thread():
+        return _check_window(profile, window, model, settings)
+
+
+def _check_window(
+    profile: ReferenceProfile,
+    window: Window,
+    model: Mapping[str, str],
+    settings: MonitorSettings,
+) -> DriftReport:
     scores = window.ood_scores
     if scores is None:
         scores = profile.ood.score(window.embeddings) if len(window) else np.zeros(0)
