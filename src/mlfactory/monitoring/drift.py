@@ -11,7 +11,10 @@ window together for multiple testing and sets each check's verdict. The tests:
 - the embedding: MMD with a permutation null on the reduced embedding (`mmd.py`).
 
 - the out-of-distribution score: one-sided Kolmogorov-Smirnov, "the window's scores are larger
-  than the reference's out-of-fold scores" (inputs moving away from every class).
+  than the held-out reference scores" (inputs moving away from every class);
+- the share of out-of-distribution inputs: an exact test of the number of window scores above
+  the threshold (`exceedance_check`), which sees a small share of foreign inputs that moves the
+  score distribution too little for the KS test.
 
 A check whose window has fewer than `min_samples` values says "insufficient data", and one whose
 reference and window hold one and the same value (an image size every input shares) says "no
@@ -158,6 +161,38 @@ def categorical_check(
         test = stats.chi2_contingency(table, correction=False)
     result.statistic, result.p_value_raw = float(test.statistic), float(test.pvalue)
     result.detail = _largest_change(categories, table)
+    return result
+
+
+def exceedance_check(
+    name: str,
+    kind: str,
+    calibration: np.ndarray,
+    threshold: float,
+    window: np.ndarray,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+) -> CheckResult:
+    """Are more window scores above the threshold than chance allows?
+
+    The threshold was set from `calibration`, the scores of n held-out reference inputs. Let
+    s_(k) be the largest calibration score at or below the threshold. For inputs exchangeable
+    with the calibration ones, the number of m window scores above s_(k) follows a
+    beta-binomial law, BetaBinomial(m, n - k + 1, k) (each is above with probability
+    1 - F(s_(k)), and F(s_(k)) ~ Beta(k, n - k + 1)): an exact p-value, whatever the scores'
+    distribution and however few the calibration scores, with no allowance to make for the
+    threshold's own sampling error.
+    """
+    scores = _finite(window)
+    ordered = np.sort(_finite(calibration))
+    result = CheckResult(name, kind, "exceedance", n_reference=len(ordered), n_window=len(scores))
+    if _too_few(result, min_samples):
+        return result
+    k = max(int(np.searchsorted(ordered, threshold, side="right")), 1)
+    above = int(np.sum(scores > ordered[k - 1]))
+    n = len(ordered)
+    result.statistic = above / len(scores)
+    result.p_value_raw = float(stats.betabinom.sf(above - 1, len(scores), n - k + 1, k))
+    result.detail = f"{above} of {len(scores)} above; {(n - k + 1) / (n + 1):.1%} expected"
     return result
 
 

@@ -219,6 +219,16 @@ def run_checks(
             larger_only=True,
         )
     )
+    checks.append(
+        drift.exceedance_check(
+            "ood_fraction",
+            "embedding",
+            profile.ood.calibration_scores,
+            profile.ood.threshold,
+            ood_scores,
+            minimum,
+        )
+    )
     # Whitened: every principal direction counts alike, the small ones where subtle shifts
     # show included.
     projection = reference.projection
