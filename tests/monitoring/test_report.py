@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from PIL import ImageOps
 
-from mlfactory.monitoring.drift import INSUFFICIENT, KINDS
+from mlfactory.monitoring.drift import INSUFFICIENT, KINDS, exceedance_check
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import MonitorSettings, Window, check_window
 from tests.monitoring.conftest import DigitOutputs, Outputs
@@ -115,3 +115,22 @@ def test_logged_ood_scores_are_used_as_given(
     window.ood_scores = np.full(50, digit_profile.ood.threshold + 1.0)
     report = check_window(digit_profile, window, MODEL)
     assert report.ood_fraction == 1.0
+
+
+def test_more_inputs_above_the_threshold_than_chance_allows(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    ood = digit_profile.ood
+    rotated = digit_outputs.transform(lambda image: image.rotate(90))
+    for outputs, drifts in ((digit_outputs.held_out, False), (rotated, True)):
+        check = exceedance_check(
+            "ood_fraction",
+            "embedding",
+            ood.calibration_scores,
+            ood.threshold,
+            ood.score(outputs.embeddings),
+        )
+        assert check.p_value_raw is not None
+        # 150 calibration scores leave the threshold itself uncertain: the exact test allows for
+        # it, so the rotated digits' 4.8 % above it (1.3 % expected) give p of about 0.01.
+        assert (check.p_value_raw < 0.05) is drifts
