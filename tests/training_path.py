@@ -12,10 +12,9 @@ import torch
 from mlfactory.bundle import Bundle, BundleMeta
 from mlfactory.config.loader import Recipe, load_recipe_from_dict, preprocessing_params
 from mlfactory.data.dataset import Item
-from mlfactory.training.backbones import build_classifier
+from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import EncodedDataset
 from mlfactory.training.export import export_bundle
-from mlfactory.training.modality_setup import training_encoder
 from mlfactory.training.network import InferenceGraph
 from mlfactory.training.train import TrainResult
 
@@ -29,17 +28,22 @@ def training_inputs(result: TrainResult, items: Sequence[Item]) -> EncodedDatase
     return EncodedDataset(list(items), encoder, result.dataset.label_index())
 
 
-def training_probabilities(result: TrainResult, items: Sequence[Item]) -> list[np.ndarray]:
-    """Class probabilities of each item from the training pipeline and the best torch weights."""
+def trained_graph(result: TrainResult) -> InferenceGraph:
+    """The run's best torch weights (the ones it exported) as the inference graph, in eval mode."""
     recipe = load_recipe_from_dict(result.bundle.meta.config)
-    inputs = training_inputs(result, items)
     net = build_classifier(recipe.config, len(result.dataset.labels))
     checkpoint = result.out_dir / "checkpoints" / "best.ckpt"
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     net.load_state_dict(
         {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
     )
-    graph = InferenceGraph(net).eval()
+    return InferenceGraph(net).eval()
+
+
+def training_probabilities(result: TrainResult, items: Sequence[Item]) -> list[np.ndarray]:
+    """Class probabilities of each item from the training pipeline and the best torch weights."""
+    inputs = training_inputs(result, items)
+    graph = trained_graph(result)
     with torch.no_grad():
         return [
             graph(*(t.unsqueeze(0) for t in inputs[i][0].values()))[0][0].numpy()

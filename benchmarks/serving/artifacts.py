@@ -96,7 +96,7 @@ def build_resnet18(cache: Path) -> Path:
     from mlfactory.bundle import BundleMeta, load_bundle
     from mlfactory.config.schema import ModelConfig
     from mlfactory.data.dataset import Item
-    from mlfactory.modalities import get_encoder
+    from mlfactory.modalities import get_modality
     from mlfactory.training.backbones.image import build_image_backbone
     from mlfactory.training.export import export_bundle
     from mlfactory.training.network import Classifier
@@ -127,7 +127,7 @@ def build_resnet18(cache: Path) -> Path:
         )
         for p in images[:8]
     ]
-    encoder = get_encoder("image", PREPROCESSING)
+    encoder = get_modality("image").encoder(PREPROCESSING)
     export_bundle(net, encoder, meta, bundle_path, parity)
     weights_path.mkdir(parents=True, exist_ok=True)
     save_file(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,11 @@ from typing import Any
 
 import psutil
 
+from mlfactory.serving.process import free_port
+
 PYTHON = sys.executable
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+__all__ = ["HOST", "PYTHON", "Server", "free_port", "start_server"]
 
 
 @dataclass

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlfactory.errors import BundleError
-from mlfactory.modalities import Encoder, get_encoder
+from mlfactory.errors import BundleError, ConfigError
+from mlfactory.modalities import Encoder, Modality, get_modality
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -74,12 +74,20 @@ class Bundle:
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
 
+    @property
+    def modality(self) -> Modality:
+        return get_modality(self.meta.modality)
+
     def encoder(self) -> Encoder:
         """The modality's preprocessing, configured as at training time."""
-        return get_encoder(self.meta.modality, self.meta.preprocessing, self.path)
+        return self.modality.encoder(self.meta.preprocessing, self.path)
 
     def session(self, intra_op_threads: int = 0, inter_op_threads: int = 0) -> Any:
-        """An ONNX Runtime inference session on the bundle's model (CPU)."""
+        """An ONNX Runtime inference session on the bundle's model (CPU).
+
+        Raises:
+            BundleError: ONNX Runtime cannot load `model.onnx` (truncated, corrupt, not ONNX).
+        """
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -89,9 +97,16 @@ class Bundle:
         # Idle worker threads sleep instead of spinning: an idle server costs no CPU, and a
         # training process that also holds a session does not fight its own torch threads.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        try:
+            return ort.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ONNX Runtime raises its own exception types
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BundleError(
+                f"{self.model_path} cannot be loaded by ONNX Runtime (truncated or corrupt? "
+                f"copy the bundle again): {reason}"
+            ) from None
 
     def save_meta(self) -> None:
         """Rewrite `bundle.json` (e.g. after evaluation adds metrics)."""
@@ -107,10 +122,11 @@ def write_meta(path: Path, meta: BundleMeta) -> None:
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Read a bundle folder (or a path to its `bundle.json`) and check it is complete.
+    """Read a bundle folder (or a path to its `bundle.json`) and check it is complete and sane.
 
     Raises:
-        BundleError: the folder, `model.onnx` or `bundle.json` is missing or malformed.
+        BundleError: the folder, `model.onnx` or `bundle.json` is missing or malformed; the
+            message is one line naming the file and the key.
     """
     folder = Path(path)
     if folder.name == META_FILE:
@@ -122,17 +138,63 @@ def load_bundle(path: str | Path) -> Bundle:
         if not required.is_file():
             raise BundleError(f"incomplete bundle: {required} is missing")
     try:
-        raw = json.loads(meta_path.read_text())
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
+    return Bundle(path=folder, meta=parse_meta(raw, meta_path))
+
+
+def parse_meta(raw: Any, meta_path: Path) -> BundleMeta:
+    """Check the decoded `bundle.json` and build its `BundleMeta`.
+
+    Raises:
+        BundleError: not an object, a required key missing, or a value of the wrong kind.
+    """
+    if not isinstance(raw, dict):
+        raise BundleError(f"{meta_path} must hold a JSON object, not {type(raw).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in raw]
     if missing:
         raise BundleError(f"{meta_path} lacks required keys: {', '.join(missing)}")
-    if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+    version = raw.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError(f"{meta_path}: format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
         raise BundleError(
-            f"{meta_path} has format_version {raw['format_version']}; this mlfactory reads "
-            f"up to {FORMAT_VERSION}: upgrade mlfactory"
+            f"{meta_path} has format_version {version}; this mlfactory reads up to "
+            f"{FORMAT_VERSION}: upgrade mlfactory"
         )
+    for key in ("name", "version", "modality"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise BundleError(f"{meta_path}: {key} must be a non-empty string")
+    _check_labels(raw["labels"], meta_path)
+    if not isinstance(raw["preprocessing"], dict):
+        raise BundleError(
+            f"{meta_path}: preprocessing must be a JSON object holding the parameters training "
+            "used, not " + json.dumps(raw["preprocessing"])[:40]
+        )
+    for key in ("metrics", "config", "inputs", "export"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise BundleError(f"{meta_path}: {key} must be a JSON object")
+    for key in ("git_commit", "data_fingerprint", "mlflow_run_id", "created_at"):
+        if not isinstance(raw.get(key), str | None):
+            raise BundleError(f"{meta_path}: {key} must be a string or null")
+    try:
+        modality = get_modality(raw["modality"])
+        preprocessing = modality.preprocessing(raw["preprocessing"])
+    except ConfigError as exc:
+        raise BundleError(f"{meta_path}: {exc}") from None
     known = set(BundleMeta.__dataclass_fields__)
-    meta = BundleMeta(**{key: value for key, value in raw.items() if key in known})
-    return Bundle(path=folder, meta=meta)
+    fields = {key: value for key, value in raw.items() if key in known}
+    return BundleMeta(**{**fields, "preprocessing": preprocessing})
+
+
+def _check_labels(labels: Any, meta_path: Path) -> None:
+    if not isinstance(labels, list) or not all(
+        isinstance(label, str) and label for label in labels
+    ):
+        raise BundleError(f"{meta_path}: labels must be a list of non-empty strings")
+    if len(labels) < 2:
+        raise BundleError(f"{meta_path}: labels must name at least 2 classes")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise BundleError(f"{meta_path}: duplicate labels {duplicates}: each label once")

@@ -1,14 +1,14 @@
 """The `mlfactory` command: one thin sub-command per stage.
 
 Each command parses its arguments, composes the recipe and calls one function. Errors a user can
-cause are printed as one line (`error: ...`) with exit code 2, never as a traceback.
+cause are printed as one line (`error: ...`) with exit code 2, never as a traceback. Recipes
+are checked before torch is imported, so a typo costs about a second. Output is one line per
+phase; `-v` shows every log line and warning (`mlfactory.output`).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -19,7 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlfactory.errors import MlfactoryError
+from mlfactory import __version__
+from mlfactory.errors import ConfigError, Interrupted, MlfactoryError
+from mlfactory.output import configure_output
 
 app = typer.Typer(
     name="mlfactory",
@@ -28,24 +30,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 OVERRIDES = typer.Argument(
     None, help="Config overrides, e.g. trainer.max_epochs=3", show_default=False
 )
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Show every log line and warning.")
+SHOW_CONFIG = typer.Option(False, "--show-config", help="Print the resolved recipe and exit.")
+TARGET_HELP = "A bundle folder, a run folder (holding bundle/) or an MLflow run id."
+SKIPS_LISTED = 20
 
 
 def friendly_errors(func: F) -> F:
-    """Turn user-caused errors into one line on stderr and exit code 2."""
+    """Turn user-caused errors into one line on stderr and exit code 2 (130 on Ctrl-C)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except Interrupted as exc:
+            err_console.print(str(exc), highlight=False)
+            raise typer.Exit(code=130) from None
         except MlfactoryError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -54,25 +63,32 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+def _version(value: bool) -> None:
+    if value:
+        print(f"mlfactory {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """From raw data to a served, monitored classification model."""
 
 
 @app.command()
 @friendly_errors
 def recipes() -> None:
     """List the packaged recipes with their modality, model and default data."""
-    from mlfactory.config.loader import list_recipes, load_recipe
+    from mlfactory.config.loader import describe_recipes
 
     table = Table("recipe", "modality", "model", "default data")
     descriptions = []
-    for name in list_recipes():
-        config = load_recipe(name).config
-        table.add_row(name, config.modality, config.model.backbone, config.data.source)
-        descriptions.append(f"{name}: {config.description}")
+    for name, info in describe_recipes().items():
+        table.add_row(name, info["modality"], info["backbone"], info["source"])
+        descriptions.append(f"{name}: {info['description']}")
     console.print(table)
     for line in descriptions:
         console.print(line, highlight=False)
@@ -84,24 +100,36 @@ def data(
     recipe: str = typer.Argument(..., help="Recipe name or YAML path."),
     overrides: list[str] | None = OVERRIDES,
     refresh: bool = typer.Option(False, help="Re-read the source even if a cache exists."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    show_config: bool = SHOW_CONFIG,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Fetch, validate, split and cache the recipe's dataset."""
     from mlfactory.config.loader import load_recipe
-    from mlfactory.data.prepare import prepare_dataset
 
-    _setup_logging(verbose)
-    dataset = prepare_dataset(load_recipe(recipe, overrides).config, refresh=refresh)
+    configure_output(verbose)
+    loaded = load_recipe(recipe, overrides)
+    if show_config:
+        print(_yaml(loaded.resolved), end="")
+        return
+    from mlfactory.data.prepare import cache_path, describe_limits, prepare_dataset
+
+    dataset = prepare_dataset(loaded.config, refresh=refresh)
     table = Table("split", *dataset.labels, "total")
     for split, row in dataset.counts().items():
         counts = [row.get(label, 0) for label in dataset.labels]
         table.add_row(split, *map(str, counts), str(sum(counts)))
     console.print(table)
-    console.print(f"fingerprint {dataset.fingerprint}; skipped {len(dataset.skipped)} file(s)")
-    for skipped in dataset.skipped[:20]:
-        console.print(
-            f"  skipped {skipped['path']}: {skipped['reason']}", highlight=False, soft_wrap=True
-        )
+    console.print(f"fingerprint {dataset.fingerprint}; skipped {len(dataset.skipped)} item(s)")
+    for line in describe_limits(dataset):
+        console.print(line, highlight=False)
+    for line in dataset.warnings:
+        console.print(f"warning: {line}", highlight=False)
+    for skipped in dataset.skipped[:SKIPS_LISTED]:
+        console.print(f"  skipped {skipped['path']}: {skipped['reason']}", highlight=False)
+    if len(dataset.skipped) > SKIPS_LISTED:
+        where = cache_path(loaded.config)
+        more = len(dataset.skipped) - SKIPS_LISTED
+        console.print(f"  ... and {more} more, all listed in {where}", highlight=False)
 
 
 @app.command()
@@ -110,24 +138,54 @@ def train(
     recipe: str = typer.Argument(..., help="Recipe name or YAML path."),
     overrides: list[str] | None = OVERRIDES,
     out: Path | None = typer.Option(None, help="Run folder; the bundle goes to OUT/bundle."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run in OUT."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    resume: bool = typer.Option(
+        False, help="Continue the run in OUT with its stored overrides (see docs/cli.md)."
+    ),
+    force: bool = typer.Option(False, help="Replace a bundle or an interrupted run in OUT."),
+    keep_checkpoints: bool = typer.Option(
+        False, help="Keep every checkpoint (default: only best.ckpt and last.ckpt)."
+    ),
+    show_config: bool = SHOW_CONFIG,
+    verbose: bool = VERBOSE,
 ) -> None:
     """Train a recipe; the last line printed is the bundle's path."""
-    from mlfactory.config.loader import load_recipe
+    from mlfactory.config.loader import load_recipe, seed_recipe_note
+    from mlfactory.training.run_folder import check_new_run, resume_recipe
+
+    configure_output(verbose)
+    # Recipe and run-folder errors come before torch is imported: about a second.
+    if resume:
+        out_dir = out or _default_run_folder(recipe, overrides)
+        loaded = resume_recipe(recipe, list(overrides or []), out_dir, force)
+    else:
+        loaded = load_recipe(recipe, overrides)
+        out_dir = out or Path("runs") / loaded.name
+    if show_config:
+        print(_yaml(loaded.resolved), end="")
+        return
+    note = None if resume else seed_recipe_note(loaded)  # a resumed run said it when it started
+    if not resume:
+        check_new_run(out_dir, force)
+    if note and os.environ.get("LOCAL_RANK", "0") == os.environ.get("RANK", "0") == "0":
+        err_console.print(note, highlight=False)  # once: DDP's other ranks run this command too
     from mlfactory.training.train import is_global_zero
     from mlfactory.training.train import train as run_training
 
-    _setup_logging(verbose)
-    loaded = load_recipe(recipe, overrides)
-    out_dir = out or Path("runs") / loaded.name
-    result = run_training(loaded, out_dir, resume=resume, progress=sys.stderr.isatty())
+    result = run_training(
+        loaded,
+        out_dir,
+        resume=resume,
+        progress=sys.stderr.isatty(),
+        force=force,
+        keep_checkpoints=keep_checkpoints,
+    )
     if not is_global_zero():
         return  # under DDP, rank 0 reports the run
-    test = result.metrics
-    console.print(
-        f"test accuracy {test['accuracy']:.4f}, macro-F1 {test['f1_macro']:.4f} "
-        f"on {test['split_size']} items; {result.seconds:.0f} s; MLflow run {result.mlflow_run_id}"
+    meta = result.bundle.meta
+    err_console.print(
+        f"done in {result.seconds:.0f} s: '{meta.name}' version {meta.version}, "
+        f"MLflow run {result.mlflow_run_id}",
+        highlight=False,
     )
     print(result.bundle.path.resolve())
 
@@ -135,13 +193,13 @@ def train(
 @app.command()
 @friendly_errors
 def evaluate(
-    target: str = typer.Argument(..., help="A bundle folder, a run folder or an MLflow run id."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Evaluate a bundle on its recipe's test split; metrics go into bundle.json and MLflow."""
     from mlfactory.evaluate_command import evaluate_target
 
-    _setup_logging(verbose)
+    configure_output(verbose)
     metrics = evaluate_target(target)
     table = Table("label", "precision", "recall", "f1", "support")
     for label, row in metrics["per_class"].items():
@@ -154,45 +212,69 @@ def evaluate(
         )
     console.print(table)
     console.print(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['f1_macro']:.4f}")
+    if metrics.get("unsupported_labels"):
+        console.print(
+            f"no test item of {', '.join(metrics['unsupported_labels'])}: left out of macro-F1",
+            highlight=False,
+        )
 
 
 @app.command()
 @friendly_errors
 def predict(
-    bundle: Path = typer.Argument(..., help="Bundle folder."),
-    files: list[Path] = typer.Argument(..., help="Input files (images, audio, or .txt for text)."),
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    inputs: list[str] | None = typer.Argument(
+        None,
+        help="Files, folders (recursive), .csv/.tsv/.jsonl tables for text bundles, "
+        "or - for stdin (text bundles: one text per line).",
+        show_default=False,
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write results to a .csv or .jsonl file (streamed)."
+    ),
+    text: list[str] | None = typer.Option(
+        None, "--text", help="A text to classify (text bundles; repeat for more)."
+    ),
+    text_column: str = typer.Option("text", help="The column of a table that holds the text."),
+    batch_size: int = typer.Option(32, min=1, help="Inputs per model call."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Classify files with a bundle, in-process with ONNX Runtime."""
-    from mlfactory.errors import InputError
+    """Classify inputs in-process with ONNX Runtime (exit code 1 if any input was skipped)."""
+    from mlfactory.batch_predict import iter_inputs, plan_inputs, predict_stream
+    from mlfactory.batch_results import (
+        TerminalResults,
+        open_results,
+        skip_reporter,
+        summary_line,
+        write_results,
+    )
     from mlfactory.predictor import Predictor
+    from mlfactory.targets import resolve_bundle
 
-    predictor = Predictor.from_path(bundle)
-    raws = []
-    for path in files:
-        if not path.is_file():
-            raise InputError(f"no such file: {path}")
-        raws.append(path.read_bytes())
-    try:
-        predictions = predictor.predict(raws)
-    except InputError as exc:
-        raise InputError(f"{exc} (one of: {', '.join(map(str, files))})") from None
-    if as_json:
-        payload = [
-            {"file": str(p), **pred.to_json()} for p, pred in zip(files, predictions, strict=True)
-        ]
-        print(json.dumps(payload, indent=2))
-        return
-    table = Table("file", "label", "score")
-    for path, prediction in zip(files, predictions, strict=True):
-        table.add_row(str(path), prediction.label, f"{prediction.score:.4f}")
-    console.print(table)
+    configure_output(False)
+    bundle = resolve_bundle(target)
+    plan = plan_inputs(list(inputs or []), bundle.modality, list(text or []), text_column)
+    predictor = Predictor.from_path(bundle.path)  # test-runs the model: a corrupt one fails here
+    writer = (
+        open_results(output, bundle.meta.labels)
+        if output is not None
+        else TerminalResults(console, as_json)
+    )
+    results = predict_stream(predictor, iter_inputs(plan), batch_size)
+    summary = write_results(
+        results, writer, plan.count, sys.stderr.isatty(), skip_reporter(err_console)
+    )
+    if output is not None or summary.skipped or plan.ignored:
+        ignored = f"; ignored {plan.ignored} file(s) of other kinds" if plan.ignored else ""
+        err_console.print(summary_line(summary, output) + ignored, highlight=False)
+    if summary.skipped:
+        raise typer.Exit(code=1)
 
 
 @app.command()
 @friendly_errors
 def serve(
-    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    target: str = typer.Argument(..., help=TARGET_HELP),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int | None = typer.Option(
@@ -201,22 +283,40 @@ def serve(
 ) -> None:
     """Serve a bundle over HTTP (FastAPI + ONNX Runtime; torch is never imported)."""
     from mlfactory.serving.run import run_server
+    from mlfactory.targets import resolve_bundle
 
-    run_server(bundle, host=host, port=port, workers=workers)
+    run_server(resolve_bundle(target).path, host=host, port=port, workers=workers)
 
 
 @app.command()
 @friendly_errors
 def demo(
     out: Path = typer.Option(Path("mlfactory-demo"), help="Where the run and bundle go."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = VERBOSE,
 ) -> None:
     """The whole loop offline on real data: data, train, evaluate, bundle, serve, predict."""
+    configure_output(verbose)
     from mlfactory.demo import run_demo
 
-    _setup_logging(verbose)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run_demo(out, console)
+
+
+def _default_run_folder(recipe: str, overrides: list[str] | None) -> Path:
+    """`runs/<name>` of a run to resume without `--out` (the name may need the data source)."""
+    from mlfactory.config.loader import load_recipe
+
+    try:
+        return Path("runs") / load_recipe(recipe, overrides).name
+    except ConfigError:
+        message = "--resume: name the run folder with --out (e.g. --out runs/animals)"
+        raise ConfigError(message) from None
+
+
+def _yaml(resolved: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(resolved, sort_keys=False)
 
 
 def main() -> None:

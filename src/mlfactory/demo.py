@@ -8,10 +8,7 @@ trivial and simple baselines on the same test split.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,63 +17,9 @@ from rich.table import Table
 
 from mlfactory.baselines import majority_baseline, simple_baseline
 from mlfactory.config.loader import load_recipe
-from mlfactory.errors import MlfactoryError
+from mlfactory.serving.process import running_server
 
 DEMO_RECIPE = "digits"
-SERVER_START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(bundle: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start `mlfactory serve` on 127.0.0.1:`port` and wait until /health answers."""
-    log_file = log_path.open("wb")
-    env = {
-        **os.environ,
-        "MLFACTORY_LOG_URL": f"sqlite:///{log_path.parent.resolve()}/predictions.db",
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlfactory.cli",
-            "serve",
-            str(bundle),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise MlfactoryError(f"the server exited early; see {log_path}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    stop_server(process)
-    raise MlfactoryError(f"the server did not answer within {SERVER_START_TIMEOUT_S:.0f} s")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """Terminate the server, killing it if it does not stop in time."""
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def run_demo(
@@ -90,7 +33,8 @@ def run_demo(
         f"[bold]mlfactory demo[/bold]: recipe '{recipe.name}' ({recipe.config.description})"
     )
     console.print("1/4 preparing data, training, exporting and evaluating the bundle ...")
-    result = train(recipe, out, progress=sys.stderr.isatty())
+    # The demo's folder is its own: a second demo replaces the first one's run.
+    result = train(recipe, out, progress=sys.stderr.isatty(), force=True)
     bundle_path = result.bundle.path.resolve()
 
     console.print("2/4 baselines on the same test split ...")
@@ -100,16 +44,14 @@ def run_demo(
     ]
 
     console.print("3/4 serving the bundle on a free local port and predicting held-out files ...")
-    port = free_port()
-    server = start_server(bundle_path, port, out / "server.log")
-    try:
+    log_url = f"sqlite:///{out.resolve()}/predictions.db"
+    env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
+    with running_server(bundle_path, out / "server.log", env) as server:
         held_out = list({i.label: i for i in reversed(result.dataset.split("test"))}.values())[:5]
         files = [("files", (Path(i.path or "x").name, i.read_bytes())) for i in held_out]
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/predict", files=files, timeout=30.0)
+        response = httpx.post(f"{server.url}/v1/predict", files=files, timeout=30.0)
         response.raise_for_status()
         predictions = response.json()["predictions"]
-    finally:
-        stop_server(server)
 
     table = Table("held-out file", "true label", "predicted", "score")
     for item, prediction in zip(held_out, predictions, strict=True):

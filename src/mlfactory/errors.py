@@ -23,3 +23,7 @@ class InputError(MlfactoryError):
 
 class BundleError(MlfactoryError):
     """A model bundle is missing, incomplete or inconsistent."""
+
+
+class Interrupted(MlfactoryError):
+    """The user stopped a run (Ctrl-C); the message says how to continue it. Exit code 130."""

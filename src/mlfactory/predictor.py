@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mlfactory.bundle import EMBEDDING, PROBABILITIES, Bundle, load_bundle
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, InputError, MlfactoryError
 from mlfactory.modalities import stack_inputs
 
 # numpy types of ONNX tensor element types an encoder may produce.
@@ -53,12 +54,44 @@ class Predictor:
         self.session = bundle.session(intra_op_threads, inter_op_threads)
 
     @classmethod
-    def from_path(cls, path: str | Path, intra_op_threads: int = 0) -> Predictor:
-        return cls(load_bundle(path), intra_op_threads)
+    def from_path(
+        cls, path: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 0
+    ) -> Predictor:
+        """Load a bundle and test-run its model: a bundle that cannot serve fails here.
+
+        Args:
+            path: the bundle folder (or its `bundle.json`).
+            intra_op_threads: ONNX Runtime threads inside one operator (0: its choice).
+            inter_op_threads: ONNX Runtime threads across operators (0: its choice).
+
+        Raises:
+            BundleError: the bundle is missing, incomplete or corrupt, or its model does not
+                load or does not fit its `bundle.json`; the message is one line.
+        """
+        bundle = load_bundle(path)
+        try:
+            predictor = cls(bundle, intra_op_threads, inter_op_threads)
+        except MlfactoryError:
+            raise
+        except Exception as exc:  # ONNX Runtime and encoders raise their own exception types
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BundleError(f"{bundle.path} does not load: {reason}") from None
+        predictor.check()
+        return predictor
 
     def encode(self, raw: bytes) -> dict[str, np.ndarray]:
-        """Preprocess one raw input (raises InputError on bad input)."""
-        return self.encoder(raw)
+        """Preprocess one raw input.
+
+        Raises:
+            InputError: the input cannot be decoded, or gives NaN or infinite model inputs.
+        """
+        arrays = self.encoder(raw)
+        for name, array in arrays.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise InputError(
+                    f"the input gives NaN or infinite values in the model input '{name}'", 422
+                )
+        return arrays
 
     def run(self, encoded: list[dict[str, np.ndarray]]) -> BatchOutput:
         """Run the model on already-encoded inputs as one batch."""
@@ -66,6 +99,27 @@ class Predictor:
             [PROBABILITIES, EMBEDDING], stack_inputs(encoded)
         )
         return BatchOutput(np.asarray(probabilities), np.asarray(embeddings))
+
+    @staticmethod
+    def check_finite(output: BatchOutput, names: Sequence[str]) -> None:
+        """Refuse a batch in which the model answered an input with NaN or infinite values.
+
+        Args:
+            output: the model's outputs for the batch.
+            names: how messages name each input of the batch, e.g. `file 2 ('a.png')`.
+
+        Raises:
+            InputError: (422) naming the first such input.
+        """
+        finite = np.isfinite(output.probabilities).all(axis=1)
+        finite &= np.isfinite(output.embeddings.reshape(len(finite), -1)).all(axis=1)
+        if not finite.all():
+            name = names[int(np.argmin(finite))]
+            raise InputError(
+                f"{name}: the model's output for it is NaN or infinite; the input is outside "
+                "what the model can handle",
+                422,
+            )
 
     def to_predictions(self, probabilities: np.ndarray) -> list[Prediction]:
         """Label, score and per-label probabilities for each row."""
@@ -116,5 +170,18 @@ class Predictor:
             )
 
     def predict(self, raws: list[bytes]) -> list[Prediction]:
-        """Encode and classify raw inputs, in order."""
-        return self.to_predictions(self.run([self.encode(raw) for raw in raws]).probabilities)
+        """Encode and classify raw inputs, in order.
+
+        Raises:
+            InputError: an input cannot be used; the message names it (`input 2: ...`).
+        """
+        names = [f"input {index}" for index in range(len(raws))]
+        encoded = []
+        for name, raw in zip(names, raws, strict=True):
+            try:
+                encoded.append(self.encode(raw))
+            except InputError as exc:
+                raise InputError(f"{name}: {exc}", exc.status_code) from None
+        output = self.run(encoded)
+        self.check_finite(output, names)
+        return self.to_predictions(output.probabilities)

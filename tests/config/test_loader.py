@@ -7,22 +7,67 @@ from pathlib import Path
 import pytest
 
 from mlfactory.config.loader import (
+    derived_name,
     list_recipes,
     load_recipe,
     load_recipe_from_dict,
     preprocessing_params,
+    seed_recipe_note,
 )
 from mlfactory.errors import ConfigError
+
+GENERIC = ("image", "text", "audio")
 
 
 def test_packaged_recipes_compose_and_validate() -> None:
     names = list_recipes()
-    assert {"digits", "mushrooms"} <= set(names)
+    assert {"digits", "mushrooms", *GENERIC} <= set(names)
     for name in names:
+        if name in GENERIC:
+            continue
         recipe = load_recipe(name)
         assert recipe.config.name == name
         assert recipe.resolved["name"] == name
         assert recipe.config.modality in {"image", "text", "audio"}
+
+
+@pytest.mark.parametrize("modality", GENERIC)
+def test_generic_recipes_need_your_data_and_are_named_after_it(modality: str) -> None:
+    with pytest.raises(ConfigError, match=r"^data.source: this recipe trains on your data"):
+        load_recipe(modality)
+    source = "~/texts/descriptions.csv" if modality == "text" else "/data/my animals/"
+    recipe = load_recipe(modality, [f"data.source={source}"])
+    config = recipe.config
+    assert config.modality == modality
+    assert config.name == ("descriptions" if modality == "text" else "my-animals")
+    # No hidden limits: every valid item of your data is used.
+    assert config.data.max_per_class is None and config.data.min_per_class is None
+    assert config.version is None  # each training run numbers its own bundle
+    named = load_recipe(modality, [f"data.source={source}", "name=pets"])
+    assert named.config.name == "pets"
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("/data/animals", "animals"),
+        ("C:\\data\\birds\\", "birds"),
+        ("kaggle:owner/mushrooms", "mushrooms"),
+        ("hf:imdb:train", "imdb"),
+        ("https://example.org/sets/flowers.tar.gz#sha256=00", "flowers"),
+        ("orange:reuters-r8", "reuters-r8"),
+    ],
+)
+def test_a_name_is_derived_from_any_source(source: str, name: str) -> None:
+    assert derived_name(source) == name
+
+
+def test_a_user_recipe_without_a_name_takes_its_sources_name(tmp_path: Path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("defaults:\n  - recipe_schema\n  - _self_\nmodality: image\n")
+    with pytest.raises(ConfigError, match=r"data\.source"):
+        load_recipe(str(path))
+    assert load_recipe(str(path), ["data.source=/data/leaves"]).name == "leaves"
 
 
 def test_overrides_reach_the_typed_config() -> None:
@@ -30,7 +75,7 @@ def test_overrides_reach_the_typed_config() -> None:
         "mushrooms", ["trainer.max_epochs=3", "data.source=/some/folder", "trainer.lr=0.01"]
     )
     assert recipe.config.trainer.max_epochs == 3
-    assert recipe.config.trainer.lr == pytest.approx(0.01)
+    assert recipe.config.trainer.lr == 0.01  # parsed from the same decimal text: exact
     assert recipe.config.data.source == "/some/folder"
     assert recipe.resolved["trainer"]["max_epochs"] == 3
 
@@ -39,7 +84,7 @@ def test_seed_preprocessing_values_are_kept() -> None:
     params = preprocessing_params(load_recipe("mushrooms").config)
     assert params["resize_size"] == 235
     assert params["crop_size"] == 224
-    assert params["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert params["mean"] == [0.485, 0.456, 0.406]  # read from YAML, not computed: exact
 
 
 @pytest.mark.parametrize(
@@ -91,3 +136,13 @@ def test_resolved_config_round_trips() -> None:
     recipe = load_recipe("digits", ["trainer.max_epochs=4"])
     again = load_recipe_from_dict(recipe.resolved)
     assert again.config == recipe.config
+
+
+def test_a_seed_recipe_on_your_data_says_it_keeps_the_seeds_name() -> None:
+    mine = load_recipe("mushrooms", ["data.source=/data/animals"])
+    note = seed_recipe_note(mine)
+    assert note is not None and "named 'mushrooms'" in note and "'image' recipe" in note
+    assert seed_recipe_note(load_recipe("mushrooms")) is None  # its own data
+    renamed = load_recipe("mushrooms", ["data.source=/data/animals", "name=animals"])
+    assert seed_recipe_note(renamed) is None
+    assert seed_recipe_note(load_recipe("image", ["data.source=/data/animals"])) is None

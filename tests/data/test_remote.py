@@ -17,12 +17,13 @@ from mlfactory.data.downloads import download
 from mlfactory.data.raw import SourceContext
 from mlfactory.data.remote import read_tree, resolve_kaggle
 from mlfactory.errors import DataError
+from mlfactory.modalities import get_modality
 
 from .local_http import Server
 
 
 def _ctx(source: str, cache: Path, modality: str = "image") -> SourceContext:
-    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), modality)
+    return SourceContext(DataConfig(source=source, cache_dir=str(cache)), get_modality(modality))
 
 
 def _mushroom_zip(mnist_pngs: dict[str, list[Path]]) -> bytes:

@@ -10,10 +10,11 @@ from mlfactory.config.schema import DataConfig
 from mlfactory.data.raw import SourceContext
 from mlfactory.data.sources import resolve_source, source_signature, split_scheme
 from mlfactory.errors import DataError
+from mlfactory.modalities import get_modality
 
 
 def _ctx(source: str | Path, modality: str = "image") -> SourceContext:
-    return SourceContext(DataConfig(source=str(source), cache_dir="unused"), modality)
+    return SourceContext(DataConfig(source=str(source), cache_dir="unused"), get_modality(modality))
 
 
 def test_split_scheme() -> None:

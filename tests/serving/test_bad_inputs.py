@@ -7,8 +7,6 @@ slipped through to a 500 fails the test instead of passing unnoticed.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from PIL import Image
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
+from tests.hostile_files import bomb_png
 
 from .conftest import DigitImage, png_bytes, upload
 
@@ -40,27 +39,6 @@ def assert_error(response: Any, status: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in detail
     return detail
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A valid 1-bit greyscale PNG of all-black pixels: tiny on disk, huge once decoded.
-
-    Written chunk by chunk because PIL would need a byte per pixel in memory to build it.
-    """
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    compressor = zlib.compressobj(9)
-    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", pixels)
-        + png_chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture
@@ -231,9 +209,9 @@ def test_unexpected_failure_is_a_json_500(
     def broken_run(self: Predictor, encoded: object) -> object:
         raise RuntimeError("onnxruntime fell over")
 
-    monkeypatch.setattr(Predictor, "run", broken_run)
     app = create_app(image_bundle, ServingSettings())
     with TestClient(app, raise_server_exceptions=False) as client:
+        monkeypatch.setattr(Predictor, "run", broken_run)  # after the start-up test run
         response = client.post("/v1/predict", files=[upload("d.png", digit_images[0].read_bytes())])
     detail = assert_error(response, 500, "internal server error", "RuntimeError")
     assert "onnxruntime fell over" not in detail  # internals stay in the server log

@@ -8,13 +8,19 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
+from mlfactory.bundle import load_bundle
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
-from mlfactory.serving.prediction_log import PredictionLog, PredictionLogError
+from mlfactory.serving.prediction_log import (
+    EMBEDDING_DECIMALS,
+    PredictionLog,
+    PredictionLogError,
+)
 from mlfactory.serving.settings import ServingSettings
 
-from .conftest import LABELS, DigitImage, upload
+from .conftest import LABELS, DigitImage, png_bytes, upload
 from .test_bad_inputs import assert_error
 from .tiny_bundles import tiny_bundle, wav_bytes
 
@@ -54,7 +60,7 @@ def test_every_prediction_is_logged_with_its_request_id(
     for logged, answered in zip(rows, body["predictions"], strict=True):
         assert (logged.model_name, logged.model_version) == ("digits-serving-test", "0.0.1")
         assert logged.label == answered["label"]
-        assert logged.probabilities == pytest.approx(answered["probabilities"])
+        assert logged.probabilities == answered["probabilities"]  # JSON numbers: exact
         assert logged.latency_ms > 0
         summary = logged.input_summary
         assert (summary["width"], summary["height"], summary["format"]) == (28, 28, "PNG")
@@ -71,7 +77,11 @@ def test_embeddings_are_the_model_embeddings(
     [logged] = PredictionLog(log_url).read()
     reference = Predictor.from_path(image_bundle)
     expected = reference.run([reference.encode(digit.read_bytes())]).embeddings[0]
-    assert logged.embedding == pytest.approx(expected.tolist(), abs=1e-5)
+    # The server ran the same ONNX Runtime batch of one; the log keeps 6 decimals (+-5e-7), and
+    # one unit of the last decimal leaves room for float64's rounding of that decimal.
+    assert logged.embedding == pytest.approx(
+        expected.tolist(), rel=0, abs=10.0**-EMBEDDING_DECIMALS
+    )
 
 
 def test_a_valid_client_request_id_is_kept(logged_client: TestClient, log_url: str) -> None:
@@ -164,6 +174,25 @@ def test_text_and_audio_summaries(tmp_path: Path, log_url: str, modality: str) -
         assert summaries[1]["tokens"] == 12 and summaries[1]["truncated"] is True
     else:
         [summary] = summaries
-        assert summary["duration_s"] == pytest.approx(0.3)
+        assert summary["duration_s"] == 0.3  # 2400 frames / 8000 Hz, rounded: exact
         assert (summary["sample_rate"], summary["channels"]) == (8000, 1)
         assert -100 <= summary["mean_db"] < 20
+
+
+def test_every_row_names_the_bundle_that_made_it(tmp_path: Path, log_url: str) -> None:
+    """Name, version, MLflow run and data fingerprint: a logged prediction traces to its bundle."""
+    folder = tiny_bundle(tmp_path / "bundle", "image", version="7")
+    bundle = load_bundle(folder)
+    bundle.meta.mlflow_run_id = "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f"
+    bundle.meta.data_fingerprint = "1ef4aacdd47332bd"
+    bundle.save_meta()
+    image = Image.new("RGB", (20, 20), (200, 30, 30))
+    with TestClient(create_app(folder, ServingSettings(log_url=log_url))) as client:
+        files = [upload(f"{i}.png", png_bytes(image)) for i in range(2)]
+        assert client.post("/v1/predict", files=files).status_code == 200
+    rows = PredictionLog(log_url).read()
+    assert len(rows) == 2
+    for logged in rows:
+        assert (logged.model_name, logged.model_version) == ("tiny-image", "7")
+        assert logged.model_run_id == "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f"
+        assert logged.data_fingerprint == "1ef4aacdd47332bd"

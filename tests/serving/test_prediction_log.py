@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +15,13 @@ import pytest
 from sqlalchemy import text
 
 from mlfactory.errors import ConfigError
-from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
+from mlfactory.serving.prediction_log import (
+    LoggedPrediction,
+    PredictionLog,
+    PredictionLogError,
+    predictions,
+    upgrade_schema,
+)
 
 
 def row(request_id: str, index: int = 0) -> LoggedPrediction:
@@ -155,3 +162,100 @@ def test_read_filters_by_time_and_limit(prediction_log: PredictionLog) -> None:
     since = datetime(2026, 3, 1, tzinfo=UTC)
     assert [r.request_id for r in prediction_log.read(since=since)] == ["new", "now"]
     assert [r.request_id for r in prediction_log.read(limit=1)] == ["old"]
+
+
+def test_a_row_that_cannot_be_stored_fails_only_its_own_request(
+    prediction_log: PredictionLog, tmp_path: Path
+) -> None:
+    """The probe's case: a NaN score (NOT NULL in SQLite) in a group of good requests."""
+    database = tmp_path / "logs" / "predictions.db"
+    lock = sqlite3.connect(database, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # holds the writer at its first commit, so a group queues up
+    first = prediction_log.submit([row("first")])
+    deadline = time.monotonic() + 10
+    while prediction_log.pending and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer took `first` and waits for the lock
+    bad = row("bad")
+    bad.score = float("nan")
+    group = [prediction_log.submit([row(f"good-{i}")]) for i in range(3)]
+    group.insert(1, prediction_log.submit([bad]))
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert first.result(timeout=30) is None
+    with pytest.raises(PredictionLogError, match=r"NOT NULL constraint failed: predictions\.score"):
+        group[1].result(timeout=30)
+    assert [future.result(timeout=30) for i, future in enumerate(group) if i != 1] == [None] * 3
+    stored = [logged.request_id for logged in prediction_log.read()]
+    assert stored == ["first", "good-0", "good-1", "good-2"]
+
+
+# The table as the first release created it: before model_run_id and data_fingerprint.
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE predictions (
+    id INTEGER NOT NULL PRIMARY KEY,
+    ts DATETIME NOT NULL,
+    request_id VARCHAR(64) NOT NULL,
+    input_index INTEGER NOT NULL,
+    model_name VARCHAR(200) NOT NULL,
+    model_version VARCHAR(100) NOT NULL,
+    input_summary JSON NOT NULL,
+    embedding JSON NOT NULL,
+    probabilities JSON NOT NULL,
+    label VARCHAR(200) NOT NULL,
+    score FLOAT NOT NULL,
+    latency_ms FLOAT NOT NULL
+)
+"""
+
+
+def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Path) -> None:
+    database = tmp_path / "old.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute(FIRST_RELEASE_SCHEMA)
+        connection.execute(
+            "INSERT INTO predictions (ts, request_id, input_index, model_name, model_version, "
+            "input_summary, embedding, probabilities, label, score, latency_ms) VALUES "
+            "('2026-01-01 00:00:00.000000', 'old', 0, 'digits', '1', '{\"bytes\": 9}', "
+            "'[0.5]', '{\"cat\": 0.75, \"dog\": 0.25}', 'cat', 0.75, 3.5)"
+        )
+
+    log = PredictionLog(f"sqlite:///{database}")  # upgrades the table on open
+    with sqlite3.connect(database) as connection:
+        columns = [r[1] for r in connection.execute("PRAGMA table_info(predictions)")]
+    assert columns[-2:] == ["model_run_id", "data_fingerprint"]
+    log.start()
+    new = row("new")
+    new.model_run_id, new.data_fingerprint = "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f", "1ef4aacdd47332bd"
+    log.submit([new]).result(timeout=10)
+    old_row, new_row = log.read()
+    log.close()
+    assert (old_row.request_id, old_row.label) == ("old", "cat")
+    assert old_row.input_summary == {"bytes": 9}
+    assert (old_row.model_run_id, old_row.data_fingerprint) == (None, None)
+    assert new_row.model_run_id == "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f"
+    assert new_row.data_fingerprint == "1ef4aacdd47332bd"
+    assert upgrade_schema(PredictionLog(f"sqlite:///{database}").engine, predictions) == []
+
+
+def test_a_missing_column_that_is_not_nullable_is_refused(tmp_path: Path) -> None:
+    from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
+    old = Table("things", MetaData(), Column("id", Integer, primary_key=True))
+    old.metadata.create_all(engine)
+    wider = Table(
+        "things",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("note", String(10), nullable=True),
+        Column("kind", String(10), nullable=False),
+    )
+    with pytest.raises(ValueError, match="lacks column kind, which is not nullable"):
+        upgrade_schema(engine, wider)
+    nullable = Table(
+        "things",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("note", String(10), nullable=True),
+    )
+    assert upgrade_schema(engine, nullable) == ["note"]

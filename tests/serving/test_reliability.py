@@ -22,14 +22,16 @@ import soundfile
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from PIL import Image
 
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
+from tests.hostile_files import EPS, bomb_png, stripe_png
 
-from .conftest import DigitImage
+from .conftest import DigitImage, png_bytes
 from .live_server import live_server
-from .test_bad_inputs import assert_error, bomb_png
+from .test_bad_inputs import assert_error
 from .tiny_bundles import tiny_bundle, wav_bytes
 
 MAX_FILES = 3
@@ -45,11 +47,14 @@ def flac_silence(seconds: float, rate: int = 8000) -> bytes:
     return buffer.getvalue()
 
 
-def nan_wav() -> bytes:
+def float_wav(samples: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    samples = np.array([0.1, np.nan, -0.1] * 1000, dtype=np.float32)
-    soundfile.write(buffer, samples, 8000, format="WAV", subtype="FLOAT")
+    soundfile.write(buffer, samples.astype(np.float32), 8000, format="WAV", subtype="FLOAT")
     return buffer.getvalue()
+
+
+def nan_wav() -> bytes:
+    return float_wav(np.array([0.1, np.nan, -0.1] * 1000))
 
 
 def files(*parts: tuple[str, bytes]) -> dict[str, Any]:
@@ -89,12 +94,16 @@ def corpus(modality: str, digit: bytes) -> list[tuple[str, dict[str, Any], int]]
             *multipart_corpus(digit, digit[: len(digit) // 2], wav_bytes(), "image/png"),
             ("decompression bomb", files(("bomb.png", bomb_png(20_000, 20_000))), 413),
             ("too many pixels", files(("big.png", bomb_png(7_000, 7_000))), 413),
+            ("a strip of pixels", files(("strip.png", stripe_png(3000))), 422),
+            ("EPS, which Ghostscript would run", files(("a.eps", EPS)), 415),
         ]
     if modality == "audio":
         return [
             # libsndfile decodes what a cut-off WAV still holds; a cut header is corrupt.
             *multipart_corpus(wav_bytes(), wav_bytes()[:30], digit, "audio/wav"),
             ("NaN samples", files(("nan.wav", nan_wav())), 422),
+            # The probe's file: its power spectrum overflowed and the score became NaN.
+            ("samples of 1e30", files(("loud.wav", float_wav(np.full(3000, 1e30)))), 422),
             ("zero samples", files(("silent.wav", wav_bytes(seconds=0.0))), 422),
             ("over ten minutes", files(("long.flac", flac_silence(601))), 413),
         ]
@@ -102,6 +111,8 @@ def corpus(modality: str, digit: bytes) -> list[tuple[str, dict[str, Any], int]]
     return [
         ("empty text", {"json": {"text": ""}}, 422),
         ("whitespace", {"json": {"texts": ["oil", " \u3000\n"]}}, 422),
+        ("zero-width spaces", {"json": {"texts": ["oil", "\u200b\u200b"]}}, 422),
+        ("NUL characters", {"json": {"text": "\u0000\u0000"}}, 422),
         ("empty list", {"json": {"texts": []}}, 422),
         ("too many texts", {"json": {"texts": ["oil"] * (MAX_FILES + 1)}}, 413),
         ("too long", {"json": {"text": "oil " * 3000}}, 413),
@@ -150,6 +161,20 @@ def test_bad_input_corpus(
         response = client.post("/v1/predict", **good_request(modality, digit))
         assert response.status_code == 200, response.text
     assert len(PredictionLog(log_url).read()) == (2 if modality == "text" else 1)
+
+
+def test_an_input_the_model_answers_with_nan_is_a_422_naming_it(tmp_path: Path) -> None:
+    """Only the input's own request fails; nothing of it is logged; the next request is fine."""
+    bundle = tiny_bundle(tmp_path / "unstable", "image", unstable=True)  # NaN for dark images
+    white, black = (png_bytes(Image.new("RGB", (16, 16), colour)) for colour in ("white", "black"))
+    log_url = f"sqlite:///{tmp_path / 'p.db'}"
+    with TestClient(create_app(bundle, ServingSettings(log_url=log_url))) as client:
+        response = client.post("/v1/predict", **files(("white.png", white), ("black.png", black)))
+        assert_error(response, 422, "file 1 ('black.png')", "NaN or infinite")
+        response = client.post("/v1/predict", **files(("white.png", white)))
+        assert response.status_code == 200, response.text
+    rows = PredictionLog(log_url).read()
+    assert len(rows) == 1 and rows[0].score == rows[0].score  # not NaN
 
 
 def schemathesis_config() -> Any:

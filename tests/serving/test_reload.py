@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,8 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlfactory.predictor import Predictor
+from mlfactory.serving.admin import AuthThrottle
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
+from tests.corrupt_bundles import CORRUPTIONS, Corruption, corrupt_copy
 
 from .conftest import DigitImage, upload
 from .test_bad_inputs import assert_error
@@ -61,6 +64,7 @@ def test_reload_swaps_in_a_new_bundle(
     admin_client: TestClient, next_bundle: Path, digit_images: list[DigitImage]
 ) -> None:
     assert predict_version(admin_client, digit_images[0]) == "0.0.1"
+    assert admin_client.get("/openapi.json").json()["info"]["version"] == "0.0.1"
     response = admin_client.post(
         "/v1/admin/reload", headers=AUTH, json={"bundle": str(next_bundle)}
     )
@@ -75,6 +79,8 @@ def test_reload_swaps_in_a_new_bundle(
     metrics = admin_client.get("/metrics").text
     assert 'version="0.0.2"' in metrics and 'version="0.0.1"' not in metrics
     assert 'mlfactory_model_reloads_total{result="ok"} 1.0' in metrics
+    info = admin_client.get("/openapi.json").json()["info"]
+    assert info["version"] == "0.0.2"
 
 
 def test_reload_without_a_body_rereads_the_served_bundle(admin_client: TestClient) -> None:
@@ -93,7 +99,7 @@ def broken_bundles(image_bundle: Path, root: Path) -> list[tuple[Any, int, str]]
     (more_labels / "bundle.json").write_text(json.dumps({**meta, "labels": ["a", "b", "c"]}))
     return [
         ({"bundle": str(root / "missing")}, 422, "bundle not found"),
-        ({"bundle": str(corrupt)}, 422, "does not load"),
+        ({"bundle": str(corrupt)}, 422, "cannot be loaded by ONNX Runtime"),
         ({"bundle": str(more_labels)}, 422, "names 3 labels"),
         ({"bundle": str(tiny_bundle(root / "text", "text"))}, 409, "is a text bundle"),
         ({"bundle": 3}, 422, "invalid JSON body"),
@@ -136,3 +142,49 @@ def test_in_flight_requests_finish_on_the_model_they_started_with(
         release.set()
         assert in_flight.result(timeout=30) == "0.0.1"
         assert queued_after.result(timeout=30) == "0.0.2"
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS, ids=lambda c: c.name)
+def test_every_corrupt_bundle_is_a_422_and_the_old_model_keeps_serving(
+    admin_client: TestClient, tmp_path: Path, digit_images: list[DigitImage], corruption: Corruption
+) -> None:
+    good = tiny_bundle(tmp_path / "good", "image")
+    bundle = corrupt_copy(good, tmp_path / "corrupt", corruption)
+    response = admin_client.post("/v1/admin/reload", headers=AUTH, json={"bundle": str(bundle)})
+    assert_error(response, 422, "cannot reload", corruption.fragment)
+    assert predict_version(admin_client, digit_images[0]) == "0.0.1"
+
+
+def test_failed_admin_authentication_is_throttled_and_logged(
+    image_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = ServingSettings(
+        admin_token=TOKEN, admin_failures_per_minute=3, log_url=f"sqlite:///{tmp_path / 'p.db'}"
+    )
+    wrong = {"Authorization": "Bearer guess-number-n"}
+    with (
+        TestClient(create_app(image_bundle, settings)) as client,
+        caplog.at_level(logging.WARNING, logger="mlfactory.serving.admin"),
+    ):
+        for _ in range(3):
+            assert_error(client.post("/v1/admin/reload", headers=wrong), 401, "admin token")
+        refused = client.post("/v1/admin/reload", headers=AUTH)  # even the right token now
+        assert_error(refused, 429, "too many failed admin authentications from testclient")
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert client.get("/health").status_code == 200  # the rest of the API is not throttled
+    failures = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert failures == [
+        f"admin authentication failed from testclient ({count} in the last minute)"
+        for count in (1, 2, 3)
+    ]
+    assert TOKEN not in caplog.text and "guess-number-n" not in caplog.text
+
+
+def test_the_throttle_counts_each_address_apart() -> None:
+    throttle = AuthThrottle(limit=2)
+    assert throttle.record_failure("10.0.0.1") == 1
+    assert throttle.retry_after("10.0.0.1") is None
+    throttle.record_failure("10.0.0.1")
+    wait = throttle.retry_after("10.0.0.1")
+    assert wait is not None and 59 < wait <= 60
+    assert throttle.retry_after("10.0.0.2") is None

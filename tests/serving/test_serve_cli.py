@@ -6,11 +6,9 @@ imports torch.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
@@ -19,57 +17,18 @@ import pytest
 from mlfactory.errors import BundleError
 from mlfactory.serving.app import BUNDLE_ENV, app_from_env
 from mlfactory.serving.run import run_server
+from tests.corrupt_bundles import CORRUPTIONS, corrupt_copy
 
-from .conftest import LABELS, DigitImage, free_port
-
-STARTUP_TIMEOUT_S = 60.0
-
-
-def serving_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFACTORY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S:.0f} s:\n{log.read_text()}")
+from .conftest import LABELS, DigitImage
+from .live_server import free_port, live_server, server_env
+from .tiny_bundles import tiny_bundle
 
 
 def test_serve_command_answers_over_http_without_torch(
     image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "mlfactory.cli",
-        "serve",
-        str(image_bundle),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env=serving_env()
-        )
-    try:
-        wait_until_healthy(process, url, log)
+    with live_server(image_bundle, tmp_path, "--workers", "1") as server:
+        url = server.url
         chosen = [digit_images[4], digit_images[21]]
         files = [("files", (d.path.name, d.read_bytes(), "image/png")) for d in chosen]
         response = httpx.post(f"{url}/v1/predict", files=files, timeout=30.0)
@@ -81,16 +40,9 @@ def test_serve_command_answers_over_http_without_torch(
         assert bad.status_code == 415
         assert bad.json()["detail"].startswith("file 0 ('x.png'): not an image")
         assert httpx.get(f"{url}/v1/model").json()["name"] == "digits-serving-test"
-        maps = Path(f"/proc/{process.pid}/maps")
+        maps = Path(f"/proc/{server.process.pid}/maps")
         if maps.exists():  # Linux: the server process has no torch library mapped
             assert "libtorch" not in maps.read_text()
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
 
 
 def test_serving_never_imports_torch(image_bundle: Path, digit_images: list[DigitImage]) -> None:
@@ -117,7 +69,7 @@ def test_serving_never_imports_torch(image_bundle: Path, digit_images: list[Digi
         capture_output=True,
         text=True,
         timeout=120,
-        env=serving_env(),
+        env=server_env(),
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -130,13 +82,32 @@ def test_serve_on_a_wrong_path_is_one_line(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env=serving_env(),
+        env=server_env(),
         check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: bundle not found: {missing} is not a folder"
+        f"error: {missing}: no such bundle folder or run folder, and not an MLflow run id "
+        "(32 hex digits)"
     ]
+
+
+def test_serve_of_a_truncated_model_fails_at_start_up_in_one_line(tmp_path: Path) -> None:
+    truncated = next(c for c in CORRUPTIONS if c.name == "truncated model.onnx")
+    bundle = corrupt_copy(tiny_bundle(tmp_path / "good", "image"), tmp_path / "b", truncated)
+    result = subprocess.run(
+        [sys.executable, "-m", "mlfactory.cli", "serve", str(bundle), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=server_env(),
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "cannot be loaded by ONNX Runtime" in lines[0]
+    assert "Uvicorn running" not in result.stdout + result.stderr
 
 
 def test_run_server_checks_the_bundle_before_starting(tmp_path: Path) -> None:
@@ -156,7 +127,7 @@ def test_factory_needs_the_bundle_variable(
 
 
 def test_serve_with_a_bad_log_url_is_one_line(image_bundle: Path) -> None:
-    env = {**serving_env(), "MLFACTORY_LOG_URL": "nosuchdb://host/db"}
+    env = {**server_env(), "MLFACTORY_LOG_URL": "nosuchdb://host/db"}
     result = subprocess.run(
         [sys.executable, "-m", "mlfactory.cli", "serve", str(image_bundle), "--port", "1"],
         capture_output=True,

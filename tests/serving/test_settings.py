@@ -54,6 +54,25 @@ def test_reads_batching_log_and_admin_variables() -> None:
     assert "s3cret" not in repr(settings)  # the token never reaches a log line
 
 
+def test_reads_connection_limits_in_seconds_and_bytes() -> None:
+    defaults = ServingSettings()
+    assert (defaults.keep_alive_timeout_s, defaults.header_timeout_s) == (5.0, 10.0)
+    assert (defaults.body_timeout_s, defaults.max_header_bytes) == (15.0, 32768)
+    assert (defaults.max_connections, defaults.admin_failures_per_minute) == (512, 10)
+    environ = {
+        "MLFACTORY_KEEP_ALIVE_TIMEOUT_S": "2",
+        "MLFACTORY_HEADER_TIMEOUT_S": "0.5",
+        "MLFACTORY_BODY_TIMEOUT_S": "30",
+        "MLFACTORY_MAX_HEADER_BYTES": "16_384",
+        "MLFACTORY_MAX_CONNECTIONS": "100",
+        "MLFACTORY_ADMIN_FAILURES_PER_MINUTE": "3",
+    }
+    settings = ServingSettings.from_env(environ)
+    assert (settings.keep_alive_timeout_s, settings.header_timeout_s) == (2.0, 0.5)
+    assert (settings.body_timeout_s, settings.max_header_bytes) == (30.0, 16384)
+    assert (settings.max_connections, settings.admin_failures_per_minute) == (100, 3)
+
+
 def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFACTORY_MAX_FILES", "7")
     assert ServingSettings.from_env().max_files == 7
@@ -70,6 +89,12 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MLFACTORY_MAX_WAIT_MS", "5000", "MLFACTORY_MAX_WAIT_MS: 5000.0 must be 0 to 1000"),
         ("MLFACTORY_WORKERS", "0", "MLFACTORY_WORKERS: 0 must be >= 1"),
         ("MLFACTORY_ADMIN_TOKEN", "short", "MLFACTORY_ADMIN_TOKEN: use a token of at least 8"),
+        ("MLFACTORY_HEADER_TIMEOUT_S", "0", r"MLFACTORY_HEADER_TIMEOUT_S: 0.0 must be 0.1 to 600"),
+        ("MLFACTORY_BODY_TIMEOUT_S", "3600", r"MLFACTORY_BODY_TIMEOUT_S: 3600.0 must be 0.1 to"),
+        ("MLFACTORY_KEEP_ALIVE_TIMEOUT_S", "forever", "'forever' is not a number"),
+        ("MLFACTORY_MAX_HEADER_BYTES", "100", "MLFACTORY_MAX_HEADER_BYTES: 100 must be 1024 to"),
+        ("MLFACTORY_MAX_CONNECTIONS", "0", "MLFACTORY_MAX_CONNECTIONS: 0 must be >= 1"),
+        ("MLFACTORY_ADMIN_FAILURES_PER_MINUTE", "0", "MLFACTORY_ADMIN_FAILURES_PER_MINUTE: 0"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str, expected: str) -> None:

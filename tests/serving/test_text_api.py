@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
+from tests.numerics import assert_same_prediction, assert_sums_to_one
 
 from .test_bad_inputs import assert_error
 
@@ -45,6 +47,10 @@ def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return untrained_bundle(recipe, LABELS, items, out, "news-serving-test").path
 
 
+def values(probabilities: dict[str, float]) -> np.ndarray:
+    return np.array([probabilities[label] for label in LABELS])
+
+
 @pytest.fixture(scope="module")
 def client(text_bundle: Path) -> Iterator[TestClient]:
     with TestClient(create_app(text_bundle, ServingSettings())) as started:
@@ -60,13 +66,15 @@ def test_texts_are_classified_like_the_predictor(client: TestClient) -> None:
     for text, prediction in zip(texts, predictions, strict=True):
         [alone] = predictor.predict([text.encode("utf-8")])
         assert list(prediction["probabilities"]) == LABELS
-        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-        assert prediction["probabilities"] == pytest.approx(alone.probabilities, abs=1e-6)
+        assert_sums_to_one(prediction["probabilities"].values(), len(LABELS))
+        # A batch of 4 and a batch of 1 may run different fp32 kernels.
+        assert_same_prediction(values(prediction["probabilities"]), values(alone.probabilities))
     single = client.post("/v1/predict", json={"text": texts[0]})
     assert single.status_code == 200
     [alone_served] = single.json()["predictions"]
-    assert alone_served["label"] == predictions[0]["label"]
-    assert alone_served["probabilities"] == pytest.approx(predictions[0]["probabilities"], abs=1e-6)
+    assert_same_prediction(
+        values(alone_served["probabilities"]), values(predictions[0]["probabilities"])
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,6 +89,8 @@ def test_texts_are_classified_like_the_predictor(client: TestClient) -> None:
         ({"texts": None}, 422, "exactly one of 'texts'"),
         ({}, 422, "exactly one of 'texts'"),
         ([], 422, "invalid JSON body"),
+        ({"text": "a", "texts": ["b"]}, 422, "exactly one of 'texts'"),
+        ({"txt": "typo"}, 422, "txt: Extra inputs are not permitted"),
         ({"text": MEGABYTE_TEXT}, 413, "text 0 has 1048576 characters; the limit is 10000"),
     ],
 )
@@ -95,6 +105,7 @@ def test_bad_texts_are_4xx(client: TestClient, payload: Any, status: int, fragme
         b'{"text": "\xff\xfe\xfd"}',
         b'{"text": "\\ud800"}',  # a lone surrogate cannot be encoded as UTF-8
         b"\xef\xbb\xbf" + b'{"text": "bom"}',
+        b"{texts: [",  # not JSON at all
     ],
 )
 def test_invalid_utf8_or_json_is_422(client: TestClient, body: bytes) -> None:
@@ -120,3 +131,23 @@ def test_a_body_over_the_request_limit_is_413(text_bundle: Path) -> None:
     with TestClient(create_app(text_bundle, settings)) as client:
         response = client.post("/v1/predict", json={"text": MEGABYTE_TEXT})
     assert_error(response, 413, "request body too large")
+
+
+def test_too_many_texts_is_413(text_bundle: Path) -> None:
+    with TestClient(create_app(text_bundle, ServingSettings(max_files=3))) as client:
+        response = client.post("/v1/predict", json={"texts": ["a", "b", "c", "d"]})
+    assert_error(response, 413, "too many texts: at most 3")
+
+
+def test_files_to_a_text_bundle_are_415(client: TestClient) -> None:
+    response = client.post("/v1/predict", files=[("files", ("a.txt", b"hello"))])
+    assert_error(response, 415, "multipart/form-data", "application/json")
+
+
+def test_openapi_documents_the_json_body(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
+    content = operation["requestBody"]["content"]
+    assert list(content) == ["application/json"]
+    properties = content["application/json"]["schema"]["properties"]
+    assert set(properties) == {"texts", "text"}
+    assert properties["text"]["maxLength"] == ServingSettings().max_text_chars

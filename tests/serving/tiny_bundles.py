@@ -38,8 +38,15 @@ IMAGE_PARAMS = {
 WORDS = ["oil", "wheat", "ship", "price", "crude", "grain", "port", "tanker", "the", "a"]
 
 
-def write_tiny_model(path: Path, inputs: dict[str, tuple[list[int], int]], labels: int) -> None:
-    """A model: named inputs {name: (shape without batch, onnx element type)} -> outputs."""
+def write_tiny_model(
+    path: Path, inputs: dict[str, tuple[list[int], int]], labels: int, unstable: bool = False
+) -> None:
+    """A model: named inputs {name: (shape without batch, onnx element type)} -> outputs.
+
+    `unstable` makes the embedding `sqrt` of positive weights times the inputs instead of `tanh`:
+    NaN for inputs whose features are mostly negative (dark images), like a model with a
+    numerically fragile layer.
+    """
     from onnx import TensorProto, checker, helper, numpy_helper, save
 
     rng = np.random.default_rng(0)
@@ -51,11 +58,12 @@ def write_tiny_model(path: Path, inputs: dict[str, tuple[list[int], int]], label
         flats.append(f"{name}_flat")
         width += math.prod(shape)
     hidden = rng.normal(0, 1 / math.sqrt(width), (width, EMBEDDING_DIM)).astype(np.float32)
+    hidden = np.abs(hidden) if unstable else hidden
     head = rng.normal(0, 1, (EMBEDDING_DIM, labels)).astype(np.float32)
     nodes += [
         helper.make_node("Concat", flats, ["features"], axis=1),
         helper.make_node("MatMul", ["features", "hidden"], ["pre"]),
-        helper.make_node("Tanh", ["pre"], ["embedding"]),
+        helper.make_node("Sqrt" if unstable else "Tanh", ["pre"], ["embedding"]),
         helper.make_node("MatMul", ["embedding", "head"], ["logits"]),
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
     ]
@@ -91,8 +99,13 @@ def write_tokenizer(path: Path) -> None:
     tokenizer.save(str(path))
 
 
-def tiny_bundle(folder: Path, modality: str, version: str = "1.0.0") -> Path:
-    """Write a tiny `modality` bundle ("image", "text" or "audio") into `folder`."""
+def tiny_bundle(
+    folder: Path, modality: str, version: str = "1.0.0", unstable: bool = False
+) -> Path:
+    """Write a tiny `modality` bundle ("image", "text" or "audio") into `folder`.
+
+    `unstable`: a model that answers NaN for some inputs (see `write_tiny_model`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     labels = {"text": ["crude", "grain", "ship"], "audio": ["bird", "frog"]}.get(
         modality, ["cat", "dog"]
@@ -110,7 +123,7 @@ def tiny_bundle(folder: Path, modality: str, version: str = "1.0.0") -> Path:
         inputs = {"log_mel": ([int(params["n_mels"]), AUDIO_FRAMES], 1)}  # 1: FLOAT
     else:
         raise ValueError(f"no tiny {modality} bundle")
-    write_tiny_model(folder / MODEL_FILE, inputs, len(labels))
+    write_tiny_model(folder / MODEL_FILE, inputs, len(labels), unstable)
     meta = BundleMeta(
         name=f"tiny-{modality}",
         version=version,

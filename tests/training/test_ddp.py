@@ -28,7 +28,7 @@ def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
     overrides += ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores
     done = subprocess.run(
-        [MLFACTORY, "train", "digits", "--out", str(out), *overrides],
+        [MLFACTORY, "train", "digits", "--out", str(out), *overrides, "-v"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -36,18 +36,19 @@ def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "MEMBER: 2/2" in done.stderr  # really two processes
+    assert "MEMBER: 2/2" in done.stderr  # really two processes (Lightning's line, shown by -v)
 
     # Only rank 0 reports; its report names the run and the bundle.
-    lines = done.stdout.strip().splitlines()
-    assert lines[-1] == str((out / "bundle").resolve())
-    assert sum(line.startswith("test accuracy") for line in lines) == 1
+    assert done.stdout.strip().splitlines() == [str((out / "bundle").resolve())]
+    lines = done.stderr.splitlines()
+    for phase in ("data: ", "export: ", "evaluation: test accuracy", "done in ", "note: "):
+        assert sum(line.startswith(phase) for line in lines) == 1, phase
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert [run.info.status for run in runs] == ["FINISHED"]
     run_id = runs[0].info.run_id
-    assert run_id in done.stdout
+    assert run_id in done.stderr
     # --resume needs the owner's run id, not a non-zero rank's empty one.
     assert json.loads((out / "run.json").read_text())["mlflow_run_id"] == run_id
     bundle = load_bundle(out / "bundle")

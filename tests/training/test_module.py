@@ -31,18 +31,21 @@ def learning_rates(schedule: str, epochs: int) -> list[float]:
 
 
 def test_step_schedule_decays_by_gamma_every_step_epochs() -> None:
-    assert learning_rates("step", 7) == pytest.approx([0.1] * 3 + [0.05] * 3 + [0.025])
+    # Exact: multiplying by gamma = 0.5 only changes the exponent of 0.1.
+    assert learning_rates("step", 7) == [0.1] * 3 + [0.05] * 3 + [0.025]
 
 
 def test_constant_schedule_keeps_the_rate() -> None:
-    assert learning_rates("constant", 5) == pytest.approx([0.1] * 5)
+    assert learning_rates("constant", 5) == [0.1] * 5
 
 
 def test_cosine_schedule_anneals_towards_zero_over_max_epochs() -> None:
     rates = learning_rates("cosine", 10)
-    assert rates[0] == pytest.approx(0.1)
+    assert rates[0] == 0.1
     assert rates == sorted(rates, reverse=True)
-    assert rates[5] == pytest.approx(0.05)  # half way down the cosine
+    # Half way down the cosine. torch updates the rate recursively from the previous one: a few
+    # float64 roundings (1e-16 each) per epoch, far inside rel=1e-12.
+    assert rates[5] == pytest.approx(0.05, rel=1e-12)
 
 
 def test_unknown_schedule_is_refused() -> None:

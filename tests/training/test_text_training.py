@@ -16,12 +16,14 @@ import torch
 from fastapi.testclient import TestClient
 
 from mlfactory.bundle import load_bundle
+from mlfactory.config.constraints import check_dataclass
 from mlfactory.config.loader import load_recipe
 from mlfactory.config.schema import ModelConfig
 from mlfactory.errors import ConfigError
 from mlfactory.serving.app import create_app
 from mlfactory.training.backbones.text import build_text_backbone, model_source
 from mlfactory.training.train import TrainResult, train
+from tests.numerics import assert_parity_recorded, assert_same_prediction
 from tests.training_path import training_probabilities
 
 REUTERS_SAMPLE = Path(__file__).parents[1] / "fixtures" / "text" / "reuters_r8_sample.jsonl"
@@ -56,6 +58,7 @@ def trained_news(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     return train(recipe, work / "run", progress=False)
 
 
+@pytest.mark.numerics
 def test_text_bundle_carries_its_tokenizer(trained_news: TrainResult) -> None:
     bundle = load_bundle(trained_news.bundle.path)
     meta = bundle.meta
@@ -70,11 +73,12 @@ def test_text_bundle_carries_its_tokenizer(trained_news: TrainResult) -> None:
     assert meta.preprocessing == {"max_length": MAX_LENGTH}
     assert meta.inputs == {"input_ids": [MAX_LENGTH], "attention_mask": [MAX_LENGTH]}
     assert meta.config["model"]["backbone"] == "all-MiniLM-L6-v2"
-    assert meta.export["parity_max_abs_diff"] <= 1e-4
-    assert meta.export["parity_items"] == len(trained_news.dataset.split("test")) > 0
+    assert len(trained_news.dataset.split("test")) > 0
+    assert_parity_recorded(meta.export, len(trained_news.dataset.split("test")))
     assert meta.metrics["test"]["split_size"] == len(trained_news.dataset.split("test"))
 
 
+@pytest.mark.numerics
 def test_served_probabilities_equal_training_probabilities(trained_news: TrainResult) -> None:
     dataset = trained_news.dataset
     items = dataset.split("test") + dataset.split("val")[:2]
@@ -88,8 +92,7 @@ def test_served_probabilities_equal_training_probabilities(trained_news: TrainRe
     assert len(served) == len(expected)
     for row, prediction in zip(expected, served, strict=True):
         probabilities = np.array([prediction["probabilities"][label] for label in dataset.labels])
-        np.testing.assert_allclose(probabilities, row, atol=1e-5)
-        assert prediction["label"] == dataset.labels[int(np.argmax(row))]
+        assert_same_prediction(probabilities, row)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +109,7 @@ def test_freeze_backbone_freezes_the_transformer(
     assert not backbone.model.training  # no dropout noise on frozen features
 
 
+@pytest.mark.numerics
 def test_mean_pooling_ignores_padding(frozen_backbone: tuple[torch.nn.Module, int]) -> None:
     backbone, _ = frozen_backbone
     ids = torch.tensor([[101, 1996, 4248, 2829, 4419, 102, 0, 0, 0, 0]])
@@ -113,7 +117,10 @@ def test_mean_pooling_ignores_padding(frozen_backbone: tuple[torch.nn.Module, in
     with torch.no_grad():
         padded = backbone(ids, mask)
         unpadded = backbone(ids[:, :6], mask[:, :6])
-    torch.testing.assert_close(padded, unpadded, atol=1e-5, rtol=0)
+    # Padding only adds attention weights of exactly 0, but the matmuls change shape and sum in
+    # another order: float32 noise through 6 layers, ~1e-6 of the embedding's scale (measured
+    # 8e-7 with AVX-512 and AVX2 kernels). Allowed: 1e-5 of its largest component.
+    torch.testing.assert_close(padded, unpadded, rtol=0, atol=1e-5 * float(unpadded.abs().max()))
 
 
 def test_model_source_local_hub_and_errors(tmp_path: Path) -> None:
@@ -130,8 +137,8 @@ def test_model_source_local_hub_and_errors(tmp_path: Path) -> None:
         model_source(ModelConfig(backbone="bert-base-uncased", pretrained="local"))
     with pytest.raises(ConfigError, match=r"weights_path: .* not a Hugging Face model folder"):
         model_source(ModelConfig(backbone="x", weights_path=str(tmp_path)))
-    with pytest.raises(ConfigError, match=r"model.pretrained: 'yes' is not one of"):
-        model_source(ModelConfig(backbone="all-MiniLM-L6-v2", pretrained="yes"))
+    with pytest.raises(ConfigError, match=r"model.pretrained: 'yes' is not allowed: use one of"):
+        check_dataclass(ModelConfig(backbone="all-MiniLM-L6-v2", pretrained="yes"), "model.")
 
 
 def test_max_length_beyond_the_model_positions_is_a_config_error() -> None:

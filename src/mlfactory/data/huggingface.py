@@ -1,9 +1,10 @@
 """`hf:<dataset>[:<split>]`: a Hugging Face data set, through the `datasets` package (lazily).
 
 Without a split every split is loaded and merged; the hash split decides anew. Text comes from
-`data.text_column`; images and audio from the first Image / Audio column, written once as files
-into the cache (`<label>/<split>-<row><suffix>`). Labels stored as class indices are mapped to
-their class names; rows with no label (-1, as in unlabelled test splits) are skipped.
+`data.text_column`; images and audio from the first column of the modality's feature type
+(`Modality.hf_feature`: Image / Audio), written once as files into the cache
+(`<label>/<split>-<row><suffix>`). Labels stored as class indices are mapped to their class
+names; rows with no label (-1, as in unlabelled test splits) are skipped.
 """
 
 from __future__ import annotations
@@ -20,11 +21,8 @@ from mlfactory.data.folders import scan_class_folder
 from mlfactory.data.raw import RawSource, SourceContext, skip
 from mlfactory.data.staging import build_once
 from mlfactory.data.tables import check_columns, label_text, rows_to_raw
-from mlfactory.data.validate import require_soundfile
 from mlfactory.errors import DataError
-
-MEDIA_FEATURES = {"image": "Image", "audio": "Audio"}
-DEFAULT_SUFFIX = {"image": ".png", "audio": ".wav"}
+from mlfactory.modalities import Modality
 
 
 def load_hf(spec: str) -> list[tuple[str, Any]]:
@@ -70,7 +68,7 @@ def _labelled_rows(dataset: Any, label_column: str) -> Iterable[tuple[int, dict[
 
 def resolve_hf(spec: str, ctx: SourceContext) -> RawSource:
     """Resolve `hf:<name>[:<split>]` into candidates (texts inline, media as cached files)."""
-    if ctx.modality != "text":
+    if ctx.modality.hf_feature is not None:
         return _resolve_media(spec, ctx)
     data, result = ctx.data, RawSource()
     for split, dataset in load_hf(spec):
@@ -81,22 +79,22 @@ def resolve_hf(spec: str, ctx: SourceContext) -> RawSource:
     return result
 
 
-def _media_column(dataset: Any, modality: str) -> tuple[str, Any]:
+def _media_column(dataset: Any, modality: Modality) -> tuple[str, Any]:
     features: Mapping[str, Any] = getattr(dataset, "features", {})
     for column, feature in features.items():
-        if type(feature).__name__ == MEDIA_FEATURES[modality]:
+        if type(feature).__name__ == modality.hf_feature:
             return column, feature
     for column in dataset.column_names:
-        if column in (modality, "img"):
+        if column in (modality.name, "img"):
             return column, None
     raise DataError(
-        f"no {modality} column in this Hugging Face data set; columns present: "
+        f"no {modality.name} column in this Hugging Face data set; columns present: "
         f"{', '.join(dataset.column_names)}"
     )
 
 
 def _resolve_media(spec: str, ctx: SourceContext) -> RawSource:
-    params = json.dumps([spec, ctx.modality, ctx.data.label_column])
+    params = json.dumps([spec, ctx.modality.name, ctx.data.label_column])
     dest = ctx.sources_dir / f"hf-{hashlib.sha256(params.encode()).hexdigest()[:16]}"
     skipped = build_once(dest, lambda tmp: _write_media(spec, ctx, tmp), ctx.refresh)
     result = scan_class_folder(dest, ctx.modality)
@@ -128,16 +126,16 @@ def _write_media(spec: str, ctx: SourceContext, dest: Path) -> list[dict[str, st
     return skipped
 
 
-def _write_value(value: Any, folder: Path, stem: str, modality: str) -> str | None:
+def _write_value(value: Any, folder: Path, stem: str, modality: Modality) -> str | None:
     """Write one image/audio value as a file; returns why it could not be, or None."""
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(value, "save"):  # a decoded PIL image
         value.save(folder / f"{stem}.png")
         return None
     if not isinstance(value, Mapping):
-        return f"unsupported {modality} value of type {type(value).__name__}"
+        return f"unsupported {modality.name} value of type {type(value).__name__}"
     if value.get("bytes"):
-        suffix = Path(str(value.get("path") or "")).suffix.lower() or DEFAULT_SUFFIX[modality]
+        suffix = Path(str(value.get("path") or "")).suffix.lower() or modality.hf_default_suffix
         (folder / f"{stem}{suffix}").write_bytes(value["bytes"])
         return None
     if value.get("path") and Path(value["path"]).is_file():
@@ -145,8 +143,10 @@ def _write_value(value: Any, folder: Path, stem: str, modality: str) -> str | No
         (folder / f"{stem}{source.suffix.lower()}").write_bytes(source.read_bytes())
         return None
     if value.get("array") is not None and value.get("sampling_rate"):
+        import soundfile
+
         buffer = io.BytesIO()
-        require_soundfile().write(buffer, value["array"], int(value["sampling_rate"]), format="WAV")
+        soundfile.write(buffer, value["array"], int(value["sampling_rate"]), format="WAV")
         (folder / f"{stem}.wav").write_bytes(buffer.getvalue())
         return None
-    return f"{modality} value has neither bytes, a readable path nor an array"
+    return f"{modality.name} value has neither bytes, a readable path nor an array"

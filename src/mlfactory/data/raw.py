@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlfactory.config.schema import DataConfig
+from mlfactory.modalities import Modality
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class SourceContext:
     """Everything a source needs: the recipe's data section, its modality and the cache."""
 
     data: DataConfig
-    modality: str
+    modality: Modality
     refresh: bool = False
 
     @property

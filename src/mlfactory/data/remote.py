@@ -26,7 +26,8 @@ KAGGLE_REF = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
 def read_tree(root: Path, ctx: SourceContext, unwrap_root: bool = True) -> RawSource:
-    """Candidates of a folder: its tables (text only, when it has any) or its class folders.
+    """Candidates of a folder: its tables (when it has any and the modality reads tables) or its
+    class folders.
 
     Args:
         root: the folder (e.g. an extracted archive).
@@ -38,7 +39,9 @@ def read_tree(root: Path, ctx: SourceContext, unwrap_root: bool = True) -> RawSo
     """
     if unwrap_root:
         root = unwrap(root)
-    tables = [path for path in iter_files(root) if is_table(path)] if ctx.modality == "text" else []
+    tables = []
+    if ctx.modality.reads_tables:
+        tables = [path for path in iter_files(root) if is_table(path)]
     if not tables:
         return scan_class_folder(root, ctx.modality)
     result, errors = RawSource(), []

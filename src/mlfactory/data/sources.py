@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from mlfactory.data.folders import suffixes_for, tree_signature
+from mlfactory.data.folders import tree_signature
 from mlfactory.data.huggingface import resolve_hf
 from mlfactory.data.orange import resolve_orange, signature_orange
 from mlfactory.data.packaged import (
@@ -99,10 +99,10 @@ def resolve_source(ctx: SourceContext) -> RawSource:
             f"data source '{ctx.source}' is a file but not a table: use a folder with one "
             "sub-folder per class, or a .csv/.tsv/.jsonl file for text"
         )
-    if ctx.modality != "text":
+    if not ctx.modality.reads_tables:
         raise DataError(
             f"data source '{ctx.source}' is a table, which holds text, but the recipe's modality "
-            f"is {ctx.modality}: use a folder with one sub-folder per class"
+            f"is {ctx.modality.name}: use a folder with one sub-folder per class"
         )
     return read_table(path, ctx.data.text_column, ctx.data.label_column)
 
@@ -118,7 +118,6 @@ def source_signature(ctx: SourceContext) -> str:
         scheme, spec = parsed
         return f"{scheme}:{SCHEMES[scheme][1](spec, ctx)}"
     path = local_path(ctx.source)
-    suffixes = None if path.is_file() else suffixes_for(ctx.modality)
-    if ctx.modality == "text" and path.is_dir():
-        suffixes = None  # text folders may hold tables as well as .txt files
+    # Folders of a modality that reads tables may hold tables as well as item files.
+    suffixes = None if path.is_file() or ctx.modality.reads_tables else ctx.modality.file_suffixes
     return f"local:{path}:{tree_signature(path, suffixes)}"

@@ -1,14 +1,15 @@
 """Text tables: csv, tsv and jsonl files with a text column and a label column.
 
 Rows without a label are skipped and reported; a column missing from the whole file is a
-`DataError` naming the columns that are there.
+`DataError` naming the columns that are there. `iter_texts` streams the texts of a table
+without labels, for batch prediction.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from mlfactory.data.raw import RawItem, RawSource, skip
@@ -122,3 +123,51 @@ def rows_to_raw(
         else:
             result.items.append(RawItem(label=label_text(label), origin=where, text=text))
     return result
+
+
+def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | None]]:
+    """Stream (origin, text) of each row of a csv / tsv / jsonl file; no label is needed.
+
+    The origin is `path:line`. A row whose text is missing, not a string, or not a JSON object
+    gives None as its text (the caller reports it). Rows are read lazily: a table of any size
+    streams in constant memory.
+
+    Raises:
+        DataError: unreadable file, or `text_column` missing from the csv header (jsonl: from
+            the first object).
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
+                _check_text_column(path, list(reader.fieldnames or []), text_column)
+                for row in reader:
+                    text = row.get(text_column)
+                    yield f"{path}:{reader.line_num}", text if isinstance(text, str) else None
+            return
+        with path.open(encoding="utf-8-sig") as handle:
+            first = True
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    parsed: object = json.loads(line)
+                except json.JSONDecodeError:
+                    parsed = None
+                if first and isinstance(parsed, dict):
+                    _check_text_column(path, list(parsed), text_column)  # the first object decides
+                    first = False
+                text = parsed.get(text_column) if isinstance(parsed, dict) else None
+                yield f"{path}:{number}", text if isinstance(text, str) else None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read table '{path}': {exc}; fix or re-export the file") from None
+
+
+def _check_text_column(path: Path, columns: list[str], text_column: str) -> None:
+    if text_column not in columns:
+        present = ", ".join(repr(c) for c in columns) or "none"
+        raise DataError(
+            f"column '{text_column}' not found in '{path}'; columns present: {present}. "
+            "Name the text column with --text-column"
+        )

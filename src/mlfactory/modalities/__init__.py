@@ -1,54 +1,53 @@
-"""Modalities: each owns its decoding and the one preprocessing path shared by training and serving.
+"""Modalities: one object per kind of input owns everything specific to it (see `base.Modality`).
 
-Every modality exposes an *encoder*: a callable that turns one raw input (bytes of a file, or a
-text) into a dict of fixed-shape numpy arrays named after the ONNX model inputs. Batching is a
-stack of those arrays. Nothing here imports torch.
+`get_modality("image")` returns the image modality; its module is imported on first use, so a
+text server never imports Pillow's codecs or soundfile. Every modality's encoder turns one raw
+input (the bytes of a file, or a text) into a dict of fixed-shape numpy arrays named after the
+ONNX model inputs; batching is a stack of those arrays. Adding a modality: see
+docs/architecture.md, "Adding a modality". Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Protocol
+import importlib
 
 import numpy as np
 
+from mlfactory.modalities.base import ApiInput, Augment, Baseline, Encoder, Modality
 
-class Encoder(Protocol):
-    """One raw input in, model input arrays (no batch axis) out."""
+__all__ = [
+    "MODALITY_NAMES",
+    "ApiInput",
+    "Augment",
+    "Baseline",
+    "Encoder",
+    "Modality",
+    "get_modality",
+    "stack_inputs",
+]
 
-    modality: str
+# name -> module defining `MODALITY`, an instance of its `Modality` subclass.
+_MODULES = {
+    "image": "mlfactory.modalities.image",
+    "text": "mlfactory.modalities.text",
+    "audio": "mlfactory.modalities.audio",
+}
+MODALITY_NAMES = tuple(_MODULES)
 
-    def __call__(self, raw: bytes) -> dict[str, np.ndarray]: ...
 
-    def input_shapes(self) -> dict[str, list[int]]: ...
+def get_modality(name: str) -> Modality:
+    """The modality called `name`.
 
-
-def get_encoder(
-    modality: str, params: Mapping[str, Any], assets_dir: Path | None = None
-) -> Encoder:
-    """Build the encoder of a modality from its preprocessing parameters.
-
-    Args:
-        modality: "image", "text" or "audio".
-        params: the preprocessing parameters stored in the bundle / recipe.
-        assets_dir: folder holding modality assets (e.g. `tokenizer.json` for text).
+    Raises:
+        ConfigError: no modality has that name.
     """
-    if modality == "image":
-        from mlfactory.modalities.image import ImageEncoder
+    module = _MODULES.get(name)
+    if module is None:
+        from mlfactory.errors import ConfigError
 
-        return ImageEncoder(params, assets_dir)
-    if modality == "text":
-        from mlfactory.modalities.text import TextEncoder
-
-        return TextEncoder(params, assets_dir)
-    if modality == "audio":
-        from mlfactory.modalities.audio import AudioEncoder
-
-        return AudioEncoder(params, assets_dir)
-    from mlfactory.errors import BundleError
-
-    raise BundleError(f"unsupported modality: '{modality}' (known: image, text, audio)")
+        raise ConfigError(f"modality: {name!r} is not one of {', '.join(MODALITY_NAMES)}")
+    modality: Modality = importlib.import_module(module).MODALITY
+    return modality
 
 
 def stack_inputs(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

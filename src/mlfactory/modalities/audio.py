@@ -4,13 +4,7 @@ Torch-free on purpose: the serving process imports this module and nothing from 
 Pipeline: soundfile decodes (wav, flac, ogg, mp3, ...) -> the channels are averaged to mono ->
 soxr resamples to `sample_rate` -> the centre `clip_seconds` are kept (shorter clips are
 zero-padded on both sides) -> a log-mel spectrogram in dB with a floor, float32
-`[n_mels, frames]`.
-
-The log-mel step is numpy (`rfft` on framed, Hann-windowed audio and a Slaney mel filterbank):
-it reproduces `librosa.feature.melspectrogram(center=True, pad_mode="constant")` followed by
-`librosa.power_to_db(ref=1.0, amin=1e-10, top_db=None)`, and the tests check it against
-torchaudio and against recorded librosa values. librosa itself is not called here because
-importing it pulls numba and its first STFT JIT-compiles for ~20 s: a server must start fast.
+`[n_mels, frames]` (numpy, see `log_mel`).
 
 Long inputs are cropped, not decoded whole: only the centre window is read (a seek), so cost
 does not grow with length. Recordings longer than `MAX_SECONDS` are refused (413) from the
@@ -24,22 +18,55 @@ import io
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlfactory.errors import InputError
+from mlfactory.config.constraints import bounded
+from mlfactory.errors import ConfigError, InputError
+from mlfactory.modalities.base import ApiInput, Augment, Baseline, Encoder, Modality, rounded
+from mlfactory.modalities.log_mel import fix_length, frame_count, log_mel, mel_filterbank, resample
 
 INPUT_NAME = "log_mel"
 FILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au")
+CONTENT_TYPES = ("audio/wav", "audio/flac", "audio/ogg", "audio/mpeg", "audio/aiff", "audio/basic")
 # Longest accepted recording; checked from the header before decoding.
 MAX_SECONDS = 600.0
-# Power floor before the log: silence maps to 10 * log10(AMIN) = -100 dB, never -inf.
-AMIN = 1e-10
-FLOOR_DB = 10.0 * math.log10(AMIN)
+# Largest accepted sample magnitude, as a multiple of full scale (1.0). Integer formats never
+# exceed 1; float formats may, a little. Far beyond this (a float WAV of 1e30) the power
+# spectrum overflows float32 and the model would see infinities.
+MAX_PEAK = 1000.0
 # soundfile names the in-memory buffer in its messages; that text differs on every run.
-_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>:?\s*")
+_BUFFER_NAME = r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>"
+_BUFFER_REPR = re.compile(_BUFFER_NAME + r":?\s*")
+
+
+@dataclass
+class AudioPreprocessing:
+    """Waveform and log-mel parameters shared by training and serving."""
+
+    sample_rate: int = bounded(16000, ge=1000, le=384000)
+    clip_seconds: float = bounded(2.0, gt=0.0, le=MAX_SECONDS)
+    n_fft: int = bounded(512, ge=16, le=65536)
+    hop_length: int = bounded(160, ge=1, le=65536)
+    n_mels: int = bounded(64, ge=1, le=1024)
+
+    def cross_check(self, prefix: str) -> None:
+        """Every mel band needs a frequency bin, and the clip must hold at least one hop."""
+        bins = self.n_fft // 2 + 1
+        if self.n_mels > bins:
+            raise ConfigError(
+                f"{prefix}n_mels: {self.n_mels} bands need at least as many frequency bins, but "
+                f"n_fft {self.n_fft} gives {bins}: lower n_mels or raise n_fft"
+            )
+        samples = round(self.clip_seconds * self.sample_rate)
+        if samples < self.hop_length:
+            raise ConfigError(
+                f"{prefix}clip_seconds: {self.clip_seconds} s is {samples} samples, shorter than "
+                f"hop_length {self.hop_length}: use a longer clip or a shorter hop"
+            )
 
 
 def load_waveform(data: bytes, params: Mapping[str, Any]) -> np.ndarray:
@@ -55,7 +82,8 @@ def load_waveform(data: bytes, params: Mapping[str, Any]) -> np.ndarray:
 
     Raises:
         InputError: empty or zero-length audio (422), not audio (415), longer than
-            `MAX_SECONDS` (413), truncated or corrupt (422), NaN/infinite samples (422).
+            `MAX_SECONDS` (413), truncated or corrupt (422), NaN/infinite samples or samples
+            over `MAX_PEAK` (422).
     """
     import soundfile
 
@@ -81,10 +109,24 @@ def load_waveform(data: bytes, params: Mapping[str, Any]) -> np.ndarray:
         raise InputError(f"corrupt or truncated audio: {type(exc).__name__}: {exc}", 422) from None
     if samples.shape[0] == 0:
         raise InputError("no audio: the file decodes to zero samples (empty or truncated)", 422)
-    if not np.isfinite(samples).all():
-        raise InputError("corrupt audio: the file holds NaN or infinite samples", 422)
+    reason = _sample_problem(samples)
+    if reason is not None:
+        raise InputError(f"corrupt audio: {reason}", 422)
     mono = resample(samples.mean(axis=1, dtype=np.float32), source_rate, target_rate)
     return fix_length(mono, round(clip_seconds * target_rate))
+
+
+def _sample_problem(samples: np.ndarray) -> str | None:
+    """Why decoded samples cannot be heard as audio (NaN, infinite, far out of range), or None."""
+    if not np.isfinite(samples).all():
+        return "the file holds NaN or infinite samples"
+    peak = float(np.abs(samples).max(initial=0.0))
+    if peak > MAX_PEAK:
+        return (
+            f"samples reach {peak:.3g}, over {MAX_PEAK:g} times full scale "
+            "(float samples belong in [-1, 1])"
+        )
+    return None
 
 
 def _check_length(frames: int, rate: int) -> None:
@@ -97,95 +139,6 @@ def _check_length(frames: int, rate: int) -> None:
             f"({MAX_SECONDS / 60:.0f} minutes); cut the recording into shorter clips",
             413,
         )
-
-
-def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Resample a mono float32 waveform with soxr (high quality); a no-op at equal rates."""
-    if source_rate == target_rate:
-        return waveform.astype(np.float32, copy=False)
-    import soxr
-
-    return np.asarray(soxr.resample(waveform, source_rate, target_rate), dtype=np.float32)
-
-
-def fix_length(waveform: np.ndarray, length: int) -> np.ndarray:
-    """Centre-crop or zero-pad (equally on both sides) a 1-D waveform to `length` samples."""
-    size = waveform.shape[0]
-    if size >= length:
-        start = (size - length) // 2
-        return np.ascontiguousarray(waveform[start : start + length], dtype=np.float32)
-    left = (length - size) // 2
-    return np.pad(waveform, (left, length - size - left)).astype(np.float32, copy=False)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Slaney-scale, Slaney-normalised triangular filters from 0 Hz to Nyquist.
-
-    Same filters as `librosa.filters.mel(sr, n_fft, n_mels)` (its defaults) and
-    `torchaudio.functional.melscale_fbanks(..., norm="slaney", mel_scale="slaney").T`.
-
-    Returns:
-        float32 array of shape (n_mels, n_fft // 2 + 1).
-    """
-    fft_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges_mel = np.linspace(0.0, _hz_to_mel(sample_rate / 2.0), n_mels + 2)
-    edges_hz = _mel_to_hz(edges_mel)
-    widths = np.diff(edges_hz)
-    ramps = edges_hz[:, None] - fft_hz[None, :]
-    lower = -ramps[:-2] / widths[:-1, None]
-    upper = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # equal area per filter
-    return weights.astype(np.float32)
-
-
-# Slaney's mel scale: linear below 1 kHz, logarithmic above.
-_F_SP = 200.0 / 3.0
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
-_LOG_STEP = math.log(6.4) / 27.0
-
-
-def _hz_to_mel(hz: float) -> float:
-    if hz < _MIN_LOG_HZ:
-        return hz / _F_SP
-    return _MIN_LOG_MEL + math.log(hz / _MIN_LOG_HZ) / _LOG_STEP
-
-
-def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
-    linear = _F_SP * mels
-    logarithmic = _MIN_LOG_HZ * np.exp(_LOG_STEP * (mels - _MIN_LOG_MEL))
-    return np.where(mels >= _MIN_LOG_MEL, logarithmic, linear)
-
-
-def log_mel(waveform: np.ndarray, params: Mapping[str, Any], bank: np.ndarray) -> np.ndarray:
-    """Log-mel power spectrogram in dB (ref 1.0, floor `FLOOR_DB`) of a mono waveform.
-
-    Frames are centred (the waveform is zero-padded by `n_fft // 2` on both sides) and
-    Hann-windowed (periodic), as librosa and torchaudio do by default.
-
-    Args:
-        waveform: float32 mono samples.
-        params: `n_fft` and `hop_length`.
-        bank: the mel filterbank from `mel_filterbank`.
-
-    Returns:
-        float32 array (n_mels, 1 + len(waveform) // hop_length).
-    """
-    n_fft, hop = int(params["n_fft"]), int(params["hop_length"])
-    padded = np.pad(waveform.astype(np.float32, copy=False), n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
-    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
-    spectrum = np.fft.rfft(frames * window, axis=-1)
-    power = spectrum.real**2 + spectrum.imag**2
-    mel = bank @ power.T.astype(np.float32)
-    return (10.0 * np.log10(np.maximum(mel, AMIN))).astype(np.float32)
-
-
-def frame_count(params: Mapping[str, Any]) -> int:
-    """Frames of the log-mel of one clip."""
-    samples = round(float(params["clip_seconds"]) * int(params["sample_rate"]))
-    return 1 + samples // int(params["hop_length"])
 
 
 def spec_augment(
@@ -216,15 +169,8 @@ def spec_augment(
 class AudioEncoder:
     """Turns raw audio file bytes into the model's log-mel input."""
 
-    modality = "audio"
-
-    def __init__(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> None:
+    def __init__(self, params: Mapping[str, Any]) -> None:
         self.params = dict(params)
-        for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
-            if int(self.params[name]) < 1:
-                raise ValueError(f"audio preprocessing: {name} must be >= 1")
-        if float(self.params["clip_seconds"]) <= 0:
-            raise ValueError("audio preprocessing: clip_seconds must be > 0")
         self.bank = mel_filterbank(
             int(self.params["sample_rate"]), int(self.params["n_fft"]), int(self.params["n_mels"])
         )
@@ -235,3 +181,87 @@ class AudioEncoder:
     def input_shapes(self) -> dict[str, list[int]]:
         """ONNX input shapes for one item (batch axis excluded)."""
         return {INPUT_NAME: [int(self.params["n_mels"]), frame_count(self.params)]}
+
+    def input_dtypes(self) -> dict[str, type[np.generic]]:
+        """ONNX input element types."""
+        return {INPUT_NAME: np.float32}
+
+
+def check_audio_file(data: bytes) -> str | None:
+    """Why `data` is not usable audio, or None: it must decode with soundfile to at least one
+    finite frame and last no longer than serving accepts (`MAX_SECONDS`)."""
+    import soundfile
+
+    if not data:
+        return "empty file"
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as audio:
+            # Serving refuses longer recordings (413): training on one would fail in the loader.
+            seconds = audio.frames / audio.samplerate
+            if seconds > MAX_SECONDS:
+                return f"audio too long: {seconds:.0f} s exceeds the limit of {MAX_SECONDS:.0f} s"
+            samples = audio.read(dtype="float32", always_2d=True)
+    except (RuntimeError, ValueError, TypeError, EOFError) as exc:
+        # soundfile.LibsndfileError is a RuntimeError; short garbage can raise the others.
+        return f"not readable audio: {re.sub(_BUFFER_NAME, 'the file', str(exc)).strip()}"
+    if samples.shape[0] == 0:
+        return "audio has no frames"
+    reason = _sample_problem(samples)
+    return None if reason is None else f"corrupt audio: {reason}"
+
+
+class AudioModality(Modality):
+    """Audio clips: uploaded files in any format libsndfile reads, as a log-mel spectrogram."""
+
+    name = "audio"
+    preprocessing_class = AudioPreprocessing
+    api_input = ApiInput("files", CONTENT_TYPES, FILE_SUFFIXES)
+    file_suffixes = FILE_SUFFIXES
+    hf_feature = "Audio"
+    hf_default_suffix = ".wav"
+
+    def encoder(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> Encoder:
+        """Audio encoders need no assets."""
+        return AudioEncoder(params)
+
+    def check_file(self, data: bytes) -> str | None:
+        """See `check_audio_file`."""
+        return check_audio_file(data)
+
+    def describe(
+        self, raw: bytes, encoded: Mapping[str, np.ndarray], params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """`duration_s`, `sample_rate`, `channels` (header) and `mean_db`, the mean log-mel
+        level of the clip the model heard (a loudness proxy)."""
+        import soundfile
+
+        info = soundfile.info(io.BytesIO(raw))
+        return {
+            "duration_s": rounded(info.frames / info.samplerate),
+            "sample_rate": int(info.samplerate),
+            "channels": int(info.channels),
+            "mean_db": rounded(np.mean(encoded[INPUT_NAME])),
+        }
+
+    def augmentation(self) -> Augment | None:
+        """SpecAugment: two frequency and two time masks per clip."""
+        return spec_augment
+
+    def baseline(self, params: Mapping[str, Any]) -> Baseline:
+        """Logistic regression on each clip's log-mel averaged over time (one value per band)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+        encoder = AudioEncoder(params)
+
+        def band_means(raws: list[bytes]) -> np.ndarray:
+            return np.stack([encoder(raw)[INPUT_NAME].mean(axis=1) for raw in raws])
+
+        model = make_pipeline(
+            FunctionTransformer(band_means), StandardScaler(), LogisticRegression(max_iter=300)
+        )
+        return Baseline("logistic regression on mean log-mel per band", model)
+
+
+MODALITY = AudioModality()

@@ -6,37 +6,85 @@ way finish on the model they were encoded for (see `batcher`), so a reload fails
 A bundle that does not load is refused with a 4xx and the old model keeps serving.
 
 The endpoint needs `Authorization: Bearer <MLFACTORY_ADMIN_TOKEN>`; without that variable set
-the admin API is disabled (403).
+the admin API is disabled (403). Each failed authentication is logged with the client's
+address, and an address with `admin_failures_per_minute` failures in the last minute gets 429
+(with `Retry-After`) without its token being checked, so tokens cannot be guessed at speed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
+import time
+from collections import deque
 from pathlib import Path
 
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from mlfactory.bundle import load_bundle
 from mlfactory.errors import MlfactoryError
 from mlfactory.predictor import Predictor
+from mlfactory.serving.docs import show_model
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.predict import current_predictor
-from mlfactory.serving.schemas import ModelRef, ReloadRequest, ReloadResponse, describe_errors
+from mlfactory.serving.schemas import (
+    ErrorResponse,
+    ModelRef,
+    ReloadRequest,
+    ReloadResponse,
+    describe_errors,
+)
 from mlfactory.serving.settings import ServingSettings, env_name
 from mlfactory.serving.uploads import read_body
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+FAILURE_WINDOW_S = 60.0
+# Addresses remembered at most; past it the quietest are forgotten (memory stays bounded).
+MAX_TRACKED_CLIENTS = 10_000
+
+router = APIRouter()
 
 
+@router.post(
+    "/v1/admin/reload",
+    response_model=ReloadResponse,
+    dependencies=[Depends(HTTPBearer(auto_error=False))],  # documents the scheme only
+    responses={code: {"model": ErrorResponse} for code in (401, 403, 409, 413, 422, 429)},
+    summary="Serve another bundle (or the same one, re-read) without downtime",
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
+        },
+    },
+)
 async def reload_model(request: Request) -> ReloadResponse:
     """Load a bundle (default: the served one, re-read) and serve it from now on."""
     settings: ServingSettings = request.app.state.settings
-    authorize(request.headers.get("authorization"), settings.admin_token)
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    client = request.client.host if request.client else "unknown"
+    wait_s = throttle.retry_after(client) if settings.admin_token is not None else None
+    if wait_s is not None:
+        seconds = math.ceil(wait_s)
+        raise HTTPException(
+            429,
+            f"too many failed admin authentications from {client}; retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+    try:
+        authorize(request.headers.get("authorization"), settings.admin_token)
+    except HTTPException as exc:
+        if exc.status_code == 401:
+            failures = throttle.record_failure(client)
+            log.warning(
+                "admin authentication failed from %s (%d in the last minute)", client, failures
+            )
+        raise
     previous = current_predictor(request)
     body = await read_body(request.stream(), MAX_BODY_BYTES)
     try:
@@ -52,17 +100,18 @@ async def reload_model(request: Request) -> ReloadResponse:
         except MlfactoryError as exc:
             metrics.reloads.labels("failed").inc()
             raise HTTPException(422, f"cannot reload: {exc}") from None
-        served = previous.bundle.meta.modality
-        if predictor.bundle.meta.modality != served:
+        served = previous.bundle.modality
+        if predictor.bundle.modality is not served:  # the API's request schema is the modality's
             metrics.reloads.labels("failed").inc()
             raise HTTPException(
                 409,
                 f"cannot reload: {path} is a {predictor.bundle.meta.modality} bundle and this "
-                f"server serves {served} inputs; start a new server for it",
+                f"server serves {served.name} inputs; start a new server for it",
             )
         previous = request.app.state.predictor
         request.app.state.predictor, request.app.state.bundle = predictor, predictor.bundle
         metrics.set_model(predictor.bundle.meta)
+        show_model(request.app, predictor.bundle.meta)
         metrics.reloads.labels("ok").inc()
     old, new = previous.bundle.meta, predictor.bundle.meta
     log.info("reloaded: %s %s -> %s %s", old.name, old.version, new.name, new.version)
@@ -71,6 +120,39 @@ async def reload_model(request: Request) -> ReloadResponse:
         current=ModelRef(name=new.name, version=new.version),
         bundle=str(predictor.bundle.path),
     )
+
+
+class AuthThrottle:
+    """Failed admin authentications per client address, over the last `FAILURE_WINDOW_S`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until `client` may try again, or None when it may now."""
+        recent = self._recent(client)
+        if len(recent) < self.limit:
+            return None
+        return max(0.0, recent[0] + FAILURE_WINDOW_S - time.monotonic())
+
+    def record_failure(self, client: str) -> int:
+        """Count a failure of `client`; returns its failures in the window."""
+        if client not in self.failures and len(self.failures) >= MAX_TRACKED_CLIENTS:
+            for address in [a for a in self.failures if not self._recent(a)]:
+                del self.failures[address]
+            if len(self.failures) >= MAX_TRACKED_CLIENTS:  # all busy: forget the oldest
+                del self.failures[next(iter(self.failures))]
+        recent = self.failures.setdefault(client, deque())
+        recent.append(time.monotonic())
+        return len(self._recent(client))
+
+    def _recent(self, client: str) -> deque[float]:
+        recent = self.failures.get(client, deque())
+        cutoff = time.monotonic() - FAILURE_WINDOW_S
+        while recent and recent[0] < cutoff:
+            recent.popleft()
+        return recent
 
 
 def authorize(header: str | None, token: str | None) -> None:
@@ -95,18 +177,10 @@ def authorize(header: str | None, token: str | None) -> None:
 
 
 def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
-    """Load and test-run the bundle at `path` (blocking: call in a thread).
+    """Load and test-run the bundle at `path` with the server's threads (blocking: call in a
+    thread).
 
     Raises:
         MlfactoryError: the bundle is missing, incomplete, or its model does not run.
     """
-    bundle = load_bundle(path)
-    try:
-        predictor = Predictor(bundle, settings.ort_intra_op_threads, settings.ort_inter_op_threads)
-    except MlfactoryError:
-        raise
-    except Exception as exc:  # ONNX Runtime and encoders raise their own exception types
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise MlfactoryError(f"{bundle.path} does not load: {reason}") from None
-    predictor.check()
-    return predictor
+    return Predictor.from_path(path, settings.ort_intra_op_threads, settings.ort_inter_op_threads)

@@ -7,8 +7,9 @@ threadpool, model calls in the runner thread (see `batcher`), log commits in the
 (see `prediction_log`). Every error a client can cause is a 4xx whose JSON `detail` is one
 sentence.
 
-Routes: `GET /health`, `GET /v1/model`, `POST /v1/predict` (see `predict`), `GET /metrics`
-(Prometheus, see `metrics`), `POST /v1/admin/reload` (see `admin`).
+Each group of routes is an `APIRouter` in its own module, included here: `health` (`/health`,
+`/v1/model`), `predict` (`/v1/predict`), `metrics` (`/metrics`), `admin` (`/v1/admin/reload`)
+and `docs` (`/docs`, `/redoc`, served offline).
 """
 
 from __future__ import annotations
@@ -22,45 +23,27 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBearer
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
-from mlfactory.predictor import Predictor
-from mlfactory.serving.admin import reload_model
+from mlfactory.serving import admin, docs, health, metrics
 from mlfactory.serving.batcher import Batcher
-from mlfactory.serving.metrics import CONTENT_TYPE, ServingMetrics
-from mlfactory.serving.middleware import RequestContextMiddleware
-from mlfactory.serving.predict import current_predictor, predict
+from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.middleware import BodyTimeoutMiddleware, RequestContextMiddleware
+from mlfactory.serving.predict import predict_router
 from mlfactory.serving.prediction_log import PredictionLog
-from mlfactory.serving.schemas import (
-    ErrorResponse,
-    HealthResponse,
-    ModelInfo,
-    PredictResponse,
-    ReloadRequest,
-    ReloadResponse,
-    describe_errors,
-    predict_request_body,
-)
+from mlfactory.serving.schemas import describe_errors
 from mlfactory.serving.settings import ServingSettings
 
 BUNDLE_ENV = "MLFACTORY_BUNDLE"
+# nginx's status for "the client closed the connection before the answer": not a server error.
+CLIENT_CLOSED_REQUEST = 499
 log = logging.getLogger(__name__)
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed HTTP request (Content-Length)."},
-    413: {"model": ErrorResponse, "description": "Too many inputs, or an input too large."},
-    415: {
-        "model": ErrorResponse,
-        "description": "Input of an unsupported type, or wrong request content type.",
-    },
-    422: {"model": ErrorResponse, "description": "Missing, empty, corrupt or truncated input."},
-}
 
 
 def create_app(bundle_path: str | Path, settings: ServingSettings | None = None) -> FastAPI:
@@ -78,36 +61,35 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     """
     bundle = load_bundle(bundle_path)
     config = settings or ServingSettings.from_env()
-    metrics = ServingMetrics()
-    app = FastAPI(
-        title=f"mlfactory — {bundle.meta.name}",
-        version=bundle.meta.version,
-        description=f"Classifies {bundle.meta.modality} inputs into: "
-        f"{', '.join(bundle.meta.labels)}.",
-        lifespan=_lifespan(bundle, config, metrics),
-    )
-    app.state.bundle, app.state.settings, app.state.metrics = bundle, config, metrics
+    served_metrics = ServingMetrics()
+    app = FastAPI(lifespan=_lifespan(bundle, config, served_metrics), docs_url=None, redoc_url=None)
+    docs.show_model(app, bundle.meta)
+    app.state.bundle, app.state.settings, app.state.metrics = bundle, config, served_metrics
     app.state.predictor = None
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.state.auth_throttle = admin.AuthThrottle(config.admin_failures_per_minute)
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=config.body_timeout_s)
+    app.add_middleware(RequestContextMiddleware, metrics=served_metrics)
     _add_error_handlers(app)
-    _add_routes(app, bundle.meta.modality, config)
+    app.include_router(health.router)
+    app.include_router(predict_router(bundle.modality, config))
+    app.include_router(metrics.router)
+    app.include_router(admin.router)
+    app.include_router(docs.router)
     return app
 
 
-def _lifespan(bundle: Bundle, config: ServingSettings, metrics: ServingMetrics) -> Any:
+def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
         prediction_log = await run_in_threadpool(PredictionLog, config.log_url)
         prediction_log.start()
-        batcher = Batcher(config.max_batch_size, config.max_wait_ms, metrics.observe_batch)
+        batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
         try:
-            predictor = await run_in_threadpool(
-                Predictor, bundle, config.ort_intra_op_threads, config.ort_inter_op_threads
-            )
+            predictor = await run_in_threadpool(admin.load_predictor, bundle.path, config)
             batcher.start()
-            metrics.watch_queues(lambda: batcher.queue_depth, lambda: prediction_log.pending)
-            metrics.set_model(bundle.meta)
+            served.watch_queues(lambda: batcher.queue_depth, lambda: prediction_log.pending)
+            served.set_model(bundle.meta)
             app.state.batcher, app.state.prediction_log = batcher, prediction_log
             app.state.reload_lock = asyncio.Lock()  # created on the loop that will use it
             app.state.predictor = predictor
@@ -127,53 +109,6 @@ def _lifespan(bundle: Bundle, config: ServingSettings, metrics: ServingMetrics) 
     return lifespan
 
 
-def _add_routes(app: FastAPI, modality: str, settings: ServingSettings) -> None:
-    app.add_api_route(
-        "/health",
-        health,
-        methods=["GET"],
-        response_model=HealthResponse,
-        responses={503: {"model": ErrorResponse}},
-    )
-    app.add_api_route("/v1/model", model_info, methods=["GET"], response_model=ModelInfo)
-    app.add_api_route(
-        "/v1/predict",
-        predict,
-        methods=["POST"],
-        response_model=PredictResponse,
-        responses={**ERROR_RESPONSES, 503: {"model": ErrorResponse}},
-        summary=f"Classify {modality} inputs",
-        openapi_extra={
-            "requestBody": predict_request_body(
-                modality, settings.max_files, settings.max_text_chars
-            )
-        },
-    )
-    app.add_api_route(
-        "/metrics",
-        prometheus_metrics,
-        methods=["GET"],
-        response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}},
-        summary="Prometheus metrics",
-    )
-    app.add_api_route(
-        "/v1/admin/reload",
-        reload_model,
-        methods=["POST"],
-        response_model=ReloadResponse,
-        dependencies=[Depends(HTTPBearer(auto_error=False))],  # documents the scheme only
-        responses={code: {"model": ErrorResponse} for code in (401, 403, 409, 413, 422)},
-        summary="Serve another bundle (or the same one, re-read) without downtime",
-        openapi_extra={
-            "requestBody": {
-                "required": False,
-                "content": {"application/json": {"schema": ReloadRequest.model_json_schema()}},
-            },
-        },
-    )
-
-
 def app_from_env() -> FastAPI:
     """`create_app` on the bundle named by `MLFACTORY_BUNDLE` (for `uvicorn --factory`).
 
@@ -186,27 +121,22 @@ def app_from_env() -> FastAPI:
     return create_app(path)
 
 
-async def health(request: Request) -> HealthResponse:
-    """Liveness and readiness: answers once the model is loaded."""
-    current_predictor(request)
-    return HealthResponse()
-
-
-async def model_info(request: Request) -> ModelInfo:
-    """The served bundle's name, version, modality, labels and metrics."""
-    return ModelInfo(**request.app.state.bundle.meta.summary())
-
-
-async def prometheus_metrics(request: Request) -> Response:
-    """Counters, histograms and gauges in the Prometheus text format."""
-    metrics: ServingMetrics = request.app.state.metrics
-    return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-
 def _add_error_handlers(app: FastAPI) -> None:
     async def input_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, InputError)
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+        # After a body timeout the rest of the body may still come: the connection is done.
+        headers = {"Connection": "close"} if exc.status_code == 408 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+
+    async def client_disconnect(request: Request, exc: Exception) -> Response:
+        # Counted as 499 in the metrics, never as a 5xx; nobody is left to read an answer.
+        log.info(
+            "client disconnected during %s %s (request %s)",
+            request.method,
+            request.url.path,
+            getattr(request.state, "request_id", "?"),
+        )
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -221,5 +151,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(InputError, input_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one app (`GET /metrics`), in a registry of its own.
+"""Prometheus metrics of one app (`GET /metrics`, `HEAD` too), in a registry of its own.
 
 Each app owns its registry, so tests and embedders can create many apps in one process. With
 several uvicorn workers each worker counts its own requests; a scrape sees the worker it hit.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fastapi import APIRouter, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -99,3 +100,27 @@ class ServingMetrics:
     def render(self) -> bytes:
         """The text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+router = APIRouter()
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics",
+)
+async def prometheus_metrics(request: Request) -> Response:
+    """Counters, histograms and gauges in the Prometheus text format."""
+    metrics: ServingMetrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+
+router.add_api_route(
+    "/metrics",
+    prometheus_metrics,
+    methods=["HEAD"],
+    response_class=Response,
+    include_in_schema=False,
+)

@@ -1,12 +1,17 @@
-"""Request ids and request metrics, as one plain ASGI middleware (no per-request task overhead).
+"""Plain ASGI middlewares (no per-request task overhead): request context, body timeout.
 
 Every HTTP request gets an id: the client's `X-Request-ID` when it is a short token, else a new
 one. Handlers read it from `request.state.request_id`; every response carries it back in
-`X-Request-ID`, and the prediction log stores it.
+`X-Request-ID`, and the prediction log stores it. Every request is counted and timed.
+
+A request body must keep arriving: a wait of more than `body_timeout_s` for its next part
+(a client that declared more bytes than it sends, or sends them a byte at a time) raises
+`BodyTimeout`, answered 408 and with the connection closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -14,6 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlfactory.errors import InputError
 from mlfactory.serving.metrics import ServingMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -52,6 +58,41 @@ class RequestContextMiddleware:
             endpoint = _endpoint(scope)
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+class BodyTimeout(InputError):
+    """The request body stopped arriving (408)."""
+
+
+class BodyTimeoutMiddleware:
+    """Fails a request whose body does not keep arriving (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def receive_in_time() -> Message:
+            nonlocal body_done
+            if body_done:  # later calls wait for a disconnect, which may take any time
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(
+                    f"the request body stopped arriving: nothing for {self.timeout_s:g} s",
+                    408,
+                ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body")
+            return message
+
+        await self.app(scope, receive_in_time, send)
 
 
 def request_id_from(scope: Scope) -> str:

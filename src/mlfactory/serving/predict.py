@@ -9,30 +9,67 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
-from fastapi import HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from mlfactory.errors import InputError
+from mlfactory.modalities import Modality
 from mlfactory.predictor import BatchOutput, Prediction, Predictor
 from mlfactory.serving.batcher import Batcher, BatcherStopped
-from mlfactory.serving.input_summary import summarize
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
 from mlfactory.serving.schemas import (
+    ErrorResponse,
     ModelRef,
     PredictionOut,
     PredictResponse,
     TextsRequest,
     describe_errors,
+    predict_request_body,
 )
 from mlfactory.serving.settings import ServingSettings
 from mlfactory.serving.uploads import check_content_length, media_type, read_body, read_uploads
 
 log = logging.getLogger(__name__)
 Encoded = dict[str, np.ndarray]
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed HTTP request (Content-Length)."},
+    408: {"model": ErrorResponse, "description": "The request body stopped arriving."},
+    413: {"model": ErrorResponse, "description": "Too many inputs, or an input too large."},
+    415: {
+        "model": ErrorResponse,
+        "description": "Input of an unsupported type, or wrong request content type.",
+    },
+    422: {"model": ErrorResponse, "description": "Missing, empty, corrupt or truncated input."},
+    503: {"model": ErrorResponse, "description": "Not ready, shutting down, or not logged."},
+}
+
+
+def predict_router(modality: Modality, settings: ServingSettings) -> APIRouter:
+    """The router of `POST /v1/predict`, documenting the request body of `modality`'s inputs.
+
+    The documented limits are the server's own, so the router is made per app.
+    """
+    router = APIRouter()
+    router.add_api_route(
+        "/v1/predict",
+        predict,
+        methods=["POST"],
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        summary=f"Classify {modality.name} inputs",
+        openapi_extra={
+            "requestBody": predict_request_body(
+                modality.api_input, settings.max_files, settings.max_text_chars
+            )
+        },
+    )
+    return router
 
 
 async def predict(request: Request) -> PredictResponse:
@@ -42,19 +79,15 @@ async def predict(request: Request) -> PredictResponse:
     settings: ServingSettings = state.settings
     predictor = current_predictor(request)
     check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
-    if predictor.bundle.meta.modality == "text":
-        inputs = await _read_texts(request, settings)
-    else:
-        uploads = await read_uploads(
-            request.headers.get("content-type"), request.stream(), settings
-        )
-        inputs = [(upload.describe(), upload.data) for upload in uploads]
+    read_inputs = INPUT_READERS[predictor.bundle.modality.api_input.kind]
+    inputs = await read_inputs(request, settings)
     encoded, summaries = await run_in_threadpool(encode_inputs, predictor, inputs)
     batcher: Batcher = state.batcher
     try:
         output = await batcher.run(predictor, encoded)
     except BatcherStopped:
         raise HTTPException(503, "the server is shutting down; retry on another instance") from None
+    predictor.check_finite(output, [name for name, _ in inputs])
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)
@@ -95,7 +128,7 @@ def encode_inputs(
     Raises:
         InputError: an input cannot be decoded; the message starts with its name.
     """
-    meta = predictor.bundle.meta
+    meta, modality = predictor.bundle.meta, predictor.bundle.modality
     encoded, summaries = [], []
     for name, raw in inputs:
         try:
@@ -106,7 +139,7 @@ def encode_inputs(
             log.warning("could not decode %s", name, exc_info=True)
             raise InputError(f"{name}: could not be decoded ({type(exc).__name__})", 422) from None
         encoded.append(item)
-        summaries.append(summarize(meta.modality, raw, item, meta.preprocessing))
+        summaries.append(modality.summarize(raw, item, meta.preprocessing))
     return encoded, summaries
 
 
@@ -126,6 +159,8 @@ def log_rows(
             input_index=index,
             model_name=meta.name,
             model_version=meta.version,
+            model_run_id=meta.mlflow_run_id,
+            data_fingerprint=meta.data_fingerprint,
             input_summary=summary,
             embedding=embedding,  # made JSON by the log's writer thread, off the event loop
             probabilities=prediction.probabilities,
@@ -139,7 +174,14 @@ def log_rows(
     ]
 
 
+async def _read_files(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
+    """Named inputs of a multipart body (field `files`), for modalities whose inputs are files."""
+    uploads = await read_uploads(request.headers.get("content-type"), request.stream(), settings)
+    return [(upload.describe(), upload.data) for upload in uploads]
+
+
 async def _read_texts(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
+    """Named inputs of a JSON body (`texts` or `text`), for modalities whose inputs are texts."""
     kind = media_type(request.headers.get("content-type"))
     if kind and kind != "application/json" and not kind.endswith("+json"):
         raise InputError(
@@ -165,3 +207,7 @@ async def _read_texts(request: Request, settings: ServingSettings) -> list[tuple
                 413,
             )
     return [(f"text {index}", text.encode("utf-8")) for index, text in enumerate(texts)]
+
+
+# How each kind of API input (`ApiInput.kind`) is read from a request.
+INPUT_READERS = {"files": _read_files, "texts": _read_texts}

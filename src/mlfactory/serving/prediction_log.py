@@ -69,6 +69,9 @@ predictions = Table(
     Column("input_index", Integer, nullable=False),
     Column("model_name", String(200), nullable=False),
     Column("model_version", String(100), nullable=False),
+    # Added later: nullable, so `upgrade_schema` can add them to an existing log.
+    Column("model_run_id", String(64), nullable=True),
+    Column("data_fingerprint", String(64), nullable=True),
     Column("input_summary", JSON, nullable=False),
     Column("embedding", JSON, nullable=False),
     Column("probabilities", JSON, nullable=False),
@@ -91,7 +94,10 @@ class LoggedPrediction:
         input_index: the input's position in its request.
         model_name: name of the bundle that made the prediction.
         model_version: its version.
-        input_summary: descriptive features of the input (see `input_summary`).
+        model_run_id: the MLflow run that trained it (None in rows logged before this column,
+            or for a bundle made outside `mlfactory train`).
+        data_fingerprint: the fingerprint of the data it was trained on (likewise).
+        input_summary: descriptive features of the input (see `Modality.summarize`).
         embedding: the model's embedding of the input (read back as a list of floats).
         probabilities: probability of every label.
         label: the predicted label.
@@ -112,6 +118,8 @@ class LoggedPrediction:
     label: str
     score: float
     latency_ms: float
+    model_run_id: str | None = None
+    data_fingerprint: str | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: int | None = None
 
@@ -223,21 +231,52 @@ class PredictionLog:
             self._commit(group)
 
     def _commit(self, group: list[_Pending]) -> None:
+        """Commit a group in one transaction; if that fails, each request in its own.
+
+        One request whose rows cannot be stored (a constraint, a value the database refuses)
+        must not fail the others that happened to share its group: only the requests whose own
+        transaction fails get the error.
+        """
         # A future whose caller went away is still written: logged-but-unanswered is harmless.
         waiting = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
+        failures: dict[int, Exception] = {}
         try:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    insert(predictions), [row.to_row() for p in group for row in p.rows]
-                )
+            self._insert(group)
         except Exception as exc:
-            log.exception("could not write %d request(s) to the prediction log", len(group))
-            error = PredictionLogError(f"the prediction log could not be written: {exc}")
-            for pending in waiting:
-                pending.future.set_exception(error)
-            return
+            if len(group) == 1:
+                failures[id(group[0])] = exc
+            else:
+                log.warning(
+                    "a group commit of %d requests failed (%s); committing them one by one",
+                    len(group),
+                    _reason(exc),
+                )
+                for pending in group:
+                    try:
+                        self._insert([pending])
+                    except Exception as single:
+                        failures[id(pending)] = single
         for pending in waiting:
-            pending.future.set_result(None)
+            error = failures.get(id(pending))
+            if error is None:
+                pending.future.set_result(None)
+            else:
+                message = f"the prediction log could not be written: {_reason(error)}"
+                pending.future.set_exception(PredictionLogError(message))
+        for pending in group:
+            if id(pending) in failures:
+                request = pending.rows[0].request_id if pending.rows else "?"
+                reason = _reason(failures[id(pending)])
+                log.error("could not write request %s to the prediction log: %s", request, reason)
+
+    def _insert(self, group: list[_Pending]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(insert(predictions), [row.to_row() for p in group for row in p.rows])
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's statement and parameters."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _open_engine(url: str) -> Engine:
@@ -268,12 +307,62 @@ def _open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         metadata.create_all(engine)
+        added = upgrade_schema(engine, predictions)
     except Exception as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         message = f"MLFACTORY_LOG_URL: cannot open the log at '{shown}': {reason}"
         raise ConfigError(message) from None
+    if added:
+        log.info("prediction log at %s: added column(s) %s", shown, ", ".join(added))
     return engine
+
+
+def upgrade_schema(engine: Engine, table: Table) -> list[str]:
+    """Add the columns of `table` that an existing database table lacks (an additive upgrade).
+
+    A log written by an older mlfactory keeps its rows: each missing column is added with
+    `ALTER TABLE ... ADD COLUMN`, so old rows read it as NULL. Only nullable columns can be
+    added this way; a new column must therefore be declared `nullable=True`. Safe to run on
+    every start (it adds nothing when the table is current) and by several workers at once.
+
+    Args:
+        engine: the database.
+        table: the table as this code declares it (it must exist: `create_all` first).
+
+    Returns:
+        The names of the columns added.
+
+    Raises:
+        ValueError: a missing column is not nullable (it cannot be added to existing rows).
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+    from sqlalchemy.schema import CreateColumn
+
+    present = {column["name"] for column in inspect(engine).get_columns(table.name)}
+    missing = [column for column in table.columns if column.name not in present]
+    for column in missing:
+        if not column.nullable:
+            raise ValueError(
+                f"table {table.name} lacks column {column.name}, which is not nullable: "
+                "migrate it by hand"
+            )
+    added = []
+    name = engine.dialect.identifier_preparer.format_table(table)
+    for column in missing:
+        ddl = CreateColumn(column).compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {ddl}")
+        except (OperationalError, ProgrammingError):
+            # Another worker added it first ("duplicate column"): fine if it is there now.
+            columns = {c["name"] for c in inspect(engine).get_columns(table.name)}
+            if column.name not in columns:
+                raise
+            continue
+        added.append(column.name)
+    return added
 
 
 def _sqlite_pragmas(connection: Any, record: Any) -> None:

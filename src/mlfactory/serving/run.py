@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
+from typing import Any
 
-from mlfactory.bundle import load_bundle
-from mlfactory.errors import BundleError, ConfigError
+from mlfactory.errors import ConfigError
+from mlfactory.serving.admin import load_predictor
 from mlfactory.serving.app import BUNDLE_ENV
+from mlfactory.serving.connections import PROTOCOL
 from mlfactory.serving.prediction_log import PredictionLog
-from mlfactory.serving.settings import ServingSettings
+from mlfactory.serving.settings import ServingSettings, env_name
 
 FACTORY = "mlfactory.serving.app:app_from_env"
+# Open files a worker needs besides client sockets: the model, the log database, libraries.
+FILES_BESIDE_CONNECTIONS = 64
 
 
 def run_server(
@@ -19,9 +24,11 @@ def run_server(
 ) -> None:
     """Serve `bundle` over HTTP with uvicorn until interrupted.
 
-    The bundle and the `MLFACTORY_*` settings are checked here first, so a wrong path or value
-    is one clear error instead of a traceback in every worker. Each worker process builds its
-    app from `MLFACTORY_BUNDLE` (uvicorn's factory mode) and loads the model once.
+    The bundle (its files, and that its model loads and runs on a test input), the
+    `MLFACTORY_*` settings and the prediction log are checked here first, so a wrong path,
+    a corrupt bundle or a wrong value is one clear error line instead of a traceback in every
+    worker. Each worker process builds its app from `MLFACTORY_BUNDLE` (uvicorn's factory mode)
+    and loads the model once.
 
     Args:
         bundle: the bundle folder.
@@ -31,24 +38,65 @@ def run_server(
             (default: `MLFACTORY_WORKERS`, else 1).
 
     Raises:
-        BundleError: the bundle is missing, incomplete or of an unsupported modality.
+        BundleError: the bundle is missing, incomplete or corrupt, or its model does not load
+            or run.
         ConfigError: `workers` or a `MLFACTORY_*` setting is invalid, or the prediction
             log (`MLFACTORY_LOG_URL`) cannot be opened.
     """
-    loaded = load_bundle(bundle)
-    try:
-        loaded.encoder()
-    except ValueError as exc:
-        raise BundleError(f"cannot serve {loaded.path}: {exc}") from None
     settings = ServingSettings.from_env()
+    loaded = load_predictor(Path(bundle), settings).bundle
     workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: {workers} must be >= 1")
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port: {port} is not a TCP port")
+    check_file_limit(settings.max_connections)
     PredictionLog(settings.log_url).close()  # creates the table once, before any worker starts
     os.environ[BUNDLE_ENV] = str(loaded.path.resolve())
 
     import uvicorn
 
-    uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        http=PROTOCOL,
+        log_config=log_config(),
+    )
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging set-up, with mlfactory's own loggers shown beside uvicorn's at INFO."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["mlfactory"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def check_file_limit(max_connections: int) -> None:
+    """Make room for `max_connections` sockets under the open-files limit (`ulimit -n`).
+
+    The soft limit is raised up to the hard one when needed. Without this, a flood of idle
+    connections would exhaust file descriptors before the connection limit is reached.
+
+    Raises:
+        ConfigError: even the hard limit is too low for the setting.
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix system: no such limit to check
+        return
+    needed = max_connections + FILES_BESIDE_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    allowed = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
+    if allowed < needed:
+        raise ConfigError(
+            f"{env_name('max_connections')}: {max_connections} connections need {needed} open "
+            f"files, but the limit (ulimit -n) is {allowed}: lower the setting or raise the limit"
+        )

@@ -7,11 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlfactory.modalities import ApiInput
+from mlfactory.modalities.text import INVISIBLE_CLASS
+
 FILES_FIELD = "files"
-# The characters `str.strip()` removes, listed: regex engines disagree on what `\s` covers, so
-# "has a character outside this class" means "not blank" to every schema validator alike.
-BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-NOT_BLANK_PATTERN = f"[^{BLANK}]"
+# "Has a character outside the invisible ones" (spaces, controls, zero-width and format
+# characters), listed: regex engines disagree on what `\s` covers, so every schema validator
+# reads it alike. The text decoder refuses a text without such a character.
+NOT_BLANK_PATTERN = f"[^{INVISIBLE_CLASS}]"
 
 
 class HealthResponse(BaseModel):
@@ -85,7 +88,10 @@ class ErrorResponse(BaseModel):
     """Every 4xx/5xx answer: one sentence saying what is wrong."""
 
     detail: str = Field(
-        examples=["file 0 ('cat.txt'): not an image: the file could not be identified as an image"]
+        examples=[
+            "file 0 ('cat.txt'): not an image: the file is none of the accepted formats "
+            "(PNG, JPEG, GIF, WEBP, BMP, TIFF)"
+        ]
     )
 
 
@@ -108,20 +114,23 @@ class TextsRequest(BaseModel):
         return self.texts if self.texts is not None else [self.text or ""]
 
 
-def predict_request_body(modality: str, max_inputs: int, max_text_chars: int) -> dict[str, Any]:
-    """The OpenAPI `requestBody` of `POST /v1/predict` for a bundle of `modality`.
+def predict_request_body(
+    api_input: ApiInput, max_inputs: int, max_text_chars: int
+) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of `POST /v1/predict` for a modality's kind of input.
 
     The documented limits are the server's own (`max_files`, `max_text_chars`), so a client or a
     schema-driven test can tell an accepted request from a refused one without trying it.
     """
     content: dict[str, Any]
-    if modality == "text":
+    if api_input.kind == "texts":
         text = {
             "type": "string",
             "minLength": 1,
             "maxLength": max_text_chars,
             "pattern": NOT_BLANK_PATTERN,
-            "description": "A text to classify; not empty or whitespace only.",
+            "description": "A text to classify; not empty, and not only spaces or invisible "
+            "characters.",
         }
         texts = {
             "type": "array",
@@ -140,20 +149,22 @@ def predict_request_body(modality: str, max_inputs: int, max_text_chars: int) ->
         }
         content = {"application/json": {"schema": schema}}
     else:
+        accepted = ", ".join(api_input.suffixes)
         files = {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
             "minItems": 1,
             "maxItems": max_inputs,
-            "description": "One or more files, classified in order. The content is sniffed; "
-            "part content types and file name extensions are not trusted.",
+            "description": f"One or more files ({accepted}), classified in order. The content is "
+            "sniffed; part content types and file name extensions are not trusted.",
         }
         multipart = {
             "type": "object",
             "required": [FILES_FIELD],
             "properties": {FILES_FIELD: files},
         }
-        content = {"multipart/form-data": {"schema": multipart}}
+        encoding = {FILES_FIELD: {"contentType": ", ".join(api_input.content_types)}}
+        content = {"multipart/form-data": {"schema": multipart, "encoding": encoding}}
     return {"required": True, "content": content}
 
 

@@ -18,6 +18,8 @@ MEGABYTE = 1024 * 1024
 DEFAULT_LOG_URL = "sqlite:///predictions.db"
 # A gathering window longer than this is a configuration mistake, not a throughput setting.
 MAX_WAIT_LIMIT_MS = 1000.0
+# Connection timeouts are seconds: anything longer lets idle or slow clients pile up.
+MAX_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,15 @@ class ServingSettings:
         log_url: SQLAlchemy URL of the prediction log, e.g. `sqlite:///predictions.db`
             (relative to the working directory; the default) or a `postgresql+psycopg://` URL.
         admin_token: bearer token of `POST /v1/admin/reload`; unset disables the admin API.
+        keep_alive_timeout_s: an idle keep-alive connection is closed after this long.
+        header_timeout_s: a connection must send a whole request head (request line and
+            headers) within this long of opening or of its first byte; else 408 and closed.
+        body_timeout_s: the longest wait for the next part of a request body; else 408.
+        max_header_bytes: largest request head (request line and headers); else 431.
+        max_connections: most open connections per worker process. One more closes the
+            connection idle the longest, or is refused (503) when none is idle.
+        admin_failures_per_minute: failed admin authentications allowed per client address
+            and minute; beyond it the admin API answers 429 to that address for a minute.
     """
 
     max_upload_bytes: int = 10 * MEGABYTE
@@ -60,11 +71,23 @@ class ServingSettings:
     workers: int = 1
     log_url: str = DEFAULT_LOG_URL
     admin_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    keep_alive_timeout_s: float = 5.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 15.0
+    max_header_bytes: int = 32 * 1024
+    max_connections: int = 512
+    admin_failures_per_minute: int = 10
 
     def __post_init__(self) -> None:
         positive = ("max_upload_bytes", "max_files", "max_text_chars", "max_request_bytes")
-        for name in (*positive, "max_batch_size", "workers"):
+        more = ("max_batch_size", "workers", "max_connections", "admin_failures_per_minute")
+        for name in (*positive, *more):
             _check(name, getattr(self, name), getattr(self, name) >= 1, "must be >= 1")
+        for name in ("keep_alive_timeout_s", "header_timeout_s", "body_timeout_s"):
+            value = getattr(self, name)
+            _check(name, value, 0.1 <= value <= MAX_TIMEOUT_S, "must be 0.1 to 600 (seconds)")
+        header = self.max_header_bytes
+        _check("max_header_bytes", header, 1024 <= header <= MEGABYTE, "must be 1024 to 1048576")
         for name in ("ort_intra_op_threads", "ort_inter_op_threads"):
             _check(name, getattr(self, name), getattr(self, name) >= 0, "must be >= 0")
         wait = self.max_wait_ms

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mlfactory.data.dataset import Item, PreparedDataset
-from mlfactory.modalities import Encoder
-
-Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
+from mlfactory.modalities import Augment, Encoder
 
 
 class EncodedDataset(Dataset[tuple[dict[str, torch.Tensor], int]]):
@@ -54,15 +50,6 @@ def seed_worker(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     if info is not None and isinstance(info.dataset, EncodedDataset):
         info.dataset.rng = np.random.default_rng(info.seed)
-
-
-def flip_horizontal(
-    arrays: dict[str, np.ndarray], rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Random horizontal flip of image arrays (C, H, W)."""
-    if rng.random() < 0.5:
-        return {name: a[..., ::-1].copy() for name, a in arrays.items()}
-    return arrays
 
 
 class ClassificationData(L.LightningDataModule):

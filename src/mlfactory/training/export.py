@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,17 @@ from mlfactory.training.network import Classifier, InferenceGraph
 
 log = logging.getLogger(__name__)
 
-PARITY_TOLERANCE = 1e-4
+# PyTorch and ONNX Runtime run different fp32 kernels, and each picks AVX2, AVX-512 or VNNI ones
+# by CPU: a faithful export differs in the last bits, amplified by the network. A probability's
+# relative difference is about twice its logits' absolute one, so probabilities are compared
+# relative to their value, embeddings relative to their largest component. Measured on every
+# backbone family with AVX-512 and AVX2 kernels (benchmarks/parity_spread.py, docs/numerics.md):
+# at most 3.6e-3 (probabilities) and 1.8e-3 (embeddings), both on efficientnet_lite0; ~5e-6 on
+# MiniLM and the CNN-transformer. The tolerance is 14x the worst; the export bugs of
+# tests/training/test_export.py move probabilities by far more than it.
+PARITY_RTOL = 5e-2
+# Probabilities this small carry no decision and are flushed to 0 or to denormals differently.
+PARITY_ATOL = 1e-6
 OPSET = 17
 
 
@@ -40,7 +51,7 @@ def export_bundle(
         assets: extra files copied into the bundle (e.g. `tokenizer.json`).
 
     Raises:
-        BundleError: probabilities differ by more than `PARITY_TOLERANCE`.
+        BundleError: ONNX Runtime's probabilities are not PyTorch's (see `check_parity`).
     """
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -48,7 +59,11 @@ def export_bundle(
     graph = InferenceGraph(net).to("cpu").eval()
     shapes = encoder.input_shapes()
     names = list(shapes)
-    example = tuple(_example_tensor(encoder, name, shape) for name, shape in shapes.items())
+    dtypes = encoder.input_dtypes()
+    example = tuple(
+        torch.from_numpy(np.zeros((2, *shape), dtype=dtypes[name]))
+        for name, shape in shapes.items()
+    )
     dynamic_axes = {name: {0: "batch"} for name in [*names, PROBABILITIES, EMBEDDING]}
     torch.onnx.export(
         graph,
@@ -67,35 +82,101 @@ def export_bundle(
     meta.export = {"opset": OPSET, "torch": torch.__version__}
     write_meta(out_dir, meta)
     bundle = Bundle(path=out_dir, meta=meta)
-    max_diff = check_parity(graph, bundle, encoder, parity_items)
-    meta.export["parity_max_abs_diff"] = max_diff
+    spread = check_parity(graph, bundle, encoder, parity_items)
+    meta.export["parity_max_abs_diff"] = spread.max_abs_diff
+    meta.export["parity_max_rel_diff"] = spread.max_rel_diff
+    meta.export["parity_max_embedding_diff"] = spread.max_embedding_diff
     meta.export["parity_items"] = len(parity_items)
     write_meta(out_dir, meta)
     return bundle
 
 
-def _example_tensor(encoder: Encoder, name: str, shape: list[int]) -> torch.Tensor:
-    dtype = torch.int64 if name in {"input_ids", "attention_mask"} else torch.float32
-    return torch.zeros((2, *shape), dtype=dtype)
+@dataclass
+class ParitySpread:
+    """How far ONNX Runtime's outputs are from PyTorch's on some items."""
+
+    items: int
+    max_abs_diff: float  # largest |p_onnx - p_torch|
+    max_rel_diff: float  # largest |p_onnx - p_torch| / p_torch where p_torch > PARITY_ATOL
+    tolerance_used: float  # largest |p_onnx - p_torch| / (PARITY_ATOL + PARITY_RTOL * p_torch)
+    labels_differ: int  # items whose top label is not the same
+    max_embedding_diff: float  # largest |e_onnx - e_torch| / max(|e_torch|, |e_onnx|) of an item
+
+    @property
+    def within_tolerance(self) -> bool:
+        """True when the export passes: every probability and embedding within tolerance."""
+        return self.tolerance_used <= 1.0 and self.max_embedding_diff <= PARITY_RTOL
+
+
+def parity_spread(
+    graph: InferenceGraph, bundle: Bundle, encoder: Encoder, items: list[Item], batch_size: int = 64
+) -> ParitySpread:
+    """Compare PyTorch on training's preprocessing with ONNX Runtime on the bundle's.
+
+    Args:
+        graph: the trained network in eval mode, as exported.
+        bundle: the written bundle; its model runs in ONNX Runtime on inputs encoded by its own
+            preprocessing (`bundle.json`), as a server does, so a bundle that preprocesses
+            differently from training shows here too.
+        encoder: the preprocessing training used; its inputs go to `graph`.
+        items: the inputs to compare on (normally the test split).
+        batch_size: items per forward pass.
+    """
+    session = bundle.session()
+    served = bundle.encoder()
+    expected, got, embedding_diffs = [], [], []
+    for start in range(0, len(items), batch_size):
+        raws = [item.read_bytes() for item in items[start : start + batch_size]]
+        batch = stack_inputs([encoder(raw) for raw in raws])
+        with torch.no_grad():
+            probabilities, embedding = graph(*(torch.from_numpy(a) for a in batch.values()))
+        onnx_probabilities, onnx_embedding = session.run(
+            [PROBABILITIES, EMBEDDING], stack_inputs([served(raw) for raw in raws])
+        )
+        expected.append(probabilities.numpy().astype(np.float64))
+        got.append(np.asarray(onnx_probabilities, dtype=np.float64))
+        pair = np.stack([embedding.numpy(), onnx_embedding]).astype(np.float64)
+        scale = np.maximum(np.abs(pair).max(axis=(0, 2)), np.finfo(np.float32).tiny)
+        embedding_diffs.append(np.abs(pair[1] - pair[0]).max(axis=1) / scale)
+    p_torch, p_onnx = np.concatenate(expected), np.concatenate(got)
+    diff = np.abs(p_onnx - p_torch)
+    above = p_torch > PARITY_ATOL
+    return ParitySpread(
+        items=len(items),
+        max_abs_diff=float(diff.max()),
+        max_rel_diff=float((diff[above] / p_torch[above]).max(initial=0.0)),
+        tolerance_used=float((diff / (PARITY_ATOL + PARITY_RTOL * p_torch)).max()),
+        labels_differ=int((p_onnx.argmax(axis=1) != p_torch.argmax(axis=1)).sum()),
+        max_embedding_diff=float(np.concatenate(embedding_diffs).max()),
+    )
 
 
 def check_parity(
     graph: InferenceGraph, bundle: Bundle, encoder: Encoder, items: list[Item], batch_size: int = 64
-) -> float:
-    """Largest absolute difference between PyTorch and ONNX Runtime probabilities on `items`."""
-    session = bundle.session()
-    worst = 0.0
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        batch = stack_inputs([encoder(item.read_bytes()) for item in chunk])
-        with torch.no_grad():
-            expected, _ = graph(*(torch.from_numpy(a) for a in batch.values()))
-        got = session.run([PROBABILITIES], batch)[0]
-        worst = max(worst, float(np.abs(expected.numpy() - got).max()))
-    if worst > PARITY_TOLERANCE:
+) -> ParitySpread:
+    """Measure `parity_spread` and fail unless ONNX Runtime agrees with PyTorch on every item.
+
+    Every probability within `PARITY_ATOL + PARITY_RTOL * p_torch`, every embedding within
+    `PARITY_RTOL` of its largest component (the larger of the two). That implies the same top
+    label wherever the top two probabilities are further apart than their tolerances; closer,
+    either is the answer.
+
+    Raises:
+        BundleError: the exported graph or the bundle's preprocessing is not the trained model's.
+    """
+    spread = parity_spread(graph, bundle, encoder, items, batch_size)
+    if not spread.within_tolerance:
         raise BundleError(
-            f"ONNX export differs from PyTorch by {worst:.2e} (> {PARITY_TOLERANCE:g}) on "
-            f"{len(items)} items"
+            f"ONNX export differs from PyTorch on {spread.items} items: probabilities by up "
+            f"to {spread.max_rel_diff:.1%} of their value, embeddings by "
+            f"{spread.max_embedding_diff:.1%} of their scale, the top label on "
+            f"{spread.labels_differ} (allowed: {PARITY_RTOL:.0%}); the exported graph or the "
+            "bundle's preprocessing is not the trained model's"
         )
-    log.info("ONNX parity on %d items: max abs diff %.2e", len(items), worst)
-    return worst
+    log.info(
+        "ONNX parity on %d items: probabilities within %.1e (relative), embeddings %.1e",
+        spread.items,
+        spread.max_rel_diff,
+        spread.max_embedding_diff,
+    )
+    return spread

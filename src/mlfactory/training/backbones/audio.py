@@ -15,15 +15,15 @@ Both start by mapping dB to roughly [0, 1] with the fixed range `db_min`..`db_ma
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mlfactory.config.loader import preprocessing_params
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.errors import ConfigError
-from mlfactory.modalities.audio import FLOOR_DB, frame_count
+from mlfactory.modalities.log_mel import FLOOR_DB, frame_count
 
 CNN_TRANSFORMER = "cnn_transformer"
 # Defaults of `model.extra`; the dB range applies to every audio backbone.
@@ -41,13 +41,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_audio_backbone(config: RecipeConfig) -> tuple[nn.Module, int]:
+def backbone_assets(config: RecipeConfig, out_dir: Path) -> list[Path]:
+    """Audio backbones need no files in the bundle."""
+    return []
+
+
+def build_backbone(config: RecipeConfig, params: dict[str, Any]) -> tuple[nn.Module, int]:
     """The recipe's audio backbone and the width of its embedding.
 
     Raises:
         ConfigError: an unknown `model.extra` key, or an unknown backbone name.
     """
-    params = preprocessing_params(config)
     if config.model.backbone == CNN_TRANSFORMER:
         extra = _extra(config, CNN_TRANSFORMER_EXTRA)
         model = CnnTransformer(int(params["n_mels"]), frame_count(params), **extra)

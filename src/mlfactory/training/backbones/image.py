@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from mlfactory.config.schema import ModelConfig
+from mlfactory.config.schema import ModelConfig, RecipeConfig
 from mlfactory.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,16 @@ LOCAL_WEIGHTS = {
         "models/efficientnet-lite0-57934424.pth",
     ),
 }
+
+
+def build_backbone(config: RecipeConfig, params: dict[str, Any]) -> tuple[nn.Module, int]:
+    """The recipe's timm model without its classifier, and its embedding width."""
+    return build_image_backbone(config.model)
+
+
+def backbone_assets(config: RecipeConfig, out_dir: Path) -> list[Path]:
+    """Image backbones need no files in the bundle."""
+    return []
 
 
 def build_image_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
@@ -70,8 +81,6 @@ def local_weights_file(backbone: str) -> Path | None:
 
 def _load_pretrained(model: nn.Module, config: ModelConfig) -> None:
     mode = config.pretrained
-    if mode not in {"auto", "local", "hub", "none"}:
-        raise ConfigError(f"model.pretrained: '{mode}' is not one of auto, local, hub, none")
     if mode == "none":
         return
     path = Path(config.weights_path) if config.weights_path else local_weights_file(config.backbone)

@@ -12,11 +12,12 @@ import importlib.util
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from mlfactory.config.schema import ModelConfig
+from mlfactory.config.schema import ModelConfig, RecipeConfig
 from mlfactory.errors import ConfigError
 from mlfactory.modalities.text import TOKENIZER_FILE
 
@@ -39,6 +40,16 @@ class MeanPooledEncoder(nn.Module):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+def build_backbone(config: RecipeConfig, params: dict[str, Any]) -> tuple[nn.Module, int]:
+    """The recipe's transformer, checked against the tokenizer length `params["max_length"]`."""
+    return build_text_backbone(config.model, int(params["max_length"]))
+
+
+def backbone_assets(config: RecipeConfig, out_dir: Path) -> list[Path]:
+    """The backbone's tokenizer, which the text encoder reads from the bundle."""
+    return [write_tokenizer(config.model, out_dir)]
 
 
 def build_text_backbone(config: ModelConfig, max_length: int) -> tuple[nn.Module, int]:
@@ -113,12 +124,10 @@ def model_source(config: ModelConfig) -> str:
     """The local folder or hub name that the model and its tokenizer are loaded from.
 
     Raises:
-        ConfigError: an unknown `pretrained` mode, a missing `weights_path` folder, or
-            `pretrained=local` without a local folder.
+        ConfigError: a missing `weights_path` folder, or `pretrained=local` without a local
+            folder.
     """
     mode = config.pretrained
-    if mode not in {"auto", "local", "hub", "none"}:
-        raise ConfigError(f"model.pretrained: '{mode}' is not one of auto, local, hub, none")
     if config.weights_path:
         folder = Path(config.weights_path)
         if not (folder / "config.json").is_file():

@@ -1,0 +1,295 @@
+"""`mlfactory predict`: many inputs through one bundle, in batches, into a results file.
+
+Inputs are files, folders (recursive), tables of texts (`.csv`/`.tsv`/`.jsonl`, one text per
+row), texts given on the command line, and stdin. What a bundle accepts comes from its modality
+(`api_input.kind`, `file_suffixes`, `reads_tables`), never from its name. The inputs are
+checked first (`plan_inputs`): a wrong *kind* of input (a table for an image bundle, a binary
+file for a text bundle, a missing path) refuses the whole run in one line. Then they stream
+(`predict_stream`): read, encoded and run `batch_size` at a time, so a folder or a table of any
+size runs in constant memory. An input that cannot be read or decoded, or that the model fails
+on, is reported by name and skipped; the rest are predicted.
+"""
+
+from __future__ import annotations
+
+import codecs
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from mlfactory.data.folders import iter_files
+from mlfactory.data.tables import TABLE_SUFFIXES, iter_texts
+from mlfactory.errors import DataError, InputError
+from mlfactory.modalities import Modality
+from mlfactory.predictor import Predictor
+
+STDIN = "-"
+# Bytes read to tell text from binary.
+SNIFF_BYTES = 8192
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input to predict: its name in the results and how to read its bytes."""
+
+    id: str
+    read: Callable[[], bytes]
+
+
+@dataclass
+class Skipped:
+    """An input that was not predicted, and why."""
+
+    id: str
+    reason: str
+
+
+@dataclass
+class InputPlan:
+    """The checked inputs of one `predict` call, ready to stream."""
+
+    sources: list[Callable[[], Iterator[Input | Skipped]]] = field(default_factory=list)
+    # Files in folders that are not of the bundle's kind: not inputs, only counted.
+    ignored: int = 0
+    # Inputs known before streaming (None when a table or stdin is among them).
+    count: int | None = 0
+
+
+def plan_inputs(
+    args: list[str],
+    modality: Modality,
+    texts: list[str] | None = None,
+    text_column: str = "text",
+    stdin: BinaryIO | None = None,
+) -> InputPlan:
+    """Check the inputs given to `predict` and plan how to stream them.
+
+    Args:
+        args: files, folders and `-` (stdin) as given on the command line.
+        modality: the bundle's modality; decides which inputs it takes.
+        texts: texts given with `--text` (text bundles only).
+        text_column: the column of a table that holds the text.
+        stdin: where `-` reads from (default: the process's stdin).
+
+    Raises:
+        InputError: a path does not exist, a table is given to a bundle that does not read
+            tables, a binary file or `--text` is given to a bundle of the other kind, a table
+            lacks `text_column`, or there are no inputs at all.
+    """
+    takes_texts = modality.api_input.kind == "texts"
+    plan = InputPlan()
+    if texts and not takes_texts:
+        raise InputError(f"--text is for text bundles; this one classifies {modality.name} files")
+    for index, text in enumerate(texts or [], start=1):
+        plan.sources.append(_one(Input(f"--text {index}", _constant(text.encode("utf-8")))))
+        _add_count(plan, 1)
+    for arg in args:
+        if arg == STDIN:
+            plan.sources.append(_stdin_inputs(stdin, takes_texts))
+            if takes_texts:
+                plan.count = None  # one text per line: unknown until read
+            else:
+                _add_count(plan, 1)
+            continue
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            files, ignored = _folder_files(path, modality)
+            plan.ignored += ignored
+            for file in files:
+                _plan_file(plan, file, modality, text_column, explicit=False)
+        elif path.is_file():
+            _plan_file(plan, path, modality, text_column, explicit=True)
+        else:
+            raise InputError(f"no such file or folder: {arg}")
+    if not plan.sources:
+        what = "files, folders, --text or - (stdin)" if takes_texts else "files or folders"
+        raise InputError(f"no inputs of a {modality.name} bundle found: give {what}")
+    return plan
+
+
+def _plan_file(
+    plan: InputPlan, path: Path, modality: Modality, text_column: str, explicit: bool
+) -> None:
+    is_table = path.suffix.lower() in TABLE_SUFFIXES
+    if is_table and not modality.reads_tables:
+        raise InputError(
+            f"{path} is a table, but this bundle classifies {modality.name} files "
+            f"({', '.join(modality.file_suffixes)}): give those files or their folders"
+        )
+    if is_table:
+        _check_table(path, text_column)
+        plan.sources.append(_table_inputs(path, text_column))
+        plan.count = None
+        return
+    if explicit and modality.api_input.kind == "texts" and _is_binary(path):
+        raise InputError(
+            f"{path} is a binary file, not text: this bundle classifies texts; give text "
+            "files, a .csv/.tsv/.jsonl table (--text-column), --text or - (stdin)"
+        )
+    plan.sources.append(_one(Input(str(path), path.read_bytes)))
+    _add_count(plan, 1)
+
+
+def _add_count(plan: InputPlan, count: int) -> None:
+    if plan.count is not None:
+        plan.count += count
+
+
+def _folder_files(folder: Path, modality: Modality) -> tuple[list[Path], int]:
+    """Files below `folder` that hold inputs of the modality (tables too if it reads them)."""
+    wanted = set(modality.file_suffixes) | (set(TABLE_SUFFIXES) if modality.reads_tables else set())
+    files, ignored = [], 0
+    for path in iter_files(folder):
+        if path.suffix.lower() in wanted:
+            files.append(path)
+        else:
+            ignored += 1
+    return files, ignored
+
+
+def _is_binary(path: Path) -> bool:
+    """True when the start of the file holds a NUL byte or is not UTF-8."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if b"\0" in head:
+        return True
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _check_table(path: Path, text_column: str) -> None:
+    """Read a table's header (csv) or first object (jsonl): the text column must be there."""
+    try:
+        next(iter_texts(path, text_column), None)
+    except DataError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _one(item: Input) -> Callable[[], Iterator[Input | Skipped]]:
+    return lambda: iter([item])
+
+
+def _constant(data: bytes) -> Callable[[], bytes]:
+    return lambda: data
+
+
+def _table_inputs(path: Path, text_column: str) -> Callable[[], Iterator[Input | Skipped]]:
+    def rows() -> Iterator[Input | Skipped]:
+        try:
+            for origin, text in iter_texts(path, text_column):
+                if text is None:
+                    yield Skipped(origin, f"no text in column '{text_column}'")
+                else:
+                    yield Input(origin, _constant(text.encode("utf-8")))
+        except DataError as exc:  # the file broke part-way: its remaining rows are skipped
+            yield Skipped(str(path), f"{exc} (the rows before were predicted)")
+
+    return rows
+
+
+def _stdin_inputs(
+    stdin: BinaryIO | None, takes_texts: bool
+) -> Callable[[], Iterator[Input | Skipped]]:
+    def read() -> Iterator[Input | Skipped]:
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        if not takes_texts:
+            yield Input(STDIN, _constant(stream.read()))
+            return
+        for number, line in enumerate(stream, start=1):
+            if line.strip():  # one text per non-empty line
+                yield Input(f"stdin:{number}", _constant(line.rstrip(b"\r\n")))
+
+    return read
+
+
+def iter_inputs(plan: InputPlan) -> Iterator[Input | Skipped]:
+    """Every planned input, lazily, in the order given (folders in sorted order)."""
+    for source in plan.sources:
+        yield from source()
+
+
+@dataclass
+class Prediction:
+    """One result row: the input, the label, its score and every label's probability.
+
+    `to_row` is what the results file holds; monitoring adds its OOD flag as another key
+    between `score` and the probabilities.
+    """
+
+    input: str
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "label": self.label,
+            "score": self.score,
+            "probabilities": self.probabilities,
+        }
+
+
+def predict_stream(
+    predictor: Predictor,
+    inputs: Iterable[Input | Skipped],
+    batch_size: int = 32,
+) -> Iterator[Prediction | Skipped]:
+    """Predict inputs `batch_size` at a time, yielding a result or a skip per input, in order.
+
+    An input that cannot be read or decoded is skipped with the reason. When the model fails on
+    a batch (`InputError`: `Predictor.check_finite` finds a NaN or infinite answer), the batch
+    is run again one input at a time, so only the inputs it fails on are skipped.
+    """
+    batch: list[tuple[str, dict[str, np.ndarray]]] = []
+    for item in inputs:
+        # Skips are yielded at once; the predictions keep the order of their inputs.
+        encoded = item if isinstance(item, Skipped) else _encode(predictor, item)
+        if isinstance(encoded, Skipped):
+            yield encoded
+            continue
+        batch.append((item.id, encoded))
+        if len(batch) >= batch_size:
+            yield from _run(predictor, batch)
+            batch = []
+    yield from _run(predictor, batch)
+
+
+def _encode(predictor: Predictor, item: Input) -> dict[str, np.ndarray] | Skipped:
+    try:
+        raw = item.read()
+    except OSError as exc:
+        return Skipped(item.id, f"cannot read: {exc.strerror or exc}")
+    try:
+        return predictor.encode(raw)
+    except InputError as exc:
+        return Skipped(item.id, str(exc))
+    except Exception as exc:  # decoders of arbitrary files raise many exception types
+        return Skipped(item.id, f"could not be decoded ({type(exc).__name__})")
+
+
+def _run(
+    predictor: Predictor, batch: list[tuple[str, dict[str, np.ndarray]]]
+) -> Iterator[Prediction | Skipped]:
+    if not batch:
+        return
+    names = [input_id for input_id, _ in batch]
+    try:
+        output = predictor.run([encoded for _, encoded in batch])
+        predictor.check_finite(output, names)  # NaN or infinite answers: InputError
+    except InputError as exc:
+        if len(batch) == 1:
+            yield Skipped(names[0], str(exc).removeprefix(f"{names[0]}: "))
+            return
+        for one in batch:  # run them one by one: only the inputs the model fails on are skipped
+            yield from _run(predictor, [one])
+        return
+    for name, result in zip(names, predictor.to_predictions(output.probabilities), strict=True):
+        yield Prediction(name, result.label, result.score, result.probabilities)

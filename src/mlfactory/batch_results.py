@@ -1,0 +1,194 @@
+"""Where `mlfactory predict` writes its results: a CSV or JSON Lines file, or the terminal.
+
+A results file is written row by row as predictions stream in, so it holds everything
+predicted so far even if the run stops. One row per predicted input: `input` (its path, a table
+row as `file:line`, `--text N` or `stdin:N`), `label`, `score`, then each label's probability
+(CSV: `p_<label>` columns; JSON Lines: a `probabilities` object).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mlfactory.batch_predict import Prediction, Skipped
+from mlfactory.errors import InputError
+
+RESULT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+MAX_SKIPS_SHOWN = 100
+
+
+class ResultWriter(Protocol):
+    """Receives each prediction as it is made; `close` finishes the output."""
+
+    def write(self, prediction: Prediction) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CsvResults:
+    """A CSV file: input, label, score, then `p_<label>` per label (in the bundle's order)."""
+
+    def __init__(self, handle: IO[str], labels: list[str]) -> None:
+        self.handle = handle
+        self.labels = labels
+        self.writer = csv.writer(handle)
+        self.writer.writerow(["input", "label", "score", *(f"p_{label}" for label in labels)])
+
+    def write(self, prediction: Prediction) -> None:
+        row = prediction.to_row()
+        probabilities = row.pop("probabilities")
+        row["score"] = f"{row['score']:.6g}"
+        self.writer.writerow(
+            [*row.values(), *(f"{probabilities[label]:.6g}" for label in self.labels)]
+        )
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class JsonlResults:
+    """A JSON Lines file: one object per prediction."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+
+    def write(self, prediction: Prediction) -> None:
+        self.handle.write(json.dumps(prediction.to_row()) + "\n")
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@dataclass
+class TerminalResults:
+    """For a few inputs without `--output`: a table (or a JSON list) once all are predicted."""
+
+    console: Console
+    as_json: bool = False
+    rows: list[Prediction] = field(default_factory=list)
+
+    def write(self, prediction: Prediction) -> None:
+        self.rows.append(prediction)
+
+    def close(self) -> None:
+        if self.as_json:
+            print(json.dumps([row.to_row() for row in self.rows], indent=2))
+            return
+        table = Table()
+        table.add_column("input", overflow="fold")  # a long path wraps instead of being cut
+        table.add_column("label")
+        table.add_column("score")
+        for row in self.rows:
+            table.add_row(row.input, row.label, f"{row.score:.4f}")
+        self.console.print(table)
+
+
+def open_results(path: Path, labels: list[str]) -> ResultWriter:
+    """A writer for `--output PATH`, chosen by its suffix.
+
+    Raises:
+        InputError: the suffix is not .csv or .jsonl, or the file cannot be created.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in RESULT_SUFFIXES:
+        raise InputError(f"--output {path}: use a .csv or .jsonl file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"--output {path}: cannot write it: {exc.strerror or exc}") from None
+    return CsvResults(handle, labels) if suffix == ".csv" else JsonlResults(handle)
+
+
+@dataclass
+class BatchSummary:
+    """How many inputs were predicted, and which were skipped."""
+
+    predicted: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def write_results(
+    results: Iterable[Prediction | Skipped],
+    writer: ResultWriter,
+    total: int | None,
+    progress: bool,
+    on_skip: Callable[[Skipped], None],
+) -> BatchSummary:
+    """Stream results into `writer`, reporting skips as they happen.
+
+    Args:
+        results: what `predict_stream` yields.
+        writer: where predictions go (closed at the end, also on error).
+        total: the number of inputs if known (for the progress bar).
+        progress: show a progress bar on stderr (a TTY).
+        on_skip: called with each skipped input.
+    """
+    summary = BatchSummary()
+    bar = _progress_bar() if progress else None
+    task = bar.add_task("predicting", total=total) if bar is not None else None
+    try:
+        if bar is not None:
+            bar.start()
+        for result in results:
+            if isinstance(result, Skipped):
+                summary.skipped.append(result)
+                on_skip(result)
+            else:
+                writer.write(result)
+                summary.predicted += 1
+            if bar is not None and task is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+        writer.close()
+    return summary
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    )
+
+
+def skip_reporter(console: Console) -> Callable[[Skipped], None]:
+    """Print each skipped input (the first `MAX_SKIPS_SHOWN`, then a count at the end)."""
+    shown = 0
+
+    def report(skipped: Skipped) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= MAX_SKIPS_SHOWN:
+            console.print(
+                f"skipped {skipped.id}: {skipped.reason}", highlight=False, soft_wrap=True
+            )
+
+    return report
+
+
+def summary_line(summary: BatchSummary, output: Path | None) -> str:
+    """One line: predicted, skipped (and how many were not shown), where the results are."""
+    parts = [f"predicted {summary.predicted} input(s)"]
+    if summary.skipped:
+        hidden = len(summary.skipped) - MAX_SKIPS_SHOWN
+        more = f", {hidden} not listed" if hidden > 0 else ""
+        parts.append(f"skipped {len(summary.skipped)}{more}")
+    if output is not None:
+        parts.append(f"results in {output}")
+    return "; ".join(parts)

@@ -1,0 +1,147 @@
+"""`mlfactory serve` as a child process on 127.0.0.1: start it, wait for `/health`, stop it.
+
+The demo, the tests that need a real server and the benchmarks all start servers this way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlfactory.errors import MlfactoryError
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port on `host` that nobody listened on a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class ServerStartError(MlfactoryError):
+    """The server exited, or did not answer `/health`, while starting."""
+
+
+@dataclass
+class ServerProcess:
+    """A running `mlfactory serve`: its URL, process and combined output file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    output: Path
+
+    def output_tail(self, lines: int = 30) -> str:
+        """The last lines the server printed."""
+        text = self.output.read_text(errors="replace") if self.output.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_healthy(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Block until `GET /health` answers 200.
+
+        Raises:
+            ServerStartError: the process exited or did not answer within `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerStartError(
+                    f"the server exited with code {self.process.returncode}; see {self.output}:"
+                    f"\n{self.output_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise ServerStartError(
+            f"the server did not answer within {timeout_s:.0f} s; see {self.output}:"
+            f"\n{self.output_tail()}"
+        )
+
+    def kill(self) -> None:
+        """`kill -9`: no shutdown hook, no flush, nothing runs after it."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), killing the process if it does not exit in time."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def start_server(
+    bundle: Path,
+    output: Path,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    cwd: Path | None = None,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+) -> ServerProcess:
+    """Start `mlfactory serve BUNDLE` on a free port of 127.0.0.1 and wait until it is healthy.
+
+    Args:
+        bundle: the bundle to serve.
+        output: file that receives the server's stdout and stderr.
+        env: the server's environment (default: this process's).
+        args: more `mlfactory serve` options, e.g. `["--workers", "2"]`.
+        cwd: the server's working directory (where a relative prediction log lands).
+        timeout_s: how long to wait for `/health`.
+
+    Raises:
+        ServerStartError: the server exited or did not become healthy in time.
+    """
+    port = free_port()
+    command = [sys.executable, "-m", "mlfactory.cli", "serve", str(bundle)]
+    command += ["--host", HOST, "--port", str(port), *args]
+    environment = dict(os.environ if env is None else env)
+    environment.setdefault("PYTHONUNBUFFERED", "1")
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=cwd
+        )
+    server = ServerProcess(f"http://{HOST}:{port}", process, output)
+    try:
+        server.wait_healthy(timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@contextmanager
+def running_server(
+    bundle: Path,
+    output: Path,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    cwd: Path | None = None,
+) -> Iterator[ServerProcess]:
+    """`start_server`, stopped on exit whatever happens."""
+    server = start_server(bundle, output, env, args, cwd)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,117 @@
+"""MLflow tracking without torch: a run to log metrics and artifacts to, the run's state on disk.
+
+Training logs through Lightning's MLflow logger (`training.tracking`), whose client is the same
+`MlflowClient`; evaluation of a bundle logs through `TrackedRun` alone, so `mlfactory evaluate`
+never imports torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlfactory.config.schema import TrackingConfig
+
+RUN_STATE_FILE = "run.json"
+
+
+@dataclass
+class TrackedRun:
+    """An MLflow run and the client that writes to it."""
+
+    client: Any  # mlflow.tracking.MlflowClient
+    run_id: str
+
+    @classmethod
+    def open(cls, config: TrackingConfig, run_id: str) -> TrackedRun:
+        """The existing run `run_id` in the store named by `config.tracking_uri`."""
+        from mlflow.tracking import MlflowClient
+
+        return cls(MlflowClient(tracking_uri=config.tracking_uri), run_id)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Log final scalar metrics on the run."""
+        for key, value in metrics.items():
+            self.client.log_metric(self.run_id, key, float(value))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Upload a file or a folder to the run's artifacts."""
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def run_number(self) -> int:
+        """This run's number among the runs of the same name in its experiment (1, 2, ...).
+
+        Runs are numbered by start time (then id), deleted runs included, so a number is never
+        given twice, and a resumed run keeps its number. It is the bundle's default version.
+        """
+        from mlflow.entities import ViewType
+
+        info = self.client.get_run(self.run_id).info
+        name = info.run_name
+        # MLflow's filter grammar has no escapes: quote with the quote the name lacks, else
+        # read the whole experiment. The exact comparison below decides either way.
+        quote = next((q for q in ("'", '"') if q not in name), None)
+        query = f"attributes.run_name = {quote}{name}{quote}" if quote else ""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [info.experiment_id],
+                filter_string=query,
+                run_view_type=ViewType.ALL,
+                max_results=1000,
+                page_token=token,
+            )
+            runs.extend(run for run in page if run.info.run_name == name)
+            token = page.token
+            if not token:
+                break
+        order = sorted((run.info.start_time, run.info.run_id) for run in runs)
+        return 1 + [run_id for _, run_id in order].index(self.run_id)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config -> {"trainer.lr": 0.001, ...} for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def save_run_state(out_dir: Path, state: dict[str, Any]) -> None:
+    """Remember what `--resume` needs (MLflow run id, recipe, overrides)."""
+    (out_dir / RUN_STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
+def load_run_state(out_dir: Path) -> dict[str, Any] | None:
+    """What `save_run_state` wrote in `out_dir`, or None."""
+    path = out_dir / RUN_STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def git_commit() -> str | None:
+    """The current git commit (with a `-dirty` suffix for uncommitted changes), if any."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit

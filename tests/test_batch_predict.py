@@ -1,0 +1,208 @@
+"""`mlfactory predict` on many inputs: tables, folders, stdin, bad files, results files.
+
+The bundles are small real ONNX models with the modalities' real encoders
+(`tests/serving/tiny_bundles.py`); the inputs are real Reuters articles and MNIST digits.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mlfactory.batch_predict import (
+    Input,
+    Prediction,
+    Skipped,
+    iter_inputs,
+    plan_inputs,
+    predict_stream,
+)
+from mlfactory.bundle import load_bundle
+from mlfactory.cli import app
+from mlfactory.predictor import BatchOutput, Predictor
+
+from .serving.tiny_bundles import tiny_bundle
+from .test_cli import assert_one_line_error
+
+REUTERS = Path(__file__).parent / "fixtures" / "text" / "reuters_r8_sample.jsonl"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_bundle(tmp_path_factory.mktemp("text") / "bundle", "text")
+
+
+@pytest.fixture(scope="module")
+def image_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_bundle(tmp_path_factory.mktemp("image") / "bundle", "image")
+
+
+@pytest.fixture
+def articles_csv(tmp_path: Path) -> Path:
+    """The 36 real Reuters articles as a csv with other column names than the defaults."""
+    rows = [json.loads(line) for line in REUTERS.read_text().splitlines()]
+    path = tmp_path / "descriptions.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["package", "description"])
+        writer.writerows([f"pkg{i}", row["text"]] for i, row in enumerate(rows))
+    return path
+
+
+def test_a_text_csv_is_predicted_row_by_row_into_a_results_file(
+    text_bundle: Path, articles_csv: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.csv"
+    result = runner.invoke(
+        app,
+        [
+            *("predict", str(text_bundle), str(articles_csv)),
+            *("--text-column", "description", "--output", str(out)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with out.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = load_bundle(text_bundle).meta.labels
+    assert len(rows) == 36  # one row per article, not the whole file as one text
+    assert [row["input"] for row in rows] == [f"{articles_csv}:{n}" for n in range(2, 38)]
+    assert list(rows[0]) == ["input", "label", "score", *(f"p_{label}" for label in labels)]
+    for row in rows:
+        assert row["label"] in labels
+        assert sum(float(row[f"p_{label}"]) for label in labels) == pytest.approx(1, abs=1e-4)
+    assert "predicted 36 input(s)" in result.output
+
+
+def test_a_table_without_the_text_column_names_the_columns(
+    text_bundle: Path, articles_csv: Path
+) -> None:
+    result = runner.invoke(app, ["predict", str(text_bundle), str(articles_csv)])
+    assert_one_line_error(result, "column 'text' not found")
+    assert "'package', 'description'" in result.output and "--text-column" in result.output
+
+
+def test_jsonl_texts_stdin_and_text_options_in_one_call(text_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    stdin = "oil prices rose\n\nwheat exports fell\n"
+    result = runner.invoke(
+        app,
+        [
+            *("predict", str(text_bundle), str(REUTERS), "-"),
+            *("--text", "a tanker in port", "--output", str(out)),
+        ],
+        input=stdin,
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    inputs = [row["input"] for row in rows]
+    assert inputs[0] == "--text 1"
+    assert inputs[1:37] == [f"{REUTERS}:{n}" for n in range(1, 37)]
+    assert inputs[37:] == ["stdin:1", "stdin:3"]
+    assert set(rows[0]) == {"input", "label", "score", "probabilities"}
+
+
+def test_a_folder_is_read_recursively_and_bad_files_are_skipped_by_name(
+    image_bundle: Path, digit_folder: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    shutil.copytree(digit_folder / "3", folder / "a" / "deeper")
+    shutil.copytree(digit_folder / "8", folder / "b")
+    good = sorted(folder.rglob("*.png"))
+    broken = folder / "b" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    (folder / "b" / "notes.txt").write_text("not an image: not an input of an image bundle")
+    out = tmp_path / "results.csv"
+
+    result = runner.invoke(app, ["predict", str(image_bundle), str(folder), "-o", str(out)])
+
+    assert result.exit_code == 1, result.output  # 1: something was skipped
+    assert f"skipped {broken}:" in result.output
+    assert "predicted 80 input(s); skipped 1" in result.output
+    assert "ignored 1 file(s) of other kinds" in result.output
+    with out.open(newline="") as handle:
+        predicted = [row["input"] for row in csv.DictReader(handle)]
+    assert sorted(predicted) == sorted(str(p) for p in good)
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl"])
+def test_a_table_given_to_an_image_bundle_is_refused_in_one_line(
+    image_bundle: Path, tmp_path: Path, kind: str
+) -> None:
+    table = tmp_path / f"descriptions.{kind}"
+    table.write_text("text,label\nhello,a\n")
+    result = runner.invoke(app, ["predict", str(image_bundle), str(table)])
+    assert_one_line_error(result, "is a table, but this bundle classifies image files")
+
+
+def test_a_binary_file_or_text_option_for_the_wrong_bundle_is_refused(
+    text_bundle: Path, image_bundle: Path, digit_folder: Path
+) -> None:
+    png = next((digit_folder / "1").glob("*.png"))
+    result = runner.invoke(app, ["predict", str(text_bundle), str(png)])
+    assert_one_line_error(result, "is a binary file, not text")
+    result = runner.invoke(app, ["predict", str(image_bundle), "--text", "hello"])
+    assert_one_line_error(result, "--text is for text bundles")
+    result = runner.invoke(app, ["predict", str(image_bundle)])
+    assert_one_line_error(result, "no inputs")
+
+
+def test_the_terminal_table_and_json_for_a_few_files(
+    image_bundle: Path, digit_folder: Path
+) -> None:
+    paths = [str(p) for p in sorted((digit_folder / "5").glob("*.png"))[:3]]
+    table = runner.invoke(app, ["predict", str(image_bundle), *paths])
+    assert table.exit_code == 0, table.output
+    assert Path(paths[0]).name[:10] in table.output
+    as_json = runner.invoke(app, ["predict", str(image_bundle), *paths, "--json"])
+    assert [row["input"] for row in json.loads(as_json.output)] == paths
+
+
+def test_a_batch_the_model_fails_on_is_retried_one_by_one(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    """A model that answers NaN for dark inputs: only the dark one of a batch is skipped.
+
+    MNIST digits are white on black (dark: NaN here); inverted, they are black on white.
+    """
+    bundle = load_bundle(tiny_bundle(tmp_path / "unstable", "image", unstable=True))
+    digits = sorted((digit_folder / "2").glob("*.png"))[:10]
+    paths = []
+    for path in digits[1:]:
+        paths.append(tmp_path / f"inverted-{path.name}")
+        Image.open(path).convert("L").point(lambda v: 255 - v).save(paths[-1])
+    dark = digits[0]
+    order = [*paths[:4], dark, *paths[4:]]
+    calls: list[int] = []
+
+    class Counting(Predictor):
+        def run(self, encoded: list[dict[str, np.ndarray]]) -> BatchOutput:
+            calls.append(len(encoded))
+            return super().run(encoded)
+
+    inputs = [Input(str(p), p.read_bytes) for p in order]
+    results = list(predict_stream(Counting(bundle), inputs, batch_size=8))
+
+    skipped = [r for r in results if isinstance(r, Skipped)]
+    assert [s.id for s in skipped] == [str(dark)]
+    assert "NaN or infinite" in skipped[0].reason
+    assert not skipped[0].reason.startswith(str(dark))
+    predicted = [r.input for r in results if isinstance(r, Prediction)]
+    assert predicted == [str(p) for p in order if p != dark]
+    assert calls == [8, 1, 1, 1, 1, 1, 1, 1, 1, 2]  # the failing batch, one by one, the rest
+
+
+def test_stdin_of_an_image_bundle_is_one_file(image_bundle: Path, digit_folder: Path) -> None:
+    png = next((digit_folder / "4").glob("*.png")).read_bytes()
+    plan = plan_inputs(["-"], load_bundle(image_bundle).modality, stdin=io.BytesIO(png))
+    assert plan.count == 1
+    [result] = list(predict_stream(Predictor(load_bundle(image_bundle)), iter_inputs(plan)))
+    assert isinstance(result, Prediction) and result.input == "-"

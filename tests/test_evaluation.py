@@ -1,0 +1,69 @@
+"""`mlfactory evaluate` of a bundle: ONNX Runtime only, metrics written back, no torch imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from mlfactory.bundle import load_bundle
+from mlfactory.training.train import TrainResult
+
+
+def test_evaluating_a_bundle_imports_neither_torch_nor_lightning(
+    trained_digits: TrainResult,
+) -> None:
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from mlfactory.evaluate_command import evaluate_target
+
+        metrics = evaluate_target(sys.argv[1])
+        leaked = sorted(
+            name for name in sys.modules
+            if name.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "timm")
+            or name.startswith("mlfactory.training")
+        )
+        print(json.dumps({"accuracy": metrics["accuracy"], "leaked": leaked}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(trained_digits.bundle.path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["leaked"] == []
+    stored = load_bundle(trained_digits.bundle.path).meta.metrics["test"]
+    # The same bundle, the same test split, the same ONNX Runtime: the same accuracy exactly.
+    assert report["accuracy"] == stored["accuracy"]
+
+
+def test_a_class_without_test_items_is_named_and_left_out_of_macro_f1(
+    trained_digits: TrainResult,
+) -> None:
+    from sklearn.metrics import f1_score
+
+    from mlfactory.evaluation import evaluate_items
+    from mlfactory.predictor import Predictor
+
+    predictor = Predictor(trained_digits.bundle)
+    items = [i for i in trained_digits.dataset.split("test") if i.label not in ("0", "1")]
+    metrics = evaluate_items(predictor, items)
+
+    assert metrics["unsupported_labels"] == ["0", "1"]
+    assert metrics["per_class"]["0"]["support"] == 0
+    truth = [item.label for item in items]
+    predicted = [
+        predictor.predict([item.read_bytes()])[0].label for item in items
+    ]  # one by one: the same labels the batched evaluation found
+    supported = [str(d) for d in range(2, 10)]
+    expected = f1_score(truth, predicted, labels=supported, average="macro", zero_division=0)
+    assert metrics["f1_macro"] == expected
+    assert metrics["accuracy"] == sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(
+        items
+    )

@@ -1,0 +1,153 @@
+"""What `mlfactory train` prints, run as a user runs it (a process, stderr not a TTY).
+
+One line per phase, none of the third-party noise that Lightning, MLflow, transformers and the
+ONNX exporter print by default, nothing twice; `-v` shows everything, still once; Ctrl-C says
+how to resume and marks the MLflow run KILLED.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+import mlfactory
+from mlfactory.output import QUIET_ENV
+
+from .conftest import fast_digits_overrides
+
+REUTERS = Path(__file__).parent / "fixtures" / "text" / "reuters_r8_sample.jsonl"
+# What a default run printed before: adverts, hardware lines, set-up chatter, known warnings.
+NOISE = (
+    "litlogger",
+    "GPU available",
+    "TPU available",
+    "LeafSpec",
+    "log_every_n_steps",
+    "TracerWarning",
+    "Loading weights",
+    "Creating initial MLflow",
+    "Experiment with name",
+    "does not have many workers",
+    "aten::index",
+    "Warning",
+    "warn(",
+)
+
+
+def mlfactory_process(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    # In-process CLI tests of this session set the quiet environment: a user's shell has none.
+    inherited = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
+    env = {
+        **inherited,
+        "PYTHONPATH": str(Path(mlfactory.__file__).parents[1]),
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "200",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlfactory.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def text_training(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+    args = [
+        "train",
+        "text",
+        f"data.source={REUTERS}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        f"tracking.artifact_location={tmp_path / 'artifacts'}",
+        "trainer.max_epochs=1",
+        "preprocess.max_length=32",
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
+    process = mlfactory_process(args, tmp_path)
+    stdout, stderr = process.communicate(timeout=900)
+    return process.returncode, stdout, stderr
+
+
+@pytest.mark.slow
+def test_a_default_run_prints_one_line_per_phase_and_no_noise(tmp_path: Path) -> None:
+    code, stdout, stderr = text_training(tmp_path)
+    assert code == 0, stderr
+    assert stdout.strip() == str((tmp_path / "run" / "bundle").resolve())
+    lines = stderr.strip().splitlines()
+    for fragment in NOISE:
+        assert fragment not in stderr, fragment
+    assert [line.split(":")[0].split(" ")[0] for line in lines] == [
+        "data",
+        "epoch",
+        "export",
+        "evaluation",
+        "done",
+    ], stderr
+    assert lines[0].startswith("data: 3 classes, 24 train / 6 val / 6 test items")
+    assert lines[1].startswith("epoch 1/1: train loss ")
+    assert "export: bundle 'reuters_r8_sample' version 1 in " in lines[2]
+
+
+@pytest.mark.slow
+def test_verbose_shows_everything_once(tmp_path: Path) -> None:
+    code, _, stderr = text_training(tmp_path, "-v")
+    assert code == 0, stderr
+    for fragment in ("GPU available", "litlogger", "TracerWarning", "Loading weights"):
+        assert fragment in stderr, fragment
+    repeated = {
+        line: n for line, n in Counter(stderr.splitlines()).items() if n > 1 and line.strip()
+    }
+    assert repeated == {}
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    overrides = [
+        *fast_digits_overrides(digit_folder, tmp_path, epochs=50),
+        "model.freeze_backbone=true",
+    ]
+    process = mlfactory_process(["train", "digits", *overrides, "--out", str(out)], tmp_path)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert last.is_file(), process.communicate()[1]
+    time.sleep(1.0)  # into the next epoch
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    final = stderr.strip().splitlines()[-1]
+    assert final.startswith("interrupted; MLflow run ")
+    assert f"continue it with: mlfactory train digits --out {out} --resume" in final
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mlfactory").experiment_id])
+    assert run.info.status == "KILLED"
+
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    trained = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+    resumed = mlfactory_process(
+        ["train", "digits", "--out", str(out), "--resume", f"trainer.max_epochs={trained + 1}"],
+        tmp_path,
+    )
+    stdout, stderr = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, stderr
+    assert stdout.strip() == str((out / "bundle").resolve())
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
