@@ -19,7 +19,6 @@ from benchmarks.monitoring.pools import Pool
 
 from mlfactory.errors import InputError
 from mlfactory.predictor import Predictor
-from mlfactory.serving.input_summary import summarize
 
 BATCH = 64
 
@@ -79,7 +78,7 @@ def pool_outputs(predictor: Predictor, pool: Pool, cache: Path) -> Outputs:
 
 def _run(predictor: Predictor, pool: Pool) -> Outputs:
     params = predictor.bundle.meta.preprocessing
-    modality = predictor.bundle.meta.modality
+    modality = predictor.bundle.modality
     embeddings, probabilities, summaries, labels = [], [], [], []
     refused = 0
     for start in range(0, len(pool.raws), BATCH):
@@ -94,7 +93,7 @@ def _run(predictor: Predictor, pool: Pool) -> Outputs:
                 continue
             encoded.append(item)
             kept.append(label)
-            summaries.append(summarize(modality, raw, item, params))
+            summaries.append(modality.summarize(raw, item, params))
         if not encoded:
             continue
         batch = predictor.run(encoded)

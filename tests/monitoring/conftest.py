@@ -24,7 +24,6 @@ from PIL import Image
 from mlfactory.config.loader import load_recipe
 from mlfactory.monitoring.profile import ReferenceProfile, build_profile
 from mlfactory.predictor import Predictor
-from mlfactory.serving.input_summary import summarize
 from tests.conftest import fast_digits_overrides, mnist_rows, write_digit_folder
 
 STAMPS = Path(__file__).resolve().parents[1] / "fixtures" / "tuxpaint" / "stamps"
@@ -80,7 +79,7 @@ def run_bundle(predictor: Predictor, raws: list[bytes], labels: list[str | None]
     encoded = [predictor.encode(raw) for raw in raws]
     output = predictor.run(encoded)
     summaries = [
-        summarize(meta.modality, raw, item, meta.preprocessing)
+        predictor.bundle.modality.summarize(raw, item, meta.preprocessing)
         for raw, item in zip(raws, encoded, strict=True)
     ]
     return Outputs(output.embeddings, output.probabilities, summaries, labels)
