@@ -19,6 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ class LoggedPrediction:
 class _Pending:
     rows: Sequence[LoggedPrediction]
     future: Future[None]
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class PredictionLog:
@@ -148,11 +150,21 @@ class PredictionLog:
         self.engine = _open_engine(url)
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._committing_since: float | None = None  # when the group being committed queued
 
     @property
     def pending(self) -> int:
         """Requests whose rows wait for a commit."""
         return self._queue.qsize()
+
+    def lag_s(self) -> float:
+        """Seconds the oldest request still waiting for its commit has waited (0 if none)."""
+        oldest = self._committing_since
+        if oldest is None:
+            with self._queue.mutex:  # the queue's own lock: peek at its head
+                head = self._queue.queue[0] if self._queue.queue else None
+            oldest = head.queued_at if head is not None else None
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -220,7 +232,11 @@ class PredictionLog:
                     break
                 group.append(more)
                 rows += len(more.rows)
-            self._commit(group)
+            self._committing_since = first.queued_at
+            try:
+                self._commit(group)
+            finally:
+                self._committing_since = None
 
     def _commit(self, group: list[_Pending]) -> None:
         """Commit a group in one transaction; if that fails, each request in its own.
