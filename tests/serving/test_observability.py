@@ -20,7 +20,6 @@ from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.prediction_log import (
-    EMBEDDING_DECIMALS,
     PredictionLog,
     PredictionLogError,
 )
@@ -89,11 +88,9 @@ def test_embeddings_are_the_model_embeddings(
     [logged] = PredictionLog(log_url).read()
     reference = Predictor.from_path(image_bundle)
     expected = reference.run([reference.encode(digit.read_bytes())]).embeddings[0]
-    # The server ran the same ONNX Runtime batch of one; the log keeps 6 decimals (+-5e-7), and
-    # one unit of the last decimal leaves room for float64's rounding of that decimal.
-    assert logged.embedding == pytest.approx(
-        expected.tolist(), rel=0, abs=10.0**-EMBEDDING_DECIMALS
-    )
+    # The server ran the same ONNX Runtime batch of one; the log keeps float16, whose 11
+    # significant bits round each value by at most 2**-11 of it.
+    assert logged.embedding == pytest.approx(expected.tolist(), rel=2.0**-11, abs=1e-7)
 
 
 def test_a_valid_client_request_id_is_kept(logged_client: TestClient, log_url: str) -> None:

@@ -241,7 +241,13 @@ def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Pat
     log = PredictionLog(f"sqlite:///{database}")  # upgrades the table on open
     with sqlite3.connect(database) as connection:
         columns = [r[1] for r in connection.execute("PRAGMA table_info(predictions)")]
-    assert columns[-2:] == ["model_run_id", "data_fingerprint"]
+    assert columns[-5:] == [
+        "model_run_id",
+        "data_fingerprint",
+        "embedding_f16",
+        "ood_score",
+        "in_distribution",
+    ]
     log.start()
     new = row("new")
     new.model_run_id, new.data_fingerprint = "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f", "1ef4aacdd47332bd"
