@@ -2,15 +2,16 @@
 
 `prometheus_stack` starts an Alertmanager (the shipped routes and inhibition rules, receivers
 replaced by a webhook on 127.0.0.1 that records what it is sent) and a Prometheus that scrapes
-the given targets every second and evaluates the shipped rules every second. The shipped rules
-are loaded with every duration divided by `TIME_SCALE` (a minute becomes a second): the same
-expressions, labels and annotations, on a clock that fits a test.
+the given targets every second and, from their first scrape on, evaluates the shipped rules
+every second. The shipped rules are loaded with every duration divided by `TIME_SCALE` (a minute
+becomes a second): the same expressions, labels and annotations, on a clock that fits a test.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -228,7 +229,7 @@ def prometheus_stack(targets: Sequence[str], workdir: Path) -> Iterator[Promethe
         )
         stack.callback(alertmanager.stop)
         rules = workdir / "mlfactory-rules.yml"
-        rules.write_text(yaml.safe_dump(scaled_rules(load_yaml(RULES)), sort_keys=False))
+        rules.write_text("groups: []\n")  # the shipped rules come once the targets are scraped
         prom_config = workdir / "prometheus.yml"
         prom_config.write_text(yaml.safe_dump(prometheus_config(rules, targets, am_port)))
         prom_port = free_port()
@@ -238,10 +239,37 @@ def prometheus_stack(targets: Sequence[str], workdir: Path) -> Iterator[Promethe
                 f"--config.file={prom_config}",
                 f"--storage.tsdb.path={workdir / 'prometheus-data'}",
                 f"--web.listen-address={HOST}:{prom_port}",
+                # Targets start being scraped within a second, not the default 5 s (which the
+                # scaled MlfactoryTargetAbsent, 5 s, would see as the target missing).
+                "--scrape.discovery-reload-interval=1s",
             ],
             f"http://{HOST}:{prom_port}",
             "/-/ready",
             workdir / "prometheus.log",
         )
         stack.callback(prometheus.stop)
+        load_rules_once_scraped(prometheus, rules, len(targets))
         yield PrometheusStack(prometheus, alertmanager, sink, rules)
+
+
+def load_rules_once_scraped(prometheus: Daemon, rules: Path, targets: int) -> None:
+    """Write the scaled shipped rules and reload Prometheus once every target was scraped.
+
+    MlfactoryTargetAbsent waits 5 minutes for a first scrape; scaled, 5 s. Prometheus's first
+    scrape may come later than that on a busy machine, and a test must not read that as an
+    outage: the rules start once the targets are there, as they would minutes into real life.
+    """
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while len(prometheus.query('up{job="mlfactory"} == 1')) < targets:
+        assert time.monotonic() < deadline, f"targets not scraped:\n{prometheus.output_tail()}"
+        time.sleep(0.2)
+    shipped = scaled_rules(load_yaml(RULES))
+    rules.write_text(yaml.safe_dump(shipped, sort_keys=False))
+    prometheus.process.send_signal(signal.SIGHUP)  # reloads the config and its rule files
+    expected = sum(len(group["rules"]) for group in shipped["groups"])
+    while True:
+        groups = prometheus.get("/api/v1/rules")["data"]["groups"]
+        if sum(len(group["rules"]) for group in groups) == expected:
+            return
+        assert time.monotonic() < deadline, f"rules not loaded:\n{prometheus.output_tail()}"
+        time.sleep(0.2)
