@@ -67,3 +67,24 @@ def test_calibration_scores_are_of_rows_the_scorer_did_not_fit(
     assert 0.25 * 500 <= len(scores) <= 0.35 * 500
     # The threshold is their upper 1 % quantile.
     assert np.mean(scores > digit_profile.ood.threshold) <= 0.01 + 1 / len(scores)
+
+
+def test_a_small_reference_gives_a_finite_threshold(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    # 8 digits a class: fewer rows within classes than directions asked for, as in a bundle
+    # trained on a small folder. The directions the rows do not span are dropped, not inverted.
+    reference = digit_outputs.reference
+    indices = label_indices(reference.labels, digit_profile.labels)
+    rows = np.concatenate([np.flatnonzero(indices == c)[:8] for c in range(10)])
+    scorer = OodScorer.fit(reference.embeddings[rows], indices[rows], dims=64)
+    assert scorer.projection.dims < 64
+    assert np.isfinite(scorer.threshold)
+    held_out = digit_outputs.held_out.embeddings
+    scores = scorer.score(held_out)
+    assert np.isfinite(scores).all()
+    # About 24 calibration rows: the threshold is near their largest score, so the held-out rate
+    # is about 1 / 25 and cannot be pinned down finer than that.
+    assert np.mean(scores > scorer.threshold) <= 0.2
+    inverted = scorer.score(digit_outputs.transform(ImageOps.invert).embeddings)
+    assert _auroc(scores, inverted) >= 0.8

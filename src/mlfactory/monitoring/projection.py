@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+# An eigenvalue below this fraction of the largest is rounding noise of a direction the data do
+# not span (float64 eigensolvers are accurate to ~1e-16 of the largest).
+RANK_TOLERANCE = 1e-10
+
 
 @dataclass
 class Projection:
@@ -39,7 +43,7 @@ class Projection:
 
         Args:
             data: (N, D) the vectors to fit on, already centred if `center` is given as zeros.
-            dims: directions to keep (at most min(N, D)).
+            dims: directions to keep (at most min(N, D), and only those the data span).
             center: the centre to subtract (default: the mean of `data`).
         """
         x = np.asarray(data, dtype=np.float64)
@@ -48,6 +52,7 @@ class Projection:
         scale = 1.0 / max(len(x) - 1, 1)
         keep = max(1, min(dims, *centred.shape))
         eigen, basis = _leading_directions(centred, keep)
+        keep = len(eigen)
         total = float(np.sum(centred**2)) * scale
         left = x.shape[1] - keep
         residual = max(total - float(eigen.sum()) * scale, 0.0) / left if left > 0 else 0.0
@@ -83,6 +88,12 @@ def _leading_directions(centred: np.ndarray, keep: int) -> tuple[np.ndarray, np.
     size = len(gram)
     values, vectors = linalg.eigh(gram, subset_by_index=[size - keep, size - 1], driver="evx")
     values, vectors = np.maximum(values[::-1], 0.0), vectors[:, ::-1]
+    # Fewer rows than directions asked for (or rows within classes, which lose one direction per
+    # class mean): the rest have eigenvalue 0 up to rounding. They carry no variance, and mapping
+    # them back to embedding space would divide by ~0, so they are dropped.
+    spanned = values > values[0] * RANK_TOLERANCE
+    spanned[0] = True
+    values, vectors = values[spanned], vectors[:, spanned]
     if rows < width:  # eigenvectors of the N x N Gram matrix -> directions in embedding space
         vectors = centred.T @ vectors / np.sqrt(np.maximum(values, 1e-300))
     return values, vectors
