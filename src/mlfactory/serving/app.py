@@ -8,8 +8,9 @@ threadpool, model calls in the runner thread (see `batcher`), log commits in the
 sentence.
 
 Each group of routes is an `APIRouter` in its own module, included here: `health` (`/health`,
-`/v1/model`), `predict` (`/v1/predict`), `metrics` (`/metrics`), `admin` (`/v1/admin/reload`)
-and `docs` (`/docs`, `/redoc`, served offline).
+`/v1/model`), `predict` (`/v1/predict`), `metrics` (`/metrics`), `monitoring`
+(`/v1/monitoring/drift`, `/v1/monitoring/history`), `feedback` (`/v1/feedback`), `admin`
+(`/v1/admin/reload`) and `docs` (`/docs`, `/redoc`, served offline).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from starlette.requests import ClientDisconnect
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
-from mlfactory.serving import admin, docs, health, metrics
+from mlfactory.serving import admin, docs, feedback, health, metrics, monitoring
 from mlfactory.serving.batcher import Batcher
+from mlfactory.serving.drift_watch import DriftWatch
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.middleware import BodyTimeoutMiddleware, RequestContextMiddleware
 from mlfactory.serving.predict import predict_router
@@ -73,6 +75,8 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     app.include_router(health.router)
     app.include_router(predict_router(bundle.modality, config))
     app.include_router(metrics.router)
+    app.include_router(monitoring.router)
+    app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(docs.router)
     return app
@@ -85,14 +89,21 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         prediction_log = await run_in_threadpool(PredictionLog, config.log_url)
         prediction_log.start()
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
+        sampler: asyncio.Task[None] | None = None
+        watch = DriftWatch(config, prediction_log, served, lambda: app.state.predictor)
         try:
             predictor = await run_in_threadpool(admin.load_predictor, bundle.path, config)
             batcher.start()
-            served.watch_queues(lambda: batcher.queue_depth, lambda: prediction_log.pending)
+            served.watch_queues(
+                lambda: batcher.queue_depth, lambda: prediction_log.pending, prediction_log.lag_s
+            )
             served.set_model(bundle.meta)
+            sampler = asyncio.create_task(served.sample_forever())
             app.state.batcher, app.state.prediction_log = batcher, prediction_log
             app.state.reload_lock = asyncio.Lock()  # created on the loop that will use it
             app.state.predictor = predictor
+            app.state.drift_watch = watch
+            watch.start()
             log.info(
                 "serving %s %s from %s (started in %.2f s)",
                 bundle.meta.name,
@@ -103,8 +114,12 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
             yield
         finally:
             app.state.predictor = None
+            await watch.stop()
+            if sampler is not None:
+                sampler.cancel()
             await batcher.stop()
             await run_in_threadpool(prediction_log.close)
+            served.stop()
 
     return lifespan
 
