@@ -21,7 +21,11 @@ from rich.text import Text
 from mlfactory.bundle import Bundle
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
-from mlfactory.monitoring.profile import ARRAYS_FILE, ReferenceProfile, load_profile
+from mlfactory.monitoring.profile import (
+    ReferenceProfile,
+    load_profile,
+    missing_profile_message,
+)
 from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window, check_window
 from mlfactory.targets import resolve_bundle
 
@@ -104,10 +108,7 @@ def monitor_bundle(
     bundle = resolve_bundle(target)
     profile = load_profile(bundle.path)
     if profile is None:
-        raise BundleError(
-            f"the bundle {bundle.path} has no monitoring profile ({ARRAYS_FILE}): it was exported "
-            "before monitoring existed; export it again with this mlfactory (mlfactory train)"
-        )
+        raise BundleError(missing_profile_message(bundle.meta.name, bundle.meta.version))
     url = log_url_or_default(log)
     name, version = bundle.meta.name, bundle.meta.version
     window = read_window(url, name, version, last, window_since, labels=bundle.meta.labels)

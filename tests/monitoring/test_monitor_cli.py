@@ -224,9 +224,11 @@ def test_nothing_to_check_is_one_line(
     result = _monitor(profiled_bundle, "--log", old, "--since", "1d")
     assert_one_line_error(result, "30 older ones")
     # The bundle as exported before monitoring: no profile.
-    assert_one_line_error(
-        _monitor(monitored_digits.bundle.path, "--log", old), "has no monitoring profile"
-    )
+    bare = tmp_path / "bare"
+    shutil.copytree(monitored_digits.bundle.path, bare)
+    for path in bare.glob("profile.*"):
+        path.unlink()
+    assert_one_line_error(_monitor(bare, "--log", old), "has no monitoring profile")
 
 
 def _free_port() -> int:
