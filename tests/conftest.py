@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,3 +92,20 @@ def trained_digits(digits_recipe: Recipe, digits_workdir: Path):  # type: ignore
     from mlfactory.training.train import train
 
     return train(digits_recipe, digits_workdir / "run", progress=False)
+
+
+MONITORED_PER_CLASS = 100
+
+
+@pytest.fixture(scope="session")
+def monitored_digits(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real digits bundle trained on 100 digits a class, for the monitoring tests (and the
+    server's and the alert tests'): `trained_digits` sees too few to be right often enough."""
+    from mlfactory.training.train import train
+
+    root = tmp_path_factory.mktemp("monitored-digits")
+    source = write_digit_folder(root / "images", MONITORED_PER_CLASS)
+    faster = {"trainer.batch_size": "32", "trainer.lr": "0.002"}
+    overrides = [o for o in fast_digits_overrides(source, root) if o.split("=")[0] not in faster]
+    overrides += [f"{key}={value}" for key, value in faster.items()]
+    return train(load_recipe("digits", overrides), root / "run", progress=False)

@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 
 from mlfactory.serving.process import ServerProcess
 from tests.conftest import write_digit_folder
-from tests.monitoring.conftest import monitored_digits, png
+from tests.monitoring.conftest import png
 from tests.serving.live_server import live_server
 
 from .prometheus_stack import (
@@ -40,9 +40,6 @@ from .prometheus_stack import (
     scaled_rules,
 )
 from .tools import RULES, concrete, load_yaml, panel_queries
-
-__all__ = ["monitored_digits"]  # the session fixture of tests/monitoring: a digits bundle that
-# trained on 100 digits a class (the shared 40-a-class one is too small for an OOD threshold)
 
 UNSEEN_OFFSET = 200  # MNIST digits from the 200th of each class on: neither trained on nor profiled
 UNSEEN_PER_CLASS = 30

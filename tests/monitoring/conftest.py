@@ -21,14 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlfactory.config.loader import load_recipe
 from mlfactory.monitoring.profile import ReferenceProfile, build_profile
 from mlfactory.monitoring.reference import model_outputs
 from mlfactory.predictor import Predictor
-from tests.conftest import fast_digits_overrides, mnist_rows, write_digit_folder
+from tests.conftest import MONITORED_PER_CLASS as TRAIN_PER_CLASS
+from tests.conftest import mnist_rows
 
 STAMPS = Path(__file__).resolve().parents[1] / "fixtures" / "tuxpaint" / "stamps"
-TRAIN_PER_CLASS = 100
 UNSEEN_PER_CLASS = 100
 
 
@@ -94,19 +93,6 @@ class DigitOutputs:
     held_out: Outputs
     transform: Callable[[Callable[[Image.Image], Image.Image]], Outputs]
     stamps: Outputs
-
-
-@pytest.fixture(scope="session")
-def monitored_digits(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A real digits bundle trained on 100 digits a class (shared by the monitoring tests)."""
-    from mlfactory.training.train import train
-
-    root = tmp_path_factory.mktemp("monitored-digits")
-    source = write_digit_folder(root / "images", TRAIN_PER_CLASS)
-    faster = {"trainer.batch_size": "32", "trainer.lr": "0.002"}
-    overrides = [o for o in fast_digits_overrides(source, root) if o.split("=")[0] not in faster]
-    overrides += [f"{key}={value}" for key, value in faster.items()]
-    return train(load_recipe("digits", overrides), root / "run", progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import numpy as np
 from scipy import special
 
 from mlfactory.monitoring.accuracy import (
+    MIN_ERRORS_TO_FIT,
     calibrate,
     estimated_accuracy,
     fit_temperature,
@@ -30,6 +31,22 @@ def test_temperature_fitted_on_reference_improves_held_out_likelihood(
     calibrated = calibrate(held_out.probabilities, temperature)
     assert _nll(calibrated, truth) < _nll(held_out.probabilities, truth)
     np.testing.assert_array_equal(calibrated.argmax(axis=1), held_out.probabilities.argmax(axis=1))
+
+
+def test_a_reference_the_model_almost_never_gets_wrong_leaves_the_probabilities_raw(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    reference = digit_outputs.reference
+    truth = label_indices(reference.labels, digit_profile.labels)
+    wrong = np.flatnonzero(reference.probabilities.argmax(axis=1) != truth)
+    right = np.flatnonzero(reference.probabilities.argmax(axis=1) == truth)
+    assert len(wrong) >= MIN_ERRORS_TO_FIT  # the fixture bundle errs: the rule is what changes
+    # The reference's right answers and fewer wrong ones than the rule asks for: a fit would
+    # drive T to its lower bound (every probability towards 1), so none is made.
+    rows = np.concatenate([right, wrong[: MIN_ERRORS_TO_FIT - 1]])
+    assert fit_temperature(reference.probabilities[rows], truth[rows]) == 1.0
+    rows = np.concatenate([right, wrong[:MIN_ERRORS_TO_FIT]])
+    assert fit_temperature(reference.probabilities[rows], truth[rows]) != 1.0
 
 
 def test_temperature_one_changes_nothing(digit_outputs: DigitOutputs) -> None:

@@ -19,12 +19,10 @@ from PIL import Image, ImageOps
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
-from tests.monitoring.conftest import STAMPS, digit_images, monitored_digits, png
+from tests.monitoring.conftest import STAMPS, digit_images, png
 
 from .conftest import upload
 from .live_server import live_server
-
-__all__ = ["monitored_digits"]  # the session fixture, shared with tests/monitoring
 
 HISTORY_KEYS = {
     "from",

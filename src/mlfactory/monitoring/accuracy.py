@@ -19,6 +19,10 @@ from scipy import optimize, special, stats
 # ln(T) is searched within these bounds: T from 0.05 (sharpen) to 20 (flatten).
 LOG_TEMPERATURE_BOUNDS = (-3.0, 3.0)
 PROBABILITY_FLOOR = 1e-12
+# With fewer wrong answers than this on the reference, the temperature is not fitted (T = 1):
+# the likelihood of an (almost) always-right model keeps rising as T falls, so the fit would
+# sharpen every probability towards 1 and the estimate would say "100 %" whatever comes in.
+MIN_ERRORS_TO_FIT = 5
 DEFAULT_CONFIDENCE = 0.95
 
 
@@ -48,9 +52,15 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     Args:
         probabilities: (N, K) the model's probabilities on data it did not train on.
         labels: (N,) the true class indices.
+
+    Returns:
+        T, or 1.0 (the raw probabilities) when the model got fewer than `MIN_ERRORS_TO_FIT` of
+        the rows wrong: there is then nothing to learn its over-confidence from.
     """
     logp = _log_probabilities(probabilities)
     y = np.asarray(labels, dtype=np.int64)
+    if int(np.sum(np.argmax(logp, axis=1) != y)) < MIN_ERRORS_TO_FIT:
+        return 1.0
 
     def nll(log_t: float) -> float:
         scaled = logp / np.exp(log_t)
