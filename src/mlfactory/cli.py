@@ -290,6 +290,42 @@ def serve(
 
 @app.command()
 @friendly_errors
+def monitor(
+    bundle: Path = typer.Argument(..., help="Bundle folder (with its monitoring profile)."),
+    log: str | None = typer.Option(
+        None,
+        help="SQLAlchemy URL of the prediction log; default MLFACTORY_LOG_URL, then "
+        "sqlite:///predictions.db (the server's default).",
+        show_default=False,
+    ),
+    last: int | None = typer.Option(
+        None, help="Check the last N predictions (default 1000).", show_default=False
+    ),
+    since: str | None = typer.Option(
+        None, help="Check the predictions of the last DURATION: 30m, 6h, 2d, 1w.", metavar="TIME"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead."),
+    html: Path | None = typer.Option(None, help="Also write a self-contained HTML report here."),
+    level: float = typer.Option(0.05, help="False-alarm level of the drift verdict."),
+) -> None:
+    """Check a window of the bundle's logged predictions for drift, OOD inputs and accuracy."""
+    import json
+
+    from mlfactory.monitor_command import monitor_bundle, report_renderable, write_html
+
+    result = monitor_bundle(bundle, log, last, since, level)
+    if html is not None:
+        write_html(result, html)
+    if as_json:
+        print(json.dumps(result.report.to_json(), indent=2))
+        return
+    console.print(report_renderable(result.report), highlight=False)
+    if html is not None:
+        console.print(f"HTML report: {html}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
 def ui(
     api: str = typer.Option(..., help="The mlfactory server, e.g. http://127.0.0.1:8000."),
     host: str = typer.Option("127.0.0.1", help="Interface the UI binds."),

@@ -27,3 +27,7 @@ class BundleError(MlfactoryError):
 
 class Interrupted(MlfactoryError):
     """The user stopped a run (Ctrl-C); the message says how to continue it. Exit code 130."""
+
+
+class LogDatabaseError(MlfactoryError):
+    """The prediction log's database cannot be reached or read (a wrong URL, a server down)."""

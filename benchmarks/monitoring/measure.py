@@ -1,0 +1,221 @@
+"""The measurements of the monitoring benchmark, for one bundle: OOD, accuracy, drift, time.
+
+Every figure compares like with like in the same run: the OOD score against the maximum softmax
+probability on the same inputs, the estimated accuracy against the mean raw confidence on the
+same pools, and mlfactory's drift checks against Evidently's defaults on the very same windows.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from benchmarks.monitoring import evidently_side
+from benchmarks.monitoring.outputs import Outputs
+from benchmarks.monitoring.pools import Pool
+from sklearn.metrics import roc_auc_score
+
+from mlfactory.monitoring.accuracy import estimated_accuracy
+from mlfactory.monitoring.features import feature_kinds
+from mlfactory.monitoring.profile import ReferenceProfile, label_indices
+from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+
+SIZES = (50, 100, 200, 500)
+STRICT_LEVEL = 0.01
+
+
+@dataclass
+class DriftCell:
+    """One condition at one window size: how often each side said "drift"."""
+
+    pool: str
+    kind: str
+    subtle: bool
+    size: int
+    windows: int
+    ours: float
+    ours_strict: float
+    evidently: float
+    evidently_windows: int
+    ours_seconds: float
+    evidently_seconds: float
+    checks_fired: dict[str, float] = field(default_factory=dict)
+    evidently_parts: dict[str, float] = field(default_factory=dict)
+
+
+def ood_rows(
+    profile: ReferenceProfile, unseen: Outputs, pools: list[tuple[Pool, Outputs]]
+) -> list[dict[str, Any]]:
+    """AUROC of the OOD score and of the max softmax probability, unseen vs each shifted pool."""
+    inside = profile.ood.score(unseen.embeddings)
+    rows = [
+        {
+            "pool": "unseen (in distribution)",
+            "flagged": float(np.mean(inside > profile.ood.threshold)),
+        }
+    ]
+    for pool, out in pools:
+        if pool.kind in ("label-prior", "none", "reference", "mixture"):
+            continue
+        outside = profile.ood.score(out.embeddings)
+        rows.append(
+            {
+                "pool": pool.name,
+                "ood": pool.ood or "covariate",
+                "auroc": _auroc(inside, outside),
+                "auroc_msp": _auroc(
+                    -unseen.probabilities.max(axis=1), -out.probabilities.max(axis=1)
+                ),
+                "flagged": float(np.mean(outside > profile.ood.threshold)),
+            }
+        )
+    return rows
+
+
+def accuracy_rows(
+    profile: ReferenceProfile, pools: list[tuple[Pool, Outputs]]
+) -> list[dict[str, Any]]:
+    """True accuracy of each pool next to the CBPE estimate and the mean raw confidence."""
+    rows = []
+    for pool, out in pools:
+        if pool.kind == "reference":
+            continue
+        true = label_indices([label or "" for label in out.labels], profile.labels)
+        accuracy = float(np.mean(out.probabilities.argmax(axis=1) == true))
+        estimate = estimated_accuracy(out.probabilities, profile.temperature)
+        confidence = float(out.probabilities.max(axis=1).mean())
+        rows.append(
+            {
+                "pool": pool.name,
+                "n": len(out),
+                "accuracy": accuracy,
+                "estimated": estimate.value,
+                "ci": [estimate.low, estimate.high],
+                "confidence": confidence,
+                "error": abs((estimate.value or 0.0) - accuracy),
+                "confidence_error": abs(confidence - accuracy),
+            }
+        )
+    return rows
+
+
+def drift_cells(
+    profile: ReferenceProfile,
+    reference: Outputs,
+    pools: list[tuple[Pool, Outputs]],
+    windows: tuple[int, int],
+    evidently_windows: tuple[int, int],
+    sizes: tuple[int, ...] = SIZES,
+) -> list[DriftCell]:
+    """Drift verdicts of both sides on the same random windows of every pool and size.
+
+    `windows` and `evidently_windows` are (no-shift, per shift) counts; Evidently checks the
+    first of the windows mlfactory checks.
+    """
+    kinds = feature_kinds(reference.summaries)
+    reference_frame = evidently_side.frame(reference, kinds)
+    cells = []
+    for index, (pool, out) in enumerate(pools):
+        if pool.kind == "reference":
+            continue
+        pick = 0 if pool.kind == "none" else 1
+        count, theirs = windows[pick], evidently_windows[pick]
+        for size in sizes:
+            rng = np.random.default_rng([index, size])
+            cells.append(
+                _cell(profile, reference_frame, kinds, pool, out, size, count, theirs, rng)
+            )
+            cell = cells[-1]
+            print(
+                f"    {pool.name:28s} n={size:<4d} ours {cell.ours:5.3f} ({cell.windows})  "
+                f"evidently {cell.evidently:5.3f} ({cell.evidently_windows})",
+                flush=True,
+            )
+    return cells
+
+
+def _cell(
+    profile: ReferenceProfile,
+    reference_frame: Any,
+    kinds: dict[str, str],
+    pool: Pool,
+    out: Outputs,
+    size: int,
+    count: int,
+    evidently_windows: int,
+    rng: np.random.Generator,
+) -> DriftCell:
+    ours, strict, ours_time, fired = [], [], [], {}
+    evidently, evidently_time, parts = [], [], {"features": 0.0, "embedding": 0.0}
+    for window_index in range(count):
+        rows = rng.choice(len(out), size, replace=len(out) < size)
+        window = out.rows(rows)
+        settings = MonitorSettings(seed=window_index)
+        started = time.perf_counter()
+        report = check_window(
+            profile, Window(window.embeddings, window.probabilities, window.summaries), {}, settings
+        )
+        ours_time.append(time.perf_counter() - started)
+        ours.append(report.drift)
+        # Holm's adjusted p-values do not depend on the level: the verdict at a stricter one.
+        adjusted = [check.p_value for check in report.checks if check.p_value is not None]
+        strict.append(min(adjusted, default=1.0) <= STRICT_LEVEL)
+        for check in report.checks:
+            fired[check.name] = fired.get(check.name, 0.0) + check.drift / count
+        if window_index < evidently_windows:
+            frame = evidently_side.frame(window, kinds)
+            if window_index == 0:
+                evidently_side.check_same_as_evidently(reference_frame, frame)
+            started = time.perf_counter()
+            verdict = evidently_side.verdict(reference_frame, frame, kinds)
+            evidently_time.append(time.perf_counter() - started)
+            evidently.append(verdict.drift)
+            parts["features"] += verdict.features
+            parts["embedding"] += verdict.embedding
+    done = max(len(evidently), 1)
+    return DriftCell(
+        pool=pool.name,
+        kind=pool.kind,
+        subtle=pool.subtle,
+        size=size,
+        windows=count,
+        ours=float(np.mean(ours)),
+        ours_strict=float(np.mean(strict)),
+        evidently=float(np.mean(evidently)) if evidently else float("nan"),
+        evidently_windows=len(evidently),
+        ours_seconds=float(np.mean(ours_time)),
+        evidently_seconds=float(np.mean(evidently_time)) if evidently_time else float("nan"),
+        checks_fired=fired,
+        evidently_parts={key: value / done for key, value in parts.items()},
+    )
+
+
+def timing(
+    profile: ReferenceProfile, reference: Outputs, unseen: Outputs, reports: int
+) -> dict[str, Any]:
+    """Seconds per check: ours at 200 and at 10,000 rows; Evidently's full Report at 200."""
+    rng = np.random.default_rng(0)
+    kinds = feature_kinds(reference.summaries)
+    result: dict[str, Any] = {}
+    big = unseen.rows(rng.choice(len(unseen), 10_000, replace=True))
+    started = time.perf_counter()
+    check_window(profile, Window(big.embeddings, big.probabilities, big.summaries), {})
+    result["ours_10000_s"] = time.perf_counter() - started
+    reference_frame = evidently_side.frame(reference, kinds)
+    seconds = []
+    for _ in range(reports):
+        window = unseen.rows(rng.choice(len(unseen), 200, replace=False))
+        spent, _ = evidently_side.full_report(
+            reference_frame, evidently_side.frame(window, kinds), kinds
+        )
+        seconds.append(spent)
+    result["evidently_report_200_s"] = float(np.mean(seconds)) if seconds else None
+    result["evidently_reports"] = len(seconds)
+    return result
+
+
+def _auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    truth = np.concatenate([np.zeros(len(inside)), np.ones(len(outside))])
+    return float(roc_auc_score(truth, np.concatenate([inside, outside])))

@@ -1,0 +1,111 @@
+"""What the server would log for each input of a pool: embedding, probabilities, input summary.
+
+Inputs go through the bundle's own encoder and ONNX Runtime session (`Predictor`) and the
+serving input summary, exactly as `POST /v1/predict` runs them. Results are cached on disk per
+bundle and pool (npz + json), so reruns of the benchmark skip the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from benchmarks.monitoring.pools import Pool
+
+from mlfactory.errors import InputError
+from mlfactory.predictor import Predictor
+
+BATCH = 64
+
+
+@dataclass
+class Outputs:
+    """The logged view of a pool: one row per input that the model accepted."""
+
+    name: str
+    embeddings: np.ndarray
+    probabilities: np.ndarray
+    summaries: list[dict[str, Any]]
+    labels: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    def rows(self, index: np.ndarray) -> Outputs:
+        """The rows at `index`, in that order."""
+        return Outputs(
+            self.name,
+            self.embeddings[index],
+            self.probabilities[index],
+            [self.summaries[i] for i in index],
+            [self.labels[i] for i in index],
+        )
+
+
+def pool_outputs(predictor: Predictor, pool: Pool, cache: Path) -> Outputs:
+    """Run (or read from `cache`) every input of the pool through the bundle."""
+    digest = hashlib.sha256()
+    for raw in pool.raws:
+        digest.update(hashlib.sha256(raw).digest())
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", pool.name).strip("-")
+    path = cache / f"{slug}-{digest.hexdigest()[:16]}"
+    if path.with_suffix(".npz").is_file():
+        with np.load(path.with_suffix(".npz"), allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return Outputs(
+            pool.name,
+            arrays["embeddings"],
+            arrays["probabilities"],
+            meta["summaries"],
+            meta["labels"],
+        )
+    outputs = _run(predictor, pool)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path.with_suffix(".npz"), embeddings=outputs.embeddings, probabilities=outputs.probabilities
+    )
+    path.with_suffix(".json").write_text(
+        json.dumps({"summaries": outputs.summaries, "labels": outputs.labels})
+    )
+    return outputs
+
+
+def _run(predictor: Predictor, pool: Pool) -> Outputs:
+    params = predictor.bundle.meta.preprocessing
+    modality = predictor.bundle.modality
+    embeddings, probabilities, summaries, labels = [], [], [], []
+    refused = 0
+    for start in range(0, len(pool.raws), BATCH):
+        encoded, kept = [], []
+        for raw, label in zip(
+            pool.raws[start : start + BATCH], pool.labels[start : start + BATCH], strict=True
+        ):
+            try:
+                item = predictor.encode(raw)
+            except InputError:
+                refused += 1
+                continue
+            encoded.append(item)
+            kept.append(label)
+            summaries.append(modality.summarize(raw, item, params))
+        if not encoded:
+            continue
+        batch = predictor.run(encoded)
+        embeddings.append(batch.embeddings)
+        probabilities.append(batch.probabilities)
+        labels += kept
+    if refused:
+        print(f"  {pool.name}: the bundle refused {refused} of {len(pool.raws)} inputs")
+    return Outputs(
+        pool.name,
+        np.concatenate(embeddings).astype(np.float32),
+        np.concatenate(probabilities).astype(np.float32),
+        summaries,
+        labels,
+    )

@@ -1,0 +1,256 @@
+"""`mlfactory monitor`: check a window of a bundle's logged predictions against its profile.
+
+The command reads the window from the prediction log (`read_window`), runs every check
+(`check_window`) and renders the result: a table, the JSON contract, or the HTML report. Every
+way it can have nothing to check (no profile, no log, an empty log, another model's log) ends
+in one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from mlfactory.bundle import Bundle, load_bundle
+from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
+from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
+from mlfactory.monitoring.profile import ARRAYS_FILE, ReferenceProfile, load_profile
+from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window, check_window
+
+LOG_URL_ENV = "MLFACTORY_LOG_URL"
+DEFAULT_LAST = 1000
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+STATUS_STYLES = {DRIFT: "bold red", NO_DRIFT: "green", INSUFFICIENT: "yellow"}
+
+
+class NothingToCheck(MlfactoryError):
+    """The window holds no prediction of the bundle (an empty log, another model's log)."""
+
+
+@dataclass
+class MonitorResult:
+    """What one `monitor` run read and found."""
+
+    bundle: Bundle
+    profile: ReferenceProfile
+    window: Window
+    report: DriftReport
+    log_url: str
+
+
+def log_url_or_default(log: str | None) -> str:
+    """`--log`, else `MLFACTORY_LOG_URL`, else the server's default store."""
+    from mlfactory.serving.settings import DEFAULT_LOG_URL
+
+    return log or os.environ.get(LOG_URL_ENV) or DEFAULT_LOG_URL
+
+
+def parse_since(text: str) -> timedelta:
+    """A duration such as `90s`, `30m`, `6h`, `2d` or `1w`.
+
+    Raises:
+        MlfactoryError: the text is not a positive number and one of those units.
+    """
+    match = DURATION_RE.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise MlfactoryError(
+            f"--since '{text}' is not a duration: use a number and a unit "
+            "(s, m, h, d or w), e.g. 30m, 6h, 2d"
+        )
+    return timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+
+
+def monitor_bundle(
+    bundle_path: Path,
+    log: str | None = None,
+    last: int | None = None,
+    since: str | None = None,
+    level: float = 0.05,
+) -> MonitorResult:
+    """Read the window of `bundle_path`'s predictions from the log and check it.
+
+    Args:
+        bundle_path: the bundle folder (it must hold a monitoring profile).
+        log: SQLAlchemy URL of the prediction log (see `log_url_or_default`).
+        last: the most recent `last` predictions (the default: 1,000 when `since` is None).
+        since: only predictions within this duration before now (`parse_since`).
+        level: the family-wise false-alarm level of the verdict.
+
+    Raises:
+        MlfactoryError: a wrong argument, a bundle without profile, an unreadable log, or a
+            window with no prediction of the bundle; the message is one line.
+    """
+    from mlfactory.monitoring.log_window import read_window
+
+    if last is not None and since is not None:
+        raise MlfactoryError("use --last or --since, not both")
+    if last is not None and last < 1:
+        raise MlfactoryError(f"--last {last}: give a number of predictions, at least 1")
+    if not 0.0 < level < 1.0:
+        raise MlfactoryError(f"--level {level}: give a false-alarm level between 0 and 1")
+    window_since = parse_since(since) if since is not None else None
+    if last is None and window_since is None:
+        last = DEFAULT_LAST
+    bundle = load_bundle(bundle_path)
+    profile = load_profile(bundle.path)
+    if profile is None:
+        raise BundleError(
+            f"the bundle {bundle.path} has no monitoring profile ({ARRAYS_FILE}): it was exported "
+            "before monitoring existed; export it again with this mlfactory (mlfactory train)"
+        )
+    url = log_url_or_default(log)
+    name, version = bundle.meta.name, bundle.meta.version
+    window = read_window(url, name, version, last, window_since, labels=bundle.meta.labels)
+    if len(window) == 0:
+        raise NothingToCheck(_nothing_to_check(url, name, version, since))
+    width, expected = window.embeddings.shape[1], profile.drift.projection.mean.shape[0]
+    if width != expected:
+        raise MlfactoryError(
+            f"the log's embeddings of {name} {version} are {width} wide, the bundle's "
+            f"{expected}: the log at {_shown(url)} was written by another model of that name"
+        )
+    model = {"name": name, "version": version}
+    report = check_window(profile, window, model, MonitorSettings(level=level))
+    return MonitorResult(bundle, profile, window, report, url)
+
+
+def logged_models(log_url: str) -> list[tuple[str, str, int]]:
+    """(model name, version, predictions) of every model in the log, the most logged first.
+
+    Raises:
+        LogDatabaseError: the log cannot be opened or read.
+    """
+    from sqlalchemy import column, func, inspect, select, table
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mlfactory.monitoring.log_window import open_log
+
+    engine = open_log(log_url)
+    rows = table("predictions", column("model_name"), column("model_version"))
+    count = func.count().label("n")
+    try:
+        with engine.connect() as connection:
+            if rows.name not in inspect(connection).get_table_names():
+                return []
+            query = (
+                select(rows.c.model_name, rows.c.model_version, count)
+                .group_by(rows.c.model_name, rows.c.model_version)
+                .order_by(count.desc())
+            )
+            return [(str(a), str(b), int(n)) for a, b, n in connection.execute(query)]
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        message = f"cannot read the prediction log at {_shown(log_url)}: {reason}"
+        raise LogDatabaseError(message) from None
+    finally:
+        engine.dispose()
+
+
+def _nothing_to_check(url: str, name: str, version: str, since: str | None) -> str:
+    models = logged_models(url)
+    where = f"the log at {_shown(url)}"
+    if not models:
+        return f"{where} is empty: no prediction was logged yet (is the server writing there?)"
+    own = sum(n for model, ver, n in models if (model, ver) == (name, version))
+    if own:
+        return (
+            f"no prediction of {name} {version} in the last {since} in {where} ({own:,} older "
+            "ones): widen --since, or use --last"
+        )
+    held = ", ".join(f"{model} {ver} ({n:,})" for model, ver, n in models[:5])
+    more = f" and {len(models) - 5} more" if len(models) > 5 else ""
+    return f"no prediction of {name} {version} in {where}; it holds {held}{more}"
+
+
+def _shown(url: str) -> str:
+    from sqlalchemy import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL: shown as given (read_window says so first)
+        return url
+
+
+def write_html(result: MonitorResult, path: Path) -> None:
+    """Write the self-contained HTML report of `result` to `path`.
+
+    Raises:
+        MlfactoryError: the file cannot be written.
+    """
+    from mlfactory.monitoring.html_report import report_html
+
+    try:
+        path.write_text(report_html(result.profile, result.window, result.report), "utf-8")
+    except OSError as exc:
+        raise MlfactoryError(f"cannot write the HTML report to {path}: {exc.strerror}") from None
+
+
+def report_renderable(report: DriftReport) -> Group:
+    """The report for the terminal: one line of verdict, the checks, OOD and accuracy."""
+    model = f"{report.model['name']} {report.model['version']}"
+    span = (
+        f", {report.window_from:%Y-%m-%d %H:%M:%S} to {report.window_to:%Y-%m-%d %H:%M:%S} UTC"
+        if report.window_from and report.window_to
+        else ""
+    )
+    head = Text(f"{model}: {report.n:,} predictions{span}: ")
+    head.append(report.status.upper(), style=STATUS_STYLES.get(report.status, ""))
+    head.append(f" (level {report.level:g}, {report.correction}-corrected p-values)")
+    table = Table("check", "kind", "test", "statistic", "p-value", "verdict", "detail")
+    for check in report.checks:
+        table.add_row(
+            check.name,
+            check.kind,
+            check.test,
+            _number(check.statistic),
+            _number(check.p_value),
+            Text(check.status, style=STATUS_STYLES.get(check.status, "dim")),
+            check.detail,
+        )
+    lines: list[Text | Table] = [head, table]
+    if report.status == INSUFFICIENT:
+        lines.append(
+            Text(
+                f"insufficient data: {report.n} predictions are too few for every check; "
+                "widen the window (--last, --since)",
+                style="yellow",
+            )
+        )
+    if report.ood_fraction is not None:
+        lines.append(
+            Text(
+                f"out of distribution: {report.ood_fraction:.1%} of inputs "
+                f"(score above {report.ood_threshold:.4g})"
+            )
+        )
+    lines.append(Text(_accuracy_line(report)))
+    return Group(*lines)
+
+
+def _accuracy_line(report: DriftReport) -> str:
+    estimated, live = report.estimated, report.live
+    text = "accuracy: estimated "
+    text += (
+        f"{estimated.value:.3f} [{estimated.low:.3f}, {estimated.high:.3f}]"
+        if estimated.value is not None
+        else "none"
+    )
+    if live.value is not None:
+        text += f"; live {live.value:.3f} [{live.low:.3f}, {live.high:.3f}] on {live.n} labelled"
+    else:
+        text += "; live: no feedback labels in the window"
+    return text
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"

@@ -1,0 +1,363 @@
+"""The monitoring report as one self-contained HTML page (inline SVG and CSS, nothing fetched).
+
+It only renders what the checks computed: a `DriftReport`, plus, when the window itself is at
+hand, the reference-against-window distribution of every checked signal (`distributions`) and
+the window cut into time buckets (`history`) for the OOD rate and the accuracies over time.
+
+`render_section` gives the HTML fragment (one `<section>`) that other pages embed, the model
+card included; `render_html` wraps it in a whole page; `report_html` does all of it from a
+profile and a window:
+
+    report = check_window(profile, window, model)
+    Path("monitor.html").write_text(report_html(profile, window, report))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+
+import numpy as np
+
+from mlfactory.monitoring import svg
+from mlfactory.monitoring.accuracy import Estimate, estimated_accuracy, live_accuracy
+from mlfactory.monitoring.drift import NO_VARIATION, CheckResult
+from mlfactory.monitoring.features import summary_columns
+from mlfactory.monitoring.ood import DEFAULT_FPR
+from mlfactory.monitoring.profile import ReferenceProfile, label_indices
+from mlfactory.monitoring.report import DriftReport, Window
+
+BINS = 30
+# Histogram range: the central 99 % of both samples, so one far value does not squash the rest.
+CLIP_PERCENTILES = (0.5, 99.5)
+HISTORY_BUCKETS = 12
+MIN_BUCKET = 20
+STATUS_COLORS = {"drift": "#c0392b", "no drift": "#2e7d32"}
+STYLE = """
+.mlf-monitoring { font-family: system-ui, sans-serif; color: #222; max-width: 1180px; }
+.mlf-monitoring h2 { margin: 0.2em 0; } .mlf-monitoring h3 { margin: 1.2em 0 0.4em; }
+.mlf-monitoring table { border-collapse: collapse; font-size: 13px; }
+.mlf-monitoring th, .mlf-monitoring td { border-bottom: 1px solid #ddd; padding: 3px 8px;
+  text-align: left; vertical-align: top; }
+.mlf-monitoring td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.mlf-monitoring .badge { color: #fff; padding: 2px 8px; border-radius: 3px; }
+.mlf-monitoring .grid { display: flex; flex-wrap: wrap; gap: 12px; }
+.mlf-monitoring figure { margin: 0; border: 1px solid #eee; padding: 4px; }
+.mlf-monitoring figcaption { font-size: 12px; } .mlf-monitoring .muted { color: #777; }
+"""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Reference against window for one checked signal.
+
+    Attributes:
+        name: the check's name (`brightness_mean`, `confidence`, `predicted_label`, ...).
+        edges: (B + 1,) bin edges of a numeric signal; None for a categorical one.
+        categories: the categories of a categorical signal (empty for a numeric one).
+        reference: the reference's share per bin or category.
+        window: the window's share per bin or category.
+    """
+
+    name: str
+    edges: np.ndarray | None
+    categories: tuple[str, ...]
+    reference: np.ndarray
+    window: np.ndarray
+
+
+@dataclass(frozen=True)
+class HistoryBucket:
+    """A consecutive slice of the window, for the figures over time.
+
+    Attributes:
+        start: its first prediction's time (None when the window has no times).
+        end: its last prediction's time.
+        n: predictions in it.
+        ood_fraction: the share above the OOD threshold.
+        estimated: the estimated accuracy (CBPE) of the slice.
+        live: the live accuracy over its labelled predictions.
+    """
+
+    start: datetime | None
+    end: datetime | None
+    n: int
+    ood_fraction: float
+    estimated: Estimate
+    live: Estimate
+
+
+def distributions(profile: ReferenceProfile, window: Window) -> list[Distribution]:
+    """Reference and window distributions of each summary feature, label, confidence, OOD score."""
+    reference = profile.drift
+    columns = summary_columns(window.summaries, reference.kinds)
+    result = [
+        _numeric(name, values, columns.numeric[name])
+        for name, values in reference.features.numeric.items()
+    ]
+    result += [
+        _categorical(name, values, columns.categorical[name])
+        for name, values in reference.features.categorical.items()
+    ]
+    probabilities = np.asarray(window.probabilities, dtype=np.float64).reshape(
+        len(window), len(profile.labels)
+    )
+    labels = np.array(profile.labels, dtype=np.str_)
+    predicted = labels[probabilities.argmax(axis=1)]
+    result.append(_categorical("predicted_label", labels[reference.predicted], predicted))
+    result.append(_numeric("confidence", reference.confidence, probabilities.max(axis=1)))
+    result.append(_numeric("ood_score", profile.ood.calibration_scores, _scores(profile, window)))
+    return result
+
+
+def history(
+    profile: ReferenceProfile, window: Window, buckets: int = HISTORY_BUCKETS
+) -> list[HistoryBucket]:
+    """The window (oldest first) cut into up to `buckets` slices of at least 20 predictions."""
+    n = len(window)
+    count = min(buckets, n // MIN_BUCKET)
+    if count < 2:
+        return []
+    scores = _scores(profile, window)
+    probabilities = np.asarray(window.probabilities, dtype=np.float64)
+    true = (
+        label_indices(np.array([t or "" for t in window.true_labels], np.str_), profile.labels)
+        if window.true_labels is not None
+        else np.full(n, -1)
+    )
+    times = list(window.timestamps)
+    result = []
+    for rows in np.array_split(np.arange(n), count):
+        first, last = int(rows[0]), int(rows[-1])
+        result.append(
+            HistoryBucket(
+                start=times[first] if times else None,
+                end=times[last] if times else None,
+                n=len(rows),
+                ood_fraction=float(np.mean(scores[rows] > profile.ood.threshold)),
+                estimated=estimated_accuracy(probabilities[rows], profile.temperature),
+                live=live_accuracy(probabilities[rows].argmax(axis=1), true[rows]),
+            )
+        )
+    return result
+
+
+def report_html(profile: ReferenceProfile, window: Window, report: DriftReport) -> str:
+    """The whole page for a report of `window`, with its distributions and its history."""
+    return render_html(
+        report, distributions(profile, window), history(profile, window), profile.ood.fpr
+    )
+
+
+def render_html(
+    report: DriftReport,
+    shown: Sequence[Distribution] = (),
+    buckets: Sequence[HistoryBucket] = (),
+    expected_ood: float = DEFAULT_FPR,
+) -> str:
+    """A complete, self-contained HTML page of the report (see `render_section`)."""
+    title = f"Monitoring: {report.model.get('name', '?')} {report.model.get('version', '')}"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title></head><body>\n"
+        f"{render_section(report, shown, buckets, expected_ood)}\n</body></html>\n"
+    )
+
+
+def render_section(
+    report: DriftReport,
+    shown: Sequence[Distribution] = (),
+    buckets: Sequence[HistoryBucket] = (),
+    expected_ood: float = DEFAULT_FPR,
+) -> str:
+    """The report as one `<section class="mlf-monitoring">` with its own style, to embed.
+
+    Args:
+        report: the checked window.
+        shown: reference-against-window distributions (`distributions`); none drawn if empty.
+        buckets: the window over time (`history`); no time figures if empty.
+        expected_ood: the OOD rate of in-distribution traffic (the profile's `ood.fpr`).
+    """
+    parts = [f"<section class='mlf-monitoring'><style>{STYLE}</style>", _header(report)]
+    parts.append(_checks_table(report.checks))
+    if buckets:
+        parts.append("<h3>Over time</h3>" + _time_figures(buckets, expected_ood))
+    if shown:
+        by_name = {check.name: check for check in report.checks}
+        # A signal every input shares (28 x 28 PNG digits) says nothing drawn.
+        figures = [
+            _distribution_figure(d, by_name.get(d.name))
+            for d in shown
+            if getattr(by_name.get(d.name), "status", "") != NO_VARIATION
+        ]
+        parts.append("<h3>Reference against window</h3><div class='grid'>")
+        parts += [*figures, "</div>"]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _header(report: DriftReport) -> str:
+    name = f"{report.model.get('name', '?')} version {report.model.get('version', '?')}"
+    color = STATUS_COLORS.get(report.status, "#777")
+    span = (
+        f"{_time(report.window_from)} to {_time(report.window_to)}"
+        if report.window_from
+        else "no times logged"
+    )
+    ood = (
+        f"{report.ood_fraction:.1%} of inputs out of distribution (score above "
+        f"{report.ood_threshold:.3g})"
+        if report.ood_fraction is not None
+        else "no inputs"
+    )
+    notes = "".join(f"<p class='muted'>{escape(note)}</p>" for note in report.notes)
+    return (
+        f"<h2>{escape(name)} <span class='badge' style='background:{color}'>"
+        f"{escape(report.status)}</span></h2>"
+        f"<p>{report.n} predictions, {escape(span)}. Checks corrected together "
+        f"({escape(report.correction)}) at level {report.level:g}.</p>"
+        f"<p>{escape(ood)}. {escape(_accuracy_text(report))}</p>{notes}"
+    )
+
+
+def _accuracy_text(report: DriftReport) -> str:
+    estimated, live = report.estimated, report.live
+    text = "Estimated accuracy: " + _estimate(estimated)
+    if live.n:
+        text += f"; live accuracy {_estimate(live)} on {live.n} labelled predictions"
+    else:
+        text += "; no feedback labels in the window"
+    return text + "."
+
+
+def _estimate(estimate: Estimate) -> str:
+    if estimate.value is None:
+        return "none"
+    return f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+
+
+def _checks_table(checks: Sequence[CheckResult]) -> str:
+    rows = []
+    for check in checks:
+        color = STATUS_COLORS.get(check.status, "#777")
+        rows.append(
+            "<tr>"
+            f"<td>{escape(check.name)}</td><td>{escape(check.kind)}</td>"
+            f"<td>{escape(check.test)}</td><td class='num'>{_number(check.statistic)}</td>"
+            f"<td class='num'>{_number(check.p_value)}</td>"
+            f"<td class='num'>{_number(check.p_value_raw)}</td>"
+            f"<td style='color:{color}'>{escape(check.status)}</td>"
+            f"<td class='num'>{check.n_window}</td><td>{escape(check.detail)}</td></tr>"
+        )
+    head = (
+        "<tr><th>check</th><th>kind</th><th>test</th><th>statistic</th><th>p-value</th>"
+        "<th>raw p</th><th>verdict</th><th>n</th><th>detail</th></tr>"
+    )
+    return f"<h3>Checks</h3><table>{head}{''.join(rows)}</table>"
+
+
+def _time_figures(buckets: Sequence[HistoryBucket], expected_ood: float) -> str:
+    ends = [bucket.end for bucket in buckets]
+    if all(end is not None for end in ends):
+        x = [end.timestamp() for end in ends if end is not None]
+        labels = (_time(buckets[0].start), _time(buckets[-1].end))
+    else:
+        x = [float(i) for i in range(len(buckets))]
+        labels = ("first predictions", "last predictions")
+    ood = svg.lines(
+        x,
+        [svg.Series("OOD rate", [b.ood_fraction for b in buckets], svg.WINDOW_COLOR)],
+        labels,
+        guide=(expected_ood, f"{expected_ood:.0%} expected"),
+    )
+
+    def values(estimates: list[Estimate], part: str) -> list[float]:
+        return [np.nan if getattr(e, part) is None else float(getattr(e, part)) for e in estimates]
+
+    estimated = [b.estimated for b in buckets]
+    live = [b.live for b in buckets]
+    series = [
+        svg.Series(
+            "estimated",
+            values(estimated, "value"),
+            svg.REFERENCE_COLOR,
+            values(estimated, "low"),
+            values(estimated, "high"),
+        )
+    ]
+    if any(e.n for e in live):
+        series.append(svg.Series("live", values(live, "value"), "#2e7d32", dashed=True))
+    accuracy = svg.lines(x, series, labels, y_range=(0.0, 1.0))
+    size = f"{buckets[0].n} predictions a point"
+    return (
+        "<div class='grid'>"
+        f"<figure>{ood}<figcaption>Out-of-distribution rate ({size})</figcaption></figure>"
+        f"<figure>{accuracy}<figcaption>Estimated accuracy with its 95 % interval, and live "
+        f"accuracy where labels arrived ({size})</figcaption></figure></div>"
+    )
+
+
+def _distribution_figure(shown: Distribution, check: CheckResult | None) -> str:
+    if shown.edges is None:
+        chart = svg.bars(list(shown.categories), shown.reference, shown.window)
+    else:
+        chart = svg.histograms(shown.edges, shown.reference, shown.window)
+    caption = escape(shown.name)
+    if check is not None:
+        caption += f" &mdash; {escape(check.status)}"
+        if check.p_value is not None:
+            caption += f", p = {_number(check.p_value)}"
+    return f"<figure>{chart}<figcaption>{caption}</figcaption></figure>"
+
+
+def _numeric(name: str, reference: np.ndarray, window: np.ndarray) -> Distribution:
+    ref = np.asarray(reference, dtype=np.float64)
+    win = np.asarray(window, dtype=np.float64)
+    ref, win = ref[np.isfinite(ref)], win[np.isfinite(win)]
+    both = np.concatenate([ref, win])
+    low, high = np.percentile(both, CLIP_PERCENTILES) if len(both) else (0.0, 1.0)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, BINS + 1)
+    return Distribution(name, edges, (), _shares(ref, edges), _shares(win, edges))
+
+
+def _shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
+    return counts / max(len(values), 1)
+
+
+def _categorical(name: str, reference: np.ndarray, window: np.ndarray) -> Distribution:
+    categories, codes = np.unique(
+        np.concatenate([np.asarray(reference, np.str_), np.asarray(window, np.str_)]),
+        return_inverse=True,
+    )
+    ref = np.bincount(codes[: len(reference)], minlength=len(categories))
+    win = np.bincount(codes[len(reference) :], minlength=len(categories))
+    return Distribution(
+        name,
+        None,
+        tuple(str(c) for c in categories),
+        ref / max(len(reference), 1),
+        win / max(len(window), 1),
+    )
+
+
+def _scores(profile: ReferenceProfile, window: Window) -> np.ndarray:
+    if window.ood_scores is not None:
+        return np.asarray(window.ood_scores, dtype=np.float64)
+    if not len(window):
+        return np.zeros(0)
+    return np.asarray(profile.ood.score(window.embeddings), dtype=np.float64)
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "&mdash;"
+    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "?"

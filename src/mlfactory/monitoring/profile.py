@@ -1,0 +1,279 @@
+"""The reference profile: what monitoring compares live traffic with, stored in the bundle.
+
+It is built from data the model did not train on (normally the validation split) and holds:
+
+- the out-of-distribution scorer (class means, a within-class basis, the calibrated threshold);
+- the drift reference sample: the embedding projected on at most 32 principal directions (the
+  basis is stored too), the predicted label, the confidence and the input-summary features;
+- the temperature that calibrates the probabilities for the estimated accuracy.
+
+On disk it is two files in the bundle folder: `profile.npz` (arrays only, read with
+`allow_pickle=False`, so loading a profile can never run code) and `profile.json` (scalars,
+labels, feature kinds, provenance).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlfactory.errors import BundleError
+from mlfactory.monitoring.accuracy import calibrate, fit_temperature
+from mlfactory.monitoring.features import SummaryColumns, feature_kinds, summary_columns
+from mlfactory.monitoring.ood import DEFAULT_DIMS, DEFAULT_FPR, OodScorer
+from mlfactory.monitoring.projection import Projection
+
+FORMAT_VERSION = 1
+ARRAYS_FILE = "profile.npz"
+META_FILE = "profile.json"
+DRIFT_DIMS = 32
+# Reference rows kept for the drift tests; more add little power and grow the bundle.
+MAX_REFERENCE = 5000
+MIN_REFERENCE = 20
+
+
+@dataclass
+class DriftReference:
+    """The reference sample the drift checks compare a window with.
+
+    Attributes:
+        projection: the embedding's leading principal directions (at most `DRIFT_DIMS`).
+        embeddings: (m, k) reference embeddings projected on the basis (rows the basis was not
+            fitted on).
+        predicted: (n,) predicted class indices.
+        confidence: (n,) top probabilities (raw, as served).
+        features: the input-summary columns.
+        kinds: feature name -> "numeric" or "categorical".
+    """
+
+    projection: Projection
+    embeddings: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    features: SummaryColumns
+    kinds: dict[str, str]
+
+
+@dataclass
+class ReferenceProfile:
+    """Everything monitoring needs about the reference data; see the module docstring.
+
+    Attributes:
+        labels: the bundle's labels, in output order.
+        ood: the out-of-distribution scorer.
+        drift: the drift reference sample.
+        temperature: the probability calibration of the estimated accuracy.
+        meta: provenance and summary figures (source, sizes, reference accuracy, time).
+    """
+
+    labels: list[str]
+    ood: OodScorer
+    drift: DriftReference
+    temperature: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `profile.npz` and `profile.json` into `folder`; returns the npz path."""
+        target = Path(folder)
+        arrays = {
+            "ood.class_means": self.ood.class_means,
+            "ood.basis": self.ood.projection.basis,
+            "ood.variances": self.ood.projection.variances,
+            "ood.calibration_scores": self.ood.calibration_scores,
+            "drift.mean": self.drift.projection.mean,
+            "drift.basis": self.drift.projection.basis,
+            "drift.variances": self.drift.projection.variances,
+            "drift.embeddings": self.drift.embeddings,
+            "drift.predicted": self.drift.predicted,
+            "drift.confidence": self.drift.confidence,
+            **{f"numeric.{k}": v for k, v in self.drift.features.numeric.items()},
+            **{f"categorical.{k}": v for k, v in self.drift.features.categorical.items()},
+        }
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "labels": self.labels,
+            "temperature": self.temperature,
+            "ood": {
+                "method": "mahalanobis",
+                "threshold": self.ood.threshold,
+                "fpr": self.ood.fpr,
+                "normalize": self.ood.normalize,
+                "residual_variance": self.ood.projection.residual_variance,
+            },
+            "drift": {
+                "residual_variance": self.drift.projection.residual_variance,
+                "features": self.drift.kinds,
+            },
+            **self.meta,
+        }
+        npz = target / ARRAYS_FILE
+        with open(npz, "wb") as handle:  # np.savez would append ".npz" to a temporary name
+            np.savez_compressed(handle, allow_pickle=False, **arrays)
+        (target / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return npz
+
+
+def build_profile(
+    embeddings: np.ndarray,
+    probabilities: np.ndarray,
+    labels_true: Sequence[str] | np.ndarray,
+    summaries: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    *,
+    source: str = "validation split",
+    fpr: float = DEFAULT_FPR,
+    ood_dims: int = DEFAULT_DIMS,
+    drift_dims: int = DRIFT_DIMS,
+    normalize: bool = True,
+    max_reference: int = MAX_REFERENCE,
+    seed: int = 0,
+) -> ReferenceProfile:
+    """Build the reference profile from model outputs on data the model did not train on.
+
+    Args:
+        embeddings: (N, D) the bundle's `embedding` output for the reference inputs.
+        probabilities: (N, K) its `probabilities` output.
+        labels_true: (N,) the true labels (label strings, or class indices).
+        summaries: (N,) the serving input summary of each input.
+        labels: the bundle's labels, in output order.
+        source: where the reference data came from (kept in `profile.json`).
+        fpr: the false-positive rate the OOD threshold is calibrated to.
+        ood_dims: within-class directions the OOD score models one by one.
+        drift_dims: principal directions of the drift reference embedding.
+        normalize: scale embeddings to unit length for the OOD score.
+        max_reference: reference rows kept for drift (a seeded random subset beyond).
+        seed: seeds the calibration folds and the subset.
+
+    Raises:
+        ValueError: the inputs disagree in length, a true label is not one of `labels`, or
+            there are fewer than 20 inputs.
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    p = np.asarray(probabilities, dtype=np.float32)
+    y = label_indices(labels_true, labels)
+    if not len(x) == len(p) == len(y) == len(summaries):
+        raise ValueError(
+            f"reference arrays differ in length: {len(x)} embeddings, {len(p)} probabilities, "
+            f"{len(y)} labels, {len(summaries)} summaries"
+        )
+    unknown = sorted({str(v) for v, i in zip(np.asarray(labels_true), y, strict=True) if i < 0})
+    if unknown:
+        raise ValueError(f"reference labels not among the bundle's labels: {', '.join(unknown)}")
+    if len(x) < MIN_REFERENCE:
+        raise ValueError(f"a reference profile needs at least {MIN_REFERENCE} inputs, got {len(x)}")
+    temperature = fit_temperature(p, y)
+    rng = np.random.default_rng(seed)
+    keep = np.arange(len(x))
+    if len(x) > max_reference:
+        keep = np.sort(rng.choice(len(x), max_reference, replace=False))
+    # The embedding's basis is fitted on a third of the rows and the other two thirds are the
+    # reference sample: projected on a basis fitted on themselves, the reference rows would
+    # spread less along the last directions than any new input does (a false alarm).
+    shuffled = rng.permutation(keep)
+    basis_rows, sample_rows = (
+        np.sort(shuffled[: len(keep) // 3]),
+        np.sort(shuffled[len(keep) // 3 :]),
+    )
+    kinds = feature_kinds(summaries)
+    projection = Projection.fit(x[basis_rows], min(drift_dims, len(basis_rows) - 1))
+    drift = DriftReference(
+        projection=projection,
+        embeddings=projection.transform(x[sample_rows]),
+        predicted=p[keep].argmax(axis=1).astype(np.int32),
+        confidence=p[keep].max(axis=1),
+        features=summary_columns([summaries[int(i)] for i in keep], kinds),
+        kinds=kinds,
+    )
+    predicted = p.argmax(axis=1)
+    meta = {
+        "source": source,
+        "n_reference": len(x),
+        "n_drift_reference": len(keep),
+        "n_embedding_reference": len(sample_rows),
+        "embedding_dim": int(x.shape[1]),
+        "reference_accuracy": float(np.mean(predicted == y)),
+        "reference_confidence": float(p.max(axis=1).mean()),
+        "reference_calibrated_confidence": float(calibrate(p, temperature).max(axis=1).mean()),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    ood = OodScorer.fit(x, y, fpr=fpr, dims=ood_dims, normalize=normalize, seed=seed)
+    return ReferenceProfile(list(labels), ood, drift, temperature, meta)
+
+
+def load_profile(folder: str | Path) -> ReferenceProfile | None:
+    """The profile saved in a bundle folder, or None when the bundle has none.
+
+    Raises:
+        BundleError: the profile files are incomplete, malformed or from a newer mlfactory.
+    """
+    target = Path(folder)
+    npz, meta_path = target / ARRAYS_FILE, target / META_FILE
+    if not npz.is_file() and not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        return _from_saved(meta, arrays)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(
+            f"the monitoring profile in {target} cannot be read ({type(exc).__name__}: {exc}); "
+            "export the bundle again"
+        ) from None
+
+
+def label_indices(values: Sequence[str] | np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """Label strings (or class indices) -> class indices; an unknown label is -1."""
+    array = np.asarray(values)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    index = {label: i for i, label in enumerate(labels)}
+    return np.array([index.get(str(value), -1) for value in array], dtype=np.int64)
+
+
+def _from_saved(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ReferenceProfile:
+    version = int(meta["format_version"])
+    if version > FORMAT_VERSION:
+        raise ValueError(f"profile format {version} is newer than {FORMAT_VERSION}")
+    ood_meta, drift_meta = meta["ood"], meta["drift"]
+    dim = arrays["ood.basis"].shape[0]
+    ood = OodScorer(
+        class_means=arrays["ood.class_means"],
+        projection=Projection(
+            np.zeros(dim, np.float32),
+            arrays["ood.basis"],
+            arrays["ood.variances"],
+            float(ood_meta["residual_variance"]),
+        ),
+        threshold=float(ood_meta["threshold"]),
+        fpr=float(ood_meta["fpr"]),
+        normalize=bool(ood_meta["normalize"]),
+        calibration_scores=arrays["ood.calibration_scores"],
+    )
+    kinds: dict[str, str] = dict(drift_meta["features"])
+    features = SummaryColumns(
+        {k: arrays[f"numeric.{k}"] for k, kind in kinds.items() if kind == "numeric"},
+        {k: arrays[f"categorical.{k}"] for k, kind in kinds.items() if kind == "categorical"},
+    )
+    drift = DriftReference(
+        projection=Projection(
+            arrays["drift.mean"],
+            arrays["drift.basis"],
+            arrays["drift.variances"],
+            float(drift_meta["residual_variance"]),
+        ),
+        embeddings=arrays["drift.embeddings"],
+        predicted=arrays["drift.predicted"],
+        confidence=arrays["drift.confidence"],
+        features=features,
+        kinds=kinds,
+    )
+    known = {"format_version", "labels", "temperature", "ood", "drift"}
+    rest = {key: value for key, value in meta.items() if key not in known}
+    return ReferenceProfile(list(meta["labels"]), ood, drift, float(meta["temperature"]), rest)

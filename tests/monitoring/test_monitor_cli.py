@@ -1,0 +1,268 @@
+"""`mlfactory monitor` on real prediction logs of a real digits bundle, written by the server's
+own `PredictionLog`: the table, the JSON contract, the HTML report, and one line for each way
+there is nothing to check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import ImageOps
+from typer.testing import CliRunner
+
+from mlfactory.cli import app
+from mlfactory.monitoring.profile import ReferenceProfile
+from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
+from tests.monitoring.conftest import DigitOutputs, Outputs
+from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+from tests.test_cli import assert_one_line_error
+
+runner = CliRunner()
+CONTRACT_CHECK_KEYS = {"name", "kind", "statistic", "p_value", "drift"}
+
+
+@pytest.fixture(scope="module")
+def profiled_bundle(
+    monitored_digits: Any, digit_profile: ReferenceProfile, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A copy of the digits bundle with its monitoring profile saved beside the model."""
+    folder = tmp_path_factory.mktemp("profiled") / "bundle"
+    shutil.copytree(monitored_digits.bundle.path, folder)
+    digit_profile.save(folder)
+    return folder
+
+
+def write_log(
+    url: str,
+    outputs: Outputs,
+    name: str,
+    version: str,
+    start: datetime | None = None,
+    labelled_every: int = 0,
+) -> None:
+    """Log `outputs` as the server does, one prediction a second from `start`."""
+    start = start or datetime.now(UTC) - timedelta(seconds=len(outputs))
+    labels = [str(i) for i in range(outputs.probabilities.shape[1])]
+    rows = []
+    for i in range(len(outputs)):
+        probabilities = outputs.probabilities[i]
+        top = int(np.argmax(probabilities))
+        rows.append(
+            LoggedPrediction(
+                request_id=f"{name}-{i}",
+                input_index=0,
+                model_name=name,
+                model_version=version,
+                input_summary=outputs.summaries[i],
+                embedding=outputs.embeddings[i],
+                probabilities=dict(zip(labels, map(float, probabilities), strict=True)),
+                label=labels[top],
+                score=float(probabilities[top]),
+                latency_ms=1.0,
+                ts=start + timedelta(seconds=i),
+            )
+        )
+    log = PredictionLog(url)
+    log.start()
+    try:
+        log.submit(rows).result(timeout=60)
+    finally:
+        log.close()
+
+
+def _model(bundle: Path) -> tuple[str, str]:
+    meta = json.loads((bundle / "bundle.json").read_text())
+    return meta["name"], meta["version"]
+
+
+def _monitor(bundle: Path, *args: str) -> Any:
+    return runner.invoke(app, ["monitor", str(bundle), *args])
+
+
+def test_held_out_traffic_gives_the_json_contract_without_drift(
+    profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    name, version = _model(profiled_bundle)
+    held_out = digit_outputs.held_out.take(np.arange(300))
+    write_log(url, held_out, name, version)
+    result = _monitor(profiled_bundle, "--log", url, "--json", "--last", "250")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["model"] == {"name": name, "version": version}
+    assert report["window"]["n"] == 250
+    assert report["window"]["from"] < report["window"]["to"]
+    assert report["drift"] is False and report["status"] == "no drift"
+    assert {check["kind"] for check in report["checks"]} == {
+        "feature",
+        "label",
+        "confidence",
+        "embedding",
+    }
+    for check in report["checks"]:
+        assert set(check) >= CONTRACT_CHECK_KEYS
+    assert set(report["ood"]) >= {"fraction", "threshold"}
+    assert 0.0 <= report["ood"]["fraction"] < 0.05
+    accuracy = report["accuracy"]
+    low, high = accuracy["estimated_ci"]
+    assert low <= accuracy["estimated"] <= high
+    assert accuracy["labelled"] == 0 and accuracy["live"] is None
+
+
+def test_inverted_digits_drift_in_the_table_and_the_html_report(
+    profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    name, version = _model(profiled_bundle)
+    inverted = digit_outputs.transform(ImageOps.invert).take(np.arange(150))
+    write_log(url, inverted, name, version)
+    html = tmp_path / "report.html"
+    result = _monitor(profiled_bundle, "--log", url, "--html", str(html))
+    assert result.exit_code == 0, result.output
+    assert "DRIFT" in result.output
+    assert "brightness_mean" in result.output and "embedding" in result.output
+    assert "out of distribution" in result.output
+    page = html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
+    assert name in page and "brightness_mean" in page
+
+
+def test_the_log_defaults_to_the_environment_then_the_servers_store(
+    profiled_bundle: Path,
+    digit_outputs: DigitOutputs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name, version = _model(profiled_bundle)
+    held_out = digit_outputs.held_out.take(np.arange(60))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFACTORY_LOG_URL", raising=False)
+    write_log("sqlite:///predictions.db", held_out, name, version)  # the server's default
+    result = _monitor(profiled_bundle, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["window"]["n"] == 60
+    elsewhere = tmp_path / "elsewhere.db"
+    write_log(f"sqlite:///{elsewhere}", held_out.take(np.arange(40)), name, version)
+    monkeypatch.setenv("MLFACTORY_LOG_URL", f"sqlite:///{elsewhere}")
+    result = _monitor(profiled_bundle, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["window"]["n"] == 40
+
+
+def test_a_postgresql_log_is_read_like_sqlite(
+    profiled_bundle: Path,
+    digit_outputs: DigitOutputs,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    name, version = _model(profiled_bundle)
+    write_log(postgres_url, digit_outputs.held_out.take(np.arange(80)), name, version)
+    write_log(postgres_url, digit_outputs.held_out.take(np.arange(20)), "news", "3")
+    result = _monitor(profiled_bundle, "--log", postgres_url, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["window"]["n"] == 80 and report["model"]["name"] == name
+    assert report["status"] in ("no drift", "drift")
+
+
+def test_a_window_too_small_says_insufficient_data_per_check(
+    profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    name, version = _model(profiled_bundle)
+    write_log(url, digit_outputs.held_out.take(np.arange(100)), name, version)
+    result = _monitor(profiled_bundle, "--log", url, "--last", "12", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["status"] == "insufficient data" and report["drift"] is False
+    assert {check["status"] for check in report["checks"]} == {"insufficient data"}
+    assert all(check["p_value"] is None for check in report["checks"])
+    table = _monitor(profiled_bundle, "--log", url, "--last", "12")
+    assert table.exit_code == 0, table.output
+    assert "insufficient data: 12 predictions" in table.output
+
+
+def test_since_keeps_the_recent_predictions_only(
+    profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    name, version = _model(profiled_bundle)
+    held_out = digit_outputs.held_out
+    old = datetime.now(UTC) - timedelta(days=3)
+    write_log(url, held_out.take(np.arange(50)), name, version, start=old)
+    write_log(url, held_out.take(np.arange(50, 120)), name, version)
+    result = _monitor(profiled_bundle, "--log", url, "--since", "2h", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["window"]["n"] == 70
+    result = _monitor(profiled_bundle, "--log", url, "--since", "1w", "--json")
+    assert json.loads(result.output)["window"]["n"] == 120
+
+
+def test_nothing_to_check_is_one_line(
+    profiled_bundle: Path,
+    digit_outputs: DigitOutputs,
+    monitored_digits: Any,
+    tmp_path: Path,
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    PredictionLog(empty).close()  # a server started and stopped without traffic
+    assert_one_line_error(_monitor(profiled_bundle, "--log", empty), "is empty")
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    write_log(other, digit_outputs.held_out.take(np.arange(30)), "news", "3")
+    assert_one_line_error(_monitor(profiled_bundle, "--log", other), "it holds news 3 (30)")
+    name, version = _model(profiled_bundle)
+    old = f"sqlite:///{tmp_path / 'old.db'}"
+    three_days = datetime.now(UTC) - timedelta(days=3)
+    write_log(old, digit_outputs.held_out.take(np.arange(30)), name, version, start=three_days)
+    result = _monitor(profiled_bundle, "--log", old, "--since", "1d")
+    assert_one_line_error(result, "30 older ones")
+    # The bundle as exported before monitoring: no profile.
+    assert_one_line_error(
+        _monitor(monitored_digits.bundle.path, "--log", old), "has no monitoring profile"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("log", "fragment"),
+    [
+        ("sqlite:///{tmp}/no-such.db", "no prediction log at"),
+        # psycopg installed: the refused connection; without it, the install hint.
+        ("postgresql+psycopg://mlf:secret@127.0.0.1:{port}/log", "prediction log"),
+        ("not a url", "not an SQLAlchemy URL"),
+    ],
+)
+def test_an_unreachable_log_is_one_line_and_exit_2(
+    profiled_bundle: Path, tmp_path: Path, log: str, fragment: str
+) -> None:
+    url = log.format(tmp=tmp_path, port=_free_port())
+    result = _monitor(profiled_bundle, "--log", url)
+    assert_one_line_error(result, fragment)
+    assert "secret" not in result.output
+    assert not (tmp_path / "no-such.db").exists()  # reading never creates a log
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--last", "10", "--since", "1h"], "not both"),
+        (["--since", "yesterday"], "is not a duration"),
+        (["--last", "0"], "at least 1"),
+        (["--level", "1.5"], "between 0 and 1"),
+    ],
+)
+def test_wrong_arguments_are_one_line(
+    profiled_bundle: Path, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    result = _monitor(profiled_bundle, "--log", f"sqlite:///{tmp_path / 'x.db'}", *args)
+    assert_one_line_error(result, fragment)

@@ -1,0 +1,69 @@
+"""The OOD score of a real digits bundle: calibrated on digits, high on photos and corruptions."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import ImageOps
+from sklearn.metrics import roc_auc_score
+
+from mlfactory.monitoring.ood import OodScorer
+from mlfactory.monitoring.profile import ReferenceProfile, label_indices
+from tests.monitoring.conftest import DigitOutputs, Outputs
+
+
+def _auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    truth = np.concatenate([np.zeros(len(inside)), np.ones(len(outside))])
+    return float(roc_auc_score(truth, np.concatenate([inside, outside])))
+
+
+def _scorer(outputs: DigitOutputs, labels: list[str], fpr: float) -> OodScorer:
+    reference = outputs.reference
+    return OodScorer.fit(reference.embeddings, label_indices(reference.labels, labels), fpr=fpr)
+
+
+def test_held_out_digits_are_flagged_at_about_the_calibrated_rate(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    held_out = digit_outputs.held_out.embeddings  # 500 digits the scorer never saw
+    assert digit_profile.ood.fpr == 0.01
+    assert np.mean(digit_profile.ood.is_ood(held_out)) <= 0.03
+    loose = _scorer(digit_outputs, digit_profile.labels, fpr=0.1)
+    assert 0.04 <= np.mean(loose.is_ood(held_out)) <= 0.17
+
+
+def test_photos_and_inverted_digits_score_higher_than_max_softmax_says(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    held_out = digit_outputs.held_out
+    inside = digit_profile.ood.score(held_out.embeddings)
+    confidence = -held_out.probabilities.max(axis=1)
+    foreign: list[Outputs] = [digit_outputs.stamps, digit_outputs.transform(ImageOps.invert)]
+    loose = _scorer(digit_outputs, digit_profile.labels, fpr=0.1)
+    false_flags = np.mean(loose.is_ood(held_out.embeddings))
+    for outputs in foreign:
+        auroc = _auroc(inside, digit_profile.ood.score(outputs.embeddings))
+        baseline = _auroc(confidence, -outputs.probabilities.max(axis=1))
+        assert auroc >= 0.8
+        assert auroc > baseline
+        # A small bundle (32 px, 600 digits): its embedding sets photos apart less than the
+        # benchmark's does, yet flags them several times as often as digits.
+        assert np.mean(loose.is_ood(outputs.embeddings)) >= 3 * false_flags
+
+
+def test_a_batch_scores_as_its_rows_do(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    rows = digit_outputs.held_out.embeddings[:16]
+    batch = digit_profile.ood.score(rows)
+    one_by_one = np.concatenate([digit_profile.ood.score(row[None]) for row in rows])
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-6)
+    assert (digit_profile.ood.is_ood(rows) == (batch > digit_profile.ood.threshold)).all()
+
+
+def test_calibration_scores_are_of_rows_the_scorer_did_not_fit(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    scores = digit_profile.ood.calibration_scores
+    assert 0.25 * 500 <= len(scores) <= 0.35 * 500
+    # The threshold is their upper 1 % quantile.
+    assert np.mean(scores > digit_profile.ood.threshold) <= 0.01 + 1 / len(scores)

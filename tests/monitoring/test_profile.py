@@ -1,0 +1,96 @@
+"""The reference profile on disk: arrays without pickle plus JSON, small, and read back whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlfactory.errors import BundleError
+from mlfactory.monitoring.profile import (
+    ARRAYS_FILE,
+    META_FILE,
+    ReferenceProfile,
+    build_profile,
+    load_profile,
+)
+from mlfactory.monitoring.report import Window, check_window
+from tests.monitoring.conftest import DigitOutputs
+
+MODEL = {"name": "digits", "version": "1"}
+
+
+def test_round_trip_without_pickle(
+    digit_profile: ReferenceProfile, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    digit_profile.save(tmp_path)
+    with np.load(tmp_path / ARRAYS_FILE, allow_pickle=False) as arrays:
+        assert all(arrays[key].dtype != object for key in arrays.files)
+    loaded = load_profile(tmp_path)
+    assert loaded is not None
+    assert loaded.labels == digit_profile.labels
+    assert loaded.temperature == digit_profile.temperature
+    assert loaded.ood.threshold == digit_profile.ood.threshold
+    held_out = digit_outputs.held_out
+    np.testing.assert_allclose(
+        loaded.ood.score(held_out.embeddings),
+        digit_profile.ood.score(held_out.embeddings),
+        rtol=1e-6,
+    )
+    window = Window(
+        held_out.embeddings[:200], held_out.probabilities[:200], held_out.summaries[:200]
+    )
+    assert (
+        check_window(loaded, window, MODEL).to_json()
+        == check_window(digit_profile, window, MODEL).to_json()
+    )
+
+
+def test_profile_is_small(digit_profile: ReferenceProfile, tmp_path: Path) -> None:
+    digit_profile.save(tmp_path)
+    size = sum(path.stat().st_size for path in tmp_path.iterdir())
+    assert size <= 5_000_000
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert meta["source"] == "validation split" and meta["n_reference"] == 500
+
+
+def test_a_bundle_without_profile_has_none(tmp_path: Path) -> None:
+    assert load_profile(tmp_path) is None
+
+
+def test_a_pickled_array_is_refused(digit_profile: ReferenceProfile, tmp_path: Path) -> None:
+    digit_profile.save(tmp_path)
+    with np.load(tmp_path / ARRAYS_FILE, allow_pickle=False) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    arrays["ood.class_means"] = np.array([{"code": "would run on load"}], dtype=object)
+    np.savez(tmp_path / ARRAYS_FILE, **arrays)  # written with pickle, as an attacker would
+    with pytest.raises(BundleError, match="export the bundle again"):
+        load_profile(tmp_path)
+
+
+def test_a_newer_format_is_refused(digit_profile: ReferenceProfile, tmp_path: Path) -> None:
+    digit_profile.save(tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["format_version"] = 99
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="newer"):
+        load_profile(tmp_path)
+
+
+def test_build_profile_refuses_what_it_cannot_use(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    ref = digit_outputs.reference
+    labels = digit_profile.labels
+    with pytest.raises(ValueError, match="differ in length"):
+        build_profile(ref.embeddings, ref.probabilities[:-1], ref.labels, ref.summaries, labels)
+    with pytest.raises(ValueError, match="not among the bundle's labels: cat"):
+        build_profile(
+            ref.embeddings, ref.probabilities, ["cat", *ref.labels[1:]], ref.summaries, labels
+        )
+    with pytest.raises(ValueError, match="at least 20"):
+        build_profile(
+            ref.embeddings[:10], ref.probabilities[:10], ref.labels[:10], ref.summaries[:10], labels
+        )

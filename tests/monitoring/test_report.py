@@ -1,0 +1,136 @@
+"""Whole reports on windows of a real digits bundle's traffic: quiet without shift, loud with."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from PIL import ImageOps
+
+from mlfactory.monitoring.drift import INSUFFICIENT, KINDS, exceedance_check
+from mlfactory.monitoring.profile import ReferenceProfile
+from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+from tests.monitoring.conftest import DigitOutputs, Outputs
+
+MODEL = {"name": "digits", "version": "1"}
+
+
+def _window(outputs: Outputs, size: int, seed: int) -> Window:
+    rows = np.random.default_rng(seed).choice(len(outputs), size, replace=False)
+    part = outputs.take(rows)
+    return Window(part.embeddings, part.probabilities, part.summaries)
+
+
+def _drifted(report_json: dict[str, object]) -> set[str]:
+    checks = report_json["checks"]
+    assert isinstance(checks, list)
+    return {check["name"] for check in checks if check["drift"]}
+
+
+def test_held_out_digits_raise_no_alarm(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """40 seeded windows of 100 unseen digits from the reference's distribution."""
+    alarms = [
+        check_window(digit_profile, _window(digit_outputs.held_out, 100, seed), MODEL).drift
+        for seed in range(40)
+    ]
+    assert sum(alarms) <= 2  # nominal 5 % of 40 windows; measured 0
+
+
+def test_rotated_and_inverted_digits_drift(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    rotated = digit_outputs.transform(lambda image: image.rotate(90))
+    report = check_window(digit_profile, _window(rotated, 100, 0), MODEL).to_json()
+    assert report["drift"] is True and report["status"] == "drift"
+    assert {"embedding", "ood_score", "predicted_label"} <= _drifted(report)
+    inverted = digit_outputs.transform(ImageOps.invert)
+    report = check_window(digit_profile, _window(inverted, 100, 0), MODEL).to_json()
+    assert {"brightness_mean", "embedding", "ood_score"} <= _drifted(report)
+
+
+def test_a_label_prior_shift_is_seen_in_the_predicted_labels(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    low = np.flatnonzero(np.isin(digit_outputs.held_out.labels, ["0", "1", "2", "3", "4"]))
+    report = check_window(digit_profile, _window(digit_outputs.held_out.take(low), 100, 0), MODEL)
+    assert "predicted_label" in _drifted(report.to_json())
+
+
+def test_the_json_contract(digit_outputs: DigitOutputs, digit_profile: ReferenceProfile) -> None:
+    held_out = digit_outputs.held_out.take(np.arange(120))
+    start = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    truth: list[str | None] = [
+        label if i % 3 == 0 else None for i, label in enumerate(held_out.labels)
+    ]
+    window = Window(
+        held_out.embeddings,
+        held_out.probabilities,
+        held_out.summaries,
+        timestamps=[start + timedelta(seconds=i) for i in range(120)],
+        true_labels=truth,
+    )
+    report = json.loads(json.dumps(check_window(digit_profile, window, MODEL).to_json()))
+    assert report["model"] == MODEL
+    assert report["window"] == {
+        "from": "2026-11-29T12:00:00+00:00",
+        "to": "2026-11-29T12:01:59+00:00",
+        "n": 120,
+    }
+    assert isinstance(report["drift"], bool)
+    for check in report["checks"]:
+        assert {"name", "kind", "statistic", "p_value", "drift"} <= set(check)
+        assert check["kind"] in KINDS
+    assert {c["kind"] for c in report["checks"]} == set(KINDS)
+    assert report["ood"]["threshold"] == digit_profile.ood.threshold
+    assert 0.0 <= report["ood"]["fraction"] <= 1.0
+    accuracy = report["accuracy"]
+    low, high = accuracy["estimated_ci"]
+    assert low <= accuracy["estimated"] <= high
+    predicted = held_out.probabilities.argmax(axis=1)[::3]
+    assert accuracy["labelled"] == 40
+    assert accuracy["live"] == np.mean(predicted == np.array(held_out.labels[::3], dtype=int))
+
+
+def test_a_small_window_is_insufficient_data(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    report = check_window(digit_profile, _window(digit_outputs.held_out, 12, 0), MODEL)
+    assert report.status == INSUFFICIENT and report.drift is False
+    assert {check.status for check in report.checks} <= {INSUFFICIENT, "no variation"}
+    held_out = digit_outputs.held_out
+    empty = Window(held_out.embeddings[:0], held_out.probabilities[:0], [])
+    report = check_window(digit_profile, empty, MODEL, MonitorSettings(min_samples=5))
+    document = report.to_json()
+    assert document["window"]["n"] == 0 and document["status"] == INSUFFICIENT
+    assert document["ood"]["fraction"] is None and document["accuracy"]["estimated"] is None
+
+
+def test_logged_ood_scores_are_used_as_given(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    window = _window(digit_outputs.held_out, 50, 0)
+    window.ood_scores = np.full(50, digit_profile.ood.threshold + 1.0)
+    report = check_window(digit_profile, window, MODEL)
+    assert report.ood_fraction == 1.0
+
+
+def test_more_inputs_above_the_threshold_than_chance_allows(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """A tenth of foreign inputs (inverted digits) among held-out digits is more than chance."""
+    ood = digit_profile.ood
+    held_out = ood.score(digit_outputs.held_out.embeddings)
+    inverted = ood.score(digit_outputs.transform(ImageOps.invert).embeddings)
+    tenth = len(held_out) // 10
+    mixed = np.concatenate([held_out[tenth:], inverted[:tenth]])
+    for scores, drifts in ((held_out, False), (mixed, True)):
+        check = exceedance_check(
+            "ood_fraction", "embedding", ood.calibration_scores, ood.threshold, scores
+        )
+        assert check.p_value_raw is not None
+        # 150 calibration scores leave the threshold itself uncertain: the exact test allows
+        # for it, and still rejects chance for a tenth of inputs that are mostly above it.
+        assert (check.p_value_raw < 0.05) is drifts
