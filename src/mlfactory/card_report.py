@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from mlfactory.bundle import Bundle, load_bundle
-from mlfactory.errors import BundleError
 from mlfactory.model_card import model_card
 
 STYLE = """
@@ -200,26 +199,18 @@ def write_report(
 def monitoring_section(bundle: Bundle, log_url: str, last: int | None = None) -> str:
     """The monitoring report of the bundle's logged predictions, as an HTML section.
 
-    The drift checks run on the log's predictions of this bundle's name and version against
-    the bundle's reference profile, and the monitoring report renders them.
+    `mlfactory monitor`'s own steps (`monitor_bundle`: read the window, run the checks against
+    the bundle's reference profile) and its renderer (`html_report.render_section`).
 
     Raises:
-        BundleError: the bundle has no reference profile to compare the log with.
+        MlfactoryError: the bundle has no reference profile, the log cannot be read, or it
+            holds no prediction of this bundle; the message is one line.
     """
+    from mlfactory.monitor_command import monitor_bundle
     from mlfactory.monitoring.html_report import distributions, history, render_section
-    from mlfactory.monitoring.log_window import read_window
-    from mlfactory.monitoring.profile import load_profile
-    from mlfactory.monitoring.report import check_window
 
-    profile = load_profile(bundle.path)
-    if profile is None:
-        raise BundleError(
-            f"{bundle.path} has no monitoring reference profile (profile.json/profile.npz): "
-            "export it again with this mlfactory to report on a log"
-        )
-    meta = bundle.meta
-    window = read_window(log_url, meta.name, meta.version, last, labels=meta.labels)
-    report = check_window(profile, window, {"name": meta.name, "version": meta.version})
+    result = monitor_bundle(bundle.path, log_url, last)
+    profile, window = result.profile, result.window
     return render_section(
-        report, distributions(profile, window), history(profile, window), profile.ood.fpr
+        result.report, distributions(profile, window), history(profile, window), profile.ood.fpr
     )
