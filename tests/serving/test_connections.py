@@ -91,7 +91,17 @@ def open_files(server: LiveServer) -> int:
     return len(os.listdir(f"/proc/{server.process.pid}/fd"))
 
 
+def guard_events(server: LiveServer, event: str) -> float:
+    """The server's `mlfactory_connection_guard_events_total` of one event."""
+    text = httpx.get(f"{server.url}/metrics", timeout=5.0).text
+    name = f'mlfactory_connection_guard_events_total{{event="{event}"}}'
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
 def test_slow_request_heads_are_cut_off_while_health_answers(server: LiveServer) -> None:
+    before = guard_events(server, "head_timeout")
     with ExitStack() as stack:
         slow = [stack.enter_context(connection(server)) for _ in range(SLOW_CLIENTS)]
         for sock in slow:
@@ -104,6 +114,7 @@ def test_slow_request_heads_are_cut_off_while_health_answers(server: LiveServer)
         answers = [read_until_closed(sock) for sock in slow]
     assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), answers[0]
     assert b"request head not received within 1 s" in answers[0]
+    assert guard_events(server, "head_timeout") - before == SLOW_CLIENTS
 
 
 def test_idle_connections_are_closed_after_the_header_timeout(server: LiveServer) -> None:
@@ -116,7 +127,7 @@ def test_idle_connections_are_closed_after_the_header_timeout(server: LiveServer
 def test_an_idle_flood_past_the_limit_never_locks_out_health(server: LiveServer) -> None:
     if not Path(f"/proc/{server.process.pid}/fd").is_dir():
         pytest.skip("needs /proc to count the server's open files")
-    before = open_files(server)
+    before, closed_before = open_files(server), guard_events(server, "idle_closed")
     with ExitStack() as stack:
         flood = [stack.enter_context(connection(server)) for _ in range(FLOOD)]
         assert healthy(server)  # at once, not after the flood's header timeout
@@ -125,12 +136,14 @@ def test_an_idle_flood_past_the_limit_never_locks_out_health(server: LiveServer)
         assert healthy(server)
     assert during <= before + MAX_CONNECTIONS + 2
     assert closed >= FLOOD - MAX_CONNECTIONS
+    assert 1 <= guard_events(server, "idle_closed") - closed_before <= FLOOD
     assert "idle connection closed to stay within MLFACTORY_MAX_CONNECTIONS" in (
         server.output.read_text()
     )
 
 
 def test_an_endless_header_is_refused_at_the_size_limit(server: LiveServer) -> None:
+    before = guard_events(server, "head_too_large")
     with connection(server) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ")
         try:
@@ -140,6 +153,7 @@ def test_an_endless_header_is_refused_at_the_size_limit(server: LiveServer) -> N
             pass  # closed by the server once over the limit
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert guard_events(server, "head_too_large") - before == 1
     with connection(server) as sock:  # a large but allowed head is served
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: " + b"a" * 4000)
         sock.sendall(b"\r\nConnection: close\r\n\r\n")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,8 +18,8 @@ from PIL import Image
 from mlfactory.bundle import load_bundle
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
+from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.prediction_log import (
-    EMBEDDING_DECIMALS,
     PredictionLog,
     PredictionLogError,
 )
@@ -22,7 +27,7 @@ from mlfactory.serving.settings import ServingSettings
 
 from .conftest import LABELS, DigitImage, png_bytes, upload
 from .test_bad_inputs import assert_error
-from .tiny_bundles import tiny_bundle, wav_bytes
+from .tiny_bundles import copy_with_version, tiny_bundle, wav_bytes
 
 
 @pytest.fixture
@@ -41,6 +46,12 @@ def metric(text: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not in /metrics"
     return float(match.group(1))
+
+
+def scrape(client: TestClient) -> str:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return response.text
 
 
 def test_every_prediction_is_logged_with_its_request_id(
@@ -77,11 +88,9 @@ def test_embeddings_are_the_model_embeddings(
     [logged] = PredictionLog(log_url).read()
     reference = Predictor.from_path(image_bundle)
     expected = reference.run([reference.encode(digit.read_bytes())]).embeddings[0]
-    # The server ran the same ONNX Runtime batch of one; the log keeps 6 decimals (+-5e-7), and
-    # one unit of the last decimal leaves room for float64's rounding of that decimal.
-    assert logged.embedding == pytest.approx(
-        expected.tolist(), rel=0, abs=10.0**-EMBEDDING_DECIMALS
-    )
+    # The server ran the same ONNX Runtime batch of one; the log keeps float16, whose 11
+    # significant bits round each value by at most 2**-11 of it.
+    assert logged.embedding == pytest.approx(expected.tolist(), rel=2.0**-11, abs=1e-7)
 
 
 def test_a_valid_client_request_id_is_kept(logged_client: TestClient, log_url: str) -> None:
@@ -177,6 +186,111 @@ def test_text_and_audio_summaries(tmp_path: Path, log_url: str, modality: str) -
         assert summary["duration_s"] == 0.3  # 2400 frames / 8000 Hz, rounded: exact
         assert (summary["sample_rate"], summary["channels"]) == (8000, 1)
         assert -100 <= summary["mean_db"] < 20
+
+
+def test_a_log_write_the_database_refuses_is_a_503_and_counted(
+    logged_client: TestClient, log_url: str, digit_images: list[DigitImage]
+) -> None:
+    errors = "mlfactory_prediction_log_write_errors_total"
+    assert metric(scrape(logged_client), errors) == 0
+    with sqlite3.connect(log_url.removeprefix("sqlite:///")) as database:
+        database.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON predictions "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"
+        )
+    response = logged_client.post(
+        "/v1/predict", files=[upload("d.png", digit_images[0].read_bytes())]
+    )
+    assert_error(response, 503, "could not be logged")
+    text = scrape(logged_client)
+    assert metric(text, errors) == 1
+    assert all(metric(text, f'mlfactory_predictions_total{{label="{x}"}}') == 0 for x in LABELS)
+
+
+def test_every_series_an_alert_reads_exists_from_the_start(
+    image_bundle: Path, tmp_path: Path, log_url: str
+) -> None:
+    bundle = copy_with_version(image_bundle, tmp_path / "bundle", "0.0.1")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta["metrics"] = {"test": {"accuracy": 0.93, "f1_macro": 0.91}}
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    with TestClient(create_app(bundle, ServingSettings(log_url=log_url))) as client:
+        text = scrape(client)
+    assert metric(text, "mlfactory_model_test_accuracy") == pytest.approx(0.93)
+    for label in LABELS:  # 0, not "no data": a rate over them is 0 before any traffic
+        assert metric(text, f'mlfactory_predictions_total{{label="{label}"}}') == 0
+    for event in ("idle_closed", "refused", "head_timeout", "head_too_large"):
+        assert metric(text, f'mlfactory_connection_guard_events_total{{event="{event}"}}') == 0
+    for result in ("ok", "failed"):
+        assert metric(text, f'mlfactory_model_reloads_total{{result="{result}"}}') == 0
+    for name in ("mlfactory_ood_inputs_total", "mlfactory_prediction_log_write_errors_total"):
+        assert metric(text, name) == 0
+    assert metric(text, "mlfactory_prediction_log_lag_seconds") == 0
+    # Not checked yet: NaN, never a 0 that an alert would compare with.
+    for name in ("mlfactory_drift_detected", "mlfactory_accuracy_estimated_upper"):
+        assert math.isnan(metric(text, name))
+
+
+def test_a_bundle_without_a_test_accuracy_shows_nan(logged_client: TestClient) -> None:
+    # The fixture bundle's bundle.json has no `metrics.test` section.
+    assert math.isnan(metric(scrape(logged_client), "mlfactory_model_test_accuracy"))
+
+
+class ContractReport:
+    """A report given as its JSON contract (what `DriftReport.to_json()` returns)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def to_json(self) -> dict[str, Any]:
+        return self.data
+
+
+def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient) -> None:
+    metrics: ServingMetrics = logged_client.app.state.metrics  # type: ignore[attr-defined]
+    report = {
+        "model": {"name": "digits-serving-test", "version": "0.0.1"},
+        "window": {"from": None, "to": None, "n": 200},
+        "drift": True,
+        "checks": [
+            {
+                "name": "brightness_mean",
+                "kind": "feature",
+                "statistic": 0.4,
+                "p_value": 0.001,
+                "drift": True,
+            },
+            {
+                "name": "embedding",
+                "kind": "embedding",
+                "statistic": None,
+                "p_value": None,
+                "drift": False,
+            },
+        ],
+        "ood": {"fraction": 0.35, "threshold": 1.7},
+        "accuracy": {"estimated": 0.62, "estimated_ci": [0.55, 0.69], "labelled": 0, "live": None},
+    }
+    metrics.observe_report(ContractReport(report))
+    metrics.count_ood(3)
+    text = scrape(logged_client)
+    assert metric(text, "mlfactory_drift_detected") == 1
+    check = '{check="brightness_mean",kind="feature"}'
+    assert metric(text, f"mlfactory_drift_check_detected{check}") == 1
+    assert metric(text, f"mlfactory_drift_p_value{check}") == pytest.approx(0.001)
+    untested = '{check="embedding",kind="embedding"}'
+    assert metric(text, f"mlfactory_drift_check_detected{untested}") == 0
+    assert math.isnan(metric(text, f"mlfactory_drift_p_value{untested}"))
+    assert metric(text, "mlfactory_ood_fraction") == pytest.approx(0.35)
+    assert metric(text, "mlfactory_ood_inputs_total") == 3
+    assert metric(text, "mlfactory_accuracy_estimated") == pytest.approx(0.62)
+    assert metric(text, "mlfactory_accuracy_estimated_lower") == pytest.approx(0.55)
+    assert metric(text, "mlfactory_accuracy_estimated_upper") == pytest.approx(0.69)
+    assert math.isnan(metric(text, "mlfactory_accuracy_live"))
+    assert metric(text, "mlfactory_feedback_labelled") == 0
+    assert metric(text, "mlfactory_monitoring_window_predictions") == 200
+    checked = metric(text, "mlfactory_monitoring_last_check_timestamp_seconds")
+    assert abs(checked - time.time()) < 60
 
 
 def test_every_row_names_the_bundle_that_made_it(tmp_path: Path, log_url: str) -> None:

@@ -189,6 +189,25 @@ def test_a_row_that_cannot_be_stored_fails_only_its_own_request(
     assert stored == ["first", "good-0", "good-1", "good-2"]
 
 
+def test_lag_is_the_wait_of_the_oldest_uncommitted_request(
+    prediction_log: PredictionLog, tmp_path: Path
+) -> None:
+    assert prediction_log.lag_s() == 0.0
+    lock = sqlite3.connect(tmp_path / "logs" / "predictions.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the database is busy: the writer waits at its commit
+    first = prediction_log.submit([row("first")])
+    time.sleep(0.3)
+    second = prediction_log.submit([row("second")])
+    waited = prediction_log.lag_s()
+    assert waited >= 0.3  # the oldest waiting request counts, not the newest
+    time.sleep(0.1)
+    assert prediction_log.lag_s() > waited  # grows while nothing is committed
+    lock.execute("ROLLBACK")
+    lock.close()
+    assert first.result(timeout=30) is None and second.result(timeout=30) is None
+    assert prediction_log.lag_s() == 0.0
+
+
 # The table as the first release created it: before model_run_id and data_fingerprint.
 FIRST_RELEASE_SCHEMA = """
 CREATE TABLE predictions (
@@ -222,7 +241,13 @@ def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Pat
     log = PredictionLog(f"sqlite:///{database}")  # upgrades the table on open
     with sqlite3.connect(database) as connection:
         columns = [r[1] for r in connection.execute("PRAGMA table_info(predictions)")]
-    assert columns[-2:] == ["model_run_id", "data_fingerprint"]
+    assert columns[-5:] == [
+        "model_run_id",
+        "data_fingerprint",
+        "embedding_f16",
+        "ood_score",
+        "in_distribution",
+    ]
     log.start()
     new = row("new")
     new.model_run_id, new.data_fingerprint = "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f", "1ef4aacdd47332bd"

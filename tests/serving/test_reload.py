@@ -77,7 +77,8 @@ def test_reload_swaps_in_a_new_bundle(
     assert predict_version(admin_client, digit_images[0]) == "0.0.2"
     assert admin_client.get("/v1/model").json()["version"] == "0.0.2"
     metrics = admin_client.get("/metrics").text
-    assert 'version="0.0.2"' in metrics and 'version="0.0.1"' not in metrics
+    served = 'mlfactory_model_info{modality="image",name="digits-serving-test",version="0.0.2"} 1.0'
+    assert served in metrics and 'version="0.0.1"' not in metrics
     assert 'mlfactory_model_reloads_total{result="ok"} 1.0' in metrics
     info = admin_client.get("/openapi.json").json()["info"]
     assert info["version"] == "0.0.2"

@@ -36,6 +36,8 @@ class Window:
         timestamps: (N,) when each prediction was made (may be empty).
         true_labels: (N,) the feedback label of each prediction, None where none arrived.
         ood_scores: (N,) the scores logged at serving time; computed here when None.
+        latency_ms: (N,) the server latency of each prediction (may be empty).
+        request_ids: (N,) the request each prediction answered (may be empty).
     """
 
     embeddings: np.ndarray
@@ -44,6 +46,8 @@ class Window:
     timestamps: Sequence[datetime] = ()
     true_labels: Sequence[str | None] | None = None
     ood_scores: np.ndarray | None = None
+    latency_ms: np.ndarray | None = None
+    request_ids: Sequence[str] = ()
 
     def __len__(self) -> int:
         return len(self.probabilities)

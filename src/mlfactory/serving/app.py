@@ -86,11 +86,15 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         prediction_log = await run_in_threadpool(PredictionLog, config.log_url)
         prediction_log.start()
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
+        sampler: asyncio.Task[None] | None = None
         try:
             predictor = await run_in_threadpool(admin.load_predictor, bundle.path, config)
             batcher.start()
-            served.watch_queues(lambda: batcher.queue_depth, lambda: prediction_log.pending)
+            served.watch_queues(
+                lambda: batcher.queue_depth, lambda: prediction_log.pending, prediction_log.lag_s
+            )
             served.set_model(bundle.meta)
+            sampler = asyncio.create_task(served.sample_forever())
             app.state.batcher, app.state.prediction_log = batcher, prediction_log
             app.state.reload_lock = asyncio.Lock()  # created on the loop that will use it
             app.state.predictor = predictor
@@ -104,8 +108,11 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
             yield
         finally:
             app.state.predictor = None
+            if sampler is not None:
+                sampler.cancel()
             await batcher.stop()
             await run_in_threadpool(prediction_log.close)
+            served.stop()
 
     return lifespan
 

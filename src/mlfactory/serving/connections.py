@@ -16,7 +16,8 @@
   never locks out a new client, and file descriptors stay below the process limit.
 
 The body has its own timeout, in the app (`middleware.BodyTimeoutMiddleware`). Guard events are
-logged as warnings, each kind at most once per `LOG_INTERVAL_S`, with a count.
+counted in `mlfactory_connection_guard_events_total{event}` and logged as warnings, each kind at
+most once per `LOG_INTERVAL_S`, with a count.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from mlfactory.serving.metrics import connection_guard_events
 from mlfactory.serving.settings import ServingSettings, env_name
 
 log = logging.getLogger(__name__)
@@ -46,20 +48,23 @@ def _settings() -> ServingSettings:
 
 
 class _GuardLog:
-    """Logs guard events as warnings: each kind at most once per LOG_INTERVAL_S, with the count
-    of such events since its previous line (a flood is a few lines, not thousands)."""
+    """Counts guard events, and logs them as warnings: each kind at most once per
+    LOG_INTERVAL_S, with the count of such events since its previous line (a flood is a few
+    lines, not thousands)."""
 
     def __init__(self) -> None:
         self.unlogged: Counter[str] = Counter()
         self.logged_at: dict[str, float] = {}
 
-    def add(self, event: str) -> None:
+    def add(self, event: str, message: str) -> None:
+        """One event of a kind of `metrics.GUARD_EVENTS`, described by `message`."""
+        connection_guard_events.labels(event).inc()
         self.unlogged[event] += 1
         now = time.monotonic()
         if now - self.logged_at.get(event, -LOG_INTERVAL_S) >= LOG_INTERVAL_S:
             count, logged_before = self.unlogged[event], event in self.logged_at
             since = f" ({count} since the previous such line)" if logged_before else ""
-            log.warning("connection guard: %s%s", event, since)
+            log.warning("connection guard: %s%s", message, since)
             self.unlogged[event] = 0
             self.logged_at[event] = now
 
@@ -100,7 +105,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         too_long = self.awaiting_head and self.head_bytes > self.max_header_bytes
         if too_long and not self.transport.is_closing():
-            GUARD_LOG.add(f"request head over {env_name('max_header_bytes')} (431)")
+            GUARD_LOG.add(
+                "head_too_large", f"request head over {env_name('max_header_bytes')} (431)"
+            )
             self._refuse(
                 431, f"request head too large: over {self.max_header_bytes} bytes of headers"
             )
@@ -143,7 +150,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             log.debug("closed a connection that sent no request within the header timeout")
             self.transport.close()
             return
-        GUARD_LOG.add(f"request head not complete within {env_name('header_timeout_s')} (408)")
+        GUARD_LOG.add(
+            "head_timeout", f"request head not complete within {env_name('header_timeout_s')} (408)"
+        )
         self._refuse(408, f"request head not received within {self.header_timeout_s:g} s; closing")
 
     def _make_room(self) -> None:
@@ -157,9 +166,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             oldest = min(idle, key=lambda other: other.idle_since)
             oldest._stop_head_timer()
             oldest.transport.close()
-            GUARD_LOG.add(f"idle connection closed to stay within {env_name('max_connections')}")
+            GUARD_LOG.add(
+                "idle_closed",
+                f"idle connection closed to stay within {env_name('max_connections')}",
+            )
             return
-        GUARD_LOG.add(f"connection refused: {env_name('max_connections')} busy (503)")
+        GUARD_LOG.add("refused", f"connection refused: {env_name('max_connections')} busy (503)")
         self._refuse(503, "the server has too many open connections; retry shortly")
 
     def _refuse(self, status: int, detail: str) -> None:

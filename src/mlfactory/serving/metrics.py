@@ -1,11 +1,21 @@
-"""Prometheus metrics of one app (`GET /metrics`, `HEAD` too), in a registry of its own.
+"""Prometheus metrics of the server (`GET /metrics`, `HEAD` too).
 
-Each app owns its registry, so tests and embedders can create many apps in one process. With
-several uvicorn workers each worker counts its own requests; a scrape sees the worker it hit.
+One process (the default, and every app a test creates): each app owns its registry, so many
+apps can live in one process. Several worker processes (`mlfactory serve --workers N`): values
+go to prometheus-client's multiprocess files and a scrape merges every worker's (see
+`multiprocess_metrics`), so N requests show as N whichever worker answers the scrape.
+
+Multiprocess mode has no `Info` and no `Gauge.set_function`: the served model is a gauge of
+value 1 with labels, and the queue gauges are sampled (every `SAMPLE_INTERVAL_S`, and by the
+worker answering a scrape). Each gauge's `multiprocess_mode` says how workers' values combine.
+Names follow Prometheus's conventions: base units in the name (`_seconds`), `_total` on counters
+(prometheus-client adds it), labels with few values (never a request id).
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request, Response
@@ -15,21 +25,37 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     generate_latest,
 )
 
 from mlfactory.bundle import BundleMeta
+from mlfactory.serving.monitoring_metrics import MonitoringGauges, Report
+from mlfactory.serving.multiprocess_metrics import mark_dead, multiprocess_dir, render_all
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+SAMPLE_INTERVAL_S = 1.0
+# What the connection guard (`connections.py`) does to a connection, as the `event` label.
+GUARD_EVENTS = ("idle_closed", "refused", "head_timeout", "head_too_large")
+
+# Process-wide: the connection guard is part of uvicorn's protocol, one per process, not of an
+# app. Each app's registry shows it; in multiprocess mode the files hold it like the rest.
+connection_guard_events = Counter(
+    "mlfactory_connection_guard_events",
+    "Connections the connection guard acted on, by event: idle_closed (the longest-idle "
+    "connection closed to make room), refused (503: every connection busy), head_timeout (408), "
+    "head_too_large (431).",
+    ["event"],
+    registry=None,
+)
 
 
 class ServingMetrics:
     """The server's counters, histograms and gauges."""
 
     def __init__(self) -> None:
+        self.folder = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(
@@ -58,11 +84,28 @@ class ServingMetrics:
             registry=registry,
         )
         self.queue_depth = Gauge(
-            "mlfactory_queue_depth", "Inputs waiting for the model.", registry=registry
+            "mlfactory_queue_depth",
+            "Inputs waiting for the model (all workers).",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.log_pending = Gauge(
             "mlfactory_prediction_log_pending",
-            "Requests whose predictions wait to be committed to the prediction log.",
+            "Requests whose predictions wait to be committed to the prediction log (all workers).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.log_lag = Gauge(
+            "mlfactory_prediction_log_lag_seconds",
+            "How long the oldest request still waiting for its prediction-log commit has waited "
+            "(0 when none waits; the largest over workers).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.log_write_errors = Counter(
+            "mlfactory_prediction_log_write_errors",
+            "Requests answered 503 because their predictions could not be committed to the "
+            "prediction log.",
             registry=registry,
         )
         self.predictions = Counter(
@@ -71,8 +114,23 @@ class ServingMetrics:
             ["label"],
             registry=registry,
         )
-        self.model = Info(
-            "mlfactory_model", "The model being served (changes on reload).", registry=registry
+        self.ood_inputs = Counter(
+            "mlfactory_ood_inputs",
+            "Predicted inputs whose out-of-distribution score is over the bundle's threshold.",
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "mlfactory_model_info",
+            "1 for the model being served (with several workers, one replaced by a reload is 0).",
+            ["name", "version", "modality"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.test_accuracy = Gauge(
+            "mlfactory_model_test_accuracy",
+            "Accuracy of the served model on its test split, from bundle.json (NaN if unknown).",
+            registry=registry,
+            multiprocess_mode="livemostrecent",
         )
         self.reloads = Counter(
             "mlfactory_model_reloads",
@@ -80,26 +138,92 @@ class ServingMetrics:
             ["result"],
             registry=registry,
         )
+        self.monitoring = MonitoringGauges(registry, initialise=self.folder is None)
+        registry.register(connection_guard_events)
+        # Series that exist from the start read 0, not "no data", in queries and alerts.
+        for event in GUARD_EVENTS:
+            connection_guard_events.labels(event)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+        self._model: tuple[str, str, str] | None = None
+        self._sources: tuple[Callable[[], int], Callable[[], int], Callable[[], float]] | None
+        self._sources = None
 
     def watch_queues(
-        self, batcher_depth: Callable[[], int], log_pending: Callable[[], int]
+        self,
+        batcher_depth: Callable[[], int],
+        log_pending: Callable[[], int],
+        log_lag_s: Callable[[], float],
     ) -> None:
-        """Read the two queue gauges from the batcher and the log at each scrape."""
-        self.queue_depth.set_function(batcher_depth)
-        self.log_pending.set_function(log_pending)
+        """Read the queue gauges from the batcher and the log at each `sample`."""
+        self._sources = (batcher_depth, log_pending, log_lag_s)
+        self.sample()
+
+    def sample(self) -> None:
+        """Set the queue gauges to the values now."""
+        if self._sources is None:
+            return
+        depth, pending, lag_s = self._sources
+        self.queue_depth.set(depth())
+        self.log_pending.set(pending())
+        self.log_lag.set(lag_s())
+
+    async def sample_forever(self) -> None:
+        """`sample` every `SAMPLE_INTERVAL_S` (a task of the app's lifespan)."""
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    def stop(self) -> None:
+        """The app is stopping: its queues are empty and, with workers, its gauges go."""
+        self._sources = None
+        for gauge in (self.queue_depth, self.log_pending, self.log_lag):
+            gauge.set(0)
+        if self.folder is not None:
+            mark_dead(self.folder)
 
     def set_model(self, meta: BundleMeta) -> None:
-        """Show `meta` as the served model."""
-        self.model.info({"name": meta.name, "version": meta.version, "modality": meta.modality})
+        """Show `meta` as the served model, and count each of its labels from 0."""
+        served = (meta.name, meta.version, meta.modality)
+        if self._model is not None and self._model != served:
+            if self.folder is None:
+                self.model_info.remove(*self._model)
+            else:  # another worker's files may still hold it: it cannot be removed, only zeroed
+                self.model_info.labels(*self._model).set(0)
+        self.model_info.labels(*served).set(1)
+        self._model = served
+        self.test_accuracy.set(bundle_test_accuracy(meta))
+        for label in meta.labels:
+            self.predictions.labels(label)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         """Record one model call."""
         self.batch_size.observe(size)
         self.model_run.observe(seconds)
 
+    def count_ood(self, inputs: int) -> None:
+        """Count `inputs` predicted inputs found out of distribution."""
+        self.ood_inputs.inc(inputs)
+
+    def observe_report(self, report: Report) -> None:
+        """Show a monitoring report (a `DriftReport`) as the monitoring gauges."""
+        self.monitoring.observe(report)
+
     def render(self) -> bytes:
-        """The text exposition of every metric."""
+        """The text exposition of every metric (of every worker, in multiprocess mode)."""
+        self.sample()
+        if self.folder is not None:
+            return render_all(self.folder)
         return generate_latest(self.registry)
+
+
+def bundle_test_accuracy(meta: BundleMeta) -> float:
+    """The bundle's test accuracy (`metrics.test.accuracy` in bundle.json), NaN if absent."""
+    test = meta.metrics.get("test")
+    value = test.get("accuracy") if isinstance(test, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return math.nan
 
 
 router = APIRouter()

@@ -93,12 +93,13 @@ async def predict(request: Request) -> PredictResponse:
     predictions = predictor.to_predictions(output.probabilities)
     rows = log_rows(request_id, predictor, predictions, output, summaries, latency_ms)
     prediction_log: PredictionLog = state.prediction_log
+    metrics: ServingMetrics = state.metrics
     try:
         await prediction_log.write(rows)
     except PredictionLogError:
         # Unlogged predictions are never answered: the log is the record of what was served.
+        metrics.log_write_errors.inc()
         raise HTTPException(503, "the prediction could not be logged; retry shortly") from None
-    metrics: ServingMetrics = state.metrics
     for prediction in predictions:
         metrics.predictions.labels(prediction.label).inc()
     meta = predictor.bundle.meta

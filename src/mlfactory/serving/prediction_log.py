@@ -19,6 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -28,15 +29,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    DateTime,
     Engine,
-    Float,
-    Integer,
-    MetaData,
-    String,
     Table,
     create_engine,
     event,
@@ -47,37 +40,23 @@ from sqlalchemy import (
 from sqlalchemy.exc import NoSuchModuleError
 
 from mlfactory.errors import ConfigError
+from mlfactory.serving.log_tables import decode_embedding, encode_embedding, metadata, predictions
+
+__all__ = [
+    "LoggedPrediction",
+    "PredictionLog",
+    "PredictionLogError",
+    "predictions",
+    "upgrade_schema",
+]
 
 log = logging.getLogger(__name__)
-EMBEDDING_DECIMALS = 6
 # Rows in one transaction at most; a long queue is written as several quick commits.
 MAX_ROWS_PER_COMMIT = 2000
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=10000",
-)
-
-metadata = MetaData()
-predictions = Table(
-    "predictions",
-    metadata,
-    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere the log may outgrow 2**31.
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("ts", DateTime(timezone=True), nullable=False, index=True),
-    Column("request_id", String(64), nullable=False, index=True),
-    Column("input_index", Integer, nullable=False),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(100), nullable=False),
-    # Added later: nullable, so `upgrade_schema` can add them to an existing log.
-    Column("model_run_id", String(64), nullable=True),
-    Column("data_fingerprint", String(64), nullable=True),
-    Column("input_summary", JSON, nullable=False),
-    Column("embedding", JSON, nullable=False),
-    Column("probabilities", JSON, nullable=False),
-    Column("label", String(200), nullable=False),
-    Column("score", Float, nullable=False),
-    Column("latency_ms", Float, nullable=False),
 )
 
 
@@ -98,12 +77,16 @@ class LoggedPrediction:
             or for a bundle made outside `mlfactory train`).
         data_fingerprint: the fingerprint of the data it was trained on (likewise).
         input_summary: descriptive features of the input (see `Modality.summarize`).
-        embedding: the model's embedding of the input (read back as a list of floats).
+        embedding: the model's embedding of the input (stored as float16; read back as a
+            list of floats).
         probabilities: probability of every label.
         label: the predicted label.
         score: its probability.
         latency_ms: server time from the request's arrival to its predictions (reading,
             decoding, queueing, the model call; the log commit itself excluded).
+        ood_score: the out-of-distribution score (None without a monitoring profile, or in
+            rows logged before this column).
+        in_distribution: whether that score is within the profile's threshold (likewise).
         ts: when the prediction was made (UTC).
         id: the row id, set once read back from the log.
     """
@@ -120,26 +103,37 @@ class LoggedPrediction:
     latency_ms: float
     model_run_id: str | None = None
     data_fingerprint: str | None = None
+    ood_score: float | None = None
+    in_distribution: bool | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: int | None = None
 
     def to_row(self) -> dict[str, Any]:
         """The row to insert (called by the writer thread: the conversions happen there)."""
-        row = {column.name: getattr(self, column.name) for column in predictions.columns[1:]}
-        row["embedding"] = embedding_values(self.embedding)
+        row = {
+            column.name: getattr(self, column.name)
+            for column in predictions.columns
+            if column.name not in ("id", "embedding", "embedding_f16")
+        }
+        row["embedding"] = []
+        row["embedding_f16"] = encode_embedding(self.embedding)
         return row
 
-
-def embedding_values(embedding: list[float] | np.ndarray) -> list[float]:
-    """An embedding as JSON floats, rounded to 6 decimals to keep log rows small."""
-    rounded = np.round(np.asarray(embedding, dtype=np.float64), EMBEDDING_DECIMALS)
-    return [float(value) for value in rounded]
+    @classmethod
+    def from_row(cls, row: Any) -> LoggedPrediction:
+        """A row read back from the log (either embedding format)."""
+        values = row._asdict()
+        values["embedding"] = decode_embedding(
+            values.pop("embedding_f16"), values["embedding"]
+        ).tolist()
+        return cls(**values)
 
 
 @dataclass
 class _Pending:
     rows: Sequence[LoggedPrediction]
     future: Future[None]
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class PredictionLog:
@@ -156,11 +150,21 @@ class PredictionLog:
         self.engine = _open_engine(url)
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._committing_since: float | None = None  # when the group being committed queued
 
     @property
     def pending(self) -> int:
         """Requests whose rows wait for a commit."""
         return self._queue.qsize()
+
+    def lag_s(self) -> float:
+        """Seconds the oldest request still waiting for its commit has waited (0 if none)."""
+        oldest = self._committing_since
+        if oldest is None:
+            with self._queue.mutex:  # the queue's own lock: peek at its head
+                head = self._queue.queue[0] if self._queue.queue else None
+            oldest = head.queued_at if head is not None else None
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -209,7 +213,7 @@ class PredictionLog:
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
-            return [LoggedPrediction(**row._asdict()) for row in connection.execute(query)]
+            return [LoggedPrediction.from_row(row) for row in connection.execute(query)]
 
     def _write_forever(self) -> None:
         stopping = False
@@ -228,7 +232,11 @@ class PredictionLog:
                     break
                 group.append(more)
                 rows += len(more.rows)
-            self._commit(group)
+            self._committing_since = first.queued_at
+            try:
+                self._commit(group)
+            finally:
+                self._committing_since = None
 
     def _commit(self, group: list[_Pending]) -> None:
         """Commit a group in one transaction; if that fails, each request in its own.

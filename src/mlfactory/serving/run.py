@@ -11,6 +11,7 @@ from mlfactory.errors import ConfigError
 from mlfactory.serving.admin import load_predictor
 from mlfactory.serving.app import BUNDLE_ENV
 from mlfactory.serving.connections import PROTOCOL
+from mlfactory.serving.multiprocess_metrics import metrics_dir
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings, env_name
 
@@ -28,7 +29,9 @@ def run_server(
     `MLFACTORY_*` settings and the prediction log are checked here first, so a wrong path,
     a corrupt bundle or a wrong value is one clear error line instead of a traceback in every
     worker. Each worker process builds its app from `MLFACTORY_BUNDLE` (uvicorn's factory mode)
-    and loads the model once.
+    and loads the model once. With several workers, the metrics live in a fresh folder that
+    every worker writes (`multiprocess_metrics.metrics_dir`), so `/metrics` counts the whole
+    server.
 
     Args:
         bundle: the bundle folder.
@@ -56,15 +59,16 @@ def run_server(
 
     import uvicorn
 
-    uvicorn.run(
-        FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        http=PROTOCOL,
-        log_config=log_config(),
-    )
+    with metrics_dir(workers):  # before the workers start: they import prometheus-client
+        uvicorn.run(
+            FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            http=PROTOCOL,
+            log_config=log_config(),
+        )
 
 
 def log_config() -> dict[str, Any]:

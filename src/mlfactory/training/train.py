@@ -34,6 +34,7 @@ from mlfactory.data.prepare import prepare_dataset
 from mlfactory.errors import ConfigError
 from mlfactory.evaluation import record_evaluation
 from mlfactory.modalities import Encoder, get_modality
+from mlfactory.monitoring.reference import write_profile
 from mlfactory.output import adopt_library_loggers, phase_log
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
@@ -321,7 +322,8 @@ def _publish(
     logger: MLFlowLogger,
     out_dir: Path,
 ) -> tuple[Bundle, dict[str, Any]]:
-    """Best weights -> bundle (parity-checked on the test split) -> evaluation -> MLflow.
+    """Best weights -> bundle (parity-checked on the test split) -> monitoring profile (from
+    the validation split) -> evaluation -> MLflow.
 
     The bundle's version is the recipe's `version` if set, else the run's number among the
     MLflow runs of this name (`TrackedRun.run_number`): every training run has its own.
@@ -354,6 +356,7 @@ def _publish(
         len(test_items),
     )
     logger.experiment.set_tag(logger.run_id, "bundle_version", meta.version)
+    write_profile(bundle, dataset)
     metrics = record_evaluation(bundle, dataset, out_dir, run)
     report_results(metrics)
     run.log_artifact(bundle.path, BUNDLE_DIR)

@@ -1,0 +1,210 @@
+"""Read a window of one model's logged predictions, as the arrays the drift checks take.
+
+The prediction log is any SQLAlchemy database (SQLite by default; see
+`mlfactory.serving.prediction_log`). Reading never writes: a log without tables, or without
+rows of the model, is an empty window. Embeddings are decoded from either storage format
+(float16 bytes, or the JSON list of rows written by older servers), and each prediction is
+joined with the true label a client sent back for it (`POST /v1/feedback`), if any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, and_, create_engine, inspect, make_url, null, select
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
+
+from mlfactory.errors import LogDatabaseError
+from mlfactory.monitoring.report import Window
+from mlfactory.serving.log_tables import decode_embedding, feedback, predictions
+
+READ_COLUMNS = (
+    "id",
+    "ts",
+    "request_id",
+    "input_summary",
+    "embedding",
+    "embedding_f16",
+    "probabilities",
+    "ood_score",
+    "latency_ms",
+)
+
+
+def read_window(
+    log_url: str,
+    model_name: str,
+    version: str,
+    last: int | None = None,
+    since: timedelta | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+) -> Window:
+    """The logged predictions of one model version, oldest first.
+
+    Args:
+        log_url: SQLAlchemy URL of the prediction log (e.g. `sqlite:///predictions.db`).
+        model_name: the bundle's name.
+        version: the bundle's version.
+        last: only the most recent `last` predictions.
+        since: only predictions made within this long before now.
+        labels: the bundle's labels: the order of the probability columns (default: the
+            order in which the first row lists them).
+
+    Returns:
+        The window; empty (`len(window) == 0`) when the log holds no such predictions.
+
+    Raises:
+        LogDatabaseError: the URL is invalid, its driver is missing, a SQLite file does not
+            exist, or the database cannot be reached or read. The message is one line.
+    """
+    engine = open_log(log_url)
+    try:
+        return window_from_engine(engine, model_name, version, last, since, labels=labels)
+    finally:
+        engine.dispose()
+
+
+def open_log(log_url: str) -> Engine:
+    """An engine on an existing prediction log, for reading (nothing is created).
+
+    Raises:
+        LogDatabaseError: see `read_window`.
+    """
+    try:
+        parsed = make_url(log_url)
+    except Exception:
+        message = f"'{log_url}' is not an SQLAlchemy URL of a prediction log"
+        raise LogDatabaseError(message) from None
+    shown = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or not Path(database).expanduser().is_file():
+            raise LogDatabaseError(
+                f"no prediction log at '{shown}': the file does not exist "
+                "(name the server's log, its MLFACTORY_LOG_URL)"
+            )
+    try:
+        return create_engine(parsed)
+    except ImportError as exc:
+        raise LogDatabaseError(
+            f"the database driver of '{shown}' is not installed "
+            f"(pip install {exc.name or 'its driver'})"
+        ) from None
+    except NoSuchModuleError:
+        raise LogDatabaseError(f"'{shown}' names an unknown kind of database") from None
+
+
+def window_from_engine(
+    engine: Engine,
+    model_name: str,
+    version: str,
+    last: int | None = None,
+    since: timedelta | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+) -> Window:
+    """`read_window` on an open engine (the server reads its own log this way).
+
+    Raises:
+        LogDatabaseError: the database cannot be reached or read.
+    """
+    shown = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            tables = set(inspector.get_table_names())
+            if predictions.name not in tables:
+                return _empty(labels)
+            present = {column["name"] for column in inspector.get_columns(predictions.name)}
+            query = _query(model_name, version, last, since, present, feedback.name in tables)
+            rows = list(connection.execute(query).all())
+    except SQLAlchemyError as exc:
+        message = f"cannot read the prediction log at '{shown}': {_reason(exc)}"
+        raise LogDatabaseError(message) from None
+    if last is not None:
+        rows.reverse()  # read newest first to take the last N
+    return _window(rows, labels)
+
+
+def _query(
+    model_name: str,
+    version: str,
+    last: int | None,
+    since: timedelta | None,
+    present: set[str],
+    joined: bool,
+) -> Any:
+    # A log that no server of this version has opened yet lacks the newer columns: they read
+    # as NULL, as they would after the server's additive upgrade.
+    columns: list[Any] = [
+        predictions.c[name] if name in present else null().label(name) for name in READ_COLUMNS
+    ]
+    source: Any = predictions
+    if joined:
+        columns.append(feedback.c.label.label("true_label"))
+        source = predictions.outerjoin(
+            feedback,
+            and_(
+                feedback.c.request_id == predictions.c.request_id,
+                feedback.c.input_index == predictions.c.input_index,
+            ),
+        )
+    else:  # a log that no server of this version has opened has no feedback table
+        columns.append(null().label("true_label"))
+    query = select(*columns).select_from(source)
+    query = query.where(
+        predictions.c.model_name == model_name, predictions.c.model_version == version
+    )
+    if since is not None:
+        query = query.where(predictions.c.ts >= datetime.now(UTC) - since)
+    if last is not None:
+        return query.order_by(predictions.c.id.desc()).limit(max(last, 0))
+    return query.order_by(predictions.c.id)
+
+
+def _window(rows: Sequence[Any], labels: Sequence[str] | None) -> Window:
+    if not rows:
+        return _empty(labels)
+    order = list(labels) if labels is not None else list(rows[0].probabilities)
+    embeddings = [decode_embedding(row.embedding_f16, row.embedding) for row in rows]
+    scores = [row.ood_score for row in rows]
+    return Window(
+        embeddings=np.stack(embeddings) if embeddings[0].size else np.zeros((len(rows), 0)),
+        probabilities=np.array(
+            [[row.probabilities.get(label, 0.0) for label in order] for row in rows],
+            dtype=np.float64,
+        ),
+        summaries=[row.input_summary for row in rows],
+        timestamps=[_utc(row.ts) for row in rows],
+        true_labels=[row.true_label for row in rows],
+        ood_scores=None if any(s is None for s in scores) else np.array(scores, np.float64),
+        latency_ms=np.array([row.latency_ms for row in rows], dtype=np.float64),
+        request_ids=[row.request_id for row in rows],
+    )
+
+
+def _empty(labels: Sequence[str] | None) -> Window:
+    return Window(
+        embeddings=np.zeros((0, 0), np.float32),
+        probabilities=np.zeros((0, len(labels or ())), np.float64),
+        summaries=[],
+        true_labels=[],
+        ood_scores=np.zeros(0),
+        latency_ms=np.zeros(0),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the log writes UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's statement and parameters."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

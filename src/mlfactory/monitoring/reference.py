@@ -1,0 +1,102 @@
+"""Write a bundle's reference profile: its own outputs on inputs it did not train on.
+
+Export calls `write_profile` on the prepared dataset once the bundle exists. The reference
+inputs run through the bundle exactly as the server runs them (the bundle's encoder, ONNX
+Runtime, `Modality.summarize`), so a window of live traffic from the same distribution looks
+like the reference. The reference is the validation split; when it has fewer than
+`MIN_REFERENCE` items, the validation and test splits together (the model trained on neither);
+when those are still fewer, the bundle gets no profile and serves without monitoring.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mlfactory.bundle import Bundle
+from mlfactory.data.dataset import Item, PreparedDataset
+from mlfactory.errors import InputError
+from mlfactory.monitoring.profile import (
+    ARRAYS_FILE,
+    META_FILE,
+    MIN_REFERENCE,
+    ReferenceProfile,
+    build_profile,
+)
+from mlfactory.predictor import Predictor
+
+log = logging.getLogger(__name__)
+BATCH = 64
+
+
+def reference_items(dataset: PreparedDataset) -> tuple[list[Item], str]:
+    """The items a profile is built from, and where they came from (see the module docstring)."""
+    validation = dataset.split("val")
+    if len(validation) >= MIN_REFERENCE:
+        return validation, "validation split"
+    return validation + dataset.split("test"), "validation and test splits"
+
+
+def write_profile(bundle: Bundle, dataset: PreparedDataset) -> ReferenceProfile | None:
+    """Build the bundle's reference profile from `dataset` and save it in the bundle folder.
+
+    Returns:
+        The profile, or None when there are too few reference items (a warning says so).
+    """
+    items, source = reference_items(dataset)
+    if len(items) < MIN_REFERENCE:
+        log.warning(
+            "no monitoring profile: %d validation and test items, at least %d are needed",
+            len(items),
+            MIN_REFERENCE,
+        )
+        return None
+    predictor = Predictor(bundle)
+    embeddings, probabilities, summaries, labels = model_outputs(
+        predictor, [item.read_bytes() for item in items], [item.label for item in items]
+    )
+    profile = build_profile(
+        embeddings, probabilities, labels, summaries, bundle.meta.labels, source=source
+    )
+    profile.save(bundle.path)
+    log.info(
+        "monitoring profile: %d %s inputs, %.2f MB", len(labels), source, profile_mb(bundle.path)
+    )
+    return profile
+
+
+def model_outputs(
+    predictor: Predictor, raws: Sequence[bytes], labels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, object]], list[str]]:
+    """Embeddings, probabilities and input summaries of `raws`, as the server computes them.
+
+    Inputs the bundle's encoder refuses are left out (with their labels).
+    """
+    modality, params = predictor.bundle.modality, predictor.bundle.meta.preprocessing
+    embeddings, probabilities, summaries, kept = [], [], [], []
+    for start in range(0, len(raws), BATCH):
+        encoded = []
+        chunk = zip(raws[start : start + BATCH], labels[start : start + BATCH], strict=True)
+        for raw, label in chunk:
+            try:
+                item = predictor.encode(raw)
+            except InputError:
+                continue
+            encoded.append(item)
+            summaries.append(modality.summarize(raw, item, params))
+            kept.append(label)
+        if encoded:
+            output = predictor.run(encoded)
+            embeddings.append(output.embeddings)
+            probabilities.append(output.probabilities)
+    if not kept:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), [], []
+    return np.concatenate(embeddings), np.concatenate(probabilities), summaries, kept
+
+
+def profile_mb(folder: Path) -> float:
+    """The size of a bundle's profile files, in MB."""
+    return sum((folder / name).stat().st_size for name in (ARRAYS_FILE, META_FILE)) / 1e6

@@ -1,0 +1,85 @@
+"""The tables of the prediction log, and how an embedding is stored in a row.
+
+`predictions` holds one row per answered input; `feedback` the true label that a client sent
+back later for one of them (see `feedback`). Columns added after the first release are
+nullable, so `prediction_log.upgrade_schema` can add them to an existing log (old rows read
+them as NULL).
+
+An embedding is stored as little-endian float16 bytes in `embedding_f16` (2 bytes a value:
+2,560 bytes for a 1,280-wide embedding, against ~13 KB as JSON text). Rows written before that
+column existed keep their embedding as a JSON list in `embedding`; new rows write `[]` there
+(the column is NOT NULL in existing logs). `decode_embedding` reads either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+# float16 holds values up to 65504; larger ones are clipped rather than stored as infinity.
+EMBEDDING_DTYPE = np.dtype("<f2")
+EMBEDDING_MAX = float(np.finfo(np.float16).max)
+
+metadata = MetaData()
+predictions = Table(
+    "predictions",
+    metadata,
+    # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere the log may outgrow 2**31.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_id", String(64), nullable=False, index=True),
+    Column("input_index", Integer, nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(100), nullable=False),
+    # Added later: nullable, so `upgrade_schema` can add them to an existing log.
+    Column("model_run_id", String(64), nullable=True),
+    Column("data_fingerprint", String(64), nullable=True),
+    Column("input_summary", JSON, nullable=False),
+    Column("embedding", JSON, nullable=False),  # `[]` in rows that have `embedding_f16`
+    Column("probabilities", JSON, nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("embedding_f16", LargeBinary, nullable=True),
+    Column("ood_score", Float, nullable=True),
+    Column("in_distribution", Boolean, nullable=True),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("request_id", String(64), nullable=False),
+    Column("input_index", Integer, nullable=False),
+    Column("label", String(200), nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("request_id", "input_index", name="feedback_input"),
+)
+
+
+def encode_embedding(embedding: Any) -> bytes:
+    """An embedding as float16 bytes (values beyond float16's range clipped to it)."""
+    values = np.clip(np.asarray(embedding, dtype=np.float32), -EMBEDDING_MAX, EMBEDDING_MAX)
+    return values.astype(EMBEDDING_DTYPE).tobytes()
+
+
+def decode_embedding(binary: bytes | None, values: Any) -> np.ndarray:
+    """A stored embedding as float32: from its bytes, or from the JSON list of an older row."""
+    if binary is not None:
+        return np.frombuffer(binary, dtype=EMBEDDING_DTYPE).astype(np.float32)
+    return np.asarray(values or [], dtype=np.float32)

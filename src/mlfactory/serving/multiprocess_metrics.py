@@ -1,0 +1,109 @@
+"""Metrics that are true across worker processes (prometheus-client's multiprocess mode).
+
+With `mlfactory serve --workers N`, every worker counts the requests it answers, and a scrape
+reaches one worker. So that a scrape shows the whole server, each worker writes its values to
+memory-mapped files in one folder, `PROMETHEUS_MULTIPROC_DIR`, and `/metrics` merges the files
+of every worker: counters and histograms are summed, gauges follow their `multiprocess_mode`.
+
+prometheus-client picks this mode when it is *imported*, from the environment, so the variable
+must be set before a worker starts: `run_server` does it (`metrics_dir`) before uvicorn spawns
+its workers, with a fresh folder per server start (old files would add up with new ones).
+A worker that stops cleanly marks itself dead; one killed outright is found dead at the next
+scrape (`prune_dead_workers`). Either way its `live*` gauges (queue depth, ...) disappear,
+while its counters stay counted: requests it answered were answered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The files of `live*` gauges, which name the process that wrote them.
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder of multiprocess metrics, or None when this process counts on its own.
+
+    prometheus-client read the same variable when it was imported; the server sets it only
+    before its workers start, so both agree.
+    """
+    folder = os.environ.get(MULTIPROC_ENV, "").strip()
+    return Path(folder) if folder else None
+
+
+@contextmanager
+def metrics_dir(workers: int) -> Iterator[Path | None]:
+    """Set up the multiprocess folder for one server start, and clean it up afterwards.
+
+    With `PROMETHEUS_MULTIPROC_DIR` already set (by the user or an orchestrator), that folder is
+    created if needed and emptied of old metric files. Otherwise, with more than one worker, a
+    new temporary folder is made, named in the environment the workers inherit, and removed
+    when the server stops. One worker and no variable: nothing to do (None).
+    """
+    given = multiprocess_dir()
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        for old in given.glob("*.db"):
+            old.unlink()
+        yield given
+        return
+    if workers <= 1:
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mlfactory-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def prune_dead_workers(folder: Path) -> list[int]:
+    """Mark dead the processes whose `live*` gauge files remain but who are gone.
+
+    Returns:
+        The process ids marked dead.
+    """
+    pids = set()
+    for path in folder.glob("gauge_live*_*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match:
+            pids.add(int(match.group(1)))
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not _running(pid))
+    for pid in dead:
+        mark_process_dead(pid, str(folder))
+    return dead
+
+
+def mark_dead(folder: Path) -> None:
+    """Drop this process's `live*` gauges (a worker that is stopping)."""
+    mark_process_dead(os.getpid(), str(folder))
+
+
+def render_all(folder: Path) -> bytes:
+    """The text exposition of every worker's metrics, merged."""
+    prune_dead_workers(folder)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    return generate_latest(registry)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -1,0 +1,130 @@
+"""Metrics that are true across worker processes: `mlfactory serve --workers 2`, real digits.
+
+Each worker counts what it answers in its own files; every scrape, whichever worker answers it,
+merges them. A worker killed with `kill -9` keeps its counts and loses its live gauges.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from mlfactory.serving.multiprocess_metrics import MULTIPROC_ENV, metrics_dir
+
+from .conftest import DigitImage
+from .live_server import live_server
+
+PREDICT_OK = 'mlfactory_http_requests_total{endpoint="/v1/predict",method="POST",status="200"}'
+MAX_REQUESTS = 200
+
+
+def sample(text: str, name: str) -> float:
+    """The value of one sample line of an exposition."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+def predictions_by_pid(folder: Path) -> dict[int, float]:
+    """Answered predict requests per worker process, read from each worker's own file."""
+    counts = {}
+    for path in folder.glob("counter_*.db"):
+        pid = int(path.stem.split("_")[1])
+        for metric in MultiProcessCollector.merge([str(path)]):
+            for s in metric.samples:
+                if s.name == "mlfactory_http_requests_total" and s.labels == {
+                    "endpoint": "/v1/predict",
+                    "method": "POST",
+                    "status": "200",
+                }:
+                    counts[pid] = s.value
+    return counts
+
+
+def predict(url: str, digit: DigitImage) -> None:
+    # A new connection per request: uvicorn's workers share the socket, any may accept it.
+    files = [("files", (digit.path.name, digit.read_bytes(), "image/png"))]
+    response = httpx.post(f"{url}/v1/predict", files=files, timeout=30.0)
+    assert response.status_code == 200, response.text
+
+
+def test_n_requests_show_as_n_whichever_worker_answers(
+    image_bundle: Path,
+    digit_images: list[DigitImage],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "counter_999999.db").write_bytes(b"left over from an earlier server")
+    monkeypatch.setenv(MULTIPROC_ENV, str(folder))
+    with live_server(image_bundle, tmp_path, "--workers", "2") as server:
+        assert not (folder / "counter_999999.db").exists()  # each start begins from nothing
+        sent = 0
+        with ThreadPoolExecutor(4) as pool:
+            # Until both workers have answered some (bounded): bursts of concurrent requests.
+            while len(predictions_by_pid(folder)) < 2 and sent < MAX_REQUESTS:
+                burst = [digit_images[(sent + i) % len(digit_images)] for i in range(8)]
+                list(pool.map(lambda digit: predict(server.url, digit), burst))
+                sent += len(burst)
+        per_worker = predictions_by_pid(folder)
+        assert len(per_worker) == 2, f"one worker answered all {sent} requests: {per_worker}"
+        assert sum(per_worker.values()) == sent
+        for _ in range(6):  # new connections: the scrapes land on either worker
+            text = httpx.get(f"{server.url}/metrics", timeout=10.0).text
+            assert sample(text, PREDICT_OK) == sent
+            assert sample(text, "mlfactory_batch_size_sum") == sent
+            assert sample(text, 'mlfactory_predictions_total{label="0"}') >= 0
+            assert sample(text, "mlfactory_queue_depth") == 0
+            info = (
+                'mlfactory_model_info{modality="image",name="digits-serving-test",version="0.0.1"}'
+            )
+            assert sample(text, info) == 1
+
+        victim = min(per_worker)
+        assert f"gauge_livesum_{victim}.db" in os.listdir(folder)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # uvicorn notices, reaps it and starts another
+            text = httpx.get(f"{server.url}/metrics", timeout=10.0).text
+            if f"gauge_livesum_{victim}.db" not in os.listdir(folder):
+                break
+            time.sleep(0.5)
+        assert f"gauge_livesum_{victim}.db" not in os.listdir(folder)
+        assert f"counter_{victim}.db" in os.listdir(folder)  # what it answered stays counted
+        assert sample(text, PREDICT_OK) == sent
+        assert sample(text, "mlfactory_queue_depth") == 0
+
+
+def test_a_metrics_folder_is_made_for_workers_and_removed_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with metrics_dir(1) as none:
+        assert none is None and MULTIPROC_ENV not in os.environ
+    with metrics_dir(3) as folder:
+        assert folder is not None and folder.is_dir()
+        assert os.environ[MULTIPROC_ENV] == str(folder)
+    assert not folder.exists() and MULTIPROC_ENV not in os.environ
+
+
+def test_a_given_metrics_folder_is_emptied_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "gauge_livesum_12.db").write_bytes(b"old")
+    (given / "notes.txt").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_ENV, str(given))
+    with metrics_dir(1) as folder:
+        assert folder == given
+        assert sorted(p.name for p in given.iterdir()) == ["notes.txt"]
+    assert given.is_dir() and os.environ[MULTIPROC_ENV] == str(given)
