@@ -30,7 +30,9 @@ def test_the_report_shows_the_card_of_a_trained_bundle(
     assert confusion is not None
     cells = [int(n) for n in re.findall(r"<td style='[^']*'>(\d+)</td>", confusion.group(0))]
     assert cells == [n for row in card["confusion_matrix"] for n in row]
-    assert "None: this bundle has no monitoring reference profile." in page
+    profile = card["reference_profile"]  # written at export
+    assert profile is not None and profile["problem"] is None
+    assert f"{profile['source']}, {profile['reference_items']} items" in page
     # Self-contained: nothing is fetched, from a host or from a file beside it.
     assert not re.search(r"\b(src|href)\s*=", page) and "url(" not in page
 

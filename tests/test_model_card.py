@@ -27,3 +27,6 @@ def test_the_card_of_a_trained_bundle_holds_its_evaluation_and_data(
     assert data["splits"] == {s: len(dataset.split(s)) for s in ("train", "val", "test")}
     assert data["counts"] == dataset.counts()
     assert card["lineage"]["mlflow_run_id"] == trained_digits.mlflow_run_id
+    profile = card["reference_profile"]  # the monitoring profile written at export
+    assert profile["problem"] is None and profile["reference_items"] >= 20
+    assert profile["ood_threshold"] is not None and "width" in profile["features"]

@@ -14,9 +14,9 @@ from typing import Any
 
 from mlfactory.bundle import Bundle
 
-# Written next to `profile.npz` by the monitoring work (`mlfactory.monitoring.profile`): the
-# card reads only this JSON half, never the arrays.
-PROFILE_META_FILE = "profile.json"
+# The card reads only the JSON half of the reference profile, never its arrays.
+from mlfactory.monitoring.profile import META_FILE as PROFILE_META_FILE
+
 SPLITS = ("train", "val", "test")
 
 
