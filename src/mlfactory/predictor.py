@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlfactory.bundle import EMBEDDING, PROBABILITIES, Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError, MlfactoryError
 from mlfactory.modalities import stack_inputs
+
+if TYPE_CHECKING:
+    from mlfactory.monitoring.profile import ReferenceProfile
 
 # numpy types of ONNX tensor element types an encoder may produce.
 ONNX_DTYPES = {
@@ -43,7 +47,12 @@ class BatchOutput:
 
 
 class Predictor:
-    """A loaded bundle: its encoder and one ONNX Runtime session, created once."""
+    """A loaded bundle: its encoder and one ONNX Runtime session, created once.
+
+    Attributes:
+        profile: the bundle's monitoring profile, when the server loaded one (see
+            `mlfactory.serving.monitoring`); None elsewhere, or for a bundle without one.
+    """
 
     def __init__(
         self, bundle: Bundle, intra_op_threads: int = 0, inter_op_threads: int = 0
@@ -52,6 +61,7 @@ class Predictor:
         self.labels = bundle.meta.labels
         self.encoder = bundle.encoder()
         self.session = bundle.session(intra_op_threads, inter_op_threads)
+        self.profile: ReferenceProfile | None = None
 
     @classmethod
     def from_path(

@@ -169,7 +169,7 @@ def test_openapi_documents_bodies_and_errors(client: TestClient) -> None:
     assert components["ErrorResponse"]["properties"]["detail"]["type"] == "string"
     assert "HTTPValidationError" not in components  # no list-shaped error is advertised
     prediction = components["PredictionOut"]["properties"]
-    assert set(prediction) == {"label", "score", "probabilities"}
+    assert set(prediction) == {"label", "score", "probabilities", "ood_score", "in_distribution"}
     assert prediction["probabilities"]["additionalProperties"] == {"type": "number"}
     model = schema["paths"]["/v1/model"]["get"]["responses"]["200"]["content"]
     assert model["application/json"]["schema"] == {"$ref": "#/components/schemas/ModelInfo"}

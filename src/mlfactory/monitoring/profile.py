@@ -228,6 +228,15 @@ def load_profile(folder: str | Path) -> ReferenceProfile | None:
         ) from None
 
 
+def missing_profile_message(name: str, version: str) -> str:
+    """The one line that says a bundle has no profile, and how to get one."""
+    return (
+        f"bundle {name} {version} has no monitoring profile (profile.npz): it was exported "
+        "before monitoring existed or from fewer than 20 validation items; train it again "
+        "with `mlfactory train` to export one"
+    )
+
+
 def label_indices(values: Sequence[str] | np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """Label strings (or class indices) -> class indices; an unknown label is -1."""
     array = np.asarray(values)

@@ -30,6 +30,7 @@ from mlfactory.errors import MlfactoryError
 from mlfactory.predictor import Predictor
 from mlfactory.serving.docs import show_model
 from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.monitoring import load_served_profile
 from mlfactory.serving.predict import current_predictor
 from mlfactory.serving.schemas import (
     ErrorResponse,
@@ -177,10 +178,14 @@ def authorize(header: str | None, token: str | None) -> None:
 
 
 def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
-    """Load and test-run the bundle at `path` with the server's threads (blocking: call in a
-    thread).
+    """Load and test-run the bundle at `path` with the server's threads, and its monitoring
+    profile if it has one (blocking: call in a thread).
 
     Raises:
         MlfactoryError: the bundle is missing, incomplete, or its model does not run.
     """
-    return Predictor.from_path(path, settings.ort_intra_op_threads, settings.ort_inter_op_threads)
+    predictor = Predictor.from_path(
+        path, settings.ort_intra_op_threads, settings.ort_inter_op_threads
+    )
+    predictor.profile = load_served_profile(predictor.bundle)
+    return predictor

@@ -9,6 +9,7 @@ sentence.
 
 Each group of routes is an `APIRouter` in its own module, included here: `health` (`/health`,
 `/v1/model`), `card` (`/v1/model/card`), `predict` (`/v1/predict`), `metrics` (`/metrics`),
+`monitoring` (`/v1/monitoring/drift`, `/v1/monitoring/history`), `feedback` (`/v1/feedback`),
 `admin` (`/v1/admin/reload`) and `docs` (`/docs`, `/redoc`, served offline).
 """
 
@@ -31,8 +32,9 @@ from starlette.requests import ClientDisconnect
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
-from mlfactory.serving import admin, card, docs, health, metrics
+from mlfactory.serving import admin, card, docs, feedback, health, metrics, monitoring
 from mlfactory.serving.batcher import Batcher
+from mlfactory.serving.drift_watch import DriftWatch
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.middleware import BodyTimeoutMiddleware, RequestContextMiddleware
 from mlfactory.serving.predict import predict_router
@@ -74,6 +76,8 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     app.include_router(card.router)
     app.include_router(predict_router(bundle.modality, config))
     app.include_router(metrics.router)
+    app.include_router(monitoring.router)
+    app.include_router(feedback.router)
     app.include_router(admin.router)
     app.include_router(docs.router)
     return app
@@ -87,6 +91,7 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         prediction_log.start()
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
         sampler: asyncio.Task[None] | None = None
+        watch = DriftWatch(config, prediction_log, served, lambda: app.state.predictor)
         try:
             predictor = await run_in_threadpool(admin.load_predictor, bundle.path, config)
             batcher.start()
@@ -98,6 +103,8 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
             app.state.batcher, app.state.prediction_log = batcher, prediction_log
             app.state.reload_lock = asyncio.Lock()  # created on the loop that will use it
             app.state.predictor = predictor
+            app.state.drift_watch = watch
+            watch.start()
             log.info(
                 "serving %s %s from %s (started in %.2f s)",
                 bundle.meta.name,
@@ -108,6 +115,7 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
             yield
         finally:
             app.state.predictor = None
+            await watch.stop()
             if sampler is not None:
                 sampler.cancel()
             await batcher.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from mlfactory.modalities import Modality
 from mlfactory.predictor import BatchOutput, Prediction, Predictor
 from mlfactory.serving.batcher import Batcher, BatcherStopped
 from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.monitoring import OodScores, ood_scores
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
 from mlfactory.serving.schemas import (
     ErrorResponse,
@@ -88,10 +90,11 @@ async def predict(request: Request) -> PredictResponse:
     except BatcherStopped:
         raise HTTPException(503, "the server is shutting down; retry on another instance") from None
     predictor.check_finite(output, [name for name, _ in inputs])
+    ood = ood_scores(predictor, output.embeddings)
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)
-    rows = log_rows(request_id, predictor, predictions, output, summaries, latency_ms)
+    rows = log_rows(request_id, predictor, predictions, output, summaries, latency_ms, ood)
     prediction_log: PredictionLog = state.prediction_log
     metrics: ServingMetrics = state.metrics
     try:
@@ -102,13 +105,23 @@ async def predict(request: Request) -> PredictResponse:
         raise HTTPException(503, "the prediction could not be logged; retry shortly") from None
     for prediction in predictions:
         metrics.predictions.labels(prediction.label).inc()
+    outside = sum(inside is False for inside in ood[1])
+    if outside:
+        metrics.count_ood(outside)
+    state.drift_watch.count(len(predictions))
     meta = predictor.bundle.meta
     return PredictResponse(
         request_id=request_id,
         model=ModelRef(name=meta.name, version=meta.version),
         predictions=[
-            PredictionOut(label=p.label, score=p.score, probabilities=p.probabilities)
-            for p in predictions
+            PredictionOut(
+                label=p.label,
+                score=p.score,
+                probabilities=p.probabilities,
+                ood_score=score,
+                in_distribution=inside,
+            )
+            for p, score, inside in zip(predictions, *ood, strict=True)
         ],
     )
 
@@ -151,9 +164,13 @@ def log_rows(
     output: BatchOutput,
     summaries: list[dict[str, object]],
     latency_ms: float,
+    ood: OodScores,
 ) -> list[LoggedPrediction]:
-    """One prediction-log row per input."""
-    meta = predictor.bundle.meta
+    """One prediction-log row per input (`ood`: each input's score and verdict, or Nones).
+
+    The rows of one request share one time: the request's answer.
+    """
+    meta, now = predictor.bundle.meta, datetime.now(UTC)
     return [
         LoggedPrediction(
             request_id=request_id,
@@ -163,14 +180,17 @@ def log_rows(
             model_run_id=meta.mlflow_run_id,
             data_fingerprint=meta.data_fingerprint,
             input_summary=summary,
-            embedding=embedding,  # made JSON by the log's writer thread, off the event loop
+            embedding=embedding,  # made bytes by the log's writer thread, off the event loop
             probabilities=prediction.probabilities,
             label=prediction.label,
             score=prediction.score,
             latency_ms=round(latency_ms, 3),
+            ood_score=ood_score,
+            in_distribution=inside,
+            ts=now,
         )
-        for index, (prediction, summary, embedding) in enumerate(
-            zip(predictions, summaries, output.embeddings, strict=True)
+        for index, (prediction, summary, embedding, ood_score, inside) in enumerate(
+            zip(predictions, summaries, output.embeddings, *ood, strict=True)
         )
     ]
 

@@ -53,6 +53,16 @@ class PredictionOut(BaseModel):
     label: str = Field(description="The most probable label.")
     score: float = Field(description="Probability of `label`, in [0, 1].")
     probabilities: dict[str, float] = Field(description="Probability of every label; sums to 1.")
+    ood_score: float | None = Field(
+        default=None,
+        description="Out-of-distribution score: about 1 for inputs like the validation data, "
+        "larger further out (null: the bundle has no monitoring profile).",
+    )
+    in_distribution: bool | None = Field(
+        default=None,
+        description="False when `ood_score` is above the bundle's threshold, calibrated to "
+        "flag 1 % of in-distribution inputs (null: no monitoring profile).",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -256,3 +266,76 @@ class ModelCard(BaseModel):
     reference_profile: ProfileSummary | None = Field(
         description="null: the bundle has no monitoring reference profile."
     )
+
+
+class FeedbackIn(BaseModel):
+    """One true label for `POST /v1/feedback`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        min_length=1, max_length=64, description="The `request_id` of the prediction's response."
+    )
+    input_index: int = Field(
+        default=0, ge=0, description="The input's position in that request (0: the first)."
+    )
+    label: str = Field(
+        min_length=1, max_length=200, description="The true label: one of the model's labels."
+    )
+
+
+class FeedbackResponse(BaseModel):
+    """`POST /v1/feedback`: how many labels were stored."""
+
+    stored: int = Field(description="Labels stored; the same input twice counts once (the last).")
+
+
+class DriftCheckOut(BaseModel):
+    """One drift check of a window (see docs/monitoring.md, "The drift checks")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="The feature, `predicted_label`, `confidence`, `ood_score`, ...")
+    kind: Literal["feature", "label", "confidence", "embedding"]
+    statistic: float | None
+    p_value: float | None = Field(description="Corrected for multiple testing; null: too few.")
+    drift: bool
+
+
+class DriftReportOut(BaseModel):
+    """`GET /v1/monitoring/drift`: the JSON contract of `mlfactory monitor --json`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ModelRef
+    window: dict[str, Any] = Field(description='{"from", "to", "n"}: the checked predictions.')
+    drift: bool = Field(description="True when any check drifts after the correction.")
+    checks: list[DriftCheckOut]
+    ood: dict[str, Any] = Field(description='{"fraction", "threshold"}')
+    accuracy: dict[str, Any] = Field(
+        description='{"estimated", "estimated_ci": [lo, hi], "labelled", "live", "live_ci"}'
+    )
+
+
+class HistoryBucketOut(BaseModel):
+    """One time bucket of `GET /v1/monitoring/history` (nulls where the bucket has no data)."""
+
+    from_: str = Field(alias="from", description="Start of the bucket (ISO 8601, UTC).")
+    to: str = Field(description="End of the bucket.")
+    n: int = Field(description="Predictions in the bucket.")
+    ood_fraction: float | None
+    accuracy_estimated: float | None
+    accuracy_estimated_ci: list[float | None] | None
+    accuracy_live: float | None
+    labelled: int
+    drift: bool | None = Field(description="The bucket's verdict; null: too few predictions.")
+    p_values: dict[str, float | None] = Field(description="Corrected p-value of each check.")
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    requests: int
+
+
+class HistoryOut(BaseModel):
+    """`GET /v1/monitoring/history`: the window cut into equal time spans, oldest first."""
+
+    buckets: list[HistoryBucketOut]

@@ -58,6 +58,10 @@ class ServingSettings:
             connection idle the longest, or is refused (503) when none is idle.
         admin_failures_per_minute: failed admin authentications allowed per client address
             and minute; beyond it the admin API answers 429 to that address for a minute.
+        monitor_every: how often the background drift check runs: a number of predictions
+            (`1000`), or seconds with an `s` (`60s`); `0` turns it off. It updates the
+            monitoring gauges of `/metrics`; bundles without a profile are never checked.
+        monitor_window: the latest predictions each background check reads.
     """
 
     max_upload_bytes: int = 10 * MEGABYTE
@@ -77,11 +81,13 @@ class ServingSettings:
     max_header_bytes: int = 32 * 1024
     max_connections: int = 512
     admin_failures_per_minute: int = 10
+    monitor_every: str = "1000"
+    monitor_window: int = 1000
 
     def __post_init__(self) -> None:
         positive = ("max_upload_bytes", "max_files", "max_text_chars", "max_request_bytes")
         more = ("max_batch_size", "workers", "max_connections", "admin_failures_per_minute")
-        for name in (*positive, *more):
+        for name in (*positive, *more, "monitor_window"):
             _check(name, getattr(self, name), getattr(self, name) >= 1, "must be >= 1")
         for name in ("keep_alive_timeout_s", "header_timeout_s", "body_timeout_s"):
             value = getattr(self, name)
@@ -92,6 +98,7 @@ class ServingSettings:
             _check(name, getattr(self, name), getattr(self, name) >= 0, "must be >= 0")
         wait = self.max_wait_ms
         _check("max_wait_ms", wait, 0 <= wait <= MAX_WAIT_LIMIT_MS, "must be 0 to 1000")
+        monitor_schedule(self.monitor_every)  # raises ConfigError when malformed
         if not self.log_url.strip():
             raise ConfigError(f"{env_name('log_url')}: must not be empty (an SQLAlchemy URL)")
         if self.admin_token is not None and len(self.admin_token.strip()) < 8:
@@ -115,6 +122,28 @@ class ServingSettings:
                 continue
             values[spec.name] = _parse(spec.name, str(spec.type), raw.strip())
         return cls(**values)
+
+
+def monitor_schedule(every: str) -> tuple[int, float]:
+    """`monitor_every` as (predictions, seconds); 0 where that trigger is off.
+
+    Raises:
+        ConfigError: not a whole number of predictions, or seconds ending in `s`.
+    """
+    text = every.strip().lower()
+    try:
+        if text.endswith("s"):
+            seconds = float(text[:-1])
+            if seconds > 0:
+                return 0, seconds
+        elif int(text) >= 0:
+            return int(text), 0.0
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"{env_name('monitor_every')}: '{every}' is neither a number of predictions (1000), "
+        "seconds (60s) nor 0 (off)"
+    )
 
 
 def _parse(name: str, kind: str, raw: str) -> Any:

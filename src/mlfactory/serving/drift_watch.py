@@ -1,0 +1,112 @@
+"""The background drift check: the monitoring gauges of `/metrics`, kept current off the
+request path.
+
+Every `MLFACTORY_MONITOR_EVERY` predictions (or seconds) of this worker, one task reads the
+served model's latest `MLFACTORY_MONITOR_WINDOW` logged predictions and checks them against
+the bundle's profile, in a thread, then hands the report to `ServingMetrics.observe_report`.
+A request only adds its count to a number and may set an event. Checks never overlap, and one
+that fails (the log cannot be read) is logged and retried at the next trigger. With several
+workers each checks the shared log on its own count; the latest report wins in the gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from mlfactory.errors import LogDatabaseError
+from mlfactory.monitoring.report import DriftReport, check_window
+from mlfactory.predictor import Predictor
+from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.monitoring import read_served_window
+from mlfactory.serving.prediction_log import PredictionLog
+from mlfactory.serving.settings import ServingSettings, monitor_schedule
+
+log = logging.getLogger(__name__)
+
+
+class DriftWatch:
+    """Triggers and runs the background drift check of one worker."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        prediction_log: PredictionLog,
+        metrics: ServingMetrics,
+        served: Callable[[], Predictor | None],
+    ) -> None:
+        """Set up an idle watch; `start` it on the event loop.
+
+        Args:
+            settings: `monitor_every` and `monitor_window`.
+            prediction_log: the log to read.
+            metrics: whose gauges show each report.
+            served: the predictor serving now (None while none is loaded).
+        """
+        self.every_predictions, self.every_seconds = monitor_schedule(settings.monitor_every)
+        self.window = settings.monitor_window
+        self.prediction_log, self.metrics, self.served = prediction_log, metrics, served
+        self.checks = 0
+        self._since_check = 0
+        self._due = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """False when `monitor_every` is 0."""
+        return bool(self.every_predictions or self.every_seconds)
+
+    def start(self) -> None:
+        """Start the checking task on the running loop (nothing when disabled)."""
+        if self.enabled:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="drift-watch")
+
+    async def stop(self) -> None:
+        """Cancel the task (a check in its thread finishes on its own)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def count(self, predictions: int) -> None:
+        """Count answered predictions; the check is due once there are enough."""
+        self._since_check += predictions
+        if self.every_predictions and self._since_check >= self.every_predictions:
+            self._due.set()
+
+    async def _run(self) -> None:
+        while True:
+            timeout = self.every_seconds or None
+            with contextlib.suppress(TimeoutError):  # the time trigger
+                await asyncio.wait_for(self._due.wait(), timeout)
+            self._due.clear()
+            self._since_check = 0
+            await self.check_now()
+
+    async def check_now(self) -> bool:
+        """Run one check and show it in the gauges; False when nothing could be checked."""
+        predictor = self.served()
+        profile = predictor.profile if predictor is not None else None
+        if predictor is None or profile is None:
+            return False
+        meta = predictor.bundle.meta
+        model = {"name": meta.name, "version": meta.version}
+
+        def check() -> DriftReport | None:
+            window = read_served_window(self.prediction_log, predictor, profile, self.window)
+            return check_window(profile, window, model) if len(window) else None
+
+        try:
+            report = await run_in_threadpool(check)
+        except LogDatabaseError as exc:
+            log.warning("background drift check skipped: %s", exc)
+            return False
+        if report is None:
+            return False
+        self.metrics.observe_report(report)
+        self.checks += 1
+        return True

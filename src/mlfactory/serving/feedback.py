@@ -1,0 +1,143 @@
+"""`POST /v1/feedback`: the true label of a served prediction, when it becomes known.
+
+A client sends back `{"request_id", "input_index", "label"}` (or a list of them) for inputs it
+had predicted. Each label is stored beside the logged prediction, in the log's `feedback` table:
+sending the same input again replaces its label (the last one wins), so retries are harmless.
+Live accuracy (`GET /v1/monitoring/drift`, `mlfactory monitor`) is computed over the labelled
+predictions of a window.
+
+A list is stored whole or not at all: an unknown request id or input is 404, a label that the
+model that made the prediction does not have is 422, each with a JSON `detail`. The body is
+limited to `MAX_BODY_BYTES` and `MAX_ITEMS` labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Engine, bindparam, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from mlfactory.errors import InputError
+from mlfactory.serving.log_tables import feedback, predictions
+from mlfactory.serving.prediction_log import PredictionLog
+from mlfactory.serving.schemas import (
+    ErrorResponse,
+    FeedbackIn,
+    FeedbackResponse,
+    describe_errors,
+)
+from mlfactory.serving.uploads import check_content_length, read_body
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_ITEMS = 1000
+_BODY = TypeAdapter(FeedbackIn | list[FeedbackIn])
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackResponse,
+    responses={
+        404: {"model": ErrorResponse, "description": "No logged prediction with that id."},
+        413: {"model": ErrorResponse, "description": "Body over 1 MiB or 1,000 labels."},
+        422: {"model": ErrorResponse, "description": "Malformed body, or an unknown label."},
+    },
+    summary="Send the true label of a served prediction",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _BODY.json_schema()}},
+        }
+    },
+)
+async def send_feedback(request: Request) -> FeedbackResponse:
+    """Store the true label of one or more logged predictions (the last label sent wins)."""
+    check_content_length(request.headers.get("content-length"), MAX_BODY_BYTES)
+    body = await read_body(request.stream(), MAX_BODY_BYTES)
+    try:
+        parsed = _BODY.validate_json(body)
+    except ValidationError as exc:
+        raise InputError(f"invalid JSON body: {describe_errors(exc.errors())}", 422) from None
+    items = parsed if isinstance(parsed, list) else [parsed]
+    if not items:
+        raise InputError("no feedback: the list is empty", 422)
+    if len(items) > MAX_ITEMS:
+        raise InputError(f"too many labels: at most {MAX_ITEMS} per request", 413)
+    prediction_log: PredictionLog = request.app.state.prediction_log
+    stored = await run_in_threadpool(store_feedback, prediction_log.engine, items)
+    return FeedbackResponse(stored=stored)
+
+
+def store_feedback(engine: Engine, items: Sequence[FeedbackIn]) -> int:
+    """Check every item against the log, then store them all in one transaction.
+
+    Returns:
+        How many labels were stored (the same input twice in `items` counts once: the last).
+
+    Raises:
+        InputError: 404 for an input that was never predicted, 422 for a label that the
+            model which predicted it does not have.
+    """
+    latest = {(item.request_id, item.input_index): item.label for item in items}
+    labels = _logged_labels(engine, list(latest))
+    for (request_id, index), label in latest.items():
+        known = labels.get((request_id, index))
+        if known is None:
+            raise InputError(_unknown(request_id, index, labels), 404)
+        if label not in known:
+            shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+            raise InputError(
+                f"label {label!r} is not one of the model's labels ({shown}) "
+                f"for request {request_id!r}",
+                422,
+            )
+    now = datetime.now(UTC)
+    rows = [
+        {"request_id": r, "input_index": i, "label": label, "ts": now}
+        for (r, i), label in latest.items()
+    ]
+    try:
+        _replace(engine, rows)
+    except IntegrityError:  # a concurrent request stored the same input first: replace it
+        _replace(engine, rows)
+    return len(rows)
+
+
+def _logged_labels(engine: Engine, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
+    """(request id, input index) -> the labels of the model that predicted it."""
+    query = select(
+        predictions.c.request_id, predictions.c.input_index, predictions.c.probabilities
+    ).where(predictions.c.request_id.in_({request_id for request_id, _ in keys}))
+    with engine.connect() as connection:
+        return {
+            (row.request_id, row.input_index): list(row.probabilities)
+            for row in connection.execute(query)
+        }
+
+
+def _unknown(request_id: str, index: int, known: dict[tuple[str, int], Any]) -> str:
+    inputs = sorted(i for r, i in known if r == request_id)
+    if not inputs:
+        return f"no logged prediction has request id {request_id!r}"
+    return f"request {request_id!r} has inputs 0 to {inputs[-1]}, not {index}"
+
+
+def _replace(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    """Delete each input's earlier label and insert the new ones, in one transaction."""
+    earlier = delete(feedback).where(
+        feedback.c.request_id == bindparam("old_request_id"),
+        feedback.c.input_index == bindparam("old_input_index"),
+    )
+    keys = [
+        {"old_request_id": row["request_id"], "old_input_index": row["input_index"]} for row in rows
+    ]
+    with engine.begin() as connection:
+        connection.execute(earlier, keys)
+        connection.execute(insert(feedback), rows)

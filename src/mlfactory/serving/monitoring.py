@@ -1,0 +1,148 @@
+"""Monitoring in the server: the OOD score of every input, and the drift and history endpoints.
+
+The bundle's reference profile (`profile.npz`, written at export) is loaded with the model. Each
+prediction then gets its out-of-distribution score: two small matrix products on the batch's
+embeddings, on the event loop (measured: well under a millisecond a request). A bundle without
+a profile serves as before, with `ood_score` and `in_distribution` null.
+
+`GET /v1/monitoring/drift` checks the latest logged predictions of the served model against its
+profile and returns the report's JSON contract (`DriftReport.to_json`); `GET
+/v1/monitoring/history` cuts them into time buckets (`mlfactory.monitoring.history`). Both read
+the log and run the checks in the request threadpool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from mlfactory.bundle import Bundle
+from mlfactory.errors import BundleError, LogDatabaseError
+from mlfactory.monitoring.history import MAX_BUCKETS, history
+from mlfactory.monitoring.log_window import window_from_engine
+from mlfactory.monitoring.profile import ReferenceProfile, load_profile, missing_profile_message
+from mlfactory.monitoring.report import Window, check_window
+from mlfactory.predictor import Predictor
+from mlfactory.serving.prediction_log import PredictionLog
+from mlfactory.serving.schemas import DriftReportOut, ErrorResponse, HistoryOut
+
+log = logging.getLogger(__name__)
+DEFAULT_LAST = 1000
+MAX_LAST = 100_000
+DEFAULT_BUCKETS = 20
+# Each input's OOD score and whether it is in distribution; Nones without a profile.
+OodScores = tuple[list[float | None], list[bool | None]]
+
+router = APIRouter()
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "The served bundle has no monitoring profile."},
+    422: {"model": ErrorResponse, "description": "A query parameter out of range."},
+    503: {"model": ErrorResponse, "description": "Not ready, or the log cannot be read."},
+}
+
+
+def load_served_profile(bundle: Bundle) -> ReferenceProfile | None:
+    """The bundle's profile; None (and a warning) when it has none or it cannot be read."""
+    try:
+        profile = load_profile(bundle.path)
+    except BundleError as exc:
+        log.warning("serving without monitoring: %s", exc)
+        return None
+    if profile is None:
+        log.info(missing_profile_message(bundle.meta.name, bundle.meta.version))
+    elif profile.labels != bundle.meta.labels:
+        log.warning("serving without monitoring: the profile's labels are not the bundle's")
+        return None
+    return profile
+
+
+def ood_scores(predictor: Predictor, embeddings: np.ndarray) -> OodScores:
+    """Each input's OOD score and whether it is in distribution (None without a profile)."""
+    profile = predictor.profile
+    if profile is None:
+        return [None] * len(embeddings), [None] * len(embeddings)
+    scores = profile.ood.score(embeddings)
+    inside = scores <= profile.ood.threshold
+    return [round(float(s), 6) for s in scores], [bool(i) for i in inside]
+
+
+@router.get(
+    "/v1/monitoring/drift",
+    response_model=DriftReportOut,
+    responses=ERRORS,
+    summary="Drift report of the latest logged predictions against the bundle's profile",
+)
+async def drift_report(
+    request: Request,
+    last: int = Query(DEFAULT_LAST, ge=1, le=MAX_LAST, description="Predictions to check."),
+) -> dict[str, Any]:
+    """Check the served model's `last` logged predictions (the `mlfactory monitor` report)."""
+    predictor, profile = _monitored(request)
+    model = _model(predictor)
+
+    def report() -> dict[str, Any]:
+        window = _read(request, predictor, profile, last)
+        return check_window(profile, window, model).to_json()
+
+    return await run_in_threadpool(report)
+
+
+@router.get(
+    "/v1/monitoring/history",
+    response_model=HistoryOut,
+    responses=ERRORS,
+    summary="The latest logged predictions checked in time buckets",
+)
+async def drift_history(
+    request: Request,
+    last: int = Query(DEFAULT_LAST, ge=1, le=MAX_LAST, description="Predictions to read."),
+    buckets: int = Query(DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS, description="Time buckets."),
+) -> dict[str, Any]:
+    """Cut the `last` logged predictions into equal time spans and check each one."""
+    predictor, profile = _monitored(request)
+    model = _model(predictor)
+
+    def buckets_of() -> dict[str, Any]:
+        window = _read(request, predictor, profile, last)
+        return {"buckets": history(profile, window, model, buckets)}
+
+    return await run_in_threadpool(buckets_of)
+
+
+def read_served_window(
+    prediction_log: PredictionLog, predictor: Predictor, profile: ReferenceProfile, last: int
+) -> Window:
+    """The served model's `last` logged predictions (blocking: call in a thread).
+
+    Raises:
+        LogDatabaseError: the log cannot be read.
+    """
+    meta = predictor.bundle.meta
+    return window_from_engine(
+        prediction_log.engine, meta.name, meta.version, last=last, labels=profile.labels
+    )
+
+
+def _read(request: Request, predictor: Predictor, profile: ReferenceProfile, last: int) -> Window:
+    try:
+        return read_served_window(request.app.state.prediction_log, predictor, profile, last)
+    except LogDatabaseError as exc:
+        raise HTTPException(503, str(exc)) from None
+
+
+def _monitored(request: Request) -> tuple[Predictor, ReferenceProfile]:
+    predictor: Predictor | None = request.app.state.predictor
+    if predictor is None:
+        raise HTTPException(503, "the model is not loaded yet; retry shortly")
+    if predictor.profile is None:
+        meta = predictor.bundle.meta
+        raise HTTPException(404, missing_profile_message(meta.name, meta.version))
+    return predictor, predictor.profile
+
+
+def _model(predictor: Predictor) -> dict[str, str]:
+    return {"name": predictor.bundle.meta.name, "version": predictor.bundle.meta.version}

@@ -1,0 +1,116 @@
+"""`POST /v1/feedback`: true labels beside logged predictions; idempotent; each error is clear."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from mlfactory.monitoring.log_window import read_window
+from mlfactory.serving.app import create_app
+from mlfactory.serving.feedback import MAX_BODY_BYTES, MAX_ITEMS
+from mlfactory.serving.log_tables import feedback
+from mlfactory.serving.prediction_log import PredictionLog
+from mlfactory.serving.settings import ServingSettings
+
+from .conftest import LABELS, DigitImage, upload
+
+
+@pytest.fixture
+def log_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'predictions.db'}"
+
+
+@pytest.fixture
+def labelled_client(image_bundle: Path, log_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as client:
+        yield client
+
+
+def predict_two(client: TestClient, digit_images: list[DigitImage]) -> str:
+    files = [upload(f"{i}.png", digit_images[i].read_bytes()) for i in (3, 17)]
+    response = client.post("/v1/predict", files=files)
+    assert response.status_code == 200
+    request_id: str = response.json()["request_id"]
+    return request_id
+
+
+def true_labels(log_url: str) -> list[str | None]:
+    window = read_window(log_url, "digits-serving-test", "0.0.1", labels=LABELS)
+    return list(window.true_labels or [])
+
+
+def feedback_rows(log_url: str) -> int:
+    log = PredictionLog(log_url)
+    with log.engine.connect() as connection:
+        count = connection.execute(select(func.count()).select_from(feedback)).scalar_one()
+    log.close()
+    return int(count)
+
+
+def test_labels_round_trip_and_the_last_one_wins(
+    labelled_client: TestClient, digit_images: list[DigitImage], log_url: str
+) -> None:
+    request_id = predict_two(labelled_client, digit_images)
+    one = labelled_client.post("/v1/feedback", json={"request_id": request_id, "label": "3"})
+    assert (one.status_code, one.json()) == (200, {"stored": 1})
+    assert true_labels(log_url) == ["3", None]
+
+    both = [
+        {"request_id": request_id, "input_index": 1, "label": "4"},
+        {"request_id": request_id, "input_index": 0, "label": "8"},
+        {"request_id": request_id, "input_index": 0, "label": "5"},  # the last one wins
+    ]
+    response = labelled_client.post("/v1/feedback", json=both)
+    assert (response.status_code, response.json()) == (200, {"stored": 2})
+    assert true_labels(log_url) == ["5", "4"]
+    again = labelled_client.post("/v1/feedback", json=both)  # a retry changes nothing
+    assert again.status_code == 200
+    assert true_labels(log_url) == ["5", "4"] and feedback_rows(log_url) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"request_id": "never-served", "label": "3"}, 404, "no logged prediction"),
+        ({"request_id": "{id}", "input_index": 2, "label": "3"}, 404, "inputs 0 to 1, not 2"),
+        ({"request_id": "{id}", "label": "cat"}, 422, "'cat' is not one of the model's labels"),
+        ({"request_id": "{id}"}, 422, "label"),
+        ({"request_id": "{id}", "label": "3", "input_index": -1}, 422, "input_index"),
+        ([], 422, "the list is empty"),
+        ([{"request_id": "{id}", "label": "3"}, {"request_id": "{id}", "label": "x"}], 422, "'x'"),
+    ],
+)
+def test_each_error_is_a_status_with_a_detail_and_stores_nothing(
+    labelled_client: TestClient,
+    digit_images: list[DigitImage],
+    log_url: str,
+    body: object,
+    status: int,
+    fragment: str,
+) -> None:
+    request_id = predict_two(labelled_client, digit_images)
+    sent = json.loads(json.dumps(body).replace("{id}", request_id))
+    response = labelled_client.post("/v1/feedback", json=sent)
+    assert response.status_code == status
+    assert fragment in response.json()["detail"]
+    assert feedback_rows(log_url) == 0  # a list is stored whole or not at all
+
+
+def test_the_body_is_limited(labelled_client: TestClient, digit_images: list[DigitImage]) -> None:
+    request_id = predict_two(labelled_client, digit_images)
+    many = [{"request_id": request_id, "label": "3"}] * (MAX_ITEMS + 1)
+    assert labelled_client.post("/v1/feedback", json=many).status_code == 413
+    huge = b'{"request_id": "' + b"x" * MAX_BODY_BYTES + b'", "label": "3"}'
+    response = labelled_client.post(
+        "/v1/feedback", content=huge, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and "too large" in response.json()["detail"]
+    broken = labelled_client.post(
+        "/v1/feedback", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and "invalid JSON body" in broken.json()["detail"]

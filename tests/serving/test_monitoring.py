@@ -1,0 +1,235 @@
+"""Monitoring in the server, on a real trained digits bundle with its export-time profile:
+OOD scores in responses, the log and /metrics; the drift and history endpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageOps
+
+from mlfactory.serving.app import create_app
+from mlfactory.serving.prediction_log import PredictionLog
+from mlfactory.serving.settings import ServingSettings
+from tests.monitoring.conftest import STAMPS, digit_images, monitored_digits, png
+
+from .conftest import upload
+from .live_server import live_server
+
+__all__ = ["monitored_digits"]  # the session fixture, shared with tests/monitoring
+
+HISTORY_KEYS = {
+    "from",
+    "to",
+    "n",
+    "ood_fraction",
+    "accuracy_estimated",
+    "accuracy_estimated_ci",
+    "accuracy_live",
+    "labelled",
+    "drift",
+    "p_values",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "requests",
+}
+
+
+@pytest.fixture(scope="module")
+def unseen_digits() -> list[tuple[Image.Image, str]]:
+    """100 real digits that neither training nor the profile saw (10 a class)."""
+    return digit_images(offset=300, per_class=10)
+
+
+@pytest.fixture
+def log_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'predictions.db'}"
+
+
+@pytest.fixture
+def monitored_client(monitored_digits: Any, log_url: str) -> Iterator[TestClient]:
+    app = create_app(monitored_digits.bundle.path, ServingSettings(log_url=log_url))
+    with TestClient(app) as client:
+        yield client
+
+
+def post_images(client: TestClient, images: list[Image.Image]) -> list[dict[str, Any]]:
+    """Predict `images` in requests of 10; the predictions, in order."""
+    predictions = []
+    for start in range(0, len(images), 10):
+        files = [upload(f"{i}.png", png(image)) for i, image in enumerate(images[start:][:10])]
+        response = client.post("/v1/predict", files=files)
+        assert response.status_code == 200, response.text
+        predictions += response.json()["predictions"]
+    return predictions
+
+
+def ood_total(client: TestClient) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("mlfactory_ood_inputs_total"):
+            return float(line.split()[-1])
+    raise AssertionError("mlfactory_ood_inputs_total is not in /metrics")
+
+
+def test_each_prediction_has_an_ood_score_in_the_response_the_log_and_metrics(
+    monitored_client: TestClient,
+    monitored_digits: Any,
+    unseen_digits: list[tuple[Image.Image, str]],
+    log_url: str,
+) -> None:
+    profile = json.loads((monitored_digits.bundle.path / "profile.json").read_text())
+    threshold = profile["ood"]["threshold"]
+    digits = post_images(monitored_client, [image for image, _ in unseen_digits[::2]])
+    photos = sorted(p for p in STAMPS.rglob("*.png") if not p.stem.endswith("_mirror"))
+    foreign = post_images(monitored_client, [Image.open(p) for p in photos])
+    answered = digits + foreign
+    for prediction in answered:
+        assert isinstance(prediction["ood_score"], float)
+        assert prediction["in_distribution"] is (prediction["ood_score"] <= threshold)
+
+    def flagged(predictions: list[dict[str, Any]]) -> float:
+        return sum(not p["in_distribution"] for p in predictions) / len(predictions)
+
+    assert flagged(digits) <= 0.1  # calibrated to 1 % on validation digits
+    assert flagged(foreign) > flagged(digits)
+    assert ood_total(monitored_client) == sum(not p["in_distribution"] for p in answered)
+    logged = PredictionLog(log_url).read()
+    assert [r.ood_score for r in logged] == [p["ood_score"] for p in answered]
+    assert [r.in_distribution for r in logged] == [p["in_distribution"] for p in answered]
+
+
+def test_drift_endpoint_is_quiet_on_unseen_digits_and_loud_on_inverted_ones(
+    monitored_client: TestClient, unseen_digits: list[tuple[Image.Image, str]]
+) -> None:
+    post_images(monitored_client, [image for image, _ in unseen_digits])
+    quiet = monitored_client.get("/v1/monitoring/drift", params={"last": 100})
+    assert quiet.status_code == 200, quiet.text
+    report = quiet.json()
+    assert report["model"]["name"] == "digits" and report["window"]["n"] == 100
+    assert report["drift"] is False
+    assert {"fraction", "threshold"} <= set(report["ood"])
+    assert {"estimated", "estimated_ci", "labelled", "live"} <= set(report["accuracy"])
+    kinds = {check["kind"] for check in report["checks"]}
+    assert kinds == {"feature", "label", "confidence", "embedding"}
+
+    post_images(monitored_client, [ImageOps.invert(image) for image, _ in unseen_digits])
+    loud = monitored_client.get("/v1/monitoring/drift", params={"last": 100}).json()
+    assert loud["drift"] is True and loud["window"]["n"] == 100
+
+    buckets = monitored_client.get(
+        "/v1/monitoring/history", params={"last": 200, "buckets": 4}
+    ).json()["buckets"]
+    assert len(buckets) == 4 and all(set(b) == HISTORY_KEYS for b in buckets)
+    assert sum(b["n"] for b in buckets) == 200
+    assert sum(b["requests"] for b in buckets) == 20
+    assert [b["from"] for b in buckets] == sorted(b["from"] for b in buckets)
+    assert buckets[-1]["ood_fraction"] >= buckets[0]["ood_fraction"]
+
+
+def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> None:
+    for path, params in (
+        ("/v1/monitoring/drift", {"last": 0}),
+        ("/v1/monitoring/history", {"buckets": 1000}),
+    ):
+        response = monitored_client.get(path, params=params)
+        assert response.status_code == 422 and "detail" in response.json()
+
+
+def test_a_bundle_without_a_profile_serves_and_says_it_has_none(client: TestClient) -> None:
+    """The untrained test bundle is exported without a profile."""
+    image = Image.new("L", (28, 28), 128)
+    prediction = client.post("/v1/predict", files=[upload("g.png", png(image))]).json()
+    assert prediction["predictions"][0]["ood_score"] is None
+    assert prediction["predictions"][0]["in_distribution"] is None
+    for path in ("/v1/monitoring/drift", "/v1/monitoring/history"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert "has no monitoring profile" in response.json()["detail"]
+
+
+def gauge(text: str, name: str) -> float | None:
+    """The value of an unlabelled sample of a /metrics exposition (None: absent)."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def wait_for_gauge(
+    read: Callable[[], str], name: str, wanted: Callable[[float], bool], timeout_s: float = 90
+) -> str:
+    """Poll /metrics until gauge `name` holds a wanted value; the last exposition."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = read()
+        value = gauge(text, name)
+        if value is not None and not math.isnan(value) and wanted(value):
+            return text
+        assert time.monotonic() < deadline, f"{name} is {value} after {timeout_s} s"
+        time.sleep(0.5)
+
+
+def test_the_background_check_updates_the_gauges_after_shifted_traffic(
+    monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], log_url: str
+) -> None:
+    settings = ServingSettings(log_url=log_url, monitor_every="50", monitor_window=100)
+    with TestClient(create_app(monitored_digits.bundle.path, settings)) as client:
+
+        def scrape() -> str:
+            return client.get("/metrics").text
+
+        assert math.isnan(gauge(scrape(), "mlfactory_drift_detected") or 0.0)  # not checked yet
+        post_images(client, [image for image, _ in unseen_digits])
+        quiet = wait_for_gauge(
+            scrape, "mlfactory_monitoring_window_predictions", lambda n: n == 100
+        )
+        assert gauge(quiet, "mlfactory_drift_detected") == 0.0
+        assert 0.0 <= (gauge(quiet, "mlfactory_accuracy_estimated") or -1) <= 1.0
+        post_images(client, [ImageOps.invert(image) for image, _ in unseen_digits])
+        loud = wait_for_gauge(scrape, "mlfactory_drift_detected", lambda drift: drift == 1.0)
+        assert (gauge(loud, "mlfactory_ood_fraction") or 0) > (
+            gauge(quiet, "mlfactory_ood_fraction") or 0
+        )
+        assert client.app.state.drift_watch.checks >= 3  # type: ignore[attr-defined]
+
+
+def test_two_workers_share_the_log_feedback_and_gauges(
+    monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], tmp_path: Path
+) -> None:
+    log_url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    bundle = monitored_digits.bundle.path
+    with live_server(
+        bundle,
+        tmp_path,
+        "--workers",
+        "2",
+        monitor_every="10",
+        monitor_window="100",
+        log_url=log_url,
+    ) as server:
+        answered = []
+        for image, label in unseen_digits[:40]:  # a new connection each: either worker answers
+            files = [upload("d.png", png(image))]
+            response = httpx.post(f"{server.url}/v1/predict", files=files, timeout=30.0)
+            assert response.status_code == 200, response.text
+            answered.append((response.json(), label))
+        labels = [{"request_id": body["request_id"], "label": label} for body, label in answered]
+        stored = httpx.post(f"{server.url}/v1/feedback", json=labels, timeout=30.0)
+        assert stored.json() == {"stored": 40}
+
+        def scrape() -> str:
+            return httpx.get(f"{server.url}/metrics", timeout=10.0).text
+
+        text = wait_for_gauge(scrape, "mlfactory_monitoring_window_predictions", lambda n: n > 0)
+        flagged = sum(not body["predictions"][0]["in_distribution"] for body, _ in answered)
+        assert gauge(text, "mlfactory_ood_inputs_total") == flagged
+        report = httpx.get(f"{server.url}/v1/monitoring/drift", timeout=60.0).json()
+        assert report["window"]["n"] == 40 and report["accuracy"]["labelled"] == 40
+        right = sum(body["predictions"][0]["label"] == label for body, label in answered)
+        assert report["accuracy"]["live"] == pytest.approx(right / 40)
