@@ -48,6 +48,8 @@ def test_a_held_out_digit_gets_its_label_and_probabilities(
     )
     assert "Predicted label" in result and f"\n{expected['label']}\n" in f"\n{result}\n"
     assert f"{expected['score']:.3f}" in result
+    flag = "In distribution" if expected["in_distribution"] else "Out of distribution"
+    assert flag in result  # the digits bundle has a reference profile: inputs are scored
     box = chromium.find_element(By.CSS_SELECTOR, ".st-key-result-0")
     assert box.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")  # the bars
     assert box.find_elements(By.TAG_NAME, "img")  # the uploaded digit, shown

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -22,7 +23,7 @@ def render(client: ApiClient) -> None:
     st.header("Monitoring")
     last_col, buckets_col = st.columns(2)
     last = int(
-        last_col.number_input("Last predictions", 10, 1_000_000, DEFAULT_LAST, step=100, key="last")
+        last_col.number_input("Last predictions", 10, 100_000, DEFAULT_LAST, step=100, key="last")
     )
     buckets = int(buckets_col.number_input("Windows over time", 1, 100, DEFAULT_BUCKETS, key="bk"))
     _figures(client, last, buckets)
@@ -84,28 +85,43 @@ def _current(report: dict[str, Any]) -> None:
 
 def _over_time(buckets: list[dict[str, Any]]) -> None:
     st.subheader("Over time")
-    if not buckets:
+    frame = pd.DataFrame([b for b in buckets if b.get("n")])  # empty buckets draw nothing
+    if frame.empty:
         st.info("No predictions logged in this window yet.")
         return
-    frame = pd.DataFrame(buckets)
-    frame["to"] = pd.to_datetime(frame["to"])
-    seconds = (frame["to"] - pd.to_datetime(frame["from"])).dt.total_seconds().clip(lower=1.0)
-    frame["requests per s"] = frame["requests"] / seconds
-    frame = frame.set_index("to")
-    ood, accuracy = st.columns(2)
-    ood.markdown("**Out-of-distribution rate**")
-    ood.line_chart(frame[["ood_fraction"]])
-    accuracy.markdown("**Estimated against live accuracy**")
-    accuracy.line_chart(frame[["accuracy_estimated", "accuracy_live"]])
-    latency, rate = st.columns(2)
-    latency.markdown("**Latency (ms)**")
-    latency.line_chart(frame[["latency_p50_ms", "latency_p95_ms"]])
-    rate.markdown("**Request rate**")
-    rate.bar_chart(frame[["requests per s"]])
-    p_values = pd.DataFrame(list(frame["p_values"]), index=frame.index)
-    if not p_values.empty:
-        st.markdown("**Drift check p-values**")
-        st.line_chart(p_values)
+    frame["time"] = pd.to_datetime(frame["to"])
+    seconds = (frame["time"] - pd.to_datetime(frame["from"])).dt.total_seconds()
+    frame["requests per s"] = frame["requests"] / seconds.clip(lower=1.0)
+    p_values = pd.DataFrame(list(frame["p_values"]), index=frame.index).add_prefix("p ")
+    frame = pd.concat([frame, p_values], axis=1)
+    charts = [
+        ("Out-of-distribution rate", ["ood_fraction"]),
+        ("Estimated against live accuracy", ["accuracy_estimated", "accuracy_live"]),
+        ("Latency (ms)", ["latency_p50_ms", "latency_p95_ms"]),
+        ("Request rate", ["requests per s"]),
+        ("Drift check p-values", list(p_values.columns)),
+    ]
+    columns = st.columns(2)
+    for index, (title, series) in enumerate(charts):
+        with columns[index % 2]:
+            st.markdown(f"**{title}**")
+            st.altair_chart(_time_chart(frame, series), use_container_width=True)
+
+
+def _time_chart(frame: pd.DataFrame, series: list[str]) -> alt.Chart:
+    """Lines with a point per bucket (a few buckets still show), one colour per series."""
+    long = frame.melt(id_vars=["time"], value_vars=series, var_name="series").dropna()
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("time:T", title=None),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", title=None)),
+            tooltip=["time:T", "series:N", "value:Q"],
+        )
+        .properties(height=220)
+    )
 
 
 def _pct(value: Any) -> str:

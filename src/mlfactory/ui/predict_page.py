@@ -98,7 +98,8 @@ def _show_prediction(item: SentInput, prediction: dict[str, Any]) -> None:
         label, score = st.columns(2)
         label.metric("Predicted label", prediction["label"])
         score.metric("Score", f"{prediction['score']:.3f}")
-        if "in_distribution" in prediction:
+        # null (or absent) when the bundle has no reference profile to score inputs against
+        if isinstance(prediction.get("in_distribution"), bool):
             ood = prediction.get("ood_score")
             detail = f" (OOD score {ood:.3g})" if isinstance(ood, int | float) else ""
             if prediction["in_distribution"]:
