@@ -58,6 +58,34 @@ def wait_for_text(driver: WebDriver, text: str, timeout_s: float = WAIT_S) -> No
     wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), text))
 
 
+def type_into(driver: WebDriver, css: str, text: str) -> None:
+    """Type `text` into the field matching `css`, until the field holds exactly that.
+
+    Streamlit may draw the page again while the first run finishes, which can drop keys typed
+    meanwhile: the field is cleared and typed again until its value is `text`.
+    """
+
+    def typed(_: WebDriver) -> bool:
+        field = wait_for(driver, css)
+        if field.get_attribute("value") == text:
+            return True
+        field.clear()
+        field.send_keys(text)
+        return field.get_attribute("value") == text
+
+    WebDriverWait(driver, WAIT_S).until(typed)
+
+
+def result_text(driver: WebDriver, index: int = 0) -> str:
+    """The text of result `index` on the Predict page, once it is drawn to its last control."""
+    css = f".st-key-result-{index}"
+    wait_for(driver, css)
+    WebDriverWait(driver, WAIT_S).until(
+        ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), "Send feedback")
+    )
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
 def click_button(driver: WebDriver, label: str) -> None:
     """Click the (first) button whose text is `label`, once it can be clicked."""
     xpath = f"//button[normalize-space(.)='{label}']"

@@ -54,17 +54,33 @@ def deploy(stack: ExitStack, bundle: Path, workdir: Path) -> Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployments(
+def image_deployment(
     tmp_path_factory: pytest.TempPathFactory, trained_digits: TrainResult
-) -> Iterator[dict[str, Deployment]]:
-    """An image (trained digits), a text and an audio deployment."""
-    root = tmp_path_factory.mktemp("ui")
+) -> Iterator[Deployment]:
+    """The session's trained digits bundle (with its reference profile), served, and the UI."""
+    with ExitStack() as stack:
+        yield deploy(stack, trained_digits.bundle.path, tmp_path_factory.mktemp("ui-image"))
+
+
+@pytest.fixture(scope="module")
+def tiny_deployments(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Deployment]]:
+    """A tiny text and a tiny audio bundle (no reference profile), served, and the UI on each."""
+    root = tmp_path_factory.mktemp("ui-tiny")
     with ExitStack() as stack:
         yield {
-            "image": deploy(stack, trained_digits.bundle.path, root / "image"),
-            "text": deploy(stack, tiny_bundle(root / "text-bundle", "text"), root / "text"),
-            "audio": deploy(stack, tiny_bundle(root / "audio-bundle", "audio"), root / "audio"),
+            modality: deploy(
+                stack, tiny_bundle(root / f"{modality}-bundle", modality), root / modality
+            )
+            for modality in ("text", "audio")
         }
+
+
+@pytest.fixture(scope="module")
+def deployments(
+    image_deployment: Deployment, tiny_deployments: dict[str, Deployment]
+) -> dict[str, Deployment]:
+    """An image (trained digits), a text and an audio deployment."""
+    return {"image": image_deployment, **tiny_deployments}
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ from tests.ui.test_pages import classify_files
 
 
 def test_feedback_from_the_page_lands_in_the_log(
-    chromium: WebDriver, deployments: dict[str, Deployment], held_out_digit: Path, tmp_path: Path
+    chromium: WebDriver, image_deployment: Deployment, held_out_digit: Path, tmp_path: Path
 ) -> None:
-    image = deployments["image"]
+    image = image_deployment
     classify_files(chromium, image, held_out_digit)
     choice = wait_for(chromium, ".st-key-result-0 [data-testid='stSelectbox'] input")
     choice.click()
@@ -33,9 +33,9 @@ def test_feedback_from_the_page_lands_in_the_log(
 
 
 def test_the_monitoring_page_shows_checks_and_history(
-    chromium: WebDriver, deployments: dict[str, Deployment], tmp_path: Path
+    chromium: WebDriver, image_deployment: Deployment, tmp_path: Path
 ) -> None:
-    image = deployments["image"]
+    image = image_deployment
     digits = sorted(write_digit_folder(tmp_path / "d", 5, offset=PER_CLASS + 20).glob("*/*.png"))
     for start in range(0, len(digits), 10):
         files = [("files", (p.name, p.read_bytes())) for p in digits[start : start + 10]]
@@ -54,9 +54,9 @@ def test_the_monitoring_page_shows_checks_and_history(
 
 
 def test_monitoring_of_a_bundle_without_profile_is_a_clear_message(
-    chromium: WebDriver, deployments: dict[str, Deployment]
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment]
 ) -> None:
-    text = deployments["text"]  # a tiny bundle: no reference profile
+    text = tiny_deployments["text"]  # a tiny bundle: no reference profile
     refusal = httpx.get(f"{text.api.url}/v1/monitoring/drift", params={"last": 100})
     assert refusal.status_code == 404
     chromium.get(f"{text.ui.url}/monitoring")

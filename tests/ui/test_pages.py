@@ -5,12 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import soundfile
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from mlfactory.serving.process import free_port
 from mlfactory.ui.launch import start_ui
-from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
+from tests.ui.browser import (
+    WAIT_S,
+    click_button,
+    main_text,
+    result_text,
+    type_into,
+    wait_for,
+    wait_for_text,
+)
 from tests.ui.conftest import Deployment
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -28,7 +38,7 @@ def classify_files(driver: WebDriver, deployment: Deployment, *paths: Path) -> s
     for path in paths:
         wait_for_text(driver, path.name)
     click_button(driver, "Classify")
-    return str(wait_for(driver, ".st-key-result-0").text)
+    return result_text(driver)
 
 
 def api_label(deployment: Deployment, **request: object) -> dict:  # type: ignore[type-arg]
@@ -39,9 +49,9 @@ def api_label(deployment: Deployment, **request: object) -> dict:  # type: ignor
 
 
 def test_a_held_out_digit_gets_its_label_and_probabilities(
-    chromium: WebDriver, deployments: dict[str, Deployment], held_out_digit: Path, tmp_path: Path
+    chromium: WebDriver, image_deployment: Deployment, held_out_digit: Path, tmp_path: Path
 ) -> None:
-    image = deployments["image"]
+    image = image_deployment
     result = classify_files(chromium, image, held_out_digit)
     expected = api_label(
         image, files=[("files", (held_out_digit.name, held_out_digit.read_bytes()))]
@@ -57,13 +67,13 @@ def test_a_held_out_digit_gets_its_label_and_probabilities(
 
 
 def test_a_pasted_text_is_classified(
-    chromium: WebDriver, deployments: dict[str, Deployment], tmp_path: Path
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment], tmp_path: Path
 ) -> None:
-    text = deployments["text"]
+    text = tiny_deployments["text"]
     chromium.get(text.ui.url)
-    wait_for(chromium, "textarea").send_keys(ARTICLE)
+    type_into(chromium, "textarea", ARTICLE)
     click_button(chromium, "Classify")
-    result = str(wait_for(chromium, ".st-key-result-0").text)
+    result = result_text(chromium)
     expected = api_label(text, json={"text": ARTICLE})
     assert f"\n{expected['label']}\n" in f"\n{result}\n"
     assert "Saudi Arabia said" in result
@@ -71,23 +81,28 @@ def test_a_pasted_text_is_classified(
 
 
 def test_an_uploaded_clip_is_playable_and_classified(
-    chromium: WebDriver, deployments: dict[str, Deployment], tmp_path: Path
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment], tmp_path: Path
 ) -> None:
-    audio = deployments["audio"]
+    audio = tiny_deployments["audio"]
     result = classify_files(chromium, audio, FLAC)
     expected = api_label(audio, files=[("files", (FLAC.name, FLAC.read_bytes()))])
     assert f"\n{expected['label']}\n" in f"\n{result}\n"
     player = chromium.find_element(By.CSS_SELECTOR, ".st-key-result-0 audio")
-    assert player.get_attribute("src")
+    chromium.execute_script("arguments[0].load()", player)  # playable: Chromium decodes it
+    WebDriverWait(chromium, WAIT_S).until(
+        lambda _: chromium.execute_script("return arguments[0].duration", player) > 0
+    )
+    duration = chromium.execute_script("return arguments[0].duration", player)
+    assert abs(duration - soundfile.info(str(FLAC)).duration) < 0.05
     chromium.save_screenshot(str(tmp_path / "predict-audio.png"))
 
 
 def test_a_rejected_file_shows_the_api_detail(
-    chromium: WebDriver, deployments: dict[str, Deployment], tmp_path: Path
+    chromium: WebDriver, image_deployment: Deployment, tmp_path: Path
 ) -> None:
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("these are notes, not pixels\n")
-    image = deployments["image"]
+    image = image_deployment
     chromium.get(image.ui.url)
     wait_for(chromium, "input[type='file']").send_keys(str(not_an_image))
     wait_for_text(chromium, not_an_image.name)
