@@ -105,7 +105,10 @@ def _over_time(buckets: list[dict[str, Any]]) -> None:
     for index, (title, series) in enumerate(charts):
         with columns[index % 2]:
             st.markdown(f"**{title}**")
-            st.altair_chart(_time_chart(frame, series), use_container_width=True)
+            if frame[series].isna().all().all():
+                st.caption("Too few predictions per window for this: choose fewer windows.")
+            else:
+                st.altair_chart(_time_chart(frame, series), use_container_width=True)
 
 
 def _time_chart(frame: pd.DataFrame, series: list[str]) -> alt.Chart:
