@@ -17,10 +17,8 @@ from typing import Any
 import numpy as np
 from benchmarks.monitoring.pools import Pool
 
-from mlfactory.errors import InputError
+from mlfactory.monitoring.reference import model_outputs
 from mlfactory.predictor import Predictor
-
-BATCH = 64
 
 
 @dataclass
@@ -77,35 +75,14 @@ def pool_outputs(predictor: Predictor, pool: Pool, cache: Path) -> Outputs:
 
 
 def _run(predictor: Predictor, pool: Pool) -> Outputs:
-    params = predictor.bundle.meta.preprocessing
-    modality = predictor.bundle.modality
-    embeddings, probabilities, summaries, labels = [], [], [], []
-    refused = 0
-    for start in range(0, len(pool.raws), BATCH):
-        encoded, kept = [], []
-        for raw, label in zip(
-            pool.raws[start : start + BATCH], pool.labels[start : start + BATCH], strict=True
-        ):
-            try:
-                item = predictor.encode(raw)
-            except InputError:
-                refused += 1
-                continue
-            encoded.append(item)
-            kept.append(label)
-            summaries.append(modality.summarize(raw, item, params))
-        if not encoded:
-            continue
-        batch = predictor.run(encoded)
-        embeddings.append(batch.embeddings)
-        probabilities.append(batch.probabilities)
-        labels += kept
+    embeddings, probabilities, summaries, labels = model_outputs(predictor, pool.raws, pool.labels)
+    refused = len(pool.raws) - len(labels)
     if refused:
         print(f"  {pool.name}: the bundle refused {refused} of {len(pool.raws)} inputs")
     return Outputs(
         pool.name,
-        np.concatenate(embeddings).astype(np.float32),
-        np.concatenate(probabilities).astype(np.float32),
+        embeddings.astype(np.float32),
+        probabilities.astype(np.float32),
         summaries,
         labels,
     )

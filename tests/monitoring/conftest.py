@@ -23,6 +23,7 @@ from PIL import Image
 
 from mlfactory.config.loader import load_recipe
 from mlfactory.monitoring.profile import ReferenceProfile, build_profile
+from mlfactory.monitoring.reference import model_outputs
 from mlfactory.predictor import Predictor
 from tests.conftest import fast_digits_overrides, mnist_rows, write_digit_folder
 
@@ -75,14 +76,9 @@ def png(image: Image.Image) -> bytes:
 
 def run_bundle(predictor: Predictor, raws: list[bytes], labels: list[str | None]) -> Outputs:
     """Encode, run and summarise `raws` as `POST /v1/predict` does."""
-    meta = predictor.bundle.meta
-    encoded = [predictor.encode(raw) for raw in raws]
-    output = predictor.run(encoded)
-    summaries = [
-        predictor.bundle.modality.summarize(raw, item, meta.preprocessing)
-        for raw, item in zip(raws, encoded, strict=True)
-    ]
-    return Outputs(output.embeddings, output.probabilities, summaries, labels)
+    embeddings, probabilities, summaries, kept = model_outputs(predictor, raws, labels)
+    assert len(kept) == len(raws), "the bundle refused some of the test inputs"
+    return Outputs(embeddings, probabilities, summaries, kept)
 
 
 @pytest.fixture(scope="session")

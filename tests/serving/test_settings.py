@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlfactory.errors import ConfigError
-from mlfactory.serving.settings import ServingSettings, env_name
+from mlfactory.serving.settings import ServingSettings, env_name, monitor_schedule
 
 
 def test_defaults_without_environment() -> None:
@@ -104,3 +104,22 @@ def test_bad_value_names_the_variable(variable: str, value: str, expected: str) 
 
 def test_env_name() -> None:
     assert env_name("max_files") == "MLFACTORY_MAX_FILES"
+
+
+@pytest.mark.parametrize(
+    ("value", "schedule"),
+    [("60s", (0, 60.0)), ("0.5s", (0, 0.5)), ("1000", (1000, 0.0)), ("1_000", (1000, 0.0))],
+)
+def test_the_monitor_schedule_is_predictions_or_seconds(
+    value: str, schedule: tuple[int, float]
+) -> None:
+    settings = ServingSettings.from_env({"MLFACTORY_MONITOR_EVERY": value})
+    assert monitor_schedule(settings.monitor_every) == schedule
+    assert monitor_schedule("0") == (0, 0.0)  # off
+    assert ServingSettings().monitor_every == "60s"
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "0s", "1.5", "10 min"])
+def test_a_bad_monitor_schedule_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"MLFACTORY_MONITOR_EVERY: .* neither"):
+        ServingSettings.from_env({"MLFACTORY_MONITOR_EVERY": value})

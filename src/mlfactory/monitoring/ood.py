@@ -51,13 +51,15 @@ class OodScorer:
     normalize: bool = False
     calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     _means: np.ndarray = field(init=False, repr=False, compare=False)
+    _basis: np.ndarray = field(init=False, repr=False, compare=False)
     _means_in_basis: np.ndarray = field(init=False, repr=False, compare=False)
     _mean_norms: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # What every batch reuses, computed once.
         self._means = self.class_means.astype(np.float64)
-        self._means_in_basis = self._means @ self.projection.basis.astype(np.float64)
+        self._basis = self.projection.basis.astype(np.float64)
+        self._means_in_basis = self._means @ self._basis
         self._mean_norms = np.sum(self._means**2, axis=1)
 
     @classmethod
@@ -120,7 +122,7 @@ class OodScorer:
 
     def _score(self, embeddings: np.ndarray) -> np.ndarray:
         x = _prepare(embeddings, self.normalize)
-        basis = self.projection.basis.astype(np.float64)
+        basis = self._basis
         floor = VARIANCE_FLOOR * float(self.projection.variances.max(initial=1.0))
         variances = np.maximum(self.projection.variances.astype(np.float64), floor)
         residual_variance = max(self.projection.residual_variance, floor)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from mlfactory.predictor import Predictor
 
 log = logging.getLogger(__name__)
 BATCH = 64
+Label = TypeVar("Label")
 
 
 def reference_items(dataset: PreparedDataset) -> tuple[list[Item], str]:
@@ -69,14 +71,16 @@ def write_profile(bundle: Bundle, dataset: PreparedDataset) -> ReferenceProfile 
 
 
 def model_outputs(
-    predictor: Predictor, raws: Sequence[bytes], labels: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, object]], list[str]]:
+    predictor: Predictor, raws: Sequence[bytes], labels: Sequence[Label]
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[Label]]:
     """Embeddings, probabilities and input summaries of `raws`, as the server computes them.
 
     Inputs the bundle's encoder refuses are left out (with their labels).
     """
     modality, params = predictor.bundle.modality, predictor.bundle.meta.preprocessing
-    embeddings, probabilities, summaries, kept = [], [], [], []
+    embeddings, probabilities = [], []
+    summaries: list[dict[str, Any]] = []
+    kept: list[Label] = []
     for start in range(0, len(raws), BATCH):
         encoded = []
         chunk = zip(raws[start : start + BATCH], labels[start : start + BATCH], strict=True)

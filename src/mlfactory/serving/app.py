@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
+from mlfactory.monitoring.blas import pin_one_thread
 from mlfactory.serving import admin, card, docs, feedback, health, metrics, monitoring
 from mlfactory.serving.batcher import Batcher
 from mlfactory.serving.drift_watch import DriftWatch
@@ -87,6 +88,7 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
+        pin_one_thread()  # numpy's products here are small: BLAS threads only wait on cores
         prediction_log = await run_in_threadpool(PredictionLog, config.log_url)
         prediction_log.start()
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)

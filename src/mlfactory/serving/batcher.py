@@ -178,7 +178,5 @@ class Batcher:
         for job in batch:
             end = start + len(job.inputs)
             if not job.future.done():
-                job.future.set_result(
-                    BatchOutput(output.probabilities[start:end], output.embeddings[start:end])
-                )
+                job.future.set_result(output.rows(start, end))
             start = end

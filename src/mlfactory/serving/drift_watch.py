@@ -1,9 +1,10 @@
 """The background drift check: the monitoring gauges of `/metrics`, kept current off the
 request path.
 
-Every `MLFACTORY_MONITOR_EVERY` predictions (or seconds) of this worker, one task reads the
-served model's latest `MLFACTORY_MONITOR_WINDOW` logged predictions and checks them against
-the bundle's profile, in a thread, then hands the report to `ServingMetrics.observe_report`.
+Every `MLFACTORY_MONITOR_EVERY` seconds (or predictions) of this worker in which it answered
+any, one task reads the served model's latest `MLFACTORY_MONITOR_WINDOW` logged predictions,
+checks them against the bundle's profile in a thread, and hands the report to
+`ServingMetrics.observe_report`.
 A request only adds its count to a number and may set an event. Checks never overlap, and one
 that fails (the log cannot be read) is logged and retried at the next trigger. With several
 workers each checks the shared log on its own count; the latest report wins in the gauges.
@@ -84,6 +85,8 @@ class DriftWatch:
             with contextlib.suppress(TimeoutError):  # the time trigger
                 await asyncio.wait_for(self._due.wait(), timeout)
             self._due.clear()
+            if not self._since_check:  # nothing new to check since the last one
+                continue
             self._since_check = 0
             await self.check_now()
 

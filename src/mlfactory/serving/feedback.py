@@ -37,6 +37,11 @@ from mlfactory.serving.uploads import check_content_length, read_body
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 1000
 _BODY = TypeAdapter(FeedbackIn | list[FeedbackIn])
+# The documented body, written out without `$defs` (which an OpenAPI document cannot resolve).
+_ITEM_SCHEMA = FeedbackIn.model_json_schema()
+BODY_SCHEMA = {
+    "anyOf": [_ITEM_SCHEMA, {"type": "array", "items": _ITEM_SCHEMA, "minItems": 1}],
+}
 
 router = APIRouter()
 
@@ -53,7 +58,7 @@ router = APIRouter()
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": _BODY.json_schema()}},
+            "content": {"application/json": {"schema": BODY_SCHEMA}},
         }
     },
 )

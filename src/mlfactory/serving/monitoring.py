@@ -1,9 +1,9 @@
 """Monitoring in the server: the OOD score of every input, and the drift and history endpoints.
 
 The bundle's reference profile (`profile.npz`, written at export) is loaded with the model. Each
-prediction then gets its out-of-distribution score: two small matrix products on the batch's
-embeddings, on the event loop (measured: well under a millisecond a request). A bundle without
-a profile serves as before, with `ood_score` and `in_distribution` null.
+prediction then gets its out-of-distribution score: two small matrix products on each batch's
+embeddings, in the model-runner thread right after the model call (`Predictor.run`). A bundle
+without a profile serves as before, with `ood_score` and `in_distribution` null.
 
 `GET /v1/monitoring/drift` checks the latest logged predictions of the served model against its
 profile and returns the report's JSON contract (`DriftReport.to_json`); `GET
@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -26,7 +25,7 @@ from mlfactory.monitoring.history import MAX_BUCKETS, history
 from mlfactory.monitoring.log_window import window_from_engine
 from mlfactory.monitoring.profile import ReferenceProfile, load_profile, missing_profile_message
 from mlfactory.monitoring.report import Window, check_window
-from mlfactory.predictor import Predictor
+from mlfactory.predictor import BatchOutput, Predictor
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import DriftReportOut, ErrorResponse, HistoryOut
 
@@ -60,14 +59,18 @@ def load_served_profile(bundle: Bundle) -> ReferenceProfile | None:
     return profile
 
 
-def ood_scores(predictor: Predictor, embeddings: np.ndarray) -> OodScores:
-    """Each input's OOD score and whether it is in distribution (None without a profile)."""
-    profile = predictor.profile
-    if profile is None:
-        return [None] * len(embeddings), [None] * len(embeddings)
-    scores = profile.ood.score(embeddings)
-    inside = scores <= profile.ood.threshold
-    return [round(float(s), 6) for s in scores], [bool(i) for i in inside]
+def ood_scores(predictor: Predictor, output: BatchOutput) -> OodScores:
+    """Each input's OOD score and whether it is in distribution (None without a profile).
+
+    The scores come with the model's outputs (`Predictor.run` scores each batch once).
+    """
+    profile, scores = predictor.profile, output.ood_scores
+    if profile is None or scores is None:
+        return [None] * len(output.probabilities), [None] * len(output.probabilities)
+    return (
+        [round(float(score), 6) for score in scores],
+        [bool(score <= profile.ood.threshold) for score in scores],
+    )
 
 
 @router.get(

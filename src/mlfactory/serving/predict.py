@@ -90,7 +90,7 @@ async def predict(request: Request) -> PredictResponse:
     except BatcherStopped:
         raise HTTPException(503, "the server is shutting down; retry on another instance") from None
     predictor.check_finite(output, [name for name, _ in inputs])
-    ood = ood_scores(predictor, output.embeddings)
+    ood = ood_scores(predictor, output)
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)

@@ -277,7 +277,10 @@ class FeedbackIn(BaseModel):
         min_length=1, max_length=64, description="The `request_id` of the prediction's response."
     )
     input_index: int = Field(
-        default=0, ge=0, description="The input's position in that request (0: the first)."
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="The input's position in that request (0: the first).",
     )
     label: str = Field(
         min_length=1, max_length=200, description="The true label: one of the model's labels."

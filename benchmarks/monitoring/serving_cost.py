@@ -1,0 +1,139 @@
+"""What monitoring costs a server at saturation: throughput with it on against off, one run.
+
+Two `mlfactory serve` processes of the same bundle run side by side: "on" is the bundle with its
+monitoring profile (an OOD score per input, the extra log columns, the background drift check
+every `MLFACTORY_MONITOR_EVERY` predictions), "off" the same files without `profile.npz` and
+`profile.json`. Closed-loop loads (benchmarks/serving/load.py) alternate between them, on/off
+then off/on, so that a change in what else runs on the machine falls on both sides alike. The
+ratio is the median of the per-pair throughput ratios (target: at least 0.97); beside it, the
+median ratio of server CPU time per request, which other processes on the machine disturb less.
+
+    .venv/bin/python -m benchmarks.monitoring.serving_cost \
+        --bundle runs/bench/monitoring/runs/digits/bundle \
+        --profile runs/bench/monitoring/profiles/digits --rounds 4 --duration 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from benchmarks.serving.processes import HOST, PYTHON, Server, run_load, start_server
+from PIL import Image
+
+from mlfactory.data.packaged import mnist_csv
+from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE
+
+IMAGES = 200
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="an image bundle folder")
+    parser.add_argument(
+        "--profile", type=Path, help="folder of its profile files (default: the bundle's own)"
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="on/off pairs, order alternating")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--monitor-every", help="MLFACTORY_MONITOR_EVERY of 'on' (default: the server's)"
+    )
+    return parser.parse_args(argv)
+
+
+def write_images(folder: Path) -> Path:
+    """The first real MNIST digits as JPEG files (the load generator's payloads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(mnist_csv(), "rt") as handle:
+        rows = np.loadtxt(handle, delimiter=",", dtype=np.uint8, max_rows=IMAGES)
+    for index, row in enumerate(rows):
+        image = Image.fromarray(row[:-1].reshape(28, 28), "L").convert("RGB")
+        image.save(folder / f"digit_{index:03d}.jpg", quality=95)
+    return folder
+
+
+def bundles(source: Path, profile: Path | None, root: Path) -> tuple[Path, Path]:
+    """Copies of the bundle with its profile ("on") and without it ("off")."""
+    on, off = root / "on", root / "off"
+    shutil.copytree(source, on)
+    if profile is not None:
+        for name in (ARRAYS_FILE, META_FILE):
+            shutil.copy2(profile / name, on / name)
+    if not (on / ARRAYS_FILE).is_file():
+        raise SystemExit(f"--bundle {source}: no monitoring profile (pass --profile)")
+    shutil.copytree(on, off)
+    for name in (ARRAYS_FILE, META_FILE):
+        (off / name).unlink()
+    return on, off
+
+
+def serve(name: str, bundle: Path, root: Path, monitor_every: str | None) -> Server:
+    command = [PYTHON, "-m", "mlfactory.cli", "serve", str(bundle), "--host", HOST, "--port"]
+    env = {"MLFACTORY_LOG_URL": f"sqlite:///{root / f'{name}.db'}"}
+    if monitor_every is not None:
+        env["MLFACTORY_MONITOR_EVERY"] = monitor_every
+    server = start_server(name, command, root, env)
+    server.wait_ready(180)
+    return server
+
+
+def cpu_ms_per_request(load: dict[str, Any]) -> float:
+    """Server CPU time per answered request: what monitoring adds, whatever else runs."""
+    return 1000.0 * load["server_cpu_cores"] * load["elapsed_s"] / max(load["ok"], 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="monitoring-cost-"))
+    images = write_images(root / "images")
+    on, off = bundles(args.bundle, args.profile, root)
+    servers = {
+        "on": serve("on", on, root, args.monitor_every),
+        "off": serve("off", off, root, "0"),
+    }
+    try:
+        for server in servers.values():  # warm-up: first requests pay one-off costs
+            run_load(server, images, args.concurrency, 3.0, 10_000)
+        pairs: list[dict[str, Any]] = []
+        for round_ in range(args.rounds):
+            order = ("on", "off") if round_ % 2 == 0 else ("off", "on")
+            pair = {
+                side: run_load(servers[side], images, args.concurrency, args.duration, 100_000)
+                for side in order
+            }
+            ratio = pair["on"]["throughput_rps"] / pair["off"]["throughput_rps"]
+            cpu = cpu_ms_per_request(pair["on"]) / cpu_ms_per_request(pair["off"])
+            pairs.append({"order": order, "ratio": round(ratio, 4), "cpu_ratio": round(cpu, 4)})
+            pairs[-1].update(pair)
+            print(
+                f"round {round_ + 1}: on {pair['on']['throughput_rps']:.1f} req/s, "
+                f"off {pair['off']['throughput_rps']:.1f} req/s, ratio {ratio:.3f}; server CPU "
+                f"per request on/off {cpu:.3f}",
+                flush=True,
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+    result = {
+        "bundle": str(args.bundle),
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "median_ratio": statistics.median(pair["ratio"] for pair in pairs),
+        "median_cpu_ratio": statistics.median(pair["cpu_ratio"] for pair in pairs),
+        "pairs": pairs,
+    }
+    print(json.dumps(result))
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
