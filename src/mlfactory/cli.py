@@ -291,7 +291,7 @@ def serve(
 @app.command()
 @friendly_errors
 def monitor(
-    bundle: Path = typer.Argument(..., help="Bundle folder (with its monitoring profile)."),
+    target: str = typer.Argument(..., help=TARGET_HELP),
     log: str | None = typer.Option(
         None,
         help="SQLAlchemy URL of the prediction log; default MLFACTORY_LOG_URL, then "
@@ -302,7 +302,7 @@ def monitor(
         None, help="Check the last N predictions (default 1000).", show_default=False
     ),
     since: str | None = typer.Option(
-        None, help="Check the predictions of the last DURATION: 30m, 6h, 2d, 1w.", metavar="TIME"
+        None, help="Check the predictions of the last TIME: 30m, 6h, 2d, 1w.", metavar="TIME"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead."),
     html: Path | None = typer.Option(None, help="Also write a self-contained HTML report here."),
@@ -313,7 +313,7 @@ def monitor(
 
     from mlfactory.monitor_command import monitor_bundle, report_renderable, write_html
 
-    result = monitor_bundle(bundle, log, last, since, level)
+    result = monitor_bundle(target, log, last, since, level)
     if html is not None:
         write_html(result, html)
     if as_json:

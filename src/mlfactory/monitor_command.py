@@ -18,11 +18,16 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from mlfactory.bundle import Bundle, load_bundle
+from mlfactory.bundle import Bundle
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
-from mlfactory.monitoring.profile import ARRAYS_FILE, ReferenceProfile, load_profile
+from mlfactory.monitoring.profile import (
+    ReferenceProfile,
+    load_profile,
+    missing_profile_message,
+)
 from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window, check_window
+from mlfactory.targets import resolve_bundle
 
 LOG_URL_ENV = "MLFACTORY_LOG_URL"
 DEFAULT_LAST = 1000
@@ -69,16 +74,17 @@ def parse_since(text: str) -> timedelta:
 
 
 def monitor_bundle(
-    bundle_path: Path,
+    target: str,
     log: str | None = None,
     last: int | None = None,
     since: str | None = None,
     level: float = 0.05,
 ) -> MonitorResult:
-    """Read the window of `bundle_path`'s predictions from the log and check it.
+    """Read the window of the bundle's predictions from the log and check it.
 
     Args:
-        bundle_path: the bundle folder (it must hold a monitoring profile).
+        target: a bundle folder, a run folder or an MLflow run id (`resolve_bundle`); the
+            bundle must hold a monitoring profile.
         log: SQLAlchemy URL of the prediction log (see `log_url_or_default`).
         last: the most recent `last` predictions (the default: 1,000 when `since` is None).
         since: only predictions within this duration before now (`parse_since`).
@@ -99,13 +105,10 @@ def monitor_bundle(
     window_since = parse_since(since) if since is not None else None
     if last is None and window_since is None:
         last = DEFAULT_LAST
-    bundle = load_bundle(bundle_path)
+    bundle = resolve_bundle(target)
     profile = load_profile(bundle.path)
     if profile is None:
-        raise BundleError(
-            f"the bundle {bundle.path} has no monitoring profile ({ARRAYS_FILE}): it was exported "
-            "before monitoring existed; export it again with this mlfactory (mlfactory train)"
-        )
+        raise BundleError(missing_profile_message(bundle.meta.name, bundle.meta.version))
     url = log_url_or_default(log)
     name, version = bundle.meta.name, bundle.meta.version
     window = read_window(url, name, version, last, window_since, labels=bundle.meta.labels)
@@ -204,12 +207,18 @@ def report_renderable(report: DriftReport) -> Group:
     head = Text(f"{model}: {report.n:,} predictions{span}: ")
     head.append(report.status.upper(), style=STATUS_STYLES.get(report.status, ""))
     head.append(f" (level {report.level:g}, {report.correction}-corrected p-values)")
-    table = Table("check", "kind", "test", "statistic", "p-value", "verdict", "detail")
+    # Names and verdicts never wrap; the detail folds in a narrow terminal.
+    table = Table()
+    table.add_column("check", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("statistic", justify="right", no_wrap=True)
+    table.add_column("p-value", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("detail", overflow="fold")
     for check in report.checks:
         table.add_row(
             check.name,
             check.kind,
-            check.test,
             _number(check.statistic),
             _number(check.p_value),
             Text(check.status, style=STATUS_STYLES.get(check.status, "dim")),

@@ -9,15 +9,11 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import ImageOps
 
-from mlfactory.monitoring.html_report import (
-    distributions,
-    history,
-    render_section,
-    report_html,
-)
+from mlfactory.monitoring.history import history
+from mlfactory.monitoring.html_report import distributions, render_section, report_html
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import Window, check_window
-from tests.monitoring.conftest import DigitOutputs, Outputs
+from tests.monitoring.conftest import DigitOutputs
 
 MODEL = {"name": "digits", "version": "1"}
 
@@ -39,7 +35,7 @@ def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
     return parser.tags
 
 
-def _mixed_window(digit_outputs: DigitOutputs) -> tuple[Window, Outputs, Outputs]:
+def _mixed_window(digit_outputs: DigitOutputs) -> Window:
     """200 held-out digits, then 100 inverted ones, a minute apart, every 4th labelled."""
     clean = digit_outputs.held_out.take(np.arange(200))
     inverted = digit_outputs.transform(ImageOps.invert).take(np.arange(100))
@@ -52,13 +48,13 @@ def _mixed_window(digit_outputs: DigitOutputs) -> tuple[Window, Outputs, Outputs
         timestamps=[start + timedelta(minutes=i) for i in range(300)],
         true_labels=[label if i % 4 == 0 else None for i, label in enumerate(labels)],
     )
-    return window, clean, inverted
+    return window
 
 
 def test_the_report_is_self_contained_and_shows_every_check(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    window, _, _ = _mixed_window(digit_outputs)
+    window = _mixed_window(digit_outputs)
     report = check_window(digit_profile, window, MODEL)
     html = report_html(digit_profile, window, report)
     tags = _tags(html)
@@ -83,32 +79,47 @@ def test_the_report_is_self_contained_and_shows_every_check(
     assert "2026-11-30 08:00:00" in html and "2026-11-30 12:59:00" in html
 
 
-def test_the_history_follows_the_window_in_time(
+def test_the_figures_over_time_draw_the_history_spans(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    window, clean, inverted = _mixed_window(digit_outputs)
-    buckets = history(digit_profile, window, buckets=6)
-    assert [b.n for b in buckets] == [50] * 6
-    assert buckets[0].start == window.timestamps[0] and buckets[-1].end == window.timestamps[-1]
-    threshold = digit_profile.ood.threshold
-    scores = digit_profile.ood.score(window.embeddings)
-    assert [b.ood_fraction for b in buckets] == [
-        float(np.mean(scores[i * 50 : (i + 1) * 50] > threshold)) for i in range(6)
-    ]
-    # The inverted half is flagged far more often than the calibrated 1 % of the clean half.
-    assert max(b.ood_fraction for b in buckets[:4]) < 0.1
-    assert min(b.ood_fraction for b in buckets[4:]) > 0.5
-    assert all(b.live.n == 13 or b.live.n == 12 for b in buckets)
-    clean_estimate = np.mean([b.estimated.value for b in buckets[:4]])
-    inverted_estimate = np.mean([b.estimated.value for b in buckets[4:]])
-    assert inverted_estimate < clean_estimate
-    assert len(inverted) == 100 and len(clean) == 200
+    window = _mixed_window(digit_outputs)
+    report = check_window(digit_profile, window, MODEL)
+    spans = history(digit_profile, window, MODEL, 6)
+    # 50 minutes a span: the inverted digits are the last two.
+    assert [span["n"] for span in spans] == [50] * 6
+    assert max(span["ood_fraction"] for span in spans[:4]) < 0.1
+    assert min(span["ood_fraction"] for span in spans[4:]) > 0.5
+    section = render_section(report, (), spans)
+    charts = section.split("<svg")[1:]
+    assert len(charts) == 2
+    ood, accuracy = charts
+    assert ood.count("<circle") == 6  # one point a span
+    assert "live" in accuracy and accuracy.count("<polyline") == 2  # estimated, live
+    assert "6 spans of 49.8 min" in section  # 299 minutes from the first to the last
+
+
+def test_a_gap_in_the_traffic_leaves_a_gap_in_the_lines(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    part = digit_outputs.held_out.take(np.arange(120))
+    start = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    # 60 predictions, four quiet hours, 60 more.
+    times = [start + timedelta(minutes=i + (240 if i >= 60 else 0)) for i in range(120)]
+    window = Window(part.embeddings, part.probabilities, part.summaries, timestamps=times)
+    spans = history(digit_profile, window, MODEL, 12)  # half-hour spans
+    empty = [span for span in spans if span["n"] == 0]
+    assert [span["n"] > 0 for span in spans] == [True] * 2 + [False] * 8 + [True] * 2
+    assert all(span["ood_fraction"] is None for span in empty)
+    section = render_section(check_window(digit_profile, window, MODEL), (), spans)
+    ood = section.split("<svg")[1]
+    assert ood.count("<circle") == len(spans) - len(empty)
+    assert ood.count("<polyline") == 2  # the line breaks at the gap
 
 
 def test_distributions_are_shares_of_the_same_bins(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    window, _, _ = _mixed_window(digit_outputs)
+    window = _mixed_window(digit_outputs)
     by_name = {d.name: d for d in distributions(digit_profile, window)}
     brightness = by_name["brightness_mean"]
     assert brightness.edges is not None
@@ -130,10 +141,9 @@ def test_a_small_window_and_hostile_names_render_safely(
     model = {"name": "<script>alert(1)</script>", "version": "1"}
     report = check_window(digit_profile, window, model)
     assert report.status == "insufficient data"
-    section = render_section(
-        report, distributions(digit_profile, window), history(digit_profile, window)
-    )
+    spans = history(digit_profile, window, model, 20)
+    assert spans == []  # no times logged: no figures over time
+    section = render_section(report, distributions(digit_profile, window), spans)
     assert "<script>" not in section and "&lt;script&gt;" in section
     assert section.count("insufficient data") >= len(report.checks)
-    assert history(digit_profile, window) == []  # too few for figures over time
     assert "no times logged" in section

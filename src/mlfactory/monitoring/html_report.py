@@ -2,7 +2,8 @@
 
 It only renders what the checks computed: a `DriftReport`, plus, when the window itself is at
 hand, the reference-against-window distribution of every checked signal (`distributions`) and
-the window cut into time buckets (`history`) for the OOD rate and the accuracies over time.
+the window's time buckets (`mlfactory.monitoring.history.history`, what
+`GET /v1/monitoring/history` answers) for the OOD rate and the accuracies over time.
 
 `render_section` gives the HTML fragment (one `<section>`) that other pages embed, the model
 card included; `render_html` wraps it in a whole page; `report_html` does all of it from a
@@ -14,26 +15,27 @@ profile and a window:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import escape
+from typing import Any
 
 import numpy as np
 
 from mlfactory.monitoring import svg
-from mlfactory.monitoring.accuracy import Estimate, estimated_accuracy, live_accuracy
+from mlfactory.monitoring.accuracy import Estimate
 from mlfactory.monitoring.drift import NO_VARIATION, CheckResult
 from mlfactory.monitoring.features import summary_columns
+from mlfactory.monitoring.history import history
 from mlfactory.monitoring.ood import DEFAULT_FPR
-from mlfactory.monitoring.profile import ReferenceProfile, label_indices
+from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import DriftReport, Window
 
 BINS = 30
 # Histogram range: the central 99 % of both samples, so one far value does not squash the rest.
 CLIP_PERCENTILES = (0.5, 99.5)
-HISTORY_BUCKETS = 12
-MIN_BUCKET = 20
+HISTORY_BUCKETS = 20
 STATUS_COLORS = {"drift": "#c0392b", "no drift": "#2e7d32"}
 STYLE = """
 .mlf-monitoring { font-family: system-ui, sans-serif; color: #222; max-width: 1180px; }
@@ -68,27 +70,6 @@ class Distribution:
     window: np.ndarray
 
 
-@dataclass(frozen=True)
-class HistoryBucket:
-    """A consecutive slice of the window, for the figures over time.
-
-    Attributes:
-        start: its first prediction's time (None when the window has no times).
-        end: its last prediction's time.
-        n: predictions in it.
-        ood_fraction: the share above the OOD threshold.
-        estimated: the estimated accuracy (CBPE) of the slice.
-        live: the live accuracy over its labelled predictions.
-    """
-
-    start: datetime | None
-    end: datetime | None
-    n: int
-    ood_fraction: float
-    estimated: Estimate
-    live: Estimate
-
-
 def distributions(profile: ReferenceProfile, window: Window) -> list[Distribution]:
     """Reference and window distributions of each summary feature, label, confidence, OOD score."""
     reference = profile.drift
@@ -112,49 +93,25 @@ def distributions(profile: ReferenceProfile, window: Window) -> list[Distributio
     return result
 
 
-def history(
-    profile: ReferenceProfile, window: Window, buckets: int = HISTORY_BUCKETS
-) -> list[HistoryBucket]:
-    """The window (oldest first) cut into up to `buckets` slices of at least 20 predictions."""
-    n = len(window)
-    count = min(buckets, n // MIN_BUCKET)
-    if count < 2:
-        return []
-    scores = _scores(profile, window)
-    probabilities = np.asarray(window.probabilities, dtype=np.float64)
-    true = (
-        label_indices(np.array([t or "" for t in window.true_labels], np.str_), profile.labels)
-        if window.true_labels is not None
-        else np.full(n, -1)
-    )
-    times = list(window.timestamps)
-    result = []
-    for rows in np.array_split(np.arange(n), count):
-        first, last = int(rows[0]), int(rows[-1])
-        result.append(
-            HistoryBucket(
-                start=times[first] if times else None,
-                end=times[last] if times else None,
-                n=len(rows),
-                ood_fraction=float(np.mean(scores[rows] > profile.ood.threshold)),
-                estimated=estimated_accuracy(probabilities[rows], profile.temperature),
-                live=live_accuracy(probabilities[rows].argmax(axis=1), true[rows]),
-            )
-        )
-    return result
+def report_html(
+    profile: ReferenceProfile, window: Window, report: DriftReport, buckets: int = HISTORY_BUCKETS
+) -> str:
+    """The whole page for a report of `window`, with its distributions and its history.
 
-
-def report_html(profile: ReferenceProfile, window: Window, report: DriftReport) -> str:
-    """The whole page for a report of `window`, with its distributions and its history."""
-    return render_html(
-        report, distributions(profile, window), history(profile, window), profile.ood.fpr
-    )
+    Args:
+        profile: the bundle's reference profile.
+        window: the checked window.
+        report: `check_window`'s report of it.
+        buckets: equal time spans of the figures over time (each checked on its own).
+    """
+    spans = history(profile, window, report.model, buckets)
+    return render_html(report, distributions(profile, window), spans, profile.ood.fpr)
 
 
 def render_html(
     report: DriftReport,
     shown: Sequence[Distribution] = (),
-    buckets: Sequence[HistoryBucket] = (),
+    buckets: Sequence[Mapping[str, Any]] = (),
     expected_ood: float = DEFAULT_FPR,
 ) -> str:
     """A complete, self-contained HTML page of the report (see `render_section`)."""
@@ -169,7 +126,7 @@ def render_html(
 def render_section(
     report: DriftReport,
     shown: Sequence[Distribution] = (),
-    buckets: Sequence[HistoryBucket] = (),
+    buckets: Sequence[Mapping[str, Any]] = (),
     expected_ood: float = DEFAULT_FPR,
 ) -> str:
     """The report as one `<section class="mlf-monitoring">` with its own style, to embed.
@@ -177,7 +134,8 @@ def render_section(
     Args:
         report: the checked window.
         shown: reference-against-window distributions (`distributions`); none drawn if empty.
-        buckets: the window over time (`history`); no time figures if empty.
+        buckets: the window's time buckets as `history` gives them (and
+            `GET /v1/monitoring/history` answers); no figures over time if there are none.
         expected_ood: the OOD rate of in-distribution traffic (the profile's `ood.fpr`).
     """
     parts = [f"<section class='mlf-monitoring'><style>{STYLE}</style>", _header(report)]
@@ -258,39 +216,37 @@ def _checks_table(checks: Sequence[CheckResult]) -> str:
     return f"<h3>Checks</h3><table>{head}{''.join(rows)}</table>"
 
 
-def _time_figures(buckets: Sequence[HistoryBucket], expected_ood: float) -> str:
-    ends = [bucket.end for bucket in buckets]
-    if all(end is not None for end in ends):
-        x = [end.timestamp() for end in ends if end is not None]
-        labels = (_time(buckets[0].start), _time(buckets[-1].end))
-    else:
-        x = [float(i) for i in range(len(buckets))]
-        labels = ("first predictions", "last predictions")
+def _time_figures(buckets: Sequence[Mapping[str, Any]], expected_ood: float) -> str:
+    # Each point sits at the middle of its span; an empty span leaves a gap in the lines.
+    x = [(_parse(b["from"]).timestamp() + _parse(b["to"]).timestamp()) / 2 for b in buckets]
+    labels = (_time(_parse(buckets[0]["from"])), _time(_parse(buckets[-1]["to"])))
+
+    def values(key: str, index: int | None = None) -> list[float]:
+        picked = [
+            b.get(key) if index is None else (b.get(key) or [None, None])[index] for b in buckets
+        ]
+        return [np.nan if value is None else float(value) for value in picked]
+
     ood = svg.lines(
         x,
-        [svg.Series("OOD rate", [b.ood_fraction for b in buckets], svg.WINDOW_COLOR)],
+        [svg.Series("OOD rate", values("ood_fraction"), svg.WINDOW_COLOR)],
         labels,
         guide=(expected_ood, f"{expected_ood:.0%} expected"),
     )
-
-    def values(estimates: list[Estimate], part: str) -> list[float]:
-        return [np.nan if getattr(e, part) is None else float(getattr(e, part)) for e in estimates]
-
-    estimated = [b.estimated for b in buckets]
-    live = [b.live for b in buckets]
     series = [
         svg.Series(
             "estimated",
-            values(estimated, "value"),
+            values("accuracy_estimated"),
             svg.REFERENCE_COLOR,
-            values(estimated, "low"),
-            values(estimated, "high"),
+            values("accuracy_estimated_ci", 0),
+            values("accuracy_estimated_ci", 1),
         )
     ]
-    if any(e.n for e in live):
-        series.append(svg.Series("live", values(live, "value"), "#2e7d32", dashed=True))
+    if any(b.get("labelled") for b in buckets):
+        series.append(svg.Series("live", values("accuracy_live"), "#2e7d32", dashed=True))
     accuracy = svg.lines(x, series, labels, y_range=(0.0, 1.0))
-    size = f"{buckets[0].n} predictions a point"
+    span = _parse(buckets[0]["to"]) - _parse(buckets[0]["from"])
+    size = f"{len(buckets)} spans of {_duration(span)}"
     return (
         "<div class='grid'>"
         f"<figure>{ood}<figcaption>Out-of-distribution rate ({size})</figcaption></figure>"
@@ -357,6 +313,18 @@ def _number(value: float | None) -> str:
     if value is None:
         return "&mdash;"
     return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def _parse(moment: str | datetime) -> datetime:
+    return moment if isinstance(moment, datetime) else datetime.fromisoformat(moment)
+
+
+def _duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
 
 
 def _time(moment: datetime | None) -> str:
