@@ -2,9 +2,9 @@
 # Prove that `pip install ".[serve]"` is a torch-free serving install that can serve.
 #
 # Creates a throwaway venv, installs the serve extra (non-editable, constrained by the lock),
-# then asserts: torch (and lightning, timm, mlflow) cannot be imported; the serving app, the CLI
-# and what the image/text/audio encoders import at request time can; `mlfactory serve --help`
-# runs. CI runs this in its own job (see .github/workflows/ci.yml).
+# then asserts: torch (and lightning, timm, mlflow, and the UI's streamlit and selenium) cannot
+# be imported; the serving app, the CLI and what the image/text/audio encoders import at request
+# time can; `mlfactory serve --help` runs. CI runs this in its own job (.github/workflows/ci.yml).
 #
 #   bash scripts/check-serve-install.sh      # PYTHON=python3.12 to pick the interpreter
 set -euo pipefail
@@ -38,7 +38,7 @@ echo "== pip install '.[serve]' -c requirements/lock.txt"
 # Run from the temporary folder, so only the installed package can be imported.
 cd "$work"
 failed=0
-for forbidden in torch torchvision lightning timm mlflow; do
+for forbidden in torch torchvision lightning timm mlflow streamlit selenium; do
   if "$bin/python" -c "import $forbidden" >/dev/null 2>&1; then
     echo "FAIL: '$forbidden' is importable in the serving install" >&2
     failed=1

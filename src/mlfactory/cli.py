@@ -326,6 +326,39 @@ def monitor(
 
 @app.command()
 @friendly_errors
+def ui(
+    api: str = typer.Option(..., help="The mlfactory server, e.g. http://127.0.0.1:8000."),
+    host: str = typer.Option("127.0.0.1", help="Interface the UI binds."),
+    port: int = typer.Option(8501, help="TCP port of the UI."),
+) -> None:
+    """The web UI (Streamlit, `ui` extra): predict, model card, monitoring; HTTP only."""
+    from mlfactory.ui.launch import run_ui
+
+    code = run_ui(api, host, port)
+    if code:
+        raise typer.Exit(code=code)
+
+
+@app.command()
+@friendly_errors
+def report(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    out: Path = typer.Option(Path("card.html"), help="The HTML file to write."),
+    log: str | None = typer.Option(
+        None, help="A prediction log URL (e.g. sqlite:///predictions.db): adds monitoring."
+    ),
+    last: int | None = typer.Option(None, min=1, help="With --log: the last N predictions."),
+) -> None:
+    """The model card as one self-contained HTML page (opens offline); monitoring with --log."""
+    from mlfactory.card_report import write_report
+    from mlfactory.targets import resolve_bundle
+
+    path = write_report(resolve_bundle(target).path, out, log, last)
+    console.print(f"model card written to {path}", highlight=False)
+
+
+@app.command()
+@friendly_errors
 def demo(
     out: Path = typer.Option(Path("mlfactory-demo"), help="Where the run and bundle go."),
     verbose: bool = VERBOSE,

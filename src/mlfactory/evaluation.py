@@ -24,6 +24,9 @@ def record_evaluation(
 ) -> dict[str, Any]:
     """Evaluate the bundle on the test split; write the metrics into bundle.json and MLflow.
 
+    `bundle.json`'s `metrics` gets `test` (see `evaluate_items`), `data_fingerprint` and `data`
+    (the dataset's source and its items per split and label).
+
     Args:
         bundle: the bundle to evaluate (its `bundle.json` is rewritten with the metrics).
         dataset: the prepared dataset whose test split is used.
@@ -31,7 +34,12 @@ def record_evaluation(
         run: the MLflow run to log the metrics and the PNG to, if any.
     """
     metrics = evaluate_items(Predictor(bundle), dataset.split("test"))
-    bundle.meta.metrics = {"test": metrics, "data_fingerprint": dataset.fingerprint}
+    bundle.meta.metrics = {
+        "test": metrics,
+        "data_fingerprint": dataset.fingerprint,
+        # The model card shows the data: its source and the items per split and label.
+        "data": {"source": dataset.source, "counts": dataset.counts()},
+    }
     bundle.save_meta()
     png = plot_confusion_matrix(
         metrics["confusion_matrix"], bundle.meta.labels, out_dir / CONFUSION_PNG

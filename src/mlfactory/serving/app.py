@@ -8,9 +8,9 @@ threadpool, model calls in the runner thread (see `batcher`), log commits in the
 sentence.
 
 Each group of routes is an `APIRouter` in its own module, included here: `health` (`/health`,
-`/v1/model`), `predict` (`/v1/predict`), `metrics` (`/metrics`), `monitoring`
-(`/v1/monitoring/drift`, `/v1/monitoring/history`), `feedback` (`/v1/feedback`), `admin`
-(`/v1/admin/reload`) and `docs` (`/docs`, `/redoc`, served offline).
+`/v1/model`), `card` (`/v1/model/card`), `predict` (`/v1/predict`), `metrics` (`/metrics`),
+`monitoring` (`/v1/monitoring/drift`, `/v1/monitoring/history`), `feedback` (`/v1/feedback`),
+`admin` (`/v1/admin/reload`) and `docs` (`/docs`, `/redoc`, served offline).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
 from mlfactory.monitoring.blas import pin_one_thread
-from mlfactory.serving import admin, docs, feedback, health, metrics, monitoring
+from mlfactory.serving import admin, card, docs, feedback, health, metrics, monitoring
 from mlfactory.serving.batcher import Batcher
 from mlfactory.serving.drift_watch import DriftWatch
 from mlfactory.serving.metrics import ServingMetrics
@@ -74,6 +74,7 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     app.add_middleware(RequestContextMiddleware, metrics=served_metrics)
     _add_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(card.router)
     app.include_router(predict_router(bundle.modality, config))
     app.include_router(metrics.router)
     app.include_router(monitoring.router)

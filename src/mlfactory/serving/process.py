@@ -38,11 +38,12 @@ class ServerStartError(MlfactoryError):
 
 @dataclass
 class ServerProcess:
-    """A running `mlfactory serve`: its URL, process and combined output file."""
+    """A running `mlfactory serve` (or `mlfactory ui`): its URL, process and output file."""
 
     url: str
     process: subprocess.Popen[bytes]
     output: Path
+    health_path: str = "/health"
 
     def output_tail(self, lines: int = 30) -> str:
         """The last lines the server printed."""
@@ -50,7 +51,7 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_healthy(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-        """Block until `GET /health` answers 200.
+        """Block until `GET <health_path>` answers 200.
 
         Raises:
             ServerStartError: the process exited or did not answer within `timeout_s`.
@@ -63,7 +64,9 @@ class ServerProcess:
                     f"\n{self.output_tail()}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2.0) as response:
+                with urllib.request.urlopen(
+                    f"{self.url}{self.health_path}", timeout=2.0
+                ) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):

@@ -191,6 +191,83 @@ def describe_errors(errors: Sequence[Any]) -> str:
     return sentence
 
 
+class CardMetrics(BaseModel):
+    """Test-split scores of the exported model (null where the bundle has none)."""
+
+    accuracy: float | None
+    f1_macro: float | None
+    test_items: int | None = Field(description="Items in the test split.")
+    unsupported_labels: list[str] = Field(
+        description="Labels without a test item: left out of macro-F1."
+    )
+
+
+class ClassRow(BaseModel):
+    """One label's test scores."""
+
+    label: str
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int | None = Field(description="Test items of this label.")
+
+
+class TrainingData(BaseModel):
+    """The data the model was trained and tested on."""
+
+    source: str | None = Field(description="The recipe's `data.source`.")
+    fingerprint: str | None = Field(description="Hash of every item's content, label and split.")
+    splits: dict[str, int] | None = Field(description="Items per split (train, val, test).")
+    counts: dict[str, dict[str, int]] | None = Field(description="Items per split and label.")
+
+
+class Lineage(BaseModel):
+    """Where the model came from."""
+
+    git_commit: str | None
+    mlflow_run_id: str | None
+    recipe: str | None = Field(description="The recipe's name.")
+
+
+class ProfileSummary(BaseModel):
+    """The monitoring reference profile stored in the bundle (`profile.json`)."""
+
+    source: str | None = None
+    created_at: str | None = None
+    reference_items: int | None = None
+    reference_accuracy: float | None = None
+    reference_confidence: float | None = None
+    temperature: float | None = None
+    embedding_dim: int | None = None
+    ood_method: str | None = None
+    ood_threshold: float | None = None
+    ood_false_positive_rate: float | None = None
+    features: dict[str, str] = Field(
+        default_factory=dict, description="Input-summary features compared for drift, by kind."
+    )
+    problem: str | None = Field(default=None, description="Why the profile could not be read.")
+
+
+class ModelCard(BaseModel):
+    """`GET /v1/model/card`: the served model's card (see `mlfactory.model_card`)."""
+
+    name: str
+    version: str
+    modality: str
+    labels: list[str]
+    created_at: str | None
+    metrics: CardMetrics
+    per_class: list[ClassRow] = Field(description="One row per label, in output order.")
+    confusion_matrix: list[list[int]] | None = Field(
+        description="Test counts: row i is true label i, column j predicted label j."
+    )
+    data: TrainingData
+    lineage: Lineage
+    reference_profile: ProfileSummary | None = Field(
+        description="null: the bundle has no monitoring reference profile."
+    )
+
+
 class FeedbackIn(BaseModel):
     """One true label for `POST /v1/feedback`."""
 

@@ -1,0 +1,158 @@
+"""The model card of a bundle: what it is, how good it is, on what data, and where it came from.
+
+One plain JSON object built from `bundle.json` and, when the bundle has one, the monitoring
+reference profile's `profile.json`. `GET /v1/model/card`, the web UI's model card page and
+`mlfactory report` all show this object; none of them reads a bundle another way. Nothing here
+imports torch or loads the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlfactory.bundle import Bundle
+
+# The card reads only the JSON half of the reference profile, never its arrays.
+from mlfactory.monitoring.profile import META_FILE as PROFILE_META_FILE
+
+SPLITS = ("train", "val", "test")
+
+
+def model_card(bundle: Bundle) -> dict[str, Any]:
+    """The card of `bundle` (see `mlfactory.serving.schemas.ModelCard` for the fields).
+
+    Bundles exported before a field was recorded still get a card: what they lack is null
+    (e.g. the split counts, stored since evaluation records them) or empty.
+    """
+    meta = bundle.meta
+    return {
+        "name": meta.name,
+        "version": meta.version,
+        "modality": meta.modality,
+        "labels": list(meta.labels),
+        "created_at": meta.created_at,
+        "metrics": test_metrics(meta.metrics),
+        "per_class": per_class_table(meta.metrics, meta.labels),
+        "confusion_matrix": confusion_matrix(meta.metrics, len(meta.labels)),
+        "data": training_data(meta.metrics, meta.config, meta.data_fingerprint),
+        "lineage": {
+            "git_commit": meta.git_commit,
+            "mlflow_run_id": meta.mlflow_run_id,
+            "recipe": _recipe_name(meta.config),
+        },
+        "reference_profile": profile_summary(bundle.path),
+    }
+
+
+def _test_section(metrics: dict[str, Any]) -> dict[str, Any]:
+    # `record_evaluation` stores {"test": {...}}; older or hand-made bundles a flat dict.
+    test = metrics.get("test")
+    return test if isinstance(test, dict) else metrics
+
+
+def test_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy, macro-F1, the test split's size and the labels without a test item."""
+    test = _test_section(metrics)
+    return {
+        "accuracy": _number(test.get("accuracy")),
+        "f1_macro": _number(test.get("f1_macro")),
+        "test_items": test.get("split_size") if isinstance(test.get("split_size"), int) else None,
+        "unsupported_labels": [str(x) for x in test.get("unsupported_labels") or []],
+    }
+
+
+def per_class_table(metrics: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+    """One row per label (in output order): precision, recall, F1 and test support."""
+    rows = _test_section(metrics).get("per_class")
+    if not isinstance(rows, dict):
+        return []
+    table = []
+    for label in labels:
+        row = _object(rows, label)
+        table.append(
+            {
+                "label": label,
+                "precision": _number(row.get("precision")),
+                "recall": _number(row.get("recall")),
+                "f1": _number(row.get("f1")),
+                "support": int(row["support"]) if isinstance(row.get("support"), int) else None,
+            }
+        )
+    return table
+
+
+def confusion_matrix(metrics: dict[str, Any], size: int) -> list[list[int]] | None:
+    """Test counts, rows the true label and columns the predicted one; None if not stored."""
+    matrix = _test_section(metrics).get("confusion_matrix")
+    if not isinstance(matrix, list) or len(matrix) != size:
+        return None
+    if not all(isinstance(row, list) and len(row) == size for row in matrix):
+        return None
+    return [[int(count) for count in row] for row in matrix]
+
+
+def training_data(
+    metrics: dict[str, Any], config: dict[str, Any], fingerprint: str | None
+) -> dict[str, Any]:
+    """The data source, its fingerprint, and the items per split (and per split and label)."""
+    recorded, data_config = _object(metrics, "data"), _object(config, "data")
+    counts = recorded.get("counts")
+    per_label = None
+    if isinstance(counts, dict):
+        per_label = {
+            split: {str(k): int(v) for k, v in _object(counts, split).items()} for split in SPLITS
+        }
+    return {
+        "source": recorded.get("source") or data_config.get("source"),
+        "fingerprint": fingerprint or metrics.get("data_fingerprint"),
+        "splits": {s: sum(c.values()) for s, c in per_label.items()} if per_label else None,
+        "counts": per_label,
+    }
+
+
+def profile_summary(folder: Path) -> dict[str, Any] | None:
+    """What the bundle's monitoring reference profile holds, or None when it has none.
+
+    A profile that cannot be read still gets a summary: its `problem` says why, so a broken
+    profile shows on the card instead of failing it.
+    """
+    path = folder / PROFILE_META_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return {"problem": f"{PROFILE_META_FILE} cannot be read: {exc}"}
+    ood, features = _object(raw, "ood"), _object(_object(raw, "drift"), "features")
+    return {
+        "source": raw.get("source"),
+        "created_at": raw.get("created_at"),
+        "reference_items": raw.get("n_reference"),
+        "reference_accuracy": _number(raw.get("reference_accuracy")),
+        "reference_confidence": _number(raw.get("reference_confidence")),
+        "temperature": _number(raw.get("temperature")),
+        "embedding_dim": raw.get("embedding_dim"),
+        "ood_method": ood.get("method"),
+        "ood_threshold": _number(ood.get("threshold")),
+        "ood_false_positive_rate": _number(ood.get("fpr")),
+        "features": {str(k): str(v) for k, v in features.items()},
+        "problem": None,
+    }
+
+
+def _object(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _recipe_name(config: dict[str, Any]) -> str | None:
+    name = config.get("name")
+    return name if isinstance(name, str) else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

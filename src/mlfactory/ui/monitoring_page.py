@@ -1,0 +1,135 @@
+"""The Monitoring page: drift checks, OOD rate, accuracy, latency and traffic over time.
+
+Everything comes from `GET /v1/monitoring/drift` and `GET /v1/monitoring/history`. The
+figures are drawn in a fragment, so "Refresh" fetches them again without reloading the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from mlfactory.ui.client import ApiClient, ApiError
+
+DEFAULT_LAST = 1000
+DEFAULT_BUCKETS = 12
+
+
+def render(client: ApiClient) -> None:
+    """Draw the page: the window settings, then the refreshable figures."""
+    st.header("Monitoring")
+    last_col, buckets_col = st.columns(2)
+    last = int(
+        last_col.number_input("Last predictions", 10, 100_000, DEFAULT_LAST, step=100, key="last")
+    )
+    buckets = int(buckets_col.number_input("Windows over time", 1, 100, DEFAULT_BUCKETS, key="bk"))
+    _figures(client, last, buckets)
+
+
+@st.fragment
+def _figures(client: ApiClient, last: int, buckets: int) -> None:
+    st.button("Refresh", key="refresh")  # a click reruns only this fragment: fresh figures
+    try:
+        report = client.drift(last)
+        history = client.history(last, buckets)
+    except ApiError as exc:
+        if exc.status == 404:
+            st.info(f"Monitoring: {exc}")
+        else:
+            st.error(str(exc))
+        return
+    _current(report)
+    _over_time(history)
+
+
+def _current(report: dict[str, Any]) -> None:
+    window = report.get("window", {})
+    st.subheader(f"The last {window.get('n', 0)} predictions")
+    st.caption(f"from {window.get('from') or '-'} to {window.get('to') or '-'}")
+    status = report.get("status")
+    if report.get("drift"):
+        st.error("Drift detected: at least one check rejects the reference distribution.")
+    elif status == "insufficient data":
+        st.info("Not enough predictions in the window to test for drift yet.")
+    else:
+        st.success("No drift detected.")
+    ood, accuracy = report.get("ood", {}), report.get("accuracy", {})
+    ood_col, estimated_col, live_col = st.columns(3)
+    ood_col.metric(
+        "Out-of-distribution rate",
+        _pct(ood.get("fraction")),
+        help=f"inputs scored above the threshold {_num(ood.get('threshold'))}",
+    )
+    low_high = accuracy.get("estimated_ci") or [None, None]
+    estimated_col.metric(
+        "Estimated accuracy",
+        _pct(accuracy.get("estimated")),
+        help=f"95% interval {_pct(low_high[0])} to {_pct(low_high[1])}",
+    )
+    live_col.metric(
+        "Live accuracy",
+        _pct(accuracy.get("live")),
+        help=f"on {accuracy.get('labelled') or 0} predictions with feedback",
+    )
+    checks = report.get("checks") or []
+    if checks:
+        table = pd.DataFrame(checks)
+        columns = [c for c in ("name", "kind", "statistic", "p_value", "drift") if c in table]
+        st.table(table[columns].set_index("name"))
+    for note in report.get("notes") or []:
+        st.caption(note)
+
+
+def _over_time(buckets: list[dict[str, Any]]) -> None:
+    st.subheader("Over time")
+    frame = pd.DataFrame([b for b in buckets if b.get("n")])  # empty buckets draw nothing
+    if frame.empty:
+        st.info("No predictions logged in this window yet.")
+        return
+    frame["time"] = pd.to_datetime(frame["to"])
+    seconds = (frame["time"] - pd.to_datetime(frame["from"])).dt.total_seconds()
+    frame["requests per s"] = frame["requests"] / seconds.clip(lower=1.0)
+    p_values = pd.DataFrame(list(frame["p_values"]), index=frame.index).add_prefix("p ")
+    frame = pd.concat([frame, p_values], axis=1)
+    charts = [
+        ("Out-of-distribution rate", ["ood_fraction"]),
+        ("Estimated against live accuracy", ["accuracy_estimated", "accuracy_live"]),
+        ("Latency (ms)", ["latency_p50_ms", "latency_p95_ms"]),
+        ("Request rate", ["requests per s"]),
+        ("Drift check p-values", list(p_values.columns)),
+    ]
+    columns = st.columns(2)
+    for index, (title, series) in enumerate(charts):
+        with columns[index % 2]:
+            st.markdown(f"**{title}**")
+            if frame[series].isna().all().all():
+                st.caption("Too few predictions per window for this: choose fewer windows.")
+            else:
+                st.altair_chart(_time_chart(frame, series), use_container_width=True)
+
+
+def _time_chart(frame: pd.DataFrame, series: list[str]) -> alt.Chart:
+    """Lines with a point per bucket (a few buckets still show), one colour per series."""
+    long = frame.melt(id_vars=["time"], value_vars=series, var_name="series").dropna()
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("time:T", title=None),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", title=None)),
+            tooltip=["time:T", "series:N", "value:Q"],
+        )
+        .properties(height=220)
+    )
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "-"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "-"

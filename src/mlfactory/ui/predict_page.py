@@ -1,0 +1,130 @@
+"""The Predict page: upload files or paste text, see the probabilities, send feedback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from mlfactory.modalities import get_modality
+from mlfactory.ui.client import ApiClient, ApiError
+
+RESULT_KEY = "prediction"
+
+
+@dataclass
+class SentInput:
+    """One input as sent to the API, kept to show it beside its prediction."""
+
+    name: str
+    data: bytes
+    media_type: str
+
+
+def render(client: ApiClient) -> None:
+    """Draw the page: the input form, then the last answer (kept across reruns)."""
+    st.header("Predict")
+    try:
+        model = client.model()
+    except ApiError as exc:
+        st.error(str(exc))
+        return
+    st.caption(
+        f"{model['name']} {model['version']} · {model['modality']} · "
+        f"labels: {', '.join(model['labels'])}"
+    )
+    api_input = get_modality(model["modality"]).api_input
+    with st.form("predict-form"):
+        if api_input.kind == "texts":
+            text = st.text_area("Text to classify", key="text-input", height=150)
+            sent = [SentInput("text", text.encode(), "text/plain")] if text.strip() else []
+        else:
+            uploads = st.file_uploader(
+                f"Files to classify ({', '.join(api_input.suffixes)})",
+                accept_multiple_files=True,
+                key="file-input",
+            )
+            sent = [SentInput(u.name, u.getvalue(), u.type or "") for u in uploads or []]
+        submitted = st.form_submit_button("Classify")
+    if submitted:
+        _classify(client, api_input.kind, sent)
+    result = st.session_state.get(RESULT_KEY)
+    if result is not None:
+        _show_result(client, result["response"], result["inputs"], model["labels"])
+
+
+def _classify(client: ApiClient, kind: str, sent: list[SentInput]) -> None:
+    st.session_state.pop(RESULT_KEY, None)
+    if not sent:
+        st.warning("Nothing to classify: paste a text or choose files first.")
+        return
+    try:
+        if kind == "texts":
+            response = client.predict_texts([item.data.decode() for item in sent])
+        else:
+            response = client.predict_files([(i.name, i.data, i.media_type) for i in sent])
+    except ApiError as exc:
+        st.error(f"The API refused the input: {exc}")
+        return
+    st.session_state[RESULT_KEY] = {"response": response, "inputs": sent}
+
+
+def _show_result(
+    client: ApiClient, response: dict[str, Any], inputs: list[SentInput], labels: list[str]
+) -> None:
+    model = response.get("model", {})
+    st.caption(
+        f"request {response['request_id']} · answered by {model.get('name')} {model.get('version')}"
+    )
+    for index, (item, prediction) in enumerate(zip(inputs, response["predictions"], strict=False)):
+        with st.container(border=True, key=f"result-{index}"):
+            _show_prediction(item, prediction)
+            _feedback_control(client, response["request_id"], index, prediction, labels)
+
+
+def _show_prediction(item: SentInput, prediction: dict[str, Any]) -> None:
+    preview, scores = st.columns([1, 2])
+    with preview:
+        st.markdown(f"**{item.name}**")
+        if item.media_type.startswith("image/"):
+            st.image(item.data, width=160)
+        elif item.media_type.startswith("audio/"):
+            st.audio(item.data, format=item.media_type)
+        else:
+            st.text(item.data.decode(errors="replace")[:500])
+    with scores:
+        label, score = st.columns(2)
+        label.metric("Predicted label", prediction["label"])
+        score.metric("Score", f"{prediction['score']:.3f}")
+        # null (or absent) when the bundle has no reference profile to score inputs against
+        if isinstance(prediction.get("in_distribution"), bool):
+            ood = prediction.get("ood_score")
+            detail = f" (OOD score {ood:.3g})" if isinstance(ood, int | float) else ""
+            if prediction["in_distribution"]:
+                st.success(f"In distribution{detail}")
+            else:
+                st.warning(f"Out of distribution: unlike the training data{detail}")
+        probabilities = pd.DataFrame(
+            {"probability": list(prediction["probabilities"].values())},
+            index=pd.Index(list(prediction["probabilities"]), name="label"),
+        )
+        st.bar_chart(probabilities, horizontal=True, height=max(120, 28 * len(probabilities)))
+
+
+def _feedback_control(
+    client: ApiClient, request_id: str, index: int, prediction: dict[str, Any], labels: list[str]
+) -> None:
+    key = f"feedback-{request_id}-{index}"
+    choice, send = st.columns([2, 1], vertical_alignment="bottom")
+    label = choice.selectbox(
+        "The right label is", labels, index=labels.index(prediction["label"]), key=key
+    )
+    if send.button("Send feedback", key=f"{key}-send"):
+        try:
+            client.feedback(request_id, index, str(label))
+        except ApiError as exc:
+            st.error(f"Feedback not recorded: {exc}")
+        else:
+            st.success(f"Feedback recorded: input {index} is '{label}'.")

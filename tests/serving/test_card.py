@@ -1,0 +1,100 @@
+"""`GET /v1/model/card`: the served bundle's card, with or without a reference profile."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlfactory.bundle import load_bundle
+from mlfactory.evaluation import evaluate_items
+from mlfactory.predictor import Predictor
+from mlfactory.serving.app import create_app
+from mlfactory.serving.settings import ServingSettings
+from tests.serving.conftest import LABELS, DigitImage
+
+
+@pytest.fixture(scope="module")
+def evaluated_bundle(
+    tmp_path_factory: pytest.TempPathFactory, image_bundle: Path, digit_images: list[DigitImage]
+) -> Path:
+    """The digits bundle, evaluated on the 40 real digits as `record_evaluation` stores it."""
+    folder = tmp_path_factory.mktemp("card") / "bundle"
+    shutil.copytree(image_bundle, folder)
+    bundle = load_bundle(folder)
+    metrics = evaluate_items(Predictor(bundle), digit_images)  # type: ignore[arg-type]
+    counts = {"train": {"3": 5}, "val": {"3": 2}, "test": {i.label: 4 for i in digit_images}}
+    bundle.meta.metrics = {"test": metrics, "data": {"source": "digits/", "counts": counts}}
+    bundle.meta.data_fingerprint, bundle.meta.git_commit = "abc123", "0123abcd"
+    bundle.save_meta()
+    return folder
+
+
+def get_card(folder: Path) -> dict:  # type: ignore[type-arg]
+    with TestClient(create_app(folder, ServingSettings())) as client:
+        response = client.get("/v1/model/card")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_the_card_shows_the_stored_evaluation_data_and_lineage(evaluated_bundle: Path) -> None:
+    card = get_card(evaluated_bundle)
+    stored = load_bundle(evaluated_bundle).meta.metrics["test"]
+    assert (card["name"], card["modality"], card["labels"]) == (
+        "digits-serving-test",
+        "image",
+        LABELS,
+    )
+    assert card["metrics"]["accuracy"] == stored["accuracy"]
+    assert card["metrics"]["test_items"] == 40
+    assert [row["label"] for row in card["per_class"]] == LABELS
+    assert [row["support"] for row in card["per_class"]] == [4] * 10
+    assert card["per_class"][7]["f1"] == stored["per_class"]["7"]["f1"]
+    assert card["confusion_matrix"] == stored["confusion_matrix"]
+    assert card["data"] == {
+        "source": "digits/",
+        "fingerprint": "abc123",
+        "splits": {"train": 5, "val": 2, "test": 40},
+        "counts": {"train": {"3": 5}, "val": {"3": 2}, "test": dict.fromkeys(LABELS, 4)},
+    }
+    assert card["lineage"]["git_commit"] == "0123abcd"
+    assert card["reference_profile"] is None
+
+
+def test_a_bundle_from_before_the_card_gets_one_with_nulls(image_bundle: Path) -> None:
+    card = get_card(image_bundle)  # metrics {"accuracy": 0.1}, no split counts
+    assert card["metrics"]["accuracy"] == 0.1
+    assert card["per_class"] == [] and card["confusion_matrix"] is None
+    assert card["data"]["splits"] is None and card["data"]["counts"] is None
+
+
+def test_the_card_summarises_the_reference_profile(evaluated_bundle: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(evaluated_bundle, folder)
+    profile = {
+        "format_version": 1,
+        "labels": LABELS,
+        "temperature": 1.3,
+        "ood": {"method": "mahalanobis", "threshold": 4.2, "fpr": 0.05},
+        "drift": {"features": {"width": "numeric", "format": "categorical"}},
+        "source": "validation split",
+        "n_reference": 48,
+        "reference_accuracy": 0.9,
+    }
+    (folder / "profile.json").write_text(json.dumps(profile))
+    summary = get_card(folder)["reference_profile"]
+    assert summary["source"] == "validation split" and summary["reference_items"] == 48
+    assert summary["ood_threshold"] == 4.2 and summary["ood_false_positive_rate"] == 0.05
+    assert summary["features"] == {"width": "numeric", "format": "categorical"}
+    assert summary["problem"] is None
+
+
+def test_an_unreadable_profile_is_named_on_the_card(evaluated_bundle: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(evaluated_bundle, folder)
+    (folder / "profile.json").write_text("{truncated")
+    summary = get_card(folder)["reference_profile"]
+    assert summary["problem"].startswith("profile.json cannot be read")

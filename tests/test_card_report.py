@@ -1,0 +1,54 @@
+"""`mlfactory report`: the model card as one HTML page, self-contained and escaped."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mlfactory.bundle import load_bundle
+from mlfactory.card_report import render_page
+from mlfactory.cli import app
+from mlfactory.model_card import model_card
+from mlfactory.training.train import TrainResult
+
+
+def test_the_report_shows_the_card_of_a_trained_bundle(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    out = tmp_path / "card.html"
+    result = CliRunner().invoke(app, ["report", str(trained_digits.bundle.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    card = model_card(load_bundle(trained_digits.bundle.path))
+    assert f"Model card: {card['name']} {card['version']}" in page
+    assert f"<b>{card['metrics']['accuracy']:.4g}</b>" in page
+    assert card["data"]["fingerprint"] in page and card["lineage"]["mlflow_run_id"] in page
+    confusion = re.search(r"<table class='confusion'>.*?</table>", page, re.S)
+    assert confusion is not None
+    cells = [int(n) for n in re.findall(r"<td style='[^']*'>(\d+)</td>", confusion.group(0))]
+    assert cells == [n for row in card["confusion_matrix"] for n in row]
+    profile = card["reference_profile"]  # written at export
+    assert profile is not None and profile["problem"] is None
+    assert f"{profile['source']}, {profile['reference_items']} items" in page
+    # Self-contained: nothing is fetched, from a host or from a file beside it.
+    assert not re.search(r"\b(src|href)\s*=", page) and "url(" not in page
+
+
+def test_text_from_the_bundle_is_escaped(trained_digits: TrainResult, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, folder)
+    bundle = load_bundle(folder)
+    bundle.meta.name = "<script>alert(1)</script>"
+    bundle.meta.git_commit = "<img src=x onerror=alert(2)>"
+    page = render_page(model_card(bundle))
+    assert "<script>alert" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_missing_bundle_is_one_error_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "nope"), "--out", "x.html"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1

@@ -1,0 +1,52 @@
+"""The UI's HTTP client: answers as JSON, refusals and an unreachable API as one sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlfactory.serving.process import free_port
+from mlfactory.ui.client import ApiClient, ApiError
+from tests.serving.live_server import live_server
+from tests.serving.tiny_bundles import tiny_bundle
+
+
+def test_answers_refusals_and_missing_endpoints(tmp_path: Path) -> None:
+    bundle = tiny_bundle(tmp_path / "bundle", "text")
+    with live_server(bundle, tmp_path) as server:
+        client = ApiClient(server.url + "/")
+        assert client.model()["labels"] == ["crude", "grain", "ship"]
+        answer = client.predict_texts(["crude oil prices rose"])
+        assert answer["predictions"][0]["label"] in ("crude", "grain", "ship")
+        with pytest.raises(ApiError) as refused:
+            client.predict_texts([" "])
+        assert refused.value.status == 422
+        assert str(refused.value).endswith("(422)") and "text" in str(refused.value)
+        with pytest.raises(ApiError) as missing:
+            client.get("/v1/nothing-here")
+        assert missing.value.status == 404
+        assert str(missing.value) == (
+            "GET /v1/nothing-here is not available on this server (404): it may predate it"
+        )
+
+
+def test_an_unreachable_api_is_one_sentence() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ApiError) as unreachable:
+        ApiClient(url).card()
+    assert unreachable.value.status is None
+    assert str(unreachable.value).startswith(f"cannot reach the API at {url} (ConnectError")
+    assert str(unreachable.value).endswith("is `mlfactory serve` running there?")
+
+
+def test_ui_refuses_an_api_that_is_not_a_url() -> None:
+    from typer.testing import CliRunner
+
+    from mlfactory.cli import app
+
+    result = CliRunner().invoke(app, ["ui", "--api", "localhost:8000"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --api 'localhost:8000' is not an http(s) URL, e.g. http://127.0.0.1:8000"
+    )

@@ -1,0 +1,65 @@
+"""Feedback from the Predict page into the prediction log, and the Monitoring page, in Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from mlfactory.monitoring.log_window import read_window
+from tests.conftest import PER_CLASS, write_digit_folder
+from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
+from tests.ui.conftest import Deployment
+from tests.ui.test_pages import classify_files
+
+
+def test_feedback_from_the_page_lands_in_the_log(
+    chromium: WebDriver, image_deployment: Deployment, held_out_digit: Path, tmp_path: Path
+) -> None:
+    image = image_deployment
+    classify_files(chromium, image, held_out_digit)
+    choice = wait_for(chromium, ".st-key-result-0 [data-testid='stSelectbox'] input")
+    choice.click()
+    choice.send_keys("7", Keys.ENTER)
+    click_button(chromium, "Send feedback")
+    wait_for_text(chromium, "Feedback recorded: input 0 is '7'.")
+    chromium.save_screenshot(str(tmp_path / "feedback.png"))
+    meta = httpx.get(f"{image.api.url}/v1/model").json()
+    window = read_window(image.log_url, meta["name"], meta["version"], labels=meta["labels"])
+    assert window.true_labels is not None and "7" in list(window.true_labels)
+
+
+def test_the_monitoring_page_shows_checks_and_history(
+    chromium: WebDriver, image_deployment: Deployment, tmp_path: Path
+) -> None:
+    image = image_deployment
+    digits = sorted(write_digit_folder(tmp_path / "d", 5, offset=PER_CLASS + 20).glob("*/*.png"))
+    for start in range(0, len(digits), 10):
+        files = [("files", (p.name, p.read_bytes())) for p in digits[start : start + 10]]
+        assert httpx.post(f"{image.api.url}/v1/predict", files=files, timeout=30).is_success
+    drift = httpx.get(f"{image.api.url}/v1/monitoring/drift", params={"last": 1000}).json()
+    chromium.get(f"{image.ui.url}/monitoring")
+    wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
+    table = wait_for(chromium, "[data-testid='stTable']").text
+    assert all(check["name"] in table for check in drift["checks"])
+    wait_for_text(chromium, "Over time")
+    assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4
+    assert "Traceback" not in main_text(chromium)
+    chromium.save_screenshot(str(tmp_path / "monitoring.png"))
+    click_button(chromium, "Refresh")
+    wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
+
+
+def test_monitoring_of_a_bundle_without_profile_is_a_clear_message(
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment]
+) -> None:
+    text = tiny_deployments["text"]  # a tiny bundle: no reference profile
+    refusal = httpx.get(f"{text.api.url}/v1/monitoring/drift", params={"last": 100})
+    assert refusal.status_code == 404
+    chromium.get(f"{text.ui.url}/monitoring")
+    alert = wait_for(chromium, "[data-testid='stAlertContentInfo']").text
+    detail = refusal.json()["detail"].replace("`", "")  # `code` in the detail is drawn as code
+    assert alert == f"Monitoring: {detail} (404)"

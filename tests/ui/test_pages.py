@@ -1,0 +1,154 @@
+"""The three pages of the web UI in real Chromium, on an image, a text and an audio bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import soundfile
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from mlfactory.serving.process import free_port
+from mlfactory.ui.launch import start_ui
+from tests.ui.browser import (
+    WAIT_S,
+    click_button,
+    main_text,
+    result_text,
+    type_into,
+    wait_for,
+    wait_for_text,
+)
+from tests.ui.conftest import Deployment
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+FLAC = FIXTURES / "sonic-pi" / "samples" / "elec_bong.flac"
+ARTICLE = (
+    "Saudi Arabia said it would cut crude oil output as prices fell on the world market, "
+    "and OPEC ministers meet next week."
+)
+
+
+def classify_files(driver: WebDriver, deployment: Deployment, *paths: Path) -> str:
+    """Upload `paths` on the Predict page, click Classify; the first result's text."""
+    driver.get(deployment.ui.url)
+    wait_for(driver, "input[type='file']").send_keys("\n".join(str(p) for p in paths))
+    for path in paths:
+        wait_for_text(driver, path.name)
+    click_button(driver, "Classify")
+    return result_text(driver)
+
+
+def api_label(deployment: Deployment, **request: object) -> dict:  # type: ignore[type-arg]
+    """The API's own answer for the same input, to compare the page with."""
+    response = httpx.post(f"{deployment.api.url}/v1/predict", timeout=30, **request)  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    return dict(response.json()["predictions"][0])
+
+
+def test_a_held_out_digit_gets_its_label_and_probabilities(
+    chromium: WebDriver, image_deployment: Deployment, held_out_digit: Path, tmp_path: Path
+) -> None:
+    image = image_deployment
+    result = classify_files(chromium, image, held_out_digit)
+    expected = api_label(
+        image, files=[("files", (held_out_digit.name, held_out_digit.read_bytes()))]
+    )
+    assert "Predicted label" in result and f"\n{expected['label']}\n" in f"\n{result}\n"
+    assert f"{expected['score']:.3f}" in result
+    flag = "In distribution" if expected["in_distribution"] else "Out of distribution"
+    assert flag in result  # the digits bundle has a reference profile: inputs are scored
+    box = chromium.find_element(By.CSS_SELECTOR, ".st-key-result-0")
+    assert box.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")  # the bars
+    assert box.find_elements(By.TAG_NAME, "img")  # the uploaded digit, shown
+    chromium.save_screenshot(str(tmp_path / "predict-image.png"))
+
+
+def test_a_pasted_text_is_classified(
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment], tmp_path: Path
+) -> None:
+    text = tiny_deployments["text"]
+    chromium.get(text.ui.url)
+    type_into(chromium, "textarea", ARTICLE)
+    click_button(chromium, "Classify")
+    result = result_text(chromium)
+    expected = api_label(text, json={"text": ARTICLE})
+    assert f"\n{expected['label']}\n" in f"\n{result}\n"
+    assert "Saudi Arabia said" in result
+    chromium.save_screenshot(str(tmp_path / "predict-text.png"))
+
+
+def test_an_uploaded_clip_is_playable_and_classified(
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment], tmp_path: Path
+) -> None:
+    audio = tiny_deployments["audio"]
+    result = classify_files(chromium, audio, FLAC)
+    expected = api_label(audio, files=[("files", (FLAC.name, FLAC.read_bytes()))])
+    assert f"\n{expected['label']}\n" in f"\n{result}\n"
+    player = chromium.find_element(By.CSS_SELECTOR, ".st-key-result-0 audio")
+    chromium.execute_script("arguments[0].load()", player)  # playable: Chromium decodes it
+    WebDriverWait(chromium, WAIT_S).until(
+        lambda _: chromium.execute_script("return arguments[0].duration", player) > 0
+    )
+    duration = chromium.execute_script("return arguments[0].duration", player)
+    assert abs(duration - soundfile.info(str(FLAC)).duration) < 0.05
+    chromium.save_screenshot(str(tmp_path / "predict-audio.png"))
+
+
+def test_a_rejected_file_shows_the_api_detail(
+    chromium: WebDriver, image_deployment: Deployment, tmp_path: Path
+) -> None:
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are notes, not pixels\n")
+    image = image_deployment
+    chromium.get(image.ui.url)
+    wait_for(chromium, "input[type='file']").send_keys(str(not_an_image))
+    wait_for_text(chromium, not_an_image.name)
+    click_button(chromium, "Classify")
+    alert = wait_for(chromium, "[data-testid='stAlertContentError']").text
+    refusal = httpx.post(
+        f"{image.api.url}/v1/predict",
+        files=[("files", (not_an_image.name, not_an_image.read_bytes()))],
+    )
+    assert refusal.status_code == 415
+    assert alert == f"The API refused the input: {refusal.json()['detail']} (415)"
+    assert "Traceback" not in main_text(chromium)
+
+
+def test_an_unreachable_api_is_a_message_not_a_traceback(
+    chromium: WebDriver, tmp_path: Path
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    ui = start_ui(nowhere, tmp_path / "ui.log")
+    try:
+        for page in ("", "model-card", "monitoring"):
+            chromium.get(f"{ui.url}/{page}")
+            alert = wait_for(chromium, "[data-testid='stAlertContentError']").text
+            assert alert.startswith(f"cannot reach the API at {nowhere}")
+            assert "Traceback" not in main_text(chromium)
+    finally:
+        ui.stop()
+
+
+def test_the_model_card_page_of_each_bundle(
+    chromium: WebDriver, deployments: dict[str, Deployment], tmp_path: Path
+) -> None:
+    for modality, deployment in deployments.items():
+        card = httpx.get(f"{deployment.api.url}/v1/model/card").json()
+        chromium.get(f"{deployment.ui.url}/model-card")
+        wait_for_text(chromium, f"Model card: {card['name']} {card['version']}")
+        wait_for_text(chromium, "Reference profile")
+        text = main_text(chromium)
+        assert ", ".join(card["labels"]) in text
+        chromium.save_screenshot(str(tmp_path / f"card-{modality}.png"))
+    digits = httpx.get(f"{deployments['image'].api.url}/v1/model/card").json()
+    chromium.get(f"{deployments['image'].ui.url}/model-card")
+    wait_for_text(chromium, "Lineage")
+    text = main_text(chromium)
+    assert f"{digits['metrics']['accuracy']:.4g}" in text
+    assert digits["data"]["fingerprint"] in text and digits["lineage"]["mlflow_run_id"] in text
+    table = chromium.find_element(By.CSS_SELECTOR, "[data-testid='stTable']").text
+    assert all(label in table for label in digits["labels"])
+    assert chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")
