@@ -6,6 +6,7 @@ seconds instead of hanging.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's packages; elsewhere (GitHub's Ubuntu runners, whose chromium is a snap) the workflow
+# points these at the Chrome and chromedriver preinstalled on the runner.
+CHROMIUM = Path(os.environ.get("MLFACTORY_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("MLFACTORY_CHROMEDRIVER", "/usr/bin/chromedriver"))
 FLAGS = (
     "--headless",
     "--no-sandbox",
