@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path("/usr/lib/postgresql/15/bin")
+from mlfactory.serving.process import free_port
+
+# Debian and Ubuntu keep each major version's server binaries apart; the newest one is used.
+INSTALLED = sorted(
+    Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+)
+BIN = INSTALLED[-1].parent if INSTALLED else Path("/usr/lib/postgresql/15/bin")
 START_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _as_server_user(command: list[str]) -> list[str]:
@@ -41,14 +40,14 @@ def _run(command: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """The SQLAlchemy URL (psycopg) of a fresh database on a local PostgreSQL 15 server."""
+    """The SQLAlchemy URL (psycopg) of a fresh database on a local PostgreSQL server."""
     if not (BIN / "initdb").is_file():
-        pytest.skip(f"PostgreSQL server binaries not found in {BIN} (apt-get install postgresql)")
+        pytest.fail(f"PostgreSQL server binaries not found in {BIN} (apt-get install postgresql)")
     # Under /tmp itself: pytest's own temporary folders are closed to other users.
     root = Path(tempfile.mkdtemp(prefix="mlfactory-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     initdb = [str(BIN / "initdb"), "-D", str(data), "-U", "mlf", "--auth=trust", "-E", "UTF8"]
     _run(initdb)
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off"
