@@ -93,6 +93,7 @@ def test_a_default_run_prints_one_line_per_phase_and_no_noise(tmp_path: Path) ->
         "data",
         "epoch",
         "export",
+        "monitoring",
         "evaluation",
         "done",
     ], stderr

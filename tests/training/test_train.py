@@ -29,7 +29,12 @@ runner = CliRunner()
 def test_bundle_is_complete_and_self_describing(trained_digits: TrainResult) -> None:
     bundle = load_bundle(trained_digits.bundle.path)
     meta = bundle.meta
-    assert sorted(p.name for p in bundle.path.iterdir()) == ["bundle.json", "model.onnx"]
+    assert sorted(p.name for p in bundle.path.iterdir()) == [
+        "bundle.json",
+        "model.onnx",
+        "profile.json",  # the monitoring reference profile (npz + JSON, no pickle)
+        "profile.npz",
+    ]
     assert meta.name == "digits"
     assert meta.version == "1"  # the first run named digits in its MLflow store
     assert meta.modality == "image"

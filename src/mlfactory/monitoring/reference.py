@@ -10,7 +10,6 @@ when those are still fewer, the bundle gets no profile and serves without monito
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,9 +26,9 @@ from mlfactory.monitoring.profile import (
     ReferenceProfile,
     build_profile,
 )
+from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 
-log = logging.getLogger(__name__)
 BATCH = 64
 Label = TypeVar("Label")
 
@@ -50,8 +49,9 @@ def write_profile(bundle: Bundle, dataset: PreparedDataset) -> ReferenceProfile 
     """
     items, source = reference_items(dataset)
     if len(items) < MIN_REFERENCE:
-        log.warning(
-            "no monitoring profile: %d validation and test items, at least %d are needed",
+        phase_log.info(
+            "monitoring: no profile (%d validation and test items, at least %d are needed); "
+            "the bundle serves without OOD scores and drift checks",
             len(items),
             MIN_REFERENCE,
         )
@@ -64,8 +64,8 @@ def write_profile(bundle: Bundle, dataset: PreparedDataset) -> ReferenceProfile 
         embeddings, probabilities, labels, summaries, bundle.meta.labels, source=source
     )
     profile.save(bundle.path)
-    log.info(
-        "monitoring profile: %d %s inputs, %.2f MB", len(labels), source, profile_mb(bundle.path)
+    phase_log.info(
+        "monitoring: profile of %d %s inputs, %.2f MB", len(labels), source, profile_mb(bundle.path)
     )
     return profile
 
