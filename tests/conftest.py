@@ -53,6 +53,12 @@ def prediction_log_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     mp.undo()
 
 
+@pytest.fixture
+def log_url(tmp_path: Path) -> str:
+    """A prediction log of the test's own (SQLite, in its temporary folder)."""
+    return f"sqlite:///{tmp_path / 'predictions.db'}"
+
+
 @pytest.fixture(scope="session")
 def digit_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """240 real MNIST digits, one folder per class (the Kaggle mushroom layout)."""

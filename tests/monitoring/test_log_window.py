@@ -17,6 +17,7 @@ from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import Window, check_window
 from mlfactory.serving.log_tables import feedback
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
+from tests.first_release_log import write_first_release_log
 from tests.monitoring.conftest import DigitOutputs, Outputs
 
 LABELS = [str(digit) for digit in range(10)]
@@ -58,11 +59,6 @@ def log_outputs(
     log.submit(rows).result(timeout=30)
     log.close()
     return rows
-
-
-@pytest.fixture
-def log_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'predictions.db'}"
 
 
 def test_a_logged_window_reads_back_as_it_was_served(
@@ -140,27 +136,9 @@ def test_an_empty_log_and_another_models_log_are_empty_windows(
     assert len(read_window(f"sqlite:///{bare}", "digits", "1")) == 0
 
 
-OLD_SCHEMA = """
-CREATE TABLE predictions (
-    id INTEGER NOT NULL PRIMARY KEY, ts DATETIME NOT NULL, request_id VARCHAR(64) NOT NULL,
-    input_index INTEGER NOT NULL, model_name VARCHAR(200) NOT NULL,
-    model_version VARCHAR(100) NOT NULL, input_summary JSON NOT NULL, embedding JSON NOT NULL,
-    probabilities JSON NOT NULL, label VARCHAR(200) NOT NULL, score FLOAT NOT NULL,
-    latency_ms FLOAT NOT NULL
-)
-"""
-
-
 def test_a_log_with_json_embeddings_reads_without_an_upgrade(tmp_path: Path) -> None:
     database = tmp_path / "old.db"
-    with sqlite3.connect(database) as connection:
-        connection.execute(OLD_SCHEMA)
-        connection.execute(
-            "INSERT INTO predictions (ts, request_id, input_index, model_name, model_version, "
-            "input_summary, embedding, probabilities, label, score, latency_ms) VALUES "
-            "('2026-01-01 00:00:00.000000', 'old', 0, 'digits', '1', '{\"bytes\": 9}', "
-            "'[0.5, -0.25, 3.0]', '{\"cat\": 0.75, \"dog\": 0.25}', 'cat', 0.75, 3.5)"
-        )
+    write_first_release_log(database, [0.5, -0.25, 3.0])
     window = read_window(f"sqlite:///{database}", "digits", "1")
     assert window.embeddings.tolist() == [[0.5, -0.25, 3.0]]
     assert window.probabilities.tolist() == [[0.75, 0.25]]  # the row's own label order

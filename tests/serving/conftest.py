@@ -109,6 +109,13 @@ def client(image_bundle: Path) -> Iterator[TestClient]:
         yield started
 
 
+@pytest.fixture
+def logged_client(image_bundle: Path, log_url: str) -> Iterator[TestClient]:
+    """The digits app logging to the test's own prediction log (`log_url`)."""
+    with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as started:
+        yield started
+
+
 def upload(name: str, data: bytes, content_type: str = "image/png") -> tuple[str, Any]:
     """One `files` part for httpx's `files=[...]`."""
     return ("files", (name, data, content_type))

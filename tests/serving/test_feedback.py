@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from mlfactory.monitoring.log_window import read_window
-from mlfactory.serving.app import create_app
 from mlfactory.serving.feedback import MAX_BODY_BYTES, MAX_ITEMS
 from mlfactory.serving.log_tables import feedback
 from mlfactory.serving.prediction_log import PredictionLog
-from mlfactory.serving.settings import ServingSettings
 
 from .conftest import LABELS, DigitImage, upload
-
-
-@pytest.fixture
-def log_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'predictions.db'}"
-
-
-@pytest.fixture
-def labelled_client(image_bundle: Path, log_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as client:
-        yield client
 
 
 def predict_two(client: TestClient, digit_images: list[DigitImage]) -> str:
@@ -53,10 +38,10 @@ def feedback_rows(log_url: str) -> int:
 
 
 def test_labels_round_trip_and_the_last_one_wins(
-    labelled_client: TestClient, digit_images: list[DigitImage], log_url: str
+    logged_client: TestClient, digit_images: list[DigitImage], log_url: str
 ) -> None:
-    request_id = predict_two(labelled_client, digit_images)
-    one = labelled_client.post("/v1/feedback", json={"request_id": request_id, "label": "3"})
+    request_id = predict_two(logged_client, digit_images)
+    one = logged_client.post("/v1/feedback", json={"request_id": request_id, "label": "3"})
     assert (one.status_code, one.json()) == (200, {"stored": 1})
     assert true_labels(log_url) == ["3", None]
 
@@ -65,10 +50,10 @@ def test_labels_round_trip_and_the_last_one_wins(
         {"request_id": request_id, "input_index": 0, "label": "8"},
         {"request_id": request_id, "input_index": 0, "label": "5"},  # the last one wins
     ]
-    response = labelled_client.post("/v1/feedback", json=both)
+    response = logged_client.post("/v1/feedback", json=both)
     assert (response.status_code, response.json()) == (200, {"stored": 2})
     assert true_labels(log_url) == ["5", "4"]
-    again = labelled_client.post("/v1/feedback", json=both)  # a retry changes nothing
+    again = logged_client.post("/v1/feedback", json=both)  # a retry changes nothing
     assert again.status_code == 200
     assert true_labels(log_url) == ["5", "4"] and feedback_rows(log_url) == 2
 
@@ -86,31 +71,31 @@ def test_labels_round_trip_and_the_last_one_wins(
     ],
 )
 def test_each_error_is_a_status_with_a_detail_and_stores_nothing(
-    labelled_client: TestClient,
+    logged_client: TestClient,
     digit_images: list[DigitImage],
     log_url: str,
     body: object,
     status: int,
     fragment: str,
 ) -> None:
-    request_id = predict_two(labelled_client, digit_images)
+    request_id = predict_two(logged_client, digit_images)
     sent = json.loads(json.dumps(body).replace("{id}", request_id))
-    response = labelled_client.post("/v1/feedback", json=sent)
+    response = logged_client.post("/v1/feedback", json=sent)
     assert response.status_code == status
     assert fragment in response.json()["detail"]
     assert feedback_rows(log_url) == 0  # a list is stored whole or not at all
 
 
-def test_the_body_is_limited(labelled_client: TestClient, digit_images: list[DigitImage]) -> None:
-    request_id = predict_two(labelled_client, digit_images)
+def test_the_body_is_limited(logged_client: TestClient, digit_images: list[DigitImage]) -> None:
+    request_id = predict_two(logged_client, digit_images)
     many = [{"request_id": request_id, "label": "3"}] * (MAX_ITEMS + 1)
-    assert labelled_client.post("/v1/feedback", json=many).status_code == 413
+    assert logged_client.post("/v1/feedback", json=many).status_code == 413
     huge = b'{"request_id": "' + b"x" * MAX_BODY_BYTES + b'", "label": "3"}'
-    response = labelled_client.post(
+    response = logged_client.post(
         "/v1/feedback", content=huge, headers={"content-type": "application/json"}
     )
     assert response.status_code == 413 and "too large" in response.json()["detail"]
-    broken = labelled_client.post(
+    broken = logged_client.post(
         "/v1/feedback", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert broken.status_code == 422 and "invalid JSON body" in broken.json()["detail"]

@@ -48,11 +48,6 @@ def unseen_digits() -> list[tuple[Image.Image, str]]:
 
 
 @pytest.fixture
-def log_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'predictions.db'}"
-
-
-@pytest.fixture
 def monitored_client(monitored_digits: Any, log_url: str) -> Iterator[TestClient]:
     app = create_app(monitored_digits.bundle.path, ServingSettings(log_url=log_url))
     with TestClient(app) as client:

@@ -7,7 +7,6 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,6 @@ from mlfactory.serving.settings import ServingSettings
 from .conftest import LABELS, DigitImage, png_bytes, upload
 from .test_bad_inputs import assert_error
 from .tiny_bundles import copy_with_version, tiny_bundle, wav_bytes
-
-
-@pytest.fixture
-def log_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'predictions.db'}"
-
-
-@pytest.fixture
-def logged_client(image_bundle: Path, log_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as client:
-        yield client
 
 
 def metric(text: str, name: str) -> float:

@@ -22,6 +22,7 @@ from mlfactory.serving.prediction_log import (
     predictions,
     upgrade_schema,
 )
+from tests.first_release_log import write_first_release_log
 
 
 def row(request_id: str, index: int = 0) -> LoggedPrediction:
@@ -138,6 +139,7 @@ def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
         f"""
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[2])!r})  # the module imports tests.*
         from test_prediction_log import row
         from mlfactory.serving.prediction_log import PredictionLog
         log = PredictionLog({f"sqlite:///{database}"!r})
@@ -208,35 +210,9 @@ def test_lag_is_the_wait_of_the_oldest_uncommitted_request(
     assert prediction_log.lag_s() == 0.0
 
 
-# The table as the first release created it: before model_run_id and data_fingerprint.
-FIRST_RELEASE_SCHEMA = """
-CREATE TABLE predictions (
-    id INTEGER NOT NULL PRIMARY KEY,
-    ts DATETIME NOT NULL,
-    request_id VARCHAR(64) NOT NULL,
-    input_index INTEGER NOT NULL,
-    model_name VARCHAR(200) NOT NULL,
-    model_version VARCHAR(100) NOT NULL,
-    input_summary JSON NOT NULL,
-    embedding JSON NOT NULL,
-    probabilities JSON NOT NULL,
-    label VARCHAR(200) NOT NULL,
-    score FLOAT NOT NULL,
-    latency_ms FLOAT NOT NULL
-)
-"""
-
-
 def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Path) -> None:
     database = tmp_path / "old.db"
-    with sqlite3.connect(database) as connection:
-        connection.execute(FIRST_RELEASE_SCHEMA)
-        connection.execute(
-            "INSERT INTO predictions (ts, request_id, input_index, model_name, model_version, "
-            "input_summary, embedding, probabilities, label, score, latency_ms) VALUES "
-            "('2026-01-01 00:00:00.000000', 'old', 0, 'digits', '1', '{\"bytes\": 9}', "
-            "'[0.5]', '{\"cat\": 0.75, \"dog\": 0.25}', 'cat', 0.75, 3.5)"
-        )
+    write_first_release_log(database, [0.5])
 
     log = PredictionLog(f"sqlite:///{database}")  # upgrades the table on open
     with sqlite3.connect(database) as connection:
