@@ -56,7 +56,8 @@ def test_a_batch_scores_as_its_rows_do(
     rows = digit_outputs.held_out.embeddings[:16]
     batch = digit_profile.ood.score(rows)
     one_by_one = np.concatenate([digit_profile.ood.score(row[None]) for row in rows])
-    np.testing.assert_allclose(batch, one_by_one, rtol=1e-6)
+    # float32 products: a batch and a single row may take different BLAS kernels.
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-4)
     assert (digit_profile.ood.is_ood(rows) == (batch > digit_profile.ood.threshold)).all()
 
 

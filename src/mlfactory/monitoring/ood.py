@@ -15,6 +15,7 @@ conformal calibration, see `OodScorer.fit`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -50,17 +51,27 @@ class OodScorer:
     fpr: float = DEFAULT_FPR
     normalize: bool = False
     calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    _means: np.ndarray = field(init=False, repr=False, compare=False)
-    _basis: np.ndarray = field(init=False, repr=False, compare=False)
+    _dims: int = field(init=False, repr=False, compare=False)
+    _fused: np.ndarray = field(init=False, repr=False, compare=False)
     _means_in_basis: np.ndarray = field(init=False, repr=False, compare=False)
     _mean_norms: np.ndarray = field(init=False, repr=False, compare=False)
+    _inverse_variances: np.ndarray = field(init=False, repr=False, compare=False)
+    _inverse_residual: np.float32 = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # What every batch reuses, computed once.
-        self._means = self.class_means.astype(np.float64)
-        self._basis = self.projection.basis.astype(np.float64)
-        self._means_in_basis = self._means @ self._basis
-        self._mean_norms = np.sum(self._means**2, axis=1)
+        # What every batch reuses, computed once. Scoring runs in float32: one product of the
+        # batch with [basis | class means^T] gives both the coordinates along the basis and the
+        # dot products with each class mean (measured: about a third of the float64 time).
+        means = np.asarray(self.class_means, dtype=np.float64)
+        basis = np.asarray(self.projection.basis, dtype=np.float64)
+        self._dims = basis.shape[1]
+        self._fused = np.ascontiguousarray(np.concatenate([basis, means.T], axis=1), np.float32)
+        self._means_in_basis = (means @ basis).astype(np.float32)
+        self._mean_norms = np.sum(means**2, axis=1).astype(np.float32)
+        variances = np.asarray(self.projection.variances, dtype=np.float64)
+        floor = VARIANCE_FLOOR * float(variances.max(initial=1.0))
+        self._inverse_variances = (1.0 / np.maximum(variances, floor)).astype(np.float32)
+        self._inverse_residual = np.float32(1.0 / max(self.projection.residual_variance, floor))
 
     @classmethod
     def fit(
@@ -121,27 +132,28 @@ class OodScorer:
             return self._score(embeddings)
 
     def _score(self, embeddings: np.ndarray) -> np.ndarray:
-        x = _prepare(embeddings, self.normalize)
-        basis = self._basis
-        floor = VARIANCE_FLOOR * float(self.projection.variances.max(initial=1.0))
-        variances = np.maximum(self.projection.variances.astype(np.float64), floor)
-        residual_variance = max(self.projection.residual_variance, floor)
+        x = _prepare(embeddings, self.normalize, np.float32)
+        products = x @ self._fused
+        along, dots = products[:, : self._dims], products[:, self._dims :]
         # z = basis^T (x - mean_c) for every input and class; |x - mean_c|^2 without the N x C x D
         # difference tensor.
-        z = (x @ basis)[:, None, :] - self._means_in_basis[None]
-        inside = np.einsum("nck,nck->nc", z, z)
-        distance2 = np.sum(x**2, axis=1)[:, None] - 2.0 * x @ self._means.T + self._mean_norms[None]
+        z = along[:, None, :] - self._means_in_basis[None]
+        squared = z * z
+        inside = squared.sum(axis=2)
+        distance2 = np.einsum("nd,nd->n", x, x)[:, None] - 2.0 * dots + self._mean_norms[None]
         residual = np.maximum(distance2 - inside, 0.0)
-        mahalanobis = np.einsum("nck,k->nc", z**2, 1.0 / variances) + residual / residual_variance
-        return np.asarray(mahalanobis.min(axis=1) / x.shape[1])
+        mahalanobis = squared @ self._inverse_variances + residual * self._inverse_residual
+        return np.asarray(mahalanobis.min(axis=1) / x.shape[1], dtype=np.float64)
 
     def is_ood(self, embeddings: np.ndarray) -> np.ndarray:
         """(N,) True where the score is above the calibrated threshold."""
         return np.asarray(self.score(embeddings) > self.threshold)
 
 
-def _prepare(embeddings: np.ndarray, normalize: bool) -> np.ndarray:
-    x = np.asarray(embeddings, dtype=np.float64)
+def _prepare(
+    embeddings: np.ndarray, normalize: bool, dtype: type[np.floating[Any]] = np.float64
+) -> np.ndarray:
+    x = np.asarray(embeddings, dtype=dtype)
     if x.ndim != 2:
         raise ValueError(f"embeddings must be a 2-D array (N, D), got shape {x.shape}")
     if normalize:
