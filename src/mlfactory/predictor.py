@@ -44,12 +44,10 @@ class BatchOutput:
 
     probabilities: np.ndarray  # (N, num_labels)
     embeddings: np.ndarray  # (N, embedding_dim)
-    ood_scores: np.ndarray | None = None  # (N,) when a monitoring profile is loaded
 
     def rows(self, start: int, end: int) -> BatchOutput:
         """The outputs of rows `start` to `end` (exclusive)."""
-        scores = None if self.ood_scores is None else self.ood_scores[start:end]
-        return BatchOutput(self.probabilities[start:end], self.embeddings[start:end], scores)
+        return BatchOutput(self.probabilities[start:end], self.embeddings[start:end])
 
 
 class Predictor:
@@ -110,14 +108,11 @@ class Predictor:
         return arrays
 
     def run(self, encoded: list[dict[str, np.ndarray]]) -> BatchOutput:
-        """Run the model on already-encoded inputs as one batch (with the OOD scores of the
-        embeddings when a monitoring profile is loaded: once a batch, not once a request)."""
+        """Run the model on already-encoded inputs as one batch."""
         probabilities, embeddings = self.session.run(
             [PROBABILITIES, EMBEDDING], stack_inputs(encoded)
         )
-        embeddings = np.asarray(embeddings)
-        scores = None if self.profile is None else self.profile.ood.score(embeddings)
-        return BatchOutput(np.asarray(probabilities), embeddings, scores)
+        return BatchOutput(np.asarray(probabilities), np.asarray(embeddings))
 
     @staticmethod
     def check_finite(output: BatchOutput, names: Sequence[str]) -> None:

@@ -53,25 +53,34 @@ class OodScorer:
     calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     _dims: int = field(init=False, repr=False, compare=False)
     _fused: np.ndarray = field(init=False, repr=False, compare=False)
-    _means_in_basis: np.ndarray = field(init=False, repr=False, compare=False)
-    _mean_norms: np.ndarray = field(init=False, repr=False, compare=False)
-    _inverse_variances: np.ndarray = field(init=False, repr=False, compare=False)
-    _inverse_residual: np.float32 = field(init=False, repr=False, compare=False)
+    _weights: np.ndarray = field(init=False, repr=False, compare=False)
+    _residual: np.float32 = field(init=False, repr=False, compare=False)
+    _constants: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # What every batch reuses, computed once. Scoring runs in float32: one product of the
-        # batch with [basis | class means^T] gives both the coordinates along the basis and the
-        # dot products with each class mean (measured: about a third of the float64 time).
+        # Everything per class that a batch reuses, computed once (float64), kept in float32.
+        # With B the basis, w the inverse variances along it, r the inverse residual variance
+        # and m_c a class mean, the squared distance of x from m_c expands to
+        #   sum_k (w_k - r) (B^T x - B^T m_c)_k^2 + r |x - m_c|^2
+        #   = [sum_k (w_k - r) (B^T x)_k^2 + r |x|^2] - 2 x . l_c + const_c,
+        # with l_c = B ((w - r) * B^T m_c) + r m_c. One product of the batch with [B | L] then
+        # gives every term (measured: about a third of the time of the direct float64 form).
         means = np.asarray(self.class_means, dtype=np.float64)
         basis = np.asarray(self.projection.basis, dtype=np.float64)
-        self._dims = basis.shape[1]
-        self._fused = np.ascontiguousarray(np.concatenate([basis, means.T], axis=1), np.float32)
-        self._means_in_basis = (means @ basis).astype(np.float32)
-        self._mean_norms = np.sum(means**2, axis=1).astype(np.float32)
         variances = np.asarray(self.projection.variances, dtype=np.float64)
         floor = VARIANCE_FLOOR * float(variances.max(initial=1.0))
-        self._inverse_variances = (1.0 / np.maximum(variances, floor)).astype(np.float32)
-        self._inverse_residual = np.float32(1.0 / max(self.projection.residual_variance, floor))
+        inverse = 1.0 / np.maximum(variances, floor)
+        residual = 1.0 / max(self.projection.residual_variance, floor)
+        in_basis = means @ basis  # (C, k)
+        weights = inverse - residual
+        linear = basis @ (weights[:, None] * in_basis.T) + residual * means.T  # (D, C)
+        self._dims = basis.shape[1]
+        self._fused = np.ascontiguousarray(np.concatenate([basis, linear], axis=1), np.float32)
+        self._weights = weights.astype(np.float32)
+        self._residual = np.float32(residual)
+        self._constants = ((in_basis**2) @ weights + residual * np.sum(means**2, axis=1)).astype(
+            np.float32
+        )
 
     @classmethod
     def fit(
@@ -132,18 +141,20 @@ class OodScorer:
             return self._score(embeddings)
 
     def _score(self, embeddings: np.ndarray) -> np.ndarray:
-        x = _prepare(embeddings, self.normalize, np.float32)
+        # Few numpy calls on small arrays: right after a model call the caches are cold, and
+        # each call then costs several microseconds whatever its size.
+        x = np.asarray(embeddings, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"embeddings must be a 2-D array (N, D), got shape {x.shape}")
+        squared_norms = np.einsum("nd,nd->n", x, x)
         products = x @ self._fused
-        along, dots = products[:, : self._dims], products[:, self._dims :]
-        # z = basis^T (x - mean_c) for every input and class; |x - mean_c|^2 without the N x C x D
-        # difference tensor.
-        z = along[:, None, :] - self._means_in_basis[None]
-        squared = z * z
-        inside = squared.sum(axis=2)
-        distance2 = np.einsum("nd,nd->n", x, x)[:, None] - 2.0 * dots + self._mean_norms[None]
-        residual = np.maximum(distance2 - inside, 0.0)
-        mahalanobis = squared @ self._inverse_variances + residual * self._inverse_residual
-        return np.asarray(mahalanobis.min(axis=1) / x.shape[1], dtype=np.float64)
+        if self.normalize:  # (x / |x|) @ F = (x @ F) / |x|, and |x / |x||^2 = 1
+            products /= np.sqrt(np.maximum(squared_norms, 1e-24))[:, None]
+            squared_norms = np.ones_like(squared_norms)
+        along = products[:, : self._dims]
+        rows = (along * along) @ self._weights + self._residual * squared_norms
+        distances = (rows[:, None] + self._constants) - 2.0 * products[:, self._dims :]
+        return distances.min(axis=1).astype(np.float64) / x.shape[1]
 
     def is_ood(self, embeddings: np.ndarray) -> np.ndarray:
         """(N,) True where the score is above the calibrated threshold."""
