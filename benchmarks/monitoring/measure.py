@@ -77,14 +77,15 @@ def ood_rows(
 def accuracy_rows(
     profile: ReferenceProfile, pools: list[tuple[Pool, Outputs]]
 ) -> list[dict[str, Any]]:
-    """True accuracy of each pool next to the CBPE estimate and the mean raw confidence."""
+    """True accuracy of each pool next to the estimate (ATC), CBPE and the mean raw confidence."""
     rows = []
     for pool, out in pools:
         if pool.kind == "reference":
             continue
         true = label_indices([label or "" for label in out.labels], profile.labels)
         accuracy = float(np.mean(out.probabilities.argmax(axis=1) == true))
-        estimate = estimated_accuracy(out.probabilities, profile.temperature)
+        estimate = estimated_accuracy(out.probabilities, profile.temperature, profile.accuracy)
+        cbpe = estimated_accuracy(out.probabilities, profile.temperature).value or 0.0
         confidence = float(out.probabilities.max(axis=1).mean())
         rows.append(
             {
@@ -94,6 +95,8 @@ def accuracy_rows(
                 "estimated": estimate.value,
                 "ci": [estimate.low, estimate.high],
                 "confidence": confidence,
+                "cbpe": cbpe,
+                "cbpe_error": abs(cbpe - accuracy),
                 "error": abs((estimate.value or 0.0) - accuracy),
                 "confidence_error": abs(confidence - accuracy),
             }

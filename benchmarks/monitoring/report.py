@@ -73,16 +73,16 @@ def _bundle_section(result: dict[str, Any], targets: list[str]) -> list[str]:
         )
     lines += [
         "",
-        "| accuracy on | n | true | estimated [95 % CI] | abs error | mean raw confidence | "
-        "abs error |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| accuracy on | n | true | estimated (ATC) [95 % CI] | abs error | mean calibrated "
+        "confidence (CBPE) | abs error | mean raw confidence | abs error |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["accuracy"]:
         low, high = row["ci"]
         lines.append(
             f"| {row['pool']} | {row['n']} | {row['accuracy']:.3f} | {row['estimated']:.3f} "
-            f"[{low:.3f}, {high:.3f}] | {row['error']:.3f} | {row['confidence']:.3f} | "
-            f"{row['confidence_error']:.3f} |"
+            f"[{low:.3f}, {high:.3f}] | {row['error']:.3f} | {row['cbpe']:.3f} | "
+            f"{row['cbpe_error']:.3f} | {row['confidence']:.3f} | {row['confidence_error']:.3f} |"
         )
         targets.append(
             _target(

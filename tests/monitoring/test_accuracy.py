@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from PIL import ImageOps
 from scipy import special
 
 from mlfactory.monitoring.accuracy import (
     MIN_ERRORS_TO_FIT,
+    ConfidenceThreshold,
     calibrate,
     estimated_accuracy,
     fit_temperature,
@@ -64,10 +67,13 @@ def test_estimated_accuracy_on_unseen_digits_is_close_to_the_true_one(
     held_out = digit_outputs.held_out
     truth = label_indices(held_out.labels, digit_profile.labels)
     true_accuracy = float(np.mean(held_out.probabilities.argmax(axis=1) == truth))
-    estimate = estimated_accuracy(held_out.probabilities, digit_profile.temperature)
-    assert estimate.value is not None and estimate.low is not None and estimate.high is not None
-    assert abs(estimate.value - true_accuracy) <= 0.06
-    assert estimate.low < estimate.value < estimate.high and estimate.n == len(held_out)
+    # ATC (the profile's threshold), and CBPE (the mean calibrated confidence) of older profiles.
+    for threshold in (digit_profile.accuracy, None):
+        estimate = estimated_accuracy(held_out.probabilities, digit_profile.temperature, threshold)
+        assert estimate.value is not None and estimate.low is not None
+        assert estimate.high is not None
+        assert abs(estimate.value - true_accuracy) <= 0.06
+        assert estimate.low < estimate.value < estimate.high and estimate.n == len(held_out)
     assert estimated_accuracy(held_out.probabilities[:0], 1.0).value is None
 
 
@@ -83,3 +89,58 @@ def test_live_accuracy_counts_only_labelled_rows(
     assert live.n == len(held_out) // 2 and live.value == expected
     assert live.low is not None and live.high is not None and live.low < expected < live.high
     assert live_accuracy(predicted, np.full(len(predicted), -1)).value is None
+
+
+def _accuracy(outputs: DigitOutputs | object, labels: list[str]) -> float:
+    probabilities = outputs.probabilities  # type: ignore[attr-defined]
+    truth = label_indices(outputs.labels, labels)  # type: ignore[attr-defined]
+    return float(np.mean(probabilities.argmax(axis=1) == truth))
+
+
+def test_the_threshold_reproduces_the_reference_accuracy_ties_included(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    reference = digit_outputs.reference
+    truth = label_indices(reference.labels, digit_profile.labels)
+    correct = reference.probabilities.argmax(axis=1) == truth
+    confidence = calibrate(reference.probabilities, digit_profile.temperature).max(axis=1)
+    fitted = ConfidenceThreshold.fit(confidence, correct)
+    assert fitted.share(confidence) == pytest.approx(correct.mean(), abs=1e-12)
+    # Confidences rounded to 0.1: most rows tie with others, the threshold among them; the share
+    # still comes out at the reference accuracy, by weighing the rows at the threshold.
+    coarse = np.round(confidence, 1)
+    tied = ConfidenceThreshold.fit(coarse, correct)
+    assert np.sum(coarse == tied.threshold) > 1 and 0 < tied.tie_weight <= 1
+    assert tied.share(coarse) == pytest.approx(correct.mean(), abs=1e-12)
+    # A reference without errors: the threshold is its lowest confidence, all of which counts.
+    perfect = ConfidenceThreshold.fit(confidence, np.ones(len(confidence), bool))
+    assert perfect.share(confidence) == 1.0 and perfect.threshold == confidence.min()
+    assert ConfidenceThreshold.from_json(fitted.to_json()) == fitted
+
+
+def test_estimated_accuracy_falls_with_real_corruptions_further_than_confidence_does(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    labels = digit_profile.labels
+    assert digit_profile.accuracy is not None
+    held_out = digit_outputs.held_out
+    unshifted = estimated_accuracy(
+        held_out.probabilities, digit_profile.temperature, digit_profile.accuracy
+    )
+    assert unshifted.value is not None
+    unshifted_confidence = float(held_out.probabilities.max(axis=1).mean())
+    for edit in (ImageOps.invert, lambda image: image.rotate(45, fillcolor=0)):
+        shifted = digit_outputs.transform(edit)
+        true = _accuracy(shifted, labels)
+        estimate = estimated_accuracy(
+            shifted.probabilities, digit_profile.temperature, digit_profile.accuracy
+        )
+        assert estimate.value is not None and estimate.low is not None
+        assert estimate.high is not None and estimate.low <= estimate.value <= estimate.high
+        confidence = float(shifted.probabilities.max(axis=1).mean())
+        assert true < 0.6 * _accuracy(held_out, labels)  # a real drop
+        # The share above the threshold falls further than the mean confidence, and lands
+        # closer to the true accuracy. (On milder corruptions of this small model, blur or a
+        # 20-degree turn, it falls too far: see docs/monitoring.md.)
+        assert unshifted.value - estimate.value > unshifted_confidence - confidence
+        assert abs(estimate.value - true) < abs(confidence - true)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlfactory.errors import BundleError
+from mlfactory.monitoring.accuracy import calibrate
 from mlfactory.monitoring.profile import (
     ARRAYS_FILE,
     META_FILE,
@@ -32,6 +33,7 @@ def test_round_trip_without_pickle(
     assert loaded is not None
     assert loaded.labels == digit_profile.labels
     assert loaded.temperature == digit_profile.temperature
+    assert loaded.accuracy == digit_profile.accuracy is not None
     assert loaded.ood.threshold == digit_profile.ood.threshold
     held_out = digit_outputs.held_out
     np.testing.assert_allclose(
@@ -68,6 +70,23 @@ def test_a_pickled_array_is_refused(digit_profile: ReferenceProfile, tmp_path: P
     np.savez(tmp_path / ARRAYS_FILE, **arrays)  # written with pickle, as an attacker would
     with pytest.raises(BundleError, match="export the bundle again"):
         load_profile(tmp_path)
+
+
+def test_a_profile_written_before_the_accuracy_threshold_estimates_with_cbpe(
+    digit_profile: ReferenceProfile, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    digit_profile.save(tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    del meta["accuracy"]  # as the first release wrote it
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    loaded = load_profile(tmp_path)
+    assert loaded is not None and loaded.accuracy is None
+    held_out = digit_outputs.held_out
+    window = Window(held_out.embeddings, held_out.probabilities, held_out.summaries)
+    accuracy = check_window(loaded, window, MODEL).to_json()["accuracy"]
+    assert accuracy["estimated_method"] == "cbpe"
+    calibrated = calibrate(held_out.probabilities, loaded.temperature).max(axis=1)
+    assert accuracy["estimated"] == pytest.approx(float(calibrated.mean()))
 
 
 def test_a_newer_format_is_refused(digit_profile: ReferenceProfile, tmp_path: Path) -> None:

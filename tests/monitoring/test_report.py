@@ -89,6 +89,7 @@ def test_the_json_contract(digit_outputs: DigitOutputs, digit_profile: Reference
     accuracy = report["accuracy"]
     low, high = accuracy["estimated_ci"]
     assert low <= accuracy["estimated"] <= high
+    assert accuracy["estimated_method"] == "atc"  # the profile holds its threshold
     predicted = held_out.probabilities.argmax(axis=1)[::3]
     assert accuracy["labelled"] == 40
     assert accuracy["live"] == np.mean(predicted == np.array(held_out.labels[::3], dtype=int))

@@ -5,7 +5,8 @@ It is built from data the model did not train on (normally the validation split)
 - the out-of-distribution scorer (class means, a within-class basis, the calibrated threshold);
 - the drift reference sample: the embedding projected on at most 32 principal directions (the
   basis is stored too), the predicted label, the confidence and the input-summary features;
-- the temperature that calibrates the probabilities for the estimated accuracy.
+- the temperature that calibrates the probabilities, and the calibrated-confidence threshold
+  of the estimated accuracy (ATC, see `accuracy.py`).
 
 On disk it is two files in the bundle folder: `profile.npz` (arrays only, read with
 `allow_pickle=False`, so loading a profile can never run code) and `profile.json` (scalars,
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlfactory.errors import BundleError
-from mlfactory.monitoring.accuracy import calibrate, fit_temperature
+from mlfactory.monitoring.accuracy import ConfidenceThreshold, calibrate, fit_temperature
 from mlfactory.monitoring.features import SummaryColumns, feature_kinds, summary_columns
 from mlfactory.monitoring.ood import DEFAULT_DIMS, DEFAULT_FPR, OodScorer
 from mlfactory.monitoring.projection import Projection
@@ -70,6 +71,8 @@ class ReferenceProfile:
         drift: the drift reference sample.
         temperature: the probability calibration of the estimated accuracy.
         meta: provenance and summary figures (source, sizes, reference accuracy, time).
+        accuracy: the estimated accuracy's threshold (None in profiles written before it was
+            stored: those estimate with the mean calibrated confidence).
     """
 
     labels: list[str]
@@ -77,6 +80,7 @@ class ReferenceProfile:
     drift: DriftReference
     temperature: float
     meta: dict[str, Any] = field(default_factory=dict)
+    accuracy: ConfidenceThreshold | None = None
 
     def save(self, folder: str | Path) -> Path:
         """Write `profile.npz` and `profile.json` into `folder`; returns the npz path."""
@@ -99,6 +103,7 @@ class ReferenceProfile:
             "format_version": FORMAT_VERSION,
             "labels": self.labels,
             "temperature": self.temperature,
+            **({"accuracy": self.accuracy.to_json()} if self.accuracy is not None else {}),
             "ood": {
                 "method": "mahalanobis",
                 "threshold": self.ood.threshold,
@@ -203,7 +208,8 @@ def build_profile(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     ood = OodScorer.fit(x, y, fpr=fpr, dims=ood_dims, normalize=normalize, seed=seed)
-    return ReferenceProfile(list(labels), ood, drift, temperature, meta)
+    accuracy = ConfidenceThreshold.fit(calibrate(p, temperature).max(axis=1), predicted == y)
+    return ReferenceProfile(list(labels), ood, drift, temperature, meta, accuracy)
 
 
 def load_profile(folder: str | Path) -> ReferenceProfile | None:
@@ -283,6 +289,8 @@ def _from_saved(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Referenc
         features=features,
         kinds=kinds,
     )
-    known = {"format_version", "labels", "temperature", "ood", "drift"}
+    known = {"format_version", "labels", "temperature", "accuracy", "ood", "drift"}
     rest = {key: value for key, value in meta.items() if key not in known}
-    return ReferenceProfile(list(meta["labels"]), ood, drift, float(meta["temperature"]), rest)
+    accuracy = ConfidenceThreshold.from_json(meta["accuracy"]) if "accuracy" in meta else None
+    temperature = float(meta["temperature"])
+    return ReferenceProfile(list(meta["labels"]), ood, drift, temperature, rest, accuracy)

@@ -111,6 +111,7 @@ class DriftReport:
             "accuracy": {
                 "estimated": self.estimated.value,
                 "estimated_ci": [self.estimated.low, self.estimated.high],
+                "estimated_method": self.estimated.method,
                 "labelled": self.live.n,
                 "live": self.live.value,
                 "live_ci": [self.live.low, self.live.high],
@@ -167,7 +168,9 @@ def _check_window(
         correction=settings.correction,
         ood_fraction=ood_fraction,
         ood_threshold=profile.ood.threshold,
-        estimated=estimated_accuracy(np.asarray(window.probabilities), profile.temperature),
+        estimated=estimated_accuracy(
+            np.asarray(window.probabilities), profile.temperature, profile.accuracy
+        ),
         live=live_accuracy(predicted, true),
         window_from=min(times) if times else None,
         window_to=max(times) if times else None,

@@ -316,7 +316,8 @@ class DriftReportOut(BaseModel):
     checks: list[DriftCheckOut]
     ood: dict[str, Any] = Field(description='{"fraction", "threshold"}')
     accuracy: dict[str, Any] = Field(
-        description='{"estimated", "estimated_ci": [lo, hi], "labelled", "live", "live_ci"}'
+        description='{"estimated", "estimated_ci": [lo, hi], "estimated_method": "atc" or '
+        '"cbpe", "labelled", "live", "live_ci"}'
     )
 
 
