@@ -1,11 +1,11 @@
 """Monitoring in the server: the OOD score of every input, and the drift and history endpoints.
 
 The bundle's reference profile (`profile.npz`, written at export) is loaded with the model. Each
-prediction then gets its out-of-distribution score: one small matrix product on the request's
-embeddings, on the event loop once the model has answered (`ood_scores`). Not in the
-model-runner thread right after the model call: the call leaves the CPU caches cold, and the
-same product then costs three times as much (measured: 0.12 against 0.04 ms for 4 inputs). A
-bundle without a profile serves as before, with `ood_score` and `in_distribution` null.
+prediction then gets its out-of-distribution score: one small float32 matrix product on the
+request's embeddings, once the model has answered (`ood_scores`). It costs about 0.03 ms for 4
+inputs with warm CPU caches and about 0.13 ms right after a model call, which evicts the
+scorer's matrix (docs/benchmarks.md, "What monitoring costs the server"). A bundle without a
+profile serves as before, with `ood_score` and `in_distribution` null.
 
 `GET /v1/monitoring/drift` checks the latest logged predictions of the served model against its
 profile and returns the report's JSON contract (`DriftReport.to_json`); `GET
