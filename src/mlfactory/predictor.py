@@ -67,6 +67,14 @@ class Predictor:
         self.session = bundle.session(intra_op_threads, inter_op_threads)
         self.profile: ReferenceProfile | None = None
 
+    @property
+    def embedding_width(self) -> int | None:
+        """The width of the model's embedding output (None when the graph leaves it open)."""
+        for output in self.session.get_outputs():
+            if output.name == EMBEDDING and output.shape and isinstance(output.shape[-1], int):
+                return int(output.shape[-1])
+        return None
+
     @classmethod
     def from_path(
         cls, path: str | Path, intra_op_threads: int = 0, inter_op_threads: int = 0

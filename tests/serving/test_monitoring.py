@@ -4,18 +4,22 @@ OOD scores in responses, the log and /metrics; the drift and history endpoints."
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
+from mlfactory.monitoring.profile import ARRAYS_FILE
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
@@ -146,6 +150,28 @@ def test_a_bundle_without_a_profile_serves_and_says_it_has_none(client: TestClie
         response = client.get(path)
         assert response.status_code == 404
         assert "has no monitoring profile" in response.json()["detail"]
+
+
+def test_a_profile_for_another_embedding_width_is_not_used(
+    monitored_digits: Any, log_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A self-consistent profile of a 640-wide embedding beside a model whose embedding is 1,280
+    # wide (a profile copied from another bundle): scoring would fail every request.
+    bundle = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
+    with np.load(bundle / ARRAYS_FILE, allow_pickle=False) as saved:
+        arrays = {key: saved[key] for key in saved.files}
+    arrays["ood.class_means"] = arrays["ood.class_means"][:, :640]
+    arrays["ood.basis"] = arrays["ood.basis"][:640]
+    with open(bundle / ARRAYS_FILE, "wb") as handle:
+        np.savez(handle, allow_pickle=False, **arrays)
+    app = create_app(bundle, ServingSettings(log_url=log_url))
+    with caplog.at_level(logging.WARNING), TestClient(app) as client:
+        image = Image.new("L", (28, 28), 128)
+        response = client.post("/v1/predict", files=[upload("g.png", png(image))])
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"][0]["ood_score"] is None
+        assert client.get("/v1/monitoring/drift").status_code == 404
+    assert "profile is for a 640-wide embedding, the model's is 1280 wide" in caplog.text
 
 
 def gauge(text: str, name: str) -> float | None:

@@ -187,5 +187,5 @@ def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
     predictor = Predictor.from_path(
         path, settings.ort_intra_op_threads, settings.ort_inter_op_threads
     )
-    predictor.profile = load_served_profile(predictor.bundle)
+    predictor.profile = load_served_profile(predictor.bundle, predictor.embedding_width)
     return predictor

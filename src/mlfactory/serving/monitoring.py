@@ -46,8 +46,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def load_served_profile(bundle: Bundle) -> ReferenceProfile | None:
-    """The bundle's profile; None (and a warning) when it has none or it cannot be read."""
+def load_served_profile(
+    bundle: Bundle, embedding_width: int | None = None
+) -> ReferenceProfile | None:
+    """The bundle's profile; None (and a warning) when it has none or cannot serve with it.
+
+    Args:
+        bundle: the served bundle.
+        embedding_width: the width of the model's embedding output, when its graph fixes it:
+            a profile made for another width would fail every request, so it is not used.
+    """
     try:
         profile = load_profile(bundle.path)
     except BundleError as exc:
@@ -55,8 +63,18 @@ def load_served_profile(bundle: Bundle) -> ReferenceProfile | None:
         return None
     if profile is None:
         log.info(missing_profile_message(bundle.meta.name, bundle.meta.version))
-    elif profile.labels != bundle.meta.labels:
+        return None
+    if profile.labels != bundle.meta.labels:
         log.warning("serving without monitoring: the profile's labels are not the bundle's")
+        return None
+    width = int(profile.ood.class_means.shape[1])
+    if embedding_width is not None and width != embedding_width:
+        log.warning(
+            "serving without monitoring: the profile is for a %d-wide embedding, the model's "
+            "is %d wide (export the bundle again)",
+            width,
+            embedding_width,
+        )
         return None
     return profile
 
