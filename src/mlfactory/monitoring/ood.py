@@ -5,7 +5,8 @@ shared by all classes, taken to the nearest class mean. The covariance is D x D 
 from a few hundred vectors, so it is regularised as in probabilistic PCA: its `dims` leading
 within-class directions keep their own variance, and every other direction shares the mean
 variance of the rest. The profile then stores a D x dims basis instead of a D x D matrix, and
-scoring a batch is two small matrix products (no loop, no torch).
+scoring a batch is one float32 product with a precomputed D x (dims + classes) matrix and a
+few operations on the small result (no loop, no torch).
 
 The distance is divided by D, so in-distribution inputs score about 1. The threshold is the
 (1 - fpr) quantile of scores of in-distribution inputs that the scorer was not fitted on (split
@@ -15,7 +16,6 @@ conformal calibration, see `OodScorer.fit`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class OodScorer:
         #   sum_k (w_k - r) (B^T x - B^T m_c)_k^2 + r |x - m_c|^2
         #   = [sum_k (w_k - r) (B^T x)_k^2 + r |x|^2] - 2 x . l_c + const_c,
         # with l_c = B ((w - r) * B^T m_c) + r m_c. One product of the batch with [B | L] then
-        # gives every term (measured: about a third of the time of the direct float64 form).
+        # gives every term (measured: less than half the time of the direct float64 form).
         means = np.asarray(self.class_means, dtype=np.float64)
         basis = np.asarray(self.projection.basis, dtype=np.float64)
         variances = np.asarray(self.projection.variances, dtype=np.float64)
@@ -161,10 +161,8 @@ class OodScorer:
         return np.asarray(self.score(embeddings) > self.threshold)
 
 
-def _prepare(
-    embeddings: np.ndarray, normalize: bool, dtype: type[np.floating[Any]] = np.float64
-) -> np.ndarray:
-    x = np.asarray(embeddings, dtype=dtype)
+def _prepare(embeddings: np.ndarray, normalize: bool) -> np.ndarray:
+    x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"embeddings must be a 2-D array (N, D), got shape {x.shape}")
     if normalize:
