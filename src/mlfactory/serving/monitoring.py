@@ -2,10 +2,11 @@
 
 The bundle's reference profile (`profile.npz`, written at export) is loaded with the model. Each
 prediction then gets its out-of-distribution score: one small float32 matrix product on the
-request's embeddings, once the model has answered (`ood_scores`). It costs about 0.03 ms for 4
-inputs with warm CPU caches and about 0.13 ms right after a model call, which evicts the
-scorer's matrix (docs/benchmarks.md, "What monitoring costs the server"). A bundle without a
-profile serves as before, with `ood_score` and `in_distribution` null.
+request's embeddings, once the model has answered (`ood_scores`). For 4 inputs it costs about
+0.03 ms with warm CPU caches and 0.11 ms with the caches evicted, as a model call leaves them
+(`benchmarks/monitoring/ood_in_onnx.py`; docs/benchmarks.md, "What monitoring costs the
+server"). A bundle without a profile serves as before, with `ood_score` and `in_distribution`
+null.
 
 `GET /v1/monitoring/drift` checks the latest logged predictions of the served model against its
 profile and returns the report's JSON contract (`DriftReport.to_json`); `GET
