@@ -20,6 +20,11 @@ MODEL_FILE = "model.onnx"
 META_FILE = "bundle.json"
 PROBABILITIES = "probabilities"
 EMBEDDING = "embedding"
+# An optional third output: the OOD score of each input, computed in the model's graph from its
+# monitoring profile (mlfactory.training.ood_graph). The model's metadata then names the
+# profile's scorer by its fingerprint under OOD_SCORER_KEY.
+OOD_SCORE = "ood_score"
+OOD_SCORER_KEY = "mlfactory.ood_scorer"
 REQUIRED_KEYS = ("name", "version", "modality", "labels", "preprocessing")
 
 

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mlfactory.bundle import EMBEDDING, PROBABILITIES, Bundle, load_bundle
+from mlfactory.bundle import (
+    EMBEDDING,
+    OOD_SCORE,
+    OOD_SCORER_KEY,
+    PROBABILITIES,
+    Bundle,
+    load_bundle,
+)
 from mlfactory.errors import BundleError, InputError, MlfactoryError
 from mlfactory.modalities import stack_inputs
 
@@ -44,10 +51,13 @@ class BatchOutput:
 
     probabilities: np.ndarray  # (N, num_labels)
     embeddings: np.ndarray  # (N, embedding_dim)
+    # (N,) the OOD scores the model's graph computed, when it does for the loaded profile.
+    ood_scores: np.ndarray | None = None
 
     def rows(self, start: int, end: int) -> BatchOutput:
         """The outputs of rows `start` to `end` (exclusive)."""
-        return BatchOutput(self.probabilities[start:end], self.embeddings[start:end])
+        scores = None if self.ood_scores is None else self.ood_scores[start:end]
+        return BatchOutput(self.probabilities[start:end], self.embeddings[start:end], scores)
 
 
 class Predictor:
@@ -56,6 +66,8 @@ class Predictor:
     Attributes:
         profile: the bundle's monitoring profile, when the server loaded one (see
             `mlfactory.serving.monitoring`); None elsewhere, or for a bundle without one.
+            While it is the profile the model's graph scores with (`ood_score` output, see
+            `mlfactory.training.ood_graph`), `run` returns the graph's OOD scores too.
     """
 
     def __init__(
@@ -65,7 +77,32 @@ class Predictor:
         self.labels = bundle.meta.labels
         self.encoder = bundle.encoder()
         self.session = bundle.session(intra_op_threads, inter_op_threads)
-        self.profile: ReferenceProfile | None = None
+        self._profile: ReferenceProfile | None = None
+        self._outputs = [PROBABILITIES, EMBEDDING]
+
+    @property
+    def profile(self) -> ReferenceProfile | None:
+        return self._profile
+
+    @profile.setter
+    def profile(self, profile: ReferenceProfile | None) -> None:
+        self._profile = profile
+        self._outputs = [PROBABILITIES, EMBEDDING]
+        if profile is not None and self.graph_scorer == profile.ood.fingerprint():
+            self._outputs.append(OOD_SCORE)
+
+    @property
+    def graph_scorer(self) -> str | None:
+        """The fingerprint of the OOD scorer in the model's graph (None when it has none)."""
+        if OOD_SCORE not in {output.name for output in self.session.get_outputs()}:
+            return None
+        fingerprint = self.session.get_modelmeta().custom_metadata_map.get(OOD_SCORER_KEY)
+        return str(fingerprint) if fingerprint else None
+
+    @property
+    def scores_in_graph(self) -> bool:
+        """True when `run` returns the OOD scores the model's graph computed."""
+        return OOD_SCORE in self._outputs
 
     @property
     def embedding_width(self) -> int | None:
@@ -117,10 +154,9 @@ class Predictor:
 
     def run(self, encoded: list[dict[str, np.ndarray]]) -> BatchOutput:
         """Run the model on already-encoded inputs as one batch."""
-        probabilities, embeddings = self.session.run(
-            [PROBABILITIES, EMBEDDING], stack_inputs(encoded)
-        )
-        return BatchOutput(np.asarray(probabilities), np.asarray(embeddings))
+        values = self.session.run(self._outputs, stack_inputs(encoded))
+        scores = np.asarray(values[2]) if len(values) > 2 else None
+        return BatchOutput(np.asarray(values[0]), np.asarray(values[1]), scores)
 
     @staticmethod
     def check_finite(output: BatchOutput, names: Sequence[str]) -> None:

@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
-from mlfactory.monitoring.profile import ARRAYS_FILE
+from mlfactory.monitoring.ood import OodScorer
+from mlfactory.monitoring.profile import ARRAYS_FILE, load_profile
+from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
@@ -172,6 +175,41 @@ def test_a_profile_for_another_embedding_width_is_not_used(
         assert response.json()["predictions"][0]["ood_score"] is None
         assert client.get("/v1/monitoring/drift").status_code == 404
     assert "profile is for a 640-wide embedding, the model's is 1280 wide" in caplog.text
+
+
+def test_a_profile_changed_after_export_is_scored_in_numpy_with_a_warning(
+    monitored_digits: Any,
+    unseen_digits: list[tuple[Image.Image, str]],
+    log_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The model's in-graph score is for the exported profile; a replaced one is not ignored."""
+    bundle = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
+    profile = load_profile(bundle)
+    assert profile is not None
+    profile.ood = OodScorer(
+        class_means=profile.ood.class_means,
+        projection=replace(
+            profile.ood.projection,
+            residual_variance=profile.ood.projection.residual_variance * 2,
+        ),
+        threshold=profile.ood.threshold,
+        normalize=profile.ood.normalize,
+    )
+    profile.save(bundle)
+    exported = load_profile(monitored_digits.bundle.path)
+    assert exported is not None
+    images = [image for image, _ in unseen_digits[:10]]
+    predictor = Predictor.from_path(bundle)
+    embeddings = predictor.run([predictor.encode(png(image)) for image in images]).embeddings
+    expected = profile.ood.score(embeddings)
+    app = create_app(bundle, ServingSettings(log_url=log_url))
+    with caplog.at_level(logging.WARNING), TestClient(app) as client:
+        scores = [p["ood_score"] for p in post_images(client, images)]
+    np.testing.assert_allclose(scores, expected, rtol=1e-4)
+    assert np.all(np.abs(exported.ood.score(embeddings) - expected) > 0.1 * expected)
+    assert "was made for another profile: scoring in numpy instead" in caplog.text
 
 
 def gauge(text: str, name: str) -> float | None:

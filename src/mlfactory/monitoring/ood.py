@@ -6,7 +6,9 @@ from a few hundred vectors, so it is regularised as in probabilistic PCA: its `d
 within-class directions keep their own variance, and every other direction shares the mean
 variance of the rest. The profile then stores a D x dims basis instead of a D x D matrix, and
 scoring a batch is one float32 product with a precomputed D x (dims + classes) matrix and a
-few operations on the small result (no loop, no torch).
+few operations on the small result (no loop, no torch). Export appends the same arithmetic to
+the bundle's ONNX graph (`mlfactory.training.ood_graph`), so that the server gets the score from
+the model call itself.
 
 The distance is divided by D, so in-distribution inputs score about 1. The threshold is the
 (1 - fpr) quantile of scores of in-distribution inputs that the scorer was not fitted on (split
@@ -15,6 +17,7 @@ conformal calibration, see `OodScorer.fit`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -155,6 +158,21 @@ class OodScorer:
         rows = (along * along) @ self._weights + self._residual * squared_norms
         distances = (rows[:, None] + self._constants) - 2.0 * products[:, self._dims :]
         return distances.min(axis=1).astype(np.float64) / x.shape[1]
+
+    def fingerprint(self) -> str:
+        """sha256 of what the score depends on (as saved in the profile; not the threshold).
+
+        A bundle whose model computes this score in its own graph records it there
+        (`mlfactory.training.ood_graph`); the server uses that output only while the profile it
+        loads gives the same fingerprint.
+        """
+        digest = hashlib.sha256()
+        for array in (self.class_means, self.projection.basis, self.projection.variances):
+            contiguous = np.ascontiguousarray(array)
+            digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode())
+            digest.update(contiguous.tobytes())
+        digest.update(repr((float(self.projection.residual_variance), self.normalize)).encode())
+        return digest.hexdigest()
 
     def is_ood(self, embeddings: np.ndarray) -> np.ndarray:
         """(N,) True where the score is above the calibrated threshold."""

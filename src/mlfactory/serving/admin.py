@@ -188,4 +188,10 @@ def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
         path, settings.ort_intra_op_threads, settings.ort_inter_op_threads
     )
     predictor.profile = load_served_profile(predictor.bundle, predictor.embedding_width)
+    if predictor.profile is not None and predictor.graph_scorer and not predictor.scores_in_graph:
+        log.warning(
+            "the OOD score in %s was made for another profile: scoring in numpy instead "
+            "(export the bundle again to score in the model)",
+            predictor.bundle.model_path,
+        )
     return predictor

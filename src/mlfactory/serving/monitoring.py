@@ -1,12 +1,12 @@
 """Monitoring in the server: the OOD score of every input, and the drift and history endpoints.
 
 The bundle's reference profile (`profile.npz`, written at export) is loaded with the model. Each
-prediction then gets its out-of-distribution score: one small float32 matrix product on the
-request's embeddings, once the model has answered (`ood_scores`). For 4 inputs it costs about
-0.03 ms with warm CPU caches and 0.11 ms with the caches evicted, as a model call leaves them
-(`benchmarks/monitoring/ood_in_onnx.py`; docs/benchmarks.md, "What monitoring costs the
-server"). A bundle without a profile serves as before, with `ood_score` and `in_distribution`
-null.
+prediction then gets its out-of-distribution score (`ood_scores`): the model's own `ood_score`
+output when export put the profile's scorer in its graph (`mlfactory.training.ood_graph`;
+computed by ONNX Runtime outside the GIL), otherwise one small float32 matrix product in numpy
+on the request's embeddings once the model has answered. What it costs: docs/benchmarks.md,
+"What monitoring costs the server". A bundle without a profile serves as before, with
+`ood_score` and `in_distribution` null.
 
 `GET /v1/monitoring/drift` checks the latest logged predictions of the served model against its
 profile and returns the report's JSON contract (`DriftReport.to_json`); `GET
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -85,7 +86,10 @@ def ood_scores(predictor: Predictor, output: BatchOutput) -> OodScores:
     profile = predictor.profile
     if profile is None:
         return [None] * len(output.probabilities), [None] * len(output.probabilities)
-    scores = profile.ood.score(output.embeddings)
+    if output.ood_scores is not None:  # computed in the model's graph, outside the GIL
+        scores = output.ood_scores.astype(np.float64)
+    else:
+        scores = profile.ood.score(output.embeddings)
     return scores.round(6).tolist(), (scores <= profile.ood.threshold).tolist()
 
 

@@ -40,6 +40,7 @@ from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.export import export_bundle
 from mlfactory.training.module import ClassifierModule
+from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.report import EpochLines, report_dataset, report_results, user_errors
 from mlfactory.training.run_folder import (
     BUNDLE_DIR,
@@ -356,7 +357,8 @@ def _publish(
         len(test_items),
     )
     logger.experiment.set_tag(logger.run_id, "bundle_version", meta.version)
-    write_profile(bundle, dataset)
+    if write_profile(bundle, dataset) is not None:
+        attach_ood_score(bundle, test_items)
     metrics = record_evaluation(bundle, dataset, out_dir, run)
     report_results(metrics)
     run.log_artifact(bundle.path, BUNDLE_DIR)

@@ -1,0 +1,132 @@
+"""The OOD score in the model's graph: the same score as the numpy scorer, on real inputs."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mlfactory.bundle import EMBEDDING, OOD_SCORE, PROBABILITIES, load_bundle
+from mlfactory.monitoring.ood import OodScorer
+from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
+from mlfactory.predictor import Predictor
+from mlfactory.training.ood_graph import SCORE_RTOL, attach_ood_score, scorer_model
+from tests.monitoring.conftest import STAMPS, digit_images, png
+
+# Both sides compute in float32 in another order (measured ~1e-5 relative on these inputs).
+RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def real_inputs() -> list[bytes]:
+    """Digits neither training nor the profile saw, and real photos the model never saw."""
+    digits = [png(image) for image, _ in digit_images(offset=300, per_class=3)]
+    photos = sorted(p for p in STAMPS.rglob("*.png") if not p.stem.endswith("_mirror"))
+    return digits + [p.read_bytes() for p in photos[:20]]
+
+
+def served(bundle_path: Path) -> Predictor:
+    """The bundle loaded as the server loads it: model, then its profile."""
+    predictor = Predictor.from_path(bundle_path)
+    predictor.profile = load_profile(bundle_path)
+    return predictor
+
+
+@pytest.mark.numerics
+def test_export_puts_the_profiles_ood_score_in_the_model(
+    monitored_digits: Any, real_inputs: list[bytes]
+) -> None:
+    bundle = monitored_digits.bundle
+    assert bundle.meta.outputs == [PROBABILITIES, EMBEDDING, OOD_SCORE]
+    assert bundle.meta.export["ood_score_in_graph_max_rel_diff"] <= SCORE_RTOL
+    predictor = served(bundle.path)
+    assert predictor.profile is not None and predictor.scores_in_graph
+    assert predictor.graph_scorer == predictor.profile.ood.fingerprint()
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs])
+    assert output.ood_scores is not None and output.ood_scores.shape == (len(real_inputs),)
+    expected = predictor.profile.ood.score(output.embeddings)
+    np.testing.assert_allclose(output.ood_scores, expected, rtol=RTOL)
+    # Not a constant: the photos score far above the digits.
+    digits, photos = expected[:30], expected[30:]
+    assert np.median(photos) > np.median(digits)
+    assert output.rows(2, 5).ood_scores.tolist() == output.ood_scores[2:5].tolist()  # type: ignore[union-attr]
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_the_scorer_graph_is_the_numpy_scorer(
+    monitored_digits: Any, real_inputs: list[bytes], opset: int, normalize: bool
+) -> None:
+    """Fitted on real embeddings, with and without unit-length scaling, in both axes styles."""
+    predictor = Predictor(monitored_digits.bundle)
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs])
+    digits = output.embeddings[:30]
+    scorer = OodScorer.fit(digits, np.arange(30) % 3, dims=8, normalize=normalize)
+    session = ort.InferenceSession(
+        scorer_model(scorer, opset).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    in_graph = session.run([OOD_SCORE], {EMBEDDING: output.embeddings})[0]
+    np.testing.assert_allclose(in_graph, scorer.score(output.embeddings), rtol=RTOL)
+
+
+def test_a_model_scoring_for_another_profile_is_not_used(
+    monitored_digits: Any, real_inputs: list[bytes], tmp_path: Path
+) -> None:
+    """A profile that changed after export: the server scores with numpy, with its arrays."""
+    path = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
+    profile = load_profile(path)
+    assert profile is not None
+    profile.ood = OodScorer(
+        class_means=profile.ood.class_means,
+        projection=replace(
+            profile.ood.projection,
+            residual_variance=profile.ood.projection.residual_variance * 2,
+        ),
+        threshold=profile.ood.threshold,
+        normalize=profile.ood.normalize,
+    )
+    profile.save(path)
+    predictor = served(path)
+    assert predictor.graph_scorer is not None and not predictor.scores_in_graph
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs])
+    assert output.ood_scores is None
+
+    # Attaching again replaces the model's scorer with the profile's.
+    assert attach_ood_score(load_bundle(path), [])
+    again = served(path)
+    assert again.scores_in_graph and again.profile is not None
+    in_graph = again.run([again.encode(raw) for raw in real_inputs]).ood_scores
+    np.testing.assert_allclose(in_graph, again.profile.ood.score(output.embeddings), rtol=RTOL)
+
+
+def test_a_bundle_exported_before_the_graph_had_the_score_still_serves(
+    monitored_digits: Any, real_inputs: list[bytes], tmp_path: Path
+) -> None:
+    path = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
+    model = onnx.load(str(path / "model.onnx"))
+    kept = [output for output in model.graph.output if output.name != OOD_SCORE]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    del model.metadata_props[:]
+    onnx.save(model, str(path / "model.onnx"))
+    predictor = served(path)
+    assert predictor.graph_scorer is None and not predictor.scores_in_graph
+    assert predictor.run([predictor.encode(real_inputs[0])]).ood_scores is None
+
+    # Without a profile, nothing changes; with it, the score is put back (read from the bundle).
+    for name in (ARRAYS_FILE, META_FILE):
+        (path / name).rename(tmp_path / name)
+    before = (path / "model.onnx").read_bytes()
+    assert not attach_ood_score(load_bundle(path), [])
+    assert (path / "model.onnx").read_bytes() == before
+    for name in (ARRAYS_FILE, META_FILE):
+        (tmp_path / name).rename(path / name)
+    assert attach_ood_score(load_bundle(path), [])
+    assert served(path).scores_in_graph
