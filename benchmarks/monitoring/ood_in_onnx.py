@@ -1,92 +1,51 @@
 """The OOD score as an ONNX graph, against the numpy scorer: time, cold caches, the GIL.
 
-A candidate design for the serving cost (docs/benchmarks.md, "What monitoring costs the
-server"): the scorer's arithmetic (`OodScorer._score`) as a 15-node ONNX graph over the same
-precomputed matrices, run by ONNX Runtime. Prints, side by side:
+The scorer's arithmetic (`OodScorer._score`) as the 15-node ONNX graph that export appends to a
+bundle's model (`mlfactory.training.ood_graph`), run by ONNX Runtime alone, beside the numpy
+scorer. Prints, side by side:
 
 - the largest relative difference of the two scores on one batch;
 - the time of one call on a batch of 4 embeddings, with warm caches and with caches evicted
   before each call (as a model call does);
 - how much of its speed a pure-Python thread keeps while the other thread scores in a loop
-  (the GIL each scorer holds).
+  (the GIL each scorer holds);
+- with `--bundle` (a bundle exported without the score in its graph, and its profile): one
+  model call on 4 real MNIST digits as the server makes it, plain, followed by the numpy
+  scorer, and with the scorer in the graph, timed in interleaved rounds.
 
 Needs `onnx` (the train extra). From the repository root:
 
-    python -m benchmarks.monitoring.ood_in_onnx --profile runs/bench/monitoring/profiles/digits
+    python -m benchmarks.monitoring.ood_in_onnx --profile runs/bench/monitoring/profiles/digits \
+        --bundle runs/bench/monitoring/runs/digits/bundle
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
+from mlfactory.bundle import EMBEDDING, OOD_SCORE, load_bundle
+from mlfactory.data.packaged import mnist_csv
 from mlfactory.monitoring.blas import pin_one_thread
-from mlfactory.monitoring.ood import OodScorer
-from mlfactory.monitoring.profile import load_profile
+from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
+from mlfactory.predictor import Predictor
+from mlfactory.serving.monitoring import ood_scores
+from mlfactory.training.ood_graph import attach_ood_score, scorer_model
 
 BATCH = 4
 CALLS = 300
 EVICT_BYTES = 64_000_000
-
-
-def scorer_graph(scorer: OodScorer) -> bytes:
-    """The scorer's arithmetic as a serialized ONNX model: input `x` (N, D), output `score`."""
-    fused = scorer._fused
-    dims, width = scorer._dims, fused.shape[0]
-    classes = fused.shape[1] - dims
-
-    def const(name: str, value: Any, dtype: Any = np.float32) -> onnx.TensorProto:
-        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
-
-    initializers = [
-        const("F", fused),
-        const("w", scorer._weights.reshape(dims, 1)),
-        const("r", [scorer._residual]),
-        const("c", scorer._constants.reshape(1, classes)),
-        const("minus2", [-2.0]),
-        const("eps", [1e-24]),
-        const("per_dim", [1.0 / width]),
-        const("start", [0], np.int64),
-        const("split", [dims], np.int64),
-        const("end", [dims + classes], np.int64),
-        const("axis", [1], np.int64),
-    ]
-    nodes = [
-        helper.make_node("MatMul", ["x", "F"], ["raw"]),
-        helper.make_node("ReduceSumSquare", ["x", "axis"], ["squared"], keepdims=1),
-        helper.make_node("Max", ["squared", "eps"], ["floored"]),
-        helper.make_node("Sqrt", ["floored"], ["norm"]),
-        helper.make_node("Div", ["raw", "norm"], ["products"]),
-        helper.make_node("Slice", ["products", "start", "split", "axis"], ["along"]),
-        helper.make_node("Slice", ["products", "split", "end", "axis"], ["linear"]),
-        helper.make_node("Mul", ["along", "along"], ["along2"]),
-        helper.make_node("MatMul", ["along2", "w"], ["weighted"]),
-        helper.make_node("Add", ["weighted", "r"], ["rows"]),
-        helper.make_node("Add", ["rows", "c"], ["shifted"]),
-        helper.make_node("Mul", ["linear", "minus2"], ["cross"]),
-        helper.make_node("Add", ["shifted", "cross"], ["distances"]),
-        helper.make_node("ReduceMin", ["distances", "axis"], ["nearest"], keepdims=0),
-        helper.make_node("Mul", ["nearest", "per_dim"], ["score"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "ood_score",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
 
 
 def median_us(call: Callable[[], object], evict: np.ndarray | None) -> float:
@@ -121,6 +80,7 @@ def python_speed_beside(call: Callable[[], object], seconds: float = 2.0) -> int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", type=Path, required=True, help="a folder with profile.npz")
+    parser.add_argument("--bundle", type=Path, help="time whole model calls of this bundle too")
     args = parser.parse_args(argv)
     pin_one_thread()
     profile = load_profile(args.profile)
@@ -131,18 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
-        scorer_graph(scorer), options, providers=["CPUExecutionProvider"]
+        scorer_model(scorer).SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, scorer._fused.shape[0])).astype(np.float32)
-    in_onnx = session.run(["score"], {"x": x})[0]
+    in_onnx = session.run([OOD_SCORE], {EMBEDDING: x})[0]
     in_numpy = scorer.score(x)
     difference = float(np.max(np.abs(in_onnx - in_numpy) / in_numpy))
     print(f"largest relative difference: {difference:.1e}")
     evict = np.ones(EVICT_BYTES // 8)
     callers: dict[str, Callable[[], object]] = {
         "numpy": lambda: scorer.score(x),
-        "onnx runtime": lambda: session.run(["score"], {"x": x}),
+        "onnx runtime": lambda: session.run([OOD_SCORE], {EMBEDDING: x}),
     }
     alone = python_speed_beside(lambda: time.sleep(0.001))
     for name, call in callers.items():
@@ -152,7 +112,45 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:13s} {warm:6.1f} us warm, {cold:6.1f} us cold; a Python thread beside it "
             f"keeps {kept:.0%} of its speed"
         )
+    if args.bundle is not None:
+        model_calls(args.bundle, args.profile)
     return 0
+
+
+def model_calls(source: Path, profile: Path, rounds: int = 20) -> None:
+    """Time one server model call on 4 digits: plain, + numpy scorer, scorer in the graph."""
+    with tempfile.TemporaryDirectory() as folder:
+        scored = Path(shutil.copytree(source, Path(folder) / "bundle"))
+        for name in (ARRAYS_FILE, META_FILE):
+            shutil.copy2(profile / name, scored / name)
+        attach_ood_score(load_bundle(scored), [])
+        plain = Predictor.from_path(source)
+        in_numpy = Predictor.from_path(source)
+        in_numpy.profile = load_profile(scored)
+        in_graph = Predictor.from_path(scored)
+        in_graph.profile = load_profile(scored)
+        assert in_graph.scores_in_graph and not in_numpy.scores_in_graph
+        with gzip.open(mnist_csv(), "rt") as handle:
+            rows = np.loadtxt(handle, delimiter=",", dtype=np.uint8, max_rows=BATCH)
+        raws = []
+        for row in rows:
+            buffer = io.BytesIO()
+            Image.fromarray(row[:-1].reshape(28, 28), "L").save(buffer, "PNG")
+            raws.append(buffer.getvalue())
+        encoded = [plain.encode(raw) for raw in raws]
+        calls: dict[str, Callable[[], object]] = {
+            "model": lambda: plain.run(encoded),
+            "model, then numpy scorer": lambda: ood_scores(in_numpy, in_numpy.run(encoded)),
+            "model with the scorer in it": lambda: ood_scores(in_graph, in_graph.run(encoded)),
+        }
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(rounds):  # interleaved: a change in the machine's speed hits all alike
+            for name, call in calls.items():
+                times[name].append(median_us(call, None))
+        base = float(np.median(times["model"]))
+        for name, measured in times.items():
+            median = float(np.median(measured))
+            print(f"{name:28s} {median:7.0f} us, {median / base:.3f} of the plain model call")
 
 
 if __name__ == "__main__":

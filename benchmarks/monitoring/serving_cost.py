@@ -1,16 +1,20 @@
 """What monitoring costs a server at saturation: throughput with it on against off, one run.
 
 Two `mlfactory serve` processes of the same bundle run side by side: "on" is the bundle with its
-monitoring profile (an OOD score per input, the extra log columns, the background drift check
-every `MLFACTORY_MONITOR_EVERY` predictions), "off" the same files without `profile.npz` and
-`profile.json`. Closed-loop loads (benchmarks/serving/load.py) alternate between them, on/off
-then off/on, so that a change in what else runs on the machine falls on both sides alike. The
-ratio is the median of the per-pair throughput ratios (target: at least 0.97); beside it, the
-median ratio of server CPU time per request, which other processes on the machine disturb less.
+monitoring profile (an OOD score per input, computed in the model's graph as export puts it
+there, the extra log columns, the background drift check every `MLFACTORY_MONITOR_EVERY`
+predictions), "off" the same files without `profile.npz` and `profile.json` and with the model
+as it was before the scorer was appended. Closed-loop loads (benchmarks/serving/load.py)
+alternate between them, on/off then off/on, so that a change in what else runs on the machine
+falls on both sides alike; `--restarts` starts fresh server processes that many times (in
+alternating order), so that one process's luck does not decide the result. The ratio is the
+median of the per-pair throughput ratios (target: at least 0.97), with a bootstrap 95 %
+interval; beside it, the median ratio of server CPU time per request. `--control` serves "off"
+on both sides: the ratio two identical servers give, i.e. the resolution of the method.
 
     .venv/bin/python -m benchmarks.monitoring.serving_cost \
         --bundle runs/bench/monitoring/runs/digits/bundle \
-        --profile runs/bench/monitoring/profiles/digits --rounds 4 --duration 15
+        --profile runs/bench/monitoring/profiles/digits --restarts 4 --rounds 10 --duration 6
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ import numpy as np
 from benchmarks.serving.processes import HOST, PYTHON, Server, run_load, start_server
 from PIL import Image
 
+from mlfactory.bundle import load_bundle
 from mlfactory.data.packaged import mnist_csv
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE
+from mlfactory.training.ood_graph import attach_ood_score
 
 IMAGES = 200
 
@@ -40,11 +46,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=Path, help="folder of its profile files (default: the bundle's own)"
     )
-    parser.add_argument("--rounds", type=int, default=4, help="on/off pairs, order alternating")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="on/off pairs per restart, order alternating"
+    )
+    parser.add_argument(
+        "--restarts", type=int, default=1, help="fresh pairs of server processes, one after another"
+    )
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument(
         "--monitor-every", help="MLFACTORY_MONITOR_EVERY of 'on' (default: the server's)"
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="serve 'off' on both sides: the ratio two identical servers give (the noise floor)",
     )
     return parser.parse_args(argv)
 
@@ -72,6 +88,8 @@ def bundles(source: Path, profile: Path | None, root: Path) -> tuple[Path, Path]
     shutil.copytree(on, off)
     for name in (ARRAYS_FILE, META_FILE):
         (off / name).unlink()
+    if not attach_ood_score(load_bundle(on), []):  # "off" keeps the model without the scorer
+        raise SystemExit(f"{on}: the OOD score could not be put in the model's graph")
     return on, off
 
 
@@ -95,44 +113,67 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="monitoring-cost-"))
     images = write_images(root / "images")
     on, off = bundles(args.bundle, args.profile, root)
-    servers = {
-        "on": serve("on", on, root, args.monitor_every),
-        "off": serve("off", off, root, "0"),
-    }
-    try:
-        for server in servers.values():  # warm-up: first requests pay one-off costs
-            run_load(server, images, args.concurrency, 3.0, 10_000)
-        pairs: list[dict[str, Any]] = []
-        for round_ in range(args.rounds):
-            order = ("on", "off") if round_ % 2 == 0 else ("off", "on")
-            pair = {
-                side: run_load(servers[side], images, args.concurrency, args.duration, 100_000)
-                for side in order
-            }
-            ratio = pair["on"]["throughput_rps"] / pair["off"]["throughput_rps"]
-            cpu = cpu_ms_per_request(pair["on"]) / cpu_ms_per_request(pair["off"])
-            pairs.append({"order": order, "ratio": round(ratio, 4), "cpu_ratio": round(cpu, 4)})
-            pairs[-1].update(pair)
-            print(
-                f"round {round_ + 1}: on {pair['on']['throughput_rps']:.1f} req/s, "
-                f"off {pair['off']['throughput_rps']:.1f} req/s, ratio {ratio:.3f}; server CPU "
-                f"per request on/off {cpu:.3f}",
-                flush=True,
-            )
-    finally:
-        for server in servers.values():
-            server.stop()
+    if args.control:
+        on = off
+    pairs: list[dict[str, Any]] = []
+    for start in range(args.restarts):
+        # Fresh processes each time, started in alternating order: one server process can run a
+        # few per cent faster than an identical one for its whole life (memory layout).
+        first = ("on", "off") if start % 2 == 0 else ("off", "on")
+        every = {"on": args.monitor_every, "off": "0"}
+        servers = {
+            side: serve(side, on if side == "on" else off, root, every[side]) for side in first
+        }
+        try:
+            for server in servers.values():  # warm-up: first requests pay one-off costs
+                run_load(server, images, args.concurrency, 3.0, 10_000)
+            for _ in range(args.rounds):
+                pairs.append(measure_pair(servers, images, args, len(pairs)))
+        finally:
+            for server in servers.values():
+                server.stop()
+    ratios = np.array([pair["ratio"] for pair in pairs])
     result = {
         "bundle": str(args.bundle),
+        "control": args.control,
         "concurrency": args.concurrency,
         "duration_s": args.duration,
-        "median_ratio": statistics.median(pair["ratio"] for pair in pairs),
+        "restarts": args.restarts,
+        "median_ratio": float(np.median(ratios)),
+        "median_ratio_95ci": bootstrap_median_interval(ratios),
         "median_cpu_ratio": statistics.median(pair["cpu_ratio"] for pair in pairs),
         "pairs": pairs,
     }
     print(json.dumps(result))
     shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def measure_pair(
+    servers: dict[str, Server], images: Path, args: argparse.Namespace, index: int
+) -> dict[str, Any]:
+    """One load on each server, in alternating order; their throughput and CPU ratios."""
+    order = ("on", "off") if index % 2 == 0 else ("off", "on")
+    pair = {
+        side: run_load(servers[side], images, args.concurrency, args.duration, 100_000)
+        for side in order
+    }
+    ratio = pair["on"]["throughput_rps"] / pair["off"]["throughput_rps"]
+    cpu = cpu_ms_per_request(pair["on"]) / cpu_ms_per_request(pair["off"])
+    print(
+        f"pair {index + 1}: on {pair['on']['throughput_rps']:.1f} req/s, "
+        f"off {pair['off']['throughput_rps']:.1f} req/s, ratio {ratio:.3f}; server CPU "
+        f"per request on/off {cpu:.3f}",
+        flush=True,
+    )
+    return {"order": order, "ratio": round(ratio, 4), "cpu_ratio": round(cpu, 4), **pair}
+
+
+def bootstrap_median_interval(ratios: np.ndarray, resamples: int = 10_000) -> list[float]:
+    """A 95 % bootstrap interval of the median ratio (seeded)."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(ratios, (resamples, len(ratios))), axis=1)
+    return [round(float(q), 4) for q in np.quantile(medians, [0.025, 0.975])]
 
 
 if __name__ == "__main__":
