@@ -12,8 +12,9 @@ them (encoder, ONNX Runtime, serving input summary).
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlfactory.monitoring.profile import ReferenceProfile, build_profile
+from mlfactory.monitoring.ood import OodScorer
+from mlfactory.monitoring.profile import ReferenceProfile, build_profile, load_profile
 from mlfactory.monitoring.reference import model_outputs
 from mlfactory.predictor import Predictor
 from tests.conftest import MONITORED_PER_CLASS as TRAIN_PER_CLASS
@@ -71,6 +73,23 @@ def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def copy_with_another_profile(bundle: Path, target: Path) -> ReferenceProfile:
+    """Copy `bundle` to `target` and replace its profile's OOD scorer by another one (the
+    residual variance doubled), as when a profile changes after export; the new profile."""
+    shutil.copytree(bundle, target)
+    profile = load_profile(target)
+    assert profile is not None
+    projection = profile.ood.projection
+    profile.ood = OodScorer(
+        class_means=profile.ood.class_means,
+        projection=replace(projection, residual_variance=projection.residual_variance * 2),
+        threshold=profile.ood.threshold,
+        normalize=profile.ood.normalize,
+    )
+    profile.save(target)
+    return profile
 
 
 def run_bundle(predictor: Predictor, raws: list[bytes], labels: list[str | None]) -> Outputs:

@@ -10,7 +10,6 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
-from mlfactory.monitoring.ood import OodScorer
 from mlfactory.monitoring.profile import ARRAYS_FILE, load_profile
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
-from tests.monitoring.conftest import STAMPS, digit_images, png
+from tests.monitoring.conftest import STAMPS, copy_with_another_profile, digit_images, png
 
 from .conftest import upload
 from .live_server import live_server
@@ -185,19 +183,8 @@ def test_a_profile_changed_after_export_is_scored_in_numpy_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The model's in-graph score is for the exported profile; a replaced one is not ignored."""
-    bundle = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
-    profile = load_profile(bundle)
-    assert profile is not None
-    profile.ood = OodScorer(
-        class_means=profile.ood.class_means,
-        projection=replace(
-            profile.ood.projection,
-            residual_variance=profile.ood.projection.residual_variance * 2,
-        ),
-        threshold=profile.ood.threshold,
-        normalize=profile.ood.normalize,
-    )
-    profile.save(bundle)
+    bundle = tmp_path / "bundle"
+    profile = copy_with_another_profile(monitored_digits.bundle.path, bundle)
     exported = load_profile(monitored_digits.bundle.path)
     assert exported is not None
     images = [image for image, _ in unseen_digits[:10]]

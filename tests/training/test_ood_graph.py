@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from mlfactory.monitoring.ood import OodScorer
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
 from mlfactory.predictor import Predictor
 from mlfactory.training.ood_graph import SCORE_RTOL, attach_ood_score, scorer_model
-from tests.monitoring.conftest import STAMPS, digit_images, png
+from tests.monitoring.conftest import STAMPS, copy_with_another_profile, digit_images, png
 
 # Both sides compute in float32 in another order (measured ~1e-5 relative on these inputs).
 RTOL = 1e-4
@@ -80,19 +79,8 @@ def test_a_model_scoring_for_another_profile_is_not_used(
     monitored_digits: Any, real_inputs: list[bytes], tmp_path: Path
 ) -> None:
     """A profile that changed after export: the server scores with numpy, with its arrays."""
-    path = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
-    profile = load_profile(path)
-    assert profile is not None
-    profile.ood = OodScorer(
-        class_means=profile.ood.class_means,
-        projection=replace(
-            profile.ood.projection,
-            residual_variance=profile.ood.projection.residual_variance * 2,
-        ),
-        threshold=profile.ood.threshold,
-        normalize=profile.ood.normalize,
-    )
-    profile.save(path)
+    path = tmp_path / "bundle"
+    copy_with_another_profile(monitored_digits.bundle.path, path)
     predictor = served(path)
     assert predictor.graph_scorer is not None and not predictor.scores_in_graph
     output = predictor.run([predictor.encode(raw) for raw in real_inputs])
