@@ -1,11 +1,12 @@
 """The OOD score inside the model: the profile's scorer appended to the bundle's ONNX graph.
 
-Scoring an input in numpy after the model call costs the server its GIL and a second pass over
-cold CPU caches (docs/benchmarks.md, "What monitoring costs the server"). Once the profile is
+Scoring an input in numpy after the model call holds the server's GIL and adds about twice
+what the same arithmetic adds inside the model call (docs/benchmarks.md, "What monitoring
+costs the server"). Once the profile is
 written, `attach_ood_score` appends the scorer's arithmetic (`OodScorer._score`: one product
 with the precomputed D x (dims + classes) matrix and a dozen small operations) to `model.onnx`,
 reading its `embedding` output. One `session.run` then returns probabilities, embedding and
-`ood_score`, computed by ONNX Runtime outside the GIL while the embedding is still in cache.
+`ood_score`, computed by ONNX Runtime outside the GIL.
 
 The graph records the scorer's fingerprint (`OodScorer.fingerprint`) in the model's metadata.
 The server uses the in-graph score only while the profile it loads has the same fingerprint,
@@ -137,8 +138,9 @@ def attach_ood_score(bundle: Bundle, check_items: list[Item]) -> bool:
     """Append the bundle's OOD scorer to its `model.onnx` as the output `ood_score`.
 
     Reads the profile back from the bundle (the server scores with what it loads, so the graph
-    is built from the same arrays), rewrites `model.onnx` (replacing a scorer appended before)
-    and `bundle.json`, then checks the new output against the numpy scorer on `check_items`.
+    is built from the same arrays), rewrites `model.onnx` (replacing a scorer appended before),
+    checks the new output against the numpy scorer on `check_items`, then records it in
+    `bundle.json` (outputs and the measured difference).
 
     Args:
         bundle: a bundle whose profile has been written.
@@ -170,14 +172,13 @@ def attach_ood_score(bundle: Bundle, check_items: list[Item]) -> bool:
     )
     onnx.checker.check_model(model)
     onnx.save(model, str(bundle.model_path))
-    bundle.meta.outputs = [PROBABILITIES, EMBEDDING, OOD_SCORE]
-    write_meta(bundle.path, bundle.meta)
     difference = _largest_difference(bundle, profile.ood, check_items[:CHECK_ITEMS])
     if difference > SCORE_RTOL:
         raise BundleError(
             f"{bundle.model_path}: the OOD score in the graph differs from the profile's scorer "
             f"by {difference:.1e} (relative to |score| + 1; at most {SCORE_RTOL:.0e} allowed)"
         )
+    bundle.meta.outputs = [PROBABILITIES, EMBEDDING, OOD_SCORE]
     bundle.meta.export["ood_score_in_graph_max_rel_diff"] = difference
     write_meta(bundle.path, bundle.meta)
     log.debug("OOD score appended to %s (largest difference %.1e)", bundle.model_path, difference)
