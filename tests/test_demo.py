@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from mlfactory.demo import run_demo
+from mlfactory.monitor_command import monitor_bundle
 
 from .conftest import fast_digits_overrides
 
@@ -20,7 +21,12 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     assert str((out / "bundle").resolve()) in text
     assert "majority class" in text and "logistic regression" in text
     assert "mlflow ui --backend-store-uri" in text
-    assert "held-out file" in text
+    assert "held-out file" in text and "in distribution" in text
+    # the monitor command it prints reads the demo server's log by its file path
+    log_file = (out / "predictions.db").resolve()
+    assert f"--log {log_file}" in text
+    result = monitor_bundle(str(out / "bundle"), str(log_file))
+    assert result.report.n == 5 and result.report.status == "insufficient data"
     # the server was stopped: its log exists and shows a clean shutdown
     log = (out / "server.log").read_text()
     assert "Uvicorn running on http://127.0.0.1:" in log

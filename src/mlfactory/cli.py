@@ -294,8 +294,8 @@ def monitor(
     target: str = typer.Argument(..., help=TARGET_HELP),
     log: str | None = typer.Option(
         None,
-        help="SQLAlchemy URL of the prediction log; default MLFACTORY_LOG_URL, then "
-        "sqlite:///predictions.db (the server's default).",
+        help="The prediction log: an SQLAlchemy URL or a SQLite file; default "
+        "MLFACTORY_LOG_URL, then sqlite:///predictions.db (the server's default).",
         show_default=False,
     ),
     last: int | None = typer.Option(
@@ -345,7 +345,9 @@ def report(
     target: str = typer.Argument(..., help=TARGET_HELP),
     out: Path = typer.Option(Path("card.html"), help="The HTML file to write."),
     log: str | None = typer.Option(
-        None, help="A prediction log URL (e.g. sqlite:///predictions.db): adds monitoring."
+        None,
+        help="A prediction log, an SQLAlchemy URL or a SQLite file (e.g. predictions.db): "
+        "adds monitoring.",
     ),
     last: int | None = typer.Option(None, min=1, help="With --log: the last N predictions."),
 ) -> None:

@@ -53,13 +53,19 @@ def run_demo(
         response.raise_for_status()
         predictions = response.json()["predictions"]
 
-    table = Table("held-out file", "true label", "predicted", "score")
+    table = Table(
+        "held-out file", "true label", "predicted", "score", "OOD score", "in distribution"
+    )
     for item, prediction in zip(held_out, predictions, strict=True):
+        ood_score = prediction.get("ood_score")
+        in_distribution = prediction.get("in_distribution")
         table.add_row(
             Path(item.path or "").name,
             item.label,
             prediction["label"],
             f"{prediction['score']:.3f}",
+            "-" if ood_score is None else f"{ood_score:.3g}",
+            "-" if in_distribution is None else ("yes" if in_distribution else "NO"),
         )
     console.print(table)
 
@@ -81,4 +87,7 @@ def run_demo(
     console.print(f"serve it:   mlfactory serve {bundle_path} --port 8000")
     console.print(f"predict:    mlfactory predict {bundle_path} FILE...")
     console.print(f"prediction log of the demo server: {(out / 'predictions.db').resolve()}")
+    console.print(
+        f"monitor it: mlfactory monitor {bundle_path} --log {(out / 'predictions.db').resolve()}"
+    )
     console.print(f"took {result.seconds:.0f} s to train and bundle")

@@ -52,9 +52,15 @@ class MonitorResult:
 
 
 def log_url_or_default(log: str | None) -> str:
-    """`--log`, else `MLFACTORY_LOG_URL`, else the server's default store."""
+    """`--log`, else `MLFACTORY_LOG_URL`, else the server's default store.
+
+    `--log` may also name the SQLite file itself (the path the demo prints, say): an existing
+    file that is not a URL reads as `sqlite:///` and its absolute path.
+    """
     from mlfactory.serving.settings import DEFAULT_LOG_URL
 
+    if log is not None and "://" not in log and Path(log).expanduser().is_file():
+        return f"sqlite:///{Path(log).expanduser().resolve()}"
     return log or os.environ.get(LOG_URL_ENV) or DEFAULT_LOG_URL
 
 
@@ -85,7 +91,7 @@ def monitor_bundle(
     Args:
         target: a bundle folder, a run folder or an MLflow run id (`resolve_bundle`); the
             bundle must hold a monitoring profile.
-        log: SQLAlchemy URL of the prediction log (see `log_url_or_default`).
+        log: the prediction log, an SQLAlchemy URL or a SQLite file (`log_url_or_default`).
         last: the most recent `last` predictions (the default: 1,000 when `since` is None).
         since: only predictions within this duration before now (`parse_since`).
         level: the family-wise false-alarm level of the verdict.
@@ -207,14 +213,14 @@ def report_renderable(report: DriftReport) -> Group:
     head = Text(f"{model}: {report.n:,} predictions{span}: ")
     head.append(report.status.upper(), style=STATUS_STYLES.get(report.status, ""))
     head.append(f" (level {report.level:g}, {report.correction}-corrected p-values)")
-    # Names and verdicts never wrap; the detail folds in a narrow terminal.
+    # Nothing in the table wraps; the details follow it, one line each, so that an
+    # 80-column terminal still reads them whole.
     table = Table()
     table.add_column("check", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("statistic", justify="right", no_wrap=True)
     table.add_column("p-value", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
-    table.add_column("detail", overflow="fold")
     for check in report.checks:
         table.add_row(
             check.name,
@@ -222,9 +228,8 @@ def report_renderable(report: DriftReport) -> Group:
             _number(check.statistic),
             _number(check.p_value),
             Text(check.status, style=STATUS_STYLES.get(check.status, "dim")),
-            check.detail,
         )
-    lines: list[Text | Table] = [head, table]
+    lines: list[Text | Table] = [head, table, *_detail_lines(report)]
     if report.status == INSUFFICIENT:
         lines.append(
             Text(
@@ -242,6 +247,17 @@ def report_renderable(report: DriftReport) -> Group:
         )
     lines.append(Text(_accuracy_line(report)))
     return Group(*lines)
+
+
+def _detail_lines(report: DriftReport) -> list[Text]:
+    """One line per distinct detail, after the names of the checks that gave it."""
+    checks: dict[str, list[str]] = {}
+    for check in report.checks:
+        if check.detail:
+            checks.setdefault(check.detail, []).append(check.name)
+    if len(checks) == 1 and len(next(iter(checks.values()))) == len(report.checks) > 1:
+        return [Text(f"  every check: {next(iter(checks))}")]
+    return [Text(f"  {', '.join(names)}: {detail}") for detail, names in checks.items()]
 
 
 def _accuracy_line(report: DriftReport) -> str:

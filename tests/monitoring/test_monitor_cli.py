@@ -187,6 +187,24 @@ def test_a_window_too_small_says_insufficient_data_per_check(
     table = _monitor(profiled_bundle, "--log", url, "--last", "12")
     assert table.exit_code == 0, table.output
     assert "insufficient data: 12 predictions" in table.output
+    # the reason, once and whole after the table, in an 80-column terminal
+    assert "every check: 12 window values; the test needs at least" in table.output
+
+
+def test_the_log_can_be_named_by_its_sqlite_file(
+    profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path, monkeypatch: Any
+) -> None:
+    name, version = _model(profiled_bundle)
+    write_log(
+        f"sqlite:///{tmp_path / 'log.db'}",
+        digit_outputs.held_out.take(np.arange(40)),
+        name,
+        version,
+    )
+    monkeypatch.chdir(tmp_path)
+    result = _monitor(profiled_bundle, "--log", "log.db", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["window"]["n"] == 40
 
 
 def test_since_keeps_the_recent_predictions_only(

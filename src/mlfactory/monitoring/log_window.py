@@ -78,7 +78,10 @@ def open_log(log_url: str) -> Engine:
     try:
         parsed = make_url(log_url)
     except Exception:
-        message = f"'{log_url}' is not an SQLAlchemy URL of a prediction log"
+        message = (
+            f"'{log_url}' is not an SQLAlchemy URL of a prediction log (sqlite:///FILE, "
+            "postgresql+psycopg://...), nor an existing SQLite file"
+        )
         raise LogDatabaseError(message) from None
     shown = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
