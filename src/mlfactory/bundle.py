@@ -20,6 +20,8 @@ MODEL_FILE = "model.onnx"
 META_FILE = "bundle.json"
 PROBABILITIES = "probabilities"
 EMBEDDING = "embedding"
+# Channel statistics of an early stage of a convolutional backbone (mlfactory.training.network).
+EARLY_FEATURES = "early_features"
 # An optional third output: the OOD score of each input, computed in the model's graph from its
 # monitoring profile (mlfactory.training.ood_graph). The model's metadata then names the
 # profile's scorer by its fingerprint under OOD_SCORER_KEY.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mlfactory.bundle import (
+    EARLY_FEATURES,
     EMBEDDING,
     OOD_SCORE,
     OOD_SCORER_KEY,
@@ -53,11 +54,14 @@ class BatchOutput:
     embeddings: np.ndarray  # (N, embedding_dim)
     # (N,) the OOD scores the model's graph computed, when it does for the loaded profile.
     ood_scores: np.ndarray | None = None
+    # (N, E) the early features, when they were asked for (scoring outside the graph).
+    early_features: np.ndarray | None = None
 
     def rows(self, start: int, end: int) -> BatchOutput:
         """The outputs of rows `start` to `end` (exclusive)."""
         scores = None if self.ood_scores is None else self.ood_scores[start:end]
-        return BatchOutput(self.probabilities[start:end], self.embeddings[start:end], scores)
+        early = None if self.early_features is None else self.early_features[start:end]
+        return BatchOutput(self.probabilities[start:end], self.embeddings[start:end], scores, early)
 
 
 class Predictor:
@@ -67,7 +71,8 @@ class Predictor:
         profile: the bundle's monitoring profile, when the server loaded one (see
             `mlfactory.serving.monitoring`); None elsewhere, or for a bundle without one.
             While it is the profile the model's graph scores with (`ood_score` output, see
-            `mlfactory.training.ood_graph`), `run` returns the graph's OOD scores too.
+            `mlfactory.training.ood_graph`), `run` returns the graph's OOD scores too; while
+            it is another profile whose score reads the early features, `run` returns those.
     """
 
     def __init__(
@@ -90,6 +95,13 @@ class Predictor:
         self._outputs = [PROBABILITIES, EMBEDDING]
         if profile is not None and self.graph_scorer == profile.ood.fingerprint():
             self._outputs.append(OOD_SCORE)
+        elif profile is not None and profile.ood.reads_early_features and self.has_early_features:
+            self._outputs.append(EARLY_FEATURES)
+
+    @property
+    def has_early_features(self) -> bool:
+        """True when the model outputs `early_features` (a convolutional backbone's)."""
+        return EARLY_FEATURES in {output.name for output in self.session.get_outputs()}
 
     @property
     def graph_scorer(self) -> str | None:
@@ -152,11 +164,26 @@ class Predictor:
                 )
         return arrays
 
-    def run(self, encoded: list[dict[str, np.ndarray]]) -> BatchOutput:
-        """Run the model on already-encoded inputs as one batch."""
-        values = self.session.run(self._outputs, stack_inputs(encoded))
-        scores = np.asarray(values[2]) if len(values) > 2 else None
-        return BatchOutput(np.asarray(values[0]), np.asarray(values[1]), scores)
+    def run(
+        self, encoded: list[dict[str, np.ndarray]], early_features: bool = False
+    ) -> BatchOutput:
+        """Run the model on already-encoded inputs as one batch.
+
+        Args:
+            encoded: the encoded inputs.
+            early_features: also return the early features, when the model has them.
+        """
+        names = self._outputs
+        if early_features and self.has_early_features and EARLY_FEATURES not in names:
+            names = [*names, EARLY_FEATURES]
+        values = dict(zip(names, self.session.run(names, stack_inputs(encoded)), strict=True))
+        scores, early = values.get(OOD_SCORE), values.get(EARLY_FEATURES)
+        return BatchOutput(
+            np.asarray(values[PROBABILITIES]),
+            np.asarray(values[EMBEDDING]),
+            None if scores is None else np.asarray(scores),
+            None if early is None else np.asarray(early),
+        )
 
     @staticmethod
     def check_finite(output: BatchOutput, names: Sequence[str]) -> None:

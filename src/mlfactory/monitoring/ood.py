@@ -13,6 +13,14 @@ the model call itself.
 The distance is divided by D, so in-distribution inputs score about 1. The threshold is the
 (1 - fpr) quantile of scores of in-distribution inputs that the scorer was not fitted on (split
 conformal calibration, see `OodScorer.fit`).
+
+A convolutional backbone also outputs `early_features`, the channel statistics of an early
+stage (`mlfactory.training.network`). Its bundles score both, as Lee et al. (2018) do with
+several layers: a second scorer of the same kind on the early features, and the score is the
+sum of the two distances, each standardised by the mean and spread of its held-out
+calibration scores (so in-distribution inputs score about 0 there). The early stage sees
+noise, blur and texture that the pooled embedding has learnt to ignore; measured on real
+corruptions in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ class OodScorer:
         normalize: embeddings are scaled to unit length before anything else.
         calibration_scores: the scores of the held-out calibration rows (the threshold is
             their quantile); the drift check of the score compares a window with them.
+        early: the scorer of the early features, when the score reads them too.
+        float64: score in float64 (the early features' scorer: see `OodScorer.fit`).
+        standardization: with `early`, the mean and standard deviation of the held-out scores
+            of the embedding's scorer, then of the early features' scorer.
     """
 
     class_means: np.ndarray
@@ -54,10 +66,13 @@ class OodScorer:
     fpr: float = DEFAULT_FPR
     normalize: bool = False
     calibration_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    early: OodScorer | None = None
+    float64: bool = False
+    standardization: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     _dims: int = field(init=False, repr=False, compare=False)
     _fused: np.ndarray = field(init=False, repr=False, compare=False)
     _weights: np.ndarray = field(init=False, repr=False, compare=False)
-    _residual: np.float32 = field(init=False, repr=False, compare=False)
+    _residual: np.floating = field(init=False, repr=False, compare=False)
     _constants: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,11 +93,12 @@ class OodScorer:
         weights = inverse - residual
         linear = basis @ (weights[:, None] * in_basis.T) + residual * means.T  # (D, C)
         self._dims = basis.shape[1]
-        self._fused = np.ascontiguousarray(np.concatenate([basis, linear], axis=1), np.float32)
-        self._weights = weights.astype(np.float32)
-        self._residual = np.float32(residual)
+        dtype = np.float64 if self.float64 else np.float32
+        self._fused = np.ascontiguousarray(np.concatenate([basis, linear], axis=1), dtype)
+        self._weights = weights.astype(dtype)
+        self._residual = dtype(residual)
         self._constants = ((in_basis**2) @ weights + residual * np.sum(means**2, axis=1)).astype(
-            np.float32
+            dtype
         )
 
     @classmethod
@@ -94,6 +110,7 @@ class OodScorer:
         dims: int = DEFAULT_DIMS,
         normalize: bool = True,
         seed: int = 0,
+        early_features: np.ndarray | None = None,
     ) -> OodScorer:
         """Fit on in-distribution embeddings and calibrate the threshold to `fpr`.
 
@@ -107,6 +124,11 @@ class OodScorer:
         be exact: the variances of a fit on fewer rows are smaller, so out-of-fold scores run
         high and the threshold with them (measured: half the nominal rate).
 
+        With `early_features`, a second scorer is fitted on them (same rows, same options), and
+        the score is the sum of both standardised scores (the module docstring). The means and
+        spreads that standardise come from the same held-out rows as the threshold, so the
+        threshold's rate is not exact there but close (measured in tests/monitoring).
+
         Args:
             embeddings: (N, D) embeddings of data the model did not train on.
             labels: (N,) their true class indices.
@@ -115,12 +137,29 @@ class OodScorer:
             normalize: scale embeddings to unit length first (measured: it separates foreign
                 inputs much better, see docs/benchmarks.md).
             seed: seeds the calibration split.
+            early_features: (N, E) the same inputs' early features, when the model has them.
         """
-        x = _prepare(embeddings, normalize)
         y = np.asarray(labels, dtype=np.int64)
         held_out = _calibration_rows(y, CALIBRATION_FRACTION, seed)
+        x = _prepare(embeddings, normalize)
         scorer = cls._fit_only(x[~held_out], y[~held_out], dims, normalize)
         scores = scorer.score(x[held_out])  # unit length already: normalising again is a no-op
+        if early_features is not None:
+            e = _prepare(early_features, normalize)
+            # At most half the early features' directions keep their own variance, so that the
+            # rest share a residual one (the AUROCs of docs/benchmarks.md barely move between 8
+            # and 47 of 48 directions). Their residual variance is small, and the expanded
+            # distance then cancels large terms: float32 scores of one input differed by 6e-3
+            # between numpy and ONNX Runtime (the order of summation). A few dozen features
+            # cost nothing in float64, which agrees to 1e-12.
+            early_dims = min(dims, max(1, e.shape[1] // 2))
+            early = cls._fit_only(e[~held_out], y[~held_out], early_dims, normalize, True)
+            early_scores = early.score(e[held_out])
+            scorer.early = early
+            scorer.standardization = np.array(
+                [scores.mean(), _spread(scores), early_scores.mean(), _spread(early_scores)]
+            )
+            scores = scorer._combine(scores, early_scores)
         scorer.fpr = fpr
         # "weibull": the k-th smallest of n scores sits at quantile k / (n + 1).
         scorer.threshold = float(np.quantile(scores, 1.0 - fpr, method="weibull"))
@@ -128,7 +167,9 @@ class OodScorer:
         return scorer
 
     @classmethod
-    def _fit_only(cls, x: np.ndarray, y: np.ndarray, dims: int, normalize: bool) -> OodScorer:
+    def _fit_only(
+        cls, x: np.ndarray, y: np.ndarray, dims: int, normalize: bool, float64: bool = False
+    ) -> OodScorer:
         classes = np.unique(y)
         means = np.stack([x[y == c].mean(axis=0) for c in classes])
         within = x - means[np.searchsorted(classes, y)]
@@ -136,17 +177,44 @@ class OodScorer:
         # Rescaled so that the fitted variances divide by N - C (the classes' means were fitted).
         scaled = within * np.sqrt((len(x) - 1) / dof)
         projection = Projection.fit(scaled, dims, np.zeros(x.shape[1]))
-        return cls(class_means=means.astype(np.float32), projection=projection, normalize=normalize)
+        return cls(
+            class_means=means.astype(np.float32),
+            projection=projection,
+            normalize=normalize,
+            float64=float64,
+        )
 
-    def score(self, embeddings: np.ndarray) -> np.ndarray:
-        """(N, D) embeddings -> (N,) scores: about 1 in distribution, larger further out."""
+    def score(self, embeddings: np.ndarray, early_features: np.ndarray | None = None) -> np.ndarray:
+        """(N, D) embeddings (and (N, E) early features, when the scorer reads them) -> (N,)
+        scores: about 1 in distribution (about 0 with early features), larger further out.
+
+        Raises:
+            ValueError: an array is not 2-D, or the early features the scorer needs are missing.
+        """
         with one_thread():
-            return self._score(embeddings)
+            scores = self._score(embeddings)
+            if self.early is None:
+                return scores
+            if early_features is None:
+                raise ValueError(
+                    "this OOD score also reads the model's early_features output, and none "
+                    "were given"
+                )
+            return self._combine(scores, self.early._score(early_features))
+
+    @property
+    def reads_early_features(self) -> bool:
+        """True when the score needs the model's `early_features` output too."""
+        return self.early is not None
+
+    def _combine(self, scores: np.ndarray, early_scores: np.ndarray) -> np.ndarray:
+        mean, spread, early_mean, early_spread = self.standardization
+        return np.asarray((scores - mean) / spread + (early_scores - early_mean) / early_spread)
 
     def _score(self, embeddings: np.ndarray) -> np.ndarray:
         # Few numpy calls on small arrays: right after a model call the caches are cold, and
         # each call then costs several microseconds whatever its size.
-        x = np.asarray(embeddings, dtype=np.float32)
+        x = np.asarray(embeddings, dtype=self._fused.dtype)
         if x.ndim != 2:
             raise ValueError(f"embeddings must be a 2-D array (N, D), got shape {x.shape}")
         squared_norms = np.einsum("nd,nd->n", x, x)
@@ -171,12 +239,18 @@ class OodScorer:
             contiguous = np.ascontiguousarray(array)
             digest.update(f"{contiguous.dtype.str}{contiguous.shape}".encode())
             digest.update(contiguous.tobytes())
-        digest.update(repr((float(self.projection.residual_variance), self.normalize)).encode())
+        settings = (float(self.projection.residual_variance), self.normalize)
+        digest.update(repr(settings + ((True,) if self.float64 else ())).encode())
+        if self.early is not None:
+            digest.update(self.early.fingerprint().encode())
+            digest.update(np.asarray(self.standardization, np.float64).tobytes())
         return digest.hexdigest()
 
-    def is_ood(self, embeddings: np.ndarray) -> np.ndarray:
+    def is_ood(
+        self, embeddings: np.ndarray, early_features: np.ndarray | None = None
+    ) -> np.ndarray:
         """(N,) True where the score is above the calibrated threshold."""
-        return np.asarray(self.score(embeddings) > self.threshold)
+        return np.asarray(self.score(embeddings, early_features) > self.threshold)
 
 
 def _prepare(embeddings: np.ndarray, normalize: bool) -> np.ndarray:
@@ -186,6 +260,11 @@ def _prepare(embeddings: np.ndarray, normalize: bool) -> np.ndarray:
     if normalize:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return x
+
+
+def _spread(scores: np.ndarray) -> float:
+    """The standard deviation of held-out scores, kept off 0 (a constant score divides by it)."""
+    return max(float(np.std(scores)), 1e-12)
 
 
 def _calibration_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

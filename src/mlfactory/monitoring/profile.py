@@ -2,7 +2,8 @@
 
 It is built from data the model did not train on (normally the validation split) and holds:
 
-- the out-of-distribution scorer (class means, a within-class basis, the calibrated threshold);
+- the out-of-distribution scorer (class means, a within-class basis, the calibrated threshold;
+  the same for the early features of a convolutional model, and how the two scores add up);
 - the drift reference sample: the embedding projected on at most 32 principal directions (the
   basis is stored too), the predicted label, the confidence and the input-summary features;
 - the temperature that calibrates the probabilities, and the calibrated-confidence threshold
@@ -90,6 +91,7 @@ class ReferenceProfile:
             "ood.basis": self.ood.projection.basis,
             "ood.variances": self.ood.projection.variances,
             "ood.calibration_scores": self.ood.calibration_scores,
+            **_early_arrays(self.ood),
             "drift.mean": self.drift.projection.mean,
             "drift.basis": self.drift.projection.basis,
             "drift.variances": self.drift.projection.variances,
@@ -110,6 +112,7 @@ class ReferenceProfile:
                 "fpr": self.ood.fpr,
                 "normalize": self.ood.normalize,
                 "residual_variance": self.ood.projection.residual_variance,
+                **_early_meta(self.ood),
             },
             "drift": {
                 "residual_variance": self.drift.projection.residual_variance,
@@ -138,6 +141,7 @@ def build_profile(
     normalize: bool = True,
     max_reference: int = MAX_REFERENCE,
     seed: int = 0,
+    early_features: np.ndarray | None = None,
 ) -> ReferenceProfile:
     """Build the reference profile from model outputs on data the model did not train on.
 
@@ -154,6 +158,8 @@ def build_profile(
         normalize: scale embeddings to unit length for the OOD score.
         max_reference: reference rows kept for drift (a seeded random subset beyond).
         seed: seeds the calibration folds and the subset.
+        early_features: (N, E) the bundle's `early_features` output, when it has one: the OOD
+            score then reads it too (`OodScorer.fit`).
 
     Raises:
         ValueError: the inputs disagree in length, a true label is not one of `labels`, or
@@ -207,7 +213,22 @@ def build_profile(
         "reference_calibrated_confidence": float(calibrate(p, temperature).max(axis=1).mean()),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    ood = OodScorer.fit(x, y, fpr=fpr, dims=ood_dims, normalize=normalize, seed=seed)
+    if early_features is not None:
+        if len(early_features) != len(x):
+            raise ValueError(
+                f"reference arrays differ in length: {len(x)} embeddings, "
+                f"{len(early_features)} early features"
+            )
+        meta["early_features_dim"] = int(np.shape(early_features)[1])
+    ood = OodScorer.fit(
+        x,
+        y,
+        fpr=fpr,
+        dims=ood_dims,
+        normalize=normalize,
+        seed=seed,
+        early_features=None if early_features is None else np.asarray(early_features, np.float32),
+    )
     accuracy = ConfidenceThreshold.fit(calibrate(p, temperature).max(axis=1), predicted == y)
     return ReferenceProfile(list(labels), ood, drift, temperature, meta, accuracy)
 
@@ -257,19 +278,23 @@ def _from_saved(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Referenc
     if version > FORMAT_VERSION:
         raise ValueError(f"profile format {version} is newer than {FORMAT_VERSION}")
     ood_meta, drift_meta = meta["ood"], meta["drift"]
-    dim = arrays["ood.basis"].shape[0]
+    early = None
+    if "early" in ood_meta:
+        early = OodScorer(
+            class_means=arrays["ood.early.class_means"],
+            projection=_ood_projection(arrays, "ood.early", ood_meta["early"]),
+            normalize=bool(ood_meta["normalize"]),
+            float64=bool(ood_meta["early"].get("float64", False)),
+        )
     ood = OodScorer(
         class_means=arrays["ood.class_means"],
-        projection=Projection(
-            np.zeros(dim, np.float32),
-            arrays["ood.basis"],
-            arrays["ood.variances"],
-            float(ood_meta["residual_variance"]),
-        ),
+        projection=_ood_projection(arrays, "ood", ood_meta),
         threshold=float(ood_meta["threshold"]),
         fpr=float(ood_meta["fpr"]),
         normalize=bool(ood_meta["normalize"]),
         calibration_scores=arrays["ood.calibration_scores"],
+        early=early,
+        standardization=np.asarray(ood_meta.get("standardization", []), np.float64),
     )
     kinds: dict[str, str] = dict(drift_meta["features"])
     features = SummaryColumns(
@@ -294,3 +319,35 @@ def _from_saved(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Referenc
     accuracy = ConfidenceThreshold.from_json(meta["accuracy"]) if "accuracy" in meta else None
     temperature = float(meta["temperature"])
     return ReferenceProfile(list(meta["labels"]), ood, drift, temperature, rest, accuracy)
+
+
+def _ood_projection(arrays: dict[str, np.ndarray], prefix: str, meta: dict[str, Any]) -> Projection:
+    basis = arrays[f"{prefix}.basis"]
+    return Projection(
+        np.zeros(basis.shape[0], np.float32),
+        basis,
+        arrays[f"{prefix}.variances"],
+        float(meta["residual_variance"]),
+    )
+
+
+def _early_arrays(ood: OodScorer) -> dict[str, np.ndarray]:
+    if ood.early is None:
+        return {}
+    return {
+        "ood.early.class_means": ood.early.class_means,
+        "ood.early.basis": ood.early.projection.basis,
+        "ood.early.variances": ood.early.projection.variances,
+    }
+
+
+def _early_meta(ood: OodScorer) -> dict[str, Any]:
+    if ood.early is None:
+        return {}
+    return {
+        "early": {
+            "residual_variance": ood.early.projection.residual_variance,
+            "float64": ood.early.float64,
+        },
+        "standardization": [float(v) for v in ood.standardization],
+    }

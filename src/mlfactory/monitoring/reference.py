@@ -57,11 +57,17 @@ def write_profile(bundle: Bundle, dataset: PreparedDataset) -> ReferenceProfile 
         )
         return None
     predictor = Predictor(bundle)
-    embeddings, probabilities, summaries, labels = model_outputs(
+    embeddings, probabilities, summaries, labels, early = model_outputs(
         predictor, [item.read_bytes() for item in items], [item.label for item in items]
     )
     profile = build_profile(
-        embeddings, probabilities, labels, summaries, bundle.meta.labels, source=source
+        embeddings,
+        probabilities,
+        labels,
+        summaries,
+        bundle.meta.labels,
+        source=source,
+        early_features=early,
     )
     profile.save(bundle.path)
     phase_log.info(
@@ -72,13 +78,14 @@ def write_profile(bundle: Bundle, dataset: PreparedDataset) -> ReferenceProfile 
 
 def model_outputs(
     predictor: Predictor, raws: Sequence[bytes], labels: Sequence[Label]
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[Label]]:
-    """Embeddings, probabilities and input summaries of `raws`, as the server computes them.
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]], list[Label], np.ndarray | None]:
+    """Embeddings, probabilities and input summaries of `raws`, as the server computes them,
+    their labels, and their early features (None when the model has none).
 
     Inputs the bundle's encoder refuses are left out (with their labels).
     """
     modality, params = predictor.bundle.modality, predictor.bundle.meta.preprocessing
-    embeddings, probabilities = [], []
+    embeddings, probabilities, early = [], [], []
     summaries: list[dict[str, Any]] = []
     kept: list[Label] = []
     for start in range(0, len(raws), BATCH):
@@ -93,12 +100,16 @@ def model_outputs(
             summaries.append(modality.summarize(raw, item, params))
             kept.append(label)
         if encoded:
-            output = predictor.run(encoded)
+            output = predictor.run(encoded, early_features=True)
             embeddings.append(output.embeddings)
             probabilities.append(output.probabilities)
+            if output.early_features is not None:
+                early.append(output.early_features)
     if not kept:
-        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), [], []
-    return np.concatenate(embeddings), np.concatenate(probabilities), summaries, kept
+        empty = np.zeros((0, 0), np.float32)
+        return empty, empty, [], [], empty if predictor.has_early_features else None
+    features = np.concatenate(early) if early else None
+    return np.concatenate(embeddings), np.concatenate(probabilities), summaries, kept, features
 
 
 def profile_mb(folder: Path) -> float:

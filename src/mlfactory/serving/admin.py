@@ -187,7 +187,9 @@ def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
     predictor = Predictor.from_path(
         path, settings.ort_intra_op_threads, settings.ort_inter_op_threads
     )
-    predictor.profile = load_served_profile(predictor.bundle, predictor.embedding_width)
+    predictor.profile = load_served_profile(
+        predictor.bundle, predictor.embedding_width, predictor.has_early_features
+    )
     if predictor.profile is not None and predictor.graph_scorer and not predictor.scores_in_graph:
         log.warning(
             "the OOD score in %s was made for another profile: scoring in numpy instead "

@@ -49,7 +49,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def load_served_profile(
-    bundle: Bundle, embedding_width: int | None = None
+    bundle: Bundle, embedding_width: int | None = None, has_early_features: bool = True
 ) -> ReferenceProfile | None:
     """The bundle's profile; None (and a warning) when it has none or cannot serve with it.
 
@@ -57,6 +57,8 @@ def load_served_profile(
         bundle: the served bundle.
         embedding_width: the width of the model's embedding output, when its graph fixes it:
             a profile made for another width would fail every request, so it is not used.
+        has_early_features: whether the model outputs `early_features`; a profile whose OOD
+            score reads them is not used with a model that has none.
     """
     try:
         profile = load_profile(bundle.path)
@@ -78,6 +80,12 @@ def load_served_profile(
             embedding_width,
         )
         return None
+    if profile.ood.reads_early_features and not has_early_features:
+        log.warning(
+            "serving without monitoring: the profile's OOD score reads early features, which "
+            "the model does not output (export the bundle again)"
+        )
+        return None
     return profile
 
 
@@ -89,7 +97,7 @@ def ood_scores(predictor: Predictor, output: BatchOutput) -> OodScores:
     if output.ood_scores is not None:  # computed in the model's graph, outside the GIL
         scores = output.ood_scores.astype(np.float64)
     else:
-        scores = profile.ood.score(output.embeddings)
+        scores = profile.ood.score(output.embeddings, output.early_features)
     return scores.round(6).tolist(), (scores <= profile.ood.threshold).tolist()
 
 

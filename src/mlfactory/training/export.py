@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlfactory.bundle import EMBEDDING, MODEL_FILE, PROBABILITIES, Bundle, BundleMeta, write_meta
+from mlfactory.bundle import (
+    EARLY_FEATURES,
+    EMBEDDING,
+    MODEL_FILE,
+    PROBABILITIES,
+    Bundle,
+    BundleMeta,
+    write_meta,
+)
 from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError
 from mlfactory.modalities import Encoder, stack_inputs
@@ -64,13 +72,14 @@ def export_bundle(
         torch.from_numpy(np.zeros((2, *shape), dtype=dtypes[name]))
         for name, shape in shapes.items()
     )
-    dynamic_axes = {name: {0: "batch"} for name in [*names, PROBABILITIES, EMBEDDING]}
+    outputs = [PROBABILITIES, EMBEDDING] + ([EARLY_FEATURES] if graph.has_early_features else [])
+    dynamic_axes = {name: {0: "batch"} for name in [*names, *outputs]}
     torch.onnx.export(
         graph,
         example,
         str(out_dir / MODEL_FILE),
         input_names=names,
-        output_names=[PROBABILITIES, EMBEDDING],
+        output_names=outputs,
         dynamic_axes=dynamic_axes,
         opset_version=OPSET,
         dynamo=False,
@@ -78,7 +87,7 @@ def export_bundle(
     for asset in assets or []:
         shutil.copy2(asset, out_dir / asset.name)
     meta.inputs = shapes
-    meta.outputs = [PROBABILITIES, EMBEDDING]
+    meta.outputs = outputs
     meta.export = {"opset": OPSET, "torch": torch.__version__}
     write_meta(out_dir, meta)
     bundle = Bundle(path=out_dir, meta=meta)
@@ -100,7 +109,8 @@ class ParitySpread:
     max_rel_diff: float  # largest |p_onnx - p_torch| / p_torch where p_torch > PARITY_ATOL
     tolerance_used: float  # largest |p_onnx - p_torch| / (PARITY_ATOL + PARITY_RTOL * p_torch)
     labels_differ: int  # items whose top label is not the same
-    max_embedding_diff: float  # largest |e_onnx - e_torch| / max(|e_torch|, |e_onnx|) of an item
+    # largest |e_onnx - e_torch| / max(|e_torch|, |e_onnx|) of an item's embedding or early features
+    max_embedding_diff: float
 
     @property
     def within_tolerance(self) -> bool:
@@ -129,15 +139,16 @@ def parity_spread(
         raws = [item.read_bytes() for item in items[start : start + batch_size]]
         batch = stack_inputs([encoder(raw) for raw in raws])
         with torch.no_grad():
-            probabilities, embedding = graph(*(torch.from_numpy(a) for a in batch.values()))
-        onnx_probabilities, onnx_embedding = session.run(
-            [PROBABILITIES, EMBEDDING], stack_inputs([served(raw) for raw in raws])
-        )
-        expected.append(probabilities.numpy().astype(np.float64))
-        got.append(np.asarray(onnx_probabilities, dtype=np.float64))
-        pair = np.stack([embedding.numpy(), onnx_embedding]).astype(np.float64)
-        scale = np.maximum(np.abs(pair).max(axis=(0, 2)), np.finfo(np.float32).tiny)
-        embedding_diffs.append(np.abs(pair[1] - pair[0]).max(axis=1) / scale)
+            outputs = graph(*(torch.from_numpy(a) for a in batch.values()))
+        names = [PROBABILITIES, EMBEDDING, EARLY_FEATURES][: len(outputs)]
+        onnx_outputs = session.run(names, stack_inputs([served(raw) for raw in raws]))
+        expected.append(outputs[0].numpy().astype(np.float64))
+        got.append(np.asarray(onnx_outputs[0], dtype=np.float64))
+        # The embedding and the early features: relative to their largest component.
+        for torch_vectors, onnx_vectors in zip(outputs[1:], onnx_outputs[1:], strict=True):
+            pair = np.stack([torch_vectors.numpy(), onnx_vectors]).astype(np.float64)
+            scale = np.maximum(np.abs(pair).max(axis=(0, 2)), np.finfo(np.float32).tiny)
+            embedding_diffs.append(np.abs(pair[1] - pair[0]).max(axis=1) / scale)
     p_torch, p_onnx = np.concatenate(expected), np.concatenate(got)
     diff = np.abs(p_onnx - p_torch)
     above = p_torch > PARITY_ATOL

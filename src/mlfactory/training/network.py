@@ -1,8 +1,12 @@
 """The classifier network: a modality backbone that yields an embedding, and a linear head.
 
 Every modality's backbone maps its model inputs to a fixed-size embedding; the head is shared.
-The exported ONNX graph returns both the class probabilities and the embedding (the embedding
-is what drift monitoring compares).
+The exported ONNX graph returns the class probabilities and the embedding (what drift
+monitoring compares). A convolutional backbone also yields `early_features`: the mean and the
+standard deviation of each channel of an early stage's feature map (the first at a quarter of
+the input's resolution). Out-of-distribution scores read both: an early stage still sees the
+input's texture, noise and blur, which the pooled embedding has learnt to ignore (Lee et al.,
+2018; measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -29,14 +33,60 @@ class Classifier(nn.Module):
         return self.head(self.dropout(self.embed(*inputs)))
 
 
+# The early stage: the first of a timm model's feature stages at this reduction or more.
+EARLY_REDUCTION = 4
+
+
+def early_stage(backbone: nn.Module) -> nn.Module | None:
+    """The module whose output is the backbone's early feature map, or None (no such stage).
+
+    A backbone may name it (`early_stage()`); a timm model has it in its `feature_info`.
+    Transformer encoders of text have none: their early layers add nothing to the embedding's
+    score (measured).
+    """
+    named = getattr(backbone, "early_stage", None)
+    if callable(named):
+        stage = named()
+        return stage if isinstance(stage, nn.Module) else None
+    info = getattr(backbone, "feature_info", None)
+    if not isinstance(info, list):
+        return None
+    for entry in info:
+        if isinstance(entry, dict) and int(entry.get("reduction", 0)) >= EARLY_REDUCTION:
+            return backbone.get_submodule(str(entry["module"]))
+    return None
+
+
+def channel_statistics(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) or (B, N, C) -> (B, 2C): each channel's mean, then its standard deviation."""
+    if features.dim() == 4:
+        flat = features.flatten(2)  # (B, C, H * W)
+    elif features.dim() == 3:
+        flat = features.transpose(1, 2)  # (B, C, N)
+    else:
+        raise ValueError(f"an early stage gave a {features.dim()}-d tensor; expected 3-d or 4-d")
+    mean = flat.mean(dim=2)
+    spread = (flat - mean.unsqueeze(2)).pow(2).mean(dim=2).sqrt()
+    return torch.cat([mean, spread], dim=1)
+
+
 class InferenceGraph(nn.Module):
-    """What is exported to ONNX: probabilities and embedding from the model inputs."""
+    """What is exported to ONNX: probabilities, embedding and (when the backbone has an early
+    stage) its channel statistics, from the model inputs."""
 
     def __init__(self, classifier: Classifier) -> None:
         super().__init__()
         self.classifier = classifier
+        self._early: list[torch.Tensor] = []
+        stage = early_stage(classifier.backbone)
+        self.has_early_features = stage is not None
+        if stage is not None:
+            stage.register_forward_hook(lambda _module, _inputs, output: self._early.append(output))
 
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self._early.clear()
         embedding = self.classifier.embed(*inputs)
-        logits = self.classifier.head(embedding)
-        return torch.softmax(logits, dim=-1), embedding
+        probabilities = torch.softmax(self.classifier.head(embedding), dim=-1)
+        if not self.has_early_features:
+            return probabilities, embedding
+        return probabilities, embedding, channel_statistics(self._early[-1])

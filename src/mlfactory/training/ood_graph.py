@@ -5,8 +5,9 @@ what the same arithmetic adds inside the model call (docs/benchmarks.md, "What m
 costs the server"). Once the profile is
 written, `attach_ood_score` appends the scorer's arithmetic (`OodScorer._score`: one product
 with the precomputed D x (dims + classes) matrix and a dozen small operations) to `model.onnx`,
-reading its `embedding` output. One `session.run` then returns probabilities, embedding and
-`ood_score`, computed by ONNX Runtime outside the GIL.
+reading its `embedding` output (and `early_features`, for a score that reads them: both
+scorers, then the sum of their standardised scores). One `session.run` then returns
+probabilities, embedding and `ood_score`, computed by ONNX Runtime outside the GIL.
 
 The graph records the scorer's fingerprint (`OodScorer.fingerprint`) in the model's metadata.
 The server uses the in-graph score only while the profile it loads has the same fingerprint,
@@ -22,7 +23,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from mlfactory.bundle import EMBEDDING, OOD_SCORE, OOD_SCORER_KEY, PROBABILITIES, Bundle, write_meta
+from mlfactory.bundle import (
+    EARLY_FEATURES,
+    EMBEDDING,
+    OOD_SCORE,
+    OOD_SCORER_KEY,
+    Bundle,
+    write_meta,
+)
 from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError
 from mlfactory.modalities import stack_inputs
@@ -43,25 +51,71 @@ CHECK_ITEMS = 64
 AXES_AS_INPUT = 18
 
 
+def ood_nodes(scorer: OodScorer, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The nodes and constants that compute `ood_score` from the model's outputs.
+
+    The embedding's scorer alone, or with early features both scorers and the sum of their
+    standardised scores: a x (1 / spread) + b x (1 / early spread) + offset.
+    """
+    if scorer.early is None:
+        return scorer_nodes(scorer, EMBEDDING, OOD_SCORE, opset)
+    embedding_score, early_score = PREFIX + "embedding_score", PREFIX + "early_score"
+    nodes, constants = scorer_nodes(scorer, EMBEDDING, embedding_score, opset, "embedding/")
+    more_nodes, more_constants = scorer_nodes(
+        scorer.early, EARLY_FEATURES, early_score, opset, "early/"
+    )
+    mean, spread, early_mean, early_spread = (float(v) for v in scorer.standardization)
+    scale = {
+        "scale": 1.0 / spread,
+        "early_scale": 1.0 / early_spread,
+        "offset": -mean / spread - early_mean / early_spread,
+    }
+    constants += [
+        *more_constants,
+        *(
+            numpy_helper.from_array(np.asarray([value], np.float32), PREFIX + local)
+            for local, value in scale.items()
+        ),
+    ]
+
+    def node(op: str, inputs: list[str], output: str) -> onnx.NodeProto:
+        return helper.make_node(
+            op, inputs, [output], name=output if output.startswith(PREFIX) else PREFIX + output
+        )
+
+    nodes += [
+        *more_nodes,
+        node("Mul", [embedding_score, PREFIX + "scale"], PREFIX + "scaled_score"),
+        node("Mul", [early_score, PREFIX + "early_scale"], PREFIX + "scaled_early_score"),
+        node("Add", [PREFIX + "scaled_score", PREFIX + "scaled_early_score"], PREFIX + "both"),
+        node("Add", [PREFIX + "both", PREFIX + "offset"], OOD_SCORE),
+    ]
+    return nodes, constants
+
+
 def scorer_nodes(
-    scorer: OodScorer, embedding: str, score: str, opset: int
+    scorer: OodScorer, embedding: str, score: str, opset: int, part: str = ""
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The nodes and constants that compute `score` (N,) from `embedding` (N, D).
 
     Args:
-        scorer: the fitted scorer (its precomputed float32 matrices become constants).
+        scorer: the fitted scorer (its precomputed float32 matrices become constants); its
+            early features' scorer, if any, is not part of these nodes (see `ood_nodes`).
         embedding: the name of the (N, D) float32 tensor to score.
         score: the name of the (N,) output.
         opset: the default-domain opset of the graph the nodes go into.
+        part: starts the local names (after `PREFIX`), so that two scorers fit in one graph.
     """
     fused = scorer._fused
     dims, width = scorer._dims, fused.shape[0]
     classes = fused.shape[1] - dims
 
     def name(local: str) -> str:
-        return PREFIX + local
+        return PREFIX + part + local
 
-    def const(local: str, value: Any, dtype: Any = np.float32) -> onnx.TensorProto:
+    precision = scorer._fused.dtype
+
+    def const(local: str, value: Any, dtype: Any = precision) -> onnx.TensorProto:
         return numpy_helper.from_array(np.asarray(value, dtype=dtype), name(local))
 
     constants = [
@@ -80,7 +134,7 @@ def scorer_nodes(
 
     def node(op: str, inputs: list[str], output: str, **attributes: Any) -> onnx.NodeProto:
         # Local names get the prefix; the graph's embedding and the score keep their own.
-        outside = {"EMBEDDING": embedding, "SCORE": score}
+        outside = {"EMBEDDING": embedding, "SCORE": score} if precision == np.float32 else {}
         names = [outside.get(local, name(local)) for local in [*inputs, output]]
         return helper.make_node(op, names[:-1], names[-1:], name=name(output), **attributes)
 
@@ -89,7 +143,18 @@ def scorer_nodes(
             return node(op, [source, "axis"], output, keepdims=keepdims)
         return node(op, [source], output, axes=[1], keepdims=keepdims)
 
-    nodes = [
+    nodes = []
+    if precision == np.float64:  # cast in, score in float64, cast the score out
+        nodes.append(
+            helper.make_node(
+                "Cast",
+                [embedding],
+                [name("EMBEDDING")],
+                to=TensorProto.DOUBLE,
+                name=name("EMBEDDING"),
+            )
+        )
+    nodes += [
         node("MatMul", ["EMBEDDING", "fused"], "products"),
         reduce("ReduceSumSquare", "EMBEDDING", "squared_norms", keepdims=1),
     ]
@@ -115,17 +180,30 @@ def scorer_nodes(
         reduce("ReduceMin", "distances", "nearest", keepdims=0),
         node("Mul", ["nearest", "per_dim"], "SCORE"),
     ]
+    if precision == np.float64:
+        nodes.append(
+            helper.make_node(
+                "Cast", [name("SCORE")], [score], to=TensorProto.FLOAT, name=name("score_float")
+            )
+        )
     return nodes, constants
 
 
 def scorer_model(scorer: OodScorer, opset: int = AXES_AS_INPUT) -> onnx.ModelProto:
-    """The scorer alone as an ONNX model: input `embedding` (N, D), output `ood_score` (N,)."""
-    nodes, constants = scorer_nodes(scorer, EMBEDDING, OOD_SCORE, opset)
-    width = scorer._fused.shape[0]
+    """The scorer alone as an ONNX model: input `embedding` (N, D) (and `early_features`
+    (N, E) when it reads them), output `ood_score` (N,)."""
+    nodes, constants = ood_nodes(scorer, opset)
+    inputs = [helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, ["N", _width(scorer)])]
+    if scorer.early is not None:
+        inputs.append(
+            helper.make_tensor_value_info(
+                EARLY_FEATURES, TensorProto.FLOAT, ["N", _width(scorer.early)]
+            )
+        )
     graph = helper.make_graph(
         nodes,
         "ood_score",
-        [helper.make_tensor_value_info(EMBEDDING, TensorProto.FLOAT, ["N", width])],
+        inputs,
         [helper.make_tensor_value_info(OOD_SCORE, TensorProto.FLOAT, ["N"])],
         constants,
     )
@@ -158,7 +236,14 @@ def attach_ood_score(bundle: Bundle, check_items: list[Item]) -> bool:
     model = onnx.load(str(bundle.model_path))
     _remove_scorer(model)  # one appended before, for another profile
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    nodes, constants = scorer_nodes(profile.ood, EMBEDDING, OOD_SCORE, opset)
+    if profile.ood.reads_early_features and EARLY_FEATURES not in {
+        output.name for output in model.graph.output
+    }:
+        raise BundleError(
+            f"{bundle.model_path}: the profile's OOD score reads '{EARLY_FEATURES}', which "
+            "the model does not output"
+        )
+    nodes, constants = ood_nodes(profile.ood, opset)
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(constants)
     batch = _batch_dimension(model)
@@ -178,7 +263,7 @@ def attach_ood_score(bundle: Bundle, check_items: list[Item]) -> bool:
             f"{bundle.model_path}: the OOD score in the graph differs from the profile's scorer "
             f"by {difference:.1e} (relative to |score| + 1; at most {SCORE_RTOL:.0e} allowed)"
         )
-    bundle.meta.outputs = [PROBABILITIES, EMBEDDING, OOD_SCORE]
+    bundle.meta.outputs = [*(o for o in bundle.meta.outputs if o != OOD_SCORE), OOD_SCORE]
     bundle.meta.export["ood_score_in_graph_max_rel_diff"] = difference
     write_meta(bundle.path, bundle.meta)
     log.debug("OOD score appended to %s (largest difference %.1e)", bundle.model_path, difference)
@@ -214,7 +299,12 @@ def _largest_difference(bundle: Bundle, scorer: OodScorer, items: list[Item]) ->
         return 0.0
     session, encoder = bundle.session(), bundle.encoder()
     inputs = stack_inputs([encoder(item.read_bytes()) for item in items])
-    embeddings, in_graph = session.run([EMBEDDING, OOD_SCORE], inputs)
-    in_numpy = scorer.score(embeddings)
+    names = [OOD_SCORE, EMBEDDING] + ([EARLY_FEATURES] if scorer.reads_early_features else [])
+    in_graph, *outputs = session.run(names, inputs)
+    in_numpy = scorer.score(*outputs)
     difference = np.abs(np.asarray(in_graph, np.float64) - in_numpy)
     return float(np.max(difference / (np.abs(in_numpy) + 1.0)))
+
+
+def _width(scorer: OodScorer) -> int:
+    return int(scorer._fused.shape[0])

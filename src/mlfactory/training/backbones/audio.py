@@ -96,6 +96,12 @@ class SpectrogramAsImage(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
+    def early_stage(self) -> nn.Module | None:
+        """The image model's early stage (see `mlfactory.training.network.early_stage`)."""
+        from mlfactory.training.network import early_stage
+
+        return early_stage(self.image_model)
+
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         image = self.scale(log_mel).unsqueeze(1).expand(-1, 3, -1, -1)
         return self.image_model((image - self.mean) / self.std)
@@ -142,6 +148,11 @@ class CnnTransformer(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
+
+    def early_stage(self) -> nn.Module:
+        """The second conv block's pooling (a quarter of the resolution), or the first's."""
+        pools = [module for module in self.cnn if isinstance(module, nn.MaxPool2d)]
+        return pools[min(1, len(pools) - 1)]
 
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         features = self.cnn(self.scale(log_mel).unsqueeze(1))  # (B, C, bands, tokens)
