@@ -49,7 +49,7 @@ def ood_rows(
     profile: ReferenceProfile, unseen: Outputs, pools: list[tuple[Pool, Outputs]]
 ) -> list[dict[str, Any]]:
     """AUROC of the OOD score and of the max softmax probability, unseen vs each shifted pool."""
-    inside = profile.ood.score(unseen.embeddings)
+    inside = profile.ood.score(unseen.embeddings, unseen.early)
     rows = [
         {
             "pool": "unseen (in distribution)",
@@ -59,7 +59,7 @@ def ood_rows(
     for pool, out in pools:
         if pool.kind in ("label-prior", "none", "reference", "mixture"):
             continue
-        outside = profile.ood.score(out.embeddings)
+        outside = profile.ood.score(out.embeddings, out.early)
         rows.append(
             {
                 "pool": pool.name,
@@ -157,9 +157,13 @@ def _cell(
         window = out.rows(rows)
         settings = MonitorSettings(seed=window_index)
         started = time.perf_counter()
-        report = check_window(
-            profile, Window(window.embeddings, window.probabilities, window.summaries), {}, settings
+        logged = Window(
+            window.embeddings,
+            window.probabilities,
+            window.summaries,
+            ood_scores=window.ood_scores,
         )
+        report = check_window(profile, logged, {}, settings)
         ours_time.append(time.perf_counter() - started)
         ours.append(report.drift)
         # Holm's adjusted p-values do not depend on the level: the verdict at a stricter one.
@@ -204,7 +208,11 @@ def timing(
     result: dict[str, Any] = {}
     big = unseen.rows(rng.choice(len(unseen), 10_000, replace=True))
     started = time.perf_counter()
-    check_window(profile, Window(big.embeddings, big.probabilities, big.summaries), {})
+    check_window(
+        profile,
+        Window(big.embeddings, big.probabilities, big.summaries, ood_scores=big.ood_scores),
+        {},
+    )
     result["ours_10000_s"] = time.perf_counter() - started
     reference_frame = evidently_side.frame(reference, kinds)
     seconds = []

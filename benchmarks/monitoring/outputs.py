@@ -2,7 +2,8 @@
 
 Inputs go through the bundle's own encoder and ONNX Runtime session (`Predictor`) and the
 serving input summary, exactly as `POST /v1/predict` runs them. Results are cached on disk per
-bundle and pool (npz + json), so reruns of the benchmark skip the model.
+bundle and pool (npz + json; the key covers the pool's inputs and the bundle's model), so reruns
+of the benchmark skip the model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class Outputs:
     probabilities: np.ndarray
     summaries: list[dict[str, Any]]
     labels: list[str | None]
+    # (N, E) the model's early features (a convolutional model's), else None.
+    early: np.ndarray | None = None
+    # (N,) the OOD scores the server logs (set once the profile exists), else None.
+    ood_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.probabilities)
@@ -42,12 +47,14 @@ class Outputs:
             self.probabilities[index],
             [self.summaries[i] for i in index],
             [self.labels[i] for i in index],
+            None if self.early is None else self.early[index],
+            None if self.ood_scores is None else self.ood_scores[index],
         )
 
 
 def pool_outputs(predictor: Predictor, pool: Pool, cache: Path) -> Outputs:
     """Run (or read from `cache`) every input of the pool through the bundle."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(predictor.bundle.model_path.read_bytes())
     for raw in pool.raws:
         digest.update(hashlib.sha256(raw).digest())
     slug = re.sub(r"[^A-Za-z0-9]+", "-", pool.name).strip("-")
@@ -62,11 +69,16 @@ def pool_outputs(predictor: Predictor, pool: Pool, cache: Path) -> Outputs:
             arrays["probabilities"],
             meta["summaries"],
             meta["labels"],
+            arrays.get("early"),
         )
     outputs = _run(predictor, pool)
     cache.mkdir(parents=True, exist_ok=True)
+    early = {} if outputs.early is None else {"early": outputs.early}
     np.savez(
-        path.with_suffix(".npz"), embeddings=outputs.embeddings, probabilities=outputs.probabilities
+        path.with_suffix(".npz"),
+        embeddings=outputs.embeddings,
+        probabilities=outputs.probabilities,
+        **early,
     )
     path.with_suffix(".json").write_text(
         json.dumps({"summaries": outputs.summaries, "labels": outputs.labels})
@@ -75,7 +87,9 @@ def pool_outputs(predictor: Predictor, pool: Pool, cache: Path) -> Outputs:
 
 
 def _run(predictor: Predictor, pool: Pool) -> Outputs:
-    embeddings, probabilities, summaries, labels = model_outputs(predictor, pool.raws, pool.labels)
+    embeddings, probabilities, summaries, labels, early = model_outputs(
+        predictor, pool.raws, pool.labels
+    )
     refused = len(pool.raws) - len(labels)
     if refused:
         print(f"  {pool.name}: the bundle refused {refused} of {len(pool.raws)} inputs")
@@ -85,4 +99,5 @@ def _run(predictor: Predictor, pool: Pool) -> Outputs:
         probabilities.astype(np.float32),
         summaries,
         labels,
+        None if early is None else early.astype(np.float32),
     )

@@ -81,6 +81,7 @@ def run_bundle(spec_name: str, args: argparse.Namespace) -> dict[str, Any]:
         [label or "" for label in reference.labels],
         reference.summaries,
         bundle.meta.labels,
+        early_features=reference.early,
     )
     build_seconds = time.perf_counter() - started
     folder = args.out / "profiles" / spec.name
@@ -90,6 +91,8 @@ def run_bundle(spec_name: str, args: argparse.Namespace) -> dict[str, Any]:
     profile = load_profile(folder)
     assert profile is not None
     size = sum(path.stat().st_size for path in folder.iterdir())
+    for _, out in outputs:  # what the server logs with each prediction
+        out.ood_scores = profile.ood.score(out.embeddings, out.early)
     print(f"{spec.name}: profile {size / 1e6:.2f} MB, built in {build_seconds:.1f} s", flush=True)
     result: dict[str, Any] = {
         "bundle": {

@@ -234,7 +234,7 @@ def attach_ood_score(bundle: Bundle, check_items: list[Item]) -> bool:
     if profile is None:
         return False
     model = onnx.load(str(bundle.model_path))
-    _remove_scorer(model)  # one appended before, for another profile
+    remove_scorer(model)  # one appended before, for another profile
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if profile.ood.reads_early_features and EARLY_FEATURES not in {
         output.name for output in model.graph.output
@@ -270,7 +270,7 @@ def attach_ood_score(bundle: Bundle, check_items: list[Item]) -> bool:
     return True
 
 
-def _remove_scorer(model: onnx.ModelProto) -> None:
+def remove_scorer(model: onnx.ModelProto) -> None:
     """Take out the nodes, constants and output a previous `attach_ood_score` added."""
     graph = model.graph
     nodes = [node for node in graph.node if not node.name.startswith(PREFIX)]
