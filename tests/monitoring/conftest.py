@@ -25,6 +25,7 @@ from PIL import Image
 from mlfactory.monitoring.ood import OodScorer
 from mlfactory.monitoring.profile import ReferenceProfile, build_profile, load_profile
 from mlfactory.monitoring.reference import model_outputs
+from mlfactory.monitoring.report import Window
 from mlfactory.predictor import Predictor
 from tests.conftest import MONITORED_PER_CLASS as TRAIN_PER_CLASS
 from tests.conftest import mnist_rows
@@ -41,6 +42,7 @@ class Outputs:
     probabilities: np.ndarray
     summaries: list[dict[str, Any]]
     labels: list[str | None]
+    early: np.ndarray | None = None  # the model's early features (a convolutional model's)
 
     def take(self, rows: np.ndarray) -> Outputs:
         return Outputs(
@@ -48,10 +50,18 @@ class Outputs:
             self.probabilities[rows],
             [self.summaries[i] for i in rows],
             [self.labels[i] for i in rows],
+            None if self.early is None else self.early[rows],
         )
 
     def __len__(self) -> int:
         return len(self.probabilities)
+
+    def window(self, profile: ReferenceProfile, **fields: Any) -> Window:
+        """These outputs as a window of the log, with the OOD scores the server logs."""
+        scores = profile.ood.score(self.embeddings, self.early)
+        return Window(
+            self.embeddings, self.probabilities, self.summaries, ood_scores=scores, **fields
+        )
 
 
 def digit_images(offset: int, per_class: int) -> list[tuple[Image.Image, str]]:
@@ -87,6 +97,8 @@ def copy_with_another_profile(bundle: Path, target: Path) -> ReferenceProfile:
         projection=replace(projection, residual_variance=projection.residual_variance * 2),
         threshold=profile.ood.threshold,
         normalize=profile.ood.normalize,
+        early=profile.ood.early,
+        standardization=profile.ood.standardization,
     )
     profile.save(target)
     return profile
@@ -94,9 +106,9 @@ def copy_with_another_profile(bundle: Path, target: Path) -> ReferenceProfile:
 
 def run_bundle(predictor: Predictor, raws: list[bytes], labels: list[str | None]) -> Outputs:
     """Encode, run and summarise `raws` as `POST /v1/predict` does."""
-    embeddings, probabilities, summaries, kept = model_outputs(predictor, raws, labels)
+    embeddings, probabilities, summaries, kept, early = model_outputs(predictor, raws, labels)
     assert len(kept) == len(raws), "the bundle refused some of the test inputs"
-    return Outputs(embeddings, probabilities, summaries, kept)
+    return Outputs(embeddings, probabilities, summaries, kept, early)
 
 
 @pytest.fixture(scope="session")
@@ -141,4 +153,5 @@ def digit_profile(digit_outputs: DigitOutputs, monitored_digits: Any) -> Referen
         [label or "" for label in reference.labels],
         reference.summaries,
         monitored_digits.bundle.meta.labels,
+        early_features=reference.early,
     )

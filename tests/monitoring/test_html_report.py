@@ -35,7 +35,7 @@ def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
     return parser.tags
 
 
-def _mixed_window(digit_outputs: DigitOutputs) -> Window:
+def _mixed_window(digit_outputs: DigitOutputs, profile: ReferenceProfile) -> Window:
     """200 held-out digits, then 100 inverted ones, a minute apart, every 4th labelled."""
     clean = digit_outputs.held_out.take(np.arange(200))
     inverted = digit_outputs.transform(ImageOps.invert).take(np.arange(100))
@@ -47,6 +47,9 @@ def _mixed_window(digit_outputs: DigitOutputs) -> Window:
         clean.summaries + inverted.summaries,
         timestamps=[start + timedelta(minutes=i) for i in range(300)],
         true_labels=[label if i % 4 == 0 else None for i, label in enumerate(labels)],
+        ood_scores=np.concatenate(
+            [profile.ood.score(o.embeddings, o.early) for o in (clean, inverted)]
+        ),
     )
     return window
 
@@ -54,7 +57,7 @@ def _mixed_window(digit_outputs: DigitOutputs) -> Window:
 def test_the_report_is_self_contained_and_shows_every_check(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    window = _mixed_window(digit_outputs)
+    window = _mixed_window(digit_outputs, digit_profile)
     report = check_window(digit_profile, window, MODEL)
     html = report_html(digit_profile, window, report)
     tags = _tags(html)
@@ -82,7 +85,7 @@ def test_the_report_is_self_contained_and_shows_every_check(
 def test_the_figures_over_time_draw_the_history_spans(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    window = _mixed_window(digit_outputs)
+    window = _mixed_window(digit_outputs, digit_profile)
     report = check_window(digit_profile, window, MODEL)
     spans = history(digit_profile, window, MODEL, 6)
     # 50 minutes a span: the inverted digits are the last two.
@@ -105,7 +108,7 @@ def test_a_gap_in_the_traffic_leaves_a_gap_in_the_lines(
     start = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
     # 60 predictions, four quiet hours, 60 more.
     times = [start + timedelta(minutes=i + (240 if i >= 60 else 0)) for i in range(120)]
-    window = Window(part.embeddings, part.probabilities, part.summaries, timestamps=times)
+    window = part.window(digit_profile, timestamps=times)
     spans = history(digit_profile, window, MODEL, 12)  # half-hour spans
     empty = [span for span in spans if span["n"] == 0]
     assert [span["n"] > 0 for span in spans] == [True] * 2 + [False] * 8 + [True] * 2
@@ -119,7 +122,7 @@ def test_a_gap_in_the_traffic_leaves_a_gap_in_the_lines(
 def test_distributions_are_shares_of_the_same_bins(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    window = _mixed_window(digit_outputs)
+    window = _mixed_window(digit_outputs, digit_profile)
     by_name = {d.name: d for d in distributions(digit_profile, window)}
     brightness = by_name["brightness_mean"]
     assert brightness.edges is not None
@@ -137,7 +140,7 @@ def test_a_small_window_and_hostile_names_render_safely(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
     part = digit_outputs.held_out.take(np.arange(10))
-    window = Window(part.embeddings, part.probabilities, part.summaries)
+    window = part.window(digit_profile)
     model = {"name": "<script>alert(1)</script>", "version": "1"}
     report = check_window(digit_profile, window, model)
     assert report.status == "insufficient data"

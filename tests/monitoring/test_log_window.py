@@ -65,7 +65,7 @@ def test_a_logged_window_reads_back_as_it_was_served(
     log_url: str, digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
     held_out = digit_outputs.held_out
-    scores = digit_profile.ood.score(held_out.embeddings)
+    scores = digit_profile.ood.score(held_out.embeddings, held_out.early)
     log_outputs(log_url, held_out, ood_scores=scores)
     log_outputs(log_url, digit_outputs.stamps, model=("digits", "2"))  # another version
 

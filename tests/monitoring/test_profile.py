@@ -37,16 +37,15 @@ def test_round_trip_without_pickle(
     assert loaded.ood.threshold == digit_profile.ood.threshold
     held_out = digit_outputs.held_out
     np.testing.assert_allclose(
-        loaded.ood.score(held_out.embeddings),
-        digit_profile.ood.score(held_out.embeddings),
+        loaded.ood.score(held_out.embeddings, held_out.early),
+        digit_profile.ood.score(held_out.embeddings, held_out.early),
         rtol=1e-6,
     )
-    window = Window(
-        held_out.embeddings[:200], held_out.probabilities[:200], held_out.summaries[:200]
-    )
+    assert loaded.ood.fingerprint() == digit_profile.ood.fingerprint()
+    part = held_out.take(np.arange(200))
     assert (
-        check_window(loaded, window, MODEL).to_json()
-        == check_window(digit_profile, window, MODEL).to_json()
+        check_window(loaded, part.window(loaded), MODEL).to_json()
+        == check_window(digit_profile, part.window(digit_profile), MODEL).to_json()
     )
 
 

@@ -10,16 +10,15 @@ from PIL import ImageOps
 
 from mlfactory.monitoring.drift import INSUFFICIENT, KINDS, exceedance_check
 from mlfactory.monitoring.profile import ReferenceProfile
-from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+from mlfactory.monitoring.report import NO_LOGGED_SCORES, MonitorSettings, Window, check_window
 from tests.monitoring.conftest import DigitOutputs, Outputs
 
 MODEL = {"name": "digits", "version": "1"}
 
 
-def _window(outputs: Outputs, size: int, seed: int) -> Window:
+def _window(outputs: Outputs, size: int, seed: int, profile: ReferenceProfile) -> Window:
     rows = np.random.default_rng(seed).choice(len(outputs), size, replace=False)
-    part = outputs.take(rows)
-    return Window(part.embeddings, part.probabilities, part.summaries)
+    return outputs.take(rows).window(profile)
 
 
 def _drifted(report_json: dict[str, object]) -> set[str]:
@@ -33,7 +32,9 @@ def test_held_out_digits_raise_no_alarm(
 ) -> None:
     """40 seeded windows of 100 unseen digits from the reference's distribution."""
     alarms = [
-        check_window(digit_profile, _window(digit_outputs.held_out, 100, seed), MODEL).drift
+        check_window(
+            digit_profile, _window(digit_outputs.held_out, 100, seed, digit_profile), MODEL
+        ).drift
         for seed in range(40)
     ]
     assert sum(alarms) <= 2  # nominal 5 % of 40 windows; measured 0
@@ -43,11 +44,11 @@ def test_rotated_and_inverted_digits_drift(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
     rotated = digit_outputs.transform(lambda image: image.rotate(90))
-    report = check_window(digit_profile, _window(rotated, 100, 0), MODEL).to_json()
+    report = check_window(digit_profile, _window(rotated, 100, 0, digit_profile), MODEL).to_json()
     assert report["drift"] is True and report["status"] == "drift"
     assert {"embedding", "ood_score", "predicted_label"} <= _drifted(report)
     inverted = digit_outputs.transform(ImageOps.invert)
-    report = check_window(digit_profile, _window(inverted, 100, 0), MODEL).to_json()
+    report = check_window(digit_profile, _window(inverted, 100, 0, digit_profile), MODEL).to_json()
     assert {"brightness_mean", "embedding", "ood_score"} <= _drifted(report)
 
 
@@ -55,7 +56,9 @@ def test_a_label_prior_shift_is_seen_in_the_predicted_labels(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
     low = np.flatnonzero(np.isin(digit_outputs.held_out.labels, ["0", "1", "2", "3", "4"]))
-    report = check_window(digit_profile, _window(digit_outputs.held_out.take(low), 100, 0), MODEL)
+    report = check_window(
+        digit_profile, _window(digit_outputs.held_out.take(low), 100, 0, digit_profile), MODEL
+    )
     assert "predicted_label" in _drifted(report.to_json())
 
 
@@ -65,10 +68,8 @@ def test_the_json_contract(digit_outputs: DigitOutputs, digit_profile: Reference
     truth: list[str | None] = [
         label if i % 3 == 0 else None for i, label in enumerate(held_out.labels)
     ]
-    window = Window(
-        held_out.embeddings,
-        held_out.probabilities,
-        held_out.summaries,
+    window = held_out.window(
+        digit_profile,
         timestamps=[start + timedelta(seconds=i) for i in range(120)],
         true_labels=truth,
     )
@@ -98,7 +99,9 @@ def test_the_json_contract(digit_outputs: DigitOutputs, digit_profile: Reference
 def test_a_small_window_is_insufficient_data(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    report = check_window(digit_profile, _window(digit_outputs.held_out, 12, 0), MODEL)
+    report = check_window(
+        digit_profile, _window(digit_outputs.held_out, 12, 0, digit_profile), MODEL
+    )
     assert report.status == INSUFFICIENT and report.drift is False
     assert {check.status for check in report.checks} <= {INSUFFICIENT, "no variation"}
     held_out = digit_outputs.held_out
@@ -112,7 +115,7 @@ def test_a_small_window_is_insufficient_data(
 def test_logged_ood_scores_are_used_as_given(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    window = _window(digit_outputs.held_out, 50, 0)
+    window = _window(digit_outputs.held_out, 50, 0, digit_profile)
     window.ood_scores = np.full(50, digit_profile.ood.threshold + 1.0)
     report = check_window(digit_profile, window, MODEL)
     assert report.ood_fraction == 1.0
@@ -123,8 +126,9 @@ def test_more_inputs_above_the_threshold_than_chance_allows(
 ) -> None:
     """A tenth of foreign inputs (inverted digits) among held-out digits is more than chance."""
     ood = digit_profile.ood
-    held_out = ood.score(digit_outputs.held_out.embeddings)
-    inverted = ood.score(digit_outputs.transform(ImageOps.invert).embeddings)
+    held_out = ood.score(digit_outputs.held_out.embeddings, digit_outputs.held_out.early)
+    inverted_outputs = digit_outputs.transform(ImageOps.invert)
+    inverted = ood.score(inverted_outputs.embeddings, inverted_outputs.early)
     tenth = len(held_out) // 10
     mixed = np.concatenate([held_out[tenth:], inverted[:tenth]])
     for scores, drifts in ((held_out, False), (mixed, True)):
@@ -135,3 +139,19 @@ def test_more_inputs_above_the_threshold_than_chance_allows(
         # 150 calibration scores leave the threshold itself uncertain: the exact test allows
         # for it, and still rejects chance for a tenth of inputs that are mostly above it.
         assert (check.p_value_raw < 0.05) is drifts
+
+
+def test_a_window_logged_without_ood_scores_still_gets_every_other_check(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """This model's score reads its early features, which the log does not keep: a window
+    without logged scores cannot have them recomputed, and says so."""
+    part = digit_outputs.held_out.take(np.arange(100))
+    report = check_window(
+        digit_profile, Window(part.embeddings, part.probabilities, part.summaries), MODEL
+    )
+    by_name = {check.name: check for check in report.checks}
+    for name in ("ood_score", "ood_fraction"):
+        assert by_name[name].status == INSUFFICIENT and by_name[name].detail == NO_LOGGED_SCORES
+    assert report.ood_fraction is None
+    assert by_name["embedding"].tested and by_name["confidence"].tested

@@ -1,12 +1,21 @@
-"""Backbone construction: the width each backbone reports is the width it outputs."""
+"""Backbone construction: the width each backbone reports is the width it outputs, and the
+early stage whose channel statistics the OOD score reads."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from mlfactory.config.schema import ModelConfig
-from mlfactory.training.backbones.image import build_image_backbone
+from mlfactory.training.backbones.audio import CnnTransformer
+from mlfactory.training.backbones.image import build_image_backbone, embedding_width
+from mlfactory.training.network import (
+    Classifier,
+    InferenceGraph,
+    channel_statistics,
+    early_stage,
+)
 
 
 @pytest.mark.parametrize(
@@ -24,3 +33,39 @@ def test_image_backbone_reports_the_width_it_outputs(backbone: str, width: int) 
         output = model.eval()(torch.zeros(1, 3, 32, 32))
     assert reported == width
     assert output.shape == (1, reported)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "stage", "channels"),
+    [("efficientnet_lite0", "blocks.1", 24), ("resnet18", "layer1", 64)],
+)
+def test_a_timm_backbones_early_stage_is_its_first_at_a_quarter_resolution(
+    backbone: str, stage: str, channels: int
+) -> None:
+    model, _ = build_image_backbone(ModelConfig(backbone=backbone, pretrained="none"))
+    assert early_stage(model) is model.get_submodule(stage)
+    net = Classifier(model, embedding_width(model), 3, 0.0)
+    with torch.no_grad():
+        probabilities, embedding, early = InferenceGraph(net).eval()(torch.rand(2, 3, 64, 64))
+    assert probabilities.shape == (2, 3) and early.shape == (2, 2 * channels)
+    assert embedding.shape == (2, embedding_width(model))
+
+
+def test_early_features_are_each_channels_mean_and_spread() -> None:
+    maps = torch.rand(2, 3, 4, 5) * torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1, 1)
+    stats = channel_statistics(maps).numpy()
+    flat = maps.flatten(2).numpy()
+    np.testing.assert_allclose(stats[:, :3], flat.mean(axis=2), rtol=1e-5)
+    np.testing.assert_allclose(stats[:, 3:], flat.std(axis=2), rtol=1e-4)
+    tokens = maps.flatten(2).transpose(1, 2)  # (B, N, C), as a vision transformer's
+    np.testing.assert_allclose(channel_statistics(tokens).numpy(), stats, rtol=1e-5)
+
+
+def test_the_cnn_transformer_has_an_early_stage_and_text_encoders_none() -> None:
+    cnn = CnnTransformer(64, 201, -100.0, 20.0, [16, 32, 64], 64, 2, 1, 128, 0.1)
+    assert early_stage(cnn) is cnn.cnn[7]  # the second block's pooling: a quarter resolution
+    one_block = CnnTransformer(64, 201, -100.0, 20.0, [16], 64, 2, 1, 128, 0.1)
+    assert early_stage(one_block) is one_block.cnn[3]
+    assert (
+        early_stage(torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2), 1)) is None
+    )

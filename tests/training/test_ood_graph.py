@@ -11,7 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from mlfactory.bundle import EMBEDDING, OOD_SCORE, PROBABILITIES, load_bundle
+from mlfactory.bundle import EARLY_FEATURES, EMBEDDING, OOD_SCORE, PROBABILITIES, load_bundle
+from mlfactory.errors import BundleError
 from mlfactory.monitoring.ood import OodScorer
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
 from mlfactory.predictor import Predictor
@@ -20,6 +21,9 @@ from tests.monitoring.conftest import STAMPS, copy_with_another_profile, digit_i
 
 # Both sides compute in float32 in another order (measured ~1e-5 relative on these inputs).
 RTOL = 1e-4
+# With early features the score is a sum of standardised scores, about 0 in distribution:
+# its float32 rounding is absolute (measured ~4e-6).
+ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +46,16 @@ def test_export_puts_the_profiles_ood_score_in_the_model(
     monitored_digits: Any, real_inputs: list[bytes]
 ) -> None:
     bundle = monitored_digits.bundle
-    assert bundle.meta.outputs == [PROBABILITIES, EMBEDDING, OOD_SCORE]
+    assert bundle.meta.outputs == [PROBABILITIES, EMBEDDING, EARLY_FEATURES, OOD_SCORE]
     assert bundle.meta.export["ood_score_in_graph_max_rel_diff"] <= SCORE_RTOL
     predictor = served(bundle.path)
     assert predictor.profile is not None and predictor.scores_in_graph
     assert predictor.graph_scorer == predictor.profile.ood.fingerprint()
-    output = predictor.run([predictor.encode(raw) for raw in real_inputs])
+    assert predictor.profile.ood.reads_early_features
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs], early_features=True)
     assert output.ood_scores is not None and output.ood_scores.shape == (len(real_inputs),)
-    expected = predictor.profile.ood.score(output.embeddings)
-    np.testing.assert_allclose(output.ood_scores, expected, rtol=RTOL)
+    expected = predictor.profile.ood.score(output.embeddings, output.early_features)
+    np.testing.assert_allclose(output.ood_scores, expected, rtol=RTOL, atol=ATOL)
     # Not a constant: the photos score far above the digits.
     digits, photos = expected[:30], expected[30:]
     assert np.median(photos) > np.median(digits)
@@ -60,19 +65,33 @@ def test_export_puts_the_profiles_ood_score_in_the_model(
 @pytest.mark.numerics
 @pytest.mark.parametrize("opset", [17, 18])
 @pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("early", [False, True])
 def test_the_scorer_graph_is_the_numpy_scorer(
-    monitored_digits: Any, real_inputs: list[bytes], opset: int, normalize: bool
+    monitored_digits: Any, real_inputs: list[bytes], opset: int, normalize: bool, early: bool
 ) -> None:
-    """Fitted on real embeddings, with and without unit-length scaling, in both axes styles."""
+    """Fitted on real embeddings (and early features), with and without unit-length scaling,
+    in both axes styles."""
     predictor = Predictor(monitored_digits.bundle)
-    output = predictor.run([predictor.encode(raw) for raw in real_inputs])
-    digits = output.embeddings[:30]
-    scorer = OodScorer.fit(digits, np.arange(30) % 3, dims=8, normalize=normalize)
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs], early_features=True)
+    assert output.early_features is not None
+    features = output.early_features if early else None
+    scorer = OodScorer.fit(
+        output.embeddings[:30],
+        np.arange(30) % 3,
+        dims=8,
+        normalize=normalize,
+        early_features=None if features is None else features[:30],
+    )
+    assert scorer.reads_early_features == early
     session = ort.InferenceSession(
         scorer_model(scorer, opset).SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    in_graph = session.run([OOD_SCORE], {EMBEDDING: output.embeddings})[0]
-    np.testing.assert_allclose(in_graph, scorer.score(output.embeddings), rtol=RTOL)
+    feeds = {EMBEDDING: output.embeddings}
+    if features is not None:
+        feeds[EARLY_FEATURES] = features
+    in_graph = session.run([OOD_SCORE], feeds)[0]
+    expected = scorer.score(output.embeddings, features)
+    np.testing.assert_allclose(in_graph, expected, rtol=RTOL, atol=ATOL if early else 0)
 
 
 def test_a_model_scoring_for_another_profile_is_not_used(
@@ -84,14 +103,16 @@ def test_a_model_scoring_for_another_profile_is_not_used(
     predictor = served(path)
     assert predictor.graph_scorer is not None and not predictor.scores_in_graph
     output = predictor.run([predictor.encode(raw) for raw in real_inputs])
-    assert output.ood_scores is None
+    # scored outside the graph, from the model's embedding and early features
+    assert output.ood_scores is None and output.early_features is not None
 
     # Attaching again replaces the model's scorer with the profile's.
     assert attach_ood_score(load_bundle(path), [])
     again = served(path)
     assert again.scores_in_graph and again.profile is not None
     in_graph = again.run([again.encode(raw) for raw in real_inputs]).ood_scores
-    np.testing.assert_allclose(in_graph, again.profile.ood.score(output.embeddings), rtol=RTOL)
+    expected = again.profile.ood.score(output.embeddings, output.early_features)
+    np.testing.assert_allclose(in_graph, expected, rtol=RTOL, atol=ATOL)
 
 
 def test_a_bundle_exported_before_the_graph_had_the_score_still_serves(
@@ -118,3 +139,23 @@ def test_a_bundle_exported_before_the_graph_had_the_score_still_serves(
         (tmp_path / name).rename(path / name)
     assert attach_ood_score(load_bundle(path), [])
     assert served(path).scores_in_graph
+
+
+def test_a_score_of_early_features_needs_a_model_that_outputs_them(
+    monitored_digits: Any, tmp_path: Path
+) -> None:
+    """A profile reading early features, on a model without that output: export refuses to
+    attach it, and a server leaves monitoring off rather than fail every request."""
+    from mlfactory.serving.monitoring import load_served_profile
+
+    path = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
+    model = onnx.load(str(path / "model.onnx"))
+    kept = [o for o in model.graph.output if o.name not in (EARLY_FEATURES, OOD_SCORE)]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    onnx.save(model, str(path / "model.onnx"))
+    with pytest.raises(BundleError, match="reads 'early_features', which the model does not"):
+        attach_ood_score(load_bundle(path), [])
+    predictor = Predictor.from_path(path)
+    assert not predictor.has_early_features
+    assert load_served_profile(predictor.bundle, None, predictor.has_early_features) is None

@@ -30,7 +30,7 @@ from mlfactory.monitoring.features import summary_columns
 from mlfactory.monitoring.history import history
 from mlfactory.monitoring.ood import DEFAULT_FPR
 from mlfactory.monitoring.profile import ReferenceProfile
-from mlfactory.monitoring.report import DriftReport, Window
+from mlfactory.monitoring.report import DriftReport, Window, window_scores
 
 BINS = 30
 # Histogram range: the central 99 % of both samples, so one far value does not squash the rest.
@@ -302,11 +302,8 @@ def _categorical(name: str, reference: np.ndarray, window: np.ndarray) -> Distri
 
 
 def _scores(profile: ReferenceProfile, window: Window) -> np.ndarray:
-    if window.ood_scores is not None:
-        return np.asarray(window.ood_scores, dtype=np.float64)
-    if not len(window):
-        return np.zeros(0)
-    return np.asarray(profile.ood.score(window.embeddings), dtype=np.float64)
+    scores = window_scores(profile, window)
+    return np.zeros(0) if scores is None else scores
 
 
 def _number(value: float | None) -> str:

@@ -24,6 +24,11 @@ from mlfactory.monitoring.features import summary_columns
 from mlfactory.monitoring.mmd import DEFAULT_PERMUTATIONS
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices
 
+OOD_CHECKS = ("ood_score", "ood_fraction")
+NO_LOGGED_SCORES = (
+    "the log holds no OOD scores, and this model's score also needs its early features"
+)
+
 
 @dataclass
 class Window:
@@ -145,15 +150,19 @@ def _check_window(
     model: Mapping[str, str],
     settings: MonitorSettings,
 ) -> DriftReport:
-    scores = window.ood_scores
+    scores = window_scores(profile, window)
+    checks = run_checks(profile, window, np.zeros(0) if scores is None else scores, settings)
     if scores is None:
-        scores = profile.ood.score(window.embeddings) if len(window) else np.zeros(0)
-    checks = run_checks(profile, window, np.asarray(scores), settings)
+        for check in checks:
+            if check.name in OOD_CHECKS:
+                check.detail = NO_LOGGED_SCORES
     any_drift = drift.correct(checks, settings.level, settings.correction)
     tested = [check for check in checks if check.tested]
     status = drift.INSUFFICIENT if not tested else drift.DRIFT if any_drift else drift.NO_DRIFT
     ood_fraction = (
-        float(np.mean(np.asarray(scores) > profile.ood.threshold)) if len(window) else None
+        float(np.mean(scores > profile.ood.threshold))
+        if scores is not None and len(window)
+        else None
     )
     true = _true_indices(window, profile.labels)
     predicted = np.asarray(window.probabilities).argmax(axis=1) if len(window) else np.array([])
@@ -175,6 +184,18 @@ def _check_window(
         window_from=min(times) if times else None,
         window_to=max(times) if times else None,
     )
+
+
+def window_scores(profile: ReferenceProfile, window: Window) -> np.ndarray | None:
+    """The window's OOD scores: as logged, else computed from its embeddings; None when they
+    were not logged and need the early features, which the log does not keep."""
+    if window.ood_scores is not None:
+        return np.asarray(window.ood_scores, dtype=np.float64)
+    if not len(window):
+        return np.zeros(0)
+    if profile.ood.reads_early_features:
+        return None
+    return np.asarray(profile.ood.score(window.embeddings), dtype=np.float64)
 
 
 def run_checks(
