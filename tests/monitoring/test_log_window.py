@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from mlfactory.errors import LogDatabaseError
 from mlfactory.monitoring.log_window import read_window
 from mlfactory.monitoring.profile import ReferenceProfile
-from mlfactory.monitoring.report import Window, check_window
+from mlfactory.monitoring.report import check_window
 from mlfactory.serving.log_tables import feedback
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
 from tests.first_release_log import write_first_release_log
@@ -82,9 +82,7 @@ def test_a_logged_window_reads_back_as_it_was_served(
 
     from_log = check_window(digit_profile, window, {"name": "digits", "version": "1"})
     in_memory = check_window(
-        digit_profile,
-        Window(held_out.embeddings, held_out.probabilities, held_out.summaries),
-        {"name": "digits", "version": "1"},
+        digit_profile, held_out.window(digit_profile), {"name": "digits", "version": "1"}
     )
     assert (from_log.n, from_log.drift) == (in_memory.n, in_memory.drift)
     assert from_log.ood_fraction == in_memory.ood_fraction

@@ -17,7 +17,7 @@ from PIL import ImageOps
 from typer.testing import CliRunner
 
 from mlfactory.cli import app
-from mlfactory.monitoring.profile import ReferenceProfile
+from mlfactory.monitoring.profile import ReferenceProfile, load_profile
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
 from tests.monitoring.conftest import DigitOutputs, Outputs
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
@@ -45,9 +45,12 @@ def write_log(
     version: str,
     start: datetime | None = None,
     labelled_every: int = 0,
+    profile: ReferenceProfile | None = None,
 ) -> None:
-    """Log `outputs` as the server does, one prediction a second from `start`."""
+    """Log `outputs` as the server does, one prediction a second from `start`, with the OOD
+    scores of `profile` (the served bundle's) when given."""
     start = start or datetime.now(UTC) - timedelta(seconds=len(outputs))
+    scores = None if profile is None else profile.ood.score(outputs.embeddings, outputs.early)
     labels = [str(i) for i in range(outputs.probabilities.shape[1])]
     rows = []
     for i in range(len(outputs)):
@@ -64,6 +67,7 @@ def write_log(
                 probabilities=dict(zip(labels, map(float, probabilities), strict=True)),
                 label=labels[top],
                 score=float(probabilities[top]),
+                ood_score=None if scores is None else float(scores[i]),
                 latency_ms=1.0,
                 ts=start + timedelta(seconds=i),
             )
@@ -74,6 +78,12 @@ def write_log(
         log.submit(rows).result(timeout=60)
     finally:
         log.close()
+
+
+def _profile(bundle: Path) -> ReferenceProfile:
+    profile = load_profile(bundle)
+    assert profile is not None
+    return profile
 
 
 def _model(bundle: Path) -> tuple[str, str]:
@@ -92,7 +102,9 @@ def test_held_out_traffic_gives_the_json_contract_without_drift(
     name, version = _model(profiled_bundle)
     # A random sample: the file's order is not class-balanced.
     rows = np.random.default_rng(0).permutation(len(digit_outputs.held_out))[:300]
-    write_log(url, digit_outputs.held_out.take(rows), name, version)
+    write_log(
+        url, digit_outputs.held_out.take(rows), name, version, profile=_profile(profiled_bundle)
+    )
     result = _monitor(profiled_bundle, "--log", url, "--json", "--last", "250")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -123,7 +135,7 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     url = f"sqlite:///{tmp_path / 'log.db'}"
     name, version = _model(profiled_bundle)
     inverted = digit_outputs.transform(ImageOps.invert).take(np.arange(150))
-    write_log(url, inverted, name, version)
+    write_log(url, inverted, name, version, profile=_profile(profiled_bundle))
     html = tmp_path / "report.html"
     result = _monitor(profiled_bundle, "--log", url, "--html", str(html))
     assert result.exit_code == 0, result.output
@@ -145,12 +157,20 @@ def test_the_log_defaults_to_the_environment_then_the_servers_store(
     held_out = digit_outputs.held_out.take(np.arange(60))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFACTORY_LOG_URL", raising=False)
-    write_log("sqlite:///predictions.db", held_out, name, version)  # the server's default
+    write_log(
+        "sqlite:///predictions.db", held_out, name, version, profile=_profile(profiled_bundle)
+    )  # the server's default
     result = _monitor(profiled_bundle, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["window"]["n"] == 60
     elsewhere = tmp_path / "elsewhere.db"
-    write_log(f"sqlite:///{elsewhere}", held_out.take(np.arange(40)), name, version)
+    write_log(
+        f"sqlite:///{elsewhere}",
+        held_out.take(np.arange(40)),
+        name,
+        version,
+        profile=_profile(profiled_bundle),
+    )
     monkeypatch.setenv("MLFACTORY_LOG_URL", f"sqlite:///{elsewhere}")
     result = _monitor(profiled_bundle, "--json")
     assert result.exit_code == 0, result.output
@@ -163,7 +183,13 @@ def test_a_postgresql_log_is_read_like_sqlite(
     postgres_url: str,  # noqa: F811
 ) -> None:
     name, version = _model(profiled_bundle)
-    write_log(postgres_url, digit_outputs.held_out.take(np.arange(80)), name, version)
+    write_log(
+        postgres_url,
+        digit_outputs.held_out.take(np.arange(80)),
+        name,
+        version,
+        profile=_profile(profiled_bundle),
+    )
     write_log(postgres_url, digit_outputs.held_out.take(np.arange(20)), "news", "3")
     result = _monitor(profiled_bundle, "--log", postgres_url, "--json")
     assert result.exit_code == 0, result.output
@@ -177,7 +203,13 @@ def test_a_window_too_small_says_insufficient_data_per_check(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     name, version = _model(profiled_bundle)
-    write_log(url, digit_outputs.held_out.take(np.arange(100)), name, version)
+    write_log(
+        url,
+        digit_outputs.held_out.take(np.arange(100)),
+        name,
+        version,
+        profile=_profile(profiled_bundle),
+    )
     result = _monitor(profiled_bundle, "--log", url, "--last", "12", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -214,8 +246,17 @@ def test_since_keeps_the_recent_predictions_only(
     name, version = _model(profiled_bundle)
     held_out = digit_outputs.held_out
     old = datetime.now(UTC) - timedelta(days=3)
-    write_log(url, held_out.take(np.arange(50)), name, version, start=old)
-    write_log(url, held_out.take(np.arange(50, 120)), name, version)
+    write_log(
+        url,
+        held_out.take(np.arange(50)),
+        name,
+        version,
+        start=old,
+        profile=_profile(profiled_bundle),
+    )
+    write_log(
+        url, held_out.take(np.arange(50, 120)), name, version, profile=_profile(profiled_bundle)
+    )
     result = _monitor(profiled_bundle, "--log", url, "--since", "2h", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["window"]["n"] == 70
@@ -238,7 +279,14 @@ def test_nothing_to_check_is_one_line(
     name, version = _model(profiled_bundle)
     old = f"sqlite:///{tmp_path / 'old.db'}"
     three_days = datetime.now(UTC) - timedelta(days=3)
-    write_log(old, digit_outputs.held_out.take(np.arange(30)), name, version, start=three_days)
+    write_log(
+        old,
+        digit_outputs.held_out.take(np.arange(30)),
+        name,
+        version,
+        start=three_days,
+        profile=_profile(profiled_bundle),
+    )
     result = _monitor(profiled_bundle, "--log", old, "--since", "1d")
     assert_one_line_error(result, "30 older ones")
     # The bundle as exported before monitoring: no profile.
