@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import ImageOps
+import pytest
+from PIL import Image, ImageFilter, ImageOps
 from sklearn.metrics import roc_auc_score
 
 from mlfactory.monitoring.ood import OodScorer
@@ -95,3 +96,32 @@ def test_a_small_reference_gives_a_finite_threshold(
     assert np.mean(scores > scorer.threshold) <= 0.2
     inverted = scorer.score(digit_outputs.transform(ImageOps.invert).embeddings)
     assert _auroc(scores, inverted) >= 0.8
+
+
+def test_the_early_stage_sees_blur_and_noise_the_embedding_misses(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """Real digits blurred, and with pixel noise: the two-part score of the profile separates
+    them from held-out digits better than the embedding's scorer alone does."""
+    reference, held_out = digit_outputs.reference, digit_outputs.held_out
+    alone = OodScorer.fit(
+        reference.embeddings, label_indices(reference.labels, digit_profile.labels)
+    )
+    both = digit_profile.ood
+    assert both.reads_early_features and not alone.reads_early_features
+    rng = np.random.default_rng(0)
+
+    def noisy(image: Image.Image) -> Image.Image:
+        pixels = np.asarray(image, np.float64) + rng.normal(0.0, 40.0, image.size[::-1])
+        return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
+
+    for edit in (lambda image: image.filter(ImageFilter.GaussianBlur(1.5)), noisy):
+        shifted = digit_outputs.transform(edit)
+        with_early = _auroc(
+            both.score(held_out.embeddings, held_out.early),
+            both.score(shifted.embeddings, shifted.early),
+        )
+        embedding_only = _auroc(alone.score(held_out.embeddings), alone.score(shifted.embeddings))
+        assert with_early > embedding_only + 0.02, (with_early, embedding_only)
+    with pytest.raises(ValueError, match="early_features"):
+        both.score(held_out.embeddings)
