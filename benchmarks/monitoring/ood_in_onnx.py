@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from benchmarks.monitoring.bare_model import strip_monitoring
 from PIL import Image
 
 from mlfactory.bundle import EARLY_FEATURES, EMBEDDING, OOD_SCORE, load_bundle
@@ -129,11 +130,13 @@ def model_calls(source: Path, profile: Path, rounds: int = 20) -> None:
             shutil.copy2(profile / name, scored / name)
         attach_ood_score(load_bundle(scored), [])
         bare = Path(shutil.copytree(scored, Path(folder) / "bare"))
-        model = onnx.load(str(bare / "model.onnx"))
-        remove_scorer(model)  # the model as exported before the scorer existed
-        onnx.save(model, str(bare / "model.onnx"))
+        strip_monitoring(bare)  # the model without the scorer and the early features
         plain = Predictor.from_path(bare)
-        in_numpy = Predictor.from_path(bare)
+        unscored = Path(shutil.copytree(scored, Path(folder) / "unscored"))
+        model = onnx.load(str(unscored / "model.onnx"))
+        remove_scorer(model)  # early features still out: the numpy scorer needs them
+        onnx.save(model, str(unscored / "model.onnx"))
+        in_numpy = Predictor.from_path(unscored)
         in_numpy.profile = load_profile(scored)
         in_graph = Predictor.from_path(scored)
         in_graph.profile = load_profile(scored)

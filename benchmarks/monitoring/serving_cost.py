@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchmarks.monitoring.bare_model import strip_monitoring
 from benchmarks.serving.processes import HOST, PYTHON, Server, run_load, start_server
 from PIL import Image
 
@@ -88,7 +89,8 @@ def bundles(source: Path, profile: Path | None, root: Path) -> tuple[Path, Path]
     shutil.copytree(on, off)
     for name in (ARRAYS_FILE, META_FILE):
         (off / name).unlink()
-    if not attach_ood_score(load_bundle(on), []):  # "off" keeps the model without the scorer
+    strip_monitoring(off)  # the model without the scorer and the early features
+    if not attach_ood_score(load_bundle(on), []):
         raise SystemExit(f"{on}: the OOD score could not be put in the model's graph")
     return on, off
 
