@@ -55,8 +55,10 @@ class PredictionOut(BaseModel):
     probabilities: dict[str, float] = Field(description="Probability of every label; sums to 1.")
     ood_score: float | None = Field(
         default=None,
-        description="Out-of-distribution score: about 1 for inputs like the validation data, "
-        "larger further out (null: the bundle has no monitoring profile).",
+        description="Out-of-distribution score: about 1 for inputs like the validation data "
+        "(about 0 for a convolutional model, whose score adds an early stage's), larger "
+        "further out; compare it with the threshold, or read in_distribution (null: the "
+        "bundle has no monitoring profile).",
     )
     in_distribution: bool | None = Field(
         default=None,

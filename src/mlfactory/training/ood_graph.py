@@ -41,10 +41,11 @@ log = logging.getLogger(__name__)
 # Names of the appended nodes and constants start with this (no clash with the exported graph).
 PREFIX = "mlfactory_ood/"
 # Both scores are float32 with the same arithmetic in another order. In-distribution inputs
-# score about 1, so differences are taken relative to |score| + 1: relative for large scores,
-# absolute for small ones, whose float32 cancellation the two orders round differently.
-# Measured: ~1e-5 on trained bundles, 2e-4 on a bundle trained for one epoch on 240 digits
-# (a 5-direction profile). A wrong graph (another matrix, a lost normalisation) is off by far more.
+# score about 1 (about 0 with early features), so differences are taken relative to
+# |score| + 1: relative for large scores, absolute for small ones, whose float32 cancellation
+# the two orders round differently. Measured: ~1e-5 on trained bundles, 2e-4 on a bundle
+# trained for one epoch on 240 digits (a 5-direction profile), ~4e-6 with early features (the
+# demo). A wrong graph (another matrix, a lost normalisation) is off by far more.
 SCORE_RTOL = 1e-3
 CHECK_ITEMS = 64
 # Reduce operators take their axes as an input from this opset on, as an attribute before.
