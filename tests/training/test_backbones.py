@@ -69,3 +69,12 @@ def test_the_cnn_transformer_has_an_early_stage_and_text_encoders_none() -> None
     assert (
         early_stage(torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2), 1)) is None
     )
+
+
+def test_a_recipe_can_leave_the_early_features_out() -> None:
+    model, _ = build_image_backbone(ModelConfig(backbone="efficientnet_lite0", pretrained="none"))
+    net = Classifier(model, embedding_width(model), 3, 0.0)
+    graph = InferenceGraph(net, early_features=False).eval()
+    assert not graph.has_early_features
+    with torch.no_grad():
+        assert len(graph(torch.rand(2, 3, 32, 32))) == 2

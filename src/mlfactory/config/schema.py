@@ -79,6 +79,9 @@ class ModelConfig:
     weights_path: str | None = None
     freeze_backbone: bool = False
     dropout: float = bounded(0.2, ge=0.0, lt=1.0)
+    # A convolutional backbone's model also outputs an early stage's channel statistics, and
+    # its OOD score reads them (mlfactory.training.network); false: the embedding alone.
+    early_features: bool = True
     # Free-form, backbone-specific extras (e.g. transformer width for the audio encoder).
     extra: dict[str, Any] = field(default_factory=dict)
 

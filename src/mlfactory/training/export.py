@@ -47,6 +47,7 @@ def export_bundle(
     out_dir: Path,
     parity_items: list[Item],
     assets: list[Path] | None = None,
+    early_features: bool = True,
 ) -> Bundle:
     """Write `out_dir` as a bundle and check ONNX against PyTorch on `parity_items`.
 
@@ -57,6 +58,8 @@ def export_bundle(
         out_dir: the bundle folder (replaced if it exists).
         parity_items: items (normally the test split) on which ONNX and PyTorch must agree.
         assets: extra files copied into the bundle (e.g. `tokenizer.json`).
+        early_features: export a convolutional backbone's early features too (the recipe's
+            `model.early_features`).
 
     Raises:
         BundleError: ONNX Runtime's probabilities are not PyTorch's (see `check_parity`).
@@ -64,7 +67,7 @@ def export_bundle(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    graph = InferenceGraph(net).to("cpu").eval()
+    graph = InferenceGraph(net, early_features).to("cpu").eval()
     shapes = encoder.input_shapes()
     names = list(shapes)
     dtypes = encoder.input_dtypes()

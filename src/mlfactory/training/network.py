@@ -74,11 +74,11 @@ class InferenceGraph(nn.Module):
     """What is exported to ONNX: probabilities, embedding and (when the backbone has an early
     stage) its channel statistics, from the model inputs."""
 
-    def __init__(self, classifier: Classifier) -> None:
+    def __init__(self, classifier: Classifier, early_features: bool = True) -> None:
         super().__init__()
         self.classifier = classifier
         self._early: list[torch.Tensor] = []
-        stage = early_stage(classifier.backbone)
+        stage = early_stage(classifier.backbone) if early_features else None
         self.has_early_features = stage is not None
         if stage is not None:
             stage.register_forward_hook(lambda _module, _inputs, output: self._early.append(output))

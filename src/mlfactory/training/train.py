@@ -346,7 +346,13 @@ def _publish(
     )
     test_items = dataset.split("test")
     bundle = export_bundle(
-        setup.module.net, setup.encoder, meta, out_dir / BUNDLE_DIR, test_items, setup.assets
+        setup.module.net,
+        setup.encoder,
+        meta,
+        out_dir / BUNDLE_DIR,
+        test_items,
+        setup.assets,
+        config.model.early_features,
     )
     phase_log.info(
         "export: bundle '%s' version %s in %s (ONNX matches PyTorch within %.1e on %d items)",
