@@ -80,6 +80,12 @@ def write_log(
         log.close()
 
 
+def log_served(bundle: Path, url: str, outputs: Outputs, **options: Any) -> None:
+    """Log `outputs` as the server of `bundle` does: its name, version and OOD scores."""
+    name, version = _model(bundle)
+    write_log(url, outputs, name, version, profile=_profile(bundle), **options)
+
+
 def _profile(bundle: Path) -> ReferenceProfile:
     profile = load_profile(bundle)
     assert profile is not None
@@ -102,9 +108,7 @@ def test_held_out_traffic_gives_the_json_contract_without_drift(
     name, version = _model(profiled_bundle)
     # A random sample: the file's order is not class-balanced.
     rows = np.random.default_rng(0).permutation(len(digit_outputs.held_out))[:300]
-    write_log(
-        url, digit_outputs.held_out.take(rows), name, version, profile=_profile(profiled_bundle)
-    )
+    log_served(profiled_bundle, url, digit_outputs.held_out.take(rows))
     result = _monitor(profiled_bundle, "--log", url, "--json", "--last", "250")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -133,9 +137,9 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
-    name, version = _model(profiled_bundle)
+    name = _model(profiled_bundle)[0]
     inverted = digit_outputs.transform(ImageOps.invert).take(np.arange(150))
-    write_log(url, inverted, name, version, profile=_profile(profiled_bundle))
+    log_served(profiled_bundle, url, inverted)
     html = tmp_path / "report.html"
     result = _monitor(profiled_bundle, "--log", url, "--html", str(html))
     assert result.exit_code == 0, result.output
@@ -153,24 +157,15 @@ def test_the_log_defaults_to_the_environment_then_the_servers_store(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    name, version = _model(profiled_bundle)
     held_out = digit_outputs.held_out.take(np.arange(60))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFACTORY_LOG_URL", raising=False)
-    write_log(
-        "sqlite:///predictions.db", held_out, name, version, profile=_profile(profiled_bundle)
-    )  # the server's default
+    log_served(profiled_bundle, "sqlite:///predictions.db", held_out)  # the server's default
     result = _monitor(profiled_bundle, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["window"]["n"] == 60
     elsewhere = tmp_path / "elsewhere.db"
-    write_log(
-        f"sqlite:///{elsewhere}",
-        held_out.take(np.arange(40)),
-        name,
-        version,
-        profile=_profile(profiled_bundle),
-    )
+    log_served(profiled_bundle, f"sqlite:///{elsewhere}", held_out.take(np.arange(40)))
     monkeypatch.setenv("MLFACTORY_LOG_URL", f"sqlite:///{elsewhere}")
     result = _monitor(profiled_bundle, "--json")
     assert result.exit_code == 0, result.output
@@ -182,14 +177,8 @@ def test_a_postgresql_log_is_read_like_sqlite(
     digit_outputs: DigitOutputs,
     postgres_url: str,  # noqa: F811
 ) -> None:
-    name, version = _model(profiled_bundle)
-    write_log(
-        postgres_url,
-        digit_outputs.held_out.take(np.arange(80)),
-        name,
-        version,
-        profile=_profile(profiled_bundle),
-    )
+    name = _model(profiled_bundle)[0]
+    log_served(profiled_bundle, postgres_url, digit_outputs.held_out.take(np.arange(80)))
     write_log(postgres_url, digit_outputs.held_out.take(np.arange(20)), "news", "3")
     result = _monitor(profiled_bundle, "--log", postgres_url, "--json")
     assert result.exit_code == 0, result.output
@@ -202,14 +191,7 @@ def test_a_window_too_small_says_insufficient_data_per_check(
     profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
-    name, version = _model(profiled_bundle)
-    write_log(
-        url,
-        digit_outputs.held_out.take(np.arange(100)),
-        name,
-        version,
-        profile=_profile(profiled_bundle),
-    )
+    log_served(profiled_bundle, url, digit_outputs.held_out.take(np.arange(100)))
     result = _monitor(profiled_bundle, "--log", url, "--last", "12", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -243,20 +225,10 @@ def test_since_keeps_the_recent_predictions_only(
     profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
-    name, version = _model(profiled_bundle)
     held_out = digit_outputs.held_out
     old = datetime.now(UTC) - timedelta(days=3)
-    write_log(
-        url,
-        held_out.take(np.arange(50)),
-        name,
-        version,
-        start=old,
-        profile=_profile(profiled_bundle),
-    )
-    write_log(
-        url, held_out.take(np.arange(50, 120)), name, version, profile=_profile(profiled_bundle)
-    )
+    log_served(profiled_bundle, url, held_out.take(np.arange(50)), start=old)
+    log_served(profiled_bundle, url, held_out.take(np.arange(50, 120)))
     result = _monitor(profiled_bundle, "--log", url, "--since", "2h", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["window"]["n"] == 70
@@ -276,17 +248,9 @@ def test_nothing_to_check_is_one_line(
     other = f"sqlite:///{tmp_path / 'other.db'}"
     write_log(other, digit_outputs.held_out.take(np.arange(30)), "news", "3")
     assert_one_line_error(_monitor(profiled_bundle, "--log", other), "it holds news 3 (30)")
-    name, version = _model(profiled_bundle)
     old = f"sqlite:///{tmp_path / 'old.db'}"
     three_days = datetime.now(UTC) - timedelta(days=3)
-    write_log(
-        old,
-        digit_outputs.held_out.take(np.arange(30)),
-        name,
-        version,
-        start=three_days,
-        profile=_profile(profiled_bundle),
-    )
+    log_served(profiled_bundle, old, digit_outputs.held_out.take(np.arange(30)), start=three_days)
     result = _monitor(profiled_bundle, "--log", old, "--since", "1d")
     assert_one_line_error(result, "30 older ones")
     # The bundle as exported before monitoring: no profile.
