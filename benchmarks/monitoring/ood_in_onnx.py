@@ -1,6 +1,6 @@
 """The OOD score as an ONNX graph, against the numpy scorer: time, cold caches, the GIL.
 
-The scorer's arithmetic (`OodScorer._score`) as the 15-node ONNX graph that export appends to a
+The scorer's arithmetic (`OodScorer._score`) as the ONNX nodes that export appends to a
 bundle's model (`mlfactory.training.ood_graph`), run by ONNX Runtime alone, beside the numpy
 scorer. Prints, side by side:
 
@@ -96,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         scorer_model(scorer).SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     rng = np.random.default_rng(0)
-    feeds = {EMBEDDING: rng.standard_normal((BATCH, scorer._fused.shape[0])).astype(np.float32)}
+    feeds = {
+        EMBEDDING: rng.standard_normal((BATCH, scorer.class_means.shape[1])).astype(np.float32)
+    }
     if scorer.early is not None:
-        width = scorer.early._fused.shape[0]
+        width = scorer.early.class_means.shape[1]
         feeds[EARLY_FEATURES] = rng.standard_normal((BATCH, width)).astype(np.float32)
     in_onnx = session.run([OOD_SCORE], feeds)[0]
     in_numpy = scorer.score(*feeds.values())

@@ -83,15 +83,22 @@ def test_the_scorer_graph_is_the_numpy_scorer(
         early_features=None if features is None else features[:30],
     )
     assert scorer.reads_early_features == early
-    session = ort.InferenceSession(
-        scorer_model(scorer, opset).SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    feeds = {EMBEDDING: output.embeddings}
+    model = scorer_model(scorer, opset)
+    if normalize:  # every node costs the model call a few microseconds, whatever its size
+        assert len(model.graph.node) == (15 if early else 6)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # and an all-zero row: unit-length scaling leaves it at zero, on both sides
+    feeds = {EMBEDDING: zero_row_added(output.embeddings)}
     if features is not None:
-        feeds[EARLY_FEATURES] = features
+        feeds[EARLY_FEATURES] = zero_row_added(features)
     in_graph = session.run([OOD_SCORE], feeds)[0]
-    expected = scorer.score(output.embeddings, features)
+    expected = scorer.score(*feeds.values())
+    assert np.all(np.isfinite(expected))
     np.testing.assert_allclose(in_graph, expected, rtol=RTOL, atol=ATOL if early else 0)
+
+
+def zero_row_added(rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([rows, np.zeros((1, rows.shape[1]), rows.dtype)])
 
 
 def test_a_model_scoring_for_another_profile_is_not_used(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,6 +41,23 @@ CALIBRATION_FRACTION = 0.3
 # Floor for variances, relative to the largest: keeps a direction the data never moved along
 # from dividing by ~0.
 VARIANCE_FLOOR = 1e-6
+
+
+class DistanceTerms(NamedTuple):
+    """The squared distance of x from class mean m_c, expanded into terms computed once.
+
+    With B the basis, w the inverse variances along it less r, r the inverse residual variance:
+      sum_k w_k (B^T x - B^T m_c)_k^2 + r |x - m_c|^2
+      = [sum_k w_k (B^T x)_k^2 + r |x|^2] - 2 x . l_c + const_c,
+    with l_c = B (w * B^T m_c) + r m_c. One product of a batch with [B | L] then gives every
+    term, and what is left works on arrays of a few columns.
+    """
+
+    basis: np.ndarray  # (D, k) B
+    weights: np.ndarray  # (k,) w
+    residual: float  # r
+    linear: np.ndarray  # (D, C) L: l_c in column c
+    constants: np.ndarray  # (C,) const_c
 
 
 @dataclass
@@ -76,13 +94,19 @@ class OodScorer:
     _constants: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Everything per class that a batch reuses, computed once (float64), kept in float32.
-        # With B the basis, w the inverse variances along it, r the inverse residual variance
-        # and m_c a class mean, the squared distance of x from m_c expands to
-        #   sum_k (w_k - r) (B^T x - B^T m_c)_k^2 + r |x - m_c|^2
-        #   = [sum_k (w_k - r) (B^T x)_k^2 + r |x|^2] - 2 x . l_c + const_c,
-        # with l_c = B ((w - r) * B^T m_c) + r m_c. One product of the batch with [B | L] then
-        # gives every term, with a dozen numpy calls on arrays of a few rows.
+        # Everything per class that a batch reuses, computed once (float64), kept in float32
+        # (float64 for a `float64` scorer): see `DistanceTerms`.
+        terms = self.distance_terms()
+        self._dims = terms.basis.shape[1]
+        dtype = np.float64 if self.float64 else np.float32
+        fused = np.concatenate([terms.basis, terms.linear], axis=1)
+        self._fused = np.ascontiguousarray(fused, dtype)
+        self._weights = terms.weights.astype(dtype)
+        self._residual = dtype(terms.residual)
+        self._constants = terms.constants.astype(dtype)
+
+    def distance_terms(self) -> DistanceTerms:
+        """The expanded squared distance's precomputed terms, in float64."""
         means = np.asarray(self.class_means, dtype=np.float64)
         basis = np.asarray(self.projection.basis, dtype=np.float64)
         variances = np.asarray(self.projection.variances, dtype=np.float64)
@@ -91,14 +115,12 @@ class OodScorer:
         residual = 1.0 / max(self.projection.residual_variance, floor)
         in_basis = means @ basis  # (C, k)
         weights = inverse - residual
-        linear = basis @ (weights[:, None] * in_basis.T) + residual * means.T  # (D, C)
-        self._dims = basis.shape[1]
-        dtype = np.float64 if self.float64 else np.float32
-        self._fused = np.ascontiguousarray(np.concatenate([basis, linear], axis=1), dtype)
-        self._weights = weights.astype(dtype)
-        self._residual = dtype(residual)
-        self._constants = ((in_basis**2) @ weights + residual * np.sum(means**2, axis=1)).astype(
-            dtype
+        return DistanceTerms(
+            basis=basis,
+            weights=weights,
+            residual=residual,
+            linear=basis @ (weights[:, None] * in_basis.T) + residual * means.T,  # (D, C)
+            constants=(in_basis**2) @ weights + residual * np.sum(means**2, axis=1),
         )
 
     @classmethod

@@ -3,11 +3,15 @@
 Scoring an input in numpy after the model call holds the server's GIL and adds about twice
 what the same arithmetic adds inside the model call (docs/benchmarks.md, "What monitoring
 costs the server"). Once the profile is
-written, `attach_ood_score` appends the scorer's arithmetic (`OodScorer._score`: one product
-with the precomputed D x (dims + classes) matrix and a dozen small operations) to `model.onnx`,
-reading its `embedding` output (and `early_features`, for a score that reads them: both
-scorers, then the sum of their standardised scores). One `session.run` then returns
+written, `attach_ood_score` appends the scorer's arithmetic (`OodScorer._score`) to
+`model.onnx`, reading its `embedding` output (and `early_features`, for a score that reads
+them: both scorers, then the sum of their standardised scores). One `session.run` then returns
 probabilities, embedding and `ood_score`, computed by ONNX Runtime outside the GIL.
+
+ONNX Runtime spends a few microseconds on every node, however small its arrays, so the scorer
+is built from as few nodes as the arithmetic allows (`scorer_nodes`): every constant factor is
+folded into the two products, and a scorer with unit-length scaling is 6 nodes (15 for the
+score that reads early features too: two scorers, two casts for the float64 one, and the sum).
 
 The graph records the scorer's fingerprint (`OodScorer.fingerprint`) in the model's metadata.
 The server uses the in-graph score only while the profile it loads has the same fingerprint,
@@ -55,138 +59,120 @@ AXES_AS_INPUT = 18
 def ood_nodes(scorer: OodScorer, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The nodes and constants that compute `ood_score` from the model's outputs.
 
-    The embedding's scorer alone, or with early features both scorers and the sum of their
-    standardised scores: a x (1 / spread) + b x (1 / early spread) + offset.
+    The embedding's scorer alone, or with early features both scorers, each giving its
+    standardised score (the standardisation is folded into its constants), then their sum.
     """
     if scorer.early is None:
         return scorer_nodes(scorer, EMBEDDING, OOD_SCORE, opset)
-    embedding_score, early_score = PREFIX + "embedding_score", PREFIX + "early_score"
-    nodes, constants = scorer_nodes(scorer, EMBEDDING, embedding_score, opset, "embedding/")
-    more_nodes, more_constants = scorer_nodes(
-        scorer.early, EARLY_FEATURES, early_score, opset, "early/"
-    )
     mean, spread, early_mean, early_spread = (float(v) for v in scorer.standardization)
-    scale = {
-        "scale": 1.0 / spread,
-        "early_scale": 1.0 / early_spread,
-        "offset": -mean / spread - early_mean / early_spread,
-    }
-    constants += [
-        *more_constants,
-        *(
-            numpy_helper.from_array(np.asarray([value], np.float32), PREFIX + local)
-            for local, value in scale.items()
-        ),
-    ]
-
-    def node(op: str, inputs: list[str], output: str) -> onnx.NodeProto:
-        return helper.make_node(
-            op, inputs, [output], name=output if output.startswith(PREFIX) else PREFIX + output
-        )
-
-    nodes += [
-        *more_nodes,
-        node("Mul", [embedding_score, PREFIX + "scale"], PREFIX + "scaled_score"),
-        node("Mul", [early_score, PREFIX + "early_scale"], PREFIX + "scaled_early_score"),
-        node("Add", [PREFIX + "scaled_score", PREFIX + "scaled_early_score"], PREFIX + "both"),
-        node("Add", [PREFIX + "both", PREFIX + "offset"], OOD_SCORE),
-    ]
-    return nodes, constants
+    embedding_score, early_score = PREFIX + "embedding_score", PREFIX + "early_score"
+    nodes, constants = scorer_nodes(
+        scorer, EMBEDDING, embedding_score, opset, "embedding/", (mean, spread)
+    )
+    more_nodes, more_constants = scorer_nodes(
+        scorer.early, EARLY_FEATURES, early_score, opset, "early/", (early_mean, early_spread)
+    )
+    both = helper.make_node(
+        "Add", [embedding_score, early_score], [OOD_SCORE], name=PREFIX + "ood_score"
+    )
+    return [*nodes, *more_nodes, both], [*constants, *more_constants]
 
 
 def scorer_nodes(
-    scorer: OodScorer, embedding: str, score: str, opset: int, part: str = ""
+    scorer: OodScorer,
+    embedding: str,
+    score: str,
+    opset: int,
+    part: str = "",
+    standardization: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The nodes and constants that compute `score` (N,) from `embedding` (N, D).
 
+    The score is (distance / D - mean) / spread, with (mean, spread) = `standardization`, and
+    the distance expanded as in `DistanceTerms`. Every factor is folded into the constants:
+    the x-dependent terms come from two Gemm nodes,
+
+        [along | shifted] = x [B | -2 a L] + [0 | a const + o]
+        distances = along^2 (a w 1^T) + shifted          (N, C)
+
+    with a = 1 / (D spread) and o = -mean / spread, then the smallest over the classes.
+    Unit-length scaling (`normalize`) is one LpNormalization node, and its |x|^2 = 1 puts the
+    a r |x|^2 term into the constants; without it that term is added after the minimum. A
+    float64 scorer casts its input to float64 and its score back to float32.
+
     Args:
-        scorer: the fitted scorer (its precomputed float32 matrices become constants); its
-            early features' scorer, if any, is not part of these nodes (see `ood_nodes`).
+        scorer: the fitted scorer; its early features' scorer, if any, is not part of these
+            nodes (see `ood_nodes`).
         embedding: the name of the (N, D) float32 tensor to score.
-        score: the name of the (N,) output.
+        score: the name of the (N,) float32 output.
         opset: the default-domain opset of the graph the nodes go into.
         part: starts the local names (after `PREFIX`), so that two scorers fit in one graph.
+        standardization: the mean and spread the score is standardised with.
     """
-    fused = scorer._fused
-    dims, width = scorer._dims, fused.shape[0]
-    classes = fused.shape[1] - dims
+    terms = scorer.distance_terms()
+    width, dims = terms.basis.shape
+    classes = terms.linear.shape[1]
+    mean, spread = standardization
+    factor, offset = 1.0 / (width * spread), -mean / spread
+    float64 = scorer.float64
+    dtype = np.float64 if float64 else np.float32
+    constant_terms = factor * terms.constants + offset
+    if scorer.normalize:
+        constant_terms = constant_terms + factor * terms.residual
 
     def name(local: str) -> str:
         return PREFIX + part + local
 
-    precision = scorer._fused.dtype
-
-    def const(local: str, value: Any, dtype: Any = precision) -> onnx.TensorProto:
-        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name(local))
+    def const(local: str, value: Any, value_type: Any = dtype) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value, dtype=value_type), name(local))
 
     constants = [
-        const("fused", fused),
-        const("weights", scorer._weights.reshape(dims, 1)),
-        const("residual", [scorer._residual]),
-        const("class_constants", scorer._constants.reshape(1, classes)),
-        const("minus_two", [-2.0]),
-        const("norm_floor", [1e-24]),
-        const("per_dim", [1.0 / width]),
-        const("start", [0], np.int64),
-        const("split", [dims], np.int64),
-        const("end", [dims + classes], np.int64),
-        const("axis", [1], np.int64),
+        const("projection", np.concatenate([terms.basis, -2.0 * factor * terms.linear], axis=1)),
+        const("bias", np.concatenate([np.zeros(dims), constant_terms])),
+        const("weights", np.repeat(factor * terms.weights[:, None], classes, axis=1)),
+        const("split", [dims, classes], np.int64),
     ]
+    if opset >= AXES_AS_INPUT:
+        constants.append(const("axis", [1], np.int64))
 
-    def node(op: str, inputs: list[str], output: str, **attributes: Any) -> onnx.NodeProto:
-        # Local names get the prefix; the graph's embedding and the score keep their own.
-        outside = {"EMBEDDING": embedding, "SCORE": score} if precision == np.float32 else {}
-        names = [outside.get(local, name(local)) for local in [*inputs, output]]
-        return helper.make_node(op, names[:-1], names[-1:], name=name(output), **attributes)
+    def node(op: str, inputs: list[str], outputs: list[str], **attributes: Any) -> onnx.NodeProto:
+        # Local names get the prefix; the graph's embedding keeps its own.
+        names = [local if local == embedding else name(local) for local in [*inputs, *outputs]]
+        return helper.make_node(
+            op, names[: len(inputs)], names[len(inputs) :], name=name(outputs[0]), **attributes
+        )
 
-    def reduce(op: str, source: str, output: str, keepdims: int) -> onnx.NodeProto:
+    def reduce(op: str, source: str, output: str) -> onnx.NodeProto:
         if opset >= AXES_AS_INPUT:
-            return node(op, [source, "axis"], output, keepdims=keepdims)
-        return node(op, [source], output, axes=[1], keepdims=keepdims)
+            return node(op, [source, "axis"], [output], keepdims=0)
+        return node(op, [source], [output], axes=[1], keepdims=0)
 
-    nodes = []
-    if precision == np.float64:  # cast in, score in float64, cast the score out
-        nodes.append(
-            helper.make_node(
-                "Cast",
-                [embedding],
-                [name("EMBEDDING")],
-                to=TensorProto.DOUBLE,
-                name=name("EMBEDDING"),
-            )
-        )
+    nodes, source = [], embedding
+    if float64:
+        nodes.append(node("Cast", [source], ["input"], to=TensorProto.DOUBLE))
+        source = "input"
+    if scorer.normalize:
+        nodes.append(node("LpNormalization", [source], ["unit"], axis=1, p=2))
+        source = "unit"
     nodes += [
-        node("MatMul", ["EMBEDDING", "fused"], "products"),
-        reduce("ReduceSumSquare", "EMBEDDING", "squared_norms", keepdims=1),
+        node("Gemm", [source, "projection", "bias"], ["products"]),
+        node("Split", ["products", "split"], ["along", "shifted"], axis=1),
+        node("Mul", ["along", "along"], ["along_squared"]),
+        node("Gemm", ["along_squared", "weights", "shifted"], ["distances"]),
+        reduce("ReduceMin", "distances", "nearest"),
     ]
-    if scorer.normalize:  # (x / |x|) @ F = (x @ F) / |x|, and |x / |x||^2 = 1
+    result = "nearest"
+    if not scorer.normalize:  # + a r |x|^2
+        constants.append(const("norm_factor", [factor * terms.residual]))
         nodes += [
-            node("Max", ["squared_norms", "norm_floor"], "floored"),
-            node("Sqrt", ["floored"], "norms"),
-            node("Div", ["products", "norms"], "scaled"),
+            reduce("ReduceSumSquare", source, "squared_norms"),
+            node("Mul", ["squared_norms", "norm_factor"], ["norm_terms"]),
+            node("Add", ["nearest", "norm_terms"], ["total"]),
         ]
-        products, norm_terms = "scaled", "residual"
-    else:
-        nodes.append(node("Mul", ["squared_norms", "residual"], "norm_terms"))
-        products, norm_terms = "products", "norm_terms"
-    nodes += [
-        node("Slice", [products, "start", "split", "axis"], "along"),
-        node("Slice", [products, "split", "end", "axis"], "linear"),
-        node("Mul", ["along", "along"], "along_squared"),
-        node("MatMul", ["along_squared", "weights"], "weighted"),
-        node("Add", ["weighted", norm_terms], "rows"),
-        node("Add", ["rows", "class_constants"], "shifted"),
-        node("Mul", ["linear", "minus_two"], "cross"),
-        node("Add", ["shifted", "cross"], "distances"),
-        reduce("ReduceMin", "distances", "nearest", keepdims=0),
-        node("Mul", ["nearest", "per_dim"], "SCORE"),
-    ]
-    if precision == np.float64:
-        nodes.append(
-            helper.make_node(
-                "Cast", [name("SCORE")], [score], to=TensorProto.FLOAT, name=name("score_float")
-            )
-        )
+        result = "total"
+    if float64:
+        nodes.append(node("Cast", [result], ["score"], to=TensorProto.FLOAT))
+    nodes[-1].output[0] = score  # the last node writes the score
     return nodes, constants
 
 
@@ -308,4 +294,4 @@ def _largest_difference(bundle: Bundle, scorer: OodScorer, items: list[Item]) ->
 
 
 def _width(scorer: OodScorer) -> int:
-    return int(scorer._fused.shape[0])
+    return int(scorer.class_means.shape[1])
