@@ -63,6 +63,7 @@ def channel_statistics(features: torch.Tensor) -> torch.Tensor:
     Reduced in place over the other axes, without flattening them first: flattening exports as
     four shape nodes, and every node costs the model call a few microseconds.
     """
+    axes: tuple[int, ...]
     if features.dim() == 4:
         axes, channels = (2, 3), 1
     elif features.dim() == 3:
