@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.monitoring.measure import SIZES
+from scipy.stats import binomtest
 
 TARGET_SIZE = 200
 LEVEL = 0.05
@@ -175,11 +176,16 @@ def _drift_targets(
         )
         for key, level in (("ours", LEVEL), ("ours_strict", STRICT)):
             beats = all(c[key] <= c["evidently"] for c in cells.values())
+            figures = (
+                f"{_with_interval(c[key], c['windows'])} vs "
+                f"{_with_interval(c['evidently'], c['evidently_windows'])}"
+                for c in cells.values()
+            )
             targets.append(
                 _target(
                     f"{name}: false alarms (level {level}) <= Evidently's at every size",
                     beats,
-                    ", ".join(f"{c[key]:.3f} vs {c['evidently']:.3f}" for c in cells.values()),
+                    ", ".join(figures),
                 )
             )
         return
@@ -203,3 +209,10 @@ def _drift_targets(
 
 def _target(text: str, passed: bool, figure: str) -> str:
     return f"- {'PASS' if passed else 'FAIL'} {text}: {figure}"
+
+
+def _with_interval(rate: float, windows: int) -> str:
+    """A share of windows with its 95 % Wilson interval: false alarms are counts of a few."""
+    flagged = round(rate * windows)
+    interval = binomtest(flagged, windows).proportion_ci(0.95, method="wilson")
+    return f"{rate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"

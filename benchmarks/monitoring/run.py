@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=400, help="no-shift windows per size")
     parser.add_argument("--shift-windows", type=int, default=100, help="windows per shift and size")
     parser.add_argument(
-        "--evidently-windows", type=int, default=200, help="of the no-shift ones, Evidently's"
+        "--evidently-windows", type=int, default=400, help="of the no-shift ones, Evidently's"
     )
     parser.add_argument(
         "--evidently-shift-windows", type=int, default=50, help="of the shifted ones, Evidently's"
