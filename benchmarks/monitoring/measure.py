@@ -43,6 +43,12 @@ class DriftCell:
     evidently_seconds: float
     checks_fired: dict[str, float] = field(default_factory=dict)
     evidently_parts: dict[str, float] = field(default_factory=dict)
+    # The estimated accuracy's 95 % interval on the same windows: the share of windows whose
+    # true accuracy it contains, and its mean width; "normal": the first release's interval
+    # (the window's share with the plain binomial variance), for comparison.
+    accuracy_coverage: float = float("nan")
+    accuracy_width: float = float("nan")
+    accuracy_coverage_normal: float = float("nan")
 
 
 def ood_rows(
@@ -151,6 +157,9 @@ def _cell(
     rng: np.random.Generator,
 ) -> DriftCell:
     ours, strict, ours_time, fired = [], [], [], {}
+    covered, widths, covered_normal = [], [], []
+    truth = label_indices([label or "" for label in out.labels], profile.labels)
+    right = out.probabilities.argmax(axis=1) == truth
     evidently, evidently_time, parts = [], [], {"features": 0.0, "embedding": 0.0}
     for window_index in range(count):
         rows = rng.choice(len(out), size, replace=len(out) < size)
@@ -171,6 +180,12 @@ def _cell(
         strict.append(min(adjusted, default=1.0) <= STRICT_LEVEL)
         for check in report.checks:
             fired[check.name] = fired.get(check.name, 0.0) + check.drift / count
+        estimate, accuracy = report.estimated, float(np.mean(right[rows]))
+        if estimate.low is not None and estimate.high is not None:
+            covered.append(estimate.low <= accuracy <= estimate.high)
+            widths.append(estimate.high - estimate.low)
+            low, high = _normal_interval(estimate.value or 0.0, size, profile)
+            covered_normal.append(low <= accuracy <= high)
         if window_index < evidently_windows:
             frame = evidently_side.frame(window, kinds)
             if window_index == 0:
@@ -196,7 +211,22 @@ def _cell(
         evidently_seconds=float(np.mean(evidently_time)) if evidently_time else float("nan"),
         checks_fired=fired,
         evidently_parts={key: value / done for key, value in parts.items()},
+        accuracy_coverage=float(np.mean(covered)) if covered else float("nan"),
+        accuracy_width=float(np.mean(widths)) if widths else float("nan"),
+        accuracy_coverage_normal=float(np.mean(covered_normal)) if covered else float("nan"),
     )
+
+
+def _normal_interval(value: float, n: int, profile: ReferenceProfile) -> tuple[float, float]:
+    """The first release's interval of the ATC estimate: the window's share with the plain
+    binomial variance p(1 - p) / n, which vanishes for a share of 0 or 1."""
+    threshold = profile.accuracy
+    if threshold is None:
+        return float("nan"), float("nan")
+    fitted = threshold.reference_accuracy
+    variance = value * (1 - value) / n + fitted * (1 - fitted) / threshold.n_reference
+    spread = 1.959964 * float(np.sqrt(variance))
+    return max(0.0, value - spread), min(1.0, value + spread)
 
 
 def timing(

@@ -92,7 +92,36 @@ def _bundle_section(result: dict[str, Any], targets: list[str]) -> list[str]:
                 f"{row['error']:.3f} vs {row['confidence_error']:.3f}",
             )
         )
-    lines += ["", *_drift_table(result, targets), ""]
+    lines += ["", *_drift_table(result, targets), "", *_coverage_table(result), ""]
+    return lines
+
+
+def _coverage_table(result: dict[str, Any]) -> list[str]:
+    """How often the estimated accuracy's 95 % interval holds the window's true accuracy."""
+    cells = [cell for cell in result["drift"] if "accuracy_coverage" in cell]
+    if not cells:
+        return []
+    header = " | ".join(f"n={size}" for size in SIZES)
+    lines = [
+        "Estimated accuracy's 95 % interval on the same windows (those mlfactory checked): the "
+        "share of windows whose true accuracy it contains, its mean width in brackets, and "
+        "after the slash the share the first release's interval contains (the window's share "
+        "with the plain binomial variance, no width when every prediction is above the "
+        "threshold).",
+        "",
+        f"| window drawn from | {header} |",
+        "|---|" + "---:|" * len(SIZES),
+    ]
+    by_pool: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        by_pool.setdefault(cell["pool"], []).append(cell)
+    for pool, row in by_pool.items():
+        values = " | ".join(
+            f"{c['accuracy_coverage']:.3f} ({c['accuracy_width']:.3f}) / "
+            f"{c['accuracy_coverage_normal']:.3f}"
+            for c in row
+        )
+        lines.append(f"| {pool} | {values} |")
     return lines
 
 

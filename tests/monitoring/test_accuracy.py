@@ -77,6 +77,38 @@ def test_estimated_accuracy_on_unseen_digits_is_close_to_the_true_one(
     assert estimated_accuracy(held_out.probabilities[:0], 1.0).value is None
 
 
+def test_a_small_window_gets_a_wide_interval_even_when_every_input_looks_right(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    threshold = digit_profile.accuracy
+    assert threshold is not None
+    held_out = digit_outputs.held_out
+    confidence = calibrate(held_out.probabilities, digit_profile.temperature).max(axis=1)
+    sure = held_out.probabilities[confidence > threshold.threshold]
+    fitted = threshold.reference_accuracy
+    reference_spread = 1.959964 * np.sqrt(fitted * (1 - fitted) / threshold.n_reference)
+    for n in (5, 50):
+        # n real digits, all above the threshold: the estimate is 1.0. The plain binomial
+        # variance of a share of 1 is zero, which left the reference's term alone: [0.98, 1]
+        # for five inputs. Agresti and Coull's keeps a width that shrinks with n.
+        small = estimated_accuracy(sure[:n], digit_profile.temperature, threshold)
+        assert small.value == 1.0 and small.high == 1.0 and small.low is not None
+        adjusted = (n + 1.959964**2 / 2) / (n + 1.959964**2)
+        window_spread = 1.959964 * np.sqrt(adjusted * (1 - adjusted) / (n + 1.959964**2))
+        assert 1.0 - small.low == pytest.approx(np.hypot(window_spread, reference_spread))
+        assert 1.0 - small.low > 1.5 * reference_spread
+        if n == 5:
+            assert small.low < 0.8
+    # Many inputs: the same as the plain normal interval, to a few per cent of its width.
+    large = estimated_accuracy(held_out.probabilities, digit_profile.temperature, threshold)
+    assert large.value is not None and large.low is not None and large.high is not None
+    plain = np.sqrt(
+        large.value * (1 - large.value) / large.n + fitted * (1 - fitted) / threshold.n_reference
+    )
+    assert large.high - large.low == pytest.approx(2 * 1.959964 * plain, rel=0.05)
+    assert large.value - large.low == pytest.approx(large.high - large.value)
+
+
 def test_live_accuracy_counts_only_labelled_rows(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:

@@ -157,12 +157,16 @@ def estimated_accuracy(
 ) -> Estimate:
     """The expected accuracy of a window from calibrated confidence (ATC, or CBPE without one).
 
-    With a `threshold` (ATC), the interval is the normal approximation of two independent
+    With a `threshold` (ATC), the interval is normal, around the estimate, with two independent
     errors: the window's share above the threshold is a binomial proportion of its n rows, and
-    the threshold reproduces an accuracy measured on n_reference rows. Without one (CBPE), it
-    is the Poisson-binomial spread of the number of correct predictions if each is right with
-    its calibrated confidence. Either covers the luck of the window and the reference, not a
-    calibration that no longer holds.
+    the threshold reproduces an accuracy a measured on n_reference rows (a(1 - a) /
+    n_reference). The share's variance is Agresti and Coull's (1998): p(1 - p) / (n + z^2) at
+    p = (n * share + z^2 / 2) / (n + z^2), so that a window whose every prediction is above the
+    threshold (share 1) still gets a width; the plain p(1 - p) / n gives it none. Without one
+    (CBPE), it is the Poisson-binomial spread of the number of correct predictions if each is
+    right with its calibrated confidence. Either covers the luck of the window and the
+    reference, not a calibration that no longer holds: how often the interval holds the true
+    accuracy, unshifted and shifted, is measured in docs/benchmarks.md.
 
     Args:
         probabilities: (N, K) the model's raw probabilities for the window.
@@ -175,15 +179,18 @@ def estimated_accuracy(
         return Estimate(None, None, None, 0, method)
     top = calibrate(probabilities, temperature).max(axis=1)
     n = len(top)
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     if threshold is None:
         value = float(top.mean())
         spread = float(np.sqrt(np.sum(top * (1.0 - top)))) / n
     else:
         value = threshold.share(top)
+        trials = n + z * z
+        adjusted = (value * n + z * z / 2.0) / trials
         fitted = threshold.reference_accuracy
-        variance = value * (1.0 - value) / n + fitted * (1.0 - fitted) / threshold.n_reference
+        variance = adjusted * (1.0 - adjusted) / trials
+        variance += fitted * (1.0 - fitted) / threshold.n_reference
         spread = float(np.sqrt(variance))
-    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
     low, high = max(0.0, value - z * spread), min(1.0, value + z * spread)
     return Estimate(value, low, high, n, method)
 
