@@ -18,6 +18,8 @@ from mlfactory.monitoring.accuracy import (
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices
 from tests.monitoring.conftest import DigitOutputs
 
+Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
+
 
 def _nll(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))))
@@ -86,15 +88,15 @@ def test_a_small_window_gets_a_wide_interval_even_when_every_input_looks_right(
     confidence = calibrate(held_out.probabilities, digit_profile.temperature).max(axis=1)
     sure = held_out.probabilities[confidence > threshold.threshold]
     fitted = threshold.reference_accuracy
-    reference_spread = 1.959964 * np.sqrt(fitted * (1 - fitted) / threshold.n_reference)
+    reference_spread = Z95 * np.sqrt(fitted * (1 - fitted) / threshold.n_reference)
     for n in (5, 50):
         # n real digits, all above the threshold: the estimate is 1.0. The plain binomial
         # variance of a share of 1 is zero, which left the reference's term alone: [0.98, 1]
         # for five inputs. Agresti and Coull's keeps a width that shrinks with n.
         small = estimated_accuracy(sure[:n], digit_profile.temperature, threshold)
         assert small.value == 1.0 and small.high == 1.0 and small.low is not None
-        adjusted = (n + 1.959964**2 / 2) / (n + 1.959964**2)
-        window_spread = 1.959964 * np.sqrt(adjusted * (1 - adjusted) / (n + 1.959964**2))
+        adjusted = (n + Z95**2 / 2) / (n + Z95**2)
+        window_spread = Z95 * np.sqrt(adjusted * (1 - adjusted) / (n + Z95**2))
         assert 1.0 - small.low == pytest.approx(np.hypot(window_spread, reference_spread))
         assert 1.0 - small.low > 1.5 * reference_spread
         if n == 5:
@@ -105,7 +107,7 @@ def test_a_small_window_gets_a_wide_interval_even_when_every_input_looks_right(
     plain = np.sqrt(
         large.value * (1 - large.value) / large.n + fitted * (1 - fitted) / threshold.n_reference
     )
-    assert large.high - large.low == pytest.approx(2 * 1.959964 * plain, rel=0.05)
+    assert large.high - large.low == pytest.approx(2 * Z95 * plain, rel=0.05)
     assert large.value - large.low == pytest.approx(large.high - large.value)
 
 
