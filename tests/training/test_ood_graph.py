@@ -16,6 +16,7 @@ from mlfactory.errors import BundleError
 from mlfactory.monitoring.ood import OodScorer
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
 from mlfactory.predictor import Predictor
+from mlfactory.training import ood_graph
 from mlfactory.training.ood_graph import SCORE_RTOL, attach_ood_score, scorer_model
 from tests.monitoring.conftest import STAMPS, copy_with_another_profile, digit_images, png
 
@@ -85,16 +86,52 @@ def test_the_scorer_graph_is_the_numpy_scorer(
     assert scorer.reads_early_features == early
     model = scorer_model(scorer, opset)
     if normalize:  # every node costs the model call a few microseconds, whatever its size
-        assert len(model.graph.node) == (15 if early else 6)
+        # with early features: one chain over pairs of classes (3 classes here)
+        assert len(model.graph.node) == (9 if early else 6)
+    assert_graph_scores_as_numpy(model, scorer, output.embeddings, features)
+
+
+@pytest.mark.numerics
+def test_more_classes_than_pairs_allow_get_two_chains(
+    monitored_digits: Any, real_inputs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `MAX_PAIRED_CLASSES`, the two scorers run one after the other, then their sum."""
+    predictor = Predictor(monitored_digits.bundle)
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs], early_features=True)
+    assert output.early_features is not None
+    scorer = OodScorer.fit(
+        output.embeddings[:30],
+        np.arange(30) % 3,
+        dims=8,
+        early_features=output.early_features[:30],
+    )
+    monkeypatch.setattr(ood_graph, "MAX_PAIRED_CLASSES", 2)
+    model = scorer_model(scorer)
+    assert len(model.graph.node) == 15
+    assert_graph_scores_as_numpy(model, scorer, output.embeddings, output.early_features)
+
+
+def assert_graph_scores_as_numpy(
+    model: onnx.ModelProto, scorer: OodScorer, embeddings: np.ndarray, early: np.ndarray | None
+) -> None:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     # and an all-zero row: unit-length scaling leaves it at zero, on both sides
-    feeds = {EMBEDDING: zero_row_added(output.embeddings)}
-    if features is not None:
-        feeds[EARLY_FEATURES] = zero_row_added(features)
+    feeds = {EMBEDDING: zero_row_added(embeddings)}
+    if early is not None:
+        feeds[EARLY_FEATURES] = zero_row_added(early)
     in_graph = session.run([OOD_SCORE], feeds)[0]
     expected = scorer.score(*feeds.values())
-    assert np.all(np.isfinite(expected))
-    np.testing.assert_allclose(in_graph, expected, rtol=RTOL, atol=ATOL if early else 0)
+    assert np.all(np.isfinite(expected)) and np.all(np.isfinite(in_graph))
+    # Not a constant: the photos (rows 30 and on) score far above the digits.
+    assert np.median(expected[30:-1]) > np.median(expected[:30])
+    if early is None:
+        np.testing.assert_allclose(in_graph, expected, rtol=RTOL)
+        return
+    np.testing.assert_allclose(in_graph[:-1], expected[:-1], rtol=RTOL, atol=ATOL)
+    # All-zero early features (a feature map without any activation): numpy scores the zero
+    # row as if it had unit length, the paired chain by its distance as it is. Both put it out
+    # of distribution, above every digit.
+    assert min(in_graph[-1], expected[-1]) > max(scorer.threshold, float(np.max(expected[:30])))
 
 
 def zero_row_added(rows: np.ndarray) -> np.ndarray:

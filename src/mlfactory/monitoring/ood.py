@@ -173,7 +173,8 @@ class OodScorer:
             # and 47 of 48 directions). Their residual variance is small, and the expanded
             # distance then cancels large terms: float32 scores of one input differed by 6e-3
             # between numpy and ONNX Runtime (the order of summation). A few dozen features
-            # cost nothing in float64 (the two then agreed within 4e-6 on the demo bundle).
+            # cost nothing in float64 here; the model's graph expands the distance around the
+            # class means' centre instead, in float32 (`mlfactory.training.ood_graph`).
             early_dims = min(dims, max(1, e.shape[1] // 2))
             early = cls._fit_only(e[~held_out], y[~held_out], early_dims, normalize, True)
             early_scores = early.score(e[held_out])

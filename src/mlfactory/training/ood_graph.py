@@ -10,8 +10,11 @@ probabilities, embedding and `ood_score`, computed by ONNX Runtime outside the G
 
 ONNX Runtime spends a few microseconds on every node, however small its arrays, so the scorer
 is built from as few nodes as the arithmetic allows (`scorer_nodes`): every constant factor is
-folded into the two products, and a scorer with unit-length scaling is 6 nodes (15 for the
-score that reads early features too: two scorers, two casts for the float64 one, and the sum).
+folded into the two products, and a scorer with unit-length scaling is 6 nodes. The score that
+reads early features too is one chain of 9 nodes (`paired_nodes`): both scorers' products side
+by side, one quadratic term, and the sum of the two minima taken as one minimum over pairs of
+classes. (Models with more classes than `MAX_PAIRED_CLASSES`, or an embedding scored without
+unit-length scaling, get the two scorers one after the other and their sum: 15 nodes.)
 
 The graph records the scorer's fingerprint (`OodScorer.fingerprint`) in the model's metadata.
 The server uses the in-graph score only while the profile it loads has the same fingerprint,
@@ -48,12 +51,53 @@ PREFIX = "mlfactory_ood/"
 # score about 1 (about 0 with early features), so differences are taken relative to
 # |score| + 1: relative for large scores, absolute for small ones, whose float32 cancellation
 # the two orders round differently. Measured: ~1e-5 on trained bundles, 2e-4 on a bundle
-# trained for one epoch on 240 digits (a 5-direction profile), ~4e-6 with early features (the
-# demo). A wrong graph (another matrix, a lost normalisation) is off by far more.
+# trained for one epoch on 240 digits (a 5-direction profile), ~1e-5 with early features (the
+# benchmark's digits and speech bundles). A wrong graph (another matrix, a lost normalisation)
+# is off by far more.
 SCORE_RTOL = 1e-3
 CHECK_ITEMS = 64
 # Reduce operators take their axes as an input from this opset on, as an attribute before.
 AXES_AS_INPUT = 18
+# The paired chain has a column per pair of classes: up to 144 for 12 classes, a product with a
+# few rows and a fraction of the embedding's matrix; beyond, its matrix grows as classes^2.
+MAX_PAIRED_CLASSES = 12
+
+
+class _Part:
+    """Collects appended nodes and constants under `PREFIX` + `part` (graph tensors named in
+    `outside` keep their names)."""
+
+    def __init__(self, part: str, outside: set[str], opset: int, dtype: Any = np.float32) -> None:
+        self.part, self.outside, self.opset, self.dtype = part, outside, opset, dtype
+        self.nodes: list[onnx.NodeProto] = []
+        self.constants: list[onnx.TensorProto] = []
+
+    def name(self, local: str) -> str:
+        return local if local in self.outside else PREFIX + self.part + local
+
+    def const(self, local: str, value: Any, value_type: Any = None) -> None:
+        array = np.asarray(value, dtype=self.dtype if value_type is None else value_type)
+        self.constants.append(numpy_helper.from_array(array, self.name(local)))
+
+    def node(self, op: str, inputs: list[str], outputs: list[str], **attributes: Any) -> None:
+        self.nodes.append(
+            helper.make_node(
+                op,
+                [self.name(local) for local in inputs],
+                [self.name(local) for local in outputs],
+                name=PREFIX + self.part + outputs[0],
+                **attributes,
+            )
+        )
+
+    def reduce(self, op: str, source: str, output: str) -> None:
+        """`op` over axis 1, without keeping it (axes as an input or an attribute, by opset)."""
+        if self.opset < AXES_AS_INPUT:
+            self.node(op, [source], [output], axes=[1], keepdims=0)
+            return
+        if not any(c.name == self.name("axis") for c in self.constants):
+            self.const("axis", [1], np.int64)
+        self.node(op, [source, "axis"], [output], keepdims=0)
 
 
 def ood_nodes(scorer: OodScorer, opset: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
@@ -64,6 +108,8 @@ def ood_nodes(scorer: OodScorer, opset: int) -> tuple[list[onnx.NodeProto], list
     """
     if scorer.early is None:
         return scorer_nodes(scorer, EMBEDDING, OOD_SCORE, opset)
+    if scorer.normalize and len(scorer.class_means) <= MAX_PAIRED_CLASSES:
+        return paired_nodes(scorer, opset)
     mean, spread, early_mean, early_spread = (float(v) for v in scorer.standardization)
     embedding_score, early_score = PREFIX + "embedding_score", PREFIX + "early_score"
     nodes, constants = scorer_nodes(
@@ -76,6 +122,97 @@ def ood_nodes(scorer: OodScorer, opset: int) -> tuple[list[onnx.NodeProto], list
         "Add", [embedding_score, early_score], [OOD_SCORE], name=PREFIX + "ood_score"
     )
     return [*nodes, *more_nodes, both], [*constants, *more_constants]
+
+
+def paired_nodes(
+    scorer: OodScorer, opset: int
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Both scorers in one chain of 9 float32 nodes: `ood_score` from `embedding` and
+    `early_features`, the same sum of standardised minima as `ood_nodes`' two chains.
+
+    Each scorer's distance to class c is a quadratic term that no class changes plus a term
+    linear in the input: d_c(x) = q(x) + s_c(x). The score is a1 min_c d1_c + a2 min_c d2_c +
+    offset (a: 1 / (D spread), offset: -mean / spread of each), that is
+
+        a1 q1 + a2 q2 + min over pairs (c, c') of [a1 s1_c + a2 s2_c' + offset],
+
+    so one product gives both scorers' projections and linear terms (`side_by_side`), one
+    product the weighted squares (`quadratic`), and one more every pair's linear terms with the
+    quadratic added, of which ReduceMin takes the smallest. The embedding's part is
+    `scorer_nodes`' expansion (unit length, so |x|^2 = 1). The early features' part is expanded
+    around the centre g of their class means, with the residual directions kept as columns
+    (y = x - g, B the basis, P = I - B B^T the residual projector, v the inverse variances along
+    B, r the inverse residual variance, A = B diag(v) B^T + r P, m_c the class means):
+
+        d_c = sum_k v_k (B^T y)_k^2 + r |P y|^2 - 2 y . A (m_c - g) + |m_c - g|_A^2,
+
+    every term of which is about the size of the distance itself. Expanded around 0 instead,
+    large terms cancel (the early features have a small residual variance): that is why their
+    scorer otherwise runs in float64.
+    """
+    embedding_terms, early = scorer.distance_terms(), scorer.early
+    assert early is not None
+    early_terms = early.distance_terms()
+    (d1, k1), classes = embedding_terms.basis.shape, embedding_terms.linear.shape[1]
+    d2, k2 = early_terms.basis.shape
+    mean, spread, early_mean, early_spread = (float(v) for v in scorer.standardization)
+    a1, a2 = 1.0 / (d1 * spread), 1.0 / (d2 * early_spread)
+    offset = -mean / spread - early_mean / early_spread
+
+    # The embedding: [B^T x | -2 a1 l_c . x + a1 (const_c + r)].
+    embedding_projection = np.concatenate(
+        [embedding_terms.basis, -2.0 * a1 * embedding_terms.linear], axis=1
+    )
+    embedding_bias = np.concatenate(
+        [np.zeros(k1), a1 * (embedding_terms.constants + embedding_terms.residual) + offset]
+    )
+    # The early features, around g: [B^T y | P y | -2 a2 A (m_c - g) . x + the rest].
+    basis, residual = early_terms.basis, early_terms.residual
+    centre = np.asarray(early.class_means, np.float64).mean(axis=0)
+    rest = np.eye(d2) - basis @ basis.T
+    # A g, then A (m_c - g) = l_c - A g and |m_c - g|_A^2 = const_c - 2 g . l_c + g . A g.
+    centre_weighted = basis @ (early_terms.weights * (basis.T @ centre)) + residual * centre
+    linear = early_terms.linear - centre_weighted[:, None]  # (D2, C)
+    constants = early_terms.constants - 2.0 * centre @ early_terms.linear + centre @ centre_weighted
+    early_projection = np.concatenate([basis, rest, -2.0 * a2 * linear], axis=1)
+    early_bias = np.concatenate(
+        [-(centre @ basis), -(centre @ rest), a2 * (2.0 * centre @ linear + constants)]
+    )
+    # Columns of the two side by side: [along1 (k1) | s1 (C) | along2 (k2 + D2) | s2 (C)].
+    columns = k1 + classes + k2 + d2 + classes
+    quadratic = np.zeros((columns, 1))
+    quadratic[:k1, 0] = a1 * embedding_terms.weights
+    early_along = slice(k1 + classes, k1 + classes + k2 + d2)
+    quadratic[early_along, 0] = a2 * np.concatenate(
+        [early_terms.weights + residual, np.full(d2, residual)]
+    )
+    pairs = np.zeros((columns, classes * classes))
+    for c in range(classes):
+        pairs[k1 + c, c * classes : (c + 1) * classes] = 1.0  # s1_c in every pair (c, .)
+        pairs[k1 + classes + k2 + d2 + c, c::classes] = 1.0  # s2_c in every pair (., c)
+
+    graph = _Part("", {EMBEDDING, EARLY_FEATURES, OOD_SCORE}, opset)
+    graph.const("embedding/projection", embedding_projection)
+    graph.const("embedding/bias", embedding_bias)
+    graph.const("early/projection", early_projection)
+    graph.const("early/bias", early_bias)
+    graph.const("quadratic_weights", quadratic)
+    graph.const("pairs", pairs)
+    graph.node("LpNormalization", [EMBEDDING], ["embedding/unit"], axis=1, p=2)
+    early_source = EARLY_FEATURES
+    if early.normalize:
+        graph.node("LpNormalization", [EARLY_FEATURES], ["early/unit"], axis=1, p=2)
+        early_source = "early/unit"
+    graph.node(
+        "Gemm", ["embedding/unit", "embedding/projection", "embedding/bias"], ["embedding/products"]
+    )
+    graph.node("Gemm", [early_source, "early/projection", "early/bias"], ["early/products"])
+    graph.node("Concat", ["embedding/products", "early/products"], ["side_by_side"], axis=1)
+    graph.node("Mul", ["side_by_side", "side_by_side"], ["squares"])
+    graph.node("Gemm", ["squares", "quadratic_weights"], ["quadratic"])  # (N, 1)
+    graph.node("Gemm", ["side_by_side", "pairs", "quadratic"], ["pair_distances"])
+    graph.reduce("ReduceMin", "pair_distances", OOD_SCORE)
+    return graph.nodes, graph.constants
 
 
 def scorer_nodes(
@@ -120,60 +257,34 @@ def scorer_nodes(
     if scorer.normalize:
         constant_terms = constant_terms + factor * terms.residual
 
-    def name(local: str) -> str:
-        return PREFIX + part + local
-
-    def const(local: str, value: Any, value_type: Any = dtype) -> onnx.TensorProto:
-        return numpy_helper.from_array(np.asarray(value, dtype=value_type), name(local))
-
-    constants = [
-        const("projection", np.concatenate([terms.basis, -2.0 * factor * terms.linear], axis=1)),
-        const("bias", np.concatenate([np.zeros(dims), constant_terms])),
-        const("weights", np.repeat(factor * terms.weights[:, None], classes, axis=1)),
-        const("split", [dims, classes], np.int64),
-    ]
-    if opset >= AXES_AS_INPUT:
-        constants.append(const("axis", [1], np.int64))
-
-    def node(op: str, inputs: list[str], outputs: list[str], **attributes: Any) -> onnx.NodeProto:
-        # Local names get the prefix; the graph's embedding keeps its own.
-        names = [local if local == embedding else name(local) for local in [*inputs, *outputs]]
-        return helper.make_node(
-            op, names[: len(inputs)], names[len(inputs) :], name=name(outputs[0]), **attributes
-        )
-
-    def reduce(op: str, source: str, output: str) -> onnx.NodeProto:
-        if opset >= AXES_AS_INPUT:
-            return node(op, [source, "axis"], [output], keepdims=0)
-        return node(op, [source], [output], axes=[1], keepdims=0)
-
-    nodes, source = [], embedding
+    graph = _Part(part, {embedding}, opset, dtype)
+    graph.const("projection", np.concatenate([terms.basis, -2.0 * factor * terms.linear], axis=1))
+    graph.const("bias", np.concatenate([np.zeros(dims), constant_terms]))
+    graph.const("weights", np.repeat(factor * terms.weights[:, None], classes, axis=1))
+    graph.const("split", [dims, classes], np.int64)
+    source = embedding
     if float64:
-        nodes.append(node("Cast", [source], ["input"], to=TensorProto.DOUBLE))
+        graph.node("Cast", [source], ["input"], to=TensorProto.DOUBLE)
         source = "input"
     if scorer.normalize:
-        nodes.append(node("LpNormalization", [source], ["unit"], axis=1, p=2))
+        graph.node("LpNormalization", [source], ["unit"], axis=1, p=2)
         source = "unit"
-    nodes += [
-        node("Gemm", [source, "projection", "bias"], ["products"]),
-        node("Split", ["products", "split"], ["along", "shifted"], axis=1),
-        node("Mul", ["along", "along"], ["along_squared"]),
-        node("Gemm", ["along_squared", "weights", "shifted"], ["distances"]),
-        reduce("ReduceMin", "distances", "nearest"),
-    ]
+    graph.node("Gemm", [source, "projection", "bias"], ["products"])
+    graph.node("Split", ["products", "split"], ["along", "shifted"], axis=1)
+    graph.node("Mul", ["along", "along"], ["along_squared"])
+    graph.node("Gemm", ["along_squared", "weights", "shifted"], ["distances"])
+    graph.reduce("ReduceMin", "distances", "nearest")
     result = "nearest"
     if not scorer.normalize:  # + a r |x|^2
-        constants.append(const("norm_factor", [factor * terms.residual]))
-        nodes += [
-            reduce("ReduceSumSquare", source, "squared_norms"),
-            node("Mul", ["squared_norms", "norm_factor"], ["norm_terms"]),
-            node("Add", ["nearest", "norm_terms"], ["total"]),
-        ]
+        graph.const("norm_factor", [factor * terms.residual])
+        graph.reduce("ReduceSumSquare", source, "squared_norms")
+        graph.node("Mul", ["squared_norms", "norm_factor"], ["norm_terms"])
+        graph.node("Add", ["nearest", "norm_terms"], ["total"])
         result = "total"
     if float64:
-        nodes.append(node("Cast", [result], ["score"], to=TensorProto.FLOAT))
-    nodes[-1].output[0] = score  # the last node writes the score
-    return nodes, constants
+        graph.node("Cast", [result], ["score"], to=TensorProto.FLOAT)
+    graph.nodes[-1].output[0] = score  # the last node writes the score
+    return graph.nodes, graph.constants
 
 
 def scorer_model(scorer: OodScorer, opset: int = AXES_AS_INPUT) -> onnx.ModelProto:
