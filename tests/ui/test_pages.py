@@ -89,8 +89,9 @@ def test_an_uploaded_clip_is_playable_and_classified(
     assert f"\n{expected['label']}\n" in f"\n{result}\n"
     player = chromium.find_element(By.CSS_SELECTOR, ".st-key-result-0 audio")
     chromium.execute_script("arguments[0].load()", player)  # playable: Chromium decodes it
+    # Compared in the page: until its metadata loads the duration is NaN (None in Python).
     WebDriverWait(chromium, WAIT_S).until(
-        lambda _: chromium.execute_script("return arguments[0].duration", player) > 0
+        lambda _: chromium.execute_script("return arguments[0].duration > 0", player)
     )
     duration = chromium.execute_script("return arguments[0].duration", player)
     assert abs(duration - soundfile.info(str(FLAC)).duration) < 0.05
