@@ -143,14 +143,7 @@ def model_calls(source: Path, profile: Path, rounds: int = 20) -> None:
         in_graph = Predictor.from_path(scored)
         in_graph.profile = load_profile(scored)
         assert in_graph.scores_in_graph and not in_numpy.scores_in_graph
-        with gzip.open(mnist_csv(), "rt") as handle:
-            rows = np.loadtxt(handle, delimiter=",", dtype=np.uint8, max_rows=BATCH)
-        raws = []
-        for row in rows:
-            buffer = io.BytesIO()
-            Image.fromarray(row[:-1].reshape(28, 28), "L").save(buffer, "PNG")
-            raws.append(buffer.getvalue())
-        encoded = [plain.encode(raw) for raw in raws]
+        encoded = [plain.encode(raw) for raw in mnist_pngs(BATCH)]
         calls: dict[str, Callable[[], object]] = {
             "model": lambda: plain.run(encoded),
             "model, then numpy scorer": lambda: ood_scores(in_numpy, in_numpy.run(encoded)),
@@ -164,6 +157,18 @@ def model_calls(source: Path, profile: Path, rounds: int = 20) -> None:
         for name, measured in times.items():
             median = float(np.median(measured))
             print(f"{name:28s} {median:7.0f} us, {median / base:.3f} of the plain model call")
+
+
+def mnist_pngs(count: int) -> list[bytes]:
+    """The first `count` MNIST test digits, as PNG files a client would send."""
+    with gzip.open(mnist_csv(), "rt") as handle:
+        rows = np.loadtxt(handle, delimiter=",", dtype=np.uint8, max_rows=count)
+    raws = []
+    for row in rows:
+        buffer = io.BytesIO()
+        Image.fromarray(row[:-1].reshape(28, 28), "L").save(buffer, "PNG")
+        raws.append(buffer.getvalue())
+    return raws
 
 
 if __name__ == "__main__":
