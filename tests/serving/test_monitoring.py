@@ -244,6 +244,34 @@ def test_the_background_check_updates_the_gauges_after_shifted_traffic(
         assert client.app.state.drift_watch.checks >= 3  # type: ignore[attr-defined]
 
 
+def test_feedback_alone_brings_the_live_accuracy_to_the_gauges(
+    monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], log_url: str
+) -> None:
+    """Labels that come back after the traffic has stopped still reach /metrics."""
+    settings = ServingSettings(log_url=log_url, monitor_every="20", monitor_window=100)
+    with TestClient(create_app(monitored_digits.bundle.path, settings)) as client:
+
+        def scrape() -> str:
+            return client.get("/metrics").text
+
+        answered = []
+        for image, label in unseen_digits[::5]:  # 20 digits, 2 a class, one request each
+            response = client.post("/v1/predict", files=[upload("d.png", png(image))])
+            assert response.status_code == 200, response.text
+            answered.append((response.json(), label))
+        checked = wait_for_gauge(
+            scrape, "mlfactory_monitoring_window_predictions", lambda n: n == 20
+        )
+        assert gauge(checked, "mlfactory_feedback_labelled") == 0.0
+        assert math.isnan(gauge(checked, "mlfactory_accuracy_live") or 0.0)
+        labels = [{"request_id": body["request_id"], "label": label} for body, label in answered]
+        assert client.post("/v1/feedback", json=labels).json() == {"stored": 20}
+        text = wait_for_gauge(scrape, "mlfactory_feedback_labelled", lambda n: n == 20)
+        right = sum(body["predictions"][0]["label"] == label for body, label in answered)
+        assert gauge(text, "mlfactory_accuracy_live") == pytest.approx(right / 20)
+        assert client.app.state.drift_watch.checks == 2  # type: ignore[attr-defined]
+
+
 def test_two_workers_share_the_log_feedback_and_gauges(
     monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], tmp_path: Path
 ) -> None:

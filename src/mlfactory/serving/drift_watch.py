@@ -2,12 +2,15 @@
 request path.
 
 Every `MLFACTORY_MONITOR_EVERY` seconds (or predictions) of this worker in which it answered
-any, one task reads the served model's latest `MLFACTORY_MONITOR_WINDOW` logged predictions,
-checks them against the bundle's profile in a thread, and hands the report to
-`ServingMetrics.observe_report`.
-A request only adds its count to a number and may set an event. Checks never overlap, and one
-that fails (the log cannot be read) is logged and retried at the next trigger. With several
-workers each checks the shared log on its own count; the latest report wins in the gauges.
+any prediction or stored any feedback label, one task reads the served model's latest
+`MLFACTORY_MONITOR_WINDOW` logged predictions, checks them against the bundle's profile in a
+thread, and hands the report to `ServingMetrics.observe_report`.
+A request only adds its count to a number and may set an event. Feedback labels count like
+predictions: they change the window's live accuracy, and labels that come back while no
+traffic does (a nightly batch of them) would otherwise never reach the gauges. Checks never
+overlap, and one that fails (the log cannot be read) is logged and retried at the next trigger.
+With several workers each checks the shared log on its own count; the latest report wins in
+the gauges.
 """
 
 from __future__ import annotations
@@ -73,9 +76,10 @@ class DriftWatch:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    def count(self, predictions: int) -> None:
-        """Count answered predictions; the check is due once there are enough."""
-        self._since_check += predictions
+    def count(self, changes: int) -> None:
+        """Count answered predictions or stored feedback labels; the check is due once there are
+        enough."""
+        self._since_check += changes
         if self.every_predictions and self._since_check >= self.every_predictions:
             self._due.set()
 

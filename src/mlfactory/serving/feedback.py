@@ -77,6 +77,7 @@ async def send_feedback(request: Request) -> FeedbackResponse:
         raise InputError(f"too many labels: at most {MAX_ITEMS} per request", 413)
     prediction_log: PredictionLog = request.app.state.prediction_log
     stored = await run_in_threadpool(store_feedback, prediction_log.engine, items)
+    request.app.state.drift_watch.count(stored)  # the live accuracy gauge changes with them
     return FeedbackResponse(stored=stored)
 
 

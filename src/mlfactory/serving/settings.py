@@ -59,10 +59,11 @@ class ServingSettings:
         admin_failures_per_minute: failed admin authentications allowed per client address
             and minute; beyond it the admin API answers 429 to that address for a minute.
         monitor_every: how often the background drift check runs: seconds with an `s` (`60s`,
-            the default), or a number of predictions (`1000`); `0` turns it off. It updates
-            the monitoring gauges of `/metrics`; bundles without a profile are never checked.
-            A check of 1,000 predictions costs a fraction of a CPU second, so at hundreds of
-            requests a second a count-based trigger costs throughput; a minute does not.
+            the default), or a number of predictions and feedback labels (`1000`); `0` turns
+            it off. It updates the monitoring gauges of `/metrics`; bundles without a profile
+            are never checked. A check of 1,000 predictions costs a fraction of a CPU second, so
+            at hundreds of requests a second a count-based trigger costs throughput; a minute
+            does not.
         monitor_window: the latest predictions each background check reads.
     """
 
