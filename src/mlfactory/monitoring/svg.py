@@ -57,20 +57,33 @@ class _Frame:
     def y(self, value: float) -> float:
         return self.bottom - (value - self.y0) / (self.y1 - self.y0) * (self.bottom - self.top)
 
-    def axes(self, y_format: str = "{:.2g}") -> list[str]:
+    def axes(self) -> list[str]:
+        """The two axis lines and three y labels (bottom, middle, top) as percentages."""
         parts = [
             f'<line x1="{self.left}" y1="{self.bottom}" x2="{self.right}" y2="{self.bottom}" '
             'stroke="#888"/>',
             f'<line x1="{self.left}" y1="{self.top}" x2="{self.left}" y2="{self.bottom}" '
             'stroke="#888"/>',
         ]
-        for value in (self.y0, (self.y0 + self.y1) / 2, self.y1):
-            y = self.y(value)
+        values = (self.y0, (self.y0 + self.y1) / 2, self.y1)
+        for value, label in zip(values, percentages(values), strict=True):
             parts.append(
-                f'<text x="{self.left - 4}" y="{y + 3:.1f}" text-anchor="end">'
-                f"{escape(y_format.format(value))}</text>"
+                f'<text x="{self.left - 4}" y="{self.y(value) + 3:.1f}" text-anchor="end">'
+                f"{escape(label)}</text>"
             )
         return parts
+
+
+def percentages(values: Sequence[float], most_decimals: int = 3) -> list[str]:
+    """`values` as percentages with the fewest decimals that tell them apart: an axis up to
+    1.1 % reads 0.0%, 0.5%, 1.1%, not 0%, 1%, 1%. Equal values get whole percentages."""
+    decimals = 0
+    if len(set(values)) == len(values):
+        while decimals < most_decimals:
+            if len({f"{value:.{decimals}%}" for value in values}) == len(values):
+                break
+            decimals += 1
+    return [f"{value:.{decimals}%}" for value in values]
 
 
 def histograms(
@@ -86,7 +99,7 @@ def histograms(
     """
     top = float(max(np.max(reference, initial=0.0), np.max(window, initial=0.0), 1e-9))
     frame = _Frame(float(edges[0]), float(edges[-1]), 0.0, top * 1.05)
-    parts = frame.axes("{:.0%}")
+    parts = frame.axes()
     for shares, color in ((reference, REFERENCE_COLOR), (window, WINDOW_COLOR)):
         points = [f"{frame.x(float(edges[0])):.1f},{frame.y(0.0):.1f}"]
         for i, share in enumerate(shares):
@@ -108,7 +121,7 @@ def bars(categories: Sequence[str], reference: np.ndarray, window: np.ndarray) -
     order = np.argsort(-(np.asarray(reference) + np.asarray(window)), kind="stable")[:MAX_BARS]
     top = float(max(np.max(reference, initial=0.0), np.max(window, initial=0.0), 1e-9))
     frame = _Frame(0.0, float(len(order)), 0.0, top * 1.05)
-    parts = frame.axes("{:.0%}")
+    parts = frame.axes()
     slot = (frame.right - frame.left) / max(len(order), 1)
     rotate = len(order) > 6 or max((len(categories[i]) for i in order), default=0) > 6
     for position, index in enumerate(order):
@@ -155,7 +168,7 @@ def lines(
         y_range = (0.0, float(max(finite.max(), guide[0] if guide else 0.0, 1e-9)) * 1.1)
     x0, x1 = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
     frame = _Frame(x0, x1, *y_range)
-    parts = frame.axes("{:.0%}")
+    parts = frame.axes()
     for each in series:
         if each.low is not None and each.high is not None:
             parts += _band(frame, xs, each)
