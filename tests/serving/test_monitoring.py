@@ -8,8 +8,10 @@ import logging
 import math
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from PIL import Image, ImageOps
 
 from mlfactory.monitoring.profile import ARRAYS_FILE, load_profile
 from mlfactory.predictor import Predictor
+from mlfactory.serving import monitoring
 from mlfactory.serving.app import create_app
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
@@ -270,6 +273,45 @@ def test_feedback_alone_brings_the_live_accuracy_to_the_gauges(
         right = sum(body["predictions"][0]["label"] == label for body, label in answered)
         assert gauge(text, "mlfactory_accuracy_live") == pytest.approx(right / 20)
         assert client.app.state.drift_watch.checks == 2  # type: ignore[attr-defined]
+
+
+def test_checks_of_the_log_run_one_at_a_time(
+    monitored_digits: Any,
+    unseen_digits: list[tuple[Image.Image, str]],
+    log_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Drift requests that arrive together are checked in turn, not all at once: a large
+    window takes seconds of CPU and hundreds of MB, which must not be taken from the model."""
+    running, most = 0, 0
+    counting = threading.Lock()
+    check_window = monitoring.check_window
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        with counting:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.3)  # long enough for the other requests to arrive meanwhile
+            return check_window(*args, **kwargs)
+        finally:
+            with counting:
+                running -= 1
+
+    monkeypatch.setattr(monitoring, "check_window", counted)
+    settings = ServingSettings(log_url=log_url, monitor_every="0")
+    with TestClient(create_app(monitored_digits.bundle.path, settings)) as client:
+        post_images(client, [image for image, _ in unseen_digits[:40]])
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(
+                pool.map(
+                    lambda _: client.get("/v1/monitoring/drift", params={"last": 40}), range(4)
+                )
+            )
+    assert [response.status_code for response in responses] == [200] * 4
+    assert all(response.json()["window"]["n"] == 40 for response in responses)
+    assert most == 1
 
 
 def test_two_workers_share_the_log_feedback_and_gauges(

@@ -93,7 +93,10 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         prediction_log.start()
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
         sampler: asyncio.Task[None] | None = None
-        watch = DriftWatch(config, prediction_log, served, lambda: app.state.predictor)
+        app.state.check_limiter = monitoring.check_limiter()  # on the loop that will use it
+        watch = DriftWatch(
+            config, prediction_log, served, lambda: app.state.predictor, app.state.check_limiter
+        )
         try:
             predictor = await run_in_threadpool(admin.load_predictor, bundle.path, config)
             batcher.start()

@@ -20,13 +20,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from starlette.concurrency import run_in_threadpool
+import anyio
 
 from mlfactory.errors import LogDatabaseError
 from mlfactory.monitoring.report import DriftReport, check_window
 from mlfactory.predictor import Predictor
 from mlfactory.serving.metrics import ServingMetrics
-from mlfactory.serving.monitoring import read_served_window
+from mlfactory.serving.monitoring import read_served_window, run_check
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings, monitor_schedule
 
@@ -42,6 +42,7 @@ class DriftWatch:
         prediction_log: PredictionLog,
         metrics: ServingMetrics,
         served: Callable[[], Predictor | None],
+        limiter: anyio.CapacityLimiter,
     ) -> None:
         """Set up an idle watch; `start` it on the event loop.
 
@@ -50,10 +51,12 @@ class DriftWatch:
             prediction_log: the log to read.
             metrics: whose gauges show each report.
             served: the predictor serving now (None while none is loaded).
+            limiter: the worker's slots for checks of the log, shared with the endpoints.
         """
         self.every_predictions, self.every_seconds = monitor_schedule(settings.monitor_every)
         self.window = settings.monitor_window
         self.prediction_log, self.metrics, self.served = prediction_log, metrics, served
+        self.limiter = limiter
         self.checks = 0
         self._since_check = 0
         self._due = asyncio.Event()
@@ -108,7 +111,7 @@ class DriftWatch:
             return check_window(profile, window, model) if len(window) else None
 
         try:
-            report = await run_in_threadpool(check)
+            report = await run_check(self.limiter, check)
         except LogDatabaseError as exc:
             log.warning("background drift check skipped: %s", exc)
             return False

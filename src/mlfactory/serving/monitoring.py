@@ -11,17 +11,22 @@ on the request's embeddings once the model has answered. What it costs: docs/ben
 `GET /v1/monitoring/drift` checks the latest logged predictions of the served model against its
 profile and returns the report's JSON contract (`DriftReport.to_json`); `GET
 /v1/monitoring/history` cuts them into time buckets (`mlfactory.monitoring.history`). Both read
-the log and run the checks in the request threadpool, never on the event loop.
+the log and run the checks in a thread, never on the event loop, and one at a time per worker,
+with the background check (`run_check`): a window of 100,000 predictions takes seconds of CPU
+and hundreds of MB, so requests for it wait their turn instead of taking every core from the
+model, or the worker's memory, however many arrive together.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from mlfactory.bundle import Bundle
 from mlfactory.errors import BundleError, LogDatabaseError
@@ -37,6 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LAST = 1000
 MAX_LAST = 100_000
 DEFAULT_BUCKETS = 20
+# Checks of the log that run at once in a worker (the endpoints' and the background one).
+CHECKS_AT_ONCE = 1
+T = TypeVar("T")
 # Each input's OOD score and whether it is in distribution; Nones without a profile.
 OodScores = tuple[list[float | None], list[bool | None]]
 
@@ -119,7 +127,7 @@ async def drift_report(
         window = _read(request, predictor, profile, last)
         return check_window(profile, window, model).to_json()
 
-    return await run_in_threadpool(report)
+    return await run_check(request.app.state.check_limiter, report)
 
 
 @router.get(
@@ -141,7 +149,18 @@ async def drift_history(
         window = _read(request, predictor, profile, last)
         return {"buckets": history(profile, window, model, buckets)}
 
-    return await run_in_threadpool(buckets_of)
+    return await run_check(request.app.state.check_limiter, buckets_of)
+
+
+def check_limiter() -> anyio.CapacityLimiter:
+    """The slots for checks of the log of one worker (create it on the worker's event loop)."""
+    return anyio.CapacityLimiter(CHECKS_AT_ONCE)
+
+
+async def run_check(limiter: anyio.CapacityLimiter, check: Callable[[], T]) -> T:
+    """Run `check` (reading the log and checking it) in a thread once a slot of `limiter` is
+    free; callers beyond `CHECKS_AT_ONCE` wait in turn."""
+    return await anyio.to_thread.run_sync(check, limiter=limiter)
 
 
 def read_served_window(
