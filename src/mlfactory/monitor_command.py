@@ -9,7 +9,6 @@ in one line that says what to do.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlfactory.bundle import Bundle
+from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
 from mlfactory.monitoring.profile import (
@@ -31,8 +31,6 @@ from mlfactory.targets import resolve_bundle
 
 LOG_URL_ENV = "MLFACTORY_LOG_URL"
 DEFAULT_LAST = 1000
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 STATUS_STYLES = {DRIFT: "bold red", NO_DRIFT: "green", INSUFFICIENT: "yellow"}
 
 
@@ -70,13 +68,10 @@ def parse_since(text: str) -> timedelta:
     Raises:
         MlfactoryError: the text is not a positive number and one of those units.
     """
-    match = DURATION_RE.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise MlfactoryError(
-            f"--since '{text}' is not a duration: use a number and a unit "
-            "(s, m, h, d or w), e.g. 30m, 6h, 2d"
-        )
-    return timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+    since = parse_duration(text)
+    if since is None:
+        raise MlfactoryError(f"--since '{text}' is not a duration: {HOW_TO_WRITE}")
+    return since
 
 
 def monitor_bundle(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from mlfactory.errors import ConfigError
-from mlfactory.serving.settings import ServingSettings, env_name, monitor_schedule
+from mlfactory.serving.settings import (
+    ServingSettings,
+    env_name,
+    monitor_schedule,
+    retention_period,
+)
 
 
 def test_defaults_without_environment() -> None:
@@ -123,3 +130,16 @@ def test_the_monitor_schedule_is_predictions_or_seconds(
 def test_a_bad_monitor_schedule_names_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=r"MLFACTORY_MONITOR_EVERY: .* neither"):
         ServingSettings.from_env({"MLFACTORY_MONITOR_EVERY": value})
+
+
+def test_log_retention_is_off_by_default_or_a_duration() -> None:
+    assert retention_period(ServingSettings().log_retention) is None
+    settings = ServingSettings.from_env({"MLFACTORY_LOG_RETENTION": "30d"})
+    assert retention_period(settings.log_retention) == timedelta(days=30)
+    assert retention_period("12h") == timedelta(hours=12)
+
+
+@pytest.mark.parametrize("value", ["forever", "-1d", "0d", "30", "30 days"])
+def test_a_bad_log_retention_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"MLFACTORY_LOG_RETENTION: .* is not a duration"):
+        ServingSettings.from_env({"MLFACTORY_LOG_RETENTION": value})

@@ -36,12 +36,13 @@ from mlfactory.monitoring.blas import pin_one_thread
 from mlfactory.serving import admin, card, docs, feedback, health, metrics, monitoring
 from mlfactory.serving.batcher import Batcher
 from mlfactory.serving.drift_watch import DriftWatch
+from mlfactory.serving.log_retention import LogRetention
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.middleware import BodyTimeoutMiddleware, RequestContextMiddleware
 from mlfactory.serving.predict import predict_router
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import describe_errors
-from mlfactory.serving.settings import ServingSettings
+from mlfactory.serving.settings import ServingSettings, retention_period
 
 BUNDLE_ENV = "MLFACTORY_BUNDLE"
 # nginx's status for "the client closed the connection before the answer": not a server error.
@@ -93,6 +94,7 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         prediction_log.start()
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
         sampler: asyncio.Task[None] | None = None
+        retention: LogRetention | None = None
         app.state.check_limiter = monitoring.check_limiter()  # on the loop that will use it
         watch = DriftWatch(
             config, prediction_log, served, lambda: app.state.predictor, app.state.check_limiter
@@ -110,6 +112,10 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
             app.state.predictor = predictor
             app.state.drift_watch = watch
             watch.start()
+            period = retention_period(config.log_retention)
+            if period is not None:
+                retention = LogRetention(prediction_log.engine, period, served)
+                retention.start()
             log.info(
                 "serving %s %s from %s (started in %.2f s)",
                 bundle.meta.name,
@@ -121,6 +127,8 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         finally:
             app.state.predictor = None
             await watch.stop()
+            if retention is not None:
+                await retention.stop()
             if sampler is not None:
                 sampler.cancel()
             await batcher.stop()

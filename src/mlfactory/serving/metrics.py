@@ -108,6 +108,12 @@ class ServingMetrics:
             "prediction log.",
             registry=registry,
         )
+        self.log_pruned = Counter(
+            "mlfactory_prediction_log_pruned",
+            "Predictions deleted from the prediction log for being older than "
+            "MLFACTORY_LOG_RETENTION.",
+            registry=registry,
+        )
         self.predictions = Counter(
             "mlfactory_predictions",
             "Predictions answered, by predicted label.",

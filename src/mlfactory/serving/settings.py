@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from typing import Any
 
+from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import ConfigError
 
 ENV_PREFIX = "MLFACTORY_"
@@ -65,6 +67,9 @@ class ServingSettings:
             at hundreds of requests a second a count-based trigger costs throughput; a minute
             does not.
         monitor_window: the latest predictions each background check reads.
+        log_retention: how long the prediction log keeps a prediction (`30d`, `12h`, `2w`):
+            older rows, and feedback labels stored longer ago, are deleted in the background.
+            `0` (the default) keeps everything.
     """
 
     max_upload_bytes: int = 10 * MEGABYTE
@@ -86,6 +91,7 @@ class ServingSettings:
     admin_failures_per_minute: int = 10
     monitor_every: str = "60s"
     monitor_window: int = 1000
+    log_retention: str = "0"
 
     def __post_init__(self) -> None:
         positive = ("max_upload_bytes", "max_files", "max_text_chars", "max_request_bytes")
@@ -102,6 +108,7 @@ class ServingSettings:
         wait = self.max_wait_ms
         _check("max_wait_ms", wait, 0 <= wait <= MAX_WAIT_LIMIT_MS, "must be 0 to 1000")
         monitor_schedule(self.monitor_every)  # raises ConfigError when malformed
+        retention_period(self.log_retention)  # the same
         if not self.log_url.strip():
             raise ConfigError(f"{env_name('log_url')}: must not be empty (an SQLAlchemy URL)")
         if self.admin_token is not None and len(self.admin_token.strip()) < 8:
@@ -147,6 +154,23 @@ def monitor_schedule(every: str) -> tuple[int, float]:
         f"{env_name('monitor_every')}: '{every}' is neither a number of predictions (1000), "
         "seconds (60s) nor 0 (off)"
     )
+
+
+def retention_period(retention: str) -> timedelta | None:
+    """`log_retention` as a duration; None when rows are kept for ever (`0`).
+
+    Raises:
+        ConfigError: neither 0 nor a duration.
+    """
+    if retention.strip() == "0":
+        return None
+    period = parse_duration(retention)
+    if period is None:
+        raise ConfigError(
+            f"{env_name('log_retention')}: '{retention}' is not a duration: {HOW_TO_WRITE}; "
+            "or 0 to keep every prediction"
+        )
+    return period
 
 
 def _parse(name: str, kind: str, raw: str) -> Any:
