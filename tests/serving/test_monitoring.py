@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
+from sqlalchemy import select, update
 
 from mlfactory.monitoring.profile import ARRAYS_FILE, load_profile
 from mlfactory.predictor import Predictor
 from mlfactory.serving import monitoring
 from mlfactory.serving.app import create_app
+from mlfactory.serving.log_tables import predictions
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
 from tests.monitoring.conftest import STAMPS, copy_with_another_profile, digit_images, png
@@ -139,9 +142,43 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
     for path, params in (
         ("/v1/monitoring/drift", {"last": 0}),
         ("/v1/monitoring/history", {"buckets": 1000}),
+        ("/v1/monitoring/drift", {"since": "yesterday"}),
+        ("/v1/monitoring/history", {"since": "0h"}),
     ):
         response = monitored_client.get(path, params=params)
         assert response.status_code == 422 and "detail" in response.json()
+    detail = monitored_client.get("/v1/monitoring/drift", params={"since": "1 day"}).json()
+    assert detail == {
+        "detail": "since '1 day' is not a duration: use a number and a unit (s, m, h, d or w), "
+        "e.g. 30m, 6h, 2d"
+    }
+
+
+def test_since_reads_the_predictions_of_a_period(
+    monitored_client: TestClient, unseen_digits: list[tuple[Image.Image, str]]
+) -> None:
+    post_images(monitored_client, [image for image, _ in unseen_digits[:40]])
+    engine = monitored_client.app.state.prediction_log.engine  # type: ignore[attr-defined]
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    with engine.begin() as connection:  # the first 15 predictions were made two hours ago
+        oldest = select(predictions.c.id).order_by(predictions.c.id).limit(15).scalar_subquery()
+        connection.execute(
+            update(predictions).where(predictions.c.id.in_(oldest)).values(ts=two_hours_ago)
+        )
+
+    def window_n(params: dict[str, Any]) -> int:
+        response = monitored_client.get("/v1/monitoring/drift", params=params)
+        assert response.status_code == 200, response.text
+        return int(response.json()["window"]["n"])
+
+    assert window_n({"since": "1h"}) == 25
+    assert window_n({"since": "3h"}) == window_n({}) == 40
+    assert window_n({"since": "1h", "last": 10}) == 10
+    assert window_n({"last": 10}) == 10
+    history = monitored_client.get(
+        "/v1/monitoring/history", params={"since": "90m", "buckets": 3}
+    ).json()
+    assert sum(bucket["n"] for bucket in history["buckets"]) == 25
 
 
 def test_a_bundle_without_a_profile_serves_and_says_it_has_none(client: TestClient) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -29,6 +30,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from mlfactory.bundle import Bundle
+from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError
 from mlfactory.monitoring.history import MAX_BUCKETS, history
 from mlfactory.monitoring.log_window import window_from_engine
@@ -45,6 +47,11 @@ DEFAULT_BUCKETS = 20
 # Checks of the log that run at once in a worker (the endpoints' and the background one).
 CHECKS_AT_ONCE = 1
 T = TypeVar("T")
+LAST_HELP = (
+    "The latest predictions to read (default 1,000; with `since`, at most this many of that "
+    "period's, default 100,000)."
+)
+SINCE_HELP = "Only predictions within this duration before now: 30m, 6h, 2d, 1w."
 # Each input's OOD score and whether it is in distribution; Nones without a profile.
 OodScores = tuple[list[float | None], list[bool | None]]
 
@@ -117,14 +124,16 @@ def ood_scores(predictor: Predictor, output: BatchOutput) -> OodScores:
 )
 async def drift_report(
     request: Request,
-    last: int = Query(DEFAULT_LAST, ge=1, le=MAX_LAST, description="Predictions to check."),
+    last: int | None = Query(None, ge=1, le=MAX_LAST, description=LAST_HELP),
+    since: str | None = Query(None, description=SINCE_HELP),
 ) -> dict[str, Any]:
-    """Check the served model's `last` logged predictions (the `mlfactory monitor` report)."""
+    """Check the served model's latest logged predictions (the `mlfactory monitor` report)."""
     predictor, profile = _monitored(request)
     model = _model(predictor)
+    rows, period = _window_bounds(last, since)
 
     def report() -> dict[str, Any]:
-        window = _read(request, predictor, profile, last)
+        window = _read(request, predictor, profile, rows, period)
         return check_window(profile, window, model).to_json()
 
     return await run_check(request.app.state.check_limiter, report)
@@ -138,15 +147,17 @@ async def drift_report(
 )
 async def drift_history(
     request: Request,
-    last: int = Query(DEFAULT_LAST, ge=1, le=MAX_LAST, description="Predictions to read."),
+    last: int | None = Query(None, ge=1, le=MAX_LAST, description=LAST_HELP),
+    since: str | None = Query(None, description=SINCE_HELP),
     buckets: int = Query(DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS, description="Time buckets."),
 ) -> dict[str, Any]:
-    """Cut the `last` logged predictions into equal time spans and check each one."""
+    """Cut the latest logged predictions into equal time spans and check each one."""
     predictor, profile = _monitored(request)
+    rows, period = _window_bounds(last, since)
     model = _model(predictor)
 
     def buckets_of() -> dict[str, Any]:
-        window = _read(request, predictor, profile, last)
+        window = _read(request, predictor, profile, rows, period)
         return {"buckets": history(profile, window, model, buckets)}
 
     return await run_check(request.app.state.check_limiter, buckets_of)
@@ -164,22 +175,44 @@ async def run_check(limiter: anyio.CapacityLimiter, check: Callable[[], T]) -> T
 
 
 def read_served_window(
-    prediction_log: PredictionLog, predictor: Predictor, profile: ReferenceProfile, last: int
+    prediction_log: PredictionLog,
+    predictor: Predictor,
+    profile: ReferenceProfile,
+    last: int,
+    since: timedelta | None = None,
 ) -> Window:
-    """The served model's `last` logged predictions (blocking: call in a thread).
+    """The served model's `last` logged predictions, of those within `since` before now when
+    given (blocking: call in a thread).
 
     Raises:
         LogDatabaseError: the log cannot be read.
     """
     meta = predictor.bundle.meta
     return window_from_engine(
-        prediction_log.engine, meta.name, meta.version, last=last, labels=profile.labels
+        prediction_log.engine, meta.name, meta.version, last, since, labels=profile.labels
     )
 
 
-def _read(request: Request, predictor: Predictor, profile: ReferenceProfile, last: int) -> Window:
+def _window_bounds(last: int | None, since: str | None) -> tuple[int, timedelta | None]:
+    """The rows to read and the period they lie in, from the query's `last` and `since`."""
+    if since is None:
+        return last or DEFAULT_LAST, None
+    period = parse_duration(since)
+    if period is None:
+        raise HTTPException(422, f"since '{since}' is not a duration: {HOW_TO_WRITE}")
+    return last or MAX_LAST, period
+
+
+def _read(
+    request: Request,
+    predictor: Predictor,
+    profile: ReferenceProfile,
+    last: int,
+    since: timedelta | None,
+) -> Window:
     try:
-        return read_served_window(request.app.state.prediction_log, predictor, profile, last)
+        prediction_log = request.app.state.prediction_log
+        return read_served_window(prediction_log, predictor, profile, last, since)
     except LogDatabaseError as exc:
         raise HTTPException(503, str(exc)) from None
 
