@@ -3,6 +3,7 @@ OOD scores in responses, the log and /metrics; the drift and history endpoints."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -260,15 +261,21 @@ def wait_for_gauge(
         time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def watched_client(
+    bundle: Path, log_url: str, every: str
+) -> Iterator[tuple[TestClient, Callable[[], str]]]:
+    """A started app whose background check runs every `every` predictions over the latest
+    100, with a function that scrapes its /metrics."""
+    settings = ServingSettings(log_url=log_url, monitor_every=every, monitor_window=100)
+    with TestClient(create_app(bundle, settings)) as client:
+        yield client, lambda: client.get("/metrics").text
+
+
 def test_the_background_check_updates_the_gauges_after_shifted_traffic(
     monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], log_url: str
 ) -> None:
-    settings = ServingSettings(log_url=log_url, monitor_every="50", monitor_window=100)
-    with TestClient(create_app(monitored_digits.bundle.path, settings)) as client:
-
-        def scrape() -> str:
-            return client.get("/metrics").text
-
+    with watched_client(monitored_digits.bundle.path, log_url, every="50") as (client, scrape):
         assert math.isnan(gauge(scrape(), "mlfactory_drift_detected") or 0.0)  # not checked yet
         post_images(client, [image for image, _ in unseen_digits])
         quiet = wait_for_gauge(
@@ -288,12 +295,7 @@ def test_feedback_alone_brings_the_live_accuracy_to_the_gauges(
     monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], log_url: str
 ) -> None:
     """Labels that come back after the traffic has stopped still reach /metrics."""
-    settings = ServingSettings(log_url=log_url, monitor_every="20", monitor_window=100)
-    with TestClient(create_app(monitored_digits.bundle.path, settings)) as client:
-
-        def scrape() -> str:
-            return client.get("/metrics").text
-
+    with watched_client(monitored_digits.bundle.path, log_url, every="20") as (client, scrape):
         answered = []
         for image, label in unseen_digits[::5]:  # 20 digits, 2 a class, one request each
             response = client.post("/v1/predict", files=[upload("d.png", png(image))])
