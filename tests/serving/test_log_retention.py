@@ -4,12 +4,13 @@ whether pruned directly or by a server started with MLFACTORY_LOG_RETENTION."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, Table, func, select, update
+from sqlalchemy import Engine, Table, create_engine, func, make_url, select, text, update
 
 from mlfactory.serving import log_retention
 from mlfactory.serving.app import create_app
@@ -17,8 +18,23 @@ from mlfactory.serving.log_retention import prune_interval, prune_log
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
+from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 
 from .conftest import DigitImage, upload
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh prediction log: a SQLite file, or a new database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'predictions.db'}"
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"retention_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
 def serve_and_label(image_bundle: Path, log_url: str, images: list[DigitImage]) -> list[str]:
@@ -55,12 +71,12 @@ def request_ids_in(engine: Engine, table: Table) -> set[str]:
 def test_prune_deletes_what_is_older_than_the_period_in_batches(
     image_bundle: Path,
     digit_images: list[DigitImage],
-    log_url: str,
+    any_log_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    request_ids = serve_and_label(image_bundle, log_url, digit_images[:12])
+    request_ids = serve_and_label(image_bundle, any_log_url, digit_images[:12])
     old, recent = request_ids[:7], request_ids[7:]
-    engine = PredictionLog(log_url).engine
+    engine = PredictionLog(any_log_url).engine
     backdate(engine, old, days=10)
     monkeypatch.setattr(log_retention, "BATCH_ROWS", 3)  # 7 rows: batches of 3, 3 and 1
 
