@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from sqlalchemy import create_engine, select, update
 
 from mlfactory.monitoring.log_window import read_window
+from mlfactory.serving.log_tables import predictions
 from tests.conftest import PER_CLASS, write_digit_folder
 from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
 from tests.ui.conftest import Deployment
@@ -51,6 +54,24 @@ def test_the_monitoring_page_shows_checks_and_history(
     chromium.save_screenshot(str(tmp_path / "monitoring.png"))
     click_button(chromium, "Refresh")
     wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
+
+    # The 10 oldest predictions move two hours back: the last hour holds the others.
+    engine = create_engine(image.log_url)
+    with engine.begin() as connection:
+        oldest = select(predictions.c.id).order_by(predictions.c.id).limit(10).scalar_subquery()
+        two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+        connection.execute(
+            update(predictions).where(predictions.c.id.in_(oldest)).values(ts=two_hours_ago)
+        )
+    engine.dispose()
+    params = {"last": 1000, "since": "1h"}
+    hour = httpx.get(f"{image.api.url}/v1/monitoring/drift", params=params).json()["window"]["n"]
+    assert hour == drift["window"]["n"] - 10
+    period = wait_for(chromium, ".st-key-period input")
+    period.click()
+    period.send_keys("last hour", Keys.ENTER)
+    wait_for_text(chromium, f"{hour} predictions, last hour")
+    assert "Traceback" not in main_text(chromium)
 
 
 def test_monitoring_of_a_bundle_without_profile_is_a_clear_message(

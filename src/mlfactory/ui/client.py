@@ -71,13 +71,16 @@ class ApiClient:
         answer = self._call("POST", "/v1/feedback", json=body)
         return dict(answer) if isinstance(answer, dict) else {}
 
-    def drift(self, last: int) -> dict[str, Any]:
-        """`GET /v1/monitoring/drift?last=N`: the drift report of the last `last` predictions."""
-        return dict(self.get("/v1/monitoring/drift", {"last": last}))
+    def drift(self, last: int, since: str | None = None) -> dict[str, Any]:
+        """`GET /v1/monitoring/drift?last=N`: the drift report of the last `last` predictions
+        (of those within `since`, a duration such as `1h`, when given)."""
+        return dict(self.get("/v1/monitoring/drift", _window_query(last, since)))
 
-    def history(self, last: int, buckets: int) -> list[dict[str, Any]]:
-        """`GET /v1/monitoring/history`: the last `last` predictions in `buckets` windows."""
-        answer = self.get("/v1/monitoring/history", {"last": last, "buckets": buckets})
+    def history(self, last: int, buckets: int, since: str | None = None) -> list[dict[str, Any]]:
+        """`GET /v1/monitoring/history`: the last `last` predictions (within `since`) in
+        `buckets` windows."""
+        query = {**_window_query(last, since), "buckets": buckets}
+        answer = self.get("/v1/monitoring/history", query)
         return list(answer.get("buckets", [])) if isinstance(answer, dict) else []
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -113,3 +116,7 @@ def _refusal(method: str, path: str, response: httpx.Response) -> str:
     if isinstance(detail, str) and detail:
         return f"{detail} ({response.status_code})"
     return f"{method} {path} answered {response.status_code}"
+
+
+def _window_query(last: int, since: str | None) -> dict[str, Any]:
+    return {"last": last} if since is None else {"last": last, "since": since}

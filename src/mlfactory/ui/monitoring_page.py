@@ -16,38 +16,43 @@ from mlfactory.ui.client import ApiClient, ApiError
 
 DEFAULT_LAST = 1000
 DEFAULT_BUCKETS = 12
+# The periods a window can be limited to: the text shown, and the API's `since`.
+PERIODS = {"all logged": None, "last hour": "1h", "last day": "1d", "last week": "1w"}
 
 
 def render(client: ApiClient) -> None:
     """Draw the page: the window settings, then the refreshable figures."""
     st.header("Monitoring")
-    last_col, buckets_col = st.columns(2)
+    last_col, period_col, buckets_col = st.columns(3)
     last = int(
         last_col.number_input("Last predictions", 10, 100_000, DEFAULT_LAST, step=100, key="last")
     )
+    period = str(period_col.selectbox("Period", list(PERIODS), key="period"))
     buckets = int(buckets_col.number_input("Windows over time", 1, 100, DEFAULT_BUCKETS, key="bk"))
-    _figures(client, last, buckets)
+    _figures(client, last, period, buckets)
 
 
 @st.fragment
-def _figures(client: ApiClient, last: int, buckets: int) -> None:
+def _figures(client: ApiClient, last: int, period: str, buckets: int) -> None:
     st.button("Refresh", key="refresh")  # a click reruns only this fragment: fresh figures
+    since = PERIODS[period]
     try:
-        report = client.drift(last)
-        history = client.history(last, buckets)
+        report = client.drift(last, since)
+        history = client.history(last, buckets, since)
     except ApiError as exc:
         if exc.status == 404:
             st.info(f"Monitoring: {exc}")
         else:
             st.error(str(exc))
         return
-    _current(report)
+    _current(report, None if since is None else period)
     _over_time(history)
 
 
-def _current(report: dict[str, Any]) -> None:
+def _current(report: dict[str, Any], period: str | None) -> None:
     window = report.get("window", {})
-    st.subheader(f"The last {window.get('n', 0)} predictions")
+    n = window.get("n", 0)
+    st.subheader(f"The last {n} predictions" if period is None else f"{n} predictions, {period}")
     st.caption(f"from {window.get('from') or '-'} to {window.get('to') or '-'}")
     status = report.get("status")
     if report.get("drift"):
