@@ -307,6 +307,11 @@ def monitor(
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead."),
     html: Path | None = typer.Option(None, help="Also write a self-contained HTML report here."),
     level: float = typer.Option(0.05, help="False-alarm level of the drift verdict."),
+    fail_on_drift: bool = typer.Option(
+        False,
+        "--fail-on-drift",
+        help="Exit with code 1 when the verdict is drift (for cron jobs and CI).",
+    ),
 ) -> None:
     """Check a window of the bundle's logged predictions for drift, OOD inputs and accuracy."""
     import json
@@ -318,10 +323,12 @@ def monitor(
         write_html(result, html)
     if as_json:
         print(json.dumps(result.report.to_json(), indent=2))
-        return
-    console.print(report_renderable(result.report), highlight=False)
-    if html is not None:
-        console.print(f"HTML report: {html}", highlight=False, soft_wrap=True)
+    else:
+        console.print(report_renderable(result.report), highlight=False)
+        if html is not None:
+            console.print(f"HTML report: {html}", highlight=False, soft_wrap=True)
+    if fail_on_drift and result.report.drift:
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -131,6 +131,8 @@ def test_held_out_traffic_gives_the_json_contract_without_drift(
     low, high = accuracy["estimated_ci"]
     assert low <= accuracy["estimated"] <= high
     assert accuracy["labelled"] == 0 and accuracy["live"] is None
+    failing = _monitor(profiled_bundle, "--log", url, "--last", "250", "--fail-on-drift")
+    assert failing.exit_code == 0, failing.output  # no drift: the flag changes nothing
 
 
 def test_inverted_digits_drift_in_the_table_and_the_html_report(
@@ -149,6 +151,10 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     page = html.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
     assert name in page and "brightness_mean" in page
+    for output in ([], ["--json"]):  # scripts and cron jobs: a drift verdict is exit code 1
+        failing = _monitor(profiled_bundle, "--log", url, *output, "--fail-on-drift")
+        assert failing.exit_code == 1, failing.output
+        assert "DRIFT" in failing.output or json.loads(failing.output)["drift"] is True
 
 
 def test_the_log_defaults_to_the_environment_then_the_servers_store(
