@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def any_log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         connection.execute(text(f"CREATE DATABASE {name}"))
     admin.dispose()
     return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def open_log() -> Iterator[Callable[[str], Engine]]:
+    """Opens prediction logs by URL (as the server does) and releases them after the test."""
+    engines: list[Engine] = []
+
+    def open_engine(url: str) -> Engine:
+        engines.append(PredictionLog(url).engine)
+        return engines[-1]
+
+    yield open_engine
+    for engine in engines:
+        engine.dispose()
 
 
 def serve_and_label(image_bundle: Path, log_url: str, images: list[DigitImage]) -> list[str]:
@@ -73,10 +88,11 @@ def test_prune_deletes_what_is_older_than_the_period_in_batches(
     digit_images: list[DigitImage],
     any_log_url: str,
     monkeypatch: pytest.MonkeyPatch,
+    open_log: Callable[[str], Engine],
 ) -> None:
     request_ids = serve_and_label(image_bundle, any_log_url, digit_images[:12])
     old, recent = request_ids[:7], request_ids[7:]
-    engine = PredictionLog(any_log_url).engine
+    engine = open_log(any_log_url)
     backdate(engine, old, days=10)
     monkeypatch.setattr(log_retention, "BATCH_ROWS", 3)  # 7 rows: batches of 3, 3 and 1
 
@@ -92,10 +108,13 @@ def test_prune_deletes_what_is_older_than_the_period_in_batches(
 
 
 def test_a_server_with_a_retention_period_prunes_its_log_when_it_starts(
-    image_bundle: Path, digit_images: list[DigitImage], log_url: str
+    image_bundle: Path,
+    digit_images: list[DigitImage],
+    log_url: str,
+    open_log: Callable[[str], Engine],
 ) -> None:
     request_ids = serve_and_label(image_bundle, log_url, digit_images[:6])
-    engine = PredictionLog(log_url).engine
+    engine = open_log(log_url)
     backdate(engine, request_ids[:4], days=40)
     settings = ServingSettings(log_url=log_url, log_retention="30d")
     with TestClient(create_app(image_bundle, settings)) as client:
