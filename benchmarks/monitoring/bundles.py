@@ -18,7 +18,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mlfactory.data.packaged import SPEECH_RE, tuxpaint_stamps_dir
@@ -61,9 +61,9 @@ def speech_folder(root: Path) -> Path:
     return folder
 
 
-def bench_bundles(root: Path) -> list[BenchBundle]:
-    """The three benchmark models, with their recipe overrides."""
-    return [
+def bench_bundles(root: Path, seed: int | None = None) -> list[BenchBundle]:
+    """The three benchmark models, with their recipe overrides (and `seed=`, when given)."""
+    specs = [
         BenchBundle(
             "digits",
             "digits",
@@ -89,6 +89,9 @@ def bench_bundles(root: Path) -> list[BenchBundle]:
             ),
         ),
     ]
+    if seed is None:
+        return specs
+    return [replace(spec, overrides=(*spec.overrides, f"seed={seed}")) for spec in specs]
 
 
 def ensure_bundle(spec: BenchBundle, root: Path) -> Path:

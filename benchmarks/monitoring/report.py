@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.monitoring.measure import SIZES
@@ -10,6 +11,26 @@ from scipy.stats import binomtest
 TARGET_SIZE = 200
 LEVEL = 0.05
 STRICT = 0.01
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of the issue, measured: what it asks, whether it is met, and the figures."""
+
+    text: str
+    passed: bool
+    figure: str
+
+    def __str__(self) -> str:
+        return f"- {'PASS' if self.passed else 'FAIL'} {self.text}: {self.figure}"
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """The targets of every bundle of a run, in the order `markdown` lists them."""
+    found: list[Target] = []
+    for bundle in results["bundles"]:
+        _bundle_section(bundle, found)
+    return found
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -23,14 +44,14 @@ def markdown(results: dict[str, Any]) -> str:
         "```",
         "",
     ]
-    targets: list[str] = []
+    found: list[Target] = []
     for bundle in results["bundles"]:
-        lines += _bundle_section(bundle, targets)
-    lines += ["### Targets", "", *targets, ""]
+        lines += _bundle_section(bundle, found)
+    lines += ["### Targets", "", *map(str, found), ""]
     return "\n".join(lines)
 
 
-def _bundle_section(result: dict[str, Any], targets: list[str]) -> list[str]:
+def _bundle_section(result: dict[str, Any], targets: list[Target]) -> list[str]:
     meta, profile = result["bundle"], result["profile"]
     name = meta["name"]
     lines = [
@@ -125,7 +146,7 @@ def _coverage_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _drift_table(result: dict[str, Any], targets: list[str]) -> list[str]:
+def _drift_table(result: dict[str, Any], targets: list[Target]) -> list[str]:
     name = result["bundle"]["name"]
     header = " | ".join(f"n={size}" for size in SIZES)
     lines = [
@@ -191,7 +212,7 @@ def _drift_targets(
     kind: str,
     subtle: bool,
     cells: dict[int, dict[str, Any]],
-    targets: list[str],
+    targets: list[Target],
 ) -> None:
     at = cells[TARGET_SIZE]
     if kind == "none":
@@ -236,8 +257,8 @@ def _drift_targets(
         )
 
 
-def _target(text: str, passed: bool, figure: str) -> str:
-    return f"- {'PASS' if passed else 'FAIL'} {text}: {figure}"
+def _target(text: str, passed: bool, figure: str) -> Target:
+    return Target(text, passed, figure)
 
 
 def _with_interval(rate: float, windows: int) -> str:

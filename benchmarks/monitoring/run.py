@@ -16,6 +16,8 @@ From the repository root (the venv needs the `bench` extra: evidently):
 
     python -m benchmarks.monitoring.run                         # everything (~30 min on 2 cores)
     python -m benchmarks.monitoring.run --bundles digits --windows 50 --shift-windows 20   # quick
+    python -m benchmarks.monitoring.run --bundles speech --seed 1 --out runs/bench/seed-1
+    python -m benchmarks.monitoring.across_runs runs/bench/monitoring runs/bench/seed-1   # compare
 
 Results go to `<out>/results.json` and `<out>/monitoring.md` (the block docs/benchmarks.md
 quotes).
@@ -62,11 +64,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--evidently-shift-windows", type=int, default=50, help="of the shifted ones, Evidently's"
     )
     parser.add_argument("--reports", type=int, default=2, help="full Evidently reports timed")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="train the bundles with this seed instead of the recipe's (the split stays: it is "
+        "by content hash); give each seed its own --out",
+    )
     return parser.parse_args(argv)
 
 
 def run_bundle(spec_name: str, args: argparse.Namespace) -> dict[str, Any]:
-    spec = next(s for s in bench_bundles(args.out) if s.name == spec_name)
+    spec = next(s for s in bench_bundles(args.out, args.seed) if s.name == spec_name)
     bundle = load_bundle(ensure_bundle(spec, args.out))
     predictor = Predictor(bundle)
     print(f"{spec.name}: pools", flush=True)
