@@ -189,22 +189,6 @@ def export_bugs(run_dir: Path, scratch: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def kernels() -> str:
-    """The kernels torch and numpy dispatch to in this process, as they report them."""
-    import importlib
-
-    import numpy as np
-    import torch
-
-    numpy_simd = importlib.import_module("numpy._core._multiarray_umath")
-    enabled = [t for t in numpy_simd.__cpu_dispatch__ if numpy_simd.__cpu_features__.get(t)]
-    return (
-        f"torch {torch.backends.cpu.get_cpu_capability()}, "
-        f"oneDNN {os.environ.get('ONEDNN_MAX_CPU_ISA', 'best')}, "
-        f"numpy {np.__version__} {' '.join(enabled)}"
-    )
-
-
 def measure_in_subprocess(runs: list[Path], forced: bool, bugs: bool) -> dict[str, Any]:
     """`measure` (and `export_bugs`) in a fresh process: kernels are chosen at import."""
     env = {**os.environ, **(FORCED_AVX2 if forced else {})}
@@ -284,6 +268,8 @@ def main() -> None:
     parser.add_argument("--bugs", action="store_true", help="with --measure: export bugs too")
     args = parser.parse_args()
     if args.measure:
+        from mlfactory.training.float_kernels import float_kernels
+
         rows = [measure(Path(run)) for run in args.runs]
         bugs = []
         if args.bugs:
@@ -291,7 +277,7 @@ def main() -> None:
             for run in args.runs:
                 if RUNS[Path(run).name][0] == "digits":
                     bugs += export_bugs(Path(run), scratch)
-        print(json.dumps({"kernels": kernels(), "runs": rows, "bugs": bugs}))
+        print(json.dumps({"kernels": float_kernels(), "runs": rows, "bugs": bugs}))
         return
     names = args.runs or list(RUNS)
     unknown = sorted(set(names) - set(RUNS))

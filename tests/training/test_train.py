@@ -70,6 +70,8 @@ def test_mlflow_run_has_params_metrics_and_artifacts(
     assert run.data.params["trainer.max_epochs"] == "3"
     assert run.data.params["data.source"] == digits_recipe.config.data.source
     assert run.data.tags["data_fingerprint"] == trained_digits.dataset.fingerprint
+    # the kernels it trained with, as the bundle records them (one process: the same string)
+    assert run.data.tags["float_kernels"] == trained_digits.bundle.meta.export["float_kernels"]
     for key in ("train/loss_epoch", "val/loss", "val/acc", "test/acc", "test/f1_macro"):
         assert key in run.data.metrics, key
     assert len(client.get_metric_history(run.info.run_id, "val/loss")) == 3

@@ -22,6 +22,7 @@ from mlfactory.bundle import (
 from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError
 from mlfactory.modalities import Encoder, stack_inputs
+from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.network import Classifier, InferenceGraph
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def export_bundle(
         shutil.copy2(asset, out_dir / asset.name)
     meta.inputs = shapes
     meta.outputs = outputs
-    meta.export = {"opset": OPSET, "torch": torch.__version__}
+    meta.export = {"opset": OPSET, "torch": torch.__version__, "float_kernels": float_kernels()}
     write_meta(out_dir, meta)
     bundle = Bundle(path=out_dir, meta=meta)
     spread = check_parity(graph, bundle, encoder, parity_items)

@@ -39,6 +39,7 @@ from mlfactory.output import adopt_library_loggers, phase_log
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.export import export_bundle
+from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.report import EpochLines, report_dataset, report_results, user_errors
@@ -249,6 +250,7 @@ def _start_tracking(
     if state is None:
         logger.log_hyperparams(tracking.flatten(recipe.resolved))
         logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
+        logger.experiment.set_tag(logger.run_id, "float_kernels", float_kernels())
     elif recipe.overrides[len(state.get("overrides", [])) :]:
         added = recipe.overrides[len(state.get("overrides", [])) :]
         logger.experiment.set_tag(logger.run_id, "resumed_with", " ".join(added))
