@@ -151,6 +151,14 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     page = html.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 4
     assert name in page and "brightness_mean" in page
+    # beside the estimate, the mean confidence it is read against: the window's, the reference's
+    accuracy = json.loads(_monitor(profiled_bundle, "--log", url, "--json").output)["accuracy"]
+    shown = (
+        f"mean confidence {accuracy['mean_confidence']:.3f}, "
+        f"{accuracy['reference_confidence']:.3f} on the reference"
+    )
+    assert accuracy["mean_confidence"] < accuracy["reference_confidence"]  # inverted: less sure
+    assert shown in " ".join(result.output.split()) and shown in page
     for output in ([], ["--json"]):  # scripts and cron jobs: a drift verdict is exit code 1
         failing = _monitor(profiled_bundle, "--log", url, *output, "--fail-on-drift")
         assert failing.exit_code == 1, failing.output

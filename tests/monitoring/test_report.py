@@ -91,6 +91,9 @@ def test_the_json_contract(digit_outputs: DigitOutputs, digit_profile: Reference
     low, high = accuracy["estimated_ci"]
     assert low <= accuracy["estimated"] <= high
     assert accuracy["estimated_method"] == "atc"  # the profile holds its threshold
+    # the mean raw confidence to read the estimate against, the window's and the reference's
+    assert accuracy["mean_confidence"] == float(held_out.probabilities.max(axis=1).mean())
+    assert accuracy["reference_confidence"] == digit_profile.meta["reference_confidence"]
     predicted = held_out.probabilities.argmax(axis=1)[::3]
     assert accuracy["labelled"] == 40
     assert accuracy["live"] == np.mean(predicted == np.array(held_out.labels[::3], dtype=int))
@@ -110,6 +113,7 @@ def test_a_small_window_is_insufficient_data(
     document = report.to_json()
     assert document["window"]["n"] == 0 and document["status"] == INSUFFICIENT
     assert document["ood"]["fraction"] is None and document["accuracy"]["estimated"] is None
+    assert document["accuracy"]["mean_confidence"] is None
 
 
 def test_logged_ood_scores_are_used_as_given(

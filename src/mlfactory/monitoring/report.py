@@ -94,9 +94,18 @@ class DriftReport:
     ood_threshold: float
     estimated: Estimate
     live: Estimate
+    mean_confidence: float | None = None
+    reference_confidence: float | None = None
     window_from: datetime | None = None
     window_to: datetime | None = None
     notes: list[str] = field(default_factory=list)
+
+    def confidence_text(self) -> str:
+        """The window's mean confidence beside the reference's, to read the estimate against."""
+        text = f"mean confidence {_number(self.mean_confidence)}"
+        if self.reference_confidence is not None:
+            text += f", {_number(self.reference_confidence)} on the reference"
+        return text
 
     def to_json(self) -> dict[str, Any]:
         """The JSON contract: model, window, drift, checks, ood, accuracy (plus settings)."""
@@ -117,6 +126,8 @@ class DriftReport:
                 "estimated": self.estimated.value,
                 "estimated_ci": [self.estimated.low, self.estimated.high],
                 "estimated_method": self.estimated.method,
+                "mean_confidence": self.mean_confidence,
+                "reference_confidence": self.reference_confidence,
                 "labelled": self.live.n,
                 "live": self.live.value,
                 "live_ci": [self.live.low, self.live.high],
@@ -181,9 +192,19 @@ def _check_window(
             np.asarray(window.probabilities), profile.temperature, profile.accuracy
         ),
         live=live_accuracy(predicted, true),
+        mean_confidence=float(np.max(window.probabilities, axis=1).mean()) if len(window) else None,
+        reference_confidence=_optional_float(profile.meta.get("reference_confidence")),
         window_from=min(times) if times else None,
         window_to=max(times) if times else None,
     )
+
+
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3f}"
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def window_scores(profile: ReferenceProfile, window: Window) -> np.ndarray | None:

@@ -319,7 +319,7 @@ class DriftReportOut(BaseModel):
     ood: dict[str, Any] = Field(description='{"fraction", "threshold"}')
     accuracy: dict[str, Any] = Field(
         description='{"estimated", "estimated_ci": [lo, hi], "estimated_method": "atc" or '
-        '"cbpe", "labelled", "live", "live_ci"}'
+        '"cbpe", "mean_confidence", "reference_confidence", "labelled", "live", "live_ci"}'
     )
 
 
