@@ -80,14 +80,14 @@ def _bundle_section(result: dict[str, Any], targets: list[Target]) -> list[str]:
         floor = 0.95 if meta["modality"] == "image" else 0.90
         if row["ood"] == "far":
             targets.append(
-                _target(
+                Target(
                     f"{name}: far-OOD AUROC on {row['pool']} >= {floor}",
                     row["auroc"] >= floor,
                     f"{row['auroc']:.3f}",
                 )
             )
         targets.append(
-            _target(
+            Target(
                 f"{name}: ood_score beats max softmax on {row['pool']}",
                 row["auroc"] > row["auroc_msp"],
                 f"{row['auroc']:.3f} vs {row['auroc_msp']:.3f}",
@@ -107,7 +107,7 @@ def _bundle_section(result: dict[str, Any], targets: list[Target]) -> list[str]:
             f"{row['cbpe_error']:.3f} | {row['confidence']:.3f} | {row['confidence_error']:.3f} |"
         )
         targets.append(
-            _target(
+            Target(
                 f"{name}: estimated accuracy closer than raw confidence on {row['pool']}",
                 row["error"] < row["confidence_error"],
                 f"{row['error']:.3f} vs {row['confidence_error']:.3f}",
@@ -190,14 +190,14 @@ def _drift_table(result: dict[str, Any], targets: list[Target]) -> list[str]:
     ]
     del ours
     targets.append(
-        _target(
+        Target(
             f"{name}: time per check <= 1/10 of Evidently's report",
             ours_200 <= report / 10,
             f"{ours_200 * 1000:.0f} ms vs {report * 1000:.0f} ms (x{report / ours_200:.0f})",
         )
     )
     targets.append(
-        _target(
+        Target(
             f"{name}: a 10,000-row window checked in a few seconds",
             timing["ours_10000_s"] <= 5.0,
             f"{timing['ours_10000_s']:.2f} s",
@@ -218,7 +218,7 @@ def _drift_targets(
     if kind == "none":
         worst = max(c["ours"] for c in cells.values())
         targets.append(
-            _target(
+            Target(
                 f"{name}: false alarms <= {LEVEL} at every size",
                 worst <= LEVEL,
                 f"worst {worst:.3f}",
@@ -232,7 +232,7 @@ def _drift_targets(
                 for c in cells.values()
             )
             targets.append(
-                _target(
+                Target(
                     f"{name}: false alarms (level {level}) <= Evidently's at every size",
                     beats,
                     ", ".join(figures),
@@ -241,7 +241,7 @@ def _drift_targets(
         return
     if kind in ("source", "label-prior"):
         targets.append(
-            _target(
+            Target(
                 f"{name}: power >= 0.9 at n=200 on {pool}", at["ours"] >= 0.9, f"{at['ours']:.2f}"
             )
         )
@@ -249,16 +249,12 @@ def _drift_targets(
     for key, level in (("ours", LEVEL), ("ours_strict", STRICT)):
         beats = all(c[key] >= c["evidently"] for c in cells.values())
         targets.append(
-            _target(
+            Target(
                 f"{name}: power (level {level}) >= Evidently's on {pool}{note} at every size",
                 beats,
                 ", ".join(f"{c[key]:.2f} vs {c['evidently']:.2f}" for c in cells.values()),
             )
         )
-
-
-def _target(text: str, passed: bool, figure: str) -> Target:
-    return Target(text, passed, figure)
 
 
 def _with_interval(rate: float, windows: int) -> str:

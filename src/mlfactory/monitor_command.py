@@ -263,8 +263,7 @@ def _accuracy_line(report: DriftReport) -> str:
         if estimated.value is not None
         else "none"
     )
-    if report.mean_confidence is not None:
-        text += f" ({report.confidence_text()})"
+    text += report.confidence_text()
     if live.value is not None:
         text += f"; live {live.value:.3f} [{live.low:.3f}, {live.high:.3f}] on {live.n} labelled"
     else:

@@ -183,8 +183,7 @@ def _header(report: DriftReport) -> str:
 def _accuracy_text(report: DriftReport) -> str:
     estimated, live = report.estimated, report.live
     text = "Estimated accuracy: " + _estimate(estimated)
-    if report.mean_confidence is not None:
-        text += f" ({report.confidence_text()})"
+    text += report.confidence_text()
     if live.n:
         text += f"; live accuracy {_estimate(live)} on {live.n} labelled predictions"
     else:

@@ -101,11 +101,14 @@ class DriftReport:
     notes: list[str] = field(default_factory=list)
 
     def confidence_text(self) -> str:
-        """The window's mean confidence beside the reference's, to read the estimate against."""
-        text = f"mean confidence {_number(self.mean_confidence)}"
+        """` (mean confidence 0.912, 0.993 on the reference)` to read the estimate against, or
+        nothing for an empty window."""
+        if self.mean_confidence is None:
+            return ""
+        text = f" (mean confidence {self.mean_confidence:.3f}"
         if self.reference_confidence is not None:
-            text += f", {_number(self.reference_confidence)} on the reference"
-        return text
+            text += f", {self.reference_confidence:.3f} on the reference"
+        return text + ")"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON contract: model, window, drift, checks, ood, accuracy (plus settings)."""
@@ -197,10 +200,6 @@ def _check_window(
         window_from=min(times) if times else None,
         window_to=max(times) if times else None,
     )
-
-
-def _number(value: float | None) -> str:
-    return "none" if value is None else f"{value:.3f}"
 
 
 def _optional_float(value: Any) -> float | None:
