@@ -9,6 +9,7 @@ from scipy import special
 
 from mlfactory.monitoring.accuracy import (
     MIN_ERRORS_TO_FIT,
+    RESAMPLES,
     ConfidenceThreshold,
     calibrate,
     estimated_accuracy,
@@ -86,7 +87,8 @@ def test_a_small_window_gets_a_wide_interval_even_when_every_input_looks_right(
     assert threshold is not None
     held_out = digit_outputs.held_out
     confidence = calibrate(held_out.probabilities, digit_profile.temperature).max(axis=1)
-    sure = held_out.probabilities[confidence > threshold.threshold]
+    highest = max(threshold.threshold, *(pair[0] for pair in threshold.resampled))
+    sure = held_out.probabilities[confidence > highest]
     fitted = threshold.reference_accuracy
     reference_spread = Z95 * np.sqrt(fitted * (1 - fitted) / threshold.n_reference)
     for n in (5, 50):
@@ -138,18 +140,50 @@ def test_the_threshold_reproduces_the_reference_accuracy_ties_included(
     truth = label_indices(reference.labels, digit_profile.labels)
     correct = reference.probabilities.argmax(axis=1) == truth
     confidence = calibrate(reference.probabilities, digit_profile.temperature).max(axis=1)
-    fitted = ConfidenceThreshold.fit(confidence, correct)
+    fitted = ConfidenceThreshold.fit(confidence, correct, resamples=0)
     assert fitted.share(confidence) == pytest.approx(correct.mean(), abs=1e-12)
     # Confidences rounded to 0.1: most rows tie with others, the threshold among them; the share
     # still comes out at the reference accuracy, by weighing the rows at the threshold.
     coarse = np.round(confidence, 1)
-    tied = ConfidenceThreshold.fit(coarse, correct)
+    tied = ConfidenceThreshold.fit(coarse, correct, resamples=0)
     assert np.sum(coarse == tied.threshold) > 1 and 0 < tied.tie_weight <= 1
     assert tied.share(coarse) == pytest.approx(correct.mean(), abs=1e-12)
     # A reference without errors: the threshold is its lowest confidence, all of which counts.
-    perfect = ConfidenceThreshold.fit(confidence, np.ones(len(confidence), bool))
+    perfect = ConfidenceThreshold.fit(confidence, np.ones(len(confidence), bool), resamples=0)
     assert perfect.share(confidence) == 1.0 and perfect.threshold == confidence.min()
     assert ConfidenceThreshold.from_json(fitted.to_json()) == fitted
+
+
+def test_the_estimate_averages_the_shares_above_thresholds_fitted_on_resamples(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    reference = digit_outputs.reference
+    truth = label_indices(reference.labels, digit_profile.labels)
+    correct = reference.probabilities.argmax(axis=1) == truth
+    confidence = calibrate(reference.probabilities, digit_profile.temperature).max(axis=1)
+    bagged = ConfidenceThreshold.fit(confidence, correct)
+    whole = ConfidenceThreshold.fit(confidence, correct, resamples=0)
+    assert (bagged.threshold, bagged.tie_weight) == (whole.threshold, whole.tie_weight)
+    assert len(bagged.resampled) == RESAMPLES
+    assert ConfidenceThreshold.fit(confidence, correct) == bagged  # seeded
+    assert len({pair[0] for pair in bagged.resampled}) > 1  # the threshold does move
+    held_out = calibrate(digit_outputs.held_out.probabilities, digit_profile.temperature)
+    window = held_out.max(axis=1)
+    each = [
+        ConfidenceThreshold(t, w, whole.reference_accuracy, whole.n_reference).share(window)
+        for t, w in bagged.resampled
+    ]
+    assert bagged.share(window) == pytest.approx(np.mean(each), abs=1e-12)
+    # On its own reference the average stays at the reference accuracy, to the bootstrap's bias.
+    assert bagged.share(confidence) == pytest.approx(correct.mean(), abs=0.02)
+    assert ConfidenceThreshold.from_json(bagged.to_json()) == bagged
+    # A profile written before the resamples were stored estimates with the one threshold.
+    older = {k: v for k, v in bagged.to_json().items() if not k.startswith("resampled")}
+    assert ConfidenceThreshold.from_json(older) == whole
+    assert ConfidenceThreshold.from_json(older).share(window) == whole.share(window)
+    broken = {**bagged.to_json(), "resampled_tie_weights": [1.0]}
+    with pytest.raises(ValueError, match="200 resampled thresholds but 1 tie weights"):
+        ConfidenceThreshold.from_json(broken)
 
 
 def test_estimated_accuracy_falls_with_real_corruptions_further_than_confidence_does(
