@@ -215,7 +215,11 @@ def test_every_series_an_alert_reads_exists_from_the_start(
         assert metric(text, name) == 0
     assert metric(text, "mlfactory_prediction_log_lag_seconds") == 0
     # Not checked yet: NaN, never a 0 that an alert would compare with.
-    for name in ("mlfactory_drift_detected", "mlfactory_accuracy_estimated_upper"):
+    for name in (
+        "mlfactory_drift_detected",
+        "mlfactory_accuracy_estimated_upper",
+        "mlfactory_confidence_mean",
+    ):
         assert math.isnan(metric(text, name))
 
 
@@ -236,6 +240,14 @@ class ContractReport:
 
 def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient) -> None:
     metrics: ServingMetrics = logged_client.app.state.metrics  # type: ignore[attr-defined]
+    accuracy: dict[str, Any] = {
+        "estimated": 0.62,
+        "estimated_ci": [0.55, 0.69],
+        "mean_confidence": 0.71,
+        "reference_confidence": 0.96,
+        "labelled": 0,
+        "live": None,
+    }
     report = {
         "model": {"name": "digits-serving-test", "version": "0.0.1"},
         "window": {"from": None, "to": None, "n": 200},
@@ -257,7 +269,7 @@ def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient)
             },
         ],
         "ood": {"fraction": 0.35, "threshold": 1.7},
-        "accuracy": {"estimated": 0.62, "estimated_ci": [0.55, 0.69], "labelled": 0, "live": None},
+        "accuracy": accuracy,
     }
     metrics.observe_report(ContractReport(report))
     metrics.count_ood(3)
@@ -274,8 +286,14 @@ def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient)
     assert metric(text, "mlfactory_accuracy_estimated") == pytest.approx(0.62)
     assert metric(text, "mlfactory_accuracy_estimated_lower") == pytest.approx(0.55)
     assert metric(text, "mlfactory_accuracy_estimated_upper") == pytest.approx(0.69)
+    assert metric(text, "mlfactory_confidence_mean") == pytest.approx(0.71)
+    assert metric(text, "mlfactory_confidence_reference_mean") == pytest.approx(0.96)
     assert math.isnan(metric(text, "mlfactory_accuracy_live"))
     assert metric(text, "mlfactory_feedback_labelled") == 0
+    # A report without the confidences (a profile that predates them): NaN, not a stale value.
+    del accuracy["reference_confidence"]
+    metrics.observe_report(ContractReport(report))
+    assert math.isnan(metric(scrape(logged_client), "mlfactory_confidence_reference_mean"))
     assert metric(text, "mlfactory_monitoring_window_predictions") == 200
     checked = metric(text, "mlfactory_monitoring_last_check_timestamp_seconds")
     assert abs(checked - time.time()) < 60

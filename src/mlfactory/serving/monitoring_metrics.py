@@ -3,7 +3,8 @@
 The background drift check hands each report to `MonitoringGauges.observe`, which only renders
 its JSON contract (`DriftReport.to_json()`): the overall verdict, each check's verdict and
 corrected p-value, the window's out-of-distribution fraction, the estimated accuracy with its
-interval, and the live accuracy over the labelled predictions.
+interval, the mean confidence it is read beside (the window's and the reference's), and the live
+accuracy over the labelled predictions.
 
 With several workers the latest report wins, whichever worker checked (`mostrecent`): a report
 stays shown after its worker stops, and `mlfactory_monitoring_last_check_timestamp_seconds`
@@ -76,6 +77,14 @@ class MonitoringGauges:
             "mlfactory_accuracy_estimated_upper",
             "Upper end of the estimated accuracy's confidence interval.",
         )
+        self.confidence = gauge(
+            "mlfactory_confidence_mean",
+            "Mean raw top probability of the checked window's predictions.",
+        )
+        self.reference_confidence = gauge(
+            "mlfactory_confidence_reference_mean",
+            "Mean raw top probability on the reference data (NaN: the profile predates it).",
+        )
         self.live = gauge(
             "mlfactory_accuracy_live",
             "Accuracy over the window's predictions that got a true label (NaN: none did).",
@@ -99,6 +108,8 @@ class MonitoringGauges:
                 self.estimated,
                 self.estimated_lower,
                 self.estimated_upper,
+                self.confidence,
+                self.reference_confidence,
                 self.live,
                 self.labelled,
                 self.window,
@@ -120,6 +131,8 @@ class MonitoringGauges:
         self.estimated.set(_number(accuracy["estimated"]))
         self.estimated_lower.set(_number(low))
         self.estimated_upper.set(_number(high))
+        self.confidence.set(_number(accuracy.get("mean_confidence")))
+        self.reference_confidence.set(_number(accuracy.get("reference_confidence")))
         self.live.set(_number(accuracy["live"]))
         self.labelled.set(_number(accuracy["labelled"]))
         self.window.set(_number(data["window"]["n"]))
