@@ -6,8 +6,9 @@ It is built from data the model did not train on (normally the validation split)
   the same for the early features of a convolutional model, and how the two scores add up);
 - the drift reference sample: the embedding projected on at most 32 principal directions (the
   basis is stored too), the predicted label, the confidence and the input-summary features;
-- the temperature that calibrates the probabilities, and the calibrated-confidence threshold
-  of the estimated accuracy (ATC, see `accuracy.py`).
+- the temperature that calibrates the probabilities, and the calibrated-confidence thresholds
+  of the estimated accuracy (ATC: the whole reference's, and those of 200 bootstrap resamples
+  of it; see `accuracy.py`).
 
 On disk it is two files in the bundle folder: `profile.npz` (arrays only, read with
 `allow_pickle=False`, so loading a profile can never run code) and `profile.json` (scalars,

@@ -1,0 +1,160 @@
+"""False alarms with other draws of the reference: how much of a rate is the reference's luck.
+
+The run's false-alarm rate checks hundreds of unshifted windows against one reference, the
+bundle's validation split. Every test's level holds over draws of both samples; for one fixed
+reference, the rate over windows can sit above or below the level, the more so the larger the
+window (a large window looks like the whole population, so it repeats whatever offset the
+reference happened to have). This draws the reference again and again from the validation and
+unseen inputs together (same size as the bundle's, or `--reference-rows`), builds the profile on
+each draw as the export does, and checks unshifted windows of the remaining inputs:
+
+    python -m benchmarks.monitoring.reference_draws runs/bench/monitoring --bundles digits,speech
+
+It trains and runs no model: it reads the outputs a run of `benchmarks.monitoring.run` cached.
+It prints Markdown: per bundle and window size, the false-alarm rate with the run's own
+reference, then over all the draws together, and the spread of the rate between draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from benchmarks.monitoring.across_runs import load_run, seed_of
+from benchmarks.monitoring.bundles import bench_bundles
+from benchmarks.monitoring.measure import SIZES
+from benchmarks.monitoring.outputs import Outputs, pool_outputs
+from benchmarks.monitoring.pools import all_pools
+
+from mlfactory.bundle import load_bundle
+from mlfactory.monitoring.profile import ReferenceProfile, build_profile
+from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+from mlfactory.predictor import Predictor
+
+
+def joined(first: Outputs, second: Outputs) -> Outputs:
+    """The rows of both, `first`'s before `second`'s."""
+    early = None
+    if first.early is not None and second.early is not None:
+        early = np.concatenate([first.early, second.early])
+    return Outputs(
+        f"{first.name} + {second.name}",
+        np.concatenate([first.embeddings, second.embeddings]),
+        np.concatenate([first.probabilities, second.probabilities]),
+        [*first.summaries, *second.summaries],
+        [*first.labels, *second.labels],
+        early,
+    )
+
+
+def profile_of(reference: Outputs, labels: list[str]) -> ReferenceProfile:
+    """The profile the export would build on these reference rows."""
+    return build_profile(
+        reference.embeddings,
+        reference.probabilities,
+        [label or "" for label in reference.labels],
+        reference.summaries,
+        labels,
+        early_features=reference.early,
+    )
+
+
+def alarm_rates(
+    profile: ReferenceProfile, rest: Outputs, windows: int, sizes: tuple[int, ...], seed: int
+) -> dict[int, float]:
+    """The share of `windows` random windows of `rest` per size that the checks call drift."""
+    rest.ood_scores = profile.ood.score(rest.embeddings, rest.early)
+    rates = {}
+    for size in sizes:
+        rng = np.random.default_rng([seed, size])
+        alarms = 0
+        for index in range(windows):
+            window = rest.rows(rng.choice(len(rest), size, replace=False))
+            logged = Window(
+                window.embeddings,
+                window.probabilities,
+                window.summaries,
+                ood_scores=window.ood_scores,
+            )
+            report = check_window(profile, logged, {}, MonitorSettings(seed=index))
+            alarms += report.drift
+        rates[size] = alarms / windows
+    return rates
+
+
+def bundle_rows(
+    folder: Path,
+    bundle_result: dict[str, object],
+    args: argparse.Namespace,
+) -> list[str]:
+    name = str(bundle_result["bundle"]["name"])  # type: ignore[index]
+    seed = seed_of(bundle_result)  # type: ignore[arg-type]
+    spec = next(
+        s for s in bench_bundles(folder, None if seed == "recipe" else int(seed)) if s.name == name
+    )
+    bundle = load_bundle(spec.bundle_dir(folder))
+    predictor = Predictor(bundle)
+    pools = all_pools(bundle)[:2]
+    cache = folder / "cache" / name
+    reference, unseen = (pool_outputs(predictor, pool, cache) for pool in pools)
+    labels = bundle.meta.labels
+    n_reference = args.reference_rows or len(reference)
+    started = time.perf_counter()
+    own = alarm_rates(profile_of(reference, labels), unseen, args.windows, args.sizes, 0)
+    both = joined(reference, unseen)
+    draws: list[dict[int, float]] = []
+    for draw in range(args.references):
+        order = np.random.default_rng(1000 + draw).permutation(len(both))
+        drawn = both.rows(order[:n_reference])
+        rest = both.rows(order[n_reference:])
+        draws.append(alarm_rates(profile_of(drawn, labels), rest, args.windows, args.sizes, draw))
+    seconds = time.perf_counter() - started
+    rows = []
+    for size in args.sizes:
+        rates = np.array([d[size] for d in draws])
+        rows.append(
+            f"| {folder.name}/{name} | {len(reference)} / {n_reference} | {size} | "
+            f"{own[size]:.3f} | {rates.mean():.3f} | {np.median(rates):.3f} | "
+            f"{rates.min():.3f} to {rates.max():.3f} | {np.mean(rates > 0.05):.2f} |"
+        )
+    print(f"{folder.name}/{name}: {seconds / 60:.1f} min", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(description="False alarms over reference draws (docstring).")
+    parser.add_argument("folders", type=Path, nargs="+", help="the --out folders of the runs")
+    parser.add_argument("--bundles", default="digits,news,speech", help="comma-separated names")
+    parser.add_argument("--references", type=int, default=20, help="reference draws per bundle")
+    parser.add_argument("--windows", type=int, default=100, help="unshifted windows per size")
+    parser.add_argument(
+        "--reference-rows", type=int, default=0, help="rows per drawn reference (0: the bundle's)"
+    )
+    parser.add_argument(
+        "--sizes", type=lambda text: tuple(int(s) for s in text.split(",")), default=SIZES
+    )
+    args = parser.parse_args(argv)
+    wanted = set(args.bundles.split(","))
+    lines = [
+        f"False alarms (level 0.05) on {args.windows} unshifted windows per size: with the run's "
+        f"own reference, then with each of {args.references} references drawn again from the "
+        "validation and unseen inputs together (the windows from the inputs not drawn).",
+        "",
+        "| bundle | reference rows (run / drawn) | window | own reference | all draws | median "
+        "draw | range over draws | share of draws above 0.05 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for folder in args.folders:
+        for bundle_result in load_run(folder)["bundles"]:
+            if bundle_result["bundle"]["name"] in wanted:
+                lines += bundle_rows(folder, bundle_result, args)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
