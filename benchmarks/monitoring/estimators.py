@@ -27,17 +27,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from benchmarks.monitoring.across_runs import load_run, seed_of
-from benchmarks.monitoring.bundles import bench_bundles
-from benchmarks.monitoring.outputs import Outputs, pool_outputs
-from benchmarks.monitoring.pools import all_pools
+from benchmarks.monitoring.across_runs import load_run
+from benchmarks.monitoring.cached_run import run_outputs
+from benchmarks.monitoring.outputs import Outputs
 
-from mlfactory.bundle import load_bundle
 from mlfactory.monitoring.accuracy import ConfidenceThreshold, calibrate
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices, load_profile
-from mlfactory.predictor import Predictor
 
 # An error smaller than the mean confidence's by at least this counts as closer: half the last
 # digit the tables show (CBPE at temperature 1 is the mean confidence, to float rounding).
@@ -89,20 +87,13 @@ def _unflagged(confidence: np.ndarray, out: Outputs, profile: ReferenceProfile) 
     return np.where(out.ood_scores > profile.ood.threshold, -np.inf, confidence)
 
 
-def model_errors(folder: Path, bundle_result: dict[str, object]) -> list[PoolErrors]:
+def model_errors(folder: Path, bundle_result: dict[str, Any]) -> list[PoolErrors]:
     """Every pool's errors for one bundle of one run (its cached outputs and saved profile)."""
-    name = str(bundle_result["bundle"]["name"])  # type: ignore[index]
-    seed = seed_of(bundle_result)  # type: ignore[arg-type]
-    specs = bench_bundles(folder, None if seed == "recipe" else int(seed))
-    spec = next(s for s in specs if s.name == name)
-    bundle = load_bundle(spec.bundle_dir(folder))
+    name = str(bundle_result["bundle"]["name"])
     profile = load_profile(folder / "profiles" / name)
     if profile is None:
         raise SystemExit(f"error: no profile in {folder / 'profiles' / name}: run the benchmark")
-    predictor = Predictor(bundle)
-    pools = all_pools(bundle)
-    cache = folder / "cache" / name
-    outputs = [(pool, pool_outputs(predictor, pool, cache)) for pool in pools]
+    _, outputs = run_outputs(folder, bundle_result)
     for _, out in outputs:  # what the server logs with each prediction
         out.ood_scores = profile.ood.score(out.embeddings, out.early)
     fitted = estimators(outputs[0][1], profile)

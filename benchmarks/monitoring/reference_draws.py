@@ -21,18 +21,16 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from benchmarks.monitoring.across_runs import load_run, seed_of
-from benchmarks.monitoring.bundles import bench_bundles
+from benchmarks.monitoring.across_runs import load_run
+from benchmarks.monitoring.cached_run import run_outputs
 from benchmarks.monitoring.measure import SIZES
-from benchmarks.monitoring.outputs import Outputs, pool_outputs
-from benchmarks.monitoring.pools import all_pools
+from benchmarks.monitoring.outputs import Outputs
 
-from mlfactory.bundle import load_bundle
 from mlfactory.monitoring.profile import ReferenceProfile, build_profile
 from mlfactory.monitoring.report import MonitorSettings, Window, check_window
-from mlfactory.predictor import Predictor
 
 
 def joined(first: Outputs, second: Outputs) -> Outputs:
@@ -87,19 +85,12 @@ def alarm_rates(
 
 def bundle_rows(
     folder: Path,
-    bundle_result: dict[str, object],
+    bundle_result: dict[str, Any],
     args: argparse.Namespace,
 ) -> list[str]:
-    name = str(bundle_result["bundle"]["name"])  # type: ignore[index]
-    seed = seed_of(bundle_result)  # type: ignore[arg-type]
-    spec = next(
-        s for s in bench_bundles(folder, None if seed == "recipe" else int(seed)) if s.name == name
-    )
-    bundle = load_bundle(spec.bundle_dir(folder))
-    predictor = Predictor(bundle)
-    pools = all_pools(bundle)[:2]
-    cache = folder / "cache" / name
-    reference, unseen = (pool_outputs(predictor, pool, cache) for pool in pools)
+    name = str(bundle_result["bundle"]["name"])
+    bundle, outputs = run_outputs(folder, bundle_result, count=2)
+    (_, reference), (_, unseen) = outputs
     labels = bundle.meta.labels
     n_reference = args.reference_rows or len(reference)
     started = time.perf_counter()
