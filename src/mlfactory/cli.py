@@ -221,6 +221,29 @@ def evaluate(
 
 @app.command()
 @friendly_errors
+def profile(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Write the bundle's monitoring profile again from its recipe's data (no training)."""
+    from mlfactory.profile_command import profile_target
+
+    configure_output(verbose)
+    result = profile_target(target)
+    meta, profile = result.bundle.meta, result.profile
+    console.print(
+        f"profile of {meta.name} {meta.version}: {len(profile.drift.confidence)} "
+        f"{profile.meta.get('source', 'reference')} inputs, {result.size_mb:.2f} MB, "
+        f"OOD threshold {profile.ood.threshold:.4g}, in {result.bundle.path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.mlflow_run_id:
+        console.print(f"logged to MLflow run {result.mlflow_run_id}", highlight=False)
+
+
+@app.command()
+@friendly_errors
 def predict(
     target: str = typer.Argument(..., help=TARGET_HELP),
     inputs: list[str] | None = typer.Argument(

@@ -2,29 +2,63 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mlfactory.bundle import Bundle
 from mlfactory.errors import BundleError
+from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.targets import resolve_bundle
+
+if TYPE_CHECKING:
+    from mlfactory.config.loader import Recipe
+    from mlfactory.data.dataset import PreparedDataset
+    from mlfactory.tracking import TrackedRun
 
 
 def evaluate_target(target: str) -> dict[str, Any]:
     """Evaluate and record the metrics in bundle.json and, when reachable, the MLflow run."""
-    from mlfactory.config.loader import load_recipe_from_dict
-    from mlfactory.data.prepare import prepare_dataset
     from mlfactory.evaluation import record_evaluation
-    from mlfactory.tracking import TrackedRun
 
     bundle = resolve_bundle(target)
     Predictor.from_path(bundle.path)  # a corrupt model fails here, before the data is prepared
+    recipe, dataset = recipe_dataset(bundle)
+    return record_evaluation(bundle, dataset, bundle.path.parent, bundle_run(bundle, recipe))
+
+
+def recipe_dataset(bundle: Bundle) -> tuple[Recipe, PreparedDataset]:
+    """The recipe stored in the bundle and its data, prepared again (from the cache when it is
+    unchanged).
+
+    Raises:
+        BundleError: the data's labels are no longer the bundle's.
+    """
+    from mlfactory.config.loader import load_recipe_from_dict
+    from mlfactory.data.prepare import prepare_dataset
+
     recipe = load_recipe_from_dict(bundle.meta.config)
     dataset = prepare_dataset(recipe.config)
     if dataset.labels != bundle.meta.labels:
         raise BundleError(
             f"the recipe's data now has labels {dataset.labels}, the bundle {bundle.meta.labels}"
         )
-    run = None
-    if bundle.meta.mlflow_run_id:
-        run = TrackedRun.open(recipe.config.tracking, bundle.meta.mlflow_run_id)
-    return record_evaluation(bundle, dataset, bundle.path.parent, run)
+    return recipe, dataset
+
+
+def bundle_run(bundle: Bundle, recipe: Recipe) -> TrackedRun | None:
+    """The bundle's MLflow run, in the store its recipe names; None (with a warning) when the
+    bundle has none or the store does not hold it."""
+    from mlfactory.tracking import TrackedRun
+
+    run_id = bundle.meta.mlflow_run_id
+    if not run_id:
+        return None
+    run = TrackedRun.find(recipe.config.tracking, run_id)
+    if run is None:
+        phase_log.warning(
+            "MLflow run %s is not in %s (run from the folder it was trained in, or set "
+            "tracking.tracking_uri): the results are written to the bundle only",
+            run_id,
+            recipe.config.tracking.tracking_uri,
+        )
+    return run

@@ -32,6 +32,26 @@ class TrackedRun:
 
         return cls(MlflowClient(tracking_uri=config.tracking_uri), run_id)
 
+    @classmethod
+    def find(cls, config: TrackingConfig, run_id: str) -> TrackedRun | None:
+        """`open`, for a run that may not be there: None when the store does not hold it (a
+        bundle copied away from its store, a SQLite store relative to another folder) or
+        cannot be reached. A missing SQLite store is not created."""
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.engine import make_url
+
+        uri = config.tracking_uri
+        if uri.startswith("sqlite:"):
+            database = make_url(uri).database or ""
+            if not database or not Path(database).expanduser().is_file():
+                return None
+        run = cls.open(config, run_id)
+        try:
+            run.client.get_run(run_id)
+        except (MlflowException, OSError):
+            return None
+        return run
+
     def log_metrics(self, metrics: dict[str, float]) -> None:
         """Log final scalar metrics on the run."""
         for key, value in metrics.items():

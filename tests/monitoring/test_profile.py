@@ -67,7 +67,7 @@ def test_a_pickled_array_is_refused(digit_profile: ReferenceProfile, tmp_path: P
         arrays = {key: saved[key] for key in saved.files}
     arrays["ood.class_means"] = np.array([{"code": "would run on load"}], dtype=object)
     np.savez(tmp_path / ARRAYS_FILE, **arrays)  # written with pickle, as an attacker would
-    with pytest.raises(BundleError, match="export the bundle again"):
+    with pytest.raises(BundleError, match="`mlfactory profile BUNDLE` writes a new one"):
         load_profile(tmp_path)
 
 

@@ -39,6 +39,8 @@ DRIFT_DIMS = 32
 # Reference rows kept for the drift tests; more add little power and grow the bundle.
 MAX_REFERENCE = 5000
 MIN_REFERENCE = 20
+# How to get a profile for a bundle that has none or an unusable one (no training needed).
+REWRITE = "`mlfactory profile BUNDLE` writes a new one from its recipe's data, without training"
 
 
 @dataclass
@@ -121,10 +123,15 @@ class ReferenceProfile:
             },
             **self.meta,
         }
-        npz = target / ARRAYS_FILE
-        with open(npz, "wb") as handle:  # np.savez would append ".npz" to a temporary name
+        # Each file is written whole under another name, then renamed: a server that loads the
+        # bundle meanwhile (`mlfactory profile` on a served folder) never reads half a file.
+        npz, partial = target / ARRAYS_FILE, target / f"{ARRAYS_FILE}.tmp"
+        with open(partial, "wb") as handle:  # np.savez would append ".npz" to the name
             np.savez_compressed(handle, allow_pickle=False, **arrays)
-        (target / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        partial.replace(npz)
+        partial = target / f"{META_FILE}.tmp"
+        partial.write_text(json.dumps(meta, indent=2) + "\n")
+        partial.replace(target / META_FILE)
         return npz
 
 
@@ -252,7 +259,7 @@ def load_profile(folder: str | Path) -> ReferenceProfile | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BundleError(
             f"the monitoring profile in {target} cannot be read ({type(exc).__name__}: {exc}); "
-            "export the bundle again"
+            f"{REWRITE}"
         ) from None
 
 
@@ -260,8 +267,8 @@ def missing_profile_message(name: str, version: str) -> str:
     """The one line that says a bundle has no profile, and how to get one."""
     return (
         f"bundle {name} {version} has no monitoring profile (profile.npz): it was exported "
-        "before monitoring existed or from fewer than 20 validation items; train it again "
-        "with `mlfactory train` to export one"
+        f"before monitoring existed, from fewer than {MIN_REFERENCE} validation items, or its "
+        f"profile files were removed; {REWRITE}"
     )
 
 

@@ -193,7 +193,7 @@ def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
     if predictor.profile is not None and predictor.graph_scorer and not predictor.scores_in_graph:
         log.warning(
             "the OOD score in %s was made for another profile: scoring in numpy instead "
-            "(export the bundle again to score in the model)",
+            "(`mlfactory profile BUNDLE` puts the profile's score in the model)",
             predictor.bundle.model_path,
         )
     return predictor

@@ -34,7 +34,12 @@ from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError
 from mlfactory.monitoring.history import MAX_BUCKETS, history
 from mlfactory.monitoring.log_window import window_from_engine
-from mlfactory.monitoring.profile import ReferenceProfile, load_profile, missing_profile_message
+from mlfactory.monitoring.profile import (
+    REWRITE,
+    ReferenceProfile,
+    load_profile,
+    missing_profile_message,
+)
 from mlfactory.monitoring.report import Window, check_window
 from mlfactory.predictor import BatchOutput, Predictor
 from mlfactory.serving.prediction_log import PredictionLog
@@ -90,15 +95,17 @@ def load_served_profile(
     if embedding_width is not None and width != embedding_width:
         log.warning(
             "serving without monitoring: the profile is for a %d-wide embedding, the model's "
-            "is %d wide (export the bundle again)",
+            "is %d wide (%s)",
             width,
             embedding_width,
+            REWRITE,
         )
         return None
     if profile.ood.reads_early_features and not has_early_features:
         log.warning(
             "serving without monitoring: the profile's OOD score reads early features, which "
-            "the model does not output (export the bundle again)"
+            "the model does not output (%s)",
+            REWRITE,
         )
         return None
     return profile

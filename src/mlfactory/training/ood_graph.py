@@ -354,7 +354,9 @@ def attach_ood_score(bundle: Bundle, check_items: list[Item]) -> bool:
         },
     )
     onnx.checker.check_model(model)
-    onnx.save(model, str(bundle.model_path))
+    partial = bundle.model_path.with_name(f"{bundle.model_path.name}.tmp")
+    onnx.save(model, str(partial))
+    partial.replace(bundle.model_path)  # a server loading the bundle meanwhile reads either model
     difference = _largest_difference(bundle, profile.ood, check_items[:CHECK_ITEMS])
     if difference > SCORE_RTOL:
         raise BundleError(

@@ -1,0 +1,150 @@
+"""`mlfactory profile`: a bundle's monitoring profile written again from its recipe's data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+from typer.testing import CliRunner
+
+from mlfactory.bundle import OOD_SCORER_KEY, load_bundle
+from mlfactory.cli import app
+from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
+from mlfactory.predictor import Predictor
+from mlfactory.training.ood_graph import OOD_SCORE, remove_scorer
+from mlfactory.training.train import TrainResult
+from tests.test_cli import assert_one_line_error
+
+runner = CliRunner()
+
+
+def _exported_before_monitoring(bundle: Path) -> None:
+    """Make `bundle` what export wrote before monitoring: no profile, no OOD score in its graph."""
+    for name in (ARRAYS_FILE, META_FILE):
+        (bundle / name).unlink()
+    model = onnx.load(str(bundle / "model.onnx"))
+    remove_scorer(model)
+    kept = [prop for prop in model.metadata_props if prop.key != OOD_SCORER_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(bundle / "model.onnx"))
+    _edit_meta(bundle, outputs=[o for o in _meta(bundle)["outputs"] if o != OOD_SCORE])
+
+
+def _meta(bundle: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((bundle / "bundle.json").read_text())  # type: ignore[no-any-return]
+
+
+def _edit_meta(bundle: Path, **fields: object) -> None:
+    meta = _meta(bundle)
+    meta.update(fields)
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+
+
+def _tracked_in(bundle: Path, store: Path) -> str:
+    """Point `bundle` at a new run of a new MLflow store in `store`; returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{store / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("profiles", artifact_location=str(store / "artifacts"))
+    run_id = str(client.create_run(experiment).info.run_id)
+    config = _meta(bundle)["config"]
+    config["tracking"]["tracking_uri"] = uri
+    _edit_meta(bundle, config=config, mlflow_run_id=run_id)
+    return run_id
+
+
+def _ood_scores(bundle: Path, items: list[bytes]) -> np.ndarray:
+    """The OOD scores the server gets from the model's graph, with the profile it loads."""
+    predictor = Predictor(load_bundle(bundle))
+    predictor.profile = load_profile(bundle)
+    output = predictor.run([predictor.encode(raw) for raw in items])
+    assert output.ood_scores is not None, "the graph gives no OOD score for the profile"
+    return output.ood_scores
+
+
+def test_a_bundle_exported_before_monitoring_gets_the_profile_export_writes(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    original = trained_digits.bundle.path
+    copy = tmp_path / "bundle"
+    shutil.copytree(original, copy)
+    _exported_before_monitoring(copy)
+    run_id = _tracked_in(copy, tmp_path / "store")
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from mlfactory.profile_command import profile_target
+
+        result = profile_target(sys.argv[1])
+        leaked = sorted(
+            name for name in sys.modules
+            if name.split(".")[0] in ("torch", "lightning", "pytorch_lightning", "timm")
+        )
+        print(json.dumps({"run": result.mlflow_run_id, "leaked": leaked}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"run": run_id, "leaked": []}
+
+    # The same bundle and the same validation split: the profile export wrote, to the last bit.
+    with np.load(original / ARRAYS_FILE) as before, np.load(copy / ARRAYS_FILE) as after:
+        assert before.files == after.files
+        for key in before.files:
+            np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    before_meta = json.loads((original / META_FILE).read_text())
+    after_meta = json.loads((copy / META_FILE).read_text())
+    before_meta.pop("created_at"), after_meta.pop("created_at")
+    assert after_meta == before_meta
+
+    # The OOD score is back in the model's graph, and scores as the exported bundle's did.
+    assert _meta(copy)["outputs"][-1] == OOD_SCORE
+    inputs = [item.read_bytes() for item in trained_digits.dataset.split("test")[:16]]
+    np.testing.assert_array_equal(_ood_scores(copy, inputs), _ood_scores(original, inputs))
+
+    # The bundle is logged to its MLflow run again, profile included.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=_meta(copy)["config"]["tracking"]["tracking_uri"])
+    logged = {Path(entry.path).name for entry in client.list_artifacts(run_id, "bundle")}
+    assert {ARRAYS_FILE, META_FILE, "model.onnx", "bundle.json"} <= logged
+
+
+def test_a_run_missing_from_the_store_is_a_warning_and_no_new_store(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    config = _meta(copy)["config"]
+    missing = tmp_path / "elsewhere" / "mlruns.db"
+    config["tracking"]["tracking_uri"] = f"sqlite:///{missing}"
+    _edit_meta(copy, config=config)
+    result = runner.invoke(app, ["profile", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert f"profile of digits {_meta(copy)['version']}: " in result.output
+    assert "is not in" in result.output and "logged to MLflow" not in result.output
+    assert not missing.exists() and not missing.parent.exists()
+    assert (copy / ARRAYS_FILE).is_file()
+
+
+def test_data_whose_labels_changed_is_one_line(trained_digits: TrainResult, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    _edit_meta(copy, labels=list(reversed(_meta(copy)["labels"])))
+    result = runner.invoke(app, ["profile", str(copy)])
+    assert_one_line_error(result, "the recipe's data now has labels")
