@@ -144,6 +144,26 @@ def test_evaluate_writes_metrics_into_the_bundle(
     assert (tmp_path / "confusion_matrix.png").is_file()
 
 
+def test_evaluate_away_from_the_mlflow_store_writes_the_bundle_only(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    """A bundle copied to another machine, its recipe's SQLite store left behind: the metrics
+    go into bundle.json, a warning names the store, and no empty store is created."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    meta_path = copy / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    missing = tmp_path / "elsewhere" / "mlruns.db"
+    meta["config"]["tracking"]["tracking_uri"] = f"sqlite:///{missing}"
+    meta["metrics"] = {}
+    meta_path.write_text(json.dumps(meta))
+    result = runner.invoke(app, ["evaluate", str(copy)])
+    assert result.exit_code == 0, result.output
+    assert f"MLflow run {meta['mlflow_run_id']} is not in sqlite:///{missing}" in result.output
+    assert json.loads(meta_path.read_text())["metrics"]["test"]["accuracy"] > 0
+    assert not missing.parent.exists()
+
+
 def test_evaluate_unknown_target_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert_one_line_error(result, "neither a bundle folder nor a run folder")
