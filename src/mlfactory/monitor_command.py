@@ -241,6 +241,7 @@ def report_renderable(report: DriftReport) -> Group:
             )
         )
     lines.append(Text(_accuracy_line(report)))
+    lines += [Text(f"note: {note}", style="dim") for note in report.notes]
     return Group(*lines)
 
 

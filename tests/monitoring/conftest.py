@@ -22,8 +22,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mlfactory.monitoring.accuracy import calibrate
 from mlfactory.monitoring.ood import OodScorer
-from mlfactory.monitoring.profile import ReferenceProfile, build_profile, load_profile
+from mlfactory.monitoring.profile import (
+    ReferenceProfile,
+    build_profile,
+    label_indices,
+    load_profile,
+)
 from mlfactory.monitoring.reference import model_outputs
 from mlfactory.monitoring.report import Window
 from mlfactory.predictor import Predictor
@@ -102,6 +108,17 @@ def copy_with_another_profile(bundle: Path, target: Path) -> ReferenceProfile:
     )
     profile.save(target)
     return profile
+
+
+def reference_confidence(
+    outputs: DigitOutputs, profile: ReferenceProfile
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's calibrated top probabilities and whether each prediction was right."""
+    reference = outputs.reference
+    correct = reference.probabilities.argmax(axis=1) == label_indices(
+        reference.labels, profile.labels
+    )
+    return calibrate(reference.probabilities, profile.temperature).max(axis=1), correct
 
 
 def run_bundle(predictor: Predictor, raws: list[bytes], labels: list[str | None]) -> Outputs:

@@ -17,7 +17,7 @@ from mlfactory.monitoring.accuracy import (
     live_accuracy,
 )
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices
-from tests.monitoring.conftest import DigitOutputs
+from tests.monitoring.conftest import DigitOutputs, reference_confidence
 
 Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 
@@ -133,21 +133,10 @@ def _accuracy(outputs: DigitOutputs | object, labels: list[str]) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == truth))
 
 
-def _reference_confidence(
-    outputs: DigitOutputs, profile: ReferenceProfile
-) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's calibrated top probabilities and whether each prediction was right."""
-    reference = outputs.reference
-    correct = reference.probabilities.argmax(axis=1) == label_indices(
-        reference.labels, profile.labels
-    )
-    return calibrate(reference.probabilities, profile.temperature).max(axis=1), correct
-
-
 def test_the_threshold_reproduces_the_reference_accuracy_ties_included(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    confidence, correct = _reference_confidence(digit_outputs, digit_profile)
+    confidence, correct = reference_confidence(digit_outputs, digit_profile)
     fitted = ConfidenceThreshold.fit(confidence, correct, resamples=0)
     assert fitted.share(confidence) == pytest.approx(correct.mean(), abs=1e-12)
     # Confidences rounded to 0.1: most rows tie with others, the threshold among them; the share
@@ -165,7 +154,7 @@ def test_the_threshold_reproduces_the_reference_accuracy_ties_included(
 def test_the_estimate_averages_the_shares_above_thresholds_fitted_on_resamples(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
-    confidence, correct = _reference_confidence(digit_outputs, digit_profile)
+    confidence, correct = reference_confidence(digit_outputs, digit_profile)
     bagged = ConfidenceThreshold.fit(confidence, correct)
     whole = ConfidenceThreshold.fit(confidence, correct, resamples=0)
     assert (bagged.threshold, bagged.tie_weight) == (whole.threshold, whole.tie_weight)

@@ -159,6 +159,10 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     )
     assert accuracy["mean_confidence"] < accuracy["reference_confidence"]  # inverted: less sure
     assert shown in " ".join(result.output.split()) and shown in page
+    # and a note that the estimate does not cover inputs unlike the reference
+    note = "of the inputs are out of distribution (1% expected)"
+    assert "note: " in result.output and note in " ".join(result.output.split())
+    assert note in page
     for output in ([], ["--json"]):  # scripts and cron jobs: a drift verdict is exit code 1
         failing = _monitor(profiled_bundle, "--log", url, *output, "--fail-on-drift")
         assert failing.exit_code == 1, failing.output

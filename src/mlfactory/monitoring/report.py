@@ -22,6 +22,7 @@ from mlfactory.monitoring.blas import one_thread
 from mlfactory.monitoring.drift import CheckResult
 from mlfactory.monitoring.features import summary_columns
 from mlfactory.monitoring.mmd import DEFAULT_PERMUTATIONS
+from mlfactory.monitoring.notes import reading_notes
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices
 
 OOD_CHECKS = ("ood_score", "ood_fraction")
@@ -178,6 +179,9 @@ def _check_window(
         if scores is not None and len(window)
         else None
     )
+    estimated = estimated_accuracy(
+        np.asarray(window.probabilities), profile.temperature, profile.accuracy
+    )
     true = _true_indices(window, profile.labels)
     predicted = np.asarray(window.probabilities).argmax(axis=1) if len(window) else np.array([])
     times = list(window.timestamps)
@@ -191,14 +195,13 @@ def _check_window(
         correction=settings.correction,
         ood_fraction=ood_fraction,
         ood_threshold=profile.ood.threshold,
-        estimated=estimated_accuracy(
-            np.asarray(window.probabilities), profile.temperature, profile.accuracy
-        ),
+        estimated=estimated,
         live=live_accuracy(predicted, true),
         mean_confidence=float(np.max(window.probabilities, axis=1).mean()) if len(window) else None,
         reference_confidence=_optional_float(profile.meta.get("reference_confidence")),
         window_from=min(times) if times else None,
         window_to=max(times) if times else None,
+        notes=reading_notes(profile, checks, estimated, ood_fraction),
     )
 
 
