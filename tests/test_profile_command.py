@@ -11,14 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from mlfactory.bundle import OOD_SCORER_KEY, load_bundle
 from mlfactory.cli import app
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
+from mlfactory.monitoring.report import check_window
 from mlfactory.predictor import Predictor
 from mlfactory.training.ood_graph import OOD_SCORE, remove_scorer
 from mlfactory.training.train import TrainResult
+from tests.conftest import write_digit_folder
+from tests.monitoring.conftest import run_bundle
 from tests.test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -148,3 +152,66 @@ def test_data_whose_labels_changed_is_one_line(trained_digits: TrainResult, tmp_
     _edit_meta(copy, labels=list(reversed(_meta(copy)["labels"])))
     result = runner.invoke(app, ["profile", str(copy)])
     assert_one_line_error(result, "the recipe's data now has labels")
+
+
+def _inverted_digits(root: Path, per_class: int, offset: int) -> Path:
+    """Real digits, white on black turned black on white: a lasting change of the inputs."""
+    write_digit_folder(root, per_class, offset)
+    for path in root.rglob("*.png"):
+        ImageOps.invert(Image.open(path)).save(path)
+    return root
+
+
+def test_data_that_is_normal_now_becomes_the_reference(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    """After a lasting change (the inputs come inverted from now on), the profile is written
+    from a labelled sample of the new inputs: the drift checks then compare with those."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    exported = load_profile(copy)
+    new_normal = _inverted_digits(tmp_path / "inverted", 30, offset=200)
+    result = runner.invoke(app, ["profile", str(copy), "--data", str(new_normal)])
+    assert result.exit_code == 0, result.output
+    profile = load_profile(copy)
+    assert exported is not None and profile is not None
+    assert profile.meta["n_reference"] == 300
+    assert profile.meta["source"] == f"{new_normal} (all of its items)"
+
+    later = _inverted_digits(tmp_path / "later", 10, offset=300)
+    paths = sorted(later.rglob("*.png"))
+    predictor = Predictor(load_bundle(copy))
+    outputs = run_bundle(predictor, [p.read_bytes() for p in paths], [p.parent.name for p in paths])
+    for reference, drifts in ((exported, True), (profile, False)):
+        report = check_window(reference, outputs.window(reference), {"name": "digits"})
+        drifted = {check.name for check in report.checks if check.drift}
+        # what the inputs look like, and how the model sees them
+        assert ({"brightness_mean", "embedding"} <= drifted) is drifts
+        assert bool({"brightness_mean", "embedding"} & drifted) is drifts
+
+
+def test_items_the_bundle_trained_on_are_left_out_of_the_reference(
+    trained_digits: TrainResult, digit_folder: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    sample = write_digit_folder(tmp_path / "sample", 3, offset=200)
+    shutil.copytree(digit_folder / "3", sample / "3", dirs_exist_ok=True)
+    threes = [item for item in trained_digits.dataset.items if item.label == "3"]
+    trained_on = sum(item.split == "train" for item in threes)
+    result = runner.invoke(app, ["profile", str(copy), "--data", str(sample)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"{trained_on} items of --data are in the bundle's training split, left out" in said
+    profile = load_profile(copy)
+    assert profile is not None
+    assert profile.meta["n_reference"] == 30 + len(threes) - trained_on
+
+
+def test_the_data_the_bundle_trained_on_is_refused_as_a_reference(
+    trained_digits: TrainResult, digit_folder: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    result = runner.invoke(app, ["profile", str(copy), "--data", str(digit_folder)])
+    assert_one_line_error(result, "is the data the bundle was trained on")

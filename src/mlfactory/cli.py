@@ -223,13 +223,19 @@ def evaluate(
 @friendly_errors
 def profile(
     target: str = typer.Argument(..., help=TARGET_HELP),
+    data: str | None = typer.Option(
+        None,
+        help="A labelled data source (as data.source takes it) to be the reference instead of "
+        "the recipe's validation split: all of its items the bundle did not train on.",
+        show_default=False,
+    ),
     verbose: bool = VERBOSE,
 ) -> None:
     """Write the bundle's monitoring profile again from its recipe's data (no training)."""
     from mlfactory.profile_command import profile_target
 
     configure_output(verbose)
-    result = profile_target(target)
+    result = profile_target(target, data)
     meta, profile = result.bundle.meta, result.profile
     console.print(
         f"profile of {meta.name} {meta.version}: {len(profile.drift.confidence)} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from mlfactory.bundle import Bundle
@@ -26,22 +27,28 @@ def evaluate_target(target: str) -> dict[str, Any]:
     return record_evaluation(bundle, dataset, bundle.path.parent, bundle_run(bundle, recipe))
 
 
-def recipe_dataset(bundle: Bundle) -> tuple[Recipe, PreparedDataset]:
+def recipe_dataset(bundle: Bundle, source: str | None = None) -> tuple[Recipe, PreparedDataset]:
     """The recipe stored in the bundle and its data, prepared again (from the cache when it is
     unchanged).
 
+    Args:
+        bundle: the bundle.
+        source: another data source to prepare with the recipe (its `data.source`).
+
     Raises:
-        BundleError: the data's labels are no longer the bundle's.
+        BundleError: the data's labels are not the bundle's.
     """
     from mlfactory.config.loader import load_recipe_from_dict
     from mlfactory.data.prepare import prepare_dataset
 
-    recipe = load_recipe_from_dict(bundle.meta.config)
+    resolved = copy.deepcopy(bundle.meta.config)
+    if source is not None:
+        resolved["data"]["source"] = source
+    recipe = load_recipe_from_dict(resolved)
     dataset = prepare_dataset(recipe.config)
     if dataset.labels != bundle.meta.labels:
-        raise BundleError(
-            f"the recipe's data now has labels {dataset.labels}, the bundle {bundle.meta.labels}"
-        )
+        data = "the recipe's data now has" if source is None else f"{source} has"
+        raise BundleError(f"{data} labels {dataset.labels}, the bundle {bundle.meta.labels}")
     return recipe, dataset
 
 

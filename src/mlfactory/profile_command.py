@@ -6,6 +6,10 @@ profile files were lost or replaced. The profile is built as export builds it: t
 stored in `bundle.json` prepares its data again, the validation split runs through the bundle
 (`write_profile`), and the OOD scorer is appended to `model.onnx` (`attach_ood_score`). The
 bundle, rewritten in place, is logged to its MLflow run again when the run is reachable.
+
+With `data`, the reference is another labelled source instead, prepared with the same recipe:
+traffic that is normal now (after a harmless, lasting change of the inputs) for the drift
+checks to compare with. All of its items are the reference, except those the bundle trained on.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError
+from mlfactory.data.dataset import Item
+from mlfactory.errors import BundleError, DataError
 from mlfactory.evaluate_command import bundle_run, recipe_dataset
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
-from mlfactory.monitoring.reference import profile_mb, write_profile
+from mlfactory.monitoring.reference import profile_mb, reference_items, write_profile
+from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.targets import resolve_bundle
 
@@ -32,25 +38,38 @@ class ProfileResult:
     mlflow_run_id: str | None
 
 
-def profile_target(target: str) -> ProfileResult:
-    """Build the bundle's profile from its recipe's data and write it into the bundle.
+def profile_target(target: str, data: str | None = None) -> ProfileResult:
+    """Build the bundle's profile and write it into the bundle.
+
+    Args:
+        target: a bundle folder, a run folder or an MLflow run id.
+        data: a labelled data source (as the recipe's `data.source` takes it) to be the
+            reference instead of the recipe's validation split.
 
     Raises:
-        BundleError: the bundle is not usable, its recipe's data now has other labels, or it
-            has fewer than `MIN_REFERENCE` validation and test items.
+        BundleError: the bundle is not usable, the data has other labels than the bundle, it
+            is the data the bundle trained on, or it has fewer than `MIN_REFERENCE` items.
     """
     from mlfactory.training.ood_graph import attach_ood_score
     from mlfactory.training.run_folder import BUNDLE_DIR
 
     bundle = resolve_bundle(target)
     Predictor.from_path(bundle.path)  # a corrupt model fails here, before the data is prepared
-    recipe, dataset = recipe_dataset(bundle)
-    profile = write_profile(bundle, dataset)
+    recipe, dataset = recipe_dataset(bundle, data)
+    if data is None:
+        items, source = reference_items(dataset)
+    else:
+        if dataset.fingerprint == bundle.meta.data_fingerprint:
+            raise BundleError(
+                f"{data} is the data the bundle was trained on; without --data, the profile "
+                "is built from its validation split"
+            )
+        items, source = _unseen(bundle, dataset.items), f"{data} (all of its items)"
+    profile = write_profile(bundle, items, source)
     if profile is None:
-        found = len(dataset.split("val")) + len(dataset.split("test"))
         raise BundleError(
-            f"the recipe's data has {found} validation and test items; a profile needs at "
-            f"least {MIN_REFERENCE} inputs the model did not train on"
+            f"{len(items)} reference items ({source}); a profile needs at least "
+            f"{MIN_REFERENCE} inputs the model did not train on"
         )
     attach_ood_score(bundle, dataset.split("test"))
     run = bundle_run(bundle, recipe)
@@ -58,3 +77,25 @@ def profile_target(target: str) -> ProfileResult:
         run.log_artifact(bundle.path, BUNDLE_DIR)
     logged = run.run_id if run is not None else None
     return ProfileResult(bundle, profile, profile_mb(bundle.path), logged)
+
+
+def _unseen(bundle: Bundle, items: list[Item]) -> list[Item]:
+    """`items` without those of the bundle's training split (matched by content); all of them,
+    with a warning, when the recipe's own data cannot be prepared to tell."""
+    try:
+        _, trained_on = recipe_dataset(bundle)
+    except (DataError, BundleError) as exc:
+        phase_log.warning(
+            "monitoring: cannot prepare the data the bundle trained on (%s); every item of "
+            "--data is taken as unseen",
+            exc,
+        )
+        return items
+    seen = {item.key for item in trained_on.split("train")}
+    kept = [item for item in items if item.key not in seen]
+    if len(kept) < len(items):
+        phase_log.warning(
+            "monitoring: %d items of --data are in the bundle's training split, left out",
+            len(items) - len(kept),
+        )
+    return kept

@@ -41,18 +41,23 @@ def reference_items(dataset: PreparedDataset) -> tuple[list[Item], str]:
     return validation + dataset.split("test"), "validation and test splits"
 
 
-def write_profile(bundle: Bundle, dataset: PreparedDataset) -> ReferenceProfile | None:
-    """Build the bundle's reference profile from `dataset` and save it in the bundle folder.
+def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferenceProfile | None:
+    """Build the bundle's reference profile from `items` and save it in the bundle folder.
+
+    Args:
+        bundle: the bundle.
+        items: labelled inputs the model did not train on (export: `reference_items`).
+        source: where they came from, for people (`profile.json` -> `source`).
 
     Returns:
         The profile, or None when there are too few reference items (a warning says so).
     """
-    items, source = reference_items(dataset)
     if len(items) < MIN_REFERENCE:
         phase_log.info(
-            "monitoring: no profile (%d validation and test items, at least %d are needed); "
+            "monitoring: no profile (%d items of the %s, at least %d are needed); "
             "the bundle serves without OOD scores and drift checks",
             len(items),
+            source,
             MIN_REFERENCE,
         )
         return None

@@ -34,7 +34,7 @@ from mlfactory.data.prepare import prepare_dataset
 from mlfactory.errors import ConfigError
 from mlfactory.evaluation import record_evaluation
 from mlfactory.modalities import Encoder, get_modality
-from mlfactory.monitoring.reference import write_profile
+from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import adopt_library_loggers, phase_log
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
@@ -365,7 +365,7 @@ def _publish(
         len(test_items),
     )
     logger.experiment.set_tag(logger.run_id, "bundle_version", meta.version)
-    if write_profile(bundle, dataset) is not None:
+    if write_profile(bundle, *reference_items(dataset)) is not None:
         attach_ood_score(bundle, test_items)
     metrics = record_evaluation(bundle, dataset, out_dir, run)
     report_results(metrics)
