@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from PIL import Image, ImageOps
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -40,6 +41,11 @@ def test_the_monitoring_page_shows_checks_and_history(
 ) -> None:
     image = image_deployment
     digits = sorted(write_digit_folder(tmp_path / "d", 5, offset=PER_CLASS + 20).glob("*/*.png"))
+    # a third of them inverted: drift, and a note on what the estimated accuracy assumes
+    inverted = sorted(write_digit_folder(tmp_path / "i", 3, offset=PER_CLASS + 30).glob("*/*.png"))
+    for path in inverted:
+        ImageOps.invert(Image.open(path)).save(path)
+    digits = inverted + digits
     for start in range(0, len(digits), 10):
         files = [("files", (p.name, p.read_bytes())) for p in digits[start : start + 10]]
         assert httpx.post(f"{image.api.url}/v1/predict", files=files, timeout=30).is_success
@@ -48,6 +54,9 @@ def test_the_monitoring_page_shows_checks_and_history(
     wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
     table = wait_for(chromium, "[data-testid='stTable']").text
     assert all(check["name"] in table for check in drift["checks"])
+    assert drift["drift"] is True and len(drift["notes"]) == 1
+    wait_for_text(chromium, "Drift detected")
+    wait_for_text(chromium, drift["notes"][0])
     wait_for_text(chromium, "Over time")
     assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4
     assert "Traceback" not in main_text(chromium)
