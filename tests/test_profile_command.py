@@ -140,7 +140,8 @@ def test_a_run_missing_from_the_store_is_a_warning_and_no_new_store(
     _edit_meta(copy, config=config)
     result = runner.invoke(app, ["profile", str(copy)])
     assert result.exit_code == 0, result.output
-    assert f"profile of digits {_meta(copy)['version']}: " in result.output
+    said = " ".join(result.output.split())
+    assert f"digits {_meta(copy)['version']}: new monitoring profile in {copy}" in said
     assert "is not in" in result.output and "logged to MLflow" not in result.output
     assert not missing.exists() and not missing.parent.exists()
     assert (copy / ARRAYS_FILE).is_file()

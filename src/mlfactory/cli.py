@@ -238,9 +238,8 @@ def profile(
     result = profile_target(target, data)
     meta, profile = result.bundle.meta, result.profile
     console.print(
-        f"profile of {meta.name} {meta.version}: {len(profile.drift.confidence)} "
-        f"{profile.meta.get('source', 'reference')} inputs, {result.size_mb:.2f} MB, "
-        f"OOD threshold {profile.ood.threshold:.4g}, in {result.bundle.path}",
+        f"{meta.name} {meta.version}: new monitoring profile in {result.bundle.path} (OOD "
+        f"threshold {profile.ood.threshold:.4g}); a server reads it when it reloads the bundle",
         highlight=False,
         soft_wrap=True,
     )
