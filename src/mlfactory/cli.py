@@ -237,14 +237,17 @@ def profile(
     configure_output(verbose)
     result = profile_target(target, data)
     meta, profile = result.bundle.meta, result.profile
+    where = f"{result.bundle.path}"
+    if result.mlflow_run_id and Path(target).expanduser().exists():
+        where += f", logged to MLflow run {result.mlflow_run_id}"
+    elif result.mlflow_run_id:  # a run id's bundle, downloaded to a temporary folder
+        where = f"the bundle of MLflow run {result.mlflow_run_id}"
     console.print(
-        f"{meta.name} {meta.version}: new monitoring profile in {result.bundle.path} (OOD "
-        f"threshold {profile.ood.threshold:.4g}); a server reads it when it reloads the bundle",
+        f"{meta.name} {meta.version}: new monitoring profile in {where} (OOD threshold "
+        f"{profile.ood.threshold:.4g}); a server reads it when it reloads the bundle",
         highlight=False,
         soft_wrap=True,
     )
-    if result.mlflow_run_id:
-        console.print(f"logged to MLflow run {result.mlflow_run_id}", highlight=False)
 
 
 @app.command()
