@@ -73,6 +73,7 @@ class Predictor:
             While it is the profile the model's graph scores with (`ood_score` output, see
             `mlfactory.training.ood_graph`), `run` returns the graph's OOD scores too; while
             it is another profile whose score reads the early features, `run` returns those.
+        scorer_fingerprint: the profile's `OodScorer.fingerprint()` (None without one).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class Predictor:
         self.session = bundle.session(intra_op_threads, inter_op_threads)
         self._profile: ReferenceProfile | None = None
         self._outputs = [PROBABILITIES, EMBEDDING]
+        self.scorer_fingerprint: str | None = None
 
     @property
     def profile(self) -> ReferenceProfile | None:
@@ -93,7 +95,9 @@ class Predictor:
     def profile(self, profile: ReferenceProfile | None) -> None:
         self._profile = profile
         self._outputs = [PROBABILITIES, EMBEDDING]
-        if profile is not None and self.graph_scorer == profile.ood.fingerprint():
+        # what the prediction log records beside each score (computed once, not per request)
+        self.scorer_fingerprint = None if profile is None else profile.ood.fingerprint()
+        if profile is not None and self.graph_scorer == self.scorer_fingerprint:
             self._outputs.append(OOD_SCORE)
         elif profile is not None and profile.ood.reads_early_features and self.has_early_features:
             self._outputs.append(EARLY_FEATURES)

@@ -9,8 +9,14 @@ import numpy as np
 from PIL import ImageOps
 
 from mlfactory.monitoring.drift import INSUFFICIENT, KINDS, exceedance_check
-from mlfactory.monitoring.profile import ReferenceProfile
-from mlfactory.monitoring.report import NO_LOGGED_SCORES, MonitorSettings, Window, check_window
+from mlfactory.monitoring.profile import ReferenceProfile, build_profile
+from mlfactory.monitoring.report import (
+    NO_LOGGED_SCORES,
+    MonitorSettings,
+    Window,
+    check_window,
+    window_scores,
+)
 from tests.monitoring.conftest import DigitOutputs, Outputs
 
 MODEL = {"name": "digits", "version": "1"}
@@ -159,3 +165,28 @@ def test_a_window_logged_without_ood_scores_still_gets_every_other_check(
         assert by_name[name].status == INSUFFICIENT and by_name[name].detail == NO_LOGGED_SCORES
     assert report.ood_fraction is None
     assert by_name["embedding"].tested and by_name["confidence"].tested
+
+
+def test_scores_of_another_scorer_are_computed_again_from_the_embedding(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """A profile whose score reads the embedding alone scores again the rows another scorer
+    scored (a profile written again since); its own rows keep their logged scores."""
+    reference = digit_outputs.reference
+    plain = build_profile(
+        reference.embeddings,
+        reference.probabilities,
+        [label or "" for label in reference.labels],
+        reference.summaries,
+        digit_profile.labels,
+    )
+    assert not plain.ood.reads_early_features
+    part = digit_outputs.held_out.take(np.arange(60))
+    window = part.window(plain)
+    logged = np.full(60, 1e6)
+    window.ood_scores = logged
+    window.ood_scorers = ["another scorer"] * 30 + [plain.ood.fingerprint()] * 30
+    scores = window_scores(plain, window)
+    assert scores is not None
+    np.testing.assert_array_equal(scores[:30], plain.ood.score(part.embeddings[:30]))
+    np.testing.assert_array_equal(scores[30:], logged[30:])

@@ -24,7 +24,9 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 from sqlalchemy import select, update
 
+from mlfactory.monitoring.log_window import read_window
 from mlfactory.monitoring.profile import ARRAYS_FILE, load_profile
+from mlfactory.monitoring.report import check_window
 from mlfactory.predictor import Predictor
 from mlfactory.serving import monitoring
 from mlfactory.serving.app import create_app
@@ -387,3 +389,36 @@ def test_two_workers_share_the_log_feedback_and_gauges(
         assert report["window"]["n"] == 40 and report["accuracy"]["labelled"] == 40
         right = sum(body["predictions"][0]["label"] == label for body, label in answered)
         assert report["accuracy"]["live"] == pytest.approx(right / 40)
+
+
+def test_scores_logged_under_another_profile_are_left_out_of_its_checks(
+    monitored_digits: Any,
+    unseen_digits: list[tuple[Image.Image, str]],
+    log_url: str,
+    tmp_path: Path,
+) -> None:
+    """The same bundle served with its exported profile, then with another (as after
+    `mlfactory profile`): each row records the scorer that scored it, and a check reads only the
+    scores of its own profile's scorer (this model's score needs the early features, which the
+    log does not keep, so the others cannot be scored again)."""
+    exported = load_profile(monitored_digits.bundle.path)
+    replaced = copy_with_another_profile(monitored_digits.bundle.path, tmp_path / "bundle")
+    assert exported is not None and exported.ood.reads_early_features
+    images = [image for image, _ in unseen_digits[:80]]
+    served = ((monitored_digits.bundle.path, images[:40]), (tmp_path / "bundle", images[40:]))
+    for bundle, part in served:
+        with TestClient(create_app(bundle, ServingSettings(log_url=log_url))) as client:
+            post_images(client, part)
+    rows = PredictionLog(log_url).read()
+    assert [r.ood_scorer for r in rows] == [exported.ood.fingerprint()] * 40 + [
+        replaced.ood.fingerprint()
+    ] * 40
+    meta = monitored_digits.bundle.meta
+    window = read_window(log_url, meta.name, meta.version, labels=meta.labels)
+    model = {"name": meta.name, "version": meta.version}
+    for profile, scored in ((exported, rows[:40]), (replaced, rows[40:])):
+        report = check_window(profile, window, model)
+        checks = {check.name: check for check in report.checks}
+        assert checks["ood_score"].n_window == checks["ood_fraction"].n_window == 40
+        scores = np.array([row.ood_score for row in scored])
+        assert report.ood_fraction == np.mean(scores > profile.ood.threshold)

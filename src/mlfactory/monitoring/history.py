@@ -113,6 +113,7 @@ def take(window: Window, rows: np.ndarray) -> Window:
         timestamps=pick(window.timestamps),
         true_labels=pick(window.true_labels),
         ood_scores=None if window.ood_scores is None else window.ood_scores[rows],
+        ood_scorers=pick(window.ood_scorers),
         latency_ms=None if window.latency_ms is None else window.latency_ms[rows],
         request_ids=pick(window.request_ids),
     )

@@ -304,7 +304,7 @@ def _categorical(name: str, reference: np.ndarray, window: np.ndarray) -> Distri
 
 def _scores(profile: ReferenceProfile, window: Window) -> np.ndarray:
     scores = window_scores(profile, window)
-    return np.zeros(0) if scores is None else scores
+    return np.zeros(0) if scores is None else scores[np.isfinite(scores)]
 
 
 def _number(value: float | None) -> str:

@@ -31,6 +31,7 @@ READ_COLUMNS = (
     "embedding_f16",
     "probabilities",
     "ood_score",
+    "ood_scorer",
     "latency_ms",
 )
 
@@ -186,6 +187,7 @@ def _window(rows: Sequence[Any], labels: Sequence[str] | None) -> Window:
         timestamps=[_utc(row.ts) for row in rows],
         true_labels=[row.true_label for row in rows],
         ood_scores=None if any(s is None for s in scores) else np.array(scores, np.float64),
+        ood_scorers=[row.ood_scorer for row in rows],
         latency_ms=np.array([row.latency_ms for row in rows], dtype=np.float64),
         request_ids=[row.request_id for row in rows],
     )

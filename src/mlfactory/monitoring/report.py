@@ -42,6 +42,10 @@ class Window:
         timestamps: (N,) when each prediction was made (may be empty).
         true_labels: (N,) the feedback label of each prediction, None where none arrived.
         ood_scores: (N,) the scores logged at serving time; computed here when None.
+        ood_scorers: (N,) the fingerprint of the scorer that gave each logged score (None in
+            rows logged before it was recorded: taken as the profile's). A score of another
+            scorer (the profile was written again since) is computed again from the embedding,
+            or left out when the score needs the early features, which the log does not keep.
         latency_ms: (N,) the server latency of each prediction (may be empty).
         request_ids: (N,) the request each prediction answered (may be empty).
     """
@@ -52,6 +56,7 @@ class Window:
     timestamps: Sequence[datetime] = ()
     true_labels: Sequence[str | None] | None = None
     ood_scores: np.ndarray | None = None
+    ood_scorers: Sequence[str | None] = ()
     latency_ms: np.ndarray | None = None
     request_ids: Sequence[str] = ()
 
@@ -174,9 +179,10 @@ def _check_window(
     any_drift = drift.correct(checks, settings.level, settings.correction)
     tested = [check for check in checks if check.tested]
     status = drift.INSUFFICIENT if not tested else drift.DRIFT if any_drift else drift.NO_DRIFT
+    scored = None if scores is None else scores[np.isfinite(scores)]
     ood_fraction = (
-        float(np.mean(scores > profile.ood.threshold))
-        if scores is not None and len(window)
+        float(np.mean(scored > profile.ood.threshold))
+        if scored is not None and len(scored)
         else None
     )
     estimated = estimated_accuracy(
@@ -213,7 +219,16 @@ def window_scores(profile: ReferenceProfile, window: Window) -> np.ndarray | Non
     """The window's OOD scores: as logged, else computed from its embeddings; None when they
     were not logged and need the early features, which the log does not keep."""
     if window.ood_scores is not None:
-        return np.asarray(window.ood_scores, dtype=np.float64)
+        scores = np.array(window.ood_scores, dtype=np.float64)
+        current = profile.ood.fingerprint()
+        stale = np.array([s is not None and s != current for s in window.ood_scorers], bool)
+        if stale.any():
+            scores[stale] = (
+                np.nan
+                if profile.ood.reads_early_features
+                else profile.ood.score(np.asarray(window.embeddings)[stale])
+            )
+        return scores
     if not len(window):
         return np.zeros(0)
     if profile.ood.reads_early_features:

@@ -58,6 +58,9 @@ predictions = Table(
     Column("embedding_f16", LargeBinary, nullable=True),
     Column("ood_score", Float, nullable=True),
     Column("in_distribution", Boolean, nullable=True),
+    # the fingerprint of the profile's scorer that gave `ood_score` (`OodScorer.fingerprint`):
+    # a profile written again for the same bundle (`mlfactory profile`) scores otherwise
+    Column("ood_scorer", String(64), nullable=True),
 )
 
 feedback = Table(

@@ -187,6 +187,7 @@ def log_rows(
             latency_ms=round(latency_ms, 3),
             ood_score=ood_score,
             in_distribution=inside,
+            ood_scorer=None if ood_score is None else predictor.scorer_fingerprint,
             ts=now,
         )
         for index, (prediction, summary, embedding, ood_score, inside) in enumerate(

@@ -87,6 +87,7 @@ class LoggedPrediction:
         ood_score: the out-of-distribution score (None without a monitoring profile, or in
             rows logged before this column).
         in_distribution: whether that score is within the profile's threshold (likewise).
+        ood_scorer: the fingerprint of the profile's scorer that gave the score (likewise).
         ts: when the prediction was made (UTC).
         id: the row id, set once read back from the log.
     """
@@ -105,6 +106,7 @@ class LoggedPrediction:
     data_fingerprint: str | None = None
     ood_score: float | None = None
     in_distribution: bool | None = None
+    ood_scorer: str | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: int | None = None
 
