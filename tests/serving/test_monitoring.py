@@ -420,5 +420,6 @@ def test_scores_logged_under_another_profile_are_left_out_of_its_checks(
         report = check_window(profile, window, model)
         checks = {check.name: check for check in report.checks}
         assert checks["ood_score"].n_window == checks["ood_fraction"].n_window == 40
+        assert checks["ood_fraction"].detail.startswith("40 of 80 logged scores left out")
         scores = np.array([row.ood_score for row in scored])
         assert report.ood_fraction == np.mean(scores > profile.ood.threshold)

@@ -172,10 +172,16 @@ def _check_window(
 ) -> DriftReport:
     scores = window_scores(profile, window)
     checks = run_checks(profile, window, np.zeros(0) if scores is None else scores, settings)
-    if scores is None:
-        for check in checks:
-            if check.name in OOD_CHECKS:
-                check.detail = NO_LOGGED_SCORES
+    logged = 0 if scores is None else len(scores)
+    left_out = 0 if scores is None else int(np.sum(~np.isfinite(scores)))
+    for check in checks:
+        if check.name in OOD_CHECKS and scores is None:
+            check.detail = NO_LOGGED_SCORES
+        elif check.name in OOD_CHECKS and left_out:
+            check.detail = (
+                f"{left_out} of {logged} logged scores left out: another profile's scorer "
+                f"gave them, and they need early features the log does not keep; {check.detail}"
+            )
     any_drift = drift.correct(checks, settings.level, settings.correction)
     tested = [check for check in checks if check.tested]
     status = drift.INSUFFICIENT if not tested else drift.DRIFT if any_drift else drift.NO_DRIFT
