@@ -17,11 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlfactory.bundle import Bundle
+from mlfactory.bundle_recipe import bundle_run, recipe_dataset
 from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError, DataError
-from mlfactory.evaluate_command import bundle_run, recipe_dataset
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
-from mlfactory.monitoring.reference import profile_mb, reference_items, write_profile
+from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.targets import resolve_bundle
@@ -29,12 +29,11 @@ from mlfactory.targets import resolve_bundle
 
 @dataclass
 class ProfileResult:
-    """What `profile_target` wrote: the bundle, its new profile and the profile's size (MB),
-    and the MLflow run the bundle was logged to again (None when it was not)."""
+    """What `profile_target` wrote: the bundle, its new profile, and the MLflow run the bundle
+    was logged to again (None when it was not)."""
 
     bundle: Bundle
     profile: ReferenceProfile
-    size_mb: float
     mlflow_run_id: str | None
 
 
@@ -76,7 +75,7 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
     if run is not None:
         run.log_artifact(bundle.path, BUNDLE_DIR)
     logged = run.run_id if run is not None else None
-    return ProfileResult(bundle, profile, profile_mb(bundle.path), logged)
+    return ProfileResult(bundle, profile, logged)
 
 
 def _unseen(bundle: Bundle, items: list[Item]) -> list[Item]:
