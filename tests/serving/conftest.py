@@ -13,6 +13,7 @@ import csv
 import gzip
 import io
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import create_engine, make_url, text
 
 from mlfactory.data.packaged import mnist_csv
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
+from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 
 DIGITS_PER_CLASS = 4
 LABELS = [str(digit) for digit in range(10)]
@@ -119,3 +122,17 @@ def logged_client(image_bundle: Path, log_url: str) -> Iterator[TestClient]:
 def upload(name: str, data: bytes, content_type: str = "image/png") -> tuple[str, Any]:
     """One `files` part for httpx's `files=[...]`."""
     return ("files", (name, data, content_type))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh prediction log: a SQLite file, or a new database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'predictions.db'}"
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"log_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)

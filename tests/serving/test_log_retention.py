@@ -4,14 +4,13 @@ whether pruned directly or by a server started with MLFACTORY_LOG_RETENTION."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, Table, create_engine, func, make_url, select, text, update
+from sqlalchemy import Engine, Table, func, select, update
 
 from mlfactory.serving import log_retention
 from mlfactory.serving.app import create_app
@@ -19,23 +18,8 @@ from mlfactory.serving.log_retention import prune_interval, prune_log
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
-from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 
 from .conftest import DigitImage, upload
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_log_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh prediction log: a SQLite file, or a new database on a real PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'predictions.db'}"
-    server: str = request.getfixturevalue("postgres_url")
-    name = f"retention_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -261,3 +262,33 @@ def test_a_missing_column_that_is_not_nullable_is_refused(tmp_path: Path) -> Non
         Column("note", String(10), nullable=True),
     )
     assert upgrade_schema(engine, nullable) == ["note"]
+
+
+def test_a_log_without_the_window_index_gains_it_and_windows_use_it(any_log_url: str) -> None:
+    from sqlalchemy import event
+
+    from mlfactory.monitoring.log_window import window_from_engine
+
+    index = "ix_predictions_model_version_id"
+    log = PredictionLog(any_log_url)
+    log.start()
+    log.submit([row("a"), row("b")]).result(timeout=10)
+    log.close()
+    with log.engine.begin() as connection:  # a log written before the index existed
+        connection.execute(text(f"DROP INDEX {index}"))
+    log.engine.dispose()
+
+    engine = PredictionLog(any_log_url).engine  # opening it adds the index back
+    statements: list[tuple[str, Any]] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2:4]))
+    assert len(window_from_engine(engine, "digits", "1.2.3", last=10)) == 2
+    query, parameters = next(s for s in statements if "predictions.model_name" in s[0])
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            explain = "EXPLAIN QUERY PLAN "
+        else:  # two rows: make the planner show whether the index can serve the query
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            explain = "EXPLAIN "
+        plan = " ".join(str(r[-1]) for r in connection.exec_driver_sql(explain + query, parameters))
+    engine.dispose()
+    assert index in plan

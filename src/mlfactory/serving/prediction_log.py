@@ -46,6 +46,7 @@ __all__ = [
     "LoggedPrediction",
     "PredictionLog",
     "PredictionLogError",
+    "add_missing_indexes",
     "predictions",
     "upgrade_schema",
 ]
@@ -318,6 +319,7 @@ def _open_engine(url: str) -> Engine:
     try:
         metadata.create_all(engine)
         added = upgrade_schema(engine, predictions)
+        indexed = add_missing_indexes(engine, predictions)
     except Exception as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -325,6 +327,8 @@ def _open_engine(url: str) -> Engine:
         raise ConfigError(message) from None
     if added:
         log.info("prediction log at %s: added column(s) %s", shown, ", ".join(added))
+    if indexed:
+        log.info("prediction log at %s: added index(es) %s", shown, ", ".join(indexed))
     return engine
 
 
@@ -373,6 +377,40 @@ def upgrade_schema(engine: Engine, table: Table) -> list[str]:
             continue
         added.append(column.name)
     return added
+
+
+def add_missing_indexes(engine: Engine, table: Table) -> list[str]:
+    """Create the indexes of `table` that an existing database table lacks.
+
+    `create_all` creates a table's indexes only with the table, so a log written by an older
+    mlfactory gets a newer index here, once: on a large log that first start takes as long as
+    the database needs to build it (the rows stay readable meanwhile; PostgreSQL holds new
+    rows back until it is built). Safe on every start and by several workers at once.
+
+    Args:
+        engine: the database.
+        table: the table as this code declares it (it must exist: `create_all` first).
+
+    Returns:
+        The names of the indexes created.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    present = {index["name"] for index in inspect(engine).get_indexes(table.name)}
+    created = []
+    for index in sorted(table.indexes, key=lambda index: str(index.name)):
+        if index.name in present:
+            continue
+        try:
+            index.create(engine, checkfirst=True)
+        except (OperationalError, ProgrammingError):
+            # Another worker created it first ("already exists"): fine if it is there now.
+            if index.name not in {i["name"] for i in inspect(engine).get_indexes(table.name)}:
+                raise
+            continue
+        created.append(str(index.name))
+    return created
 
 
 def _sqlite_pragmas(connection: Any, record: Any) -> None:
