@@ -330,7 +330,10 @@ def monitor(
         show_default=False,
     ),
     last: int | None = typer.Option(
-        None, help="Check the last N predictions (default 1000).", show_default=False
+        None,
+        help="Check the last N predictions (default 1000; with --since, of that period's, "
+        "default 100000).",
+        show_default=False,
     ),
     since: str | None = typer.Option(
         None, help="Check the predictions of the last TIME: 30m, 6h, 2d, 1w.", metavar="TIME"

@@ -30,7 +30,6 @@ from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window, ch
 from mlfactory.targets import resolve_bundle
 
 LOG_URL_ENV = "MLFACTORY_LOG_URL"
-DEFAULT_LAST = 1000
 STATUS_STYLES = {DRIFT: "bold red", NO_DRIFT: "green", INSUFFICIENT: "yellow"}
 
 
@@ -87,7 +86,8 @@ def monitor_bundle(
         target: a bundle folder, a run folder or an MLflow run id (`resolve_bundle`); the
             bundle must hold a monitoring profile.
         log: the prediction log, an SQLAlchemy URL or a SQLite file (`log_url_or_default`).
-        last: the most recent `last` predictions (the default: 1,000 when `since` is None).
+        last: the most recent `last` predictions (default `window_rows`: the latest 1,000, or
+            with `since` the latest 100,000 of that period).
         since: only predictions within this duration before now (`parse_since`).
         level: the family-wise false-alarm level of the verdict.
 
@@ -95,24 +95,21 @@ def monitor_bundle(
         MlfactoryError: a wrong argument, a bundle without profile, an unreadable log, or a
             window with no prediction of the bundle; the message is one line.
     """
-    from mlfactory.monitoring.log_window import read_window
+    from mlfactory.monitoring.log_window import period_cut_note, read_window, window_rows
 
-    if last is not None and since is not None:
-        raise MlfactoryError("use --last or --since, not both")
     if last is not None and last < 1:
         raise MlfactoryError(f"--last {last}: give a number of predictions, at least 1")
     if not 0.0 < level < 1.0:
         raise MlfactoryError(f"--level {level}: give a false-alarm level between 0 and 1")
     window_since = parse_since(since) if since is not None else None
-    if last is None and window_since is None:
-        last = DEFAULT_LAST
     bundle = resolve_bundle(target)
     profile = load_profile(bundle.path)
     if profile is None:
         raise BundleError(missing_profile_message(bundle.meta.name, bundle.meta.version))
     url = log_url_or_default(log)
     name, version = bundle.meta.name, bundle.meta.version
-    window = read_window(url, name, version, last, window_since, labels=bundle.meta.labels)
+    rows = window_rows(last, window_since)
+    window = read_window(url, name, version, rows, window_since, labels=bundle.meta.labels)
     if len(window) == 0:
         raise NothingToCheck(_nothing_to_check(url, name, version, since))
     width, expected = window.embeddings.shape[1], profile.drift.projection.mean.shape[0]
@@ -123,6 +120,8 @@ def monitor_bundle(
         )
     model = {"name": name, "version": version}
     report = check_window(profile, window, model, MonitorSettings(level=level))
+    cut = period_cut_note(len(window), last, since, "--last N")
+    report.notes += [cut] if cut else []
     return MonitorResult(bundle, profile, window, report, url)
 
 

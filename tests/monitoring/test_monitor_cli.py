@@ -250,8 +250,35 @@ def test_since_keeps_the_recent_predictions_only(
     result = _monitor(profiled_bundle, "--log", url, "--since", "2h", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["window"]["n"] == 70
+    newest_to = json.loads(result.output)["window"]["to"]
     result = _monitor(profiled_bundle, "--log", url, "--since", "1w", "--json")
     assert json.loads(result.output)["window"]["n"] == 120
+    result = _monitor(profiled_bundle, "--log", url, "--since", "2h", "--last", "30", "--json")
+    window = json.loads(result.output)["window"]
+    assert (window["n"], window["to"]) == (30, newest_to)
+    assert not any("holds at least" in note for note in json.loads(result.output)["notes"])
+
+
+def test_a_period_with_more_than_the_window_holds_is_cut_and_says_so(
+    profiled_bundle: Path,
+    digit_outputs: DigitOutputs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlfactory.monitoring import log_window
+
+    monkeypatch.setattr(log_window, "MAX_WINDOW_ROWS", 40)  # not 100,000 rows in a test
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log_served(profiled_bundle, url, digit_outputs.held_out.take(np.arange(60)))
+    result = _monitor(profiled_bundle, "--log", url, "--since", "1d")
+    assert result.exit_code == 0, result.output
+    assert "note: the last 1d holds at least 40 predictions: this window is the latest 40" in (
+        " ".join(result.output.split())
+    )
+    result = _monitor(profiled_bundle, "--log", url, "--since", "1d", "--last", "60", "--json")
+    report = json.loads(result.output)
+    assert report["window"]["n"] == 60
+    assert not any("holds at least" in note for note in report["notes"])
 
 
 def test_nothing_to_check_is_one_line(
@@ -307,7 +334,6 @@ def test_an_unreachable_log_is_one_line_and_exit_2(
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--last", "10", "--since", "1h"], "not both"),
         (["--since", "yesterday"], "is not a duration"),
         (["--last", "0"], "at least 1"),
         (["--level", "1.5"], "between 0 and 1"),

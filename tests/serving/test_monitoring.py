@@ -184,6 +184,26 @@ def test_since_reads_the_predictions_of_a_period(
     assert sum(bucket["n"] for bucket in history["buckets"]) == 25
 
 
+def test_a_period_with_more_than_the_window_holds_is_cut_and_says_so(
+    monitored_client: TestClient,
+    unseen_digits: list[tuple[Image.Image, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlfactory.monitoring import log_window
+
+    monkeypatch.setattr(log_window, "MAX_WINDOW_ROWS", 30)  # not 100,000 rows in a test
+    post_images(monitored_client, [image for image, _ in unseen_digits[:40]])
+    cut = monitored_client.get("/v1/monitoring/drift", params={"since": "1h"}).json()
+    assert cut["window"]["n"] == 30
+    assert (
+        "the last 1h holds at least 30 predictions: this window is the latest 30 of them, "
+        "not the whole period (last=N sets the number)" in cut["notes"]
+    )
+    whole = monitored_client.get("/v1/monitoring/drift", params={"since": "1h", "last": 40})
+    assert whole.json()["window"]["n"] == 40
+    assert not any("holds at least" in note for note in whole.json()["notes"])
+
+
 def test_a_bundle_without_a_profile_serves_and_says_it_has_none(client: TestClient) -> None:
     """The untrained test bundle is exported without a profile."""
     image = Image.new("L", (28, 28), 128)

@@ -22,6 +22,10 @@ from mlfactory.errors import LogDatabaseError
 from mlfactory.monitoring.report import Window
 from mlfactory.serving.log_tables import decode_embedding, feedback, predictions
 
+# A window without `last`: the latest 1,000 predictions, or with a period the latest 100,000
+# of it (about 0.5 GB of float32 embeddings at 1,280 wide, and seconds of checks).
+DEFAULT_WINDOW_ROWS = 1000
+MAX_WINDOW_ROWS = 100_000
 READ_COLUMNS = (
     "id",
     "ts",
@@ -68,6 +72,26 @@ def read_window(
         return window_from_engine(engine, model_name, version, last, since, labels=labels)
     finally:
         engine.dispose()
+
+
+def window_rows(last: int | None, since: timedelta | None) -> int:
+    """The predictions a window reads: `last` when given, else the latest `DEFAULT_WINDOW_ROWS`,
+    or with a period `since` the latest `MAX_WINDOW_ROWS` of it."""
+    if last is not None:
+        return last
+    return DEFAULT_WINDOW_ROWS if since is None else MAX_WINDOW_ROWS
+
+
+def period_cut_note(rows: int, last: int | None, since: str | None, option: str) -> str | None:
+    """The report's note when a window of a period (`since`, no `last`) stopped at
+    `MAX_WINDOW_ROWS`: it is the latest part of the period, not all of it. None otherwise.
+    `option` names the caller's way to set `last` (`--last N`, `last=N`)."""
+    if last is not None or since is None or rows < MAX_WINDOW_ROWS:
+        return None
+    return (
+        f"the last {since} holds at least {MAX_WINDOW_ROWS:,} predictions: this window is the "
+        f"latest {MAX_WINDOW_ROWS:,} of them, not the whole period ({option} sets the number)"
+    )
 
 
 def open_log(log_url: str) -> Engine:

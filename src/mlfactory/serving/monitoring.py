@@ -33,7 +33,12 @@ from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError
 from mlfactory.monitoring.history import MAX_BUCKETS, history
-from mlfactory.monitoring.log_window import window_from_engine
+from mlfactory.monitoring.log_window import (
+    MAX_WINDOW_ROWS,
+    period_cut_note,
+    window_from_engine,
+    window_rows,
+)
 from mlfactory.monitoring.profile import (
     REWRITE,
     ReferenceProfile,
@@ -46,8 +51,6 @@ from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import DriftReportOut, ErrorResponse, HistoryOut
 
 log = logging.getLogger(__name__)
-DEFAULT_LAST = 1000
-MAX_LAST = 100_000
 DEFAULT_BUCKETS = 20
 # Checks of the log that run at once in a worker (the endpoints' and the background one).
 CHECKS_AT_ONCE = 1
@@ -131,7 +134,7 @@ def ood_scores(predictor: Predictor, output: BatchOutput) -> OodScores:
 )
 async def drift_report(
     request: Request,
-    last: int | None = Query(None, ge=1, le=MAX_LAST, description=LAST_HELP),
+    last: int | None = Query(None, ge=1, le=MAX_WINDOW_ROWS, description=LAST_HELP),
     since: str | None = Query(None, description=SINCE_HELP),
 ) -> dict[str, Any]:
     """Check the served model's latest logged predictions (the `mlfactory monitor` report)."""
@@ -141,7 +144,10 @@ async def drift_report(
 
     def report() -> dict[str, Any]:
         window = _read(request, predictor, profile, rows, period)
-        return check_window(profile, window, model).to_json()
+        checked = check_window(profile, window, model)
+        cut = period_cut_note(len(window), last, since, "last=N")
+        checked.notes += [cut] if cut else []
+        return checked.to_json()
 
     return await run_check(request.app.state.check_limiter, report)
 
@@ -154,7 +160,7 @@ async def drift_report(
 )
 async def drift_history(
     request: Request,
-    last: int | None = Query(None, ge=1, le=MAX_LAST, description=LAST_HELP),
+    last: int | None = Query(None, ge=1, le=MAX_WINDOW_ROWS, description=LAST_HELP),
     since: str | None = Query(None, description=SINCE_HELP),
     buckets: int = Query(DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS, description="Time buckets."),
 ) -> dict[str, Any]:
@@ -202,12 +208,10 @@ def read_served_window(
 
 def _window_bounds(last: int | None, since: str | None) -> tuple[int, timedelta | None]:
     """The rows to read and the period they lie in, from the query's `last` and `since`."""
-    if since is None:
-        return last or DEFAULT_LAST, None
-    period = parse_duration(since)
-    if period is None:
+    period = None if since is None else parse_duration(since)
+    if since is not None and period is None:
         raise HTTPException(422, f"since '{since}' is not a duration: {HOW_TO_WRITE}")
-    return last or MAX_LAST, period
+    return window_rows(last, period), period
 
 
 def _read(
