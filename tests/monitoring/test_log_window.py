@@ -144,6 +144,20 @@ def test_a_log_with_json_embeddings_reads_without_an_upgrade(tmp_path: Path) -> 
     assert window.timestamps[0] == datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def test_embeddings_of_two_widths_under_one_model_are_a_one_line_error(
+    log_url: str, digit_outputs: DigitOutputs
+) -> None:
+    outputs = digit_outputs.held_out.take(np.arange(4))
+    narrow = outputs.take(np.arange(2))
+    narrow.embeddings = narrow.embeddings[:, :384]  # another model, the same name and version
+    log_outputs(log_url, narrow, start=datetime.now(UTC) - timedelta(minutes=5))
+    log_outputs(log_url, outputs)
+    assert read_window(log_url, "digits", "1", last=4).embeddings.shape == (4, 1280)
+    with pytest.raises(LogDatabaseError, match="of digits 1 are 384 and 1280 wide: another model") as raised:
+        read_window(log_url, "digits", "1")
+    assert "\n" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
