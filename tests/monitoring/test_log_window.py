@@ -153,7 +153,8 @@ def test_embeddings_of_two_widths_under_one_model_are_a_one_line_error(
     log_outputs(log_url, narrow, start=datetime.now(UTC) - timedelta(minutes=5))
     log_outputs(log_url, outputs)
     assert read_window(log_url, "digits", "1", last=4).embeddings.shape == (4, 1280)
-    with pytest.raises(LogDatabaseError, match="of digits 1 are 384 and 1280 wide: another model") as raised:
+    wrong = "of digits 1 are 384 and 1280 wide: another model"
+    with pytest.raises(LogDatabaseError, match=wrong) as raised:
         read_window(log_url, "digits", "1")
     assert "\n" not in str(raised.value)
 

@@ -292,3 +292,27 @@ def test_a_log_without_the_window_index_gains_it_and_windows_use_it(any_log_url:
         plan = " ".join(str(r[-1]) for r in connection.exec_driver_sql(explain + query, parameters))
     engine.dispose()
     assert index in plan
+
+
+def test_workers_opening_a_new_log_at_once_all_open_it(any_log_url: str) -> None:
+    """Replicas or `--workers N` starting together race to create the tables and indexes."""
+    import threading
+
+    barrier, errors, engines = threading.Barrier(6), [], []
+
+    def open_log() -> None:
+        barrier.wait()
+        try:
+            engines.append(PredictionLog(any_log_url).engine)
+        except ConfigError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=open_log) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
+    assert len(engines) == 6

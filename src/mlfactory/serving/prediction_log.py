@@ -37,7 +37,7 @@ from sqlalchemy import (
     make_url,
     select,
 )
-from sqlalchemy.exc import NoSuchModuleError
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
 from mlfactory.errors import ConfigError
 from mlfactory.serving.log_tables import decode_embedding, encode_embedding, metadata, predictions
@@ -54,6 +54,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 # Rows in one transaction at most; a long queue is written as several quick commits.
 MAX_ROWS_PER_COMMIT = 2000
+# Tries at creating a new log's tables while other workers may be creating them too.
+SCHEMA_ATTEMPTS = 5
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -317,9 +319,7 @@ def _open_engine(url: str) -> Engine:
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        metadata.create_all(engine)
-        added = upgrade_schema(engine, predictions)
-        indexed = add_missing_indexes(engine, predictions)
+        added, indexed = _create_schema(engine)
     except Exception as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -330,6 +330,27 @@ def _open_engine(url: str) -> Engine:
     if indexed:
         log.info("prediction log at %s: added index(es) %s", shown, ", ".join(indexed))
     return engine
+
+
+def _create_schema(engine: Engine) -> tuple[list[str], list[str]]:
+    """Create the log's missing tables, columns and indexes; returns the columns and indexes
+    added to an existing log.
+
+    Workers, or replicas, opening a new log at the same moment race to create them; on
+    PostgreSQL every one but the first then fails on a unique key of the catalog. A failed
+    attempt is repeated after a short wait, and finds what the first one created.
+    """
+    for attempt in range(1, SCHEMA_ATTEMPTS):
+        try:
+            return _create_schema_once(engine)
+        except DBAPIError:
+            time.sleep(0.05 * attempt)
+    return _create_schema_once(engine)
+
+
+def _create_schema_once(engine: Engine) -> tuple[list[str], list[str]]:
+    metadata.create_all(engine)
+    return upgrade_schema(engine, predictions), add_missing_indexes(engine, predictions)
 
 
 def upgrade_schema(engine: Engine, table: Table) -> list[str]:
@@ -395,7 +416,6 @@ def add_missing_indexes(engine: Engine, table: Table) -> list[str]:
         The names of the indexes created.
     """
     from sqlalchemy import inspect
-    from sqlalchemy.exc import OperationalError, ProgrammingError
 
     present = {index["name"] for index in inspect(engine).get_indexes(table.name)}
     created = []
@@ -404,8 +424,9 @@ def add_missing_indexes(engine: Engine, table: Table) -> list[str]:
             continue
         try:
             index.create(engine, checkfirst=True)
-        except (OperationalError, ProgrammingError):
-            # Another worker created it first ("already exists"): fine if it is there now.
+        except DBAPIError:
+            # Another worker created it first ("already exists", or on PostgreSQL a unique key
+            # of the catalog): fine if it is there now.
             if index.name not in {i["name"] for i in inspect(engine).get_indexes(table.name)}:
                 raise
             continue
