@@ -1,7 +1,9 @@
-"""The demo loop end to end (prepare, train, bundle, serve over HTTP, predict), made small."""
+"""The demo loop end to end (prepare, train, bundle, serve over HTTP, predict, send labels back,
+monitor), made small."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -26,7 +28,13 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     log_file = (out / "predictions.db").resolve()
     assert f"--log {log_file}" in text
     result = monitor_bundle(str(out / "bundle"), str(log_file))
-    assert result.report.n == 5 and result.report.status == "insufficient data"
+    sent = int(re.search(r"(\d+) held-out files: ", text).group(1))  # type: ignore[union-attr]
+    assert sent >= 30 and result.report.n == 2 * sent  # the held-out files, then inverted
+    assert result.report.live.n == result.report.n  # every label came back
+    # each stream was checked on its own: the inverted one drifts, far out of distribution
+    inverted = next(line for line in text.splitlines() if f"the same {sent} inverted" in line)
+    assert ": DRIFT (" in inverted and "out of distribution 100%" in inverted
+    assert f"--last {sent} --html monitor.html" in text
     # the server was stopped: its log exists and shows a clean shutdown
     log = (out / "server.log").read_text()
     assert "Uvicorn running on http://127.0.0.1:" in log

