@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,30 @@ def test_workers_opening_a_new_log_at_once_all_open_it(any_log_url: str) -> None
         engine.dispose()
     assert errors == []
     assert len(engines) == 6
+
+
+def test_writes_go_on_after_the_database_drops_its_connections(postgres_url: str) -> None:
+    """As after a restart or failover of the database server: no prediction is refused."""
+    from sqlalchemy import create_engine, make_url
+
+    name = f"log_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    log = PredictionLog(url)
+    log.start()
+    log.submit([row("before")]).result(timeout=10)
+    with admin.connect() as connection:
+        dropped = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        ).scalar_one()
+    admin.dispose()
+    assert dropped >= 1  # the log's pooled connection
+    log.submit([row("after")]).result(timeout=10)
+    assert [r.request_id for r in log.read()] == ["before", "after"]
+    log.close()

@@ -304,7 +304,9 @@ def _open_engine(url: str) -> Engine:
     try:
         if is_sqlite and parsed.database:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed)
+        # A database server's connections die when it restarts or fails over: each one is
+        # checked before use, so that the first predictions afterwards are not refused.
+        engine = create_engine(parsed, pool_pre_ping=not is_sqlite)
     except ImportError as exc:
         raise ConfigError(
             f"MLFACTORY_LOG_URL: the driver of '{shown}' is not installed "
