@@ -21,6 +21,7 @@ from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
+from mlfactory.monitoring.labels import moved_text, weakest_text
 from mlfactory.monitoring.profile import (
     ReferenceProfile,
     load_profile,
@@ -240,6 +241,11 @@ def report_renderable(report: DriftReport) -> Group:
             )
         )
     lines.append(Text(accuracy_line(report)))
+    moved, weakest = moved_text(report.labels), weakest_text(report.labels)
+    if moved:
+        lines.append(Text(f"labels predicted, most changed: {moved}"))
+    if weakest:
+        lines.append(Text(f"live accuracy by true label, lowest: {weakest}"))
     lines += [Text(f"note: {note}", style="dim") for note in report.notes]
     return Group(*lines)
 

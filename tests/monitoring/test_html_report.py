@@ -66,7 +66,8 @@ def test_the_report_is_self_contained_and_shows_every_check(
     assert not [a for _, a in tags if "src" in a or "href" in a]
     assert not re.search(r"url\(|@import", html)
     rows = [t for t, _ in tags if t == "tr"]
-    assert len(rows) == len(report.checks) + 1  # the header, then one row a check
+    # the checks, then the labels: a header and a row each
+    assert len(rows) == len(report.checks) + 1 + len(digit_profile.labels) + 1
     for check in report.checks:
         assert f"<td>{check.name}</td>" in html
     assert "brightness_mean" in html and "drift" in html

@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import ImageOps
+from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from mlfactory.cli import app
 from mlfactory.monitoring.profile import ReferenceProfile, load_profile
+from mlfactory.serving.log_tables import feedback
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
 from tests.monitoring.conftest import DigitOutputs, Outputs
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
@@ -48,7 +50,8 @@ def write_log(
     profile: ReferenceProfile | None = None,
 ) -> None:
     """Log `outputs` as the server does, one prediction a second from `start`, with the OOD
-    scores of `profile` (the served bundle's) when given."""
+    scores of `profile` (the served bundle's) when given, and the true label of every
+    `labelled_every`-th one as `POST /v1/feedback` stores it (none when 0)."""
     start = start or datetime.now(UTC) - timedelta(seconds=len(outputs))
     scores = None if profile is None else profile.ood.score(outputs.embeddings, outputs.early)
     labels = [str(i) for i in range(outputs.probabilities.shape[1])]
@@ -78,6 +81,16 @@ def write_log(
         log.submit(rows).result(timeout=60)
     finally:
         log.close()
+    if labelled_every:
+        with log.engine.begin() as connection:
+            connection.execute(
+                insert(feedback),
+                [
+                    {"request_id": row.request_id, "input_index": 0, "label": label, "ts": start}
+                    for row, label in list(zip(rows, outputs.labels, strict=True))[::labelled_every]
+                ],
+            )
+    log.engine.dispose()
 
 
 def log_served(bundle: Path, url: str, outputs: Outputs, **options: Any) -> None:
@@ -140,8 +153,9 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     name = _model(profiled_bundle)[0]
-    inverted = digit_outputs.transform(ImageOps.invert).take(np.arange(150))
-    log_served(profiled_bundle, url, inverted)
+    rows = np.random.default_rng(0).permutation(len(digit_outputs.held_out))[:150]
+    inverted = digit_outputs.transform(ImageOps.invert).take(rows)
+    log_served(profiled_bundle, url, inverted, labelled_every=2)
     html = tmp_path / "report.html"
     result = _monitor(profiled_bundle, "--log", url, "--html", str(html))
     assert result.exit_code == 0, result.output
@@ -163,6 +177,17 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     note = "of the inputs are out of distribution (1% expected)"
     assert "note: " in result.output and note in " ".join(result.output.split())
     assert note in page
+    # which labels moved, and, labels having come back, which true labels fail most
+    report = json.loads(_monitor(profiled_bundle, "--log", url, "--json").output)
+    assert [row["label"] for row in report["labels"]] == [str(d) for d in range(10)]
+    assert sum(row["labelled"] for row in report["labels"]) == report["accuracy"]["labelled"] == 75
+    text = " ".join(result.output.split())
+    assert "labels predicted, most changed: " in text
+    worst = min(
+        (r for r in report["labels"] if r["labelled"]), key=lambda r: (r["live"], -r["labelled"])
+    )
+    assert f"live accuracy by true label, lowest: {worst['label']} {worst['live']:.3f}" in text
+    assert "<h3>Labels</h3>" in page
     for output in ([], ["--json"]):  # scripts and cron jobs: a drift verdict is exit code 1
         failing = _monitor(profiled_bundle, "--log", url, *output, "--fail-on-drift")
         assert failing.exit_code == 1, failing.output

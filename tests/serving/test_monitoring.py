@@ -126,6 +126,9 @@ def test_drift_endpoint_is_quiet_on_unseen_digits_and_loud_on_inverted_ones(
     assert {"estimated", "estimated_ci", "labelled", "live"} <= set(report["accuracy"])
     kinds = {check["kind"] for check in report["checks"]}
     assert kinds == {"feature", "label", "confidence", "embedding"}
+    shares = [row["window_share"] for row in report["labels"]]
+    assert [row["label"] for row in report["labels"]] == [str(digit) for digit in range(10)]
+    assert sum(shares) == pytest.approx(1.0) and report["notes"] == []
 
     post_images(monitored_client, [ImageOps.invert(image) for image, _ in unseen_digits])
     loud = monitored_client.get("/v1/monitoring/drift", params={"last": 100}).json()

@@ -28,6 +28,7 @@ from mlfactory.monitoring.accuracy import Estimate
 from mlfactory.monitoring.drift import NO_VARIATION, CheckResult
 from mlfactory.monitoring.features import summary_columns
 from mlfactory.monitoring.history import history
+from mlfactory.monitoring.labels import LabelRow
 from mlfactory.monitoring.ood import DEFAULT_FPR
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import DriftReport, Window, window_scores
@@ -140,6 +141,8 @@ def render_section(
     """
     parts = [f"<section class='mlf-monitoring'><style>{STYLE}</style>", _header(report)]
     parts.append(_checks_table(report.checks))
+    if report.labels:
+        parts.append(_labels_table(report.labels))
     if buckets:
         parts.append("<h3>Over time</h3>" + _time_figures(buckets, expected_ood))
     if shown:
@@ -215,6 +218,23 @@ def _checks_table(checks: Sequence[CheckResult]) -> str:
         "<th>raw p</th><th>verdict</th><th>n</th><th>detail</th></tr>"
     )
     return f"<h3>Checks</h3><table>{head}{''.join(rows)}</table>"
+
+
+def _labels_table(rows: Sequence[LabelRow]) -> str:
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1%}"
+
+    body = "".join(
+        f"<tr><td>{escape(row.label)}</td><td class='num'>{share(row.reference_share)}</td>"
+        f"<td class='num'>{share(row.window_share)}</td><td class='num'>{row.labelled}</td>"
+        f"<td class='num'>{_number(row.live)}</td></tr>"
+        for row in rows
+    )
+    head = (
+        "<tr><th>label</th><th>predicted, reference</th><th>predicted, window</th>"
+        "<th>labelled</th><th>live accuracy</th></tr>"
+    )
+    return f"<h3>Labels</h3><table>{head}{body}</table>"
 
 
 def _time_figures(buckets: Sequence[Mapping[str, Any]], expected_ood: float) -> str:

@@ -21,6 +21,7 @@ from mlfactory.monitoring.accuracy import Estimate, estimated_accuracy, live_acc
 from mlfactory.monitoring.blas import one_thread
 from mlfactory.monitoring.drift import CheckResult
 from mlfactory.monitoring.features import summary_columns
+from mlfactory.monitoring.labels import LabelRow, label_rows
 from mlfactory.monitoring.mmd import DEFAULT_PERMUTATIONS
 from mlfactory.monitoring.notes import reading_notes
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices
@@ -105,6 +106,7 @@ class DriftReport:
     window_from: datetime | None = None
     window_to: datetime | None = None
     notes: list[str] = field(default_factory=list)
+    labels: list[LabelRow] = field(default_factory=list)
 
     def confidence_text(self) -> str:
         """` (mean confidence 0.912, 0.993 on the reference)` to read the estimate against, or
@@ -142,6 +144,7 @@ class DriftReport:
                 "live_ci": [self.live.low, self.live.high],
             },
             "notes": self.notes,
+            "labels": [row.to_json() for row in self.labels],
         }
 
 
@@ -214,6 +217,7 @@ def _check_window(
         window_from=min(times) if times else None,
         window_to=max(times) if times else None,
         notes=reading_notes(profile, checks, estimated, ood_fraction),
+        labels=label_rows(profile.labels, profile.drift.predicted, predicted, true),
     )
 
 

@@ -307,6 +307,16 @@ class DriftCheckOut(BaseModel):
     drift: bool
 
 
+class LabelOut(BaseModel):
+    """One label of a drift report: its predicted share, and its live accuracy."""
+
+    label: str
+    reference_share: float = Field(description="Share of the reference predicted as it.")
+    window_share: float | None = Field(description="Share of the window predicted as it.")
+    labelled: int = Field(description="Window predictions whose true label (feedback) is it.")
+    live: float | None = Field(description="Share of those predicted right; null: none.")
+
+
 class DriftReportOut(BaseModel):
     """`GET /v1/monitoring/drift`: the JSON contract of `mlfactory monitor --json`."""
 
@@ -320,6 +330,12 @@ class DriftReportOut(BaseModel):
     accuracy: dict[str, Any] = Field(
         description='{"estimated", "estimated_ci": [lo, hi], "estimated_method": "atc" or '
         '"cbpe", "mean_confidence", "reference_confidence", "labelled", "live", "live_ci"}'
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="How to read this report, if anything."
+    )
+    labels: list[LabelOut] = Field(
+        default_factory=list, description="Every label of the bundle, in the bundle's order."
     )
 
 

@@ -86,6 +86,11 @@ def _current(report: dict[str, Any], period: str | None) -> None:
         st.table(table[columns].set_index("name"))
     for note in report.get("notes") or []:
         st.caption(note)
+    labels = report.get("labels") or []
+    if labels and window.get("n"):
+        st.markdown("**Labels**: predicted share against the reference, live accuracy")
+        frame = pd.DataFrame(labels).set_index("label")
+        st.table(frame[["reference_share", "window_share", "labelled", "live"]])
 
 
 def _over_time(buckets: list[dict[str, Any]]) -> None:
