@@ -446,3 +446,65 @@ def test_scores_logged_under_another_profile_are_left_out_of_its_checks(
         assert checks["ood_fraction"].detail.startswith("40 of 80 logged scores left out")
         scores = np.array([row.ood_score for row in scored])
         assert report.ood_fraction == np.mean(scores > profile.ood.threshold)
+
+
+def failures(text: str, reason: str) -> float:
+    """`mlfactory_monitoring_check_failures_total` of `reason` in a /metrics exposition."""
+    name = "mlfactory_monitoring_check_failures_total"
+    match = re.search(rf'^{name}{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)
+    assert match, f"no {name} for {reason}"
+    return float(match.group(1))
+
+
+def test_failed_background_checks_are_counted_and_the_checks_go_on(
+    monitored_digits: Any,
+    unseen_digits: list[tuple[Image.Image, str]],
+    log_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlfactory.serving import drift_watch
+    from mlfactory.serving.prediction_log import LoggedPrediction
+
+    images = [image for image, _ in unseen_digits]
+    with watched_client(monitored_digits.bundle.path, log_url, every="10") as (client, scrape):
+        assert failures(scrape(), "log") == failures(scrape(), "error") == 0.0
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("a bug in a check")
+
+        monkeypatch.setattr(drift_watch, "check_window", broken)
+        post_images(client, images[:10])
+        deadline = time.monotonic() + 60
+        while failures(scrape(), "error") < 1:
+            assert time.monotonic() < deadline, "the failed check was not counted"
+            time.sleep(0.2)
+        monkeypatch.undo()
+        post_images(client, images[10:20])  # the watch lives on: the next check runs
+        wait_for_gauge(scrape, "mlfactory_monitoring_window_predictions", lambda n: n == 20)
+
+        # another model logged a row under this name and version: the window cannot be read
+        meta = monitored_digits.bundle.meta
+        other = PredictionLog(log_url)
+        other.start()
+        share = 1 / len(meta.labels)
+        foreign = LoggedPrediction(
+            request_id="foreign",
+            input_index=0,
+            model_name=meta.name,
+            model_version=meta.version,
+            input_summary={"bytes": 1},
+            embedding=[0.5] * 8,
+            probabilities=dict.fromkeys(meta.labels, share),
+            label=meta.labels[0],
+            score=share,
+            latency_ms=1.0,
+        )
+        other.submit([foreign]).result(timeout=10)
+        other.close()
+        post_images(client, images[20:30])
+        deadline = time.monotonic() + 60
+        while failures(scrape(), "log") < 1:
+            assert time.monotonic() < deadline, "the unreadable window was not counted"
+            time.sleep(0.2)
+        assert failures(scrape(), "error") == 1.0
+        assert client.app.state.drift_watch.checks == 1  # type: ignore[attr-defined]

@@ -8,7 +8,9 @@ thread, and hands the report to `ServingMetrics.observe_report`.
 A request only adds its count to a number and may set an event. Feedback labels count like
 predictions: they change the window's live accuracy, and labels that come back while no
 traffic does (a nightly batch of them) would otherwise never reach the gauges. Checks never
-overlap, and one that fails (the log cannot be read) is logged and retried at the next trigger.
+overlap. One that fails (the log cannot be read, or anything else goes wrong) is logged,
+counted in `mlfactory_monitoring_check_failures_total` and retried at the next trigger: the
+watch never stops for the rest of the worker's life.
 With several workers each checks the shared log on its own count; the latest report wins in
 the gauges.
 """
@@ -95,7 +97,11 @@ class DriftWatch:
             if not self._since_check:  # nothing new to check since the last one
                 continue
             self._since_check = 0
-            await self.check_now()
+            try:
+                await self.check_now()
+            except Exception:  # a bug in one check must not end the checks of this worker
+                log.exception("background drift check failed")
+                self.metrics.monitoring_failures.labels(reason="error").inc()
 
     async def check_now(self) -> bool:
         """Run one check and show it in the gauges; False when nothing could be checked."""
@@ -114,6 +120,7 @@ class DriftWatch:
             report = await run_check(self.limiter, check)
         except LogDatabaseError as exc:
             log.warning("background drift check skipped: %s", exc)
+            self.metrics.monitoring_failures.labels(reason="log").inc()
             return False
         if report is None:
             return False

@@ -38,6 +38,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 SAMPLE_INTERVAL_S = 1.0
 # What the connection guard (`connections.py`) does to a connection, as the `event` label.
 GUARD_EVENTS = ("idle_closed", "refused", "head_timeout", "head_too_large")
+# Why a background drift check failed, as the `reason` label.
+CHECK_FAILURES = ("log", "error")
 
 # Process-wide: the connection guard is part of uvicorn's protocol, one per process, not of an
 # app. Each app's registry shows it; in multiprocess mode the files hold it like the rest.
@@ -144,9 +146,18 @@ class ServingMetrics:
             ["result"],
             registry=registry,
         )
+        self.monitoring_failures = Counter(
+            "mlfactory_monitoring_check_failures",
+            "Background drift checks that failed, by reason: log (the prediction log could not "
+            "be read) or error (anything else; the server's log has the traceback).",
+            ["reason"],
+            registry=registry,
+        )
         self.monitoring = MonitoringGauges(registry, initialise=self.folder is None)
         registry.register(connection_guard_events)
         # Series that exist from the start read 0, not "no data", in queries and alerts.
+        for reason in CHECK_FAILURES:
+            self.monitoring_failures.labels(reason=reason)
         for event in GUARD_EVENTS:
             connection_guard_events.labels(event)
         for result in ("ok", "failed"):
