@@ -7,15 +7,19 @@ model's latest `--last` predictions with `read_window` (what `mlfactory monitor`
 server's checks do): first without the index (dropped, as in a log of an older mlfactory), then
 with it (added back as a server's start adds it), and prints the time of each and their ratio.
 With `--cold` (root only) the page cache is dropped before each read, so the reads come from
-the disk, as the first `mlfactory monitor` of the day does.
+the disk, as the first `mlfactory monitor` of the day does. `--writes N` also times writing N
+rows to a new log with the index and without it, alternately, three times each (what the index
+costs the server's writes).
 
     python -m benchmarks.monitoring.shared_log --busy 500000 --cold
+    python -m benchmarks.monitoring.shared_log --busy 0 --writes 60000
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -57,6 +61,25 @@ def write(log: PredictionLog, model: str, rows: int, rng: np.random.Generator) -
         log.submit(batch).result()
 
 
+def write_seconds(rows: int, indexed: bool) -> float:
+    """Seconds to write `rows` rows to a new log (after 2,000 to warm it up)."""
+    folder = Path(tempfile.mkdtemp(prefix="log-writes-"))
+    log = PredictionLog(f"sqlite:///{folder / 'predictions.db'}")
+    if not indexed:
+        with log.engine.begin() as connection:
+            connection.execute(text(f"DROP INDEX {INDEX}"))
+    log.start()
+    rng = np.random.default_rng(0)
+    write(log, "warm", 2000, rng)
+    start = time.perf_counter()
+    write(log, "quiet", rows, rng)
+    elapsed = time.perf_counter() - start
+    log.close()
+    log.engine.dispose()
+    shutil.rmtree(folder)
+    return elapsed
+
+
 def timed_read(url: str, last: int, cold: bool) -> float:
     if cold:
         subprocess.run(["sync"], check=True)
@@ -74,7 +97,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--busy", type=int, default=200_000, help="newer rows of another model")
     parser.add_argument("--last", type=int, default=1000, help="the window read")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before reads")
+    parser.add_argument("--writes", type=int, default=0, help="also time writing this many")
     args = parser.parse_args(argv)
+    if args.writes:
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(3):
+            for indexed in (False, True):
+                times[indexed].append(write_seconds(args.writes, indexed))
+        with_index, without = (float(np.median(times[flag])) for flag in (True, False))
+        print(
+            f"writing {args.writes:,} rows (median of 3): with the index {with_index:.2f} s, "
+            f"without {without:.2f} s: x{with_index / without:.2f}"
+        )
+        if not args.busy:
+            return
     if args.cold and os.geteuid() != 0:
         raise SystemExit("error: --cold drops the page cache, which needs root")
     folder = Path(tempfile.mkdtemp(prefix="shared-log-"))
