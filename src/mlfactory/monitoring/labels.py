@@ -8,7 +8,7 @@ Live accuracy by true label (the label's recall) says which classes the model ge
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -36,13 +36,7 @@ class LabelRow:
     live: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "reference_share": self.reference_share,
-            "window_share": self.window_share,
-            "labelled": self.labelled,
-            "live": self.live,
-        }
+        return asdict(self)
 
 
 def label_rows(
