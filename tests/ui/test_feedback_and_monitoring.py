@@ -59,7 +59,9 @@ def test_the_monitoring_page_shows_checks_and_history(
     wait_for_text(chromium, drift["notes"][0])
     wait_for_text(chromium, "predicted share against the reference, live accuracy")
     tables = chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stTable']")
-    assert len(tables) == 2 and "window_share" in tables[1].text
+    assert len(tables) == 2 and "predicted, window" in tables[1].text
+    shown = f"{100 * drift['labels'][0]['window_share']:.1f}%"
+    assert shown in tables[1].text
     assert all(row["label"] in tables[1].text for row in drift["labels"])
     wait_for_text(chromium, "Over time")
     assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4

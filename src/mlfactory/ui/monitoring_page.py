@@ -89,8 +89,16 @@ def _current(report: dict[str, Any], period: str | None) -> None:
     labels = report.get("labels") or []
     if labels and window.get("n"):
         st.markdown("**Labels**: predicted share against the reference, live accuracy")
-        frame = pd.DataFrame(labels).set_index("label")
-        st.table(frame[["reference_share", "window_share", "labelled", "live"]])
+        rows = {
+            row["label"]: {
+                "predicted, reference": _pct(row.get("reference_share")),
+                "predicted, window": _pct(row.get("window_share")),
+                "labelled": row.get("labelled", 0),
+                "live accuracy": _pct(row.get("live")),
+            }
+            for row in labels
+        }
+        st.table(pd.DataFrame.from_dict(rows, orient="index"))
 
 
 def _over_time(buckets: list[dict[str, Any]]) -> None:
