@@ -332,7 +332,7 @@ def monitor(
     last: int | None = typer.Option(
         None,
         help="Check the last N predictions (default 1000; with --since, of that period's, "
-        "default 100000).",
+        "default 100000; at most 100000).",
         show_default=False,
     ),
     since: str | None = typer.Option(

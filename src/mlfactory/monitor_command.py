@@ -96,10 +96,20 @@ def monitor_bundle(
         MlfactoryError: a wrong argument, a bundle without profile, an unreadable log, or a
             window with no prediction of the bundle; the message is one line.
     """
-    from mlfactory.monitoring.log_window import period_cut_note, read_window, window_rows
+    from mlfactory.monitoring.log_window import (
+        MAX_WINDOW_ROWS,
+        period_cut_note,
+        read_window,
+        window_rows,
+    )
 
     if last is not None and last < 1:
         raise MlfactoryError(f"--last {last}: give a number of predictions, at least 1")
+    if last is not None and last > MAX_WINDOW_ROWS:
+        raise MlfactoryError(
+            f"--last {last:,}: at most {MAX_WINDOW_ROWS:,} predictions, as the server's "
+            "endpoints (a window of 1,280-wide embeddings takes about 0.9 GB per 100,000)"
+        )
     if not 0.0 < level < 1.0:
         raise MlfactoryError(f"--level {level}: give a false-alarm level between 0 and 1")
     window_since = parse_since(since) if since is not None else None
