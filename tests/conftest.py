@@ -7,7 +7,10 @@ is written as PNG files so every stage reads real files exactly as a user's fold
 from __future__ import annotations
 
 import gzip
+import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,3 +127,18 @@ def monitored_digits(tmp_path_factory: pytest.TempPathFactory) -> Any:
     overrides = [o for o in fast_digits_overrides(source, root) if o.split("=")[0] not in faster]
     overrides += [f"{key}={value}" for key, value in faster.items()]
     return train(load_recipe("digits", overrides), root / "run", progress=False)
+
+
+def python_json(script: str, *args: str) -> dict[str, Any]:
+    """Run `script` in a fresh Python process (nothing imported yet) with `args`; the JSON
+    object its last output line prints."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

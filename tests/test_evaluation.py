@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 from mlfactory.bundle import load_bundle
 from mlfactory.training.train import TrainResult
+from tests.conftest import python_json
 
 
 def test_evaluating_a_bundle_imports_neither_torch_nor_lightning(
@@ -28,15 +26,7 @@ def test_evaluating_a_bundle_imports_neither_torch_nor_lightning(
         print(json.dumps({"accuracy": metrics["accuracy"], "leaked": leaked}))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(trained_digits.bundle.path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = python_json(script, str(trained_digits.bundle.path))
     assert report["leaked"] == []
     stored = load_bundle(trained_digits.bundle.path).meta.metrics["test"]
     # The same bundle, the same test split, the same ONNX Runtime: the same accuracy exactly.

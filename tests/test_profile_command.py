@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from mlfactory.monitoring.report import check_window
 from mlfactory.predictor import Predictor
 from mlfactory.training.ood_graph import OOD_SCORE, remove_scorer
 from mlfactory.training.train import TrainResult
-from tests.conftest import write_digit_folder
+from tests.conftest import python_json, write_digit_folder
 from tests.monitoring.conftest import run_bundle
 from tests.test_cli import assert_one_line_error
 
@@ -95,15 +93,7 @@ def test_a_bundle_exported_before_monitoring_gets_the_profile_export_writes(
         print(json.dumps({"run": result.mlflow_run_id, "leaked": leaked}))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(copy)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = python_json(script, str(copy))
     assert result == {"run": run_id, "leaked": []}
 
     # The same bundle and the same validation split: the profile export wrote, to the last bit.
