@@ -21,6 +21,7 @@ from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
+from mlfactory.monitoring.flagged import flagged_text
 from mlfactory.monitoring.labels import moved_text, weakest_text
 from mlfactory.monitoring.profile import (
     ReferenceProfile,
@@ -250,6 +251,9 @@ def report_renderable(report: DriftReport) -> Group:
                 f"(score above {report.ood_threshold:.4g})"
             )
         )
+    flagged = flagged_text(report.flagged)
+    if flagged:
+        lines.append(Text(f"most out of distribution: {flagged}"))
     lines.append(Text(accuracy_line(report)))
     moved, weakest = moved_text(report.labels), weakest_text(report.labels)
     if moved:

@@ -188,6 +188,15 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     )
     assert f"live accuracy by true label, lowest: {worst['label']} {worst['live']:.3f}" in text
     assert "<h3>Labels</h3>" in page
+    # the inputs to look at first: the most out-of-distribution, by request id and position
+    flagged = report["ood"]["flagged"]
+    assert len(flagged) == 10  # every inverted digit is flagged; ten are listed
+    scores = [item["ood_score"] for item in flagged]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > report["ood"]["threshold"]
+    first = flagged[0]
+    assert f"most out of distribution: request {first['request_id']} input 0 " in text
+    assert text.count("; 7 more in --json and --html") == 1
+    assert "Most out-of-distribution inputs" in page and f">{first['request_id']}<" in page
     for output in ([], ["--json"]):  # scripts and cron jobs: a drift verdict is exit code 1
         failing = _monitor(profiled_bundle, "--log", url, *output, "--fail-on-drift")
         assert failing.exit_code == 1, failing.output

@@ -508,3 +508,46 @@ def test_failed_background_checks_are_counted_and_the_checks_go_on(
             time.sleep(0.2)
         assert failures(scrape(), "error") == 1.0
         assert client.app.state.drift_watch.checks == 1  # type: ignore[attr-defined]
+
+
+def test_the_report_names_the_most_out_of_distribution_inputs_by_request(
+    monitored_client: TestClient, unseen_digits: list[tuple[Image.Image, str]]
+) -> None:
+    """Digits and photos sent under the client's request ids: the report lists the flagged
+    inputs by request id and position, highest score first, and feedback sent with that pair
+    shows beside them."""
+    photos = sorted(p for p in STAMPS.rglob("*.png") if not p.stem.endswith("_mirror"))
+    requests = {
+        f"digits-{k}": [image for image, _ in unseen_digits[k * 10 : (k + 1) * 10]]
+        for k in range(5)
+    } | {"photos": [Image.open(p) for p in photos]}
+    answered = {}
+    for request_id, images in requests.items():
+        files = [upload(f"{i}.png", png(image)) for i, image in enumerate(images)]
+        response = monitored_client.post(
+            "/v1/predict", files=files, headers={"X-Request-ID": request_id}
+        )
+        assert response.status_code == 200, response.text
+        for index, prediction in enumerate(response.json()["predictions"]):
+            answered[(request_id, index)] = prediction
+    out = [key for key, p in answered.items() if not p["in_distribution"]]
+    assert any(request_id == "photos" for request_id, _ in out)  # real foreign photos flagged
+    expected = sorted(out, key=lambda key: -answered[key]["ood_score"])[:10]
+
+    report = monitored_client.get("/v1/monitoring/drift", params={"last": 100}).json()
+    flagged = report["ood"]["flagged"]
+    assert [(item["request_id"], item["input_index"]) for item in flagged] == expected
+    for item in flagged:
+        prediction = answered[(item["request_id"], item["input_index"])]
+        assert item["ood_score"] == prediction["ood_score"]
+        assert (item["label"], item["confidence"]) == (prediction["label"], prediction["score"])
+        assert item["true_label"] is None and item["time"] is not None
+
+    top = flagged[0]
+    sent = {"request_id": top["request_id"], "input_index": top["input_index"], "label": "3"}
+    assert monitored_client.post("/v1/feedback", json=sent).status_code == 200
+    again = monitored_client.get("/v1/monitoring/drift", params={"last": 100}).json()
+    assert again["ood"]["flagged"][0]["true_label"] == "3"
+    assert [item["true_label"] for item in again["ood"]["flagged"][1:]] == [None] * (
+        len(flagged) - 1
+    )

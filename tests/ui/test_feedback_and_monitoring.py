@@ -59,10 +59,15 @@ def test_the_monitoring_page_shows_checks_and_history(
     wait_for_text(chromium, drift["notes"][0])
     wait_for_text(chromium, "predicted share against the reference, live accuracy")
     tables = chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stTable']")
-    assert len(tables) == 2 and "predicted, window" in tables[1].text
+    assert len(tables) == 3 and "predicted, window" in tables[1].text
     shown = f"{100 * drift['labels'][0]['window_share']:.1f}%"
     assert shown in tables[1].text
     assert all(row["label"] in tables[1].text for row in drift["labels"])
+    # the inverted digits, flagged: listed by the request that sent them, to find and label
+    wait_for_text(chromium, "Most out-of-distribution inputs")
+    flagged = drift["ood"]["flagged"]
+    assert len(flagged) == 10 and flagged[0]["request_id"] in tables[2].text
+    assert f"{flagged[0]['ood_score']:.4f}"[:5] in tables[2].text
     wait_for_text(chromium, "Over time")
     assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4
     assert "Traceback" not in main_text(chromium)

@@ -116,6 +116,7 @@ def take(window: Window, rows: np.ndarray) -> Window:
         ood_scorers=pick(window.ood_scorers),
         latency_ms=None if window.latency_ms is None else window.latency_ms[rows],
         request_ids=pick(window.request_ids),
+        input_indices=pick(window.input_indices),
     )
 
 

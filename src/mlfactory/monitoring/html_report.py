@@ -27,6 +27,7 @@ from mlfactory.monitoring import svg
 from mlfactory.monitoring.accuracy import Estimate
 from mlfactory.monitoring.drift import NO_VARIATION, CheckResult
 from mlfactory.monitoring.features import summary_columns
+from mlfactory.monitoring.flagged import FlaggedInput
 from mlfactory.monitoring.history import history
 from mlfactory.monitoring.labels import LabelRow
 from mlfactory.monitoring.ood import DEFAULT_FPR
@@ -143,6 +144,8 @@ def render_section(
     parts.append(_checks_table(report.checks))
     if report.labels:
         parts.append(_labels_table(report.labels))
+    if report.flagged:
+        parts.append(_flagged_table(report.flagged))
     if buckets:
         parts.append("<h3>Over time</h3>" + _time_figures(buckets, expected_ood))
     if shown:
@@ -235,6 +238,26 @@ def _labels_table(rows: Sequence[LabelRow]) -> str:
         "<th>labelled</th><th>live accuracy</th></tr>"
     )
     return f"<h3>Labels</h3><table>{head}{body}</table>"
+
+
+def _flagged_table(inputs: Sequence[FlaggedInput]) -> str:
+    body = "".join(
+        f"<tr><td>{escape(item.request_id)}</td><td class='num'>{item.input_index}</td>"
+        f"<td>{_time(item.time)}</td>"
+        f"<td class='num'>{item.ood_score:.4g}</td><td>{escape(item.label)}</td>"
+        f"<td class='num'>{item.confidence:.3f}</td>"
+        f"<td>{escape(item.true_label) if item.true_label is not None else '-'}</td></tr>"
+        for item in inputs
+    )
+    head = (
+        "<tr><th>request id</th><th>input</th><th>time</th><th>OOD score</th>"
+        "<th>predicted</th><th>confidence</th><th>true label</th></tr>"
+    )
+    return (
+        "<h3>Most out-of-distribution inputs</h3><p class='muted'>The request id and input "
+        "position find each in your records, and send its true label to POST /v1/feedback."
+        f"</p><table>{head}{body}</table>"
+    )
 
 
 def _time_figures(buckets: Sequence[Mapping[str, Any]], expected_ood: float) -> str:

@@ -30,6 +30,7 @@ READ_COLUMNS = (
     "id",
     "ts",
     "request_id",
+    "input_index",
     "input_summary",
     "embedding",
     "embedding_f16",
@@ -213,6 +214,7 @@ def _window(rows: Sequence[Any], labels: Sequence[str] | None, model: str) -> Wi
         ood_scorers=[row.ood_scorer for row in rows],
         latency_ms=np.array([row.latency_ms for row in rows], dtype=np.float64),
         request_ids=[row.request_id for row in rows],
+        input_indices=[row.input_index for row in rows],
     )
 
 

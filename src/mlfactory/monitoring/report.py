@@ -21,6 +21,7 @@ from mlfactory.monitoring.accuracy import Estimate, estimated_accuracy, live_acc
 from mlfactory.monitoring.blas import one_thread
 from mlfactory.monitoring.drift import CheckResult
 from mlfactory.monitoring.features import summary_columns
+from mlfactory.monitoring.flagged import FlaggedInput, most_out_of_distribution
 from mlfactory.monitoring.labels import LabelRow, label_rows
 from mlfactory.monitoring.mmd import DEFAULT_PERMUTATIONS
 from mlfactory.monitoring.notes import reading_notes
@@ -49,6 +50,7 @@ class Window:
             or left out when the score needs the early features, which the log does not keep.
         latency_ms: (N,) the server latency of each prediction (may be empty).
         request_ids: (N,) the request each prediction answered (may be empty).
+        input_indices: (N,) each prediction's input position in its request (may be empty).
     """
 
     embeddings: np.ndarray
@@ -60,6 +62,7 @@ class Window:
     ood_scorers: Sequence[str | None] = ()
     latency_ms: np.ndarray | None = None
     request_ids: Sequence[str] = ()
+    input_indices: Sequence[int] = ()
 
     def __len__(self) -> int:
         return len(self.probabilities)
@@ -107,6 +110,7 @@ class DriftReport:
     window_to: datetime | None = None
     notes: list[str] = field(default_factory=list)
     labels: list[LabelRow] = field(default_factory=list)
+    flagged: list[FlaggedInput] = field(default_factory=list)
 
     def confidence_text(self) -> str:
         """` (mean confidence 0.912, 0.993 on the reference)` to read the estimate against, or
@@ -132,7 +136,11 @@ class DriftReport:
             "level": self.level,
             "correction": self.correction,
             "checks": [check.to_json() for check in self.checks],
-            "ood": {"fraction": self.ood_fraction, "threshold": self.ood_threshold},
+            "ood": {
+                "fraction": self.ood_fraction,
+                "threshold": self.ood_threshold,
+                "flagged": [item.to_json() for item in self.flagged],
+            },
             "accuracy": {
                 "estimated": self.estimated.value,
                 "estimated_ci": [self.estimated.low, self.estimated.high],
@@ -218,6 +226,16 @@ def _check_window(
         window_to=max(times) if times else None,
         notes=reading_notes(profile, checks, estimated, ood_fraction),
         labels=label_rows(profile.labels, profile.drift.predicted, predicted, true),
+        flagged=most_out_of_distribution(
+            scores,
+            profile.ood.threshold,
+            np.asarray(window.probabilities),
+            profile.labels,
+            window.request_ids,
+            window.input_indices,
+            times,
+            window.true_labels,
+        ),
     )
 
 

@@ -326,7 +326,11 @@ class DriftReportOut(BaseModel):
     window: dict[str, Any] = Field(description='{"from", "to", "n"}: the checked predictions.')
     drift: bool = Field(description="True when any check drifts after the correction.")
     checks: list[DriftCheckOut]
-    ood: dict[str, Any] = Field(description='{"fraction", "threshold"}')
+    ood: dict[str, Any] = Field(
+        description='{"fraction", "threshold", "flagged"}: "flagged" lists the most '
+        'out-of-distribution inputs, highest score first (at most 10), each {"request_id", '
+        '"input_index", "time", "label", "confidence", "ood_score", "true_label"}'
+    )
     accuracy: dict[str, Any] = Field(
         description='{"estimated", "estimated_ci": [lo, hi], "estimated_method": "atc" or '
         '"cbpe", "mean_confidence", "reference_confidence", "labelled", "live", "live_ci"}'

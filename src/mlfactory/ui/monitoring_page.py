@@ -16,6 +16,7 @@ from mlfactory.ui.client import ApiClient, ApiError
 
 DEFAULT_LAST = 1000
 DEFAULT_BUCKETS = 12
+FLAGGED_COLUMNS = ("request_id", "input_index", "time", "ood_score", "label", "confidence")
 # The periods a window can be limited to: the text shown, and the API's `since`.
 PERIODS = {"all logged": None, "last hour": "1h", "last day": "1d", "last week": "1w"}
 
@@ -99,6 +100,14 @@ def _current(report: dict[str, Any], period: str | None) -> None:
             for row in labels
         }
         st.table(pd.DataFrame.from_dict(rows, orient="index"))
+    flagged = ood.get("flagged") or []
+    if flagged:
+        st.markdown(
+            "**Most out-of-distribution inputs**: find them by request id and input position; "
+            "send their true labels to `POST /v1/feedback`"
+        )
+        shown = pd.DataFrame(flagged)
+        st.table(shown[[c for c in FLAGGED_COLUMNS if c in shown]].set_index("request_id"))
 
 
 def _over_time(buckets: list[dict[str, Any]]) -> None:
