@@ -34,6 +34,11 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     # each stream was checked on its own: the inverted one drifts, far out of distribution
     inverted = next(line for line in text.splitlines() if f"the same {sent} inverted" in line)
     assert ": DRIFT (" in inverted and "out of distribution 100%" in inverted
+    # the requests carried the demo's own ids: the report names its inputs by them
+    shown = text[text.index(inverted) :]
+    assert re.search(r"\n    most out of distribution: request inverted-\d{4} input \d+ ", shown)
+    flagged = result.report.flagged
+    assert flagged and all(re.fullmatch(r"inverted-\d{4}", item.request_id) for item in flagged)
     assert f"--last {sent} --html monitor.html" in text
     # the server was stopped: its log exists and shows a clean shutdown
     log = (out / "server.log").read_text()

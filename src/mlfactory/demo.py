@@ -55,9 +55,9 @@ def run_demo(
     env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
     test_items = result.dataset.split("test")
     with running_server(bundle_path, out / "server.log", env) as server:
-        held_out = send(server.url, test_items)
+        held_out = send(server.url, test_items, "held-out")
         held_out_report = check(bundle_path, log_url, held_out)
-        inverted = send(server.url, test_items, invert=True)
+        inverted = send(server.url, test_items, "inverted", invert=True)
         inverted_report = check(bundle_path, log_url, inverted)
     console.print(_examples(held_out))
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from mlfactory.data.dataset import Item
 from mlfactory.monitor_command import STATUS_STYLES, accuracy_line, monitor_bundle
+from mlfactory.monitoring.flagged import flagged_text
 from mlfactory.monitoring.report import DriftReport
 
 FILES_PER_REQUEST = 16
@@ -29,9 +30,11 @@ class Traffic:
     predictions: list[dict[str, Any]]
 
 
-def send(server_url: str, items: list[Item], invert: bool = False) -> Traffic:
+def send(server_url: str, items: list[Item], stream: str, invert: bool = False) -> Traffic:
     """POST `items` (inverted when `invert`) to `/v1/predict` in requests of a few files, and
-    each request's true labels to `/v1/feedback`.
+    each request's true labels to `/v1/feedback`. The requests carry their own ids
+    (`X-Request-ID`: `held-out-0003`, the stream's name and the request's number), as a client
+    that wants to find its inputs in the monitoring report would send.
 
     Raises:
         httpx.HTTPStatusError: the server refused a request.
@@ -43,7 +46,13 @@ def send(server_url: str, items: list[Item], invert: bool = False) -> Traffic:
             ("files", (Path(i.path or "x").name, _inverted(i) if invert else i.read_bytes()))
             for i in batch
         ]
-        answer = httpx.post(f"{server_url}/v1/predict", files=files, timeout=60.0)
+        request_id = f"{stream}-{start // FILES_PER_REQUEST:04d}"
+        answer = httpx.post(
+            f"{server_url}/v1/predict",
+            files=files,
+            headers={"X-Request-ID": request_id},
+            timeout=60.0,
+        )
         answer.raise_for_status()
         body = answer.json()
         predictions += body["predictions"]
@@ -70,6 +79,8 @@ def summary(title: str, report: DriftReport) -> Text:
     if report.ood_fraction is not None:
         line.append(f"; out of distribution {report.ood_fraction:.0%}")
     line.append(f"; {accuracy_line(report)}")
+    if report.flagged:
+        line.append(f"\n    most out of distribution: {flagged_text(report.flagged[:1])}")
     return line
 
 
