@@ -36,7 +36,14 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     assert ": DRIFT (" in inverted and "out of distribution 100%" in inverted
     # the requests carried the demo's own ids: the report names its inputs by them
     shown = text[text.index(inverted) :]
-    assert re.search(r"\n    most out of distribution: request inverted-\d{4} input \d+ ", shown)
+    top = re.search(
+        r"\n    most out of distribution: request inverted-\d{4} input \d+ .*, true (\d)\): "
+        r"the file (\S+)",
+        shown,
+    )
+    assert top is not None
+    # the file it names is the one sent there: a digit of the true label logged for it
+    assert (digit_folder / top.group(1) / top.group(2)).is_file()
     flagged = result.report.flagged
     assert flagged and all(re.fullmatch(r"inverted-\d{4}", item.request_id) for item in flagged)
     assert f"--last {sent} --html monitor.html" in text

@@ -62,8 +62,8 @@ def run_demo(
     console.print(_examples(held_out))
 
     console.print("4/5 monitoring each stream as `mlfactory monitor` does")
-    console.print(summary(f"{len(test_items)} held-out files", held_out_report))
-    console.print(summary(f"the same {len(test_items)} inverted", inverted_report))
+    console.print(summary(f"{len(test_items)} held-out files", held_out_report, held_out))
+    console.print(summary(f"the same {len(test_items)} inverted", inverted_report, inverted))
 
     console.print("5/5 results")
     scores = Table("model", "test accuracy", "test macro-F1")

@@ -28,6 +28,8 @@ class Traffic:
 
     items: list[Item]
     predictions: list[dict[str, Any]]
+    # (request id, input index) -> the file's name: where a client finds a logged input again
+    files: dict[tuple[str, int], str]
 
 
 def send(server_url: str, items: list[Item], stream: str, invert: bool = False) -> Traffic:
@@ -40,6 +42,7 @@ def send(server_url: str, items: list[Item], stream: str, invert: bool = False) 
         httpx.HTTPStatusError: the server refused a request.
     """
     predictions: list[dict[str, Any]] = []
+    names: dict[tuple[str, int], str] = {}
     for start in range(0, len(items), FILES_PER_REQUEST):
         batch = items[start : start + FILES_PER_REQUEST]
         files = [
@@ -56,12 +59,14 @@ def send(server_url: str, items: list[Item], stream: str, invert: bool = False) 
         answer.raise_for_status()
         body = answer.json()
         predictions += body["predictions"]
+        for index, item in enumerate(batch):
+            names[(body["request_id"], index)] = Path(item.path or "?").name
         labels = [
             {"request_id": body["request_id"], "input_index": index, "label": item.label}
             for index, item in enumerate(batch)
         ]
         httpx.post(f"{server_url}/v1/feedback", json=labels, timeout=60.0).raise_for_status()
-    return Traffic(items, predictions)
+    return Traffic(items, predictions, names)
 
 
 def check(bundle_path: Path, log_url: str, traffic: Traffic) -> DriftReport:
@@ -69,8 +74,9 @@ def check(bundle_path: Path, log_url: str, traffic: Traffic) -> DriftReport:
     return monitor_bundle(str(bundle_path), log_url, last=len(traffic.items)).report
 
 
-def summary(title: str, report: DriftReport) -> Text:
-    """`title: VERDICT (drifted checks); OOD share; accuracy` on one line."""
+def summary(title: str, report: DriftReport, traffic: Traffic) -> Text:
+    """`title: VERDICT (drifted checks); OOD share; accuracy` on one line, then the most
+    out-of-distribution input, if any, with the file it came from."""
     line = Text(f"  {title}: ")
     line.append(report.status.upper(), style=STATUS_STYLES.get(report.status, ""))
     drifted = [check.name for check in report.checks if check.drift]
@@ -80,7 +86,11 @@ def summary(title: str, report: DriftReport) -> Text:
         line.append(f"; out of distribution {report.ood_fraction:.0%}")
     line.append(f"; {accuracy_line(report)}")
     if report.flagged:
-        line.append(f"\n    most out of distribution: {flagged_text(report.flagged[:1])}")
+        top = report.flagged[0]
+        line.append(f"\n    most out of distribution: {flagged_text([top])}")
+        name = traffic.files.get((top.request_id, top.input_index))
+        if name:
+            line.append(f": the file {name}")
     return line
 
 
