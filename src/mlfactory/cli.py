@@ -341,6 +341,13 @@ def monitor(
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead."),
     html: Path | None = typer.Option(None, help="Also write a self-contained HTML report here."),
     level: float = typer.Option(0.05, help="False-alarm level of the drift verdict."),
+    flagged: int | None = typer.Option(
+        None,
+        help="List at most N of the most out-of-distribution inputs, by request id and "
+        "position (default 10, at most 1000; the table shows 3).",
+        metavar="N",
+        show_default=False,
+    ),
     fail_on_drift: bool = typer.Option(
         False,
         "--fail-on-drift",
@@ -352,7 +359,7 @@ def monitor(
 
     from mlfactory.monitor_command import monitor_bundle, report_renderable, write_html
 
-    result = monitor_bundle(target, log, last, since, level)
+    result = monitor_bundle(target, log, last, since, level, flagged)
     if html is not None:
         write_html(result, html)
     if as_json:

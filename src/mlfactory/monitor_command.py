@@ -21,7 +21,7 @@ from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
-from mlfactory.monitoring.flagged import flagged_text
+from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_text
 from mlfactory.monitoring.labels import moved_text, weakest_text
 from mlfactory.monitoring.profile import (
     ReferenceProfile,
@@ -81,6 +81,7 @@ def monitor_bundle(
     last: int | None = None,
     since: str | None = None,
     level: float = 0.05,
+    flagged: int | None = None,
 ) -> MonitorResult:
     """Read the window of the bundle's predictions from the log and check it.
 
@@ -92,6 +93,8 @@ def monitor_bundle(
             with `since` the latest 100,000 of that period).
         since: only predictions within this duration before now (`parse_since`).
         level: the family-wise false-alarm level of the verdict.
+        flagged: the most out-of-distribution inputs the report lists, at most (default
+            `LISTED`, 10).
 
     Raises:
         MlfactoryError: a wrong argument, a bundle without profile, an unreadable log, or a
@@ -113,6 +116,11 @@ def monitor_bundle(
         )
     if not 0.0 < level < 1.0:
         raise MlfactoryError(f"--level {level}: give a false-alarm level between 0 and 1")
+    flagged = LISTED if flagged is None else flagged
+    if not 0 <= flagged <= MAX_LISTED:
+        raise MlfactoryError(
+            f"--flagged {flagged}: list 0 to {MAX_LISTED:,} out-of-distribution inputs"
+        )
     window_since = parse_since(since) if since is not None else None
     bundle = resolve_bundle(target)
     profile = load_profile(bundle.path)
@@ -131,7 +139,7 @@ def monitor_bundle(
             f"{expected}: the log at {_shown(url)} was written by another model of that name"
         )
     model = {"name": name, "version": version}
-    report = check_window(profile, window, model, MonitorSettings(level=level))
+    report = check_window(profile, window, model, MonitorSettings(level=level, flagged=flagged))
     cut = period_cut_note(len(window), last, since, "--last N")
     report.notes += [cut] if cut else []
     return MonitorResult(bundle, profile, window, report, url)

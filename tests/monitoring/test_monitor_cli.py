@@ -197,6 +197,11 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     assert f"most out of distribution: request {first['request_id']} input 0 " in text
     assert text.count("; 7 more in --json and --html") == 1
     assert "Most out-of-distribution inputs" in page and f">{first['request_id']}<" in page
+    # --flagged N lists more (a queue to label) or none
+    more = json.loads(_monitor(profiled_bundle, "--log", url, "--json", "--flagged", "40").output)
+    assert len(more["ood"]["flagged"]) == 40 and more["ood"]["flagged"][:10] == flagged
+    none = _monitor(profiled_bundle, "--log", url, "--flagged", "0")
+    assert none.exit_code == 0 and "most out of distribution" not in none.output
     for output in ([], ["--json"]):  # scripts and cron jobs: a drift verdict is exit code 1
         failing = _monitor(profiled_bundle, "--log", url, *output, "--fail-on-drift")
         assert failing.exit_code == 1, failing.output
@@ -372,6 +377,8 @@ def test_an_unreachable_log_is_one_line_and_exit_2(
         (["--last", "0"], "at least 1"),
         (["--last", "100001"], "at most 100,000 predictions"),
         (["--level", "1.5"], "between 0 and 1"),
+        (["--flagged", "1001"], "list 0 to 1,000 out-of-distribution inputs"),
+        (["--flagged", "-1"], "list 0 to 1,000 out-of-distribution inputs"),
     ],
 )
 def test_wrong_arguments_are_one_line(

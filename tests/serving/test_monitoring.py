@@ -149,6 +149,8 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
         ("/v1/monitoring/drift", {"last": 0}),
         ("/v1/monitoring/history", {"buckets": 1000}),
         ("/v1/monitoring/drift", {"since": "yesterday"}),
+        ("/v1/monitoring/drift", {"flagged": 1001}),
+        ("/v1/monitoring/drift", {"flagged": -1}),
         ("/v1/monitoring/history", {"since": "0h"}),
     ):
         response = monitored_client.get(path, params=params)
@@ -537,6 +539,8 @@ def test_the_report_names_the_most_out_of_distribution_inputs_by_request(
     report = monitored_client.get("/v1/monitoring/drift", params={"last": 100}).json()
     flagged = report["ood"]["flagged"]
     assert [(item["request_id"], item["input_index"]) for item in flagged] == expected
+    fewer = monitored_client.get("/v1/monitoring/drift", params={"last": 100, "flagged": 2})
+    assert fewer.json()["ood"]["flagged"] == flagged[:2]
     for item in flagged:
         prediction = answered[(item["request_id"], item["input_index"])]
         assert item["ood_score"] == prediction["ood_score"]

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-# The report lists at most this many inputs; the terminal shows the first SHOWN.
+# The report lists this many inputs by default (at most MAX_LISTED); the terminal shows the
+# first SHOWN.
 LISTED = 10
+MAX_LISTED = 1000
 SHOWN = 3
 
 

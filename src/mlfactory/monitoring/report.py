@@ -21,7 +21,7 @@ from mlfactory.monitoring.accuracy import Estimate, estimated_accuracy, live_acc
 from mlfactory.monitoring.blas import one_thread
 from mlfactory.monitoring.drift import CheckResult
 from mlfactory.monitoring.features import summary_columns
-from mlfactory.monitoring.flagged import FlaggedInput, most_out_of_distribution
+from mlfactory.monitoring.flagged import LISTED, FlaggedInput, most_out_of_distribution
 from mlfactory.monitoring.labels import LabelRow, label_rows
 from mlfactory.monitoring.mmd import DEFAULT_PERMUTATIONS
 from mlfactory.monitoring.notes import reading_notes
@@ -79,6 +79,7 @@ class MonitorSettings:
         permutations: permutations of the embedding test.
         max_embedding_samples: reference and window rows the embedding test uses at most.
         seed: seeds the subsamples, permutations and Monte Carlo tables (reports repeat).
+        flagged: the most out-of-distribution inputs the report lists, at most.
     """
 
     level: float = drift.DEFAULT_LEVEL
@@ -87,6 +88,7 @@ class MonitorSettings:
     permutations: int = DEFAULT_PERMUTATIONS
     max_embedding_samples: int = drift.DEFAULT_MAX_EMBEDDING_SAMPLES
     seed: int = 0
+    flagged: int = LISTED
 
 
 @dataclass
@@ -235,6 +237,7 @@ def _check_window(
             window.input_indices,
             times,
             window.true_labels,
+            settings.flagged,
         ),
     )
 

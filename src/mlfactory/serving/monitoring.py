@@ -32,6 +32,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError
+from mlfactory.monitoring.flagged import LISTED, MAX_LISTED
 from mlfactory.monitoring.history import MAX_BUCKETS, history
 from mlfactory.monitoring.log_window import (
     MAX_WINDOW_ROWS,
@@ -45,7 +46,7 @@ from mlfactory.monitoring.profile import (
     load_profile,
     missing_profile_message,
 )
-from mlfactory.monitoring.report import Window, check_window
+from mlfactory.monitoring.report import MonitorSettings, Window, check_window
 from mlfactory.predictor import BatchOutput, Predictor
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import DriftReportOut, ErrorResponse, HistoryOut
@@ -60,6 +61,7 @@ LAST_HELP = (
     "period's, default 100,000)."
 )
 SINCE_HELP = "Only predictions within this duration before now: 30m, 6h, 2d, 1w."
+FLAGGED_HELP = "The most out-of-distribution inputs to list (`ood.flagged`), at most."
 # Each input's OOD score and whether it is in distribution; Nones without a profile.
 OodScores = tuple[list[float | None], list[bool | None]]
 
@@ -136,6 +138,7 @@ async def drift_report(
     request: Request,
     last: int | None = Query(None, ge=1, le=MAX_WINDOW_ROWS, description=LAST_HELP),
     since: str | None = Query(None, description=SINCE_HELP),
+    flagged: int = Query(LISTED, ge=0, le=MAX_LISTED, description=FLAGGED_HELP),
 ) -> dict[str, Any]:
     """Check the served model's latest logged predictions (the `mlfactory monitor` report)."""
     predictor, profile = _monitored(request)
@@ -144,7 +147,7 @@ async def drift_report(
 
     def report() -> dict[str, Any]:
         window = _read(request, predictor, profile, rows, period)
-        checked = check_window(profile, window, model)
+        checked = check_window(profile, window, model, MonitorSettings(flagged=flagged))
         cut = period_cut_note(len(window), last, since, "last=N")
         checked.notes += [cut] if cut else []
         return checked.to_json()
