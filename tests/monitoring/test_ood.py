@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter, ImageOps
 from sklearn.metrics import roc_auc_score
 
-from mlfactory.monitoring.ood import OodScorer
-from mlfactory.monitoring.profile import ReferenceProfile, label_indices
+from mlfactory.monitoring.ood import (
+    CALIBRATION_FRACTION,
+    FLOAT64_ABOVE,
+    VARIANCE_FLOOR,
+    OodScorer,
+)
+from mlfactory.monitoring.profile import ReferenceProfile, label_indices, load_profile
 from tests.monitoring.conftest import DigitOutputs, Outputs
 
 
@@ -96,6 +104,41 @@ def test_a_small_reference_gives_a_finite_threshold(
     assert np.mean(scores > scorer.threshold) <= 0.2
     inverted = scorer.score(digit_outputs.transform(ImageOps.invert).embeddings)
     assert _auroc(scores, inverted) >= 0.8
+    # 6 of each class's 8 are fitted (the rest calibrate): 60 rows of 10 classes span 50
+    # directions; half of them keep their own variance, the rest give the residual one, which
+    # is then a real variance, not the floor
+    fitted = 10 * (8 - round(8 * CALIBRATION_FRACTION))
+    assert scorer.projection.dims == (fitted - 10) // 2 == 25
+    floor = VARIANCE_FLOOR * float(scorer.projection.variances.max())
+    assert scorer.projection.residual_variance > 100 * floor
+
+
+def test_a_scorer_whose_terms_float32_would_cancel_scores_in_float64(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile, tmp_path: Path
+) -> None:
+    """The digits' early features (48 values) have a residual variance so small that the
+    expanded distance sums terms over 1,000 times an in-distribution distance: that scorer
+    scores in float64, the profile says so, and the score is float32's to its rounding."""
+    reference = digit_outputs.reference
+    assert reference.early is not None
+    indices = label_indices(reference.labels, digit_profile.labels)
+    scorer = OodScorer.fit(reference.early, indices)
+    width = reference.early.shape[1]
+    assert scorer.distance_terms().residual > FLOAT64_ABOVE * width
+    assert scorer.float64 and scorer.early is None
+    wide = OodScorer.fit(reference.embeddings, indices)  # the 1,280-wide embedding: float32
+    assert not wide.float64 and wide.distance_terms().residual < FLOAT64_ABOVE * 1280
+    profile = replace(digit_profile, ood=scorer)
+    profile.save(tmp_path)
+    loaded = load_profile(tmp_path)
+    assert loaded is not None and loaded.ood.float64
+    assert loaded.ood.fingerprint() == scorer.fingerprint()
+    held_out = digit_outputs.held_out.early
+    assert held_out is not None
+    exact = scorer.score(held_out)
+    as_float32 = replace(scorer, float64=False).score(held_out)
+    assert np.max(np.abs(as_float32 - exact) / (np.abs(exact) + 1.0)) > 1e-6  # float32 rounds
+    np.testing.assert_allclose(loaded.ood.score(held_out), exact, rtol=1e-12)
 
 
 def test_the_early_stage_sees_blur_and_noise_the_embedding_misses(

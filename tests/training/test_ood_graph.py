@@ -12,12 +12,15 @@ import onnxruntime as ort
 import pytest
 
 from mlfactory.bundle import EARLY_FEATURES, EMBEDDING, OOD_SCORE, PROBABILITIES, load_bundle
+from mlfactory.config.loader import load_recipe
 from mlfactory.errors import BundleError
 from mlfactory.monitoring.ood import OodScorer
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
 from mlfactory.predictor import Predictor
 from mlfactory.training import ood_graph
 from mlfactory.training.ood_graph import SCORE_RTOL, attach_ood_score, scorer_model
+from mlfactory.training.train import train
+from tests.conftest import debian_data
 from tests.monitoring.conftest import STAMPS, copy_with_another_profile, digit_images, png
 
 # Both sides compute in float32 in another order (measured ~1e-5 relative on these inputs).
@@ -111,6 +114,59 @@ def test_more_classes_than_pairs_allow_get_two_chains(
     model = scorer_model(scorer)
     assert len(model.graph.node) == 15
     assert_graph_scores_as_numpy(model, scorer, output.embeddings, output.early_features)
+
+
+@pytest.mark.numerics
+def test_an_embedding_scored_in_float64_gets_two_chains_in_float64(
+    monitored_digits: Any, real_inputs: list[bytes]
+) -> None:
+    """A narrow embedding with a residual variance so small that float32 would cancel its
+    terms (here the model's 48 early features stand in for one) is scored in float64, in
+    numpy and in the graph: not the float32 paired chain, though 3 classes would allow it."""
+    predictor = Predictor(monitored_digits.bundle)
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs], early_features=True)
+    assert output.early_features is not None
+    narrow = output.early_features
+    scorer = OodScorer.fit(narrow[:30], np.arange(30) % 3, early_features=narrow[:30])
+    assert scorer.float64 and scorer.early is not None and scorer.early.float64
+    model = scorer_model(scorer)
+    casts = [node for node in model.graph.node if node.op_type == "Cast"]
+    # the two chains and their sum (15 nodes), the embedding's cast in and out added
+    assert len(casts) == 4 and len(model.graph.node) == 17
+    assert_graph_scores_as_numpy(model, scorer, narrow, narrow)
+
+
+def test_a_narrow_embedding_fitted_on_a_few_dozen_clips_exports_its_score(
+    tmp_path: Path,
+) -> None:
+    """The birdcalls recipe on the 165 Sonic Pi samples of 14 classes, a third of them for
+    validation: its 64-wide embedding, fitted on 35 clips, used to fail the export (the
+    float32 scores of the graph and numpy 3e-3 apart). It now scores in float64."""
+    samples = debian_data("/usr/share/sonic-pi/samples", "sonic-pi-samples")
+    recipe = load_recipe(
+        "birdcalls",
+        [
+            "data.source=sonic-pi:samples",
+            "data.val_fraction=0.3",
+            "data.test_fraction=0.3",
+            "data.min_per_class=null",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+            f"tracking.artifact_location={tmp_path / 'artifacts'}",
+            "trainer.max_epochs=1",
+        ],
+    )
+    bundle = train(recipe, tmp_path / "run", progress=False).bundle
+    assert len(bundle.meta.labels) > ood_graph.MAX_PAIRED_CLASSES
+    assert bundle.meta.export["ood_score_in_graph_max_rel_diff"] <= SCORE_RTOL
+    predictor = served(bundle.path)
+    assert predictor.profile is not None and predictor.scores_in_graph
+    assert predictor.profile.ood.float64 and predictor.profile.ood.class_means.shape[1] == 64
+    clips = sorted(samples.glob("*.flac"))[:40]
+    output = predictor.run([predictor.encode(c.read_bytes()) for c in clips], early_features=True)
+    assert output.ood_scores is not None
+    expected = predictor.profile.ood.score(output.embeddings, output.early_features)
+    np.testing.assert_allclose(output.ood_scores, expected, rtol=RTOL, atol=ATOL)
 
 
 def assert_graph_scores_as_numpy(

@@ -26,7 +26,7 @@ corruptions in docs/benchmarks.md.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -41,6 +41,14 @@ CALIBRATION_FRACTION = 0.3
 # Floor for variances, relative to the largest: keeps a direction the data never moved along
 # from dividing by ~0.
 VARIANCE_FLOOR = 1e-6
+# A scorer scores in float64 when its inverse residual variance exceeds this many times the
+# width. The expanded distance (`DistanceTerms`) then sums terms that much larger than an
+# in-distribution distance (about the width), and float32 cancels them into an error that grows
+# with the ratio: against float64 on the benchmark's unseen inputs, 3e-6 at a ratio of 11 and
+# 6e-6 at 22 (its image and audio embeddings), 1.2e-4 at 81 to 99 (its text embedding), 5e-4
+# to 1.8e-3 at 2e3 to 4e3 (its early features); a 64-wide embedding fitted on a few dozen
+# clips reached 1.6e4, and the float32 scores of numpy and ONNX Runtime were 2e-3 apart.
+FLOAT64_ABOVE = 300.0
 
 
 class DistanceTerms(NamedTuple):
@@ -199,13 +207,22 @@ class OodScorer:
         dof = max(len(x) - len(classes), 1)
         # Rescaled so that the fitted variances divide by N - C (the classes' means were fitted).
         scaled = within * np.sqrt((len(x) - 1) / dof)
+        # The rows span at most N - C directions. Keeping all of them left no variance for the
+        # residual ones (~1e-20, floored at VARIANCE_FLOOR): the score was then dominated by
+        # them, and the float32 sums cancelled terms of ~1e8 (the graph's and numpy's scores
+        # of a 64-wide embedding fitted on 35 rows differed by 3e-3). At most half of the
+        # spanned directions keep their own variance, so that the rest give the residual one.
+        dims = min(dims, max(1, min(dof, x.shape[1]) // 2))
         projection = Projection.fit(scaled, dims, np.zeros(x.shape[1]))
-        return cls(
+        scorer = cls(
             class_means=means.astype(np.float32),
             projection=projection,
             normalize=normalize,
             float64=float64,
         )
+        if not float64 and scorer.distance_terms().residual > FLOAT64_ABOVE * x.shape[1]:
+            scorer = replace(scorer, float64=True)
+        return scorer
 
     def score(self, embeddings: np.ndarray, early_features: np.ndarray | None = None) -> np.ndarray:
         """(N, D) embeddings (and (N, E) early features, when the scorer reads them) -> (N,)

@@ -115,6 +115,7 @@ class ReferenceProfile:
                 "fpr": self.ood.fpr,
                 "normalize": self.ood.normalize,
                 "residual_variance": self.ood.projection.residual_variance,
+                **({"float64": True} if self.ood.float64 else {}),
                 **_early_meta(self.ood),
             },
             "drift": {
@@ -302,6 +303,7 @@ def _from_saved(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Referenc
         normalize=bool(ood_meta["normalize"]),
         calibration_scores=arrays["ood.calibration_scores"],
         early=early,
+        float64=bool(ood_meta.get("float64", False)),
         standardization=np.asarray(ood_meta.get("standardization", []), np.float64),
     )
     kinds: dict[str, str] = dict(drift_meta["features"])

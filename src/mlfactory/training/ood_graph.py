@@ -13,8 +13,10 @@ is built from as few nodes as the arithmetic allows (`scorer_nodes`): every cons
 folded into the two products, and a scorer with unit-length scaling is 6 nodes. The score that
 reads early features too is one chain of 9 nodes (`paired_nodes`): both scorers' products side
 by side, one quadratic term, and the sum of the two minima taken as one minimum over pairs of
-classes. (Models with more classes than `MAX_PAIRED_CLASSES`, or an embedding scored without
-unit-length scaling, get the two scorers one after the other and their sum: 15 nodes.)
+classes. (Models with more classes than `MAX_PAIRED_CLASSES`, an embedding scored without
+unit-length scaling, or one scored in float64 (`FLOAT64_ABOVE` in `mlfactory.monitoring.ood`),
+get the two scorers one after the other and their sum: 15 nodes, 17 with the embedding's casts
+to float64 and back.)
 
 The graph records the scorer's fingerprint (`OodScorer.fingerprint`) in the model's metadata.
 The server uses the in-graph score only while the profile it loads has the same fingerprint,
@@ -108,7 +110,11 @@ def ood_nodes(scorer: OodScorer, opset: int) -> tuple[list[onnx.NodeProto], list
     """
     if scorer.early is None:
         return scorer_nodes(scorer, EMBEDDING, OOD_SCORE, opset)
-    if scorer.normalize and len(scorer.class_means) <= MAX_PAIRED_CLASSES:
+    if (
+        scorer.normalize
+        and not scorer.float64  # the paired chain expands the embedding's distance in float32
+        and len(scorer.class_means) <= MAX_PAIRED_CLASSES
+    ):
         return paired_nodes(scorer, opset)
     mean, spread, early_mean, early_spread = (float(v) for v in scorer.standardization)
     embedding_score, early_score = PREFIX + "embedding_score", PREFIX + "early_score"
