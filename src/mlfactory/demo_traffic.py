@@ -87,7 +87,7 @@ def summary(title: str, report: DriftReport, traffic: Traffic) -> Text:
     line.append(f"; {accuracy_line(report)}")
     if report.flagged:
         top = report.flagged[0]
-        line.append(f"\n    most out of distribution: {flagged_text([top])}")
+        line.append(f"\n    most out of distribution: {flagged_text(top)}")
         name = traffic.files.get((top.request_id, top.input_index))
         if name:
             line.append(f": the file {name}")

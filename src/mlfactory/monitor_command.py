@@ -21,7 +21,7 @@ from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
-from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_text
+from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_lines
 from mlfactory.monitoring.labels import moved_text, weakest_text
 from mlfactory.monitoring.profile import (
     ReferenceProfile,
@@ -259,9 +259,9 @@ def report_renderable(report: DriftReport) -> Group:
                 f"(score above {report.ood_threshold:.4g})"
             )
         )
-    flagged = flagged_text(report.flagged)
-    if flagged:
-        lines.append(Text(f"most out of distribution: {flagged}"))
+    if report.flagged:
+        lines.append(Text("most out of distribution:"))
+        lines += [Text(line) for line in flagged_lines(report.flagged)]
     lines.append(Text(accuracy_line(report)))
     moved, weakest = moved_text(report.labels), weakest_text(report.labels)
     if moved:

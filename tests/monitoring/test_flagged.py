@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlfactory.monitoring.flagged import flagged_text, most_out_of_distribution
+from mlfactory.monitoring.flagged import flagged_lines, flagged_text, most_out_of_distribution
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import check_window
 from tests.monitoring.conftest import DigitOutputs
@@ -39,12 +39,16 @@ def test_photos_among_digits_are_listed_by_request_highest_score_first(
         assert item.ood_score == scores[row] > digit_profile.ood.threshold
         assert item.label == labels[int(np.argmax(probabilities[row]))]
         assert item.confidence == float(np.max(probabilities[row]))
-    text = flagged_text(listed) or ""
     first = listed[0]
-    assert text.startswith(
+    assert flagged_text(first) == (
         f"request {first.request_id} input {first.input_index} (score {first.ood_score:.4g}, "
+        f"predicted {first.label} at {first.confidence:.2f})"
     )
-    assert text.count("request ") == min(len(listed), 3) and ", true " not in text
+    lines = flagged_lines(listed)  # the terminal's: three, then how many more
+    assert lines[:3] == [f"  {flagged_text(item)}" for item in listed[:3]]
+    assert lines[3:] == (
+        [f"  and {len(listed) - 3} more (--json, --html)"] if len(listed) > 3 else []
+    )
     # a true label sent back for the top one shows beside it
     top_row = request_ids.index(first.request_id) + first.input_index
     truth: list[str | None] = [None] * len(scores)
@@ -59,7 +63,7 @@ def test_photos_among_digits_are_listed_by_request_highest_score_first(
         true_labels=truth,
     )
     assert [item.true_label for item in named] == ["7"] + [None] * (len(named) - 1)
-    assert (flagged_text(named) or "").count(", true 7)") == 1
+    assert flagged_text(named[0]).endswith(", true 7)")
 
     # scores left out (NaN) are not listed; without scores or request ids nothing is
     unscored = scores.copy()
@@ -70,7 +74,7 @@ def test_photos_among_digits_are_listed_by_request_highest_score_first(
     )
     assert not most_out_of_distribution(None, 0.0, probabilities, labels, request_ids, positions)
     assert not most_out_of_distribution(scores, 0.0, probabilities, labels, [], [])
-    assert flagged_text([]) is None
+    assert flagged_lines([]) == []
 
 
 def test_held_out_digits_alone_flag_at_most_a_few(

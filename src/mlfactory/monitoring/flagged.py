@@ -102,17 +102,20 @@ def most_out_of_distribution(
     ]
 
 
-def flagged_text(inputs: Sequence[FlaggedInput]) -> str | None:
-    """`request 3f2a input 0 (score 41.2, predicted 7 at 0.81, true 1), ...`: the first
-    `SHOWN` (the true label where it came back), or None when nothing is flagged."""
-    if not inputs:
-        return None
-    parts = [
+def flagged_text(item: FlaggedInput) -> str:
+    """`request 3f2a input 0 (score 41.2, predicted 7 at 0.81, true 1)`: one input, with its
+    true label where it came back."""
+    true = "" if item.true_label is None else f", true {item.true_label}"
+    return (
         f"request {item.request_id} input {item.input_index} (score {item.ood_score:.4g}, "
-        f"predicted {item.label} at {item.confidence:.2f}"
-        + ("" if item.true_label is None else f", true {item.true_label}")
-        + ")"
-        for item in inputs[:SHOWN]
-    ]
-    more = len(inputs) - SHOWN
-    return ", ".join(parts) + (f"; {more} more in --json and --html" if more > 0 else "")
+        f"predicted {item.label} at {item.confidence:.2f}{true})"
+    )
+
+
+def flagged_lines(inputs: Sequence[FlaggedInput]) -> list[str]:
+    """The first `SHOWN` inputs, a line each, then how many more the report lists; nothing
+    when no input is flagged."""
+    lines = [f"  {flagged_text(item)}" for item in inputs[:SHOWN]]
+    if len(inputs) > SHOWN:
+        lines.append(f"  and {len(inputs) - SHOWN} more (--json, --html)")
+    return lines
