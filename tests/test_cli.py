@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from mlfactory import __version__
 from mlfactory.bundle import load_bundle
-from mlfactory.cli import app
+from mlfactory.cli import app, main
 from mlfactory.config.loader import Recipe
 from mlfactory.targets import resolve_bundle
 from mlfactory.training.train import TrainResult
@@ -289,3 +291,40 @@ def test_a_recipe_error_comes_before_torch_is_imported(override: str, hydra_impo
     )
     assert done.stdout.split() == ["2", "False", str(hydra_imported)], done.stderr
     assert done.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["monitor"], "Missing argument 'target' (see mlfactory monitor --help)"),
+        (["nosuch"], "No such command 'nosuch' (see mlfactory --help)"),
+        (["monitor", "runs/x", "--last", "abc"], "Invalid value for '--last'"),
+        (["serve", "runs/x", "--bogus"], "No such option: --bogus"),
+        (["monitor", "/nonexistent"], "no such bundle folder or run folder"),
+    ],
+)
+def test_command_line_mistakes_are_one_line_and_exit_2(
+    args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through the console script's `main`, not typer's runner: click's usage errors (an
+    unknown command or option, a wrong type, a missing argument) are one line too."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1, out + err
+    assert lines[0].startswith("error: ") and fragment in lines[0]
+
+
+def test_the_console_script_runs_main_and_passes_exit_codes_through(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (script,) = entry_points(group="console_scripts", name="mlfactory")
+    assert script.value == "mlfactory.cli:main"
+    for args, code in ((["--version"], 0), (["recipes", "--help"], 0), ([], 2)):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == code, args
+    out = capsys.readouterr().out
+    assert out.startswith(f"mlfactory {__version__}") and "Usage: mlfactory" in out

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mlfactory import __version__
@@ -438,8 +439,31 @@ def _yaml(resolved: dict[str, Any]) -> str:
     return yaml.safe_dump(resolved, sort_keys=False)
 
 
-def main() -> None:
-    app()
+def main(args: list[str] | None = None) -> None:
+    """The `mlfactory` command: the app, with command-line mistakes (an unknown command or
+    option, a value of the wrong type, a missing argument) as one `error:` line and exit code
+    2, as every other wrong input is, instead of the usage box typer draws.
+
+    Args:
+        args: the arguments (default: the process's).
+    """
+    # typer vendors click; its exceptions are not re-exported
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="mlfactory", standalone_mode=False)
+    except NoArgsIsHelpError:  # `mlfactory` alone: the help is printed
+        raise SystemExit(2) from None
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "mlfactory"
+        message = escape(exc.format_message().rstrip("."))
+        err_console.print(f"[red]error:[/red] {message} (see {where} --help)", highlight=False)
+        raise SystemExit(2) from None
+    except typer.Abort:  # Ctrl-C at a prompt
+        err_console.print("interrupted")
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
