@@ -6,6 +6,7 @@ figures are drawn in a fragment, so "Refresh" fetches them again without reloadi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import altair as alt
@@ -16,6 +17,9 @@ from mlfactory.ui.client import ApiClient, ApiError
 
 DEFAULT_LAST = 1000
 DEFAULT_BUCKETS = 12
+CHECK_COLUMNS = ("name", "kind", "statistic", "p_value", "status", "detail")
+# A missing figure: not "-", which a table cell renders as a list bullet.
+MISSING = "\u2013"  # an en dash
 FLAGGED_COLUMNS = ("request_id", "input_index", "time", "ood_score", "label", "confidence")
 # The periods a window can be limited to: the text shown, and the API's `since`.
 PERIODS = {"all logged": None, "last hour": "1h", "last day": "1d", "last week": "1w"}
@@ -83,7 +87,11 @@ def _current(report: dict[str, Any], period: str | None) -> None:
     checks = report.get("checks") or []
     if checks:
         table = pd.DataFrame(checks)
-        columns = [c for c in ("name", "kind", "statistic", "p_value", "drift") if c in table]
+        # the verdict, not the drift flag: a check that did not run ("insufficient data", "no
+        # variation") is not one that found no drift; the detail says what moved, or why not
+        for figure in ("statistic", "p_value"):
+            table[figure] = table[figure].map(_num)
+        columns = [c for c in CHECK_COLUMNS if c in table]
         st.table(table[columns].set_index("name"))
     for note in report.get("notes") or []:
         st.caption(note)
@@ -107,6 +115,9 @@ def _current(report: dict[str, Any], period: str | None) -> None:
             "send their true labels to `POST /v1/feedback`"
         )
         shown = pd.DataFrame(flagged)
+        for figure in ("ood_score", "confidence"):
+            shown[figure] = shown[figure].map(_num)
+        shown["time"] = pd.to_datetime(shown["time"]).dt.strftime("%Y-%m-%d %H:%M:%S")
         st.table(shown[[c for c in FLAGGED_COLUMNS if c in shown]].set_index("request_id"))
 
 
@@ -155,8 +166,13 @@ def _time_chart(frame: pd.DataFrame, series: list[str]) -> alt.Chart:
 
 
 def _pct(value: Any) -> str:
-    return f"{100 * value:.1f}%" if isinstance(value, int | float) else "-"
+    return f"{100 * value:.1f}%" if _given(value) else MISSING
 
 
 def _num(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "-"
+    return f"{value:.4g}" if _given(value) else MISSING
+
+
+def _given(value: Any) -> bool:
+    """A number, not None and not NaN (pandas' None in a column of numbers)."""
+    return isinstance(value, int | float) and not math.isnan(value)
