@@ -39,3 +39,14 @@ def test_a_histogram_keeps_whole_percentages_when_they_differ() -> None:
     edges = np.array([0.0, 1.0, 2.0, 3.0])
     chart = svg.histograms(edges, np.array([0.2, 0.5, 0.3]), np.array([0.3, 0.4, 0.3]))
     assert y_labels(chart) == ["0%", "26%", "52%"]
+
+
+def test_a_share_of_every_value_in_one_bin_reads_100_percent_at_the_top() -> None:
+    edges = np.array([0.0, 1.0, 2.0])
+    chart = svg.histograms(edges, np.array([1.0, 0.0]), np.array([0.97, 0.03]))
+    assert y_labels(chart) == ["0%", "50%", "100%"]
+    chart = svg.bars(["a", "b"], np.array([1.0, 0.0]), np.array([0.5, 0.5]))
+    assert y_labels(chart) == ["0%", "50%", "100%"]
+    # below, the axis keeps its room above the largest share
+    chart = svg.histograms(edges, np.array([0.5, 0.5]), np.array([0.4, 0.6]))
+    assert y_labels(chart) == ["0%", "32%", "63%"]

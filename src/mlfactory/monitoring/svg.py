@@ -98,7 +98,7 @@ def histograms(
         x_format: how the x axis's end values are written.
     """
     top = float(max(np.max(reference, initial=0.0), np.max(window, initial=0.0), 1e-9))
-    frame = _Frame(float(edges[0]), float(edges[-1]), 0.0, top * 1.05)
+    frame = _Frame(float(edges[0]), float(edges[-1]), 0.0, share_axis_top(top))
     parts = frame.axes()
     for shares, color in ((reference, REFERENCE_COLOR), (window, WINDOW_COLOR)):
         points = [f"{frame.x(float(edges[0])):.1f},{frame.y(0.0):.1f}"]
@@ -116,11 +116,17 @@ def histograms(
     return _svg(parts)
 
 
+def share_axis_top(top: float) -> float:
+    """The top of an axis of shares whose largest is `top`: 5 % above it for room, but never
+    above 100 % (an axis of shares that read 105 % at its top)."""
+    return min(top * 1.05, 1.0) if top <= 1.0 else top * 1.05
+
+
 def bars(categories: Sequence[str], reference: np.ndarray, window: np.ndarray) -> str:
     """Grouped bars of each category's share, reference beside window (the largest 20)."""
     order = np.argsort(-(np.asarray(reference) + np.asarray(window)), kind="stable")[:MAX_BARS]
     top = float(max(np.max(reference, initial=0.0), np.max(window, initial=0.0), 1e-9))
-    frame = _Frame(0.0, float(len(order)), 0.0, top * 1.05)
+    frame = _Frame(0.0, float(len(order)), 0.0, share_axis_top(top))
     parts = frame.axes()
     slot = (frame.right - frame.left) / max(len(order), 1)
     rotate = len(order) > 6 or max((len(categories[i]) for i in order), default=0) > 6
