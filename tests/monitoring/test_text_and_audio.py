@@ -22,11 +22,11 @@ from mlfactory.data.orange import resolve_orange
 from mlfactory.data.raw import SourceContext
 from mlfactory.modalities import get_modality
 from mlfactory.monitoring.profile import ReferenceProfile, load_profile
-from mlfactory.monitoring.reference import model_outputs
-from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window, check_window
+from mlfactory.monitoring.report import DriftReport, MonitorSettings, check_window
 from mlfactory.predictor import Predictor
 from mlfactory.training.train import TrainResult, train
 from tests.conftest import debian_data
+from tests.monitoring.conftest import run_bundle
 
 TUXPAINT = "/usr/share/tuxpaint/stamps"
 SONIC_PI = "/usr/share/sonic-pi/samples"
@@ -78,22 +78,12 @@ def exported_profile(run: TrainResult) -> ReferenceProfile:
     return profile
 
 
-def window(run: TrainResult, profile: ReferenceProfile, raws: list[bytes]) -> Window:
-    """What the server logs for `raws`: embeddings, probabilities, summaries, OOD scores."""
-    predictor = Predictor(run.bundle)
-    embeddings, probabilities, summaries, kept, early = model_outputs(
-        predictor, raws, [None] * len(raws)
-    )
-    assert len(kept) == len(raws), "the bundle refused some of the real inputs"
-    scores = profile.ood.score(embeddings, early)
-    return Window(embeddings, probabilities, summaries, ood_scores=scores)
-
-
 def check(
     run: TrainResult, profile: ReferenceProfile, raws: list[bytes], level: float = 0.05
 ) -> DriftReport:
     model = {"name": run.bundle.meta.name, "version": run.bundle.meta.version}
-    return check_window(profile, window(run, profile, raws), model, MonitorSettings(level=level))
+    window = run_bundle(Predictor(run.bundle), raws, [None] * len(raws)).window(profile)
+    return check_window(profile, window, model, MonitorSettings(level=level))
 
 
 def held_out(run: TrainResult) -> list[bytes]:

@@ -119,7 +119,7 @@ def histograms(
 def share_axis_top(top: float) -> float:
     """The top of an axis of shares whose largest is `top`: 5 % above it for room, but never
     above 100 % (an axis of shares that read 105 % at its top)."""
-    return min(top * 1.05, 1.0) if top <= 1.0 else top * 1.05
+    return min(top * 1.05, max(top, 1.0))
 
 
 def bars(categories: Sequence[str], reference: np.ndarray, window: np.ndarray) -> str:
