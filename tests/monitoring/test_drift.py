@@ -129,3 +129,14 @@ def test_embedding_check_subsamples_both_sides(mnist_pixels: tuple[np.ndarray, n
     )
     assert (check.n_reference, check.n_window) == (200, 200)
     assert check.tested and check.test == "mmd"
+
+
+def test_resamples_grow_with_a_strict_level_and_many_checks() -> None:
+    # The default level keeps the default counts: 2 x 11 checks / 0.05 is 440.
+    assert drift.resamples_for(0.05, 11, 500) == 500
+    assert drift.resamples_for(0.05, 11, drift.MONTE_CARLO_TABLES) == drift.MONTE_CARLO_TABLES
+    # At 0.01 over 11 checks the smallest p-value, 1/2200, adjusts to 0.005: half the level.
+    assert drift.resamples_for(0.01, 11, 500) == 2199
+    assert 11 / (drift.resamples_for(0.001, 10, 500) + 1) <= 0.001
+    assert drift.resamples_for(1e-6, 11, 500) == drift.MAX_RESAMPLES
+    assert drift.resamples_for(1e-6, 11, 50_000) == 50_000  # a setting above the cap stands

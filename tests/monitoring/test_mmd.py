@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlfactory.monitoring.mmd import mmd_test
+from mlfactory.monitoring.mmd import BLOCK, mmd_test
 from mlfactory.monitoring.projection import Projection
 
 
@@ -46,3 +46,17 @@ def test_p_value_is_deterministic_for_a_seed(mnist_pixels: tuple[np.ndarray, np.
     first = mmd_test(points[:200], points[200:250], np.random.default_rng(3), permutations=100)
     again = mmd_test(points[:200], points[200:250], np.random.default_rng(3), permutations=100)
     assert first == again
+
+
+def test_permutations_beyond_one_block(mnist_pixels: tuple[np.ndarray, np.ndarray]) -> None:
+    """A strict level draws thousands of permutations, scored a block at a time."""
+    points, labels = _digits(mnist_pixels)
+    rng = np.random.default_rng(1)
+    permutations = 2 * BLOCK + 500
+    rows = rng.permutation(np.arange(1000, len(points)))
+    _, same = mmd_test(points[rows[:300]], points[rows[300:400]], rng, permutations)
+    low, high = points[1000:][labels[1000:] < 5], points[1000:][labels[1000:] >= 5]
+    _, shifted = mmd_test(low[:300], high[:100], rng, permutations)
+    assert same > 0.05
+    # Every block was counted: the smallest p-value is that of all permutations.
+    assert shifted == 1 / (permutations + 1)

@@ -190,3 +190,26 @@ def test_scores_of_another_scorer_are_computed_again_from_the_embedding(
     assert scores is not None
     np.testing.assert_array_equal(scores[:30], plain.ood.score(part.embeddings[:30]))
     np.testing.assert_array_equal(scores[30:], logged[30:])
+
+
+def test_a_strict_level_can_still_see_the_embedding_move(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """With 500 permutations the embedding's p-value is at least 1/501, and over the 8 checks
+    that run (height, width and format never vary) Holm makes that 0.016: at level 0.01 the
+    embedding test could never drift, however far the digits turned. The level sizes the
+    permutations, for all 11 checks."""
+    rotated = digit_outputs.transform(lambda image: image.rotate(90))
+    window = _window(rotated, 100, 0, digit_profile)
+    checks = {check.name: check for check in check_window(digit_profile, window, MODEL).checks}
+    assert checks["embedding"].p_value_raw == 1 / 501  # the default level: 500, as before
+    strict = check_window(digit_profile, window, MODEL, MonitorSettings(level=0.01))
+    embedding = next(check for check in strict.checks if check.name == "embedding")
+    assert len(strict.checks) == 11
+    assert embedding.p_value_raw == 1 / 2200 and embedding.detail.startswith("2199 permutations")
+    assert embedding.p_value is not None and embedding.p_value <= 0.01 and embedding.drift
+    hopeless = check_window(
+        digit_profile, window, MODEL, MonitorSettings(level=1e-5, permutations=200)
+    )
+    embedding = next(check for check in hopeless.checks if check.name == "embedding")
+    assert "cannot reach level 1e-05 over 11 checks" in embedding.detail

@@ -8,13 +8,17 @@ window together for multiple testing and sets each check's verdict. The tests:
 - a categorical feature, and the predicted label: chi-square test of the 2 x categories table
   (`scipy.stats.chi2_contingency`); when an expected count is below 5 the p-value is exact
   Monte Carlo over tables with the same margins instead of the chi-square approximation;
-- the embedding: MMD with a permutation null on the reduced embedding (`mmd.py`).
-
+- the embedding: MMD with a permutation null on the reduced embedding (`mmd.py`);
 - the out-of-distribution score: one-sided Kolmogorov-Smirnov, "the window's scores are larger
   than the held-out reference scores" (inputs moving away from every class);
 - the share of out-of-distribution inputs: an exact test of the number of window scores above
   the threshold (`exceedance_check`), which sees a small share of foreign inputs that moves the
   score distribution too little for the KS test.
+
+A permutation or Monte Carlo p-value is never below 1 / (resamples + 1), and the correction
+multiplies the smallest p-value by the number of checks: with 500 permutations and 11 checks,
+no embedding shift however large reaches level 0.01 alone. `resamples_for` sizes both tests to
+the level and the number of checks.
 
 A check whose window has fewer than `min_samples` values says "insufficient data", and one whose
 reference and window hold one and the same value (an image size every input shares) says "no
@@ -23,6 +27,7 @@ variation"; neither takes part in the verdict or counts in the multiple-testing 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +45,9 @@ DEFAULT_MIN_SAMPLES = 30
 DEFAULT_MAX_EMBEDDING_SAMPLES = 500
 CORRECTIONS = ("holm", "bh")
 MONTE_CARLO_TABLES = 1999
+# The most permutations or Monte Carlo tables `resamples_for` asks for: levels down to about
+# 2 x checks / 20,000 (0.001 with 10 checks) stay reachable.
+MAX_RESAMPLES = 20_000
 MIN_EXPECTED = 5.0
 EXACT_KS_PRODUCT = 100_000
 
@@ -138,8 +146,10 @@ def categorical_check(
     window: np.ndarray,
     rng: np.random.Generator,
     min_samples: int = DEFAULT_MIN_SAMPLES,
+    tables: int = MONTE_CARLO_TABLES,
 ) -> CheckResult:
-    """Chi-square test of the reference-vs-window table of category counts."""
+    """Chi-square test of the reference-vs-window table of category counts (`tables`: Monte
+    Carlo tables when an expected count is small)."""
     result = CheckResult(name, kind, "chi2", n_reference=len(reference), n_window=len(window))
     if _too_few(result, min_samples):
         return result
@@ -154,7 +164,7 @@ def categorical_check(
     )
     expected = stats.contingency.expected_freq(table)
     if expected.min() < MIN_EXPECTED:
-        method = stats.MonteCarloMethod(n_resamples=MONTE_CARLO_TABLES, rng=rng)
+        method = stats.MonteCarloMethod(n_resamples=tables, rng=rng)
         test = stats.chi2_contingency(table, correction=False, method=method)
         result.test = "chi2-exact"
     else:
@@ -214,6 +224,20 @@ def embedding_check(
     result.statistic, result.p_value_raw = statistic, p_value
     result.detail = f"{permutations} permutations, {ref.shape[1]} dimensions"
     return result
+
+
+def resamples_for(level: float, checks: int, minimum: int) -> int:
+    """The permutations or Monte Carlo tables a test needs for its smallest p-value,
+    1 / (resamples + 1), times the number of checks to be at most half the level: `minimum`
+    or more, at most `MAX_RESAMPLES`.
+
+    Args:
+        level: the verdict's false-alarm level.
+        checks: the checks whose p-values are corrected together.
+        minimum: the fewest to draw (the setting).
+    """
+    needed = math.ceil(2 * checks / level) - 1
+    return int(min(max(minimum, needed), max(minimum, MAX_RESAMPLES)))
 
 
 def correct(

@@ -76,7 +76,8 @@ class MonitorSettings:
         level: the family-wise false-alarm level of the verdict.
         correction: "holm" (family-wise error) or "bh" (false discovery rate).
         min_samples: below this many values a check reports "insufficient data".
-        permutations: permutations of the embedding test.
+        permutations: permutations of the embedding test, at least; a strict level draws
+            more (`drift.resamples_for`), so that the test can reach it.
         max_embedding_samples: reference and window rows the embedding test uses at most.
         seed: seeds the subsamples, permutations and Monte Carlo tables (reports repeat).
         flagged: the most out-of-distribution inputs the report lists, at most.
@@ -286,19 +287,25 @@ def run_checks(
     )
     columns = summary_columns(window.summaries, reference.kinds)
     minimum = settings.min_samples
+    # The features', then predicted_label, confidence, ood_score, ood_fraction and embedding.
+    count = len(reference.features.numeric) + len(reference.features.categorical) + 5
+    tables = drift.resamples_for(settings.level, count, drift.MONTE_CARLO_TABLES)
+    permutations = drift.resamples_for(settings.level, count, settings.permutations)
     checks = [
         drift.numeric_check(name, "feature", values, columns.numeric[name], minimum)
         for name, values in reference.features.numeric.items()
     ]
     checks += [
-        drift.categorical_check(name, "feature", values, columns.categorical[name], rng, minimum)
+        drift.categorical_check(
+            name, "feature", values, columns.categorical[name], rng, minimum, tables
+        )
         for name, values in reference.features.categorical.items()
     ]
     predicted = np.array([profile.labels[i] for i in probabilities.argmax(axis=1)], dtype=np.str_)
     reference_predicted = np.array(profile.labels, dtype=np.str_)[reference.predicted]
     checks.append(
         drift.categorical_check(
-            "predicted_label", "label", reference_predicted, predicted, rng, minimum
+            "predicted_label", "label", reference_predicted, predicted, rng, minimum, tables
         )
     )
     checks.append(
@@ -334,17 +341,20 @@ def run_checks(
         if n
         else np.zeros((0, projection.dims), np.float32)
     )
-    checks.append(
-        drift.embedding_check(
-            reference.embeddings / np.sqrt(np.maximum(projection.variances, 1e-12)),
-            projected,
-            rng,
-            minimum,
-            settings.permutations,
-            settings.max_embedding_samples,
-        )
+    embedding = drift.embedding_check(
+        reference.embeddings / np.sqrt(np.maximum(projection.variances, 1e-12)),
+        projected,
+        rng,
+        minimum,
+        permutations,
+        settings.max_embedding_samples,
     )
-    return checks
+    if embedding.tested and count / (permutations + 1) > settings.level:
+        embedding.detail += (
+            f"; its p-value, at least 1/{permutations + 1}, cannot reach level "
+            f"{settings.level:g} over {count} checks"
+        )
+    return [*checks, embedding]
 
 
 def _true_indices(window: Window, labels: Sequence[str]) -> np.ndarray:
