@@ -152,6 +152,9 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
         ("/v1/monitoring/drift", {"flagged": 1001}),
         ("/v1/monitoring/drift", {"flagged": -1}),
         ("/v1/monitoring/history", {"since": "0h"}),
+        ("/v1/monitoring/drift", {"level": 0}),
+        ("/v1/monitoring/drift", {"level": 1}),
+        ("/v1/monitoring/history", {"level": "strict"}),
     ):
         response = monitored_client.get(path, params=params)
         assert response.status_code == 422 and "detail" in response.json()
@@ -160,6 +163,28 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
         "detail": "since '1 day' is not a duration: use a number and a unit (s, m, h, d or w), "
         "e.g. 30m, 6h, 2d"
     }
+
+
+def _embedding_detail(report: dict[str, Any]) -> str:
+    return str(next(c["detail"] for c in report["checks"] if c["name"] == "embedding"))
+
+
+def test_the_level_comes_from_the_query_or_the_server_setting(
+    monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], log_url: str
+) -> None:
+    """A strict level is the report's, and sizes its embedding test's permutations."""
+    settings = ServingSettings(log_url=log_url, monitor_level=0.01)
+    with TestClient(create_app(monitored_digits.bundle.path, settings)) as client:
+        post_images(client, [image for image, _ in unseen_digits[:60]])
+        default = client.get("/v1/monitoring/drift", params={"last": 60}).json()
+        assert default["level"] == 0.01
+        assert _embedding_detail(default).startswith("2199 permutations")  # 11 checks
+        asked = client.get("/v1/monitoring/drift", params={"last": 60, "level": 0.05}).json()
+        assert asked["level"] == 0.05 and _embedding_detail(asked).startswith("500 permutations")
+        buckets = client.get(
+            "/v1/monitoring/history", params={"last": 60, "buckets": 2, "level": 0.2}
+        ).json()["buckets"]
+        assert len(buckets) == 2 and all(b["n"] == 30 for b in buckets)
 
 
 def test_since_reads_the_predictions_of_a_period(
@@ -290,11 +315,13 @@ def wait_for_gauge(
 
 @contextlib.contextmanager
 def watched_client(
-    bundle: Path, log_url: str, every: str
+    bundle: Path, log_url: str, every: str, level: float = 0.05
 ) -> Iterator[tuple[TestClient, Callable[[], str]]]:
     """A started app whose background check runs every `every` predictions over the latest
-    100, with a function that scrapes its /metrics."""
-    settings = ServingSettings(log_url=log_url, monitor_every=every, monitor_window=100)
+    100 at `level`, with a function that scrapes its /metrics."""
+    settings = ServingSettings(
+        log_url=log_url, monitor_every=every, monitor_window=100, monitor_level=level
+    )
     with TestClient(create_app(bundle, settings)) as client:
         yield client, lambda: client.get("/metrics").text
 
@@ -316,6 +343,19 @@ def test_the_background_check_updates_the_gauges_after_shifted_traffic(
             gauge(quiet, "mlfactory_ood_fraction") or 0
         )
         assert client.app.state.drift_watch.checks >= 3  # type: ignore[attr-defined]
+
+
+def test_the_background_check_runs_at_the_servers_level(
+    monitored_digits: Any, unseen_digits: list[tuple[Image.Image, str]], log_url: str
+) -> None:
+    """At MLFACTORY_MONITOR_LEVEL=0.01 the embedding test can still drift: with 500
+    permutations its corrected p-value could not go below 8/501 = 0.016."""
+    embedding = 'mlfactory_drift_p_value{check="embedding",kind="embedding"}'
+    bundle = monitored_digits.bundle.path
+    with watched_client(bundle, log_url, every="100", level=0.01) as (client, scrape):
+        post_images(client, [ImageOps.invert(image) for image, _ in unseen_digits])
+        text = wait_for_gauge(scrape, "mlfactory_drift_detected", lambda drift: drift == 1.0)
+        assert (gauge(text, embedding) or 1.0) <= 0.01
 
 
 def test_feedback_alone_brings_the_live_accuracy_to_the_gauges(

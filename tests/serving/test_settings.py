@@ -102,6 +102,9 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MLFACTORY_MAX_HEADER_BYTES", "100", "MLFACTORY_MAX_HEADER_BYTES: 100 must be 1024 to"),
         ("MLFACTORY_MAX_CONNECTIONS", "0", "MLFACTORY_MAX_CONNECTIONS: 0 must be >= 1"),
         ("MLFACTORY_ADMIN_FAILURES_PER_MINUTE", "0", "MLFACTORY_ADMIN_FAILURES_PER_MINUTE: 0"),
+        ("MLFACTORY_MONITOR_LEVEL", "0", r"MLFACTORY_MONITOR_LEVEL: 0.0 must be between 0 and 1"),
+        ("MLFACTORY_MONITOR_LEVEL", "5", r"MLFACTORY_MONITOR_LEVEL: 5.0 must be between 0 and 1"),
+        ("MLFACTORY_MONITOR_LEVEL", "1%", r"MLFACTORY_MONITOR_LEVEL: '1%' is not a number"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str, expected: str) -> None:
@@ -143,3 +146,8 @@ def test_log_retention_is_off_by_default_or_a_duration() -> None:
 def test_a_bad_log_retention_names_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=r"MLFACTORY_LOG_RETENTION: .* is not a duration"):
         ServingSettings.from_env({"MLFACTORY_LOG_RETENTION": value})
+
+
+def test_the_monitoring_level_is_005_unless_set() -> None:
+    assert ServingSettings().monitor_level == 0.05
+    assert ServingSettings.from_env({"MLFACTORY_MONITOR_LEVEL": "0.01"}).monitor_level == 0.01

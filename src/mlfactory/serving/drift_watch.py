@@ -25,7 +25,7 @@ from collections.abc import Callable
 import anyio
 
 from mlfactory.errors import LogDatabaseError
-from mlfactory.monitoring.report import DriftReport, check_window
+from mlfactory.monitoring.report import DriftReport, MonitorSettings, check_window
 from mlfactory.predictor import Predictor
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.monitoring import read_served_window, run_check
@@ -49,7 +49,7 @@ class DriftWatch:
         """Set up an idle watch; `start` it on the event loop.
 
         Args:
-            settings: `monitor_every` and `monitor_window`.
+            settings: `monitor_every`, `monitor_window` and `monitor_level`.
             prediction_log: the log to read.
             metrics: whose gauges show each report.
             served: the predictor serving now (None while none is loaded).
@@ -57,6 +57,7 @@ class DriftWatch:
         """
         self.every_predictions, self.every_seconds = monitor_schedule(settings.monitor_every)
         self.window = settings.monitor_window
+        self.check_settings = MonitorSettings(level=settings.monitor_level)
         self.prediction_log, self.metrics, self.served = prediction_log, metrics, served
         self.limiter = limiter
         self.checks = 0
@@ -114,7 +115,9 @@ class DriftWatch:
 
         def check() -> DriftReport | None:
             window = read_served_window(self.prediction_log, predictor, profile, self.window)
-            return check_window(profile, window, model) if len(window) else None
+            return (
+                check_window(profile, window, model, self.check_settings) if len(window) else None
+            )
 
         try:
             report = await run_check(self.limiter, check)

@@ -50,6 +50,7 @@ from mlfactory.monitoring.report import MonitorSettings, Window, check_window
 from mlfactory.predictor import BatchOutput, Predictor
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import DriftReportOut, ErrorResponse, HistoryOut
+from mlfactory.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 DEFAULT_BUCKETS = 20
@@ -62,6 +63,7 @@ LAST_HELP = (
 )
 SINCE_HELP = "Only predictions within this duration before now: 30m, 6h, 2d, 1w."
 FLAGGED_HELP = "The most out-of-distribution inputs to list (`ood.flagged`), at most."
+LEVEL_HELP = "False-alarm level of the drift verdict (default MLFACTORY_MONITOR_LEVEL, 0.05)."
 # Each input's OOD score and whether it is in distribution; Nones without a profile.
 OodScores = tuple[list[float | None], list[bool | None]]
 
@@ -139,15 +141,17 @@ async def drift_report(
     last: int | None = Query(None, ge=1, le=MAX_WINDOW_ROWS, description=LAST_HELP),
     since: str | None = Query(None, description=SINCE_HELP),
     flagged: int = Query(LISTED, ge=0, le=MAX_LISTED, description=FLAGGED_HELP),
+    level: float | None = Query(None, gt=0, lt=1, description=LEVEL_HELP),
 ) -> dict[str, Any]:
     """Check the served model's latest logged predictions (the `mlfactory monitor` report)."""
     predictor, profile = _monitored(request)
     model = _model(predictor)
     rows, period = _window_bounds(last, since)
+    settings = MonitorSettings(flagged=flagged, level=_level(request, level))
 
     def report() -> dict[str, Any]:
         window = _read(request, predictor, profile, rows, period)
-        checked = check_window(profile, window, model, MonitorSettings(flagged=flagged))
+        checked = check_window(profile, window, model, settings)
         cut = period_cut_note(len(window), last, since, "last=N")
         checked.notes += [cut] if cut else []
         return checked.to_json()
@@ -166,15 +170,17 @@ async def drift_history(
     last: int | None = Query(None, ge=1, le=MAX_WINDOW_ROWS, description=LAST_HELP),
     since: str | None = Query(None, description=SINCE_HELP),
     buckets: int = Query(DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS, description="Time buckets."),
+    level: float | None = Query(None, gt=0, lt=1, description=LEVEL_HELP),
 ) -> dict[str, Any]:
     """Cut the latest logged predictions into equal time spans and check each one."""
     predictor, profile = _monitored(request)
     rows, period = _window_bounds(last, since)
     model = _model(predictor)
+    settings = MonitorSettings(level=_level(request, level))
 
     def buckets_of() -> dict[str, Any]:
         window = _read(request, predictor, profile, rows, period)
-        return {"buckets": history(profile, window, model, buckets)}
+        return {"buckets": history(profile, window, model, buckets, settings)}
 
     return await run_check(request.app.state.check_limiter, buckets_of)
 
@@ -207,6 +213,12 @@ def read_served_window(
     return window_from_engine(
         prediction_log.engine, meta.name, meta.version, last, since, labels=profile.labels
     )
+
+
+def _level(request: Request, asked: float | None) -> float:
+    """The query's level, else the server's `MLFACTORY_MONITOR_LEVEL`."""
+    settings: ServingSettings = request.app.state.settings
+    return settings.monitor_level if asked is None else asked
 
 
 def _window_bounds(last: int | None, since: str | None) -> tuple[int, timedelta | None]:

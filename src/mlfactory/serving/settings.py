@@ -14,6 +14,7 @@ from typing import Any
 
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import ConfigError
+from mlfactory.monitoring.drift import DEFAULT_LEVEL
 
 ENV_PREFIX = "MLFACTORY_"
 MEGABYTE = 1024 * 1024
@@ -67,6 +68,9 @@ class ServingSettings:
             at hundreds of requests a second a count-based trigger costs throughput; a minute
             does not.
         monitor_window: the latest predictions each background check reads.
+        monitor_level: the false-alarm level of the background check's verdict, and the
+            default of the report endpoints' `level`: checks that run often want a stricter one
+            than 0.05 (each check may alarm falsely).
         log_retention: how long the prediction log keeps a prediction (`30d`, `12h`, `2w`):
             older rows, and feedback labels stored longer ago, are deleted in the background.
             `0` (the default) keeps everything.
@@ -91,6 +95,7 @@ class ServingSettings:
     admin_failures_per_minute: int = 10
     monitor_every: str = "60s"
     monitor_window: int = 1000
+    monitor_level: float = DEFAULT_LEVEL
     log_retention: str = "0"
 
     def __post_init__(self) -> None:
@@ -107,6 +112,8 @@ class ServingSettings:
             _check(name, getattr(self, name), getattr(self, name) >= 0, "must be >= 0")
         wait = self.max_wait_ms
         _check("max_wait_ms", wait, 0 <= wait <= MAX_WAIT_LIMIT_MS, "must be 0 to 1000")
+        level = self.monitor_level
+        _check("monitor_level", level, 0 < level < 1, "must be between 0 and 1, e.g. 0.01")
         monitor_schedule(self.monitor_every)  # raises ConfigError when malformed
         retention_period(self.log_retention)  # the same
         if not self.log_url.strip():
