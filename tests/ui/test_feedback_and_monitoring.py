@@ -62,7 +62,8 @@ def test_the_monitoring_page_shows_checks_and_history(
         assert check["status"] in rows[check["name"]], rows[check["name"]]
     assert "nan" not in table and "None" not in table
     assert drift["drift"] is True and len(drift["notes"]) == 1
-    wait_for_text(chromium, "Drift detected")
+    # at the server's level: the verdict of its gauges and alerts
+    wait_for_text(chromium, f"Drift detected (at level {drift['level']:.4g}, holm-corrected)")
     wait_for_text(chromium, drift["notes"][0])
     wait_for_text(chromium, "predicted share against the reference, live accuracy")
     tables = chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stTable']")

@@ -60,12 +60,16 @@ def _current(report: dict[str, Any], period: str | None) -> None:
     st.subheader(f"The last {n} predictions" if period is None else f"{n} predictions, {period}")
     st.caption(f"from {window.get('from') or '-'} to {window.get('to') or '-'}")
     status = report.get("status")
+    # the server's MLFACTORY_MONITOR_LEVEL: the same verdict as its gauges and alerts
+    level = f"at level {_num(report.get('level'))}, {report.get('correction', 'holm')}-corrected"
     if report.get("drift"):
-        st.error("Drift detected: at least one check rejects the reference distribution.")
+        st.error(
+            f"Drift detected ({level}): at least one check rejects the reference distribution."
+        )
     elif status == "insufficient data":
         st.info("Not enough predictions in the window to test for drift yet.")
     else:
-        st.success("No drift detected.")
+        st.success(f"No drift detected ({level}).")
     ood, accuracy = report.get("ood", {}), report.get("accuracy", {})
     ood_col, estimated_col, live_col = st.columns(3)
     ood_col.metric(
