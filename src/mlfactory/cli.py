@@ -341,7 +341,12 @@ def monitor(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead."),
     html: Path | None = typer.Option(None, help="Also write a self-contained HTML report here."),
-    level: float = typer.Option(0.05, help="False-alarm level of the drift verdict."),
+    level: float | None = typer.Option(
+        None,
+        help="False-alarm level of the drift verdict (default MLFACTORY_MONITOR_LEVEL, the "
+        "server's, then 0.05).",
+        show_default=False,
+    ),
     flagged: int | None = typer.Option(
         None,
         help="List at most N of the most out-of-distribution inputs, by request id and "

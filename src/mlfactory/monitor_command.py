@@ -32,6 +32,7 @@ from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window, ch
 from mlfactory.targets import resolve_bundle
 
 LOG_URL_ENV = "MLFACTORY_LOG_URL"
+LEVEL_ENV = "MLFACTORY_MONITOR_LEVEL"
 STATUS_STYLES = {DRIFT: "bold red", NO_DRIFT: "green", INSUFFICIENT: "yellow"}
 
 
@@ -63,6 +64,22 @@ def log_url_or_default(log: str | None) -> str:
     return log or os.environ.get(LOG_URL_ENV) or DEFAULT_LOG_URL
 
 
+def level_or_default(level: float | None) -> float:
+    """`--level`, else `MLFACTORY_MONITOR_LEVEL` (the server's level: a cron job's verdict
+    then agrees with its gauges and alerts), else 0.05.
+
+    Raises:
+        MlfactoryError: the level, or the variable, is not a number between 0 and 1.
+    """
+    from mlfactory.serving.settings import ServingSettings
+
+    if level is None:
+        return ServingSettings.from_env({LEVEL_ENV: os.environ.get(LEVEL_ENV, "")}).monitor_level
+    if not 0.0 < level < 1.0:
+        raise MlfactoryError(f"--level {level}: give a false-alarm level between 0 and 1")
+    return level
+
+
 def parse_since(text: str) -> timedelta:
     """A duration such as `90s`, `30m`, `6h`, `2d` or `1w`.
 
@@ -80,7 +97,7 @@ def monitor_bundle(
     log: str | None = None,
     last: int | None = None,
     since: str | None = None,
-    level: float = 0.05,
+    level: float | None = None,
     flagged: int | None = None,
 ) -> MonitorResult:
     """Read the window of the bundle's predictions from the log and check it.
@@ -92,7 +109,7 @@ def monitor_bundle(
         last: the most recent `last` predictions (default `window_rows`: the latest 1,000, or
             with `since` the latest 100,000 of that period).
         since: only predictions within this duration before now (`parse_since`).
-        level: the family-wise false-alarm level of the verdict.
+        level: the family-wise false-alarm level of the verdict (`level_or_default`).
         flagged: the most out-of-distribution inputs the report lists, at most (default
             `LISTED`, 10).
 
@@ -114,8 +131,7 @@ def monitor_bundle(
             f"--last {last:,}: at most {MAX_WINDOW_ROWS:,} predictions, as the server's "
             "endpoints (a window of 1,280-wide embeddings takes about 0.9 GB per 100,000)"
         )
-    if not 0.0 < level < 1.0:
-        raise MlfactoryError(f"--level {level}: give a false-alarm level between 0 and 1")
+    level = level_or_default(level)
     flagged = LISTED if flagged is None else flagged
     if not 0 <= flagged <= MAX_LISTED:
         raise MlfactoryError(

@@ -230,6 +230,27 @@ def test_the_log_defaults_to_the_environment_then_the_servers_store(
     assert json.loads(result.output)["window"]["n"] == 40
 
 
+def test_the_level_defaults_to_the_servers_setting(
+    profiled_bundle: Path,
+    digit_outputs: DigitOutputs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cron job's verdict agrees with the server's gauges: both read MLFACTORY_MONITOR_LEVEL."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log_served(profiled_bundle, url, digit_outputs.held_out.take(np.arange(60)))
+    monkeypatch.delenv("MLFACTORY_MONITOR_LEVEL", raising=False)
+    assert json.loads(_monitor(profiled_bundle, "--log", url, "--json").output)["level"] == 0.05
+    monkeypatch.setenv("MLFACTORY_MONITOR_LEVEL", "0.01")
+    table = _monitor(profiled_bundle, "--log", url)
+    assert table.exit_code == 0 and "(level 0.01, holm-corrected p-values)" in table.output
+    asked = _monitor(profiled_bundle, "--log", url, "--json", "--level", "0.2")
+    assert json.loads(asked.output)["level"] == 0.2
+    monkeypatch.setenv("MLFACTORY_MONITOR_LEVEL", "5%")
+    result = _monitor(profiled_bundle, "--log", url)
+    assert_one_line_error(result, "MLFACTORY_MONITOR_LEVEL: '5%' is not a number")
+
+
 def test_a_postgresql_log_is_read_like_sqlite(
     profiled_bundle: Path,
     digit_outputs: DigitOutputs,
