@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mlfactory.serving.settings import ServingSettings, env_name
 
 from .tools import KUBERNETES, ROOT, RULES, load_yaml, run_tool
 
@@ -41,6 +44,17 @@ def test_deployment_and_service_match_kubernetes_schemas() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed") == 2, result.stdout
+
+
+def test_the_servers_settings_are_ones_it_reads_with_values_it_accepts() -> None:
+    """The server ignores a variable it does not know: a misspelt name would do nothing."""
+    [container] = by_kind(CORE, "Deployment")["spec"]["template"]["spec"]["containers"]
+    names = [env["name"] for env in container["env"] if env["name"].startswith("MLFACTORY_")]
+    known = {env_name(field.name) for field in fields(ServingSettings)}
+    assert set(names) <= known, set(names) - known
+    values = {env["name"]: env["value"] for env in container["env"] if "value" in env}
+    settings = ServingSettings.from_env({k: v for k, v in values.items() if k in known})
+    assert settings.monitor_level == 0.01 and settings.log_retention == "90d"
 
 
 def test_the_prometheus_rule_is_the_shipped_rules_file() -> None:
