@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchmarks.monitoring.across_runs import load_run
-from benchmarks.monitoring.cached_run import run_outputs
-from benchmarks.monitoring.measure import SIZES
+from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, run_outputs
 from benchmarks.monitoring.outputs import Outputs
 
 from mlfactory.monitoring.profile import ReferenceProfile, build_profile
@@ -118,18 +116,13 @@ def bundle_rows(
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description="False alarms over reference draws (docstring).")
-    parser.add_argument("folders", type=Path, nargs="+", help="the --out folders of the runs")
-    parser.add_argument("--bundles", default="digits,news,speech", help="comma-separated names")
+    add_run_arguments(parser)
     parser.add_argument("--references", type=int, default=20, help="reference draws per bundle")
     parser.add_argument("--windows", type=int, default=100, help="unshifted windows per size")
     parser.add_argument(
         "--reference-rows", type=int, default=0, help="rows per drawn reference (0: the bundle's)"
     )
-    parser.add_argument(
-        "--sizes", type=lambda text: tuple(int(s) for s in text.split(",")), default=SIZES
-    )
     args = parser.parse_args(argv)
-    wanted = set(args.bundles.split(","))
     lines = [
         f"False alarms (level 0.05) on {args.windows} unshifted windows per size: with the run's "
         f"own reference, then with each of {args.references} references drawn again from the "
@@ -139,10 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         "draw | range over draws | share of draws above 0.05 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for folder in args.folders:
-        for bundle_result in load_run(folder)["bundles"]:
-            if bundle_result["bundle"]["name"] in wanted:
-                lines += bundle_rows(folder, bundle_result, args)
+    for folder, bundle_result in chosen_bundles(args):
+        lines += bundle_rows(folder, bundle_result, args)
     print("\n".join(lines))
     return 0
 

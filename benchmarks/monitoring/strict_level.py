@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchmarks.monitoring.across_runs import load_run
-from benchmarks.monitoring.cached_run import run_outputs
-from benchmarks.monitoring.measure import SIZES, STRICT_LEVEL
+from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, run_outputs
+from benchmarks.monitoring.measure import STRICT_LEVEL
 from benchmarks.monitoring.reference_draws import profile_of
 
 from mlfactory.monitoring.report import MonitorSettings, Window, check_window
@@ -79,15 +78,10 @@ def bundle_rows(folder: Path, bundle_result: dict[str, Any], args: argparse.Name
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description="The verdict at level 0.01 (docstring).")
-    parser.add_argument("folders", type=Path, nargs="+", help="the --out folders of the runs")
-    parser.add_argument("--bundles", default="digits,news,speech", help="comma-separated names")
+    add_run_arguments(parser)
     parser.add_argument("--windows", type=int, default=200, help="no-shift windows per size")
     parser.add_argument("--shift-windows", type=int, default=50, help="per shift and size")
-    parser.add_argument(
-        "--sizes", type=lambda text: tuple(int(s) for s in text.split(",")), default=SIZES
-    )
     args = parser.parse_args(argv)
-    wanted = set(args.bundles.split(","))
     started = time.perf_counter()
     lines = [
         f"Share of windows flagged at level {STRICT_LEVEL} (no shift: false alarms; shifts: "
@@ -99,10 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         "embedding drifted | ms, level 0.05 | ms, level 0.01 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for folder in args.folders:
-        for bundle_result in load_run(folder)["bundles"]:
-            if bundle_result["bundle"]["name"] in wanted:
-                lines += bundle_rows(folder, bundle_result, args)
+    for folder, bundle_result in chosen_bundles(args):
+        lines += bundle_rows(folder, bundle_result, args)
     print("\n".join(lines))
     print(f"\n{(time.perf_counter() - started) / 60:.1f} min")
     return 0
