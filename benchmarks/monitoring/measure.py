@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from mlfactory.monitoring.accuracy import estimated_accuracy
 from mlfactory.monitoring.features import feature_kinds
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices
-from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+from mlfactory.monitoring.report import MonitorSettings, check_window
 
 SIZES = (50, 100, 200, 500)
 STRICT_LEVEL = 0.01
@@ -166,12 +166,7 @@ def _cell(
         window = out.rows(rows)
         settings = MonitorSettings(seed=window_index)
         started = time.perf_counter()
-        logged = Window(
-            window.embeddings,
-            window.probabilities,
-            window.summaries,
-            ood_scores=window.ood_scores,
-        )
+        logged = window.logged()
         report = check_window(profile, logged, {}, settings)
         ours_time.append(time.perf_counter() - started)
         ours.append(report.drift)
@@ -240,7 +235,7 @@ def timing(
     started = time.perf_counter()
     check_window(
         profile,
-        Window(big.embeddings, big.probabilities, big.summaries, ood_scores=big.ood_scores),
+        big.logged(),
         {},
     )
     result["ours_10000_s"] = time.perf_counter() - started

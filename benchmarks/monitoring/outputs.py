@@ -19,6 +19,7 @@ import numpy as np
 from benchmarks.monitoring.pools import Pool
 
 from mlfactory.monitoring.reference import model_outputs
+from mlfactory.monitoring.report import Window
 from mlfactory.predictor import Predictor
 
 
@@ -49,6 +50,13 @@ class Outputs:
             [self.labels[i] for i in index],
             None if self.early is None else self.early[index],
             None if self.ood_scores is None else self.ood_scores[index],
+        )
+
+    def logged(self) -> Window:
+        """The rows as the server's log holds them: what `check_window` reads (no timestamps,
+        labels or latencies)."""
+        return Window(
+            self.embeddings, self.probabilities, self.summaries, ood_scores=self.ood_scores
         )
 
 

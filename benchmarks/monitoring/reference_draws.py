@@ -28,7 +28,7 @@ from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, 
 from benchmarks.monitoring.outputs import Outputs
 
 from mlfactory.monitoring.profile import ReferenceProfile, build_profile
-from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+from mlfactory.monitoring.report import MonitorSettings, check_window
 
 
 def joined(first: Outputs, second: Outputs) -> Outputs:
@@ -69,12 +69,7 @@ def alarm_rates(
         alarms = 0
         for index in range(windows):
             window = rest.rows(rng.choice(len(rest), size, replace=False))
-            logged = Window(
-                window.embeddings,
-                window.probabilities,
-                window.summaries,
-                ood_scores=window.ood_scores,
-            )
+            logged = window.logged()
             report = check_window(profile, logged, {}, MonitorSettings(seed=index))
             alarms += report.drift
         rates[size] = alarms / windows

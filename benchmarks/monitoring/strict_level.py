@@ -28,7 +28,7 @@ from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, 
 from benchmarks.monitoring.measure import STRICT_LEVEL
 from benchmarks.monitoring.reference_draws import profile_of
 
-from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+from mlfactory.monitoring.report import MonitorSettings, check_window
 
 
 def bundle_rows(folder: Path, bundle_result: dict[str, Any], args: argparse.Namespace) -> list[str]:
@@ -48,12 +48,7 @@ def bundle_rows(folder: Path, bundle_result: dict[str, Any], args: argparse.Name
             fixed, sized, embedding, seconds = [], [], [], [0.0, 0.0]
             for window_index in range(count):
                 window = out.rows(rng.choice(len(out), size, replace=len(out) < size))
-                logged = Window(
-                    window.embeddings,
-                    window.probabilities,
-                    window.summaries,
-                    ood_scores=window.ood_scores,
-                )
+                logged = window.logged()
                 started = time.perf_counter()
                 default = check_window(profile, logged, {}, MonitorSettings(seed=window_index))
                 seconds[0] += time.perf_counter() - started
