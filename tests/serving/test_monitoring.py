@@ -153,6 +153,7 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
         ("/v1/monitoring/drift", {"flagged": -1}),
         ("/v1/monitoring/history", {"since": "0h"}),
         ("/v1/monitoring/drift", {"level": 0}),
+        ("/v1/monitoring/drift", {"level": 0.0001}),  # thousands of permutations a check
         ("/v1/monitoring/drift", {"level": 1}),
         ("/v1/monitoring/history", {"level": "strict"}),
     ):

@@ -102,8 +102,9 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MLFACTORY_MAX_HEADER_BYTES", "100", "MLFACTORY_MAX_HEADER_BYTES: 100 must be 1024 to"),
         ("MLFACTORY_MAX_CONNECTIONS", "0", "MLFACTORY_MAX_CONNECTIONS: 0 must be >= 1"),
         ("MLFACTORY_ADMIN_FAILURES_PER_MINUTE", "0", "MLFACTORY_ADMIN_FAILURES_PER_MINUTE: 0"),
-        ("MLFACTORY_MONITOR_LEVEL", "0", r"MLFACTORY_MONITOR_LEVEL: 0.0 must be between 0 and 1"),
-        ("MLFACTORY_MONITOR_LEVEL", "5", r"MLFACTORY_MONITOR_LEVEL: 5.0 must be between 0 and 1"),
+        ("MLFACTORY_MONITOR_LEVEL", "0", r"MLFACTORY_MONITOR_LEVEL: 0.0 must be at least 0.001"),
+        ("MLFACTORY_MONITOR_LEVEL", "1e-5", r"MONITOR_LEVEL: 1e-05 must be at least 0.001 and"),
+        ("MLFACTORY_MONITOR_LEVEL", "5", r"MLFACTORY_MONITOR_LEVEL: 5.0 must be at least 0.001"),
         ("MLFACTORY_MONITOR_LEVEL", "1%", r"MLFACTORY_MONITOR_LEVEL: '1%' is not a number"),
     ],
 )
