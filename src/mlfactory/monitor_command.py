@@ -69,7 +69,8 @@ def level_or_default(level: float | None) -> float:
     then agrees with its gauges and alerts), else 0.05.
 
     Raises:
-        MlfactoryError: the level, or the variable, is not a number between 0 and 1.
+        MlfactoryError: `--level` is not between 0 and 1, or the variable is not a level the
+            server accepts (`ServingSettings.monitor_level`).
     """
     from mlfactory.serving.settings import ServingSettings
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from mlfactory.errors import ConfigError
+from mlfactory.monitoring import drift
 from mlfactory.serving.settings import (
     ServingSettings,
     env_name,
@@ -150,5 +151,5 @@ def test_a_bad_log_retention_names_the_variable(value: str) -> None:
 
 
 def test_the_monitoring_level_is_005_unless_set() -> None:
-    assert ServingSettings().monitor_level == 0.05
+    assert ServingSettings().monitor_level == drift.DEFAULT_LEVEL == 0.05
     assert ServingSettings.from_env({"MLFACTORY_MONITOR_LEVEL": "0.01"}).monitor_level == 0.01

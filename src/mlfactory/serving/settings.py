@@ -14,7 +14,6 @@ from typing import Any
 
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import ConfigError
-from mlfactory.monitoring.drift import DEFAULT_LEVEL
 
 ENV_PREFIX = "MLFACTORY_"
 MEGABYTE = 1024 * 1024
@@ -99,7 +98,8 @@ class ServingSettings:
     admin_failures_per_minute: int = 10
     monitor_every: str = "60s"
     monitor_window: int = 1000
-    monitor_level: float = DEFAULT_LEVEL
+    # monitoring.drift.DEFAULT_LEVEL, not imported: that module brings scipy with it.
+    monitor_level: float = 0.05
     log_retention: str = "0"
 
     def __post_init__(self) -> None:
