@@ -149,6 +149,9 @@ def test_more_inputs_above_the_threshold_than_chance_allows(
         # 150 calibration scores leave the threshold itself uncertain: the exact test allows
         # for it, and still rejects chance for a tenth of inputs that are mostly above it.
         assert (check.p_value_raw < 0.05) is drifts
+        cut = ood.calibration_scores[ood.calibration_scores <= ood.threshold].max()
+        above = int(np.sum(scores > cut))
+        assert check.detail.startswith(f"{above} of {len(scores)} above {cut:.4g} (the ")
 
 
 def test_a_window_logged_without_ood_scores_still_gets_every_other_check(

@@ -202,7 +202,12 @@ def exceedance_check(
     n = len(ordered)
     result.statistic = above / len(scores)
     result.p_value_raw = float(stats.betabinom.sf(above - 1, len(scores), n - k + 1, k))
-    result.detail = f"{above} of {len(scores)} above; {(n - k + 1) / (n + 1):.1%} expected"
+    # The cut is a calibration score, just below the threshold when few calibration scores
+    # leave a gap there: the counts and the share expected are the cut's, not the threshold's.
+    result.detail = (
+        f"{above} of {len(scores)} above {ordered[k - 1]:.4g} (the calibration score at the "
+        f"threshold); {(n - k + 1) / (n + 1):.1%} expected"
+    )
     return result
 
 
