@@ -252,6 +252,7 @@ def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient)
         "model": {"name": "digits-serving-test", "version": "0.0.1"},
         "window": {"from": None, "to": None, "n": 200},
         "drift": True,
+        "level": 0.01,
         "checks": [
             {
                 "name": "brightness_mean",
@@ -275,6 +276,7 @@ def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient)
     metrics.count_ood(3)
     text = scrape(logged_client)
     assert metric(text, "mlfactory_drift_detected") == 1
+    assert metric(text, "mlfactory_drift_level") == pytest.approx(0.01)
     check = '{check="brightness_mean",kind="feature"}'
     assert metric(text, f"mlfactory_drift_check_detected{check}") == 1
     assert metric(text, f"mlfactory_drift_p_value{check}") == pytest.approx(0.001)

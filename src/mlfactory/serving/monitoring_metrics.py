@@ -1,10 +1,10 @@
 """The latest monitoring report as Prometheus gauges.
 
 The background drift check hands each report to `MonitoringGauges.observe`, which only renders
-its JSON contract (`DriftReport.to_json()`): the overall verdict, each check's verdict and
-corrected p-value, the window's out-of-distribution fraction, the estimated accuracy with its
-interval, the mean confidence it is read beside (the window's and the reference's), and the live
-accuracy over the labelled predictions.
+its JSON contract (`DriftReport.to_json()`): the overall verdict and the level it was decided
+at, each check's verdict and corrected p-value, the window's out-of-distribution fraction, the
+estimated accuracy with its interval, the mean confidence it is read beside (the window's and
+the reference's), and the live accuracy over the labelled predictions.
 
 With several workers the latest report wins, whichever worker checked (`mostrecent`): a report
 stays shown after its worker stops, and `mlfactory_monitoring_last_check_timestamp_seconds`
@@ -26,7 +26,7 @@ class Report(Protocol):
     """What the gauges read from a monitoring report: its JSON contract."""
 
     def to_json(self) -> dict[str, Any]:
-        """`{"drift", "checks": [...], "ood": {...}, "accuracy": {...}, "window": {...}}`."""
+        """`{"drift", "level", "checks": [...], "ood": {...}, "accuracy": {...}, "window": ...}`."""
         ...
 
 
@@ -50,6 +50,11 @@ class MonitoringGauges:
         self.drift = gauge(
             "mlfactory_drift_detected",
             "1 when the latest drift check found drift (p-values corrected together), else 0.",
+        )
+        self.level = gauge(
+            "mlfactory_drift_level",
+            "The level of the latest drift check's verdict (MLFACTORY_MONITOR_LEVEL): a check "
+            "drifts when its corrected p-value is at most this.",
         )
         self.check_drift = gauge(
             "mlfactory_drift_check_detected",
@@ -104,6 +109,7 @@ class MonitoringGauges:
         if initialise:
             for unset in (
                 self.drift,
+                self.level,
                 self.ood_fraction,
                 self.estimated,
                 self.estimated_lower,
@@ -121,6 +127,7 @@ class MonitoringGauges:
         """Set every gauge from one report."""
         data = report.to_json()
         self.drift.set(1.0 if data["drift"] else 0.0)
+        self.level.set(_number(data.get("level")))
         for check in data["checks"]:
             labels = (str(check["name"]), str(check["kind"]))
             self.check_drift.labels(*labels).set(1.0 if check["drift"] else 0.0)
