@@ -23,8 +23,8 @@ MAX_WAIT_LIMIT_MS = 1000.0
 # Connection timeouts are seconds: anything longer lets idle or slow clients pile up.
 MAX_TIMEOUT_S = 600.0
 # The strictest drift level the server checks at: a stricter one draws more permutations
-# (up to 20,000, about 0.9 s a check of 500 + 500 rows), and a history request checks up to
-# 100 buckets.
+# (up to 20,000 a check, 9 times the 2,199 of level 0.01; docs/benchmarks.md, "The verdict at a
+# strict level"), and a history request checks up to 100 buckets.
 MIN_MONITOR_LEVEL = 0.001
 
 
