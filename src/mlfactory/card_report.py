@@ -213,4 +213,4 @@ def monitoring_section(bundle: Bundle, log_url: str, last: int | None = None) ->
     result = monitor_bundle(str(bundle.path), log_url, last)
     profile, window, report = result.profile, result.window, result.report
     spans = history(profile, window, report.model, HISTORY_BUCKETS)
-    return render_section(report, distributions(profile, window), spans, profile.ood.fpr)
+    return render_section(report, distributions(profile, window), spans)

@@ -273,7 +273,8 @@ def report_renderable(report: DriftReport) -> Group:
         lines.append(
             Text(
                 f"out of distribution: {report.ood_fraction:.1%} of inputs "
-                f"(score above {report.ood_threshold:.4g})"
+                f"(score above {report.ood_threshold:.4g}; "
+                f"{report.ood_expected:.0%} expected in distribution)"
             )
         )
     if report.flagged:

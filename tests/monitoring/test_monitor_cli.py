@@ -194,6 +194,7 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     scores = [item["ood_score"] for item in flagged]
     assert scores == sorted(scores, reverse=True) and scores[-1] > report["ood"]["threshold"]
     first = flagged[0]
+    assert f"(score above {report['ood']['threshold']:.4g}; 1% expected in distribution)" in text
     shown = result.output[result.output.index("most out of distribution:") :].splitlines()
     assert shown[1].startswith(f"  request {first['request_id']} input 0 (score ")
     assert shown[4] == "  and 7 more (--json, --html)"

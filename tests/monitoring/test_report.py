@@ -92,6 +92,7 @@ def test_the_json_contract(digit_outputs: DigitOutputs, digit_profile: Reference
         assert check["kind"] in KINDS
     assert {c["kind"] for c in report["checks"]} == set(KINDS)
     assert report["ood"]["threshold"] == digit_profile.ood.threshold
+    assert report["ood"]["expected"] == digit_profile.ood.fpr == 0.01
     assert 0.0 <= report["ood"]["fraction"] <= 1.0
     accuracy = report["accuracy"]
     low, high = accuracy["estimated_ci"]

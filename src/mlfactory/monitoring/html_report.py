@@ -30,7 +30,6 @@ from mlfactory.monitoring.features import summary_columns
 from mlfactory.monitoring.flagged import FlaggedInput
 from mlfactory.monitoring.history import history
 from mlfactory.monitoring.labels import LabelRow
-from mlfactory.monitoring.ood import DEFAULT_FPR
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import DriftReport, Window, window_scores
 
@@ -107,21 +106,20 @@ def report_html(
         buckets: equal time spans of the figures over time (each checked on its own).
     """
     spans = history(profile, window, report.model, buckets)
-    return render_html(report, distributions(profile, window), spans, profile.ood.fpr)
+    return render_html(report, distributions(profile, window), spans)
 
 
 def render_html(
     report: DriftReport,
     shown: Sequence[Distribution] = (),
     buckets: Sequence[Mapping[str, Any]] = (),
-    expected_ood: float = DEFAULT_FPR,
 ) -> str:
     """A complete, self-contained HTML page of the report (see `render_section`)."""
     title = f"Monitoring: {report.model.get('name', '?')} {report.model.get('version', '')}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title></head><body>\n"
-        f"{render_section(report, shown, buckets, expected_ood)}\n</body></html>\n"
+        f"{render_section(report, shown, buckets)}\n</body></html>\n"
     )
 
 
@@ -129,7 +127,6 @@ def render_section(
     report: DriftReport,
     shown: Sequence[Distribution] = (),
     buckets: Sequence[Mapping[str, Any]] = (),
-    expected_ood: float = DEFAULT_FPR,
 ) -> str:
     """The report as one `<section class="mlf-monitoring">` with its own style, to embed.
 
@@ -138,7 +135,6 @@ def render_section(
         shown: reference-against-window distributions (`distributions`); none drawn if empty.
         buckets: the window's time buckets as `history` gives them (and
             `GET /v1/monitoring/history` answers); no figures over time if there are none.
-        expected_ood: the OOD rate of in-distribution traffic (the profile's `ood.fpr`).
     """
     parts = [f"<section class='mlf-monitoring'><style>{STYLE}</style>", _header(report)]
     parts.append(_checks_table(report.checks))
@@ -147,7 +143,7 @@ def render_section(
     if report.flagged:
         parts.append(_flagged_table(report.flagged))
     if buckets:
-        parts.append("<h3>Over time</h3>" + _time_figures(buckets, expected_ood))
+        parts.append("<h3>Over time</h3>" + _time_figures(buckets, report.ood_expected))
     if shown:
         by_name = {check.name: check for check in report.checks}
         # A signal every input shares (28 x 28 PNG digits) says nothing drawn.

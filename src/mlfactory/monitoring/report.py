@@ -105,6 +105,7 @@ class DriftReport:
     correction: str
     ood_fraction: float | None
     ood_threshold: float
+    ood_expected: float
     estimated: Estimate
     live: Estimate
     mean_confidence: float | None = None
@@ -142,6 +143,7 @@ class DriftReport:
             "ood": {
                 "fraction": self.ood_fraction,
                 "threshold": self.ood_threshold,
+                "expected": self.ood_expected,
                 "flagged": [item.to_json() for item in self.flagged],
             },
             "accuracy": {
@@ -221,6 +223,7 @@ def _check_window(
         correction=settings.correction,
         ood_fraction=ood_fraction,
         ood_threshold=profile.ood.threshold,
+        ood_expected=profile.ood.fpr,
         estimated=estimated,
         live=live_accuracy(predicted, true),
         mean_confidence=float(np.max(window.probabilities, axis=1).mean()) if len(window) else None,

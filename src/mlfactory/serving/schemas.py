@@ -327,7 +327,9 @@ class DriftReportOut(BaseModel):
     drift: bool = Field(description="True when any check drifts after the correction.")
     checks: list[DriftCheckOut]
     ood: dict[str, Any] = Field(
-        description='{"fraction", "threshold", "flagged"}: "flagged" lists the most '
+        description='{"fraction", "threshold", "expected", "flagged"}: "expected" is the '
+        "share of in-distribution inputs above the threshold (the false-positive rate it "
+        'was calibrated to); "flagged" lists the most '
         'out-of-distribution inputs, highest score first (at most 10), each {"request_id", '
         '"input_index", "time", "label", "confidence", "ood_score", "true_label"}'
     )
