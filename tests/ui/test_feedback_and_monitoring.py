@@ -13,10 +13,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from sqlalchemy import create_engine, select, update
 
 from mlfactory.monitoring.log_window import read_window
+from mlfactory.ui.client import ApiClient
+from mlfactory.ui.monitoring_page import DEFAULT_BUCKETS, P_VALUE_FLOOR, history_frame, time_chart
 from mlfactory.serving.log_tables import predictions
 from tests.conftest import PER_CLASS, write_digit_folder
 from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
 from tests.ui.conftest import Deployment
+from tests.ui.test_monitoring_page import layer_values
 from tests.ui.test_pages import classify_files
 
 
@@ -81,6 +84,15 @@ def test_the_monitoring_page_shows_checks_and_history(
     assert f"{flagged[0]['ood_score']:.4g}" in tables[2].text
     wait_for_text(chromium, "Over time")
     assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4
+    # the p-values over time, drawn against the verdict's level as the page draws them
+    history = ApiClient(image.api.url).history(1000, DEFAULT_BUCKETS)
+    frame, p_columns = history_frame(history)
+    assert p_columns == [f"p {check['name']}" for check in drift["checks"]]
+    drawn = frame[p_columns].stack()  # checks that did not run in a slice have no point
+    assert len(drawn) and drawn.min() >= P_VALUE_FLOOR and drawn.max() <= 1.0
+    assert drift["ood"]["expected"] == 0.01
+    level_line = layer_values(time_chart(frame, p_columns, (drift["level"], "level"), True))
+    assert level_line == [drift["level"]]
     assert "Traceback" not in main_text(chromium)
     chromium.save_screenshot(str(tmp_path / "monitoring.png"))
     click_button(chromium, "Refresh")

@@ -23,6 +23,14 @@ MISSING = "\u2013"  # an en dash
 FLAGGED_COLUMNS = ("request_id", "input_index", "time", "ood_score", "label", "confidence")
 # The periods a window can be limited to: the text shown, and the API's `since`.
 PERIODS = {"all logged": None, "last hour": "1h", "last day": "1d", "last week": "1w"}
+# A figure's reference line: its value and what it is (the HTML report draws the same).
+Guide = tuple[float, str]
+GUIDE_COLOR = "#c62828"
+# The bottom of the p-value chart's log scale: smaller p-values (and 0) are drawn on it.
+P_VALUE_FLOOR = 1e-6
+CHART_HEIGHT = 220  # pixels, with a one-row legend
+LEGEND_COLUMNS = 3
+LEGEND_ROW_HEIGHT = 22
 
 
 def render(client: ApiClient) -> None:
@@ -51,7 +59,7 @@ def _figures(client: ApiClient, last: int, period: str, buckets: int) -> None:
             st.error(str(exc))
         return
     _current(report, None if since is None else period)
-    _over_time(history)
+    _over_time(history, report)
 
 
 def _current(report: dict[str, Any], period: str | None) -> None:
@@ -75,7 +83,8 @@ def _current(report: dict[str, Any], period: str | None) -> None:
     ood_col.metric(
         "Out-of-distribution rate",
         _pct(ood.get("fraction")),
-        help=f"inputs scored above the threshold {_num(ood.get('threshold'))}",
+        help=f"inputs scored above the threshold {_num(ood.get('threshold'))}; "
+        f"{_pct(ood.get('expected'))} expected in distribution",
     )
     low_high = accuracy.get("estimated_ci") or [None, None]
     estimated_col.metric(
@@ -125,48 +134,95 @@ def _current(report: dict[str, Any], period: str | None) -> None:
         st.table(shown[[c for c in FLAGGED_COLUMNS if c in shown]].set_index("request_id"))
 
 
-def _over_time(buckets: list[dict[str, Any]]) -> None:
+def _over_time(buckets: list[dict[str, Any]], report: dict[str, Any]) -> None:
+    """The history's figures, each against what it is read by: the OOD rate against the rate
+    expected in distribution, the p-values (log scale) against the verdict's level."""
     st.subheader("Over time")
-    frame = pd.DataFrame([b for b in buckets if b.get("n")])  # empty buckets draw nothing
+    frame, p_columns = history_frame(buckets)
     if frame.empty:
         st.info("No predictions logged in this window yet.")
         return
-    frame["time"] = pd.to_datetime(frame["to"])
-    seconds = (frame["time"] - pd.to_datetime(frame["from"])).dt.total_seconds()
-    frame["requests per s"] = frame["requests"] / seconds.clip(lower=1.0)
-    p_values = pd.DataFrame(list(frame["p_values"]), index=frame.index).add_prefix("p ")
-    frame = pd.concat([frame, p_values], axis=1)
-    charts = [
-        ("Out-of-distribution rate", ["ood_fraction"]),
-        ("Estimated against live accuracy", ["accuracy_estimated", "accuracy_live"]),
-        ("Latency (ms)", ["latency_p50_ms", "latency_p95_ms"]),
-        ("Request rate", ["requests per s"]),
-        ("Drift check p-values", list(p_values.columns)),
+    ood = report.get("ood", {}).get("expected")
+    level = report.get("level")
+    # each: title, series, reference line, log scale
+    charts: list[tuple[str, list[str], Guide | None, bool]] = [
+        ("Out-of-distribution rate", ["ood_fraction"], _guide(ood, f"{_pct(ood)} expected"), False),
+        ("Estimated against live accuracy", ["accuracy_estimated", "accuracy_live"], None, False),
+        ("Latency (ms)", ["latency_p50_ms", "latency_p95_ms"], None, False),
+        ("Request rate", ["requests per s"], None, False),
+        (
+            "Drift check p-values (corrected)",
+            p_columns,
+            _guide(level, f"level {_num(level)}"),
+            True,
+        ),
     ]
     columns = st.columns(2)
-    for index, (title, series) in enumerate(charts):
+    for index, (title, series, guide, log_scale) in enumerate(charts):
         with columns[index % 2]:
             st.markdown(f"**{title}**")
             if frame[series].isna().all().all():
                 st.caption("Too few predictions per window for this: choose fewer windows.")
             else:
-                st.altair_chart(_time_chart(frame, series), use_container_width=True)
+                chart = time_chart(frame, series, guide, log_scale)
+                st.altair_chart(chart, use_container_width=True)
 
 
-def _time_chart(frame: pd.DataFrame, series: list[str]) -> alt.Chart:
-    """Lines with a point per bucket (a few buckets still show), one colour per series."""
+def history_frame(buckets: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
+    """The buckets that hold predictions, one row each, with `time` (the bucket's end),
+    `requests per s` and a `p CHECK` column per check (its p-value, at least
+    `P_VALUE_FLOOR`: a log scale cannot draw 0, the p-value of a far-moved check that
+    underflowed); and the names of those p-value columns."""
+    frame = pd.DataFrame([b for b in buckets if b.get("n")])  # empty buckets draw nothing
+    if frame.empty:
+        return frame, []
+    frame["time"] = pd.to_datetime(frame["to"])
+    seconds = (frame["time"] - pd.to_datetime(frame["from"])).dt.total_seconds()
+    frame["requests per s"] = frame["requests"] / seconds.clip(lower=1.0)
+    p_values = pd.DataFrame(list(frame["p_values"]), index=frame.index).add_prefix("p ")
+    p_values = p_values.astype(float).clip(lower=P_VALUE_FLOOR)
+    return pd.concat([frame, p_values], axis=1), list(p_values.columns)
+
+
+def time_chart(
+    frame: pd.DataFrame, series: list[str], guide: Guide | None = None, log_scale: bool = False
+) -> alt.Chart | alt.LayerChart:
+    """Lines with a point per bucket (a few buckets still show), one colour per series, and a
+    dashed red line at `guide`'s value, named at its right end."""
     long = frame.melt(id_vars=["time"], value_vars=series, var_name="series").dropna()
-    return (
+    scale, axis = alt.Scale(), alt.Axis()
+    if log_scale:  # a line per power of 100, not the log scale's many minor ones
+        scale = alt.Scale(type="log", domain=[P_VALUE_FLOOR, 1])
+        axis = alt.Axis(values=[P_VALUE_FLOOR, 1e-4, 1e-2, 1], format="~g")
+    # the legend below it takes a row per LEGEND_COLUMNS series, out of the chart's height
+    height = CHART_HEIGHT + LEGEND_ROW_HEIGHT * (math.ceil(len(series) / LEGEND_COLUMNS) - 1)
+    legend = alt.Legend(orient="bottom", title=None, columns=LEGEND_COLUMNS)
+    lines = (
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
             x=alt.X("time:T", title=None),
-            y=alt.Y("value:Q", title=None),
-            color=alt.Color("series:N", legend=alt.Legend(orient="bottom", title=None)),
+            y=alt.Y("value:Q", title=None, scale=scale, axis=axis),
+            color=alt.Color("series:N", legend=legend),
             tooltip=["time:T", "series:N", "value:Q"],
         )
-        .properties(height=220)
     )
+    if guide is None:
+        return lines.properties(height=height)
+    value, text = guide
+    # named at the right end of the line, above it
+    at = alt.Chart(pd.DataFrame({"time": [frame["time"].max()], "value": [value], "guide": [text]}))
+    y = alt.Y("value:Q", scale=scale)
+    rule = at.mark_rule(color=GUIDE_COLOR, strokeDash=[6, 4]).encode(y=y, tooltip=["guide:N"])
+    name = at.mark_text(align="right", baseline="bottom", dy=-2, color=GUIDE_COLOR).encode(
+        x="time:T", y=y, text="guide:N"
+    )
+    return alt.LayerChart(layer=[lines, rule, name], height=height)
+
+
+def _guide(value: Any, text: str) -> Guide | None:
+    """A reference line at `value`, or none when the report lacks it (an older server)."""
+    return (float(value), text) if _given(value) else None
 
 
 def _pct(value: Any) -> str:
