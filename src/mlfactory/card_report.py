@@ -207,10 +207,9 @@ def monitoring_section(bundle: Bundle, log_url: str, last: int | None = None) ->
             holds no prediction of this bundle; the message is one line.
     """
     from mlfactory.monitor_command import monitor_bundle
-    from mlfactory.monitoring.history import history
-    from mlfactory.monitoring.html_report import HISTORY_BUCKETS, distributions, render_section
+    from mlfactory.monitoring.html_report import distributions, render_section, report_spans
 
     result = monitor_bundle(str(bundle.path), log_url, last)
     profile, window, report = result.profile, result.window, result.report
-    spans = history(profile, window, report.model, HISTORY_BUCKETS)
+    spans = report_spans(profile, window, report)
     return render_section(report, distributions(profile, window), spans)

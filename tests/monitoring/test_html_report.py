@@ -10,9 +10,15 @@ import numpy as np
 from PIL import ImageOps
 
 from mlfactory.monitoring.history import history
-from mlfactory.monitoring.html_report import distributions, render_section, report_html
+from mlfactory.monitoring.html_report import (
+    checks_drifting,
+    distributions,
+    render_section,
+    report_html,
+    report_spans,
+)
 from mlfactory.monitoring.profile import ReferenceProfile
-from mlfactory.monitoring.report import Window, check_window
+from mlfactory.monitoring.report import MonitorSettings, Window, check_window
 from tests.monitoring.conftest import DigitOutputs
 
 MODEL = {"name": "digits", "version": "1"}
@@ -36,8 +42,10 @@ def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
 
 
 def _mixed_window(digit_outputs: DigitOutputs, profile: ReferenceProfile) -> Window:
-    """200 held-out digits, then 100 inverted ones, a minute apart, every 4th labelled."""
-    clean = digit_outputs.held_out.take(np.arange(200))
+    """200 held-out digits (in random order: the held-out split is in label order), then 100
+    inverted ones, a minute apart, every 4th labelled."""
+    order = np.random.default_rng(0).permutation(len(digit_outputs.held_out))
+    clean = digit_outputs.held_out.take(order[:200])
     inverted = digit_outputs.transform(ImageOps.invert).take(np.arange(100))
     start = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
     labels = clean.labels + inverted.labels
@@ -72,14 +80,16 @@ def test_the_report_is_self_contained_and_shows_every_check(
         assert f"<td>{check.name}</td>" in html
     assert "brightness_mean" in html and "drift" in html
     assert report.status == "drift"
-    # One figure per signal that varies, and the two figures over time.
+    # One figure per signal that varies, and three figures over time, in 10 spans: about the
+    # 30 predictions a drift check needs each (of 300).
     shown = [
         d.name
         for d in distributions(digit_profile, window)
         if next(c for c in report.checks if c.name == d.name).status != "no variation"
     ]
     assert {"brightness_mean", "predicted_label", "confidence", "ood_score"} <= set(shown)
-    assert len([t for t, _ in tags if t == "svg"]) == len(shown) + 2
+    assert len([t for t, _ in tags if t == "svg"]) == len(shown) + 3
+    assert "(10 spans of 29.9 min)" in html
     assert "2026-11-30 08:00:00" in html and "2026-11-30 12:59:00" in html
 
 
@@ -95,11 +105,34 @@ def test_the_figures_over_time_draw_the_history_spans(
     assert min(span["ood_fraction"] for span in spans[4:]) > 0.5
     section = render_section(report, (), spans)
     charts = section.split("<svg")[1:]
-    assert len(charts) == 2
-    ood, accuracy = charts
+    assert len(charts) == 3
+    ood, accuracy, checks = charts
     assert ood.count("<circle") == 6  # one point a span
     assert "live" in accuracy and accuracy.count("<polyline") == 2  # estimated, live
     assert "6 spans of 49.8 min" in section  # 299 minutes from the first to the last
+    # the checks that drift: none while the digits are held-out ones, several once inverted
+    drifting, ran = checks_drifting(spans, report.level)
+    assert drifting[:4] == [0.0] * 4 and min(drifting[4:]) >= 3
+    assert ran == len([c for c in report.checks if c.p_value is not None])
+    assert checks.count("<circle") == 6 and f"of the {ran} that ran" in section
+
+
+def test_the_spans_are_checked_at_the_reports_level(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    window = _mixed_window(digit_outputs, digit_profile)
+    # at 0.9 the span of held-out digits whose smallest p-value is 0.88 drifts (not at 0.05)
+    for level in (0.9, 1e-3):
+        report = check_window(digit_profile, window, MODEL, MonitorSettings(level=level))
+        spans = report_spans(digit_profile, window, report, 6)
+        for span in spans:
+            p_values = [p for p in span["p_values"].values() if p is not None]
+            assert span["drift"] == any(p <= level for p in p_values)
+        drifting, _ = checks_drifting(spans, level)
+        assert f"at level {level:g}" in render_section(report, (), spans)
+        assert drifting == [
+            sum(p <= level for p in s["p_values"].values() if p is not None) for s in spans
+        ]
 
 
 def test_a_gap_in_the_traffic_leaves_a_gap_in_the_lines(
@@ -151,3 +184,15 @@ def test_a_small_window_and_hostile_names_render_safely(
     assert "<script>" not in section and "&lt;script&gt;" in section
     assert section.count("insufficient data") >= len(report.checks)
     assert "no times logged" in section
+
+
+def test_spans_too_small_for_a_check_say_so_instead_of_an_empty_figure(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    window = _mixed_window(digit_outputs, digit_profile)
+    report = check_window(digit_profile, window, MODEL)
+    spans = report_spans(digit_profile, window, report, 30)  # 10 predictions a span
+    assert checks_drifting(spans, report.level)[1] == 0
+    section = render_section(report, (), spans)
+    assert section.count("<svg") == 2 and "checks that drift" not in section
+    assert "No drift check over time: each of the 30 spans of" in section

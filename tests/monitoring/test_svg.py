@@ -50,3 +50,15 @@ def test_a_share_of_every_value_in_one_bin_reads_100_percent_at_the_top() -> Non
     # below, the axis keeps its room above the largest share
     chart = svg.histograms(edges, np.array([0.5, 0.5]), np.array([0.4, 0.6]))
     assert y_labels(chart) == ["0%", "32%", "63%"]
+
+
+def test_a_chart_of_counts_writes_its_own_axis_labels() -> None:
+    # the report's checks that drift over time: 0 to 8 checks, not 0% to 800%
+    chart = svg.lines(
+        [0.0, 1.0, 2.0],
+        [svg.Series("checks that drift", [0.0, 0.0, 5.0], svg.WINDOW_COLOR)],
+        ("from", "to"),
+        y_range=(0.0, 8.0),
+        y_labels=lambda values: [f"{value:.3g}" for value in values],
+    )
+    assert y_labels(chart) == ["0", "4", "8"]

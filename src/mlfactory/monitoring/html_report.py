@@ -3,7 +3,8 @@
 It only renders what the checks computed: a `DriftReport`, plus, when the window itself is at
 hand, the reference-against-window distribution of every checked signal (`distributions`) and
 the window's time buckets (`mlfactory.monitoring.history.history`, what
-`GET /v1/monitoring/history` answers) for the OOD rate and the accuracies over time.
+`GET /v1/monitoring/history` answers, checked at the report's level) for the OOD rate, the
+accuracies and the checks that drift over time.
 
 `render_section` gives the HTML fragment (one `<section>`) that other pages embed, the model
 card included; `render_html` wraps it in a whole page; `report_html` does all of it from a
@@ -25,13 +26,13 @@ import numpy as np
 
 from mlfactory.monitoring import svg
 from mlfactory.monitoring.accuracy import Estimate
-from mlfactory.monitoring.drift import NO_VARIATION, CheckResult
+from mlfactory.monitoring.drift import DEFAULT_MIN_SAMPLES, NO_VARIATION, CheckResult
 from mlfactory.monitoring.features import summary_columns
 from mlfactory.monitoring.flagged import FlaggedInput
 from mlfactory.monitoring.history import history
 from mlfactory.monitoring.labels import LabelRow
 from mlfactory.monitoring.profile import ReferenceProfile
-from mlfactory.monitoring.report import DriftReport, Window, window_scores
+from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window, window_scores
 
 BINS = 30
 # Histogram range: the central 99 % of both samples, so one far value does not squash the rest.
@@ -95,7 +96,7 @@ def distributions(profile: ReferenceProfile, window: Window) -> list[Distributio
 
 
 def report_html(
-    profile: ReferenceProfile, window: Window, report: DriftReport, buckets: int = HISTORY_BUCKETS
+    profile: ReferenceProfile, window: Window, report: DriftReport, buckets: int | None = None
 ) -> str:
     """The whole page for a report of `window`, with its distributions and its history.
 
@@ -103,10 +104,24 @@ def report_html(
         profile: the bundle's reference profile.
         window: the checked window.
         report: `check_window`'s report of it.
-        buckets: equal time spans of the figures over time (each checked on its own).
+        buckets: equal time spans of the figures over time (each checked on its own); by
+            default as many as hold enough predictions for a drift check on average, at most
+            `HISTORY_BUCKETS`.
     """
-    spans = history(profile, window, report.model, buckets)
-    return render_html(report, distributions(profile, window), spans)
+    return render_html(
+        report, distributions(profile, window), report_spans(profile, window, report, buckets)
+    )
+
+
+def report_spans(
+    profile: ReferenceProfile, window: Window, report: DriftReport, buckets: int | None = None
+) -> list[dict[str, Any]]:
+    """`window` cut into `buckets` time spans (default: see `report_html`), each checked as
+    `report` was (its level and correction): the figures over time."""
+    if buckets is None:
+        buckets = max(1, min(HISTORY_BUCKETS, report.n // DEFAULT_MIN_SAMPLES))
+    settings = MonitorSettings(level=report.level, correction=report.correction)
+    return history(profile, window, report.model, buckets, settings)
 
 
 def render_html(
@@ -143,7 +158,9 @@ def render_section(
     if report.flagged:
         parts.append(_flagged_table(report.flagged))
     if buckets:
-        parts.append("<h3>Over time</h3>" + _time_figures(buckets, report.ood_expected))
+        parts.append(
+            "<h3>Over time</h3>" + _time_figures(buckets, report.ood_expected, report.level)
+        )
     if shown:
         by_name = {check.name: check for check in report.checks}
         # A signal every input shares (28 x 28 PNG digits) says nothing drawn.
@@ -256,7 +273,7 @@ def _flagged_table(inputs: Sequence[FlaggedInput]) -> str:
     )
 
 
-def _time_figures(buckets: Sequence[Mapping[str, Any]], expected_ood: float) -> str:
+def _time_figures(buckets: Sequence[Mapping[str, Any]], expected_ood: float, level: float) -> str:
     # Each point sits at the middle of its span; an empty span leaves a gap in the lines.
     x = [(_parse(b["from"]).timestamp() + _parse(b["to"]).timestamp()) / 2 for b in buckets]
     labels = (_time(_parse(buckets[0]["from"])), _time(_parse(buckets[-1]["to"])))
@@ -287,12 +304,45 @@ def _time_figures(buckets: Sequence[Mapping[str, Any]], expected_ood: float) -> 
     accuracy = svg.lines(x, series, labels, y_range=(0.0, 1.0))
     span = _parse(buckets[0]["to"]) - _parse(buckets[0]["from"])
     size = f"{len(buckets)} spans of {_duration(span)}"
+    drifting, ran = checks_drifting(buckets, level)
+    if ran:
+        checks = svg.lines(
+            x,
+            [svg.Series("checks that drift", drifting, STATUS_COLORS["drift"])],
+            labels,
+            y_range=(0.0, float(ran)),
+            y_labels=lambda values: [f"{value:.3g}" for value in values],
+        )
+        drift_figure = (
+            f"<figure>{checks}<figcaption>Checks that drift in each span, of the {ran} that "
+            f"ran, at level {level:g}: the first span above 0 dates the drift ({size})"
+            "</figcaption></figure>"
+        )
+    else:
+        drift_figure = (
+            f"<p class='muted'>No drift check over time: each of the {size} holds too few "
+            "predictions for one.</p>"
+        )
     return (
         "<div class='grid'>"
         f"<figure>{ood}<figcaption>Out-of-distribution rate ({size})</figcaption></figure>"
         f"<figure>{accuracy}<figcaption>Estimated accuracy with its 95 % interval, and live "
-        f"accuracy where labels arrived ({size})</figcaption></figure></div>"
+        f"accuracy where labels arrived ({size})</figcaption></figure>"
+        f"{drift_figure}</div>"
     )
+
+
+def checks_drifting(buckets: Sequence[Mapping[str, Any]], level: float) -> tuple[list[float], int]:
+    """Per bucket, how many checks drift (adjusted p-value at most `level`; NaN for a bucket
+    without a verdict: empty, or too small for every check), and the most checks that ran in
+    one bucket."""
+    drifting, ran = [], 0
+    for bucket in buckets:
+        p_values = [p for p in (bucket.get("p_values") or {}).values() if p is not None]
+        ran = max(ran, len(p_values))
+        no_verdict = bucket.get("drift") is None
+        drifting.append(np.nan if no_verdict else float(sum(p <= level for p in p_values)))
+    return drifting, ran
 
 
 def _distribution_figure(shown: Distribution, check: CheckResult | None) -> str:

@@ -7,7 +7,7 @@ Every function returns one `<svg>` element as a string, sized in CSS pixels; tex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -57,8 +57,9 @@ class _Frame:
     def y(self, value: float) -> float:
         return self.bottom - (value - self.y0) / (self.y1 - self.y0) * (self.bottom - self.top)
 
-    def axes(self) -> list[str]:
-        """The two axis lines and three y labels (bottom, middle, top) as percentages."""
+    def axes(self, labels: Callable[[Sequence[float]], list[str]] | None = None) -> list[str]:
+        """The two axis lines and three y labels (bottom, middle, top), as percentages unless
+        `labels` writes them."""
         parts = [
             f'<line x1="{self.left}" y1="{self.bottom}" x2="{self.right}" y2="{self.bottom}" '
             'stroke="#888"/>',
@@ -66,7 +67,7 @@ class _Frame:
             'stroke="#888"/>',
         ]
         values = (self.y0, (self.y0 + self.y1) / 2, self.y1)
-        for value, label in zip(values, percentages(values), strict=True):
+        for value, label in zip(values, (labels or percentages)(values), strict=True):
             parts.append(
                 f'<text x="{self.left - 4}" y="{self.y(value) + 3:.1f}" text-anchor="end">'
                 f"{escape(label)}</text>"
@@ -157,6 +158,7 @@ def lines(
     x_labels: tuple[str, str],
     y_range: tuple[float, float] | None = None,
     guide: tuple[float, str] | None = None,
+    y_labels: Callable[[Sequence[float]], list[str]] | None = None,
 ) -> str:
     """Lines over time, each with an optional interval band, and an optional horizontal guide.
 
@@ -166,6 +168,7 @@ def lines(
         x_labels: the text under the first and the last position.
         y_range: the y axis's range; from the data when None.
         guide: (value, text) of a dashed horizontal line (an expected rate).
+        y_labels: writes the y axis's bottom, middle and top values (default: percentages).
     """
     xs = np.asarray(x, dtype=np.float64)
     if y_range is None:
@@ -174,7 +177,7 @@ def lines(
         y_range = (0.0, float(max(finite.max(), guide[0] if guide else 0.0, 1e-9)) * 1.1)
     x0, x1 = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
     frame = _Frame(x0, x1, *y_range)
-    parts = frame.axes()
+    parts = frame.axes(y_labels)
     for each in series:
         if each.low is not None and each.high is not None:
             parts += _band(frame, xs, each)
