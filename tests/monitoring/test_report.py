@@ -155,6 +155,26 @@ def test_more_inputs_above_the_threshold_than_chance_allows(
         assert check.detail.startswith(f"{above} of {len(scores)} above {cut:.4g} (the ")
 
 
+def test_a_threshold_stored_rounded_up_is_still_the_cut(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """With fewer calibration scores than 1 / fpr the threshold is their largest, in float64;
+    the profile keeps the scores in float32, which can round it up past the threshold. The cut
+    is still that score, with its 1 / (n + 1) expected, not the score below it."""
+    ood = digit_profile.ood
+    stored = np.sort(ood.calibration_scores)
+    assert stored.dtype == np.float32
+    largest = float(stored[-1])
+    threshold = float(np.nextafter(largest, -np.inf))  # the float64 score that rounded up
+    assert np.float32(threshold) == stored[-1] and threshold < largest
+    scores = ood.score(digit_outputs.held_out.embeddings, digit_outputs.held_out.early)
+    check = exceedance_check("ood_fraction", "embedding", stored, threshold, scores)
+    n = len(stored)
+    above = int(np.sum(scores > largest))
+    cut = f"{above} of {len(scores)} above {largest:.4g} (the calibration score at the threshold)"
+    assert check.detail == f"{cut}; {1 / (n + 1):.1%} expected"
+
+
 def test_a_window_logged_without_ood_scores_still_gets_every_other_check(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:

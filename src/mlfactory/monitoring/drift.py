@@ -197,7 +197,12 @@ def exceedance_check(
     result = CheckResult(name, kind, "exceedance", n_reference=len(ordered), n_window=len(scores))
     if _too_few(result, min_samples):
         return result
-    k = max(int(np.searchsorted(ordered, threshold, side="right")), 1)
+    # The threshold is itself a calibration score when they are few (their largest) or its
+    # rank is whole. Profiles store the scores in float32, which can round that one up past
+    # the float64 threshold and move the cut down a score: compare at their precision.
+    stored = np.asarray(calibration)
+    at = float(stored.dtype.type(threshold)) if stored.dtype.kind == "f" else float(threshold)
+    k = max(int(np.searchsorted(ordered, at, side="right")), 1)
     above = int(np.sum(scores > ordered[k - 1]))
     n = len(ordered)
     result.statistic = above / len(scores)
