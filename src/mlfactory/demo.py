@@ -53,6 +53,8 @@ def run_demo(
         stale.unlink(missing_ok=True)  # the log of an earlier demo: this one starts afresh
     log_url = f"sqlite:///{log_file}"
     env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
+    # a local server of its own: open to the demo's feedback whatever token this shell sets
+    env.pop("MLFACTORY_MONITOR_TOKEN", None)
     test_items = result.dataset.split("test")
     with running_server(bundle_path, out / "server.log", env) as server:
         held_out = send(server.url, test_items, "held-out")

@@ -16,7 +16,8 @@ import pytest
 
 from mlfactory.errors import BundleError
 from mlfactory.serving.app import BUNDLE_ENV, app_from_env
-from mlfactory.serving.run import run_server
+from mlfactory.serving.run import open_endpoints_warning, run_server
+from mlfactory.serving.settings import ServingSettings
 from tests.corrupt_bundles import CORRUPTIONS, corrupt_copy
 
 from .conftest import LABELS, DigitImage
@@ -156,3 +157,33 @@ def test_workers_default_to_the_setting(
     run_server(image_bundle, port=free_port(), workers=2)
     assert [call["workers"] for call in calls] == [3, 2]
     assert (tmp_path / "p.db").is_file()  # the log was opened (and its table made) up front
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "0.0.0.0", "10.1.2.3"])
+def test_a_server_others_can_reach_warns_of_open_reports(host: str) -> None:
+    warning = open_endpoints_warning(host, ServingSettings())
+    if host in ("0.0.0.0", "10.1.2.3"):
+        assert warning is not None and f"--host {host}: anyone" in warning
+        assert warning.endswith("set MLFACTORY_MONITOR_TOKEN to guard them")
+    else:
+        assert warning is None
+    assert open_endpoints_warning(host, ServingSettings(monitor_token="a-long-token")) is None
+
+
+def test_serve_prints_the_warning_at_start(
+    image_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    monkeypatch.delenv(BUNDLE_ENV, raising=False)
+    monkeypatch.delenv("MLFACTORY_MONITOR_TOKEN", raising=False)
+    monkeypatch.setenv("MLFACTORY_LOG_URL", f"sqlite:///{tmp_path / 'p.db'}")
+    run_server(image_bundle, host="0.0.0.0", port=free_port())
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"warning: {open_endpoints_warning('0.0.0.0', ServingSettings())}"]
+    run_server(image_bundle, host="127.0.0.1", port=free_port())
+    assert capsys.readouterr().err == ""

@@ -53,13 +53,16 @@ def test_reads_batching_log_and_admin_variables() -> None:
         "MLFACTORY_WORKERS": "3",
         "MLFACTORY_LOG_URL": "postgresql+psycopg://mlf:secret@db/predictions",
         "MLFACTORY_ADMIN_TOKEN": " s3cret-token ",
+        "MLFACTORY_MONITOR_TOKEN": "m0nitor-token",
     }
     settings = ServingSettings.from_env(environ)
     assert (settings.max_batch_size, settings.max_wait_ms) == (8, 2.5)
     assert (settings.ort_inter_op_threads, settings.workers) == (1, 3)
     assert settings.log_url == "postgresql+psycopg://mlf:secret@db/predictions"
     assert settings.admin_token == "s3cret-token"
-    assert "s3cret" not in repr(settings)  # the token never reaches a log line
+    assert settings.monitor_token == "m0nitor-token"
+    assert "s3cret" not in repr(settings)  # the tokens never reach a log line
+    assert "m0nitor" not in repr(settings)
 
 
 def test_reads_connection_limits_in_seconds_and_bytes() -> None:
@@ -97,6 +100,7 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MLFACTORY_MAX_WAIT_MS", "5000", "MLFACTORY_MAX_WAIT_MS: 5000.0 must be 0 to 1000"),
         ("MLFACTORY_WORKERS", "0", "MLFACTORY_WORKERS: 0 must be >= 1"),
         ("MLFACTORY_ADMIN_TOKEN", "short", "MLFACTORY_ADMIN_TOKEN: use a token of at least 8"),
+        ("MLFACTORY_MONITOR_TOKEN", "short", "MLFACTORY_MONITOR_TOKEN: use a token of at least"),
         ("MLFACTORY_HEADER_TIMEOUT_S", "0", r"MLFACTORY_HEADER_TIMEOUT_S: 0.0 must be 0.1 to 600"),
         ("MLFACTORY_BODY_TIMEOUT_S", "3600", r"MLFACTORY_BODY_TIMEOUT_S: 3600.0 must be 0.1 to"),
         ("MLFACTORY_KEEP_ALIVE_TIMEOUT_S", "forever", "'forever' is not a number"),

@@ -17,11 +17,14 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from mlfactory.serving.process import ServerProcess
 from mlfactory.training.train import TrainResult
+from mlfactory.ui.client import MONITOR_TOKEN_ENV
 from mlfactory.ui.launch import start_ui
 from tests.conftest import PER_CLASS, write_digit_folder
 from tests.serving.live_server import start_server
 from tests.serving.tiny_bundles import tiny_bundle
 from tests.ui.browser import start_chromium
+
+MONITOR_TOKEN = "ui-test-monitor-token"
 
 
 @dataclass
@@ -31,6 +34,12 @@ class Deployment:
     api: ServerProcess
     ui: ServerProcess
     log_url: str
+    token: str | None = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The headers of a request to the monitoring and feedback endpoints."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 @pytest.fixture(scope="session")
@@ -42,24 +51,32 @@ def chromium() -> Iterator[WebDriver]:
         driver.quit()
 
 
-def deploy(stack: ExitStack, bundle: Path, workdir: Path) -> Deployment:
-    """Serve `bundle` and start the UI on it; both stop when `stack` closes."""
+def deploy(stack: ExitStack, bundle: Path, workdir: Path, token: str | None = None) -> Deployment:
+    """Serve `bundle` and start the UI on it; both stop when `stack` closes. With `token`,
+    the server guards its monitoring and feedback endpoints with it, and the UI is started
+    with it, as a user would (`MLFACTORY_MONITOR_TOKEN` in both environments)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_url = f"sqlite:///{workdir / 'predictions.db'}"
-    api = start_server(bundle, workdir, log_url=log_url)
+    guard = {"monitor_token": token} if token else {}
+    api = start_server(bundle, workdir, log_url=log_url, **guard)
     stack.callback(api.stop)
-    ui = start_ui(api.url, workdir / "ui.log")
+    with pytest.MonkeyPatch.context() as env:
+        if token:
+            env.setenv(MONITOR_TOKEN_ENV, token)
+        ui = start_ui(api.url, workdir / "ui.log")
     stack.callback(ui.stop)
-    return Deployment(api, ui, log_url)
+    return Deployment(api, ui, log_url, token)
 
 
 @pytest.fixture(scope="module")
 def image_deployment(
     tmp_path_factory: pytest.TempPathFactory, trained_digits: TrainResult
 ) -> Iterator[Deployment]:
-    """The session's trained digits bundle (with its reference profile), served, and the UI."""
+    """The session's trained digits bundle (with its reference profile), served with a
+    monitoring token, and the UI."""
     with ExitStack() as stack:
-        yield deploy(stack, trained_digits.bundle.path, tmp_path_factory.mktemp("ui-image"))
+        root = tmp_path_factory.mktemp("ui-image")
+        yield deploy(stack, trained_digits.bundle.path, root, MONITOR_TOKEN)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,22 @@ def test_answers_refusals_and_missing_endpoints(tmp_path: Path) -> None:
         )
 
 
+def test_the_monitoring_token_goes_with_every_call(tmp_path: Path) -> None:
+    bundle = tiny_bundle(tmp_path / "bundle", "text")
+    with live_server(bundle, tmp_path, monitor_token="client-test-token") as server:
+        answer = ApiClient(server.url, token="client-test-token").predict_texts(["crude oil"])
+        request_id = answer["request_id"]
+        guarded = ApiClient(server.url, token="client-test-token")
+        assert guarded.feedback(request_id, 0, "crude")["stored"] == 1
+        with pytest.raises(ApiError) as refused:
+            ApiClient(server.url).feedback(request_id, 0, "crude")
+        assert refused.value.status == 401
+        assert str(refused.value) == (
+            "missing or wrong monitoring token: send 'Authorization: Bearer <token>' (401): "
+            "start `mlfactory ui` with MLFACTORY_MONITOR_TOKEN set to the server's"
+        )
+
+
 def test_an_unreachable_api_is_one_sentence() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ApiError) as unreachable:

@@ -13,9 +13,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from sqlalchemy import create_engine, select, update
 
 from mlfactory.monitoring.log_window import read_window
+from mlfactory.serving.log_tables import predictions
 from mlfactory.ui.client import ApiClient
 from mlfactory.ui.monitoring_page import DEFAULT_BUCKETS, P_VALUE_FLOOR, history_frame, time_chart
-from mlfactory.serving.log_tables import predictions
 from tests.conftest import PER_CLASS, write_digit_folder
 from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
 from tests.ui.conftest import Deployment
@@ -52,7 +52,10 @@ def test_the_monitoring_page_shows_checks_and_history(
     for start in range(0, len(digits), 10):
         files = [("files", (p.name, p.read_bytes())) for p in digits[start : start + 10]]
         assert httpx.post(f"{image.api.url}/v1/predict", files=files, timeout=30).is_success
-    drift = httpx.get(f"{image.api.url}/v1/monitoring/drift", params={"last": 1000}).json()
+    # the server wants its monitoring token, which the UI was started with
+    assert httpx.get(f"{image.api.url}/v1/monitoring/drift").status_code == 401
+    drift_url = f"{image.api.url}/v1/monitoring/drift"
+    drift = httpx.get(drift_url, params={"last": 1000}, headers=image.auth).json()
     chromium.get(f"{image.ui.url}/monitoring")
     wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
     checks = wait_for(chromium, "[data-testid='stTable']")
@@ -85,7 +88,7 @@ def test_the_monitoring_page_shows_checks_and_history(
     wait_for_text(chromium, "Over time")
     assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4
     # the p-values over time, drawn against the verdict's level as the page draws them
-    history = ApiClient(image.api.url).history(1000, DEFAULT_BUCKETS)
+    history = ApiClient(image.api.url, token=image.token).history(1000, DEFAULT_BUCKETS)
     frame, p_columns = history_frame(history)
     assert p_columns == [f"p {check['name']}" for check in drift["checks"]]
     drawn = frame[p_columns].stack()  # checks that did not run in a slice have no point
@@ -108,7 +111,7 @@ def test_the_monitoring_page_shows_checks_and_history(
         )
     engine.dispose()
     params = {"last": 1000, "since": "1h"}
-    hour = httpx.get(f"{image.api.url}/v1/monitoring/drift", params=params).json()["window"]["n"]
+    hour = httpx.get(drift_url, params=params, headers=image.auth).json()["window"]["n"]
     assert hour == drift["window"]["n"] - 10
     period = wait_for(chromium, ".st-key-period input")
     period.click()

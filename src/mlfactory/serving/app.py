@@ -34,6 +34,7 @@ from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
 from mlfactory.monitoring.blas import pin_one_thread
 from mlfactory.serving import admin, card, docs, feedback, health, metrics, monitoring
+from mlfactory.serving.auth import AuthThrottle
 from mlfactory.serving.batcher import Batcher
 from mlfactory.serving.drift_watch import DriftWatch
 from mlfactory.serving.log_retention import LogRetention
@@ -70,7 +71,7 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     docs.show_model(app, bundle.meta)
     app.state.bundle, app.state.settings, app.state.metrics = bundle, config, served_metrics
     app.state.predictor = None
-    app.state.auth_throttle = admin.AuthThrottle(config.admin_failures_per_minute)
+    app.state.auth_throttle = AuthThrottle(config.admin_failures_per_minute)
     app.add_middleware(BodyTimeoutMiddleware, timeout_s=config.body_timeout_s)
     app.add_middleware(RequestContextMiddleware, metrics=served_metrics)
     _add_error_handlers(app)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from mlfactory.errors import InputError
+from mlfactory.serving.auth import MONITOR_GUARD, MONITOR_GUARD_ERRORS
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import (
@@ -49,10 +50,12 @@ router = APIRouter()
 @router.post(
     "/v1/feedback",
     response_model=FeedbackResponse,
+    dependencies=MONITOR_GUARD,
     responses={
         404: {"model": ErrorResponse, "description": "No logged prediction with that id."},
         413: {"model": ErrorResponse, "description": "Body over 1 MiB or 1,000 labels."},
         422: {"model": ErrorResponse, "description": "Malformed body, or an unknown label."},
+        **MONITOR_GUARD_ERRORS,
     },
     summary="Send the true label of a served prediction",
     openapi_extra={

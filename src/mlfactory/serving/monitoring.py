@@ -48,6 +48,7 @@ from mlfactory.monitoring.profile import (
 )
 from mlfactory.monitoring.report import MonitorSettings, Window, check_window
 from mlfactory.predictor import BatchOutput, Predictor
+from mlfactory.serving.auth import MONITOR_GUARD, MONITOR_GUARD_ERRORS
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import DriftReportOut, ErrorResponse, HistoryOut
 from mlfactory.serving.settings import MIN_MONITOR_LEVEL, ServingSettings
@@ -72,6 +73,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "The served bundle has no monitoring profile."},
     422: {"model": ErrorResponse, "description": "A query parameter out of range."},
     503: {"model": ErrorResponse, "description": "Not ready, or the log cannot be read."},
+    **MONITOR_GUARD_ERRORS,
 }
 
 
@@ -133,6 +135,7 @@ def ood_scores(predictor: Predictor, output: BatchOutput) -> OodScores:
 @router.get(
     "/v1/monitoring/drift",
     response_model=DriftReportOut,
+    dependencies=MONITOR_GUARD,
     responses=ERRORS,
     summary="Drift report of the latest logged predictions against the bundle's profile",
 )
@@ -162,6 +165,7 @@ async def drift_report(
 @router.get(
     "/v1/monitoring/history",
     response_model=HistoryOut,
+    dependencies=MONITOR_GUARD,
     responses=ERRORS,
     summary="The latest logged predictions checked in time buckets",
 )

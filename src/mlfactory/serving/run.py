@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,9 @@ def run_server(
             log (`MLFACTORY_LOG_URL`) cannot be opened.
     """
     settings = ServingSettings.from_env()
+    warning = open_endpoints_warning(host, settings)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     loaded = load_predictor(Path(bundle), settings).bundle
     workers = settings.workers if workers is None else workers
     if workers < 1:
@@ -69,6 +74,27 @@ def run_server(
             http=PROTOCOL,
             log_config=log_config(),
         )
+
+
+def open_endpoints_warning(host: str, settings: ServingSettings) -> str | None:
+    """The start-up warning of a server bound beyond this machine whose drift reports and
+    feedback need no token (`MLFACTORY_MONITOR_TOKEN` unset); None otherwise."""
+    if settings.monitor_token is not None or _loopback(host):
+        return None
+    return (
+        f"--host {host}: anyone who can reach the server reads its drift reports (other "
+        "clients' request ids and labels) and sends feedback; set MLFACTORY_MONITOR_TOKEN "
+        "to guard them"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def log_config() -> dict[str, Any]:

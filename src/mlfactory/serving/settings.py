@@ -55,6 +55,10 @@ class ServingSettings:
         log_url: SQLAlchemy URL of the prediction log, e.g. `sqlite:///predictions.db`
             (relative to the working directory; the default) or a `postgresql+psycopg://` URL.
         admin_token: bearer token of `POST /v1/admin/reload`; unset disables the admin API.
+        monitor_token: bearer token of the monitoring reports (`GET /v1/monitoring/drift`,
+            `/history`) and of `POST /v1/feedback`; unset leaves them open (a laptop). The
+            reports name other clients' requests and labels, and feedback sets the live
+            accuracy: a server that others can reach sets it.
         keep_alive_timeout_s: an idle keep-alive connection is closed after this long.
         header_timeout_s: a connection must send a whole request head (request line and
             headers) within this long of opening or of its first byte; else 408 and closed.
@@ -62,8 +66,9 @@ class ServingSettings:
         max_header_bytes: largest request head (request line and headers); else 431.
         max_connections: most open connections per worker process. One more closes the
             connection idle the longest, or is refused (503) when none is idle.
-        admin_failures_per_minute: failed admin authentications allowed per client address
-            and minute; beyond it the admin API answers 429 to that address for a minute.
+        admin_failures_per_minute: failed authentications (admin or monitoring token)
+            allowed per client address and minute; beyond it the guarded endpoints answer 429
+            to that address for a minute.
         monitor_every: how often the background drift check runs: seconds with an `s` (`60s`,
             the default), or a number of predictions and feedback labels (`1000`); `0` turns
             it off. It updates the monitoring gauges of `/metrics`; bundles without a profile
@@ -90,6 +95,7 @@ class ServingSettings:
     workers: int = 1
     log_url: str = DEFAULT_LOG_URL
     admin_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    monitor_token: str | None = field(default=None, repr=False)  # a secret too
     keep_alive_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
     body_timeout_s: float = 15.0
@@ -123,8 +129,10 @@ class ServingSettings:
         retention_period(self.log_retention)  # the same
         if not self.log_url.strip():
             raise ConfigError(f"{env_name('log_url')}: must not be empty (an SQLAlchemy URL)")
-        if self.admin_token is not None and len(self.admin_token.strip()) < 8:
-            raise ConfigError(f"{env_name('admin_token')}: use a token of at least 8 characters")
+        for name in ("admin_token", "monitor_token"):
+            token = getattr(self, name)
+            if token is not None and len(token.strip()) < 8:
+                raise ConfigError(f"{env_name(name)}: use a token of at least 8 characters")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

@@ -11,7 +11,7 @@ import os
 import streamlit as st
 
 from mlfactory.ui import card_page, monitoring_page, predict_page
-from mlfactory.ui.client import ApiClient
+from mlfactory.ui.client import MONITOR_TOKEN_ENV, ApiClient
 from mlfactory.ui.launch import API_ENV
 
 DEFAULT_API = "http://127.0.0.1:8000"
@@ -20,7 +20,8 @@ DEFAULT_API = "http://127.0.0.1:8000"
 def main() -> None:
     """Lay out the app and run the page the browser asked for."""
     st.set_page_config(page_title="mlfactory", layout="wide")
-    client = ApiClient(os.environ.get(API_ENV, DEFAULT_API))
+    token = os.environ.get(MONITOR_TOKEN_ENV) or None  # the server's, when it sets one
+    client = ApiClient(os.environ.get(API_ENV, DEFAULT_API), token=token)
     st.sidebar.caption(f"API: {client.base_url}")
 
     def predict() -> None:

@@ -14,6 +14,7 @@ import httpx
 from mlfactory.errors import MlfactoryError
 
 TIMEOUT_S = 30.0
+MONITOR_TOKEN_ENV = "MLFACTORY_MONITOR_TOKEN"
 
 
 class ApiError(MlfactoryError):
@@ -34,11 +35,16 @@ class ApiClient:
     Args:
         base_url: the server's address, e.g. `http://127.0.0.1:8000`.
         timeout_s: how long one call may take.
+        token: the server's `MLFACTORY_MONITOR_TOKEN`, sent as a bearer token (the monitoring
+            and feedback endpoints need it when the server sets one).
     """
 
-    def __init__(self, base_url: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = TIMEOUT_S, token: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """`GET path` as JSON.
@@ -86,7 +92,9 @@ class ApiClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         url = f"{self.base_url}{path}"
         try:
-            response = httpx.request(method, url, timeout=self.timeout_s, **kwargs)
+            response = httpx.request(
+                method, url, timeout=self.timeout_s, headers=self._headers, **kwargs
+            )
         except httpx.TimeoutException:
             raise ApiError(
                 f"the API at {self.base_url} did not answer {method} {path} within "
@@ -113,6 +121,11 @@ def _refusal(method: str, path: str, response: httpx.Response) -> str:
     detail = body.get("detail") if isinstance(body, dict) else None
     if response.status_code == 404 and detail in (None, "Not Found"):
         return f"{method} {path} is not available on this server (404): it may predate it"
+    if response.status_code == 401:  # the server's monitoring token, which the UI lacks
+        return (
+            f"{detail or 'unauthorized'} (401): start `mlfactory ui` with "
+            f"{MONITOR_TOKEN_ENV} set to the server's"
+        )
     if isinstance(detail, str) and detail:
         return f"{detail} ({response.status_code})"
     return f"{method} {path} answered {response.status_code}"

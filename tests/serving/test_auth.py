@@ -1,0 +1,133 @@
+"""The monitoring token: with `MLFACTORY_MONITOR_TOKEN` set, the drift reports and feedback want
+it (they name other clients' requests, and set the live accuracy); unset, they are open. Failed
+tries are logged and throttled with the admin API's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlfactory.serving.app import create_app
+from mlfactory.serving.auth import AuthThrottle
+from mlfactory.serving.settings import ServingSettings
+from tests.monitoring.conftest import digit_images, png
+
+from .conftest import upload
+from .test_bad_inputs import assert_error
+
+TOKEN = "test-monitor-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GUARDED = [
+    ("GET", "/v1/monitoring/drift"),
+    ("GET", "/v1/monitoring/history"),
+    ("POST", "/v1/feedback"),
+]
+
+
+def guarded_app(bundle: Any, log_url: str, **settings: Any) -> TestClient:
+    return TestClient(create_app(bundle, ServingSettings(log_url=log_url, **settings)))
+
+
+@pytest.fixture
+def guarded(monitored_digits: Any, log_url: str) -> Iterator[TestClient]:
+    """The trained digits bundle (with its profile), served with a monitoring token."""
+    with guarded_app(monitored_digits.bundle.path, log_url, monitor_token=TOKEN) as client:
+        yield client
+
+
+def predict_digit(client: TestClient) -> str:
+    """Send one real held-out digit; its request id."""
+    image, _ = digit_images(offset=300, per_class=1)[0]
+    response = client.post("/v1/predict", files=[upload("d.png", png(image))])
+    assert response.status_code == 200, response.text
+    return str(response.json()["request_id"])
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": TOKEN}]
+)
+def test_the_reports_and_feedback_want_the_token(
+    guarded: TestClient, headers: dict[str, str]
+) -> None:
+    request_id = predict_digit(guarded)  # predictions stay open to every client
+    for method, path in GUARDED:
+        body = {"request_id": request_id, "label": "0"} if method == "POST" else None
+        response = guarded.request(method, path, headers=headers, json=body)
+        assert_error(response, 401, "missing or wrong monitoring token", "Bearer <token>")
+        assert response.headers["www-authenticate"] == "Bearer"
+    # nothing was stored by the refused feedback
+    report = guarded.get("/v1/monitoring/drift", headers=AUTH).json()
+    assert report["accuracy"]["labelled"] == 0
+
+
+def test_with_the_token_they_answer_and_the_rest_stays_open(guarded: TestClient) -> None:
+    request_id = predict_digit(guarded)
+    feedback = {"request_id": request_id, "label": "0"}
+    stored = guarded.post("/v1/feedback", headers=AUTH, json=feedback)
+    assert stored.status_code == 200 and stored.json() == {"stored": 1}
+    report = guarded.get("/v1/monitoring/drift", headers=AUTH)
+    assert report.status_code == 200 and report.json()["accuracy"]["labelled"] == 1
+    history = guarded.get("/v1/monitoring/history", headers=AUTH, params={"buckets": 2})
+    assert history.status_code == 200 and len(history.json()["buckets"]) == 2
+    for path in ("/health", "/v1/model", "/v1/model/card", "/metrics"):
+        assert guarded.get(path).status_code == 200, path
+
+
+def test_without_a_token_they_are_open(monitored_digits: Any, log_url: str) -> None:
+    with guarded_app(monitored_digits.bundle.path, log_url) as client:
+        request_id = predict_digit(client)
+        assert client.post("/v1/feedback", json={"request_id": request_id, "label": "0"}).is_success
+        assert client.get("/v1/monitoring/drift").json()["accuracy"]["labelled"] == 1
+
+
+def test_failed_tries_are_throttled_with_the_admin_api_and_logged(
+    monitored_digits: Any, log_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = {
+        "monitor_token": TOKEN,
+        "admin_token": "an-admin-token",
+        "admin_failures_per_minute": 3,
+    }
+    wrong = {"Authorization": "Bearer guess-number-n"}
+    with (
+        guarded_app(monitored_digits.bundle.path, log_url, **settings) as client,
+        caplog.at_level(logging.WARNING, logger="mlfactory.serving.auth"),
+    ):
+        for _ in range(3):
+            assert_error(client.get("/v1/monitoring/drift", headers=wrong), 401, "monitoring token")
+        refused = client.get("/v1/monitoring/drift", headers=AUTH)  # even the right token now
+        assert_error(refused, 429, "too many failed monitoring authentications from testclient")
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        admin = client.post("/v1/admin/reload", headers={"Authorization": "Bearer an-admin-token"})
+        assert_error(admin, 429, "too many failed admin authentications")  # one count per address
+        assert client.get("/health").status_code == 200
+    failures = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert failures == [
+        f"monitoring authentication failed from testclient ({count} in the last minute)"
+        for count in (1, 2, 3)
+    ]
+    assert TOKEN not in caplog.text and "guess-number-n" not in caplog.text
+
+
+def test_the_openapi_document_shows_the_scheme_and_the_refusals(guarded: TestClient) -> None:
+    document = guarded.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for method, path in GUARDED:
+        operation = document["paths"][path][method.lower()]
+        assert {"401", "429"} <= set(operation["responses"]), path
+        assert operation["security"] == [{"HTTPBearer": []}], path
+    assert "security" not in document["paths"]["/v1/predict"]["post"]
+
+
+def test_the_throttle_counts_each_address_apart() -> None:
+    throttle = AuthThrottle(limit=2)
+    assert throttle.record_failure("10.0.0.1") == 1
+    assert throttle.retry_after("10.0.0.1") is None
+    throttle.record_failure("10.0.0.1")
+    wait = throttle.retry_after("10.0.0.1")
+    assert wait is not None and 59 < wait <= 60
+    assert throttle.retry_after("10.0.0.2") is None
