@@ -1,6 +1,6 @@
-"""The monitoring token: with `MLFACTORY_MONITOR_TOKEN` set, the drift reports and feedback want
-it (they name other clients' requests, and set the live accuracy); unset, they are open. Failed
-tries are logged and throttled with the admin API's."""
+"""The tokens: with `MLFACTORY_MONITOR_TOKEN` set, the drift reports and feedback want it (they
+name other clients' requests, and set the live accuracy); unset, they are open. Failed tries at
+it or at the admin token are logged and throttled per address."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .conftest import upload
 from .test_bad_inputs import assert_error
 
 TOKEN = "test-monitor-token"
+ADMIN_TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GUARDED = [
     ("GET", "/v1/monitoring/drift"),
@@ -84,33 +85,47 @@ def test_without_a_token_they_are_open(monitored_digits: Any, log_url: str) -> N
         assert client.get("/v1/monitoring/drift").json()["accuracy"]["labelled"] == 1
 
 
-def test_failed_tries_are_throttled_with_the_admin_api_and_logged(
-    monitored_digits: Any, log_url: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("name", "method", "path", "other"),
+    [
+        ("monitoring", "GET", "/v1/monitoring/drift", ("admin", "POST", "/v1/admin/reload")),
+        ("admin", "POST", "/v1/admin/reload", ("monitoring", "GET", "/v1/monitoring/drift")),
+    ],
+)
+def test_failed_tries_are_throttled_per_address_and_logged(
+    name: str,
+    method: str,
+    path: str,
+    other: tuple[str, str, str],
+    monitored_digits: Any,
+    log_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = {
-        "monitor_token": TOKEN,
-        "admin_token": "an-admin-token",
-        "admin_failures_per_minute": 3,
-    }
+    tokens = {"monitoring": TOKEN, "admin": ADMIN_TOKEN}
+    settings = {"monitor_token": TOKEN, "admin_token": ADMIN_TOKEN, "admin_failures_per_minute": 3}
     wrong = {"Authorization": "Bearer guess-number-n"}
     with (
         guarded_app(monitored_digits.bundle.path, log_url, **settings) as client,
         caplog.at_level(logging.WARNING, logger="mlfactory.serving.auth"),
     ):
         for _ in range(3):
-            assert_error(client.get("/v1/monitoring/drift", headers=wrong), 401, "monitoring token")
-        refused = client.get("/v1/monitoring/drift", headers=AUTH)  # even the right token now
-        assert_error(refused, 429, "too many failed monitoring authentications from testclient")
+            assert_error(client.request(method, path, headers=wrong), 401, f"{name} token")
+        right = {"Authorization": f"Bearer {tokens[name]}"}
+        refused = client.request(method, path, headers=right)  # even the right token now
+        assert_error(refused, 429, f"too many failed {name} authentications from testclient")
         assert 1 <= int(refused.headers["retry-after"]) <= 60
-        admin = client.post("/v1/admin/reload", headers={"Authorization": "Bearer an-admin-token"})
-        assert_error(admin, 429, "too many failed admin authentications")  # one count per address
-        assert client.get("/health").status_code == 200
+        # one count per address, whichever token it guessed
+        other_name, other_method, other_path = other
+        other_right = {"Authorization": f"Bearer {tokens[other_name]}"}
+        assert_error(client.request(other_method, other_path, headers=other_right), 429)
+        assert client.get("/health").status_code == 200  # the rest of the API is not throttled
     failures = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
     assert failures == [
-        f"monitoring authentication failed from testclient ({count} in the last minute)"
+        f"{name} authentication failed from testclient ({count} in the last minute)"
         for count in (1, 2, 3)
     ]
-    assert TOKEN not in caplog.text and "guess-number-n" not in caplog.text
+    assert all(token not in caplog.text for token in tokens.values())
+    assert "guess-number-n" not in caplog.text
 
 
 def test_the_openapi_document_shows_the_scheme_and_the_refusals(guarded: TestClient) -> None:
