@@ -182,10 +182,13 @@ def test_the_level_comes_from_the_query_or_the_server_setting(
         assert _embedding_detail(default).startswith("2199 permutations")  # 11 checks
         asked = client.get("/v1/monitoring/drift", params={"last": 60, "level": 0.05}).json()
         assert asked["level"] == 0.05 and _embedding_detail(asked).startswith("500 permutations")
-        buckets = client.get(
+        spans = client.get(
             "/v1/monitoring/history", params={"last": 60, "buckets": 2, "level": 0.2}
-        ).json()["buckets"]
-        assert len(buckets) == 2 and all(b["n"] == 30 for b in buckets)
+        ).json()
+        assert spans["level"] == 0.2
+        assert len(spans["buckets"]) == 2 and all(b["n"] == 30 for b in spans["buckets"])
+        default_spans = client.get("/v1/monitoring/history", params={"last": 60}).json()
+        assert default_spans["level"] == 0.01  # the server's, as the report's
 
 
 def test_since_reads_the_predictions_of_a_period(

@@ -184,7 +184,10 @@ async def drift_history(
 
     def buckets_of() -> dict[str, Any]:
         window = _read(request, predictor, profile, rows, period)
-        return {"buckets": history(profile, window, model, buckets, settings)}
+        return {
+            "level": settings.level,
+            "buckets": history(profile, window, model, buckets, settings),
+        }
 
     return await run_check(request.app.state.check_limiter, buckets_of)
 

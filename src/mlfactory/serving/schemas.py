@@ -366,4 +366,5 @@ class HistoryBucketOut(BaseModel):
 class HistoryOut(BaseModel):
     """`GET /v1/monitoring/history`: the window cut into equal time spans, oldest first."""
 
+    level: float = Field(description="The level each bucket's `drift` is decided at.")
     buckets: list[HistoryBucketOut]
