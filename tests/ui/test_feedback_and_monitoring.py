@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from sqlalchemy import create_engine, select, update
 
 from mlfactory.monitoring.log_window import read_window
 from mlfactory.serving.log_tables import predictions
-from mlfactory.ui.client import ApiClient
+from mlfactory.ui.client import MONITOR_TOKEN_ENV, ApiClient
+from mlfactory.ui.launch import start_ui
 from mlfactory.ui.monitoring_page import DEFAULT_BUCKETS, P_VALUE_FLOOR, history_frame, time_chart
 from tests.conftest import PER_CLASS, write_digit_folder
 from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
@@ -130,3 +132,22 @@ def test_monitoring_of_a_bundle_without_profile_is_a_clear_message(
     alert = wait_for(chromium, "[data-testid='stAlertContentInfo']").text
     detail = refusal.json()["detail"].replace("`", "")  # `code` in the detail is drawn as code
     assert alert == f"Monitoring: {detail} (404)"
+
+
+def test_a_ui_without_the_servers_token_says_how_to_get_in(
+    chromium: WebDriver, image_deployment: Deployment, tmp_path: Path
+) -> None:
+    """The image server guards its reports; a UI started without its token (this environment
+    has none) shows the refusal and the way in, and no traceback."""
+    assert image_deployment.token and MONITOR_TOKEN_ENV not in os.environ
+    ui = start_ui(image_deployment.api.url, tmp_path / "ui.log")
+    try:
+        chromium.get(f"{ui.url}/monitoring")
+        alert = wait_for(chromium, "[data-testid='stAlertContentError']").text
+        assert alert == (
+            "missing or wrong monitoring token: send 'Authorization: Bearer <token>' (401): "
+            "start mlfactory ui with MLFACTORY_MONITOR_TOKEN set to the server's"
+        )
+        assert "Traceback" not in main_text(chromium)
+    finally:
+        ui.stop()
