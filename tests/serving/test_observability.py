@@ -269,7 +269,7 @@ def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient)
                 "drift": False,
             },
         ],
-        "ood": {"fraction": 0.35, "threshold": 1.7},
+        "ood": {"fraction": 0.35, "threshold": 1.7, "expected": 0.01},
         "accuracy": accuracy,
     }
     metrics.observe_report(ContractReport(report))
@@ -284,6 +284,7 @@ def test_the_monitoring_gauges_show_the_latest_report(logged_client: TestClient)
     assert metric(text, f"mlfactory_drift_check_detected{untested}") == 0
     assert math.isnan(metric(text, f"mlfactory_drift_p_value{untested}"))
     assert metric(text, "mlfactory_ood_fraction") == pytest.approx(0.35)
+    assert metric(text, "mlfactory_ood_expected_fraction") == pytest.approx(0.01)
     assert metric(text, "mlfactory_ood_inputs_total") == 3
     assert metric(text, "mlfactory_accuracy_estimated") == pytest.approx(0.62)
     assert metric(text, "mlfactory_accuracy_estimated_lower") == pytest.approx(0.55)

@@ -70,6 +70,10 @@ class MonitoringGauges:
             "mlfactory_ood_fraction",
             "Fraction of the checked window's inputs scored out of distribution.",
         )
+        self.ood_expected = gauge(
+            "mlfactory_ood_expected_fraction",
+            "Fraction of in-distribution inputs the OOD threshold flags (its calibrated rate).",
+        )
         self.estimated = gauge(
             "mlfactory_accuracy_estimated",
             "Accuracy estimated without labels from calibrated probabilities (checked window).",
@@ -111,6 +115,7 @@ class MonitoringGauges:
                 self.drift,
                 self.level,
                 self.ood_fraction,
+                self.ood_expected,
                 self.estimated,
                 self.estimated_lower,
                 self.estimated_upper,
@@ -133,6 +138,7 @@ class MonitoringGauges:
             self.check_drift.labels(*labels).set(1.0 if check["drift"] else 0.0)
             self.p_value.labels(*labels).set(_number(check["p_value"]))
         self.ood_fraction.set(_number(data["ood"]["fraction"]))
+        self.ood_expected.set(_number(data["ood"].get("expected")))
         accuracy: Mapping[str, Any] = data["accuracy"]
         low, high = accuracy.get("estimated_ci") or (None, None)
         self.estimated.set(_number(accuracy["estimated"]))
