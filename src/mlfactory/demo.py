@@ -19,6 +19,7 @@ from mlfactory.baselines import majority_baseline, simple_baseline
 from mlfactory.config.loader import load_recipe
 from mlfactory.demo_traffic import Traffic, check, send, summary
 from mlfactory.serving.process import running_server
+from mlfactory.serving.settings import env_name
 
 DEMO_RECIPE = "digits"
 
@@ -54,7 +55,7 @@ def run_demo(
     log_url = f"sqlite:///{log_file}"
     env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
     # a local server of its own: open to the demo's feedback whatever token this shell sets
-    env.pop("MLFACTORY_MONITOR_TOKEN", None)
+    env.pop(env_name("monitor_token"), None)
     test_items = result.dataset.split("test")
     with running_server(bundle_path, out / "server.log", env) as server:
         held_out = send(server.url, test_items, "held-out")
