@@ -24,6 +24,7 @@ from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
 from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
+from mlfactory.registry import is_model_uri
 from mlfactory.targets import resolve_bundle
 
 
@@ -52,6 +53,11 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
     from mlfactory.training.ood_graph import attach_ood_score
     from mlfactory.training.run_folder import BUNDLE_DIR
 
+    if is_model_uri(target):
+        raise BundleError(
+            f"{target} is a registered version, which does not change: profile its run "
+            "(mlfactory profile RUN_ID) and register the run again as a new version"
+        )
     bundle = resolve_bundle(target)
     Predictor.from_path(bundle.path)  # a corrupt model fails here, before the data is prepared
     recipe, dataset = recipe_dataset(bundle, data)

@@ -1,22 +1,22 @@
-"""What `predict`, `serve` and `evaluate` accept as a model: a bundle, a run folder, a run id.
+"""What the commands accept as a model: a bundle, a run folder, a run id, a registered model.
 
 A target is a bundle folder (or its `bundle.json`), a run folder holding `bundle/` (what
-`mlfactory train --out` makes), or an MLflow run id (32 hex digits) whose `bundle` artifact is
-downloaded from the tracking store (`MLFLOW_TRACKING_URI`, default `sqlite:///mlruns.db`).
-Only the run id needs MLflow, and it is imported only then.
+`mlfactory train --out` makes), an MLflow run id (32 hex digits) whose `bundle` artifact is
+downloaded from the tracking store (`MLFLOW_TRACKING_URI`, default `sqlite:///mlruns.db`), or a
+version of a registered model (`models:/NAME/VERSION`, `models:/NAME@ALIAS`,
+`models:/NAME/latest`; `registry.py`). Only the last two need MLflow, imported only then.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from mlfactory.bundle import META_FILE, Bundle, load_bundle
 from mlfactory.errors import BundleError
+from mlfactory.registry import download_registered, download_run_bundle, is_model_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 
 
 def resolve_bundle(target: str | Path) -> Bundle:
@@ -35,28 +35,11 @@ def resolve_bundle(target: str | Path) -> Bundle:
         return load_bundle(path)  # a bundle folder without bundle.json: load_bundle names it
     if path.exists():
         raise BundleError(f"{target} is neither a bundle folder nor a run folder with bundle/")
+    if is_model_uri(str(target)):
+        return load_bundle(download_registered(str(target)))
     if not RUN_ID.match(str(target)):
         raise BundleError(
-            f"{target}: no such bundle folder or run folder, and not an MLflow run id "
-            "(32 hex digits)"
+            f"{target}: no such bundle folder or run folder, not an MLflow run id (32 hex "
+            "digits) and not a registered model (models:/NAME/VERSION or models:/NAME@ALIAS)"
         )
-    return load_bundle(_download_run_bundle(str(target)))
-
-
-def _download_run_bundle(run_id: str) -> Path:
-    try:
-        import mlflow
-        from mlflow.exceptions import MlflowException
-    except ImportError:
-        raise BundleError(
-            f"'{run_id}' looks like an MLflow run id; fetching its bundle needs MLflow "
-            "(pip install 'mlfactory[train]'), or give the bundle folder"
-        ) from None
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    mlflow.set_tracking_uri(uri)
-    try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="bundle")
-    except MlflowException as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BundleError(f"MLflow run '{run_id}' has no bundle in {uri}: {reason}") from None
-    return Path(local)
+    return load_bundle(download_run_bundle(str(target)))

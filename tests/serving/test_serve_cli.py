@@ -88,8 +88,8 @@ def test_serve_on_a_wrong_path_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {missing}: no such bundle folder or run folder, and not an MLflow run id "
-        "(32 hex digits)"
+        f"error: {missing}: no such bundle folder or run folder, not an MLflow run id (32 hex "
+        "digits) and not a registered model (models:/NAME/VERSION or models:/NAME@ALIAS)"
     ]
 
 

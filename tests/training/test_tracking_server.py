@@ -1,6 +1,6 @@
 """Training against a real MLflow tracking server on PostgreSQL (what a team runs), with the
 server keeping the artifacts: the run, its metrics and its bundle land there, and a server of
-predictions serves the bundle by run id from there."""
+predictions serves the bundle by run id from there, and by alias from the server's registry."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from mlfactory.config.loader import load_recipe
 from mlfactory.predictor import Predictor
+from mlfactory.registry import bundle_digest, register_bundle
 from mlfactory.serving.process import free_port
 from mlfactory.targets import resolve_bundle
 from tests.conftest import fast_digits_overrides
@@ -111,3 +112,10 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
     assert served.meta.version == result.bundle.meta.version
     image = next((digit_folder / "7").iterdir()).read_bytes()
     assert Predictor(served).predict([image]) == Predictor(result.bundle).predict([image])
+
+    # the server's Model Registry (on PostgreSQL): the run folder registered, served by alias
+    registered, _ = register_bundle(resolve_bundle(tmp_path / "run"), aliases=["champion"])
+    assert client.get_model_version_by_alias("digits", "champion").run_id == registered.run_id
+    champion = resolve_bundle("models:/digits@champion")  # `mlfactory serve models:/...`
+    assert bundle_digest(champion.path) == bundle_digest(result.bundle.path)
+    assert Predictor(champion).predict([image]) == Predictor(result.bundle).predict([image])

@@ -1,0 +1,261 @@
+"""Bundles in MLflow: a run's bundle artifact, and the Model Registry (register, alias, fetch).
+
+A registered version is the `bundle` artifact of the MLflow run that trained it (source
+`runs:/<run id>/bundle`); the registry keeps no copy of its own. The store is the one
+`MLFLOW_TRACKING_URI` names (default `sqlite:///mlruns.db`), or `MLFLOW_REGISTRY_URI` when set,
+as MLflow reads them. Every command that takes a target (`predict`, `serve`, `evaluate`,
+`monitor`, `report`, `fetch`) takes `models:/NAME/VERSION`, `models:/NAME@ALIAS` or
+`models:/NAME/latest` (the highest version).
+
+Each version is tagged with the bundle's digest (sha256 over its files) when it is registered.
+A run's bundle artifact can be logged again later (`mlfactory profile` does), which would
+change what the version serves under the same number: fetching it checks the digest and refuses
+a bundle that is not the one registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlfactory.bundle import Bundle
+from mlfactory.errors import BundleError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+BUNDLE_ARTIFACT = "bundle"
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/@]+))$")
+DIGEST_TAG = "mlfactory.bundle_sha256"
+# Tags that say what a version is, beside the digest (shown by `mlflow ui` on the version).
+BUNDLE_VERSION_TAG = "mlfactory.bundle_version"
+FINGERPRINT_TAG = "mlfactory.data_fingerprint"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One version of a registered model.
+
+    Attributes:
+        name: the registered model's name.
+        version: its version number in the registry.
+        aliases: the aliases that point at it.
+        run_id: the MLflow run whose bundle artifact it is.
+        digest: the bundle's sha256 when it was registered (None: not registered by mlfactory).
+    """
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    run_id: str | None
+    digest: str | None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def tracking_uri() -> str:
+    """The store a run id or a registered model is looked up in."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def is_model_uri(target: str) -> bool:
+    return target.startswith("models:/")
+
+
+def bundle_digest(folder: Path) -> str:
+    """sha256 over every file of a bundle folder: its relative path, then its bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def register_bundle(
+    bundle: Bundle, name: str | None = None, aliases: Sequence[str] = ()
+) -> tuple[RegisteredVersion, bool]:
+    """The version of the registered model `name` (default the bundle's name) that is the
+    bundle artifact of the run that trained `bundle`, which must be the same files as
+    `bundle`: a new version, or the one registered with the same files before (registering
+    twice makes no second version). `aliases` point at it.
+
+    Returns:
+        The version, and whether it is new.
+
+    Raises:
+        BundleError: the bundle has no MLflow run, the store does not hold the run or its
+            bundle artifact, the artifact differs from `bundle`, or MLflow refuses a name or
+            an alias.
+    """
+    run_id = bundle.meta.mlflow_run_id
+    if not run_id:
+        raise BundleError(
+            f"{bundle.path} has no MLflow run (bundle.json: mlflow_run_id); only a bundle that "
+            "mlfactory train logged can be registered"
+        )
+    client, mlflow_error = _client()
+    local = bundle_digest(bundle.path)
+    logged = _run_bundle_digest(run_id)
+    if logged != local:
+        raise BundleError(
+            f"the bundle logged to MLflow run {run_id} is not the same as {bundle.path} (a file "
+            "was changed or added after it was logged): register the run id to register what "
+            "MLflow holds, or `mlfactory profile` the folder to log it again"
+        )
+    model = name or bundle.meta.name
+    tags = {
+        DIGEST_TAG: local,
+        BUNDLE_VERSION_TAG: bundle.meta.version,
+        FINGERPRINT_TAG: bundle.meta.data_fingerprint or "",
+    }
+    try:
+        if not client.search_registered_models(filter_string=_name_filter(model)):
+            client.create_registered_model(model)
+        versions = client.search_model_versions(filter_string=_name_filter(model))
+        same = [v for v in versions if (v.tags or {}).get(DIGEST_TAG) == local]
+        if same:
+            number, new = str(min(int(v.version) for v in same)), False
+        else:
+            source = f"runs:/{run_id}/{BUNDLE_ARTIFACT}"
+            created = client.create_model_version(model, source, run_id=run_id, tags=tags)
+            number, new = str(created.version), True
+        for alias in aliases:
+            client.set_registered_model_alias(model, alias, number)
+    except mlflow_error as exc:
+        raise BundleError(f"MLflow refused to register '{model}': {_first_line(exc)}") from None
+    return find_version(f"models:/{model}/{number}"), new
+
+
+def set_aliases(uri: str, aliases: Sequence[str]) -> RegisteredVersion:
+    """Point `aliases` at the registered version `uri` names (promote it, roll back to it)."""
+    version = find_version(uri)
+    client, mlflow_error = _client()
+    try:
+        for alias in aliases:
+            client.set_registered_model_alias(version.name, alias, version.version)
+    except mlflow_error as exc:
+        raise BundleError(f"MLflow refused the alias: {_first_line(exc)}") from None
+    return find_version(version.uri)
+
+
+def find_version(uri: str) -> RegisteredVersion:
+    """The registered version a `models:/` URI names.
+
+    Raises:
+        BundleError: the URI is malformed, or the store holds no such model, version or alias.
+    """
+    match = MODEL_URI.match(uri)
+    if match is None:
+        raise BundleError(
+            f"'{uri}' is not a registered model: write models:/NAME/VERSION, models:/NAME@ALIAS "
+            "or models:/NAME/latest"
+        )
+    client, mlflow_error = _client()
+    name, number, alias = match["name"], match["version"], match["alias"]
+    try:
+        if alias is not None:
+            found = client.get_model_version_by_alias(name, alias)
+        elif number == "latest":
+            versions = client.search_model_versions(filter_string=_name_filter(name))
+            if not versions:
+                raise BundleError(f"registered model '{name}' has no version in {tracking_uri()}")
+            found = max(versions, key=lambda v: int(v.version))
+        else:
+            found = client.get_model_version(name, number)
+    except mlflow_error as exc:
+        raise BundleError(f"{uri}: {_first_line(exc)} in {tracking_uri()}") from None
+    return _version(found)
+
+
+def download_registered(uri: str) -> Path:
+    """The bundle folder of a registered version, fetched into a new temporary folder and
+    checked against the digest it was registered with."""
+    import mlflow
+
+    version = find_version(uri)
+    _, mlflow_error = _client()
+    # Into a folder of its own, as a run's bundle is: commands write beside the bundle.
+    folder = Path(tempfile.mkdtemp(prefix="mlfactory-model-")) / BUNDLE_ARTIFACT
+    folder.mkdir()
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=version.uri, dst_path=str(folder))
+    except mlflow_error as exc:
+        raise BundleError(f"{uri}: its bundle cannot be fetched: {_first_line(exc)}") from None
+    if version.digest is not None and bundle_digest(folder) != version.digest:
+        raise BundleError(
+            f"{uri} (version {version.version}): the bundle of MLflow run {version.run_id} has "
+            "changed since it was registered (logged again, e.g. by `mlfactory profile`): "
+            "register the run again to make the new bundle a version of its own"
+        )
+    return folder
+
+
+def download_run_bundle(run_id: str, destination: Path | None = None) -> Path:
+    """The `bundle` artifact of an MLflow run, fetched into `destination` (default: a new
+    temporary folder)."""
+    import mlflow
+
+    _, mlflow_error = _client()
+    try:
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=BUNDLE_ARTIFACT,
+            dst_path=None if destination is None else str(destination),
+        )
+    except mlflow_error as exc:
+        raise BundleError(
+            f"MLflow run '{run_id}' has no bundle in {tracking_uri()}: {_first_line(exc)} "
+            "(MLFLOW_TRACKING_URI names the store)"
+        ) from None
+    return Path(folder)
+
+
+def _run_bundle_digest(run_id: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="mlfactory-register-") as tmp:
+        return bundle_digest(download_run_bundle(run_id, Path(tmp)))
+
+
+def _client() -> tuple[Any, type[Exception]]:
+    """An MlflowClient on `tracking_uri()` and the exception MLflow raises."""
+    try:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise BundleError(
+            "the MLflow Model Registry needs MLflow (pip install 'mlfactory[train]'), or give "
+            "the bundle folder"
+        ) from None
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri=tracking_uri()), MlflowException
+
+
+def _version(found: Any) -> RegisteredVersion:
+    return RegisteredVersion(
+        name=str(found.name),
+        version=str(found.version),
+        aliases=tuple(getattr(found, "aliases", None) or ()),
+        run_id=found.run_id or None,
+        digest=(found.tags or {}).get(DIGEST_TAG),
+    )
+
+
+def _name_filter(name: str) -> str:
+    """An MLflow filter on one registered model name (its grammar has no escapes: the quote
+    the name lacks; a name with both quotes cannot be looked up by filter)."""
+    quote = next((q for q in ("'", '"') if q not in name), None)
+    if quote is None:
+        raise BundleError(f"registered model name {name!r}: use a name without both kinds of quote")
+    return f"name = {quote}{name}{quote}"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

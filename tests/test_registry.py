@@ -1,0 +1,185 @@
+"""The MLflow Model Registry: a trained bundle registered as versions of a model, aliases moved
+between them, and every command's target naming a version, on a real MLflow SQLite store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from mlfactory.bundle import load_bundle
+from mlfactory.cli import app
+from mlfactory.errors import BundleError
+from mlfactory.predictor import Predictor
+from mlfactory.registry import (
+    BUNDLE_VERSION_TAG,
+    DIGEST_TAG,
+    bundle_digest,
+    find_version,
+    register_bundle,
+)
+from mlfactory.targets import resolve_bundle
+from mlfactory.training.train import TrainResult
+from tests.test_cli import assert_one_line_error
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new MLflow SQLite store of the test's own, which the commands use."""
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def log_run(trained: TrainResult, store: str, folder: Path) -> Path:
+    """A copy of the trained bundle in `folder`/bundle, logged to a new run of `store` as
+    training logs it (the run id in bundle.json, the folder as the run's `bundle` artifact)."""
+    client = MlflowClient(store)
+    experiment = client.create_experiment(f"digits-{folder.name}", str(folder / "artifacts"))
+    run = client.create_run(experiment, run_name="digits")
+    bundle_dir = folder / "bundle"
+    shutil.copytree(trained.bundle.path, bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    bundle.meta.mlflow_run_id = run.info.run_id
+    bundle.save_meta()
+    client.log_artifacts(run.info.run_id, str(bundle_dir), "bundle")
+    client.set_terminated(run.info.run_id)
+    return folder
+
+
+def test_register_versions_aliases_and_every_target_form(
+    trained_digits: TrainResult, store: str, tmp_path: Path
+) -> None:
+    first = log_run(trained_digits, store, tmp_path / "first")
+    second = log_run(trained_digits, store, tmp_path / "second")
+    image = str(trained_digits.dataset.split("test")[0].path)
+
+    made = runner.invoke(app, ["register", str(first), "--alias", "champion"])
+    assert made.exit_code == 0, made.output
+    run_id = load_bundle(first / "bundle").meta.mlflow_run_id
+    assert made.output.strip() == (
+        f"registered as models:/digits/1 (alias champion): the bundle of MLflow run {run_id} "
+        f"in {store}"
+    )
+    version = MlflowClient(store).get_model_version("digits", "1")
+    assert version.run_id == run_id
+    assert version.tags[DIGEST_TAG] == bundle_digest(first / "bundle")
+    assert version.tags[BUNDLE_VERSION_TAG] == trained_digits.bundle.meta.version
+
+    # a run id registers what MLflow holds; --name another model, no alias
+    other = load_bundle(second / "bundle").meta.mlflow_run_id
+    assert other is not None
+    registered, new = register_bundle(resolve_bundle(other), "digits-candidate")
+    assert (registered.uri, registered.aliases, new) == ("models:/digits-candidate/1", (), True)
+    newer = runner.invoke(app, ["register", str(second), "--alias", "challenger"])
+    assert newer.exit_code == 0, newer.output
+    assert newer.output.startswith("registered as models:/digits/2 (alias challenger)")
+    # the same files again: no second version, the alias is set on the first
+    twice = runner.invoke(app, ["register", other, "--alias", "candidate"])
+    assert twice.exit_code == 0, twice.output
+    assert twice.output.startswith(
+        "already registered as models:/digits/2 (alias candidate, challenger)"
+    )
+    assert len(MlflowClient(store).search_model_versions("name = 'digits'")) == 2
+
+    local = Predictor(load_bundle(first / "bundle")).predict([Path(image).read_bytes()])
+    for target, run in (
+        ("models:/digits@champion", run_id),
+        ("models:/digits/1", run_id),
+        ("models:/digits@challenger", other),
+        ("models:/digits/latest", other),
+        ("models:/digits-candidate/1", other),
+    ):
+        fetched = resolve_bundle(target)
+        assert fetched.meta.mlflow_run_id == run, target
+        source = (first if run == run_id else second) / "bundle"
+        assert bundle_digest(fetched.path) == bundle_digest(source)
+        assert Predictor(fetched).predict([Path(image).read_bytes()]) == local
+        predicted = runner.invoke(app, ["predict", target, image, "--json"])
+        assert predicted.exit_code == 0, predicted.output
+        assert json.loads(predicted.output)[0]["label"] == local[0].label
+
+    # a version copied out, as a serving image is built from it
+    copied = str(tmp_path / "b")
+    fetched_out = runner.invoke(app, ["fetch", "models:/digits@champion", "--out", copied])
+    assert fetched_out.exit_code == 0, fetched_out.output
+    assert fetched_out.output.strip() == (
+        f"models:/digits/1 (bundle digits {trained_digits.bundle.meta.version}) written to {copied}"
+    )
+    assert bundle_digest(tmp_path / "b") == bundle_digest(first / "bundle")
+    again = runner.invoke(app, ["fetch", "models:/digits/2", "--out", copied])
+    assert_one_line_error(again, "exists: give --out a new folder")
+
+    # promote: the alias moves to version 2, and back (a rollback is the same command)
+    promoted = runner.invoke(app, ["register", "models:/digits@challenger", "--alias", "champion"])
+    assert promoted.exit_code == 0, promoted.output
+    assert promoted.output.startswith(
+        "now models:/digits/2 (alias candidate, challenger, champion)"
+    )
+    assert find_version("models:/digits@champion").version == "2"
+    rolled = runner.invoke(app, ["register", "models:/digits/1", "--alias", "champion"])
+    assert rolled.exit_code == 0, rolled.output
+    assert find_version("models:/digits@champion").run_id == run_id
+    assert sorted(find_version("models:/digits/2").aliases) == ["candidate", "challenger"]
+
+
+def test_a_changed_bundle_is_not_registered_and_a_relogged_version_not_served(
+    trained_digits: TrainResult, store: str, tmp_path: Path
+) -> None:
+    folder = log_run(trained_digits, store, tmp_path / "run")
+    bundle = folder / "bundle"
+    (bundle / "notes.txt").write_text("added after the run logged the bundle")
+    changed = runner.invoke(app, ["register", str(folder)])
+    assert_one_line_error(changed, "is not the same as")
+    assert not MlflowClient(store).search_registered_models()
+
+    (bundle / "notes.txt").unlink()
+    assert runner.invoke(app, ["register", str(folder)]).exit_code == 0
+    # the run's artifact logged again (as `mlfactory profile` does): version 1 no longer is it
+    (bundle / "notes.txt").write_text("logged again")
+    run_id = load_bundle(bundle).meta.mlflow_run_id
+    MlflowClient(store).log_artifacts(str(run_id), str(bundle), "bundle")
+    image = str(trained_digits.dataset.split("test")[0].path)
+    refused = runner.invoke(app, ["predict", "models:/digits/1", image])
+    assert_one_line_error(refused, "has changed since it was registered")
+    again = runner.invoke(app, ["register", run_id])  # what the error says to do
+    assert again.exit_code == 0, again.output
+    fetched = resolve_bundle("models:/digits/2").path
+    assert (fetched / "notes.txt").read_text() == "logged again"
+
+
+def test_registry_errors_are_one_line(
+    trained_digits: TrainResult, store: str, tmp_path: Path
+) -> None:
+    folder = log_run(trained_digits, store, tmp_path / "run")
+    assert runner.invoke(app, ["register", str(folder), "--alias", "champion"]).exit_code == 0
+    for target, message in (
+        ("models:/nope@champion", "models:/nope@champion: Registered Model with name=nope"),
+        ("models:/digits@nope", "models:/digits@nope: Registered model alias nope not found"),
+        ("models:/digits/7", "models:/digits/7: Model Version (name=digits, version=7)"),
+        ("models:/digits", "'models:/digits' is not a registered model: write models:/NAME/"),
+        ("models:/nope/latest", "registered model 'nope' has no version"),
+    ):
+        assert_one_line_error(runner.invoke(app, ["predict", target, "x.png"]), message)
+    already = runner.invoke(app, ["register", "models:/digits/1"])
+    assert_one_line_error(already, "is registered already: give --alias")
+    reserved = runner.invoke(app, ["register", "models:/digits/1", "--alias", "latest"])
+    assert_one_line_error(reserved, "MLflow refused the alias")
+    profiled = runner.invoke(app, ["profile", "models:/digits@champion"])
+    assert_one_line_error(profiled, "is a registered version, which does not change")
+
+    untracked = tmp_path / "untracked"
+    shutil.copytree(folder / "bundle", untracked)
+    bundle = load_bundle(untracked)
+    bundle.meta.mlflow_run_id = None
+    bundle.save_meta()
+    assert_one_line_error(runner.invoke(app, ["register", str(untracked)]), "has no MLflow run")
+    with pytest.raises(BundleError, match="has no bundle in"):
+        bundle.meta.mlflow_run_id = "0" * 32
+        register_bundle(bundle)
