@@ -22,6 +22,7 @@ from mlfactory.registry import (
     find_version,
     register_bundle,
 )
+from mlfactory.serving.process import free_port
 from mlfactory.targets import resolve_bundle
 from mlfactory.training.train import TrainResult
 from tests.test_cli import assert_one_line_error
@@ -183,3 +184,16 @@ def test_registry_errors_are_one_line(
     with pytest.raises(BundleError, match="has no bundle in"):
         bundle.meta.mlflow_run_id = "0" * 32
         register_bundle(bundle)
+
+
+def test_an_mlflow_server_that_does_not_answer_is_one_line_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not MLflow's retries with back-off (minutes of warnings), one line for each target."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    for target in ("models:/digits@champion", "0" * 32):
+        result = runner.invoke(app, ["predict", target, "x.png"])
+        assert_one_line_error(result, f"the MLflow server {url} does not answer")
+    registering = runner.invoke(app, ["register", "models:/digits/1", "--alias", "champion"])
+    assert_one_line_error(registering, f"the MLflow server {url} does not answer")

@@ -25,6 +25,7 @@ QUIET_LOGGERS = {
     "lightning": logging.WARNING,  # "GPU available: False", the litlogger tip, "fit stopped"
     "mlflow": logging.WARNING,  # "Creating initial MLflow database tables..."
     "alembic": logging.WARNING,
+    "urllib3": logging.ERROR,  # "Retrying (Retry(total=...))": the error that follows says it
     "transformers": logging.ERROR,
     "huggingface_hub": logging.ERROR,
 }

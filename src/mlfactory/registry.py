@@ -15,10 +15,13 @@ a bundle that is not the one registered.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ DIGEST_TAG = "mlfactory.bundle_sha256"
 # Tags that say what a version is, beside the digest (shown by `mlflow ui` on the version).
 BUNDLE_VERSION_TAG = "mlfactory.bundle_version"
 FINGERPRINT_TAG = "mlfactory.data_fingerprint"
+# How long an MLflow server may take to answer at all before it counts as unreachable.
+REACH_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,13 @@ def _run_bundle_digest(run_id: str) -> str:
 
 
 def _client() -> tuple[Any, type[Exception]]:
-    """An MlflowClient on `tracking_uri()` and the exception MLflow raises."""
+    """An MlflowClient on `tracking_uri()` and the exception MLflow raises.
+
+    Raises:
+        BundleError: MLflow is not installed, or its server does not answer.
+    """
+    _reachable(tracking_uri())
+    _reachable(os.environ.get("MLFLOW_REGISTRY_URI") or "")
     try:
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -236,6 +247,24 @@ def _client() -> tuple[Any, type[Exception]]:
         ) from None
     mlflow.set_tracking_uri(tracking_uri())
     return MlflowClient(tracking_uri=tracking_uri()), MlflowException
+
+
+@functools.cache
+def _reachable(uri: str) -> None:
+    """Refuse an MLflow server that does not answer at all (refused, unknown host, silent),
+    in one error after `REACH_TIMEOUT_S`, instead of MLflow's retries with back-off, which
+    take minutes. Any HTTP answer will do: the MLflow call that follows reports it."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = f"{uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=REACH_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BundleError(f"the MLflow server {uri} does not answer: {reason}") from None
 
 
 def _version(found: Any) -> RegisteredVersion:
