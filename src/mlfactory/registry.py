@@ -64,9 +64,10 @@ class RegisteredVersion:
         return f"models:/{self.name}/{self.version}"
 
 
-def tracking_uri() -> str:
-    """The store a run id or a registered model is looked up in."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+def tracking_uri(store: str | None = None) -> str:
+    """The store a run id or a registered model is looked up in: `store` when given (a
+    recipe's `tracking.tracking_uri`), else `MLFLOW_TRACKING_URI`, else the default."""
+    return store or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def is_model_uri(target: str) -> bool:
@@ -85,7 +86,10 @@ def bundle_digest(folder: Path) -> str:
 
 
 def register_bundle(
-    bundle: Bundle, name: str | None = None, aliases: Sequence[str] = ()
+    bundle: Bundle,
+    name: str | None = None,
+    aliases: Sequence[str] = (),
+    store: str | None = None,
 ) -> tuple[RegisteredVersion, bool]:
     """The version of the registered model `name` (default the bundle's name) that is the
     bundle artifact of the run that trained `bundle`, which must be the same files as
@@ -106,9 +110,9 @@ def register_bundle(
             f"{bundle.path} has no MLflow run (bundle.json: mlflow_run_id); only a bundle that "
             "mlfactory train logged can be registered"
         )
-    client, mlflow_error = _client()
+    client, mlflow_error = _client(store)
     local = bundle_digest(bundle.path)
-    logged = _run_bundle_digest(run_id)
+    logged = _run_bundle_digest(run_id, store)
     if logged != local:
         raise BundleError(
             f"the bundle logged to MLflow run {run_id} is not the same as {bundle.path} (a file "
@@ -136,7 +140,7 @@ def register_bundle(
             client.set_registered_model_alias(model, alias, number)
     except mlflow_error as exc:
         raise BundleError(f"MLflow refused to register '{model}': {_first_line(exc)}") from None
-    return find_version(f"models:/{model}/{number}"), new
+    return find_version(f"models:/{model}/{number}", store), new
 
 
 def set_aliases(uri: str, aliases: Sequence[str]) -> RegisteredVersion:
@@ -151,7 +155,7 @@ def set_aliases(uri: str, aliases: Sequence[str]) -> RegisteredVersion:
     return find_version(version.uri)
 
 
-def find_version(uri: str) -> RegisteredVersion:
+def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
     """The registered version a `models:/` URI names.
 
     Raises:
@@ -163,7 +167,7 @@ def find_version(uri: str) -> RegisteredVersion:
             f"'{uri}' is not a registered model: write models:/NAME/VERSION, models:/NAME@ALIAS "
             "or models:/NAME/latest"
         )
-    client, mlflow_error = _client()
+    client, mlflow_error = _client(store)
     name, number, alias = match["name"], match["version"], match["alias"]
     try:
         if alias is not None:
@@ -171,12 +175,14 @@ def find_version(uri: str) -> RegisteredVersion:
         elif number == "latest":
             versions = client.search_model_versions(filter_string=_name_filter(name))
             if not versions:
-                raise BundleError(f"registered model '{name}' has no version in {tracking_uri()}")
+                raise BundleError(
+                    f"registered model '{name}' has no version in {tracking_uri(store)}"
+                )
             found = max(versions, key=lambda v: int(v.version))
         else:
             found = client.get_model_version(name, number)
     except mlflow_error as exc:
-        raise BundleError(f"{uri}: {_first_line(exc)} in {tracking_uri()}") from None
+        raise BundleError(f"{uri}: {_first_line(exc)} in {tracking_uri(store)}") from None
     return _version(found)
 
 
@@ -203,12 +209,14 @@ def download_registered(uri: str) -> Path:
     return folder
 
 
-def download_run_bundle(run_id: str, destination: Path | None = None) -> Path:
+def download_run_bundle(
+    run_id: str, destination: Path | None = None, store: str | None = None
+) -> Path:
     """The `bundle` artifact of an MLflow run, fetched into `destination` (default: a new
     temporary folder)."""
     import mlflow
 
-    _, mlflow_error = _client()
+    _, mlflow_error = _client(store)
     try:
         folder = mlflow.artifacts.download_artifacts(
             run_id=run_id,
@@ -217,24 +225,25 @@ def download_run_bundle(run_id: str, destination: Path | None = None) -> Path:
         )
     except mlflow_error as exc:
         raise BundleError(
-            f"MLflow run '{run_id}' has no bundle in {tracking_uri()}: {_first_line(exc)} "
+            f"MLflow run '{run_id}' has no bundle in {tracking_uri(store)}: {_first_line(exc)} "
             "(MLFLOW_TRACKING_URI names the store)"
         ) from None
     return Path(folder)
 
 
-def _run_bundle_digest(run_id: str) -> str:
+def _run_bundle_digest(run_id: str, store: str | None) -> str:
     with tempfile.TemporaryDirectory(prefix="mlfactory-register-") as tmp:
-        return bundle_digest(download_run_bundle(run_id, Path(tmp)))
+        return bundle_digest(download_run_bundle(run_id, Path(tmp), store))
 
 
-def _client() -> tuple[Any, type[Exception]]:
-    """An MlflowClient on `tracking_uri()` and the exception MLflow raises.
+def _client(store: str | None = None) -> tuple[Any, type[Exception]]:
+    """An MlflowClient on `tracking_uri(store)` and the exception MLflow raises.
 
     Raises:
         BundleError: MLflow is not installed, or its server does not answer.
     """
-    _reachable(tracking_uri())
+    uri = tracking_uri(store)
+    _reachable(uri)
     _reachable(os.environ.get("MLFLOW_REGISTRY_URI") or "")
     try:
         import mlflow
@@ -245,8 +254,8 @@ def _client() -> tuple[Any, type[Exception]]:
             "the MLflow Model Registry needs MLflow (pip install 'mlfactory[train]'), or give "
             "the bundle folder"
         ) from None
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri=tracking_uri()), MlflowException
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri), MlflowException
 
 
 @functools.cache
