@@ -126,8 +126,7 @@ def register_bundle(
         FINGERPRINT_TAG: bundle.meta.data_fingerprint or "",
     }
     try:
-        if not client.search_registered_models(filter_string=_name_filter(model)):
-            client.create_registered_model(model)
+        _create_model(client, model, mlflow_error)
         versions = client.search_model_versions(filter_string=_name_filter(model))
         same = [v for v in versions if (v.tags or {}).get(DIGEST_TAG) == local]
         if same:
@@ -141,6 +140,16 @@ def register_bundle(
     except mlflow_error as exc:
         raise BundleError(f"MLflow refused to register '{model}': {_first_line(exc)}") from None
     return find_version(f"models:/{model}/{number}", store), new
+
+
+def _create_model(client: Any, name: str, mlflow_error: type[Exception]) -> None:
+    """Create the registered model `name` unless it exists (as `mlflow.register_model` does:
+    another registration may create it at the same moment)."""
+    try:
+        client.create_registered_model(name)
+    except mlflow_error as exc:
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def set_aliases(uri: str, aliases: Sequence[str]) -> RegisteredVersion:
