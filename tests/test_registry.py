@@ -72,6 +72,9 @@ def test_register_versions_aliases_and_every_target_form(
     assert version.run_id == run_id
     assert version.tags[DIGEST_TAG] == bundle_digest(first / "bundle")
     assert version.tags[BUNDLE_VERSION_TAG] == trained_digits.bundle.meta.version
+    test = trained_digits.bundle.meta.metrics["test"]
+    assert version.tags["mlfactory.test_accuracy"] == f"{test['accuracy']:.4f}"
+    assert version.tags["mlfactory.test_macro_f1"] == f"{test['f1_macro']:.4f}"
 
     # a run id registers what MLflow holds; --name another model, no alias
     other = load_bundle(second / "bundle").meta.mlflow_run_id

@@ -37,6 +37,8 @@ DIGEST_TAG = "mlfactory.bundle_sha256"
 # Tags that say what a version is, beside the digest (shown by `mlflow ui` on the version).
 BUNDLE_VERSION_TAG = "mlfactory.bundle_version"
 FINGERPRINT_TAG = "mlfactory.data_fingerprint"
+# The bundle's test metrics (bundle.json) as tags, to compare versions before moving an alias.
+METRIC_TAGS = {"accuracy": "mlfactory.test_accuracy", "f1_macro": "mlfactory.test_macro_f1"}
 # How long an MLflow server may take to answer at all before it counts as unreachable.
 REACH_TIMEOUT_S = 10.0
 
@@ -125,6 +127,8 @@ def register_bundle(
         BUNDLE_VERSION_TAG: bundle.meta.version,
         FINGERPRINT_TAG: bundle.meta.data_fingerprint or "",
     }
+    test = bundle.meta.metrics.get("test") or {}
+    tags |= {tag: f"{test[key]:.4f}" for key, tag in METRIC_TAGS.items() if key in test}
     try:
         _create_model(client, model, mlflow_error)
         versions = client.search_model_versions(filter_string=_name_filter(model))
