@@ -200,3 +200,16 @@ def test_an_mlflow_server_that_does_not_answer_is_one_line_at_once(
         assert_one_line_error(result, f"the MLflow server {url} does not answer")
     registering = runner.invoke(app, ["register", "models:/digits/1", "--alias", "champion"])
     assert_one_line_error(registering, f"the MLflow server {url} does not answer")
+
+
+def test_a_sqlite_store_that_is_not_there_is_named_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in another folder than its mlruns.db, a command says so, and leaves no empty store
+    behind (MLflow would create one and then find nothing in it)."""
+    missing = tmp_path / "mlruns.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{missing}")
+    for target in ("models:/digits@champion", "0" * 32):
+        result = runner.invoke(app, ["predict", target, "x.png"])
+        assert_one_line_error(result, f"no MLflow store at {missing}")
+    assert not missing.exists()

@@ -72,6 +72,20 @@ def tracking_uri(store: str | None = None) -> str:
     return store or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def missing_sqlite_store(uri: str) -> str | None:
+    """The file of a SQLite store URI that does not exist (None for any other store).
+
+    MLflow creates an empty store for a SQLite file that is not there: a command run in
+    another folder than its `mlruns.db` would then find nothing and leave an empty store.
+    """
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database or ""
+    return None if database and Path(database).expanduser().is_file() else database
+
+
 def is_model_uri(target: str) -> bool:
     return target.startswith("models:/")
 
@@ -256,6 +270,12 @@ def _client(store: str | None = None) -> tuple[Any, type[Exception]]:
         BundleError: MLflow is not installed, or its server does not answer.
     """
     uri = tracking_uri(store)
+    missing = missing_sqlite_store(uri)
+    if missing is not None:
+        raise BundleError(
+            f"no MLflow store at {missing or uri} ({uri}): run the command where the store "
+            "is, or set MLFLOW_TRACKING_URI to it"
+        )
     _reachable(uri)
     _reachable(os.environ.get("MLFLOW_REGISTRY_URI") or "")
     try:

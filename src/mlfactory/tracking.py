@@ -38,13 +38,11 @@ class TrackedRun:
         bundle copied away from its store, a SQLite store relative to another folder) or
         cannot be reached. A missing SQLite store is not created."""
         from mlflow.exceptions import MlflowException
-        from sqlalchemy.engine import make_url
 
-        uri = config.tracking_uri
-        if uri.startswith("sqlite:"):
-            database = make_url(uri).database or ""
-            if not database or not Path(database).expanduser().is_file():
-                return None
+        from mlfactory.registry import missing_sqlite_store
+
+        if missing_sqlite_store(config.tracking_uri) is not None:
+            return None
         run = cls.open(config, run_id)
         try:
             run.client.get_run(run_id)
