@@ -171,6 +171,8 @@ def test_registry_errors_are_one_line(
         ("models:/nope/latest", "registered model 'nope' has no version"),
     ):
         assert_one_line_error(runner.invoke(app, ["predict", target, "x.png"]), message)
+    slashed = runner.invoke(app, ["register", str(folder), "--name", "team/digits"])
+    assert_one_line_error(slashed, "registered model name 'team/digits': use one without '/'")
     already = runner.invoke(app, ["register", "models:/digits/1"])
     assert_one_line_error(already, "is registered already: give --alias")
     reserved = runner.invoke(app, ["register", "models:/digits/1", "--alias", "latest"])

@@ -126,6 +126,12 @@ def register_bundle(
             f"{bundle.path} has no MLflow run (bundle.json: mlflow_run_id); only a bundle that "
             "mlfactory train logged can be registered"
         )
+    model = name or bundle.meta.name
+    if MODEL_URI.match(f"models:/{model}/1") is None:
+        raise BundleError(
+            f"registered model name '{model}': use one without '/' or '@', which "
+            "models:/NAME@ALIAS could not name"
+        )
     client, mlflow_error = _client(store)
     local = bundle_digest(bundle.path)
     logged = _run_bundle_digest(run_id, store)
@@ -135,7 +141,6 @@ def register_bundle(
             "was changed or added after it was logged): register the run id to register what "
             "MLflow holds, or `mlfactory profile` the folder to log it again"
         )
-    model = name or bundle.meta.name
     tags = {
         DIGEST_TAG: local,
         BUNDLE_VERSION_TAG: bundle.meta.version,
