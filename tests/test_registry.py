@@ -119,6 +119,9 @@ def test_register_versions_aliases_and_every_target_form(
     assert bundle_digest(tmp_path / "b") == bundle_digest(first / "bundle")
     again = runner.invoke(app, ["fetch", "models:/digits/2", "--out", copied])
     assert_one_line_error(again, "exists: give --out a new folder")
+    under_a_file = str(tmp_path / "b" / "bundle.json" / "copy")
+    unwritable = runner.invoke(app, ["fetch", "models:/digits/2", "--out", under_a_file])
+    assert_one_line_error(unwritable, f"cannot write {under_a_file}: Not a directory")
 
     # promote: the alias moves to version 2, and back (a rollback is the same command)
     promoted = runner.invoke(app, ["register", "models:/digits@challenger", "--alias", "champion"])

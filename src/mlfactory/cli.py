@@ -473,7 +473,10 @@ def fetch(
     if out.exists():
         raise BundleError(f"{out} exists: give --out a new folder")
     bundle = resolve_bundle(target)
-    shutil.copytree(bundle.path, out)
+    try:
+        shutil.copytree(bundle.path, out)
+    except OSError as exc:
+        raise BundleError(f"cannot write {out}: {exc.strerror or exc}") from None
     what = f"bundle {bundle.meta.name} {bundle.meta.version}"
     if is_model_uri(target):
         what = f"{find_version(target).uri} ({what})"
