@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# Training image: the full stack (`.[train]`, torch included), entrypoint `mlfactory`.
+# Training image: the full stack (`.[train,dvc]`, torch included), entrypoint `mlfactory`.
 #
 #   docker build -f docker/train.Dockerfile -t mlfactory-train .
 #   docker run --rm -v "$PWD/work:/workspace" mlfactory-train train digits trainer.max_epochs=3
@@ -20,7 +20,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# git: bundles record the commit they were trained from (when the workspace is a checkout).
+# git: bundles record the commit they were trained from (when the workspace is a checkout), and
+# `dvc:` sources read data versioned in a Git repository.
 # hadolint ignore=DL3008  # Debian stable only takes security fixes; pins would rot.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git ${APT_PACKAGES} \
@@ -32,7 +33,7 @@ COPY requirements/lock.txt requirements/lock.txt
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        ".[train]" -c requirements/lock.txt \
+        ".[train,dvc]" -c requirements/lock.txt \
     && mlfactory --help >/dev/null
 
 # Runs, the data cache (.mlfactory/) and the local MLflow store (mlruns.db) go here.

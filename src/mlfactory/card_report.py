@@ -114,7 +114,11 @@ def _confusion(matrix: list[list[int]] | None, labels: Sequence[str]) -> str:
 
 def _data(data: dict[str, Any]) -> str:
     parts = [
-        _definitions([("Source", data.get("source")), ("Fingerprint", data.get("fingerprint"))])
+        _definitions(
+            [("Source", data.get("source"))]
+            + ([("Version", data["version"])] if data.get("version") else [])
+            + [("Fingerprint", data.get("fingerprint"))]
+        )
     ]
     counts = data.get("counts")
     if not counts:

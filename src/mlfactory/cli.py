@@ -124,6 +124,8 @@ def data(
         table.add_row(split, *map(str, counts), str(sum(counts)))
     console.print(table)
     console.print(f"fingerprint {dataset.fingerprint}; skipped {len(dataset.skipped)} item(s)")
+    if dataset.version:
+        console.print(f"version {dataset.version}", highlight=False, soft_wrap=True)
     for line in describe_limits(dataset):
         console.print(line, highlight=False)
     for line in dataset.warnings:

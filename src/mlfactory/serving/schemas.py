@@ -218,6 +218,11 @@ class TrainingData(BaseModel):
     """The data the model was trained and tested on."""
 
     source: str | None = Field(description="The recipe's `data.source`.")
+    version: str | None = Field(
+        default=None,
+        description="The versioned source at the commit it was read from (`dvc:PATH@<commit>`): "
+        "it names exactly this data. None for a source that is not versioned.",
+    )
     fingerprint: str | None = Field(description="Hash of every item's content, label and split.")
     splits: dict[str, int] | None = Field(description="Items per split (train, val, test).")
     counts: dict[str, dict[str, int]] | None = Field(description="Items per split and label.")

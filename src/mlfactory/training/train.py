@@ -250,6 +250,8 @@ def _start_tracking(
     if state is None:
         logger.log_hyperparams(tracking.flatten(recipe.resolved))
         logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
+        if dataset.version:  # the versioned source at its commit (`dvc:...@<sha>`)
+            logger.experiment.set_tag(logger.run_id, "data_version", dataset.version)
         logger.experiment.set_tag(logger.run_id, "float_kernels", float_kernels())
     elif recipe.overrides[len(state.get("overrides", [])) :]:
         added = recipe.overrides[len(state.get("overrides", [])) :]

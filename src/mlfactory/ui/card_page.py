@@ -79,9 +79,11 @@ def _confusion_matrix(card: dict[str, Any]) -> None:
 
 def _training_data(data: dict[str, Any]) -> None:
     st.subheader("Training data")
+    version = f"- **Version:** `{data['version']}`\n" if data.get("version") else ""
     st.markdown(
         f"- **Source:** `{data.get('source') or 'unknown'}`\n"
-        f"- **Fingerprint:** `{data.get('fingerprint') or 'unknown'}`"
+        + version
+        + f"- **Fingerprint:** `{data.get('fingerprint') or 'unknown'}`"
     )
     counts = data.get("counts")
     if counts:
