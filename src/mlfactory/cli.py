@@ -198,6 +198,55 @@ def train(
 
 @app.command()
 @friendly_errors
+def sweep(
+    recipe: str = typer.Argument(..., help="Recipe name or YAML path."),
+    overrides: list[str] | None = typer.Argument(
+        None,
+        help="Fixed overrides, and the swept ones in Hydra's sweep syntax: "
+        "trainer.lr=tag(log,interval(1e-4,1e-2)) trainer.batch_size=choice(16,32).",
+        show_default=False,
+    ),
+    trials: int = typer.Option(10, min=1, help="Trials to run now (added to the study)."),
+    metric: str = typer.Option(
+        "val/loss", help="What a trial is judged by: val/loss, val/acc or val/f1_macro."
+    ),
+    study: str | None = typer.Option(None, help="Study name [default: <recipe name>-sweep]."),
+    storage: str = typer.Option(
+        "sqlite:///optuna.db",
+        envvar="MLFACTORY_SWEEP_STORAGE",
+        help="Optuna storage: a SQLite file, or PostgreSQL shared by several workers.",
+    ),
+    out: Path | None = typer.Option(None, help="Trial folders go to OUT/trial-N [runs/<study>]."),
+    prune: bool = typer.Option(True, help="Stop trials behind the median at the same epoch."),
+    timeout: float | None = typer.Option(
+        None, min=1, help="Start no trial after this many seconds."
+    ),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Search hyperparameters with Optuna; the last line printed is the best bundle's path."""
+    from mlfactory.training.search_space import parse_search_space
+
+    configure_output(verbose)
+    space = parse_search_space(list(overrides or []))  # before torch is imported
+    from mlfactory.sweep_command import trials_table
+    from mlfactory.training.sweep import run_sweep
+
+    result = run_sweep(recipe, space, trials, out, storage, study, metric, prune, timeout)
+    err_console.print(trials_table(result))
+    best = result.best
+    if best is None or best.bundle is None:
+        raise ConfigError(f"no trial of the study '{result.study}' finished: see the table for why")
+    err_console.print(
+        f"best: trial {best.number}, {result.metric} {best.value:.4f}, MLflow run {best.run_id} "
+        f"(the sweep's run: {result.parent_run_id}); register it with: "
+        f"mlfactory register {best.bundle}",
+        highlight=False,
+    )
+    print(best.bundle)
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     target: str = typer.Argument(..., help=TARGET_HELP),
     verbose: bool = VERBOSE,

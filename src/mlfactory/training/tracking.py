@@ -15,8 +15,11 @@ from mlfactory.config.schema import TrackingConfig
 from mlfactory.tracking import TrackedRun
 
 
-def make_logger(config: TrackingConfig, run_name: str, run_id: str | None) -> MLFlowLogger:
-    """A Lightning MLflow logger; `run_id` continues an existing run (resume)."""
+def make_logger(
+    config: TrackingConfig, run_name: str, run_id: str | None, tags: dict[str, str] | None = None
+) -> MLFlowLogger:
+    """A Lightning MLflow logger; `run_id` continues an existing run (resume); `tags` are set
+    on a new run when it is created."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return InterruptSafeMLFlowLogger(
         experiment_name=config.experiment,
@@ -25,6 +28,7 @@ def make_logger(config: TrackingConfig, run_name: str, run_id: str | None) -> ML
         run_id=run_id,
         artifact_location=config.artifact_location,
         log_model=False,
+        tags=tags,
     )
 
 

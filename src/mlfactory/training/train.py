@@ -14,6 +14,7 @@ import math
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -88,6 +89,8 @@ def train(
     progress: bool = True,
     force: bool = False,
     keep_checkpoints: bool = False,
+    callbacks: Sequence[Callback] = (),
+    run_tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train the recipe's model, export its bundle to `out_dir/bundle` and evaluate it.
 
@@ -98,6 +101,8 @@ def train(
         progress: show a progress bar.
         force: start a new run even if `out_dir` holds a bundle or an interrupted run.
         keep_checkpoints: keep every checkpoint; by default only best and last stay.
+        callbacks: more Lightning callbacks (a sweep's pruning callback).
+        run_tags: tags of a new MLflow run (a sweep's trial: its parent run and number).
 
     Raises:
         ConfigError: `out_dir` is occupied (without `force`), there is nothing to resume, the
@@ -116,10 +121,10 @@ def train(
         report_dataset(setup.dataset)
     if state is not None:
         check_same_data(state, setup.dataset.fingerprint, out_dir)
-    logger = _start_tracking(recipe, setup.dataset, out_dir, state)
+    logger = _start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
     with user_errors(logger, recipe, out_dir):
         bundle, run_id, metrics = _fit_and_publish(
-            recipe, setup, logger, out_dir, resume, progress, keep_checkpoints
+            recipe, setup, logger, out_dir, resume, progress, keep_checkpoints, callbacks
         )
     return TrainResult(
         bundle, out_dir, run_id, metrics, time.perf_counter() - started, setup.dataset
@@ -134,11 +139,14 @@ def _fit_and_publish(
     resume: bool,
     progress: bool,
     keep_checkpoints: bool,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[Bundle, str, dict[str, Any]]:
     """Fit, then (rank 0) export, evaluate and log: the bundle, the MLflow run id, test metrics."""
     checkpoint_dir = out_dir / CHECKPOINT_DIR
     train_items = len(setup.dataset.split("train"))
-    trainer, checkpoint = make_trainer(recipe.config, logger, checkpoint_dir, progress, train_items)
+    trainer, checkpoint = make_trainer(
+        recipe.config, logger, checkpoint_dir, progress, train_items, callbacks
+    )
     last = checkpoint_dir / LAST_CHECKPOINT
     try:
         trainer.fit(setup.module, datamodule=setup.data, ckpt_path=str(last) if resume else None)
@@ -237,7 +245,11 @@ def class_weights(dataset: PreparedDataset, mode: str | None) -> list[float] | N
 
 
 def _start_tracking(
-    recipe: Recipe, dataset: PreparedDataset, out_dir: Path, state: dict[str, Any] | None
+    recipe: Recipe,
+    dataset: PreparedDataset,
+    out_dir: Path,
+    state: dict[str, Any] | None,
+    tags: dict[str, str] | None = None,
 ) -> MLFlowLogger:
     """The run's MLflow logger; a new run gets the recipe as params and the data fingerprint.
 
@@ -246,7 +258,7 @@ def _start_tracking(
     `--resume` changed is tagged `resumed_with`.
     """
     run_id = state["mlflow_run_id"] if state is not None else None
-    logger = make_logger(recipe.config.tracking, recipe.name, run_id)
+    logger = make_logger(recipe.config.tracking, recipe.name, run_id, tags)
     if state is None:
         logger.log_hyperparams(tracking.flatten(recipe.resolved))
         logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
@@ -276,6 +288,7 @@ def make_trainer(
     checkpoint_dir: Path,
     progress: bool,
     train_items: int | None = None,
+    extra_callbacks: Sequence[Callback] = (),
 ) -> tuple[L.Trainer, ModelCheckpoint]:
     """The Lightning Trainer of the recipe, and its best/last checkpoint callback.
 
@@ -285,6 +298,7 @@ def make_trainer(
         checkpoint_dir: where `best.ckpt` and `last.ckpt` go.
         progress: show a progress bar (on a TTY); one line per epoch is always reported.
         train_items: train split size, to log at least once per epoch on a small data set.
+        extra_callbacks: more callbacks (a sweep's pruning callback).
     """
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor="val/loss", mode="min", save_last=True
@@ -293,6 +307,7 @@ def make_trainer(
         checkpoint,
         EarlyStopping("val/loss", patience=config.trainer.patience),
         EpochLines(),
+        *extra_callbacks,
     ]
     if progress:
         callbacks.append(RichProgressBar(leave=False))

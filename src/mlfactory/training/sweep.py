@@ -1,0 +1,337 @@
+"""Hyperparameter sweeps with Optuna: each trial a full training run of the recipe.
+
+`run_sweep` samples the search space (`search_space`) with Optuna's TPE sampler, trains each
+trial as `mlfactory train` would (its own run folder and bundle, its own MLflow run nested
+under the sweep's run) and stops trials that fall behind the others' median at the same epoch
+(Optuna's `MedianPruner`, through optuna-integration's Lightning callback).
+
+A trial's value is the validation metric at the epoch whose weights went into its bundle (the
+lowest validation loss): the number describes the bundle you would ship, and the test split
+stays unseen until the bundle is evaluated.
+
+The study lives in an Optuna storage (a SQLite file by default): running the command again
+adds trials to the same study, and several machines pointed at one PostgreSQL storage run
+trials of one study at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from mlfactory import tracking
+from mlfactory.config.loader import load_recipe
+from mlfactory.errors import ConfigError, Interrupted
+from mlfactory.output import phase_log
+from mlfactory.training.search_space import SearchSpace
+from mlfactory.training.train import train
+
+log = logging.getLogger(__name__)
+
+# The metrics a trial can be judged by, and which way is better.
+METRICS: dict[str, Literal["minimize", "maximize"]] = {
+    "val/loss": "minimize",
+    "val/acc": "maximize",
+    "val/f1_macro": "maximize",
+}
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+
+
+@dataclass
+class TrialOutcome:
+    """One trial of the study, as the sweep's table shows it."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING
+    params: dict[str, Any]
+    value: float | None
+    run_id: str | None = None
+    bundle: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    """The study after this call: every trial (earlier calls' and other workers' too)."""
+
+    study: str
+    storage: str  # password hidden
+    metric: str
+    direction: str
+    parent_run_id: str
+    ran: int  # trials this call started
+    trials: list[TrialOutcome] = field(default_factory=list)
+    best: TrialOutcome | None = None
+
+
+def run_sweep(
+    recipe_ref: str,
+    space: SearchSpace,
+    trials: int,
+    out_dir: Path | None = None,
+    storage: str = DEFAULT_STORAGE,
+    study_name: str | None = None,
+    metric: str = "val/loss",
+    prune: bool = True,
+    timeout: float | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> SweepResult:
+    """Run `trials` more trials of the recipe's study; see the module docstring.
+
+    `pruner` replaces the default `MedianPruner` (with `prune`; e.g. a `PercentilePruner`).
+
+    Raises:
+        ConfigError: a fixed or swept key the recipe refuses, an unknown metric, a storage that
+            cannot be opened, or a study that judges trials by another metric.
+        Interrupted: Ctrl-C (the interrupted trial is marked failed; the rest stay).
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"--metric {metric}: use one of {', '.join(METRICS)}")
+    base = load_recipe(recipe_ref, space.fixed)
+    load_recipe(recipe_ref, space.fixed + space.examples())  # every swept key, before training
+    if base.config.data.val_fraction <= 0:
+        raise ConfigError(
+            "a sweep judges trials on the validation split: set data.val_fraction above 0"
+        )
+    name = study_name or f"{base.name}-sweep"
+    out_dir = out_dir or Path("runs") / name
+    if prune and pruner is None:
+        pruner = optuna.pruners.MedianPruner()
+    study = _open_study(name, storage, METRICS[metric], pruner, base.config.seed)
+    _check_metric(study, metric)
+    client = MlflowClient(tracking_uri=base.config.tracking.tracking_uri)
+    parent = _parent_run(study, client, base.config.tracking, space, metric)
+
+    def objective(trial: optuna.Trial) -> float:
+        return _run_trial(trial, recipe_ref, space, out_dir, metric, prune, parent, client)
+
+    before = len(study.trials)
+    try:
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(ConfigError,))
+    except Interrupted:
+        finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
+        raise Interrupted(
+            f"interrupted; the study '{name}' keeps its {finished} finished trial(s): run the "
+            "same command to add more"
+        ) from None
+    outcomes = [_outcome(t) for t in study.trials]
+    best = _best(study)
+    _summarize_parent(client, parent, best)
+    return SweepResult(
+        study=name,
+        storage=_hide_password(storage),
+        metric=metric,
+        direction=METRICS[metric],
+        parent_run_id=parent,
+        ran=len(study.trials) - before,
+        trials=outcomes,
+        best=None if best is None else _outcome(best),
+    )
+
+
+def _open_study(
+    name: str,
+    storage: str,
+    direction: Literal["minimize", "maximize"],
+    pruner: optuna.pruners.BasePruner | None,
+    seed: int,
+) -> optuna.Study:
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep reports each trial itself
+    pruner = pruner or optuna.pruners.NopPruner()
+    try:
+        rdb = optuna.storages.RDBStorage(storage)
+        existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(rdb)}
+        # A study continued by another call samples on from a seed of its own: the same seed
+        # would propose the first call's random start points again.
+        sampler = optuna.samplers.TPESampler(seed=seed + existing.get(name, 0))
+        return optuna.create_study(
+            study_name=name,
+            storage=rdb,
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    except (SQLAlchemyError, ArgumentError, ValueError, ModuleNotFoundError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"--storage {_hide_password(storage)} cannot be opened: {first}"
+        ) from None
+
+
+def _check_metric(study: optuna.Study, metric: str) -> None:
+    recorded = study.user_attrs.get("metric")
+    if recorded is None:
+        study.set_user_attr("metric", metric)
+    elif recorded != metric:
+        raise ConfigError(
+            f"the study '{study.study_name}' judges trials by {recorded}, not {metric}: use "
+            f"--metric {recorded}, or --study NAME to start another study"
+        )
+
+
+def _parent_run(
+    study: optuna.Study, client: Any, config: Any, space: SearchSpace, metric: str
+) -> str:
+    """The study's MLflow run, which the trials' runs are nested under (one per study)."""
+    from mlflow.exceptions import MlflowException
+
+    known = study.user_attrs.get(PARENT_RUN_ATTR)
+    if known:
+        try:
+            client.get_run(known)
+            client.update_run(known, status="RUNNING")
+            return str(known)
+        except MlflowException:
+            log.info("the study's MLflow run %s is gone: starting another", known)
+    experiment = client.get_experiment_by_name(config.experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment is not None
+        else client.create_experiment(config.experiment, config.artifact_location)
+    )
+    run = client.create_run(
+        experiment_id, run_name=study.study_name, tags={"mlfactory.sweep": study.study_name}
+    )
+    run_id = run.info.run_id
+    client.log_param(run_id, "metric", metric)
+    client.log_param(run_id, "direction", METRICS[metric])
+    for key, described in space.describe().items():
+        client.log_param(run_id, f"space.{key}", described)
+    for override in space.fixed:
+        key, _, value = override.partition("=")
+        client.log_param(run_id, f"fixed.{key}", value)
+    study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    return str(run_id)
+
+
+def _run_trial(
+    trial: optuna.Trial,
+    recipe_ref: str,
+    space: SearchSpace,
+    out_dir: Path,
+    metric: str,
+    prune: bool,
+    parent: str,
+    client: Any,
+) -> float:
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    params = {key: _suggest(trial, key, dist) for key, dist in space.distributions.items()}
+    shown = " ".join(f"{key}={value}" for key, value in params.items())
+    phase_log.info("sweep: trial %d: %s", trial.number, shown)
+    folder = out_dir / f"trial-{trial.number}"
+    trial.set_user_attr("folder", str(folder.resolve()))
+    tags = {
+        "mlflow.parentRunId": parent,
+        "mlfactory.sweep": trial.study.study_name,
+        "mlfactory.sweep_trial": str(trial.number),
+    }
+    callbacks = [PyTorchLightningPruningCallback(trial, monitor=metric)] if prune else []
+    try:
+        recipe = load_recipe(
+            recipe_ref, space.fixed + [f"{k}={_hydra(v)}" for k, v in params.items()]
+        )
+        result = train(
+            recipe, folder, progress=False, force=True, callbacks=callbacks, run_tags=tags
+        )
+    except optuna.TrialPruned:
+        state = tracking.load_run_state(folder) or {}
+        if state.get("mlflow_run_id"):
+            trial.set_user_attr("mlflow_run_id", state["mlflow_run_id"])
+            client.set_tag(state["mlflow_run_id"], "mlfactory.sweep_state", "PRUNED")
+            client.set_terminated(state["mlflow_run_id"], "KILLED")
+        phase_log.info("sweep: trial %d pruned: behind the median of earlier trials", trial.number)
+        raise
+    except ConfigError as exc:
+        trial.set_user_attr("error", str(exc))
+        phase_log.info("sweep: trial %d failed: %s", trial.number, exc)
+        raise
+    value = trial_value(client, result.mlflow_run_id, metric)
+    trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
+    trial.set_user_attr("bundle", str(result.bundle.path.resolve()))
+    client.set_tag(result.mlflow_run_id, "mlfactory.sweep_value", f"{metric}={value:.6g}")
+    phase_log.info("sweep: trial %d: %s %.4f", trial.number, metric, value)
+    return value
+
+
+def trial_value(client: Any, run_id: str, metric: str) -> float:
+    """`metric` at the epoch of the lowest validation loss: the epoch the bundle holds.
+
+    Raises:
+        ConfigError: the run logged no validation loss (a validation split of no item).
+    """
+    losses = client.get_metric_history(run_id, "val/loss")
+    if not losses:
+        raise ConfigError("the trial logged no validation loss: its validation split is empty")
+    best = min(losses, key=lambda m: (m.value, m.step))
+    if metric == "val/loss":
+        return float(best.value)
+    values = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+    return float(values[best.step])
+
+
+def _suggest(trial: optuna.Trial, key: str, dist: Any) -> Any:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _hydra(value: Any) -> str:
+    """A sampled value as Hydra reads it back."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no trial finished yet
+        return None
+
+
+def _outcome(trial: FrozenTrial) -> TrialOutcome:
+    return TrialOutcome(
+        number=trial.number,
+        state=trial.state.name,
+        params=dict(trial.params),
+        value=trial.value,
+        run_id=trial.user_attrs.get("mlflow_run_id"),
+        bundle=trial.user_attrs.get("bundle"),
+        error=trial.user_attrs.get("error"),
+    )
+
+
+def _summarize_parent(client: Any, parent: str, best: FrozenTrial | None) -> None:
+    if best is not None and best.value is not None:
+        client.log_metric(parent, "best_value", best.value)
+        client.set_tag(parent, "best_trial", str(best.number))
+        if best.user_attrs.get("mlflow_run_id"):
+            client.set_tag(parent, "best_run_id", best.user_attrs["mlflow_run_id"])
+    client.set_terminated(parent, "FINISHED")
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url

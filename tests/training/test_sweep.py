@@ -1,0 +1,209 @@
+"""`mlfactory sweep` on real digits with the real Optuna and MLflow: trials, their runs nested
+under the sweep's run, the value each is judged by, pruning, and workers sharing a study on
+PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from mlfactory.bundle import load_bundle
+from mlfactory.cli import app
+from mlfactory.training.search_space import parse_search_space
+from mlfactory.training.sweep import run_sweep, trial_value
+from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+
+from ..conftest import fast_digits_overrides
+from ..test_cli import assert_one_line_error
+
+runner = CliRunner()
+LR = "trainer.lr=choice(0.0003,0.003)"
+
+
+def sweep_overrides(digit_folder: Path, workdir: Path, store: str | None = None) -> list[str]:
+    overrides = fast_digits_overrides(digit_folder, workdir, epochs=2)
+    if store is not None:
+        overrides = [o for o in overrides if not o.startswith("tracking.tracking_uri=")]
+        overrides.append(f"tracking.tracking_uri={store}")
+    return overrides
+
+
+def test_a_sweep_trains_each_trial_and_names_the_best(
+    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ["sweep", "digits", *sweep_overrides(digit_folder, tmp_path), LR, "--storage", storage]
+    result = runner.invoke(app, [*args, "--trials", "2", "--no-prune"])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="digits-sweep", storage=storage)
+    trials = study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    for trial in trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        # The trial trained what was sampled, in a run of its own under the sweep's run.
+        assert float(run.data.params["trainer.lr"]) == trial.params["trainer.lr"]
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert run.data.tags["mlfactory.sweep_trial"] == str(trial.number)
+        # Its value is the lowest validation loss: the epoch its bundle holds.
+        history = client.get_metric_history(run.info.run_id, "val/loss")
+        assert len(history) == 2
+        assert trial.value == min(m.value for m in history)
+        bundle = load_bundle(trial.user_attrs["bundle"])
+        assert bundle.meta.mlflow_run_id == run.info.run_id
+        folder = tmp_path / "runs" / "digits-sweep" / f"trial-{trial.number}"
+        assert Path(trial.user_attrs["bundle"]) == folder / "bundle"
+    best = min(trials, key=lambda t: t.value)
+    assert result.stdout.strip().splitlines()[-1] == best.user_attrs["bundle"]
+    assert f"best: trial {best.number}, val/loss {best.value:.4f}" in result.stderr
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED"
+    assert parent_run.data.params["space.trainer.lr"] == "choice(0.0003,0.003)"
+    assert parent_run.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert parent_run.data.metrics["best_value"] == best.value
+
+    # Again: one more trial in the same study, under the same MLflow run.
+    result = runner.invoke(app, [*args, "--trials", "1", "--no-prune"])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="digits-sweep", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert study.user_attrs["mlflow_parent_run_id"] == parent
+    assert "3 complete; 1 run now" in result.stderr
+
+    # Judged by another metric, the same study would mix two objectives: refused.
+    refused = runner.invoke(app, [*args, "--trials", "1", "--metric", "val/acc"])
+    assert_one_line_error(refused, "judges trials by val/loss, not val/acc")
+
+
+def test_val_acc_is_read_at_the_epoch_of_the_lowest_loss(tmp_path: Path) -> None:
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    run = client.create_run(client.create_experiment("judge")).info.run_id
+    for step, (loss, acc) in enumerate([(1.0, 0.5), (0.7, 0.6), (0.8, 0.9)]):
+        client.log_metric(run, "val/loss", loss, step=step * 10)
+        client.log_metric(run, "val/acc", acc, step=step * 10)
+    assert trial_value(client, run, "val/loss") == 0.7
+    assert trial_value(client, run, "val/acc") == 0.6  # not 0.9: that epoch is not the bundle's
+
+
+def test_a_pruned_trial_stops_early_and_says_so(digit_folder: Path, tmp_path: Path) -> None:
+    space = parse_search_space([*sweep_overrides(digit_folder, tmp_path), LR])
+    # Real Optuna pruning, with a threshold every real loss is above: pruned after epoch 1.
+    result = run_sweep(
+        "digits",
+        space,
+        trials=1,
+        out_dir=tmp_path / "runs",
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        pruner=optuna.pruners.ThresholdPruner(upper=0.0),
+    )
+    (trial,) = result.trials
+    assert trial.state == "PRUNED"
+    assert result.best is None
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").get_run(trial.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["mlfactory.sweep_state"] == "PRUNED"
+    assert (
+        len(
+            mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").get_metric_history(
+                trial.run_id, "val/loss"
+            )
+        )
+        == 1
+    )  # stopped after its first epoch of two
+
+
+def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
+    base = ["sweep", "digits", *sweep_overrides(digit_folder, tmp_path)]
+    storage = ["--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+    cases = {
+        ("trainer.max_epochs=3",): "nothing to sweep",
+        ("trainer.nope=choice(1,2)",): "trainer.nope: unknown key",
+        (LR, "--metric", "val/auc"): "--metric val/auc: use one of val/loss",
+        (LR, "data.val_fraction=0"): "set data.val_fraction above 0",
+        (LR, "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"): (
+            "--storage postgresql+psycopg://u:***@127.0.0.1:1/x cannot be opened"
+        ),
+    }
+    for extra, message in cases.items():
+        result = runner.invoke(app, [*base, *storage, *extra])
+        assert_one_line_error(result, message)
+        assert "secret" not in result.output
+
+
+def test_workers_share_a_study_on_postgresql(
+    digit_folder: Path,
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """Two processes, as two machines would, run trials of one study stored in PostgreSQL,
+    tracked to one MLflow store on the same server."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for name in ("optuna_sweep", "mlflow_sweep"):
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = make_url(postgres_url)
+    storage = url.set(database="optuna_sweep").render_as_string(hide_password=False)
+    store = url.set(database="mlflow_sweep").render_as_string(hide_password=False)
+    mlflow.MlflowClient(store).create_experiment("mlfactory")  # its tables, made once
+    command = [
+        sys.executable, "-m", "mlfactory.cli", "sweep", "digits",
+        *sweep_overrides(digit_folder, tmp_path, store), LR,
+        "--trials", "1", "--no-prune", "--storage", storage, "--out", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None:
+        summaries = optuna.get_all_study_summaries(storage)
+        if summaries and summaries[0].n_trials:
+            break
+        time.sleep(0.5)
+    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err.decode()
+    assert second.returncode == 0, second.stderr
+    study = optuna.load_study(study_name="digits-sweep", storage=storage)
+    assert sorted(t.number for t in study.trials) == [0, 1]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    client = mlflow.MlflowClient(store)
+    parents = {
+        client.get_run(t.user_attrs["mlflow_run_id"]).data.tags["mlflow.parentRunId"]
+        for t in study.trials
+    }
+    assert parents == {study.user_attrs["mlflow_parent_run_id"]}
+    folders = {Path(t.user_attrs["bundle"]).parent.name for t in study.trials}
+    assert folders == {"trial-0", "trial-1"}
+
+
+def test_a_trial_the_recipe_refuses_fails_and_the_sweep_goes_on(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    # batch size 0 passes the start check (which tries the first choice) and is refused when a
+    # trial draws it; the recipe's seed makes the draws the same on every run.
+    space = parse_search_space(
+        [*sweep_overrides(digit_folder, tmp_path), "trainer.batch_size=choice(8,0)"]
+    )
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = run_sweep("digits", space, trials=4, out_dir=tmp_path / "runs", storage=storage)
+    states = {t.params["trainer.batch_size"]: t for t in result.trials}
+    assert set(states) == {0, 8}, [t.params for t in result.trials]
+    for trial in result.trials:
+        if trial.params["trainer.batch_size"] == 0:
+            assert trial.state == "FAIL"
+            assert trial.error is not None and "trainer.batch_size" in trial.error
+        else:
+            assert trial.state == "COMPLETE" and trial.bundle is not None
+    assert result.best is not None and result.best.params["trainer.batch_size"] == 8
