@@ -1,0 +1,275 @@
+"""`mlfactory quantize`: an int8 twin of a bundle, checked on its test split before it is kept.
+
+ONNX Runtime's static quantization, QDQ format: weights int8 per output channel, activations
+uint8 with scales fixed by running real inputs of the train split through the model (MinMax
+calibration). Static, not dynamic: a CNN's time is in its convolutions, which only get fused
+int8 kernels when activation scales are fixed ahead of time. Weights use 7 bits
+(`reduce_range`): on CPUs without VNNI instructions ONNX Runtime's uint8 x int8 products can
+saturate at 8 bits, and the same bundle has to give the same answers on every CPU.
+
+Kept in float: the final Softmax (probabilities keep their precision), the first `float_convs`
+convolutions (quantizing the stem of a small network costs accuracy out of proportion to the
+time it saves: `benchmarks/serving/quantize.py sweep`), and the OOD scorer, which is taken out
+and fitted again: the int8 model's embeddings are not the float model's, so the monitoring
+profile (OOD scorer, drift reference, accuracy-estimate calibration) is rebuilt from the
+validation split through the int8 model, as export builds it.
+
+The int8 bundle is evaluated on the same test split and refused when it loses more than
+`max_drop` of accuracy. When the float bundle's MLflow run is reachable, the int8 bundle gets a
+run of its own in the same experiment (tag `mlfactory.quantized_from`), so that it can be
+registered and served by run id like any trained bundle.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlfactory.bundle import MODEL_FILE, OOD_SCORE, Bundle, load_bundle, write_meta
+from mlfactory.bundle_recipe import bundle_run, recipe_dataset
+from mlfactory.data.dataset import Item
+from mlfactory.errors import BundleError
+from mlfactory.output import phase_log
+from mlfactory.predictor import Predictor
+from mlfactory.targets import resolve_bundle
+
+CALIBRATION_ITEMS = 256
+CALIBRATION_BATCH = 16
+FLOAT_CONVS = 3  # chosen on digits with benchmarks/serving/quantize.py sweep
+MAX_DROP = 0.01
+SPEED_SECONDS = 1.5
+
+
+@dataclass
+class QuantizeResult:
+    """The int8 bundle, what it scores against the float one, and how much smaller and faster
+    (in this process, batches of 16, measured side by side) it is."""
+
+    bundle: Bundle
+    float_accuracy: float
+    int8_accuracy: float
+    size_ratio: float  # float model bytes / int8 model bytes
+    speed_ratio: float  # int8 items per second / float items per second
+    mlflow_run_id: str | None
+
+
+def quantize_target(
+    target: str,
+    out: Path,
+    float_convs: int = FLOAT_CONVS,
+    max_drop: float = MAX_DROP,
+    force: bool = False,
+) -> QuantizeResult:
+    """Write the int8 twin of the bundle `target` names into `out`; see the module docstring.
+
+    Raises:
+        BundleError: `out` exists (without `force`) or is the bundle itself, the bundle is
+            already int8, it cannot be quantized, or the int8 bundle loses more than `max_drop`
+            of test accuracy (nothing is left in `out` then).
+        DataError: the recipe's data cannot be prepared again.
+    """
+    source = resolve_bundle(target)
+    if source.meta.export.get("quantization"):
+        raise BundleError(f"{source.path} is already int8 ({source.meta.version})")
+    _check_out(out, source.path, force)
+    Predictor.from_path(source.path)  # a corrupt model fails here, before the data is prepared
+    recipe, dataset = recipe_dataset(source)
+    test = dataset.split("test")
+    if not test:
+        raise BundleError("the recipe's test split is empty: nothing to check the int8 model on")
+    if out.exists():
+        shutil.rmtree(out)
+    try:
+        bundle = _quantize(source, out, _calibration(dataset), float_convs)
+        int8, fp32 = _accuracy(bundle, test), _accuracy(source, test)
+        if fp32 - int8 > max_drop:
+            raise BundleError(
+                f"int8 test accuracy {int8:.4f} is {fp32 - int8:.4f} below float's {fp32:.4f} "
+                f"(at most --max-drop {max_drop} allowed): keep more of the first convolutions "
+                f"in float (--float-convs {float_convs + 3}), allow more (--max-drop), or serve "
+                "the float bundle"
+            )
+        _rebuild_monitoring(bundle, dataset)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    run_id = _track(source, bundle, recipe, dataset)
+    return QuantizeResult(
+        bundle=load_bundle(out),
+        float_accuracy=fp32,
+        int8_accuracy=int8,
+        size_ratio=source.model_path.stat().st_size / bundle.model_path.stat().st_size,
+        speed_ratio=_speed(bundle, test) / _speed(source, test),
+        mlflow_run_id=run_id,
+    )
+
+
+def _check_out(out: Path, source: Path, force: bool) -> None:
+    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+        raise BundleError(f"--out {out} is the float bundle's own folder: choose another")
+    if out.exists() and not force:
+        raise BundleError(f"--out {out} exists: choose another, or add --force to replace it")
+
+
+def _calibration(dataset: Any) -> list[Item]:
+    """Up to `CALIBRATION_ITEMS` train items, spread over the labels (the split's own order)."""
+    train = dataset.split("train")
+    step = max(1, len(train) // CALIBRATION_ITEMS)
+    return train[::step][:CALIBRATION_ITEMS]
+
+
+def _quantize(source: Bundle, out: Path, items: list[Item], float_convs: int) -> Bundle:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mlfactory.monitoring.profile import ARRAYS_FILE
+    from mlfactory.monitoring.profile import META_FILE as PROFILE_FILE
+    from mlfactory.training.ood_graph import remove_scorer
+
+    started = time.perf_counter()
+    # The float model's profile does not describe the int8 model: rebuilt afterwards.
+    shutil.copytree(source.path, out, ignore=shutil.ignore_patterns(ARRAYS_FILE, PROFILE_FILE))
+    encoder = source.encoder()
+    encoded = [encoder(item.read_bytes()) for item in items]
+    with tempfile.TemporaryDirectory() as scratch:
+        plain, prepared = Path(scratch) / "plain.onnx", Path(scratch) / "prepared.onnx"
+        model = onnx.load(str(source.model_path))
+        remove_scorer(model)  # fitted again on the int8 embeddings
+        onnx.save(model, str(plain))
+        quant_pre_process(str(plain), str(prepared))
+        nodes = onnx.load(str(prepared)).graph.node
+        convs = [node.name for node in nodes if node.op_type == "Conv"]
+        excluded = [node.name for node in nodes if node.op_type == "Softmax"]
+        excluded += convs[:float_convs]
+        try:
+            quantize_static(
+                str(prepared),
+                str(out / MODEL_FILE),
+                _Batches(encoded),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=excluded,
+            )
+        except (ValueError, RuntimeError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BundleError(
+                f"ONNX Runtime cannot quantize {source.model_path}: {reason}"
+            ) from None
+    bundle = load_bundle(out)
+    meta = bundle.meta
+    meta.version = f"{source.meta.version}+int8"
+    meta.outputs = [name for name in meta.outputs if name != OOD_SCORE]
+    meta.export = {
+        **{k: v for k, v in meta.export.items() if not k.startswith("ood_score_in_graph")},
+        "quantization": {
+            "method": "onnxruntime quantize_static, QDQ",
+            "weights": "int8 per output channel, 7-bit range",
+            "activations": "uint8, MinMax calibration",
+            "calibration_items": len(items),
+            "float_convs": min(float_convs, len(convs)),
+            "float_nodes": excluded,
+            "from_version": source.meta.version,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+    write_meta(out, meta)
+    phase_log.info(
+        "quantize: %s -> %s (%d convolutions, %d kept in float; calibrated on %d train items)",
+        source.path,
+        out,
+        len(convs),
+        min(float_convs, len(convs)),
+        len(items),
+    )
+    return load_bundle(out)
+
+
+class _Batches:
+    """ONNX Runtime's calibration reader: the encoded inputs in batches."""
+
+    def __init__(self, encoded: list[dict[str, np.ndarray]]) -> None:
+        from mlfactory.modalities import stack_inputs
+
+        batches = [
+            stack_inputs(encoded[i : i + CALIBRATION_BATCH])
+            for i in range(0, len(encoded), CALIBRATION_BATCH)
+        ]
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _accuracy(bundle: Bundle, items: list[Item]) -> float:
+    from mlfactory.evaluation import evaluate_items
+
+    return float(evaluate_items(Predictor(bundle), items)["accuracy"])
+
+
+def _rebuild_monitoring(bundle: Bundle, dataset: Any) -> None:
+    from mlfactory.monitoring.reference import reference_items, write_profile
+    from mlfactory.training.ood_graph import attach_ood_score
+
+    if write_profile(bundle, *reference_items(dataset)) is not None:
+        attach_ood_score(bundle, dataset.split("test"))
+
+
+def _track(source: Bundle, bundle: Bundle, recipe: Any, dataset: Any) -> str | None:
+    """Evaluate the int8 bundle into its `bundle.json`, in a run of its own when the float
+    bundle's run is reachable (the int8 bundle then names that run)."""
+    from mlfactory.evaluation import record_evaluation
+    from mlfactory.tracking import TrackedRun
+
+    parent = bundle_run(source, recipe)
+    run = None
+    if parent is not None:
+        experiment = parent.client.get_run(parent.run_id).info.experiment_id
+        created = parent.client.create_run(
+            experiment,
+            run_name=bundle.meta.name,
+            tags={"mlfactory.quantized_from": parent.run_id, "bundle_version": bundle.meta.version},
+        )
+        run = TrackedRun(parent.client, created.info.run_id)
+        for key, value in bundle.meta.export["quantization"].items():
+            if key != "float_nodes":
+                parent.client.log_param(run.run_id, f"quantization.{key}", value)
+        bundle.meta.mlflow_run_id = run.run_id
+    else:
+        bundle.meta.mlflow_run_id = None
+    write_meta(bundle.path, bundle.meta)
+    with tempfile.TemporaryDirectory() as scratch:  # the confusion matrix goes to the run only
+        record_evaluation(bundle, dataset, Path(scratch), run)
+    if run is None:
+        return None
+    run.log_artifact(bundle.path, "bundle")
+    run.client.set_terminated(run.run_id, "FINISHED")
+    return run.run_id
+
+
+def _speed(bundle: Bundle, items: list[Item]) -> float:
+    """Items per second of the bundle's model on batches of 16 encoded test items."""
+    predictor = Predictor(bundle)
+    batch = [predictor.encode(item.read_bytes()) for item in (items * 16)[:16]]
+    predictor.run(batch)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < SPEED_SECONDS:
+        predictor.run(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - started)
