@@ -89,7 +89,8 @@ def test_the_int8_bundle_has_a_run_of_its_own_and_registers(
     assert run.data.metrics["test/acc"] == quantized.int8_accuracy
     assert run.data.params["quantization.float_convs"] == "3"
     assert quantized.bundle.meta.mlflow_run_id == run.info.run_id
-    version, new = register_bundle(load_bundle(quantized.bundle.path), name="digits-int8")
+    bundle = load_bundle(quantized.bundle.path)
+    version, new = register_bundle(bundle, name="digits-int8", store=store)
     assert new and version.run_id == run.info.run_id
 
 

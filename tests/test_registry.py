@@ -4,6 +4,7 @@ between them, and every command's target naming a version, on a real MLflow SQLi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from mlfactory.registry import (
     BUNDLE_VERSION_TAG,
     DIGEST_TAG,
     bundle_digest,
+    download_run_bundle,
     find_version,
     register_bundle,
 )
@@ -218,3 +220,16 @@ def test_a_sqlite_store_that_is_not_there_is_named_not_created(
         result = runner.invoke(app, ["predict", target, "x.png"])
         assert_one_line_error(result, f"no MLflow store at {missing}")
     assert not missing.exists()
+
+
+def test_registry_calls_leave_the_environment_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI for the whole process: a later
+    call without a store would silently use the store of an earlier one."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    MlflowClient(store).create_experiment("empty")
+    with pytest.raises(BundleError, match="has no bundle"):
+        download_run_bundle("0" * 32, store=store)
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -224,12 +224,18 @@ def download_registered(uri: str) -> Path:
     import mlflow
 
     version = find_version(uri)
-    _, mlflow_error = _client()
+    client, mlflow_error = _client()
     # Into a folder of its own, as a run's bundle is: commands write beside the bundle.
-    folder = Path(tempfile.mkdtemp(prefix="mlfactory-model-")) / BUNDLE_ARTIFACT
-    folder.mkdir()
+    parent = tempfile.mkdtemp(prefix="mlfactory-model-")
     try:
-        mlflow.artifacts.download_artifacts(artifact_uri=version.uri, dst_path=str(folder))
+        # Where the version's files are (the run's `bundle` folder), asked of this registry:
+        # MLflow resolves a models:/ URI against its process-wide registry URI only.
+        source = client.get_model_version_download_uri(version.name, version.version)
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=parent, tracking_uri=tracking_uri(None)
+            )
+        )
     except mlflow_error as exc:
         raise BundleError(f"{uri}: its bundle cannot be fetched: {_first_line(exc)}") from None
     if version.digest is not None and bundle_digest(folder) != version.digest:
@@ -254,6 +260,7 @@ def download_run_bundle(
             run_id=run_id,
             artifact_path=BUNDLE_ARTIFACT,
             dst_path=None if destination is None else str(destination),
+            tracking_uri=tracking_uri(store),
         )
     except mlflow_error as exc:
         raise BundleError(
@@ -284,7 +291,6 @@ def _client(store: str | None = None) -> tuple[Any, type[Exception]]:
     _reachable(uri)
     _reachable(os.environ.get("MLFLOW_REGISTRY_URI") or "")
     try:
-        import mlflow
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError:
@@ -292,7 +298,8 @@ def _client(store: str | None = None) -> tuple[Any, type[Exception]]:
             "the MLflow Model Registry needs MLflow (pip install 'mlfactory[train]'), or give "
             "the bundle folder"
         ) from None
-    mlflow.set_tracking_uri(uri)
+    # Not mlflow.set_tracking_uri: it also sets MLFLOW_TRACKING_URI in this process's
+    # environment, and every later call without a store would then use this one.
     return MlflowClient(tracking_uri=uri), MlflowException
 
 

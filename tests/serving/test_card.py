@@ -56,6 +56,7 @@ def test_the_card_shows_the_stored_evaluation_data_and_lineage(evaluated_bundle:
     assert card["confusion_matrix"] == stored["confusion_matrix"]
     assert card["data"] == {
         "source": "digits/",
+        "version": None,  # not a versioned (dvc:) source
         "fingerprint": "abc123",
         "splits": {"train": 5, "val": 2, "test": 40},
         "counts": {"train": {"3": 5}, "val": {"3": 2}, "test": dict.fromkeys(LABELS, 4)},
