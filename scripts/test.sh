@@ -26,7 +26,9 @@ check() {
 check "ruff check" "$bin/ruff" check .
 check "ruff format --check" "$bin/ruff" format --check .
 check "mypy src" "$bin/mypy" src
-check "pytest" "$bin/pytest" --cov=mlfactory --cov-branch --cov-report=term --cov-report=xml "$@"
+# --durations: the slowest tests, to keep the suite within its time on 2 cores.
+check "pytest" "$bin/pytest" --cov=mlfactory --cov-branch --cov-report=term --cov-report=xml \
+  --durations=20 "$@"
 
 # fp32 results differ in their last bits between x86-64 CPUs (AVX2, AVX-512, VNNI kernels). The
 # tests marked `numerics` run a second time with torch, oneDNN and numpy forced to AVX2, so one

@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -207,3 +208,40 @@ def test_a_trial_the_recipe_refuses_fails_and_the_sweep_goes_on(
         else:
             assert trial.state == "COMPLETE" and trial.bundle is not None
     assert result.best is not None and result.best.params["trainer.batch_size"] == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_sweep_and_keeps_the_study(digit_folder: Path, tmp_path: Path) -> None:
+    from tests.test_output import mlfactory_process
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    overrides = [
+        *fast_digits_overrides(digit_folder, tmp_path, epochs=50),
+        "model.freeze_backbone=true",
+    ]
+    args = ["sweep", "digits", *overrides, LR, "--trials", "2", "--no-prune"]
+    process = mlfactory_process([*args, "--storage", storage, "--out", "runs"], tmp_path)
+    last = tmp_path / "runs" / "trial-0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert last.is_file(), process.communicate()[1]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    final = stderr.strip().splitlines()[-1]
+    assert final == (
+        "interrupted; the study 'digits-sweep' keeps its 0 finished trial(s): run the same "
+        "command to add more"
+    )
+    study = optuna.load_study(study_name="digits-sweep", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
+    (trial_run,) = client.search_runs(
+        [client.get_experiment_by_name("mlfactory").experiment_id],
+        filter_string="tags.`mlfactory.sweep_trial` = '0'",
+    )
+    assert trial_run.info.status == "KILLED"

@@ -116,11 +116,15 @@ def run_sweep(
     try:
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=(ConfigError,))
     except Interrupted:
+        client.set_terminated(parent, "KILLED")
         finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
         raise Interrupted(
             f"interrupted; the study '{name}' keeps its {finished} finished trial(s): run the "
             "same command to add more"
         ) from None
+    except BaseException:
+        client.set_terminated(parent, "FAILED")
+        raise
     outcomes = [_outcome(t) for t in study.trials]
     best = _best(study)
     _summarize_parent(client, parent, best)
@@ -145,7 +149,8 @@ def _open_study(
 ) -> optuna.Study:
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep reports each trial itself
+    # The sweep reports each trial itself (Optuna would add a traceback for every failed one).
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     pruner = pruner or optuna.pruners.NopPruner()
     try:
         rdb = optuna.storages.RDBStorage(storage)
