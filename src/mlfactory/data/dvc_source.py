@@ -112,7 +112,9 @@ def _filesystem(ref: DvcRef) -> Any:
                 f"dvc: {reason}: run from inside the repository that tracks the data, or name "
                 "it: dvc:REPO//PATH[@REV]"
             ) from None
-        raise DataError(f"dvc: {reason} in {where}: use a tag, branch or commit") from None
+        if type(exc).__name__ == "RevError":
+            raise DataError(f"dvc: {reason} in {where}: use a tag, branch or commit") from None
+        raise DataError(f"dvc: {where}: {reason}") from None
     return fs
 
 
