@@ -55,6 +55,7 @@ def test_a_sweep_trains_each_trial_and_names_the_best(
         assert float(run.data.params["trainer.lr"]) == trial.params["trainer.lr"]
         assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.data.tags["mlfactory.sweep_trial"] == str(trial.number)
+        assert run.data.params["trainer.devices"] == "1"  # "auto": one device per trial
         # Its value is the lowest validation loss: the epoch its bundle holds.
         history = client.get_metric_history(run.info.run_id, "val/loss")
         assert len(history) == 2
@@ -130,6 +131,8 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
         ("trainer.nope=choice(1,2)",): "trainer.nope: unknown key",
         (LR, "--metric", "val/auc"): "--metric val/auc: use one of val/loss",
         (LR, "data.val_fraction=0"): "set data.val_fraction above 0",
+        (LR, "trainer.devices=2"): "a sweep trains each trial on one device",
+        (LR, "trainer.strategy=ddp"): "start one worker per device",
         (LR, "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"): (
             "--storage postgresql+psycopg://u:***@127.0.0.1:1/x cannot be opened"
         ),

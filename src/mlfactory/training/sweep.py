@@ -100,6 +100,7 @@ def run_sweep(
         raise ConfigError(
             "a sweep judges trials on the validation split: set data.val_fraction above 0"
         )
+    space = _one_device(space, base.config.trainer)
     name = study_name or f"{base.name}-sweep"
     out_dir = out_dir or Path("runs") / name
     if prune and pruner is None:
@@ -138,6 +139,26 @@ def run_sweep(
         trials=outcomes,
         best=None if best is None else _outcome(best),
     )
+
+
+def _one_device(space: SearchSpace, trainer: Any) -> SearchSpace:
+    """Each trial trains in this process on one device: a distributed strategy would have
+    Lightning start the whole sweep again in every process. "auto" devices become 1.
+
+    Raises:
+        ConfigError: the recipe asks for several devices or a DDP strategy.
+    """
+    devices = trainer.devices
+    several = devices == -1 or (isinstance(devices, int) and devices > 1)
+    if several or (isinstance(devices, list) and len(devices) > 1) or "ddp" in trainer.strategy:
+        raise ConfigError(
+            f"a sweep trains each trial on one device (trainer.devices={devices}, "
+            f"trainer.strategy={trainer.strategy}): leave them out and start one worker per "
+            "device on one --storage instead"
+        )
+    if devices == "auto":
+        return SearchSpace([*space.fixed, "trainer.devices=1"], space.distributions)
+    return space
 
 
 def _open_study(
