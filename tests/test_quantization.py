@@ -48,6 +48,10 @@ def test_the_int8_model_answers_as_the_float_one(
     # Within --max-drop of the float model on the test split, and recorded in bundle.json.
     assert quantized.int8_accuracy >= quantized.float_accuracy - 0.05
     assert bundle.meta.metrics["test"]["accuracy"] == quantized.int8_accuracy
+    # The float model's figure is the one its bundle recorded on the same test split.
+    float_metrics = monitored_digits.bundle.meta.metrics
+    assert float_metrics["data_fingerprint"] == bundle.meta.metrics["data_fingerprint"]
+    assert quantized.float_accuracy == float_metrics["test"]["accuracy"]
     # On 500 digits neither model saw, int8 is as right as float (measured: 0.755 and 0.751 on
     # 1,000; the two disagree on about 12 % of them: this model's margins are thin).
     unseen = write_digit_folder(tmp_path / "unseen", 50, offset=MONITORED_PER_CLASS)

@@ -20,7 +20,11 @@ CONFUSION_PNG = "confusion_matrix.png"
 
 
 def record_evaluation(
-    bundle: Bundle, dataset: PreparedDataset, out_dir: Path, run: TrackedRun | None
+    bundle: Bundle,
+    dataset: PreparedDataset,
+    out_dir: Path,
+    run: TrackedRun | None,
+    metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the bundle on the test split; write the metrics into bundle.json and MLflow.
 
@@ -32,8 +36,10 @@ def record_evaluation(
         dataset: the prepared dataset whose test split is used.
         out_dir: where the confusion-matrix PNG is written.
         run: the MLflow run to log the metrics and the PNG to, if any.
+        metrics: `evaluate_items` of this bundle on the test split, if the caller has them.
     """
-    metrics = evaluate_items(Predictor(bundle), dataset.split("test"))
+    if metrics is None:
+        metrics = evaluate_items(Predictor(bundle), dataset.split("test"))
     bundle.meta.metrics = {
         "test": metrics,
         "data_fingerprint": dataset.fingerprint,
