@@ -34,6 +34,8 @@ STRATEGIES = (
 )
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 CLASS_WEIGHTS = ("balanced",)
+# The layouts a network can train in (mlfactory.training.memory_format applies them).
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 @dataclass
@@ -107,11 +109,18 @@ class TrainerConfig:
     # Stop after this many epochs without val-loss improvement.
     patience: int = bounded(3, ge=0)
     num_workers: int = bounded(0, ge=0)
+    # Disk the train and validation splits may take once encoded (<data.cache_dir>/encoded):
+    # within it each item is read and encoded once, not every epoch; 0: every epoch.
+    encoded_cache_gb: float = bounded(4.0, ge=0.0)
     accelerator: str = one_of("auto", ACCELERATORS)
     # "auto", a device count (-1: all), or a list of device indices.
     devices: Any = "auto"
     strategy: str = one_of("auto", STRATEGIES)
     precision: str = one_of("32-true", PRECISIONS)
+    # Layout of the network's weights while training: "auto" is channels_last for networks
+    # with 2-d convolutions (1.7-1.9x faster steps on CPUs; what bf16 needs on GPUs), else
+    # contiguous. The bundle does not depend on it (mlfactory.training.memory_format).
+    memory_format: str = one_of("auto", MEMORY_FORMATS)
     gradient_clip_val: float | None = bounded(None, gt=0.0)
     # Cap batches per epoch for smoke runs; None means the whole split.
     limit_train_batches: int | None = bounded(None, ge=1)

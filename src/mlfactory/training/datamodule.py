@@ -1,4 +1,8 @@
-"""Torch datasets over a PreparedDataset, encoded by the modality's serving encoder."""
+"""Torch datasets over a PreparedDataset, encoded by the modality's serving encoder.
+
+The train and validation splits are encoded once into an on-disk cache when they fit
+(`encoded_cache`); the loaders then read rows instead of files.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from mlfactory.data.dataset import Item, PreparedDataset
 from mlfactory.modalities import Augment, Encoder
+from mlfactory.training.encoded_cache import EncodedCache, EncodedRows
 
 
 class EncodedDataset(Dataset[tuple[dict[str, torch.Tensor], int]]):
-    """Items read from disk and encoded exactly as the server encodes an upload."""
+    """Items encoded exactly as the server encodes an upload: read from disk and encoded, or
+    read from the rows they were encoded into once (`rows`)."""
 
     def __init__(
         self,
@@ -21,19 +27,21 @@ class EncodedDataset(Dataset[tuple[dict[str, torch.Tensor], int]]):
         label_index: dict[str, int],
         augment: Augment | None = None,
         seed: int = 0,
+        rows: EncodedRows | None = None,
     ) -> None:
         self.items = items
         self.encoder = encoder
         self.label_index = label_index
         self.augment = augment
         self.rng = np.random.default_rng(seed)
+        self.rows = rows
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int]:
         item = self.items[index]
-        arrays = self.encoder(item.read_bytes())
+        arrays = self.rows.row(index) if self.rows is not None else self.encoder(item.read_bytes())
         if self.augment is not None:
             arrays = self.augment(arrays, self.rng)
         tensors = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
@@ -63,6 +71,8 @@ class ClassificationData(L.LightningDataModule):
         num_workers: int = 0,
         augment: Augment | None = None,
         seed: int = 0,
+        cache: EncodedCache | None = None,
+        batch_limits: dict[str, int | None] | None = None,
     ) -> None:
         super().__init__()
         self.dataset = dataset
@@ -71,10 +81,51 @@ class ClassificationData(L.LightningDataModule):
         self.num_workers = num_workers
         self.augment = augment
         self.seed = seed
+        self.cache = cache
+        # trainer.limit_train_batches / limit_val_batches: a smoke run that reads a part of a
+        # split each epoch does not encode all of it first.
+        self.batch_limits = batch_limits or {}
+        self.rows: dict[str, EncodedRows | None] = {}
+
+    def prepare_data(self) -> None:
+        """Encode the train and validation splits once, if not done before and they fit.
+
+        Lightning calls this in one process per machine and makes the others wait for it.
+        """
+        for split in self._cached_splits():
+            assert self.cache is not None
+            self.cache.rows(self.dataset.split(split), self.encoder, split)
+
+    def setup(self, stage: str) -> None:
+        """Every process opens the rows `prepare_data` wrote (quietly: it has reported them)."""
+        if stage != "fit":
+            return
+        for split in self._cached_splits():
+            assert self.cache is not None
+            if split not in self.rows:
+                items = self.dataset.split(split)
+                self.rows[split] = self.cache.rows(items, self.encoder, split, report=False)
+
+    def _cached_splits(self) -> list[str]:
+        """The splits to encode once: train and val, unless caching is off or an epoch reads
+        only a part of the split (`batch_limits`)."""
+        if self.cache is None:
+            return []
+        splits = []
+        for split in ("train", "val"):
+            limit = self.batch_limits.get(split)
+            if limit is None or limit * self.batch_size >= len(self.dataset.split(split)):
+                splits.append(split)
+        return splits
 
     def split_dataset(self, split: str, augment: Augment | None = None) -> EncodedDataset:
         return EncodedDataset(
-            self.dataset.split(split), self.encoder, self.dataset.label_index(), augment, self.seed
+            self.dataset.split(split),
+            self.encoder,
+            self.dataset.label_index(),
+            augment,
+            self.seed,
+            self.rows.get(split),
         )
 
     def _loader(self, split: str, shuffle: bool, augment: Augment | None = None) -> DataLoader:

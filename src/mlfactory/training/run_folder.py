@@ -29,6 +29,8 @@ RESUMABLE_KEYS = (
     "trainer.max_epochs",
     "trainer.patience",
     "trainer.num_workers",
+    "trainer.encoded_cache_gb",
+    "trainer.memory_format",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.strategy",

@@ -39,8 +39,10 @@ from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import adopt_library_loggers, phase_log
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
+from mlfactory.training.encoded_cache import EncodedCache
 from mlfactory.training.export import export_bundle
 from mlfactory.training.float_kernels import float_kernels
+from mlfactory.training.memory_format import to_memory_format, training_memory_format
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.report import EpochLines, report_dataset, report_results, user_errors
@@ -211,6 +213,7 @@ def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
     encoder, assets = training_encoder(config, params, out_dir)
     net = build_classifier(config, len(dataset.labels))
     trainer = config.trainer
+    to_memory_format(net, training_memory_format(net, trainer.memory_format))
     module = ClassifierModule(
         net,
         len(dataset.labels),
@@ -223,8 +226,24 @@ def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
         lr_gamma=trainer.lr_gamma,
     )
     augment = get_modality(config.modality).augmentation() if trainer.augment else None
+    cache = EncodedCache(
+        Path(config.data.cache_dir) / "encoded",
+        trainer.encoded_cache_gb,
+        config.modality,
+        params,
+        assets,
+        trainer.num_workers,
+    )
+    limits = {"train": trainer.limit_train_batches, "val": trainer.limit_val_batches}
     data = ClassificationData(
-        dataset, encoder, trainer.batch_size, trainer.num_workers, augment, config.seed
+        dataset,
+        encoder,
+        trainer.batch_size,
+        trainer.num_workers,
+        augment,
+        config.seed,
+        cache,
+        limits,
     )
     return FitSetup(dataset, params, encoder, assets, module, data)
 
@@ -349,6 +368,8 @@ def _publish(
     MLflow runs of this name (`TrackedRun.run_number`): every training run has its own.
     """
     _load_best_weights(setup.module, checkpoint)
+    # Exported from the usual layout: the graph is the same, and so is its parity check.
+    to_memory_format(setup.module.net, torch.contiguous_format)
     config, dataset = recipe.config, setup.dataset
     run = tracked_run(logger)
     meta = BundleMeta(
