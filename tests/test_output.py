@@ -91,6 +91,7 @@ def test_a_default_run_prints_one_line_per_phase_and_no_noise(tmp_path: Path) ->
         assert fragment not in stderr, fragment
     assert [line.split(":")[0].split(" ")[0] for line in lines] == [
         "data",
+        "data",
         "epoch",
         "export",
         "monitoring",
@@ -98,8 +99,11 @@ def test_a_default_run_prints_one_line_per_phase_and_no_noise(tmp_path: Path) ->
         "done",
     ], stderr
     assert lines[0].startswith("data: 3 classes, 24 train / 6 val / 6 test items")
-    assert lines[1].startswith("epoch 1/1: train loss ")
-    assert "export: bundle 'reuters_r8_sample' version 1 in " in lines[2]
+    assert lines[1].startswith(f"data: encoded inputs in {tmp_path / 'cache' / 'encoded'}: ")
+    assert "train split encoded once (24 items, " in lines[1]
+    assert "val split encoded once (6 items, " in lines[1]
+    assert lines[2].startswith("epoch 1/1: train loss ")
+    assert "export: bundle 'reuters_r8_sample' version 1 in " in lines[3]
 
 
 @pytest.mark.slow

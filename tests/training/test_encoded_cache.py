@@ -3,11 +3,10 @@ stale, skipped when too large, and read by the loaders exactly as fresh encoding
 
 from __future__ import annotations
 
-import logging
+import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from mlfactory.config.loader import load_recipe_from_dict, preprocessing_params
@@ -72,7 +71,7 @@ def test_worker_processes_build_the_same_rows(trained_digits: TrainResult, tmp_p
 
 
 def test_a_second_run_reuses_the_rows_and_other_settings_get_their_own(
-    trained_digits: TrainResult, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    trained_digits: TrainResult, tmp_path: Path
 ) -> None:
     items = trained_digits.dataset.split("val")
     encoder = digits_encoder(trained_digits)
@@ -80,11 +79,11 @@ def test_a_second_run_reuses_the_rows_and_other_settings_get_their_own(
     first = cache.rows(items, encoder, "val")
     assert first is not None
     written = (first.folder / "pixel_values.npy").stat().st_mtime_ns
-    with caplog.at_level(logging.INFO):
-        again = cache.rows(items, encoder, "val")
+    again = cache.rows(items, encoder, "val")
     assert again is not None and again.folder == first.folder
     assert (again.folder / "pixel_values.npy").stat().st_mtime_ns == written
-    assert "val split's encoded inputs reused" in caplog.text
+    assert cache.notes[0].startswith("val split encoded once (")
+    assert cache.notes[1] == f"val split reused ({first.folder.name})"
     # The key covers the items in order, the preprocessing and the encoder's files.
     params = cache.params
     assert cache_key("image", params, [], items) != cache_key("image", params, [], items[::-1])
@@ -115,17 +114,18 @@ def test_stale_rows_are_encoded_again(trained_digits: TrainResult, tmp_path: Pat
 
 
 def test_too_large_or_switched_off_encodes_every_epoch(
-    trained_digits: TrainResult, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    trained_digits: TrainResult, tmp_path: Path
 ) -> None:
     items = trained_digits.dataset.split("train")
     encoder = digits_encoder(trained_digits)
     # 3 x 32 x 32 float32 = 12,288 bytes per digit: a limit of 1 kB is far too small.
-    with caplog.at_level(logging.INFO):
-        assert (
-            digits_cache(trained_digits, tmp_path, max_gb=1e-6).rows(items, encoder, "train")
-            is None
-        )
-    assert "over trainer.encoded_cache_gb=1e-06" in caplog.text
+    tiny = digits_cache(trained_digits, tmp_path, max_gb=1e-6)
+    assert tiny.rows(items, encoder, "train") is None
+    megabytes = len(items) * 12_288 / 1e6
+    assert tiny.notes == [
+        f"train split encoded every epoch: it would take {megabytes:.1f} MB, over "
+        "trainer.encoded_cache_gb=1e-06 (raise it to encode it once)"
+    ]
     assert digits_cache(trained_digits, tmp_path, max_gb=0).rows(items, encoder, "train") is None
     assert not any(tmp_path.iterdir())
 
@@ -231,3 +231,47 @@ def test_a_smoke_run_reading_part_of_a_split_does_not_encode_all_of_it(
     assert "train" not in data.rows and data.rows["val"] is not None
     assert data.split_dataset("train").rows is None
     assert len(list(tmp_path.iterdir())) == 1  # the validation split's rows only
+
+
+def test_the_cache_keeps_within_its_limit_by_removing_the_least_recently_used(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    train = trained_digits.dataset.split("train")
+    encoder = digits_encoder(trained_digits)
+    a, b, c = train[:10], train[10:20], train[20:30]  # three different "splits" of 10 digits
+    one = 10 * 3 * 32 * 32 * 4 + 1000  # their rows, the .npy header and encoded.json
+    limit_gb = 2.5 * one / 1e9  # room for two
+
+    def run(items: list[Item]) -> EncodedRows:
+        cache = digits_cache(trained_digits, tmp_path, max_gb=limit_gb)
+        rows = cache.rows(items, encoder, "x")
+        assert rows is not None
+        notes.extend(cache.notes)
+        return rows
+
+    notes: list[str] = []
+    folder_a, folder_b = run(a).folder, run(b).folder
+    os.utime(folder_a / "encoded.json", ns=(1, 1_000_000_000))
+    os.utime(folder_b / "encoded.json", ns=(1, 2_000_000_000))
+    assert run(a).folder == folder_a  # reused: now the most recently used
+    folder_c = run(c).folder
+    assert notes[-1] == (
+        "removed the 1 least recently used split(s) (0.1 MB) to keep within "
+        f"trainer.encoded_cache_gb={limit_gb:g}"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([folder_a.name, folder_c.name])
+    assert_rows_are_encodings(EncodedRows(folder_a, ["pixel_values"]), a, encoder)
+
+
+def test_a_run_never_removes_its_own_splits(trained_digits: TrainResult, tmp_path: Path) -> None:
+    train = trained_digits.dataset.split("train")
+    encoder = digits_encoder(trained_digits)
+    one = 10 * 3 * 32 * 32 * 4 + 1000
+    cache = digits_cache(trained_digits, tmp_path, max_gb=1.5 * one / 1e9)  # room for one
+    assert cache.rows(train[:10], encoder, "train") is not None
+    assert cache.rows(train[10:20], encoder, "val") is None
+    assert (
+        "val split encoded every epoch: it would take 0.1 MB beside the 0.1 MB of the other "
+        "split, over trainer.encoded_cache_gb=" in cache.notes[-1]
+    )
+    assert len(list(tmp_path.iterdir())) == 1

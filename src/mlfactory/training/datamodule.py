@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mlfactory.data.dataset import Item, PreparedDataset
 from mlfactory.modalities import Augment, Encoder
+from mlfactory.output import phase_log
 from mlfactory.training.encoded_cache import EncodedCache, EncodedRows
 
 
@@ -88,23 +89,28 @@ class ClassificationData(L.LightningDataModule):
         self.rows: dict[str, EncodedRows | None] = {}
 
     def prepare_data(self) -> None:
-        """Encode the train and validation splits once, if not done before and they fit.
+        """Encode the train and validation splits once, if not done before and they fit; say
+        what was done in one line.
 
         Lightning calls this in one process per machine and makes the others wait for it.
         """
+        if self.cache is None:
+            return
+        self.cache.notes.clear()
         for split in self._cached_splits():
-            assert self.cache is not None
             self.cache.rows(self.dataset.split(split), self.encoder, split)
+        if self.cache.notes:
+            phase_log.info(
+                "data: encoded inputs in %s: %s", self.cache.root, "; ".join(self.cache.notes)
+            )
 
     def setup(self, stage: str) -> None:
-        """Every process opens the rows `prepare_data` wrote (quietly: it has reported them)."""
-        if stage != "fit":
+        """Every process opens the rows that `prepare_data` wrote."""
+        if stage != "fit" or self.cache is None:
             return
         for split in self._cached_splits():
-            assert self.cache is not None
             if split not in self.rows:
-                items = self.dataset.split(split)
-                self.rows[split] = self.cache.rows(items, self.encoder, split, report=False)
+                self.rows[split] = self.cache.rows(self.dataset.split(split), self.encoder, split)
 
     def _cached_splits(self) -> list[str]:
         """The splits to encode once: train and val, unless caching is off or an epoch reads

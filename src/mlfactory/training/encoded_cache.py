@@ -16,6 +16,10 @@ trial over the same data and preprocessing reuses it; anything else gets its own
 reuse, the first and last rows are encoded again and must equal the stored ones bit for bit,
 else the folder is rebuilt (an encoder changed in a development install). Arrays are plain
 `.npy` files read with `allow_pickle=False`.
+
+`trainer.encoded_cache_gb` bounds the whole cache: a run caches a split only if it fits beside
+the run's other split, and after encoding one it removes the folders used least recently (the
+time their `encoded.json` was last written or reused) until the cache fits again.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,6 @@ from torch.utils.data import DataLoader, Dataset
 from mlfactory import __version__
 from mlfactory.data.dataset import Item
 from mlfactory.modalities import Encoder
-from mlfactory.output import phase_log
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,11 @@ class EncodedRows:
 
 @dataclass
 class EncodedCache:
-    """Where and within what size a training run keeps its splits encoded."""
+    """Where and within what size training keeps splits encoded.
+
+    `max_gb` bounds the whole folder `root`: after a split is encoded, the splits used least
+    recently (by any run) are removed until the folder fits again, never one this run uses.
+    """
 
     root: Path  # `<data.cache_dir>/encoded`
     max_gb: float  # trainer.encoded_cache_gb; 0 turns caching off
@@ -101,54 +108,96 @@ class EncodedCache:
     params: dict[str, Any]  # the preprocessing parameters
     assets: list[Path]  # the encoder's files (a tokenizer)
     workers: int = 0  # trainer.num_workers: processes that encode a new split
+    in_use: set[Path] = field(default_factory=set, init=False)  # this run's folders
+    notes: list[str] = field(default_factory=list, init=False)  # what `rows` did, in order
 
-    def rows(
-        self, items: list[Item], encoder: Encoder, split: str, report: bool = True
-    ) -> EncodedRows | None:
+    def rows(self, items: list[Item], encoder: Encoder, split: str) -> EncodedRows | None:
         """The split's encoded rows, encoded now if they are not on disk yet.
 
-        None when the split would take more than `max_gb` on disk or its items encode to
-        arrays of different shapes: the loader then encodes every item every epoch. `report`:
-        say in one line what was done.
+        None when the split would not fit within `max_gb` beside this run's other splits, or
+        its items encode to arrays of different shapes: the loader then encodes every item every
+        epoch. What was done is added to `notes`.
         """
-        say = phase_log.info if report else log.debug
         if self.max_gb <= 0 or not items:
             return None
         folder = self.root / cache_key(self.modality, self.params, self.assets, items)
         cached = _reuse(folder, items, encoder)
         if cached is not None:
-            say("data: %s split's encoded inputs reused from %s", split, folder)
+            os.utime(folder / META_FILE)  # used now: the last to be removed
+            self.in_use.add(folder)
+            self._note(f"{split} split reused ({folder.name})")
             return cached
         shutil.rmtree(folder, ignore_errors=True)  # incomplete, or from another encoder
         started = time.perf_counter()
         first = encoder(items[0].read_bytes())
         size = len(items) * sum(array.nbytes for array in first.values())
-        if size > self.max_gb * BYTES_PER_GB:
-            say(
-                "data: %s split encoded every epoch: its encoded inputs would take %.1f GB, "
-                "over trainer.encoded_cache_gb=%g (raise it to encode them once)",
-                split,
-                size / BYTES_PER_GB,
-                self.max_gb,
+        in_use = sum(folder_bytes(used) for used in self.in_use)
+        if in_use + size > self.max_gb * BYTES_PER_GB:
+            beside = f" beside the {_size(in_use)} of the other split" if in_use else ""
+            self._note(
+                f"{split} split encoded every epoch: it would take {_size(size)}"
+                f"{beside}, over trainer.encoded_cache_gb={self.max_gb:g} (raise it to encode "
+                "it once)"
             )
             return None
         rows = _build(items, encoder, folder, first, self.workers)
         if rows is None:
-            say(
-                "data: %s split encoded every epoch: its items encode to arrays of different "
-                "shapes",
-                split,
+            self._note(
+                f"{split} split encoded every epoch: its items encode to arrays of different shapes"
             )
             return None
-        say(
-            "data: %s split encoded once into %s (%d items, %.0f MB, %.1f s)",
-            split,
-            folder,
-            len(items),
-            size / 1e6,
-            time.perf_counter() - started,
+        self.in_use.add(folder)
+        self._note(
+            f"{split} split encoded once ({len(items)} items, {_size(size)}, "
+            f"{time.perf_counter() - started:.1f} s)"
         )
+        removed, freed = evict(self.root, self.max_gb * BYTES_PER_GB, self.in_use)
+        if removed:
+            self._note(
+                f"removed the {removed} least recently used split(s) ({_size(freed)}) to keep"
+                f" within trainer.encoded_cache_gb={self.max_gb:g}"
+            )
         return rows
+
+    def _note(self, note: str) -> None:
+        log.debug("encoded inputs: %s", note)
+        self.notes.append(note)
+
+
+def _size(size: float) -> str:
+    return f"{size / BYTES_PER_GB:.1f} GB" if size >= BYTES_PER_GB else f"{size / 1e6:.1f} MB"
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files in `folder` (0 if it is gone)."""
+    try:
+        return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+    except OSError:
+        return 0
+
+
+def evict(root: Path, max_bytes: float, keep: set[Path]) -> tuple[int, int]:
+    """Remove the least recently used complete folders of `root` (by the time their
+    `encoded.json` was last written or touched) until the rest take at most `max_bytes`,
+    never one in `keep`. Folders still being built are neither counted nor removed.
+
+    Returns:
+        (folders removed, bytes freed).
+    """
+    folders = [f for f in root.iterdir() if (f / META_FILE).is_file()] if root.is_dir() else []
+    sizes = {folder: folder_bytes(folder) for folder in folders}
+    total = sum(sizes.values())
+    removed = freed = 0
+    for folder in sorted(folders, key=lambda f: (f / META_FILE).stat().st_mtime_ns):
+        if total <= max_bytes:
+            break
+        if folder in keep:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+        removed += 1
+        freed += sizes[folder]
+    return removed, freed
 
 
 def _reuse(folder: Path, items: list[Item], encoder: Encoder) -> EncodedRows | None:
@@ -181,8 +230,9 @@ def _build(
 ) -> EncodedRows | None:
     """Encode every item into `.npy` arrays in a private folder, then move it into place.
 
-    Concurrent builders (the ranks of a DDP job, two trials) each write their own folder; the
-    first to finish moves its folder into place and the others use it.
+    Concurrent builders (two trials started at once, the machines of a multi-node job sharing
+    the cache) each write their own folder; the first to finish moves its folder into place and
+    the others use it.
     """
     building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
