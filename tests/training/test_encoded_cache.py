@@ -157,7 +157,7 @@ def test_a_finished_build_of_another_process_is_used(
     assert rows is not None
     from mlfactory.training.encoded_cache import _build
 
-    # Its rename finds the folder in place (another DDP rank finished first): no error.
+    # Its rename finds the folder in place (another trial or machine finished first): no error.
     again = _build(items, encoder, rows.folder, encoder(items[0].read_bytes()), 0)
     assert again is not None
     assert_rows_are_encodings(again, items, encoder)

@@ -98,14 +98,14 @@ class ClassificationData(L.LightningDataModule):
             return
         self.cache.notes.clear()
         for split in self._cached_splits():
-            self.cache.rows(self.dataset.split(split), self.encoder, split)
+            self.rows[split] = self.cache.rows(self.dataset.split(split), self.encoder, split)
         if self.cache.notes:
             phase_log.info(
                 "data: encoded inputs in %s: %s", self.cache.root, "; ".join(self.cache.notes)
             )
 
     def setup(self, stage: str) -> None:
-        """Every process opens the rows that `prepare_data` wrote."""
+        """Every other process opens the rows that `prepare_data` wrote."""
         if stage != "fit" or self.cache is None:
             return
         for split in self._cached_splits():
