@@ -36,6 +36,8 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 CLASS_WEIGHTS = ("balanced",)
 # The layouts a network can train in (mlfactory.training.memory_format applies them).
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+# torch.compile's modes (`trainer.compile_mode`); mlfactory.training.module compiles with them.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -121,6 +123,11 @@ class TrainerConfig:
     # with 2-d convolutions (1.7-1.9x faster steps on CPUs; what bf16 needs on GPUs), else
     # contiguous. The bundle does not depend on it (mlfactory.training.memory_format).
     memory_format: str = one_of("auto", MEMORY_FORMATS)
+    # Train the network's forward and backward compiled by torch.compile (TorchInductor): faster
+    # steps on GPUs, for a minute or more of compiling at the start (and again for a new batch
+    # shape); on CPUs it did not pay (docs/benchmarks.md). The bundle does not depend on it.
+    compile: bool = False
+    compile_mode: str = one_of("default", COMPILE_MODES)
     gradient_clip_val: float | None = bounded(None, gt=0.0)
     # Cap batches per epoch for smoke runs; None means the whole split.
     limit_train_batches: int | None = bounded(None, ge=1)

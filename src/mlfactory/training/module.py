@@ -28,12 +28,30 @@ class ClassifierModule(L.LightningModule):
         lr_schedule: str = "cosine",
         lr_step_epochs: int = 5,
         lr_gamma: float = 0.5,
+        compile_mode: str | None = None,
     ) -> None:
+        """`compile_mode`: run the network's forward (and so its backward) compiled by
+        `torch.compile` in this mode in training steps; None runs it eagerly. Validation and
+        test steps run eagerly: they take a small part of an epoch, and compiling their
+        eval-mode graph would cost as long again as the training graph. Only the call is
+        compiled: `net` itself, its parameters and the checkpoint's keys stay as they are, and
+        `net` is what the bundle exports.
+        """
         super().__init__()
         # The run's params are the whole recipe, logged once by train(); logging these again on a
         # resume with a longer schedule would be refused by MLflow (params are immutable).
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.net = net
+        # A compiled function of the bound forward, not a module: it adds no state_dict keys.
+        self._compiled_forward = None
+        if compile_mode:
+            # Dynamo keeps its compiled graphs, the shapes it has seen and its recompile limit
+            # (8) per code object, and `Classifier.forward` is one for every network: a second
+            # run in the process (a sweep's trial) would compile for dynamic shapes and, after
+            # a few runs, silently fall back to eager. Each compiled run starts afresh instead;
+            # Inductor's on-disk cache still serves the kernels it compiled before.
+            torch._dynamo.reset()
+            self._compiled_forward = torch.compile(net.forward, mode=compile_mode)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight)
         metrics = torchmetrics.MetricCollection(
@@ -49,6 +67,8 @@ class ClassifierModule(L.LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self._compiled_forward is not None and self.training:
+            return self._compiled_forward(*inputs.values())
         return self.net(*inputs.values())
 
     def _step(

@@ -105,7 +105,9 @@ def user_errors(logger: MLFlowLogger, recipe: Recipe, out_dir: Path) -> Iterator
     Ctrl-C (during fit Lightning turns it into `SystemExit`; re-raise it as `KeyboardInterrupt`)
     marks the MLflow run KILLED and raises `Interrupted` with the command that resumes it.
     Lightning's `MisconfigurationException` (e.g. `trainer.accelerator=gpu` without a GPU) and
-    running out of memory become `ConfigError`s; every failure marks the run FAILED.
+    running out of memory become `ConfigError`s, and so does a network `torch.compile` could not
+    compile (`trainer.compile`; e.g. no C++ compiler for TorchInductor on a CPU); every failure
+    marks the run FAILED.
 
     Raises:
         Interrupted: on Ctrl-C.
@@ -125,6 +127,14 @@ def user_errors(logger: MLFlowLogger, recipe: Recipe, out_dir: Path) -> Iterator
     except MisconfigurationException as exc:
         _terminate(logger, "FAILED")
         raise ConfigError(f"Lightning refused the trainer settings: {_first_line(exc)}") from None
+    except torch._dynamo.exc.TorchDynamoException as exc:
+        _terminate(logger, "FAILED")
+        reason = getattr(exc, "inner_exception", None) or exc  # what the backend raised
+        raise ConfigError(
+            "trainer.compile: torch.compile could not compile the network: "
+            f"{type(reason).__name__}: {_first_line(reason)}; "
+            "train without it: trainer.compile=false"
+        ) from None
     except torch.OutOfMemoryError:
         _terminate(logger, "FAILED")
         raise ConfigError(

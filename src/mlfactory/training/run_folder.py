@@ -31,6 +31,8 @@ RESUMABLE_KEYS = (
     "trainer.num_workers",
     "trainer.encoded_cache_gb",
     "trainer.memory_format",
+    "trainer.compile",
+    "trainer.compile_mode",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.strategy",

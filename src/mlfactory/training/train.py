@@ -224,6 +224,7 @@ def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
         lr_schedule=trainer.lr_schedule,
         lr_step_epochs=trainer.lr_step_epochs,
         lr_gamma=trainer.lr_gamma,
+        compile_mode=trainer.compile_mode if trainer.compile else None,
     )
     augment = get_modality(config.modality).augmentation() if trainer.augment else None
     cache = EncodedCache(
