@@ -10,7 +10,13 @@ For every recipe, the variants run one after the other on the same prepared data
   and encodes every item, NCHW weights: how training ran before both settings existed);
 - `channels_last`: the layout alone; `cache`: the encoded inputs alone;
 - `both`: the defaults, starting from an empty cache (it encodes the splits once);
-- `both, reused`: the defaults again, over the rows `both` left (a rerun, a sweep's next trial).
+- `both, reused`: the defaults again, over the rows `both` left (a rerun, a sweep's next trial);
+- `compiled`: the defaults with `trainer.compile=true` (torch.compile, TorchInductor), over the
+  same rows: its first epoch holds the compiling;
+- `bf16`: the defaults with `trainer.precision=bf16-mixed` (autocast to bfloat16 on the CPU).
+
+`--variant NAME` (repeated) picks some of them, run in this order; the speed-ups divide the
+first one's times.
 
 It prints per variant the mean seconds of an epoch after the first (train + validation), the
 first epoch, the whole `train()` call (data, fit, export, profile, evaluation), the test
@@ -51,7 +57,11 @@ VARIANTS = {
     "cache": ["trainer.memory_format=contiguous"],
     "both": [],
     "both, reused": [],
+    "compiled": ["trainer.compile=true"],
+    "bf16": ["trainer.precision=bf16-mixed"],
 }
+# What `python benchmarks/training_speed.py` runs without --variants.
+DEFAULT_VARIANTS = ("before", "channels_last", "cache", "both", "both, reused")
 
 
 class EpochTimer(Callback):
@@ -103,7 +113,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipes", nargs="*", default=list(RECIPE_OVERRIDES))
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp one)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=list(VARIANTS),
+        help="run this variant (repeat it for more; default: the first five)",
+    )
     args = parser.parse_args()
+    chosen = args.variant or DEFAULT_VARIANTS
     work = args.out or Path(tempfile.mkdtemp(prefix="training-speed-"))
     work.mkdir(parents=True, exist_ok=True)
     print(
@@ -135,7 +152,7 @@ def main() -> None:
         )
         convolutional = load_recipe(recipe).config.modality != "text"
         before: dict[str, Any] | None = None
-        for variant in VARIANTS:
+        for variant in (name for name in VARIANTS if name in chosen):
             if not convolutional and variant in ("channels_last", "both"):
                 continue  # the same as `before` / `cache` for a network without convolutions
             row = run_variant(recipe, variant, work, data_cache)
