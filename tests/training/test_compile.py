@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch._dynamo.utils import counters
 
 from mlfactory.config.loader import load_recipe
 from mlfactory.errors import ConfigError
+from mlfactory.output import PHASE_LOGGER
 from mlfactory.training.datamodule import EncodedDataset
 from mlfactory.training.train import prepare_fit, train
 from tests.numerics import assert_parity_recorded
@@ -85,16 +87,19 @@ def test_the_compiled_training_forward_computes_what_the_network_computes(
 
 
 def test_a_compiled_training_run_exports_the_network_it_trained(
-    digit_folder: Path, tmp_path: Path, eager_random: None
+    digit_folder: Path, tmp_path: Path, eager_random: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     overrides = [*fast_digits_overrides(digit_folder, tmp_path, epochs=1), *SMALL]
     compiled_before = counters["stats"]["unique_graphs"]
-    result = train(
-        load_recipe("digits", [*overrides, "trainer.compile=true"]),
-        tmp_path / "run",
-        progress=False,
-    )
+    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
+        result = train(
+            load_recipe("digits", [*overrides, "trainer.compile=true"]),
+            tmp_path / "run",
+            progress=False,
+        )
     assert counters["stats"]["unique_graphs"] > compiled_before
+    # The run says why its first epoch takes long.
+    assert "fit: training steps compiled by torch.compile (mode default)" in caplog.text
     # The bundle is the eager network, ONNX-exported and parity-checked on the test split.
     meta = result.bundle.meta
     assert_parity_recorded(meta.export, len(result.dataset.split("test")))

@@ -9,6 +9,7 @@ import torch
 import torchmetrics
 from torch import nn
 
+from mlfactory.output import phase_log
 from mlfactory.training.network import Classifier
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -65,6 +66,14 @@ class ClassifierModule(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def on_train_start(self) -> None:
+        if self._compiled_forward is not None and self.trainer.is_global_zero:
+            phase_log.info(
+                "fit: training steps compiled by torch.compile (mode %s): the first steps wait "
+                "for the compiling (minutes on a CPU)",
+                self.hparams["compile_mode"],
+            )
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self._compiled_forward is not None and self.training:
