@@ -20,9 +20,10 @@ first one's times.
 
 It prints per variant the mean seconds of an epoch after the first (train + validation), the
 first epoch, the whole `train()` call (data, fit, export, profile, evaluation), the test
-accuracy, and each time's speed-up (`before`'s time divided by it). Text recipes have no 2-d
-convolutions, so only `before`, `cache` and `both, reused` differ there. The figures are times
-of this machine; the ratios are what to compare.
+accuracy, and each time's speed-up (the first variant's time divided by it). Text recipes
+have no 2-d convolutions, so `channels_last` and `both` are skipped for them (the same as
+`before` and `cache` there). The figures are times of this machine; the ratios are what to
+compare.
 """
 
 from __future__ import annotations
