@@ -7,7 +7,8 @@
 #    since the last successful install, nothing is installed and this takes a second.
 # 3. As root with apt-get: installs the Debian packages that ship real offline data
 #    (tuxpaint-stamps-default, sonic-pi-samples) and the real components the tests run:
-#    Prometheus (promtool), Alertmanager (amtool), Chromium and ChromeDriver (browser tests).
+#    Prometheus (promtool), Alertmanager (amtool), Chromium and ChromeDriver (browser tests),
+#    g++ (TorchInductor compiles C++ kernels for `trainer.compile` on a CPU).
 #    Failure is only a warning: the data tests fall back to the copies in tests/fixtures, and the
 #    tests that need a missing component fail saying which package to install.
 #
@@ -23,6 +24,7 @@ APT_PACKAGES=(
   tuxpaint-stamps-default sonic-pi-samples               # real offline data
   prometheus prometheus-alertmanager                      # promtool, amtool, the e2e Prometheus
   chromium chromium-driver                                # browser tests (never a downloaded one)
+  g++                                                     # TorchInductor's compiler (trainer.compile tests)
 )
 
 say() { printf '[setup] %s\n' "$*"; }
