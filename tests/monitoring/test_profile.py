@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from mlfactory.errors import BundleError
 from mlfactory.monitoring.accuracy import calibrate
@@ -55,6 +57,34 @@ def test_profile_is_small(digit_profile: ReferenceProfile, tmp_path: Path) -> No
     assert size <= 5_000_000
     meta = json.loads((tmp_path / META_FILE).read_text())
     assert meta["source"] == "validation split" and meta["n_reference"] == 500
+
+
+def test_a_profile_does_not_depend_on_how_many_threads_numpys_blas_has(
+    digit_outputs: DigitOutputs, monitored_digits: Any, tmp_path: Path
+) -> None:
+    """Written where a server had pinned BLAS to one thread (a test process, a notebook), the
+    profile's float32 products came out an ulp off the ones of a fresh process: `mlfactory
+    profile` then wrote another profile from the same data."""
+    reference = digit_outputs.reference
+    saved = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            profile = build_profile(
+                reference.embeddings,
+                reference.probabilities,
+                [label or "" for label in reference.labels],
+                reference.summaries,
+                monitored_digits.bundle.meta.labels,
+                early_features=reference.early,
+            )
+        folder = tmp_path / str(threads)
+        folder.mkdir()
+        profile.save(folder)
+        with np.load(folder / ARRAYS_FILE) as arrays:
+            saved.append({key: arrays[key] for key in arrays.files})
+    assert saved[0].keys() == saved[1].keys()
+    for key in saved[0]:
+        np.testing.assert_array_equal(saved[0][key], saved[1][key], err_msg=key)
 
 
 def test_a_bundle_without_profile_has_none(tmp_path: Path) -> None:

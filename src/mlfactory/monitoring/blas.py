@@ -8,13 +8,17 @@ threads and 1.2 ms with one, and a whole drift check 236 ms against 33 ms.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from threadpoolctl import ThreadpoolController
 
 _controller: ThreadpoolController | None = None
 _pinned = False
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def one_thread() -> AbstractContextManager[Any]:
@@ -25,6 +29,21 @@ def one_thread() -> AbstractContextManager[Any]:
     if _controller is None:
         _controller = ThreadpoolController()
     return _controller.limit(limits=1, user_api="blas")
+
+
+def on_one_thread(func: Callable[P, R]) -> Callable[P, R]:
+    """`func` run with numpy's BLAS on one thread, whatever the process set before.
+
+    A float32 product's last bits depend on how many threads OpenBLAS splits it over: a profile
+    built where a server had pinned one thread differed by an ulp from one built elsewhere.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with one_thread():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def pin_one_thread() -> None:

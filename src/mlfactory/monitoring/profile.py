@@ -28,6 +28,7 @@ import numpy as np
 
 from mlfactory.errors import BundleError
 from mlfactory.monitoring.accuracy import ConfidenceThreshold, calibrate, fit_temperature
+from mlfactory.monitoring.blas import on_one_thread
 from mlfactory.monitoring.features import SummaryColumns, feature_kinds, summary_columns
 from mlfactory.monitoring.ood import DEFAULT_DIMS, DEFAULT_FPR, OodScorer
 from mlfactory.monitoring.projection import Projection
@@ -136,6 +137,7 @@ class ReferenceProfile:
         return npz
 
 
+@on_one_thread
 def build_profile(
     embeddings: np.ndarray,
     probabilities: np.ndarray,
