@@ -38,6 +38,9 @@ CLASS_WEIGHTS = ("balanced",)
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 # torch.compile's modes (`trainer.compile_mode`); mlfactory.training.module compiles with them.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# `trainer.profiler`: Lightning's simple profiler, or torch.profiler on a few training steps
+# (mlfactory.training.profiling).
+PROFILERS = ("simple", "pytorch")
 
 
 @dataclass
@@ -128,6 +131,10 @@ class TrainerConfig:
     # shape); on CPUs it did not pay (docs/benchmarks.md). The bundle does not depend on it.
     compile: bool = False
     compile_mode: str = one_of("default", COMPILE_MODES)
+    # Where a fit's time goes: "simple" (Lightning's time per training hook) or "pytorch"
+    # (torch.profiler: the operators of training steps 3 to 5, and their trace). The reports
+    # go to <run>/profiler/ and to the MLflow run; None: no profiling.
+    profiler: str | None = one_of(None, (None, *PROFILERS))
     gradient_clip_val: float | None = bounded(None, gt=0.0)
     # Cap batches per epoch for smoke runs; None means the whole split.
     limit_train_batches: int | None = bounded(None, ge=1)

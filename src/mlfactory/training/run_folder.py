@@ -4,7 +4,8 @@ Nothing here imports torch or Lightning, so the CLI refuses an occupied `--out` 
 resume in a second, before the training stack is loaded.
 
 A run folder holds `run.json` (the MLflow run id, the resolved recipe, the overrides and the
-data fingerprint), `checkpoints/` (`last.ckpt` to resume from, `best.ckpt`), and `bundle/`.
+data fingerprint), `checkpoints/` (`last.ckpt` to resume from, `best.ckpt`), `bundle/`, and
+with `trainer.profiler` the profiler's reports in `profiler/`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best.ckpt"
 BUNDLE_DIR = "bundle"
+PROFILER_DIR = "profiler"
 # Keys `--resume` may change: they decide how long and where training runs, not what is
 # learned from which data. Anything else (data, split, model, optimiser, preprocessing) would
 # make the MLflow run, its checkpoint and its bundle disagree about what was trained.
@@ -33,6 +35,7 @@ RESUMABLE_KEYS = (
     "trainer.memory_format",
     "trainer.compile",
     "trainer.compile_mode",
+    "trainer.profiler",
     "trainer.accelerator",
     "trainer.devices",
     "trainer.strategy",

@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.profilers import Profiler
 from lightning.pytorch.utilities import rank_zero_only
 
 from mlfactory import tracking
@@ -45,6 +46,7 @@ from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.memory_format import to_memory_format, training_memory_format
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
+from mlfactory.training.profiling import make_profiler, publish_profile
 from mlfactory.training.report import EpochLines, report_dataset, report_results, user_errors
 from mlfactory.training.run_folder import (
     BUNDLE_DIR,
@@ -166,6 +168,8 @@ def _fit_and_publish(
         clean_checkpoints(checkpoint_dir, checkpoint.best_model_path)
     if trainer.world_size > 1:
         trainer.strategy.barrier("bundle")
+    # After the barrier: under DDP every rank has written its report by then.
+    publish_profile(out_dir, logger, recipe.config.trainer.profiler)
     return bundle, logger.run_id or "", metrics
 
 
@@ -315,7 +319,8 @@ def make_trainer(
     Args:
         config: the recipe.
         logger: the run's MLflow logger.
-        checkpoint_dir: where `best.ckpt` and `last.ckpt` go.
+        checkpoint_dir: where `best.ckpt` and `last.ckpt` go (in the run folder, whose
+            `profiler/` gets the reports of `trainer.profiler`).
         progress: show a progress bar (on a TTY); one line per epoch is always reported.
         train_items: train split size, to log at least once per epoch on a small data set.
         extra_callbacks: more callbacks (a sweep's pruning callback).
@@ -332,6 +337,9 @@ def make_trainer(
     if progress:
         callbacks.append(RichProgressBar(leave=False))
     options = config.trainer
+    profiler = make_profiler(options.profiler, checkpoint_dir.parent)
+    if isinstance(profiler, Callback):
+        callbacks.append(profiler)
     batches = math.ceil((train_items or 1) / options.batch_size)
     if options.limit_train_batches is not None:
         batches = min(batches, options.limit_train_batches)
@@ -346,6 +354,7 @@ def make_trainer(
         limit_val_batches=options.limit_val_batches,
         logger=logger,
         callbacks=callbacks,
+        profiler=profiler if isinstance(profiler, Profiler) else None,
         enable_progress_bar=progress,
         enable_model_summary=False,
         deterministic="warn",
