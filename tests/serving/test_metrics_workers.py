@@ -49,6 +49,12 @@ def predictions_by_pid(folder: Path) -> dict[int, float]:
     return counts
 
 
+def resident_memory_by_pid(text: str) -> dict[int, float]:
+    """`process_resident_memory_bytes` of each worker a scrape shows."""
+    found = re.findall(r'^process_resident_memory_bytes\{pid="(\d+)"\} (\S+)$', text, re.MULTILINE)
+    return {int(pid): float(value) for pid, value in found}
+
+
 def predict(url: str, digit: DigitImage) -> None:
     # A new connection per request: uvicorn's workers share the socket, any may accept it.
     files = [("files", (digit.path.name, digit.read_bytes(), "image/png"))]
@@ -88,6 +94,11 @@ def test_n_requests_show_as_n_whichever_worker_answers(
                 'mlfactory_model_info{modality="image",name="digits-serving-test",version="0.0.1"}'
             )
             assert sample(text, info) == 1
+            # Each worker's own process metrics, whichever answers (Linux: from /proc).
+            memory = resident_memory_by_pid(text)
+            assert set(memory) == set(per_worker)
+            assert all(50e6 < rss < 4e9 for rss in memory.values()), memory
+            assert re.search(r'^process_cpu_seconds_total\{pid="\d+"\} ', text, re.MULTILINE)
 
         victim = min(per_worker)
         assert f"gauge_livesum_{victim}.db" in os.listdir(folder)
@@ -102,6 +113,7 @@ def test_n_requests_show_as_n_whichever_worker_answers(
         assert f"counter_{victim}.db" in os.listdir(folder)  # what it answered stays counted
         assert sample(text, PREDICT_OK) == sent
         assert sample(text, "mlfactory_queue_depth") == 0
+        assert victim not in resident_memory_by_pid(text)
 
 
 def test_a_metrics_folder_is_made_for_workers_and_removed_after(

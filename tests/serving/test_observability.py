@@ -145,6 +145,16 @@ def test_metrics_count_requests_batches_and_labels(
     assert set(LABELS) >= set(labels)
 
 
+def test_metrics_show_the_servers_process(logged_client: TestClient) -> None:
+    """prometheus-client's process and platform metrics, as its default registry shows them."""
+    text = logged_client.get("/metrics").text
+    assert 50e6 < metric(text, "process_resident_memory_bytes") < 8e9  # a model is loaded
+    assert metric(text, "process_cpu_seconds_total") > 0
+    assert metric(text, "process_open_fds") > 0
+    assert re.search(r'^python_info\{.*implementation="CPython".*\} 1\.0$', text, re.MULTILINE)
+    assert "python_gc_collections_total" in text
+
+
 def test_each_app_has_its_own_metrics(image_bundle: Path, log_url: str) -> None:
     first = create_app(image_bundle, ServingSettings(log_url=log_url))
     second = create_app(image_bundle, ServingSettings(log_url=log_url))

@@ -24,7 +24,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -60,6 +63,13 @@ class ServingMetrics:
         self.folder = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        if self.folder is None:
+            # What prometheus-client's default registry shows: the process's CPU, memory and
+            # file descriptors, Python's version and garbage collections. (With workers, a
+            # scrape shows every worker's: `multiprocess_metrics.WorkerProcesses`.)
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
         self.requests = Counter(
             "mlfactory_http_requests",
             "HTTP requests answered, by endpoint (route template), method and status code.",

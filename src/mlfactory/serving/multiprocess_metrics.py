@@ -11,10 +11,16 @@ its workers, with a fresh folder per server start (old files would add up with n
 A worker that stops cleanly marks itself dead; one killed outright is found dead at the next
 scrape (`prune_dead_workers`). Either way its `live*` gauges (queue depth, ...) disappear,
 while its counters stay counted: requests it answered were answered.
+
+prometheus-client's process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+...) describe the one process that answers a scrape, so multiprocess mode leaves them out; a
+scrape here shows them for every live worker instead, each with its `pid` label
+(`WorkerProcesses`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -23,8 +29,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The files of `live*` gauges, which name the process that wrote them.
@@ -75,15 +88,44 @@ def prune_dead_workers(folder: Path) -> list[int]:
     Returns:
         The process ids marked dead.
     """
+    dead = sorted(pid for pid in _live_gauge_pids(folder) if not _running(pid))
+    for pid in dead:
+        mark_process_dead(pid, str(folder))
+    return dead
+
+
+def _live_gauge_pids(folder: Path) -> set[int]:
+    """The processes with `live*` gauge files: the workers, unless marked dead."""
     pids = set()
     for path in folder.glob("gauge_live*_*.db"):
         match = _LIVE_GAUGE_FILE.fullmatch(path.name)
         if match:
             pids.add(int(match.group(1)))
-    dead = sorted(pid for pid in pids if pid != os.getpid() and not _running(pid))
-    for pid in dead:
-        mark_process_dead(pid, str(folder))
-    return dead
+    return pids
+
+
+class WorkerProcesses(Collector):
+    """prometheus-client's process metrics of every live worker, labelled with its `pid`.
+
+    Read from `/proc` at each scrape, as prometheus-client's `ProcessCollector` reads its own
+    process (Linux only; elsewhere there are none). A worker that exits between the listing and
+    the reading is left out.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for pid in sorted(_live_gauge_pids(self.folder)):
+            process = ProcessCollector(pid=functools.partial(int, pid), registry=None)
+            for family in process.collect():
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        yield from families.values()
 
 
 def mark_dead(folder: Path) -> None:
@@ -96,6 +138,8 @@ def render_all(folder: Path) -> bytes:
     prune_dead_workers(folder)
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(folder))
+    registry.register(WorkerProcesses(folder))
+    PlatformCollector(registry=registry)
     return generate_latest(registry)
 
 
