@@ -26,9 +26,14 @@ check() {
 check "ruff check" "$bin/ruff" check .
 check "ruff format --check" "$bin/ruff" format --check .
 check "mypy src" "$bin/mypy" src
-# --durations: the slowest tests, to keep the suite within its time on 2 cores.
+# --durations: the slowest tests, to keep the suite within its time on 2 cores. The whole suite
+# (no arguments) also fails below 90 % branch coverage (it measured 93 %); a part of it cannot.
+coverage_floor=()
+if [[ $# -eq 0 ]]; then
+  coverage_floor=(--cov-fail-under=90)
+fi
 check "pytest" "$bin/pytest" --cov=mlfactory --cov-branch --cov-report=term --cov-report=xml \
-  --durations=20 "$@"
+  --durations=20 "${coverage_floor[@]}" "$@"
 
 # fp32 results differ in their last bits between x86-64 CPUs (AVX2, AVX-512, VNNI kernels). The
 # tests marked `numerics` run a second time with torch, oneDNN and numpy forced to AVX2, so one
