@@ -161,8 +161,8 @@ def digit_outputs(monitored_digits: Any) -> DigitOutputs:
     return DigitOutputs(outputs(reference), outputs(held_out), transform, stamps)
 
 
-@pytest.fixture(scope="session")
-def digit_profile(digit_outputs: DigitOutputs, monitored_digits: Any) -> ReferenceProfile:
+def build_digit_profile(digit_outputs: DigitOutputs, monitored_digits: Any) -> ReferenceProfile:
+    """The profile of the trained digits bundle, built from its outputs on unseen digits."""
     reference = digit_outputs.reference
     return build_profile(
         reference.embeddings,
@@ -172,3 +172,8 @@ def digit_profile(digit_outputs: DigitOutputs, monitored_digits: Any) -> Referen
         monitored_digits.bundle.meta.labels,
         early_features=reference.early,
     )
+
+
+@pytest.fixture(scope="session")
+def digit_profile(digit_outputs: DigitOutputs, monitored_digits: Any) -> ReferenceProfile:
+    return build_digit_profile(digit_outputs, monitored_digits)

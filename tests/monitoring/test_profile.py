@@ -20,7 +20,7 @@ from mlfactory.monitoring.profile import (
     load_profile,
 )
 from mlfactory.monitoring.report import Window, check_window
-from tests.monitoring.conftest import DigitOutputs
+from tests.monitoring.conftest import DigitOutputs, build_digit_profile
 
 MODEL = {"name": "digits", "version": "1"}
 
@@ -65,18 +65,10 @@ def test_a_profile_does_not_depend_on_how_many_threads_numpys_blas_has(
     """Written where a server had pinned BLAS to one thread (a test process, a notebook), the
     profile's float32 products came out an ulp off the ones of a fresh process: `mlfactory
     profile` then wrote another profile from the same data."""
-    reference = digit_outputs.reference
     saved = []
     for threads in (1, 2):
         with threadpool_limits(limits=threads, user_api="blas"):
-            profile = build_profile(
-                reference.embeddings,
-                reference.probabilities,
-                [label or "" for label in reference.labels],
-                reference.summaries,
-                monitored_digits.bundle.meta.labels,
-                early_features=reference.early,
-            )
+            profile = build_digit_profile(digit_outputs, monitored_digits)
         folder = tmp_path / str(threads)
         folder.mkdir()
         profile.save(folder)
