@@ -219,13 +219,14 @@ def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Pat
     log = PredictionLog(f"sqlite:///{database}")  # upgrades the table on open
     with sqlite3.connect(database) as connection:
         columns = [r[1] for r in connection.execute("PRAGMA table_info(predictions)")]
-    assert columns[-6:] == [
+    assert columns[-7:] == [
         "model_run_id",
         "data_fingerprint",
         "embedding_f16",
         "ood_score",
         "in_distribution",
         "ood_scorer",
+        "input_sha256",
     ]
     log.start()
     new = row("new")
@@ -236,6 +237,7 @@ def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Pat
     assert (old_row.request_id, old_row.label) == ("old", "cat")
     assert old_row.input_summary == {"bytes": 9}
     assert (old_row.model_run_id, old_row.data_fingerprint) == (None, None)
+    assert old_row.input_sha256 is None
     assert new_row.model_run_id == "3f9c2d0e8b7a4c1d9e6f5a4b3c2d1e0f"
     assert new_row.data_fingerprint == "1ef4aacdd47332bd"
     assert upgrade_schema(PredictionLog(f"sqlite:///{database}").engine, predictions) == []

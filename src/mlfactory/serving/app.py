@@ -37,6 +37,7 @@ from mlfactory.serving import admin, card, docs, feedback, health, metrics, moni
 from mlfactory.serving.auth import AuthThrottle
 from mlfactory.serving.batcher import Batcher
 from mlfactory.serving.drift_watch import DriftWatch
+from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.log_retention import LogRetention
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.middleware import BodyTimeoutMiddleware, RequestContextMiddleware
@@ -71,6 +72,7 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     docs.show_model(app, bundle.meta)
     app.state.bundle, app.state.settings, app.state.metrics = bundle, config, served_metrics
     app.state.predictor = None
+    app.state.input_store = None  # the lifespan opens it (MLFACTORY_INPUT_STORE)
     app.state.auth_throttle = AuthThrottle(config.admin_failures_per_minute)
     app.add_middleware(BodyTimeoutMiddleware, timeout_s=config.body_timeout_s)
     app.add_middleware(RequestContextMiddleware, metrics=served_metrics)
@@ -93,6 +95,10 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
         pin_one_thread()  # numpy's products here are small: BLAS threads only wait on cores
         prediction_log = await run_in_threadpool(PredictionLog, config.log_url)
         prediction_log.start()
+        store = None
+        if config.input_store:
+            store = await run_in_threadpool(InputStore.open, config.input_store)
+        app.state.input_store = store
         batcher = Batcher(config.max_batch_size, config.max_wait_ms, served.observe_batch)
         sampler: asyncio.Task[None] | None = None
         retention: LogRetention | None = None
@@ -115,7 +121,7 @@ def _lifespan(bundle: Bundle, config: ServingSettings, served: ServingMetrics) -
             watch.start()
             period = retention_period(config.log_retention)
             if period is not None:
-                retention = LogRetention(prediction_log.engine, period, served)
+                retention = LogRetention(prediction_log.engine, period, served, store)
                 retention.start()
             log.info(
                 "serving %s %s from %s (started in %.2f s)",

@@ -8,6 +8,9 @@ hour), off the event loop. It deletes in batches of `BATCH_ROWS`, one short tran
 so the writer of new predictions never waits long for the database. Several workers pruning the
 same log delete disjoint or already-deleted rows: nothing breaks.
 
+With an input store (`MLFACTORY_INPUT_STORE`), the inputs not sent within the period are
+deleted in the same pass (`InputStore.prune`).
+
 SQLite reuses the freed pages for new rows but does not shrink its file; `VACUUM` (with the
 server stopped) gives the space back to the disk. PostgreSQL's autovacuum reclaims it.
 """
@@ -22,6 +25,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.serving.metrics import ServingMetrics
 
@@ -70,8 +74,15 @@ def prune_interval(older_than: timedelta) -> timedelta:
 class LogRetention:
     """Prunes one worker's prediction log on a schedule."""
 
-    def __init__(self, engine: Engine, older_than: timedelta, metrics: ServingMetrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        older_than: timedelta,
+        metrics: ServingMetrics,
+        store: InputStore | None = None,
+    ) -> None:
         self.engine, self.period, self.metrics = engine, older_than, metrics
+        self.store = store  # its inputs not sent within the period go too
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -96,6 +107,14 @@ class LogRetention:
         if deleted:
             self.metrics.log_pruned.inc(deleted)
             log.info("prediction log: deleted %d predictions older than %s", deleted, self.period)
+        if self.store is not None:
+            try:
+                gone = await run_in_threadpool(self.store.prune, self.period)
+            except OSError as exc:
+                log.warning("input store not pruned (retried later): %s", exc)
+            else:
+                if gone:
+                    log.info("input store: deleted %d inputs not sent for %s", gone, self.period)
         return deleted
 
     async def _run(self) -> None:

@@ -62,6 +62,8 @@ predictions = Table(
     # the fingerprint of the profile's scorer that gave `ood_score` (`OodScorer.fingerprint`):
     # a profile written again for the same bundle (`mlfactory profile`) scores otherwise
     Column("ood_scorer", String(64), nullable=True),
+    # the SHA-256 of the input's bytes: its file in the input store (`input_store`), if kept
+    Column("input_sha256", String(64), nullable=True),
     # A window is one model version's last rows: without this index a log shared with a busier
     # model is scanned back through all of its rows (measured in docs/monitoring.md).
     Index("ix_predictions_model_version_id", "model_name", "model_version", "id"),

@@ -21,6 +21,7 @@ from mlfactory.errors import InputError
 from mlfactory.modalities import Modality
 from mlfactory.predictor import BatchOutput, Prediction, Predictor
 from mlfactory.serving.batcher import Batcher, BatcherStopped
+from mlfactory.serving.input_store import InputStore, input_digest
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.monitoring import OodScores, ood_scores
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog, PredictionLogError
@@ -83,7 +84,7 @@ async def predict(request: Request) -> PredictResponse:
     check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
     read_inputs = INPUT_READERS[predictor.bundle.modality.api_input.kind]
     inputs = await read_inputs(request, settings)
-    encoded, summaries = await run_in_threadpool(encode_inputs, predictor, inputs)
+    encoded, summaries, digests = await run_in_threadpool(encode_inputs, predictor, inputs)
     batcher: Batcher = state.batcher
     try:
         output = await batcher.run(predictor, encoded)
@@ -95,8 +96,19 @@ async def predict(request: Request) -> PredictResponse:
     request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)
     rows = log_rows(request_id, predictor, predictions, output, summaries, latency_ms, ood)
+    for row, digest in zip(rows, digests, strict=True):
+        row.input_sha256 = digest
     prediction_log: PredictionLog = state.prediction_log
     metrics: ServingMetrics = state.metrics
+    store: InputStore | None = state.input_store
+    if store is not None:
+        try:
+            await run_in_threadpool(store.keep, [raw for _, raw in inputs], digests)
+        except OSError as exc:
+            # Kept before logged: an answered input is always in the store.
+            log.error("input not kept in %s: %s", store.folder, exc)
+            metrics.log_write_errors.inc()
+            raise HTTPException(503, "the input could not be kept; retry shortly") from None
     try:
         await prediction_log.write(rows)
     except PredictionLogError:
@@ -136,8 +148,9 @@ def current_predictor(request: Request) -> Predictor:
 
 def encode_inputs(
     predictor: Predictor, inputs: list[tuple[str, bytes]]
-) -> tuple[list[Encoded], list[dict[str, object]]]:
-    """Encode named raw inputs and summarise them for the log (blocking: call in a thread).
+) -> tuple[list[Encoded], list[dict[str, object]], list[str]]:
+    """Encode named raw inputs, summarise them and hash them (`input_digest`) for the log
+    (blocking: call in a thread).
 
     Raises:
         InputError: an input cannot be decoded; the message starts with its name.
@@ -154,7 +167,7 @@ def encode_inputs(
             raise InputError(f"{name}: could not be decoded ({type(exc).__name__})", 422) from None
         encoded.append(item)
         summaries.append(modality.summarize(raw, item, meta.preprocessing))
-    return encoded, summaries
+    return encoded, summaries, [input_digest(raw) for _, raw in inputs]
 
 
 def log_rows(

@@ -91,6 +91,8 @@ class LoggedPrediction:
             rows logged before this column).
         in_distribution: whether that score is within the profile's threshold (likewise).
         ood_scorer: the fingerprint of the profile's scorer that gave the score (likewise).
+        input_sha256: the SHA-256 of the input's bytes, the name of its file when the server
+            keeps inputs (None in rows logged before this column).
         ts: when the prediction was made (UTC).
         id: the row id, set once read back from the log.
     """
@@ -110,6 +112,7 @@ class LoggedPrediction:
     ood_score: float | None = None
     in_distribution: bool | None = None
     ood_scorer: str | None = None
+    input_sha256: str | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: int | None = None
 

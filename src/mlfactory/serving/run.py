@@ -13,6 +13,7 @@ from mlfactory.errors import ConfigError
 from mlfactory.serving.admin import load_predictor
 from mlfactory.serving.app import BUNDLE_ENV
 from mlfactory.serving.connections import PROTOCOL
+from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.multiprocess_metrics import metrics_dir
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings, env_name
@@ -46,7 +47,8 @@ def run_server(
         BundleError: the bundle is missing, incomplete or corrupt, or its model does not load
             or run.
         ConfigError: `workers` or a `MLFACTORY_*` setting is invalid, or the prediction
-            log (`MLFACTORY_LOG_URL`) cannot be opened.
+            log (`MLFACTORY_LOG_URL`) cannot be opened, or the input store
+            (`MLFACTORY_INPUT_STORE`) cannot be written.
     """
     settings = ServingSettings.from_env()
     warning = open_endpoints_warning(host, settings)
@@ -60,6 +62,8 @@ def run_server(
         raise ConfigError(f"--port: {port} is not a TCP port")
     check_file_limit(settings.max_connections)
     PredictionLog(settings.log_url).close()  # creates the table once, before any worker starts
+    if settings.input_store:
+        InputStore.open(settings.input_store)  # a folder it cannot write to: one line, now
     os.environ[BUNDLE_ENV] = str(loaded.path.resolve())
 
     import uvicorn

@@ -82,6 +82,9 @@ class ServingSettings:
         log_retention: how long the prediction log keeps a prediction (`30d`, `12h`, `2w`):
             older rows, and feedback labels stored longer ago, are deleted in the background.
             `0` (the default) keeps everything.
+        input_store: a folder where every predicted input is kept as it arrived, named by its
+            SHA-256 (the log row's `input_sha256`), to retrain on (`input_store`); empty (the
+            default) keeps none. The log's retention applies to it too.
     """
 
     max_upload_bytes: int = 10 * MEGABYTE
@@ -107,6 +110,7 @@ class ServingSettings:
     # monitoring.drift.DEFAULT_LEVEL, not imported: that module brings scipy with it.
     monitor_level: float = 0.05
     log_retention: str = "0"
+    input_store: str = ""
 
     def __post_init__(self) -> None:
         positive = ("max_upload_bytes", "max_files", "max_text_chars", "max_request_bytes")
