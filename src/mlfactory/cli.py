@@ -465,6 +465,44 @@ def monitor(
 
 @app.command()
 @friendly_errors
+def collect(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    out: Path = typer.Option(..., help="A new (or empty) folder to write the dataset into."),
+    inputs: str | None = typer.Option(
+        None,
+        help="The server's input store; default MLFACTORY_INPUT_STORE.",
+        show_default=False,
+    ),
+    log: str | None = typer.Option(
+        None,
+        help="The prediction log: an SQLAlchemy URL or a SQLite file; default "
+        "MLFACTORY_LOG_URL, then sqlite:///predictions.db (the server's default).",
+        show_default=False,
+    ),
+    since: str | None = typer.Option(
+        None, help="Only labels sent within the last TIME: 30d, 2w.", metavar="TIME"
+    ),
+) -> None:
+    """Write the inputs users labelled (POST /v1/feedback) as a dataset to retrain on."""
+    from mlfactory.collect_command import collect_labelled
+
+    result = collect_labelled(target, out, inputs, log, since)
+    counts = ", ".join(f"{label} {n}" for label, n in sorted(result.per_label.items()))
+    line = f"{result.written} labelled inputs of '{result.model}' written to {result.out}"
+    notes = [f"({counts})"] if counts else []
+    if result.relabelled:
+        notes.append(f"{result.relabelled} relabelled: the latest label kept")
+    if result.missing:
+        notes.append(f"{result.missing} no longer in the store (not kept, or past retention)")
+    console.print(" ".join([line, *notes]), highlight=False, soft_wrap=True)
+    if result.written:
+        console.print(
+            f"train on them: mlfactory train RECIPE data.source={result.out}", highlight=False
+        )
+
+
+@app.command()
+@friendly_errors
 def ui(
     api: str = typer.Option(..., help="The mlfactory server, e.g. http://127.0.0.1:8000."),
     host: str = typer.Option("127.0.0.1", help="Interface the UI binds."),

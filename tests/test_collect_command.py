@@ -1,0 +1,130 @@
+"""`mlfactory collect`: the inputs users labelled, from the server's input store, as a dataset
+the recipes train on; real digits through a real app, and texts."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from mlfactory.cli import app as cli
+from mlfactory.collect_command import collect_labelled
+from mlfactory.config.loader import load_recipe
+from mlfactory.data.prepare import prepare_dataset
+from mlfactory.serving.app import create_app
+from mlfactory.serving.settings import ServingSettings
+from tests.serving.conftest import DigitImage, digit_images, image_bundle, upload
+from tests.serving.tiny_bundles import tiny_bundle
+from tests.test_cli import assert_one_line_error
+
+runner = CliRunner()
+__all__ = ["digit_images", "image_bundle"]  # the serving tests' fixtures: real digits, a bundle
+
+
+def serve_and_label(
+    bundle: Path, settings: ServingSettings, posts: list[dict], labels: list[str | None]
+) -> None:
+    """Send each request, then the true label of its first input (None: no label)."""
+    with TestClient(create_app(bundle, settings)) as client:
+        for post, label in zip(posts, labels, strict=True):
+            answer = client.post("/v1/predict", **post)
+            assert answer.status_code == 200, answer.text
+            if label is not None:
+                sent = {"request_id": answer.json()["request_id"], "label": label}
+                assert client.post("/v1/feedback", json=sent).status_code == 200
+
+
+def test_labelled_digits_become_a_class_folder_dataset_the_recipe_reads(
+    image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
+) -> None:
+    store, log = tmp_path / "inputs", f"sqlite:///{tmp_path / 'predictions.db'}"
+    settings = ServingSettings(log_url=log, input_store=str(store))
+    digits = digit_images[:12]
+    posts = [{"files": [upload("d.png", d.read_bytes())]} for d in digits]
+    labels: list[str | None] = [d.label for d in digits[:10]] + [None, None]  # 2 unlabelled
+    serve_and_label(image_bundle, settings, posts, labels)
+    # The first digit again, labelled otherwise later: its latest label wins.
+    other = "7" if digits[0].label != "7" else "1"
+    serve_and_label(image_bundle, settings, posts[:1], [other])
+
+    out = tmp_path / "dataset"
+    result = runner.invoke(
+        cli, ["collect", str(image_bundle), "--inputs", str(store), "--log", log, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "10 labelled inputs" in result.output and "1 relabelled" in result.output
+    files = sorted(out.rglob("*.png"))
+    assert len(files) == 10
+    relabelled = hashlib.sha256(digits[0].read_bytes()).hexdigest()
+    for digit in digits[1:10]:
+        digest = hashlib.sha256(digit.read_bytes()).hexdigest()
+        assert (out / digit.label / f"{digest}.png").read_bytes() == digit.read_bytes()
+    assert (out / other / f"{relabelled}.png").read_bytes() == digits[0].read_bytes()
+    assert not (out / digits[0].label / f"{relabelled}.png").exists()
+
+    # The recipe reads the folder as a dataset of those labels.
+    recipe = load_recipe("digits", [f"data.source={out}", f"data.cache_dir={tmp_path / 'c'}"])
+    dataset = prepare_dataset(recipe.config)
+    assert sum(len(dataset.split(s)) for s in ("train", "val", "test")) == 10
+
+
+def test_labelled_texts_become_a_csv(tmp_path: Path) -> None:
+    store, log = tmp_path / "inputs", f"sqlite:///{tmp_path / 'predictions.db'}"
+    bundle = tiny_bundle(tmp_path / "bundle", "text")
+    texts = ["crude oil prices rose, said traders", "wheat exports fell in March"]
+    posts = [{"json": {"texts": [text]}} for text in texts]
+    serve_and_label(
+        bundle, ServingSettings(log_url=log, input_store=str(store)), posts, ["crude", "grain"]
+    )
+    result = collect_labelled(str(bundle), tmp_path / "dataset", str(store), log)
+    with (tmp_path / "dataset" / "texts.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows == [{"text": texts[0], "label": "crude"}, {"text": texts[1], "label": "grain"}]
+    assert result.written == 2 and result.missing == 0
+
+
+def test_labelled_inputs_the_store_no_longer_holds_are_counted(
+    image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
+) -> None:
+    store, log = tmp_path / "inputs", f"sqlite:///{tmp_path / 'predictions.db'}"
+    digits = digit_images[:3]
+    posts = [{"files": [upload("d.png", d.read_bytes())]} for d in digits]
+    settings = ServingSettings(log_url=log, input_store=str(store))
+    serve_and_label(image_bundle, settings, posts, [d.label for d in digits])
+    gone = hashlib.sha256(digits[0].read_bytes()).hexdigest()
+    (store / gone[:2] / gone).unlink()  # as retention would
+    result = collect_labelled(str(image_bundle), tmp_path / "dataset", str(store), log)
+    assert (result.written, result.missing) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--out", "{tmp}/d"], "--inputs: name the server's input store"),
+        (["--inputs", "{tmp}/none", "--out", "{tmp}/d"], "--inputs {tmp}/none: no such folder"),
+        (["--inputs", "{tmp}", "--out", "{tmp}"], "--out {tmp}: it exists and is not an empty"),
+        (
+            ["--inputs", "{tmp}/store", "--out", "{tmp}/d", "--log", "sqlite:///{tmp}/no.db"],
+            "no prediction log at",
+        ),
+        (["--inputs", "{tmp}/store", "--out", "{tmp}/d", "--since", "soon"], "--since 'soon'"),
+    ],
+)
+def test_what_collect_cannot_do_is_one_error_line(
+    image_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: list[str],
+    message: str,
+) -> None:
+    monkeypatch.delenv("MLFACTORY_INPUT_STORE", raising=False)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "predictions.db").touch()
+    monkeypatch.chdir(tmp_path)
+    filled = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
+    result = runner.invoke(cli, ["collect", str(image_bundle), *filled])
+    assert_one_line_error(result, message.replace("{tmp}", str(tmp_path)))
