@@ -44,6 +44,10 @@ TARGET_HELP = (
     "A bundle folder, a run folder (holding bundle/), an MLflow run id or a registered model "
     "(models:/NAME/VERSION, models:/NAME@ALIAS)."
 )
+LOG_HELP = (
+    "The prediction log: an SQLAlchemy URL or a SQLite file; default MLFACTORY_LOG_URL, then "
+    "sqlite:///predictions.db (the server's default)."
+)
 SKIPS_LISTED = 20
 
 
@@ -409,12 +413,7 @@ def serve(
 @friendly_errors
 def monitor(
     target: str = typer.Argument(..., help=TARGET_HELP),
-    log: str | None = typer.Option(
-        None,
-        help="The prediction log: an SQLAlchemy URL or a SQLite file; default "
-        "MLFACTORY_LOG_URL, then sqlite:///predictions.db (the server's default).",
-        show_default=False,
-    ),
+    log: str | None = typer.Option(None, help=LOG_HELP, show_default=False),
     last: int | None = typer.Option(
         None,
         help="Check the last N predictions (default 1000; with --since, of that period's, "
@@ -473,12 +472,7 @@ def collect(
         help="The server's input store; default MLFACTORY_INPUT_STORE.",
         show_default=False,
     ),
-    log: str | None = typer.Option(
-        None,
-        help="The prediction log: an SQLAlchemy URL or a SQLite file; default "
-        "MLFACTORY_LOG_URL, then sqlite:///predictions.db (the server's default).",
-        show_default=False,
-    ),
+    log: str | None = typer.Option(None, help=LOG_HELP, show_default=False),
     since: str | None = typer.Option(
         None, help="Only labels sent within the last TIME: 30d, 2w.", metavar="TIME"
     ),
