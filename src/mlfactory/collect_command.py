@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mlfactory.errors import LogDatabaseError, MlfactoryError
 from mlfactory.monitor_command import log_url_or_default, parse_since
-from mlfactory.monitoring.log_window import open_log
+from mlfactory.monitoring.log_window import database_reason, open_log
 from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.targets import resolve_bundle
@@ -163,8 +163,8 @@ def _latest_labels(
                 query = query.where(feedback.c.ts >= cutoff)
             rows = list(connection.execute(query).all())
     except SQLAlchemyError as exc:
-        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["?"])[0]
-        raise LogDatabaseError(f"cannot read the prediction log at '{shown}': {reason}") from None
+        message = f"cannot read the prediction log at '{shown}': {database_reason(exc)}"
+        raise LogDatabaseError(message) from None
     finally:
         engine.dispose()
     latest: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -153,7 +153,7 @@ def window_from_engine(
             query = _query(model_name, version, last, since, present, feedback.name in tables)
             rows = list(connection.execute(query).all())
     except SQLAlchemyError as exc:
-        message = f"cannot read the prediction log at '{shown}': {_reason(exc)}"
+        message = f"cannot read the prediction log at '{shown}': {database_reason(exc)}"
         raise LogDatabaseError(message) from None
     if last is not None:
         rows.reverse()  # read newest first to take the last N
@@ -250,7 +250,7 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _reason(exc: Exception) -> str:
+def database_reason(exc: Exception) -> str:
     """The first line of a database error, without SQLAlchemy's statement and parameters."""
     lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__

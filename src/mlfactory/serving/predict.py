@@ -95,9 +95,7 @@ async def predict(request: Request) -> PredictResponse:
     latency_ms = (time.perf_counter() - started) * 1000.0
     request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)
-    rows = log_rows(request_id, predictor, predictions, output, summaries, latency_ms, ood)
-    for row, digest in zip(rows, digests, strict=True):
-        row.input_sha256 = digest
+    rows = log_rows(request_id, predictor, predictions, output, summaries, digests, latency_ms, ood)
     prediction_log: PredictionLog = state.prediction_log
     metrics: ServingMetrics = state.metrics
     store: InputStore | None = state.input_store
@@ -176,10 +174,12 @@ def log_rows(
     predictions: list[Prediction],
     output: BatchOutput,
     summaries: list[dict[str, object]],
+    digests: list[str],
     latency_ms: float,
     ood: OodScores,
 ) -> list[LoggedPrediction]:
-    """One prediction-log row per input (`ood`: each input's score and verdict, or Nones).
+    """One prediction-log row per input (`digests`: each input's `input_digest`; `ood`: each
+    input's score and verdict, or Nones).
 
     The rows of one request share one time: the request's answer.
     """
@@ -201,10 +201,11 @@ def log_rows(
             ood_score=ood_score,
             in_distribution=inside,
             ood_scorer=None if ood_score is None else predictor.scorer_fingerprint,
+            input_sha256=digest,
             ts=now,
         )
-        for index, (prediction, summary, embedding, ood_score, inside) in enumerate(
-            zip(predictions, summaries, output.embeddings, *ood, strict=True)
+        for index, (prediction, summary, digest, embedding, ood_score, inside) in enumerate(
+            zip(predictions, summaries, digests, output.embeddings, *ood, strict=True)
         )
     ]
 
