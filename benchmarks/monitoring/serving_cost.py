@@ -25,6 +25,7 @@ import json
 import shutil
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,16 @@ def bundles(source: Path, profile: Path | None, root: Path) -> tuple[Path, Path]
     return on, off
 
 
-def serve(name: str, bundle: Path, root: Path, monitor_every: str | None) -> Server:
+def serve(
+    name: str,
+    bundle: Path,
+    root: Path,
+    monitor_every: str | None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """`mlfactory serve` of `bundle` logging to its own SQLite file in `root`, once ready."""
     command = [PYTHON, "-m", "mlfactory.cli", "serve", str(bundle), "--host", HOST, "--port"]
-    env = {"MLFACTORY_LOG_URL": f"sqlite:///{root / f'{name}.db'}"}
+    env = {"MLFACTORY_LOG_URL": f"sqlite:///{root / f'{name}.db'}", **(env or {})}
     if monitor_every is not None:
         env["MLFACTORY_MONITOR_EVERY"] = monitor_every
     server = start_server(name, command, root, env)
@@ -118,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.control:
         on = off
     pairs: list[dict[str, Any]] = []
+
+    def load(server: Server) -> dict[str, Any]:
+        return run_load(server, images, args.concurrency, args.duration, 100_000)
+
     for start in range(args.restarts):
         # Fresh processes each time, started in alternating order: one server process can run a
         # few per cent faster than an identical one for its whole life (memory layout).
@@ -130,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():  # warm-up: first requests pay one-off costs
                 run_load(server, images, args.concurrency, 3.0, 10_000)
             for _ in range(args.rounds):
-                pairs.append(measure_pair(servers, images, args, len(pairs)))
+                pairs.append(measure_pair(servers, load, len(pairs)))
         finally:
             for server in servers.values():
                 server.stop()
@@ -152,14 +164,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_pair(
-    servers: dict[str, Server], images: Path, args: argparse.Namespace, index: int
+    servers: dict[str, Server], load: Callable[[Server], dict[str, Any]], index: int
 ) -> dict[str, Any]:
-    """One load on each server, in alternating order; their throughput and CPU ratios."""
+    """One `load` on each of the servers "on" and "off", in alternating order; their
+    throughput and CPU ratios."""
     order = ("on", "off") if index % 2 == 0 else ("off", "on")
-    pair = {
-        side: run_load(servers[side], images, args.concurrency, args.duration, 100_000)
-        for side in order
-    }
+    pair = {side: load(servers[side]) for side in order}
     ratio = pair["on"]["throughput_rps"] / pair["off"]["throughput_rps"]
     cpu = cpu_ms_per_request(pair["on"]) / cpu_ms_per_request(pair["off"])
     print(

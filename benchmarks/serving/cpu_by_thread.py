@@ -57,19 +57,23 @@ def cpu_by_group() -> dict[str, float]:
     return totals
 
 
-def drive(url: str, images: Path, concurrency: int, duration: float) -> dict[str, Any]:
+def drive(
+    url: str, images: Path, concurrency: int, duration: float, unique: bool = False
+) -> dict[str, Any]:
     """One load run from a separate process (benchmarks.serving.load)."""
     import subprocess
 
     command = [PYTHON, "-m", "benchmarks.serving.load", "--url", url, "--images", str(images)]
     command += ["--concurrency", str(concurrency), "--duration", str(duration)]
-    command += ["--max-requests", "100000"]
+    command += ["--max-requests", "100000", *(["--unique"] if unique else [])]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def measure(bundle: Path, images: Path, levels: list[int], duration: float) -> dict[str, Any]:
+def measure(
+    bundle: Path, images: Path, levels: list[int], duration: float, unique: bool = False
+) -> dict[str, Any]:
     """Start the API, warm it up, then for each level: req/s and CPU ms per request by group."""
     port = free_port()
     server = uvicorn.Server(
@@ -82,10 +86,10 @@ def measure(bundle: Path, images: Path, levels: list[int], duration: float) -> d
     url = f"http://{HOST}:{port}/v1/predict"
     result: dict[str, Any] = {"bundle": str(bundle), "levels": {}}
     try:
-        drive(url, images, max(levels), 5.0)  # warm-up: allocations for every batch shape
+        drive(url, images, max(levels), 5.0, unique)  # warm-up: allocations for every batch shape
         for level in levels:
             before, started = cpu_by_group(), time.perf_counter()
-            run = drive(url, images, level, duration)
+            run = drive(url, images, level, duration, unique)
             wall, after = time.perf_counter() - started, cpu_by_group()
             per_request = {
                 GROUPS.get(group, group): round(
@@ -112,10 +116,14 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--concurrency", default="1,16", help="levels, comma-separated")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per level")
+    parser.add_argument(
+        "--unique", action="store_true", help="new bytes every request (benchmarks/serving/load.py)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFACTORY_LOG_URL", f"sqlite:///{args.bundle.parent}/cpu-by-thread.db")
     levels = sorted({int(level) for level in args.concurrency.split(",")})
-    print(json.dumps(measure(args.bundle, args.images, levels, args.duration), indent=2))
+    result = measure(args.bundle, args.images, levels, args.duration, args.unique)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 Runs as its own process (the orchestrator starts it once per concurrency level), against
 127.0.0.1 only, bounded by a duration and a request cap, whichever comes first. Each request is
 `POST <url>` multipart with one file in the field `files`, the payloads cycling through the
-given images. Prints one JSON object: throughput (successful answers per second of wall time),
-latency percentiles of the successful requests, error count, and the CPU cores used by the
-client itself and (with `--server-pid`) by the server's process tree and by everything else on
-the machine (`other_cpu_cores`: should be near 0 for a clean measurement).
+given images; with `--unique`, each request's bytes differ (a random tag of the load and the
+request's number follow the image's end marker, which decoders ignore), so a server that keeps
+inputs by content sees a new one every time. Prints one JSON object: throughput (successful
+answers per second of wall time), latency percentiles of the successful requests, error count,
+and the CPU cores used by the client itself and (with `--server-pid`) by the server's process
+tree and by everything else on the machine (`other_cpu_cores`: should be near 0 for a clean
+measurement).
 
     .venv/bin/python -m benchmarks.serving.load --url http://127.0.0.1:8100/v1/predict \
         --images runs/bench/images --concurrency 8 --duration 20 --max-requests 2000
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -37,12 +41,14 @@ async def drive(
     duration_s: float,
     max_requests: int,
     timeout_s: float,
+    unique: bool = False,
 ) -> dict[str, Any]:
     """Run the load and summarise it."""
     latencies: list[float] = []
     errors: list[str] = []
     issued = 0
     cycle = itertools.cycle(range(len(payloads)))
+    nonce = secrets.token_hex(8)  # no two loads send the same bytes either
     cpu_started, started = time.process_time(), time.perf_counter()
     deadline = started + duration_s
     last_done = started
@@ -51,10 +57,11 @@ async def drive(
         nonlocal issued, last_done
         while issued < max_requests and time.perf_counter() < deadline:
             issued += 1
+            payload = payloads[next(cycle)]
+            if unique:
+                payload += f"#{nonce}-{issued}".encode()
             form = aiohttp.FormData()
-            form.add_field(
-                "files", payloads[next(cycle)], filename="image.jpg", content_type="image/jpeg"
-            )
+            form.add_field("files", payload, filename="image.jpg", content_type="image/jpeg")
             sent = time.perf_counter()
             try:
                 async with session.post(url, data=form) as response:
@@ -102,6 +109,9 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=2000, help="upper bound")
     parser.add_argument("--timeout", type=float, default=60.0, help="per request, seconds")
     parser.add_argument("--server-pid", type=int, help="report this process tree's CPU use")
+    parser.add_argument(
+        "--unique", action="store_true", help="make every request's bytes differ (see above)"
+    )
     args = parser.parse_args()
     host = urlparse(args.url).hostname
     if host not in LOCALHOST:
@@ -112,7 +122,15 @@ def main() -> None:
     cpu_before = tree_cpu_seconds(args.server_pid) if args.server_pid else 0.0
     busy_before, started = machine_busy_seconds(), time.perf_counter()
     result = asyncio.run(
-        drive(args.url, payloads, args.concurrency, args.duration, args.max_requests, args.timeout)
+        drive(
+            args.url,
+            payloads,
+            args.concurrency,
+            args.duration,
+            args.max_requests,
+            args.timeout,
+            args.unique,
+        )
     )
     if args.server_pid:
         wall = time.perf_counter() - started

@@ -141,9 +141,15 @@ def idle_cores(server: Server, seconds: float) -> float:
 
 
 def run_load(
-    server: Server, images: Path, concurrency: int, duration_s: float, max_requests: int
+    server: Server,
+    images: Path,
+    concurrency: int,
+    duration_s: float,
+    max_requests: int,
+    unique: bool = False,
 ) -> dict[str, Any]:
-    """One closed-loop load run from a separate client process (which also times server CPU)."""
+    """One closed-loop load run from a separate client process (which also times server CPU);
+    `unique` makes every request's bytes differ (benchmarks/serving/load.py)."""
     command = [
         PYTHON,
         "-m",
@@ -160,6 +166,7 @@ def run_load(
         str(max_requests),
         "--server-pid",
         str(server.process.pid),
+        *(["--unique"] if unique else []),
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=duration_s + 180, check=False
