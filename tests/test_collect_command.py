@@ -87,18 +87,31 @@ def test_labelled_texts_become_a_csv(tmp_path: Path) -> None:
     assert result.written == 2 and result.missing == 0
 
 
-def test_labelled_inputs_the_store_no_longer_holds_are_counted(
+def test_labelled_inputs_the_store_no_longer_holds_or_holds_damaged_are_counted_and_left_out(
     image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
 ) -> None:
     store, log = tmp_path / "inputs", f"sqlite:///{tmp_path / 'predictions.db'}"
-    digits = digit_images[:3]
+    digits = digit_images[:4]
     posts = [{"files": [upload("d.png", d.read_bytes())]} for d in digits]
     settings = ServingSettings(log_url=log, input_store=str(store))
     serve_and_label(image_bundle, settings, posts, [d.label for d in digits])
-    gone = hashlib.sha256(digits[0].read_bytes()).hexdigest()
+    gone, cut = (hashlib.sha256(d.read_bytes()).hexdigest() for d in digits[:2])
     (store / gone[:2] / gone).unlink()  # as retention would
-    result = collect_labelled(str(image_bundle), tmp_path / "dataset", str(store), log)
-    assert (result.written, result.missing) == (2, 1)
+    (store / cut[:2] / cut).write_bytes(b"")  # as a machine crash while it was written may
+    out = tmp_path / "dataset"
+    result = runner.invoke(
+        cli, ["collect", str(image_bundle), "--inputs", str(store), "--log", log, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 labelled inputs" in result.output
+    assert "1 no longer in the store" in result.output
+    assert "1 damaged in the store (their bytes no longer hash to their name): left out" in (
+        result.output
+    )
+    kept = sorted(path.read_bytes() for path in out.rglob("*.png"))
+    assert kept == sorted(d.read_bytes() for d in digits[2:])
+    counted = collect_labelled(str(image_bundle), tmp_path / "again", str(store), log)
+    assert (counted.written, counted.missing, counted.damaged) == (2, 1, 1)
 
 
 @pytest.mark.parametrize(

@@ -488,6 +488,11 @@ def collect(
         notes.append(f"{result.relabelled} relabelled: the latest label kept")
     if result.missing:
         notes.append(f"{result.missing} no longer in the store (not kept, or past retention)")
+    if result.damaged:
+        notes.append(
+            f"{result.damaged} damaged in the store (their bytes no longer hash to their name): "
+            "left out"
+        )
     console.print(" ".join([line, *notes]), highlight=False, soft_wrap=True)
     if result.written:
         console.print(

@@ -11,14 +11,15 @@ input that the store still holds is written out as the data sources read it back
 - texts: `<out>/texts.csv` with the columns `text` and `label`.
 
 An input labelled more than once keeps its latest label. Labelled inputs the store does not
-hold (the server kept none then, or retention removed them) are counted, not fatal.
+hold (the server kept none then, or retention removed them), and files whose bytes no longer
+hash to their name (a machine crash while one was written), are counted and left out, not
+fatal.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mlfactory.errors import LogDatabaseError, MlfactoryError
 from mlfactory.monitor_command import log_url_or_default, parse_since
 from mlfactory.monitoring.log_window import database_reason, open_log
-from mlfactory.serving.input_store import InputStore
+from mlfactory.serving.input_store import DamagedInput, InputStore
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.targets import resolve_bundle
 
@@ -47,6 +48,7 @@ class CollectResult:
     model: str
     per_label: Counter[str] = field(default_factory=Counter)
     missing: int = 0  # labelled inputs whose file the store does not hold
+    damaged: int = 0  # files whose bytes do not hash to their name (left out)
     relabelled: int = 0  # inputs labelled more than once with different labels
 
     @property
@@ -98,18 +100,22 @@ def collect_labelled(
     out.mkdir(parents=True, exist_ok=True)
     texts: list[tuple[str, str]] = []
     for digest, (label, summary) in labelled.items():
-        source = store.path(digest)
-        if not source.is_file():
+        try:
+            raw = store.read(digest)
+        except DamagedInput:
+            result.damaged += 1
+            continue
+        if raw is None:
             result.missing += 1
             continue
         if not as_files:
-            texts.append((source.read_text(encoding="utf-8"), label))
+            texts.append((raw.decode("utf-8"), label))
         else:
             suffix = f".{str(summary.get('format', '')).lower()}"
             if suffix not in modality.file_suffixes:
                 suffix = modality.hf_default_suffix
             (out / label).mkdir(exist_ok=True)
-            shutil.copyfile(source, out / label / f"{digest}{suffix}")
+            (out / label / f"{digest}{suffix}").write_bytes(raw)
         result.per_label[label] += 1
     if texts:
         with (out / TEXTS_FILE).open("w", newline="", encoding="utf-8") as handle:

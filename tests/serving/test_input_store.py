@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from mlfactory.cli import app as cli
 from mlfactory.errors import ConfigError
 from mlfactory.serving.app import create_app
-from mlfactory.serving.input_store import InputStore
+from mlfactory.serving.input_store import DamagedInput, InputStore
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
 from tests.test_cli import assert_one_line_error
@@ -126,3 +126,20 @@ def test_retention_deletes_the_inputs_not_sent_within_the_period(
             time.sleep(0.05)
     assert not store.path(sha256(old)).exists()
     assert store.path(sha256(recent)).read_bytes() == recent
+
+
+def test_read_returns_a_kept_input_none_for_one_never_kept_and_refuses_one_cut_short(
+    digit_images: list[DigitImage], tmp_path: Path
+) -> None:
+    store = InputStore.open(str(tmp_path / "inputs"))
+    kept, never = (digit.read_bytes() for digit in digit_images[:2])
+    store.keep([kept], [sha256(kept)])
+    assert store.read(sha256(kept)) == kept
+    assert store.read(sha256(never)) is None
+    store.path(sha256(kept)).write_bytes(kept[: len(kept) // 2])  # cut short
+    with pytest.raises(DamagedInput, match="its bytes do not hash to its name"):
+        store.read(sha256(kept))
+    # Sent again, a file cut short is written again.
+    store.keep([kept], [sha256(kept)])
+    assert store.read(sha256(kept)) == kept
+    assert not [path for path in store.folder.rglob(".*") if path.is_file()]  # no partial left

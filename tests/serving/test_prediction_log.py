@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -85,6 +86,33 @@ def test_concurrent_callers_are_group_committed(prediction_log: PredictionLog) -
     asyncio.run(many())
     assert len(prediction_log.read()) == 200
     assert 1 <= commits < 200  # the writer commits whole groups, not one row at a time
+
+
+def test_a_step_before_the_commit_that_fails_keeps_only_its_own_rows_out(
+    prediction_log: PredictionLog,
+) -> None:
+    release, ran = threading.Event(), []
+
+    def step(name: str) -> None:
+        ran.append(name)
+        if name == "r1":
+            raise OSError(28, "No space left on device")
+
+    # The writer holds the first request in its step while the others queue: one group.
+    first = prediction_log.submit([row("first")], lambda: release.wait(10))
+    futures = [
+        prediction_log.submit([row(name)], lambda name=name: step(name))
+        for name in ("r0", "r1", "r2")
+    ]
+    futures.append(prediction_log.submit([row("r3")]))  # a request with no step
+    release.set()
+    first.result(timeout=10)
+    assert futures[0].result(timeout=10) is None
+    with pytest.raises(OSError, match="No space left"):
+        futures[1].result(timeout=10)
+    assert futures[2].result(timeout=10) is None and futures[3].result(timeout=10) is None
+    assert ran == ["r0", "r1", "r2"]  # each step ran once, before the commit
+    assert [r.request_id for r in prediction_log.read()] == ["first", "r0", "r2", "r3"]
 
 
 def test_close_commits_what_is_queued(tmp_path: Path) -> None:

@@ -8,10 +8,20 @@ bytes, `<store>/<first 2 hex digits>/<64 hex digits>`, which the log row holds a
 `input_sha256`: the same input sent twice is one file, and the feedback labels of the log
 join the files to their true labels (docs/serving.md, "Keeping the inputs").
 
-A file is written under a temporary name, flushed to disk and renamed, so a reader never sees
-half an input. Sending an input again refreshes its file's time, and the log's retention
-(`MLFACTORY_LOG_RETENTION`) deletes the files not sent for longer than the period, as it
-deletes the rows. Several workers, or servers, may share one store.
+The prediction log's writer thread keeps a request's inputs just before it commits the
+request's rows (`PredictionLog.write(rows, before_commit=...)`): no thread hop of its own per
+request, which cost a saturated server far more than the writing (docs/benchmarks.md, "What
+keeping the inputs costs"). A file is written under a temporary name and renamed, so a reader
+never sees half an input while the server runs. It is as durable as the log's rows on SQLite
+(`synchronous=NORMAL`): in the operating system's page cache once written, so it survives the
+server process dying in any way, and only a crash of the whole machine can lose the last
+inputs, or leave one cut short. There is no fsync per input: on the development machine it
+made keeping a new input take 6 times as long and 3 times the CPU. A file cut short is written
+again when its input is sent again, and `read` checks that a file's bytes still hash to its
+name, so a damaged one is never taken for an input. Sending an input again refreshes its file's
+time, and the log's retention (`MLFACTORY_LOG_RETENTION`) deletes the
+files not sent for longer than the period, as it deletes the rows. Several workers, or servers,
+may share one store.
 """
 
 from __future__ import annotations
@@ -29,6 +39,10 @@ from mlfactory.errors import ConfigError
 def input_digest(raw: bytes) -> str:
     """The name of an input in the store (and `input_sha256` in the log): its SHA-256."""
     return hashlib.sha256(raw).hexdigest()
+
+
+class DamagedInput(Exception):
+    """A file of the store whose bytes no longer hash to its name."""
 
 
 class InputStore:
@@ -61,7 +75,8 @@ class InputStore:
         return self.folder / digest[:2] / digest
 
     def keep(self, raws: Sequence[bytes], digests: Sequence[str]) -> None:
-        """Keep each input (blocking: call in a thread); one already kept gets a new time.
+        """Keep each input (blocking: call in a thread); one already kept gets a new time,
+        and is written again if its file is not its size (cut short by a crash).
 
         Raises:
             OSError: an input could not be written (disk full, folder gone, ...).
@@ -69,17 +84,30 @@ class InputStore:
         for raw, digest in zip(raws, digests, strict=True):
             target = self.path(digest)
             try:
-                os.utime(target)  # kept before: only its time changes
-                continue
+                if os.stat(target).st_size == len(raw):
+                    os.utime(target)  # kept before: only its time changes
+                    continue
             except FileNotFoundError:
                 pass
             target.parent.mkdir(exist_ok=True)
             partial = target.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}")
-            with partial.open("wb") as handle:
-                handle.write(raw)
-                handle.flush()
-                os.fsync(handle.fileno())
+            partial.write_bytes(raw)
             os.replace(partial, target)
+
+    def read(self, digest: str) -> bytes | None:
+        """The input of SHA-256 `digest`; None when the store does not hold it.
+
+        Raises:
+            DamagedInput: the file's bytes do not hash to its name (cut short by a crash of
+                the machine while it was written, or changed since).
+        """
+        try:
+            raw = self.path(digest).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        if input_digest(raw) != digest:
+            raise DamagedInput(f"{self.path(digest)}: its bytes do not hash to its name")
+        return raw
 
     def prune(self, older_than: timedelta, now: datetime | None = None) -> int:
         """Delete the inputs not sent for longer than `older_than`; returns how many."""

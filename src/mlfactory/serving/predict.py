@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -99,16 +100,14 @@ async def predict(request: Request) -> PredictResponse:
     prediction_log: PredictionLog = state.prediction_log
     metrics: ServingMetrics = state.metrics
     store: InputStore | None = state.input_store
-    if store is not None:
-        try:
-            await run_in_threadpool(store.keep, [raw for _, raw in inputs], digests)
-        except OSError as exc:
-            # Kept before logged: an answered input is always in the store.
-            log.error("input not kept in %s: %s", store.folder, exc)
-            metrics.log_write_errors.inc()
-            raise HTTPException(503, "the input could not be kept; retry shortly") from None
+    # Kept before logged, by the log's writer thread: an answered input is always in the store.
+    keep = None if store is None else partial(store.keep, [raw for _, raw in inputs], digests)
     try:
-        await prediction_log.write(rows)
+        await prediction_log.write(rows, before_commit=keep)
+    except OSError as exc:
+        log.error("input not kept in %s: %s", settings.input_store, exc)
+        metrics.log_write_errors.inc()
+        raise HTTPException(503, "the input could not be kept; retry shortly") from None
     except PredictionLogError:
         # Unlogged predictions are never answered: the log is the record of what was served.
         metrics.log_write_errors.inc()

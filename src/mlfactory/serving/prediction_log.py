@@ -3,7 +3,9 @@
 A prediction counts as answered only once its row is committed: the request hands its rows to
 one writer thread and awaits the commit before it responds. The writer group-commits the rows
 of every request that queued while the previous commit ran, so the event loop never blocks on
-the database and a busy server pays one commit per group, not per request.
+the database and a busy server pays one commit per group, not per request. A request may hand
+over a step that must succeed before its rows are committed (keeping its inputs: see
+`serving.input_store`); the writer runs it, so the request pays no thread hop of its own.
 
 SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to the WAL file with a
 `write()` (no `fsync`), so once committed a row is in the operating system's page cache and
@@ -20,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -141,6 +143,7 @@ class LoggedPrediction:
 class _Pending:
     rows: Sequence[LoggedPrediction]
     future: Future[None]
+    before_commit: Callable[[], None] | None = None
     queued_at: float = field(default_factory=time.monotonic)
 
 
@@ -188,22 +191,31 @@ class PredictionLog:
             self._thread = None
         self.engine.dispose()
 
-    def submit(self, rows: Sequence[LoggedPrediction]) -> Future[None]:
-        """Queue rows; the future completes once they are committed (or fails)."""
+    def submit(
+        self, rows: Sequence[LoggedPrediction], before_commit: Callable[[], None] | None = None
+    ) -> Future[None]:
+        """Queue rows; the future completes once they are committed (or fails).
+
+        `before_commit` runs on the writer thread before the rows are committed; if it raises,
+        the rows are not committed and the future fails with its exception.
+        """
         future: Future[None] = Future()
         if self._thread is None:
             future.set_exception(PredictionLogError("the prediction log is not running"))
         else:
-            self._queue.put(_Pending(rows, future))
+            self._queue.put(_Pending(rows, future, before_commit))
         return future
 
-    async def write(self, rows: Sequence[LoggedPrediction]) -> None:
-        """Commit rows without blocking the event loop.
+    async def write(
+        self, rows: Sequence[LoggedPrediction], before_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Commit rows without blocking the event loop (`before_commit`: see `submit`).
 
         Raises:
             PredictionLogError: the rows could not be committed.
+            Exception: what `before_commit` raised (the rows were not committed).
         """
-        await asyncio.wrap_future(self.submit(rows))
+        await asyncio.wrap_future(self.submit(rows, before_commit))
 
     def read(
         self, since_id: int = 0, since: datetime | None = None, limit: int | None = None
@@ -256,6 +268,21 @@ class PredictionLog:
         # A future whose caller went away is still written: logged-but-unanswered is harmless.
         waiting = [pending for pending in group if pending.future.set_running_or_notify_cancel()]
         failures: dict[int, Exception] = {}
+        refused: dict[int, Exception] = {}  # what a request's own before-commit step raised
+        for pending in group:
+            try:
+                if pending.before_commit is not None:
+                    pending.before_commit()
+            except Exception as exc:
+                refused[id(pending)] = exc
+        if refused:
+            for pending in waiting:
+                if id(pending) in refused:
+                    pending.future.set_exception(refused[id(pending)])
+            waiting = [pending for pending in waiting if id(pending) not in refused]
+            group = [pending for pending in group if id(pending) not in refused]
+            if not group:
+                return
         try:
             self._insert(group)
         except Exception as exc:
