@@ -103,7 +103,7 @@ def test_an_unloggable_prediction_is_not_answered(
 ) -> None:
     prediction_log: PredictionLog = logged_client.app.state.prediction_log  # type: ignore[attr-defined]
 
-    async def broken_write(rows: object) -> None:
+    async def broken_write(rows: object, before_commit: object = None) -> None:
         raise PredictionLogError("disk full")
 
     monkeypatch.setattr(prediction_log, "write", broken_write)
