@@ -42,20 +42,25 @@ from mlfactory.training.ood_graph import attach_ood_score
 IMAGES = 200
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True, help="an image bundle folder")
-    parser.add_argument(
-        "--profile", type=Path, help="folder of its profile files (default: the bundle's own)"
-    )
+def add_pair_options(parser: argparse.ArgumentParser, duration_s: float) -> None:
+    """The options of a side-by-side run of two servers: rounds, restarts, load length, clients."""
     parser.add_argument(
         "--rounds", type=int, default=4, help="on/off pairs per restart, order alternating"
     )
     parser.add_argument(
         "--restarts", type=int, default=1, help="fresh pairs of server processes, one after another"
     )
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per load")
+    parser.add_argument("--duration", type=float, default=duration_s, help="seconds per load")
     parser.add_argument("--concurrency", type=int, default=8)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="an image bundle folder")
+    parser.add_argument(
+        "--profile", type=Path, help="folder of its profile files (default: the bundle's own)"
+    )
+    add_pair_options(parser, duration_s=15.0)
     parser.add_argument(
         "--monitor-every", help="MLFACTORY_MONITOR_EVERY of 'on' (default: the server's)"
     )
@@ -146,19 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in servers.values():
                 server.stop()
-    ratios = np.array([pair["ratio"] for pair in pairs])
-    result = {
-        "bundle": str(args.bundle),
-        "control": args.control,
-        "concurrency": args.concurrency,
-        "duration_s": args.duration,
-        "restarts": args.restarts,
-        "median_ratio": float(np.median(ratios)),
-        "median_ratio_95ci": bootstrap_median_interval(ratios),
-        "median_cpu_ratio": statistics.median(pair["cpu_ratio"] for pair in pairs),
-        "pairs": pairs,
-    }
-    print(json.dumps(result))
+    print(json.dumps({**pair_summary(args, pairs), "pairs": pairs}))
     shutil.rmtree(root, ignore_errors=True)
     return 0
 
@@ -179,6 +172,21 @@ def measure_pair(
         flush=True,
     )
     return {"order": order, "ratio": round(ratio, 4), "cpu_ratio": round(cpu, 4), **pair}
+
+
+def pair_summary(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's settings and the median on/off throughput and CPU ratios of its pairs."""
+    ratios = np.array([pair["ratio"] for pair in pairs])
+    return {
+        "bundle": str(args.bundle),
+        "control": args.control,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "restarts": args.restarts,
+        "median_ratio": float(np.median(ratios)),
+        "median_ratio_95ci": bootstrap_median_interval(ratios),
+        "median_cpu_ratio": statistics.median(pair["cpu_ratio"] for pair in pairs),
+    }
 
 
 def bootstrap_median_interval(ratios: np.ndarray, resamples: int = 10_000) -> list[float]:

@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from benchmarks.monitoring.serving_cost import (
-    bootstrap_median_interval,
+    add_pair_options,
     cpu_ms_per_request,
     measure_pair,
+    pair_summary,
     serve,
     write_images,
 )
@@ -50,14 +50,7 @@ from mlfactory.serving.input_store import InputStore, input_digest
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="an image bundle folder")
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="on/off pairs per restart, order alternating"
-    )
-    parser.add_argument(
-        "--restarts", type=int, default=1, help="fresh pairs of server processes, one after another"
-    )
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per load")
-    parser.add_argument("--concurrency", type=int, default=8)
+    add_pair_options(parser, duration_s=6.0)
     parser.add_argument(
         "--repeat",
         action="store_true",
@@ -164,20 +157,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"restart {start + 1}: {kept[-1]}", flush=True)
         # The stores stay until the end: on ext4, new files in a block group where many were
         # deleted minutes before cost up to 10 times the kernel time (see docs/benchmarks.md).
-    ratios = np.array([pair["ratio"] for pair in pairs])
     off_cpu_ms = statistics.median(cpu_ms_per_request(pair["off"]) for pair in pairs)
     hash_us = sha256_us_per_input(images)
     keep_us = keep_us_per_new_input(images, root / "keep-timing")
     result = {
-        "bundle": str(args.bundle),
-        "control": args.control,
+        **pair_summary(args, pairs),
         "inputs": "repeated" if args.repeat else "new every request",
-        "concurrency": args.concurrency,
-        "duration_s": args.duration,
-        "restarts": args.restarts,
-        "median_ratio": float(np.median(ratios)),
-        "median_ratio_95ci": bootstrap_median_interval(ratios),
-        "median_cpu_ratio": statistics.median(pair["cpu_ratio"] for pair in pairs),
         "median_rps": {
             side: statistics.median(pair[side]["throughput_rps"] for pair in pairs)
             for side in ("on", "off")
