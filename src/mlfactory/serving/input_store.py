@@ -19,9 +19,8 @@ inputs, or leave one cut short. There is no fsync per input: on the development 
 made keeping a new input take 6 times as long and 3 times the CPU. A file cut short is written
 again when its input is sent again, and `read` checks that a file's bytes still hash to its
 name, so a damaged one is never taken for an input. Sending an input again refreshes its file's
-time, and the log's retention (`MLFACTORY_LOG_RETENTION`) deletes the
-files not sent for longer than the period, as it deletes the rows. Several workers, or servers,
-may share one store.
+time, and the log's retention (`MLFACTORY_LOG_RETENTION`) deletes the files not sent for longer
+than the period, as it deletes the rows. Several workers, or servers, may share one store.
 """
 
 from __future__ import annotations
@@ -75,8 +74,8 @@ class InputStore:
         return self.folder / digest[:2] / digest
 
     def keep(self, raws: Sequence[bytes], digests: Sequence[str]) -> None:
-        """Keep each input (blocking: call in a thread); one already kept gets a new time,
-        and is written again if its file is not its size (cut short by a crash).
+        """Keep each input (blocking: the log's writer thread calls it); one already kept gets a
+        new time, and is written again if its file is not its size (cut short by a crash).
 
         Raises:
             OSError: an input could not be written (disk full, folder gone, ...).
