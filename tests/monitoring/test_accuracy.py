@@ -17,6 +17,7 @@ from mlfactory.monitoring.accuracy import (
     live_accuracy,
 )
 from mlfactory.monitoring.profile import ReferenceProfile, label_indices
+from mlfactory.monitoring.report import check_window
 from tests.monitoring.conftest import DigitOutputs, reference_confidence
 
 Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
@@ -180,29 +181,39 @@ def test_the_estimate_averages_the_shares_above_thresholds_fitted_on_resamples(
         ConfidenceThreshold.from_json(broken)
 
 
-def test_estimated_accuracy_falls_with_real_corruptions_further_than_confidence_does(
+def test_an_estimate_on_real_corruptions_is_never_shown_without_its_caveat(
     digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
 ) -> None:
+    """Inverted and rotated digits: the accuracy drops, and the report says the estimate may be
+    far off.
+
+    Where an estimate fitted on the reference lands under a corruption depends on the trained
+    model, not on the method: on one CPU this fixture's model put inverted digits below its
+    threshold and the estimate fell further than the mean confidence; on another (AVX2 only,
+    whose kernels trained it a little differently) 0.74 of them stayed above it, for a true
+    accuracy of 0.14 (docs/monitoring.md, Accuracy). What holds for every model is that such a
+    window drifts, so its report carries a note that the estimate needs labels to be trusted.
+    """
     labels = digit_profile.labels
     assert digit_profile.accuracy is not None
     held_out = digit_outputs.held_out
-    unshifted = estimated_accuracy(
-        held_out.probabilities, digit_profile.temperature, digit_profile.accuracy
-    )
-    assert unshifted.value is not None
-    unshifted_confidence = float(held_out.probabilities.max(axis=1).mean())
     for edit in (ImageOps.invert, lambda image: image.rotate(45, fillcolor=0)):
         shifted = digit_outputs.transform(edit)
-        true = _accuracy(shifted, labels)
+        assert _accuracy(shifted, labels) < 0.6 * _accuracy(held_out, labels)  # a real drop
         estimate = estimated_accuracy(
             shifted.probabilities, digit_profile.temperature, digit_profile.accuracy
         )
         assert estimate.value is not None and estimate.low is not None
         assert estimate.high is not None and estimate.low <= estimate.value <= estimate.high
-        confidence = float(shifted.probabilities.max(axis=1).mean())
-        assert true < 0.6 * _accuracy(held_out, labels)  # a real drop
-        # The share above the threshold falls further than the mean confidence does. Whether
-        # it lands closer to the true accuracy depends on the model: for this small one it
-        # may fall too far (how far differs between CPUs, whose kernels train it a little
-        # differently); the benchmark measures it on real bundles (docs/benchmarks.md).
-        assert unshifted.value - estimate.value > unshifted_confidence - confidence
+        rows = np.random.default_rng(0).choice(len(shifted), 100, replace=False)
+        window = shifted.take(rows).window(digit_profile)
+        report = check_window(digit_profile, window, {"name": "digits", "version": "1"}).to_json()
+        of_window = estimated_accuracy(
+            shifted.probabilities[rows], digit_profile.temperature, digit_profile.accuracy
+        )
+        assert report["accuracy"]["estimated"] == pytest.approx(of_window.value)
+        assert report["drift"]
+        [note] = report["notes"]
+        out_of_distribution = f"{report['ood']['fraction']:.1%} of the inputs are out of"
+        assert note.startswith(("drift: the estimate assumes", out_of_distribution))
+        assert note.endswith("feedback labels (POST /v1/feedback) give the live accuracy")
