@@ -186,7 +186,10 @@ def test_the_level_comes_from_the_query_or_the_server_setting(
             "/v1/monitoring/history", params={"last": 60, "buckets": 2, "level": 0.2}
         ).json()
         assert spans["level"] == 0.2
-        assert len(spans["buckets"]) == 2 and all(b["n"] == 30 for b in spans["buckets"])
+        # Two equal time spans: how the 60 predictions fall in them depends on when each
+        # request ran (a slow one moves 10 into the other span), not on the level.
+        assert [b["n"] > 0 for b in spans["buckets"]] == [True, True]
+        assert sum(b["n"] for b in spans["buckets"]) == 60
         default_spans = client.get("/v1/monitoring/history", params={"last": 60}).json()
         assert default_spans["level"] == 0.01  # the server's, as the report's
 
