@@ -96,6 +96,12 @@ def fast_digits_overrides(source: Path, workdir: Path, epochs: int = 3) -> list[
     ]
 
 
+# For tests of what runs around the network (sweeps, DDP, tracking, Ctrl-C, compiling,
+# profiling), not of what it learns: timm's smallest EfficientNet with random weights, the same
+# kinds of layers as the recipe's pretrained efficientnet_lite0 in a third of the training time.
+SMALL_NETWORK = ["model.backbone=test_efficientnet", "model.pretrained=none"]
+
+
 @pytest.fixture(scope="session")
 def digits_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("digits-run")

@@ -22,7 +22,7 @@ import torch
 import mlfactory
 from mlfactory.output import QUIET_ENV
 
-from .conftest import fast_digits_overrides
+from .conftest import SMALL_NETWORK, fast_digits_overrides
 
 REUTERS = Path(__file__).parent / "fixtures" / "text" / "reuters_r8_sample.jsonl"
 # What a default run printed before: adverts, hardware lines, set-up chatter, known warnings.
@@ -125,6 +125,7 @@ def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(
     out = tmp_path / "run"
     overrides = [
         *fast_digits_overrides(digit_folder, tmp_path, epochs=50),
+        *SMALL_NETWORK,
         "model.freeze_backbone=true",
     ]
     process = mlfactory_process(["train", "digits", *overrides, "--out", str(out)], tmp_path)

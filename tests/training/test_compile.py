@@ -19,16 +19,10 @@ from mlfactory.training.datamodule import EncodedDataset
 from mlfactory.training.train import prepare_fit, train
 from tests.numerics import assert_parity_recorded
 
-from ..conftest import fast_digits_overrides
+from ..conftest import SMALL_NETWORK, fast_digits_overrides
 
-# timm's smallest EfficientNet (random weights) instead of the recipe's efficientnet_lite0: the
-# same kinds of layers, and a third of the compiling time. One epoch of a few batches.
-SMALL = [
-    "model.backbone=test_efficientnet",
-    "model.pretrained=none",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-]
+# The small network (a third of the compiling time too), one epoch of a few batches.
+SMALL = [*SMALL_NETWORK, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
 
 
 def test_a_compile_mode_that_does_not_exist_is_refused_in_one_line() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 
 from mlfactory.bundle import load_bundle
-from tests.conftest import fast_digits_overrides
+from tests.conftest import SMALL_NETWORK, fast_digits_overrides
 
 MLFACTORY = str(Path(sys.executable).parent / "mlfactory")
 
@@ -24,7 +24,7 @@ def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
     digit_folder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    overrides = fast_digits_overrides(digit_folder, tmp_path, epochs=2)
+    overrides = [*fast_digits_overrides(digit_folder, tmp_path, epochs=2), *SMALL_NETWORK]
     overrides += ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores
     done = subprocess.run(

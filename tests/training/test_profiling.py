@@ -17,13 +17,12 @@ from mlfactory.training.profiling import make_profiler
 from mlfactory.training.run_folder import PROFILER_DIR
 from mlfactory.training.train import train
 
-from ..conftest import fast_digits_overrides
+from ..conftest import SMALL_NETWORK, fast_digits_overrides
 
-# timm's smallest EfficientNet with random weights, one epoch of 6 training batches (the
-# PyTorch profiler's schedule records steps 3 to 5) and 2 validation batches.
+# The small network, one epoch of 6 training batches (the PyTorch profiler's schedule records
+# steps 3 to 5) and 2 validation batches.
 SMALL = [
-    "model.backbone=test_efficientnet",
-    "model.pretrained=none",
+    *SMALL_NETWORK,
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=6",
     "trainer.limit_val_batches=2",

@@ -21,7 +21,7 @@ from mlfactory.training.search_space import parse_search_space
 from mlfactory.training.sweep import run_sweep, trial_value
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 
-from ..conftest import fast_digits_overrides
+from ..conftest import SMALL_NETWORK, fast_digits_overrides
 from ..test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -29,7 +29,7 @@ LR = "trainer.lr=choice(0.0003,0.003)"
 
 
 def sweep_overrides(digit_folder: Path, workdir: Path, store: str | None = None) -> list[str]:
-    overrides = fast_digits_overrides(digit_folder, workdir, epochs=2)
+    overrides = [*fast_digits_overrides(digit_folder, workdir, epochs=2), *SMALL_NETWORK]
     if store is not None:
         overrides = [o for o in overrides if not o.startswith("tracking.tracking_uri=")]
         overrides.append(f"tracking.tracking_uri={store}")
@@ -220,6 +220,7 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_study(digit_folder: Path, tmp_path
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     overrides = [
         *fast_digits_overrides(digit_folder, tmp_path, epochs=50),
+        *SMALL_NETWORK,
         "model.freeze_backbone=true",
     ]
     args = ["sweep", "digits", *overrides, LR, "--trials", "2", "--no-prune"]

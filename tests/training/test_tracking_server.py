@@ -20,7 +20,7 @@ from mlfactory.predictor import Predictor
 from mlfactory.registry import bundle_digest, register_bundle
 from mlfactory.serving.process import free_port
 from mlfactory.targets import resolve_bundle
-from tests.conftest import fast_digits_overrides
+from tests.conftest import SMALL_NETWORK, fast_digits_overrides
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 
 START_TIMEOUT_S = 120
@@ -92,7 +92,7 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
 
     url, server_artifacts = mlflow_server
     local = [o for o in fast_digits_overrides(digit_folder, tmp_path, 1) if "tracking." not in o]
-    recipe = load_recipe("digits", [*local, f"tracking.tracking_uri={url}"])
+    recipe = load_recipe("digits", [*local, *SMALL_NETWORK, f"tracking.tracking_uri={url}"])
     result = train(recipe, tmp_path / "run")
 
     client = MlflowClient(url)

@@ -19,7 +19,7 @@ from mlfactory.tracking import TrackedRun
 from mlfactory.training.train import TrainResult, train
 from tests.numerics import assert_parity_recorded
 
-from ..conftest import fast_digits_overrides
+from ..conftest import SMALL_NETWORK, fast_digits_overrides
 from ..test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -84,9 +84,10 @@ def test_mlflow_run_has_params_metrics_and_artifacts(
 def test_resume_takes_the_stored_overrides_and_refuses_unsafe_changes(
     digit_folder: Path, tmp_path: Path
 ) -> None:
-    # A frozen backbone keeps the two trainings short.
+    # The small network, frozen, keeps the two trainings short.
     overrides = [
         *fast_digits_overrides(digit_folder, tmp_path, epochs=1),
+        *SMALL_NETWORK,
         "model.freeze_backbone=true",
     ]
     out = tmp_path / "run"
