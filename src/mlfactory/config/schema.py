@@ -89,13 +89,22 @@ class ModelConfig:
     # A convolutional backbone's model also outputs an early stage's channel statistics, and
     # its OOD score reads them (mlfactory.training.network); false: the embedding alone.
     early_features: bool = True
+    # Structured pruning (mlfactory.training.pruning): this share of the channels of the
+    # backbone's convolutions is removed before training, those of least L1 weight norm; the
+    # network is then fine-tuned as usual. 0: none.
+    prune_channels: float = bounded(0.0, ge=0.0, lt=1.0)
     # Free-form, backbone-specific extras (e.g. transformer width for the audio encoder).
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cross_check(self, prefix: str) -> None:
-        """A backbone must be named."""
+        """A backbone must be named; a pruned backbone must be trained."""
         if not self.backbone.strip():
             raise ConfigError(f"{prefix}backbone: must not be empty")
+        if self.prune_channels and self.freeze_backbone:
+            raise ConfigError(
+                f"{prefix}prune_channels: a pruned backbone has to be fine-tuned to recover "
+                f"what pruning removed: set {prefix}freeze_backbone=false"
+            )
 
 
 @dataclass

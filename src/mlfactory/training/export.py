@@ -23,7 +23,7 @@ from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError
 from mlfactory.modalities import Encoder, stack_inputs
 from mlfactory.training.float_kernels import float_kernels
-from mlfactory.training.network import Classifier, InferenceGraph
+from mlfactory.training.network import Classifier, InferenceGraph, example_inputs
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,7 @@ def export_bundle(
     graph = InferenceGraph(net, early_features).to("cpu").eval()
     shapes = encoder.input_shapes()
     names = list(shapes)
-    dtypes = encoder.input_dtypes()
-    example = tuple(
-        torch.from_numpy(np.zeros((2, *shape), dtype=dtypes[name]))
-        for name, shape in shapes.items()
-    )
+    example = example_inputs(encoder, batch=2)
     outputs = [PROBABILITIES, EMBEDDING] + ([EARLY_FEATURES] if graph.has_early_features else [])
     dynamic_axes = {name: {0: "batch"} for name in [*names, *outputs]}
     torch.onnx.export(

@@ -11,8 +11,11 @@ input's texture, noise and blur, which the pooled embedding has learnt to ignore
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from mlfactory.modalities import Encoder
 
 
 class Classifier(nn.Module):
@@ -96,3 +99,13 @@ class InferenceGraph(nn.Module):
         if not self.has_early_features:
             return probabilities, embedding
         return probabilities, embedding, channel_statistics(self._early[-1])
+
+
+def example_inputs(encoder: Encoder, batch: int) -> tuple[torch.Tensor, ...]:
+    """All-zero model inputs of the encoder's shapes and dtypes, in the order the network takes
+    them: what the ONNX export and the pruning trace the network with."""
+    shapes, dtypes = encoder.input_shapes(), encoder.input_dtypes()
+    return tuple(
+        torch.from_numpy(np.zeros((batch, *shape), dtype=dtypes[name]))
+        for name, shape in shapes.items()
+    )

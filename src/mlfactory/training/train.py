@@ -47,6 +47,7 @@ from mlfactory.training.memory_format import to_memory_format, training_memory_f
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.profiling import make_profiler, publish_profile
+from mlfactory.training.pruning import prune_classifier
 from mlfactory.training.report import EpochLines, report_dataset, report_results, user_errors
 from mlfactory.training.run_folder import (
     BUNDLE_DIR,
@@ -216,6 +217,11 @@ def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
     params = preprocessing_params(config)
     encoder, assets = training_encoder(config, params, out_dir)
     net = build_classifier(config, len(dataset.labels))
+    if config.model.prune_channels:
+        pruned = prune_classifier(net, encoder, config.model.prune_channels)
+        net = pruned.net
+        if is_global_zero():
+            phase_log.info("model: %s", pruned.summary(config.model.prune_channels))
     trainer = config.trainer
     to_memory_format(net, training_memory_format(net, trainer.memory_format))
     module = ClassifierModule(

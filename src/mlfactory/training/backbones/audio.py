@@ -154,6 +154,11 @@ class CnnTransformer(nn.Module):
         pools = [module for module in self.cnn if isinstance(module, nn.MaxPool2d)]
         return pools[min(1, len(pools) - 1)]
 
+    def prune_ignored(self) -> list[nn.Module]:
+        """What `model.prune_channels` leaves whole: the last convolution, whose channels are
+        flattened with the mel bands into the projection (a reshape pruning cannot follow)."""
+        return [[module for module in self.cnn if isinstance(module, nn.Conv2d)][-1]]
+
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         features = self.cnn(self.scale(log_mel).unsqueeze(1))  # (B, C, bands, tokens)
         sequence = features.permute(0, 3, 1, 2).flatten(2)  # (B, tokens, C * bands)

@@ -1,0 +1,154 @@
+"""`model.prune_channels`: structured pruning of the backbone's convolutions (Torch-Pruning),
+before fine-tuning, on the recipe's real pretrained efficientnet_lite0."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mlfactory.config.loader import load_recipe, preprocessing_params
+from mlfactory.errors import ConfigError
+from mlfactory.monitoring.profile import load_profile
+from mlfactory.output import PHASE_LOGGER
+from mlfactory.predictor import Predictor
+from mlfactory.training.backbones import build_classifier, training_encoder
+from mlfactory.training.pruning import prune_classifier
+from mlfactory.training.train import train
+from tests.numerics import assert_parity_recorded
+
+from ..conftest import fast_digits_overrides
+from ..test_output import REUTERS, mlfactory_process
+
+SMALL_INPUTS = ["preprocess.resize_size=32", "preprocess.crop_size=32"]
+
+
+def test_pruning_keeps_the_channels_of_largest_weights_as_they_were(tmp_path: Path) -> None:
+    config = load_recipe("digits", SMALL_INPUTS).config
+    net = build_classifier(config, 10)
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
+    stem = net.backbone.conv_stem.weight.detach().clone()
+    statistics = net.backbone.bn1.running_mean.clone()
+
+    pruned = prune_classifier(net, encoder, 0.5)
+
+    backbone = pruned.net.backbone
+    kept = backbone.conv_stem.weight.detach()
+    assert kept.shape == (16, 3, 3, 3)  # half of the stem's 32 filters
+    # Each kept filter is an original one, unchanged; so are its batch-norm statistics (the
+    # trace ran in eval mode).
+    rows = [int(torch.nonzero((stem == filt).flatten(1).all(1))[0, 0]) for filt in kept]
+    assert rows == sorted(set(rows))
+    assert torch.equal(backbone.bn1.running_mean, statistics[rows])
+    # The pretrained filters kept carry far more weight than the ones removed (the L1 norm,
+    # summed with the layers tied to them).
+    norms = stem.abs().flatten(1).sum(1)
+    removed = [row for row in range(len(stem)) if row not in rows]
+    assert norms[rows].mean() > 2 * norms[removed].mean()
+    # A dense network with fewer channels, and a head for the narrower embedding.
+    assert pruned.parameters_after < 0.3 * pruned.parameters_before
+    assert (pruned.width_before, pruned.width_after) == (1280, 640)
+    assert pruned.net.head.in_features == 640 and pruned.net.head.out_features == 10
+    with torch.no_grad():
+        logits = pruned.net.eval()(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+
+
+def test_a_pruned_run_exports_a_smaller_bundle_that_serves_and_resumes(
+    digit_folder: Path, tmp_path: Path, trained_digits: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides = [*fast_digits_overrides(digit_folder, tmp_path, epochs=1)]
+    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
+        result = train(
+            load_recipe("digits", [*overrides, "model.prune_channels=0.5"]),
+            tmp_path / "run",
+            progress=False,
+        )
+    assert "model: pruned 50% of the backbone's convolution channels" in caplog.text
+    assert "3.38 M -> 0.90 M parameters, embedding 1280 -> 640" in caplog.text
+    bundle = result.bundle
+    assert bundle.meta.config["model"]["prune_channels"] == 0.5
+    assert_parity_recorded(bundle.meta.export, len(result.dataset.split("test")))
+    # The ONNX file of the same recipe unpruned is more than twice as large.
+    assert 2 * bundle.model_path.stat().st_size < trained_digits.bundle.model_path.stat().st_size
+    # It serves, with monitoring fitted on the pruned network's narrower embedding.
+    predictor = Predictor(bundle)
+    profile = load_profile(bundle.path)
+    assert profile is not None and profile.drift.projection.mean.shape == (640,)
+    predictor.profile = profile  # as the server loads it
+    assert predictor.graph_scorer == profile.ood.fingerprint()  # the score in the ONNX graph
+    image = next((digit_folder / "7").iterdir()).read_bytes()
+    (prediction,) = predictor.predict([image])
+    assert prediction.label in bundle.meta.labels
+    output = predictor.run([predictor.encode(image)])
+    assert output.embeddings.shape == (1, 640)
+    assert output.ood_scores is not None and np.isfinite(output.ood_scores).all()
+
+    # --resume builds and prunes the network again: the checkpoint's shapes are the pruned ones.
+    resumed = train(
+        load_recipe("digits", [*overrides, "model.prune_channels=0.5", "trainer.max_epochs=2"]),
+        tmp_path / "run",
+        resume=True,
+        force=True,
+        progress=False,
+    )
+    assert resumed.mlflow_run_id == result.mlflow_run_id
+    assert resumed.bundle.model_path.stat().st_size == bundle.model_path.stat().st_size
+
+
+def test_a_backbone_without_convolutions_is_refused_in_one_line(tmp_path: Path) -> None:
+    # As a user runs it (the text backbone loads its weights first, which prints nothing).
+    process = mlfactory_process(
+        [
+            "train",
+            "text",
+            f"data.source={REUTERS}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+            "model.prune_channels=0.25",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        tmp_path,
+    )
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, stderr
+    assert stdout == ""
+    assert stderr.strip().splitlines() == [
+        "error: model.prune_channels: the backbone has no convolutions to prune (only "
+        "convolutional backbones are pruned; for a transformer, `mlfactory quantize` makes an "
+        "int8 bundle)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.prune_channels=0.5", "model.freeze_backbone=true"], "has to be fine-tuned"),
+        (["model.prune_channels=1"], "model.prune_channels"),
+        (["model.prune_channels=-0.1"], "model.prune_channels"),
+    ],
+)
+def test_settings_that_cannot_prune_are_refused(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_recipe("digits", overrides)
+
+
+def test_the_cnn_transformer_keeps_the_convolution_it_flattens_whole(tmp_path: Path) -> None:
+    config = load_recipe("birdcalls", []).config
+    net = build_classifier(config, 5)
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
+    pruned = prune_classifier(net, encoder, 0.5).net
+    convolutions = [m for m in pruned.backbone.cnn if isinstance(m, torch.nn.Conv2d)]
+    # The recipe's 8, 16 and 32 channels: 8 stay 8 (counts stay multiples of 8), 16 are halved,
+    # and the last block's 32 stay whole, flattened with the mel bands into the projection.
+    assert config.model.extra["channels"] == [8, 16, 32]
+    assert [conv.out_channels for conv in convolutions] == [8, 8, 32]
+    clip = next((Path(__file__).parents[1] / "fixtures" / "sonic-pi" / "samples").glob("bd_*.flac"))
+    (log_mel,) = (torch.from_numpy(array[None]) for array in encoder(clip.read_bytes()).values())
+    with torch.no_grad():
+        assert pruned.eval()(log_mel).shape == (1, 5)
