@@ -1,0 +1,134 @@
+"""Structured pruning (`model.prune_channels`): what each share of channels removed costs in
+accuracy and gives in size and speed, side by side in one run, through the real `train()`.
+
+    python benchmarks/pruning.py                      # digits, shares 0 0.25 0.5 0.75
+    python benchmarks/pruning.py digits emotions --shares 0,0.5 --out runs/bench/pruning
+
+For every recipe, one training per share on the same prepared data and schedule (share 0 is
+the recipe as it is), then the bundles' ONNX models are timed in ONNX Runtime in alternating
+rounds (each round runs every model for `--seconds`), on batches of 16 and of 1 encoded test
+items. It prints per share the parameters of the exported model, the size of `model.onnx`, the
+test accuracy, the seconds of the whole `train()` call, and the items per second with their
+ratio to share 0 (the median over rounds of the per-round ratio). The figures are this
+machine's; the ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from mlfactory.bundle import Bundle
+from mlfactory.config.loader import load_recipe
+from mlfactory.predictor import Predictor
+from mlfactory.training.train import train
+
+# The recipes' own schedules, shortened where a full one takes long on 2 cores; every share
+# of a recipe trains the same.
+RECIPE_OVERRIDES = {
+    "digits": ["trainer.max_epochs=3"],
+    "mushrooms": ["trainer.max_epochs=3", "trainer.patience=3"],
+    "emotions": ["trainer.max_epochs=4", "trainer.patience=4"],
+    "birdcalls": ["trainer.max_epochs=12", "trainer.patience=12"],
+}
+BATCHES = (16, 1)
+
+
+@dataclass
+class Trained:
+    share: float
+    bundle: Bundle
+    accuracy: float
+    seconds: float
+    test_inputs: list[bytes]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipes", nargs="*", default=["digits"])
+    parser.add_argument("--shares", default="0,0.25,0.5,0.75", help="comma-separated, 0 first")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per model and round")
+    parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    args = parser.parse_args()
+    shares = [float(share) for share in args.shares.split(",")]
+    if shares[0] != 0:
+        parser.error("--shares: start with 0, the unpruned recipe the ratios divide by")
+    out = args.out or Path(tempfile.mkdtemp(prefix="mlfactory-pruning-"))
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; runs in {out}")
+    for recipe in args.recipes:
+        runs = [train_share(recipe, share, out) for share in shares]
+        report(recipe, runs, timings(runs, args.rounds, args.seconds))
+
+
+def train_share(recipe: str, share: float, out: Path) -> Trained:
+    overrides = [*RECIPE_OVERRIDES.get(recipe, []), f"model.prune_channels={share}"]
+    started = time.perf_counter()
+    result = train(load_recipe(recipe, overrides), out / recipe / f"share-{share}", progress=False)
+    seconds = time.perf_counter() - started
+    test = [item.read_bytes() for item in result.dataset.split("test")[:16]]
+    return Trained(share, result.bundle, float(result.metrics["accuracy"]), seconds, test)
+
+
+def timings(runs: list[Trained], rounds: int, seconds: float) -> dict[int, list[list[float]]]:
+    """Items per second per batch size, round and run (alternating, so that every model sees
+    the same state of the machine)."""
+    predictors = [Predictor(run.bundle) for run in runs]
+    encoded = [predictors[0].encode(raw) for raw in runs[0].test_inputs]
+    per_batch: dict[int, list[list[float]]] = {}
+    for size in BATCHES:
+        batch = (encoded * size)[:size]
+        for predictor in predictors:
+            predictor.run(batch)  # warm-up
+        per_batch[size] = [
+            [_items_per_second(predictor, batch, seconds) for predictor in predictors]
+            for _ in range(rounds)
+        ]
+    return per_batch
+
+
+def _items_per_second(
+    predictor: Predictor, batch: list[dict[str, np.ndarray]], seconds: float
+) -> float:
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predictor.run(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - started)
+
+
+def parameters(bundle: Bundle) -> int:
+    model = onnx.load(str(bundle.model_path))
+    return sum(int(np.prod(tensor.dims)) for tensor in model.graph.initializer)
+
+
+def report(recipe: str, runs: list[Trained], per_batch: dict[int, list[list[float]]]) -> None:
+    header = "| share | parameters | model.onnx | test accuracy | train() |"
+    for size in BATCHES:
+        header += f" items/s, batch {size} (ratio) |"
+    print(f"\n{recipe}\n\n{header}\n|" + "---:|" * (5 + len(BATCHES)))
+    for index, run in enumerate(runs):
+        row = (
+            f"| {run.share:.2f} | {parameters(run.bundle) / 1e6:.2f} M | "
+            f"{run.bundle.model_path.stat().st_size / 1e6:.1f} MB | {run.accuracy:.3f} | "
+            f"{run.seconds:.0f} s |"
+        )
+        for size in BATCHES:
+            rounds = per_batch[size]
+            speed = statistics.median(r[index] for r in rounds)
+            ratio = statistics.median(r[index] / r[0] for r in rounds)
+            row += f" {speed:.0f} ({ratio:.2f}x) |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
