@@ -2,13 +2,14 @@
 accuracy and gives in size and speed, side by side in one run, through the real `train()`.
 
     python benchmarks/pruning.py                      # digits, shares 0 0.25 0.5 0.75
-    python benchmarks/pruning.py digits emotions --shares 0,0.5 --out runs/bench/pruning
+    python benchmarks/pruning.py emotions --epochs 10 --shares 0,0.25,0.5 --out runs/bench/pruning
 
 For every recipe, one training per share on the same prepared data and schedule (share 0 is
 the recipe as it is), then the bundles' ONNX models are timed in ONNX Runtime in alternating
 rounds (each round runs every model for `--seconds`), on batches of 16 and of 1 encoded test
 items. It prints per share the parameters of the exported model, the size of `model.onnx`, the
-test accuracy, the seconds of the whole `train()` call, and the items per second with their
+test accuracy, the seconds of the whole `train()` call (the first share's also encodes the
+splits into the encoded-input cache, which the others read), and the items per second with their
 ratio to share 0 (the median over rounds of the per-round ratio). The figures are this
 machine's; the ratios are what to compare.
 """
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--shares", default="0,0.25,0.5,0.75", help="comma-separated, 0 first")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=1.0, help="per model and round")
+    parser.add_argument("--epochs", type=int, default=None, help="train this many (no early stop)")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
     args = parser.parse_args()
     shares = [float(share) for share in args.shares.split(",")]
@@ -66,12 +68,15 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="mlfactory-pruning-"))
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; runs in {out}")
     for recipe in args.recipes:
-        runs = [train_share(recipe, share, out) for share in shares]
+        schedule = RECIPE_OVERRIDES.get(recipe, [])
+        if args.epochs is not None:
+            schedule = [f"trainer.max_epochs={args.epochs}", f"trainer.patience={args.epochs}"]
+        runs = [train_share(recipe, schedule, share, out) for share in shares]
         report(recipe, runs, timings(runs, args.rounds, args.seconds))
 
 
-def train_share(recipe: str, share: float, out: Path) -> Trained:
-    overrides = [*RECIPE_OVERRIDES.get(recipe, []), f"model.prune_channels={share}"]
+def train_share(recipe: str, schedule: list[str], share: float, out: Path) -> Trained:
+    overrides = [*schedule, f"model.prune_channels={share}"]
     started = time.perf_counter()
     result = train(load_recipe(recipe, overrides), out / recipe / f"share-{share}", progress=False)
     seconds = time.perf_counter() - started

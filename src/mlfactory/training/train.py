@@ -85,6 +85,7 @@ class FitSetup:
     assets: list[Path]
     module: ClassifierModule
     data: ClassificationData
+    pruning: str | None = None  # what `model.prune_channels` removed
 
 
 def train(
@@ -124,6 +125,8 @@ def train(
     setup = prepare_fit(config, out_dir)
     if is_global_zero():
         report_dataset(setup.dataset)
+        if setup.pruning:
+            phase_log.info("model: %s", setup.pruning)
     if state is not None:
         check_same_data(state, setup.dataset.fingerprint, out_dir)
     logger = _start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
@@ -217,11 +220,10 @@ def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
     params = preprocessing_params(config)
     encoder, assets = training_encoder(config, params, out_dir)
     net = build_classifier(config, len(dataset.labels))
+    pruning = None
     if config.model.prune_channels:
         pruned = prune_classifier(net, encoder, config.model.prune_channels)
-        net = pruned.net
-        if is_global_zero():
-            phase_log.info("model: %s", pruned.summary(config.model.prune_channels))
+        net, pruning = pruned.net, pruned.summary(config.model.prune_channels)
     trainer = config.trainer
     to_memory_format(net, training_memory_format(net, trainer.memory_format))
     module = ClassifierModule(
@@ -256,7 +258,7 @@ def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
         cache,
         limits,
     )
-    return FitSetup(dataset, params, encoder, assets, module, data)
+    return FitSetup(dataset, params, encoder, assets, module, data, pruning)
 
 
 def class_weights(dataset: PreparedDataset, mode: str | None) -> list[float] | None:
