@@ -262,3 +262,35 @@ def test_a_score_of_early_features_needs_a_model_that_outputs_them(
     predictor = Predictor.from_path(path)
     assert not predictor.has_early_features
     assert load_served_profile(predictor.bundle, None, predictor.has_early_features) is None
+
+
+@pytest.mark.numerics
+def test_a_collapsed_embedding_scores_the_same_in_the_graph(
+    monitored_digits: Any, real_inputs: list[bytes]
+) -> None:
+    """A digits model trained one epoch at lr 0.002 on 320 digits collapsed: most inputs got an
+    all-zero embedding, the rest one unit direction per class, and the export failed (the
+    graph's score 0.1 from numpy's). The embedding's held-out scores had no spread, and
+    standardising by a spread of 1e-12 made float64 rounding of a zero distance (1e-13) the
+    score. The same on real early features, with such an embedding: one direction per class."""
+    predictor = Predictor(monitored_digits.bundle)
+    output = predictor.run([predictor.encode(raw) for raw in real_inputs], early_features=True)
+    assert output.early_features is not None
+    labels = np.arange(len(real_inputs)) % 3
+    # The digits: their class's direction (a real embedding's), at several lengths.
+    collapsed = np.zeros_like(output.embeddings)
+    lengths = np.linspace(0.5, 2.0, 30, dtype=np.float32)[:, None]
+    collapsed[:30] = output.embeddings[labels[:30]] * lengths
+    scorer = OodScorer.fit(
+        collapsed[:30], labels[:30], dims=8, early_features=output.early_features[:30]
+    )
+    assert scorer.distance_terms().residual > 1e5  # no within-class spread at all
+    model = scorer_model(scorer, 17)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {EMBEDDING: collapsed, EARLY_FEATURES: output.early_features}
+    in_graph = session.run([OOD_SCORE], feeds)[0]
+    expected = scorer.score(collapsed, output.early_features)
+    difference = np.abs(in_graph - expected) / (np.abs(expected) + 1.0)
+    assert difference.max() <= SCORE_RTOL
+    # The early features still put the photos (all-zero embeddings) above the digits.
+    assert np.median(expected[30:]) > np.median(expected[:30])
