@@ -3,6 +3,7 @@ accuracy and gives in size and speed, side by side in one run, through the real 
 
     python benchmarks/pruning.py                      # digits, shares 0 0.25 0.5 0.75
     python benchmarks/pruning.py emotions --epochs 10 --shares 0,0.25,0.5 --out runs/bench/pruning
+    python benchmarks/pruning.py emotions --shares 0,0.25,0.5 --out runs/bench/pruning --reuse
 
 For every recipe, one training per share on the same prepared data and schedule (share 0 is
 the recipe as it is), then the bundles' ONNX models are timed in ONNX Runtime in alternating
@@ -11,7 +12,8 @@ items. It prints per share the parameters of the exported model, the size of `mo
 test accuracy, the seconds of the whole `train()` call (the first share's also encodes the
 splits into the encoded-input cache, which the others read), and the items per second with their
 ratio to share 0 (the median over rounds of the per-round ratio). The figures are this
-machine's; the ratios are what to compare.
+machine's; the ratios are what to compare. `--reuse` times the bundles an earlier run left
+in `--out` again, without training.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Trained:
     share: float
     bundle: Bundle
     accuracy: float
-    seconds: float
+    seconds: float | None  # None: a bundle of an earlier run (--reuse)
     test_inputs: list[bytes]
 
 
@@ -61,17 +63,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="per model and round")
     parser.add_argument("--epochs", type=int, default=None, help="train this many (no early stop)")
     parser.add_argument("--out", type=Path, default=None, help="keep the runs here")
+    parser.add_argument(
+        "--reuse", action="store_true", help="time the bundles an earlier run left in --out"
+    )
     args = parser.parse_args()
     shares = [float(share) for share in args.shares.split(",")]
     if shares[0] != 0:
         parser.error("--shares: start with 0, the unpruned recipe the ratios divide by")
+    if args.reuse and args.out is None:
+        parser.error("--reuse: name the earlier run's --out")
     out = args.out or Path(tempfile.mkdtemp(prefix="mlfactory-pruning-"))
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; runs in {out}")
     for recipe in args.recipes:
         schedule = RECIPE_OVERRIDES.get(recipe, [])
         if args.epochs is not None:
             schedule = [f"trainer.max_epochs={args.epochs}", f"trainer.patience={args.epochs}"]
-        runs = [train_share(recipe, schedule, share, out) for share in shares]
+        if args.reuse:
+            runs = [trained_before(out / recipe / f"share-{share}", share) for share in shares]
+        else:
+            runs = [train_share(recipe, schedule, share, out) for share in shares]
         report(recipe, runs, timings(runs, args.rounds, args.seconds))
 
 
@@ -82,6 +92,17 @@ def train_share(recipe: str, schedule: list[str], share: float, out: Path) -> Tr
     seconds = time.perf_counter() - started
     test = [item.read_bytes() for item in result.dataset.split("test")[:16]]
     return Trained(share, result.bundle, float(result.metrics["accuracy"]), seconds, test)
+
+
+def trained_before(run_dir: Path, share: float) -> Trained:
+    """The bundle an earlier run left in `run_dir`, with its recorded test accuracy."""
+    from mlfactory.bundle import load_bundle
+    from mlfactory.bundle_recipe import recipe_dataset
+
+    bundle = load_bundle(run_dir / "bundle")
+    _, dataset = recipe_dataset(bundle)
+    test = [item.read_bytes() for item in dataset.split("test")[:16]]
+    return Trained(share, bundle, float(bundle.meta.metrics["test"]["accuracy"]), None, test)
 
 
 def timings(runs: list[Trained], rounds: int, seconds: float) -> dict[int, list[list[float]]]:
@@ -125,7 +146,7 @@ def report(recipe: str, runs: list[Trained], per_batch: dict[int, list[list[floa
         row = (
             f"| {run.share:.2f} | {parameters(run.bundle) / 1e6:.2f} M | "
             f"{run.bundle.model_path.stat().st_size / 1e6:.1f} MB | {run.accuracy:.3f} | "
-            f"{run.seconds:.0f} s |"
+            f"{'-' if run.seconds is None else f'{run.seconds:.0f} s'} |"
         )
         for size in BATCHES:
             rounds = per_batch[size]
