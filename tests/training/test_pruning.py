@@ -152,3 +152,18 @@ def test_the_cnn_transformer_keeps_the_convolution_it_flattens_whole(tmp_path: P
     (log_mel,) = (torch.from_numpy(array[None]) for array in encoder(clip.read_bytes()).values())
     with torch.no_grad():
         assert pruned.eval()(log_mel).shape == (1, 5)
+
+
+def test_a_backbone_the_trace_cannot_follow_is_refused_in_one_line(tmp_path: Path) -> None:
+    # The CNN-transformer without its `prune_ignored()`: Torch-Pruning then halves the last
+    # convolution too, whose channels are flattened with the mel bands, and the projection
+    # after the flattening no longer fits. The run stops before training, naming the setting.
+    config = load_recipe("birdcalls", []).config
+    net = build_classifier(config, 5)
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
+    net.backbone.prune_ignored = list  # names no layer to keep whole
+    with pytest.raises(ConfigError) as refused:
+        prune_classifier(net, encoder, 0.5)
+    message = str(refused.value)
+    assert message.startswith("model.prune_channels: Torch-Pruning could not prune this backbone")
+    assert "RuntimeError" in message and "\n" not in message
