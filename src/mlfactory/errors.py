@@ -1,5 +1,7 @@
 """Errors a user can cause. Each carries a one-line message naming the input and the fix."""
 
+import importlib
+
 
 class MlfactoryError(Exception):
     """Base class: the CLI prints these as one line instead of a traceback."""
@@ -31,3 +33,23 @@ class Interrupted(MlfactoryError):
 
 class LogDatabaseError(MlfactoryError):
     """The prediction log's database cannot be reached or read (a wrong URL, a server down)."""
+
+
+def cloud_storage_errors() -> tuple[type[Exception], ...]:
+    """The base errors of the cloud storage clients that are installed (a DVC remote plugin or
+    MLflow's artifact stores use them): an endpoint that cannot be reached, missing credentials,
+    a refused request. They are not OSErrors, and each client raises its own."""
+    bases = {
+        "botocore.exceptions": ("BotoCoreError", "ClientError"),  # S3: boto3 (dvc[s3], MLflow)
+        "google.auth.exceptions": ("GoogleAuthError",),  # GCS
+        "google.api_core.exceptions": ("GoogleAPIError",),
+        "azure.core.exceptions": ("AzureError",),  # Azure
+    }
+    found: list[type[Exception]] = []
+    for module_name, names in bases.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.extend(getattr(module, name) for name in names if hasattr(module, name))
+    return tuple(found)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, cloud_storage_errors
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 BUNDLE_ARTIFACT = "bundle"
@@ -237,7 +237,8 @@ def download_registered(uri: str) -> Path:
             )
         )
     except mlflow_error as exc:
-        raise BundleError(f"{uri}: its bundle cannot be fetched: {_first_line(exc)}") from None
+        reason = _unreadable_artifacts(client, version.run_id, mlflow_error) or _first_line(exc)
+        raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
     if version.digest is not None and bundle_digest(folder) != version.digest:
         raise BundleError(
             f"{uri} (version {version.version}): the bundle of MLflow run {version.run_id} has "
@@ -254,7 +255,7 @@ def download_run_bundle(
     temporary folder)."""
     import mlflow
 
-    _, mlflow_error = _client(store)
+    client, mlflow_error = _client(store)
     try:
         folder = mlflow.artifacts.download_artifacts(
             run_id=run_id,
@@ -263,6 +264,9 @@ def download_run_bundle(
             tracking_uri=tracking_uri(store),
         )
     except mlflow_error as exc:
+        unreadable = _unreadable_artifacts(client, run_id, mlflow_error)
+        if unreadable is not None:
+            raise BundleError(f"MLflow run '{run_id}': {unreadable}") from None
         raise BundleError(
             f"MLflow run '{run_id}' has no bundle in {tracking_uri(store)}: {_first_line(exc)} "
             "(MLFLOW_TRACKING_URI names the store)"
@@ -338,6 +342,38 @@ def _name_filter(name: str) -> str:
     if quote is None:
         raise BundleError(f"registered model name {name!r}: use a name without both kinds of quote")
     return f"name = {quote}{name}{quote}"
+
+
+def _unreadable_artifacts(
+    client: Any, run_id: str | None, mlflow_error: type[Exception]
+) -> str | None:
+    """Why the run's artifact store cannot be read, when that is why a download failed; None
+    when it can be read (the bundle is not there) or the run is not found.
+
+    MLflow reports any failure to download a run's artifacts as a wrong path; listing the
+    artifact root raises the storage client's own error: an S3 endpoint that cannot be reached,
+    missing credentials, a bucket that refuses, an MLflow server that cannot reach its store.
+    """
+    import mlflow
+
+    if run_id is None:
+        return None
+    try:
+        root = client.get_run(run_id).info.artifact_uri
+    except mlflow_error:  # no such run: the caller's message says so
+        return None
+    storage_errors: tuple[type[Exception], ...] = (OSError, *cloud_storage_errors())
+    try:
+        mlflow.artifacts.list_artifacts(artifact_uri=root)
+    except storage_errors as exc:
+        return (
+            f"its artifacts at {root} cannot be read: {type(exc).__name__}: {_first_line(exc)} "
+            "(check the store's endpoint and credentials, e.g. MLFLOW_S3_ENDPOINT_URL and "
+            "AWS_* for S3)"
+        )
+    except mlflow_error:  # MLflow's own refusal, not the storage's
+        return None
+    return None
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,9 +1,14 @@
-"""Training against a real MLflow tracking server on PostgreSQL (what a team runs), with the
-server keeping the artifacts: the run, its metrics and its bundle land there, and a server of
-predictions serves the bundle by run id from there, and by alias from the server's registry."""
+"""Training against a real MLflow tracking server on PostgreSQL with its artifacts in an S3
+bucket (what a team runs; the bucket on moto's S3 server on loopback, `tests/s3.py`): the run,
+its metrics and its bundle land there through the server, which proxies the artifacts (the
+client needs no bucket credentials), and a server of predictions serves the bundle by run id
+from there, and by alias from the server's registry. Also a run whose artifacts the client
+writes to a bucket itself (`tracking.artifact_location=s3://...`), and the one-line error when
+that bucket's endpoint is down."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,10 +16,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import httpx
 import pytest
 from sqlalchemy import create_engine, make_url, text
+from typer.testing import CliRunner
 
+from mlfactory.cli import app
 from mlfactory.config.loader import load_recipe
 from mlfactory.predictor import Predictor
 from mlfactory.registry import bundle_digest, register_bundle
@@ -22,6 +30,8 @@ from mlfactory.serving.process import free_port
 from mlfactory.targets import resolve_bundle
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+from tests.s3 import s3_endpoint  # noqa: F401  (the fixture)
+from tests.test_cli import assert_one_line_error
 
 START_TIMEOUT_S = 120
 
@@ -29,17 +39,19 @@ START_TIMEOUT_S = 120
 @pytest.fixture
 def mlflow_server(
     postgres_url: str,  # noqa: F811
+    s3_endpoint: str,  # noqa: F811
     tmp_path: Path,
-) -> Iterator[tuple[str, Path]]:
-    """(URL, artifact folder) of `mlflow server` on a new PostgreSQL database, on a free
-    loopback port, proxying the artifacts it stores in the folder."""
+) -> Iterator[tuple[str, str]]:
+    """(URL, artifact bucket) of `mlflow server` on a new PostgreSQL database, on a free
+    loopback port, proxying the artifacts it stores in a new bucket of the S3 endpoint."""
     name = f"mlflow_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f"CREATE DATABASE {name}"))
     admin.dispose()
     store = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    artifacts, port = tmp_path / "server-artifacts", free_port()
+    bucket, port = name.replace("_", "-"), free_port()
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     command = [
         sys.executable,
         "-m",
@@ -48,7 +60,7 @@ def mlflow_server(
         "--backend-store-uri",
         store,
         "--artifacts-destination",
-        artifacts.as_uri(),
+        f"s3://{bucket}/artifacts",
         "--host",
         "127.0.0.1",
         "--port",
@@ -57,7 +69,9 @@ def mlflow_server(
         "1",
     ]
     log = (tmp_path / "mlflow-server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    # Only the server reads the bucket: its endpoint is in the server's environment alone.
+    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -65,7 +79,7 @@ def mlflow_server(
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"mlflow server did not start: {(tmp_path / 'mlflow-server.log')}")
             time.sleep(0.5)
-        yield url, artifacts
+        yield url, bucket
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -81,7 +95,8 @@ def _healthy(url: str) -> bool:
 
 @pytest.mark.slow
 def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
-    mlflow_server: tuple[str, Path],
+    mlflow_server: tuple[str, str],
+    s3_endpoint: str,  # noqa: F811
     digit_folder: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -90,7 +105,7 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
 
     from mlfactory.training.train import train
 
-    url, server_artifacts = mlflow_server
+    url, bucket = mlflow_server
     local = [o for o in fast_digits_overrides(digit_folder, tmp_path, 1) if "tracking." not in o]
     recipe = load_recipe("digits", [*local, *SMALL_NETWORK, f"tracking.tracking_uri={url}"])
     result = train(recipe, tmp_path / "run")
@@ -102,9 +117,12 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
     assert run.data.tags["data_fingerprint"] == result.bundle.meta.data_fingerprint
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id, "bundle")}
     assert {"bundle/model.onnx", "bundle/bundle.json"} <= logged
-    # the server holds the bundle: nothing of it went to a folder beside the client
-    stored = list(server_artifacts.rglob("model.onnx"))
-    assert [path.read_bytes() for path in stored] == [result.bundle.model_path.read_bytes()]
+    # the bucket holds the bundle: nothing of it went to a folder beside the client
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="artifacts/")["Contents"]]
+    stored = [s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys]
+    onnx = [data for key, data in zip(keys, stored, strict=True) if key.endswith("/model.onnx")]
+    assert onnx == [result.bundle.model_path.read_bytes()]
     assert not list((tmp_path / "run").parent.glob("mlruns*"))
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -119,3 +137,46 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
     champion = resolve_bundle("models:/digits@champion")  # `mlfactory serve models:/...`
     assert bundle_digest(champion.path) == bundle_digest(result.bundle.path)
     assert Predictor(champion).predict([image]) == Predictor(result.bundle).predict([image])
+
+
+@pytest.mark.slow
+def test_a_run_with_its_artifacts_in_a_bucket_is_served_from_it(
+    s3_endpoint: str,  # noqa: F811
+    digit_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlfactory.training.train import train
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="team-artifacts")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
+    overrides = [
+        *fast_digits_overrides(digit_folder, tmp_path, 1),
+        *SMALL_NETWORK,
+        "tracking.experiment=in-a-bucket",
+        "tracking.artifact_location=s3://team-artifacts/mlflow",
+    ]
+    result = train(load_recipe("digits", overrides), tmp_path / "run")
+    key = f"mlflow/{result.mlflow_run_id}/artifacts/bundle/model.onnx"
+    bucket = boto3.client("s3", endpoint_url=s3_endpoint)
+    stored = bucket.get_object(Bucket="team-artifacts", Key=key)
+    assert stored["Body"].read() == result.bundle.model_path.read_bytes()
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    register_bundle(result.bundle, aliases=["champion"])
+    image = next((digit_folder / "7").iterdir()).read_bytes()
+    for target in (result.mlflow_run_id, "models:/digits@champion"):
+        served = resolve_bundle(target)  # downloaded from the bucket
+        assert bundle_digest(served.path) == bundle_digest(result.bundle.path)
+        assert Predictor(served).predict([image]) == Predictor(result.bundle).predict([image])
+
+    # The bucket's endpoint down: one line naming the store and the storage client's error,
+    # not MLflow's "please ensure that the path is correct". (One attempt: boto3 retries a
+    # refused connection for seconds by default.)
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", down)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    for target in (result.mlflow_run_id, "models:/digits@champion"):
+        outcome = CliRunner().invoke(app, ["predict", target, str(tmp_path)])
+        assert_one_line_error(outcome, "/artifacts cannot be read: EndpointConnectionError")
+        assert f"s3://team-artifacts/mlflow/{result.mlflow_run_id}/artifacts" in outcome.output

@@ -17,7 +17,6 @@ in the bundle.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from mlfactory.data.raw import RawSource, SourceContext
 from mlfactory.data.remote import read_tree
 from mlfactory.data.staging import build_once
-from mlfactory.errors import DataError
+from mlfactory.errors import DataError, cloud_storage_errors
 
 DVC_REQUIREMENT = "dvc==3.67.1"
 URL_SCHEME = re.compile(r"^[A-Za-z][\w.+-]*://")
@@ -157,7 +156,7 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
     def fetch(tmp: Path) -> list[dict[str, str]]:
         try:
             fs.get(version.ref.path, str(tmp / name), recursive=True)
-        except (DvcException, DataIndexError, OSError, *remote_errors()) as exc:
+        except (DvcException, DataIndexError, OSError, *cloud_storage_errors()) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else ""
             raise DataError(
                 f"dvc: cannot fetch {version.ref.path} at {version.ref.rev} "
@@ -170,26 +169,6 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
     raw = read_tree(dest / name if (dest / name).is_dir() else dest, ctx, unwrap_root=False)
     raw.version = version.pinned
     return raw
-
-
-def remote_errors() -> tuple[type[Exception], ...]:
-    """The base errors of the cloud remotes' client libraries that are installed (a DVC remote
-    plugin pulls its own in): an endpoint that cannot be reached, missing credentials, a refused
-    request. They are not OSErrors, and each plugin raises its own."""
-    bases = {
-        "botocore.exceptions": ("BotoCoreError", "ClientError"),  # dvc[s3]
-        "google.auth.exceptions": ("GoogleAuthError",),  # dvc[gs]
-        "google.api_core.exceptions": ("GoogleAPIError",),
-        "azure.core.exceptions": ("AzureError",),  # dvc[azure]
-    }
-    found: list[type[Exception]] = []
-    for module_name, names in bases.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        found.extend(getattr(module, name) for name in names if hasattr(module, name))
-    return tuple(found)
 
 
 def signature_dvc(spec: str, ctx: SourceContext) -> str:
