@@ -2,20 +2,24 @@
 
 Two `mlfactory serve` processes of the same image bundle run side by side: "on" keeps every
 predicted input in a store folder (src/mlfactory/serving/input_store.py: each new input written
-under a temporary name, flushed to the disk with fsync and renamed, before the answer), "off"
-keeps none. By default every request sends bytes never sent before (`--unique` of
-benchmarks/serving/load.py), so each one is a new file: the worst case. `--repeat` cycles through
-the same 200 images instead, so after the first ones only the files' times change (a client that
-re-sends what it sent). The method is that of benchmarks/monitoring/serving_cost.py: closed-loop
-loads alternate between the two servers in pairs, `--restarts` starts fresh processes that many
-times, the figure is the median of the per-pair throughput ratios with a bootstrap 95 %
-interval, and `--control` runs "off" on both sides (the resolution of the method).
+under a temporary name and renamed, before the answer), "off" keeps none. By default every
+request sends bytes never sent before (`--unique` of benchmarks/serving/load.py), so each one is
+a new file: the worst case. `--repeat` cycles through the same 200 images instead, so after the
+first ones only the files' times change (a client that re-sends what it sent). The method is
+that of benchmarks/monitoring/serving_cost.py: closed-loop loads alternate between the two
+servers in pairs, `--restarts` starts fresh processes that many times, the figure is the median
+of the per-pair throughput ratios with a bootstrap 95 % interval, and `--control` runs "off" on
+both sides (the resolution of the method).
 
 Beside it, in this process: the hash every request pays with the store on or off (the log's
 `input_sha256`), SHA-256 of the same payloads, against the server CPU time of a request; and
 `InputStore.keep` of new inputs as it is (no fsync) against the same with an fsync of each file
 before its rename, alternating in blocks. At the end, the files in each store against the answers
 that server gave: every answered input must be in it.
+
+`--store` puts the stores on a file system of your choice, e.g. an object store mounted with
+FUSE; there each file takes tens of milliseconds, so time fewer inputs in this process
+(`--keep-blocks 2 --keep-block-size 50`).
 
     .venv/bin/python -m benchmarks.serving.input_store_cost --bundle runs/digits/bundle \
         --restarts 4 --rounds 5 --duration 6
@@ -62,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder for the stores (default: a temporary folder; put it on the disk to measure)",
     )
     parser.add_argument(
+        "--keep-blocks",
+        type=int,
+        default=6,
+        help="blocks of InputStore.keep timed in this process, alternating as kept / with fsync",
+    )
+    parser.add_argument("--keep-block-size", type=int, default=500, help="new inputs a block")
+    parser.add_argument(
         "--control",
         action="store_true",
         help="keep no inputs on either side: the ratio two identical servers give",
@@ -91,16 +102,18 @@ def keep_with_fsync(store: InputStore, raw: bytes, digest: str) -> None:
     os.replace(partial, target)
 
 
-def keep_us_per_new_input(images: Path, folder: Path, blocks: int = 6) -> dict[str, float]:
+def keep_us_per_new_input(
+    images: Path, folder: Path, blocks: int = 6, size: int = 500
+) -> dict[str, float]:
     """Wall and CPU microseconds to keep one new input, as kept and with an fsync, in
-    alternating blocks of 500 (median block)."""
+    alternating blocks of `size` (median block)."""
     payloads = [path.read_bytes() for path in sorted(images.glob("*.jpg"))]
     store = InputStore.open(str(folder))
     timings: dict[str, list[tuple[float, float]]] = {"as kept": [], "with fsync": []}
     count = 0
     for block in range(blocks):
         for way in ("as kept", "with fsync") if block % 2 == 0 else ("with fsync", "as kept"):
-            raws = [payloads[i % len(payloads)] + f"#{count + i}".encode() for i in range(500)]
+            raws = [payloads[i % len(payloads)] + f"#{count + i}".encode() for i in range(size)]
             count += len(raws)
             digests = [input_digest(raw) for raw in raws]
             wall, cpu = time.perf_counter(), time.thread_time()
@@ -111,7 +124,7 @@ def keep_us_per_new_input(images: Path, folder: Path, blocks: int = 6) -> dict[s
                     keep_with_fsync(store, raw, digest)
             timings[way].append((time.perf_counter() - wall, time.thread_time() - cpu))
     return {
-        f"{way} {kind}": round(1e6 * statistics.median(t[k] for t in blocks_) / 500, 1)
+        f"{way} {kind}": round(1e6 * statistics.median(t[k] for t in blocks_) / size, 1)
         for way, blocks_ in timings.items()
         for k, kind in enumerate(("wall_us", "cpu_us"))
     }
@@ -159,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         # deleted minutes before cost up to 10 times the kernel time (see docs/benchmarks.md).
     off_cpu_ms = statistics.median(cpu_ms_per_request(pair["off"]) for pair in pairs)
     hash_us = sha256_us_per_input(images)
-    keep_us = keep_us_per_new_input(images, root / "keep-timing")
+    keep_us = (
+        keep_us_per_new_input(images, root / "keep-timing", args.keep_blocks, args.keep_block_size)
+        if args.keep_blocks > 0
+        else {}
+    )
     result = {
         **pair_summary(args, pairs),
         "inputs": "repeated" if args.repeat else "new every request",
