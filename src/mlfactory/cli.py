@@ -160,6 +160,7 @@ def train(
 ) -> None:
     """Train a recipe; the last line printed is the bundle's path."""
     from mlfactory.config.loader import load_recipe, seed_recipe_note
+    from mlfactory.training.launcher import check_launched
     from mlfactory.training.run_folder import check_new_run, resume_recipe
 
     configure_output(verbose)
@@ -176,6 +177,7 @@ def train(
     note = None if resume else seed_recipe_note(loaded)  # a resumed run said it when it started
     if not resume:
         check_new_run(out_dir, force)
+    check_launched(loaded.config.trainer.num_nodes)
     if note and os.environ.get("LOCAL_RANK", "0") == os.environ.get("RANK", "0") == "0":
         err_console.print(note, highlight=False)  # once: DDP's other ranks run this command too
     from mlfactory.training.train import is_global_zero
@@ -189,7 +191,7 @@ def train(
         force=force,
         keep_checkpoints=keep_checkpoints,
     )
-    if not is_global_zero():
+    if not is_global_zero() or result.bundle is None:
         return  # under DDP, rank 0 reports the run
     meta = result.bundle.meta
     err_console.print(

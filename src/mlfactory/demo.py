@@ -41,9 +41,11 @@ def run_demo(
     console.print("1/5 preparing data, training, exporting and evaluating the bundle ...")
     # The demo's folder is its own: a second demo replaces the first one's run.
     result = train(recipe, out, progress=sys.stderr.isatty(), force=True)
-    bundle_path = result.bundle.path.resolve()
+    assert result.bundle is not None  # one process: it owns the run
+    bundle = result.bundle
+    bundle_path = bundle.path.resolve()
     tracking_uri = recipe.config.tracking.tracking_uri
-    registered, _ = register_bundle(result.bundle, aliases=[DEMO_ALIAS], store=tracking_uri)
+    registered, _ = register_bundle(bundle, aliases=[DEMO_ALIAS], store=tracking_uri)
     console.print(
         f"registry: {registered.uri}, alias {DEMO_ALIAS}, in {tracking_uri}",
         soft_wrap=True,
@@ -53,7 +55,7 @@ def run_demo(
     console.print("2/5 baselines on the same test split ...")
     baselines = [
         majority_baseline(result.dataset),
-        simple_baseline(result.dataset, result.bundle.meta.preprocessing),
+        simple_baseline(result.dataset, bundle.meta.preprocessing),
     ]
 
     console.print(

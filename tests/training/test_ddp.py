@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 
 from mlfactory.bundle import load_bundle
+from mlfactory.serving.process import free_port
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides
 
 MLFACTORY = str(Path(sys.executable).parent / "mlfactory")
@@ -60,3 +61,56 @@ def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
     bundle = load_bundle(out / "bundle")
     assert bundle.meta.mlflow_run_id == run_id
     assert bundle.meta.metrics["test"]["split_size"] > 0
+
+
+def test_two_machines_under_torchrun_one_owns_the_run(digit_folder: Path, tmp_path: Path) -> None:
+    """`torchrun --nnodes=2`: two "machines" of one process each, rendezvous on loopback, each
+    with its own working folder (nothing shared but the data), as on two hosts. The first
+    machine's process owns the run; the other trains beside it and touches neither a bundle
+    nor the tracking store, and both exit 0."""
+    overrides = [
+        f"data.source={digit_folder}",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.2",
+        "trainer.max_epochs=2",
+        "trainer.batch_size=8",
+        "preprocess.resize_size=32",
+        "preprocess.crop_size=32",
+        *SMALL_NETWORK,
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.num_nodes=2",
+        "trainer.strategy=ddp",
+    ]
+    port = free_port()
+    machines = [tmp_path / "host-0", tmp_path / "host-1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = []
+    for rank, folder in enumerate(machines):
+        folder.mkdir()
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2"]
+        torchrun += ["--nproc-per-node=1", f"--node-rank={rank}", "--master-addr=127.0.0.1"]
+        torchrun += [f"--master-port={port}", MLFACTORY, "train", "digits", *overrides, "-v"]
+        launched.append(
+            subprocess.Popen(
+                torchrun, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
+    outputs = [process.communicate(timeout=600) for process in launched]
+    for process, (_, stderr) in zip(launched, outputs, strict=True):
+        assert process.returncode == 0, stderr.decode()[-3000:]
+    owner, other = (stdout.decode() for stdout, _ in outputs)
+    stderr = outputs[0][1].decode() + outputs[1][1].decode()
+    assert "MEMBER: 1/2" in stderr and "MEMBER: 2/2" in stderr  # one process group of two
+
+    # The owner reports the run and holds the bundle, the run folder and the MLflow store.
+    bundle_dir = machines[0] / "runs" / "digits" / "bundle"
+    assert owner.strip().splitlines() == [str(bundle_dir.resolve())]
+    mlflow.set_tracking_uri(f"sqlite:///{machines[0] / 'mlruns.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [run.info.status for run in runs] == ["FINISHED"]
+    assert load_bundle(bundle_dir).meta.mlflow_run_id == runs[0].info.run_id
+    # The other machine: no report, no bundle, no tracking store of its own.
+    assert other == ""
+    assert not (machines[1] / "runs" / "digits" / "bundle").exists()
+    assert not (machines[1] / "mlruns.db").exists()

@@ -133,6 +133,7 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
         (LR, "data.val_fraction=0"): "set data.val_fraction above 0",
         (LR, "trainer.devices=2"): "a sweep trains each trial on one device",
         (LR, "trainer.strategy=ddp"): "start one worker per device",
+        (LR, "trainer.num_nodes=2"): "trainer.num_nodes=2",
         (LR, "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"): (
             "--storage postgresql+psycopg://u:***@127.0.0.1:1/x cannot be opened"
         ),

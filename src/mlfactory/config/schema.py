@@ -130,6 +130,9 @@ class TrainerConfig:
     # "auto", a device count (-1: all), or a list of device indices.
     devices: Any = "auto"
     strategy: str = one_of("auto", STRATEGIES)
+    # Machines of a multi-node job, each running `devices` processes; a launcher starts them
+    # (torchrun --nnodes, SLURM) and Lightning joins them (docs/cli.md, "Several machines").
+    num_nodes: int = bounded(1, ge=1)
     precision: str = one_of("32-true", PRECISIONS)
     # Layout of the network's weights while training: "auto" is channels_last for networks
     # with 2-d convolutions (1.7-1.9x faster steps on CPUs; what bf16 needs on GPUs), else

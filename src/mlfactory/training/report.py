@@ -99,11 +99,12 @@ def report_results(metrics: dict[str, Any]) -> None:
 
 
 @contextmanager
-def user_errors(logger: MLFlowLogger, recipe: Recipe, out_dir: Path) -> Iterator[None]:
+def user_errors(logger: MLFlowLogger | None, recipe: Recipe, out_dir: Path) -> Iterator[None]:
     """Turn Ctrl-C and the errors a user's settings cause into one-line errors.
 
     Ctrl-C (during fit Lightning turns it into `SystemExit`; re-raise it as `KeyboardInterrupt`)
-    marks the MLflow run KILLED and raises `Interrupted` with the command that resumes it.
+    marks the MLflow run KILLED and raises `Interrupted` with the command that resumes it
+    (`logger` is None in the processes of a distributed run that do not own it).
     Lightning's `MisconfigurationException` (e.g. `trainer.accelerator=gpu` without a GPU) and
     running out of memory become `ConfigError`s, and so does a network `torch.compile` could not
     compile (`trainer.compile`; e.g. no C++ compiler for TorchInductor on a CPU); every failure
@@ -123,7 +124,8 @@ def user_errors(logger: MLFlowLogger, recipe: Recipe, out_dir: Path) -> Iterator
             if last.is_file()
             else "no epoch was finished, so there is nothing to resume: start it again"
         )
-        raise Interrupted(f"interrupted; MLflow run {logger.run_id} marked KILLED; {how}") from None
+        marked = f"MLflow run {logger.run_id} marked KILLED; " if logger is not None else ""
+        raise Interrupted(f"interrupted; {marked}{how}") from None
     except MisconfigurationException as exc:
         _terminate(logger, "FAILED")
         raise ConfigError(f"Lightning refused the trainer settings: {_first_line(exc)}") from None
@@ -146,8 +148,8 @@ def user_errors(logger: MLFlowLogger, recipe: Recipe, out_dir: Path) -> Iterator
         raise
 
 
-def _terminate(logger: MLFlowLogger, status: str) -> None:
-    if logger.run_id:
+def _terminate(logger: MLFlowLogger | None, status: str) -> None:
+    if logger is not None and logger.run_id:
         logger.experiment.set_terminated(logger.run_id, status)
 
 

@@ -150,11 +150,12 @@ def _one_device(space: SearchSpace, trainer: Any) -> SearchSpace:
     """
     devices = trainer.devices
     several = devices == -1 or (isinstance(devices, int) and devices > 1)
-    if several or (isinstance(devices, list) and len(devices) > 1) or "ddp" in trainer.strategy:
+    several = several or (isinstance(devices, list) and len(devices) > 1)
+    if several or "ddp" in trainer.strategy or trainer.num_nodes > 1:
         raise ConfigError(
             f"a sweep trains each trial on one device (trainer.devices={devices}, "
-            f"trainer.strategy={trainer.strategy}): leave them out and start one worker per "
-            "device on one --storage instead"
+            f"trainer.num_nodes={trainer.num_nodes}, trainer.strategy={trainer.strategy}): "
+            "leave them out and start one worker per device on one --storage instead"
         )
     if devices == "auto":
         return SearchSpace([*space.fixed, "trainer.devices=1"], space.distributions)
@@ -284,6 +285,7 @@ def _run_trial(
         raise
     value = trial_value(client, result.mlflow_run_id, metric)
     trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
+    assert result.bundle is not None  # a trial trains in this one process
     trial.set_user_attr("bundle", str(result.bundle.path.resolve()))
     client.set_tag(result.mlflow_run_id, "mlfactory.sweep_value", f"{metric}={value:.6g}")
     phase_log.info("sweep: trial %d: %s %.4f", trial.number, metric, value)

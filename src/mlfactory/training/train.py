@@ -43,6 +43,7 @@ from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.encoded_cache import EncodedCache
 from mlfactory.training.export import export_bundle
 from mlfactory.training.float_kernels import float_kernels
+from mlfactory.training.launcher import check_launched
 from mlfactory.training.memory_format import to_memory_format, training_memory_format
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
@@ -67,7 +68,9 @@ log = logging.getLogger(__name__)
 class TrainResult:
     """Where a training run left things."""
 
-    bundle: Bundle
+    # None only in a process of a multi-node run on another machine than the one that owns the
+    # run (its run folder is not shared): the bundle is on the owner's machine.
+    bundle: Bundle | None
     out_dir: Path
     mlflow_run_id: str
     metrics: dict[str, Any]
@@ -118,6 +121,7 @@ def train(
     started = time.perf_counter()
     adopt_library_loggers()
     config = recipe.config
+    check_launched(config.trainer.num_nodes)
     state = _start_run_folder(out_dir, resume, force)
     if state is not None:
         _check_more_epochs(out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, config.trainer.max_epochs)
@@ -142,13 +146,13 @@ def train(
 def _fit_and_publish(
     recipe: Recipe,
     setup: FitSetup,
-    logger: MLFlowLogger,
+    logger: MLFlowLogger | None,
     out_dir: Path,
     resume: bool,
     progress: bool,
     keep_checkpoints: bool,
     callbacks: Sequence[Callback] = (),
-) -> tuple[Bundle, str, dict[str, Any]]:
+) -> tuple[Bundle | None, str, dict[str, Any]]:
     """Fit, then (rank 0) export, evaluate and log: the bundle, the MLflow run id, test metrics."""
     checkpoint_dir = out_dir / CHECKPOINT_DIR
     train_items = len(setup.dataset.split("train"))
@@ -163,10 +167,14 @@ def _fit_and_publish(
             raise KeyboardInterrupt from None
         raise
     if not trainer.is_global_zero:
-        # Under DDP only rank 0 exports, evaluates and logs; the others wait for its bundle.
+        # Under DDP only rank 0 exports, evaluates and logs; the others wait for its bundle,
+        # which the processes of other machines (multi-node, no shared run folder) never see.
         trainer.strategy.barrier("bundle")
+        if not (out_dir / BUNDLE_DIR / "bundle.json").is_file():
+            return None, "", {}
         bundle = load_bundle(out_dir / BUNDLE_DIR)
         return bundle, bundle.meta.mlflow_run_id or "", bundle.meta.metrics["test"]
+    assert logger is not None  # the owner (rank 0) always has one
     bundle, metrics = _publish(recipe, setup, checkpoint, logger, out_dir)
     if not keep_checkpoints:
         clean_checkpoints(checkpoint_dir, checkpoint.best_model_path)
@@ -282,13 +290,20 @@ def _start_tracking(
     out_dir: Path,
     state: dict[str, Any] | None,
     tags: dict[str, str] | None = None,
-) -> MLFlowLogger:
+) -> MLFlowLogger | None:
     """The run's MLflow logger; a new run gets the recipe as params and the data fingerprint.
+
+    None in the other processes of a distributed run: only the owner (rank 0) opens the
+    tracking store. Under torchrun every process starts at once, and two processes opening a
+    new SQLite store create its tables at the same time; on another machine the store may not
+    be there at all.
 
     `run.json` remembers what `--resume` needs: the run id, the resolved recipe, the overrides
     it was composed with and the data fingerprint. A resumed run keeps its MLflow params; what
     `--resume` changed is tagged `resumed_with`.
     """
+    if not is_global_zero():
+        return None
     run_id = state["mlflow_run_id"] if state is not None else None
     logger = make_logger(recipe.config.tracking, recipe.name, run_id, tags)
     if state is None:
@@ -300,23 +315,22 @@ def _start_tracking(
     elif recipe.overrides[len(state.get("overrides", [])) :]:
         added = recipe.overrides[len(state.get("overrides", [])) :]
         logger.experiment.set_tag(logger.run_id, "resumed_with", " ".join(added))
-    if is_global_zero():  # under DDP the other ranks have no MLflow run of their own
-        tracking.save_run_state(
-            out_dir,
-            {
-                "mlflow_run_id": logger.run_id,
-                "recipe": recipe.resolved,
-                "reference": recipe.reference,
-                "overrides": recipe.overrides,
-                "data_fingerprint": dataset.fingerprint,
-            },
-        )
+    tracking.save_run_state(
+        out_dir,
+        {
+            "mlflow_run_id": logger.run_id,
+            "recipe": recipe.resolved,
+            "reference": recipe.reference,
+            "overrides": recipe.overrides,
+            "data_fingerprint": dataset.fingerprint,
+        },
+    )
     return logger
 
 
 def make_trainer(
     config: RecipeConfig,
-    logger: MLFlowLogger,
+    logger: MLFlowLogger | None,
     checkpoint_dir: Path,
     progress: bool,
     train_items: int | None = None,
@@ -355,12 +369,13 @@ def make_trainer(
         max_epochs=options.max_epochs,
         accelerator=options.accelerator,
         devices=options.devices,
+        num_nodes=options.num_nodes,
         strategy=options.strategy,
         precision=options.precision,  # type: ignore[arg-type]
         gradient_clip_val=options.gradient_clip_val,
         limit_train_batches=options.limit_train_batches,
         limit_val_batches=options.limit_val_batches,
-        logger=logger,
+        logger=logger if logger is not None else False,
         callbacks=callbacks,
         profiler=profiler if isinstance(profiler, Profiler) else None,
         enable_progress_bar=progress,
