@@ -34,6 +34,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 BUNDLE_ARTIFACT = "bundle"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/@]+))$")
 DIGEST_TAG = "mlfactory.bundle_sha256"
+# The scheme of artifacts an MLflow server stores for its clients (`--artifacts-destination`).
+PROXIED_ARTIFACTS = "mlflow-artifacts:"
 # Tags that say what a version is, beside the digest (shown by `mlflow ui` on the version).
 BUNDLE_VERSION_TAG = "mlfactory.bundle_version"
 FINGERPRINT_TAG = "mlfactory.data_fingerprint"
@@ -366,10 +368,15 @@ def _unreadable_artifacts(
     try:
         mlflow.artifacts.list_artifacts(artifact_uri=root)
     except storage_errors as exc:
+        where = (
+            "the MLflow server keeps them: check its --artifacts-destination and its access to it"
+            if root.startswith(PROXIED_ARTIFACTS)
+            else "check the store's endpoint and credentials, e.g. MLFLOW_S3_ENDPOINT_URL and "
+            "AWS_* for S3"
+        )
         return (
             f"its artifacts at {root} cannot be read: {type(exc).__name__}: {_first_line(exc)} "
-            "(check the store's endpoint and credentials, e.g. MLFLOW_S3_ENDPOINT_URL and "
-            "AWS_* for S3)"
+            f"({where})"
         )
     except mlflow_error:  # MLflow's own refusal, not the storage's
         return None

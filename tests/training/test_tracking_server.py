@@ -138,6 +138,15 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
     assert bundle_digest(champion.path) == bundle_digest(result.bundle.path)
     assert Predictor(champion).predict([image]) == Predictor(result.bundle).predict([image])
 
+    # The server's bucket gone: one line with the server's reason, not "no bundle".
+    for key in keys:
+        s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)
+    for target in (result.mlflow_run_id, "models:/digits@champion"):
+        outcome = CliRunner().invoke(app, ["predict", target, str(tmp_path)])
+        assert_one_line_error(outcome, "The specified bucket does not exist")
+        assert "the MLflow server keeps them: check its --artifacts-destination" in outcome.output
+
 
 @pytest.mark.slow
 def test_a_run_with_its_artifacts_in_a_bucket_is_served_from_it(
