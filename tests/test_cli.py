@@ -328,3 +328,10 @@ def test_the_console_script_runs_main_and_passes_exit_codes_through(
         assert exited.value.code == code, args
     out = capsys.readouterr().out
     assert out.startswith(f"mlfactory {__version__}") and "Usage: mlfactory" in out
+
+
+def test_an_error_keeps_its_brackets() -> None:
+    """Error lines are text, not rich markup: `[@REV]`, `mlfactory[train]` stay as written."""
+    result = runner.invoke(app, ["data", "image", "data.source=dvc:"])
+    assert_one_line_error(result, "use dvc:PATH[@REV] (in this Git repository) or")
+    assert "dvc:REPO//PATH[@REV], e.g." in result.output

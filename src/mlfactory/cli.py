@@ -58,11 +58,13 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        # The message is text, not rich markup: `mlfactory[train]`, `dvc:PATH[@REV]` and the
+        # overrides of a resume command keep their brackets.
         except Interrupted as exc:
-            err_console.print(str(exc), highlight=False)
+            err_console.print(escape(str(exc)), highlight=False)
             raise typer.Exit(code=130) from None
         except MlfactoryError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")

@@ -295,6 +295,20 @@ def test_a_remote_in_an_s3_bucket(
     assert dataset.fingerprint == plain.fingerprint
     assert not (clone / ".dvc" / "cache").exists()  # read from the bucket, not a local cache
 
+    # Without DVC's S3 plugin (`mlfactory[dvc]` alone): one line with the command that adds it.
+    without_plugin = (
+        "import sys; sys.modules['dvc_s3'] = None; from mlfactory.cli import main; "
+        "main(['data', 'image', 'data.source=dvc:data/digits', 'data.cache_dir=c3'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", without_plugin], cwd=clone, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        "error: dvc: the repository's DVC remote is on s3, whose DVC plugin is not installed: "
+        "pip install 'dvc[s3]==3.67.1'"
+    )
+
     # The bucket's endpoint down (a port nobody listens on): one line that says so. (boto3
     # retries each object 5 times by default, about 20 s here; once is enough to see the error.)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")

@@ -29,6 +29,8 @@ from mlfactory.errors import DataError, cloud_storage_errors
 
 DVC_REQUIREMENT = "dvc==3.67.1"
 URL_SCHEME = re.compile(r"^[A-Za-z][\w.+-]*://")
+# DVC's message for a remote whose plugin is missing: "... requires 'dvc-s3' to be installed".
+PLUGIN = re.compile(r"requires 'dvc-(\w+)'")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ def resolve_version(ref: DvcRef) -> tuple[DvcVersion, Any]:
             f"dvc: {ref.path} is not in the repository at {ref.rev} ({commit[:12]}): commit its "
             ".dvc file (dvc add, git add, git commit) or fix the path"
         ) from None
+    except ImportError as exc:
+        raise missing_plugin(exc) from None
     md5 = info.get("md5") if info.get("dvc_info") or info.get("isout") else None
     return DvcVersion(ref=ref, commit=commit, md5=md5), fs
 
@@ -156,6 +160,8 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
     def fetch(tmp: Path) -> list[dict[str, str]]:
         try:
             fs.get(version.ref.path, str(tmp / name), recursive=True)
+        except ImportError as exc:
+            raise missing_plugin(exc) from None
         except (DvcException, DataIndexError, OSError, *cloud_storage_errors()) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else ""
             raise DataError(
@@ -169,6 +175,20 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
     raw = read_tree(dest / name if (dest / name).is_dir() else dest, ctx, unwrap_root=False)
     raw.version = version.pinned
     return raw
+
+
+def missing_plugin(exc: ImportError) -> DataError:
+    """The repository's remote needs a DVC plugin that is not installed (DVC says e.g. "s3 is
+    supported, but requires 'dvc-s3' to be installed"): the command that installs it."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    match = PLUGIN.search(reason)
+    if match is None:
+        return DataError(f"dvc: {reason}")
+    extra = match.group(1)
+    return DataError(
+        f"dvc: the repository's DVC remote is on {extra}, whose DVC plugin is not installed: "
+        f"pip install '{DVC_REQUIREMENT.replace('dvc==', f'dvc[{extra}]==')}'"
+    )
 
 
 def signature_dvc(spec: str, ctx: SourceContext) -> str:
