@@ -206,3 +206,19 @@ def test_stdin_of_an_image_bundle_is_one_file(image_bundle: Path, digit_folder: 
     assert plan.count == 1
     [result] = list(predict_stream(Predictor(load_bundle(image_bundle)), iter_inputs(plan)))
     assert isinstance(result, Prediction) and result.input == "-"
+
+
+def test_names_with_brackets_are_shown_as_they_are(
+    image_bundle: Path, digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table and the skipped lines print file names as text: `[bold]` is part of a name."""
+    monkeypatch.chdir(tmp_path)
+    Path("[draft]").mkdir()
+    shutil.copy(next((digit_folder / "3").glob("*.png")), "[draft]/[bold]three.png")
+    Path("[draft]/[red]cut.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+
+    result = runner.invoke(app, ["predict", str(image_bundle), "[draft]"])
+
+    assert result.exit_code == 1, result.output
+    assert "│ [draft]/[bold]three.png │" in result.output
+    assert "skipped [draft]/[red]cut.png:" in result.output

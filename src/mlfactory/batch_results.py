@@ -162,7 +162,7 @@ def _progress_bar() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(file=sys.stderr),
+        console=Console(file=sys.stderr, markup=False),  # file names are text, not markup
         transient=True,
     )
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mlfactory import __version__
 from mlfactory.errors import BundleError, ConfigError, Interrupted, MlfactoryError
@@ -31,8 +31,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+# Printed strings are text, not rich markup: file names, labels and messages keep their brackets
+# (`mlfactory[train]`, `dvc:PATH[@REV]`, a folder named `[draft]`).
+console = Console(soft_wrap=True, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 OVERRIDES = typer.Argument(
@@ -51,6 +53,11 @@ LOG_HELP = (
 SKIPS_LISTED = 20
 
 
+def error_line(message: str) -> Text:
+    """`error: <message>`, the prefix in red."""
+    return Text.assemble(("error:", "red"), " ", message)
+
+
 def friendly_errors(func: F) -> F:
     """Turn user-caused errors into one line on stderr and exit code 2 (130 on Ctrl-C)."""
 
@@ -58,13 +65,11 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        # The message is text, not rich markup: `mlfactory[train]`, `dvc:PATH[@REV]` and the
-        # overrides of a resume command keep their brackets.
         except Interrupted as exc:
-            err_console.print(escape(str(exc)), highlight=False)
+            err_console.print(str(exc), highlight=False)
             raise typer.Exit(code=130) from None
         except MlfactoryError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+            err_console.print(error_line(str(exc)), highlight=False)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -655,8 +660,8 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "mlfactory"
-        message = escape(exc.format_message().rstrip("."))
-        err_console.print(f"[red]error:[/red] {message} (see {where} --help)", highlight=False)
+        message = exc.format_message().rstrip(".")
+        err_console.print(error_line(f"{message} (see {where} --help)"), highlight=False)
         raise SystemExit(2) from None
     except typer.Abort:  # Ctrl-C at a prompt
         err_console.print("interrupted")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mlfactory.baselines import majority_baseline, simple_baseline
 from mlfactory.config.loader import load_recipe
@@ -36,7 +37,9 @@ def run_demo(
 
     recipe = load_recipe(recipe_name, overrides)
     console.rule(
-        f"[bold]mlfactory demo[/bold]: recipe '{recipe.name}' ({recipe.config.description})"
+        Text.assemble(
+            ("mlfactory demo", "bold"), f": recipe '{recipe.name}' ({recipe.config.description})"
+        )
     )
     console.print("1/5 preparing data, training, exporting and evaluating the bundle ...")
     # The demo's folder is its own: a second demo replaces the first one's run.
