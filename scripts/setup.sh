@@ -11,6 +11,9 @@
 #    g++ (TorchInductor compiles C++ kernels for `trainer.compile` on a CPU).
 #    Failure is only a warning: the data tests fall back to the copies in tests/fixtures, and the
 #    tests that need a missing component fail saying which package to install.
+# 4. Installs Azurite, Microsoft's Azure Storage emulator (the Azure Blob tests' endpoint), with
+#    npm from requirements/azurite, whose package-lock pins every package (Node.js and npm from
+#    apt-get when missing). A stamp skips it when the lock has not changed; failure is a warning.
 #
 # Environment: PYTHON (interpreter for a new venv), MLFACTORY_SKIP_APT=1 (skip step 3),
 # MLFACTORY_FORCE_INSTALL=1 (ignore the stamp).
@@ -26,6 +29,9 @@ APT_PACKAGES=(
   chromium chromium-driver                                # browser tests (never a downloaded one)
   g++                                                     # TorchInductor's compiler (trainer.compile tests)
 )
+
+AZURITE_DIR=requirements/azurite
+AZURITE_STAMP="$AZURITE_DIR/node_modules/.mlfactory-install-stamp"
 
 say() { printf '[setup] %s\n' "$*"; }
 warn() { printf '[setup] warning: %s\n' "$*" >&2; }
@@ -80,6 +86,36 @@ install_data_packages() {
   fi
 }
 
+file_hash() {
+  if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1
+}
+
+install_azurite() {
+  local wanted
+  wanted=$(file_hash "$AZURITE_DIR/package-lock.json")
+  if [[ -f "$AZURITE_STAMP" && "$(cat "$AZURITE_STAMP")" == "$wanted" ]]; then
+    return
+  fi
+  if ! command -v npm >/dev/null && [[ "${MLFACTORY_SKIP_APT:-0}" != 1 && "$(id -u)" == 0 ]] &&
+    command -v apt-get >/dev/null; then
+    say "installing Debian packages: nodejs npm (for Azurite)"
+    {
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+    } >/dev/null || true
+  fi
+  if ! command -v npm >/dev/null; then
+    warn "no npm: Azurite is not installed, and the Azure Blob tests fail saying so"
+    return
+  fi
+  say "installing Azurite with npm into $AZURITE_DIR/node_modules"
+  if npm ci --prefix "$AZURITE_DIR" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null; then
+    echo "$wanted" >"$AZURITE_STAMP"
+  else
+    warn "npm could not install Azurite; the Azure Blob tests fail saying so"
+  fi
+}
+
 install_hash() {
   # What the installed environment depends on: the dependency specs and the interpreter.
   {
@@ -108,4 +144,5 @@ else
 fi
 
 install_data_packages
+install_azurite
 say "done: activate with 'source $VENV/bin/activate', or call $VENV/bin/mlfactory"

@@ -10,37 +10,20 @@ the machine's own AWS set-up is read. Use it as a fixture:
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mlfactory.serving.process import HOST, free_port
+from tests.local_server import local_server
 
-START_TIMEOUT_S = 60
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "mlfactory-test",
     "AWS_SECRET_ACCESS_KEY": "mlfactory-test-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-
-
-def _wait_until_listening(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"moto's S3 server exited with {server.returncode}: {log.read_text()}")
-        try:
-            with socket.create_connection((HOST, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"moto's S3 server did not listen on {HOST}:{port} in {START_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +36,6 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             patch.setenv(name, value)
         patch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))
         patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-credentials"))
-        with log.open("wb") as output:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            _wait_until_listening(port, server, log)
+        command = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+        with local_server("moto's S3 server", command, port, log):
             yield f"http://{HOST}:{port}"
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()

@@ -28,6 +28,9 @@ QUIET_LOGGERS = {
     "urllib3": logging.ERROR,  # "Retrying (Retry(total=...))": the error that follows says it
     "transformers": logging.ERROR,
     "huggingface_hub": logging.ERROR,
+    # "Could not determine bucket type ..., falling back to GCSFileSystem", once per file read
+    # from a GCS remote whose storage-layout API it cannot call (an emulator, a read-only role).
+    "gcsfs": logging.ERROR,
 }
 # Warnings that are known to be harmless here, by message (regular expressions).
 HARMLESS_WARNINGS = (

@@ -3,11 +3,7 @@ local DVC remote, read back at each revision from a clone that has only the remo
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,25 +12,10 @@ import pytest
 from mlfactory.data.dvc_source import parse_dvc_source
 from mlfactory.data.prepare import prepare_dataset
 from mlfactory.errors import DataError
-from mlfactory.serving.process import free_port
 from tests.data.conftest import MakeRecipe
-from tests.s3 import s3_endpoint  # noqa: F401  (the fixture)
+from tests.data.dvc_repos import dvc, dvc_site_cache, git  # noqa: F401  (the fixture)
 
 pytest.importorskip("dvc")
-
-
-def run(*command: str, cwd: Path) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-def git(*args: str, cwd: Path) -> str:
-    return run("git", "-c", "user.name=t", "-c", "user.email=t@t", *args, cwd=cwd)
-
-
-def dvc(*args: str, cwd: Path) -> str:
-    return run(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
 @dataclass
@@ -44,14 +25,6 @@ class VersionedDigits:
     remote: Path
     commits: dict[str, str]  # tag -> commit
     copies: dict[str, Path]  # tag -> a plain copy of the folder at that tag
-
-
-@pytest.fixture(scope="module", autouse=True)
-def dvc_site_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """DVC's site cache in a temporary folder, not /var/tmp/dvc."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path_factory.mktemp("dvc-site-cache")))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -253,70 +226,3 @@ def test_data_command_prints_the_version(
     result = CliRunner().invoke(app, [*args[:2], "data.source=dvc:data/digits@v9"])
     assert result.exit_code == 2
     assert result.output.startswith("error: dvc: unknown Git revision 'v9'")
-
-
-def test_a_remote_in_an_s3_bucket(
-    s3_endpoint: str,  # noqa: F811
-    mnist_pngs: dict[str, list[Path]],
-    make_recipe: MakeRecipe,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The remote a team uses in production: an S3 bucket (DVC's S3 plugin, s3fs and boto3,
-    all over HTTP to an S3 server on loopback); the clone has only the bucket to read from."""
-    import boto3
-
-    bucket = boto3.client("s3", endpoint_url=s3_endpoint)
-    bucket.create_bucket(Bucket="mlfactory-data")
-    origin = tmp_path / "origin"
-    origin.mkdir()
-    git("init", "-q", "-b", "main", cwd=origin)
-    dvc("init", "-q", cwd=origin)
-    dvc("remote", "add", "-d", "storage", "s3://mlfactory-data/dvc", cwd=origin)
-    dvc("remote", "modify", "storage", "endpointurl", s3_endpoint, cwd=origin)
-    for label in "012":
-        (origin / "data" / "digits" / label).mkdir(parents=True)
-        for path in mnist_pngs[label][:6]:
-            shutil.copy(path, origin / "data" / "digits" / label / path.name)
-    dvc("add", "-q", "data/digits", cwd=origin)
-    git("add", "-A", cwd=origin)
-    git("commit", "-q", "-m", "digits", cwd=origin)
-    dvc("push", "-q", cwd=origin)
-    listed = bucket.list_objects_v2(Bucket="mlfactory-data", Prefix="dvc/")
-    assert listed["KeyCount"] == 18 + 1  # every image, and the folder's .dir listing
-
-    clone = tmp_path / "clone"
-    git("clone", "-q", str(origin), str(clone), cwd=tmp_path)
-    monkeypatch.chdir(clone)
-    dataset = prepare_dataset(make_recipe("dvc:data/digits", name="from-s3"))
-    assert dataset.labels == ["0", "1", "2"]
-    assert dataset.version == f"dvc:data/digits@{git('rev-parse', 'HEAD', cwd=origin)}"
-    plain = prepare_dataset(make_recipe(origin / "data" / "digits", name="plain"))
-    assert dataset.fingerprint == plain.fingerprint
-    assert not (clone / ".dvc" / "cache").exists()  # read from the bucket, not a local cache
-
-    # Without DVC's S3 plugin (`mlfactory[dvc]` alone): one line with the command that adds it.
-    without_plugin = (
-        "import sys; sys.modules['dvc_s3'] = None; from mlfactory.cli import main; "
-        "main(['data', 'image', 'data.source=dvc:data/digits', 'data.cache_dir=c3'])"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", without_plugin], cwd=clone, capture_output=True, text=True
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip() == (
-        "error: dvc: the repository's DVC remote is on s3, whose DVC plugin is not installed: "
-        "pip install 'dvc[s3]==3.67.1'"
-    )
-
-    # The bucket's endpoint down (a port nobody listens on): one line that says so. (boto3
-    # retries each object 5 times by default, about 20 s here; once is enough to see the error.)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    down = f"http://127.0.0.1:{free_port()}"
-    dvc("remote", "modify", "--local", "storage", "endpointurl", down, cwd=clone)
-    with pytest.raises(DataError) as caught:
-        prepare_dataset(make_recipe("dvc:data/digits", name="down", cache_dir=tmp_path / "c2"))
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith("dvc: cannot fetch data/digits at HEAD")
-    assert "EndpointConnectionError: Could not connect to the endpoint URL" in message
