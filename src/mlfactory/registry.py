@@ -346,6 +346,24 @@ def _name_filter(name: str) -> str:
     return f"name = {quote}{name}{quote}"
 
 
+# What to check when a run's artifact store cannot be read, by the scheme of its location.
+ARTIFACT_STORE_HINTS = {
+    PROXIED_ARTIFACTS: "the MLflow server keeps them: check its --artifacts-destination and its "
+    "access to it",
+    "s3:": "check the bucket, its endpoint (MLFLOW_S3_ENDPOINT_URL) and the AWS_* credentials",
+    "gs:": "check the bucket and the Google credentials (GOOGLE_APPLICATION_CREDENTIALS)",
+    "wasbs:": "check the container and AZURE_STORAGE_CONNECTION_STRING (or "
+    "AZURE_STORAGE_ACCESS_KEY)",
+}
+
+
+def _artifact_store_hint(root: str) -> str:
+    scheme = next((s for s in ARTIFACT_STORE_HINTS if root.startswith(s)), None)
+    if scheme is None:
+        return "check the store's location and your access to it"
+    return ARTIFACT_STORE_HINTS[scheme]
+
+
 def _unreadable_artifacts(
     client: Any, run_id: str | None, mlflow_error: type[Exception]
 ) -> str | None:
@@ -368,15 +386,9 @@ def _unreadable_artifacts(
     try:
         mlflow.artifacts.list_artifacts(artifact_uri=root)
     except storage_errors as exc:
-        where = (
-            "the MLflow server keeps them: check its --artifacts-destination and its access to it"
-            if root.startswith(PROXIED_ARTIFACTS)
-            else "check the store's endpoint and credentials, e.g. MLFLOW_S3_ENDPOINT_URL and "
-            "AWS_* for S3"
-        )
         return (
             f"its artifacts at {root} cannot be read: {type(exc).__name__}: {_first_line(exc)} "
-            f"({where})"
+            f"({_artifact_store_hint(root)})"
         )
     except mlflow_error:  # MLflow's own refusal, not the storage's
         return None

@@ -2,9 +2,10 @@
 bucket (what a team runs; the bucket on moto's S3 server on loopback, `tests/s3.py`): the run,
 its metrics and its bundle land there through the server, which proxies the artifacts (the
 client needs no bucket credentials), and a server of predictions serves the bundle by run id
-from there, and by alias from the server's registry. Also a run whose artifacts the client
-writes to a bucket itself (`tracking.artifact_location=s3://...`), and the one-line error when
-that bucket's endpoint is down."""
+from there, and by alias from the server's registry. Also runs whose artifacts the client
+writes to a bucket itself (`tracking.artifact_location=` an S3, GCS or Azure Blob location, each
+on an emulator of the service: `tests/s3.py`, `tests/gcs.py`, `tests/azure_blob.py`), and the
+one-line error when that bucket cannot be read."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -28,7 +30,10 @@ from mlfactory.predictor import Predictor
 from mlfactory.registry import bundle_digest, register_bundle
 from mlfactory.serving.process import free_port
 from mlfactory.targets import resolve_bundle
+from tests import azure_blob
+from tests.azure_blob import azure_blob_connection  # noqa: F401  (the fixture)
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides
+from tests.gcs import gcs_endpoint  # noqa: F401  (the fixture)
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 from tests.s3 import s3_endpoint  # noqa: F401  (the fixture)
 from tests.test_cli import assert_one_line_error
@@ -148,28 +153,94 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
         assert "the MLflow server keeps them: check its --artifacts-destination" in outcome.output
 
 
+@dataclass
+class ArtifactBucket:
+    """A bucket a run's artifacts go to (`tracking.artifact_location`), on a store's emulator."""
+
+    location: str
+    read: Callable[[str], bytes]  # the object at a path under the location
+    make_unreadable: Callable[[pytest.MonkeyPatch], None]
+    error: str  # what the one-line error then says
+    settings: str  # ... and the setting it tells to check
+
+
+def s3_bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> ArtifactBucket:
+    bucket = boto3.client("s3", endpoint_url=endpoint)
+    bucket.create_bucket(Bucket="team-artifacts")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", endpoint)
+
+    def endpoint_down(patch: pytest.MonkeyPatch) -> None:
+        # One attempt: boto3 retries a refused connection for seconds by default.
+        patch.setenv("MLFLOW_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+        patch.setenv("AWS_MAX_ATTEMPTS", "1")
+
+    return ArtifactBucket(
+        "s3://team-artifacts/mlflow",
+        lambda key: bucket.get_object(Bucket="team-artifacts", Key=f"mlflow/{key}")["Body"].read(),
+        endpoint_down,
+        "EndpointConnectionError",
+        "MLFLOW_S3_ENDPOINT_URL",
+    )
+
+
+def gcs_bucket() -> ArtifactBucket:
+    from google.cloud import storage
+
+    bucket = storage.Client().create_bucket("team-artifacts")
+    return ArtifactBucket(
+        "gs://team-artifacts/mlflow",
+        lambda key: bucket.blob(f"mlflow/{key}").download_as_bytes(),
+        lambda _: bucket.delete(force=True),
+        "NotFound: 404",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    )
+
+
+def azure_container(connection: str) -> ArtifactBucket:
+    from azure.storage.blob import BlobServiceClient
+
+    container = BlobServiceClient.from_connection_string(connection).create_container("team")
+    return ArtifactBucket(
+        f"wasbs://team@{azure_blob.ACCOUNT}.blob.core.windows.net/mlflow",
+        lambda key: container.download_blob(f"mlflow/{key}").readall(),
+        lambda _: container.delete_container(),
+        "ResourceNotFoundError: The specified container does not exist",
+        "AZURE_STORAGE_CONNECTION_STRING",
+    )
+
+
+@pytest.fixture(params=["s3", "gcs", "azure"])
+def artifact_bucket(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> ArtifactBucket:
+    """A new bucket on an emulator of S3, Google Cloud Storage or Azure Blob Storage, which
+    MLflow's own artifact store for that scheme writes and reads."""
+    if request.param == "s3":
+        return s3_bucket(request.getfixturevalue("s3_endpoint"), monkeypatch)
+    if request.param == "gcs":
+        request.getfixturevalue("gcs_endpoint")
+        return gcs_bucket()
+    return azure_container(request.getfixturevalue("azure_blob_connection"))
+
+
 @pytest.mark.slow
 def test_a_run_with_its_artifacts_in_a_bucket_is_served_from_it(
-    s3_endpoint: str,  # noqa: F811
+    artifact_bucket: ArtifactBucket,
     digit_folder: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from mlfactory.training.train import train
 
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="team-artifacts")
-    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
     overrides = [
         *fast_digits_overrides(digit_folder, tmp_path, 1),
         *SMALL_NETWORK,
         "tracking.experiment=in-a-bucket",
-        "tracking.artifact_location=s3://team-artifacts/mlflow",
+        f"tracking.artifact_location={artifact_bucket.location}",
     ]
     result = train(load_recipe("digits", overrides), tmp_path / "run")
-    key = f"mlflow/{result.mlflow_run_id}/artifacts/bundle/model.onnx"
-    bucket = boto3.client("s3", endpoint_url=s3_endpoint)
-    stored = bucket.get_object(Bucket="team-artifacts", Key=key)
-    assert stored["Body"].read() == result.bundle.model_path.read_bytes()
+    stored = artifact_bucket.read(f"{result.mlflow_run_id}/artifacts/bundle/model.onnx")
+    assert stored == result.bundle.model_path.read_bytes()
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     register_bundle(result.bundle, aliases=["champion"])
@@ -179,13 +250,13 @@ def test_a_run_with_its_artifacts_in_a_bucket_is_served_from_it(
         assert bundle_digest(served.path) == bundle_digest(result.bundle.path)
         assert Predictor(served).predict([image]) == Predictor(result.bundle).predict([image])
 
-    # The bucket's endpoint down: one line naming the store and the storage client's error,
-    # not MLflow's "please ensure that the path is correct". (One attempt: boto3 retries a
-    # refused connection for seconds by default.)
-    down = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", down)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    # The bucket unreadable (S3: its endpoint down; GCS, Azure: the bucket deleted): one line
+    # naming the store and the storage client's error, not MLflow's "please ensure that the
+    # path is correct".
+    artifact_bucket.make_unreadable(monkeypatch)
     for target in (result.mlflow_run_id, "models:/digits@champion"):
         outcome = CliRunner().invoke(app, ["predict", target, str(tmp_path)])
-        assert_one_line_error(outcome, "/artifacts cannot be read: EndpointConnectionError")
-        assert f"s3://team-artifacts/mlflow/{result.mlflow_run_id}/artifacts" in outcome.output
+        assert_one_line_error(outcome, f"/artifacts cannot be read: {artifact_bucket.error}")
+        root = f"{artifact_bucket.location}/{result.mlflow_run_id}/artifacts"
+        assert root in outcome.output
+        assert artifact_bucket.settings in outcome.output
