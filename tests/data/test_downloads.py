@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import stat
 import tarfile
 import zipfile
@@ -18,6 +19,7 @@ from mlfactory.data.downloads import download, extract_archive
 from mlfactory.data.prepare import prepare_dataset
 from mlfactory.data.remote import parse_url_source
 from mlfactory.errors import DataError
+from mlfactory.output import PHASE_LOGGER
 
 from .local_http import Server
 
@@ -98,6 +100,27 @@ def test_wrong_sha256_is_refused(http_server: Server, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"sha256 of .* is [0-9a-f]{64}, expected 0+"):
         download(http_server.url("/a.zip"), tmp_path / "a.zip", sha256="0" * 64)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_download_line_and_errors_show_no_secret_of_the_url(
+    http_server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every download says what it fetches (a slow server can take minutes), and its errors
+    name the URL, without the query (a signed URL's signature, a token)."""
+    signed = "/a.zip?X-Amz-Signature=s3cr3t"
+    http_server.routes[signed] = b"PK"
+    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
+        download(http_server.url(signed), tmp_path / "a.zip")
+    assert (tmp_path / "a.zip").read_bytes() == b"PK"
+    shown = http_server.url("/a.zip")
+    assert [r.getMessage() for r in caplog.records] == [f"data: downloading {shown}"]
+    with pytest.raises(DataError) as caught:
+        download(http_server.url(signed), tmp_path / "b.zip", sha256="0" * 64)
+    assert str(caught.value).startswith(f"sha256 of {shown} is ")
+    with pytest.raises(
+        DataError, match=r"^download of http://127.0.0.1:\d+/b.zip failed: HTTP 404"
+    ):
+        download(http_server.url("/b.zip?token=s3cr3t"), tmp_path / "c.zip")
 
 
 def test_size_limit_stops_the_download(http_server: Server, tmp_path: Path) -> None:

@@ -138,7 +138,8 @@ def test_a_remote_in_a_gcs_bucket(
     listed = list(client.list_blobs("mlfactory-data", prefix="dvc/"))
     assert len(listed) == IMAGES + 1
     clone = read_from_a_clone(origin, make_recipe, monkeypatch, "from-gcs")
-    # The CLI prints the dataset and nothing else: gcsfs warns once per file that it cannot ask
+    # The CLI says what it fetches from where (a remote that does not answer takes minutes to
+    # give up), then the dataset, and nothing else: gcsfs warns once per file that it cannot ask
     # the emulator for the bucket's storage layout (harmless; it falls back), unless quieted.
     command = ["data", "image", "data.source=dvc:data/digits", "data.cache_dir=cli"]
     shown = subprocess.run(
@@ -146,7 +147,10 @@ def test_a_remote_in_a_gcs_bucket(
     )
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "version dvc:data/digits@" in shown.stdout
-    assert shown.stderr == ""
+    commit = git("rev-parse", "HEAD", cwd=origin)[:12]
+    assert shown.stderr.splitlines() == [
+        f"data: fetching data/digits at HEAD ({commit}) from the DVC remote gs://mlfactory-data/dvc"
+    ]
 
     done = without_plugin(clone, "dvc_gs")
     assert done.returncode == 2, done.stderr[-2000:]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from mlfactory.errors import DataError
+from mlfactory.output import phase_log
 
 logger = logging.getLogger(__name__)
 
@@ -98,38 +99,52 @@ def download(
     part = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers=headers or {})
+    shown = _without_secrets(url)
+    phase_log.info("data: downloading %s", shown)
     opener = urllib.request.build_opener(_SameHostRedirects)
     try:
         with opener.open(request, timeout=TIMEOUT_S) as response, part.open("wb") as out:
             declared = int(response.headers.get("Content-Length") or 0)
             if declared > limit:
-                raise _too_big(url, limit)
+                raise _too_big(shown, limit)
             received = 0
             while chunk := response.read(CHUNK):
                 received += len(chunk)
                 if received > limit:
-                    raise _too_big(url, limit)
+                    raise _too_big(shown, limit)
                 digest.update(chunk)
                 out.write(chunk)
     except urllib.error.HTTPError as exc:
         part.unlink(missing_ok=True)
-        message = f"download of {url} failed: HTTP {exc.code} {exc.reason}"
+        message = f"download of {shown} failed: HTTP {exc.code} {exc.reason}"
         raise DownloadHTTPError(message, exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"could not download {url} ({reason}): check the URL and network") from None
+        raise DataError(
+            f"could not download {shown} ({reason}): check the URL and network"
+        ) from None
     except DataError:
         part.unlink(missing_ok=True)
         raise
     if sha256 and digest.hexdigest() != sha256.lower():
         part.unlink(missing_ok=True)
         raise DataError(
-            f"sha256 of {url} is {digest.hexdigest()}, expected {sha256}: the file changed or "
+            f"sha256 of {shown} is {digest.hexdigest()}, expected {sha256}: the file changed or "
             "the #sha256= fragment is wrong"
         )
     part.replace(dest)
     return dest
+
+
+def _without_secrets(url: str) -> str:
+    """`url` as a download's line and errors show it: no user:password, query or fragment (a
+    signed URL's signature, a token)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _too_big(url: str, limit: int) -> DataError:

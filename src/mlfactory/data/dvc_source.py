@@ -26,6 +26,7 @@ from mlfactory.data.raw import RawSource, SourceContext
 from mlfactory.data.remote import read_tree
 from mlfactory.data.staging import build_once
 from mlfactory.errors import DataError, cloud_storage_errors
+from mlfactory.output import phase_log
 
 DVC_REQUIREMENT = "dvc==3.67.1"
 URL_SCHEME = re.compile(r"^[A-Za-z][\w.+-]*://")
@@ -158,6 +159,14 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
     name = Path(version.ref.path).name
 
     def fetch(tmp: Path) -> list[dict[str, str]]:
+        remote = _default_remote_url(fs)
+        phase_log.info(
+            "data: fetching %s at %s (%s) from %s",
+            version.ref.path,
+            version.ref.rev,
+            version.commit[:12],
+            f"the DVC remote {remote}" if remote else "the repository's DVC remote",
+        )
         try:
             fs.get(version.ref.path, str(tmp / name), recursive=True)
         except ImportError as exc:
@@ -175,6 +184,17 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
     raw = read_tree(dest / name if (dest / name).is_dir() else dest, ctx, unwrap_root=False)
     raw.version = version.pinned
     return raw
+
+
+def _default_remote_url(fs: Any) -> str | None:
+    """The URL of the repository's default DVC remote, for the line that says what is fetched
+    (a dead endpoint can take minutes to give up); None when there is none to name."""
+    try:
+        config = fs.repo.config
+        url = config["remote"][config["core"]["remote"]]["url"]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return str(url)
 
 
 def missing_plugin(exc: ImportError) -> DataError:
