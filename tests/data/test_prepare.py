@@ -236,6 +236,12 @@ def test_unknown_scheme_is_reported(make_recipe: MakeRecipe) -> None:
         prepare_dataset(make_recipe("ftp2:thing"))
 
 
+@pytest.mark.parametrize("source", ["s3://team-data/mushrooms", "gs://team-data/m.zip"])
+def test_a_bucket_points_at_dvc(make_recipe: MakeRecipe, source: str) -> None:
+    with pytest.raises(DataError, match=rf"'{source}' is a bucket, .* data.source=dvc:PATH"):
+        prepare_dataset(make_recipe(source))
+
+
 def test_folder_without_class_folders(make_recipe: MakeRecipe, tmp_path: Path) -> None:
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.png").write_bytes(b"x")

@@ -58,6 +58,18 @@ SCHEME_EXAMPLES = (
     "kaggle:<owner>/<dataset>, hf:<dataset>[:<split>], https://.../data.zip, dvc:PATH[@REV]"
 )
 
+# Object stores' URLs (S3, GCS, Azure): not sources of their own, DVC remotes.
+BUCKET_SCHEMES = (
+    "s3://",
+    "gs://",
+    "gcs://",
+    "az://",
+    "azure://",
+    "abfs://",
+    "abfss://",
+    "wasbs://",
+)
+
 
 def split_scheme(source: str) -> tuple[str, str] | None:
     """(scheme, rest) for a scheme source (URLs are scheme "url" with the whole URL), else None."""
@@ -76,6 +88,13 @@ def local_path(source: str) -> Path:
     path = Path(source).expanduser()
     if path.exists():
         return path.resolve()
+    if source.startswith(BUCKET_SCHEMES):
+        raise DataError(
+            f"data.source '{source}' is a bucket, which is read through DVC so that each run "
+            "records the data's version: track the data in a Git repository whose DVC remote "
+            "is the bucket, then data.source=dvc:PATH[@REV] (docs/data.md, Versioning the "
+            "data); or give a signed https:// URL of an archive"
+        )
     if re.match(r"^[A-Za-z][\w.+-]+:", source):
         raise DataError(f"unknown data source scheme in '{source}': use one of {SCHEME_EXAMPLES}")
     raise DataError(
