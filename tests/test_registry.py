@@ -17,6 +17,7 @@ from mlfactory.cli import app
 from mlfactory.errors import BundleError
 from mlfactory.predictor import Predictor
 from mlfactory.registry import (
+    ARTIFACT_STORE_CLIENTS,
     BUNDLE_VERSION_TAG,
     DIGEST_TAG,
     _artifact_store_hint,
@@ -253,3 +254,11 @@ def test_an_unreadable_artifact_store_names_what_to_check(root: str, setting: st
     """The one-line error of a run whose artifacts cannot be read points at the settings of its
     store's kind (tests/training/test_tracking_server.py reads real buckets)."""
     assert setting in _artifact_store_hint(root)
+
+
+def test_the_storage_clients_named_are_the_locked_versions() -> None:
+    """The pip command for a missing artifact-store client pins what the lock pins."""
+    lock = (Path(__file__).parents[1] / "requirements" / "lock.txt").read_text().splitlines()
+    for _, packages in ARTIFACT_STORE_CLIENTS.values():
+        for pin in packages.split():
+            assert pin in lock, pin

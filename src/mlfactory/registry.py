@@ -15,8 +15,10 @@ a bundle that is not the one registered.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.util
 import os
 import re
 import tempfile
@@ -238,6 +240,9 @@ def download_registered(uri: str) -> Path:
                 artifact_uri=source, dst_path=parent, tracking_uri=tracking_uri(None)
             )
         )
+    except ImportError as exc:
+        reason = _missing_client(client, version.run_id, mlflow_error, exc)
+        raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
     except mlflow_error as exc:
         reason = _unreadable_artifacts(client, version.run_id, mlflow_error) or _first_line(exc)
         raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
@@ -265,6 +270,9 @@ def download_run_bundle(
             dst_path=None if destination is None else str(destination),
             tracking_uri=tracking_uri(store),
         )
+    except ImportError as exc:
+        reason = _missing_client(client, run_id, mlflow_error, exc)
+        raise BundleError(f"MLflow run '{run_id}': {reason}") from None
     except mlflow_error as exc:
         unreadable = _unreadable_artifacts(client, run_id, mlflow_error)
         if unreadable is not None:
@@ -357,6 +365,51 @@ ARTIFACT_STORE_HINTS = {
 }
 
 
+# The client library MLflow reads each kind of artifact store with; none of them comes with the
+# serving install (`mlfactory[serve]` and mlflow-skinny). Pinned as requirements/lock.txt pins them.
+ARTIFACT_STORE_CLIENTS = {
+    "s3:": ("boto3", "boto3==1.43.117"),
+    "gs:": ("google.cloud.storage", "google-cloud-storage==3.17.1"),
+    "wasbs:": ("azure.storage.blob", "azure-storage-blob==12.31.1 azure-identity==1.27.0"),
+}
+
+
+def missing_artifact_client(root: str, verb: str = "read") -> str | None:
+    """Why artifacts at `root` cannot be `verb` here: the client library of their store is not
+    installed (with the command that installs it); None when it is, or none is needed."""
+    scheme = next((s for s in ARTIFACT_STORE_CLIENTS if root.startswith(s)), None)
+    if scheme is None:
+        return None
+    module, package = ARTIFACT_STORE_CLIENTS[scheme]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or blocked in sys.modules
+        found = False
+    if found:
+        return None
+    return (
+        f"its artifacts at {root} need {module} to be {verb}, which is not installed: "
+        f"pip install {package}"
+    )
+
+
+def _missing_client(
+    client: Any, run_id: str | None, mlflow_error: type[Exception], exc: ImportError
+) -> str:
+    """Why a download failed on an import: the run's artifact store needs a client library
+    that is not installed, and the command that installs it."""
+    root = ""
+    if run_id is not None:
+        with contextlib.suppress(mlflow_error):
+            root = client.get_run(run_id).info.artifact_uri
+    missing = missing_artifact_client(root) if root else None
+    if missing is not None:
+        return missing
+    module = exc.name or _first_line(exc)
+    where = f"its artifacts at {root}" if root else "its artifact store"
+    return f"{where} need {module} to be read, which is not installed: install the package with it"
+
+
 def _artifact_store_hint(root: str) -> str:
     scheme = next((s for s in ARTIFACT_STORE_HINTS if root.startswith(s)), None)
     if scheme is None:
@@ -385,6 +438,8 @@ def _unreadable_artifacts(
     storage_errors: tuple[type[Exception], ...] = (OSError, *cloud_storage_errors())
     try:
         mlflow.artifacts.list_artifacts(artifact_uri=root)
+    except ImportError as exc:  # e.g. MLflow reports a missing boto3 as a failed download
+        return _missing_client(client, run_id, mlflow_error, exc)
     except storage_errors as exc:
         return (
             f"its artifacts at {root} cannot be read: {type(exc).__name__}: {_first_line(exc)} "

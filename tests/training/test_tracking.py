@@ -1,17 +1,22 @@
-"""The MLflow logger of training: a Ctrl-C never cuts one of its writes in half."""
+"""The MLflow logger of training: a Ctrl-C never cuts one of its writes in half, and a run
+whose artifact store cannot be written here is refused before it trains."""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import FrameType
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from mlfactory.training.tracking import InterruptSafeMLFlowLogger, interrupt_after
+from tests.conftest import SMALL_NETWORK, fast_digits_overrides
 
 
 def test_a_ctrl_c_inside_the_block_takes_effect_when_it_ends() -> None:
@@ -60,3 +65,35 @@ def test_ctrl_c_while_logging_metrics_leaves_the_run_markable_as_killed(tmp_path
     # Logging went on after every Ctrl-C: each trial's metrics are in the run.
     history = logger.experiment.get_metric_history(logger.run_id, "trial")
     assert {int(metric.value) for metric in history} == set(range(15))
+
+
+def test_a_bucket_store_without_its_client_is_refused_before_training(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    """Artifacts to go to a GCS bucket, where google-cloud-storage is not installed: one line
+    with the pip command, before a single epoch (not a traceback when the bundle is logged at
+    the end), and the run that was opened is marked FAILED."""
+    overrides = [
+        *fast_digits_overrides(digit_folder, tmp_path, 1),
+        *SMALL_NETWORK,
+        "tracking.artifact_location=gs://team-artifacts/mlflow",
+    ]
+    script = (
+        "import sys; sys.modules['google.cloud.storage'] = None\n"
+        "from mlfactory.cli import main\n"
+        f"main(['train', 'digits', '--out', 'run', *{overrides!r}])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: tracking: MLflow run "), done.stderr[-3000:]
+    assert error.endswith(
+        "/artifacts need google.cloud.storage to be written, which is not installed: "
+        "pip install google-cloud-storage==3.17.1"
+    )
+    assert "epoch" not in done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [run.info.status for run in runs] == ["FAILED"]

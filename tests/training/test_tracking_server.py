@@ -162,6 +162,7 @@ class ArtifactBucket:
     make_unreadable: Callable[[pytest.MonkeyPatch], None]
     error: str  # what the one-line error then says
     settings: str  # ... and the setting it tells to check
+    client: tuple[str, str]  # the module MLflow reads the store with, and its pip package
 
 
 def s3_bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> ArtifactBucket:
@@ -180,6 +181,7 @@ def s3_bucket(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> ArtifactBucket:
         endpoint_down,
         "EndpointConnectionError",
         "MLFLOW_S3_ENDPOINT_URL",
+        ("boto3", "boto3=="),
     )
 
 
@@ -193,6 +195,7 @@ def gcs_bucket() -> ArtifactBucket:
         lambda _: bucket.delete(force=True),
         "NotFound: 404",
         "GOOGLE_APPLICATION_CREDENTIALS",
+        ("google.cloud.storage", "google-cloud-storage=="),
     )
 
 
@@ -206,6 +209,7 @@ def azure_container(connection: str) -> ArtifactBucket:
         lambda _: container.delete_container(),
         "ResourceNotFoundError: The specified container does not exist",
         "AZURE_STORAGE_CONNECTION_STRING",
+        ("azure.storage.blob", "azure-storage-blob=="),
     )
 
 
@@ -249,6 +253,27 @@ def test_a_run_with_its_artifacts_in_a_bucket_is_served_from_it(
         served = resolve_bundle(target)  # downloaded from the bucket
         assert bundle_digest(served.path) == bundle_digest(result.bundle.path)
         assert Predictor(served).predict([image]) == Predictor(result.bundle).predict([image])
+
+    # Where the store's client library is not installed (the serving install has none): one
+    # line with the pip command, for a run id and for a registered version alike.
+    module, package = artifact_bucket.client
+    script = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from mlfactory.cli import main\n"
+        f"for target in ({result.mlflow_run_id!r}, 'models:/digits@champion'):\n"
+        "    try:\n"
+        "        main(['fetch', target, '--out', 'fetched'])\n"
+        "    except SystemExit as exc:\n"
+        "        print('exit', exc.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.stdout.split() == ["exit", "2", "exit", "2"], done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, done.stderr[-3000:]
+    for line in lines:
+        assert f"need {module} to be read, which is not installed: pip install {package}" in line
 
     # The bucket unreadable (S3: its endpoint down; GCS, Azure: the bucket deleted): one line
     # naming the store and the storage client's error, not MLflow's "please ensure that the

@@ -38,6 +38,7 @@ from mlfactory.evaluation import record_evaluation
 from mlfactory.modalities import Encoder, get_modality
 from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import adopt_library_loggers, phase_log
+from mlfactory.registry import missing_artifact_client
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.encoded_cache import EncodedCache
@@ -306,6 +307,14 @@ def _start_tracking(
         return None
     run_id = state["mlflow_run_id"] if state is not None else None
     logger = make_logger(recipe.config.tracking, recipe.name, run_id, tags)
+    # Before any training: a run whose artifacts go to a bucket needs that store's client here,
+    # or the bundle could not be logged at the end.
+    root = logger.experiment.get_run(logger.run_id).info.artifact_uri
+    missing = missing_artifact_client(root, "written")
+    if missing is not None:
+        if state is None:
+            logger.experiment.set_terminated(logger.run_id, "FAILED")
+        raise ConfigError(f"tracking: MLflow run {logger.run_id}: {missing}")
     if state is None:
         logger.log_hyperparams(tracking.flatten(recipe.resolved))
         logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
