@@ -43,6 +43,7 @@ def cloud_storage_errors() -> tuple[type[Exception], ...]:
         "botocore.exceptions": ("BotoCoreError", "ClientError"),  # S3: boto3 (dvc[s3], MLflow)
         "google.auth.exceptions": ("GoogleAuthError",),  # GCS
         "google.api_core.exceptions": ("GoogleAPIError",),
+        "gcsfs.retry": ("HttpError",),  # gcsfs (dvc[gs]): a refused request, e.g. 401
         "azure.core.exceptions": ("AzureError",),  # Azure
     }
     found: list[type[Exception]] = []

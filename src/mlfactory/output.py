@@ -29,8 +29,9 @@ QUIET_LOGGERS = {
     "transformers": logging.ERROR,
     "huggingface_hub": logging.ERROR,
     # "Could not determine bucket type ..., falling back to GCSFileSystem", once per file read
-    # from a GCS remote whose storage-layout API it cannot call (an emulator, a read-only role).
-    "gcsfs": logging.ERROR,
+    # from a GCS remote whose storage-layout API it cannot call (an emulator, a read-only role);
+    # a refused request's traceback, logged before it is raised: the error that follows says it.
+    "gcsfs": logging.CRITICAL,
 }
 # Warnings that are known to be harmless here, by message (regular expressions).
 HARMLESS_WARNINGS = (

@@ -6,9 +6,15 @@ line."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -74,6 +80,33 @@ def without_plugin(clone: Path, module: str) -> subprocess.CompletedProcess[str]
         "main(['data', 'image', 'data.source=dvc:data/digits', 'data.cache_dir=no-plugin'])"
     )
     return subprocess.run([sys.executable, "-c", script], cwd=clone, capture_output=True, text=True)
+
+
+class _Refuses(BaseHTTPRequestHandler):
+    """Answers every request as GCS answers one without valid credentials."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"error": {"code": 401, "message": "Login Required."}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def refusing_server() -> Iterator[str]:
+    server = ThreadingHTTPServer((HOST, 0), _Refuses)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def fetch_error(make_recipe: MakeRecipe, cache_dir: Path) -> str:
@@ -165,6 +198,26 @@ def test_a_remote_in_a_gcs_bucket(
     assert "FileNotFoundError: [Errno 2] No storage files available" in fetch_error(
         make_recipe, tmp_path / "c2"
     )
+
+    # A store that refuses the caller (GCS's answer to a request without credentials, 401
+    # "Login Required", which gcsfs does not retry): one line, not a traceback, and not gcsfs's
+    # own logged traceback before it.
+    with refusing_server() as refusing:
+        env = {**os.environ, "STORAGE_EMULATOR_HOST": refusing}
+        command = ["data", "image", "data.source=dvc:data/digits", "data.cache_dir=refused"]
+        refused = subprocess.run(
+            [sys.executable, "-m", "mlfactory.cli", *command],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    lines = refused.stderr.splitlines()
+    assert lines[0].startswith("data: fetching data/digits at HEAD")
+    assert lines[1].startswith("error: dvc: cannot fetch data/digits at HEAD"), lines
+    assert "HttpError: Login Required" in lines[1]
+    assert len(lines) == 2, refused.stderr[-3000:]
 
 
 def test_a_remote_in_an_azure_container(
