@@ -4,6 +4,7 @@ accuracy and gives in size and speed, side by side in one run, through the real 
     python benchmarks/pruning.py                      # digits, shares 0 0.25 0.5 0.75
     python benchmarks/pruning.py emotions --epochs 10 --shares 0,0.25,0.5 --out runs/bench/pruning
     python benchmarks/pruning.py emotions --shares 0,0.25,0.5 --out runs/bench/pruning --reuse
+    python benchmarks/pruning.py news --shares 0,0.25,0.5 --out runs/bench/pruning
 
 For every recipe, one training per share on the same prepared data and schedule (share 0 is
 the recipe as it is), then the bundles' ONNX models are timed in ONNX Runtime in alternating
@@ -42,6 +43,7 @@ RECIPE_OVERRIDES = {
     "mushrooms": ["trainer.max_epochs=3", "trainer.patience=3"],
     "emotions": ["trainer.max_epochs=4", "trainer.patience=4"],
     "birdcalls": ["trainer.max_epochs=12", "trainer.patience=12"],
+    "news": ["trainer.max_epochs=3", "trainer.patience=3"],  # the recipe's 3 epochs, no early stop
 }
 BATCHES = (16, 1)
 

@@ -1,5 +1,6 @@
-"""`model.prune_channels`: structured pruning of the backbone's convolutions (Torch-Pruning),
-before fine-tuning, on the recipe's real pretrained efficientnet_lite0."""
+"""`model.prune_channels`: structured pruning (Torch-Pruning) before fine-tuning, of the
+convolutions of the recipe's real pretrained efficientnet_lite0, and of the feed-forward
+neurons of the text recipes' real pretrained MiniLM."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from mlfactory.monitoring.profile import load_profile
 from mlfactory.output import PHASE_LOGGER
 from mlfactory.predictor import Predictor
 from mlfactory.training.backbones import build_classifier, training_encoder
+from mlfactory.training.network import Classifier
 from mlfactory.training.pruning import prune_classifier
 from mlfactory.training.train import train
 from tests.numerics import assert_parity_recorded
 
 from ..conftest import fast_digits_overrides
-from ..test_output import REUTERS, mlfactory_process
+from ..test_output import REUTERS
 
 SMALL_INPUTS = ["preprocess.resize_size=32", "preprocess.crop_size=32"]
 
@@ -100,29 +102,85 @@ def test_a_pruned_run_exports_a_smaller_bundle_that_serves_and_resumes(
     assert resumed.bundle.model_path.stat().st_size == bundle.model_path.stat().st_size
 
 
-def test_a_backbone_without_convolutions_is_refused_in_one_line(tmp_path: Path) -> None:
-    # As a user runs it (the text backbone loads its weights first, which prints nothing).
-    process = mlfactory_process(
-        [
-            "train",
-            "text",
-            f"data.source={REUTERS}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-            "model.prune_channels=0.25",
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        tmp_path,
-    )
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 2, stderr
-    assert stdout == ""
-    assert stderr.strip().splitlines() == [
-        "error: model.prune_channels: the backbone has no convolutions to prune (only "
-        "convolutional backbones are pruned; for a transformer, `mlfactory quantize` makes an "
-        "int8 bundle)"
+def test_a_transformer_loses_feed_forward_neurons_of_least_weight_only(tmp_path: Path) -> None:
+    """The text recipes' MiniLM: each block's feed-forward expansion is halved, keeping the
+    neurons of largest weight as they were; attention and the hidden width stay whole."""
+    config = load_recipe("news", ["preprocess.max_length=32"]).config
+    net = build_classifier(config, 8)
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
+    blocks = net.backbone.model.encoder.layer
+    expansion = blocks[0].intermediate.dense.weight.detach().clone()
+    back = blocks[0].output.dense.weight.detach().clone()
+    query = blocks[0].attention.self.query.weight.detach().clone()
+
+    pruned = prune_classifier(net, encoder, 0.5)
+
+    assert pruned.pruned == "feed-forward neurons"
+    for block in pruned.net.backbone.model.encoder.layer:
+        assert block.intermediate.dense.out_features == 768  # of 1536
+        assert block.output.dense.in_features == 768
+        assert block.output.dense.out_features == 384  # the hidden width
+    first = pruned.net.backbone.model.encoder.layer[0]
+    kept = first.intermediate.dense.weight.detach()
+    rows = [int(torch.nonzero((expansion == row).all(1))[0, 0]) for row in kept]
+    assert rows == sorted(set(rows))
+    # The projection back keeps the matching inputs, and attention is untouched.
+    assert torch.equal(first.output.dense.weight.detach(), back[:, rows])
+    assert torch.equal(first.attention.self.query.weight.detach(), query)
+    norms = expansion.abs().sum(1) + back.abs().sum(0)  # L1 over the group
+    removed = [row for row in range(len(expansion)) if row not in rows]
+    assert norms[rows].min() >= norms[removed].max()
+    assert (pruned.width_before, pruned.width_after) == (384, 384)
+    assert pruned.net.head.in_features == 384
+    inputs = {name: torch.from_numpy(a[None]) for name, a in encoder(b"Oil prices rose.").items()}
+    with torch.no_grad():
+        assert pruned.net.eval()(*inputs.values()).shape == (1, 8)
+
+
+def test_a_pruned_transformer_trains_exports_and_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `news` recipe with half its feed-forward neurons, one epoch on real articles."""
+    overrides = [
+        f"data.source={REUTERS}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.val_fraction=0.2",
+        "data.test_fraction=0.2",
+        "data.max_per_class=null",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        f"tracking.artifact_location={tmp_path / 'artifacts'}",
+        "trainer.max_epochs=1",
+        "trainer.batch_size=8",
+        "preprocess.max_length=32",
+        "model.prune_channels=0.5",
     ]
+    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
+        result = train(load_recipe("news", overrides), tmp_path / "run", progress=False)
+    assert "model: pruned 50% of the backbone's feed-forward neurons" in caplog.text
+    assert "22.71 M -> 19.17 M parameters, embedding 384 -> 384" in caplog.text
+    bundle = result.bundle
+    assert_parity_recorded(bundle.meta.export, len(result.dataset.split("test")))
+    # The narrower weights are what was exported (float32: 4 bytes a parameter, and the
+    # unpruned model's 22.71 M would take 91 MB).
+    assert bundle.model_path.stat().st_size < 0.85 * 4 * 22.71e6
+    (prediction,) = Predictor(bundle).predict([b"Crude oil prices rose sharply today."])
+    assert prediction.label in bundle.meta.labels
+
+
+def test_a_backbone_with_nothing_it_knows_how_to_prune_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    # Neither convolutions nor layers the backbone names to narrow (a plain MLP over pixels).
+    config = load_recipe("digits", SMALL_INPUTS).config
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 64))
+    with pytest.raises(ConfigError) as refused:
+        prune_classifier(Classifier(mlp, 64, 10, 0.1), encoder, 0.5)
+    assert str(refused.value) == (
+        "model.prune_channels: the backbone has neither convolutions nor feed-forward layers "
+        "that mlfactory knows how to prune (`mlfactory quantize` makes an int8 bundle of any "
+        "backbone)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -29,12 +29,28 @@ LOCAL_MODELS = {
 }
 
 
+# The first projection of each block's feed-forward layers in Hugging Face encoders (BERT,
+# MiniLM, RoBERTa, MPNet, DeBERTa: `intermediate.dense`; DistilBERT: `ffn.lin1`).
+FEED_FORWARD_EXPANSIONS = ("intermediate.dense", "ffn.lin1")
+
+
 class MeanPooledEncoder(nn.Module):
     """(input_ids, attention_mask) -> mean of the last hidden states over real tokens."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+
+    def prune_roots(self) -> list[nn.Module]:
+        """What structured pruning may narrow (`model.prune_channels`): each block's
+        feed-forward expansion, whose removed neurons take the matching inputs of the
+        projection back with them. Attention and the hidden width stay whole, so the embedding
+        keeps its width."""
+        return [
+            module
+            for name, module in self.model.named_modules()
+            if name.endswith(FEED_FORWARD_EXPANSIONS) and isinstance(module, nn.Linear)
+        ]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
