@@ -73,13 +73,19 @@ def read_from_a_clone(
     return clone
 
 
-def without_plugin(clone: Path, module: str) -> subprocess.CompletedProcess[str]:
-    """`mlfactory data` in the clone, in a process where DVC's plugin `module` is missing."""
+def assert_missing_plugin_is_one_line(clone: Path, module: str, extra: str) -> None:
+    """`mlfactory data` in the clone, in a process where DVC's plugin `module` is missing (as
+    with `mlfactory[dvc]` alone): one line with the command that adds it."""
     script = (
         f"import sys; sys.modules[{module!r}] = None; from mlfactory.cli import main; "
         "main(['data', 'image', 'data.source=dvc:data/digits', 'data.cache_dir=no-plugin'])"
     )
-    return subprocess.run([sys.executable, "-c", script], cwd=clone, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script], cwd=clone, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        f"error: dvc: the repository's DVC remote is on {extra}, whose DVC plugin is not "
+        f"installed: pip install 'dvc[{extra}]==3.67.1'"
+    )
 
 
 class _Refuses(BaseHTTPRequestHandler):
@@ -137,13 +143,7 @@ def test_a_remote_in_an_s3_bucket(
     assert listed["KeyCount"] == IMAGES + 1  # every image, and the folder's .dir listing
     clone = read_from_a_clone(origin, make_recipe, monkeypatch, "from-s3")
 
-    # Without DVC's S3 plugin (`mlfactory[dvc]` alone): one line with the command that adds it.
-    done = without_plugin(clone, "dvc_s3")
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip() == (
-        "error: dvc: the repository's DVC remote is on s3, whose DVC plugin is not installed: "
-        "pip install 'dvc[s3]==3.67.1'"
-    )
+    assert_missing_plugin_is_one_line(clone, "dvc_s3", "s3")
 
     # The bucket's endpoint down (a port nobody listens on): one line that says so. (boto3
     # retries each object 5 times by default, about 20 s here; once is enough to see the error.)
@@ -185,12 +185,7 @@ def test_a_remote_in_a_gcs_bucket(
         f"data: fetching data/digits at HEAD ({commit}) from the DVC remote gs://mlfactory-data/dvc"
     ]
 
-    done = without_plugin(clone, "dvc_gs")
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip() == (
-        "error: dvc: the repository's DVC remote is on gs, whose DVC plugin is not installed: "
-        "pip install 'dvc[gs]==3.67.1'"
-    )
+    assert_missing_plugin_is_one_line(clone, "dvc_gs", "gs")
 
     # The remote's bucket gone (or misnamed). (An endpoint that cannot be reached gives one line
     # too, after the client's own retries: about 2 minutes for gcsfs.)
@@ -237,12 +232,7 @@ def test_a_remote_in_an_azure_container(
     assert len(list(container.list_blobs(name_starts_with="dvc/"))) == IMAGES + 1
     clone = read_from_a_clone(origin, make_recipe, monkeypatch, "from-azure")
 
-    done = without_plugin(clone, "dvc_azure")
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert done.stderr.strip() == (
-        "error: dvc: the repository's DVC remote is on azure, whose DVC plugin is not "
-        "installed: pip install 'dvc[azure]==3.67.1'"
-    )
+    assert_missing_plugin_is_one_line(clone, "dvc_azure", "azure")
 
     # The remote's container gone (or misnamed). (An endpoint that cannot be reached gives one
     # line too, after azure-core's retries: about 4 minutes.)
