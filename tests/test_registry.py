@@ -17,10 +17,8 @@ from mlfactory.cli import app
 from mlfactory.errors import BundleError
 from mlfactory.predictor import Predictor
 from mlfactory.registry import (
-    ARTIFACT_STORE_CLIENTS,
     BUNDLE_VERSION_TAG,
     DIGEST_TAG,
-    _artifact_store_hint,
     bundle_digest,
     download_run_bundle,
     find_version,
@@ -235,30 +233,3 @@ def test_registry_calls_leave_the_environment_alone(
     with pytest.raises(BundleError, match="has no bundle"):
         download_run_bundle("0" * 32, store=store)
     assert "MLFLOW_TRACKING_URI" not in os.environ
-
-
-@pytest.mark.parametrize(
-    ("root", "setting"),
-    [
-        ("mlflow-artifacts:/1/abc/artifacts", "--artifacts-destination"),
-        ("s3://team/mlflow/1/abc/artifacts", "MLFLOW_S3_ENDPOINT_URL"),
-        ("gs://team/mlflow/1/abc/artifacts", "GOOGLE_APPLICATION_CREDENTIALS"),
-        (
-            "wasbs://team@acct.blob.core.windows.net/1/abc/artifacts",
-            "AZURE_STORAGE_CONNECTION_STRING",
-        ),
-        ("hdfs://namenode/mlflow/1/abc/artifacts", "the store's location and your access to it"),
-    ],
-)
-def test_an_unreadable_artifact_store_names_what_to_check(root: str, setting: str) -> None:
-    """The one-line error of a run whose artifacts cannot be read points at the settings of its
-    store's kind (tests/training/test_tracking_server.py reads real buckets)."""
-    assert setting in _artifact_store_hint(root)
-
-
-def test_the_storage_clients_named_are_the_locked_versions() -> None:
-    """The pip command for a missing artifact-store client pins what the lock pins."""
-    lock = (Path(__file__).parents[1] / "requirements" / "lock.txt").read_text().splitlines()
-    for _, packages in ARTIFACT_STORE_CLIENTS.values():
-        for pin in packages.split():
-            assert pin in lock, pin

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import os
 import re
 import tempfile
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlfactory.artifact_stores import artifact_store_hint, missing_artifact_client
 from mlfactory.bundle import Bundle
 from mlfactory.errors import BundleError, cloud_storage_errors
 
@@ -36,8 +36,6 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 BUNDLE_ARTIFACT = "bundle"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/@]+))$")
 DIGEST_TAG = "mlfactory.bundle_sha256"
-# The scheme of artifacts an MLflow server stores for its clients (`--artifacts-destination`).
-PROXIED_ARTIFACTS = "mlflow-artifacts:"
 # Tags that say what a version is, beside the digest (shown by `mlflow ui` on the version).
 BUNDLE_VERSION_TAG = "mlfactory.bundle_version"
 FINGERPRINT_TAG = "mlfactory.data_fingerprint"
@@ -354,45 +352,6 @@ def _name_filter(name: str) -> str:
     return f"name = {quote}{name}{quote}"
 
 
-# What to check when a run's artifact store cannot be read, by the scheme of its location.
-ARTIFACT_STORE_HINTS = {
-    PROXIED_ARTIFACTS: "the MLflow server keeps them: check its --artifacts-destination and its "
-    "access to it",
-    "s3:": "check the bucket, its endpoint (MLFLOW_S3_ENDPOINT_URL) and the AWS_* credentials",
-    "gs:": "check the bucket and the Google credentials (GOOGLE_APPLICATION_CREDENTIALS)",
-    "wasbs:": "check the container and AZURE_STORAGE_CONNECTION_STRING (or "
-    "AZURE_STORAGE_ACCESS_KEY)",
-}
-
-
-# The client library MLflow reads each kind of artifact store with; none of them comes with the
-# serving install (`mlfactory[serve]` and mlflow-skinny). Pinned as requirements/lock.txt pins them.
-ARTIFACT_STORE_CLIENTS = {
-    "s3:": ("boto3", "boto3==1.43.117"),
-    "gs:": ("google.cloud.storage", "google-cloud-storage==3.17.1"),
-    "wasbs:": ("azure.storage.blob", "azure-storage-blob==12.31.1 azure-identity==1.27.0"),
-}
-
-
-def missing_artifact_client(root: str, verb: str = "read") -> str | None:
-    """Why artifacts at `root` cannot be `verb` here: the client library of their store is not
-    installed (with the command that installs it); None when it is, or none is needed."""
-    scheme = next((s for s in ARTIFACT_STORE_CLIENTS if root.startswith(s)), None)
-    if scheme is None:
-        return None
-    module, package = ARTIFACT_STORE_CLIENTS[scheme]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package missing, or blocked in sys.modules
-        found = False
-    if found:
-        return None
-    return (
-        f"its artifacts at {root} need {module} to be {verb}, which is not installed: "
-        f"pip install {package}"
-    )
-
-
 def _missing_client(
     client: Any, run_id: str | None, mlflow_error: type[Exception], exc: ImportError
 ) -> str:
@@ -408,13 +367,6 @@ def _missing_client(
     module = exc.name or _first_line(exc)
     where = f"its artifacts at {root}" if root else "its artifact store"
     return f"{where} need {module} to be read, which is not installed: install the package with it"
-
-
-def _artifact_store_hint(root: str) -> str:
-    scheme = next((s for s in ARTIFACT_STORE_HINTS if root.startswith(s)), None)
-    if scheme is None:
-        return "check the store's location and your access to it"
-    return ARTIFACT_STORE_HINTS[scheme]
 
 
 def _unreadable_artifacts(
@@ -443,7 +395,7 @@ def _unreadable_artifacts(
     except storage_errors as exc:
         return (
             f"its artifacts at {root} cannot be read: {type(exc).__name__}: {_first_line(exc)} "
-            f"({_artifact_store_hint(root)})"
+            f"({artifact_store_hint(root)})"
         )
     except mlflow_error:  # MLflow's own refusal, not the storage's
         return None

@@ -28,6 +28,7 @@ from lightning.pytorch.profilers import Profiler
 from lightning.pytorch.utilities import rank_zero_only
 
 from mlfactory import tracking
+from mlfactory.artifact_stores import missing_artifact_client
 from mlfactory.bundle import Bundle, BundleMeta, load_bundle
 from mlfactory.config.loader import Recipe, preprocessing_params
 from mlfactory.config.schema import RecipeConfig
@@ -38,7 +39,6 @@ from mlfactory.evaluation import record_evaluation
 from mlfactory.modalities import Encoder, get_modality
 from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import adopt_library_loggers, phase_log
-from mlfactory.registry import missing_artifact_client
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.encoded_cache import EncodedCache
