@@ -1,10 +1,17 @@
-"""Structured pruning (`model.prune_channels`): what each share of channels removed costs in
-accuracy and gives in size and speed, side by side in one run, through the real `train()`.
+"""Structured pruning (`model.prune_channels`, `model.prune_heads`): what each share removed
+costs in accuracy and gives in size and speed, side by side in one run, through the real
+`train()`.
 
     python benchmarks/pruning.py                      # digits, shares 0 0.25 0.5 0.75
     python benchmarks/pruning.py emotions --epochs 10 --shares 0,0.25,0.5 --out runs/bench/pruning
     python benchmarks/pruning.py emotions --shares 0,0.25,0.5 --out runs/bench/pruning --reuse
     python benchmarks/pruning.py news --shares 0,0.25,0.5 --out runs/bench/pruning
+    python benchmarks/pruning.py news --shares 0,0.5,heads:0.25,heads:0.5,both:0.5 \
+        --out runs/bench/pruning --reuse
+
+A share alone is of the channels (`model.prune_channels`: a CNN's convolution channels, a
+transformer's feed-forward neurons); `heads:S` is of each attention block's heads
+(`model.prune_heads`), `both:S` sets both.
 
 For every recipe, one training per share on the same prepared data and schedule (share 0 is
 the recipe as it is), then the bundles' ONNX models are timed in ONNX Runtime in alternating
@@ -14,7 +21,7 @@ test accuracy, the seconds of the whole `train()` call (the first share's also e
 splits into the encoded-input cache, which the others read), and the items per second with their
 ratio to share 0 (the median over rounds of the per-round ratio). The figures are this
 machine's; the ratios are what to compare. `--reuse` times the bundles an earlier run left
-in `--out` again, without training.
+in `--out` again, without training, and trains only the shares it finds none for.
 """
 
 from __future__ import annotations
@@ -48,9 +55,46 @@ RECIPE_OVERRIDES = {
 BATCHES = (16, 1)
 
 
+# The settings a share can set: a share alone sets `model.prune_channels`.
+KINDS = {
+    "channels": ("model.prune_channels",),
+    "heads": ("model.prune_heads",),
+    "both": ("model.prune_channels", "model.prune_heads"),
+}
+
+
+@dataclass(frozen=True)
+class Share:
+    kind: str  # a key of KINDS
+    share: float
+
+    @classmethod
+    def parse(cls, text: str) -> Share:
+        kind, _, share = text.rpartition(":")
+        if (kind or "channels") not in KINDS:
+            raise ValueError(f"{text!r}: the kind before ':' is one of {', '.join(KINDS)}")
+        return cls(kind or "channels", float(share))
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{setting}={self.share}" for setting in KINDS[self.kind]]
+
+    @property
+    def run_name(self) -> str:
+        # Channel shares and the unpruned recipe keep the names of earlier runs.
+        return (
+            f"share-{self.share}"
+            if self.kind == "channels" or not self.share
+            else (f"{self.kind}-{self.share}")
+        )
+
+    def __str__(self) -> str:
+        return f"{self.share:.2f}" if self.kind == "channels" else f"{self.kind} {self.share:.2f}"
+
+
 @dataclass
 class Trained:
-    share: float
+    share: Share
     bundle: Bundle
     accuracy: float
     seconds: float | None  # None: a bundle of an earlier run (--reuse)
@@ -60,7 +104,9 @@ class Trained:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="*", default=["digits"])
-    parser.add_argument("--shares", default="0,0.25,0.5,0.75", help="comma-separated, 0 first")
+    parser.add_argument(
+        "--shares", default="0,0.25,0.5,0.75", help="comma-separated, 0 first; heads:S, both:S"
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=1.0, help="per model and round")
     parser.add_argument("--epochs", type=int, default=None, help="train this many (no early stop)")
@@ -69,8 +115,11 @@ def main() -> None:
         "--reuse", action="store_true", help="time the bundles an earlier run left in --out"
     )
     args = parser.parse_args()
-    shares = [float(share) for share in args.shares.split(",")]
-    if shares[0] != 0:
+    try:
+        shares = [Share.parse(share) for share in args.shares.split(",")]
+    except ValueError as exc:
+        parser.error(f"--shares: {exc}")
+    if shares[0].share != 0:
         parser.error("--shares: start with 0, the unpruned recipe the ratios divide by")
     if args.reuse and args.out is None:
         parser.error("--reuse: name the earlier run's --out")
@@ -80,23 +129,25 @@ def main() -> None:
         schedule = RECIPE_OVERRIDES.get(recipe, [])
         if args.epochs is not None:
             schedule = [f"trainer.max_epochs={args.epochs}", f"trainer.patience={args.epochs}"]
-        if args.reuse:
-            runs = [trained_before(out / recipe / f"share-{share}", share) for share in shares]
-        else:
-            runs = [train_share(recipe, schedule, share, out) for share in shares]
+        runs = [
+            trained_before(out / recipe / share.run_name, share)
+            if args.reuse and (out / recipe / share.run_name / "bundle").is_dir()
+            else train_share(recipe, schedule, share, out)
+            for share in shares
+        ]
         report(recipe, runs, timings(runs, args.rounds, args.seconds))
 
 
-def train_share(recipe: str, schedule: list[str], share: float, out: Path) -> Trained:
-    overrides = [*schedule, f"model.prune_channels={share}"]
+def train_share(recipe: str, schedule: list[str], share: Share, out: Path) -> Trained:
+    overrides = [*schedule, *share.overrides]
     started = time.perf_counter()
-    result = train(load_recipe(recipe, overrides), out / recipe / f"share-{share}", progress=False)
+    result = train(load_recipe(recipe, overrides), out / recipe / share.run_name, progress=False)
     seconds = time.perf_counter() - started
     test = [item.read_bytes() for item in result.dataset.split("test")[:16]]
     return Trained(share, result.bundle, float(result.metrics["accuracy"]), seconds, test)
 
 
-def trained_before(run_dir: Path, share: float) -> Trained:
+def trained_before(run_dir: Path, share: Share) -> Trained:
     """The bundle an earlier run left in `run_dir`, with its recorded test accuracy."""
     from mlfactory.bundle import load_bundle
     from mlfactory.bundle_recipe import recipe_dataset
@@ -146,7 +197,7 @@ def report(recipe: str, runs: list[Trained], per_batch: dict[int, list[list[floa
     print(f"\n{recipe}\n\n{header}\n|" + "---:|" * (5 + len(BATCHES)))
     for index, run in enumerate(runs):
         row = (
-            f"| {run.share:.2f} | {parameters(run.bundle) / 1e6:.2f} M | "
+            f"| {run.share} | {parameters(run.bundle) / 1e6:.2f} M | "
             f"{run.bundle.model_path.stat().st_size / 1e6:.1f} MB | {run.accuracy:.3f} | "
             f"{'-' if run.seconds is None else f'{run.seconds:.0f} s'} |"
         )

@@ -1,9 +1,10 @@
-"""`model.prune_channels`: structured pruning (Torch-Pruning) before fine-tuning, of the
-convolutions of the recipe's real pretrained efficientnet_lite0, and of the feed-forward
-neurons of the text recipes' real pretrained MiniLM."""
+"""`model.prune_channels` and `model.prune_heads`: structured pruning (Torch-Pruning) before
+fine-tuning, of the convolutions of the recipe's real pretrained efficientnet_lite0, and of the
+feed-forward neurons and attention heads of the text recipes' real pretrained MiniLM."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from mlfactory.output import PHASE_LOGGER
 from mlfactory.predictor import Predictor
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.network import Classifier
-from mlfactory.training.pruning import prune_classifier
+from mlfactory.training.pruning import prune_attention_heads, prune_classifier
 from mlfactory.training.train import train
 from tests.numerics import assert_parity_recorded
 
@@ -43,7 +44,7 @@ def test_pruning_keeps_the_channels_of_largest_weights_as_they_were(tmp_path: Pa
     assert kept.shape == (16, 3, 3, 3)  # half of the stem's 32 filters
     # Each kept filter is an original one, unchanged; so are its batch-norm statistics (the
     # trace ran in eval mode).
-    rows = [int(torch.nonzero((stem == filt).flatten(1).all(1))[0, 0]) for filt in kept]
+    rows = original_rows(stem.flatten(1), kept.flatten(1))
     assert rows == sorted(set(rows))
     assert torch.equal(backbone.bn1.running_mean, statistics[rows])
     # The pretrained filters kept carry far more weight than the ones removed (the L1 norm,
@@ -122,7 +123,7 @@ def test_a_transformer_loses_feed_forward_neurons_of_least_weight_only(tmp_path:
         assert block.output.dense.out_features == 384  # the hidden width
     first = pruned.net.backbone.model.encoder.layer[0]
     kept = first.intermediate.dense.weight.detach()
-    rows = [int(torch.nonzero((expansion == row).all(1))[0, 0]) for row in kept]
+    rows = original_rows(expansion, kept)
     assert rows == sorted(set(rows))
     # The projection back keeps the matching inputs, and attention is untouched.
     assert torch.equal(first.output.dense.weight.detach(), back[:, rows])
@@ -137,10 +138,92 @@ def test_a_transformer_loses_feed_forward_neurons_of_least_weight_only(tmp_path:
         assert pruned.net.eval()(*inputs.values()).shape == (1, 8)
 
 
+def test_a_transformer_loses_whole_attention_heads_of_least_weight(tmp_path: Path) -> None:
+    """A quarter of MiniLM's 12 heads per block go: the same whole heads from the query, key
+    and value projections and the output projection's inputs, those of least L1 norm; the
+    network then computes exactly what the original does with those heads silenced."""
+    config = load_recipe("news", ["preprocess.max_length=32"]).config
+    net = build_classifier(config, 8)
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
+    first = net.backbone.model.encoder.layer[0].attention
+    before = {
+        name: getattr(first.self, name).weight.detach().clone()
+        for name in ("query", "key", "value")
+    }
+    output = first.output.dense.weight.detach().clone()
+    expansion = net.backbone.model.encoder.layer[0].intermediate.dense.weight.detach().clone()
+    inputs = [torch.from_numpy(a[None]) for a in encoder(b"Oil prices rose sharply.").values()]
+    original = copy.deepcopy(net).eval()
+
+    pruned = prune_attention_heads(net, encoder, 0.25)
+
+    assert (pruned.heads_before, pruned.heads_after) == (12, 9)  # 3 of 12 per block
+    assert pruned.summary(0.25) == (
+        "pruned 25% of the backbone's attention heads (least L1 norm, Torch-Pruning): "
+        "22.72 M -> 21.83 M parameters, 12 -> 9 heads per block"
+    )
+    for block in pruned.net.backbone.model.encoder.layer:
+        attention = block.attention
+        assert attention.self.num_attention_heads == 9
+        assert attention.self.query.out_features == 9 * 32  # each head keeps its 32 dims
+        assert attention.output.dense.in_features == 9 * 32
+        assert attention.output.dense.out_features == 384  # the hidden width
+        assert block.intermediate.dense.out_features == 1536  # feed-forward untouched
+    # The rows kept are whole heads, the same ones in the query, key and value and in the
+    # output projection's columns, each unchanged.
+    kept = {
+        name: original_rows(weight, getattr(first.self, name).weight.detach())
+        for name, weight in before.items()
+    }
+    columns = original_rows(output.T, first.output.dense.weight.detach().T)
+    assert kept["query"] == kept["key"] == kept["value"] == columns
+    heads = sorted({row // 32 for row in columns})
+    assert columns == [head * 32 + dim for head in heads for dim in range(32)]
+    # The three heads removed are those of least L1 norm over the four projections.
+    head_of = torch.arange(384) // 32
+    norms = torch.zeros(12).index_add_(0, head_of, output.abs().sum(0))
+    for weight in before.values():
+        norms.index_add_(0, head_of, weight.abs().sum(1))
+    removed = sorted(set(range(12)) - set(heads))
+    assert removed == sorted(norms.argsort()[:3].tolist())
+    # Removing a head is silencing it: the original network with each block's removed heads'
+    # output-projection columns zeroed computes the same embedding.
+    for block, pruned_block in zip(
+        original.backbone.model.encoder.layer, pruned.net.backbone.model.encoder.layer, strict=True
+    ):
+        dense = pruned_block.attention.output.dense.weight.detach()
+        full = block.attention.output.dense.weight.detach()
+        kept_columns = original_rows(full.T, dense.T)
+        silenced = torch.ones(384, dtype=torch.bool)
+        silenced[kept_columns] = False
+        with torch.no_grad():
+            full[:, silenced] = 0
+    assert torch.equal(
+        pruned.net.backbone.model.encoder.layer[0].intermediate.dense.weight, expansion
+    )
+    with torch.no_grad():
+        expected = original.backbone(*inputs)
+        got = pruned.net.eval().backbone(*inputs)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, net_embedding(config, encoder, inputs), atol=1e-3)
+
+
+def original_rows(before: torch.Tensor, after: torch.Tensor) -> list[int]:
+    """Where each row of the pruned weight `after` was in `before`."""
+    return [int(torch.nonzero((before == row).all(1))[0, 0]) for row in after]
+
+
+def net_embedding(config: Any, encoder: Any, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """The unpruned pretrained network's embedding of `inputs`."""
+    with torch.no_grad():
+        return build_classifier(config, 8).eval().backbone(*inputs)
+
+
 def test_a_pruned_transformer_trains_exports_and_serves(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The `news` recipe with half its feed-forward neurons, one epoch on real articles."""
+    """The `news` recipe with half its attention heads and feed-forward neurons, one epoch on
+    real articles, then resumed for a second."""
     overrides = [
         f"data.source={REUTERS}",
         f"data.cache_dir={tmp_path / 'cache'}",
@@ -153,18 +236,32 @@ def test_a_pruned_transformer_trains_exports_and_serves(
         "trainer.batch_size=8",
         "preprocess.max_length=32",
         "model.prune_channels=0.5",
+        "model.prune_heads=0.5",
     ]
     with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
         result = train(load_recipe("news", overrides), tmp_path / "run", progress=False)
+    assert "model: pruned 50% of the backbone's attention heads" in caplog.text
+    assert "22.71 M -> 20.94 M parameters, 12 -> 6 heads per block" in caplog.text
     assert "model: pruned 50% of the backbone's feed-forward neurons" in caplog.text
-    assert "22.71 M -> 19.17 M parameters, embedding 384 -> 384" in caplog.text
+    assert "20.94 M -> 17.40 M parameters, embedding 384 -> 384" in caplog.text
     bundle = result.bundle
     assert_parity_recorded(bundle.meta.export, len(result.dataset.split("test")))
     # The narrower weights are what was exported (float32: 4 bytes a parameter, and the
     # unpruned model's 22.71 M would take 91 MB).
-    assert bundle.model_path.stat().st_size < 0.85 * 4 * 22.71e6
+    assert bundle.model_path.stat().st_size < 0.8 * 4 * 22.71e6
     (prediction,) = Predictor(bundle).predict([b"Crude oil prices rose sharply today."])
     assert prediction.label in bundle.meta.labels
+
+    # --resume removes the same heads and neurons again before loading the checkpoint.
+    resumed = train(
+        load_recipe("news", [*overrides, "trainer.max_epochs=2"]),
+        tmp_path / "run",
+        resume=True,
+        force=True,
+        progress=False,
+    )
+    assert resumed.mlflow_run_id == result.mlflow_run_id
+    assert resumed.bundle.model_path.stat().st_size == bundle.model_path.stat().st_size
 
 
 def test_a_backbone_with_nothing_it_knows_how_to_prune_is_refused_in_one_line(
@@ -183,10 +280,34 @@ def test_a_backbone_with_nothing_it_knows_how_to_prune_is_refused_in_one_line(
     )
 
 
+def test_attention_heads_are_refused_in_one_line_where_there_are_none_or_none_would_stay(
+    tmp_path: Path,
+) -> None:
+    digits = load_recipe("digits", SMALL_INPUTS).config
+    encoder, _ = training_encoder(digits, preprocessing_params(digits), tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        prune_attention_heads(build_classifier(digits, 10), encoder, 0.5)
+    assert str(refused.value) == (
+        "model.prune_heads: the backbone has no attention heads that mlfactory knows how to "
+        "prune (the text recipes' Hugging Face transformers have; `model.prune_channels` "
+        "narrows convolutions)"
+    )
+    news = load_recipe("news", ["preprocess.max_length=32"]).config
+    encoder, _ = training_encoder(news, preprocessing_params(news), tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        prune_attention_heads(build_classifier(news, 8), encoder, 0.95)
+    assert str(refused.value) == (
+        "model.prune_heads: 0.95 of 12 heads rounds up to all of them: keep at least one "
+        "(at most 0.92)"
+    )
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["model.prune_channels=0.5", "model.freeze_backbone=true"], "has to be fine-tuned"),
+        (["model.prune_heads=0.5", "model.freeze_backbone=true"], "prune_heads: a pruned"),
+        (["model.prune_heads=1"], "model.prune_heads"),
         (["model.prune_channels=1"], "model.prune_channels"),
         (["model.prune_channels=-0.1"], "model.prune_channels"),
     ],

@@ -93,6 +93,9 @@ class ModelConfig:
     # backbone's convolutions is removed before training, those of least L1 weight norm; the
     # network is then fine-tuned as usual. 0: none.
     prune_channels: float = bounded(0.0, ge=0.0, lt=1.0)
+    # This share of each attention block's heads (rounded up) is removed before training, those
+    # of least L1 weight norm (a transformer backbone's). 0: none.
+    prune_heads: float = bounded(0.0, ge=0.0, lt=1.0)
     # Free-form, backbone-specific extras (e.g. transformer width for the audio encoder).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,11 +103,15 @@ class ModelConfig:
         """A backbone must be named; a pruned backbone must be trained."""
         if not self.backbone.strip():
             raise ConfigError(f"{prefix}backbone: must not be empty")
-        if self.prune_channels and self.freeze_backbone:
-            raise ConfigError(
-                f"{prefix}prune_channels: a pruned backbone has to be fine-tuned to recover "
-                f"what pruning removed: set {prefix}freeze_backbone=false"
-            )
+        for name, share in (
+            ("prune_channels", self.prune_channels),
+            ("prune_heads", self.prune_heads),
+        ):
+            if share and self.freeze_backbone:
+                raise ConfigError(
+                    f"{prefix}{name}: a pruned backbone has to be fine-tuned to recover "
+                    f"what pruning removed: set {prefix}freeze_backbone=false"
+                )
 
 
 @dataclass

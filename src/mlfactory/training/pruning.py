@@ -1,5 +1,6 @@
-"""Structured pruning (`model.prune_channels`): channels removed from the backbone's convolutions,
-or neurons from a transformer's feed-forward layers.
+"""Structured pruning (`model.prune_channels`, `model.prune_heads`): channels removed from the
+backbone's convolutions, or neurons from a transformer's feed-forward layers, and whole heads
+from a transformer's attention.
 
 Torch-Pruning traces the network once on the encoder's input shapes, groups each convolution's
 output channels with everything that has to shrink with them (its batch norm, the next layer's
@@ -21,10 +22,18 @@ name layers to keep whole (`prune_ignored()`: the CNN-transformer's last convolu
 channels are flattened with the mel bands). Every process of a distributed run prunes the same
 weights the same way, and `--resume` prunes again before loading the checkpoint, whose shapes
 are the pruned ones.
+
+`model.prune_heads` removes that share of each attention block's heads (rounded up), those whose
+query, key and value rows and output-projection columns have the least L1 norm together; the
+heads left keep their width and weights, so each block computes fewer, unchanged heads. A
+backbone names its attention blocks (`attention_heads()`): the text recipes' transformer names
+each block's self-attention. Heads go first, then the feed-forward neurons, each from its own
+trace.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +65,25 @@ class PrunedNetwork:
             f"Torch-Pruning): {self.parameters_before / 1e6:.2f} M -> "
             f"{self.parameters_after / 1e6:.2f} M parameters, embedding {self.width_before} -> "
             f"{self.width_after}"
+        )
+
+
+@dataclass
+class PrunedHeads:
+    """The classifier with fewer attention heads, and how many each block had and has."""
+
+    net: Classifier
+    parameters_before: int
+    parameters_after: int
+    heads_before: int
+    heads_after: int
+
+    def summary(self, share: float) -> str:
+        return (
+            f"pruned {share:.0%} of the backbone's attention heads (least L1 norm, "
+            f"Torch-Pruning): {self.parameters_before / 1e6:.2f} M -> "
+            f"{self.parameters_after / 1e6:.2f} M parameters, {self.heads_before} -> "
+            f"{self.heads_after} heads per block"
         )
 
 
@@ -113,6 +141,99 @@ def prune_classifier(net: Classifier, encoder: Encoder, share: float) -> PrunedN
     head = net.head
     pruned = Classifier(backbone, width, head.out_features, float(net.dropout.p))
     return PrunedNetwork(pruned, before, _parameters(pruned), head.in_features, width, what)
+
+
+def prune_attention_heads(net: Classifier, encoder: Encoder, share: float) -> PrunedHeads:
+    """Remove `share` of the heads of each attention block `net`'s backbone names (rounded up;
+    see the module docstring). The classifier is changed in place and returned.
+
+    Raises:
+        ConfigError: the backbone names no attention blocks, a block would lose every head, or
+            Torch-Pruning cannot trace it.
+    """
+    import torch_pruning as tp
+
+    backbone = net.backbone
+    blocks = attention_blocks(backbone)
+    if not blocks:
+        raise ConfigError(
+            "model.prune_heads: the backbone has no attention heads that mlfactory knows how to "
+            "prune (the text recipes' Hugging Face transformers have; `model.prune_channels` "
+            "narrows convolutions)"
+        )
+    heads_before = head_count(blocks[0])
+    if math.ceil(share * heads_before) >= heads_before:
+        raise ConfigError(
+            f"model.prune_heads: {share:g} of {heads_before} heads rounds up to all of them: "
+            f"keep at least one (at most {(heads_before - 1) / heads_before:.2f})"
+        )
+    projections = {id(layer) for block in blocks for layer in _query_key_value(block)}
+    before = _parameters(net)
+    example = example_inputs(encoder, batch=1)
+    training = backbone.training
+    backbone.eval()
+    try:
+        pruner = tp.pruner.BasePruner(
+            backbone,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            # Whole heads only: a width share above zero lets Torch-Pruning visit the attention
+            # groups, and prune_head_dims=False keeps each head's width.
+            pruning_ratio=share,
+            root_module_types=[nn.Linear],
+            ignored_layers=[
+                m
+                for m in backbone.modules()
+                if isinstance(m, nn.Linear) and id(m) not in projections
+            ],
+            num_heads={
+                layer: head_count(block) for block in blocks for layer in _query_key_value(block)
+            },
+            prune_num_heads=True,
+            prune_head_dims=False,
+            head_pruning_ratio=share,
+        )
+        pruner.step()
+        for block in blocks:
+            # The attributes the block keeps beside its weights (the forward infers the head
+            # count from the projections' width).
+            query = _query_key_value(block)[0]
+            block.num_attention_heads = pruner.num_heads[query]
+            block.all_head_size = query.out_features
+        with torch.no_grad():
+            backbone(*example)
+    except (RuntimeError, ValueError, KeyError, IndexError, AssertionError) as exc:
+        raise ConfigError(
+            f"model.prune_heads: Torch-Pruning could not prune this backbone's attention: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    finally:
+        backbone.train(training)
+    heads_after = head_count(blocks[0])
+    return PrunedHeads(net, before, _parameters(net), heads_before, heads_after)
+
+
+def attention_blocks(backbone: nn.Module) -> list[nn.Module]:
+    """The self-attention blocks a backbone names (`attention_heads()`): each with `query`,
+    `key` and `value` linear layers and its `num_attention_heads`; none for a timm model."""
+    named = getattr(backbone, "attention_heads", None)
+    blocks = named() if callable(named) else []
+    return [
+        block
+        for block in blocks
+        if isinstance(getattr(block, "num_attention_heads", None), int)
+        and len(_query_key_value(block)) == 3
+    ]
+
+
+def head_count(block: nn.Module) -> int:
+    """An attention block's number of heads."""
+    return int(vars(block)["num_attention_heads"])
+
+
+def _query_key_value(block: nn.Module) -> list[nn.Module]:
+    layers = (getattr(block, name, None) for name in ("query", "key", "value"))
+    return [layer for layer in layers if isinstance(layer, nn.Linear)]
 
 
 def prune_roots(backbone: nn.Module) -> list[nn.Module]:

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ from mlfactory.training.memory_format import to_memory_format, training_memory_f
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.profiling import make_profiler, publish_profile
-from mlfactory.training.pruning import prune_classifier
+from mlfactory.training.pruning import prune_attention_heads, prune_classifier
 from mlfactory.training.report import EpochLines, report_dataset, report_results, user_errors
 from mlfactory.training.run_folder import (
     BUNDLE_DIR,
@@ -89,7 +89,7 @@ class FitSetup:
     assets: list[Path]
     module: ClassifierModule
     data: ClassificationData
-    pruning: str | None = None  # what `model.prune_channels` removed
+    pruning: list[str] = field(default_factory=list)  # what `model.prune_*` removed
 
 
 def train(
@@ -130,8 +130,8 @@ def train(
     setup = prepare_fit(config, out_dir)
     if is_global_zero():
         report_dataset(setup.dataset)
-        if setup.pruning:
-            phase_log.info("model: %s", setup.pruning)
+        for removed in setup.pruning:
+            phase_log.info("model: %s", removed)
     if state is not None:
         check_same_data(state, setup.dataset.fingerprint, out_dir)
     logger = _start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
@@ -229,10 +229,14 @@ def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
     params = preprocessing_params(config)
     encoder, assets = training_encoder(config, params, out_dir)
     net = build_classifier(config, len(dataset.labels))
-    pruning = None
+    pruning = []
+    if config.model.prune_heads:
+        fewer_heads = prune_attention_heads(net, encoder, config.model.prune_heads)
+        pruning.append(fewer_heads.summary(config.model.prune_heads))
     if config.model.prune_channels:
         pruned = prune_classifier(net, encoder, config.model.prune_channels)
-        net, pruning = pruned.net, pruned.summary(config.model.prune_channels)
+        net = pruned.net
+        pruning.append(pruned.summary(config.model.prune_channels))
     trainer = config.trainer
     to_memory_format(net, training_memory_format(net, trainer.memory_format))
     module = ClassifierModule(

@@ -52,6 +52,17 @@ class MeanPooledEncoder(nn.Module):
             if name.endswith(FEED_FORWARD_EXPANSIONS) and isinstance(module, nn.Linear)
         ]
 
+    def attention_heads(self) -> list[nn.Module]:
+        """What `model.prune_heads` may remove heads from: each block's self-attention (BERT,
+        MiniLM, RoBERTa: `query`, `key`, `value` and `num_attention_heads`); its output
+        projection loses the matching inputs."""
+        return [
+            module
+            for module in self.model.modules()
+            if isinstance(getattr(module, "num_attention_heads", None), int)
+            and isinstance(getattr(module, "query", None), nn.Linear)
+        ]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
