@@ -92,15 +92,21 @@ def test_a_pruned_run_exports_a_smaller_bundle_that_serves_and_resumes(
     assert output.ood_scores is not None and np.isfinite(output.ood_scores).all()
 
     # --resume builds and prunes the network again: the checkpoint's shapes are the pruned ones.
+    assert_resumes_as_pruned("digits", [*overrides, "model.prune_channels=0.5"], result)
+
+
+def assert_resumes_as_pruned(recipe: str, overrides: list[str], first: Any) -> None:
+    """`--resume` of the pruned run `first` for a second epoch continues its MLflow run and
+    exports a model of the same size (the network pruned again the same way)."""
     resumed = train(
-        load_recipe("digits", [*overrides, "model.prune_channels=0.5", "trainer.max_epochs=2"]),
-        tmp_path / "run",
+        load_recipe(recipe, [*overrides, "trainer.max_epochs=2"]),
+        first.out_dir,
         resume=True,
         force=True,
         progress=False,
     )
-    assert resumed.mlflow_run_id == result.mlflow_run_id
-    assert resumed.bundle.model_path.stat().st_size == bundle.model_path.stat().st_size
+    assert resumed.mlflow_run_id == first.mlflow_run_id
+    assert resumed.bundle.model_path.stat().st_size == first.bundle.model_path.stat().st_size
 
 
 def test_a_transformer_loses_feed_forward_neurons_of_least_weight_only(tmp_path: Path) -> None:
@@ -253,15 +259,7 @@ def test_a_pruned_transformer_trains_exports_and_serves(
     assert prediction.label in bundle.meta.labels
 
     # --resume removes the same heads and neurons again before loading the checkpoint.
-    resumed = train(
-        load_recipe("news", [*overrides, "trainer.max_epochs=2"]),
-        tmp_path / "run",
-        resume=True,
-        force=True,
-        progress=False,
-    )
-    assert resumed.mlflow_run_id == result.mlflow_run_id
-    assert resumed.bundle.model_path.stat().st_size == bundle.model_path.stat().st_size
+    assert_resumes_as_pruned("news", overrides, result)
 
 
 def test_a_backbone_with_nothing_it_knows_how_to_prune_is_refused_in_one_line(
@@ -280,26 +278,35 @@ def test_a_backbone_with_nothing_it_knows_how_to_prune_is_refused_in_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "share", "message"),
+    [
+        (
+            "digits",
+            SMALL_INPUTS,
+            0.5,
+            "model.prune_heads: the backbone has no attention heads that mlfactory knows how to "
+            "prune (the text recipes' Hugging Face transformers have; `model.prune_channels` "
+            "narrows convolutions)",
+        ),
+        (
+            "news",
+            ["preprocess.max_length=32"],
+            0.95,
+            "model.prune_heads: 0.95 of 12 heads rounds up to all of them: keep at least one "
+            "(at most 0.92)",
+        ),
+    ],
+    ids=["no-attention", "no-head-left"],
+)
 def test_attention_heads_are_refused_in_one_line_where_there_are_none_or_none_would_stay(
-    tmp_path: Path,
+    recipe: str, overrides: list[str], share: float, message: str, tmp_path: Path
 ) -> None:
-    digits = load_recipe("digits", SMALL_INPUTS).config
-    encoder, _ = training_encoder(digits, preprocessing_params(digits), tmp_path)
+    config = load_recipe(recipe, overrides).config
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
     with pytest.raises(ConfigError) as refused:
-        prune_attention_heads(build_classifier(digits, 10), encoder, 0.5)
-    assert str(refused.value) == (
-        "model.prune_heads: the backbone has no attention heads that mlfactory knows how to "
-        "prune (the text recipes' Hugging Face transformers have; `model.prune_channels` "
-        "narrows convolutions)"
-    )
-    news = load_recipe("news", ["preprocess.max_length=32"]).config
-    encoder, _ = training_encoder(news, preprocessing_params(news), tmp_path)
-    with pytest.raises(ConfigError) as refused:
-        prune_attention_heads(build_classifier(news, 8), encoder, 0.95)
-    assert str(refused.value) == (
-        "model.prune_heads: 0.95 of 12 heads rounds up to all of them: keep at least one "
-        "(at most 0.92)"
-    )
+        prune_attention_heads(build_classifier(config, 8), encoder, share)
+    assert str(refused.value) == message
 
 
 @pytest.mark.parametrize(

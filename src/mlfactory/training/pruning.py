@@ -34,7 +34,10 @@ trace.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,8 +98,6 @@ def prune_classifier(net: Classifier, encoder: Encoder, share: float) -> PrunedN
         ConfigError: the backbone has neither convolutions nor layers it names to prune, or
             Torch-Pruning cannot trace it.
     """
-    import torch_pruning as tp
-
     backbone = net.backbone
     roots = prune_roots(backbone)
     if any(isinstance(module, CONVOLUTIONS) for module in backbone.modules()):
@@ -104,9 +105,8 @@ def prune_classifier(net: Classifier, encoder: Encoder, share: float) -> PrunedN
         ignored, what = ignored_layers(backbone), "convolution channels"
     elif roots:
         # Only the named linear layers are roots: every other one keeps its outputs.
-        kept = {id(module) for module in roots}
         root_types = [nn.Linear]
-        ignored = [m for m in backbone.modules() if isinstance(m, nn.Linear) and id(m) not in kept]
+        ignored = _linear_layers_except(backbone, roots)
         what = "feed-forward neurons"
     else:
         raise ConfigError(
@@ -116,28 +116,10 @@ def prune_classifier(net: Classifier, encoder: Encoder, share: float) -> PrunedN
         )
     before = _parameters(net)
     example = example_inputs(encoder, batch=1)
-    training = backbone.training
-    backbone.eval()  # tracing runs a forward: batch-norm statistics must not move
-    try:
-        pruner = tp.pruner.BasePruner(
-            backbone,
-            example,
-            importance=tp.importance.MagnitudeImportance(p=1),
-            pruning_ratio=share,
-            root_module_types=root_types,
-            ignored_layers=ignored,
-            round_to=ROUND_TO,
-        )
-        pruner.step()
+    with _tracing(backbone, "model.prune_channels: Torch-Pruning could not prune this backbone"):
+        _magnitude_pruner(backbone, example, share, root_types, ignored, round_to=ROUND_TO).step()
         with torch.no_grad():
             width = int(backbone(*example).shape[-1])
-    except (RuntimeError, ValueError, KeyError, IndexError, AssertionError) as exc:
-        raise ConfigError(
-            f"model.prune_channels: Torch-Pruning could not prune this backbone: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
-    finally:
-        backbone.train(training)
     head = net.head
     pruned = Classifier(backbone, width, head.out_features, float(net.dropout.p))
     return PrunedNetwork(pruned, before, _parameters(pruned), head.in_features, width, what)
@@ -151,8 +133,6 @@ def prune_attention_heads(net: Classifier, encoder: Encoder, share: float) -> Pr
         ConfigError: the backbone names no attention blocks, a block would lose every head, or
             Torch-Pruning cannot trace it.
     """
-    import torch_pruning as tp
-
     backbone = net.backbone
     blocks = attention_blocks(backbone)
     if not blocks:
@@ -167,25 +147,19 @@ def prune_attention_heads(net: Classifier, encoder: Encoder, share: float) -> Pr
             f"model.prune_heads: {share:g} of {heads_before} heads rounds up to all of them: "
             f"keep at least one (at most {(heads_before - 1) / heads_before:.2f})"
         )
-    projections = {id(layer) for block in blocks for layer in _query_key_value(block)}
+    projections = [layer for block in blocks for layer in _query_key_value(block)]
     before = _parameters(net)
     example = example_inputs(encoder, batch=1)
-    training = backbone.training
-    backbone.eval()
-    try:
-        pruner = tp.pruner.BasePruner(
+    failed = "model.prune_heads: Torch-Pruning could not prune this backbone's attention"
+    with _tracing(backbone, failed):
+        pruner = _magnitude_pruner(
             backbone,
             example,
-            importance=tp.importance.MagnitudeImportance(p=1),
             # Whole heads only: a width share above zero lets Torch-Pruning visit the attention
             # groups, and prune_head_dims=False keeps each head's width.
-            pruning_ratio=share,
-            root_module_types=[nn.Linear],
-            ignored_layers=[
-                m
-                for m in backbone.modules()
-                if isinstance(m, nn.Linear) and id(m) not in projections
-            ],
+            share,
+            [nn.Linear],
+            _linear_layers_except(backbone, projections),
             num_heads={
                 layer: head_count(block) for block in blocks for layer in _query_key_value(block)
             },
@@ -202,15 +176,53 @@ def prune_attention_heads(net: Classifier, encoder: Encoder, share: float) -> Pr
             block.all_head_size = query.out_features
         with torch.no_grad():
             backbone(*example)
-    except (RuntimeError, ValueError, KeyError, IndexError, AssertionError) as exc:
-        raise ConfigError(
-            f"model.prune_heads: Torch-Pruning could not prune this backbone's attention: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
-    finally:
-        backbone.train(training)
     heads_after = head_count(blocks[0])
     return PrunedHeads(net, before, _parameters(net), heads_before, heads_after)
+
+
+def _magnitude_pruner(
+    backbone: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    share: float,
+    root_types: list[type[nn.Module]],
+    ignored: list[nn.Module],
+    **options: Any,
+) -> Any:
+    """Torch-Pruning's pruner removing `share` of each group rooted in a layer of `root_types`
+    (not `ignored`), those of least L1 norm summed over the group."""
+    import torch_pruning as tp
+
+    return tp.pruner.BasePruner(
+        backbone,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=share,
+        root_module_types=root_types,
+        ignored_layers=ignored,
+        **options,
+    )
+
+
+@contextmanager
+def _tracing(backbone: nn.Module, failed: str) -> Iterator[None]:
+    """Prune `backbone` in eval mode (tracing runs a forward: batch-norm statistics must not
+    move); a failure of Torch-Pruning is a ConfigError of one line starting with `failed`."""
+    training = backbone.training
+    backbone.eval()
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, IndexError, AssertionError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(f"{failed}: {type(exc).__name__}: {detail}") from None
+    finally:
+        backbone.train(training)
+
+
+def _linear_layers_except(backbone: nn.Module, kept: list[nn.Module]) -> list[nn.Module]:
+    """Every linear layer of `backbone` but those in `kept`: the ones Torch-Pruning leaves
+    whole."""
+    names = {id(layer) for layer in kept}
+    return [m for m in backbone.modules() if isinstance(m, nn.Linear) and id(m) not in names]
 
 
 def attention_blocks(backbone: nn.Module) -> list[nn.Module]:
