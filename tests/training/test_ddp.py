@@ -16,7 +16,8 @@ import mlflow
 
 from mlfactory.bundle import load_bundle
 from mlfactory.serving.process import free_port
-from tests.conftest import SMALL_NETWORK, fast_digits_overrides
+from tests.conftest import SMALL_NETWORK, fast_digits_overrides, fast_news_overrides
+from tests.numerics import assert_parity_recorded
 
 MLFACTORY = str(Path(sys.executable).parent / "mlfactory")
 
@@ -61,6 +62,33 @@ def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
     bundle = load_bundle(out / "bundle")
     assert bundle.meta.mlflow_run_id == run_id
     assert bundle.meta.metrics["test"]["split_size"] > 0
+
+
+def test_ddp_fine_tunes_the_text_transformer_with_pruned_heads(tmp_path: Path) -> None:
+    """The `news` recipe's real MiniLM under DDP: every parameter that trains gets a gradient
+    (the unused pooler of the first token stays frozen, or DDP stops the first step), and both
+    ranks remove the same heads."""
+    out = tmp_path / "run"
+    overrides = [*fast_news_overrides(tmp_path), "model.prune_heads=0.5"]
+    overrides += ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [MLFACTORY, "train", "news", "--out", str(out), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    pruned = [line for line in lines if line.startswith("model: pruned 50% of the backbone's")]
+    assert pruned == [
+        "model: pruned 50% of the backbone's attention heads (least L1 norm, Torch-Pruning): "
+        "22.71 M -> 20.94 M parameters, 12 -> 6 heads per block"
+    ]
+    bundle = load_bundle(out / "bundle")
+    assert_parity_recorded(bundle.meta.export, bundle.meta.metrics["test"]["split_size"])
 
 
 def test_two_machines_under_torchrun_one_owns_the_run(digit_folder: Path, tmp_path: Path) -> None:

@@ -24,8 +24,7 @@ from mlfactory.training.pruning import prune_attention_heads, prune_classifier
 from mlfactory.training.train import train
 from tests.numerics import assert_parity_recorded
 
-from ..conftest import fast_digits_overrides
-from ..test_output import REUTERS
+from ..conftest import fast_digits_overrides, fast_news_overrides
 
 SMALL_INPUTS = ["preprocess.resize_size=32", "preprocess.crop_size=32"]
 
@@ -231,16 +230,7 @@ def test_a_pruned_transformer_trains_exports_and_serves(
     """The `news` recipe with half its attention heads and feed-forward neurons, one epoch on
     real articles, then resumed for a second."""
     overrides = [
-        f"data.source={REUTERS}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        "data.val_fraction=0.2",
-        "data.test_fraction=0.2",
-        "data.max_per_class=null",
-        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-        f"tracking.artifact_location={tmp_path / 'artifacts'}",
-        "trainer.max_epochs=1",
-        "trainer.batch_size=8",
-        "preprocess.max_length=32",
+        *fast_news_overrides(tmp_path),
         "model.prune_channels=0.5",
         "model.prune_heads=0.5",
     ]

@@ -110,6 +110,12 @@ def build_text_backbone(config: ModelConfig, max_length: int) -> tuple[nn.Module
     if config.freeze_backbone:
         for parameter in model.parameters():
             parameter.requires_grad = False
+    # Mean pooling replaces the pooled first-token output (BERT's `pooler`): its parameters get
+    # no gradient, which DDP refuses ("parameters that were not used in producing the loss").
+    # Frozen, they are left out of training; the checkpoint keeps its keys.
+    pooler = getattr(model, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        pooler.requires_grad_(False)
     # from_pretrained leaves the model in eval mode and Lightning keeps modes as it finds them:
     # fine-tuning gets the model's own dropout, a frozen backbone stays deterministic.
     model.train(not config.freeze_backbone)
