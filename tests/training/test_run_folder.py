@@ -79,8 +79,22 @@ def test_a_new_run_refuses_an_interrupted_one_unless_forced(tmp_path: Path) -> N
 
 def test_changed_keys_names_added_and_removed_keys() -> None:
     before = {"trainer": {"lr": 0.1}, "model": {"extra": {}}}
-    after = {"trainer": {"lr": 0.1, "patience": 2}, "model": {"extra": {"d_model": 64}}}
+    after = {"trainer": {"lr": 0.1, "patience": 7}, "model": {"extra": {"d_model": 64}}}
     assert changed_keys(before, after) == ["model.extra", "model.extra.d_model", "trainer.patience"]
+
+
+def test_a_setting_added_since_the_run_started_is_no_change_at_its_default(
+    tmp_path: Path,
+) -> None:
+    # A run started before `model.prune_heads` existed: its run.json does not have the key.
+    out = interrupted_run(tmp_path / "run", ["data.source=/data/digits"])
+    state = json.loads((out / "run.json").read_text())
+    del state["recipe"]["model"]["prune_heads"]
+    (out / "run.json").write_text(json.dumps(state))
+    assert resume_recipe("digits", ["trainer.max_epochs=9"], out).config.model.prune_heads == 0
+    # Set to anything else, it would change the model.
+    with pytest.raises(ConfigError, match=r"^--resume cannot change model.prune_heads"):
+        resume_recipe("digits", ["model.prune_heads=0.5"], out)
 
 
 def test_only_best_and_last_checkpoints_stay(tmp_path: Path) -> None:

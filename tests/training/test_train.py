@@ -125,6 +125,19 @@ def test_resume_takes_the_stored_overrides_and_refuses_unsafe_changes(
     assert_one_line_error(fewer, "has trained 2 epochs; trainer.max_epochs=1 is fewer")
     assert client.get_run(run_id).info.status == "FINISHED"  # a refused resume leaves it be
 
+    # A checkpoint whose optimizer holds other parameters than the network trains (as one of a
+    # version of mlfactory that trained a layer it now freezes): one line, not torch's traceback.
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    checkpoint["optimizer_states"][0]["param_groups"][0]["params"].pop()
+    torch.save(checkpoint, last)
+    other = runner.invoke(app, [*resume, "--force", "trainer.max_epochs=3"])
+    assert other.exit_code == 2 and "Traceback" not in other.output, other.output
+    assert other.output.strip().splitlines()[-1] == (
+        f"error: --resume: the checkpoint {last} does not fit the network: loaded state dict "
+        "contains a parameter group that doesn't match the size of optimizer's group (written by "
+        "another mlfactory version, or edited); start a new run with another --out"
+    )
+
 
 def test_a_new_run_never_replaces_a_bundle_silently(
     trained_digits: TrainResult, tmp_path: Path

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlfactory.bundle import META_FILE
 from mlfactory.config.loader import Recipe, load_recipe
+from mlfactory.config.schema import RecipeConfig
 from mlfactory.errors import ConfigError
 from mlfactory.tracking import flatten, load_run_state
 
@@ -151,9 +152,26 @@ def clean_checkpoints(checkpoint_dir: Path, best_path: str) -> None:
 
 
 def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Dotted keys whose value differs between two resolved recipes (added or removed too)."""
+    """Dotted keys whose value differs between two resolved recipes (added or removed too).
+
+    A setting mlfactory gained after the run started is missing from `before`: it counts as
+    unchanged while it has its default, which is how every new setting keeps the behaviour
+    from before it existed.
+    """
     old, new = flatten(before), flatten(after)
-    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    defaults = setting_defaults()
+    return sorted(
+        key for key in old.keys() | new.keys() if old.get(key, defaults.get(key)) != new.get(key)
+    )
+
+
+def setting_defaults() -> dict[str, Any]:
+    """Each setting's default as a dotted key (settings without one hold OmegaConf's "???")."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(RecipeConfig))
+    assert isinstance(defaults, dict)
+    return flatten(defaults)  # type: ignore[arg-type]
 
 
 def resume_command(recipe: Recipe, out_dir: Path) -> str:

@@ -167,6 +167,14 @@ def _fit_and_publish(
         if trainer.interrupted:  # Lightning's answer to Ctrl-C during fit: sys.exit(1)
             raise KeyboardInterrupt from None
         raise
+    except (RuntimeError, ValueError) as exc:
+        if resume and does_not_fit(exc):
+            raise ConfigError(
+                f"--resume: the checkpoint {last} does not fit the network: "
+                f"{str(exc).strip().splitlines()[0]} (written by another mlfactory version, or "
+                "edited); start a new run with another --out"
+            ) from None
+        raise
     if not trainer.is_global_zero:
         # Under DDP only rank 0 exports, evaluates and logs; the others wait for its bundle,
         # which the processes of other machines (multi-node, no shared run folder) never see.
@@ -221,6 +229,19 @@ def _check_more_epochs(last: Path, max_epochs: int) -> None:
             f"--resume: the run has trained {trained} epochs; trainer.max_epochs={max_epochs} "
             f"is fewer: set it to more than {trained} to train longer"
         )
+
+
+# What torch says when a checkpoint's weights or optimizer state are for other parameters.
+CHECKPOINT_MISMATCHES = (
+    "Error(s) in loading state_dict",
+    "doesn't match the size of optimizer's group",
+    "loaded state dict has a different number of parameter groups",
+)
+
+
+def does_not_fit(exc: BaseException) -> bool:
+    """Whether `exc` is torch refusing a checkpoint written for other parameters."""
+    return any(mismatch in str(exc) for mismatch in CHECKPOINT_MISMATCHES)
 
 
 def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
