@@ -22,22 +22,30 @@ from tests.numerics import assert_parity_recorded
 MLFACTORY = str(Path(sys.executable).parent / "mlfactory")
 
 
+def train_on_two_processes(
+    recipe: str, out: Path, arguments: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """`mlfactory train RECIPE --out OUT ARGUMENTS` under DDP with 2 CPU processes; it must
+    succeed."""
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
+    done = subprocess.run(
+        [MLFACTORY, "train", recipe, "--out", str(out), *arguments, *ddp],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # two ranks on two cores
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
     digit_folder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     overrides = [*fast_digits_overrides(digit_folder, tmp_path, epochs=2), *SMALL_NETWORK]
-    overrides += ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores
-    done = subprocess.run(
-        [MLFACTORY, "train", "digits", "--out", str(out), *overrides, "-v"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = train_on_two_processes("digits", out, [*overrides, "-v"])
     assert "MEMBER: 2/2" in done.stderr  # really two processes (Lightning's line, shown by -v)
 
     # Only rank 0 reports; its report names the run and the bundle.
@@ -69,18 +77,9 @@ def test_ddp_fine_tunes_the_text_transformer_with_pruned_heads(tmp_path: Path) -
     (the unused pooler of the first token stays frozen, or DDP stops the first step), and both
     ranks remove the same heads."""
     out = tmp_path / "run"
-    overrides = [*fast_news_overrides(tmp_path), "model.prune_heads=0.5"]
-    overrides += ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [MLFACTORY, "train", "news", "--out", str(out), *overrides],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        check=False,
+    done = train_on_two_processes(
+        "news", out, [*fast_news_overrides(tmp_path), "model.prune_heads=0.5"]
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stderr.splitlines()
     pruned = [line for line in lines if line.startswith("model: pruned 50% of the backbone's")]
     assert pruned == [
