@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 
 from mlfactory.bundle import load_bundle
+from mlfactory.predictor import Predictor
 from mlfactory.serving.process import free_port
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides, fast_news_overrides
 from tests.numerics import assert_parity_recorded
@@ -72,22 +73,29 @@ def test_ddp_run_has_one_owner_one_mlflow_run_and_one_bundle(
     assert bundle.meta.metrics["test"]["split_size"] > 0
 
 
-def test_ddp_fine_tunes_the_text_transformer_with_pruned_heads(tmp_path: Path) -> None:
-    """The `news` recipe's real MiniLM under DDP: every parameter that trains gets a gradient
-    (the unused pooler of the first token stays frozen, or DDP stops the first step), and both
-    ranks remove the same heads."""
+def test_ddp_fine_tunes_a_pruned_text_transformer_that_exports_and_serves(tmp_path: Path) -> None:
+    """The `news` recipe's real MiniLM with half its attention heads and feed-forward neurons,
+    one epoch on real articles under DDP: every parameter that trains gets a gradient (the
+    unused pooler of the first token stays frozen, or DDP stops the first step), both ranks
+    prune the same way, and the smaller bundle exports with parity and serves."""
     out = tmp_path / "run"
-    done = train_on_two_processes(
-        "news", out, [*fast_news_overrides(tmp_path), "model.prune_heads=0.5"]
-    )
-    lines = done.stderr.splitlines()
-    pruned = [line for line in lines if line.startswith("model: pruned 50% of the backbone's")]
+    pruning = ["model.prune_heads=0.5", "model.prune_channels=0.5"]
+    done = train_on_two_processes("news", out, [*fast_news_overrides(tmp_path), *pruning])
+    pruned = [line for line in done.stderr.splitlines() if line.startswith("model: pruned")]
     assert pruned == [
         "model: pruned 50% of the backbone's attention heads (least L1 norm, Torch-Pruning): "
-        "22.71 M -> 20.94 M parameters, 12 -> 6 heads per block"
+        "22.71 M -> 20.94 M parameters, 12 -> 6 heads per block",
+        "model: pruned 50% of the backbone's feed-forward neurons (least L1 norm, "
+        "Torch-Pruning): 20.94 M -> 17.40 M parameters, embedding 384 -> 384",
     ]
     bundle = load_bundle(out / "bundle")
+    assert bundle.meta.config["model"]["prune_heads"] == 0.5
     assert_parity_recorded(bundle.meta.export, bundle.meta.metrics["test"]["split_size"])
+    # The narrower weights are what was exported (float32: 4 bytes a parameter, and the
+    # unpruned model's 22.71 M would take 91 MB).
+    assert bundle.model_path.stat().st_size < 0.8 * 4 * 22.71e6
+    (prediction,) = Predictor(bundle).predict([b"Crude oil prices rose sharply today."])
+    assert prediction.label in bundle.meta.labels
 
 
 def test_two_machines_under_torchrun_one_owns_the_run(digit_folder: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from mlfactory.training.pruning import prune_attention_heads, prune_classifier
 from mlfactory.training.train import train
 from tests.numerics import assert_parity_recorded
 
-from ..conftest import fast_digits_overrides, fast_news_overrides
+from ..conftest import fast_digits_overrides
 
 SMALL_INPUTS = ["preprocess.resize_size=32", "preprocess.crop_size=32"]
 
@@ -222,34 +222,6 @@ def net_embedding(config: Any, encoder: Any, inputs: list[torch.Tensor]) -> torc
     """The unpruned pretrained network's embedding of `inputs`."""
     with torch.no_grad():
         return build_classifier(config, 8).eval().backbone(*inputs)
-
-
-def test_a_pruned_transformer_trains_exports_and_serves(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The `news` recipe with half its attention heads and feed-forward neurons, one epoch on
-    real articles, then resumed for a second."""
-    overrides = [
-        *fast_news_overrides(tmp_path),
-        "model.prune_channels=0.5",
-        "model.prune_heads=0.5",
-    ]
-    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
-        result = train(load_recipe("news", overrides), tmp_path / "run", progress=False)
-    assert "model: pruned 50% of the backbone's attention heads" in caplog.text
-    assert "22.71 M -> 20.94 M parameters, 12 -> 6 heads per block" in caplog.text
-    assert "model: pruned 50% of the backbone's feed-forward neurons" in caplog.text
-    assert "20.94 M -> 17.40 M parameters, embedding 384 -> 384" in caplog.text
-    bundle = result.bundle
-    assert_parity_recorded(bundle.meta.export, len(result.dataset.split("test")))
-    # The narrower weights are what was exported (float32: 4 bytes a parameter, and the
-    # unpruned model's 22.71 M would take 91 MB).
-    assert bundle.model_path.stat().st_size < 0.8 * 4 * 22.71e6
-    (prediction,) = Predictor(bundle).predict([b"Crude oil prices rose sharply today."])
-    assert prediction.label in bundle.meta.labels
-
-    # --resume removes the same heads and neurons again before loading the checkpoint.
-    assert_resumes_as_pruned("news", overrides, result)
 
 
 def test_a_backbone_with_nothing_it_knows_how_to_prune_is_refused_in_one_line(
