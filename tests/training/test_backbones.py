@@ -1,13 +1,18 @@
-"""Backbone construction: the width each backbone reports is the width it outputs, and the
-early stage whose channel statistics the OOD score reads."""
+"""Backbone construction: the width each backbone reports is the width it outputs, the early
+stage whose channel statistics the OOD score reads, and no trained parameter outside the output
+(which DDP refuses)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from mlfactory.config.loader import load_recipe, preprocessing_params
 from mlfactory.config.schema import ModelConfig
+from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.backbones.audio import CnnTransformer
 from mlfactory.training.backbones.image import build_image_backbone, embedding_width
 from mlfactory.training.network import (
@@ -15,6 +20,8 @@ from mlfactory.training.network import (
     InferenceGraph,
     channel_statistics,
     early_stage,
+    example_inputs,
+    parameters_outside_the_output,
 )
 
 
@@ -78,3 +85,28 @@ def test_a_recipe_can_leave_the_early_features_out() -> None:
     assert not graph.has_early_features
     with torch.no_grad():
         assert len(graph(torch.rand(2, 3, 32, 32))) == 2
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides"),
+    [
+        ("digits", []),
+        ("news", ["preprocess.max_length=16"]),
+        ("news", ["preprocess.max_length=16", "model.freeze_backbone=true"]),
+        ("birdcalls", []),
+        ("emotions", []),
+    ],
+)
+def test_every_parameter_that_trains_reaches_the_output(
+    recipe: str, overrides: list[str], tmp_path: Path
+) -> None:
+    """Each kind of packaged network, as built for training: a parameter that trains without
+    reaching the output stops DDP at its second step (BERT's pooler, unused by mean pooling,
+    is frozen for that reason)."""
+    config = load_recipe(recipe, overrides).config
+    encoder, _ = training_encoder(config, preprocessing_params(config), tmp_path)
+    network = build_classifier(config, 4)
+    assert parameters_outside_the_output(network, example_inputs(encoder, 2)) == []
+    network.add_module("side_layer", torch.nn.Linear(2, 2))
+    unused = parameters_outside_the_output(network, example_inputs(encoder, 2))
+    assert unused == ["side_layer.weight", "side_layer.bias"]

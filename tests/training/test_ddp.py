@@ -1,7 +1,8 @@
 """Distributed training: `mlfactory train` under Lightning DDP (2 CPU processes, gloo).
 
 Lightning's DDP launcher starts the second rank by running the same command line again, so this
-runs the real CLI as a subprocess, as a user would.
+runs the real CLI as a subprocess, as a user would; DDP's refusal of a parameter outside the loss
+is the same in one rank, which runs in-process.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pytest
+import torch
+from torch import nn
 
 from mlfactory.bundle import load_bundle
+from mlfactory.config.loader import load_recipe
+from mlfactory.errors import ConfigError
 from mlfactory.predictor import Predictor
 from mlfactory.serving.process import free_port
+from mlfactory.training import train as train_module
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides, fast_news_overrides
 from tests.numerics import assert_parity_recorded
 
@@ -149,3 +156,42 @@ def test_two_machines_under_torchrun_one_owns_the_run(digit_folder: Path, tmp_pa
     assert other == ""
     assert not (machines[1] / "runs" / "digits" / "bundle").exists()
     assert not (machines[1] / "mlruns.db").exists()
+
+
+def test_a_parameter_outside_the_loss_is_a_one_line_error_naming_it(
+    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real network plus a layer that trains but never reaches the loss: DDP stops at the
+    second step, and Lightning's rewording of its error does not say which parameters; the run
+    fails with one line that names the layer's and the way out, and marks its MLflow run
+    FAILED."""
+    build_classifier = train_module.build_classifier
+
+    def with_a_layer_the_loss_never_sees(*args: object) -> nn.Module:
+        network = build_classifier(*args)
+        network.add_module("side_layer", nn.Linear(4, 4))
+        return network
+
+    monkeypatch.setattr(train_module, "build_classifier", with_a_layer_the_loss_never_sees)
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=ddp"]
+    overrides = [*fast_digits_overrides(digit_folder, tmp_path, epochs=1), *SMALL_NETWORK, *ddp]
+    # Lightning exports its ranks, port and thread count, and sets torch's threads.
+    environment, threads = dict(os.environ), torch.get_num_threads()
+    try:
+        with pytest.raises(ConfigError) as raised:
+            train_module.train(load_recipe("digits", overrides), tmp_path / "run", progress=False)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environment)
+        torch.set_num_threads(threads)
+    message = str(raised.value)
+    assert message.startswith("trainer.strategy=ddp: DDP stopped because parameters that train ")
+    assert "(side_layer.weight, side_layer.bias)" in message, message
+    assert message.endswith("set trainer.strategy=ddp_find_unused_parameters_true")
+    assert "\n" not in message
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = mlflow.search_runs(experiment_names=["mlfactory"], output_format="list")
+    assert run.info.status == "FAILED"

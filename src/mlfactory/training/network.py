@@ -109,3 +109,17 @@ def example_inputs(encoder: Encoder, batch: int) -> tuple[torch.Tensor, ...]:
         torch.from_numpy(np.zeros((batch, *shape), dtype=dtypes[name]))
         for name, shape in shapes.items()
     )
+
+
+def parameters_outside_the_output(
+    network: nn.Module, inputs: tuple[torch.Tensor, ...]
+) -> list[str]:
+    """The names of the network's trained parameters (those that require gradients) that its
+    output does not depend on for `inputs`: the ones DDP refuses to train."""
+    named = [(name, p) for name, p in network.named_parameters() if p.requires_grad]
+    with torch.enable_grad():
+        output = network(*inputs)
+        gradients = torch.autograd.grad(
+            output.float().sum(), [p for _, p in named], allow_unused=True
+        )
+    return [name for (name, _), gradient in zip(named, gradients, strict=True) if gradient is None]

@@ -47,6 +47,7 @@ from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.launcher import check_launched
 from mlfactory.training.memory_format import to_memory_format, training_memory_format
 from mlfactory.training.module import ClassifierModule
+from mlfactory.training.network import example_inputs, parameters_outside_the_output
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.profiling import make_profiler, publish_profile
 from mlfactory.training.pruning import prune_attention_heads, prune_classifier
@@ -168,6 +169,8 @@ def _fit_and_publish(
             raise KeyboardInterrupt from None
         raise
     except (RuntimeError, ValueError) as exc:
+        if DDP_UNUSED_PARAMETERS in str(exc):
+            raise _unused_parameters_error(recipe.config, setup) from None
         if resume and does_not_fit(exc):
             raise ConfigError(
                 f"--resume: the checkpoint {last} does not fit the network: "
@@ -237,6 +240,23 @@ CHECKPOINT_MISMATCHES = (
     "doesn't match the size of optimizer's group",
     "loaded state dict has a different number of parameter groups",
 )
+
+
+# Lightning's rewording of DDP's refusal of a parameter that trains and got no gradient.
+DDP_UNUSED_PARAMETERS = "has parameters that were not used in producing the loss"
+NAMES_SHOWN = 5
+
+
+def _unused_parameters_error(config: RecipeConfig, setup: FitSetup) -> ConfigError:
+    """One line for DDP's refusal, naming the parameters (found on an example input)."""
+    unused = parameters_outside_the_output(setup.module.net, example_inputs(setup.encoder, 2))
+    more = len(unused) - NAMES_SHOWN
+    which = ", ".join(unused[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
+    return ConfigError(
+        f"trainer.strategy={config.trainer.strategy}: DDP stopped because parameters that train "
+        f"took no part in the loss ({which or 'for some inputs'}): freeze them, or set "
+        "trainer.strategy=ddp_find_unused_parameters_true"
+    )
 
 
 def does_not_fit(exc: BaseException) -> bool:
