@@ -90,22 +90,17 @@ def test_a_pruned_run_exports_a_smaller_bundle_that_serves_and_resumes(
     assert output.embeddings.shape == (1, 640)
     assert output.ood_scores is not None and np.isfinite(output.ood_scores).all()
 
-    # --resume builds and prunes the network again: the checkpoint's shapes are the pruned ones.
-    assert_resumes_as_pruned("digits", [*overrides, "model.prune_channels=0.5"], result)
-
-
-def assert_resumes_as_pruned(recipe: str, overrides: list[str], first: Any) -> None:
-    """`--resume` of the pruned run `first` for a second epoch continues its MLflow run and
-    exports a model of the same size (the network pruned again the same way)."""
+    # --resume builds and prunes the network again: the checkpoint's shapes are the pruned ones;
+    # a second epoch continues the MLflow run and exports a model of the same size.
     resumed = train(
-        load_recipe(recipe, [*overrides, "trainer.max_epochs=2"]),
-        first.out_dir,
+        load_recipe("digits", [*overrides, "model.prune_channels=0.5", "trainer.max_epochs=2"]),
+        result.out_dir,
         resume=True,
         force=True,
         progress=False,
     )
-    assert resumed.mlflow_run_id == first.mlflow_run_id
-    assert resumed.bundle.model_path.stat().st_size == first.bundle.model_path.stat().st_size
+    assert resumed.mlflow_run_id == result.mlflow_run_id
+    assert resumed.bundle.model_path.stat().st_size == bundle.model_path.stat().st_size
 
 
 def test_a_transformer_loses_feed_forward_neurons_of_least_weight_only(tmp_path: Path) -> None:
