@@ -11,6 +11,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from mlfactory.errors import BundleError
+from mlfactory.monitoring import blas
 from mlfactory.monitoring.accuracy import calibrate
 from mlfactory.monitoring.profile import (
     ARRAYS_FILE,
@@ -60,23 +61,32 @@ def test_profile_is_small(digit_profile: ReferenceProfile, tmp_path: Path) -> No
 
 
 def test_a_profile_does_not_depend_on_how_many_threads_numpys_blas_has(
-    digit_outputs: DigitOutputs, monitored_digits: Any, tmp_path: Path
+    digit_outputs: DigitOutputs,
+    monitored_digits: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Written where a server had pinned BLAS to one thread (a test process, a notebook), the
     profile's float32 products came out an ulp off the ones of a fresh process: `mlfactory
-    profile` then wrote another profile from the same data."""
+    profile` then wrote another profile from the same data. And in a process whose server had
+    pinned it before other code raised the limit again, they came out on two threads."""
     saved = []
-    for threads in (1, 2):
-        with threadpool_limits(limits=threads, user_api="blas"):
-            profile = build_digit_profile(digit_outputs, monitored_digits)
-        folder = tmp_path / str(threads)
+    for threads, pinned_before in ((1, False), (2, False), (2, True)):
+        monkeypatch.setattr(blas, "_pinned", False)
+        with threadpool_limits(limits=None, user_api="blas"):  # restores the limits after
+            if pinned_before:
+                blas.pin_one_thread()  # as a server in this process does
+            with threadpool_limits(limits=threads, user_api="blas"):
+                profile = build_digit_profile(digit_outputs, monitored_digits)
+        folder = tmp_path / f"{threads}-{pinned_before}"
         folder.mkdir()
         profile.save(folder)
         with np.load(folder / ARRAYS_FILE) as arrays:
             saved.append({key: arrays[key] for key in arrays.files})
-    assert saved[0].keys() == saved[1].keys()
-    for key in saved[0]:
-        np.testing.assert_array_equal(saved[0][key], saved[1][key], err_msg=key)
+    for other in saved[1:]:
+        assert other.keys() == saved[0].keys()
+        for key in saved[0]:
+            np.testing.assert_array_equal(other[key], saved[0][key], err_msg=key)
 
 
 def test_a_bundle_without_profile_has_none(tmp_path: Path) -> None:

@@ -21,18 +21,23 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def one_thread() -> AbstractContextManager[Any]:
-    """A context in which numpy's BLAS uses one thread (cheap: the libraries are found once)."""
+def _limit_to_one() -> Any:
+    """Limit numpy's BLAS to one thread; the returned limiter, used as a context, restores the
+    limits that were set before (cheap: the libraries are found once)."""
     global _controller
-    if _pinned:
-        return nullcontext()
     if _controller is None:
         _controller = ThreadpoolController()
     return _controller.limit(limits=1, user_api="blas")
 
 
+def one_thread() -> AbstractContextManager[Any]:
+    """A context in which numpy's BLAS uses one thread; nothing to do once pinned."""
+    return nullcontext() if _pinned else _limit_to_one()
+
+
 def on_one_thread(func: Callable[P, R]) -> Callable[P, R]:
-    """`func` run with numpy's BLAS on one thread, whatever the process set before.
+    """`func` run with numpy's BLAS on one thread, whatever the process set before, even after
+    `pin_one_thread` (other code in the process may have raised the limit again since).
 
     A float32 product's last bits depend on how many threads OpenBLAS splits it over: a profile
     built where a server had pinned one thread differed by an ulp from one built elsewhere.
@@ -40,7 +45,7 @@ def on_one_thread(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with one_thread():
+        with _limit_to_one():
             return func(*args, **kwargs)
 
     return wrapper
@@ -52,8 +57,6 @@ def pin_one_thread() -> None:
     Entering and leaving `one_thread` costs about 0.2 ms, as much as scoring a request's
     inputs; a server, whose numpy products are all small, pins once and skips it after.
     """
-    global _controller, _pinned
-    if _controller is None:
-        _controller = ThreadpoolController()
-    _controller.limit(limits=1, user_api="blas")  # not used as a context: it stays
+    global _pinned
+    _limit_to_one()  # not used as a context: it stays
     _pinned = True
