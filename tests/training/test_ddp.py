@@ -158,13 +158,15 @@ def test_two_machines_under_torchrun_one_owns_the_run(digit_folder: Path, tmp_pa
     assert not (machines[1] / "mlruns.db").exists()
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
 def test_a_parameter_outside_the_loss_is_a_one_line_error_naming_it(
-    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    strategy: str, digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real network plus a layer that trains but never reaches the loss: DDP stops at the
     second step, and Lightning's rewording of its error does not say which parameters; the run
     fails with one line that names the layer's and the way out, and marks its MLflow run
-    FAILED."""
+    FAILED. Under ddp_spawn the rank runs in a process of its own and its error comes back as
+    its traceback's text."""
     build_classifier = train_module.build_classifier
 
     def with_a_layer_the_loss_never_sees(*args: object) -> nn.Module:
@@ -174,7 +176,7 @@ def test_a_parameter_outside_the_loss_is_a_one_line_error_naming_it(
 
     monkeypatch.setattr(train_module, "build_classifier", with_a_layer_the_loss_never_sees)
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
-    ddp = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=ddp"]
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=1", f"trainer.strategy={strategy}"]
     overrides = [*fast_digits_overrides(digit_folder, tmp_path, epochs=1), *SMALL_NETWORK, *ddp]
     # Lightning exports its ranks, port and thread count, and sets torch's threads.
     environment, threads = dict(os.environ), torch.get_num_threads()
@@ -188,7 +190,8 @@ def test_a_parameter_outside_the_loss_is_a_one_line_error_naming_it(
         os.environ.update(environment)
         torch.set_num_threads(threads)
     message = str(raised.value)
-    assert message.startswith("trainer.strategy=ddp: DDP stopped because parameters that train ")
+    prefix = f"trainer.strategy={strategy}: DDP stopped because parameters that train "
+    assert message.startswith(prefix), message
     assert "(side_layer.weight, side_layer.bias)" in message, message
     assert message.endswith("set trainer.strategy=ddp_find_unused_parameters_true")
     assert "\n" not in message

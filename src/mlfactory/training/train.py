@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.profilers import Profiler
 from lightning.pytorch.utilities import rank_zero_only
+from torch.multiprocessing import ProcessRaisedException
 
 from mlfactory import tracking
 from mlfactory.artifact_stores import missing_artifact_client
@@ -168,10 +169,11 @@ def _fit_and_publish(
         if trainer.interrupted:  # Lightning's answer to Ctrl-C during fit: sys.exit(1)
             raise KeyboardInterrupt from None
         raise
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, ProcessRaisedException) as exc:
+        # Under ddp_spawn and ddp_fork the rank's error arrives as its traceback's text.
         if DDP_UNUSED_PARAMETERS in str(exc):
             raise _unused_parameters_error(recipe.config, setup) from None
-        if resume and does_not_fit(exc):
+        if resume and not isinstance(exc, ProcessRaisedException) and does_not_fit(exc):
             raise ConfigError(
                 f"--resume: the checkpoint {last} does not fit the network: "
                 f"{str(exc).strip().splitlines()[0]} (written by another mlfactory version, or "
