@@ -166,6 +166,19 @@ def test_the_terminal_table_and_json_for_a_few_files(
     assert [row["input"] for row in json.loads(as_json.output)] == paths
 
 
+def test_when_every_file_is_skipped_no_empty_table_is_printed(
+    image_bundle: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    result = runner.invoke(app, ["predict", str(image_bundle), str(broken)])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == "predicted 0 input(s); skipped 1"
+    as_json = runner.invoke(app, ["predict", str(image_bundle), str(broken), "--json"])
+    assert json.loads(as_json.stdout) == []  # a tool reading the list gets an empty one
+
+
 def test_a_batch_the_model_fails_on_is_retried_one_by_one(
     digit_folder: Path, tmp_path: Path
 ) -> None:

@@ -84,6 +84,8 @@ class TerminalResults:
         if self.as_json:
             print(json.dumps([row.to_row() for row in self.rows], indent=2))
             return
+        if not self.rows:  # every input skipped: the count on stderr says so, no empty table
+            return
         table = Table()
         table.add_column("input", overflow="fold")  # a long path wraps instead of being cut
         table.add_column("label")
