@@ -176,41 +176,10 @@ def build_profile(
         ValueError: the inputs disagree in length, a true label is not one of `labels`, or
             there are fewer than 20 inputs.
     """
-    x = np.asarray(embeddings, dtype=np.float32)
-    p = np.asarray(probabilities, dtype=np.float32)
-    y = label_indices(labels_true, labels)
-    if not len(x) == len(p) == len(y) == len(summaries):
-        raise ValueError(
-            f"reference arrays differ in length: {len(x)} embeddings, {len(p)} probabilities, "
-            f"{len(y)} labels, {len(summaries)} summaries"
-        )
-    unknown = sorted({str(v) for v, i in zip(np.asarray(labels_true), y, strict=True) if i < 0})
-    if unknown:
-        raise ValueError(f"reference labels not among the bundle's labels: {', '.join(unknown)}")
-    if len(x) < MIN_REFERENCE:
-        raise ValueError(f"a reference profile needs at least {MIN_REFERENCE} inputs, got {len(x)}")
+    x, p, y = _reference_arrays(embeddings, probabilities, labels_true, summaries, labels)
     temperature = fit_temperature(p, y)
-    rng = np.random.default_rng(seed)
-    keep = np.arange(len(x))
-    if len(x) > max_reference:
-        keep = np.sort(rng.choice(len(x), max_reference, replace=False))
-    # The embedding's basis is fitted on a third of the rows and the other two thirds are the
-    # reference sample: projected on a basis fitted on themselves, the reference rows would
-    # spread less along the last directions than any new input does (a false alarm).
-    shuffled = rng.permutation(keep)
-    basis_rows, sample_rows = (
-        np.sort(shuffled[: len(keep) // 3]),
-        np.sort(shuffled[len(keep) // 3 :]),
-    )
-    kinds = feature_kinds(summaries)
-    projection = Projection.fit(x[basis_rows], min(drift_dims, len(basis_rows) - 1))
-    drift = DriftReference(
-        projection=projection,
-        embeddings=projection.transform(x[sample_rows]),
-        predicted=p[keep].argmax(axis=1).astype(np.int32),
-        confidence=p[keep].max(axis=1),
-        features=summary_columns([summaries[int(i)] for i in keep], kinds),
-        kinds=kinds,
+    drift, keep, sample_rows = _drift_reference(
+        x, p, summaries, np.random.default_rng(seed), max_reference, drift_dims
     )
     predicted = p.argmax(axis=1)
     meta = {
@@ -242,6 +211,63 @@ def build_profile(
     )
     accuracy = ConfidenceThreshold.fit(calibrate(p, temperature).max(axis=1), predicted == y)
     return ReferenceProfile(list(labels), ood, drift, temperature, meta, accuracy)
+
+
+def _reference_arrays(
+    embeddings: np.ndarray,
+    probabilities: np.ndarray,
+    labels_true: Sequence[str] | np.ndarray,
+    summaries: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The embeddings and probabilities as float32 and the true labels as indices, checked."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    p = np.asarray(probabilities, dtype=np.float32)
+    y = label_indices(labels_true, labels)
+    if not len(x) == len(p) == len(y) == len(summaries):
+        raise ValueError(
+            f"reference arrays differ in length: {len(x)} embeddings, {len(p)} probabilities, "
+            f"{len(y)} labels, {len(summaries)} summaries"
+        )
+    unknown = sorted({str(v) for v, i in zip(np.asarray(labels_true), y, strict=True) if i < 0})
+    if unknown:
+        raise ValueError(f"reference labels not among the bundle's labels: {', '.join(unknown)}")
+    if len(x) < MIN_REFERENCE:
+        raise ValueError(f"a reference profile needs at least {MIN_REFERENCE} inputs, got {len(x)}")
+    return x, p, y
+
+
+def _drift_reference(
+    x: np.ndarray,
+    p: np.ndarray,
+    summaries: Sequence[Mapping[str, Any]],
+    rng: np.random.Generator,
+    max_reference: int,
+    drift_dims: int,
+) -> tuple[DriftReference, np.ndarray, np.ndarray]:
+    """The drift checks' reference sample, the rows it keeps, and those of its embedding."""
+    keep = np.arange(len(x))
+    if len(x) > max_reference:
+        keep = np.sort(rng.choice(len(x), max_reference, replace=False))
+    # The embedding's basis is fitted on a third of the rows and the other two thirds are the
+    # reference sample: projected on a basis fitted on themselves, the reference rows would
+    # spread less along the last directions than any new input does (a false alarm).
+    shuffled = rng.permutation(keep)
+    basis_rows, sample_rows = (
+        np.sort(shuffled[: len(keep) // 3]),
+        np.sort(shuffled[len(keep) // 3 :]),
+    )
+    kinds = feature_kinds(summaries)
+    projection = Projection.fit(x[basis_rows], min(drift_dims, len(basis_rows) - 1))
+    drift = DriftReference(
+        projection=projection,
+        embeddings=projection.transform(x[sample_rows]),
+        predicted=p[keep].argmax(axis=1).astype(np.int32),
+        confidence=p[keep].max(axis=1),
+        features=summary_columns([summaries[int(i)] for i in keep], kinds),
+        kinds=kinds,
+    )
+    return drift, keep, sample_rows
 
 
 def load_profile(folder: str | Path) -> ReferenceProfile | None:

@@ -336,19 +336,32 @@ def run_checks(
             minimum,
         )
     )
-    # Whitened: every principal direction counts alike, the small ones where subtle shifts
-    # show included.
+    embedding = _embedding_check(profile, window, rng, settings, count, permutations)
+    return [*checks, embedding]
+
+
+def _embedding_check(
+    profile: ReferenceProfile,
+    window: Window,
+    rng: np.random.Generator,
+    settings: MonitorSettings,
+    count: int,
+    permutations: int,
+) -> CheckResult:
+    """The MMD test of the window's embedding, whitened on the reference's principal directions
+    (every direction counts alike, the small ones where subtle shifts show included)."""
+    reference = profile.drift
     projection = reference.projection
     projected = (
         projection.transform(window.embeddings, whiten=True)
-        if n
+        if len(window)
         else np.zeros((0, projection.dims), np.float32)
     )
     embedding = drift.embedding_check(
         reference.embeddings / np.sqrt(np.maximum(projection.variances, 1e-12)),
         projected,
         rng,
-        minimum,
+        settings.min_samples,
         permutations,
         settings.max_embedding_samples,
     )
@@ -357,7 +370,7 @@ def run_checks(
             f"; its p-value, at least 1/{permutations + 1}, cannot reach level "
             f"{settings.level:g} over {count} checks"
         )
-    return [*checks, embedding]
+    return embedding
 
 
 def _true_indices(window: Window, labels: Sequence[str]) -> np.ndarray:
