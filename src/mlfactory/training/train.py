@@ -26,7 +26,6 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.profilers import Profiler
 from lightning.pytorch.utilities import rank_zero_only
-from torch.multiprocessing import ProcessRaisedException
 
 from mlfactory import tracking
 from mlfactory.artifact_stores import missing_artifact_client
@@ -44,11 +43,11 @@ from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.encoded_cache import EncodedCache
 from mlfactory.training.export import export_bundle
+from mlfactory.training.fit_errors import FIT_ERRORS, fit_error
 from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.launcher import check_launched
 from mlfactory.training.memory_format import to_memory_format, training_memory_format
 from mlfactory.training.module import ClassifierModule
-from mlfactory.training.network import example_inputs, parameters_outside_the_output
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.profiling import make_profiler, publish_profile
 from mlfactory.training.pruning import prune_attention_heads, prune_classifier
@@ -169,17 +168,17 @@ def _fit_and_publish(
         if trainer.interrupted:  # Lightning's answer to Ctrl-C during fit: sys.exit(1)
             raise KeyboardInterrupt from None
         raise
-    except (RuntimeError, ValueError, ProcessRaisedException) as exc:
-        # Under ddp_spawn and ddp_fork the rank's error arrives as its traceback's text.
-        if DDP_UNUSED_PARAMETERS in str(exc):
-            raise _unused_parameters_error(recipe.config, setup) from None
-        if resume and not isinstance(exc, ProcessRaisedException) and does_not_fit(exc):
-            raise ConfigError(
-                f"--resume: the checkpoint {last} does not fit the network: "
-                f"{str(exc).strip().splitlines()[0]} (written by another mlfactory version, or "
-                "edited); start a new run with another --out"
-            ) from None
-        raise
+    except FIT_ERRORS as exc:
+        error = fit_error(
+            exc,
+            recipe.config.trainer.strategy,
+            setup.module.net,
+            setup.encoder,
+            last if resume else None,
+        )
+        if error is None:
+            raise
+        raise error from None
     if not trainer.is_global_zero:
         # Under DDP only rank 0 exports, evaluates and logs; the others wait for its bundle,
         # which the processes of other machines (multi-node, no shared run folder) never see.
@@ -234,36 +233,6 @@ def _check_more_epochs(last: Path, max_epochs: int) -> None:
             f"--resume: the run has trained {trained} epochs; trainer.max_epochs={max_epochs} "
             f"is fewer: set it to more than {trained} to train longer"
         )
-
-
-# What torch says when a checkpoint's weights or optimizer state are for other parameters.
-CHECKPOINT_MISMATCHES = (
-    "Error(s) in loading state_dict",
-    "doesn't match the size of optimizer's group",
-    "loaded state dict has a different number of parameter groups",
-)
-
-
-# Lightning's rewording of DDP's refusal of a parameter that trains and got no gradient.
-DDP_UNUSED_PARAMETERS = "has parameters that were not used in producing the loss"
-NAMES_SHOWN = 5
-
-
-def _unused_parameters_error(config: RecipeConfig, setup: FitSetup) -> ConfigError:
-    """One line for DDP's refusal, naming the parameters (found on an example input)."""
-    unused = parameters_outside_the_output(setup.module.net, example_inputs(setup.encoder, 2))
-    more = len(unused) - NAMES_SHOWN
-    which = ", ".join(unused[:NAMES_SHOWN]) + (f" and {more} more" if more > 0 else "")
-    return ConfigError(
-        f"trainer.strategy={config.trainer.strategy}: DDP stopped because parameters that train "
-        f"took no part in the loss ({which or 'for some inputs'}): freeze them, or set "
-        "trainer.strategy=ddp_find_unused_parameters_true"
-    )
-
-
-def does_not_fit(exc: BaseException) -> bool:
-    """Whether `exc` is torch refusing a checkpoint written for other parameters."""
-    return any(mismatch in str(exc) for mismatch in CHECKPOINT_MISMATCHES)
 
 
 def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
