@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlfactory.serving.process import HOST
+from tests.conftest import untraced_env
 
 START_TIMEOUT_S = 60
 
@@ -35,7 +36,9 @@ def _wait_until_listening(name: str, port: int, server: subprocess.Popen[bytes],
 def local_server(name: str, command: list[str], port: int, log: Path) -> Iterator[None]:
     """Start `command` (which must listen on HOST:`port`), yield once it listens, then stop it."""
     with log.open("wb") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, env=untraced_env()
+        )
     try:
         _wait_until_listening(name, port, server, log)
         yield

@@ -7,7 +7,6 @@ how to resume and marks the MLflow run KILLED.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import torch
 import mlfactory
 from mlfactory.output import QUIET_ENV
 
-from .conftest import SMALL_NETWORK, fast_digits_overrides
+from .conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
 
 REUTERS = Path(__file__).parent / "fixtures" / "text" / "reuters_r8_sample.jsonl"
 # What a default run printed before: adverts, hardware lines, set-up chatter, known warnings.
@@ -45,7 +44,7 @@ NOISE = (
 
 def mlfactory_process(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     # In-process CLI tests of this session set the quiet environment: a user's shell has none.
-    inherited = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
+    inherited = {k: v for k, v in untraced_env().items() if k not in QUIET_ENV}
     env = {
         **inherited,
         "PYTHONPATH": str(Path(mlfactory.__file__).parents[1]),

@@ -3,7 +3,6 @@ of /var/tmp: `from tests.data.dvc_repos import dvc, dvc_site_cache, git  # noqa:
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import untraced_env
+
 
 def run(*command: str, cwd: Path) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
+    env = untraced_env({"DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"})
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=True)
     return done.stdout.strip()
 

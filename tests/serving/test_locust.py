@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ..conftest import untraced_env
 from .conftest import DigitImage
 from .live_server import live_server
 from .tiny_bundles import tiny_bundle
@@ -31,7 +32,9 @@ def run_locust(host: str, inputs: Path, out: Path, *options: str) -> subprocess.
         "--run-time", RUN_TIME, "--max-requests", str(MAX_REQUESTS), "--only-summary", "--json",
         *options,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=out)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=out, env=untraced_env()
+    )
 
 
 def predict_stats(result: subprocess.CompletedProcess) -> dict[str, Any]:  # type: ignore[type-arg]

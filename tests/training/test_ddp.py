@@ -24,7 +24,12 @@ from mlfactory.errors import ConfigError
 from mlfactory.predictor import Predictor
 from mlfactory.serving.process import free_port
 from mlfactory.training import train as train_module
-from tests.conftest import SMALL_NETWORK, fast_digits_overrides, fast_news_overrides
+from tests.conftest import (
+    SMALL_NETWORK,
+    fast_digits_overrides,
+    fast_news_overrides,
+    untraced_env,
+)
 from tests.numerics import assert_parity_recorded
 
 MLFACTORY = str(Path(sys.executable).parent / "mlfactory")
@@ -41,7 +46,7 @@ def train_on_two_processes(
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},  # two ranks on two cores
+        env=untraced_env({"OMP_NUM_THREADS": "1"}),  # two ranks on two cores
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -126,7 +131,7 @@ def test_two_machines_under_torchrun_one_owns_the_run(digit_folder: Path, tmp_pa
     ]
     port = free_port()
     machines = [tmp_path / "host-0", tmp_path / "host-1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = untraced_env({"OMP_NUM_THREADS": "1"})
     launched = []
     for rank, folder in enumerate(machines):
         folder.mkdir()

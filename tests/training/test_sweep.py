@@ -21,7 +21,7 @@ from mlfactory.training.search_space import parse_search_space
 from mlfactory.training.sweep import run_sweep, trial_value
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 
-from ..conftest import SMALL_NETWORK, fast_digits_overrides
+from ..conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
 from ..test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -169,14 +169,19 @@ def test_workers_share_a_study_on_postgresql(
         *sweep_overrides(digit_folder, tmp_path, store), LR,
         "--trials", "1", "--no-prune", "--storage", storage, "--out", str(tmp_path / "runs"),
     ]  # fmt: skip
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = untraced_env()
+    first = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and first.poll() is None:
         summaries = optuna.get_all_study_summaries(storage)
         if summaries and summaries[0].n_trials:
             break
         time.sleep(0.5)
-    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err.decode()
     assert second.returncode == 0, second.stderr

@@ -9,7 +9,6 @@ one-line error when that bucket cannot be read."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from mlfactory.serving.process import free_port
 from mlfactory.targets import resolve_bundle
 from tests import azure_blob
 from tests.azure_blob import azure_blob_connection  # noqa: F401  (the fixture)
-from tests.conftest import SMALL_NETWORK, fast_digits_overrides
+from tests.conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
 from tests.gcs import gcs_endpoint  # noqa: F401  (the fixture)
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 from tests.s3 import s3_endpoint  # noqa: F401  (the fixture)
@@ -75,7 +74,7 @@ def mlflow_server(
     ]
     log = (tmp_path / "mlflow-server.log").open("w")
     # Only the server reads the bucket: its endpoint is in the server's environment alone.
-    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    env = untraced_env({"MLFLOW_S3_ENDPOINT_URL": s3_endpoint})
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
