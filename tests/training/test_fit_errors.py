@@ -63,6 +63,21 @@ def test_a_checkpoint_that_does_not_fit_is_named_only_when_resuming(
     assert error is not None
     assert str(error).startswith(f"--resume: the checkpoint {last} does not fit the network: ")
     assert "\n" not in str(error)
+    # Under ddp_spawn the rank's refusal arrives as its traceback's text: the same line.
+    spawned = ProcessRaisedException(
+        "\n\n-- Process 0 terminated with the following error:\nTraceback (most recent call last):"
+        '\n  File "torch/optim/optimizer.py", line 969, in load_state_dict\n    raise ValueError(\n'
+        "ValueError: loaded state dict contains a parameter group that doesn't match the size of "
+        "optimizer's group\n",
+        0,
+        1234,
+    )
+    error = fit_error(spawned, "ddp_spawn", network, encoder, resumed_from=last)
+    assert str(error) == (
+        f"--resume: the checkpoint {last} does not fit the network: loaded state dict contains a "
+        "parameter group that doesn't match the size of optimizer's group (written by another "
+        "mlfactory version, or edited); start a new run with another --out"
+    )
     # A new run, or an error that is no one's fix, is raised as it is.
     assert fit_error(mismatch(), "auto", network, encoder, resumed_from=None) is None
     with pytest.raises(RuntimeError) as raised:

@@ -3,6 +3,7 @@ traceback that does not name the fix."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from torch import nn
@@ -26,6 +27,8 @@ CHECKPOINT_MISMATCHES = (
 # Lightning's rewording of DDP's refusal of a parameter that trains and got no gradient.
 DDP_UNUSED_PARAMETERS = "has parameters that were not used in producing the loss"
 NAMES_SHOWN = 5
+# How a traceback's last line starts: "ValueError: ".
+EXCEPTION_NAME = re.compile(r"^[A-Za-z_.]*(Error|Exception): ")
 
 
 def fit_error(
@@ -46,15 +49,11 @@ def fit_error(
     """
     if DDP_UNUSED_PARAMETERS in str(exc):
         return _unused_parameters_error(strategy, network, encoder)
-    if (
-        resumed_from is not None
-        and not isinstance(exc, ProcessRaisedException)
-        and does_not_fit(exc)
-    ):
+    refusal = _checkpoint_refusal(exc) if resumed_from is not None else None
+    if refusal is not None:
         return ConfigError(
-            f"--resume: the checkpoint {resumed_from} does not fit the network: "
-            f"{str(exc).strip().splitlines()[0]} (written by another mlfactory version, or "
-            "edited); start a new run with another --out"
+            f"--resume: the checkpoint {resumed_from} does not fit the network: {refusal} "
+            "(written by another mlfactory version, or edited); start a new run with another --out"
         )
     return None
 
@@ -71,6 +70,10 @@ def _unused_parameters_error(strategy: str, network: nn.Module, encoder: Encoder
     )
 
 
-def does_not_fit(exc: BaseException) -> bool:
-    """Whether `exc` is torch refusing a checkpoint written for other parameters."""
-    return any(mismatch in str(exc) for mismatch in CHECKPOINT_MISMATCHES)
+def _checkpoint_refusal(exc: BaseException) -> str | None:
+    """torch's line refusing a checkpoint written for other parameters, if `exc` is that: the
+    message's first line, or, from a rank of ddp_spawn, the traceback line that says it."""
+    for line in str(exc).strip().splitlines():
+        if any(mismatch in line for mismatch in CHECKPOINT_MISMATCHES):
+            return EXCEPTION_NAME.sub("", line.strip())
+    return None
