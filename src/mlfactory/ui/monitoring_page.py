@@ -63,21 +63,12 @@ def _figures(client: ApiClient, last: int, period: str, buckets: int) -> None:
 
 
 def _current(report: dict[str, Any], period: str | None) -> None:
+    """The window's verdict, its figures and its tables."""
     window = report.get("window", {})
     n = window.get("n", 0)
     st.subheader(f"The last {n} predictions" if period is None else f"{n} predictions, {period}")
     st.caption(f"from {window.get('from') or '-'} to {window.get('to') or '-'}")
-    status = report.get("status")
-    # the server's MLFACTORY_MONITOR_LEVEL: the same verdict as its gauges and alerts
-    level = f"at level {_num(report.get('level'))}, {report.get('correction', 'holm')}-corrected"
-    if report.get("drift"):
-        st.error(
-            f"Drift detected ({level}): at least one check rejects the reference distribution."
-        )
-    elif status == "insufficient data":
-        st.info("Not enough predictions in the window to test for drift yet.")
-    else:
-        st.success(f"No drift detected ({level}).")
+    _verdict(report)
     ood, accuracy = report.get("ood", {}), report.get("accuracy", {})
     ood_col, estimated_col, live_col = st.columns(3)
     ood_col.metric(
@@ -108,30 +99,55 @@ def _current(report: dict[str, Any], period: str | None) -> None:
         st.table(table[columns].set_index("name"))
     for note in report.get("notes") or []:
         st.caption(note)
-    labels = report.get("labels") or []
-    if labels and window.get("n"):
-        st.markdown("**Labels**: predicted share against the reference, live accuracy")
-        rows = {
-            row["label"]: {
-                "predicted, reference": _pct(row.get("reference_share")),
-                "predicted, window": _pct(row.get("window_share")),
-                "labelled": row.get("labelled", 0),
-                "live accuracy": _pct(row.get("live")),
-            }
-            for row in labels
-        }
-        st.table(pd.DataFrame.from_dict(rows, orient="index"))
-    flagged = ood.get("flagged") or []
-    if flagged:
-        st.markdown(
-            "**Most out-of-distribution inputs**: find them by request id and input position; "
-            "send their true labels to `POST /v1/feedback`"
+    _labels_table(report.get("labels") or [], n)
+    _flagged_table(ood.get("flagged") or [])
+
+
+def _verdict(report: dict[str, Any]) -> None:
+    """The drift verdict of the window, at the server's level."""
+    status = report.get("status")
+    # the server's MLFACTORY_MONITOR_LEVEL: the same verdict as its gauges and alerts
+    level = f"at level {_num(report.get('level'))}, {report.get('correction', 'holm')}-corrected"
+    if report.get("drift"):
+        st.error(
+            f"Drift detected ({level}): at least one check rejects the reference distribution."
         )
-        shown = pd.DataFrame(flagged)
-        for figure in ("ood_score", "confidence"):
-            shown[figure] = shown[figure].map(_num)
-        shown["time"] = pd.to_datetime(shown["time"]).dt.strftime("%Y-%m-%d %H:%M:%S")
-        st.table(shown[[c for c in FLAGGED_COLUMNS if c in shown]].set_index("request_id"))
+    elif status == "insufficient data":
+        st.info("Not enough predictions in the window to test for drift yet.")
+    else:
+        st.success(f"No drift detected ({level}).")
+
+
+def _labels_table(labels: list[dict[str, Any]], n: int) -> None:
+    """Each label's predicted share against the reference's, and its live accuracy."""
+    if not (labels and n):
+        return
+    st.markdown("**Labels**: predicted share against the reference, live accuracy")
+    rows = {
+        row["label"]: {
+            "predicted, reference": _pct(row.get("reference_share")),
+            "predicted, window": _pct(row.get("window_share")),
+            "labelled": row.get("labelled", 0),
+            "live accuracy": _pct(row.get("live")),
+        }
+        for row in labels
+    }
+    st.table(pd.DataFrame.from_dict(rows, orient="index"))
+
+
+def _flagged_table(flagged: list[dict[str, Any]]) -> None:
+    """The most out-of-distribution inputs of the window, if any."""
+    if not flagged:
+        return
+    st.markdown(
+        "**Most out-of-distribution inputs**: find them by request id and input position; "
+        "send their true labels to `POST /v1/feedback`"
+    )
+    shown = pd.DataFrame(flagged)
+    for figure in ("ood_score", "confidence"):
+        shown[figure] = shown[figure].map(_num)
+    shown["time"] = pd.to_datetime(shown["time"]).dt.strftime("%Y-%m-%d %H:%M:%S")
+    st.table(shown[[c for c in FLAGGED_COLUMNS if c in shown]].set_index("request_id"))
 
 
 def _over_time(buckets: list[dict[str, Any]], report: dict[str, Any]) -> None:
