@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mlfactory.baselines import majority_baseline, simple_baseline
+from mlfactory.baselines import BaselineScore, majority_baseline, simple_baseline
 from mlfactory.config.loader import load_recipe
+from mlfactory.data.dataset import Item
 from mlfactory.demo_traffic import Traffic, check, send, summary
 from mlfactory.registry import register_bundle
 from mlfactory.serving.process import running_server
@@ -66,34 +68,11 @@ def run_demo(
         "their true labels back to /v1/feedback, then the same files inverted ..."
     )
     log_file = (out / "predictions.db").resolve()
-    for stale in (log_file, *(log_file.with_name(log_file.name + end) for end in ("-wal", "-shm"))):
-        stale.unlink(missing_ok=True)  # the log of an earlier demo: this one starts afresh
-    log_url = f"sqlite:///{log_file}"
-    env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
-    # a local server of its own: open to the demo's feedback whatever token this shell sets
-    env.pop(env_name("monitor_token"), None)
     test_items = result.dataset.split("test")
-    with running_server(bundle_path, out / "server.log", env) as server:
-        held_out = send(server.url, test_items, "held-out")
-        held_out_report = check(bundle_path, log_url, held_out)
-        inverted = send(server.url, test_items, "inverted", invert=True)
-        inverted_report = check(bundle_path, log_url, inverted)
-    console.print(_examples(held_out))
-
-    console.print("4/5 monitoring each stream as `mlfactory monitor` does")
-    console.print(summary(f"{len(test_items)} held-out files", held_out_report, held_out))
-    console.print(summary(f"the same {len(test_items)} inverted", inverted_report, inverted))
+    _serve_and_monitor(bundle_path, out, log_file, test_items, console)
 
     console.print("5/5 results")
-    scores = Table("model", "test accuracy", "test macro-F1")
-    scores.add_row(
-        f"mlfactory ({recipe.config.model.backbone})",
-        f"{result.metrics['accuracy']:.4f}",
-        f"{result.metrics['f1_macro']:.4f}",
-    )
-    for baseline in baselines:
-        scores.add_row(baseline.name, f"{baseline.accuracy:.4f}", f"{baseline.f1_macro:.4f}")
-    console.print(scores)
+    console.print(_scores(recipe.config.model.backbone, result.metrics, baselines))
     champion = f"models:/{registered.name}@{DEMO_ALIAS}"
     # Commands to copy: printed whole, never broken at the terminal's width.
     for line in (
@@ -108,6 +87,40 @@ def run_demo(
     ):
         console.print(line, soft_wrap=True, highlight=False)
     console.print(f"took {result.seconds:.0f} s to train and bundle")
+
+
+def _serve_and_monitor(
+    bundle_path: Path, out: Path, log_file: Path, test_items: list[Item], console: Console
+) -> None:
+    """Steps 3 and 4: serve the bundle, send the held-out files and then the same files
+    inverted, and print what monitoring says of each stream."""
+    for stale in (log_file, *(log_file.with_name(log_file.name + end) for end in ("-wal", "-shm"))):
+        stale.unlink(missing_ok=True)  # the log of an earlier demo: this one starts afresh
+    log_url = f"sqlite:///{log_file}"
+    env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
+    # a local server of its own: open to the demo's feedback whatever token this shell sets
+    env.pop(env_name("monitor_token"), None)
+    with running_server(bundle_path, out / "server.log", env) as server:
+        held_out = send(server.url, test_items, "held-out")
+        held_out_report = check(bundle_path, log_url, held_out)
+        inverted = send(server.url, test_items, "inverted", invert=True)
+        inverted_report = check(bundle_path, log_url, inverted)
+    console.print(_examples(held_out))
+
+    console.print("4/5 monitoring each stream as `mlfactory monitor` does")
+    console.print(summary(f"{len(test_items)} held-out files", held_out_report, held_out))
+    console.print(summary(f"the same {len(test_items)} inverted", inverted_report, inverted))
+
+
+def _scores(backbone: str, metrics: dict[str, Any], baselines: list[BaselineScore]) -> Table:
+    """The model's test accuracy and macro-F1 beside the baselines'."""
+    scores = Table("model", "test accuracy", "test macro-F1")
+    scores.add_row(
+        f"mlfactory ({backbone})", f"{metrics['accuracy']:.4f}", f"{metrics['f1_macro']:.4f}"
+    )
+    for baseline in baselines:
+        scores.add_row(baseline.name, f"{baseline.accuracy:.4f}", f"{baseline.f1_macro:.4f}")
+    return scores
 
 
 def _examples(traffic: Traffic) -> Table:
