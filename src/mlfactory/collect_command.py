@@ -30,6 +30,7 @@ from sqlalchemy import and_, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from mlfactory.errors import LogDatabaseError, MlfactoryError
+from mlfactory.modalities import Modality
 from mlfactory.monitor_command import log_url_or_default, parse_since
 from mlfactory.monitoring.log_window import database_reason, open_log
 from mlfactory.serving.input_store import DamagedInput, InputStore
@@ -78,15 +79,7 @@ def collect_labelled(
         LogDatabaseError: the log cannot be opened or read.
     """
     bundle = resolve_bundle(target)
-    folder = inputs or os.environ.get(STORE_ENV, "").strip()
-    if not folder:
-        raise MlfactoryError(
-            f"--inputs: name the server's input store (its {STORE_ENV}); without one the "
-            "server keeps no inputs"
-        )
-    store = InputStore(Path(folder).expanduser())
-    if not store.folder.is_dir():
-        raise MlfactoryError(f"--inputs {folder}: no such folder (the server's {STORE_ENV})")
+    store = _input_store(inputs)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MlfactoryError(f"--out {out}: it exists and is not an empty folder; choose another")
     cutoff = None if since is None else datetime.now(UTC) - parse_since(since)
@@ -108,14 +101,10 @@ def collect_labelled(
         if raw is None:
             result.missing += 1
             continue
-        if not as_files:
-            texts.append((raw.decode("utf-8"), label))
+        if as_files:
+            _write_file(out / label, digest, raw, summary, modality)
         else:
-            suffix = f".{str(summary.get('format', '')).lower()}"
-            if suffix not in modality.file_suffixes:
-                suffix = modality.hf_default_suffix
-            (out / label).mkdir(exist_ok=True)
-            (out / label / f"{digest}{suffix}").write_bytes(raw)
+            texts.append((raw.decode("utf-8"), label))
         result.per_label[label] += 1
     if texts:
         with (out / TEXTS_FILE).open("w", newline="", encoding="utf-8") as handle:
@@ -123,6 +112,32 @@ def collect_labelled(
             writer.writerow(["text", "label"])
             writer.writerows(texts)
     return result
+
+
+def _input_store(inputs: str | None) -> InputStore:
+    """The server's input store: `--inputs`, else `MLFACTORY_INPUT_STORE`; an existing folder."""
+    folder = inputs or os.environ.get(STORE_ENV, "").strip()
+    if not folder:
+        raise MlfactoryError(
+            f"--inputs: name the server's input store (its {STORE_ENV}); without one the "
+            "server keeps no inputs"
+        )
+    store = InputStore(Path(folder).expanduser())
+    if not store.folder.is_dir():
+        raise MlfactoryError(f"--inputs {folder}: no such folder (the server's {STORE_ENV})")
+    return store
+
+
+def _write_file(
+    folder: Path, digest: str, raw: bytes, summary: dict[str, Any], modality: Modality
+) -> None:
+    """Write one labelled file input into its label's folder, named by its hash, with its
+    logged format's suffix when the modality reads it (else the modality's usual one)."""
+    suffix = f".{str(summary.get('format', '')).lower()}"
+    if suffix not in modality.file_suffixes:
+        suffix = modality.hf_default_suffix
+    folder.mkdir(exist_ok=True)
+    (folder / f"{digest}{suffix}").write_bytes(raw)
 
 
 def _folder_name(label: str) -> bool:

@@ -118,26 +118,9 @@ def monitor_bundle(
         MlfactoryError: a wrong argument, a bundle without profile, an unreadable log, or a
             window with no prediction of the bundle; the message is one line.
     """
-    from mlfactory.monitoring.log_window import (
-        MAX_WINDOW_ROWS,
-        period_cut_note,
-        read_window,
-        window_rows,
-    )
+    from mlfactory.monitoring.log_window import period_cut_note, read_window, window_rows
 
-    if last is not None and last < 1:
-        raise MlfactoryError(f"--last {last}: give a number of predictions, at least 1")
-    if last is not None and last > MAX_WINDOW_ROWS:
-        raise MlfactoryError(
-            f"--last {last:,}: at most {MAX_WINDOW_ROWS:,} predictions, as the server's "
-            "endpoints (a window of 1,280-wide embeddings takes about 0.9 GB per 100,000)"
-        )
-    level = level_or_default(level)
-    flagged = LISTED if flagged is None else flagged
-    if not 0 <= flagged <= MAX_LISTED:
-        raise MlfactoryError(
-            f"--flagged {flagged}: list 0 to {MAX_LISTED:,} out-of-distribution inputs"
-        )
+    settings = _settings(last, level, flagged)
     window_since = parse_since(since) if since is not None else None
     bundle = resolve_bundle(target)
     profile = load_profile(bundle.path)
@@ -156,10 +139,30 @@ def monitor_bundle(
             f"{expected}: the log at {_shown(url)} was written by another model of that name"
         )
     model = {"name": name, "version": version}
-    report = check_window(profile, window, model, MonitorSettings(level=level, flagged=flagged))
+    report = check_window(profile, window, model, settings)
     cut = period_cut_note(len(window), last, since, "--last N")
     report.notes += [cut] if cut else []
     return MonitorResult(bundle, profile, window, report, url)
+
+
+def _settings(last: int | None, level: float | None, flagged: int | None) -> MonitorSettings:
+    """The check's settings from `monitor_bundle`'s arguments, refusing wrong ones in one line."""
+    from mlfactory.monitoring.log_window import MAX_WINDOW_ROWS
+
+    if last is not None and last < 1:
+        raise MlfactoryError(f"--last {last}: give a number of predictions, at least 1")
+    if last is not None and last > MAX_WINDOW_ROWS:
+        raise MlfactoryError(
+            f"--last {last:,}: at most {MAX_WINDOW_ROWS:,} predictions, as the server's "
+            "endpoints (a window of 1,280-wide embeddings takes about 0.9 GB per 100,000)"
+        )
+    level = level_or_default(level)
+    flagged = LISTED if flagged is None else flagged
+    if not 0 <= flagged <= MAX_LISTED:
+        raise MlfactoryError(
+            f"--flagged {flagged}: list 0 to {MAX_LISTED:,} out-of-distribution inputs"
+        )
+    return MonitorSettings(level=level, flagged=flagged)
 
 
 def logged_models(log_url: str) -> list[tuple[str, str, int]]:
