@@ -1,0 +1,114 @@
+"""The typer `app` of the `mlfactory` command and what its commands share.
+
+The consoles, the shared options and help strings, `friendly_errors` (an error a user can cause
+is one `error: ...` line and exit code 2, never a traceback), the `--version` callback and
+`main`, the console script. The commands themselves are in the other modules of `mlfactory.cli`,
+which registers them all when imported.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from mlfactory import __version__
+from mlfactory.errors import Interrupted, MlfactoryError
+
+app = typer.Typer(
+    name="mlfactory",
+    help="From raw data to a served, monitored classification model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Printed strings are text, not rich markup: file names, labels and messages keep their brackets
+# (`mlfactory[train]`, `dvc:PATH[@REV]`, a folder named `[draft]`).
+console = Console(soft_wrap=True, markup=False)
+err_console = Console(stderr=True, soft_wrap=True, markup=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+OVERRIDES = typer.Argument(
+    None, help="Config overrides, e.g. trainer.max_epochs=3", show_default=False
+)
+VERBOSE = typer.Option(False, "--verbose", "-v", help="Show every log line and warning.")
+SHOW_CONFIG = typer.Option(False, "--show-config", help="Print the resolved recipe and exit.")
+TARGET_HELP = (
+    "A bundle folder, a run folder (holding bundle/), an MLflow run id or a registered model "
+    "(models:/NAME/VERSION, models:/NAME@ALIAS)."
+)
+LOG_HELP = (
+    "The prediction log: an SQLAlchemy URL or a SQLite file; default MLFACTORY_LOG_URL, then "
+    "sqlite:///predictions.db (the server's default)."
+)
+
+
+def error_line(message: str) -> Text:
+    """`error: <message>`, the prefix in red."""
+    return Text.assemble(("error:", "red"), " ", message)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn user-caused errors into one line on stderr and exit code 2 (130 on Ctrl-C)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except Interrupted as exc:
+            err_console.print(str(exc), highlight=False)
+            raise typer.Exit(code=130) from None
+        except MlfactoryError as exc:
+            err_console.print(error_line(str(exc)), highlight=False)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mlfactory {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """From raw data to a served, monitored classification model."""
+
+
+def main(args: list[str] | None = None) -> None:
+    """The `mlfactory` command: the app, with command-line mistakes (an unknown command or
+    option, a value of the wrong type, a missing argument) as one `error:` line and exit code
+    2, as every other wrong input is, instead of the usage box typer draws.
+
+    Args:
+        args: the arguments (default: the process's).
+    """
+    # typer vendors click; its exceptions are not re-exported
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="mlfactory", standalone_mode=False)
+    except NoArgsIsHelpError:  # `mlfactory` alone: the help is printed
+        raise SystemExit(2) from None
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "mlfactory"
+        message = exc.format_message().rstrip(".")
+        err_console.print(error_line(f"{message} (see {where} --help)"), highlight=False)
+        raise SystemExit(2) from None
+    except typer.Abort:  # Ctrl-C at a prompt
+        err_console.print("interrupted")
+        raise SystemExit(130) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
