@@ -188,25 +188,11 @@ def _check_window(
 ) -> DriftReport:
     scores = window_scores(profile, window)
     checks = run_checks(profile, window, np.zeros(0) if scores is None else scores, settings)
-    logged = 0 if scores is None else len(scores)
-    left_out = 0 if scores is None else int(np.sum(~np.isfinite(scores)))
-    for check in checks:
-        if check.name in OOD_CHECKS and scores is None:
-            check.detail = NO_LOGGED_SCORES
-        elif check.name in OOD_CHECKS and left_out:
-            check.detail = (
-                f"{left_out} of {logged} logged scores left out: another profile's scorer "
-                f"gave them, and they need early features the log does not keep; {check.detail}"
-            )
+    _note_missing_scores(checks, scores)
     any_drift = drift.correct(checks, settings.level, settings.correction)
     tested = [check for check in checks if check.tested]
     status = drift.INSUFFICIENT if not tested else drift.DRIFT if any_drift else drift.NO_DRIFT
-    scored = None if scores is None else scores[np.isfinite(scores)]
-    ood_fraction = (
-        float(np.mean(scored > profile.ood.threshold))
-        if scored is not None and len(scored)
-        else None
-    )
+    ood_fraction = _ood_fraction(scores, profile.ood.threshold)
     estimated = estimated_accuracy(
         np.asarray(window.probabilities), profile.temperature, profile.accuracy
     )
@@ -244,6 +230,26 @@ def _check_window(
             settings.flagged,
         ),
     )
+
+
+def _note_missing_scores(checks: list[CheckResult], scores: np.ndarray | None) -> None:
+    """Say in the OOD checks' details when the log has no scores, or some were left out."""
+    logged = 0 if scores is None else len(scores)
+    left_out = 0 if scores is None else int(np.sum(~np.isfinite(scores)))
+    for check in checks:
+        if check.name in OOD_CHECKS and scores is None:
+            check.detail = NO_LOGGED_SCORES
+        elif check.name in OOD_CHECKS and left_out:
+            check.detail = (
+                f"{left_out} of {logged} logged scores left out: another profile's scorer "
+                f"gave them, and they need early features the log does not keep; {check.detail}"
+            )
+
+
+def _ood_fraction(scores: np.ndarray | None, threshold: float) -> float | None:
+    """The share of the window's usable OOD scores over the threshold (None without any)."""
+    scored = None if scores is None else scores[np.isfinite(scores)]
+    return float(np.mean(scored > threshold)) if scored is not None and len(scored) else None
 
 
 def _optional_float(value: Any) -> float | None:
@@ -288,12 +294,27 @@ def run_checks(
     probabilities = np.asarray(window.probabilities, dtype=np.float64).reshape(
         n, len(profile.labels)
     )
-    columns = summary_columns(window.summaries, reference.kinds)
     minimum = settings.min_samples
     # The features', then predicted_label, confidence, ood_score, ood_fraction and embedding.
     count = len(reference.features.numeric) + len(reference.features.categorical) + 5
     tables = drift.resamples_for(settings.level, count, drift.MONTE_CARLO_TABLES)
     permutations = drift.resamples_for(settings.level, count, settings.permutations)
+    checks = _feature_checks(profile, window, rng, minimum, tables)
+    checks += _output_checks(profile, probabilities, ood_scores, rng, minimum, tables)
+    embedding = _embedding_check(profile, window, rng, settings, count, permutations)
+    return [*checks, embedding]
+
+
+def _feature_checks(
+    profile: ReferenceProfile,
+    window: Window,
+    rng: np.random.Generator,
+    minimum: int,
+    tables: int,
+) -> list[CheckResult]:
+    """One check per input feature of the modality's summaries: numeric, then categorical."""
+    reference = profile.drift
+    columns = summary_columns(window.summaries, reference.kinds)
     checks = [
         drift.numeric_check(name, "feature", values, columns.numeric[name], minimum)
         for name, values in reference.features.numeric.items()
@@ -304,19 +325,29 @@ def run_checks(
         )
         for name, values in reference.features.categorical.items()
     ]
+    return checks
+
+
+def _output_checks(
+    profile: ReferenceProfile,
+    probabilities: np.ndarray,
+    ood_scores: np.ndarray,
+    rng: np.random.Generator,
+    minimum: int,
+    tables: int,
+) -> list[CheckResult]:
+    """The checks of the model's outputs: predicted label, confidence, OOD score and the share
+    of inputs over the OOD threshold."""
+    reference = profile.drift
     predicted = np.array([profile.labels[i] for i in probabilities.argmax(axis=1)], dtype=np.str_)
     reference_predicted = np.array(profile.labels, dtype=np.str_)[reference.predicted]
-    checks.append(
+    return [
         drift.categorical_check(
             "predicted_label", "label", reference_predicted, predicted, rng, minimum, tables
-        )
-    )
-    checks.append(
+        ),
         drift.numeric_check(
             "confidence", "confidence", reference.confidence, probabilities.max(axis=1), minimum
-        )
-    )
-    checks.append(
+        ),
         drift.numeric_check(
             "ood_score",
             "embedding",
@@ -324,9 +355,7 @@ def run_checks(
             ood_scores,
             minimum,
             larger_only=True,
-        )
-    )
-    checks.append(
+        ),
         drift.exceedance_check(
             "ood_fraction",
             "embedding",
@@ -334,10 +363,8 @@ def run_checks(
             profile.ood.threshold,
             ood_scores,
             minimum,
-        )
-    )
-    embedding = _embedding_check(profile, window, rng, settings, count, permutations)
-    return [*checks, embedding]
+        ),
+    ]
 
 
 def _embedding_check(
