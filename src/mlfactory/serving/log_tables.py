@@ -2,7 +2,7 @@
 
 `predictions` holds one row per answered input; `feedback` the true label that a client sent
 back later for one of them (see `feedback`). Columns added after the first release are
-nullable, so `prediction_log.upgrade_schema` can add them to an existing log (old rows read
+nullable, so `log_database.upgrade_schema` can add them to an existing log (old rows read
 them as NULL).
 
 An embedding is stored as little-endian float16 bytes in `embedding_f16` (2 bytes a value:

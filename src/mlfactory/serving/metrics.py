@@ -64,107 +64,29 @@ class ServingMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         if self.folder is None:
-            # What prometheus-client's default registry shows: the process's CPU, memory and
-            # file descriptors, Python's version and garbage collections. (With workers, a
-            # scrape shows every worker's: `multiprocess_metrics.WorkerProcesses`.)
-            ProcessCollector(registry=registry)
-            PlatformCollector(registry=registry)
-            GCCollector(registry=registry)
-        self.requests = Counter(
-            "mlfactory_http_requests",
-            "HTTP requests answered, by endpoint (route template), method and status code.",
-            ["endpoint", "method", "status"],
-            registry=registry,
+            _add_process_collectors(registry)
+        self.requests, self.latency = _http_metrics(registry)
+        self.batch_size, self.model_run, self.queue_depth = _batching_metrics(registry)
+        self.log_pending, self.log_lag, self.log_write_errors, self.log_pruned = (
+            _prediction_log_metrics(registry)
         )
-        self.latency = Histogram(
-            "mlfactory_http_request_duration_seconds",
-            "Time from receiving a request to the end of its response, by endpoint.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.batch_size = Histogram(
-            "mlfactory_batch_size",
-            "Inputs per model call (adaptive batching).",
-            buckets=BATCH_BUCKETS,
-            registry=registry,
-        )
-        self.model_run = Histogram(
-            "mlfactory_model_run_seconds",
-            "Duration of one model call (one batch).",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.queue_depth = Gauge(
-            "mlfactory_queue_depth",
-            "Inputs waiting for the model (all workers).",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.log_pending = Gauge(
-            "mlfactory_prediction_log_pending",
-            "Requests whose predictions wait to be committed to the prediction log (all workers).",
-            registry=registry,
-            multiprocess_mode="livesum",
-        )
-        self.log_lag = Gauge(
-            "mlfactory_prediction_log_lag_seconds",
-            "How long the oldest request still waiting for its prediction-log commit has waited "
-            "(0 when none waits; the largest over workers).",
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.log_write_errors = Counter(
-            "mlfactory_prediction_log_write_errors",
-            "Requests answered 503 because their predictions could not be committed to the "
-            "prediction log.",
-            registry=registry,
-        )
-        self.log_pruned = Counter(
-            "mlfactory_prediction_log_pruned",
-            "Predictions deleted from the prediction log for being older than "
-            "MLFACTORY_LOG_RETENTION.",
-            registry=registry,
-        )
-        self.predictions = Counter(
-            "mlfactory_predictions",
-            "Predictions answered, by predicted label.",
-            ["label"],
-            registry=registry,
-        )
-        self.ood_inputs = Counter(
-            "mlfactory_ood_inputs",
-            "Predicted inputs whose out-of-distribution score is over the bundle's threshold.",
-            registry=registry,
-        )
-        self.model_info = Gauge(
-            "mlfactory_model_info",
-            "1 for the model being served (with several workers, one replaced by a reload is 0).",
-            ["name", "version", "modality"],
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
-        self.test_accuracy = Gauge(
-            "mlfactory_model_test_accuracy",
-            "Accuracy of the served model on its test split, from bundle.json (NaN if unknown).",
-            registry=registry,
-            multiprocess_mode="livemostrecent",
-        )
-        self.reloads = Counter(
-            "mlfactory_model_reloads",
-            "Hot reloads attempted, by result (ok or failed).",
-            ["result"],
-            registry=registry,
-        )
-        self.monitoring_failures = Counter(
-            "mlfactory_monitoring_check_failures",
-            "Background drift checks that failed, by reason: log (the prediction log could not "
-            "be read) or error (anything else; the server's log has the traceback).",
-            ["reason"],
-            registry=registry,
-        )
+        (
+            self.predictions,
+            self.ood_inputs,
+            self.model_info,
+            self.test_accuracy,
+            self.reloads,
+            self.monitoring_failures,
+        ) = _model_metrics(registry)
         self.monitoring = MonitoringGauges(registry, initialise=self.folder is None)
         registry.register(connection_guard_events)
+        self._start_series_at_zero()
+        self._model: tuple[str, str, str] | None = None
+        self._sources: tuple[Callable[[], int], Callable[[], int], Callable[[], float]] | None
+        self._sources = None
+
+    def _start_series_at_zero(self) -> None:
+        """Create the labelled series whose labels are known now, each at 0."""
         # Series that exist from the start read 0, not "no data", in queries and alerts.
         for reason in CHECK_FAILURES:
             self.monitoring_failures.labels(reason=reason)
@@ -172,9 +94,6 @@ class ServingMetrics:
             connection_guard_events.labels(event)
         for result in ("ok", "failed"):
             self.reloads.labels(result)
-        self._model: tuple[str, str, str] | None = None
-        self._sources: tuple[Callable[[], int], Callable[[], int], Callable[[], float]] | None
-        self._sources = None
 
     def watch_queues(
         self,
@@ -242,6 +161,130 @@ class ServingMetrics:
         if self.folder is not None:
             return render_all(self.folder)
         return generate_latest(self.registry)
+
+
+def _add_process_collectors(registry: CollectorRegistry) -> None:
+    """Show this process's own metrics in `registry` (one process only)."""
+    # What prometheus-client's default registry shows: the process's CPU, memory and
+    # file descriptors, Python's version and garbage collections. (With workers, a
+    # scrape shows every worker's: `multiprocess_metrics.WorkerProcesses`.)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
+def _http_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    """The HTTP requests answered, and how long each took."""
+    requests = Counter(
+        "mlfactory_http_requests",
+        "HTTP requests answered, by endpoint (route template), method and status code.",
+        ["endpoint", "method", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "mlfactory_http_request_duration_seconds",
+        "Time from receiving a request to the end of its response, by endpoint.",
+        ["endpoint"],
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    return requests, latency
+
+
+def _batching_metrics(registry: CollectorRegistry) -> tuple[Histogram, Histogram, Gauge]:
+    """The model calls (adaptive batching), and the inputs waiting for one."""
+    batch_size = Histogram(
+        "mlfactory_batch_size",
+        "Inputs per model call (adaptive batching).",
+        buckets=BATCH_BUCKETS,
+        registry=registry,
+    )
+    model_run = Histogram(
+        "mlfactory_model_run_seconds",
+        "Duration of one model call (one batch).",
+        buckets=LATENCY_BUCKETS,
+        registry=registry,
+    )
+    queue_depth = Gauge(
+        "mlfactory_queue_depth",
+        "Inputs waiting for the model (all workers).",
+        registry=registry,
+        multiprocess_mode="livesum",
+    )
+    return batch_size, model_run, queue_depth
+
+
+def _prediction_log_metrics(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Counter, Counter]:
+    """The prediction log's commits waiting, failed, and its rows pruned."""
+    log_pending = Gauge(
+        "mlfactory_prediction_log_pending",
+        "Requests whose predictions wait to be committed to the prediction log (all workers).",
+        registry=registry,
+        multiprocess_mode="livesum",
+    )
+    log_lag = Gauge(
+        "mlfactory_prediction_log_lag_seconds",
+        "How long the oldest request still waiting for its prediction-log commit has waited "
+        "(0 when none waits; the largest over workers).",
+        registry=registry,
+        multiprocess_mode="livemax",
+    )
+    log_write_errors = Counter(
+        "mlfactory_prediction_log_write_errors",
+        "Requests answered 503 because their predictions could not be committed to the "
+        "prediction log.",
+        registry=registry,
+    )
+    log_pruned = Counter(
+        "mlfactory_prediction_log_pruned",
+        "Predictions deleted from the prediction log for being older than MLFACTORY_LOG_RETENTION.",
+        registry=registry,
+    )
+    return log_pending, log_lag, log_write_errors, log_pruned
+
+
+def _model_metrics(
+    registry: CollectorRegistry,
+) -> tuple[Counter, Counter, Gauge, Gauge, Counter, Counter]:
+    """The served model, its predictions, reloads and failed background drift checks."""
+    predictions = Counter(
+        "mlfactory_predictions",
+        "Predictions answered, by predicted label.",
+        ["label"],
+        registry=registry,
+    )
+    ood_inputs = Counter(
+        "mlfactory_ood_inputs",
+        "Predicted inputs whose out-of-distribution score is over the bundle's threshold.",
+        registry=registry,
+    )
+    model_info = Gauge(
+        "mlfactory_model_info",
+        "1 for the model being served (with several workers, one replaced by a reload is 0).",
+        ["name", "version", "modality"],
+        registry=registry,
+        multiprocess_mode="livemax",
+    )
+    test_accuracy = Gauge(
+        "mlfactory_model_test_accuracy",
+        "Accuracy of the served model on its test split, from bundle.json (NaN if unknown).",
+        registry=registry,
+        multiprocess_mode="livemostrecent",
+    )
+    reloads = Counter(
+        "mlfactory_model_reloads",
+        "Hot reloads attempted, by result (ok or failed).",
+        ["result"],
+        registry=registry,
+    )
+    monitoring_failures = Counter(
+        "mlfactory_monitoring_check_failures",
+        "Background drift checks that failed, by reason: log (the prediction log could not "
+        "be read) or error (anything else; the server's log has the traceback).",
+        ["reason"],
+        registry=registry,
+    )
+    return predictions, ood_inputs, model_info, test_accuracy, reloads, monitoring_failures
 
 
 def bundle_test_accuracy(meta: BundleMeta) -> float:

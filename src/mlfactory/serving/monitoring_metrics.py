@@ -41,92 +41,38 @@ class MonitoringGauges:
             initialise: set the label-free gauges to NaN now (one process only: with several
                 workers a newly started worker must not hide a report another one made).
         """
-
-        def gauge(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(
-                name, documentation, labels, registry=registry, multiprocess_mode="mostrecent"
-            )
-
-        self.drift = gauge(
-            "mlfactory_drift_detected",
-            "1 when the latest drift check found drift (p-values corrected together), else 0.",
-        )
-        self.level = gauge(
-            "mlfactory_drift_level",
-            "The level of the latest drift check's verdict (MLFACTORY_MONITOR_LEVEL): a check "
-            "drifts when its corrected p-value is at most this.",
-        )
-        self.check_drift = gauge(
-            "mlfactory_drift_check_detected",
-            "1 when the check found drift in the latest drift check, else 0.",
-            ("check", "kind"),
-        )
-        self.p_value = gauge(
-            "mlfactory_drift_p_value",
-            "The check's p-value, corrected for multiple testing (NaN: too little data).",
-            ("check", "kind"),
-        )
-        self.ood_fraction = gauge(
-            "mlfactory_ood_fraction",
-            "Fraction of the checked window's inputs scored out of distribution.",
-        )
-        self.ood_expected = gauge(
-            "mlfactory_ood_expected_fraction",
-            "Fraction of in-distribution inputs the OOD threshold flags (its calibrated rate).",
-        )
-        self.estimated = gauge(
-            "mlfactory_accuracy_estimated",
-            "Accuracy estimated without labels from calibrated probabilities (checked window).",
-        )
-        self.estimated_lower = gauge(
-            "mlfactory_accuracy_estimated_lower",
-            "Lower end of the estimated accuracy's confidence interval.",
-        )
-        self.estimated_upper = gauge(
-            "mlfactory_accuracy_estimated_upper",
-            "Upper end of the estimated accuracy's confidence interval.",
-        )
-        self.confidence = gauge(
-            "mlfactory_confidence_mean",
-            "Mean raw top probability of the checked window's predictions.",
-        )
-        self.reference_confidence = gauge(
-            "mlfactory_confidence_reference_mean",
-            "Mean raw top probability on the reference data (NaN: the profile predates it).",
-        )
-        self.live = gauge(
-            "mlfactory_accuracy_live",
-            "Accuracy over the window's predictions that got a true label (NaN: none did).",
-        )
-        self.labelled = gauge(
-            "mlfactory_feedback_labelled",
-            "Predictions of the checked window that have a true label (POST /v1/feedback).",
-        )
-        self.window = gauge(
-            "mlfactory_monitoring_window_predictions",
-            "Predictions in the window of the latest drift check.",
-        )
-        self.last_check = gauge(
-            "mlfactory_monitoring_last_check_timestamp_seconds",
-            "Unix time of the latest drift check.",
-        )
+        self.drift, self.level, self.check_drift, self.p_value = _drift_gauges(registry)
+        self.ood_fraction, self.ood_expected = _ood_gauges(registry)
+        (
+            self.estimated,
+            self.estimated_lower,
+            self.estimated_upper,
+            self.confidence,
+            self.reference_confidence,
+        ) = _estimated_accuracy_gauges(registry)
+        self.live, self.labelled = _live_accuracy_gauges(registry)
+        self.window, self.last_check = _window_gauges(registry)
         if initialise:
-            for unset in (
-                self.drift,
-                self.level,
-                self.ood_fraction,
-                self.ood_expected,
-                self.estimated,
-                self.estimated_lower,
-                self.estimated_upper,
-                self.confidence,
-                self.reference_confidence,
-                self.live,
-                self.labelled,
-                self.window,
-                self.last_check,
-            ):
-                unset.set(math.nan)
+            self._set_unchecked()
+
+    def _set_unchecked(self) -> None:
+        """Set the label-free gauges to NaN: not checked yet."""
+        for unset in (
+            self.drift,
+            self.level,
+            self.ood_fraction,
+            self.ood_expected,
+            self.estimated,
+            self.estimated_lower,
+            self.estimated_upper,
+            self.confidence,
+            self.reference_confidence,
+            self.live,
+            self.labelled,
+            self.window,
+            self.last_check,
+        ):
+            unset.set(math.nan)
 
     def observe(self, report: Report) -> None:
         """Set every gauge from one report."""
@@ -150,6 +96,118 @@ class MonitoringGauges:
         self.labelled.set(_number(accuracy["labelled"]))
         self.window.set(_number(data["window"]["n"]))
         self.last_check.set(time.time())
+
+
+def _latest_gauge(
+    registry: CollectorRegistry, name: str, documentation: str, labels: tuple[str, ...] = ()
+) -> Gauge:
+    """A gauge of the latest report: with several workers, the most recently set value wins."""
+    return Gauge(name, documentation, labels, registry=registry, multiprocess_mode="mostrecent")
+
+
+def _drift_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Gauge, Gauge]:
+    """The drift verdict, its level, and each check's verdict and p-value."""
+    drift = _latest_gauge(
+        registry,
+        "mlfactory_drift_detected",
+        "1 when the latest drift check found drift (p-values corrected together), else 0.",
+    )
+    level = _latest_gauge(
+        registry,
+        "mlfactory_drift_level",
+        "The level of the latest drift check's verdict (MLFACTORY_MONITOR_LEVEL): a check "
+        "drifts when its corrected p-value is at most this.",
+    )
+    check_drift = _latest_gauge(
+        registry,
+        "mlfactory_drift_check_detected",
+        "1 when the check found drift in the latest drift check, else 0.",
+        ("check", "kind"),
+    )
+    p_value = _latest_gauge(
+        registry,
+        "mlfactory_drift_p_value",
+        "The check's p-value, corrected for multiple testing (NaN: too little data).",
+        ("check", "kind"),
+    )
+    return drift, level, check_drift, p_value
+
+
+def _ood_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """The window's out-of-distribution fraction, and the one the threshold expects."""
+    ood_fraction = _latest_gauge(
+        registry,
+        "mlfactory_ood_fraction",
+        "Fraction of the checked window's inputs scored out of distribution.",
+    )
+    ood_expected = _latest_gauge(
+        registry,
+        "mlfactory_ood_expected_fraction",
+        "Fraction of in-distribution inputs the OOD threshold flags (its calibrated rate).",
+    )
+    return ood_fraction, ood_expected
+
+
+def _estimated_accuracy_gauges(
+    registry: CollectorRegistry,
+) -> tuple[Gauge, Gauge, Gauge, Gauge, Gauge]:
+    """The accuracy estimated without labels, its interval, and the mean confidences."""
+    estimated = _latest_gauge(
+        registry,
+        "mlfactory_accuracy_estimated",
+        "Accuracy estimated without labels from calibrated probabilities (checked window).",
+    )
+    estimated_lower = _latest_gauge(
+        registry,
+        "mlfactory_accuracy_estimated_lower",
+        "Lower end of the estimated accuracy's confidence interval.",
+    )
+    estimated_upper = _latest_gauge(
+        registry,
+        "mlfactory_accuracy_estimated_upper",
+        "Upper end of the estimated accuracy's confidence interval.",
+    )
+    confidence = _latest_gauge(
+        registry,
+        "mlfactory_confidence_mean",
+        "Mean raw top probability of the checked window's predictions.",
+    )
+    reference_confidence = _latest_gauge(
+        registry,
+        "mlfactory_confidence_reference_mean",
+        "Mean raw top probability on the reference data (NaN: the profile predates it).",
+    )
+    return estimated, estimated_lower, estimated_upper, confidence, reference_confidence
+
+
+def _live_accuracy_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """The accuracy over the window's labelled predictions, and how many there are."""
+    live = _latest_gauge(
+        registry,
+        "mlfactory_accuracy_live",
+        "Accuracy over the window's predictions that got a true label (NaN: none did).",
+    )
+    labelled = _latest_gauge(
+        registry,
+        "mlfactory_feedback_labelled",
+        "Predictions of the checked window that have a true label (POST /v1/feedback).",
+    )
+    return live, labelled
+
+
+def _window_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """The size of the checked window, and when the check ran."""
+    window = _latest_gauge(
+        registry,
+        "mlfactory_monitoring_window_predictions",
+        "Predictions in the window of the latest drift check.",
+    )
+    last_check = _latest_gauge(
+        registry,
+        "mlfactory_monitoring_last_check_timestamp_seconds",
+        "Unix time of the latest drift check.",
+    )
+    return window, last_check
 
 
 def _number(value: Any) -> float:
