@@ -32,8 +32,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from mlfactory.errors import LogDatabaseError, MlfactoryError
 from mlfactory.modalities import Modality
 from mlfactory.monitor_command import log_url_or_default, parse_since
-from mlfactory.monitoring.log_window import database_reason, open_log
+from mlfactory.monitoring.log_window import open_log
 from mlfactory.serving.input_store import DamagedInput, InputStore
+from mlfactory.serving.log_database import database_reason
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.targets import resolve_bundle
 

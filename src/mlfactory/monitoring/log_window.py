@@ -20,6 +20,7 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from mlfactory.errors import LogDatabaseError
 from mlfactory.monitoring.report import Window
+from mlfactory.serving.log_database import database_reason
 from mlfactory.serving.log_tables import decode_embedding, feedback, predictions
 
 # A window without `last`: the latest 1,000 predictions, or with a period the latest 100,000
@@ -248,9 +249,3 @@ def _empty(labels: Sequence[str] | None) -> Window:
 def _utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; the log writes UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def database_reason(exc: Exception) -> str:
-    """The first line of a database error, without SQLAlchemy's statement and parameters."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -184,3 +184,9 @@ def _sqlite_pragmas(connection: Any, record: Any) -> None:
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(pragma)
     cursor.close()
+
+
+def database_reason(exc: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's statement and parameters."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

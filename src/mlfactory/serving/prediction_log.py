@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import insert, select
 
-from mlfactory.serving.log_database import add_missing_indexes, open_log_engine, upgrade_schema
+from mlfactory.serving.log_database import (
+    add_missing_indexes,
+    database_reason,
+    open_log_engine,
+    upgrade_schema,
+)
 from mlfactory.serving.log_tables import decode_embedding, encode_embedding, predictions
 
 __all__ = [
@@ -275,7 +280,7 @@ class PredictionLog:
                 log.warning(
                     "a group commit of %d requests failed (%s); committing them one by one",
                     len(group),
-                    _reason(exc),
+                    database_reason(exc),
                 )
                 for pending in group:
                     try:
@@ -287,19 +292,14 @@ class PredictionLog:
             if error is None:
                 pending.future.set_result(None)
             else:
-                message = f"the prediction log could not be written: {_reason(error)}"
+                message = f"the prediction log could not be written: {database_reason(error)}"
                 pending.future.set_exception(PredictionLogError(message))
         for pending in group:
             if id(pending) in failures:
                 request = pending.rows[0].request_id if pending.rows else "?"
-                reason = _reason(failures[id(pending)])
+                reason = database_reason(failures[id(pending)])
                 log.error("could not write request %s to the prediction log: %s", request, reason)
 
     def _insert(self, group: list[_Pending]) -> None:
         with self.engine.begin() as connection:
             connection.execute(insert(predictions), [row.to_row() for p in group for row in p.rows])
-
-
-def _reason(exc: Exception) -> str:
-    """The first line of a database error, without SQLAlchemy's statement and parameters."""
-    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
