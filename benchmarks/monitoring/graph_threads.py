@@ -1,7 +1,7 @@
 """The OOD score's nodes in the model call: the paired chain against two chains, by threads.
 
 Export appends the OOD score that reads early features as one chain of 9 nodes
-(`mlfactory.training.ood_graph.paired_nodes`); before, it appended two scorer chains and
+(`mlfactory.training.ood_graph_nodes.paired_nodes`); before, it appended two scorer chains and
 their sum (15 nodes), which export still uses past `MAX_PAIRED_CLASSES`. This times one model
 call on 4 real MNIST digits for three models built from the same digits bundle and profile:
 plain (no scorer, no early features), with the two chains, and with the paired chain, each

@@ -1,0 +1,76 @@
+"""The Lightning Trainer of a recipe: its callbacks, profiler and settings (`make_trainer`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.profilers import Profiler
+
+from mlfactory.config.schema import RecipeConfig
+from mlfactory.training.profiling import make_profiler
+from mlfactory.training.report import EpochLines
+
+
+def make_trainer(
+    config: RecipeConfig,
+    logger: MLFlowLogger | None,
+    checkpoint_dir: Path,
+    progress: bool,
+    train_items: int | None = None,
+    extra_callbacks: Sequence[Callback] = (),
+) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Lightning Trainer of the recipe, and its best/last checkpoint callback.
+
+    Args:
+        config: the recipe.
+        logger: the run's MLflow logger.
+        checkpoint_dir: where `best.ckpt` and `last.ckpt` go (in the run folder, whose
+            `profiler/` gets the reports of `trainer.profiler`).
+        progress: show a progress bar (on a TTY); one line per epoch is always reported.
+        train_items: train split size, to log at least once per epoch on a small data set.
+        extra_callbacks: more callbacks (a sweep's pruning callback).
+    """
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="best", monitor="val/loss", mode="min", save_last=True
+    )
+    callbacks: list[Any] = [
+        checkpoint,
+        EarlyStopping("val/loss", patience=config.trainer.patience),
+        EpochLines(),
+        *extra_callbacks,
+    ]
+    if progress:
+        callbacks.append(RichProgressBar(leave=False))
+    options = config.trainer
+    profiler = make_profiler(options.profiler, checkpoint_dir.parent)
+    if isinstance(profiler, Callback):
+        callbacks.append(profiler)
+    batches = math.ceil((train_items or 1) / options.batch_size)
+    if options.limit_train_batches is not None:
+        batches = min(batches, options.limit_train_batches)
+    trainer = L.Trainer(
+        max_epochs=options.max_epochs,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        num_nodes=options.num_nodes,
+        strategy=options.strategy,
+        precision=options.precision,  # type: ignore[arg-type]
+        gradient_clip_val=options.gradient_clip_val,
+        limit_train_batches=options.limit_train_batches,
+        limit_val_batches=options.limit_val_batches,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        profiler=profiler if isinstance(profiler, Profiler) else None,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        deterministic="warn",
+        # Step losses every 10 batches, and at least once per epoch on a small train split.
+        log_every_n_steps=max(1, min(10, batches)),
+    )
+    return trainer, checkpoint

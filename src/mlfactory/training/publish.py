@@ -1,0 +1,100 @@
+"""What a finished fit publishes: the best weights as a bundle, its monitoring profile, its
+evaluation, and all of it in the run's MLflow run (`publish`)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+
+from mlfactory import tracking
+from mlfactory.bundle import Bundle, BundleMeta
+from mlfactory.config.loader import Recipe
+from mlfactory.evaluation import record_evaluation
+from mlfactory.monitoring.reference import reference_items, write_profile
+from mlfactory.output import phase_log
+from mlfactory.training.export import export_bundle
+from mlfactory.training.memory_format import to_memory_format
+from mlfactory.training.module import ClassifierModule
+from mlfactory.training.ood_graph import attach_ood_score
+from mlfactory.training.report import report_results
+from mlfactory.training.run_folder import BUNDLE_DIR
+from mlfactory.training.tracking import tracked_run
+
+if TYPE_CHECKING:
+    from mlfactory.training.train import FitSetup
+
+log = logging.getLogger(__name__)
+
+
+def publish(
+    recipe: Recipe,
+    setup: FitSetup,
+    checkpoint: ModelCheckpoint,
+    logger: MLFlowLogger,
+    out_dir: Path,
+) -> tuple[Bundle, dict[str, Any]]:
+    """Best weights -> bundle (parity-checked on the test split) -> monitoring profile (from
+    the validation split) -> evaluation -> MLflow.
+
+    The bundle's version is the recipe's `version` if set, else the run's number among the
+    MLflow runs of this name (`TrackedRun.run_number`): every training run has its own.
+    """
+    load_best_weights(setup.module, checkpoint)
+    # Exported from the usual layout: the graph is the same, and so is its parity check.
+    to_memory_format(setup.module.net, torch.contiguous_format)
+    config, dataset = recipe.config, setup.dataset
+    run = tracked_run(logger)
+    meta = BundleMeta(
+        name=config.name,
+        version=config.version or str(run.run_number()),
+        modality=config.modality,
+        labels=dataset.labels,
+        preprocessing=setup.params,
+        git_commit=tracking.git_commit(),
+        config=recipe.resolved,
+        data_fingerprint=dataset.fingerprint,
+        mlflow_run_id=logger.run_id,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    test_items = dataset.split("test")
+    bundle = export_bundle(
+        setup.module.net,
+        setup.encoder,
+        meta,
+        out_dir / BUNDLE_DIR,
+        test_items,
+        setup.assets,
+        config.model.early_features,
+    )
+    phase_log.info(
+        "export: bundle '%s' version %s in %s (ONNX matches PyTorch within %.1e on %d items)",
+        meta.name,
+        meta.version,
+        bundle.path,
+        meta.export.get("parity_max_abs_diff", 0.0),
+        len(test_items),
+    )
+    logger.experiment.set_tag(logger.run_id, "bundle_version", meta.version)
+    if write_profile(bundle, *reference_items(dataset)) is not None:
+        attach_ood_score(bundle, test_items)
+    metrics = record_evaluation(bundle, dataset, out_dir, run)
+    report_results(metrics)
+    run.log_artifact(bundle.path, BUNDLE_DIR)
+    logger.experiment.set_terminated(logger.run_id, "FINISHED")
+    return bundle, metrics
+
+
+def load_best_weights(module: ClassifierModule, checkpoint: ModelCheckpoint) -> None:
+    """Load the best checkpoint's weights into `module` (the last one's without a best)."""
+    path = checkpoint.best_model_path or checkpoint.last_model_path
+    if not path:
+        return
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    log.info("restored best weights from %s", path)

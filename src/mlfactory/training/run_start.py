@@ -1,0 +1,119 @@
+"""What `train` sets up before the fit: the run folder (new or resumed), the MLflow run, and
+which process owns them (`is_global_zero`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from mlfactory import tracking
+from mlfactory.artifact_stores import missing_artifact_client
+from mlfactory.config.loader import Recipe
+from mlfactory.data.dataset import PreparedDataset
+from mlfactory.errors import ConfigError
+from mlfactory.training.float_kernels import float_kernels
+from mlfactory.training.run_folder import CHECKPOINT_DIR, check_new_run, resume_state
+from mlfactory.training.tracking import make_logger
+
+
+def start_run_folder(out_dir: Path, resume: bool, force: bool) -> dict[str, Any] | None:
+    """The state of the run to resume (None for a new run, whose old checkpoints are removed).
+
+    Raises:
+        ConfigError: `resume` but `out_dir` holds no interrupted run; a new run over a bundle
+            or an interrupted run without `force`.
+    """
+    if resume:
+        return resume_state(out_dir, force)
+    check_new_run(out_dir, force)
+    checkpoint_dir = out_dir / CHECKPOINT_DIR
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def check_more_epochs(last: Path, max_epochs: int) -> None:
+    """Resuming needs `trainer.max_epochs` at least the epochs already trained.
+
+    Checked before the MLflow run is touched: Lightning would refuse the same later, after
+    marking the run FAILED.
+
+    Raises:
+        ConfigError: `max_epochs` is below the epochs the checkpoint has trained.
+    """
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    # What Lightning restores as `current_epoch`: the epochs processed (saved at epoch end).
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    trained = int(progress.get("current", {}).get("processed", checkpoint["epoch"] + 1))
+    if max_epochs < trained:
+        raise ConfigError(
+            f"--resume: the run has trained {trained} epochs; trainer.max_epochs={max_epochs} "
+            f"is fewer: set it to more than {trained} to train longer"
+        )
+
+
+def start_tracking(
+    recipe: Recipe,
+    dataset: PreparedDataset,
+    out_dir: Path,
+    state: dict[str, Any] | None,
+    tags: dict[str, str] | None = None,
+) -> MLFlowLogger | None:
+    """The run's MLflow logger; a new run gets the recipe as params and the data fingerprint.
+
+    None in the other processes of a distributed run: only the owner (rank 0) opens the
+    tracking store. Under torchrun every process starts at once, and two processes opening a
+    new SQLite store create its tables at the same time; on another machine the store may not
+    be there at all.
+
+    `run.json` remembers what `--resume` needs: the run id, the resolved recipe, the overrides
+    it was composed with and the data fingerprint. A resumed run keeps its MLflow params; what
+    `--resume` changed is tagged `resumed_with`.
+    """
+    if not is_global_zero():
+        return None
+    run_id = state["mlflow_run_id"] if state is not None else None
+    logger = make_logger(recipe.config.tracking, recipe.name, run_id, tags)
+    # Before any training: a run whose artifacts go to a bucket needs that store's client here,
+    # or the bundle could not be logged at the end.
+    root = logger.experiment.get_run(logger.run_id).info.artifact_uri
+    missing = missing_artifact_client(root, "written")
+    if missing is not None:
+        if state is None:
+            logger.experiment.set_terminated(logger.run_id, "FAILED")
+        raise ConfigError(f"tracking: MLflow run {logger.run_id}: {missing}")
+    if state is None:
+        logger.log_hyperparams(tracking.flatten(recipe.resolved))
+        logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
+        if dataset.version:  # the versioned source at its commit (`dvc:...@<sha>`)
+            logger.experiment.set_tag(logger.run_id, "data_version", dataset.version)
+        logger.experiment.set_tag(logger.run_id, "float_kernels", float_kernels())
+    elif recipe.overrides[len(state.get("overrides", [])) :]:
+        added = recipe.overrides[len(state.get("overrides", [])) :]
+        logger.experiment.set_tag(logger.run_id, "resumed_with", " ".join(added))
+    tracking.save_run_state(
+        out_dir,
+        {
+            "mlflow_run_id": logger.run_id,
+            "recipe": recipe.resolved,
+            "reference": recipe.reference,
+            "overrides": recipe.overrides,
+            "data_fingerprint": dataset.fingerprint,
+        },
+    )
+    return logger
+
+
+def is_global_zero() -> bool:
+    """True in the process that owns the run: the only one, or rank 0 of a distributed job.
+
+    The rank comes from the environment a launcher sets (Lightning's DDP launcher, torchrun,
+    SLURM), so it is known before the Trainer exists.
+    """
+    return int(getattr(rank_zero_only, "rank", 0)) == 0
