@@ -17,6 +17,7 @@ trials of one study at once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 from mlfactory import tracking
-from mlfactory.config.loader import load_recipe
+from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.errors import ConfigError, Interrupted
 from mlfactory.output import phase_log
 from mlfactory.training.search_space import SearchSpace
@@ -92,14 +93,7 @@ def run_sweep(
             cannot be opened, or a study that judges trials by another metric.
         Interrupted: Ctrl-C (the interrupted trial is marked failed; the rest stay).
     """
-    if metric not in METRICS:
-        raise ConfigError(f"--metric {metric}: use one of {', '.join(METRICS)}")
-    base = load_recipe(recipe_ref, space.fixed)
-    load_recipe(recipe_ref, space.fixed + space.examples())  # every swept key, before training
-    if base.config.data.val_fraction <= 0:
-        raise ConfigError(
-            "a sweep judges trials on the validation split: set data.val_fraction above 0"
-        )
+    base = _checked_recipe(recipe_ref, space, metric)
     space = _one_device(space, base.config.trainer)
     name = study_name or f"{base.name}-sweep"
     out_dir = out_dir or Path("runs") / name
@@ -114,18 +108,7 @@ def run_sweep(
         return _run_trial(trial, recipe_ref, space, out_dir, metric, prune, parent, client)
 
     before = len(study.trials)
-    try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(ConfigError,))
-    except Interrupted:
-        client.set_terminated(parent, "KILLED")
-        finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
-        raise Interrupted(
-            f"interrupted; the study '{name}' keeps its {finished} finished trial(s): run the "
-            "same command to add more"
-        ) from None
-    except BaseException:
-        client.set_terminated(parent, "FAILED")
-        raise
+    _optimize(study, objective, trials, timeout, client, parent)
     outcomes = [_outcome(t) for t in study.trials]
     best = _best(study)
     _summarize_parent(client, parent, best)
@@ -139,6 +122,43 @@ def run_sweep(
         trials=outcomes,
         best=None if best is None else _outcome(best),
     )
+
+
+def _checked_recipe(recipe_ref: str, space: SearchSpace, metric: str) -> Recipe:
+    """The recipe with the fixed overrides, once it takes every swept key and the metric and
+    has a validation split to judge trials on (all before training)."""
+    if metric not in METRICS:
+        raise ConfigError(f"--metric {metric}: use one of {', '.join(METRICS)}")
+    base = load_recipe(recipe_ref, space.fixed)
+    load_recipe(recipe_ref, space.fixed + space.examples())  # every swept key, before training
+    if base.config.data.val_fraction <= 0:
+        raise ConfigError(
+            "a sweep judges trials on the validation split: set data.val_fraction above 0"
+        )
+    return base
+
+
+def _optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    trials: int,
+    timeout: float | None,
+    client: MlflowClient,
+    parent: str,
+) -> None:
+    """Run the trials; the sweep's MLflow run is marked KILLED on Ctrl-C, FAILED on an error."""
+    try:
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(ConfigError,))
+    except Interrupted:
+        client.set_terminated(parent, "KILLED")
+        finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
+        raise Interrupted(
+            f"interrupted; the study '{study.study_name}' keeps its {finished} finished "
+            "trial(s): run the same command to add more"
+        ) from None
+    except BaseException:
+        client.set_terminated(parent, "FAILED")
+        raise
 
 
 def _one_device(space: SearchSpace, trainer: Any) -> SearchSpace:
