@@ -211,7 +211,8 @@ def monitoring_section(bundle: Bundle, log_url: str, last: int | None = None) ->
             holds no prediction of this bundle; the message is one line.
     """
     from mlfactory.monitor_command import monitor_bundle
-    from mlfactory.monitoring.html_report import distributions, render_section, report_spans
+    from mlfactory.monitoring.distributions import distributions
+    from mlfactory.monitoring.html_report import render_section, report_spans
 
     result = monitor_bundle(str(bundle.path), log_url, last)
     profile, window, report = result.profile, result.window, result.report

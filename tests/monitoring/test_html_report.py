@@ -9,10 +9,10 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import ImageOps
 
+from mlfactory.monitoring.distributions import distributions
 from mlfactory.monitoring.history import history
 from mlfactory.monitoring.html_report import (
     checks_drifting,
-    distributions,
     render_section,
     report_html,
     report_spans,
