@@ -15,24 +15,24 @@ a bundle that is not the one registered.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
-import os
 import re
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlfactory.artifact_stores import artifact_store_hint, missing_artifact_client
 from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError, cloud_storage_errors
+from mlfactory.errors import BundleError
+from mlfactory.mlflow_store import (
+    first_line,
+    missing_client,
+    mlflow_client,
+    tracking_uri,
+    unreadable_artifacts,
+)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 BUNDLE_ARTIFACT = "bundle"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/@]+))$")
 DIGEST_TAG = "mlfactory.bundle_sha256"
@@ -41,8 +41,6 @@ BUNDLE_VERSION_TAG = "mlfactory.bundle_version"
 FINGERPRINT_TAG = "mlfactory.data_fingerprint"
 # The bundle's test metrics (bundle.json) as tags, to compare versions before moving an alias.
 METRIC_TAGS = {"accuracy": "mlfactory.test_accuracy", "f1_macro": "mlfactory.test_macro_f1"}
-# How long an MLflow server may take to answer at all before it counts as unreachable.
-REACH_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,26 +64,6 @@ class RegisteredVersion:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
-
-
-def tracking_uri(store: str | None = None) -> str:
-    """The store a run id or a registered model is looked up in: `store` when given (a
-    recipe's `tracking.tracking_uri`), else `MLFLOW_TRACKING_URI`, else the default."""
-    return store or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def missing_sqlite_store(uri: str) -> str | None:
-    """The file of a SQLite store URI that does not exist (None for any other store).
-
-    MLflow creates an empty store for a SQLite file that is not there: a command run in
-    another folder than its `mlruns.db` would then find nothing and leave an empty store.
-    """
-    if not uri.startswith("sqlite:"):
-        return None
-    from sqlalchemy.engine import make_url
-
-    database = make_url(uri).database or ""
-    return None if database and Path(database).expanduser().is_file() else database
 
 
 def is_model_uri(target: str) -> bool:
@@ -134,7 +112,7 @@ def register_bundle(
             f"registered model name '{model}': use one without '/' or '@', which "
             "models:/NAME@ALIAS could not name"
         )
-    client, mlflow_error = _client(store)
+    client, mlflow_error = mlflow_client(store)
     local = bundle_digest(bundle.path)
     logged = _run_bundle_digest(run_id, store)
     if logged != local:
@@ -163,7 +141,7 @@ def register_bundle(
         for alias in aliases:
             client.set_registered_model_alias(model, alias, number)
     except mlflow_error as exc:
-        raise BundleError(f"MLflow refused to register '{model}': {_first_line(exc)}") from None
+        raise BundleError(f"MLflow refused to register '{model}': {first_line(exc)}") from None
     return find_version(f"models:/{model}/{number}", store), new
 
 
@@ -180,12 +158,12 @@ def _create_model(client: Any, name: str, mlflow_error: type[Exception]) -> None
 def set_aliases(uri: str, aliases: Sequence[str]) -> RegisteredVersion:
     """Point `aliases` at the registered version `uri` names (promote it, roll back to it)."""
     version = find_version(uri)
-    client, mlflow_error = _client()
+    client, mlflow_error = mlflow_client()
     try:
         for alias in aliases:
             client.set_registered_model_alias(version.name, alias, version.version)
     except mlflow_error as exc:
-        raise BundleError(f"MLflow refused the alias: {_first_line(exc)}") from None
+        raise BundleError(f"MLflow refused the alias: {first_line(exc)}") from None
     return find_version(version.uri)
 
 
@@ -201,7 +179,7 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
             f"'{uri}' is not a registered model: write models:/NAME/VERSION, models:/NAME@ALIAS "
             "or models:/NAME/latest"
         )
-    client, mlflow_error = _client(store)
+    client, mlflow_error = mlflow_client(store)
     name, number, alias = match["name"], match["version"], match["alias"]
     try:
         if alias is not None:
@@ -216,7 +194,7 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
         else:
             found = client.get_model_version(name, number)
     except mlflow_error as exc:
-        raise BundleError(f"{uri}: {_first_line(exc)} in {tracking_uri(store)}") from None
+        raise BundleError(f"{uri}: {first_line(exc)} in {tracking_uri(store)}") from None
     return _version(found)
 
 
@@ -226,7 +204,7 @@ def download_registered(uri: str) -> Path:
     import mlflow
 
     version = find_version(uri)
-    client, mlflow_error = _client()
+    client, mlflow_error = mlflow_client()
     # Into a folder of its own, as a run's bundle is: commands write beside the bundle.
     parent = tempfile.mkdtemp(prefix="mlfactory-model-")
     try:
@@ -239,10 +217,10 @@ def download_registered(uri: str) -> Path:
             )
         )
     except ImportError as exc:
-        reason = _missing_client(client, version.run_id, mlflow_error, exc)
+        reason = missing_client(client, version.run_id, mlflow_error, exc)
         raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
     except mlflow_error as exc:
-        reason = _unreadable_artifacts(client, version.run_id, mlflow_error) or _first_line(exc)
+        reason = unreadable_artifacts(client, version.run_id, mlflow_error) or first_line(exc)
         raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
     if version.digest is not None and bundle_digest(folder) != version.digest:
         raise BundleError(
@@ -260,7 +238,7 @@ def download_run_bundle(
     temporary folder)."""
     import mlflow
 
-    client, mlflow_error = _client(store)
+    client, mlflow_error = mlflow_client(store)
     try:
         folder = mlflow.artifacts.download_artifacts(
             run_id=run_id,
@@ -269,14 +247,14 @@ def download_run_bundle(
             tracking_uri=tracking_uri(store),
         )
     except ImportError as exc:
-        reason = _missing_client(client, run_id, mlflow_error, exc)
+        reason = missing_client(client, run_id, mlflow_error, exc)
         raise BundleError(f"MLflow run '{run_id}': {reason}") from None
     except mlflow_error as exc:
-        unreadable = _unreadable_artifacts(client, run_id, mlflow_error)
+        unreadable = unreadable_artifacts(client, run_id, mlflow_error)
         if unreadable is not None:
             raise BundleError(f"MLflow run '{run_id}': {unreadable}") from None
         raise BundleError(
-            f"MLflow run '{run_id}' has no bundle in {tracking_uri(store)}: {_first_line(exc)} "
+            f"MLflow run '{run_id}' has no bundle in {tracking_uri(store)}: {first_line(exc)} "
             "(MLFLOW_TRACKING_URI names the store)"
         ) from None
     return Path(folder)
@@ -285,52 +263,6 @@ def download_run_bundle(
 def _run_bundle_digest(run_id: str, store: str | None) -> str:
     with tempfile.TemporaryDirectory(prefix="mlfactory-register-") as tmp:
         return bundle_digest(download_run_bundle(run_id, Path(tmp), store))
-
-
-def _client(store: str | None = None) -> tuple[Any, type[Exception]]:
-    """An MlflowClient on `tracking_uri(store)` and the exception MLflow raises.
-
-    Raises:
-        BundleError: MLflow is not installed, or its server does not answer.
-    """
-    uri = tracking_uri(store)
-    missing = missing_sqlite_store(uri)
-    if missing is not None:
-        raise BundleError(
-            f"no MLflow store at {missing or uri} ({uri}): run the command where the store "
-            "is, or set MLFLOW_TRACKING_URI to it"
-        )
-    _reachable(uri)
-    _reachable(os.environ.get("MLFLOW_REGISTRY_URI") or "")
-    try:
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise BundleError(
-            "the MLflow Model Registry needs MLflow (pip install 'mlfactory[train]'), or give "
-            "the bundle folder"
-        ) from None
-    # Not mlflow.set_tracking_uri: it also sets MLFLOW_TRACKING_URI in this process's
-    # environment, and every later call without a store would then use this one.
-    return MlflowClient(tracking_uri=uri), MlflowException
-
-
-@functools.cache
-def _reachable(uri: str) -> None:
-    """Refuse an MLflow server that does not answer at all (refused, unknown host, silent),
-    in one error after `REACH_TIMEOUT_S`, instead of MLflow's retries with back-off, which
-    take minutes. Any HTTP answer will do: the MLflow call that follows reports it."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    health = f"{uri.rstrip('/')}/health"
-    try:
-        with urllib.request.urlopen(health, timeout=REACH_TIMEOUT_S):
-            pass
-    except urllib.error.HTTPError:
-        return  # it answered
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BundleError(f"the MLflow server {uri} does not answer: {reason}") from None
 
 
 def _version(found: Any) -> RegisteredVersion:
@@ -350,57 +282,3 @@ def _name_filter(name: str) -> str:
     if quote is None:
         raise BundleError(f"registered model name {name!r}: use a name without both kinds of quote")
     return f"name = {quote}{name}{quote}"
-
-
-def _missing_client(
-    client: Any, run_id: str | None, mlflow_error: type[Exception], exc: ImportError
-) -> str:
-    """Why a download failed on an import: the run's artifact store needs a client library
-    that is not installed, and the command that installs it."""
-    root = ""
-    if run_id is not None:
-        with contextlib.suppress(mlflow_error):
-            root = client.get_run(run_id).info.artifact_uri
-    missing = missing_artifact_client(root) if root else None
-    if missing is not None:
-        return missing
-    module = exc.name or _first_line(exc)
-    where = f"its artifacts at {root}" if root else "its artifact store"
-    return f"{where} need {module} to be read, which is not installed: install the package with it"
-
-
-def _unreadable_artifacts(
-    client: Any, run_id: str | None, mlflow_error: type[Exception]
-) -> str | None:
-    """Why the run's artifact store cannot be read, when that is why a download failed; None
-    when it can be read (the bundle is not there) or the run is not found.
-
-    MLflow reports any failure to download a run's artifacts as a wrong path; listing the
-    artifact root raises the storage client's own error: an S3 endpoint that cannot be reached,
-    missing credentials, a bucket that refuses, an MLflow server that cannot reach its store.
-    """
-    import mlflow
-
-    if run_id is None:
-        return None
-    try:
-        root = client.get_run(run_id).info.artifact_uri
-    except mlflow_error:  # no such run: the caller's message says so
-        return None
-    storage_errors: tuple[type[Exception], ...] = (OSError, *cloud_storage_errors())
-    try:
-        mlflow.artifacts.list_artifacts(artifact_uri=root)
-    except ImportError as exc:  # e.g. MLflow reports a missing boto3 as a failed download
-        return _missing_client(client, run_id, mlflow_error, exc)
-    except storage_errors as exc:
-        return (
-            f"its artifacts at {root} cannot be read: {type(exc).__name__}: {_first_line(exc)} "
-            f"({artifact_store_hint(root)})"
-        )
-    except mlflow_error:  # MLflow's own refusal, not the storage's
-        return None
-    return None
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -39,7 +39,7 @@ class TrackedRun:
         cannot be reached. A missing SQLite store is not created."""
         from mlflow.exceptions import MlflowException
 
-        from mlfactory.registry import missing_sqlite_store
+        from mlfactory.mlflow_store import missing_sqlite_store
 
         if missing_sqlite_store(config.tracking_uri) is not None:
             return None

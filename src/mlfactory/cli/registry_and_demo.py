@@ -29,7 +29,8 @@ def register(
     ),
 ) -> None:
     """Register a trained bundle in the MLflow Model Registry, or move aliases to a version."""
-    from mlfactory.registry import is_model_uri, register_bundle, set_aliases, tracking_uri
+    from mlfactory.mlflow_store import tracking_uri
+    from mlfactory.registry import is_model_uri, register_bundle, set_aliases
     from mlfactory.targets import resolve_bundle
 
     configure_output(False)

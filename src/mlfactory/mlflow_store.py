@@ -1,0 +1,140 @@
+"""The MLflow store a command reaches: which one, whether it is there and answers, and why
+its artifacts cannot be read when a download fails (`registry` and `tracking` use it)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from mlfactory.artifact_stores import artifact_store_hint, missing_artifact_client
+from mlfactory.errors import BundleError, cloud_storage_errors
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+# How long an MLflow server may take to answer at all before it counts as unreachable.
+REACH_TIMEOUT_S = 10.0
+
+
+def tracking_uri(store: str | None = None) -> str:
+    """The store a run id or a registered model is looked up in: `store` when given (a
+    recipe's `tracking.tracking_uri`), else `MLFLOW_TRACKING_URI`, else the default."""
+    return store or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def missing_sqlite_store(uri: str) -> str | None:
+    """The file of a SQLite store URI that does not exist (None for any other store).
+
+    MLflow creates an empty store for a SQLite file that is not there: a command run in
+    another folder than its `mlruns.db` would then find nothing and leave an empty store.
+    """
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database or ""
+    return None if database and Path(database).expanduser().is_file() else database
+
+
+def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
+    """An MlflowClient on `tracking_uri(store)` and the exception MLflow raises.
+
+    Raises:
+        BundleError: MLflow is not installed, or its server does not answer.
+    """
+    uri = tracking_uri(store)
+    missing = missing_sqlite_store(uri)
+    if missing is not None:
+        raise BundleError(
+            f"no MLflow store at {missing or uri} ({uri}): run the command where the store "
+            "is, or set MLFLOW_TRACKING_URI to it"
+        )
+    _reachable(uri)
+    _reachable(os.environ.get("MLFLOW_REGISTRY_URI") or "")
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise BundleError(
+            "the MLflow Model Registry needs MLflow (pip install 'mlfactory[train]'), or give "
+            "the bundle folder"
+        ) from None
+    # Not mlflow.set_tracking_uri: it also sets MLFLOW_TRACKING_URI in this process's
+    # environment, and every later call without a store would then use this one.
+    return MlflowClient(tracking_uri=uri), MlflowException
+
+
+@functools.cache
+def _reachable(uri: str) -> None:
+    """Refuse an MLflow server that does not answer at all (refused, unknown host, silent),
+    in one error after `REACH_TIMEOUT_S`, instead of MLflow's retries with back-off, which
+    take minutes. Any HTTP answer will do: the MLflow call that follows reports it."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    health = f"{uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=REACH_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise BundleError(f"the MLflow server {uri} does not answer: {reason}") from None
+
+
+def missing_client(
+    client: Any, run_id: str | None, mlflow_error: type[Exception], exc: ImportError
+) -> str:
+    """Why a download failed on an import: the run's artifact store needs a client library
+    that is not installed, and the command that installs it."""
+    root = ""
+    if run_id is not None:
+        with contextlib.suppress(mlflow_error):
+            root = client.get_run(run_id).info.artifact_uri
+    missing = missing_artifact_client(root) if root else None
+    if missing is not None:
+        return missing
+    module = exc.name or first_line(exc)
+    where = f"its artifacts at {root}" if root else "its artifact store"
+    return f"{where} need {module} to be read, which is not installed: install the package with it"
+
+
+def unreadable_artifacts(
+    client: Any, run_id: str | None, mlflow_error: type[Exception]
+) -> str | None:
+    """Why the run's artifact store cannot be read, when that is why a download failed; None
+    when it can be read (the bundle is not there) or the run is not found.
+
+    MLflow reports any failure to download a run's artifacts as a wrong path; listing the
+    artifact root raises the storage client's own error: an S3 endpoint that cannot be reached,
+    missing credentials, a bucket that refuses, an MLflow server that cannot reach its store.
+    """
+    import mlflow
+
+    if run_id is None:
+        return None
+    try:
+        root = client.get_run(run_id).info.artifact_uri
+    except mlflow_error:  # no such run: the caller's message says so
+        return None
+    storage_errors: tuple[type[Exception], ...] = (OSError, *cloud_storage_errors())
+    try:
+        mlflow.artifacts.list_artifacts(artifact_uri=root)
+    except ImportError as exc:  # e.g. MLflow reports a missing boto3 as a failed download
+        return missing_client(client, run_id, mlflow_error, exc)
+    except storage_errors as exc:
+        return (
+            f"its artifacts at {root} cannot be read: {type(exc).__name__}: {first_line(exc)} "
+            f"({artifact_store_hint(root)})"
+        )
+    except mlflow_error:  # MLflow's own refusal, not the storage's
+        return None
+    return None
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
