@@ -74,7 +74,10 @@ def test_the_cnn_transformer_has_an_early_stage_and_text_encoders_none() -> None
     one_block = CnnTransformer(64, 201, -100.0, 20.0, [16], 64, 2, 1, 128, 0.1)
     assert early_stage(one_block) is one_block.cnn[3]
     assert (
-        early_stage(torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2), 1)) is None
+        early_stage(
+            torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, batch_first=True), 1)
+        )
+        is None
     )
 
 

@@ -85,7 +85,7 @@ def test_a_training_step_in_channels_last_is_the_same_step(trained_digits: Train
         torch.manual_seed(1)  # the same dropout mask
         loss = nn.functional.cross_entropy(net(x), labels)
         loss.backward()
-        return float(loss), torch.cat([p.grad.flatten() for p in net.parameters()])  # type: ignore[union-attr]
+        return float(loss.detach()), torch.cat([p.grad.flatten() for p in net.parameters()])  # type: ignore[union-attr]
 
     loss_a, _ = step(copy.deepcopy(usual), pixels)
     loss_b, _ = step(to_memory_format(copy.deepcopy(usual), torch.channels_last), pixels)
