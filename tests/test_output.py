@@ -7,6 +7,7 @@ how to resume and marks the MLflow run KILLED.
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 import mlfactory
-from mlfactory.output import QUIET_ENV
+from mlfactory.output import QUIET_ENV, configure_output
 
 from .conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
 
@@ -78,6 +79,22 @@ def text_training(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
     process = mlfactory_process(args, tmp_path)
     stdout, stderr = process.communicate(timeout=900)
     return process.returncode, stdout, stderr
+
+
+def test_torch_stopping_the_other_ranks_is_quiet_unless_verbose() -> None:
+    """torch's own stderr handler prints "Terminating process N via signal SIGTERM" when a rank
+    of ddp_spawn fails; the root handler's filter never sees it, its level keeps it out."""
+    import torch.multiprocessing.spawn  # noqa: F401  (torch sets up its loggers)
+
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    try:
+        configure_output(False)
+        assert not spawn_log.isEnabledFor(logging.WARNING)
+        assert spawn_log.isEnabledFor(logging.ERROR)
+        configure_output(True)
+        assert spawn_log.isEnabledFor(logging.WARNING)
+    finally:
+        spawn_log.setLevel(logging.NOTSET)
 
 
 @pytest.mark.slow

@@ -33,6 +33,10 @@ QUIET_LOGGERS = {
     # a refused request's traceback, logged before it is raised: the error that follows says it.
     "gcsfs": logging.CRITICAL,
 }
+# Loggers with a stderr handler of their own, which the root handler's filter never sees: quieted
+# by their level instead. torch's "Terminating process N via signal SIGTERM" when a rank of
+# ddp_spawn fails and the others are stopped: the one-line error that follows says why.
+OWN_HANDLER_LOGGERS = {"torch.multiprocessing.spawn": logging.ERROR}
 # Warnings that are known to be harmless here, by message (regular expressions).
 HARMLESS_WARNINGS = (
     r".*LeafSpec.*is deprecated",  # torch deprecation triggered inside Lightning
@@ -117,6 +121,8 @@ def configure_output(verbose: bool) -> None:
         phase_log.addHandler(_PhaseHandler())
     phase_log.setLevel(logging.INFO)
     phase_log.propagate = False
+    for name, level in OWN_HANDLER_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)
     if verbose:
         warnings.simplefilter("default")
         return
