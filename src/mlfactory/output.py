@@ -33,6 +33,8 @@ QUIET_LOGGERS = {
     # a refused request's traceback, logged before it is raised: the error that follows says it.
     "gcsfs": logging.CRITICAL,
 }
+# Lightning's package loggers: they may have stderr handlers of their own (adopt_library_loggers).
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 # Loggers with a stderr handler of their own, which the root handler's filter never sees: quieted
 # by their level instead. torch's "Terminating process N via signal SIGTERM" when a rank of
 # ddp_spawn fails and the others are stopped: the one-line error that follows says why.
@@ -98,6 +100,15 @@ class _QuietFilter(logging.Filter):
         return True
 
 
+# `verbose` of this process's last `configure_output` (None: never called, a library user).
+_configured: list[bool] = []
+
+
+def configured_verbosity() -> bool | None:
+    """`verbose` of the last `configure_output` in this process, None if it never ran."""
+    return _configured[-1] if _configured else None
+
+
 def configure_output(verbose: bool) -> None:
     """Set up logging and warnings for a CLI command (call before heavy imports).
 
@@ -107,6 +118,7 @@ def configure_output(verbose: bool) -> None:
     Args:
         verbose: show every log line and warning (each once) instead of the quiet default.
     """
+    _configured[:] = [verbose]
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "mlfactory", False)), None)
     if handler is None:
@@ -139,10 +151,14 @@ def adopt_library_loggers() -> None:
     Importing `lightning` gives its package logger a stderr handler of its own, and the same
     lines also propagate to the root handler: printed twice, and past the quiet filter. Call
     this after importing Lightning; it does nothing when no root handler is set up (a library
-    user then keeps Lightning's own output).
+    user then keeps Lightning's own output). Imported before the root handler was (in a rank
+    that ddp_spawn starts), `lightning.pytorch` and `lightning.fabric` have handlers of their
+    own too, and do not propagate: they are routed the same way.
     """
     if not logging.getLogger().handlers:
         return
-    library = logging.getLogger("lightning")
-    for handler in list(library.handlers):
-        library.removeHandler(handler)
+    for name in LIGHTNING_LOGGERS:
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True

@@ -21,6 +21,7 @@ from torch import nn
 from mlfactory.bundle import load_bundle
 from mlfactory.config.loader import load_recipe
 from mlfactory.errors import ConfigError
+from mlfactory.output import configure_output
 from mlfactory.predictor import Predictor
 from mlfactory.serving.process import free_port
 from mlfactory.training import train as train_module
@@ -165,13 +166,18 @@ def test_two_machines_under_torchrun_one_owns_the_run(digit_folder: Path, tmp_pa
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
 def test_a_parameter_outside_the_loss_is_a_one_line_error_naming_it(
-    strategy: str, digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    strategy: str,
+    digit_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The real network plus a layer that trains but never reaches the loss: DDP stops at the
     second step, and Lightning's rewording of its error does not say which parameters; the run
     fails with one line that names the layer's and the way out, and marks its MLflow run
     FAILED. Under ddp_spawn the rank runs in a process of its own and its error comes back as
-    its traceback's text."""
+    its traceback's text; it prints as quietly as the CLI's process (no Lightning set-up lines)."""
+    configure_output(False)  # as the CLI does
     build_classifier = train_module.build_classifier
 
     def with_a_layer_the_loss_never_sees(*args: object) -> nn.Module:
@@ -194,6 +200,7 @@ def test_a_parameter_outside_the_loss_is_a_one_line_error_naming_it(
         os.environ.clear()
         os.environ.update(environment)
         torch.set_num_threads(threads)
+    assert "Initializing distributed" not in capfd.readouterr().err
     message = str(raised.value)
     prefix = f"trainer.strategy={strategy}: DDP stopped because parameters that train "
     assert message.startswith(prefix), message

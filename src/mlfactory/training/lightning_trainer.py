@@ -13,8 +13,9 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.profilers import Profiler
 
 from mlfactory.config.schema import RecipeConfig
+from mlfactory.output import configured_verbosity
 from mlfactory.training.profiling import make_profiler
-from mlfactory.training.report import EpochLines
+from mlfactory.training.report import EpochLines, RankOutput
 
 
 def make_trainer(
@@ -47,6 +48,9 @@ def make_trainer(
     ]
     if progress:
         callbacks.append(RichProgressBar(leave=False))
+    verbose = configured_verbosity()
+    if verbose is not None:  # the CLI's settings, for the ranks of ddp_spawn
+        callbacks.append(RankOutput(verbose))
     options = config.trainer
     profiler = make_profiler(options.profiler, checkpoint_dir.parent)
     if isinstance(profiler, Callback):

@@ -22,7 +22,7 @@ from mlfactory.config.loader import Recipe
 from mlfactory.data.dataset import SPLITS, PreparedDataset
 from mlfactory.data.prepare import describe_limits
 from mlfactory.errors import ConfigError, Interrupted
-from mlfactory.output import phase_log
+from mlfactory.output import adopt_library_loggers, configure_output, phase_log
 from mlfactory.training.run_folder import CHECKPOINT_DIR, LAST_CHECKPOINT, resume_command
 
 SKIPS_SHOWN = 5
@@ -49,6 +49,21 @@ def report_dataset(dataset: PreparedDataset) -> None:
     if len(dataset.skipped) > SKIPS_SHOWN:
         more = len(dataset.skipped) - SKIPS_SHOWN
         phase_log.info("data: ... and %d more: `mlfactory data` with this recipe lists them", more)
+
+
+class RankOutput(L.Callback):
+    """Carries the CLI's output settings into the ranks that ddp_spawn starts. Those are new
+    interpreters that unpickle the Trainer, this callback with it, but never run the CLI: without
+    it Lightning's set-up lines and warnings print there unfiltered, and the epoch lines of rank
+    0 not at all. Unpickling applies the settings before the rank's first line."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        configure_output(self.verbose)
+        adopt_library_loggers()
 
 
 class EpochLines(L.Callback):
