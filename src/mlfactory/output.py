@@ -101,12 +101,12 @@ class _QuietFilter(logging.Filter):
 
 
 # `verbose` of this process's last `configure_output` (None: never called, a library user).
-_configured: list[bool] = []
+_verbose: bool | None = None
 
 
 def configured_verbosity() -> bool | None:
     """`verbose` of the last `configure_output` in this process, None if it never ran."""
-    return _configured[-1] if _configured else None
+    return _verbose
 
 
 def configure_output(verbose: bool) -> None:
@@ -118,7 +118,8 @@ def configure_output(verbose: bool) -> None:
     Args:
         verbose: show every log line and warning (each once) instead of the quiet default.
     """
-    _configured[:] = [verbose]
+    global _verbose
+    _verbose = verbose
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "mlfactory", False)), None)
     if handler is None:
