@@ -55,9 +55,6 @@ def make_trainer(
     profiler = make_profiler(options.profiler, checkpoint_dir.parent)
     if isinstance(profiler, Callback):
         callbacks.append(profiler)
-    batches = math.ceil((train_items or 1) / options.batch_size)
-    if options.limit_train_batches is not None:
-        batches = min(batches, options.limit_train_batches)
     trainer = L.Trainer(
         max_epochs=options.max_epochs,
         accelerator=options.accelerator,
@@ -74,7 +71,18 @@ def make_trainer(
         enable_progress_bar=progress,
         enable_model_summary=False,
         deterministic="warn",
-        # Step losses every 10 batches, and at least once per epoch on a small train split.
-        log_every_n_steps=max(1, min(10, batches)),
     )
+    # Step losses every 10 batches, and at least once per epoch on a small train split: each
+    # rank of a distributed run sees its own share of the split.
+    interval = max(1, min(10, batches_per_rank(config, train_items, trainer)))
+    trainer.log_every_n_steps = interval  # type: ignore[attr-defined]  # set in Trainer.__init__
     return trainer, checkpoint
+
+
+def batches_per_rank(config: RecipeConfig, train_items: int | None, trainer: L.Trainer) -> int:
+    """Train batches of one rank in an epoch: its share of the split (DistributedSampler pads
+    the split to a multiple of the ranks), then `trainer.limit_train_batches` if set."""
+    items = math.ceil((train_items or 1) / trainer.world_size)
+    batches = math.ceil(items / config.trainer.batch_size)
+    limit = config.trainer.limit_train_batches
+    return batches if limit is None else min(batches, limit)
