@@ -197,9 +197,10 @@ def test_read_filters_by_time_and_limit(prediction_log: PredictionLog) -> None:
 
 
 def test_a_row_that_cannot_be_stored_fails_only_its_own_request(
-    prediction_log: PredictionLog, tmp_path: Path
+    prediction_log: PredictionLog, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The probe's case: a NaN score (NOT NULL in SQLite) in a group of good requests."""
+    """The probe's case: a NaN score (NOT NULL in SQLite) in a group of good requests. The
+    server's log names the request before its caller hears of the failure."""
     database = tmp_path / "logs" / "predictions.db"
     lock = sqlite3.connect(database, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # holds the writer at its first commit, so a group queues up
@@ -216,6 +217,11 @@ def test_a_row_that_cannot_be_stored_fails_only_its_own_request(
     assert first.result(timeout=30) is None
     with pytest.raises(PredictionLogError, match=r"NOT NULL constraint failed: predictions\.score"):
         group[1].result(timeout=30)
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert errors == [
+        "could not write request bad to the prediction log: "
+        "NOT NULL constraint failed: predictions.score"
+    ]
     assert [future.result(timeout=30) for i, future in enumerate(group) if i != 1] == [None] * 3
     stored = [logged.request_id for logged in prediction_log.read()]
     assert stored == ["first", "good-0", "good-1", "good-2"]

@@ -287,6 +287,11 @@ class PredictionLog:
                         self._insert([pending])
                     except Exception as single:
                         failures[id(pending)] = single
+        for pending in group:  # logged before anyone hears of it
+            if id(pending) in failures:
+                request = pending.rows[0].request_id if pending.rows else "?"
+                reason = database_reason(failures[id(pending)])
+                log.error("could not write request %s to the prediction log: %s", request, reason)
         for pending in waiting:
             error = failures.get(id(pending))
             if error is None:
@@ -294,11 +299,6 @@ class PredictionLog:
             else:
                 message = f"the prediction log could not be written: {database_reason(error)}"
                 pending.future.set_exception(PredictionLogError(message))
-        for pending in group:
-            if id(pending) in failures:
-                request = pending.rows[0].request_id if pending.rows else "?"
-                reason = database_reason(failures[id(pending)])
-                log.error("could not write request %s to the prediction log: %s", request, reason)
 
     def _insert(self, group: list[_Pending]) -> None:
         with self.engine.begin() as connection:
