@@ -37,11 +37,27 @@ def test_model_shows_the_bundle_summary(client: TestClient, image_bundle: Path) 
     response = client.get("/v1/model")
     assert response.status_code == 200
     body = response.json()
+    assert body.pop("limits")["max_files"] == ServingSettings().max_files
     assert body == load_bundle(image_bundle).meta.summary()
     assert body["name"] == "digits-serving-test"
     assert body["modality"] == "image"
     assert body["labels"] == LABELS
     assert body["metrics"] == {"accuracy": 0.1}
+
+
+def test_model_says_what_one_request_may_hold(image_bundle: Path) -> None:
+    """The server's limits, for clients that check before they send (the web UI does)."""
+    settings = ServingSettings(
+        max_upload_bytes=5000, max_files=3, max_text_chars=200, max_request_bytes=12_000
+    )
+    with TestClient(create_app(image_bundle, settings)) as client:
+        limits = client.get("/v1/model").json()["limits"]
+    assert limits == {
+        "max_upload_bytes": 5000,
+        "max_files": 3,
+        "max_text_chars": 200,
+        "max_request_bytes": 12_000,
+    }
 
 
 def test_predict_one_file(client: TestClient, digit_images: list[DigitImage]) -> None:

@@ -51,14 +51,17 @@ def chromium() -> Iterator[WebDriver]:
         driver.quit()
 
 
-def deploy(stack: ExitStack, bundle: Path, workdir: Path, token: str | None = None) -> Deployment:
+def deploy(
+    stack: ExitStack, bundle: Path, workdir: Path, token: str | None = None, **settings: str
+) -> Deployment:
     """Serve `bundle` and start the UI on it; both stop when `stack` closes. With `token`,
     the server guards its monitoring and feedback endpoints with it, and the UI is started
-    with it, as a user would (`MLFACTORY_MONITOR_TOKEN` in both environments)."""
+    with it, as a user would (`MLFACTORY_MONITOR_TOKEN` in both environments); `settings`:
+    more of the server's (`ServingSettings` fields)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_url = f"sqlite:///{workdir / 'predictions.db'}"
     guard = {"monitor_token": token} if token else {}
-    api = start_server(bundle, workdir, log_url=log_url, **guard)
+    api = start_server(bundle, workdir, log_url=log_url, **guard, **settings)
     stack.callback(api.stop)
     with pytest.MonkeyPatch.context() as env:
         if token:

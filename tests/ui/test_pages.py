@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from mlfactory.serving.process import free_port
 from mlfactory.ui.launch import start_ui
+from tests.serving.tiny_bundles import tiny_bundle
 from tests.ui.browser import (
     WAIT_S,
     click_button,
@@ -21,10 +23,11 @@ from tests.ui.browser import (
     wait_for,
     wait_for_text,
 )
-from tests.ui.conftest import Deployment
+from tests.ui.conftest import Deployment, deploy
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
-FLAC = FIXTURES / "sonic-pi" / "samples" / "elec_bong.flac"
+SAMPLES = FIXTURES / "sonic-pi" / "samples"
+FLAC = SAMPLES / "elec_bong.flac"
 ARTICLE = (
     "Saudi Arabia said it would cut crude oil output as prices fell on the world market, "
     "and OPEC ministers meet next week."
@@ -72,6 +75,8 @@ def test_a_pasted_text_is_classified(
     text = tiny_deployments["text"]
     chromium.get(text.ui.url)
     type_into(chromium, "textarea", ARTICLE)
+    # The field counts up to the server's limit (`MLFACTORY_MAX_TEXT_CHARS`, 10,000 by default).
+    wait_for_text(chromium, f"{len(ARTICLE)}/10000")
     click_button(chromium, "Classify")
     result = result_text(chromium)
     expected = api_label(text, json={"text": ARTICLE})
@@ -116,6 +121,39 @@ def test_a_rejected_file_shows_the_api_detail(
     assert refusal.status_code == 415
     assert alert == f"The API refused the input: {refusal.json()['detail']} (415)"
     assert "Traceback" not in main_text(chromium)
+
+
+def test_files_over_the_servers_limits_are_refused_before_they_are_sent(
+    chromium: WebDriver, tmp_path: Path
+) -> None:
+    """A server that takes one file of at most 10,000 bytes a request: the uploader states
+    its limit (in whole MiB, not Streamlit's 200MB), too many or too large files get a warning
+    that says which limit, and nothing reaches the API until the input fits."""
+    small, other, large = (
+        SAMPLES / name for name in ("bd_fat.flac", "tabla_te1.flac", "bd_ada.flac")
+    )
+    assert max(small.stat().st_size, other.stat().st_size) < 10_000 < large.stat().st_size
+    with ExitStack() as stack:
+        bundle = tiny_bundle(tmp_path / "bundle", "audio")
+        audio = deploy(stack, bundle, tmp_path / "audio", max_files="1", max_upload_bytes="10000")
+        for chosen, warning in [
+            ((small, other), "2 files chosen: the API takes at most 1 a request"),
+            (
+                (large,),
+                f"{large.name} is {large.stat().st_size:,} bytes: "
+                "the API takes files of at most 10,000 bytes",
+            ),
+        ]:
+            chromium.get(audio.ui.url)
+            wait_for_text(chromium, "1MB per file")
+            wait_for(chromium, "input[type='file']").send_keys("\n".join(map(str, chosen)))
+            for path in chosen:
+                wait_for_text(chromium, path.name)
+            click_button(chromium, "Classify")
+            assert wait_for(chromium, "[data-testid='stAlertContentWarning']").text == warning
+        metrics = httpx.get(f"{audio.api.url}/metrics", timeout=30).text
+        assert 'endpoint="/v1/predict"' not in metrics  # nothing was sent
+        assert "Predicted label" in classify_files(chromium, audio, small)
 
 
 def test_an_unreachable_api_is_a_message_not_a_traceback(

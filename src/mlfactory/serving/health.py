@@ -9,7 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from mlfactory.serving.predict import current_predictor
-from mlfactory.serving.schemas import ErrorResponse, HealthResponse, ModelInfo
+from mlfactory.serving.schemas import ErrorResponse, HealthResponse, InputLimits, ModelInfo
+from mlfactory.serving.settings import ServingSettings
 
 router = APIRouter()
 
@@ -23,8 +24,11 @@ async def health(request: Request) -> HealthResponse:
 
 @router.get("/v1/model", response_model=ModelInfo)
 async def model_info(request: Request) -> ModelInfo:
-    """The served bundle's name, version, modality, labels and metrics."""
-    return ModelInfo(**request.app.state.bundle.meta.summary())
+    """The served bundle's name, version, modality, labels and metrics, and the server's
+    limits on one prediction request."""
+    settings: ServingSettings = request.app.state.settings
+    limits = InputLimits(**{name: getattr(settings, name) for name in InputLimits.model_fields})
+    return ModelInfo(**request.app.state.bundle.meta.summary(), limits=limits)
 
 
 # HEAD is left out of the schema: it is GET without a body, and clients need no docs for it.

@@ -23,8 +23,19 @@ class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class InputLimits(BaseModel):
+    """What one `POST /v1/predict` may hold: the server's settings (`MLFACTORY_MAX_*`), for
+    clients that check before they send (the web UI does)."""
+
+    max_upload_bytes: int = Field(description="Largest file, in bytes.")
+    max_files: int = Field(description="Most files, or texts, in one request.")
+    max_text_chars: int = Field(description="Longest text, in characters.")
+    max_request_bytes: int = Field(description="Largest request body, in bytes.")
+
+
 class ModelInfo(BaseModel):
-    """`GET /v1/model`: what the served bundle is (see `BundleMeta.summary`)."""
+    """`GET /v1/model`: what the served bundle is (see `BundleMeta.summary`), and what one
+    request to it may hold."""
 
     # Later bundle formats may add keys to the summary; pass them through.
     model_config = ConfigDict(extra="allow")
@@ -38,6 +49,9 @@ class ModelInfo(BaseModel):
     git_commit: str | None = None
     data_fingerprint: str | None = None
     mlflow_run_id: str | None = None
+    limits: InputLimits | None = Field(
+        default=None, description="What one request to `/v1/predict` may hold."
+    )
 
 
 class ModelRef(BaseModel):

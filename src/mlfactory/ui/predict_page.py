@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from mlfactory.modalities import get_modality
 from mlfactory.ui.client import ApiClient, ApiError
 
 RESULT_KEY = "prediction"
+MEBIBYTE = 1024 * 1024  # Streamlit's upload limits are in these
 
 
 @dataclass
@@ -36,23 +38,58 @@ def render(client: ApiClient) -> None:
         f"labels: {', '.join(model['labels'])}"
     )
     api_input = get_modality(model["modality"]).api_input
+    limits = model.get("limits") or {}  # older servers say none: the API checks alone
     with st.form("predict-form"):
         if api_input.kind == "texts":
-            text = st.text_area("Text to classify", key="text-input", height=150)
+            text = st.text_area(
+                "Text to classify",
+                key="text-input",
+                height=150,
+                max_chars=limits.get("max_text_chars"),
+            )
             sent = [SentInput("text", text.encode(), "text/plain")] if text.strip() else []
         else:
+            largest = limits.get("max_upload_bytes")
             uploads = st.file_uploader(
                 f"Files to classify ({', '.join(api_input.suffixes)})",
                 accept_multiple_files=True,
                 key="file-input",
+                # whole MiB: the API's exact limit is checked below
+                max_upload_size=math.ceil(largest / MEBIBYTE) if largest else None,
             )
             sent = [SentInput(u.name, u.getvalue(), u.type or "") for u in uploads or []]
         submitted = st.form_submit_button("Classify")
     if submitted:
-        _classify(client, api_input.kind, sent)
+        too_much = over_the_limits(sent, limits) if api_input.kind == "files" else None
+        if too_much:
+            st.session_state.pop(RESULT_KEY, None)
+            st.warning(too_much)
+        else:
+            _classify(client, api_input.kind, sent)
     result = st.session_state.get(RESULT_KEY)
     if result is not None:
         _show_result(client, result["response"], result["inputs"], model["labels"])
+
+
+def over_the_limits(sent: list[SentInput], limits: dict[str, int]) -> str | None:
+    """Why the API would refuse these files for their number or size (`limits`: what
+    `GET /v1/model` says one request may hold), said before they are sent; None if it would
+    not."""
+    most = limits.get("max_files")
+    if most is not None and len(sent) > most:
+        return f"{len(sent)} files chosen: the API takes at most {most} a request"
+    largest = limits.get("max_upload_bytes")
+    for item in sent:
+        if largest is not None and len(item.data) > largest:
+            return (
+                f"{item.name} is {len(item.data):,} bytes: the API takes files of at most "
+                f"{largest:,} bytes"
+            )
+    body = limits.get("max_request_bytes")
+    total = sum(len(item.data) for item in sent)
+    if body is not None and total > body:
+        return f"the files come to {total:,} bytes: the API takes at most {body:,} a request"
+    return None
 
 
 def _classify(client: ApiClient, kind: str, sent: list[SentInput]) -> None:

@@ -1,0 +1,34 @@
+"""The Predict page's own check of files against the server's limits (`over_the_limits`);
+the page itself is driven in Chromium in test_pages.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlfactory.ui.predict_page import SentInput, over_the_limits
+
+SAMPLES = Path(__file__).parents[1] / "fixtures" / "sonic-pi" / "samples"
+
+
+def clips(*names: str) -> list[SentInput]:
+    return [SentInput(name, (SAMPLES / name).read_bytes(), "audio/flac") for name in names]
+
+
+def test_files_within_every_limit_or_without_limits_pass() -> None:
+    chosen = clips("bd_fat.flac", "bd_ada.flac")  # 4,945 and 12,313 bytes
+    limits = {"max_files": 2, "max_upload_bytes": 12_313, "max_request_bytes": 17_258}
+    assert over_the_limits(chosen, limits) is None
+    assert over_the_limits(chosen, {}) is None  # an older server says none
+
+
+def test_each_limit_is_named_with_the_figures() -> None:
+    chosen = clips("bd_fat.flac", "bd_ada.flac")
+    assert over_the_limits(chosen, {"max_files": 1}) == (
+        "2 files chosen: the API takes at most 1 a request"
+    )
+    assert over_the_limits(chosen, {"max_upload_bytes": 12_312}) == (
+        "bd_ada.flac is 12,313 bytes: the API takes files of at most 12,312 bytes"
+    )
+    assert over_the_limits(chosen, {"max_request_bytes": 17_257}) == (
+        "the files come to 17,258 bytes: the API takes at most 17,257 a request"
+    )
