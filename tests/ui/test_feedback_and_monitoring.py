@@ -17,7 +17,13 @@ from mlfactory.monitoring.log_window import read_window
 from mlfactory.serving.log_tables import predictions
 from mlfactory.ui.client import MONITOR_TOKEN_ENV, ApiClient
 from mlfactory.ui.launch import start_ui
-from mlfactory.ui.monitoring_page import DEFAULT_BUCKETS, P_VALUE_FLOOR, history_frame, time_chart
+from mlfactory.ui.monitoring_page import (
+    DEFAULT_BUCKETS,
+    P_VALUE_FLOOR,
+    history_frame,
+    time_chart,
+    window_span,
+)
 from tests.conftest import PER_CLASS, write_digit_folder
 from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
 from tests.ui.conftest import Deployment
@@ -60,6 +66,7 @@ def test_the_monitoring_page_shows_checks_and_history(
     drift = httpx.get(drift_url, params={"last": 1000}, headers=image.auth).json()
     chromium.get(f"{image.ui.url}/monitoring")
     wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
+    wait_for_text(chromium, window_span(drift["window"]))  # "from ... to ... UTC"
     checks = wait_for(chromium, "[data-testid='stTable']")
     table = checks.text
     assert all(check["name"] in table for check in drift["checks"])
@@ -102,6 +109,7 @@ def test_the_monitoring_page_shows_checks_and_history(
     chromium.save_screenshot(str(tmp_path / "monitoring.png"))
     click_button(chromium, "Refresh")
     wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
+    wait_for_text(chromium, window_span(drift["window"]))  # "from ... to ... UTC"
 
     # The 10 oldest predictions move two hours back: the last hour holds the others.
     engine = create_engine(image.log_url)

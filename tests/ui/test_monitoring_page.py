@@ -1,5 +1,5 @@
-"""The Monitoring page's figures over time: the history as a table, and each chart's reference
-line (the OOD rate expected in distribution, the drift verdict's level)."""
+"""The Monitoring page's figures: the window's span, the history as a table, and each chart's
+reference line (the OOD rate expected in distribution, the drift verdict's level)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import altair as alt
 import numpy as np
 
-from mlfactory.ui.monitoring_page import P_VALUE_FLOOR, history_frame, time_chart
+from mlfactory.ui.monitoring_page import P_VALUE_FLOOR, history_frame, time_chart, window_span
 
 
 def bucket(start: str, end: str, p_values: dict[str, float | None], n: int = 50) -> dict[str, Any]:
@@ -72,3 +72,13 @@ def test_a_chart_without_a_reference_line_is_one_layer() -> None:
     chart = time_chart(frame, ["ood_fraction"])
     assert layer_values(chart) == []
     assert chart.to_dict()["encoding"]["y"].get("scale", {}) == {}  # linear
+
+
+def test_the_windows_span_reads_as_the_cli_says_it() -> None:
+    """To the second in UTC, whatever zone the times are written in; an empty window says so."""
+    window = {"from": "2026-12-04T05:30:04.577268+00:00", "to": "2026-12-04T06:30:06.9+01:00"}
+    assert window_span(window) == "from 2026-12-04 05:30:04 to 2026-12-04 05:30:06 UTC"
+    assert window_span({"from": "2026-12-04T05:30:04", "to": "2026-12-04T05:31:00"}) == (
+        "from 2026-12-04 05:30:04 to 2026-12-04 05:31:00 UTC"
+    )
+    assert window_span({"n": 0, "from": None, "to": None}) == "no predictions in the window"

@@ -7,6 +7,7 @@ figures are drawn in a fragment, so "Refresh" fetches them again without reloadi
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import altair as alt
@@ -62,12 +63,27 @@ def _figures(client: ApiClient, last: int, period: str, buckets: int) -> None:
     _over_time(history, report)
 
 
+def window_span(window: dict[str, Any]) -> str:
+    """When the window's first and last predictions came, to the second in UTC, as
+    `mlfactory monitor` says it (the report has ISO 8601 times)."""
+    moments = [window.get("from"), window.get("to")]
+    if not all(moments):
+        return "no predictions in the window"
+    first, last = (_utc(datetime.fromisoformat(moment)) for moment in moments)
+    return f"from {first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _utc(moment: datetime) -> datetime:
+    """The log writes UTC; a time without a zone is one."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _current(report: dict[str, Any], period: str | None) -> None:
     """The window's verdict, its figures and its tables."""
     window = report.get("window", {})
     n = window.get("n", 0)
     st.subheader(f"The last {n} predictions" if period is None else f"{n} predictions, {period}")
-    st.caption(f"from {window.get('from') or '-'} to {window.get('to') or '-'}")
+    st.caption(window_span(window))
     _verdict(report)
     ood, accuracy = report.get("ood", {}), report.get("accuracy", {})
     ood_col, estimated_col, live_col = st.columns(3)
