@@ -13,6 +13,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from mlfactory.serving.process import free_port
 from mlfactory.ui.launch import start_ui
+from mlfactory.ui.times import utc_time
 from tests.serving.tiny_bundles import tiny_bundle
 from tests.ui.browser import (
     WAIT_S,
@@ -181,6 +182,8 @@ def test_the_model_card_page_of_each_bundle(
         wait_for_text(chromium, "Reference profile")
         text = main_text(chromium)
         assert ", ".join(card["labels"]) in text
+        exported = card["created_at"]  # None in the tiny bundles
+        assert (f"exported {utc_time(exported)} UTC" if exported else "unknown time") in text
         chromium.save_screenshot(str(tmp_path / f"card-{modality}.png"))
     digits = httpx.get(f"{deployments['image'].api.url}/v1/model/card").json()
     chromium.get(f"{deployments['image'].ui.url}/model-card")

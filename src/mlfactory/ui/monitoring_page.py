@@ -7,7 +7,6 @@ figures are drawn in a fragment, so "Refresh" fetches them again without reloadi
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import altair as alt
@@ -15,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from mlfactory.ui.client import ApiClient, ApiError
+from mlfactory.ui.times import utc_time
 
 DEFAULT_LAST = 1000
 DEFAULT_BUCKETS = 12
@@ -64,18 +64,11 @@ def _figures(client: ApiClient, last: int, period: str, buckets: int) -> None:
 
 
 def window_span(window: dict[str, Any]) -> str:
-    """When the window's first and last predictions came, to the second in UTC, as
-    `mlfactory monitor` says it (the report has ISO 8601 times)."""
-    moments = [window.get("from"), window.get("to")]
-    if not all(moments):
+    """When the window's first and last predictions came, as `mlfactory monitor` says it."""
+    first, last = window.get("from"), window.get("to")
+    if not (first and last):
         return "no predictions in the window"
-    first, last = (_utc(datetime.fromisoformat(moment)) for moment in moments)
-    return f"from {first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} UTC"
-
-
-def _utc(moment: datetime) -> datetime:
-    """The log writes UTC; a time without a zone is one."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return f"from {utc_time(first)} to {utc_time(last)} UTC"
 
 
 def _current(report: dict[str, Any], period: str | None) -> None:
