@@ -159,6 +159,9 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
     ):
         response = monitored_client.get(path, params=params)
         assert response.status_code == 422 and "detail" in response.json()
+    for path in ("/v1/monitoring/drift", "/v1/monitoring/history"):  # not "less than 1"
+        detail = monitored_client.get(path, params={"level": "nan"}).json()["detail"]
+        assert detail == "invalid request: query.level: Input should be a finite number"
     detail = monitored_client.get("/v1/monitoring/drift", params={"since": "1 day"}).json()
     assert detail == {
         "detail": "since '1 day' is not a duration: use a number and a unit (s, m, h, d or w), "

@@ -144,7 +144,9 @@ async def drift_report(
     last: int | None = Query(None, ge=1, le=MAX_WINDOW_ROWS, description=LAST_HELP),
     since: str | None = Query(None, description=SINCE_HELP),
     flagged: int = Query(LISTED, ge=0, le=MAX_LISTED, description=FLAGGED_HELP),
-    level: float | None = Query(None, ge=MIN_MONITOR_LEVEL, lt=1, description=LEVEL_HELP),
+    level: float | None = Query(
+        None, ge=MIN_MONITOR_LEVEL, lt=1, allow_inf_nan=False, description=LEVEL_HELP
+    ),
 ) -> dict[str, Any]:
     """Check the served model's latest logged predictions (the `mlfactory monitor` report)."""
     predictor, profile = _monitored(request)
@@ -174,7 +176,9 @@ async def drift_history(
     last: int | None = Query(None, ge=1, le=MAX_WINDOW_ROWS, description=LAST_HELP),
     since: str | None = Query(None, description=SINCE_HELP),
     buckets: int = Query(DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS, description="Time buckets."),
-    level: float | None = Query(None, ge=MIN_MONITOR_LEVEL, lt=1, description=LEVEL_HELP),
+    level: float | None = Query(
+        None, ge=MIN_MONITOR_LEVEL, lt=1, allow_inf_nan=False, description=LEVEL_HELP
+    ),
 ) -> dict[str, Any]:
     """Cut the latest logged predictions into equal time spans and check each one."""
     predictor, profile = _monitored(request)
