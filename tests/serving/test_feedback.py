@@ -64,8 +64,11 @@ def test_labels_round_trip_and_the_last_one_wins(
         ({"request_id": "never-served", "label": "3"}, 404, "no logged prediction"),
         ({"request_id": "{id}", "input_index": 2, "label": "3"}, 404, "inputs 0 to 1, not 2"),
         ({"request_id": "{id}", "label": "cat"}, 422, "'cat' is not one of the model's labels"),
-        ({"request_id": "{id}"}, 422, "label"),
-        ({"request_id": "{id}", "label": "3", "input_index": -1}, 422, "input_index"),
+        # The error is about what was sent: one label object, or a list and which item.
+        ({"request_id": "{id}"}, 422, "invalid JSON body: label: Field required"),
+        ({"request_id": "{id}", "label": "3", "input_index": -1}, 422, "body: input_index: "),
+        ([{"request_id": "{id}", "label": "3"}, {"request_id": "{id}"}], 422, "body: 1.label: "),
+        (7, 422, 'send an object {"request_id", "label", "input_index"} or a list of them'),
         ([], 422, "the list is empty"),
         ([{"request_id": "{id}", "label": "3"}, {"request_id": "{id}", "label": "x"}], 422, "'x'"),
     ],

@@ -37,7 +37,9 @@ from mlfactory.serving.uploads import check_content_length, read_body
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 1000
-_BODY = TypeAdapter(FeedbackIn | list[FeedbackIn])
+# One label or a list of them, told apart by the body's first character, so that an error
+# names what is wrong with the one the client sent (a union's reads both ways).
+_ONE, _LIST = TypeAdapter(FeedbackIn), TypeAdapter(list[FeedbackIn])
 # The documented body, written out without `$defs` (which an OpenAPI document cannot resolve).
 _ITEM_SCHEMA = FeedbackIn.model_json_schema()
 BODY_SCHEMA = {
@@ -69,11 +71,7 @@ async def send_feedback(request: Request) -> FeedbackResponse:
     """Store the true label of one or more logged predictions (the last label sent wins)."""
     check_content_length(request.headers.get("content-length"), MAX_BODY_BYTES)
     body = await read_body(request.stream(), MAX_BODY_BYTES)
-    try:
-        parsed = _BODY.validate_json(body)
-    except ValidationError as exc:
-        raise InputError(f"invalid JSON body: {describe_errors(exc.errors())}", 422) from None
-    items = parsed if isinstance(parsed, list) else [parsed]
+    items = _parsed(body)
     if not items:
         raise InputError("no feedback: the list is empty", 422)
     if len(items) > MAX_ITEMS:
@@ -82,6 +80,28 @@ async def send_feedback(request: Request) -> FeedbackResponse:
     stored = await run_in_threadpool(store_feedback, prediction_log.engine, items)
     request.app.state.drift_watch.count(stored)  # the live accuracy gauge changes with them
     return FeedbackResponse(stored=stored)
+
+
+def _parsed(body: bytes) -> list[FeedbackIn]:
+    """The labels of a body that holds one label object or a list of them.
+
+    Raises:
+        InputError: 422 naming the first problem (a field, or an item of the list and its
+            field, such as `1.label: Field required`).
+    """
+    first = body.lstrip()[:1]
+    try:
+        if first == b"[":
+            return _LIST.validate_json(body)
+        if first == b"{":
+            return [_ONE.validate_json(body)]
+    except ValidationError as exc:
+        raise InputError(f"invalid JSON body: {describe_errors(exc.errors())}", 422) from None
+    raise InputError(
+        'invalid JSON body: send an object {"request_id", "label", "input_index"} or a list '
+        "of them",
+        422,
+    )
 
 
 def store_feedback(engine: Engine, items: Sequence[FeedbackIn]) -> int:
