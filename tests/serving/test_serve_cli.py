@@ -6,6 +6,7 @@ imports torch.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, ConfigError
 from mlfactory.serving.app import BUNDLE_ENV, app_from_env
-from mlfactory.serving.run import open_endpoints_warning, run_server
+from mlfactory.serving.run import check_can_listen, open_endpoints_warning, run_server
 from mlfactory.serving.settings import ServingSettings
 from tests.corrupt_bundles import CORRUPTIONS, corrupt_copy
 
@@ -109,6 +110,43 @@ def test_serve_of_a_truncated_model_fails_at_start_up_in_one_line(tmp_path: Path
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "cannot be loaded by ONNX Runtime" in lines[0]
     assert "Uvicorn running" not in result.stdout + result.stderr
+
+
+def test_a_port_another_server_holds_is_one_line_before_the_model_loads(
+    image_bundle: Path, tmp_path: Path
+) -> None:
+    """uvicorn would load the model, log its own error and exit with code 3."""
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):  # listening: another server
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlfactory.cli",
+                "serve",
+                str(image_bundle),
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=server_env(),
+            check=False,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --host 127.0.0.1 --port {port}: cannot listen: Address already in use: "
+        "another server is listening there; choose another --port"
+    ]
+    assert "serving digits-serving-test" not in result.stdout + result.stderr  # not loaded
+
+
+def test_an_address_that_is_not_this_machines_is_one_line() -> None:
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never assigned to a machine.
+    with pytest.raises(ConfigError, match=r"^--host 192\.0\.2\.1 --port \d+: cannot listen: "):
+        check_can_listen("192.0.2.1", free_port())
+    check_can_listen("127.0.0.1", free_port())  # a free loopback port is fine
 
 
 def test_run_server_checks_the_bundle_before_starting(tmp_path: Path) -> None:

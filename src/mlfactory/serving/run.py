@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import errno
 import ipaddress
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,9 @@ def run_server(
             (`MLFACTORY_INPUT_STORE`) cannot be written.
     """
     settings = ServingSettings.from_env()
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: {port} is not a TCP port")
+    check_can_listen(host, port)
     warning = open_endpoints_warning(host, settings)
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
@@ -58,8 +63,6 @@ def run_server(
     workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: {workers} must be >= 1")
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port: {port} is not a TCP port")
     check_file_limit(settings.max_connections)
     PredictionLog(settings.log_url).close()  # creates the table once, before any worker starts
     if settings.input_store:
@@ -78,6 +81,27 @@ def run_server(
             http=PROTOCOL,
             log_config=log_config(),
         )
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind `host:port` as uvicorn will, and let go: a port another server holds, or an
+    address that is not this machine's, is one line before the model loads (uvicorn would
+    log it and exit with code 3 after start-up). A server that takes the port in between
+    still meets uvicorn's own error.
+
+    Raises:
+        ConfigError: the address cannot be listened on.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn's bind_socket
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                reason += ": another server is listening there; choose another --port"
+            raise ConfigError(f"--host {host} --port {port}: cannot listen: {reason}") from None
 
 
 def open_endpoints_warning(host: str, settings: ServingSettings) -> str | None:
