@@ -17,7 +17,8 @@ import pytest
 
 from mlfactory.errors import BundleError, ConfigError
 from mlfactory.serving.app import BUNDLE_ENV, app_from_env
-from mlfactory.serving.run import check_can_listen, open_endpoints_warning, run_server
+from mlfactory.serving.process import check_can_listen
+from mlfactory.serving.run import open_endpoints_warning, run_server
 from mlfactory.serving.settings import ServingSettings
 from tests.corrupt_bundles import CORRUPTIONS, corrupt_copy
 

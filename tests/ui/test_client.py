@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -65,4 +66,22 @@ def test_ui_refuses_an_api_that_is_not_a_url() -> None:
     assert result.exit_code == 2
     assert result.output.strip() == (
         "error: --api 'localhost:8000' is not an http(s) URL, e.g. http://127.0.0.1:8000"
+    )
+
+
+def test_ui_on_a_port_another_server_holds_is_one_line() -> None:
+    """Streamlit would print "Port N is not available" and exit with code 1."""
+    from typer.testing import CliRunner
+
+    from mlfactory.cli import app
+
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        result = CliRunner().invoke(
+            app, ["ui", "--api", "http://127.0.0.1:8000", "--port", str(port)]
+        )
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: --host 127.0.0.1 --port {port}: cannot listen: Address already in use: "
+        "another server is listening there; choose another --port"
     )

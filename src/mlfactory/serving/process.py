@@ -5,6 +5,7 @@ The demo, the tests that need a real server and the benchmarks all start servers
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlfactory.errors import MlfactoryError
+from mlfactory.errors import ConfigError, MlfactoryError
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 60.0
@@ -30,6 +31,27 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind `host:port` as uvicorn (and Streamlit) will, and let go: a port another server
+    holds, or an address that is not this machine's, is one line before the model loads
+    (uvicorn would log it and exit with code 3 after start-up). A server that takes the port
+    in between still meets the server's own error.
+
+    Raises:
+        ConfigError: the address cannot be listened on.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn's bind_socket
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                reason += ": another server is listening there; choose another --port"
+            raise ConfigError(f"--host {host} --port {port}: cannot listen: {reason}") from None
 
 
 class ServerStartError(MlfactoryError):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import copy
-import errno
 import ipaddress
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from mlfactory.serving.connections import PROTOCOL
 from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.multiprocess_metrics import metrics_dir
 from mlfactory.serving.prediction_log import PredictionLog
+from mlfactory.serving.process import check_can_listen
 from mlfactory.serving.settings import ServingSettings, env_name
 
 FACTORY = "mlfactory.serving.app:app_from_env"
@@ -81,27 +80,6 @@ def run_server(
             http=PROTOCOL,
             log_config=log_config(),
         )
-
-
-def check_can_listen(host: str, port: int) -> None:
-    """Bind `host:port` as uvicorn will, and let go: a port another server holds, or an
-    address that is not this machine's, is one line before the model loads (uvicorn would
-    log it and exit with code 3 after start-up). A server that takes the port in between
-    still meets uvicorn's own error.
-
-    Raises:
-        ConfigError: the address cannot be listened on.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn's bind_socket
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            if exc.errno == errno.EADDRINUSE:
-                reason += ": another server is listening there; choose another --port"
-            raise ConfigError(f"--host {host} --port {port}: cannot listen: {reason}") from None
 
 
 def open_endpoints_warning(host: str, settings: ServingSettings) -> str | None:

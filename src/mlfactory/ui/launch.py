@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlfactory.errors import ConfigError
-from mlfactory.serving.process import HOST, ServerProcess, free_port
+from mlfactory.serving.process import HOST, ServerProcess, check_can_listen, free_port
 
 APP_SCRIPT = Path(__file__).with_name("app.py")
 API_ENV = "MLFACTORY_UI_API"
@@ -47,9 +47,10 @@ def run_ui(api: str, host: str = HOST, port: int = 8501) -> int:
     """Run the UI in a child process until it exits (or Ctrl-C); returns its exit code.
 
     Raises:
-        ConfigError: see `ui_environment`.
+        ConfigError: see `ui_environment`, and an address it cannot listen on.
     """
     env = ui_environment(api)
+    check_can_listen(host, port)
     print(f"mlfactory ui on http://{host}:{port} (API {env[API_ENV]})", flush=True)
     return subprocess.call(ui_command(host, port), env=env)
 
