@@ -76,7 +76,10 @@ def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferencePr
     )
     profile.save(bundle.path)
     phase_log.info(
-        "monitoring: profile of %d %s inputs, %.2f MB", len(labels), source, profile_mb(bundle.path)
+        "monitoring: profile of %d inputs of the %s, %.2f MB",
+        len(labels),
+        source,
+        profile_mb(bundle.path),
     )
     return profile
 
