@@ -78,16 +78,21 @@ def test_serving_never_imports_torch(image_bundle: Path, digit_images: list[Digi
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_serve_on_a_wrong_path_is_one_line(tmp_path: Path) -> None:
-    missing = tmp_path / "no_such_bundle"
-    result = subprocess.run(
-        [sys.executable, "-m", "mlfactory.cli", "serve", str(missing), "--port", "1"],
+def serve_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """`mlfactory serve ARGS` in a process of its own, for the commands that must not start."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlfactory.cli", "serve", *args],
         capture_output=True,
         text=True,
         timeout=60,
         env=server_env(),
         check=False,
     )
+
+
+def test_serve_on_a_wrong_path_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_bundle"
+    result = serve_command(str(missing), "--port", "1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {missing}: no such bundle folder or run folder, not an MLflow run id (32 hex "
@@ -98,14 +103,7 @@ def test_serve_on_a_wrong_path_is_one_line(tmp_path: Path) -> None:
 def test_serve_of_a_truncated_model_fails_at_start_up_in_one_line(tmp_path: Path) -> None:
     truncated = next(c for c in CORRUPTIONS if c.name == "truncated model.onnx")
     bundle = corrupt_copy(tiny_bundle(tmp_path / "good", "image"), tmp_path / "b", truncated)
-    result = subprocess.run(
-        [sys.executable, "-m", "mlfactory.cli", "serve", str(bundle), "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=server_env(),
-        check=False,
-    )
+    result = serve_command(str(bundle), "--port", str(free_port()))
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -119,22 +117,7 @@ def test_a_port_another_server_holds_is_one_line_before_the_model_loads(
     """uvicorn would load the model, log its own error and exit with code 3."""
     port = free_port()
     with socket.create_server(("127.0.0.1", port)):  # listening: another server
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mlfactory.cli",
-                "serve",
-                str(image_bundle),
-                "--port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=server_env(),
-            check=False,
-        )
+        result = serve_command(str(image_bundle), "--port", str(port))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: --host 127.0.0.1 --port {port}: cannot listen: Address already in use: "
