@@ -104,23 +104,43 @@ def test_an_uploaded_clip_is_playable_and_classified(
     chromium.save_screenshot(str(tmp_path / "predict-audio.png"))
 
 
-def test_a_rejected_file_shows_the_api_detail(
-    chromium: WebDriver, image_deployment: Deployment, tmp_path: Path
+def test_a_file_the_model_cannot_read_is_left_out_and_the_rest_classified(
+    chromium: WebDriver, image_deployment: Deployment, held_out_digit: Path, tmp_path: Path
 ) -> None:
+    """The page checks each file with the decoder the server uses: the API would refuse the
+    whole request for one unreadable file."""
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("these are notes, not pixels\n")
     image = image_deployment
-    chromium.get(image.ui.url)
-    wait_for(chromium, "input[type='file']").send_keys(str(not_an_image))
-    wait_for_text(chromium, not_an_image.name)
-    click_button(chromium, "Classify")
-    alert = wait_for(chromium, "[data-testid='stAlertContentError']").text
+    result = classify_files(chromium, image, not_an_image, held_out_digit)
+    expected = api_label(
+        image, files=[("files", (held_out_digit.name, held_out_digit.read_bytes()))]
+    )
+    assert f"\n{expected['label']}\n" in f"\n{result}\n" and held_out_digit.name in result
+    assert len(chromium.find_elements(By.CSS_SELECTOR, ".st-key-result-1")) == 0  # one result
     refusal = httpx.post(
         f"{image.api.url}/v1/predict",
         files=[("files", (not_an_image.name, not_an_image.read_bytes()))],
     )
-    assert refusal.status_code == 415
-    assert alert == f"The API refused the input: {refusal.json()['detail']} (415)"
+    assert refusal.status_code == 415  # the server's reason, said of the file by name
+    reason = refusal.json()["detail"].removeprefix("file 0 ('notes.png'): ")
+    warning = wait_for(chromium, "[data-testid='stAlertContentWarning']").text
+    assert warning == f"notes.png is left out: {reason}"
+    assert "Traceback" not in main_text(chromium)
+
+
+def test_an_input_the_api_refuses_shows_its_detail(
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment]
+) -> None:
+    """A text of invisible characters only: the page sends it, the API refuses it."""
+    text = tiny_deployments["text"]
+    chromium.get(text.ui.url)
+    type_into(chromium, "textarea", "\u200b")  # a zero-width space
+    click_button(chromium, "Classify")
+    alert = wait_for(chromium, "[data-testid='stAlertContentError']").text
+    refusal = httpx.post(f"{text.api.url}/v1/predict", json={"text": "\u200b"})
+    assert refusal.status_code == 422
+    assert alert == f"The API refused the input: {refusal.json()['detail']} (422)"
     assert "Traceback" not in main_text(chromium)
 
 

@@ -1,11 +1,13 @@
-"""The Predict page's own check of files against the server's limits (`over_the_limits`);
-the page itself is driven in Chromium in test_pages.py."""
+"""The Predict page's own checks of files before it sends them: readable by the model's
+modality (`readable_files`) and within the server's limits (`over_the_limits`); the page itself
+is driven in Chromium in test_pages.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mlfactory.ui.predict_page import SentInput, over_the_limits
+from mlfactory.modalities import get_modality
+from mlfactory.ui.predict_page import SentInput, over_the_limits, readable_files
 
 SAMPLES = Path(__file__).parents[1] / "fixtures" / "sonic-pi" / "samples"
 
@@ -32,3 +34,13 @@ def test_each_limit_is_named_with_the_figures() -> None:
     assert over_the_limits(chosen, {"max_request_bytes": 17_257}) == (
         "the files come to 17,258 bytes: the API takes at most 17,257 a request"
     )
+
+
+def test_files_the_modality_cannot_read_are_left_out_with_the_servers_reason() -> None:
+    notes_file = SentInput("notes.flac", b"notes, not sound", "audio/flac")
+    chosen = [*clips("bd_fat.flac"), notes_file, *clips("tabla_te1.flac")]
+    audio = get_modality("audio")
+    readable, notes = readable_files(chosen, audio)
+    assert [item.name for item in readable] == ["bd_fat.flac", "tabla_te1.flac"]
+    assert notes == [f"notes.flac is left out: {audio.check_file(b'notes, not sound')}"]
+    assert notes[0].startswith("notes.flac is left out: not readable audio")

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from mlfactory.modalities import get_modality
+from mlfactory.modalities.base import Modality
 from mlfactory.ui.client import ApiClient, ApiError
 
 RESULT_KEY = "prediction"
@@ -37,7 +38,8 @@ def render(client: ApiClient) -> None:
         f"{model['name']} {model['version']} · {model['modality']} · "
         f"labels: {', '.join(model['labels'])}"
     )
-    api_input = get_modality(model["modality"]).api_input
+    modality = get_modality(model["modality"])
+    api_input = modality.api_input
     limits = model.get("limits") or {}  # older servers say none: the API checks alone
     with st.form("predict-form"):
         if api_input.kind == "texts":
@@ -60,15 +62,49 @@ def render(client: ApiClient) -> None:
             sent = [SentInput(u.name, u.getvalue(), u.type or "") for u in uploads or []]
         submitted = st.form_submit_button("Classify")
     if submitted:
-        too_much = over_the_limits(sent, limits) if api_input.kind == "files" else None
-        if too_much:
-            st.session_state.pop(RESULT_KEY, None)
-            st.warning(too_much)
-        else:
-            _classify(client, api_input.kind, sent)
+        _submit(client, modality, sent, limits)
     result = st.session_state.get(RESULT_KEY)
     if result is not None:
+        for note in result["left_out"]:
+            st.warning(note)
         _show_result(client, result["response"], result["inputs"], model["labels"])
+
+
+def _submit(
+    client: ApiClient, modality: Modality, sent: list[SentInput], limits: dict[str, int]
+) -> None:
+    """Send what the API will take; keep its answer, and a note on each file left out."""
+    st.session_state.pop(RESULT_KEY, None)
+    left_out: list[str] = []
+    if modality.api_input.kind == "files":
+        sent, left_out = readable_files(sent, modality)
+        too_much = over_the_limits(sent, limits)
+        if too_much:
+            st.warning(too_much)
+            return
+    if not sent:
+        for note in left_out:
+            st.warning(note)
+        st.warning("Nothing to classify: paste a text or choose files first.")
+        return
+    response = _classify(client, modality.api_input.kind, sent)
+    if response is not None:
+        st.session_state[RESULT_KEY] = {"response": response, "inputs": sent, "left_out": left_out}
+
+
+def readable_files(sent: list[SentInput], modality: Modality) -> tuple[list[SentInput], list[str]]:
+    """The files the model can read, checked with the decoder the server uses
+    (`Modality.check_file`), and a note on each one it cannot: one unreadable file would make
+    the API refuse the whole request."""
+    readable: list[SentInput] = []
+    notes: list[str] = []
+    for item in sent:
+        reason = modality.check_file(item.data)
+        if reason is None:
+            readable.append(item)
+        else:
+            notes.append(f"{item.name} is left out: {reason}")
+    return readable, notes
 
 
 def over_the_limits(sent: list[SentInput], limits: dict[str, int]) -> str | None:
@@ -92,20 +128,15 @@ def over_the_limits(sent: list[SentInput], limits: dict[str, int]) -> str | None
     return None
 
 
-def _classify(client: ApiClient, kind: str, sent: list[SentInput]) -> None:
-    st.session_state.pop(RESULT_KEY, None)
-    if not sent:
-        st.warning("Nothing to classify: paste a text or choose files first.")
-        return
+def _classify(client: ApiClient, kind: str, sent: list[SentInput]) -> dict[str, Any] | None:
+    """The API's answer, or None after showing why it refused."""
     try:
         if kind == "texts":
-            response = client.predict_texts([item.data.decode() for item in sent])
-        else:
-            response = client.predict_files([(i.name, i.data, i.media_type) for i in sent])
+            return client.predict_texts([item.data.decode() for item in sent])
+        return client.predict_files([(i.name, i.data, i.media_type) for i in sent])
     except ApiError as exc:
         st.error(f"The API refused the input: {exc}")
-        return
-    st.session_state[RESULT_KEY] = {"response": response, "inputs": sent}
+        return None
 
 
 def _show_result(
