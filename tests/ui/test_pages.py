@@ -86,6 +86,24 @@ def test_a_pasted_text_is_classified(
     chromium.save_screenshot(str(tmp_path / "predict-text.png"))
 
 
+def test_pasted_lines_are_classified_one_text_each(
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment]
+) -> None:
+    text = tiny_deployments["text"]
+    lines = [ARTICLE, "Wheat exports rose in the third quarter."]
+    chromium.get(text.ui.url)
+    type_into(chromium, "textarea", "\n\n".join(lines))  # a blank line between: no text
+    wait_for(chromium, "[data-testid='stCheckbox'] label").click()
+    click_button(chromium, "Classify")
+    expected = httpx.post(f"{text.api.url}/v1/predict", json={"texts": lines}, timeout=30)
+    for index, (line_number, line) in enumerate([(1, lines[0]), (3, lines[1])]):
+        result = result_text(chromium, index)
+        label = expected.json()["predictions"][index]["label"]
+        assert f"line {line_number}" in result and line in result
+        assert f"\n{label}\n" in f"\n{result}\n"
+    assert not chromium.find_elements(By.CSS_SELECTOR, ".st-key-result-2")
+
+
 def test_an_uploaded_clip_is_playable_and_classified(
     chromium: WebDriver, tiny_deployments: dict[str, Deployment], tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlfactory.modalities import get_modality
-from mlfactory.ui.predict_page import SentInput, over_the_limits, readable_files
+from mlfactory.ui.predict_page import SentInput, over_the_limits, readable_files, texts_to_send
 
 SAMPLES = Path(__file__).parents[1] / "fixtures" / "sonic-pi" / "samples"
 
@@ -44,3 +44,19 @@ def test_files_the_modality_cannot_read_are_left_out_with_the_servers_reason() -
     assert [item.name for item in readable] == ["bd_fat.flac", "tabla_te1.flac"]
     assert notes == [f"notes.flac is left out: {audio.check_file(b'notes, not sound')}"]
     assert notes[0].startswith("notes.flac is left out: not readable audio")
+
+
+def test_the_text_field_is_one_text_or_one_per_line() -> None:
+    article = "Oil prices fell.\n\n  \nOPEC ministers meet next week."
+    whole = texts_to_send(article, per_line=False)
+    assert [(item.name, item.data) for item in whole] == [("text", article.encode())]
+    lines = texts_to_send(article, per_line=True)  # blank lines are no texts
+    assert [(item.name, item.data.decode()) for item in lines] == [
+        ("line 1", "Oil prices fell."),
+        ("line 4", "OPEC ministers meet next week."),
+    ]
+    assert texts_to_send(" \n\t", per_line=False) == texts_to_send(" \n", per_line=True) == []
+    assert over_the_limits(lines, {"max_files": 1}, "texts") == (
+        "2 texts: the API takes at most 1 a request"
+    )
+    assert over_the_limits(lines, {"max_files": 2, "max_upload_bytes": 3}, "texts") is None

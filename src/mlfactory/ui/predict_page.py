@@ -49,7 +49,12 @@ def render(client: ApiClient) -> None:
                 height=150,
                 max_chars=limits.get("max_text_chars"),
             )
-            sent = [SentInput("text", text.encode(), "text/plain")] if text.strip() else []
+            per_line = st.checkbox(
+                "One text per line",
+                key="text-per-line",
+                help="Classify each line that is not blank as a text of its own, in one request.",
+            )
+            sent = texts_to_send(text, per_line)
         else:
             largest = limits.get("max_upload_bytes")
             uploads = st.file_uploader(
@@ -78,10 +83,10 @@ def _submit(
     left_out: list[str] = []
     if modality.api_input.kind == "files":
         sent, left_out = readable_files(sent, modality)
-        too_much = over_the_limits(sent, limits)
-        if too_much:
-            st.warning(too_much)
-            return
+    too_much = over_the_limits(sent, limits, modality.api_input.kind)
+    if too_much:
+        st.warning(too_much)
+        return
     if not sent:
         for note in left_out:
             st.warning(note)
@@ -90,6 +95,17 @@ def _submit(
     response = _classify(client, modality.api_input.kind, sent)
     if response is not None:
         st.session_state[RESULT_KEY] = {"response": response, "inputs": sent, "left_out": left_out}
+
+
+def texts_to_send(text: str, per_line: bool) -> list[SentInput]:
+    """The text field's input: the whole of it, or each line that is not blank (named by its
+    line number); nothing when it is blank."""
+    if not per_line:
+        return [SentInput("text", text.encode(), "text/plain")] if text.strip() else []
+    lines = enumerate(text.splitlines(), start=1)
+    return [
+        SentInput(f"line {n}", line.encode(), "text/plain") for n, line in lines if line.strip()
+    ]
 
 
 def readable_files(sent: list[SentInput], modality: Modality) -> tuple[list[SentInput], list[str]]:
@@ -107,13 +123,18 @@ def readable_files(sent: list[SentInput], modality: Modality) -> tuple[list[Sent
     return readable, notes
 
 
-def over_the_limits(sent: list[SentInput], limits: dict[str, int]) -> str | None:
-    """Why the API would refuse these files for their number or size (`limits`: what
-    `GET /v1/model` says one request may hold), said before they are sent; None if it would
-    not."""
+def over_the_limits(
+    sent: list[SentInput], limits: dict[str, int], kind: str = "files"
+) -> str | None:
+    """Why the API would refuse these files for their number or size, or these texts for
+    their number (`limits`: what `GET /v1/model` says one request may hold; `kind`: "files" or
+    "texts"), said before they are sent; None if it would not."""
     most = limits.get("max_files")
     if most is not None and len(sent) > most:
-        return f"{len(sent)} files chosen: the API takes at most {most} a request"
+        chosen = "files chosen" if kind == "files" else "texts"
+        return f"{len(sent)} {chosen}: the API takes at most {most} a request"
+    if kind != "files":
+        return None  # the text field holds at most the longest text the API takes
     largest = limits.get("max_upload_bytes")
     for item in sent:
         if largest is not None and len(item.data) > largest:
