@@ -12,6 +12,7 @@ from mlfactory.bundle import load_bundle
 from mlfactory.card_report import render_page
 from mlfactory.cli import app
 from mlfactory.model_card import model_card
+from mlfactory.times import utc_time
 from mlfactory.training.train import TrainResult
 
 
@@ -24,6 +25,7 @@ def test_the_report_shows_the_card_of_a_trained_bundle(
     page = out.read_text()
     card = model_card(load_bundle(trained_digits.bundle.path))
     assert f"Model card: {card['name']} {card['version']}" in page
+    assert f"exported {utc_time(card['created_at'])} UTC</p>" in page
     assert f"<b>{card['metrics']['accuracy']:.4g}</b>" in page
     assert card["data"]["fingerprint"] in page and card["lineage"]["mlflow_run_id"] in page
     confusion = re.search(r"<table class='confusion'>.*?</table>", page, re.S)

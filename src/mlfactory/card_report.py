@@ -15,6 +15,7 @@ from typing import Any
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.model_card import model_card
+from mlfactory.times import export_time
 
 STYLE = """
 body { font-family: system-ui, sans-serif; color: #222; margin: 24px; max-width: 1180px; }
@@ -52,7 +53,7 @@ def card_section(card: dict[str, Any]) -> str:
     parts = [
         f"<h1>Model card: {escape(card['name'])} {escape(card['version'])}</h1>",
         f"<p class='muted'>{escape(card['modality'])} classifier · {len(labels)} labels: "
-        f"{escape(', '.join(labels))} · exported {escape(card.get('created_at') or '?')}</p>",
+        f"{escape(', '.join(labels))} · exported {escape(export_time(card.get('created_at')))}</p>",
         "<h2>Test metrics</h2><div class='tiles'>",
         _tile("Accuracy", _fmt(metrics["accuracy"])),
         _tile("Macro-F1", _fmt(metrics["f1_macro"])),

@@ -9,7 +9,6 @@ import altair as alt
 import numpy as np
 
 from mlfactory.ui.monitoring_page import P_VALUE_FLOOR, history_frame, time_chart, window_span
-from mlfactory.ui.times import utc_time
 
 
 def bucket(start: str, end: str, p_values: dict[str, float | None], n: int = 50) -> dict[str, Any]:
@@ -73,12 +72,6 @@ def test_a_chart_without_a_reference_line_is_one_layer() -> None:
     chart = time_chart(frame, ["ood_fraction"])
     assert layer_values(chart) == []
     assert chart.to_dict()["encoding"]["y"].get("scale", {}) == {}  # linear
-
-
-def test_times_read_as_the_cli_prints_them() -> None:
-    """To the second in UTC, whatever zone the API wrote; a time without a zone is UTC."""
-    assert utc_time("2026-12-04T06:30:06.9+01:00") == "2026-12-04 05:30:06"
-    assert utc_time("2026-12-04T05:30:04") == "2026-12-04 05:30:04"
 
 
 def test_the_windows_span_reads_as_the_cli_says_it() -> None:

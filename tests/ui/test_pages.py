@@ -12,8 +12,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from mlfactory.serving.process import free_port
+from mlfactory.times import utc_time
 from mlfactory.ui.launch import start_ui
-from mlfactory.ui.times import utc_time
 from tests.serving.tiny_bundles import tiny_bundle
 from tests.ui.browser import (
     WAIT_S,

@@ -8,8 +8,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from mlfactory.times import export_time
 from mlfactory.ui.client import ApiClient, ApiError
-from mlfactory.ui.times import utc_time
 
 
 def render(client: ApiClient) -> None:
@@ -22,22 +22,13 @@ def render(client: ApiClient) -> None:
     st.header(f"Model card: {card['name']} {card['version']}")
     st.caption(
         f"{card['modality']} classifier · {len(card['labels'])} labels: "
-        f"{', '.join(card['labels'])} · exported {_exported(card.get('created_at'))}"
+        f"{', '.join(card['labels'])} · exported {export_time(card.get('created_at'))}"
     )
     _metrics(card)
     _confusion_matrix(card)
     _training_data(card["data"])
     _lineage(card["lineage"])
     _reference_profile(card.get("reference_profile"))
-
-
-def _exported(created_at: str | None) -> str:
-    if not created_at:
-        return "at an unknown time"
-    try:
-        return f"{utc_time(created_at)} UTC"
-    except ValueError:  # not ISO 8601: a bundle written by hand
-        return created_at
 
 
 def _metrics(card: dict[str, Any]) -> None:

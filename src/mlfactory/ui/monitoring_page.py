@@ -13,8 +13,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from mlfactory.times import utc_time
 from mlfactory.ui.client import ApiClient, ApiError
-from mlfactory.ui.times import utc_time
 
 DEFAULT_LAST = 1000
 DEFAULT_BUCKETS = 12
