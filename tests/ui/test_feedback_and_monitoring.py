@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, select, update
 
 from mlfactory.monitoring.log_window import read_window
 from mlfactory.serving.log_tables import predictions
+from mlfactory.times import utc_time
 from mlfactory.ui.client import MONITOR_TOKEN_ENV, ApiClient
 from mlfactory.ui.launch import start_ui
 from mlfactory.ui.monitoring_page import (
@@ -94,6 +95,7 @@ def test_the_monitoring_page_shows_checks_and_history(
     flagged = drift["ood"]["flagged"]
     assert len(flagged) == 10 and flagged[0]["request_id"] in tables[2].text
     assert f"{flagged[0]['ood_score']:.4g}" in tables[2].text
+    assert utc_time(flagged[0]["time"]) in tables[2].text  # to the second, UTC
     wait_for_text(chromium, "Over time")
     assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4
     # the p-values over time, drawn against the verdict's level as the page draws them

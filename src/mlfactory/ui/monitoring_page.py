@@ -155,7 +155,7 @@ def _flagged_table(flagged: list[dict[str, Any]]) -> None:
     shown = pd.DataFrame(flagged)
     for figure in ("ood_score", "confidence"):
         shown[figure] = shown[figure].map(_num)
-    shown["time"] = pd.to_datetime(shown["time"]).dt.strftime("%Y-%m-%d %H:%M:%S")
+    shown["time"] = shown["time"].map(utc_time)
     st.table(shown[[c for c in FLAGGED_COLUMNS if c in shown]].set_index("request_id"))
 
 
