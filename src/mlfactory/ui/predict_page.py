@@ -11,10 +11,10 @@ import streamlit as st
 
 from mlfactory.modalities import get_modality
 from mlfactory.modalities.base import Modality
+from mlfactory.serving.settings import MEGABYTE  # 1024 * 1024, as Streamlit's upload limit
 from mlfactory.ui.client import ApiClient, ApiError
 
 RESULT_KEY = "prediction"
-MEBIBYTE = 1024 * 1024  # Streamlit's upload limits are in these
 
 
 @dataclass
@@ -62,7 +62,7 @@ def render(client: ApiClient) -> None:
                 accept_multiple_files=True,
                 key="file-input",
                 # whole MiB: the API's exact limit is checked below
-                max_upload_size=math.ceil(largest / MEBIBYTE) if largest else None,
+                max_upload_size=math.ceil(largest / MEGABYTE) if largest else None,
             )
             sent = [SentInput(u.name, u.getvalue(), u.type or "") for u in uploads or []]
         submitted = st.form_submit_button("Classify")
