@@ -66,8 +66,11 @@ def test_labelled_digits_become_a_class_folder_dataset_the_recipe_reads(
     assert (out / other / f"{relabelled}.png").read_bytes() == digits[0].read_bytes()
     assert not (out / digits[0].label / f"{relabelled}.png").exists()
 
-    # The recipe reads the folder as a dataset of those labels.
-    recipe = load_recipe("digits", [f"data.source={out}", f"data.cache_dir={tmp_path / 'c'}"])
+    # The line to train on them names the model's own recipe, which reads the folder as a
+    # dataset of those labels.
+    assert f"train on them: mlfactory train {image_bundle} data.source={out}\n" in result.output
+    overrides = [f"data.source={out}", f"data.cache_dir={tmp_path / 'c'}"]
+    recipe = load_recipe(str(image_bundle), overrides)
     dataset = prepare_dataset(recipe.config)
     assert sum(len(dataset.split(s)) for s in ("train", "val", "test")) == 10
 
@@ -85,6 +88,7 @@ def test_labelled_texts_become_a_csv(tmp_path: Path) -> None:
         rows = list(csv.DictReader(handle))
     assert rows == [{"text": texts[0], "label": "crude"}, {"text": texts[1], "label": "grain"}]
     assert result.written == 2 and result.missing == 0
+    assert result.source == tmp_path / "dataset" / "texts.csv"  # what data.source names
 
 
 def test_labelled_inputs_the_store_no_longer_holds_or_holds_damaged_are_counted_and_left_out(

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -110,6 +111,17 @@ def test_register_versions_aliases_and_every_target_form(
         predicted = runner.invoke(app, ["predict", target, image, "--json"])
         assert predicted.exit_code == 0, predicted.output
         assert json.loads(predicted.output)[0]["label"] == local[0].label
+
+    # the champion's recipe, trained again with a new override (--show-config: not trained)
+    shown = runner.invoke(
+        app, ["train", "models:/digits@champion", "trainer.max_epochs=1", "--show-config"]
+    )
+    assert shown.exit_code == 0, shown.output
+    stored = trained_digits.bundle.meta.config
+    assert yaml.safe_load(shown.output) == {
+        **stored,
+        "trainer": {**stored["trainer"], "max_epochs": 1},
+    }
 
     # a version copied out, as a serving image is built from it
     copied = str(tmp_path / "b")

@@ -1,16 +1,22 @@
-"""A bundle's recipe, put back to work: its data prepared again, and its MLflow run.
+"""A bundle's recipe, put back to work: its data prepared again, its MLflow run, and the recipe
+itself trained again.
 
 `mlfactory evaluate` and `mlfactory profile` run on a finished bundle; the recipe stored in its
-`bundle.json` names the data it was trained on and the MLflow store of its run.
+`bundle.json` names the data it was trained on and the MLflow store of its run. `mlfactory
+train TARGET` composes that recipe again, with new overrides (`stored_recipe_file`).
 """
 
 from __future__ import annotations
 
 import copy
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, ConfigError
 from mlfactory.output import phase_log
 
 if TYPE_CHECKING:
@@ -61,3 +67,34 @@ def bundle_run(bundle: Bundle, recipe: Recipe) -> TrackedRun | None:
             recipe.config.tracking.tracking_uri,
         )
     return run
+
+
+@contextmanager
+def stored_recipe_file(target: str, schema: str) -> Iterator[Path]:
+    """The recipe stored in the bundle `target` names (`targets.resolve_bundle`: a bundle or run
+    folder, an MLflow run id, `models:/NAME@ALIAS`), written as a recipe file on the `schema`
+    defaults in a temporary folder (removed on exit), so that it composes with overrides as any
+    recipe file does. The stored recipe is the resolved one: what the recipe's file and the
+    overrides of that training made of it.
+
+    Raises:
+        ConfigError: the target is not a bundle, or its `bundle.json` stores no recipe.
+    """
+    import yaml
+
+    from mlfactory.targets import resolve_bundle
+
+    try:
+        bundle = resolve_bundle(target)
+    except BundleError as exc:
+        raise ConfigError(f"recipe '{target}': {exc}") from None
+    if not bundle.meta.config:
+        raise ConfigError(
+            f"recipe '{target}': the bundle stores no recipe (its bundle.json has no config): "
+            "train from the recipe's name or YAML file"
+        )
+    recipe = {"defaults": [schema, "_self_"], **bundle.meta.config}
+    with tempfile.TemporaryDirectory(prefix="mlfactory-recipe-") as folder:
+        path = Path(folder) / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+        yield path

@@ -48,6 +48,7 @@ class CollectResult:
 
     out: Path
     model: str
+    source: Path  # what a recipe's `data.source` names to read it: `out`, or its texts.csv
     per_label: Counter[str] = field(default_factory=Counter)
     missing: int = 0  # labelled inputs whose file the store does not hold
     damaged: int = 0  # files whose bytes do not hash to their name (left out)
@@ -85,9 +86,10 @@ def collect_labelled(
         raise MlfactoryError(f"--out {out}: it exists and is not an empty folder; choose another")
     cutoff = None if since is None else datetime.now(UTC) - parse_since(since)
     labelled, relabelled = _latest_labels(log_url_or_default(log), bundle.meta.name, cutoff)
-    result = CollectResult(out, bundle.meta.name, relabelled=relabelled)
     modality = bundle.modality
     as_files = modality.api_input.kind != "texts"
+    source = out if as_files else out / TEXTS_FILE
+    result = CollectResult(out, bundle.meta.name, source, relabelled=relabelled)
     unusable = sorted({label for label, _ in labelled.values() if not _folder_name(label)})
     if as_files and unusable:
         raise MlfactoryError(f"the label '{unusable[0]}' cannot be a folder name of the dataset")

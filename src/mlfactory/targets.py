@@ -43,3 +43,11 @@ def resolve_bundle(target: str | Path) -> Bundle:
             "digits) and not a registered model (models:/NAME/VERSION or models:/NAME@ALIAS)"
         )
     return load_bundle(download_run_bundle(str(target)))
+
+
+def names_a_bundle(target: str) -> bool:
+    """Whether `target` has a bundle target's form (an existing folder or `bundle.json`, an MLflow
+    run id, a `models:/` URI), without loading anything: `resolve_bundle` says if it is one."""
+    path = Path(target).expanduser()
+    is_meta = path.name == META_FILE and path.is_file()
+    return path.is_dir() or is_meta or is_model_uri(target) or bool(RUN_ID.match(target))

@@ -28,6 +28,10 @@ from mlfactory.errors import ConfigError
 from mlfactory.output import configure_output
 
 SKIPS_LISTED = 20
+RECIPE_HELP = (
+    "Recipe name, YAML path, or a bundle whose recipe to train again (bundle or run folder, "
+    "MLflow run id, models:/NAME@ALIAS)."
+)
 
 
 @app.command()
@@ -49,7 +53,7 @@ def recipes() -> None:
 @app.command()
 @friendly_errors
 def data(
-    recipe: str = typer.Argument(..., help="Recipe name or YAML path."),
+    recipe: str = typer.Argument(..., help=RECIPE_HELP),
     overrides: list[str] | None = OVERRIDES,
     refresh: bool = typer.Option(False, help="Re-read the source even if a cache exists."),
     show_config: bool = SHOW_CONFIG,
@@ -89,7 +93,7 @@ def data(
 @app.command()
 @friendly_errors
 def train(
-    recipe: str = typer.Argument(..., help="Recipe name or YAML path."),
+    recipe: str = typer.Argument(..., help=RECIPE_HELP),
     overrides: list[str] | None = OVERRIDES,
     out: Path | None = typer.Option(None, help="Run folder; the bundle goes to OUT/bundle."),
     resume: bool = typer.Option(
@@ -149,7 +153,7 @@ def train(
 @app.command()
 @friendly_errors
 def sweep(
-    recipe: str = typer.Argument(..., help="Recipe name or YAML path."),
+    recipe: str = typer.Argument(..., help=RECIPE_HELP),
     overrides: list[str] | None = typer.Argument(
         None,
         help="Fixed overrides, and the swept ones in Hydra's sweep syntax: "

@@ -6,6 +6,7 @@ when it runs.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -170,8 +171,12 @@ def collect(
         )
     console.print(" ".join([line, *notes]), highlight=False, soft_wrap=True)
     if result.written:
+        # the model's own recipe, as it was trained (`train` quotes the path for Hydra itself)
+        source = shlex.quote(f"data.source={result.source}")
         console.print(
-            f"train on them: mlfactory train RECIPE data.source={result.out}", highlight=False
+            f"train on them: mlfactory train {shlex.quote(target)} {source}",
+            highlight=False,
+            soft_wrap=True,
         )
 
 

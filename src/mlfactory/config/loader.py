@@ -15,6 +15,8 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ class Recipe:
     Attributes:
         config: the typed recipe.
         resolved: the same as plain data (stored in `bundle.json` and `run.json`).
-        reference: the packaged name or YAML path it was composed from ("" if from a dict).
+        reference: the packaged name, YAML path or bundle target it was composed from ("" if
+            from a dict).
         overrides: the command-line overrides it was composed with.
     """
 
@@ -115,11 +118,12 @@ def _register_schema() -> None:
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
-    """Compose a recipe by packaged name or YAML path, apply overrides and validate it.
+    """Compose a recipe by packaged name, YAML path or bundle, apply overrides and validate it.
 
     Args:
-        name_or_path: a packaged recipe name (see `list_recipes`) or a path to a YAML file whose
-            defaults list starts with `recipe_schema`.
+        name_or_path: a packaged recipe name (see `list_recipes`), a path to a YAML file whose
+            defaults list starts with `recipe_schema`, or a bundle target (`targets`) whose
+            stored recipe is composed again (`bundle_recipe.stored_recipe_file`).
         overrides: Hydra override strings such as `trainer.max_epochs=3`.
 
     Raises:
@@ -127,8 +131,19 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
             type or outside what its key allows.
     """
     # Names and keys are checked before Hydra is imported: a typo is refused at once.
-    config_dir, config_name = _locate(name_or_path)
     prepared = [_prepare_override(override) for override in overrides or []]
+    with _located(name_or_path) as (config_dir, config_name):
+        composed = _compose(config_dir, config_name, prepared)
+    from omegaconf import OmegaConf
+
+    validate(composed)
+    resolved = OmegaConf.to_container(OmegaConf.structured(composed), resolve=True)
+    assert isinstance(resolved, dict)
+    return Recipe(composed, resolved, name_or_path, list(overrides or []))  # type: ignore[arg-type]
+
+
+def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> RecipeConfig:
+    """The typed recipe Hydra composes from `config_name` in `config_dir` with `overrides`."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -137,17 +152,13 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-            composed = compose(config_name=config_name, overrides=prepared)
+            composed = compose(config_name=config_name, overrides=overrides)
         _fill_required(composed)
         typed = OmegaConf.merge(OmegaConf.structured(RecipeConfig), composed)
         config: RecipeConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc)) from None
-
-    validate(config)
-    resolved = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
-    assert isinstance(resolved, dict)
-    return Recipe(config, resolved, name_or_path, list(overrides or []))  # type: ignore[arg-type]
+    return config
 
 
 def _fill_required(composed: Any) -> None:
@@ -210,20 +221,33 @@ def validate(config: RecipeConfig) -> None:
     preprocessing_params(config)
 
 
-def _locate(name_or_path: str) -> tuple[Path, str]:
-    """The config folder and name of a packaged recipe or a user's YAML file (checked)."""
+@contextmanager
+def _located(name_or_path: str) -> Iterator[tuple[Path, str]]:
+    """The config folder and name of a packaged recipe, a user's YAML file (checked), or the
+    recipe stored in a bundle (`bundle_recipe.stored_recipe_file`, removed on exit)."""
+    from mlfactory.targets import names_a_bundle
+
     candidate = Path(name_or_path).expanduser()
     if candidate.suffix in {".yaml", ".yml"}:
         if not candidate.is_file():
             raise ConfigError(f"recipe file not found: {name_or_path}")
         check_recipe_file(candidate)
-        return candidate.resolve().parent, candidate.stem
-    if name_or_path in list_recipes():
-        return RECIPES_DIR, name_or_path
-    known = ", ".join(list_recipes())
-    close = difflib.get_close_matches(name_or_path, list_recipes(), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"unknown recipe '{name_or_path}' (known: {known}, or a .yaml path){hint}")
+        yield candidate.resolve().parent, candidate.stem
+    elif name_or_path in list_recipes():
+        yield RECIPES_DIR, name_or_path
+    elif names_a_bundle(name_or_path):
+        from mlfactory.bundle_recipe import stored_recipe_file
+
+        with stored_recipe_file(name_or_path, SCHEMA_NAME) as path:
+            yield path.parent, path.stem
+    else:
+        known = ", ".join(list_recipes())
+        close = difflib.get_close_matches(name_or_path, list_recipes(), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"unknown recipe '{name_or_path}' (known: {known}, a .yaml path, or a bundle to "
+            f"train again: its folder, run folder, MLflow run id or models:/NAME@ALIAS){hint}"
+        )
 
 
 def check_recipe_file(path: Path) -> None:
