@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -112,7 +113,9 @@ def test_register_versions_aliases_and_every_target_form(
         assert predicted.exit_code == 0, predicted.output
         assert json.loads(predicted.output)[0]["label"] == local[0].label
 
-    # the champion's recipe, trained again with a new override (--show-config: not trained)
+    # the champion's recipe, trained again with a new override (--show-config: not trained);
+    # the bundle fetched for its recipe is not left behind
+    downloads = set(Path(tempfile.gettempdir()).glob("mlfactory-model-*"))
     shown = runner.invoke(
         app, ["train", "models:/digits@champion", "trainer.max_epochs=1", "--show-config"]
     )
@@ -122,6 +125,7 @@ def test_register_versions_aliases_and_every_target_form(
         **stored,
         "trainer": {**stored["trainer"], "max_epochs": 1},
     }
+    assert set(Path(tempfile.gettempdir()).glob("mlfactory-model-*")) == downloads
 
     # a version copied out, as a serving image is built from it
     copied = str(tmp_path / "b")

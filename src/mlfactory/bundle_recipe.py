@@ -9,6 +9,7 @@ train TARGET` composes that recipe again, with new overrides (`stored_recipe_fil
 from __future__ import annotations
 
 import copy
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,12 +83,14 @@ def stored_recipe_file(target: str, schema: str) -> Iterator[Path]:
     """
     import yaml
 
-    from mlfactory.targets import resolve_bundle
+    from mlfactory.targets import is_download, resolve_bundle
 
     try:
         bundle = resolve_bundle(target)
     except BundleError as exc:
         raise ConfigError(f"recipe '{target}': {exc}") from None
+    if is_download(target):  # fetched for its bundle.json alone: a sweep loads it every trial
+        shutil.rmtree(bundle.path.parent, ignore_errors=True)
     if not bundle.meta.config:
         raise ConfigError(
             f"recipe '{target}': the bundle stores no recipe (its bundle.json has no config): "

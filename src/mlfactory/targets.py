@@ -51,3 +51,11 @@ def names_a_bundle(target: str) -> bool:
     path = Path(target).expanduser()
     is_meta = path.name == META_FILE and path.is_file()
     return path.is_dir() or is_meta or is_model_uri(target) or bool(RUN_ID.match(target))
+
+
+def is_download(target: str) -> bool:
+    """Whether `resolve_bundle` fetches `target` (a run id, a `models:/` URI) into a temporary
+    folder of its own, the bundle folder's parent, rather than reading a local folder."""
+    return not Path(target).expanduser().exists() and (
+        is_model_uri(target) or bool(RUN_ID.match(target))
+    )
