@@ -69,6 +69,8 @@ def test_what_is_not_a_bundle_with_a_recipe_is_one_line(tmp_path: Path) -> None:
     not_a_bundle.mkdir()
     with pytest.raises(ConfigError, match="neither a bundle folder nor a run folder") as empty:
         load_recipe(str(not_a_bundle))
+    # a folder of data given as the recipe: the way to train on it
+    assert str(empty.value).endswith(f"mlfactory train image|text|audio data.source={not_a_bundle}")
     with pytest.raises(ConfigError, match="or a bundle to train again") as unknown:
         load_recipe("digitz")
     for error in (stored_none, empty, unknown):

@@ -88,7 +88,11 @@ def stored_recipe_file(target: str, schema: str) -> Iterator[Path]:
     try:
         bundle = resolve_bundle(target)
     except BundleError as exc:
-        raise ConfigError(f"recipe '{target}': {exc}") from None
+        data = Path(target).expanduser().is_dir()  # a data folder given as the recipe, likely
+        hint = (
+            f"; to train on the data in it: mlfactory train image|text|audio data.source={target}"
+        )
+        raise ConfigError(f"recipe '{target}': {exc}{hint if data else ''}") from None
     if is_download(target):  # fetched for its bundle.json alone: a sweep loads it every trial
         shutil.rmtree(bundle.path.parent, ignore_errors=True)
     if not bundle.meta.config:
