@@ -17,7 +17,7 @@ from mlfactory.errors import ConfigError
 from tests.serving.tiny_bundles import tiny_bundle
 
 # What the earlier training was given on top of the packaged recipe: the bundle keeps it.
-TRAINED_WITH = ["data.max_per_class=7", "trainer.lr=0.0005", "model.backbone=resnet18"]
+TRAINED_WITH = ["data.max_per_class=7", "trainer.lr=0.0005", "model.backbone=resnet18", "version=3"]
 
 
 def bundle_of(folder: Path, overrides: list[str]) -> Path:
@@ -34,7 +34,10 @@ def test_a_bundles_recipe_is_the_trained_one_with_new_overrides_on_top(tmp_path:
     trained = load_recipe("digits", TRAINED_WITH)
 
     again = load_recipe(str(bundle))
-    assert again.resolved == trained.resolved and again.reference == str(bundle)
+    assert again.reference == str(bundle)
+    # the same recipe, but a new model: its version is numbered anew, or set again
+    assert again.resolved == {**trained.resolved, "version": None}
+    assert load_recipe(str(bundle), ["version=4"]).config.version == "4"
 
     source = tmp_path / "labelled data"  # a path Hydra would parse: quoted as for any recipe
     newer = load_recipe(str(bundle), [f"data.source={source}", "trainer.max_epochs=1"])
@@ -43,7 +46,7 @@ def test_a_bundles_recipe_is_the_trained_one_with_new_overrides_on_top(tmp_path:
     assert newer.config.model.backbone == "resnet18"
     # the run folder and bundle.json name the same bundle
     for target in (tmp_path / "run", bundle / META_FILE):
-        assert load_recipe(str(target)).resolved == trained.resolved
+        assert load_recipe(str(target)).resolved == again.resolved
 
 
 def test_the_stored_recipe_file_is_removed_after_composing(tmp_path: Path) -> None:

@@ -123,6 +123,7 @@ def test_register_versions_aliases_and_every_target_form(
     stored = trained_digits.bundle.meta.config
     assert yaml.safe_load(shown.output) == {
         **stored,
+        "version": None,  # numbered by the new run
         "trainer": {**stored["trainer"], "max_epochs": 1},
     }
     assert set(Path(tempfile.gettempdir()).glob("mlfactory-model-*")) == downloads

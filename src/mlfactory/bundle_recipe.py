@@ -76,7 +76,7 @@ def stored_recipe_file(target: str, schema: str) -> Iterator[Path]:
     folder, an MLflow run id, `models:/NAME@ALIAS`), written as a recipe file on the `schema`
     defaults in a temporary folder (removed on exit), so that it composes with overrides as any
     recipe file does. The stored recipe is the resolved one: what the recipe's file and the
-    overrides of that training made of it.
+    overrides of that training made of it, less its `version`.
 
     Raises:
         ConfigError: the target is not a bundle, or its `bundle.json` stores no recipe.
@@ -100,7 +100,9 @@ def stored_recipe_file(target: str, schema: str) -> Iterator[Path]:
             f"recipe '{target}': the bundle stores no recipe (its bundle.json has no config): "
             "train from the recipe's name or YAML file"
         )
-    recipe = {"defaults": [schema, "_self_"], **bundle.meta.config}
+    # a version names the bundle it was given to: the new training numbers its own (`version=`
+    # sets one), or two models would log as one
+    recipe = {"defaults": [schema, "_self_"], **bundle.meta.config, "version": None}
     with tempfile.TemporaryDirectory(prefix="mlfactory-recipe-") as folder:
         path = Path(folder) / "recipe.yaml"
         path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
