@@ -51,6 +51,17 @@ def recipe_dataset(bundle: Bundle, source: str | None = None) -> tuple[Recipe, P
     return recipe, dataset
 
 
+def trained_on(bundle: Bundle) -> set[str]:
+    """The content keys of the items the bundle trained on: its recipe's training split,
+    prepared again (from the cache when unchanged).
+
+    Raises:
+        DataError, BundleError: the recipe's data cannot be prepared, or has other labels.
+    """
+    _, dataset = recipe_dataset(bundle)
+    return {item.key for item in dataset.split("train")}
+
+
 def bundle_run(bundle: Bundle, recipe: Recipe) -> TrackedRun | None:
     """The bundle's MLflow run, in the store its recipe names; None (with a warning) when the
     bundle has none or the store does not hold it."""

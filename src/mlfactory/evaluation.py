@@ -69,25 +69,37 @@ def evaluate_items(predictor: Predictor, items: list[Item], batch_size: int = 64
         items: labelled items (normally the test split).
         batch_size: items per ONNX Runtime call.
     """
+    truth = label_indices(predictor.labels, items)
+    return scores(truth, predicted_indices(predictor, items, batch_size), predictor.labels)
+
+
+def label_indices(labels: list[str], items: list[Item]) -> np.ndarray:
+    """The index in `labels` of each item's true label."""
+    index = {label: i for i, label in enumerate(labels)}
+    return np.asarray([index[item.label] for item in items], dtype=np.int64)
+
+
+def predicted_indices(predictor: Predictor, items: list[Item], batch_size: int = 64) -> np.ndarray:
+    """The index of the label the bundle predicts for each item, `batch_size` items a call."""
+    batches = [
+        predictor.run(
+            [predictor.encode(item.read_bytes()) for item in items[i : i + batch_size]]
+        ).probabilities.argmax(axis=1)
+        for i in range(0, len(items), batch_size)
+    ]
+    return np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+
+
+def scores(truth: np.ndarray, predicted: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """The figures of `evaluate_items` from true and predicted label indices."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
     from sklearn.metrics import precision_recall_fscore_support as prfs
 
-    labels = predictor.labels
-    index = {label: i for i, label in enumerate(labels)}
-    truth = np.asarray([index[item.label] for item in items])
-    predicted = np.concatenate(
-        [
-            predictor.run(
-                [predictor.encode(item.read_bytes()) for item in items[i : i + batch_size]]
-            ).probabilities.argmax(axis=1)
-            for i in range(0, len(items), batch_size)
-        ]
-    )
     all_classes = list(range(len(labels)))
     precision, recall, f1, support = prfs(truth, predicted, labels=all_classes, zero_division=0)
     supported = [i for i in all_classes if support[i] > 0]
     return {
-        "split_size": len(items),
+        "split_size": len(truth),
         "accuracy": float(accuracy_score(truth, predicted)),
         "f1_macro": float(
             f1_score(truth, predicted, labels=supported, average="macro", zero_division=0)

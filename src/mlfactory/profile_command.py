@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlfactory.bundle import Bundle
-from mlfactory.bundle_recipe import bundle_run, recipe_dataset
+from mlfactory.bundle_recipe import bundle_run, recipe_dataset, trained_on
 from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError, DataError
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
@@ -88,7 +88,7 @@ def _unseen(bundle: Bundle, items: list[Item]) -> list[Item]:
     """`items` without those of the bundle's training split (matched by content); all of them,
     with a warning, when the recipe's own data cannot be prepared to tell."""
     try:
-        _, trained_on = recipe_dataset(bundle)
+        seen = trained_on(bundle)
     except (DataError, BundleError) as exc:
         phase_log.warning(
             "monitoring: cannot prepare the data the bundle trained on (%s); every item of "
@@ -96,7 +96,6 @@ def _unseen(bundle: Bundle, items: list[Item]) -> list[Item]:
             exc,
         )
         return items
-    seen = {item.key for item in trained_on.split("train")}
     kept = [item for item in items if item.key not in seen]
     if len(kept) < len(items):
         phase_log.warning(

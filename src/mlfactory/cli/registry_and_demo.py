@@ -1,15 +1,21 @@
-"""The commands around the MLflow Model Registry (register, fetch) and the offline demo."""
+"""The commands around the MLflow Model Registry (register, fetch, compare: the decision to
+promote) and the offline demo."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from rich.table import Table
 
 from mlfactory.cli.base import TARGET_HELP, VERBOSE, app, console, friendly_errors
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, ConfigError
 from mlfactory.output import configure_output
+
+if TYPE_CHECKING:
+    from mlfactory.compare_command import CompareResult
 
 
 @app.command()
@@ -78,6 +84,67 @@ def fetch(
     if is_model_uri(target):
         what = f"{find_version(target).uri} ({what})"
     console.print(f"{what} written to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def compare(
+    baseline: str = typer.Argument(..., help="The model in use, e.g. models:/NAME@champion."),
+    candidate: str = typer.Argument(
+        ..., help="The model that may replace it, e.g. models:/NAME@challenger."
+    ),
+    data: str | None = typer.Option(
+        None,
+        help="A labelled data source (as data.source takes it) to compare on instead of the "
+        "candidate's test split: all of its items that neither bundle trained on.",
+        show_default=False,
+    ),
+    level: float = typer.Option(0.05, help="The level of the verdict (exact McNemar test)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    fail_if_worse: bool = typer.Option(
+        False, "--fail-if-worse", help="Exit with code 1 when the candidate is significantly worse."
+    ),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Two bundles on the same labelled items: which is right more often, and is it chance."""
+    import json
+
+    from mlfactory.compare_command import compare_targets
+
+    configure_output(verbose)
+    if not 0 < level < 1:
+        raise ConfigError(f"--level {level}: use a number between 0 and 1")
+    result = compare_targets(baseline, candidate, data, level)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_comparison(result)
+    if fail_if_worse and result.comparison.verdict == "worse":
+        raise typer.Exit(1)
+
+
+def _print_comparison(result: CompareResult) -> None:
+    pair = result.comparison
+    table = Table("", "model", "accuracy", "macro-F1")
+    for role, bundle, accuracy, f1 in (
+        ("baseline", result.baseline, pair.baseline_accuracy, result.baseline_f1),
+        ("candidate", result.candidate, pair.candidate_accuracy, result.candidate_f1),
+    ):
+        table.add_row(
+            role, f"{bundle.meta.name} {bundle.meta.version}", f"{accuracy:.4f}", f"{f1:.4f}"
+        )
+    console.print(table)
+    left_out = f", {result.left_out} left out (a bundle trained on them)" if result.left_out else ""
+    low, high = pair.difference_ci
+    for line in (
+        f"on {pair.items} items: {result.source}{left_out}",
+        f"only the baseline right on {pair.only_baseline_right}, only the candidate on "
+        f"{pair.only_candidate_right}: accuracy {pair.difference:+.4f} "
+        f"(95% interval {low:+.4f} to {high:+.4f})",
+        f"the candidate: {pair.verdict.upper()} (exact McNemar test, p = {pair.p_value:.3g}, "
+        f"level {pair.level:g})",
+    ):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()

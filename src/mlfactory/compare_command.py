@@ -1,0 +1,123 @@
+"""`mlfactory compare BASELINE CANDIDATE`: two bundles on the same labelled items, as a pair.
+
+Before a candidate (a retrained `challenger`) replaces a baseline (the `champion`), their test
+accuracies in `bundle.json` say little: each was measured on its own recipe's test split, and a
+retraining on new data has another one. This runs both bundles on the same items and compares
+the answers item by item (`comparison.compare_answers`). The items are the candidate's test
+split (its recipe's data, prepared again), or all items of another labelled source (`data`);
+either way without the items either bundle trained on, matched by content, so neither is
+scored on what it learnt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlfactory.bundle import Bundle
+from mlfactory.bundle_recipe import recipe_dataset, trained_on
+from mlfactory.comparison import DEFAULT_LEVEL, PairedComparison, compare_answers
+from mlfactory.data.dataset import Item
+from mlfactory.errors import BundleError, DataError
+from mlfactory.evaluation import label_indices, predicted_indices, scores
+from mlfactory.output import phase_log
+from mlfactory.predictor import Predictor
+from mlfactory.targets import resolve_bundle
+
+# figures of the pair that `CompareResult.to_json` puts under "baseline", "candidate", "data"
+_IN_PARTS = {"baseline_accuracy", "candidate_accuracy", "items"}
+
+
+@dataclass
+class CompareResult:
+    """What `compare_targets` measured: on which items, each bundle's macro-F1, and the pair."""
+
+    baseline: Bundle
+    candidate: Bundle
+    source: str
+    left_out: int  # items of the source that a bundle trained on
+    baseline_f1: float
+    candidate_f1: float
+    comparison: PairedComparison
+
+    def to_json(self) -> dict[str, object]:
+        pair = self.comparison
+        return {
+            "baseline": _model(self.baseline, pair.baseline_accuracy, self.baseline_f1),
+            "candidate": _model(self.candidate, pair.candidate_accuracy, self.candidate_f1),
+            "data": {"source": self.source, "items": pair.items, "left_out": self.left_out},
+            **{k: v for k, v in pair.to_json().items() if k not in _IN_PARTS},
+        }
+
+
+def compare_targets(
+    baseline_target: str,
+    candidate_target: str,
+    data: str | None = None,
+    level: float = DEFAULT_LEVEL,
+) -> CompareResult:
+    """Run both bundles on the same items and compare their answers.
+
+    Args:
+        baseline_target, candidate_target: bundle targets (`targets.resolve_bundle`).
+        data: a labelled source (as `data.source` takes it), prepared with the candidate's
+            recipe; default: the candidate's recipe's own data, its test split.
+        level: the test's level for the verdict.
+
+    Raises:
+        BundleError: a bundle is not usable, the two have other labels, or no item is left.
+        DataError: the data cannot be prepared.
+    """
+    baseline, candidate = resolve_bundle(baseline_target), resolve_bundle(candidate_target)
+    if baseline.meta.labels != candidate.meta.labels:
+        raise BundleError(
+            f"the bundles have other labels ({_labels(baseline)} against {_labels(candidate)}): "
+            "compare needs the same labels in the same order"
+        )
+    predictors = Predictor.from_path(baseline.path), Predictor.from_path(candidate.path)
+    _, dataset = recipe_dataset(candidate, data)
+    if data is None:
+        items = dataset.split("test")
+        source = f"the test split of {_name(candidate)}'s data ({dataset.source})"
+        items, left_out = _unseen(items, [baseline])
+    else:
+        source = f"{data} (all of its items)"
+        items, left_out = _unseen(dataset.items, [baseline, candidate])
+    if not items:
+        raise BundleError(f"no item of {source} to compare on that neither bundle trained on")
+    truth = label_indices(candidate.meta.labels, items)
+    answers = [predicted_indices(predictor, items) for predictor in predictors]
+    f1 = [scores(truth, answer, candidate.meta.labels)["f1_macro"] for answer in answers]
+    pair = compare_answers(truth, answers[0], answers[1], level)
+    return CompareResult(baseline, candidate, source, left_out, f1[0], f1[1], pair)
+
+
+def _unseen(items: list[Item], bundles: list[Bundle]) -> tuple[list[Item], int]:
+    """`items` without those of the bundles' training splits, and how many were left out; a
+    bundle whose recipe's data cannot be prepared again is warned of, its items kept."""
+    seen: set[str] = set()
+    for bundle in bundles:
+        try:
+            seen |= trained_on(bundle)
+        except (DataError, BundleError) as exc:
+            phase_log.warning(
+                "compare: cannot prepare the data %s trained on (%s): items it may have "
+                "trained on are not left out",
+                _name(bundle),
+                exc,
+            )
+    kept = [item for item in items if item.key not in seen]
+    return kept, len(items) - len(kept)
+
+
+def _model(bundle: Bundle, accuracy: float, f1: float) -> dict[str, object]:
+    meta = bundle.meta
+    return {"name": meta.name, "version": meta.version, "accuracy": accuracy, "f1_macro": f1}
+
+
+def _name(bundle: Bundle) -> str:
+    return f"{bundle.meta.name} {bundle.meta.version}"
+
+
+def _labels(bundle: Bundle) -> str:
+    shown = ", ".join(bundle.meta.labels[:5])
+    return shown + (", ..." if len(bundle.meta.labels) > 5 else "")

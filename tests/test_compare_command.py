@@ -1,0 +1,118 @@
+"""`mlfactory compare`: two real digits bundles on the same held-out digits, item by item;
+the items a bundle trained on left out; one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from typer.testing import CliRunner
+
+from mlfactory.cli import app
+from mlfactory.compare_command import compare_targets
+from mlfactory.predictor import Predictor
+from mlfactory.training.train import TrainResult
+from tests.conftest import MONITORED_PER_CLASS, write_digit_folder
+from tests.serving.tiny_bundles import tiny_bundle
+from tests.test_cli import assert_one_line_error
+
+runner = CliRunner()
+
+
+def right_answers(bundle: Path, files: list[Path]) -> np.ndarray:
+    """Whether the bundle predicts each file's folder name, asked one file at a time."""
+    predictor = Predictor.from_path(bundle)
+    labels = [predictor.predict([f.read_bytes()])[0].label for f in files]
+    return np.asarray([label == f.parent.name for label, f in zip(labels, files, strict=True)])
+
+
+def test_two_bundles_on_the_same_unseen_digits(
+    trained_digits: TrainResult, monitored_digits: Any, tmp_path: Path
+) -> None:
+    weak, strong = trained_digits.bundle.path, monitored_digits.bundle.path
+    folder = write_digit_folder(tmp_path / "held-out", 6, offset=MONITORED_PER_CLASS + 20)
+    files = sorted(folder.glob("*/*.png"))
+    weak_right, strong_right = right_answers(weak, files), right_answers(strong, files)
+
+    result = compare_targets(str(weak), str(strong), str(folder))
+    pair = result.comparison
+    assert pair.items == len(files) == 60 and result.left_out == 0  # neither saw them
+    assert pair.only_baseline_right == int(np.sum(weak_right & ~strong_right))
+    assert pair.only_candidate_right == int(np.sum(strong_right & ~weak_right))
+    assert pair.baseline_accuracy == pytest.approx(weak_right.mean())
+    assert pair.candidate_accuracy == pytest.approx(strong_right.mean())
+    discordant = pair.only_baseline_right + pair.only_candidate_right
+    assert pair.p_value == pytest.approx(binomtest(pair.only_candidate_right, discordant).pvalue)
+
+    shown = runner.invoke(app, ["compare", str(weak), str(strong), "--data", str(folder)])
+    assert shown.exit_code == 0, shown.output
+    assert f"on 60 items: {folder} (all of its items)" in shown.output
+    assert f"the candidate: {pair.verdict.upper()} (exact McNemar test" in shown.output
+    as_json = runner.invoke(
+        app, ["compare", str(strong), str(weak), "--data", str(folder), "--json"]
+    )
+    report = json.loads(as_json.output)
+    assert report["baseline"]["accuracy"] == pytest.approx(pair.candidate_accuracy)
+    assert report["only_candidate_right"] == pair.only_baseline_right
+    assert report["data"] == {"source": f"{folder} (all of its items)", "items": 60, "left_out": 0}
+    assert set(report) == {
+        "baseline", "candidate", "data", "only_baseline_right", "only_candidate_right",
+        "difference", "difference_ci", "p_value", "level", "verdict",
+    }  # fmt: skip
+    # the model of 40 digits a class against that of 100: worse by far more than chance
+    assert report["verdict"] == "worse" and report["p_value"] < 0.01
+    low, high = report["difference_ci"]
+    assert low < report["difference"] < high < 0
+    # a gate for promotion: exit code 1 only when the candidate is significantly worse
+    gate = ["compare", "--data", str(folder), "--fail-if-worse"]
+    assert runner.invoke(app, [*gate, str(strong), str(weak)]).exit_code == 1
+    assert runner.invoke(app, [*gate, str(weak), str(strong)]).exit_code == 0
+
+
+def test_digits_a_bundle_trained_on_are_left_out(
+    trained_digits: TrainResult, monitored_digits: Any, tmp_path: Path
+) -> None:
+    # the first digits of each class: each bundle trained on some of them
+    folder = write_digit_folder(tmp_path / "seen", 8)
+    files = sorted(folder.glob("*/*.png"))
+    trained_keys = {
+        item.key
+        for result in (trained_digits, monitored_digits)
+        for item in result.dataset.split("train")
+    }
+    seen = [f for f in files if hashlib.sha256(f.read_bytes()).hexdigest() in trained_keys]
+    assert 0 < len(seen) < len(files)
+    result = compare_targets(
+        str(trained_digits.bundle.path), str(monitored_digits.bundle.path), str(folder)
+    )
+    assert result.left_out == len(seen) and result.comparison.items == len(files) - len(seen)
+
+
+def test_the_candidates_own_test_split_by_default(
+    trained_digits: TrainResult, monitored_digits: Any
+) -> None:
+    result = compare_targets(str(monitored_digits.bundle.path), str(trained_digits.bundle.path))
+    test_split = trained_digits.dataset.split("test")
+    assert "the test split of digits" in result.source
+    assert result.comparison.items + result.left_out == len(test_split)
+
+
+def test_what_cannot_be_compared_is_one_line(trained_digits: TrainResult, tmp_path: Path) -> None:
+    digits = str(trained_digits.bundle.path)
+    text = str(tiny_bundle(tmp_path / "text", "text"))
+    assert_one_line_error(
+        runner.invoke(app, ["compare", digits, text]), "the bundles have other labels"
+    )
+    assert_one_line_error(
+        runner.invoke(app, ["compare", digits, digits, "--level", "1"]),
+        "--level 1.0: use a number between 0 and 1",
+    )
+    assert_one_line_error(
+        runner.invoke(app, ["compare", digits, str(tmp_path / "nowhere")]),
+        "no such bundle folder",
+    )
