@@ -54,6 +54,8 @@ def test_mlfactory_commands_exist_with_their_options(path: Path) -> None:
 def test_retraining_reads_the_pushed_commit_from_dvc() -> None:
     workflow = yaml.safe_load((WORKFLOWS[0].parent / "retrain-on-data.yml").read_text())
     assert workflow[True]["push"]["paths"] == ["**.dvc"]
-    (train, register) = commands(workflow)
+    (train, register, compare) = commands(workflow)
     assert train[0] == "train" and "data.source=dvc:$DATA_PATH@$GITHUB_SHA" in train
     assert register[0] == "register" and register[-2:] == ["--alias", "challenger"]
+    # the challenger against the champion, on the same items, for the promotion decision
+    assert compare[:3] == ["compare", "models:/$name@champion", "runs/retrained"]
