@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
+from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
 from mlfactory.compare_command import compare_targets
 from mlfactory.predictor import Predictor
@@ -116,3 +119,31 @@ def test_what_cannot_be_compared_is_one_line(trained_digits: TrainResult, tmp_pa
         runner.invoke(app, ["compare", digits, str(tmp_path / "nowhere")]),
         "no such bundle folder",
     )
+
+
+def test_a_bundle_whose_data_is_gone_keeps_its_items_with_a_warning(
+    trained_digits: TrainResult,
+    monitored_digits: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    moved = tmp_path / "moved"
+    shutil.copytree(monitored_digits.bundle.path, moved)
+    bundle = load_bundle(moved)
+    bundle.meta.config["data"]["source"] = str(tmp_path / "gone")
+    bundle.save_meta()
+    folder = write_digit_folder(tmp_path / "seen", 8)
+    with caplog.at_level(logging.WARNING):
+        result = compare_targets(str(trained_digits.bundle.path), str(moved), str(folder))
+    assert "compare: cannot prepare the data digits" in caplog.text
+    # only the items the other bundle trained on are left out
+    trained_keys = {item.key for item in trained_digits.dataset.split("train")}
+    files = sorted(folder.glob("*/*.png"))
+    seen = [f for f in files if hashlib.sha256(f.read_bytes()).hexdigest() in trained_keys]
+    assert result.left_out == len(seen) and result.comparison.items == len(files) - len(seen)
+    # and at another level, the interval says which
+    shown = runner.invoke(
+        app, ["compare", str(trained_digits.bundle.path), str(moved), "--data", str(folder),
+              "--level", "0.1"]
+    )  # fmt: skip
+    assert "(90% interval" in shown.output and "level 0.1)" in shown.output

@@ -140,7 +140,7 @@ def _print_comparison(result: CompareResult) -> None:
         f"on {pair.items} items: {result.source}{left_out}",
         f"only the baseline right on {pair.only_baseline_right}, only the candidate on "
         f"{pair.only_candidate_right}: accuracy {pair.difference:+.4f} "
-        f"(95% interval {low:+.4f} to {high:+.4f})",
+        f"({100 * (1 - pair.level):g}% interval {low:+.4f} to {high:+.4f})",
         f"the candidate: {pair.verdict.upper()} (exact McNemar test, p = {pair.p_value:.3g}, "
         f"level {pair.level:g})",
     ):
