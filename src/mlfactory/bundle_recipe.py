@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError, ConfigError
+from mlfactory.errors import BundleError, ConfigError, MlfactoryError
 from mlfactory.output import phase_log
 
 if TYPE_CHECKING:
     from mlfactory.config.loader import Recipe
-    from mlfactory.data.dataset import PreparedDataset
+    from mlfactory.data.dataset import Item, PreparedDataset
     from mlfactory.tracking import TrackedRun
 
 
@@ -51,15 +51,24 @@ def recipe_dataset(bundle: Bundle, source: str | None = None) -> tuple[Recipe, P
     return recipe, dataset
 
 
-def trained_on(bundle: Bundle) -> set[str]:
-    """The content keys of the items the bundle trained on: its recipe's training split,
-    prepared again (from the cache when unchanged).
+def untrained_items(
+    items: list[Item], bundles: list[Bundle]
+) -> tuple[list[Item], list[tuple[Bundle, MlfactoryError]]]:
+    """`items` without those any of `bundles` trained on (their recipe's training split,
+    prepared again, from the cache when unchanged; matched by content), and the bundles whose
+    data could not be prepared to tell, with why: their items are kept."""
+    from mlfactory.errors import DataError
 
-    Raises:
-        DataError, BundleError: the recipe's data cannot be prepared, or has other labels.
-    """
-    _, dataset = recipe_dataset(bundle)
-    return {item.key for item in dataset.split("train")}
+    seen: set[str] = set()
+    unknown: list[tuple[Bundle, MlfactoryError]] = []
+    for bundle in bundles:
+        try:
+            _, dataset = recipe_dataset(bundle)
+        except (DataError, BundleError) as exc:
+            unknown.append((bundle, exc))
+            continue
+        seen |= {item.key for item in dataset.split("train")}
+    return [item for item in items if item.key not in seen], unknown
 
 
 def bundle_run(bundle: Bundle, recipe: Recipe) -> TrackedRun | None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlfactory.bundle import Bundle
-from mlfactory.bundle_recipe import recipe_dataset, trained_on
+from mlfactory.bundle_recipe import recipe_dataset, untrained_items
 from mlfactory.comparison import DEFAULT_LEVEL, PairedComparison, compare_answers
 from mlfactory.data.dataset import Item
-from mlfactory.errors import BundleError, DataError
+from mlfactory.errors import BundleError
 from mlfactory.evaluation import label_indices, predicted_indices, scores
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
@@ -94,18 +94,14 @@ def compare_targets(
 def _unseen(items: list[Item], bundles: list[Bundle]) -> tuple[list[Item], int]:
     """`items` without those of the bundles' training splits, and how many were left out; a
     bundle whose recipe's data cannot be prepared again is warned of, its items kept."""
-    seen: set[str] = set()
-    for bundle in bundles:
-        try:
-            seen |= trained_on(bundle)
-        except (DataError, BundleError) as exc:
-            phase_log.warning(
-                "compare: cannot prepare the data %s trained on (%s): items it may have "
-                "trained on are not left out",
-                _name(bundle),
-                exc,
-            )
-    kept = [item for item in items if item.key not in seen]
+    kept, unknown = untrained_items(items, bundles)
+    for bundle, exc in unknown:
+        phase_log.warning(
+            "compare: cannot prepare the data %s trained on (%s): items it may have "
+            "trained on are not left out",
+            _name(bundle),
+            exc,
+        )
     return kept, len(items) - len(kept)
 
 

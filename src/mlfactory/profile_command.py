@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlfactory.bundle import Bundle
-from mlfactory.bundle_recipe import bundle_run, recipe_dataset, trained_on
+from mlfactory.bundle_recipe import bundle_run, recipe_dataset, untrained_items
 from mlfactory.data.dataset import Item
-from mlfactory.errors import BundleError, DataError
+from mlfactory.errors import BundleError
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
 from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import phase_log
@@ -87,16 +87,13 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
 def _unseen(bundle: Bundle, items: list[Item]) -> list[Item]:
     """`items` without those of the bundle's training split (matched by content); all of them,
     with a warning, when the recipe's own data cannot be prepared to tell."""
-    try:
-        seen = trained_on(bundle)
-    except (DataError, BundleError) as exc:
+    kept, unknown = untrained_items(items, [bundle])
+    for _, exc in unknown:
         phase_log.warning(
             "monitoring: cannot prepare the data the bundle trained on (%s); every item of "
             "--data is taken as unseen",
             exc,
         )
-        return items
-    kept = [item for item in items if item.key not in seen]
     if len(kept) < len(items):
         phase_log.warning(
             "monitoring: %d items of --data are in the bundle's training split, left out",
