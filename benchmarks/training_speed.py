@@ -3,6 +3,8 @@ channels-last layout, side by side in one run, through the real `train()`.
 
     python benchmarks/training_speed.py               # digits mushrooms news emotions birdcalls
     python benchmarks/training_speed.py emotions birdcalls --out runs/bench/speed
+    python benchmarks/training_speed.py mushrooms --set data.source=/data/stamps \
+        --variant both --variant bf16 --deadline 400     # on a GPU: the recipe as users run it
 
 For every recipe, the variants run one after the other on the same prepared data:
 
@@ -13,7 +15,15 @@ For every recipe, the variants run one after the other on the same prepared data
 - `both, reused`: the defaults again, over the rows `both` left (a rerun, a sweep's next trial);
 - `compiled`: the defaults with `trainer.compile=true` (torch.compile, TorchInductor), over the
   same rows: its first epoch holds the compiling;
-- `bf16`: the defaults with `trainer.precision=bf16-mixed` (autocast to bfloat16 on the CPU).
+- `bf16`: the defaults with `trainer.precision=bf16-mixed` (autocast to bfloat16);
+- `bf16, compiled`: both of the last two, over the same rows;
+- `pruned 0.5`: the defaults with `model.prune_channels=0.5` (half of each convolution's
+  channels removed before fine-tuning), over the same rows.
+
+`--set KEY=VALUE` (repeated) adds an override to every run of every recipe, after the
+benchmark's own schedule (`data.source=...` for a copy of the data, `trainer.max_epochs=...`).
+`--deadline SECONDS` runs no variant that would start after that many seconds, and says so.
+On a machine with a GPU, `trainer.accelerator=auto` trains on it; the header names the device.
 
 `--variant NAME` (repeated) picks some of them, run in this order; the speed-ups divide the
 first one's times.
@@ -60,6 +70,8 @@ VARIANTS = {
     "both, reused": [],
     "compiled": ["trainer.compile=true"],
     "bf16": ["trainer.precision=bf16-mixed"],
+    "bf16, compiled": ["trainer.precision=bf16-mixed", "trainer.compile=true"],
+    "pruned 0.5": ["model.prune_channels=0.5"],
 }
 # What `python benchmarks/training_speed.py` runs without --variants.
 DEFAULT_VARIANTS = ("before", "channels_last", "cache", "both", "both, reused")
@@ -80,7 +92,9 @@ class EpochTimer(Callback):
             self.seconds.append(time.perf_counter() - self._started)
 
 
-def run_variant(recipe: str, variant: str, work: Path, data_cache: Path) -> dict[str, Any]:
+def run_variant(
+    recipe: str, variant: str, work: Path, data_cache: Path, extra: list[str]
+) -> dict[str, Any]:
     if variant == "both":  # starts from an empty cache; "both, reused" then finds its rows
         shutil.rmtree(data_cache / "encoded", ignore_errors=True)
     overrides = [
@@ -88,13 +102,14 @@ def run_variant(recipe: str, variant: str, work: Path, data_cache: Path) -> dict
         f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
         f"tracking.artifact_location={work / 'artifacts'}",
         *RECIPE_OVERRIDES.get(recipe, []),
+        *extra,
         *VARIANTS[variant],
     ]
     timer = EpochTimer()
     started = time.perf_counter()
     result = train(
         load_recipe(recipe, overrides),
-        work / recipe / variant.replace(", ", "-"),
+        work / recipe / variant.replace(", ", "-").replace(" ", "-"),
         progress=False,
         force=True,
         callbacks=[timer],
@@ -110,6 +125,30 @@ def run_variant(recipe: str, variant: str, work: Path, data_cache: Path) -> dict
     }
 
 
+def device_name() -> str:
+    """The GPU `trainer.accelerator=auto` trains on, or the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()} (no GPU), torch {torch.__version__}"
+
+
+def prepare_once(recipe: str, work: Path, data_cache: Path, extra: list[str]) -> None:
+    """Prepares the data once, untimed: every variant then starts from the same cache."""
+    overrides = [
+        f"data.cache_dir={data_cache}",
+        f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
+        *extra,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.encoded_cache_gb=0",
+        "trainer.compile=false",
+    ]
+    train(load_recipe(recipe, overrides), work / recipe / "warm-up", progress=False, force=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipes", nargs="*", default=list(RECIPE_OVERRIDES))
@@ -120,13 +159,16 @@ def main() -> None:
         choices=list(VARIANTS),
         help="run this variant (repeat it for more; default: the first five)",
     )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--deadline", type=float, default=None, metavar="SECONDS")
     args = parser.parse_args()
     chosen = args.variant or DEFAULT_VARIANTS
     work = args.out or Path(tempfile.mkdtemp(prefix="training-speed-"))
     work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}; work folder {work}"
+        f"# {device_name()}; {os.cpu_count()} cores, python {platform.python_version()}; "
+        f"work folder {work}"
     )
     print(
         "| recipe | variant | epochs | s/epoch (2nd on) | speed-up | 1st epoch s | speed-up "
@@ -135,28 +177,16 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for recipe in args.recipes:
         data_cache = work / "data" / recipe
-        train(  # prepares the data once, untimed: every variant then starts from the same cache
-            load_recipe(
-                recipe,
-                [
-                    f"data.cache_dir={data_cache}",
-                    f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
-                    "trainer.max_epochs=1",
-                    "trainer.limit_train_batches=1",
-                    "trainer.limit_val_batches=1",
-                    "trainer.encoded_cache_gb=0",
-                ],
-            ),
-            work / recipe / "warm-up",
-            progress=False,
-            force=True,
-        )
+        prepare_once(recipe, work, data_cache, args.set)
         convolutional = load_recipe(recipe).config.modality != "text"
         before: dict[str, Any] | None = None
         for variant in (name for name in VARIANTS if name in chosen):
             if not convolutional and variant in ("channels_last", "both"):
                 continue  # the same as `before` / `cache` for a network without convolutions
-            row = run_variant(recipe, variant, work, data_cache)
+            if args.deadline is not None and time.perf_counter() - started > args.deadline:
+                print(f"| {recipe} | {variant} | not run: past --deadline {args.deadline:g} s |")
+                continue
+            row = run_variant(recipe, variant, work, data_cache, args.set)
             before = before or row
             print(
                 f"| {recipe} | {variant} | {row['epochs']} | {row['epoch_s']:.2f} "
