@@ -80,6 +80,23 @@ def test_data_with_a_missing_folder_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "nope")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "{path}"],
+        ["monitor", "{path}"],
+        ["predict", "{path}", "x.png"],
+        ["evaluate", "{path}"],
+        ["train", "{path}"],
+        ["compare", "{path}", "{path}"],
+    ],
+)
+def test_a_path_the_system_refuses_is_one_line(tmp_path: Path, args: list[str]) -> None:
+    too_long = str(tmp_path / ("a" * 300))  # longer than a file name may be (ENAMETOOLONG)
+    result = runner.invoke(app, [arg.format(path=too_long) for arg in args])
+    assert_one_line_error(result, "File name too long")
+
+
 def test_predict_table_and_json(trained_digits: TrainResult) -> None:
     items = trained_digits.dataset.split("test")[:3]
     paths = [str(item.path) for item in items]

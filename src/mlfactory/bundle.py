@@ -138,6 +138,13 @@ def load_bundle(path: str | Path) -> Bundle:
     folder = Path(path)
     if folder.name == META_FILE:
         folder = folder.parent
+    try:
+        return _read_bundle(folder)
+    except OSError as exc:  # a name too long, a folder not ours to read
+        raise BundleError(f"cannot read the bundle at {folder}: {exc.strerror or exc}") from None
+
+
+def _read_bundle(folder: Path) -> Bundle:
     if not folder.is_dir():
         raise BundleError(f"bundle not found: {folder} is not a folder")
     meta_path, model_path = folder / META_FILE, folder / MODEL_FILE

@@ -11,12 +11,18 @@ from datetime import timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-HOW_TO_WRITE = "use a number and a unit (s, m, h, d or w), e.g. 30m, 6h, 2d"
+# Longer than any log is kept, and short enough that now minus it is still a date.
+LONGEST = timedelta(weeks=5218)  # 100 years
+HOW_TO_WRITE = "use a number and a unit (s, m, h, d or w), e.g. 30m, 6h, 2d; at most 5218w"
 
 
 def parse_duration(text: str) -> timedelta | None:
-    """A positive duration such as `90s`, `30m`, `6h`, `2d` or `1w`; None when `text` is not one."""
+    """A positive duration such as `90s`, `30m`, `6h`, `2d` or `1w`, at most LONGEST; None when
+    `text` is not one."""
     match = DURATION_RE.match(text)
-    if match is None or float(match.group(1)) <= 0:
+    if match is None:
         return None
-    return timedelta(seconds=float(match.group(1)) * UNITS[match.group(2)])
+    seconds = float(match.group(1)) * UNITS[match.group(2)]
+    if not 0 < seconds <= LONGEST.total_seconds():
+        return None
+    return timedelta(seconds=seconds)

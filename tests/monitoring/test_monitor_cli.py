@@ -397,6 +397,7 @@ def test_an_unreachable_log_is_one_line_and_exit_2(
     ("args", "fragment"),
     [
         (["--since", "yesterday"], "is not a duration"),
+        (["--since", "99999999999w"], "at most 5218w"),
         (["--last", "0"], "at least 1"),
         (["--last", "100001"], "at most 100,000 predictions"),
         (["--level", "1.5"], "between 0 and 1"),

@@ -152,6 +152,8 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
         ("/v1/monitoring/drift", {"flagged": 1001}),
         ("/v1/monitoring/drift", {"flagged": -1}),
         ("/v1/monitoring/history", {"since": "0h"}),
+        ("/v1/monitoring/drift", {"since": "999999999w"}),  # before year 1: not a date
+        ("/v1/monitoring/history", {"since": "99999999999999999999s"}),
         ("/v1/monitoring/drift", {"level": 0}),
         ("/v1/monitoring/drift", {"level": 0.0001}),  # thousands of permutations a check
         ("/v1/monitoring/drift", {"level": 1}),
@@ -165,7 +167,7 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
     detail = monitored_client.get("/v1/monitoring/drift", params={"since": "1 day"}).json()
     assert detail == {
         "detail": "since '1 day' is not a duration: use a number and a unit (s, m, h, d or w), "
-        "e.g. 30m, 6h, 2d"
+        "e.g. 30m, 6h, 2d; at most 5218w"
     }
 
 

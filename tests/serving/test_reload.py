@@ -98,6 +98,7 @@ def broken_bundles(image_bundle: Path, root: Path) -> list[tuple[Any, int, str]]
     (more_labels / "bundle.json").write_text(json.dumps({**meta, "labels": ["a", "b", "c"]}))
     return [
         ({"bundle": str(root / "missing")}, 422, "bundle not found"),
+        ({"bundle": str(root / ("a" * 300))}, 422, "File name too long"),
         ({"bundle": str(corrupt)}, 422, "cannot be loaded by ONNX Runtime"),
         ({"bundle": str(more_labels)}, 422, "names 3 labels"),
         ({"bundle": str(tiny_bundle(root / "text", "text"))}, 409, "is a text bundle"),
@@ -114,7 +115,7 @@ def test_a_bad_bundle_is_refused_and_the_old_model_keeps_serving(
         assert_error(response, status, fragment)
         assert predict_version(admin_client, digit_images[1]) == "0.0.1"
     metrics = admin_client.get("/metrics").text
-    assert 'mlfactory_model_reloads_total{result="failed"} 4.0' in metrics
+    assert 'mlfactory_model_reloads_total{result="failed"} 5.0' in metrics
 
 
 def test_in_flight_requests_finish_on_the_model_they_started_with(

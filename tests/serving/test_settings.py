@@ -148,7 +148,9 @@ def test_log_retention_is_off_by_default_or_a_duration() -> None:
     assert retention_period("12h") == timedelta(hours=12)
 
 
-@pytest.mark.parametrize("value", ["forever", "-1d", "0d", "30", "30 days"])
+@pytest.mark.parametrize(
+    "value", ["forever", "-1d", "0d", "30", "30 days", "99999999999w", "1" + "0" * 400 + "s"]
+)
 def test_a_bad_log_retention_names_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=r"MLFACTORY_LOG_RETENTION: .* is not a duration"):
         ServingSettings.from_env({"MLFACTORY_LOG_RETENTION": value})

@@ -8,6 +8,7 @@ which registers them all when imported.
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -52,8 +53,31 @@ def error_line(message: str) -> Text:
     return Text.assemble(("error:", "red"), " ", message)
 
 
+# A path the user gave that cannot be used: their input, not our bug (exit code 2).
+PATH_ERRNOS = frozenset(
+    {
+        errno.ENAMETOOLONG,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ELOOP,
+        errno.EROFS,
+    }
+)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError as one line: what went wrong and the path, without a traceback."""
+    where = f": {exc.filename}" if exc.filename is not None else ""
+    return f"{exc.strerror or exc}{where}"
+
+
 def friendly_errors(func: F) -> F:
-    """Turn user-caused errors into one line on stderr and exit code 2 (130 on Ctrl-C)."""
+    """Turn user-caused errors into one line on stderr and exit code 2 (130 on Ctrl-C). A
+    file-system error is one line too: exit code 2 when the path cannot be used (too long, not
+    allowed, missing), 1 when the machine failed (a full or failing disk)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -65,6 +89,9 @@ def friendly_errors(func: F) -> F:
         except MlfactoryError as exc:
             err_console.print(error_line(str(exc)), highlight=False)
             raise typer.Exit(code=2) from None
+        except OSError as exc:
+            err_console.print(error_line(os_error_line(exc)), highlight=False)
+            raise typer.Exit(code=2 if exc.errno in PATH_ERRNOS else 1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(code=130) from None

@@ -273,8 +273,10 @@ def quantize(
     force: bool = typer.Option(False, help="Replace what OUT holds."),
     verbose: bool = VERBOSE,
 ) -> None:
-    """Write an int8 twin of a bundle (ONNX Runtime static quantization), checked on its
-    test split; the last line printed is its path."""
+    """Write an int8 twin of a bundle, checked on its test split; the last line printed is its path.
+
+    ONNX Runtime's static quantization, calibrated on the bundle's training items.
+    """
     from mlfactory.quantization import quantize_target
 
     configure_output(verbose)
