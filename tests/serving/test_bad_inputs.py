@@ -7,6 +7,7 @@ slipped through to a 500 fails the test instead of passing unnoticed.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from mlfactory.predictor import Predictor
-from mlfactory.serving.app import create_app
+from mlfactory.serving.app import NOT_LOGGED_TWICE, create_app
 from mlfactory.serving.settings import ServingSettings
 from tests.hostile_files import bomb_png
 
@@ -215,6 +216,41 @@ def test_unexpected_failure_is_a_json_500(
         response = client.post("/v1/predict", files=[upload("d.png", digit_images[0].read_bytes())])
     detail = assert_error(response, 500, "internal server error", "RuntimeError")
     assert "onnxruntime fell over" not in detail  # internals stay in the server log
+
+
+def test_an_unexpected_failure_is_logged_once(
+    image_bundle: Path,
+    digit_images: list[DigitImage],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken_run(self: Predictor, encoded: object) -> object:
+        raise RuntimeError("onnxruntime fell over")
+
+    app = create_app(image_bundle, ServingSettings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        monkeypatch.setattr(Predictor, "run", broken_run)
+        client.post("/v1/predict", files=[upload("d.png", digit_images[0].read_bytes())])
+    ours = [r for r in caplog.records if r.getMessage().startswith("unhandled error on POST")]
+    assert len(ours) == 1 and ours[0].exc_info is not None
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    # Starlette raises the exception again after the 500; uvicorn's record of it is dropped,
+    # and only that one: an exception the handler did not log still reaches uvicorn's log.
+    again = uvicorn_log.makeRecord(
+        "uvicorn.error",
+        logging.ERROR,
+        __file__,
+        1,
+        "Exception in ASGI application\n",
+        (),
+        ours[0].exc_info,
+    )
+    assert NOT_LOGGED_TWICE in uvicorn_log.filters and not uvicorn_log.filter(again)
+    other = RuntimeError("elsewhere")
+    fresh = uvicorn_log.makeRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, "x", (), (RuntimeError, other, None)
+    )
+    assert uvicorn_log.filter(fresh)
 
 
 def test_decoder_crash_on_odd_bytes_is_still_a_4xx(

@@ -8,6 +8,7 @@ body that stops arriving, idle keep-alive connections and a client hanging up mi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -158,6 +159,82 @@ def test_an_endless_header_is_refused_at_the_size_limit(server: LiveServer) -> N
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: " + b"a" * 4000)
         sock.sendall(b"\r\nConnection: close\r\n\r\n")
         assert read_until_closed(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_large_head_that_arrives_in_one_read_is_refused(server: LiveServer) -> None:
+    large = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: " + b"a" * 20000 + b"\r\n\r\n"
+    small = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for sent in (large, small + large):  # alone, and behind a request on the same connection
+        before = guard_events(server, "head_too_large")
+        with connection(server) as sock:
+            sock.sendall(sent)
+            answer = read_until_closed(sock)
+        if sent.startswith(small):
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            answer = answer[answer.index(b"HTTP/1.1 ", 1) :]
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b'{"detail": "request head too large: over 8192 bytes of headers"}' in answer
+        assert guard_events(server, "head_too_large") - before == 1
+    assert healthy(server)
+
+
+def test_an_answered_upload_gets_the_keep_alive_timeout_to_finish(server: LiveServer) -> None:
+    head = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: %d\r\n\r\n"
+    )
+    with connection(server) as sock:  # declares more than the limit: answered before the body
+        sock.sendall(head % 10**12 + b"--x\r\n")
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        sock.sendall(b"a" * 16)  # more of the body, then silence
+        started = time.monotonic()
+        assert read_until_closed(sock).find(b"HTTP/1.1") < 0  # closed, nothing more said
+        assert time.monotonic() - started < READ_TIMEOUT_S - 1
+    with connection(server) as sock:  # a client that sends what it declared keeps its connection
+        body = b"--x\r\n" + b"a" * 300
+        sock.sendall(head % len(body))
+        time.sleep(0.2)
+        sock.sendall(body)
+        answer = sock.recv(65536)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answer += read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    assert answer.count(b"HTTP/1.1 200 ") == 1, answer
+
+
+def test_a_malformed_request_is_a_json_400(server: LiveServer) -> None:
+    with connection(server) as sock:
+        sock.sendall(b"GARBAGE\r\n\r\n")
+        answer = read_until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    assert re.search(rb"(?im)^x-request-id: [0-9a-f]{32}\r$", head)
+    assert json.loads(body)["detail"].startswith("malformed HTTP request")
+
+
+def test_a_malformed_chunk_is_counted_as_a_400_not_a_499(server: LiveServer) -> None:
+    head = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: bad-chunk-1\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with connection(server) as sock:
+        sock.sendall(head + b"5\r\n--x\r\n\r\n")
+        time.sleep(0.2)  # the app is reading the body
+        sock.sendall(b"zz\r\n")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"x-request-id: bad-chunk-1" in answer.lower()
+    deadline, metrics = time.monotonic() + READ_TIMEOUT_S, ""
+    pattern = r'mlfactory_http_requests_total\{endpoint="/v1/predict",method="POST",status="400"\}'
+    while not re.search(pattern, metrics) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert re.search(pattern, metrics), metrics
+    assert "malformed body (answered 400) during POST /v1/predict (request bad-chunk-1)" in (
+        server.output.read_text()
+    )
 
 
 def test_a_body_that_stops_arriving_is_a_408(server: LiveServer) -> None:

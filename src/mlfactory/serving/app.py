@@ -40,7 +40,11 @@ from mlfactory.serving.drift_watch import DriftWatch
 from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.log_retention import LogRetention
 from mlfactory.serving.metrics import ServingMetrics
-from mlfactory.serving.middleware import BodyTimeoutMiddleware, RequestContextMiddleware
+from mlfactory.serving.middleware import (
+    PROTOCOL_STATUS,
+    BodyTimeoutMiddleware,
+    RequestContextMiddleware,
+)
 from mlfactory.serving.predict import predict_router
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import describe_errors
@@ -49,6 +53,20 @@ from mlfactory.serving.settings import ServingSettings, retention_period
 BUNDLE_ENV = "MLFACTORY_BUNDLE"
 # nginx's status for "the client closed the connection before the answer": not a server error.
 CLIENT_CLOSED_REQUEST = 499
+# Set on an exception our handler logged: Starlette raises it again after the 500 is sent, and
+# uvicorn would log the same traceback a second time ("Exception in ASGI application").
+LOGGED_MARK = "_mlfactory_logged"
+
+
+class _NotLoggedTwice(logging.Filter):
+    """Drops uvicorn's record of an exception the app's 500 handler already logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not getattr(exc, LOGGED_MARK, False)
+
+
+NOT_LOGGED_TWICE = _NotLoggedTwice()
 log = logging.getLogger(__name__)
 
 
@@ -166,8 +184,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def client_disconnect(request: Request, exc: Exception) -> Response:
         # Counted as 499 in the metrics, never as a 5xx; nobody is left to read an answer.
+        malformed = getattr(request.state, PROTOCOL_STATUS, None) == 400
         log.info(
-            "client disconnected during %s %s (request %s)",
+            "%s during %s %s (request %s)",
+            "malformed body (answered 400)" if malformed else "client disconnected",
             request.method,
             request.url.path,
             getattr(request.state, "request_id", "?"),
@@ -181,6 +201,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        setattr(exc, LOGGED_MARK, True)
         return JSONResponse(
             {"detail": f"internal server error ({type(exc).__name__}); see the server log"},
             status_code=500,
@@ -190,3 +211,4 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)
+    logging.getLogger("uvicorn.error").addFilter(NOT_LOGGED_TWICE)  # once: the same filter

@@ -23,6 +23,9 @@ from mlfactory.errors import InputError
 from mlfactory.serving.metrics import ServingMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
+# Set in a request's `scope["state"]` when uvicorn's protocol answered it instead of the app (a
+# body the HTTP parser rejected, `connections.GuardedHttpProtocol`): the status to count.
+PROTOCOL_STATUS = "protocol_status"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # Paths no route matched share one label, so scanners cannot blow up the metric's cardinality.
 UNMATCHED = "unmatched"
@@ -55,6 +58,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            status = scope["state"].get(PROTOCOL_STATUS, status)
             endpoint = _endpoint(scope)
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)

@@ -40,8 +40,10 @@ def check_can_listen(host: str, port: int) -> None:
     in between still meets the server's own error.
 
     Raises:
-        ConfigError: the address cannot be listened on.
+        ConfigError: the port is not one (0 to 65535), or the address cannot be listened on.
     """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: {port} is not a TCP port")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn's bind_socket
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

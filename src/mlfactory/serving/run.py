@@ -52,8 +52,6 @@ def run_server(
             (`MLFACTORY_INPUT_STORE`) cannot be written.
     """
     settings = ServingSettings.from_env()
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port: {port} is not a TCP port")
     check_can_listen(host, port)
     warning = open_endpoints_warning(host, settings)
     if warning:
