@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from mlfactory.demo import run_demo
+from mlfactory.demo import DEMO_MARK, claim_demo_folder, run_demo
 from mlfactory.monitor_command import monitor_bundle
 from mlfactory.registry import bundle_digest, find_version
 
@@ -58,3 +58,24 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     # the server was stopped: its log exists and shows a clean shutdown
     log = (out / "server.log").read_text()
     assert "Uvicorn running on http://127.0.0.1:" in log
+
+
+def test_the_demo_replaces_only_a_demo_folder(tmp_path: Path) -> None:
+    from mlfactory.cli import app
+    from tests.test_cli import assert_one_line_error, runner
+
+    users = tmp_path / "my-run"
+    (users / "bundle").mkdir(parents=True)
+    (users / "bundle" / "bundle.json").write_text("{}")
+    assert_one_line_error(
+        runner.invoke(app, ["demo", "--out", str(users)]), "holds files that no demo wrote"
+    )
+    assert (users / "bundle" / "bundle.json").read_text() == "{}"  # untouched
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert_one_line_error(runner.invoke(app, ["demo", "--out", str(a_file)]), "is a file")
+    claim_demo_folder(tmp_path / "new")  # a new folder, an empty one, an earlier demo's
+    claim_demo_folder(tmp_path / "new")
+    assert (tmp_path / "new" / DEMO_MARK).is_file()
+    (tmp_path / "empty").mkdir()
+    claim_demo_folder(tmp_path / "empty")

@@ -22,11 +22,14 @@ from mlfactory.baselines import BaselineScore, majority_baseline, simple_baselin
 from mlfactory.config.loader import load_recipe
 from mlfactory.data.dataset import Item
 from mlfactory.demo_traffic import Traffic, check, send, summary
+from mlfactory.errors import MlfactoryError
 from mlfactory.registry import register_bundle
 from mlfactory.serving.process import running_server
 from mlfactory.serving.settings import env_name
 
 DEMO_RECIPE = "digits"
+# Written into the demo's folder first: a later demo may replace what a folder holding it holds.
+DEMO_MARK = ".mlfactory-demo"
 # The alias the demo's newest model gets in the registry (each demo registers a new version).
 DEMO_ALIAS = "champion"
 
@@ -34,10 +37,16 @@ DEMO_ALIAS = "champion"
 def run_demo(
     out: Path, console: Console, recipe_name: str = DEMO_RECIPE, overrides: list[str] | None = None
 ) -> None:
-    """Run the whole loop and print a summary (`overrides` adjust the recipe, e.g. in tests)."""
+    """Run the whole loop and print a summary (`overrides` adjust the recipe, e.g. in tests).
+
+    Raises:
+        MlfactoryError: `out` is a file, or a folder that holds files of something else than a
+            demo (see `claim_demo_folder`).
+    """
     from mlfactory.training.train import train
 
     recipe = load_recipe(recipe_name, overrides)
+    claim_demo_folder(out)
     console.rule(
         Text.assemble(
             ("mlfactory demo", "bold"), f": recipe '{recipe.name}' ({recipe.config.description})"
@@ -87,6 +96,24 @@ def run_demo(
     ):
         console.print(line, soft_wrap=True, highlight=False)
     console.print(f"took {result.seconds:.0f} s to train and bundle")
+
+
+def claim_demo_folder(out: Path) -> None:
+    """Make `out` the demo's: a new or empty folder, or one an earlier demo made (marked with
+    DEMO_MARK, or with the server log and run state that every demo leaves). Anything else is
+    refused: the demo replaces the run that its folder holds, and must not replace a user's."""
+    if out.exists() and not out.is_dir():
+        raise MlfactoryError(f"--out {out} is a file: give a folder for the demo")
+    earlier_demo = (out / DEMO_MARK).is_file() or all(
+        (out / name).is_file() for name in ("server.log", "run.json")
+    )
+    if out.is_dir() and any(out.iterdir()) and not earlier_demo:
+        raise MlfactoryError(
+            f"--out {out} holds files that no demo wrote, which the demo would replace: "
+            "give a new or empty folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("a folder of `mlfactory demo`; the next demo replaces it\n")
 
 
 def _serve_and_monitor(

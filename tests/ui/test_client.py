@@ -85,3 +85,19 @@ def test_ui_on_a_port_another_server_holds_is_one_line() -> None:
         f"error: --host 127.0.0.1 --port {port}: cannot listen: Address already in use: "
         "another server is listening there; choose another --port"
     )
+
+
+@pytest.mark.parametrize("command", ["ui", "serve"])
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_one_line(command: str, port: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mlfactory.cli import app
+
+    if command == "ui":
+        target = ["--api", "http://127.0.0.1:8000"]
+    else:
+        target = [str(tiny_bundle(tmp_path / "bundle", "image"))]
+    result = CliRunner().invoke(app, [command, *target, "--port", port])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: --port: {port} is not a TCP port"

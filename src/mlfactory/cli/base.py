@@ -64,6 +64,7 @@ PATH_ERRNOS = frozenset(
         errno.EISDIR,
         errno.ELOOP,
         errno.EROFS,
+        errno.EEXIST,
     }
 )
 
