@@ -24,6 +24,7 @@ from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
 from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_lines
 from mlfactory.monitoring.labels import moved_text, weakest_text
 from mlfactory.monitoring.profile import (
+    REWRITE,
     ReferenceProfile,
     load_profile,
     missing_profile_message,
@@ -126,6 +127,12 @@ def monitor_bundle(
     profile = load_profile(bundle.path)
     if profile is None:
         raise BundleError(missing_profile_message(bundle.meta.name, bundle.meta.version))
+    if profile.labels != bundle.meta.labels:
+        raise BundleError(
+            f"the monitoring profile in {bundle.path} is for other labels than the bundle's "
+            f"({len(profile.labels)} labels against {len(bundle.meta.labels)}, or other names "
+            f"or order): {REWRITE}"
+        )
     url = log_url_or_default(log)
     name, version = bundle.meta.name, bundle.meta.version
     rows = window_rows(last, window_since)

@@ -366,6 +366,13 @@ def test_nothing_to_check_is_one_line(
     for path in bare.glob("profile.*"):
         path.unlink()
     assert_one_line_error(_monitor(bare, "--log", old), "has no monitoring profile")
+    # A bundle whose labels were renamed after its profile was written: not checked against it.
+    renamed = tmp_path / "renamed"
+    shutil.copytree(monitored_digits.bundle.path, renamed)
+    meta = json.loads((renamed / "bundle.json").read_text())
+    meta["labels"] = [f"digit {label}" for label in meta["labels"]]
+    (renamed / "bundle.json").write_text(json.dumps(meta))
+    assert_one_line_error(_monitor(renamed, "--log", old), "is for other labels than the bundle's")
 
 
 def _free_port() -> int:
