@@ -164,13 +164,15 @@ def sweep(
     metric: str = typer.Option(
         "val/loss", help="What a trial is judged by: val/loss, val/acc or val/f1_macro."
     ),
-    study: str | None = typer.Option(None, help="Study name [default: <recipe name>-sweep]."),
+    study: str | None = typer.Option(None, help="Study name (default: <recipe name>-sweep)."),
     storage: str = typer.Option(
         "sqlite:///optuna.db",
         envvar="MLFACTORY_SWEEP_STORAGE",
         help="Optuna storage: a SQLite file, or PostgreSQL shared by several workers.",
     ),
-    out: Path | None = typer.Option(None, help="Trial folders go to OUT/trial-N [runs/<study>]."),
+    out: Path | None = typer.Option(
+        None, help="Trial folders go to OUT/trial-N (default: runs/<study>)."
+    ),
     prune: bool = typer.Option(True, help="Stop trials behind the median at the same epoch."),
     timeout: float | None = typer.Option(
         None, min=1, help="Start no trial after this many seconds."

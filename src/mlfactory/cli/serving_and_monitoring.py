@@ -159,7 +159,8 @@ def collect(
     result = collect_labelled(target, out, inputs, log, since)
     counts = ", ".join(f"{label} {n}" for label, n in sorted(result.per_label.items()))
     line = f"{result.written} labelled inputs of '{result.model}' written to {result.out}"
-    notes = [f"({counts})"] if counts else []
+    line += f" ({counts})" if counts else ""
+    notes: list[str] = []
     if result.relabelled:
         notes.append(f"{result.relabelled} relabelled: the latest label kept")
     if result.missing:
@@ -169,7 +170,7 @@ def collect(
             f"{result.damaged} damaged in the store (their bytes no longer hash to their name): "
             "left out"
         )
-    console.print(" ".join([line, *notes]), highlight=False, soft_wrap=True)
+    console.print("; ".join([line, *notes]), highlight=False, soft_wrap=True)
     if result.written:
         # the model's own recipe, as it was trained (`train` quotes the path for Hydra itself)
         source = shlex.quote(f"data.source={result.source}")

@@ -299,6 +299,7 @@ class FeedbackIn(BaseModel):
     )
     input_index: int = Field(
         default=0,
+        strict=True,  # a JSON integer: not "0", not true (which lax parsing reads as 1)
         ge=0,
         le=2**31 - 1,
         description="The input's position in that request (0: the first).",
