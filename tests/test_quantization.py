@@ -135,3 +135,15 @@ def test_a_text_transformer_is_quantized_dynamically(
     assert result.size_ratio > 3
     assert result.int8_accuracy >= result.float_accuracy - 0.2  # 1 of its 6 test articles
     assert (result.bundle.path / "tokenizer.json").is_file()
+
+
+def test_keeping_every_convolution_in_float_is_refused(
+    monitored_digits: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "nothing-int8"
+    args = [str(monitored_digits.bundle.path), "--out", str(out), "--float-convs", "1000"]
+    result = runner.invoke(app, ["quantize", *args])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: --float-convs 1000 keeps every one of the model's")
+    assert not out.exists()

@@ -151,6 +151,11 @@ def _quantize(source: Bundle, out: Path, items: list[Item], float_convs: int) ->
         quant_pre_process(str(plain), str(prepared))
         nodes = onnx.load(str(prepared)).graph.node
         convs = [node.name for node in nodes if node.op_type == "Conv"]
+        if convs and float_convs >= len(convs):
+            raise BundleError(
+                f"--float-convs {float_convs} keeps every one of the model's {len(convs)} "
+                "convolutions in float: nothing of weight would be int8; give fewer"
+            )
         try:
             if convs:
                 excluded = [node.name for node in nodes if node.op_type == "Softmax"]
