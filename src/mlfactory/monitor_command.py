@@ -119,7 +119,12 @@ def monitor_bundle(
         MlfactoryError: a wrong argument, a bundle without profile, an unreadable log, or a
             window with no prediction of the bundle; the message is one line.
     """
-    from mlfactory.monitoring.log_window import period_cut_note, read_window, window_rows
+    from mlfactory.monitoring.log_window import (
+        other_models_note,
+        period_cut_note,
+        read_window,
+        window_rows,
+    )
 
     settings = _settings(last, level, flagged)
     window_since = parse_since(since) if since is not None else None
@@ -136,7 +141,16 @@ def monitor_bundle(
     url = log_url_or_default(log)
     name, version = bundle.meta.name, bundle.meta.version
     rows = window_rows(last, window_since)
-    window = read_window(url, name, version, rows, window_since, labels=bundle.meta.labels)
+    run_id = bundle.meta.mlflow_run_id
+    window = read_window(
+        url, name, version, rows, window_since, labels=bundle.meta.labels, run_id=run_id
+    )
+    if len(window) == 0 and window.other_models:
+        raise NothingToCheck(
+            f"the log at {_shown(url)} holds {window.other_models:,} predictions of {name} "
+            f"{version}, all by another model than this bundle's (MLflow run {run_id}): give a "
+            "retrained model a new version or name"
+        )
     if len(window) == 0:
         raise NothingToCheck(_nothing_to_check(url, name, version, since))
     width, expected = window.embeddings.shape[1], profile.drift.projection.mean.shape[0]
@@ -149,6 +163,8 @@ def monitor_bundle(
     report = check_window(profile, window, model, settings)
     cut = period_cut_note(len(window), last, since, "--last N")
     report.notes += [cut] if cut else []
+    others = other_models_note(window, f"{name} {version}", run_id)
+    report.notes += [others] if others else []
     return MonitorResult(bundle, profile, window, report, url)
 
 

@@ -48,6 +48,7 @@ def write_log(
     start: datetime | None = None,
     labelled_every: int = 0,
     profile: ReferenceProfile | None = None,
+    run_id: str | None = None,
 ) -> None:
     """Log `outputs` as the server does, one prediction a second from `start`, with the OOD
     scores of `profile` (the served bundle's) when given, and the true label of every
@@ -65,6 +66,7 @@ def write_log(
                 input_index=0,
                 model_name=name,
                 model_version=version,
+                model_run_id=run_id,
                 input_summary=outputs.summaries[i],
                 embedding=outputs.embeddings[i],
                 probabilities=dict(zip(labels, map(float, probabilities), strict=True)),
@@ -94,8 +96,10 @@ def write_log(
 
 
 def log_served(bundle: Path, url: str, outputs: Outputs, **options: Any) -> None:
-    """Log `outputs` as the server of `bundle` does: its name, version and OOD scores."""
+    """Log `outputs` as the server of `bundle` does: its name, version, MLflow run and OOD
+    scores (`options` may name another run)."""
     name, version = _model(bundle)
+    options.setdefault("run_id", json.loads((bundle / "bundle.json").read_text())["mlflow_run_id"])
     write_log(url, outputs, name, version, profile=_profile(bundle), **options)
 
 
@@ -341,6 +345,22 @@ def test_a_period_with_more_than_the_window_holds_is_cut_and_says_so(
     report = json.loads(result.output)
     assert report["window"]["n"] == 30  # a number asked for: nothing was cut
     assert not any("holds at least" in note for note in report["notes"])
+
+
+def test_predictions_of_another_model_of_the_same_version_are_left_out(
+    profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    other_run = "f" * 32  # a retrained model that kept the name and version
+    log_served(profiled_bundle, url, digit_outputs.held_out.take(np.arange(40)), run_id=other_run)
+    only_others = _monitor(profiled_bundle, "--log", url)
+    assert_one_line_error(only_others, "holds 40 predictions of digits")
+    assert "all by another model than this bundle's" in only_others.output
+    log_served(profiled_bundle, url, digit_outputs.held_out.take(np.arange(40, 100)))
+    log_served(profiled_bundle, url, digit_outputs.held_out.take(np.arange(100, 110)), run_id=None)
+    report = json.loads(_monitor(profiled_bundle, "--log", url, "--json").output)
+    assert report["window"]["n"] == 70  # its own 60, and 10 logged before run ids were
+    assert any("40 predictions logged as digits" in note for note in report["notes"])
 
 
 def test_nothing_to_check_is_one_line(

@@ -226,6 +226,21 @@ def test_since_reads_the_predictions_of_a_period(
     assert sum(bucket["n"] for bucket in history["buckets"]) == 25
 
 
+def test_predictions_another_model_logged_as_this_version_are_left_out(
+    monitored_client: TestClient, unseen_digits: list[tuple[Image.Image, str]]
+) -> None:
+    post_images(monitored_client, [image for image, _ in unseen_digits[:40]])
+    engine = monitored_client.app.state.prediction_log.engine  # type: ignore[attr-defined]
+    with engine.begin() as connection:  # the first 15 were logged by a retrained namesake
+        first = select(predictions.c.id).order_by(predictions.c.id).limit(15).scalar_subquery()
+        connection.execute(
+            update(predictions).where(predictions.c.id.in_(first)).values(model_run_id="f" * 32)
+        )
+    report = monitored_client.get("/v1/monitoring/drift").json()
+    assert report["window"]["n"] == 25
+    assert any("15 predictions logged as digits" in note for note in report["notes"])
+
+
 def test_a_period_with_more_than_the_window_holds_is_cut_and_says_so(
     monitored_client: TestClient,
     unseen_digits: list[tuple[Image.Image, str]],

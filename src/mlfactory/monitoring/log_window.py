@@ -2,9 +2,11 @@
 
 The prediction log is any SQLAlchemy database (SQLite by default; see
 `mlfactory.serving.prediction_log`). Reading never writes: a log without tables, or without
-rows of the model, is an empty window. Embeddings are decoded from either storage format
-(float16 bytes, or the JSON list of rows written by older servers), and each prediction is
-joined with the true label a client sent back for it (`POST /v1/feedback`), if any.
+rows of the model, is an empty window. Given the MLflow run that trained the model, rows that
+another model logged under the same name and version are left out (and counted). Embeddings
+are decoded from either storage format (float16 bytes, or the JSON list of rows written by older
+servers), and each prediction is joined with the true label a client sent back for it
+(`POST /v1/feedback`), if any.
 """
 
 from __future__ import annotations
@@ -15,7 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, create_engine, inspect, make_url, null, select
+from sqlalchemy import (
+    Engine,
+    and_,
+    create_engine,
+    func,
+    inspect,
+    make_url,
+    null,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from mlfactory.errors import LogDatabaseError
@@ -50,6 +63,7 @@ def read_window(
     since: timedelta | None = None,
     *,
     labels: Sequence[str] | None = None,
+    run_id: str | None = None,
 ) -> Window:
     """The logged predictions of one model version, oldest first.
 
@@ -61,6 +75,8 @@ def read_window(
         since: only predictions made within this long before now.
         labels: the bundle's labels: the order of the probability columns (default: the
             order in which the first row lists them).
+        run_id: the MLflow run that trained the model: rows logged by a model of another run
+            are left out and counted in `other_models` (rows without a run id are kept).
 
     Returns:
         The window; empty (`len(window) == 0`) when the log holds no such predictions.
@@ -71,7 +87,9 @@ def read_window(
     """
     engine = open_log(log_url)
     try:
-        return window_from_engine(engine, model_name, version, last, since, labels=labels)
+        return window_from_engine(
+            engine, model_name, version, last, since, labels=labels, run_id=run_id
+        )
     finally:
         engine.dispose()
 
@@ -93,6 +111,17 @@ def period_cut_note(rows: int, last: int | None, since: str | None, option: str)
     return (
         f"the last {since} holds at least {MAX_WINDOW_ROWS:,} predictions: this window is the "
         f"latest {MAX_WINDOW_ROWS:,} of them, not the whole period ({option} sets the number)"
+    )
+
+
+def other_models_note(window: Window, model: str, run_id: str | None) -> str | None:
+    """The report's note when rows of another model logged as `model` (name and version) were
+    left out of the window. None otherwise."""
+    if not window.other_models:
+        return None
+    return (
+        f"{window.other_models:,} predictions logged as {model} by another model than this "
+        f"bundle's (MLflow run {run_id}) are left out"
     )
 
 
@@ -137,6 +166,7 @@ def window_from_engine(
     since: timedelta | None = None,
     *,
     labels: Sequence[str] | None = None,
+    run_id: str | None = None,
 ) -> Window:
     """`read_window` on an open engine (the server reads its own log this way).
 
@@ -144,6 +174,7 @@ def window_from_engine(
         LogDatabaseError: the database cannot be reached or read.
     """
     shown = engine.url.render_as_string(hide_password=True)
+    others = 0
     try:
         with engine.connect() as connection:
             inspector = inspect(connection)
@@ -151,14 +182,37 @@ def window_from_engine(
             if predictions.name not in tables:
                 return _empty(labels)
             present = {column["name"] for column in inspector.get_columns(predictions.name)}
+            if "model_run_id" not in present:
+                run_id = None  # logged before run ids were: every row is the model's
             query = _query(model_name, version, last, since, present, feedback.name in tables)
+            if run_id is not None:
+                own = predictions.c.model_run_id
+                query = query.where(or_(own.is_(None), own == run_id))
+                others = connection.execute(
+                    _matching(
+                        select(func.count()).select_from(predictions), model_name, version
+                    ).where(_within(since), own.is_not(None), own != run_id)
+                ).scalar_one()
             rows = list(connection.execute(query).all())
     except SQLAlchemyError as exc:
         message = f"cannot read the prediction log at '{shown}': {database_reason(exc)}"
         raise LogDatabaseError(message) from None
     if last is not None:
         rows.reverse()  # read newest first to take the last N
-    return _window(rows, labels, f"{model_name} {version}")
+    window = _window(rows, labels, f"{model_name} {version}")
+    window.other_models = others
+    return window
+
+
+def _matching(query: Any, model_name: str, version: str) -> Any:
+    return query.where(
+        predictions.c.model_name == model_name, predictions.c.model_version == version
+    )
+
+
+def _within(since: timedelta | None) -> Any:
+    """The rows of the last `since` (all rows without one)."""
+    return true() if since is None else predictions.c.ts >= datetime.now(UTC) - since
 
 
 def _query(
@@ -186,12 +240,9 @@ def _query(
         )
     else:  # a log that no server of this version has opened has no feedback table
         columns.append(null().label("true_label"))
-    query = select(*columns).select_from(source)
-    query = query.where(
-        predictions.c.model_name == model_name, predictions.c.model_version == version
-    )
+    query = _matching(select(*columns).select_from(source), model_name, version)
     if since is not None:
-        query = query.where(predictions.c.ts >= datetime.now(UTC) - since)
+        query = query.where(_within(since))
     if last is not None:
         return query.order_by(predictions.c.id.desc()).limit(max(last, 0))
     return query.order_by(predictions.c.id)

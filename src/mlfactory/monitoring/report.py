@@ -51,6 +51,8 @@ class Window:
         latency_ms: (N,) the server latency of each prediction (may be empty).
         request_ids: (N,) the request each prediction answered (may be empty).
         input_indices: (N,) each prediction's input position in its request (may be empty).
+        other_models: predictions of the same name and version logged by a model of another
+            MLflow run, left out of the window.
     """
 
     embeddings: np.ndarray
@@ -63,6 +65,7 @@ class Window:
     latency_ms: np.ndarray | None = None
     request_ids: Sequence[str] = ()
     input_indices: Sequence[int] = ()
+    other_models: int = 0
 
     def __len__(self) -> int:
         return len(self.probabilities)

@@ -36,6 +36,7 @@ from mlfactory.monitoring.flagged import LISTED, MAX_LISTED
 from mlfactory.monitoring.history import MAX_BUCKETS, history
 from mlfactory.monitoring.log_window import (
     MAX_WINDOW_ROWS,
+    other_models_note,
     period_cut_note,
     window_from_engine,
     window_rows,
@@ -150,7 +151,7 @@ async def drift_report(
 ) -> dict[str, Any]:
     """Check the served model's latest logged predictions (the `mlfactory monitor` report)."""
     predictor, profile = _monitored(request)
-    model = _model(predictor)
+    model, run_id = _model(predictor), predictor.bundle.meta.mlflow_run_id
     rows, period = _window_bounds(last, since)
     settings = MonitorSettings(flagged=flagged, level=_level(request, level))
 
@@ -158,7 +159,8 @@ async def drift_report(
         window = _read(request, predictor, profile, rows, period)
         checked = check_window(profile, window, model, settings)
         cut = period_cut_note(len(window), last, since, "last=N")
-        checked.notes += [cut] if cut else []
+        others = other_models_note(window, f"{model['name']} {model['version']}", run_id)
+        checked.notes += [note for note in (cut, others) if note]
         return checked.to_json()
 
     return await run_check(request.app.state.check_limiter, report)
@@ -222,7 +224,13 @@ def read_served_window(
     """
     meta = predictor.bundle.meta
     return window_from_engine(
-        prediction_log.engine, meta.name, meta.version, last, since, labels=profile.labels
+        prediction_log.engine,
+        meta.name,
+        meta.version,
+        last,
+        since,
+        labels=profile.labels,
+        run_id=meta.mlflow_run_id,
     )
 
 
