@@ -31,6 +31,7 @@ from mlfactory.predictor import BatchOutput, Predictor
 
 from .serving.tiny_bundles import tiny_bundle
 from .test_cli import assert_one_line_error
+from .unreadable import deny_listing
 
 REUTERS = Path(__file__).parent / "fixtures" / "text" / "reuters_r8_sample.jsonl"
 runner = CliRunner()
@@ -131,6 +132,34 @@ def test_a_folder_is_read_recursively_and_bad_files_are_skipped_by_name(
     with out.open(newline="") as handle:
         predicted = [row["input"] for row in csv.DictReader(handle)]
     assert sorted(predicted) == sorted(str(p) for p in good)
+
+
+def test_a_folder_that_cannot_be_read_is_skipped_by_name(
+    image_bundle: Path, digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sub-folder the user may not list is reported like an unreadable file: exit code 1."""
+    folder = tmp_path / "photos"
+    shutil.copytree(digit_folder / "3", folder / "a")
+    shutil.copytree(digit_folder / "8", folder / "b" / "locked")
+    deny_listing(monkeypatch, folder / "b" / "locked")
+    out = tmp_path / "results.csv"
+
+    result = runner.invoke(app, ["predict", str(image_bundle), str(folder), "-o", str(out)])
+
+    assert result.exit_code == 1, result.output
+    assert f"skipped {folder / 'b' / 'locked'}: cannot read folder: Permission denied" in (
+        result.output
+    )
+    assert "predicted 40 input(s); skipped 1" in result.output
+    with out.open(newline="") as handle:
+        predicted = [row["input"] for row in csv.DictReader(handle)]
+    assert sorted(predicted) == sorted(str(p) for p in (folder / "a").glob("*.png"))
+
+    deny_listing(monkeypatch, folder)  # the folder given itself: nothing to predict
+    result = runner.invoke(app, ["predict", str(image_bundle), str(folder)])
+    assert result.exit_code == 1, result.output
+    assert f"skipped {folder}: cannot read folder: Permission denied" in result.output
+    assert result.stderr.strip().splitlines()[-1] == "predicted 0 input(s); skipped 1"
 
 
 @pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl"])

@@ -28,6 +28,7 @@ from tests.numerics import assert_sums_to_one
 from .conftest import fast_digits_overrides
 from .corrupt_bundles import CORRUPTIONS, Corruption, corrupt_copy
 from .serving.tiny_bundles import tiny_bundle
+from .unreadable import deny_listing
 
 runner = CliRunner()
 
@@ -70,6 +71,26 @@ def test_data_prepares_and_reports_skipped_files(digit_folder: Path, tmp_path: P
     assert "fingerprint" in result.output
     assert "broken.png" in result.output
     assert "skipped 1 item(s)" in result.output
+
+
+def test_data_reports_a_class_folder_it_cannot_read(
+    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "images"
+    shutil.copytree(digit_folder, folder)
+    deny_listing(monkeypatch, folder / "1")
+    result = runner.invoke(
+        app, ["data", "digits", f"data.source={folder}", f"data.cache_dir={tmp_path / 'c'}"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"skipped {folder / '1'}: cannot read folder: Permission denied" in result.output
+    assert "skipped 1 item(s)" in result.output
+    header = next(line for line in result.output.splitlines() if "split" in line)
+    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == [
+        "split",
+        *(str(label) for label in range(10) if label != 1),
+        "total",
+    ]
 
 
 def test_data_with_a_missing_folder_is_one_line(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ from mlfactory.registry import (
 from mlfactory.serving.process import free_port
 from mlfactory.targets import resolve_bundle
 from mlfactory.training.train import TrainResult
+from tests.serving.tiny_bundles import tiny_bundle
 from tests.test_cli import assert_one_line_error
+from tests.unreadable import deny_copying, deny_listing
 
 runner = CliRunner()
 
@@ -155,6 +157,33 @@ def test_register_versions_aliases_and_every_target_form(
     assert sorted(find_version("models:/digits/2").aliases) == ["candidate", "challenger"]
 
 
+def test_a_fetch_that_cannot_read_the_bundle_names_the_file_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy goes to a temporary sibling of --out, renamed into place only when complete: a
+    file of the bundle the user may not read is one line naming it, and a retry can succeed."""
+    source = tiny_bundle(tmp_path / "b", "image")
+    (source / "notes").mkdir()
+    (source / "notes" / "card.md").write_text("digits, 16x16")
+    out = tmp_path / "f"
+    with monkeypatch.context() as denied:
+        deny_copying(denied, source / "model.onnx")
+        result = runner.invoke(app, ["fetch", str(source), "--out", str(out)])
+    assert_one_line_error(result, f"cannot read {source / 'model.onnx'}: Permission denied")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no partial copy, no temporary
+    with monkeypatch.context() as denied:
+        deny_listing(denied, source / "notes")
+        result = runner.invoke(app, ["fetch", str(source), "--out", str(out)])
+    assert_one_line_error(result, f"cannot copy {source / 'notes'} to {out}: ")
+    assert "Permission denied" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+    result = runner.invoke(app, ["fetch", str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert bundle_digest(out) == bundle_digest(source)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "f"]
+
+
 def test_a_changed_bundle_is_not_registered_and_a_relogged_version_not_served(
     trained_digits: TrainResult, store: str, tmp_path: Path
 ) -> None:
@@ -197,6 +226,11 @@ def test_registry_errors_are_one_line(
     assert_one_line_error(slashed, "registered model name 'team/digits': use one without '/'")
     already = runner.invoke(app, ["register", "models:/digits/1"])
     assert_one_line_error(already, "is registered already: give --alias")
+    for target, message in (  # without --alias, a URI that names nothing says so
+        ("models:/digits/abc", "'models:/digits/abc' is not a registered model"),
+        ("models:/digits/7", "models:/digits/7: Model Version (name=digits, version=7)"),
+    ):
+        assert_one_line_error(runner.invoke(app, ["register", target]), message)
     reserved = runner.invoke(app, ["register", "models:/digits/1", "--alias", "latest"])
     assert_one_line_error(reserved, "MLflow refused the alias")
     profiled = runner.invoke(app, ["profile", "models:/digits@champion"])

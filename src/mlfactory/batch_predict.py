@@ -7,7 +7,8 @@ checked first (`plan_inputs`): a wrong *kind* of input (a table for an image bun
 file for a text bundle, a missing path) refuses the whole run in one line. Then they stream
 (`predict_stream`): read, encoded and run `batch_size` at a time, so a folder or a table of any
 size runs in constant memory. An input that cannot be read or decoded, or that the model fails
-on, is reported by name and skipped; the rest are predicted.
+on, is reported by name and skipped, and so is a folder that cannot be listed; the rest are
+predicted.
 """
 
 from __future__ import annotations
@@ -97,18 +98,26 @@ def plan_inputs(
             continue
         path = Path(arg).expanduser()
         if path.is_dir():
-            files, ignored = _folder_files(path, modality)
-            plan.ignored += ignored
-            for file in files:
-                _plan_file(plan, file, modality, text_column, explicit=False)
+            _plan_folder(plan, path, modality, text_column)
         elif path.is_file():
             _plan_file(plan, path, modality, text_column, explicit=True)
         else:
             raise InputError(f"no such file or folder: {arg}")
     if not plan.sources:
         what = "files, folders, --text or - (stdin)" if takes_texts else "files or folders"
-        raise InputError(f"no inputs of a {modality.name} bundle found: give {what}")
+        raise InputError(f"no inputs of the {modality.name} bundle found: give {what}")
     return plan
+
+
+def _plan_folder(plan: InputPlan, folder: Path, modality: Modality, text_column: str) -> None:
+    entries, ignored = _folder_files(folder, modality)
+    plan.ignored += ignored
+    for entry in entries:
+        if isinstance(entry, Skipped):  # a folder below it that cannot be read
+            plan.sources.append(_one(entry))
+            _add_count(plan, 1)
+        else:
+            _plan_file(plan, entry, modality, text_column, explicit=False)
 
 
 def _plan_file(
@@ -139,11 +148,17 @@ def _add_count(plan: InputPlan, count: int) -> None:
         plan.count += count
 
 
-def _folder_files(folder: Path, modality: Modality) -> tuple[list[Path], int]:
-    """Files below `folder` that hold inputs of the modality (tables too if it reads them)."""
+def _folder_files(folder: Path, modality: Modality) -> tuple[list[Path | Skipped], int]:
+    """Files below `folder` that hold inputs of the modality (tables too if it reads them), and
+    a skip for each folder below it that cannot be read, in walk order."""
     wanted = set(modality.file_suffixes) | (set(TABLE_SUFFIXES) if modality.reads_tables else set())
-    files, ignored = [], 0
-    for path in iter_files(folder):
+    files: list[Path | Skipped] = []
+    ignored = 0
+
+    def unreadable(path: Path, reason: str) -> None:
+        files.append(Skipped(str(path), reason))
+
+    for path in iter_files(folder, unreadable):
         if path.suffix.lower() in wanted:
             files.append(path)
         else:
@@ -172,7 +187,7 @@ def _check_table(path: Path, text_column: str) -> None:
         raise InputError(str(exc)) from None
 
 
-def _one(item: Input) -> Callable[[], Iterator[Input | Skipped]]:
+def _one(item: Input | Skipped) -> Callable[[], Iterator[Input | Skipped]]:
     return lambda: iter([item])
 
 

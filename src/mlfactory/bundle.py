@@ -8,6 +8,8 @@ torch. Nothing in a bundle is ever unpickled.
 from __future__ import annotations
 
 import json
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,45 @@ def write_meta(path: Path, meta: BundleMeta) -> None:
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta.to_json(), indent=2, sort_keys=False) + "\n")
     tmp.replace(target)
+
+
+def copy_bundle(source: Path, out: Path) -> None:
+    """Copy a bundle folder to `out`, all or nothing: into a temporary sibling of `out`, renamed
+    into place once complete and removed when the copy fails.
+
+    Raises:
+        BundleError: a file of the bundle cannot be read (`cannot read <file>: <reason>`),
+            `out` cannot be written (`cannot write <out>: <reason>`), or a copy fails part-way
+            (`cannot copy <file> to <out>: <reason>`); `out` is not created.
+    """
+    tmp = out.parent / f".{out.name[:64]}.{uuid.uuid4().hex[:8]}.tmp"  # short: any name fits
+
+    def copy_file(src: str, dst: str) -> object:
+        try:
+            return shutil.copy2(src, dst)
+        except OSError as exc:  # not copytree's to collect: the first failure stops the copy
+            raise _copy_error(exc, src, out) from None
+
+    try:
+        shutil.copytree(source, tmp, copy_function=copy_file)
+        tmp.rename(out)
+    except shutil.Error as exc:  # a sub-folder copytree could not list or stamp
+        src, _, why = exc.args[0][0]
+        raise BundleError(f"cannot copy {src} to {out}: {why}") from None
+    except OSError as exc:
+        raise _copy_error(exc, str(source), out) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_error(exc: OSError, source: str, out: Path) -> BundleError:
+    reason = exc.strerror or str(exc)
+    if exc.filename2 is not None:  # while copying the bytes: either side may have failed
+        return BundleError(f"cannot copy {source} to {out}: {reason}")
+    if exc.filename == source:  # opening or listing the source
+        return BundleError(f"cannot read {source}: {reason}")
+    return BundleError(f"cannot write {out}: {reason}")
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -6,9 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
-from mlfactory.data.folders import scan_class_folder, tree_signature, unwrap
+import pytest
+
+from mlfactory.data.folders import iter_files, scan_class_folder, tree_signature, unwrap
 from mlfactory.modalities import get_modality
 from mlfactory.modalities.audio import FILE_SUFFIXES as AUDIO_FILE_SUFFIXES
+from tests.unreadable import deny_listing
 
 IMAGE, TEXT, AUDIO = (get_modality(name) for name in ("image", "text", "audio"))
 
@@ -37,6 +40,34 @@ def test_nested_files_count_for_their_top_level_class(tmp_path: Path) -> None:
         ("bolete", "c.jpeg"),
     ]
     assert found.skipped == []
+
+
+def test_a_folder_that_cannot_be_read_is_a_skipped_entry(
+    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole class folder, or a folder deeper in one, that cannot be listed is reported as
+    an unreadable file is; the files that can be read are still found."""
+    shutil.copytree(digit_folder / "0", tmp_path / "0")
+    shutil.copytree(digit_folder / "1", tmp_path / "1")
+    shutil.copytree(digit_folder / "2", tmp_path / "2" / "scans")
+    shutil.copytree(digit_folder / "3", tmp_path / "2" / "more")
+    before = tree_signature(tmp_path)
+    deny_listing(monkeypatch, tmp_path / "1")
+    deny_listing(monkeypatch, tmp_path / "2" / "more")
+
+    found = scan_class_folder(tmp_path, IMAGE)
+
+    assert found.skipped == [
+        {"path": str(tmp_path / "1"), "reason": "cannot read folder: Permission denied"},
+        {"path": str(tmp_path / "2" / "more"), "reason": "cannot read folder: Permission denied"},
+    ]
+    assert {i.label for i in found.items} == {"0", "2"}
+    assert sorted(Path(i.origin) for i in found.items) == sorted(
+        [*(tmp_path / "0").glob("*.png"), *(tmp_path / "2" / "scans").glob("*.png")]
+    )
+    assert tree_signature(tmp_path) != before  # a cached dataset is not reused silently
+    with pytest.raises(PermissionError):  # no callback: the walk stops, it skips nothing
+        list(iter_files(tmp_path))
 
 
 def test_split_folders_are_merged_into_classes(tmp_path: Path) -> None:

@@ -36,12 +36,13 @@ def register(
 ) -> None:
     """Register a trained bundle in the MLflow Model Registry, or move aliases to a version."""
     from mlfactory.mlflow_store import tracking_uri
-    from mlfactory.registry import is_model_uri, register_bundle, set_aliases
+    from mlfactory.registry import find_version, is_model_uri, register_bundle, set_aliases
     from mlfactory.targets import resolve_bundle
 
     configure_output(False)
     if is_model_uri(target):
         if name is not None or not alias:
+            find_version(target)  # a malformed or unknown URI says so first
             raise BundleError(
                 f"{target} is registered already: give --alias to point aliases at it "
                 "(--name names a new registration)"
@@ -67,8 +68,7 @@ def fetch(
     out: Path = typer.Option(..., help="The folder to write the bundle to (must not exist)."),
 ) -> None:
     """Copy the bundle a target names into a folder (e.g. to build a serving image from)."""
-    import shutil
-
+    from mlfactory.bundle import copy_bundle
     from mlfactory.registry import find_version, is_model_uri
     from mlfactory.targets import resolve_bundle
 
@@ -76,10 +76,7 @@ def fetch(
     if out.exists():
         raise BundleError(f"{out} exists: give --out a new folder")
     bundle = resolve_bundle(target)
-    try:
-        shutil.copytree(bundle.path, out)
-    except OSError as exc:
-        raise BundleError(f"cannot write {out}: {exc.strerror or exc}") from None
+    copy_bundle(bundle.path, out)
     what = f"bundle {bundle.meta.name} {bundle.meta.version}"
     if is_model_uri(target):
         what = f"{find_version(target).uri} ({what})"

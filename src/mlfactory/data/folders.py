@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mlfactory.data.raw import RawItem, RawSource
+from mlfactory.data.raw import RawItem, RawSource, skip
 from mlfactory.errors import DataError
 from mlfactory.modalities import Modality
 
@@ -27,13 +27,32 @@ def is_visible(name: str) -> bool:
     return not name.startswith(".") and name not in IGNORED_NAMES
 
 
-def iter_files(root: Path) -> Iterator[Path]:
-    """All visible files below `root`, in a stable (sorted) order."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def iter_files(root: Path, unreadable: Callable[[Path, str], None] | None = None) -> Iterator[Path]:
+    """All visible files below `root`, in a stable (sorted) order.
+
+    Args:
+        root: the folder to walk.
+        unreadable: called, in walk order, with each folder (`root` included) that cannot be
+            listed and the reason (`cannot read folder: Permission denied`); the walk goes on
+            without its files. None raises the `OSError` instead: nothing is left out silently.
+    """
+
+    def onerror(exc: OSError) -> None:
+        if unreadable is None:
+            raise exc
+        folder = Path(exc.filename) if exc.filename is not None else root
+        unreadable(folder, f"cannot read folder: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if is_visible(d))
         for name in sorted(filenames):
             if is_visible(name):
                 yield Path(dirpath) / name
+
+
+def skipper(skipped: list[dict[str, str]]) -> Callable[[Path, str], None]:
+    """An `iter_files` callback that adds each unreadable folder to `skipped`."""
+    return lambda folder, reason: skipped.append(skip(folder, reason))
 
 
 def class_dirs(root: Path) -> list[tuple[str, Path]]:
@@ -61,6 +80,9 @@ def class_dirs(root: Path) -> list[tuple[str, Path]]:
 def scan_class_folder(root: Path, modality: Modality) -> RawSource:
     """Candidates of a class-folder tree: each file with one of the modality's suffixes.
 
+    A folder that cannot be listed (a whole class folder too) is a skipped entry, as an
+    unreadable file is: the other classes are still read.
+
     Args:
         root: the folder holding one sub-folder per class.
         modality: decides which suffixes count; other files are ignored.
@@ -68,7 +90,7 @@ def scan_class_folder(root: Path, modality: Modality) -> RawSource:
     suffixes = modality.file_suffixes
     result = RawSource()
     for label, folder in class_dirs(root):
-        for path in iter_files(folder):
+        for path in iter_files(folder, skipper(result.skipped)):
             if path.suffix.lower() in suffixes:
                 result.items.append(RawItem(label=label, origin=str(path), path=path))
     return result
@@ -94,7 +116,11 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
         suffixes: count only files with these (lower-case) suffixes; None counts all.
     """
     digest = hashlib.sha256()
-    files = [root] if root.is_file() else iter_files(root)
+
+    def unreadable(folder: Path, reason: str) -> None:  # the scan reports it; it counts here
+        digest.update(f"{folder.relative_to(root).as_posix()}/\t{reason}\n".encode())
+
+    files = [root] if root.is_file() else iter_files(root, unreadable)
     for path in files:
         if suffixes is not None and path.suffix.lower() not in suffixes:
             continue

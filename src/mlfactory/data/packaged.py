@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mlfactory.data.folders import iter_files, scan_class_folder, tree_signature
+from mlfactory.data.folders import iter_files, scan_class_folder, skipper, tree_signature
 from mlfactory.data.raw import RawItem, RawSource, SourceContext, skip
 from mlfactory.data.staging import build_once, remove_stale
 from mlfactory.errors import DataError, InputError
@@ -143,7 +143,7 @@ def _stamp_label(rel: Path) -> str | None:
 
 def _composite_stamps(root: Path, dest: Path) -> list[dict[str, str]]:
     skipped: list[dict[str, str]] = []
-    for path in iter_files(root):
+    for path in iter_files(root, skipper(skipped)):
         rel = path.relative_to(root)
         label = _stamp_label(rel)
         if label is None:
@@ -185,7 +185,7 @@ _AUDIO_LABELLERS: dict[str, Callable[[Path], str | None]] = {
 
 def _label_files(root: Path, labeller: Callable[[Path], str | None]) -> RawSource:
     result = RawSource()
-    for path in iter_files(root):
+    for path in iter_files(root, skipper(result.skipped)):
         label = labeller(path.relative_to(root))
         if label is not None:
             result.items.append(RawItem(label=label, origin=str(path), path=path))

@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 from mlfactory.data.downloads import DownloadHTTPError, download, extract_archive
-from mlfactory.data.folders import iter_files, scan_class_folder, unwrap
+from mlfactory.data.folders import iter_files, scan_class_folder, skipper, unwrap
 from mlfactory.data.raw import RawSource, SourceContext
 from mlfactory.data.staging import build_once
 from mlfactory.data.tables import is_table, read_table
@@ -39,12 +39,12 @@ def read_tree(root: Path, ctx: SourceContext, unwrap_root: bool = True) -> RawSo
     """
     if unwrap_root:
         root = unwrap(root)
-    tables = []
+    tables, unreadable = [], RawSource()
     if ctx.modality.reads_tables:
-        tables = [path for path in iter_files(root) if is_table(path)]
+        tables = [path for path in iter_files(root, skipper(unreadable.skipped)) if is_table(path)]
     if not tables:
-        return scan_class_folder(root, ctx.modality)
-    result, errors = RawSource(), []
+        return scan_class_folder(root, ctx.modality)  # it reports the unreadable folders
+    result, errors = unreadable, []
     for table in tables:
         try:
             result.extend(read_table(table, ctx.data.text_column, ctx.data.label_column))
