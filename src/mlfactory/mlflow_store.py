@@ -1,18 +1,24 @@
 """The MLflow store a command reaches: which one, whether it is there and answers, and why
-its artifacts cannot be read when a download fails (`registry` and `tracking` use it)."""
+its artifacts cannot be read when a download fails (`registry`, `tracking`, `train` and
+`sweep` use it)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlfactory.artifact_stores import artifact_store_hint, missing_artifact_client
-from mlfactory.errors import BundleError, cloud_storage_errors
+from mlfactory.errors import BundleError, ConfigError, cloud_storage_errors
+
+if TYPE_CHECKING:
+    from mlfactory.config.schema import TrackingConfig
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 # How long an MLflow server may take to answer at all before it counts as unreachable.
@@ -65,6 +71,47 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
     # Not mlflow.set_tracking_uri: it also sets MLFLOW_TRACKING_URI in this process's
     # environment, and every later call without a store would then use this one.
     return MlflowClient(tracking_uri=uri), MlflowException
+
+
+def tracking_client(config: TrackingConfig) -> Any:
+    """An MlflowClient on the store a run is tracked in (`tracking.tracking_uri`), once the
+    store has answered: `train` and `sweep` check it before the data is prepared.
+
+    A server that does not answer is refused within `REACH_TIMEOUT_S` (`_reachable`, as for
+    `register`), not after MLflow's retries; a URI MLflow cannot use (a plain path, which
+    MLflow reads as its file store and refuses; an unknown scheme; a database it cannot
+    reach) with the first line of MLflow's reason. A SQLite store that is not there is
+    created, as the run would create it.
+
+    Raises:
+        ConfigError: the store does not answer or MLflow cannot use it.
+    """
+    uri = config.tracking_uri
+    try:
+        _reachable(uri)
+    except BundleError as exc:
+        raise ConfigError(f"tracking.tracking_uri: {hide_password(str(exc), uri)}") from None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy.exc import SQLAlchemyError
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a new SQLite store's migrations
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.get_experiment_by_name(config.experiment)
+    except (MlflowException, SQLAlchemyError, ImportError, OSError) as exc:
+        reason = f"tracking.tracking_uri={uri} cannot be used: {first_line(exc)}"
+        raise ConfigError(hide_password(reason, uri)) from None
+    return client
+
+
+def hide_password(text: str, uri: str) -> str:
+    """`text` with the password of `uri` (`scheme://user:password@host/...`) shown as ***."""
+    try:
+        password = urllib.parse.urlsplit(uri).password
+    except ValueError:  # not a URL that can be split (an unbalanced `[` in its host)
+        return text
+    return text.replace(password, "***") if password else text
 
 
 @functools.cache

@@ -17,12 +17,14 @@ from typer.testing import CliRunner
 
 from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
+from mlfactory.serving.process import free_port
 from mlfactory.training.search_space import parse_search_space
 from mlfactory.training.sweep import run_sweep, trial_value
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 
 from ..conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
 from ..test_cli import assert_one_line_error
+from .test_tracking import UNUSABLE_STORES, tiny_run
 
 runner = CliRunner()
 LR = "trainer.lr=choice(0.0003,0.003)"
@@ -142,6 +144,22 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
         result = runner.invoke(app, [*base, *storage, *extra])
         assert_one_line_error(result, message)
         assert "secret" not in result.output
+
+
+@pytest.mark.parametrize("uri", ["garbage", "http://127.0.0.1:{closed}"])
+def test_a_tracking_store_that_cannot_be_used_is_one_line_before_the_study(
+    uri: str, tmp_path: Path
+) -> None:
+    """MLflow's file store (refused by MLflow) and a server that does not answer: one line
+    naming tracking.tracking_uri, before any trial prepares data or trains."""
+    port = free_port()
+    uri, message = uri.format(closed=port), UNUSABLE_STORES[uri].format(closed=port)
+    args = ["sweep", "digits", *tiny_run(tmp_path), f"tracking.tracking_uri={uri}", LR]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = runner.invoke(app, [*args, "--storage", storage, "--out", str(tmp_path / "t")])
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "t").exists()
 
 
 def test_workers_share_a_study_on_postgresql(

@@ -14,9 +14,15 @@ from types import FrameType
 
 import pytest
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
+from mlfactory.cli import app
+from mlfactory.serving.process import free_port
 from mlfactory.training.tracking import InterruptSafeMLFlowLogger, interrupt_after
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides
+from tests.test_cli import assert_one_line_error
+
+runner = CliRunner()
 
 
 def test_a_ctrl_c_inside_the_block_takes_effect_when_it_ends() -> None:
@@ -97,3 +103,43 @@ def test_a_bucket_store_without_its_client_is_refused_before_training(
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [run.info.status for run in runs] == ["FAILED"]
+
+
+# Tracking URIs MLflow cannot use and the error they get; {closed} is a loopback port nobody
+# listens on (bound a moment ago and let go).
+UNUSABLE_STORES = {
+    "garbage": "tracking.tracking_uri=garbage cannot be used: The filesystem tracking backend",
+    "foo://u:secret@host/x": "tracking.tracking_uri=foo://u:***@host/x cannot be used: ",
+    "http://127.0.0.1:{closed}": (
+        "tracking.tracking_uri: the MLflow server http://127.0.0.1:{closed} does not answer"
+    ),
+}
+
+
+@pytest.mark.parametrize(("uri", "message"), UNUSABLE_STORES.items(), ids=list(UNUSABLE_STORES))
+def test_a_tracking_store_that_cannot_be_used_is_one_line_before_the_data(
+    uri: str, message: str, tmp_path: Path
+) -> None:
+    """A plain path (MLflow's file store, which MLflow refuses), a URI of no store MLflow knows
+    (its password hidden) and a server that does not answer: one line naming
+    tracking.tracking_uri and MLflow's reason, exit code 2, before the data is prepared or the
+    run folder made."""
+    port = free_port()
+    uri, message = uri.format(closed=port), message.format(closed=port)
+    args = ["train", "digits", "--out", str(tmp_path / "run"), *tiny_run(tmp_path)]
+    result = runner.invoke(app, [*args, f"tracking.tracking_uri={uri}"])
+    assert_one_line_error(result, message)
+    assert "secret" not in result.output
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def tiny_run(workdir: Path) -> list[str]:
+    """The packaged digits recipe, its data cached in `workdir`, two batches of one epoch."""
+    return [
+        f"data.cache_dir={workdir / 'cache'}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        *SMALL_NETWORK,
+    ]

@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mlfactory import tracking
 from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.errors import ConfigError, Interrupted
+from mlfactory.mlflow_store import tracking_client
 from mlfactory.output import phase_log
 from mlfactory.training.search_space import SearchSpace
 from mlfactory.training.train import train
@@ -89,8 +90,9 @@ def run_sweep(
     `pruner` replaces the default `MedianPruner` (with `prune`; e.g. a `PercentilePruner`).
 
     Raises:
-        ConfigError: a fixed or swept key the recipe refuses, an unknown metric, a storage that
-            cannot be opened, or a study that judges trials by another metric.
+        ConfigError: a fixed or swept key the recipe refuses, an unknown metric, a tracking
+            store or a storage that cannot be opened, or a study that judges trials by another
+            metric.
         Interrupted: Ctrl-C (the interrupted trial is marked failed; the rest stay).
     """
     base = _checked_recipe(recipe_ref, space, metric)
@@ -101,7 +103,7 @@ def run_sweep(
         pruner = optuna.pruners.MedianPruner()
     study = _open_study(name, storage, METRICS[metric], pruner, base.config.seed)
     _check_metric(study, metric)
-    client = MlflowClient(tracking_uri=base.config.tracking.tracking_uri)
+    client = tracking_client(base.config.tracking)  # it answers, before any trial trains
     parent = _parent_run(study, client, base.config.tracking, space, metric)
 
     def objective(trial: optuna.Trial) -> float:

@@ -49,6 +49,7 @@ from mlfactory.training.run_folder import (
 )
 from mlfactory.training.run_start import (
     check_more_epochs,
+    check_tracking_store,
     is_global_zero,
     start_run_folder,
     start_tracking,
@@ -105,14 +106,16 @@ def train(
         run_tags: tags of a new MLflow run (a sweep's trial: its parent run and number).
 
     Raises:
-        ConfigError: `out_dir` is occupied (without `force`), there is nothing to resume, the
-            data changed since the resumed run started, or Lightning refused a setting.
+        ConfigError: the tracking store does not answer or MLflow cannot use it, `out_dir` is
+            occupied (without `force`), there is nothing to resume, the data changed since the
+            resumed run started, or Lightning refused a setting.
         Interrupted: Ctrl-C; the MLflow run is marked KILLED.
     """
     started = time.perf_counter()
     adopt_library_loggers()
     config = recipe.config
     check_launched(config.trainer.num_nodes)
+    check_tracking_store(config.tracking)
     state = start_run_folder(out_dir, resume, force)
     if state is not None:
         check_more_epochs(out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, config.trainer.max_epochs)
