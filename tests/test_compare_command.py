@@ -77,6 +77,25 @@ def test_two_bundles_on_the_same_unseen_digits(
     assert runner.invoke(app, [*gate, str(weak), str(strong)]).exit_code == 0
 
 
+def test_data_with_some_of_the_labels_is_compared_on_those(
+    trained_digits: TrainResult, monitored_digits: Any, tmp_path: Path
+) -> None:
+    """A week of labelled traffic that saw no 5 to 9 (`mlfactory collect`'s output, say)."""
+    weak, strong = trained_digits.bundle.path, monitored_digits.bundle.path
+    folder = write_digit_folder(tmp_path / "held-out", 6, offset=MONITORED_PER_CLASS + 20)
+    for digit in "56789":
+        shutil.rmtree(folder / digit)
+    files = sorted(folder.glob("*/*.png"))
+    result = compare_targets(str(weak), str(strong), str(folder))
+    assert result.comparison.items == len(files) == 30
+    strong_right = right_answers(strong, files)
+    assert result.comparison.candidate_accuracy == pytest.approx(strong_right.mean())
+    extra = write_digit_folder(tmp_path / "extra", 6, offset=MONITORED_PER_CLASS + 40)
+    shutil.move(extra / "4", folder / "x")  # other digits, a label neither bundle knows
+    shown = runner.invoke(app, ["compare", str(weak), str(strong), "--data", str(folder)])
+    assert_one_line_error(shown, "labels ['0', '1', '2', '3', '4', 'x'], the bundle")
+
+
 def test_digits_a_bundle_trained_on_are_left_out(
     trained_digits: TrainResult, monitored_digits: Any, tmp_path: Path
 ) -> None:

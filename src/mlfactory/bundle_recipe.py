@@ -26,16 +26,21 @@ if TYPE_CHECKING:
     from mlfactory.tracking import TrackedRun
 
 
-def recipe_dataset(bundle: Bundle, source: str | None = None) -> tuple[Recipe, PreparedDataset]:
+def recipe_dataset(
+    bundle: Bundle, source: str | None = None, some_labels: bool = False
+) -> tuple[Recipe, PreparedDataset]:
     """The recipe stored in the bundle and its data, prepared again (from the cache when it is
     unchanged).
 
     Args:
         bundle: the bundle.
         source: another data source to prepare with the recipe (its `data.source`).
+        some_labels: `source` may hold some of the bundle's labels only (a week of labelled
+            traffic that saw no item of a class), not others.
 
     Raises:
-        BundleError: the data's labels are not the bundle's.
+        BundleError: the data's labels are not the bundle's (with `some_labels`: it has a
+            label the bundle does not).
     """
     from mlfactory.config.loader import load_recipe_from_dict
     from mlfactory.data.prepare import prepare_dataset
@@ -45,6 +50,8 @@ def recipe_dataset(bundle: Bundle, source: str | None = None) -> tuple[Recipe, P
         resolved["data"]["source"] = source
     recipe = load_recipe_from_dict(resolved)
     dataset = prepare_dataset(recipe.config)
+    if some_labels and source is not None and set(dataset.labels) <= set(bundle.meta.labels):
+        return recipe, dataset
     if dataset.labels != bundle.meta.labels:
         data = "the recipe's data now has" if source is None else f"{source} has"
         raise BundleError(f"{data} labels {dataset.labels}, the bundle {bundle.meta.labels}")

@@ -60,7 +60,8 @@ def compare_targets(
     Args:
         baseline_target, candidate_target: bundle targets (`targets.resolve_bundle`).
         data: a labelled source (as `data.source` takes it), prepared with the candidate's
-            recipe; default: the candidate's recipe's own data, its test split.
+            recipe, holding all of the bundles' labels or some of them; default: the
+            candidate's recipe's own data, its test split.
         level: the test's level for the verdict.
 
     Raises:
@@ -74,7 +75,7 @@ def compare_targets(
             "compare needs the same labels in the same order"
         )
     predictors = Predictor.from_path(baseline.path), Predictor.from_path(candidate.path)
-    _, dataset = recipe_dataset(candidate, data)
+    _, dataset = recipe_dataset(candidate, data, some_labels=True)
     if data is None:
         items = dataset.split("test")
         source = f"the test split of {_name(candidate)}'s data ({dataset.source})"
