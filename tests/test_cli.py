@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -162,6 +163,10 @@ def test_predict_bad_inputs(trained_digits: TrainResult, tmp_path: Path) -> None
         app, ["predict", str(trained_digits.bundle.path), str(tmp_path / "x.png")]
     )
     assert_one_line_error(missing, "no such file or folder")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # there, but nothing to read whole (as /dev/null or a socket)
+    not_a_file = runner.invoke(app, ["predict", str(trained_digits.bundle.path), str(pipe)])
+    assert_one_line_error(not_a_file, "not a file or folder")
     no_bundle = runner.invoke(app, ["predict", str(tmp_path), str(text)])
     assert_one_line_error(no_bundle, "neither a bundle folder nor a run folder")
 

@@ -101,6 +101,8 @@ def plan_inputs(
             _plan_folder(plan, path, modality, text_column)
         elif path.is_file():
             _plan_file(plan, path, modality, text_column, explicit=True)
+        elif path.exists():  # a device, a pipe, a socket: no input to read whole
+            raise InputError(f"not a file or folder: {arg}")
         else:
             raise InputError(f"no such file or folder: {arg}")
     if not plan.sources:
