@@ -159,7 +159,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.idle_since = time.monotonic()
         if self.head_refused:  # the next head was too large: refused now that this is answered
             self._refuse_head_now()
-        elif not self.awaiting_head and not self.transport.is_closing():
+        elif self._answered_before_its_body() and not self.transport.is_closing():
             self._drain_unread_body()
 
     def send_400_response(self, msg: str) -> None:
@@ -181,6 +181,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         rest of a body whose request was answered."""
         waiting = self.awaiting_head or self.drain_timer is not None
         return waiting and (self.cycle is None or self.cycle.response_complete)
+
+    def _answered_before_its_body(self) -> bool:
+        """The request just answered is the latest (no pipelined one waits) and its body is
+        still arriving."""
+        latest_answered = self.cycle is not None and self.cycle.response_complete
+        return latest_answered and not self.awaiting_head
 
     def _parsed_head_bytes(self) -> int:
         headers = sum(len(name) + len(value) + 4 for name, value in self.headers)
