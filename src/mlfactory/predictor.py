@@ -74,6 +74,8 @@ class Predictor:
             `mlfactory.training.ood_graph`), `run` returns the graph's OOD scores too; while
             it is another profile whose score reads the early features, `run` returns those.
         scorer_fingerprint: the profile's `OodScorer.fingerprint()` (None without one).
+        profile_problem: why the server serves this bundle without its profile (none, a
+            corrupt one, one made for another model), for the monitoring endpoints to say.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Predictor:
         self._profile: ReferenceProfile | None = None
         self._outputs = [PROBABILITIES, EMBEDDING]
         self.scorer_fingerprint: str | None = None
+        self.profile_problem: str | None = None
 
     @property
     def profile(self) -> ReferenceProfile | None:

@@ -291,8 +291,23 @@ def test_a_profile_for_another_embedding_width_is_not_used(
         response = client.post("/v1/predict", files=[upload("g.png", png(image))])
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["ood_score"] is None
-        assert client.get("/v1/monitoring/drift").status_code == 404
+        drift = client.get("/v1/monitoring/drift")
+        assert drift.status_code == 404
+        assert "profile is for a 640-wide embedding" in drift.json()["detail"]
     assert "profile is for a 640-wide embedding, the model's is 1280 wide" in caplog.text
+
+
+def test_a_corrupt_profile_is_named_by_the_monitoring_endpoints(
+    monitored_digits: Any, log_url: str, tmp_path: Path
+) -> None:
+    bundle = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "bundle"))
+    (bundle / ARRAYS_FILE).write_bytes(b"not an npz")
+    with TestClient(create_app(bundle, ServingSettings(log_url=log_url))) as client:
+        for path in ("/v1/monitoring/drift", "/v1/monitoring/history"):
+            response = client.get(path)
+            assert response.status_code == 404
+            detail = response.json()["detail"]
+            assert "profile.npz is not an npz archive" in detail and "monitors nothing" in detail
 
 
 def test_a_profile_changed_after_export_is_scored_in_numpy_with_a_warning(

@@ -261,7 +261,8 @@ def test_a_score_of_early_features_needs_a_model_that_outputs_them(
         attach_ood_score(load_bundle(path), [])
     predictor = Predictor.from_path(path)
     assert not predictor.has_early_features
-    assert load_served_profile(predictor.bundle, None, predictor.has_early_features) is None
+    profile, problem = load_served_profile(predictor.bundle, None, predictor.has_early_features)
+    assert profile is None and problem is not None and "reads early features" in problem
 
 
 @pytest.mark.numerics

@@ -18,6 +18,7 @@ labels, feature kinds, provenance).
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -280,6 +281,11 @@ def load_profile(folder: str | Path) -> ReferenceProfile | None:
     npz, meta_path = target / ARRAYS_FILE, target / META_FILE
     if not npz.is_file() and not meta_path.is_file():
         return None
+    if npz.is_file() and not zipfile.is_zipfile(npz):  # numpy would talk of pickled data
+        raise BundleError(
+            f"the monitoring profile in {target} cannot be read ({npz.name} is not an npz "
+            f"archive of arrays); {REWRITE}"
+        )
     try:
         meta = json.loads(meta_path.read_text())
         with np.load(npz, allow_pickle=False) as data:

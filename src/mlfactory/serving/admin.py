@@ -107,7 +107,7 @@ def load_predictor(path: Path, settings: ServingSettings) -> Predictor:
     predictor = Predictor.from_path(
         path, settings.ort_intra_op_threads, settings.ort_inter_op_threads
     )
-    predictor.profile = load_served_profile(
+    predictor.profile, predictor.profile_problem = load_served_profile(
         predictor.bundle, predictor.embedding_width, predictor.has_early_features
     )
     if predictor.profile is not None and predictor.graph_scorer and not predictor.scores_in_graph:

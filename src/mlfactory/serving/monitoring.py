@@ -80,8 +80,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def load_served_profile(
     bundle: Bundle, embedding_width: int | None = None, has_early_features: bool = True
-) -> ReferenceProfile | None:
-    """The bundle's profile; None (and a warning) when it has none or cannot serve with it.
+) -> tuple[ReferenceProfile | None, str | None]:
+    """The bundle's profile, or None and why the server monitors without it (logged: a
+    warning, or for a bundle that has none, one info line).
 
     Args:
         bundle: the served bundle.
@@ -93,32 +94,30 @@ def load_served_profile(
     try:
         profile = load_profile(bundle.path)
     except BundleError as exc:
-        log.warning("serving without monitoring: %s", exc)
-        return None
+        return _without(str(exc))
     if profile is None:
-        log.info(missing_profile_message(bundle.meta.name, bundle.meta.version))
-        return None
+        missing = missing_profile_message(bundle.meta.name, bundle.meta.version)
+        log.info(missing)
+        return None, missing
     if profile.labels != bundle.meta.labels:
-        log.warning("serving without monitoring: the profile's labels are not the bundle's")
-        return None
+        return _without("the profile's labels are not the bundle's")
     width = int(profile.ood.class_means.shape[1])
     if embedding_width is not None and width != embedding_width:
-        log.warning(
-            "serving without monitoring: the profile is for a %d-wide embedding, the model's "
-            "is %d wide (%s)",
-            width,
-            embedding_width,
-            REWRITE,
+        return _without(
+            f"the profile is for a {width}-wide embedding, the model's is {embedding_width} "
+            f"wide ({REWRITE})"
         )
-        return None
     if profile.ood.reads_early_features and not has_early_features:
-        log.warning(
-            "serving without monitoring: the profile's OOD score reads early features, which "
-            "the model does not output (%s)",
-            REWRITE,
+        return _without(
+            "the profile's OOD score reads early features, which the model does not output "
+            f"({REWRITE})"
         )
-        return None
-    return profile
+    return profile, None
+
+
+def _without(problem: str) -> tuple[None, str]:
+    log.warning("serving without monitoring: %s", problem)
+    return None, f"{problem}: the server monitors nothing"
 
 
 def ood_scores(predictor: Predictor, output: BatchOutput) -> OodScores:
@@ -268,7 +267,8 @@ def _monitored(request: Request) -> tuple[Predictor, ReferenceProfile]:
         raise HTTPException(503, "the model is not loaded yet; retry shortly")
     if predictor.profile is None:
         meta = predictor.bundle.meta
-        raise HTTPException(404, missing_profile_message(meta.name, meta.version))
+        why = predictor.profile_problem or missing_profile_message(meta.name, meta.version)
+        raise HTTPException(404, why)
     return predictor, predictor.profile
 
 
