@@ -67,8 +67,8 @@ def test_labels_round_trip_and_the_last_one_wins(
         # The error is about what was sent: one label object, or a list and which item.
         ({"request_id": "{id}"}, 422, "invalid JSON body: label: Field required"),
         ({"request_id": "{id}", "label": "3", "input_index": -1}, 422, "body: input_index: "),
-        ({"request_id": "{id}", "label": "3", "input_index": "0"}, 422, "valid integer"),
-        ({"request_id": "{id}", "label": "3", "input_index": True}, 422, "valid integer"),
+        ({"request_id": "{id}", "label": "3", "input_index": "0"}, 422, "must be a JSON integer"),
+        ({"request_id": "{id}", "label": "3", "input_index": True}, 422, "must be a JSON integer"),
         ([{"request_id": "{id}", "label": "3"}, {"request_id": "{id}"}], 422, "body: 1.label: "),
         (7, 422, 'send an object {"request_id", "label", "input_index"} or a list of them'),
         ([], 422, "the list is empty"),

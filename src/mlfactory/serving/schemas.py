@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlfactory.modalities import ApiInput
 from mlfactory.modalities.text import INVISIBLE_CLASS
@@ -299,7 +299,6 @@ class FeedbackIn(BaseModel):
     )
     input_index: int = Field(
         default=0,
-        strict=True,  # a JSON integer: not "0", not true (which lax parsing reads as 1)
         ge=0,
         le=2**31 - 1,
         description="The input's position in that request (0: the first).",
@@ -307,6 +306,15 @@ class FeedbackIn(BaseModel):
     label: str = Field(
         min_length=1, max_length=200, description="The true label: one of the model's labels."
     )
+
+    @field_validator("input_index", mode="before")
+    @classmethod
+    def _a_json_number(cls, value: object) -> object:
+        """A JSON number (326 or 326.0, as JSON Schema's integer allows), not "0" or true,
+        which lax parsing would read as 0 and 1."""
+        if isinstance(value, bool | str):
+            raise ValueError("must be a JSON integer, not a string or a boolean")
+        return value
 
 
 class FeedbackResponse(BaseModel):
