@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -103,6 +104,18 @@ def tracking_client(config: TrackingConfig) -> Any:
         reason = f"tracking.tracking_uri={uri} cannot be used: {first_line(exc)}"
         raise ConfigError(hide_password(reason, uri)) from None
     return client
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be shown: its password as ***. SQLAlchemy renders the URLs it
+    parses; one it cannot parse (a port that is no number) is masked between `user:` and `@`."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def hide_password(text: str, uri: str) -> str:

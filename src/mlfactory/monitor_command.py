@@ -20,6 +20,7 @@ from rich.text import Text
 from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
+from mlfactory.mlflow_store import shown_url
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
 from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_lines
 from mlfactory.monitoring.labels import moved_text, weakest_text
@@ -147,7 +148,7 @@ def monitor_bundle(
     )
     if len(window) == 0 and window.other_models:
         raise NothingToCheck(
-            f"the log at {_shown(url)} holds {window.other_models:,} predictions of {name} "
+            f"the log at {shown_url(url)} holds {window.other_models:,} predictions of {name} "
             f"{version}, all by another model than this bundle's (MLflow run {run_id}): give a "
             "retrained model a new version or name"
         )
@@ -157,7 +158,7 @@ def monitor_bundle(
     if width != expected:
         raise MlfactoryError(
             f"the log's embeddings of {name} {version} are {width} wide, the bundle's "
-            f"{expected}: the log at {_shown(url)} was written by another model of that name"
+            f"{expected}: the log at {shown_url(url)} was written by another model of that name"
         )
     model = {"name": name, "version": version}
     report = check_window(profile, window, model, settings)
@@ -214,7 +215,7 @@ def logged_models(log_url: str) -> list[tuple[str, str, int]]:
             return [(str(a), str(b), int(n)) for a, b, n in connection.execute(query)]
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        message = f"cannot read the prediction log at {_shown(log_url)}: {reason}"
+        message = f"cannot read the prediction log at {shown_url(log_url)}: {reason}"
         raise LogDatabaseError(message) from None
     finally:
         engine.dispose()
@@ -222,7 +223,7 @@ def logged_models(log_url: str) -> list[tuple[str, str, int]]:
 
 def _nothing_to_check(url: str, name: str, version: str, since: str | None) -> str:
     models = logged_models(url)
-    where = f"the log at {_shown(url)}"
+    where = f"the log at {shown_url(url)}"
     if not models:
         return f"{where} is empty: no prediction was logged yet (is the server writing there?)"
     own = sum(n for model, ver, n in models if (model, ver) == (name, version))
@@ -234,15 +235,6 @@ def _nothing_to_check(url: str, name: str, version: str, since: str | None) -> s
     held = ", ".join(f"{model} {ver} ({n:,})" for model, ver, n in models[:5])
     more = f" and {len(models) - 5} more" if len(models) > 5 else ""
     return f"no prediction of {name} {version} in {where}; it holds {held}{more}"
-
-
-def _shown(url: str) -> str:
-    from sqlalchemy import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL: shown as given (read_window says so first)
-        return url
 
 
 def write_html(result: MonitorResult, path: Path) -> None:

@@ -139,6 +139,9 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
         (LR, "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"): (
             "--storage postgresql+psycopg://u:***@127.0.0.1:1/x cannot be opened"
         ),
+        (LR, "--storage", "postgresql://u:secret@127.0.0.1:port/x"): (
+            "--storage postgresql://u:***@127.0.0.1:port/x cannot be opened: invalid literal"
+        ),
     }
     for extra, message in cases.items():
         result = runner.invoke(app, [*base, *storage, *extra])

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mlfactory import tracking
 from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.errors import ConfigError, Interrupted
-from mlfactory.mlflow_store import tracking_client
+from mlfactory.mlflow_store import shown_url, tracking_client
 from mlfactory.output import phase_log
 from mlfactory.training.search_space import SearchSpace
 from mlfactory.training.train import train
@@ -116,7 +116,7 @@ def run_sweep(
     _summarize_parent(client, parent, best)
     return SweepResult(
         study=name,
-        storage=_hide_password(storage),
+        storage=shown_url(storage),
         metric=metric,
         direction=METRICS[metric],
         parent_run_id=parent,
@@ -212,9 +212,7 @@ def _open_study(
         )
     except (SQLAlchemyError, ArgumentError, ValueError, ModuleNotFoundError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"--storage {_hide_password(storage)} cannot be opened: {first}"
-        ) from None
+        raise ConfigError(f"--storage {shown_url(storage)} cannot be opened: {first}") from None
 
 
 def _check_metric(study: optuna.Study, metric: str) -> None:
@@ -375,13 +373,3 @@ def _summarize_parent(client: Any, parent: str, best: FrozenTrial | None) -> Non
         if best.user_attrs.get("mlflow_run_id"):
             client.set_tag(parent, "best_run_id", best.user_attrs["mlflow_run_id"])
     client.set_terminated(parent, "FINISHED")
-
-
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
