@@ -344,6 +344,7 @@ def test_a_recipe_error_comes_before_torch_is_imported(override: str, hydra_impo
         (["monitor", "runs/x", "--last", "abc"], "Invalid value for '--last'"),
         (["serve", "runs/x", "--bogus"], "No such option: --bogus"),
         (["monitor", "/nonexistent"], "no such bundle folder or run folder"),
+        (["report", "/nonexistent", "--last", "5"], "--last: counts predictions of a log"),
     ],
 )
 def test_command_line_mistakes_are_one_line_and_exit_2(

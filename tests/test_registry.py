@@ -224,6 +224,8 @@ def test_registry_errors_are_one_line(
         assert_one_line_error(runner.invoke(app, ["predict", target, "x.png"]), message)
     slashed = runner.invoke(app, ["register", str(folder), "--name", "team/digits"])
     assert_one_line_error(slashed, "registered model name 'team/digits': use one without '/'")
+    unnamed = runner.invoke(app, ["register", str(folder), "--name", ""])
+    assert_one_line_error(unnamed, "--name is empty")
     already = runner.invoke(app, ["register", "models:/digits/1"])
     assert_one_line_error(already, "is registered already: give --alias")
     for target, message in (  # without --alias, a URI that names nothing says so

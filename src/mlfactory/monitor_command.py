@@ -19,7 +19,7 @@ from rich.text import Text
 
 from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
-from mlfactory.errors import BundleError, LogDatabaseError, MlfactoryError
+from mlfactory.errors import BundleError, ConfigError, LogDatabaseError, MlfactoryError
 from mlfactory.mlflow_store import shown_url
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
 from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_lines
@@ -61,6 +61,11 @@ def log_url_or_default(log: str | None) -> str:
     """
     from mlfactory.serving.settings import DEFAULT_LOG_URL
 
+    if log is not None and not log.strip():
+        raise ConfigError(
+            "--log is empty: give the prediction log, an SQLAlchemy URL or a SQLite file, or "
+            "leave --log out for MLFACTORY_LOG_URL or the server's default"
+        )
     if log is not None and "://" not in log and Path(log).expanduser().is_file():
         return f"sqlite:///{Path(log).expanduser().resolve()}"
     return log or os.environ.get(LOG_URL_ENV) or DEFAULT_LOG_URL

@@ -106,6 +106,8 @@ def register_bundle(
             f"{bundle.path} has no MLflow run (bundle.json: mlflow_run_id); only a bundle that "
             "mlfactory train logged can be registered"
         )
+    if name is not None and not name.strip():
+        raise BundleError("--name is empty: give the registered model's name, or leave it out")
     model = name or bundle.meta.name
     if MODEL_URI.match(f"models:/{model}/1") is None:
         raise BundleError(

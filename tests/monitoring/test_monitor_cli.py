@@ -437,3 +437,12 @@ def test_wrong_arguments_are_one_line(
 ) -> None:
     result = _monitor(profiled_bundle, "--log", f"sqlite:///{tmp_path / 'x.db'}", *args)
     assert_one_line_error(result, fragment)
+
+
+def test_an_empty_log_is_refused_rather_than_read_as_the_default(
+    profiled_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFACTORY_LOG_URL", f"sqlite:///{tmp_path / 'default.db'}")
+    for empty in ("", " "):
+        assert_one_line_error(_monitor(profiled_bundle, "--log", empty), "--log is empty")
+    assert not (tmp_path / "default.db").exists()

@@ -212,5 +212,7 @@ def report(
     from mlfactory.card_report import write_report
     from mlfactory.targets import resolve_bundle
 
+    if last is not None and log is None:
+        raise typer.BadParameter("counts predictions of a log: give --log too", param_hint="--last")
     path = write_report(resolve_bundle(target).path, out, log, last)
     console.print(f"model card written to {path}", highlight=False)
