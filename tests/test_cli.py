@@ -102,6 +102,19 @@ def test_data_with_a_missing_folder_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "nope")
 
 
+def test_a_train_that_fails_before_its_run_leaves_no_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "digits"
+    kept = tmp_path / "kept"  # a folder that was there before the run stays
+    kept.mkdir()
+    missing = [f"data.source={tmp_path / 'nope'}", f"data.cache_dir={tmp_path / 'c'}"]
+    for folder in (out, kept):
+        result = runner.invoke(app, ["train", "digits", *missing, "--out", str(folder)])
+        assert result.exit_code == 2, result.output
+        assert "error: data source" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+    assert kept.is_dir()
+
+
 @pytest.mark.parametrize(
     "args",
     [

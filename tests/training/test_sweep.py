@@ -163,6 +163,7 @@ def test_a_tracking_store_that_cannot_be_used_is_one_line_before_the_study(
     assert_one_line_error(result, message)
     assert not (tmp_path / "cache").exists()
     assert not (tmp_path / "t").exists()
+    assert not (tmp_path / "optuna.db").exists()  # no empty study either
 
 
 def test_workers_share_a_study_on_postgresql(

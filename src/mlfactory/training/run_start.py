@@ -3,7 +3,9 @@ which process owns them (`is_global_zero`)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,25 @@ def start_run_folder(out_dir: Path, resume: bool, force: bool) -> dict[str, Any]
         shutil.rmtree(checkpoint_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return None
+
+
+@contextlib.contextmanager
+def removed_if_the_start_fails(out_dir: Path) -> Iterator[None]:
+    """A run folder this call creates is removed again, with the parents it created, when the
+    run fails before it has an MLflow run (missing data, a refused setting, Ctrl-C while the
+    data is prepared): a failed start leaves no empty folder behind. A folder that was there
+    already is left as it is (an earlier run, a resumed one). In the process that owns the
+    run only (`is_global_zero`)."""
+    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
+    try:
+        yield
+    except BaseException:
+        if created and is_global_zero():
+            shutil.rmtree(out_dir, ignore_errors=True)
+            for parent in created[1:]:
+                with contextlib.suppress(OSError):  # another run wrote there meanwhile
+                    parent.rmdir()
+        raise
 
 
 def check_more_epochs(last: Path, max_epochs: int) -> None:

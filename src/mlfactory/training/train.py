@@ -51,6 +51,7 @@ from mlfactory.training.run_start import (
     check_more_epochs,
     check_tracking_store,
     is_global_zero,
+    removed_if_the_start_fails,
     start_run_folder,
     start_tracking,
 )
@@ -116,18 +117,20 @@ def train(
     config = recipe.config
     check_launched(config.trainer.num_nodes)
     check_tracking_store(config.tracking)
-    state = start_run_folder(out_dir, resume, force)
-    if state is not None:
-        check_more_epochs(out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, config.trainer.max_epochs)
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    setup = prepare_fit(config, out_dir)
-    if is_global_zero():
-        report_dataset(setup.dataset)
-        for removed in setup.pruning:
-            phase_log.info("model: %s", removed)
-    if state is not None:
-        check_same_data(state, setup.dataset.fingerprint, out_dir)
-    logger = start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
+    with removed_if_the_start_fails(out_dir):
+        state = start_run_folder(out_dir, resume, force)
+        if state is not None:
+            last = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+            check_more_epochs(last, config.trainer.max_epochs)
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        setup = prepare_fit(config, out_dir)
+        if is_global_zero():
+            report_dataset(setup.dataset)
+            for removed in setup.pruning:
+                phase_log.info("model: %s", removed)
+        if state is not None:
+            check_same_data(state, setup.dataset.fingerprint, out_dir)
+        logger = start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
     with user_errors(logger, recipe, out_dir):
         bundle, run_id, metrics = _fit_and_publish(
             recipe, setup, logger, out_dir, resume, progress, keep_checkpoints, callbacks
