@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -96,6 +97,24 @@ def test_an_input_that_cannot_be_kept_is_neither_answered_nor_logged(
     assert response.json() == {"detail": "the input could not be kept; retry shortly"}
     assert logged_rows(log_url) == []
     assert "mlfactory_prediction_log_write_errors_total 1.0" in metrics
+
+
+def test_a_store_folder_that_went_away_is_not_made_again_until_it_is_back(
+    image_bundle: Path, digit_images: list[DigitImage], log_url: str, tmp_path: Path
+) -> None:
+    store = InputStore(tmp_path / "inputs")
+    first, second = digit_images[5].read_bytes(), digit_images[6].read_bytes()
+    settings = ServingSettings(log_url=log_url, input_store=str(store.folder))
+    with TestClient(create_app(image_bundle, settings)) as client:
+        shutil.rmtree(store.folder)  # a volume unmounted, a clean-up
+        gone = client.post("/v1/predict", files=[upload("a.png", first)])
+        assert not store.folder.exists()  # not written to another disk in its place
+        store.folder.mkdir()
+        back = client.post("/v1/predict", files=[upload("b.png", second)])
+    assert gone.status_code == 503
+    assert back.status_code == 200
+    assert store.read(sha256(second)) == second
+    assert [row.input_sha256 for row in logged_rows(log_url)] == [sha256(second)]
 
 
 def test_a_store_that_cannot_be_written_is_one_error_line_at_start(
