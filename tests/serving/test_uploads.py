@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from mlfactory.errors import InputError
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
-from mlfactory.serving.uploads import check_content_length, read_body, read_uploads
+from mlfactory.serving.uploads import MAX_PARTS, check_content_length, read_body, read_uploads
 
 from .conftest import DigitImage
 
@@ -89,6 +89,16 @@ def test_one_file_too_many_is_refused_when_it_starts() -> None:
         read(stream, ServingSettings(max_files=2))
     assert caught.value.status_code == 413
     assert stream.taken < len(stream.chunks) / 2
+
+
+def test_thousands_of_small_form_fields_are_refused_at_the_first_too_many() -> None:
+    parts = [("files", "a.png", b"image")] + [("f", None, b"x")] * 5_000
+    stream = CountingStream(multipart(*parts))
+    with pytest.raises(InputError, match="too many form fields: at most 1000 parts") as caught:
+        read(stream, ServingSettings())
+    assert caught.value.status_code == 413
+    assert stream.taken < len(stream.chunks) / 4
+    assert len(read(multipart(*parts[:MAX_PARTS]), ServingSettings())) == 1
 
 
 def test_body_limit_holds_while_reading_other_fields() -> None:

@@ -19,6 +19,9 @@ from mlfactory.serving.settings import ServingSettings
 
 MULTIPART = "multipart/form-data"
 MAX_FILENAME_SHOWN = 80
+# Parts of any field in one body (Starlette's default for forms): thousands of tiny form
+# fields fit in the body limit, and each one costs parsing.
+MAX_PARTS = 1000
 
 
 @dataclass
@@ -73,8 +76,8 @@ async def read_uploads(
 
     Raises:
         InputError: not multipart (415), malformed (422), no `files` (422), a file over
-            `max_upload_bytes` or more than `max_files` files or a body over
-            `max_request_bytes` (413).
+            `max_upload_bytes`, more than `max_files` files or `MAX_PARTS` parts, or a body
+            over `max_request_bytes` (413).
     """
     kind = media_type(content_type)
     if not kind:
@@ -127,6 +130,7 @@ class _PartCollector:
     files: list[Upload] = field(default_factory=list)
     other_fields: list[str] = field(default_factory=list)
     ended: bool = False
+    parts: int = 0
     _header_name: bytearray = field(default_factory=bytearray)
     _header_value: bytearray = field(default_factory=bytearray)
     _disposition: bytes = b""
@@ -148,6 +152,9 @@ class _PartCollector:
     def _on_part_begin(self) -> None:
         self._disposition, self._current = b"", None
         self._buffer = bytearray()
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise InputError(f"too many form fields: at most {MAX_PARTS} parts per request", 413)
 
     def _on_header_end(self) -> None:
         if bytes(self._header_name).lower() == b"content-disposition":
