@@ -31,3 +31,12 @@ def test_hide_password_masks_the_uri_password_wherever_the_text_repeats_it() -> 
         "cannot reach https://user:***@mlflow.example.com: 401 for ***"
     )
     assert hide_password("no password here", "sqlite:///mlruns.db") == "no password here"
+
+
+def test_a_short_password_is_not_masked_inside_other_words() -> None:
+    uri = "postgresql+psycopg://u:p@127.0.0.1:1/x"
+    text = f"{uri} cannot be used: (psycopg.OperationalError) port 1 failed"
+    assert hide_password(text, uri) == (
+        "postgresql+psycopg://u:***@127.0.0.1:1/x cannot be used: "
+        "(psycopg.OperationalError) port 1 failed"
+    )

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 # How long an MLflow server may take to answer at all before it counts as unreachable.
 REACH_TIMEOUT_S = 10.0
+# Database stores whose first connection is tried before MLflow's (`_database_answers`).
+DATABASE_SCHEMES = ("postgresql", "mysql")
 
 
 def tracking_uri(store: str | None = None) -> str:
@@ -119,12 +121,16 @@ def shown_url(url: str) -> str:
 
 
 def hide_password(text: str, uri: str) -> str:
-    """`text` with the password of `uri` (`scheme://user:password@host/...`) shown as ***."""
+    """`text` with the password of `uri` (`scheme://user:password@host/...`) shown as ***
+    wherever it stands on its own: a short password is not masked inside other words (`p` in
+    `postgresql`), where it says nothing."""
     try:
         password = urllib.parse.urlsplit(uri).password
     except ValueError:  # not a URL that can be split (an unbalanced `[` in its host)
         return text
-    return text.replace(password, "***") if password else text
+    if not password:
+        return text
+    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", "***", text)
 
 
 @functools.cache
@@ -132,6 +138,9 @@ def _reachable(uri: str) -> None:
     """Refuse an MLflow server that does not answer at all (refused, unknown host, silent),
     in one error after `REACH_TIMEOUT_S`, instead of MLflow's retries with back-off, which
     take minutes. Any HTTP answer will do: the MLflow call that follows reports it."""
+    if uri.startswith(DATABASE_SCHEMES):
+        _database_answers(uri)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     health = f"{uri.rstrip('/')}/health"
@@ -143,6 +152,35 @@ def _reachable(uri: str) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise BundleError(f"the MLflow server {uri} does not answer: {reason}") from None
+
+
+def _database_answers(uri: str) -> None:
+    """Refuse a PostgreSQL or MySQL store that refuses connections or does not answer, in one
+    error after at most `REACH_TIMEOUT_S`: MLflow retries a new engine's first connection with
+    back-off for almost two minutes. A URI SQLAlchemy cannot use (no driver, malformed) is
+    left for MLflow to report."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(
+            uri, poolclass=NullPool, connect_args={"connect_timeout": int(REACH_TIMEOUT_S)}
+        )
+    except (SQLAlchemyError, ImportError, ValueError, TypeError):
+        return
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        reason = hide_password(first_line(exc.orig or exc), uri)
+        raise BundleError(
+            f"the database {shown_url(uri)} cannot be reached or refused the connection: {reason}"
+        ) from None
+    except (SQLAlchemyError, ImportError, TypeError):
+        return  # MLflow says what is wrong with it
+    finally:
+        engine.dispose()
 
 
 def missing_client(

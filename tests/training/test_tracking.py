@@ -113,6 +113,11 @@ UNUSABLE_STORES = {
     "http://127.0.0.1:{closed}": (
         "tracking.tracking_uri: the MLflow server http://127.0.0.1:{closed} does not answer"
     ),
+    # At once, not after MLflow's two minutes of retries
+    "postgresql+psycopg://u:secret@127.0.0.1:{closed}/x": (
+        "tracking.tracking_uri: the database postgresql+psycopg://u:***@127.0.0.1:{closed}/x "
+        "cannot be reached or refused the connection: connection failed"
+    ),
 }
 
 
@@ -121,7 +126,7 @@ def test_a_tracking_store_that_cannot_be_used_is_one_line_before_the_data(
     uri: str, message: str, tmp_path: Path
 ) -> None:
     """A plain path (MLflow's file store, which MLflow refuses), a URI of no store MLflow knows
-    (its password hidden) and a server that does not answer: one line naming
+    (its password hidden), a server and a database that do not answer: one line naming
     tracking.tracking_uri and MLflow's reason, exit code 2, before the data is prepared or the
     run folder made."""
     port = free_port()
