@@ -203,6 +203,44 @@ def test_an_answered_upload_gets_the_keep_alive_timeout_to_finish(server: LiveSe
     assert answer.count(b"HTTP/1.1 200 ") == 1, answer
 
 
+def test_pipelined_requests_are_answered_in_order_and_only_the_last_body_is_drained(
+    server: LiveServer,
+) -> None:
+    health = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    too_large = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: %d\r\n\r\n--x\r\n"
+        % 10
+        ** 12
+    )
+    with connection(server) as sock:  # a complete request, then one answered before its body
+        sock.sendall(health + too_large)
+        started = time.monotonic()
+        answer = read_until_closed(sock)
+        assert time.monotonic() - started < READ_TIMEOUT_S - 1  # closed after the drain
+    assert answer.count(b"HTTP/1.1 ") == 2, answer
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.index(b"HTTP/1.1 413 ") > answer.index(b'"status"'), answer
+    body = b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n'
+    body += b"not an image\r\n--x--\r\n"
+    upload = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with connection(server) as sock:  # an upload whose body arrives after the answer before it
+        sock.sendall(health + upload)
+        for start in range(0, len(body), len(body) // 3 + 1):  # over longer than the timeouts
+            time.sleep(0.45)
+            sock.sendall(body[start : start + len(body) // 3 + 1])
+        answer = read_until_closed(sock)
+    assert answer.count(b"HTTP/1.1 ") == 2, answer
+    assert b"not an image" in answer, answer  # answered, not cut off as an unread body
+    with connection(server) as sock:  # complete pipelined requests: all answered, none drained
+        sock.sendall(health * 2 + health.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        answer = read_until_closed(sock)
+    assert answer.count(b"HTTP/1.1 200 ") == 3, answer
+
+
 def test_a_malformed_request_is_a_json_400(server: LiveServer) -> None:
     with connection(server) as sock:
         sock.sendall(b"GARBAGE\r\n\r\n")
