@@ -101,6 +101,16 @@ def test_thousands_of_small_form_fields_are_refused_at_the_first_too_many() -> N
     assert len(read(multipart(*parts[:MAX_PARTS]), ServingSettings())) == 1
 
 
+def test_a_body_that_does_not_begin_with_its_boundary_says_so() -> None:
+    body = b"a preamble\r\n" + multipart(("files", "a.png", b"data"))
+    with pytest.raises(InputError, match="does not begin with the boundary '--b0undary'") as caught:
+        read(body, ServingSettings())
+    assert caught.value.status_code == 422
+    cut = multipart(("files", "a.png", b"data"))[:-5]  # begins right, ends early
+    with pytest.raises(InputError, match="ends before its closing boundary"):
+        read(cut, ServingSettings())
+
+
 def test_body_limit_holds_while_reading_other_fields() -> None:
     stream = CountingStream(multipart(("padding", None, b"\x00" * 200 * CHUNK)))
     with pytest.raises(InputError, match="request body too large") as caught:

@@ -92,10 +92,12 @@ async def read_uploads(
     if not boundary:
         raise InputError(f"malformed {MULTIPART} body: the Content-Type has no boundary", 422)
     collector = _PartCollector(settings)
+    start = b""  # the body's first bytes, to say why a body that does not begin right fails
     try:
         parser = MultipartParser(boundary, collector.callbacks())
         received = 0
         async for chunk in stream:
+            start += chunk[: len(boundary) + 2 - len(start)]
             received += len(chunk)
             if received > settings.max_request_bytes:
                 raise InputError(
@@ -106,7 +108,13 @@ async def read_uploads(
             parser.write(chunk)
         parser.finalize()
     except FormParserError as exc:
-        raise InputError(f"malformed {MULTIPART} body: {exc}", 422) from None
+        reason = str(exc)
+        if not (b"--" + boundary).startswith(start):
+            reason = (
+                f"it does not begin with the boundary '--{boundary.decode('latin-1')}' of its "
+                "Content-Type (nothing may come before the first part)"
+            )
+        raise InputError(f"malformed {MULTIPART} body: {reason}", 422) from None
     if not collector.ended:
         raise InputError(f"malformed {MULTIPART} body: it ends before its closing boundary", 422)
     if not collector.files:
