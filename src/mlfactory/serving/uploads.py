@@ -6,6 +6,7 @@ or one file too many is refused as soon as it shows up, never after buffering th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from mlfactory.errors import InputError
 from mlfactory.serving.schemas import FILES_FIELD
 from mlfactory.serving.settings import ServingSettings
+
+# python-multipart logs each malformed body as a warning of its own, with no request to tie it
+# to; the client gets the reason in its 422, and the access log has the request.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 MULTIPART = "multipart/form-data"
 MAX_FILENAME_SHOWN = 80
