@@ -134,9 +134,10 @@ def assign_splits(
     Within each class the items are ordered by their content hash (`split_position`); the first
     ones go to test, the next to val and the rest to train, in the numbers `split_sizes` gives.
     The split therefore depends only on the contents of the class: it is the same on every
-    machine and run, and a new class moves nothing. A file added to a class shifts each split
-    boundary by at most one place, so it moves at most two of the class's existing items, each
-    into a neighbouring split (test <-> val, val <-> train). Exact per-class shares and items
+    machine and run, and a new class moves nothing. A file added to a class shifts the test
+    boundary by at most one place and the train boundary by at most two (when val and test
+    both grow by one), so it moves at most three of the class's existing items, each into a
+    neighbouring split (test <-> val, val <-> train). Exact per-class shares and items
     that never move are not both possible; this keeps the shares and bounds the moves.
 
     Args:
