@@ -262,6 +262,29 @@ def test_single_class_after_min_per_class_suggests_lowering_it(
         prepare_dataset(make_recipe(folder, min_per_class=5))
 
 
+def test_every_class_under_min_per_class_says_so(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    folder = make_digit_folder({"3": 4, "5": 3})
+    with pytest.raises(DataError, match=r"every class has fewer items than data.min_per_class"):
+        prepare_dataset(make_recipe(folder, min_per_class=5))
+
+
+def test_a_duplicate_is_the_later_row_in_number_order(
+    make_recipe: MakeRecipe, reuters_sample: Path, tmp_path: Path
+) -> None:
+    rows = [json.loads(line) for line in reuters_sample.read_text().splitlines()]
+    rows[9] = dict(rows[1])  # line 10 repeats line 2
+    table = tmp_path / "news.jsonl"
+    table.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    dataset = prepare_dataset(make_recipe(table, modality="text"))
+
+    assert [(s["path"], s["reason"]) for s in dataset.skipped] == [
+        (f"{table}:10", f"duplicate of {table}:2")
+    ]
+
+
 def test_no_valid_items_is_refused(make_recipe: MakeRecipe, tmp_path: Path) -> None:
     for label in ("a", "b"):
         (tmp_path / "bad" / label).mkdir(parents=True)

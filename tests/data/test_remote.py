@@ -116,6 +116,24 @@ def test_text_trees_use_the_tables_that_have_the_columns(
     assert len(found.items) == 36
 
 
+def test_a_table_that_cannot_be_used_beside_good_ones_is_reported(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "tables"
+    root.mkdir()
+    rows = [json.loads(line) for line in reuters_sample.read_text().splitlines()]
+    (root / "good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "other.csv").write_text("review,stars\ngood,5\n")
+    (root / "latin.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
+
+    found = read_tree(root, _ctx("x", tmp_path, modality="text"))
+
+    assert len(found.items) == 36
+    reasons = {Path(s["path"]).name: s["reason"] for s in found.skipped}
+    assert reasons["other.csv"].startswith("table left out: column 'text'")
+    assert reasons["latin.csv"].startswith("table left out: cannot read table")
+
+
 def test_text_tree_without_usable_tables(tmp_path: Path) -> None:
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "data.csv").write_text("review,stars\ngood,5\n")

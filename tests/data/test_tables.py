@@ -98,6 +98,67 @@ def test_numeric_labels_become_class_names() -> None:
     assert [label_text(v) for v in (1, 1.0, 2.5, " pos ", True)] == ["1", "1", "2.5", "pos", "True"]
 
 
+def test_labels_that_are_no_plain_value_are_skipped(reuters_sample: Path, tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in reuters_sample.read_text().splitlines()]
+    odd: list[object] = [[1], {"a": 1}, float("nan"), float("inf"), None]
+    for row, label in zip(rows, odd, strict=False):
+        row["label"] = label
+    table = tmp_path / "news.jsonl"
+    table.write_text("".join(json.dumps(row) + "\n" for row in rows))  # NaN, Infinity as JSON5
+
+    found = read_table(table, "text", "label")
+
+    assert len(found.items) == len(rows) - len(odd)
+    assert {item.label for item in found.items} == {"crude", "grain", "ship"}
+    assert [s["reason"] for s in found.skipped] == ["no value in label column 'label'"] * len(odd)
+
+
+def test_a_quote_that_is_never_closed_is_an_error_not_a_swallowed_file(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    rows = [
+        {"text": r["text"].replace("\n", " "), "label": r["label"]} for r in _rows(reuters_sample)
+    ]
+    lines = ["text\tlabel"] + [f"{r['text']}\t{r['label']}" for r in rows]
+    lines[4] = '"' + lines[4]  # a stray quote at the start of line 5
+    table = tmp_path / "news.tsv"
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="the quote that opens a field on line 5 is never closed"):
+        read_table(table, "text", "label")
+    good = tmp_path / "good.tsv"  # a quoted text over several lines is still one field
+    good.write_text('text\tlabel\n"two\nlines"\tcrude\none line\tgrain\n')
+    found = read_table(good, "text", "label")
+    assert [(i.text, i.label, i.origin) for i in found.items] == [
+        ("two\nlines", "crude", f"{good}:3"),
+        ("one line", "grain", f"{good}:4"),
+    ]
+
+
+def test_a_row_with_more_fields_than_the_header_is_skipped(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    rows = [{"text": r["text"], "label": r["label"]} for r in _rows(reuters_sample)]
+    table = _write_delimited(tmp_path / "news.csv", rows, ",", ["text", "label"])
+    with table.open("a", encoding="utf-8") as handle:
+        handle.write("bad, boring movie,crude\n")  # an unquoted comma in the text
+    found = read_table(table, "text", "label")
+    assert len(found.items) == len(rows)
+    (skipped,) = found.skipped
+    assert skipped["path"].endswith(":" + str(table.read_text().count("\n")))
+    assert skipped["reason"].startswith("more fields than the header has columns")
+
+
+def test_a_json_array_or_an_empty_header_line_says_what_is_wrong(tmp_path: Path) -> None:
+    array = tmp_path / "news.jsonl"
+    array.write_text(json.dumps([{"text": "a", "label": "x"}, {"text": "b", "label": "y"}]))
+    with pytest.raises(DataError, match=r"no line of .* is a JSON object .* not one JSON array"):
+        read_table(array, "text", "label")
+    blank = tmp_path / "news.csv"
+    blank.write_text("\ntext,label\na,x\n")
+    with pytest.raises(DataError, match=r"names no columns: a \.csv or \.tsv file begins with"):
+        read_table(blank, "text", "label")
+
+
 def test_unknown_table_suffix(tmp_path: Path) -> None:
     (tmp_path / "data.xlsx").write_bytes(b"PK")
     with pytest.raises(DataError, match=r"use a .csv, .tsv or .jsonl file"):

@@ -28,7 +28,7 @@ from mlfactory.data.dataset import (
     fingerprint_items,
     split_sizes,
 )
-from mlfactory.data.raw import RawItem, RawSource, SourceContext, skip
+from mlfactory.data.raw import RawItem, RawSource, SourceContext, origin_order, skip
 from mlfactory.data.sources import local_path, resolve_source, source_signature, split_scheme
 from mlfactory.errors import DataError
 from mlfactory.modalities import Modality, get_modality
@@ -128,7 +128,9 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
         )
         for v in sorted(kept, key=lambda v: (v.raw.label, v.key))
     ]
-    all_skipped = sorted(raw.skipped + skipped + duplicates, key=lambda s: (s["path"], s["reason"]))
+    all_skipped = sorted(
+        raw.skipped + skipped + duplicates, key=lambda s: (origin_order(s["path"]), s["reason"])
+    )
     _log_skipped(all_skipped, dropped, data.min_per_class)
     labels = sorted({item.label for item in items})
     _check_usable(data.source, modality.name, labels, all_skipped, dropped)
@@ -223,7 +225,7 @@ def deduplicate(valid: list[ValidItem]) -> tuple[list[ValidItem], list[dict[str,
         The unique candidates, and skipped entries for the copies and the conflicts.
     """
     groups: dict[str, list[ValidItem]] = defaultdict(list)
-    for v in sorted(valid, key=lambda v: v.raw.origin):
+    for v in sorted(valid, key=lambda v: origin_order(v.raw.origin)):
         groups[v.key].append(v)
     unique: list[ValidItem] = []
     skipped: list[dict[str, str]] = []
@@ -311,6 +313,12 @@ def _check_usable(
     dropped: dict[str, int],
 ) -> None:
     hint = " or lower data.min_per_class" if dropped else ""
+    if not labels and dropped:
+        counts = ", ".join(f"{label} {count}" for label, count in sorted(dropped.items()))
+        raise DataError(
+            f"data source '{source}': every class has fewer items than data.min_per_class "
+            f"({counts}); lower data.min_per_class or add items"
+        )
     if not labels:
         example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
         raise DataError(

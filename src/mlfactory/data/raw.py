@@ -7,6 +7,7 @@ what lets each source live in its own small module.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,3 +73,8 @@ class SourceContext:
 def skip(origin: str | Path, reason: str) -> dict[str, str]:
     """A `PreparedDataset.skipped` entry."""
     return {"path": str(origin), "reason": reason}
+
+
+def origin_order(origin: str) -> tuple[str | int, ...]:
+    """Sort key of an origin that reads numbers as numbers: `file.csv:2` before `file.csv:10`."""
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", origin)))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mlfactory.data.downloads import DownloadHTTPError, download, extract_archive
 from mlfactory.data.folders import iter_files, scan_class_folder, skipper, unwrap
-from mlfactory.data.raw import RawSource, SourceContext
+from mlfactory.data.raw import RawSource, SourceContext, skip
 from mlfactory.data.staging import build_once
 from mlfactory.data.tables import is_table, read_table
 from mlfactory.errors import DataError
@@ -50,6 +50,7 @@ def read_tree(root: Path, ctx: SourceContext, unwrap_root: bool = True) -> RawSo
             result.extend(read_table(table, ctx.data.text_column, ctx.data.label_column))
         except DataError as exc:
             errors.append(str(exc))
+            result.skipped.append(skip(table, f"table left out: {exc}"))
     if len(errors) == len(tables):
         raise DataError(f"no table under {root} can be used: {errors[0]}")
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -43,13 +44,44 @@ def read_table(path: Path, text_column: str, label_column: str) -> RawSource:
                 reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
                 columns = list(reader.fieldnames or [])
                 check_columns(str(path), columns, text_column, label_column)
-                rows = ((reader.line_num, row) for row in reader)
-                return rows_to_raw(str(path), rows, text_column, label_column)
+                rows, extra = _numbered_rows(path, reader)
+                result = rows_to_raw(str(path), rows, text_column, label_column)
+                result.skipped[:0] = extra.skipped
+                return result
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path, text_column, label_column)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"cannot read table '{path}': {exc}; fix or re-export the file") from None
     raise DataError(f"'{path}' is not a table: use a .csv, .tsv or .jsonl file")
+
+
+def _numbered_rows(
+    path: Path, reader: csv.DictReader[str]
+) -> tuple[list[tuple[int, dict[str, object]]], RawSource]:
+    """(line number, row) of every row, and the rows skipped for having more fields than the
+    header; a quote that is never closed is an error, not a row that swallows the rest of the
+    file.
+
+    Raises:
+        DataError: the file ends inside a quoted field.
+    """
+    rows: list[tuple[int, dict[str, object]]] = []
+    extra = RawSource()
+    started = ended = reader.line_num  # the header's last line
+    for row in reader:
+        started, ended = ended + 1, reader.line_num
+        if None in row:  # DictReader files the fields past the header's under None
+            reason = "more fields than the header has columns: quote a text holding the delimiter"
+            extra.skipped.append(skip(f"{path}:{ended}", reason))
+            continue
+        rows.append((ended, {str(key): value for key, value in row.items()}))
+    if rows and rows[-1][0] == ended > started and None in rows[-1][1].values():
+        raise DataError(
+            f"cannot read table '{path}': the quote that opens a field on line {started} is "
+            "never closed, so the rest of the file would be that one field; fix or re-export "
+            "the file"
+        )
+    return rows, extra
 
 
 def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSource:
@@ -70,6 +102,12 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSource:
                 continue
             columns.update(dict.fromkeys(row))
             rows.append((number, row))
+    if not rows and bad.skipped:
+        first = bad.skipped[0]
+        raise DataError(
+            f"no line of '{path}' is a JSON object ({first['path']}: {first['reason']}): a "
+            ".jsonl file holds one JSON object per line, not one JSON array"
+        )
     check_columns(str(path), list(columns), text_column, label_column)
     result = rows_to_raw(str(path), rows, text_column, label_column)
     result.skipped[:0] = bad.skipped
@@ -82,6 +120,11 @@ def check_columns(origin: str, columns: list[str], text_column: str, label_colum
     Raises:
         DataError: `text_column` or `label_column` is not among `columns`.
     """
+    if not columns:
+        raise DataError(
+            f"'{origin}' names no columns: a .csv or .tsv file begins with its header line "
+            f"(e.g. {text_column},{label_column}), not an empty one"
+        )
     for column, key in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in columns:
             present = ", ".join(repr(c) for c in columns) or "none"
@@ -92,9 +135,15 @@ def check_columns(origin: str, columns: list[str], text_column: str, label_colum
 
 
 def label_text(value: object) -> str:
-    """A label value as the string class name (1.0 and 1 both become "1")."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    """A label value as the string class name (1.0 and 1 both become "1", JSON true "True");
+    "" for a value that is no plain label (a list, an object, NaN or infinity in JSON)."""
+    if not isinstance(value, str | int | float):  # bool is an int
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ""
+        if value.is_integer():
+            return str(int(value))
     return str(value).strip()
 
 
