@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,25 @@ def test_a_folder_that_cannot_be_read_is_a_skipped_entry(
     assert tree_signature(tmp_path) != before  # a cached dataset is not reused silently
     with pytest.raises(PermissionError):  # no callback: the walk stops, it skips nothing
         list(iter_files(tmp_path))
+
+
+def test_a_class_of_files_of_other_kinds_only_is_reported_not_dropped_silently(
+    make_digit_folder: Callable[..., Path],
+) -> None:
+    folder = make_digit_folder({"1": 3, "2": 3})
+    (folder / "birds").mkdir()
+    for name in ("a.heic", "b.HEIC", "notes"):
+        (folder / "birds" / name).write_bytes(b"not read")
+
+    found = scan_class_folder(folder, get_modality("image"))
+
+    assert {item.label for item in found.items} == {"1", "2"}
+    assert found.skipped == [
+        {
+            "path": str(folder / "birds"),
+            "reason": "class 'birds' has no image file, only other kinds ((no suffix), .heic)",
+        }
+    ]
 
 
 def test_split_folders_are_merged_into_classes(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ check_text = get_modality("text").check_file
 def test_real_images_pass_and_broken_ones_say_why() -> None:
     stamp = (TUXPAINT / "animals" / "mammals" / "echidna.png").read_bytes()
     assert check_image(stamp) is None
-    assert check_image(b"") == "empty file: the upload has no bytes"
+    assert check_image(b"") == "empty file: it has no bytes"
     assert "truncated" in (check_image(stamp[:-200]) or "")
     assert "not an image" in (check_image(b"GIF89a? no") or "")
 

@@ -90,9 +90,17 @@ def scan_class_folder(root: Path, modality: Modality) -> RawSource:
     suffixes = modality.file_suffixes
     result = RawSource()
     for label, folder in class_dirs(root):
+        others: set[str] = set()
+        found = len(result.items)
         for path in iter_files(folder, skipper(result.skipped)):
             if path.suffix.lower() in suffixes:
                 result.items.append(RawItem(label=label, origin=str(path), path=path))
+            else:
+                others.add(path.suffix.lower() or "(no suffix)")
+        if len(result.items) == found and others:  # a class that would vanish without a word
+            kinds = ", ".join(sorted(others))
+            reason = f"class '{label}' has no {modality.name} file, only other kinds ({kinds})"
+            result.skipped.append(skip(folder, reason))
     return result
 
 

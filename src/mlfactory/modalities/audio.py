@@ -88,7 +88,7 @@ def load_waveform(data: bytes, params: Mapping[str, Any]) -> np.ndarray:
     import soundfile
 
     if not data:
-        raise InputError("empty file: the upload has no bytes", 422)
+        raise InputError("empty file: it has no bytes", 422)
     target_rate = int(params["sample_rate"])
     clip_seconds = float(params["clip_seconds"])
     try:

@@ -103,7 +103,7 @@ def decode_image(
             as 8-bit RGB (415, 422), or a truncated/corrupt file (422).
     """
     if not data:
-        raise InputError("empty file: the upload has no bytes", 422)
+        raise InputError("empty file: it has no bytes", 422)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
