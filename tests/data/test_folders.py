@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mlfactory.data.folders import iter_files, scan_class_folder, tree_signature, unwrap
+from mlfactory.data.folders import (
+    LINKED_FOLDER,
+    iter_files,
+    scan_class_folder,
+    tree_signature,
+    unwrap,
+)
 from mlfactory.modalities import get_modality
 from mlfactory.modalities.audio import FILE_SUFFIXES as AUDIO_FILE_SUFFIXES
 from tests.unreadable import deny_listing
@@ -87,6 +93,24 @@ def test_a_class_of_files_of_other_kinds_only_is_reported_not_dropped_silently(
             "path": str(folder / "birds"),
             "reason": "class 'birds' has no image file, only other kinds ((no suffix), .heic)",
         }
+    ]
+
+
+def test_a_link_to_a_folder_is_reported_and_not_followed(
+    make_digit_folder: Callable[..., Path], tmp_path: Path
+) -> None:
+    folder = make_digit_folder({"1": 3, "2": 3})
+    elsewhere = make_digit_folder({"1": 2}, name="elsewhere", start=3)
+    (folder / "1" / "more").symlink_to(elsewhere / "1", target_is_directory=True)
+    (folder / "2" / "loop").symlink_to(folder, target_is_directory=True)
+    (folder / "2" / "linked.png").symlink_to(next((elsewhere / "1").iterdir()))
+
+    found = scan_class_folder(folder, get_modality("image"))
+
+    assert sorted(item.label for item in found.items) == ["1"] * 3 + ["2"] * 4  # a linked file
+    assert found.skipped == [
+        {"path": str(folder / "1" / "more"), "reason": LINKED_FOLDER},
+        {"path": str(folder / "2" / "loop"), "reason": LINKED_FOLDER},
     ]
 
 

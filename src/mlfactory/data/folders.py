@@ -27,14 +27,19 @@ def is_visible(name: str) -> bool:
     return not name.startswith(".") and name not in IGNORED_NAMES
 
 
+# Links to folders can loop; a link to a file is followed.
+LINKED_FOLDER = "a link to a folder, not followed: copy the folder, or link its files"
+
+
 def iter_files(root: Path, unreadable: Callable[[Path, str], None] | None = None) -> Iterator[Path]:
     """All visible files below `root`, in a stable (sorted) order.
 
     Args:
         root: the folder to walk.
         unreadable: called, in walk order, with each folder (`root` included) that cannot be
-            listed and the reason (`cannot read folder: Permission denied`); the walk goes on
-            without its files. None raises the `OSError` instead: nothing is left out silently.
+            listed and the reason (`cannot read folder: Permission denied`), and with each link
+            to a folder (not followed); the walk goes on without their files. None raises the
+            `OSError` instead (and links to folders are left out).
     """
 
     def onerror(exc: OSError) -> None:
@@ -45,6 +50,9 @@ def iter_files(root: Path, unreadable: Callable[[Path, str], None] | None = None
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if is_visible(d))
+        for name in dirnames:  # os.walk lists links to folders but does not enter them
+            if unreadable is not None and os.path.islink(os.path.join(dirpath, name)):
+                unreadable(Path(dirpath) / name, LINKED_FOLDER)
         for name in sorted(filenames):
             if is_visible(name):
                 yield Path(dirpath) / name
