@@ -99,3 +99,36 @@ def test_an_unreadable_profile_is_named_on_the_card(evaluated_bundle: Path, tmp_
     (folder / "profile.json").write_text("{truncated")
     summary = get_card(folder)["reference_profile"]
     assert summary["problem"].startswith("profile.json cannot be read")
+
+
+def test_values_of_the_wrong_type_are_left_out_not_a_500(
+    evaluated_bundle: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(evaluated_bundle, folder)
+    meta = json.loads((folder / "bundle.json").read_text())
+    meta["data_fingerprint"] = None
+    meta["metrics"]["test"]["confusion_matrix"][0][0] = "a"
+    meta["metrics"]["test"]["unsupported_labels"] = 5
+    meta["metrics"]["data"] = {"source": 5, "counts": {"train": {"3": "x"}}}
+    meta["metrics"]["data_fingerprint"] = 7
+    (folder / "bundle.json").write_text(json.dumps(meta))
+    profile = {"format_version": 1, "labels": LABELS, "n_reference": 48}
+    profile |= {"embedding_dim": "wide", "source": 3, "ood": {"method": "knn", "threshold": "x"}}
+    (folder / "profile.json").write_text(json.dumps(profile))
+    card = get_card(folder)  # the bundle still loads and serves: its card answers too
+    assert card["confusion_matrix"] is None and card["metrics"]["unsupported_labels"] == []
+    assert card["metrics"]["accuracy"] is not None  # the rest of the section stays
+    assert card["data"] == {
+        "source": meta["config"]["data"]["source"],  # the recipe's, not the recorded 5
+        "version": None,
+        "fingerprint": None,
+        "splits": None,
+        "counts": None,
+    }
+    summary = card["reference_profile"]
+    assert (summary["embedding_dim"], summary["source"], summary["ood_threshold"]) == (None,) * 3
+    assert (summary["reference_items"], summary["ood_method"]) == (48, "knn")
+    assert summary["problem"] == (
+        "profile.json holds values of the wrong type: source, embedding_dim, ood.threshold"
+    )
