@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlfactory.bundle import load_bundle
+from mlfactory.bundle import MAX_LABEL_CHARS, load_bundle, parse_meta
 from mlfactory.errors import BundleError
 from mlfactory.training.train import TrainResult
 
@@ -67,3 +67,11 @@ def test_broken_bundles_are_named(
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not a folder"):
         load_bundle(tmp_path / "absent")
+
+
+def test_a_label_longer_than_the_log_stores_is_refused(tmp_path: Path) -> None:
+    meta = {"name": "m", "version": "1", "modality": "image", "preprocessing": {}}
+    long = "x" * (MAX_LABEL_CHARS + 1)
+    with pytest.raises(BundleError, match=r"has 201 characters; labels may have at most 200"):
+        parse_meta({**meta, "labels": ["cat", long]}, tmp_path / "bundle.json")
+    assert parse_meta({**meta, "labels": ["cat", long[:-1]]}, tmp_path).labels[1] == long[:-1]

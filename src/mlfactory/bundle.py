@@ -30,6 +30,9 @@ EARLY_FEATURES = "early_features"
 OOD_SCORE = "ood_score"
 OOD_SCORER_KEY = "mlfactory.ood_scorer"
 REQUIRED_KEYS = ("name", "version", "modality", "labels", "preprocessing")
+# The longest label, in characters: the prediction log stores labels in columns this wide
+# (`serving.log_tables`), and `POST /v1/feedback` takes true labels up to this long.
+MAX_LABEL_CHARS = 200
 
 
 @dataclass
@@ -253,3 +256,17 @@ def _check_labels(labels: Any, meta_path: Path) -> None:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise BundleError(f"{meta_path}: duplicate labels {duplicates}: each label once")
+    too_long = long_label(labels)
+    if too_long:
+        raise BundleError(f"{meta_path}: {too_long}")
+
+
+def long_label(labels: list[str]) -> str | None:
+    """What is wrong when a label is longer than `MAX_LABEL_CHARS`, or None when none is."""
+    for label in labels:
+        if len(label) > MAX_LABEL_CHARS:
+            return (
+                f"label '{label[:40]}...' has {len(label)} characters; labels may have at most "
+                f"{MAX_LABEL_CHARS} (the prediction log stores them): shorten it"
+            )
+    return None

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 
 from mlfactory.monitoring.log_window import read_window
+from mlfactory.serving import log_database
+from mlfactory.serving.app import create_app
 from mlfactory.serving.feedback import MAX_BODY_BYTES, MAX_ITEMS
 from mlfactory.serving.log_tables import feedback
 from mlfactory.serving.prediction_log import PredictionLog
+from mlfactory.serving.settings import ServingSettings
 
 from .conftest import LABELS, DigitImage, upload
 
@@ -69,6 +74,9 @@ def test_labels_round_trip_and_the_last_one_wins(
         ({"request_id": "{id}", "label": "3", "input_index": -1}, 422, "body: input_index: "),
         ({"request_id": "{id}", "label": "3", "input_index": "0"}, 422, "must be a JSON integer"),
         ({"request_id": "{id}", "label": "3", "input_index": True}, 422, "must be a JSON integer"),
+        # Only what the server's request ids may be (a NUL would fail PostgreSQL's insert).
+        ({"request_id": "{id}\u0000", "label": "3"}, 422, "request_id: must be 1 to 64 letters"),
+        ({"request_id": "a b", "label": "3"}, 422, "request_id: must be 1 to 64 letters"),
         ([{"request_id": "{id}", "label": "3"}, {"request_id": "{id}"}], 422, "body: 1.label: "),
         (7, 422, 'send an object {"request_id", "label", "input_index"} or a list of them'),
         ([], 422, "the list is empty"),
@@ -104,3 +112,38 @@ def test_the_body_is_limited(logged_client: TestClient, digit_images: list[Digit
         "/v1/feedback", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert broken.status_code == 422 and "invalid JSON body" in broken.json()["detail"]
+
+
+def test_a_locked_database_is_503_and_the_retry_stores_it(
+    image_bundle: Path,
+    digit_images: list[DigitImage],
+    log_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server's 10 s busy timeout, shortened so that the lock below outlasts it quickly.
+    pragmas = [p for p in log_database.SQLITE_PRAGMAS if "busy_timeout" not in p]
+    monkeypatch.setattr(log_database, "SQLITE_PRAGMAS", (*pragmas, "PRAGMA busy_timeout=100"))
+    with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as client:
+        request_id = predict_two(client, digit_images)
+        body = {"request_id": request_id, "label": "3"}
+        other = sqlite3.connect(str(make_url(log_url).database), isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        try:
+            locked = client.post("/v1/feedback", json=body)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert locked.status_code == 503
+        assert locked.json() == {"detail": "the feedback could not be stored; retry shortly"}
+        assert "mlfactory_prediction_log_write_errors_total 1.0" in client.get("/metrics").text
+        assert feedback_rows(log_url) == 0
+        retried = client.post("/v1/feedback", json=body)
+        assert (retried.status_code, retried.json()) == (200, {"stored": 1})
+    assert true_labels(log_url) == ["3", None]
+
+
+def test_feedback_before_start_up_is_503(image_bundle: Path, log_url: str) -> None:
+    client = TestClient(create_app(image_bundle, ServingSettings(log_url=log_url)))  # no lifespan
+    response = client.post("/v1/feedback", json={"request_id": "abc", "label": "3"})
+    assert response.status_code == 503
+    assert response.json() == {"detail": "the model is not loaded yet; retry shortly"}

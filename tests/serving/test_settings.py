@@ -101,6 +101,9 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MLFACTORY_WORKERS", "0", "MLFACTORY_WORKERS: 0 must be >= 1"),
         ("MLFACTORY_ADMIN_TOKEN", "short", "MLFACTORY_ADMIN_TOKEN: use a token of at least 8"),
         ("MLFACTORY_MONITOR_TOKEN", "short", "MLFACTORY_MONITOR_TOKEN: use a token of at least"),
+        # A header is decoded as latin-1: a token beyond ASCII could never authenticate.
+        ("MLFACTORY_ADMIN_TOKEN", "mot-de-passé-42", "MLFACTORY_ADMIN_TOKEN: use printable ASCII"),
+        ("MLFACTORY_MONITOR_TOKEN", "jeton→secret", "MLFACTORY_MONITOR_TOKEN: use printable ASCII"),
         ("MLFACTORY_HEADER_TIMEOUT_S", "0", r"MLFACTORY_HEADER_TIMEOUT_S: 0.0 must be 0.1 to 600"),
         ("MLFACTORY_BODY_TIMEOUT_S", "3600", r"MLFACTORY_BODY_TIMEOUT_S: 3600.0 must be 0.1 to"),
         ("MLFACTORY_KEEP_ALIVE_TIMEOUT_S", "forever", "'forever' is not a number"),

@@ -8,24 +8,30 @@ predictions of a window.
 
 A list is stored whole or not at all: an unknown request id or input is 404, a label that the
 model that made the prediction does not have is 422, each with a JSON `detail`. The body is
-limited to `MAX_BODY_BYTES` and `MAX_ITEMS` labels.
+limited to `MAX_BODY_BYTES` and `MAX_ITEMS` labels. Before the server has started, or when the
+log's database fails (busy past its timeout, unreachable), the answer is 503 and nothing is
+stored: the client retries, as it does a prediction that could not be logged.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine, bindparam, delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from mlfactory.errors import InputError
 from mlfactory.serving.auth import MONITOR_GUARD, MONITOR_GUARD_ERRORS
+from mlfactory.serving.log_database import database_reason
 from mlfactory.serving.log_tables import feedback, predictions
+from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.predict import current_predictor
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.schemas import (
     ErrorResponse,
@@ -35,6 +41,7 @@ from mlfactory.serving.schemas import (
 )
 from mlfactory.serving.uploads import check_content_length, read_body
 
+log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ITEMS = 1000
 # One label or a list of them, told apart by the body's first character, so that an error
@@ -57,6 +64,7 @@ router = APIRouter()
         404: {"model": ErrorResponse, "description": "No logged prediction with that id."},
         413: {"model": ErrorResponse, "description": "Body over 1 MiB or 1,000 labels."},
         422: {"model": ErrorResponse, "description": "Malformed body, or an unknown label."},
+        503: {"model": ErrorResponse, "description": "Not ready, or the log cannot store it."},
         **MONITOR_GUARD_ERRORS,
     },
     summary="Send the true label of a served prediction",
@@ -69,6 +77,7 @@ router = APIRouter()
 )
 async def send_feedback(request: Request) -> FeedbackResponse:
     """Store the true label of one or more logged predictions (the last label sent wins)."""
+    current_predictor(request)  # 503 until start-up has opened the log
     check_content_length(request.headers.get("content-length"), MAX_BODY_BYTES)
     body = await read_body(request.stream(), MAX_BODY_BYTES)
     items = _parsed(body)
@@ -77,7 +86,13 @@ async def send_feedback(request: Request) -> FeedbackResponse:
     if len(items) > MAX_ITEMS:
         raise InputError(f"too many labels: at most {MAX_ITEMS} per request", 413)
     prediction_log: PredictionLog = request.app.state.prediction_log
-    stored = await run_in_threadpool(store_feedback, prediction_log.engine, items)
+    try:
+        stored = await run_in_threadpool(store_feedback, prediction_log.engine, items)
+    except SQLAlchemyError as exc:  # locked past its busy timeout, unreachable: nothing stored
+        log.error("could not store feedback in the prediction log: %s", database_reason(exc))
+        metrics: ServingMetrics = request.app.state.metrics
+        metrics.log_write_errors.inc()
+        raise HTTPException(503, "the feedback could not be stored; retry shortly") from None
     request.app.state.drift_watch.count(stored)  # the live accuracy gauge changes with them
     return FeedbackResponse(stored=stored)
 

@@ -32,6 +32,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from mlfactory.bundle import MAX_LABEL_CHARS
+
 # float16 holds values up to 65504; larger ones are clipped rather than stored as infinity.
 EMBEDDING_DTYPE = np.dtype("<f2")
 EMBEDDING_MAX = float(np.finfo(np.float16).max)
@@ -53,7 +55,7 @@ predictions = Table(
     Column("input_summary", JSON, nullable=False),
     Column("embedding", JSON, nullable=False),  # `[]` in rows that have `embedding_f16`
     Column("probabilities", JSON, nullable=False),
-    Column("label", String(200), nullable=False),
+    Column("label", String(MAX_LABEL_CHARS), nullable=False),
     Column("score", Float, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("embedding_f16", LargeBinary, nullable=True),
@@ -75,7 +77,7 @@ feedback = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("request_id", String(64), nullable=False),
     Column("input_index", Integer, nullable=False),
-    Column("label", String(200), nullable=False),
+    Column("label", String(MAX_LABEL_CHARS), nullable=False),
     Column("ts", DateTime(timezone=True), nullable=False),
     UniqueConstraint("request_id", "input_index", name="feedback_input"),
 )

@@ -231,8 +231,8 @@ def _prediction_log_metrics(registry: CollectorRegistry) -> tuple[Gauge, Gauge, 
     )
     log_write_errors = Counter(
         "mlfactory_prediction_log_write_errors",
-        "Requests answered 503 because their predictions could not be committed to the "
-        "prediction log.",
+        "Requests answered 503 because their predictions (or feedback labels) could not be "
+        "committed to the prediction log.",
         registry=registry,
     )
     log_pruned = Counter(

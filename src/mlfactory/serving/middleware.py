@@ -15,8 +15,9 @@ import asyncio
 import re
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, WithJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlfactory.errors import InputError
@@ -26,7 +27,29 @@ REQUEST_ID_HEADER = "x-request-id"
 # Set in a request's `scope["state"]` when uvicorn's protocol answered it instead of the app (a
 # body the HTTP parser rejected, `connections.GuardedHttpProtocol`): the status to count.
 PROTOCOL_STATUS = "protocol_status"
-_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# What a request id may be: the client's own `X-Request-ID` and `POST /v1/feedback`'s
+# `request_id` must match it.
+VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def check_request_id(value: str) -> str:
+    """`value` when it is a request id as the server makes them (`VALID_REQUEST_ID`).
+
+    Raises:
+        ValueError: it is not (e.g. a NUL character, which PostgreSQL refuses to store).
+    """
+    if not VALID_REQUEST_ID.fullmatch(value):
+        raise ValueError("must be 1 to 64 letters, digits, '.', '_', ':' or '-' (a request id)")
+    return value
+
+
+# A request id in a request body (`POST /v1/feedback`): refused unless the server could have
+# made it, with a message that says what a request id is.
+RequestId = Annotated[
+    str,
+    AfterValidator(check_request_id),
+    WithJsonSchema({"type": "string", "pattern": f"^{VALID_REQUEST_ID.pattern}$"}),
+]
 # Paths no route matched share one label, so scanners cannot blow up the metric's cardinality.
 UNMATCHED = "unmatched"
 
@@ -104,7 +127,7 @@ def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            if _VALID_ID.fullmatch(candidate):
+            if VALID_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
     return uuid.uuid4().hex

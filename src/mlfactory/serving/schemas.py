@@ -7,8 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlfactory.bundle import MAX_LABEL_CHARS
 from mlfactory.modalities import ApiInput
 from mlfactory.modalities.text import INVISIBLE_CLASS
+from mlfactory.serving.middleware import RequestId
 
 FILES_FIELD = "files"
 # "Has a character outside the invisible ones" (spaces, controls, zero-width and format
@@ -294,9 +296,7 @@ class FeedbackIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(
-        min_length=1, max_length=64, description="The `request_id` of the prediction's response."
-    )
+    request_id: RequestId = Field(description="The `request_id` of the prediction's response.")
     input_index: int = Field(
         default=0,
         ge=0,
@@ -304,7 +304,7 @@ class FeedbackIn(BaseModel):
         description="The input's position in that request (0: the first).",
     )
     label: str = Field(
-        min_length=1, max_length=200, description="The true label: one of the model's labels."
+        min_length=1, max_length=MAX_LABEL_CHARS, description="One of the model's labels."
     )
 
     @field_validator("input_index", mode="before")

@@ -55,6 +55,7 @@ class ServingSettings:
         log_url: SQLAlchemy URL of the prediction log, e.g. `sqlite:///predictions.db`
             (relative to the working directory; the default) or a `postgresql+psycopg://` URL.
         admin_token: bearer token of `POST /v1/admin/reload`; unset disables the admin API.
+            Both tokens: at least 8 characters, printable ASCII (what a header can carry).
         monitor_token: bearer token of the monitoring reports (`GET /v1/monitoring/drift`,
             `/history`) and of `POST /v1/feedback`; unset leaves them open (a laptop). The
             reports name other clients' requests and labels, and feedback sets the live
@@ -137,6 +138,12 @@ class ServingSettings:
             token = getattr(self, name)
             if token is not None and len(token.strip()) < 8:
                 raise ConfigError(f"{env_name(name)}: use a token of at least 8 characters")
+            if token is not None and not (token.isascii() and token.isprintable()):
+                # An HTTP header carries ASCII: a client could never send such a token.
+                raise ConfigError(
+                    f"{env_name(name)}: use printable ASCII characters only (letters, digits, "
+                    "punctuation): an Authorization header cannot carry others"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
