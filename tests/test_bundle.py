@@ -75,3 +75,15 @@ def test_a_label_longer_than_the_log_stores_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"has 201 characters; labels may have at most 200"):
         parse_meta({**meta, "labels": ["cat", long]}, tmp_path / "bundle.json")
     assert parse_meta({**meta, "labels": ["cat", long[:-1]]}, tmp_path).labels[1] == long[:-1]
+
+
+@pytest.mark.parametrize(
+    ("key", "most"),
+    [("name", 200), ("version", 100), ("mlflow_run_id", 64), ("data_fingerprint", 64)],
+)
+def test_values_the_log_stores_must_fit_its_columns(tmp_path: Path, key: str, most: int) -> None:
+    meta = {"name": "m", "version": "1", "modality": "image", "preprocessing": {}}
+    meta["labels"] = ["cat", "dog"]
+    with pytest.raises(BundleError, match=rf"{key} has {most + 1} characters; at most {most}"):
+        parse_meta({**meta, key: "x" * (most + 1)}, tmp_path / "bundle.json")
+    assert getattr(parse_meta({**meta, key: "x" * most}, tmp_path), key) == "x" * most

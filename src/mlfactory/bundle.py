@@ -33,6 +33,8 @@ REQUIRED_KEYS = ("name", "version", "modality", "labels", "preprocessing")
 # The longest label, in characters: the prediction log stores labels in columns this wide
 # (`serving.log_tables`), and `POST /v1/feedback` takes true labels up to this long.
 MAX_LABEL_CHARS = 200
+# The longest name and version, and run id or data fingerprint, the log's columns hold.
+MAX_NAME_CHARS, MAX_VERSION_CHARS, MAX_ID_CHARS = 200, 100, 64
 
 
 @dataclass
@@ -224,6 +226,7 @@ def parse_meta(raw: Any, meta_path: Path) -> BundleMeta:
     for key in ("name", "version", "modality"):
         if not isinstance(raw[key], str) or not raw[key].strip():
             raise BundleError(f"{meta_path}: {key} must be a non-empty string")
+    _check_lengths(raw, meta_path)
     _check_labels(raw["labels"], meta_path)
     if not isinstance(raw["preprocessing"], dict):
         raise BundleError(
@@ -244,6 +247,23 @@ def parse_meta(raw: Any, meta_path: Path) -> BundleMeta:
     known = set(BundleMeta.__dataclass_fields__)
     fields = {key: value for key, value in raw.items() if key in known}
     return BundleMeta(**{**fields, "preprocessing": preprocessing})
+
+
+def _check_lengths(raw: dict[str, Any], meta_path: Path) -> None:
+    """Values the prediction log stores must fit its columns (PostgreSQL refuses longer ones)."""
+    limits = {
+        "name": MAX_NAME_CHARS,
+        "version": MAX_VERSION_CHARS,
+        "mlflow_run_id": MAX_ID_CHARS,
+        "data_fingerprint": MAX_ID_CHARS,
+    }
+    for key, most in limits.items():
+        value = raw.get(key)
+        if isinstance(value, str) and len(value) > most:
+            raise BundleError(
+                f"{meta_path}: {key} has {len(value)} characters; at most {most} (the "
+                "prediction log stores it)"
+            )
 
 
 def _check_labels(labels: Any, meta_path: Path) -> None:

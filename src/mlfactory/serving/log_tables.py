@@ -32,7 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from mlfactory.bundle import MAX_LABEL_CHARS
+from mlfactory.bundle import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_VERSION_CHARS
 
 # float16 holds values up to 65504; larger ones are clipped rather than stored as infinity.
 EMBEDDING_DTYPE = np.dtype("<f2")
@@ -47,11 +47,11 @@ predictions = Table(
     Column("ts", DateTime(timezone=True), nullable=False, index=True),
     Column("request_id", String(64), nullable=False, index=True),
     Column("input_index", Integer, nullable=False),
-    Column("model_name", String(200), nullable=False),
-    Column("model_version", String(100), nullable=False),
+    Column("model_name", String(MAX_NAME_CHARS), nullable=False),
+    Column("model_version", String(MAX_VERSION_CHARS), nullable=False),
     # Added later: nullable, so `upgrade_schema` can add them to an existing log.
-    Column("model_run_id", String(64), nullable=True),
-    Column("data_fingerprint", String(64), nullable=True),
+    Column("model_run_id", String(MAX_ID_CHARS), nullable=True),
+    Column("data_fingerprint", String(MAX_ID_CHARS), nullable=True),
     Column("input_summary", JSON, nullable=False),
     Column("embedding", JSON, nullable=False),  # `[]` in rows that have `embedding_f16`
     Column("probabilities", JSON, nullable=False),
