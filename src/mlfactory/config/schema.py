@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlfactory.bundle import MAX_NAME_CHARS, MAX_VERSION_CHARS
 from mlfactory.config.constraints import bounded, one_of
 from mlfactory.errors import ConfigError
 from mlfactory.modalities import MODALITY_NAMES
@@ -226,3 +227,14 @@ class RecipeConfig:
         """The name becomes a folder and an MLflow run name: it must be a plain word."""
         if not self.name.strip() or "/" in self.name or self.name.strip(".") == "":
             raise ConfigError(f"{prefix}name: {self.name!r} must be a non-empty name without '/'")
+        # The prediction log stores both (`serving.log_tables`): a bundle with longer ones would
+        # be refused when it loads, after the whole training run.
+        for key, value, most in (
+            ("name", self.name, MAX_NAME_CHARS),
+            ("version", self.version, MAX_VERSION_CHARS),
+        ):
+            if value is not None and len(value) > most:
+                raise ConfigError(
+                    f"{prefix}{key}: {len(value)} characters; at most {most} (the prediction "
+                    "log stores it)"
+                )
