@@ -130,6 +130,23 @@ def test_split_folders_are_merged_into_classes(tmp_path: Path) -> None:
     ]
 
 
+def test_a_class_named_in_decomposed_unicode_is_the_composed_class(tmp_path: Path) -> None:
+    """macOS stores names decomposed (e + combining accent): copied to Linux, `café` would
+    otherwise be two classes that look the same, and unlike the same label in a table."""
+    decomposed, composed = "cafe\u0301", "caf\u00e9"
+    _put(tmp_path / decomposed / "1.txt", b"an espresso, standing at the bar")
+    _put(tmp_path / composed / "2.txt", b"a croissant with the coffee")
+    _put(tmp_path / "bar" / "3.txt", b"a beer after work")
+
+    found = scan_class_folder(tmp_path, TEXT)
+
+    assert sorted((i.label, Path(i.origin).name) for i in found.items) == [
+        ("bar", "3.txt"),
+        (composed, "1.txt"),
+        (composed, "2.txt"),
+    ]
+
+
 def test_text_folders_hold_one_text_per_txt_file(tmp_path: Path) -> None:
     _put(tmp_path / "pos" / "1.txt", b"a fine film")
     _put(tmp_path / "neg" / "2.txt", b"\xff\xfe broken")  # refused later, by the text check

@@ -8,6 +8,7 @@ what lets each source live in its own small module.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +21,17 @@ class RawItem:
     """One candidate example: a file on disk or an inline text, with its label.
 
     `origin` is what a report shows for it: the file's path, or `file:line` for a table row.
+    The label is kept in Unicode's composed form (NFC): a folder named `café` on macOS (which
+    decomposes names) and `café` in a table are one class.
     """
 
     label: str
     origin: str
     path: Path | None = None
     text: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", unicodedata.normalize("NFC", self.label))
 
 
 @dataclass
