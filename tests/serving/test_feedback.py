@@ -147,3 +147,41 @@ def test_feedback_before_start_up_is_503(image_bundle: Path, log_url: str) -> No
     response = client.post("/v1/feedback", json={"request_id": "abc", "label": "3"})
     assert response.status_code == 503
     assert response.json() == {"detail": "the model is not loaded yet; retry shortly"}
+
+
+def test_the_body_must_be_json_and_may_begin_with_a_byte_order_mark(
+    logged_client: TestClient, digit_images: list[DigitImage], log_url: str
+) -> None:
+    """`text/plain` is what a web page may post to another site unasked (a CORS simple
+    request): refused. A UTF-8 byte order mark, which some editors and Windows tools write, is
+    read past (RFC 8259 lets a parser ignore it)."""
+    request_id = predict_two(logged_client, digit_images)
+    body = json.dumps({"request_id": request_id, "label": "3"}).encode()
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        refused = logged_client.post("/v1/feedback", content=body, headers={"content-type": kind})
+        assert refused.status_code == 415
+        assert refused.json()["detail"].startswith(f"unsupported content type '{kind}': send ")
+    assert feedback_rows(log_url) == 0
+
+    marked = logged_client.post(
+        "/v1/feedback",
+        content=b"\xef\xbb\xbf" + body,
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert (marked.status_code, marked.json()) == (200, {"stored": 1})
+    untyped = logged_client.post(  # no content type: read as JSON
+        "/v1/feedback", content=body.replace(b'"3"', b'"4"')
+    )
+    assert (untyped.status_code, untyped.json()) == (200, {"stored": 1})
+    assert true_labels(log_url) == ["4", None]
+
+
+def test_a_label_is_the_models_whichever_unicode_form_it_was_typed_in() -> None:
+    from mlfactory.errors import InputError
+    from mlfactory.serving.feedback import _model_spelling
+
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    assert _model_spelling(decomposed, [composed, "bar"], "r1") == composed
+    assert _model_spelling(composed, [decomposed, "bar"], "r1") == decomposed
+    with pytest.raises(InputError, match="'tea' is not one of the model's labels"):
+        _model_spelling("tea", [composed, "bar"], "r1")

@@ -16,6 +16,8 @@ stored: the client retries, as it does a prediction that could not be logged.
 from __future__ import annotations
 
 import logging
+import unicodedata
+from codecs import BOM_UTF8
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +41,7 @@ from mlfactory.serving.schemas import (
     FeedbackResponse,
     describe_errors,
 )
-from mlfactory.serving.uploads import check_content_length, read_body
+from mlfactory.serving.uploads import check_content_length, check_json_type, read_body
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -53,6 +55,7 @@ BODY_SCHEMA = {
     "anyOf": [_ITEM_SCHEMA, {"type": "array", "items": _ITEM_SCHEMA, "minItems": 1}],
 }
 
+FEEDBACK_EXAMPLE = 'an object {"request_id", "label", "input_index"} or a list of them'
 router = APIRouter()
 
 
@@ -63,6 +66,7 @@ router = APIRouter()
     responses={
         404: {"model": ErrorResponse, "description": "No logged prediction with that id."},
         413: {"model": ErrorResponse, "description": "Body over 1 MiB or 1,000 labels."},
+        415: {"model": ErrorResponse, "description": "A body declared as other than JSON."},
         422: {"model": ErrorResponse, "description": "Malformed body, or an unknown label."},
         503: {"model": ErrorResponse, "description": "Not ready, or the log cannot store it."},
         **MONITOR_GUARD_ERRORS,
@@ -78,6 +82,7 @@ router = APIRouter()
 async def send_feedback(request: Request) -> FeedbackResponse:
     """Store the true label of one or more logged predictions (the last label sent wins)."""
     current_predictor(request)  # 503 until start-up has opened the log
+    check_json_type(request.headers.get("content-type"), FEEDBACK_EXAMPLE)
     check_content_length(request.headers.get("content-length"), MAX_BODY_BYTES)
     body = await read_body(request.stream(), MAX_BODY_BYTES)
     items = _parsed(body)
@@ -104,6 +109,7 @@ def _parsed(body: bytes) -> list[FeedbackIn]:
         InputError: 422 naming the first problem (a field, or an item of the list and its
             field, such as `1.label: Field required`).
     """
+    body = body.removeprefix(BOM_UTF8)  # which JSON parsers may ignore (RFC 8259)
     first = body.lstrip()[:1]
     try:
         if first == b"[":
@@ -112,11 +118,7 @@ def _parsed(body: bytes) -> list[FeedbackIn]:
             return [_ONE.validate_json(body)]
     except ValidationError as exc:
         raise InputError(f"invalid JSON body: {describe_errors(exc.errors())}", 422) from None
-    raise InputError(
-        'invalid JSON body: send an object {"request_id", "label", "input_index"} or a list '
-        "of them",
-        422,
-    )
+    raise InputError(f"invalid JSON body: send {FEEDBACK_EXAMPLE}", 422)
 
 
 def store_feedback(engine: Engine, items: Sequence[FeedbackIn]) -> int:
@@ -131,27 +133,44 @@ def store_feedback(engine: Engine, items: Sequence[FeedbackIn]) -> int:
     """
     latest = {(item.request_id, item.input_index): item.label for item in items}
     labels = _logged_labels(engine, list(latest))
+    now = datetime.now(UTC)
+    rows = []
     for (request_id, index), label in latest.items():
         known = labels.get((request_id, index))
         if known is None:
             raise InputError(_unknown(request_id, index, labels), 404)
-        if label not in known:
-            shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
-            raise InputError(
-                f"label {label!r} is not one of the model's labels ({shown}) "
-                f"for request {request_id!r}",
-                422,
-            )
-    now = datetime.now(UTC)
-    rows = [
-        {"request_id": r, "input_index": i, "label": label, "ts": now}
-        for (r, i), label in latest.items()
-    ]
+        rows.append(
+            {
+                "request_id": request_id,
+                "input_index": index,
+                "ts": now,
+                "label": _model_spelling(label, known, request_id),
+            }
+        )
     try:
         _replace(engine, rows)
     except IntegrityError:  # a concurrent request stored the same input first: replace it
         _replace(engine, rows)
     return len(rows)
+
+
+def _model_spelling(label: str, known: list[str], request_id: str) -> str:
+    """The model's label that `label` names, compared in Unicode's composed form (NFC), so that
+    `café` typed on a Mac (decomposed) is the model's `café`.
+
+    Raises:
+        InputError: 422 when the model has no such label.
+    """
+    composed = {unicodedata.normalize("NFC", k): k for k in known}
+    spelling = composed.get(unicodedata.normalize("NFC", label))
+    if spelling is None:
+        shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        raise InputError(
+            f"label {label!r} is not one of the model's labels ({shown}) "
+            f"for request {request_id!r}",
+            422,
+        )
+    return spelling
 
 
 def _logged_labels(engine: Engine, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:

@@ -50,6 +50,19 @@ def media_type(content_type: str | None) -> str:
     return parse_options_header(content_type or "")[0].decode("latin-1").lower()
 
 
+def check_json_type(content_type: str | None, example: str) -> None:
+    """Refuse a body declared as anything but JSON (415), naming the body to send instead.
+
+    No Content-Type is read as JSON. A browser sends `text/plain` to another site without
+    asking it first (a CORS "simple request"): refusing it keeps pages from posting here.
+    """
+    kind = media_type(content_type)
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise InputError(
+            f"unsupported content type '{kind}': send application/json like {example}", 415
+        )
+
+
 def check_content_length(header: str | None, limit: int) -> None:
     """Refuse a body whose declared length is over `limit` before reading any of it."""
     if header is None:
