@@ -208,6 +208,26 @@ def test_text_jsonl_is_prepared_with_inline_texts(
     assert match[0].read_bytes() == first["text"].encode()
 
 
+def test_a_text_saved_with_a_byte_order_mark_and_windows_line_ends_is_a_duplicate(
+    make_recipe: MakeRecipe, reuters_sample: Path, tmp_path: Path
+) -> None:
+    """The tokenizer reads both the same: kept twice, the copy could train while the original
+    tests."""
+    folder = tmp_path / "news"
+    rows = [json.loads(line) for line in reuters_sample.read_text().splitlines()]
+    for index, row in enumerate(rows):
+        (folder / row["label"]).mkdir(parents=True, exist_ok=True)
+        (folder / row["label"] / f"{index:02d}.txt").write_text(row["text"] + "\n")
+    original = folder / rows[0]["label"] / "00.txt"
+    windows = original.with_name("copy-windows.txt")
+    windows.write_bytes(b"\xef\xbb\xbf" + original.read_bytes().replace(b"\n", b"\r\n"))
+
+    dataset = prepare_dataset(make_recipe(folder, modality="text"))
+
+    assert len(dataset.items) == len(rows)
+    assert dataset.skipped == [{"path": str(windows), "reason": f"duplicate of {original}"}]
+
+
 def test_empty_texts_are_skipped(
     make_recipe: MakeRecipe, reuters_sample: Path, tmp_path: Path
 ) -> None:

@@ -188,7 +188,8 @@ def small_class_warnings(items: list[Item], val_fraction: float, test_fraction: 
 def validate_items(
     items: list[RawItem], modality: Modality
 ) -> tuple[list[ValidItem], list[dict[str, str]]]:
-    """Key every candidate by content hash and keep those its modality's check accepts.
+    """Key every candidate by the hash of its content (`Modality.identity`) and keep those its
+    modality's check accepts.
 
     A candidate's content is its file's bytes, or its inline text in UTF-8; either way the
     modality's `check_file` decides, as it does for an upload. Files are read and checked in a
@@ -208,7 +209,9 @@ def validate_items(
             except OSError as exc:
                 return skip(item.origin, f"cannot read file: {exc.strerror or exc}")
         reason = modality.check_file(data)
-        return skip(item.origin, reason) if reason else ValidItem(item, content_key(data))
+        if reason:
+            return skip(item.origin, reason)
+        return ValidItem(item, content_key(modality.identity(data)))
 
     workers = min(32, (os.cpu_count() or 1) + 4)
     with ThreadPoolExecutor(max_workers=workers) as pool:

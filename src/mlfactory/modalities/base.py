@@ -99,6 +99,12 @@ class Modality(ABC):
     def check_file(self, data: bytes) -> str | None:
         """Why the bytes of a file cannot be an item of this modality, or None when they can."""
 
+    def identity(self, data: bytes) -> bytes:
+        """What makes two valid items the same item: data preparation keys items by its hash,
+        so copies are one item and never fall into two splits. The bytes themselves, unless a
+        modality knows of copies that differ only in bytes its encoder ignores."""
+        return data
+
     @abstractmethod
     def describe(
         self, raw: bytes, encoded: Mapping[str, np.ndarray], params: Mapping[str, Any]

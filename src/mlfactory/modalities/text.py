@@ -9,6 +9,7 @@ summary counts characters and tokens, and the baseline is TF-IDF with logistic r
 
 from __future__ import annotations
 
+import codecs
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -177,6 +178,11 @@ class TextModality(Modality):
     def check_file(self, data: bytes) -> str | None:
         """A text file must be UTF-8 and hold more than whitespace."""
         return refusal(decode_text, data)
+
+    def identity(self, data: bytes) -> bytes:
+        """The text without a byte order mark, with Unix line ends: a copy of a file saved by
+        a Windows editor is the same text to the tokenizer, and so the same item."""
+        return data.removeprefix(codecs.BOM_UTF8).replace(b"\r\n", b"\n")
 
     def describe(
         self, raw: bytes, encoded: Mapping[str, np.ndarray], params: Mapping[str, Any]
