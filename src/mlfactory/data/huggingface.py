@@ -20,7 +20,7 @@ from typing import Any
 from mlfactory.data.folders import scan_class_folder
 from mlfactory.data.raw import RawSource, SourceContext, skip
 from mlfactory.data.staging import build_once
-from mlfactory.data.tables import check_columns, label_text, rows_to_raw
+from mlfactory.data.tables import check_columns, label_text, no_label_reason, rows_to_raw
 from mlfactory.errors import DataError
 from mlfactory.modalities import Modality
 
@@ -116,7 +116,7 @@ def _write_media(spec: str, ctx: SourceContext, dest: Path) -> list[dict[str, st
             where = f"hf:{spec}:{split}:{index}"
             label = row.get(label_column)
             if label is None or not label_text(label):
-                skipped.append(skip(where, f"no value in label column '{label_column}'"))
+                skipped.append(skip(where, no_label_reason(label, label_column)))
                 continue
             folder = dest / label_text(label).replace("/", "_").lstrip(".")
             stem = f"{split or 'all'}-{index:06d}"

@@ -147,6 +147,19 @@ def label_text(value: object) -> str:
     return str(value).strip()
 
 
+def no_label_reason(value: object, label_column: str) -> str:
+    """Why a row's label value (one `label_text` makes "" of) is no class name."""
+    if value is None or isinstance(value, str):
+        return f"no value in label column '{label_column}'"
+    if isinstance(value, float):
+        kind = "NaN or infinity"
+    elif isinstance(value, list | dict):
+        kind = "a list" if isinstance(value, list) else "an object"
+    else:
+        kind = f"a {type(value).__name__}"
+    return f"label column '{label_column}' holds {kind}, not a string or a number"
+
+
 def rows_to_raw(
     origin: str,
     rows: Iterable[tuple[int, Mapping[str, object]]],
@@ -166,7 +179,7 @@ def rows_to_raw(
         where = f"{origin}:{number}"
         text, label = row.get(text_column), row.get(label_column)
         if label is None or not label_text(label):
-            result.skipped.append(skip(where, f"no value in label column '{label_column}'"))
+            result.skipped.append(skip(where, no_label_reason(label, label_column)))
         elif not isinstance(text, str):
             result.skipped.append(skip(where, f"no text in column '{text_column}'"))
         else:
