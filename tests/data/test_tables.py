@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlfactory.data.tables import label_text, read_table
+from mlfactory.data.tables import iter_texts, label_text, read_table
 from mlfactory.errors import DataError
 
 
@@ -136,7 +136,7 @@ def test_a_quote_that_is_never_closed_is_an_error_not_a_swallowed_file(
     good.write_text('text\tlabel\n"two\nlines"\tcrude\none line\tgrain\n')
     found = read_table(good, "text", "label")
     assert [(i.text, i.label, i.origin) for i in found.items] == [
-        ("two\nlines", "crude", f"{good}:3"),
+        ("two\nlines", "crude", f"{good}:2"),  # where the row begins
         ("one line", "grain", f"{good}:4"),
     ]
 
@@ -153,6 +153,27 @@ def test_a_row_with_more_fields_than_the_header_is_skipped(
     (skipped,) = found.skipped
     assert skipped["path"].endswith(":" + str(table.read_text().count("\n")))
     assert skipped["reason"].startswith("more fields than the header has columns")
+
+
+def test_a_row_is_named_by_the_line_it_begins_on(tmp_path: Path) -> None:
+    """Past blank lines and quoted line breaks, as an editor shows the file."""
+    table = tmp_path / "news.csv"
+    table.write_text(
+        'text,label\n\n"oil prices\nrose",\n\nwheat fell,grain\n"ships\n\nsailed",ship\n'
+    )
+
+    found = read_table(table, "text", "label")
+
+    assert found.skipped == [{"path": f"{table}:3", "reason": "no value in label column 'label'"}]
+    assert [(i.label, i.origin) for i in found.items] == [
+        ("grain", f"{table}:6"),
+        ("ship", f"{table}:7"),
+    ]
+    assert [origin for origin, _ in iter_texts(table, "text")] == [
+        f"{table}:3",
+        f"{table}:6",
+        f"{table}:7",
+    ]
 
 
 def test_a_json_array_or_an_empty_header_line_says_what_is_wrong(tmp_path: Path) -> None:

@@ -41,10 +41,10 @@ def read_table(path: Path, text_column: str, label_column: str) -> RawSource:
     try:
         if suffix in (".csv", ".tsv"):
             with path.open(encoding="utf-8-sig", newline="") as handle:
-                reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
+                lines, reader = _csv_reader(handle, suffix)
                 columns = list(reader.fieldnames or [])
                 check_columns(str(path), columns, text_column, label_column)
-                rows, extra = _numbered_rows(path, reader)
+                rows, extra = _numbered_rows(path, lines, reader)
                 result = rows_to_raw(str(path), rows, text_column, label_column)
                 result.skipped[:0] = extra.skipped
                 return result
@@ -55,10 +55,44 @@ def read_table(path: Path, text_column: str, label_column: str) -> RawSource:
     raise DataError(f"'{path}' is not a table: use a .csv, .tsv or .jsonl file")
 
 
+class _Lines:
+    """The lines of an open file, read by `csv`, noting the first line of each record (a
+    quoted field may hold line breaks, and blank lines between records are skipped)."""
+
+    def __init__(self, handle: Iterable[str]) -> None:
+        self._lines = iter(handle)
+        self.count = 0
+        self._first: int | None = None
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        if self._first is None and line.strip("\r\n"):
+            self._first = self.count
+        return line
+
+    def record_start(self) -> int:
+        """Where the record read since the last call began: its first line that is not blank."""
+        first, self._first = self._first, None
+        return self.count if first is None else first
+
+
+def _csv_reader(handle: Iterable[str], suffix: str) -> tuple[_Lines, csv.DictReader[str]]:
+    """A reader of the csv or tsv file `handle` past its header, and its lines."""
+    lines = _Lines(handle)
+    reader = csv.DictReader(lines, delimiter="," if suffix == ".csv" else "\t")
+    _ = reader.fieldnames  # reads the header
+    lines.record_start()
+    return lines, reader
+
+
 def _numbered_rows(
-    path: Path, reader: csv.DictReader[str]
+    path: Path, lines: _Lines, reader: csv.DictReader[str]
 ) -> tuple[list[tuple[int, dict[str, object]]], RawSource]:
-    """(line number, row) of every row, and the rows skipped for having more fields than the
+    """(first line, row) of every row, and the rows skipped for having more fields than the
     header; a quote that is never closed is an error, not a row that swallows the rest of the
     file.
 
@@ -67,15 +101,15 @@ def _numbered_rows(
     """
     rows: list[tuple[int, dict[str, object]]] = []
     extra = RawSource()
-    started = ended = reader.line_num  # the header's last line
+    started = ended = 0
     for row in reader:
-        started, ended = ended + 1, reader.line_num
+        started, ended = lines.record_start(), lines.count
         if None in row:  # DictReader files the fields past the header's under None
             reason = "more fields than the header has columns: quote a text holding the delimiter"
-            extra.skipped.append(skip(f"{path}:{ended}", reason))
+            extra.skipped.append(skip(f"{path}:{started}", reason))
             continue
-        rows.append((ended, {str(key): value for key, value in row.items()}))
-    if rows and rows[-1][0] == ended > started and None in rows[-1][1].values():
+        rows.append((started, {str(key): value for key, value in row.items()}))
+    if rows and rows[-1][0] == started < ended and None in rows[-1][1].values():
         raise DataError(
             f"cannot read table '{path}': the quote that opens a field on line {started} is "
             "never closed, so the rest of the file would be that one field; fix or re-export "
@@ -202,11 +236,11 @@ def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | None]]
     try:
         if suffix in (".csv", ".tsv"):
             with path.open(encoding="utf-8-sig", newline="") as handle:
-                reader = csv.DictReader(handle, delimiter="," if suffix == ".csv" else "\t")
+                lines, reader = _csv_reader(handle, suffix)
                 _check_text_column(path, list(reader.fieldnames or []), text_column)
                 for row in reader:
                     text = row.get(text_column)
-                    yield f"{path}:{reader.line_num}", text if isinstance(text, str) else None
+                    yield f"{path}:{lines.record_start()}", text if isinstance(text, str) else None
             return
         with path.open(encoding="utf-8-sig") as handle:
             first = True
