@@ -34,6 +34,8 @@ from sqlalchemy import (
 
 from mlfactory.bundle import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_VERSION_CHARS
 
+# The longest request id the log's columns hold (`middleware.VALID_REQUEST_ID` allows no more).
+MAX_REQUEST_ID_CHARS = 64
 # float16 holds values up to 65504; larger ones are clipped rather than stored as infinity.
 EMBEDDING_DTYPE = np.dtype("<f2")
 EMBEDDING_MAX = float(np.finfo(np.float16).max)
@@ -45,7 +47,7 @@ predictions = Table(
     # SQLite auto-increments only an INTEGER PRIMARY KEY; elsewhere the log may outgrow 2**31.
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("ts", DateTime(timezone=True), nullable=False, index=True),
-    Column("request_id", String(64), nullable=False, index=True),
+    Column("request_id", String(MAX_REQUEST_ID_CHARS), nullable=False, index=True),
     Column("input_index", Integer, nullable=False),
     Column("model_name", String(MAX_NAME_CHARS), nullable=False),
     Column("model_version", String(MAX_VERSION_CHARS), nullable=False),
@@ -75,7 +77,7 @@ feedback = Table(
     "feedback",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("request_id", String(64), nullable=False),
+    Column("request_id", String(MAX_REQUEST_ID_CHARS), nullable=False),
     Column("input_index", Integer, nullable=False),
     Column("label", String(MAX_LABEL_CHARS), nullable=False),
     Column("ts", DateTime(timezone=True), nullable=False),

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, WithJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlfactory.errors import InputError
+from mlfactory.serving.log_tables import MAX_REQUEST_ID_CHARS
 from mlfactory.serving.metrics import ServingMetrics
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -29,7 +30,7 @@ REQUEST_ID_HEADER = "x-request-id"
 PROTOCOL_STATUS = "protocol_status"
 # What a request id may be: the client's own `X-Request-ID` and `POST /v1/feedback`'s
 # `request_id` must match it.
-VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+VALID_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_CHARS}}}")
 
 
 def check_request_id(value: str) -> str:
@@ -39,7 +40,10 @@ def check_request_id(value: str) -> str:
         ValueError: it is not (e.g. a NUL character, which PostgreSQL refuses to store).
     """
     if not VALID_REQUEST_ID.fullmatch(value):
-        raise ValueError("must be 1 to 64 letters, digits, '.', '_', ':' or '-' (a request id)")
+        raise ValueError(
+            f"must be 1 to {MAX_REQUEST_ID_CHARS} letters, digits, '.', '_', ':' or '-' "
+            "(a request id)"
+        )
     return value
 
 
