@@ -349,6 +349,39 @@ def test_a_recipe_error_comes_before_torch_is_imported(override: str, hydra_impo
     assert done.stderr.startswith("error: ")
 
 
+def test_a_data_error_comes_before_torch_is_imported(digit_folder: Path, tmp_path: Path) -> None:
+    """Real digits of one class: the error comes in a second, not after the training stack's
+    13 s of imports, and no run folder is left behind."""
+    source = tmp_path / "digits"
+    shutil.copytree(digit_folder / "7", source / "7")
+    args = [
+        "train",
+        "digits",
+        f"data.source={source}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from mlfactory.cli import app
+        try:
+            app({args!r})
+        except SystemExit as exit:
+            print(exit.code, "torch" in sys.modules)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    error = done.stderr.strip().splitlines()[-1]  # after the seed recipe's note
+    assert error.startswith("error: data source ") and "yields only 1 class ('7')" in error
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

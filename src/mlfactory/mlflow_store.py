@@ -76,6 +76,22 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
     return MlflowClient(tracking_uri=uri), MlflowException
 
 
+def check_tracking_store(config: TrackingConfig, owner: bool = True) -> None:
+    """The tracking store answers and MLflow can use it, checked before the data is prepared:
+    a wrong `tracking.tracking_uri` is one line at once, not a traceback after the data (or
+    minutes of MLflow's retries). Only in the process that owns the run (`owner`: the only
+    one, or rank 0 of a distributed job).
+
+    A SQLite store that is not there yet is left for the run to create, as before: nothing to
+    reach, and a run stopped by its data leaves no empty store behind.
+
+    Raises:
+        ConfigError: the store does not answer, or MLflow cannot use it.
+    """
+    if owner and missing_sqlite_store(config.tracking_uri) is None:
+        tracking_client(config)
+
+
 def tracking_client(config: TrackingConfig) -> Any:
     """An MlflowClient on the store a run is tracked in (`tracking.tracking_uri`), once the
     store has answered: `train` and `sweep` check it before the data is prepared.

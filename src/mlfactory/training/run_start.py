@@ -13,31 +13,20 @@ import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from mlfactory import tracking
+from mlfactory import mlflow_store, tracking
 from mlfactory.artifact_stores import missing_artifact_client
 from mlfactory.config.loader import Recipe
 from mlfactory.config.schema import TrackingConfig
 from mlfactory.data.dataset import PreparedDataset
 from mlfactory.errors import ConfigError
-from mlfactory.mlflow_store import missing_sqlite_store, tracking_client
 from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.run_folder import CHECKPOINT_DIR, check_new_run, resume_state
 from mlfactory.training.tracking import make_logger
 
 
 def check_tracking_store(config: TrackingConfig) -> None:
-    """The tracking store answers and MLflow can use it, checked before the data is prepared:
-    a wrong `tracking.tracking_uri` is one line at once, not a traceback after the data (or
-    minutes of MLflow's retries). In the process that owns the run only (`start_tracking`).
-
-    A SQLite store that is not there yet is left for the run to create, as before: nothing to
-    reach, and a run stopped by its data leaves no empty store behind.
-
-    Raises:
-        ConfigError: the store does not answer, or MLflow cannot use it.
-    """
-    if is_global_zero() and missing_sqlite_store(config.tracking_uri) is None:
-        tracking_client(config)
+    """`mlflow_store.check_tracking_store` in the process that owns the run."""
+    mlflow_store.check_tracking_store(config, owner=is_global_zero())
 
 
 def start_run_folder(out_dir: Path, resume: bool, force: bool) -> dict[str, Any] | None:
