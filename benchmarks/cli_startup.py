@@ -1,4 +1,5 @@
-"""How long `mlfactory train` takes to refuse a wrong recipe: the budget is 1.5 s.
+"""How long `mlfactory train` takes to refuse a wrong recipe or data it cannot train on: the
+budget is 1.5 s.
 
 Each case runs the installed CLI as a new process, as a user would, several times, and prints
 the median wall time, the median CPU time (user + system: what the process itself needs, which
@@ -12,13 +13,21 @@ docs/benchmarks.md with the command that made them.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mlfactory.data.packaged import mnist_csv
 
 BUDGET_S = 1.5
 CASES = {
@@ -33,6 +42,19 @@ CASES = {
         "data.cache_dir=/tmp/mlfactory-bench-cache",
     ],
 }
+
+
+def one_class_folder(root: Path) -> Path:
+    """Twenty real MNIST sevens in root/digits/7: a source that trains no classifier."""
+    with gzip.open(mnist_csv(), "rt") as handle:
+        rows = np.loadtxt(handle, delimiter=",", dtype=np.uint8, max_rows=500)
+    folder = root / "digits" / "7"
+    folder.mkdir(parents=True)
+    for index, row in enumerate(row for row in rows if row[-1] == 7):
+        if index == 20:
+            break
+        Image.fromarray(row[:-1].reshape(28, 28), mode="L").save(folder / f"{index}.png")
+    return folder.parent
 
 
 def mlfactory_command() -> list[str]:
@@ -57,6 +79,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     runs = parser.parse_args().runs
     base = mlfactory_command()
+    work = Path(tempfile.mkdtemp(prefix="mlfactory-bench-"))
+    CASES["train digits on one class (data error)"] = [
+        "train",
+        "digits",
+        f"data.source={one_class_folder(work)}",
+        f"data.cache_dir={work / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{work / 'mlruns.db'}",
+        "--out",
+        str(work / "run"),
+    ]
     print(f"{'case':<48} {'wall s':>7} {'cpu s':>7} {'exit':>5}  load (1 min)")
     for name, args in CASES.items():
         command = args if args[0] == sys.executable else [*base, *args]
@@ -73,6 +105,7 @@ def main() -> None:
             f"{','.join(map(str, sorted(codes))):>5}  {load:.1f}"
         )
     print(f"budget: {BUDGET_S} s wall on an idle machine; medians of {runs} runs")
+    shutil.rmtree(work)
 
 
 if __name__ == "__main__":
