@@ -6,7 +6,6 @@ training code are imported inside the commands, after the recipe is loaded.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,7 @@ def train(
 ) -> None:
     """Train a recipe; the last line printed is the bundle's path."""
     from mlfactory.config.loader import load_recipe, seed_recipe_note
-    from mlfactory.training.launcher import check_launched
+    from mlfactory.training.launcher import check_launched, owns_the_run
     from mlfactory.training.run_folder import check_new_run, resume_recipe
 
     configure_output(verbose)
@@ -126,7 +125,7 @@ def train(
     if not resume:
         check_new_run(out_dir, force)
     check_launched(loaded.config.trainer.num_nodes)
-    owner = os.environ.get("LOCAL_RANK", "0") == os.environ.get("RANK", "0") == "0"
+    owner = owns_the_run()
     if note and owner:
         err_console.print(note, highlight=False)  # once: DDP's other ranks run this command too
     # The tracking store's and the data's errors too come before the training stack is

@@ -17,6 +17,28 @@ from mlfactory.errors import ConfigError
 # them the same way): torchrun (and Kubeflow's PyTorchJob) RANK and WORLD_SIZE; a manual launch
 # NODE_RANK; SLURM SLURM_NTASKS; LSF LSB_JOBID.
 LAUNCHED_BY = (("RANK", "WORLD_SIZE"), ("NODE_RANK",), ("SLURM_NTASKS",), ("LSB_JOBID",))
+# Where a process's rank is read from before the Trainer exists, first found wins: Lightning's
+# order (`lightning_fabric.utilities.rank_zero._get_rank`, what `rank_zero_only.rank` starts as).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def owns_the_run(environ: Mapping[str, str] | None = None) -> bool:
+    """True in the process that owns the run, from the environment alone (no torch import):
+    the only process, or rank 0 of a distributed job, as Lightning reads the rank at start-up.
+
+    Raises:
+        ConfigError: the variable that gives the rank is not a whole number.
+    """
+    env = os.environ if environ is None else environ
+    name = next((name for name in RANK_VARIABLES if name in env), None)
+    if name is None:
+        return True
+    try:
+        return int(env[name]) == 0
+    except ValueError:
+        raise ConfigError(
+            f"{name}={env[name]!r}: a process's rank must be a whole number"
+        ) from None
 
 
 def check_launched(num_nodes: int, environ: Mapping[str, str] | None = None) -> None:
