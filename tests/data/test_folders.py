@@ -91,7 +91,7 @@ def test_a_class_of_files_of_other_kinds_only_is_reported_not_dropped_silently(
     assert found.skipped == [
         {
             "path": str(folder / "birds"),
-            "reason": "class 'birds' has no image file, only other kinds ((no suffix), .heic)",
+            "reason": "class 'birds' has no image file, only other kinds (.heic, no suffix)",
         }
     ]
 

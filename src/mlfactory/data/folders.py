@@ -104,7 +104,7 @@ def scan_class_folder(root: Path, modality: Modality) -> RawSource:
             if path.suffix.lower() in suffixes:
                 result.items.append(RawItem(label=label, origin=str(path), path=path))
             else:
-                others.add(path.suffix.lower() or "(no suffix)")
+                others.add(path.suffix.lower() or "no suffix")
         if len(result.items) == found and others:  # a class that would vanish without a word
             kinds = ", ".join(sorted(others))
             reason = f"class '{label}' has no {modality.name} file, only other kinds ({kinds})"
