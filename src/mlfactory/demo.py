@@ -9,6 +9,7 @@ compares with trivial and simple baselines on the same test split.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -132,7 +133,7 @@ def _serve_and_monitor(
         held_out_report = check(bundle_path, log_url, held_out)
         inverted = send(server.url, test_items, "inverted", invert=True)
         inverted_report = check(bundle_path, log_url, inverted)
-    console.print(_examples(held_out))
+    console.print(_examples(held_out, held_out_report.ood_threshold))
 
     console.print("4/5 monitoring each stream as `mlfactory monitor` does")
     console.print(summary(f"{len(test_items)} held-out files", held_out_report, held_out))
@@ -150,10 +151,14 @@ def _scores(backbone: str, metrics: dict[str, Any], baselines: list[BaselineScor
     return scores
 
 
-def _examples(traffic: Traffic) -> Table:
-    """One held-out file of each label (at most five) with the server's answer."""
+def _examples(traffic: Traffic, ood_threshold: float) -> Table:
+    """One held-out file of each label (at most five) with the server's answer; the OOD
+    score's column names the threshold above which an input is out of distribution."""
+    ood_column = "OOD score"
+    if math.isfinite(ood_threshold):
+        ood_column += f" (threshold {ood_threshold:.3g})"
     table = Table(
-        "held-out file", "true label", "predicted", "score", "OOD score", "in distribution"
+        "held-out file", "true label", "predicted", "score", ood_column, "in distribution"
     )
     shown: set[str] = set()
     for item, prediction in zip(traffic.items, traffic.predictions, strict=True):
