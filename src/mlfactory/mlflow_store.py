@@ -85,11 +85,25 @@ def check_tracking_store(config: TrackingConfig, owner: bool = True) -> None:
     A SQLite store that is not there yet is left for the run to create, as before: nothing to
     reach, and a run stopped by its data leaves no empty store behind.
 
+    Where the run's artifacts will go is known here when the experiment exists (its artifact
+    location) or `tracking.artifact_location` names it: a bucket whose client library is not
+    installed is refused now, not after the training stack's imports. A location the server
+    chooses (its default artifact root) is checked when the run starts.
+
     Raises:
-        ConfigError: the store does not answer, or MLflow cannot use it.
+        ConfigError: the store does not answer, MLflow cannot use it, or the run's artifacts
+            would go to a bucket whose client library is not installed.
     """
-    if owner and missing_sqlite_store(config.tracking_uri) is None:
-        tracking_client(config)
+    if not owner:
+        return
+    root, named_by = config.artifact_location, " (tracking.artifact_location)"
+    if missing_sqlite_store(config.tracking_uri) is None:
+        experiment = tracking_client(config).get_experiment_by_name(config.experiment)
+        if experiment is not None:
+            root, named_by = experiment.artifact_location, ""
+    missing = missing_artifact_client(root or "", "written")
+    if missing is not None:
+        raise ConfigError(f"tracking: experiment '{config.experiment}'{named_by}: {missing}")
 
 
 def tracking_client(config: TrackingConfig) -> Any:

@@ -17,7 +17,12 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from mlfactory.cli import app
+from mlfactory.config.loader import load_recipe
+from mlfactory.data.prepare import prepare_dataset
+from mlfactory.errors import ConfigError
+from mlfactory.mlflow_store import check_tracking_store
 from mlfactory.serving.process import free_port
+from mlfactory.training.run_start import start_tracking
 from mlfactory.training.tracking import InterruptSafeMLFlowLogger, interrupt_after
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides
 from tests.test_cli import assert_one_line_error
@@ -73,33 +78,77 @@ def test_ctrl_c_while_logging_metrics_leaves_the_run_markable_as_killed(tmp_path
     assert {int(metric.value) for metric in history} == set(range(15))
 
 
-def test_a_bucket_store_without_its_client_is_refused_before_training(
+GCS_CLIENT = "google.cloud.storage"
+NOT_INSTALLED = (
+    "its artifacts at gs://team-artifacts/mlflow need google.cloud.storage to be written, "
+    "which is not installed: pip install google-cloud-storage==3.17.1"
+)
+
+
+def test_a_bucket_store_without_its_client_is_refused_before_torch_is_imported(
     digit_folder: Path, tmp_path: Path
 ) -> None:
     """Artifacts to go to a GCS bucket, where google-cloud-storage is not installed: one line
-    with the pip command, before a single epoch (not a traceback when the bundle is logged at
-    the end), and the run that was opened is marked FAILED."""
+    with the pip command at once (not a traceback when the bundle is logged at the end), before
+    the training stack is imported; no run is opened, and no store is left behind."""
     overrides = [
         *fast_digits_overrides(digit_folder, tmp_path, 1),
-        *SMALL_NETWORK,
         "tracking.artifact_location=gs://team-artifacts/mlflow",
     ]
     script = (
-        "import sys; sys.modules['google.cloud.storage'] = None\n"
-        "from mlfactory.cli import main\n"
-        f"main(['train', 'digits', '--out', 'run', *{overrides!r}])\n"
+        f"import sys; sys.modules[{GCS_CLIENT!r}] = None\n"
+        "from mlfactory.cli import app\n"
+        "try:\n"
+        f"    app(['train', 'digits', '--out', 'run', *{overrides!r}])\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, 'torch' in sys.modules)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stdout.split() == ["2", "False"], done.stderr[-3000:]
     error = done.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: tracking: MLflow run "), done.stderr[-3000:]
-    assert error.endswith(
-        "/artifacts need google.cloud.storage to be written, which is not installed: "
-        "pip install google-cloud-storage==3.17.1"
+    assert error == (
+        f"error: tracking: experiment 'mlfactory' (tracking.artifact_location): {NOT_INSTALLED}"
     )
-    assert "epoch" not in done.stderr
+    assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "run").exists()
+
+
+def test_an_experiments_bucket_is_checked_where_the_recipe_names_another_one(
+    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing experiment keeps its artifact location whatever the recipe says: that one is
+    checked, in one line naming the experiment."""
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    MlflowClient(store).create_experiment("team", artifact_location="gs://team-artifacts/mlflow")
+    monkeypatch.setitem(sys.modules, GCS_CLIENT, None)
+    config = load_recipe(
+        "digits",
+        [*fast_digits_overrides(digit_folder, tmp_path, 1), "tracking.experiment=team"],
+    ).config
+    with pytest.raises(ConfigError) as raised:
+        check_tracking_store(config.tracking)
+    assert str(raised.value) == f"tracking: experiment 'team': {NOT_INSTALLED}"
+
+
+def test_a_run_whose_artifact_root_the_server_chose_is_marked_failed(
+    digit_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket known only once the run exists (an MLflow server's default artifact root):
+    refused when the run starts, before any epoch, and the run opened is marked FAILED."""
+    recipe = load_recipe(
+        "digits",
+        [
+            *fast_digits_overrides(digit_folder, tmp_path, 1),
+            "tracking.artifact_location=gs://team-artifacts/mlflow",
+        ],
+    )
+    dataset = prepare_dataset(recipe.config)
+    monkeypatch.setitem(sys.modules, GCS_CLIENT, None)
+    with pytest.raises(ConfigError) as raised:
+        start_tracking(recipe, dataset, tmp_path / "run", None)
+    assert str(raised.value).startswith("tracking: MLflow run ")
+    assert str(raised.value).endswith(f"/artifacts need {NOT_INSTALLED.split(' need ')[1]}")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [run.info.status for run in runs] == ["FAILED"]
