@@ -274,6 +274,20 @@ def test_a_single_class_is_refused(make_recipe: MakeRecipe, make_digit_folder: D
         prepare_dataset(make_recipe(make_digit_folder({"3": 10})))
 
 
+def test_a_label_too_long_for_a_bundle_is_refused_prepared_or_cached(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    """205 characters: a bundle takes 200, so the data is refused before any training, from the
+    cache too."""
+    folder = make_digit_folder({"3": 10, "5": 10})
+    (folder / "3").rename(folder / ("three" * 41))
+    config = make_recipe(folder)
+    for _ in range(2):  # prepared, then read from the cache
+        with pytest.raises(DataError, match="has 205 characters; labels may have at most 200"):
+            prepare_dataset(config)
+    assert cache_path(config).is_file()
+
+
 def test_single_class_after_min_per_class_suggests_lowering_it(
     make_recipe: MakeRecipe, make_digit_folder: DigitFolder
 ) -> None:

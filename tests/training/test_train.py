@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
 from mlfactory.config.loader import Recipe, load_recipe
-from mlfactory.errors import ConfigError, DataError
+from mlfactory.errors import ConfigError
 from mlfactory.tracking import TrackedRun
 from mlfactory.training.train import TrainResult, train
 from tests.numerics import assert_parity_recorded
@@ -170,19 +170,6 @@ def test_every_training_run_numbers_its_own_version(tmp_path: Path) -> None:
 def test_resume_without_a_previous_run_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no interrupted run"):
         train(load_recipe("digits"), tmp_path / "nothing", resume=True, progress=False)
-
-
-def test_a_label_too_long_for_a_bundle_fails_before_training(
-    digit_folder: Path, tmp_path: Path
-) -> None:
-    from mlfactory.training.train import prepare_fit
-
-    source = tmp_path / "images"
-    shutil.copytree(digit_folder, source)
-    (source / "3").rename(source / ("three" * 41))  # 205 characters: a bundle takes 200
-    recipe = load_recipe("digits", fast_digits_overrides(source, tmp_path))
-    with pytest.raises(DataError, match="has 205 characters; labels may have at most 200"):
-        prepare_fit(recipe.config, tmp_path / "run")
 
 
 def test_balanced_class_weights_reach_the_loss(digit_folder: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlfactory.bundle import long_label
 from mlfactory.config.constraints import check_dataclass
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.data.dataset import (
@@ -60,17 +61,30 @@ def prepare_dataset(config: RecipeConfig, refresh: bool = False) -> PreparedData
     Raises:
         ConfigError: a value of `config.data` is not allowed (callers that did not load the
             recipe through `load_recipe` get the same check).
-        DataError: the source does not exist, yields fewer than 2 classes, or an empty train split.
+        DataError: the source does not exist, yields fewer than 2 classes, an empty train
+            split, or a label longer than a bundle takes.
     """
     check_dataclass(config.data, "data.")
     ctx = SourceContext(data=config.data, modality=get_modality(config.modality), refresh=refresh)
     prepared_path = cache_path(config)
     state_path = prepared_path.with_name("source-state.json")
+    dataset = None
     if not refresh:
-        cached = _load_cached(prepared_path, state_path, source_signature(ctx))
-        if cached is not None:
-            logger.info("using prepared dataset %s", prepared_path)
-            return cached
+        dataset = _load_cached(prepared_path, state_path, source_signature(ctx))
+    if dataset is None:
+        dataset = _prepare(config, ctx, prepared_path, state_path)
+    else:
+        logger.info("using prepared dataset %s", prepared_path)
+    too_long = long_label(dataset.labels)
+    if too_long:  # the bundle would refuse it: before training, not at export
+        raise DataError(f"data source '{config.data.source}': {too_long}")
+    return dataset
+
+
+def _prepare(
+    config: RecipeConfig, ctx: SourceContext, prepared_path: Path, state_path: Path
+) -> PreparedDataset:
+    """Resolve and build the dataset, and cache it with the source's signature."""
     raw = resolve_source(ctx)
     dataset = build_dataset(config, raw)
     dataset.save(prepared_path)

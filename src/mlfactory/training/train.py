@@ -21,12 +21,11 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 
-from mlfactory.bundle import Bundle, load_bundle, long_label
+from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.config.loader import Recipe, preprocessing_params
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.data.dataset import PreparedDataset
 from mlfactory.data.prepare import prepare_dataset
-from mlfactory.errors import DataError
 from mlfactory.modalities import Encoder, get_modality
 from mlfactory.output import adopt_library_loggers, phase_log
 from mlfactory.training.backbones import build_classifier, training_encoder
@@ -196,10 +195,7 @@ def _fit_and_publish(
 
 def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
     """The prepared data, the modality's encoder and augmentation, the network and its module."""
-    dataset = prepare_dataset(config)
-    too_long = long_label(dataset.labels)
-    if too_long:  # the bundle would refuse it: fail before training, not at export
-        raise DataError(f"data source '{config.data.source}': {too_long}")
+    dataset = prepare_dataset(config)  # refuses labels too long for a bundle, too
     params = preprocessing_params(config)
     encoder, assets = training_encoder(config, params, out_dir)
     net = build_classifier(config, len(dataset.labels))
