@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlfactory.config.loader import load_recipe
-from mlfactory.training.lightning_trainer import make_trainer
+from mlfactory.training.lightning_trainer import DEVICES, check_accelerator, make_trainer
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,44 @@ def test_step_losses_are_logged_at_least_once_per_epoch_of_each_rank(
         config, None, tmp_path / "checkpoints", progress=False, train_items=train_items
     )
     assert trainer.log_every_n_steps == interval  # type: ignore[attr-defined]
+
+
+def absent_accelerators() -> list[str]:
+    """The accelerators with no device on the machine running the tests (all four on CPUs)."""
+    return [
+        name for name, (kinds, _) in DEVICES.items() if not any(k.is_available() for k in kinds)
+    ]
+
+
+@pytest.mark.parametrize("accelerator", absent_accelerators())
+def test_an_accelerator_with_no_device_here_is_one_line_before_the_run_starts(
+    accelerator: str, digit_folder: Path, tmp_path: Path
+) -> None:
+    """Lightning refused these only after the MLflow run was open (left FAILED, with a run
+    folder), and a TPU without torch_xla with a traceback."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from mlfactory.cli import app
+    from tests.conftest import fast_digits_overrides
+
+    overrides = [
+        *fast_digits_overrides(digit_folder, tmp_path),
+        f"trainer.accelerator={accelerator}",
+    ]
+    result = CliRunner().invoke(
+        app, ["train", "digits", *overrides, "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 2, result.output
+    error = result.output.strip().splitlines()[-1]  # after the seed recipe's note
+    assert error.startswith(f"error: trainer.accelerator={accelerator}: torch finds no ")
+    assert error.endswith("use trainer.accelerator=cpu, or auto to take one where there is one")
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_cpu_and_auto_always_run() -> None:
+    check_accelerator("cpu")
+    check_accelerator("auto")

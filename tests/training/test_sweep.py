@@ -136,6 +136,7 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
         (LR, "trainer.devices=2"): "a sweep trains each trial on one device",
         (LR, "trainer.strategy=ddp"): "start one worker per device",
         (LR, "trainer.num_nodes=2"): "trainer.num_nodes=2",
+        (LR, "trainer.accelerator=tpu"): "trainer.accelerator=tpu: torch finds no TPU",
         (LR, "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"): (
             "--storage postgresql+psycopg://u:***@127.0.0.1:1/x cannot be opened"
         ),

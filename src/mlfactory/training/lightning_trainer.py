@@ -8,14 +8,43 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.profilers import Profiler
 
 from mlfactory.config.schema import RecipeConfig
+from mlfactory.errors import ConfigError
 from mlfactory.output import configured_verbosity
 from mlfactory.training.profiling import make_profiler
 from mlfactory.training.report import EpochLines, RankOutput
+
+# The devices each `trainer.accelerator` other than cpu and auto runs on, as Lightning reads it
+# ("gpu": Apple's MPS, else CUDA), and how a user would name them.
+DEVICES = {
+    "gpu": ((MPSAccelerator, CUDAAccelerator), "CUDA or Apple MPS GPU"),
+    "cuda": ((CUDAAccelerator,), "CUDA GPU"),
+    "mps": ((MPSAccelerator,), "Apple MPS GPU"),
+    "tpu": ((XLAAccelerator,), "TPU (through torch_xla)"),
+}
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Refuse an accelerator that torch finds no device of here, before the run starts (no
+    MLflow run, no run folder); Lightning would refuse it only once the run is open, and a
+    TPU without torch_xla with a traceback.
+
+    Raises:
+        ConfigError: no device of `accelerator` can be used on this machine.
+    """
+    if accelerator not in DEVICES:  # cpu and auto always run
+        return
+    kinds, what = DEVICES[accelerator]
+    if not any(kind.is_available() for kind in kinds):
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: torch finds no {what} on this machine; use "
+            "trainer.accelerator=cpu, or auto to take one where there is one"
+        )
 
 
 def make_trainer(
