@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.accelerators import CUDAAccelerator
 
 from mlfactory.config.loader import load_recipe
-from mlfactory.training.lightning_trainer import DEVICES, check_accelerator, make_trainer
+from mlfactory.errors import ConfigError
+from mlfactory.training.lightning_trainer import DEVICES, check_devices, make_trainer
 
 
 @pytest.mark.parametrize(
@@ -35,42 +38,49 @@ def test_step_losses_are_logged_at_least_once_per_epoch_of_each_rank(
     assert trainer.log_every_n_steps == interval  # type: ignore[attr-defined]
 
 
-def absent_accelerators() -> list[str]:
-    """The accelerators with no device on the machine running the tests (all four on CPUs)."""
-    return [
-        name for name, (kinds, _) in DEVICES.items() if not any(k.is_available() for k in kinds)
+def settings_this_machine_cannot_run() -> list[str]:
+    """Accelerators with no device here (all four on CPUs), FSDP without a CUDA GPU, and
+    DeepSpeed without its package (the dev install has none)."""
+    settings = [
+        f"trainer.accelerator={name}"
+        for name, (kinds, _) in DEVICES.items()
+        if not any(kind.is_available() for kind in kinds)
     ]
+    if not CUDAAccelerator.is_available():
+        settings.append("trainer.strategy=fsdp")
+    if importlib.util.find_spec("deepspeed") is None:
+        settings.append("trainer.strategy=deepspeed")
+    return settings
 
 
-@pytest.mark.parametrize("accelerator", absent_accelerators())
-def test_an_accelerator_with_no_device_here_is_one_line_before_the_run_starts(
-    accelerator: str, digit_folder: Path, tmp_path: Path
+@pytest.mark.parametrize("setting", settings_this_machine_cannot_run())
+def test_settings_the_machine_cannot_run_are_one_line_before_the_run_starts(
+    setting: str, digit_folder: Path, tmp_path: Path
 ) -> None:
     """Lightning refused these only after the MLflow run was open (left FAILED, with a run
-    folder), and a TPU without torch_xla with a traceback."""
+    folder), and a TPU without torch_xla and FSDP on a CPU with a traceback."""
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
     from mlfactory.cli import app
     from tests.conftest import fast_digits_overrides
 
-    overrides = [
-        *fast_digits_overrides(digit_folder, tmp_path),
-        f"trainer.accelerator={accelerator}",
-    ]
+    overrides = [*fast_digits_overrides(digit_folder, tmp_path), setting]
     result = CliRunner().invoke(
         app, ["train", "digits", *overrides, "--out", str(tmp_path / "run")]
     )
     assert result.exit_code == 2, result.output
     error = result.output.strip().splitlines()[-1]  # after the seed recipe's note
-    assert error.startswith(f"error: trainer.accelerator={accelerator}: torch finds no ")
-    assert error.endswith("use trainer.accelerator=cpu, or auto to take one where there is one")
+    assert error.startswith(f"error: {setting}: "), error
     assert "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
-def test_cpu_and_auto_always_run() -> None:
-    check_accelerator("cpu")
-    check_accelerator("auto")
+def test_a_missing_device_says_what_to_use_instead() -> None:
+    config = load_recipe("digits", ["trainer.accelerator=tpu"]).config
+    with pytest.raises(ConfigError, match=r"torch finds no TPU \(through torch_xla\) on this "):
+        check_devices(config.trainer)
+    check_devices(load_recipe("digits", ["trainer.accelerator=cpu"]).config.trainer)
+    check_devices(load_recipe("digits", ["trainer.accelerator=auto"]).config.trainer)

@@ -33,6 +33,11 @@ STRATEGIES = (
     "fsdp",
     "deepspeed",
 )
+# Lightning's strategies that fork the process that built the network: a forked child hangs
+# in the first parallel CPU operation once the parent's OpenMP threads have run (measured:
+# `mlfactory train digits trainer.strategy=ddp_fork` waited without end; with
+# OMP_NUM_THREADS=1 it trained). Listed so that they are refused with the reason.
+FORKING_STRATEGIES = ("ddp_fork", "ddp_notebook")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 CLASS_WEIGHTS = ("balanced",)
 # The layouts a network can train in (mlfactory.training.memory_format applies them).
@@ -167,7 +172,14 @@ class TrainerConfig:
     class_weights: str | None = one_of(None, (None, *CLASS_WEIGHTS))
 
     def cross_check(self, prefix: str) -> None:
-        """`devices` is "auto", a count (-1 for all) or a list of device indices."""
+        """`devices` is "auto", a count (-1 for all) or a list of device indices; no strategy
+        forks the command's process (see FORKING_STRATEGIES)."""
+        if self.strategy in FORKING_STRATEGIES:
+            raise ConfigError(
+                f"{prefix}strategy={self.strategy}: processes forked from the command hang once "
+                "torch's CPU threads have run in it, as they have when the fit starts; use ddp "
+                "(Lightning starts a process per device) or ddp_spawn"
+            )
         devices = self.devices
         if devices == "auto":
             return

@@ -13,8 +13,8 @@ from mlfactory.errors import ConfigError
 from mlfactory.modalities import Encoder
 from mlfactory.training.network import example_inputs, parameters_outside_the_output
 
-# What `trainer.fit` raises that `fit_error` reads. Under ddp_spawn and ddp_fork a rank's error
-# arrives in the first process as its traceback's text.
+# What `trainer.fit` raises that `fit_error` reads. Under ddp_spawn a rank's error arrives in
+# the first process as its traceback's text.
 FIT_ERRORS = (RuntimeError, ValueError, ProcessRaisedException)
 
 # What torch says when a checkpoint's weights or optimizer state are for other parameters.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.profilers import Profiler
 
-from mlfactory.config.schema import RecipeConfig
+from mlfactory.config.schema import RecipeConfig, TrainerConfig
 from mlfactory.errors import ConfigError
 from mlfactory.output import configured_verbosity
 from mlfactory.training.profiling import make_profiler
@@ -29,21 +30,34 @@ DEVICES = {
 }
 
 
-def check_accelerator(accelerator: str) -> None:
-    """Refuse an accelerator that torch finds no device of here, before the run starts (no
-    MLflow run, no run folder); Lightning would refuse it only once the run is open, and a
-    TPU without torch_xla with a traceback.
+def check_devices(trainer: TrainerConfig) -> None:
+    """Refuse, before the run starts (no MLflow run, no run folder), what Lightning would
+    refuse only once the run is open or with a traceback: an accelerator that torch finds no
+    device of here (a TPU without torch_xla: a traceback), FSDP without a CUDA GPU (a
+    traceback), DeepSpeed without its package.
 
     Raises:
-        ConfigError: no device of `accelerator` can be used on this machine.
+        ConfigError: the machine cannot run these settings.
     """
-    if accelerator not in DEVICES:  # cpu and auto always run
-        return
-    kinds, what = DEVICES[accelerator]
-    if not any(kind.is_available() for kind in kinds):
+    accelerator = trainer.accelerator
+    if accelerator in DEVICES:  # cpu and auto always run
+        kinds, what = DEVICES[accelerator]
+        if not any(kind.is_available() for kind in kinds):
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: torch finds no {what} on this machine; use "
+                "trainer.accelerator=cpu, or auto to take one where there is one"
+            )
+    if trainer.strategy == "fsdp" and (
+        accelerator not in ("auto", "gpu", "cuda") or not CUDAAccelerator.is_available()
+    ):
         raise ConfigError(
-            f"trainer.accelerator={accelerator}: torch finds no {what} on this machine; use "
-            "trainer.accelerator=cpu, or auto to take one where there is one"
+            "trainer.strategy=fsdp: FSDP shards the model over CUDA GPUs, and this run has none "
+            f"(trainer.accelerator={accelerator}); use ddp"
+        )
+    if trainer.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(
+            "trainer.strategy=deepspeed: DeepSpeed is not installed: pip install deepspeed "
+            "(it needs CUDA GPUs), or use ddp"
         )
 
 

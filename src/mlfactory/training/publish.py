@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlfactory import tracking
 from mlfactory.bundle import Bundle, BundleMeta
 from mlfactory.config.loader import Recipe
+from mlfactory.errors import ConfigError
 from mlfactory.evaluation import record_evaluation
 from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import phase_log
@@ -46,6 +47,11 @@ def publish(
     MLflow runs of this name (`TrackedRun.run_number`): every training run has its own.
     """
     load_best_weights(setup.module, checkpoint)
+    # A bundle is float32 whatever the training precision: "16-true", "bf16-true" and "64-true"
+    # keep the weights in their own type, and the export, its parity check and serving feed
+    # float32 inputs.
+    setup.module.net.float()
+    check_finite_weights(setup.module.net, recipe.config.trainer.precision)
     # Exported from the usual layout: the graph is the same, and so is its parity check.
     to_memory_format(setup.module.net, torch.contiguous_format)
     config, dataset = recipe.config, setup.dataset
@@ -88,6 +94,29 @@ def publish(
     run.log_artifact(bundle.path, BUNDLE_DIR)
     logger.experiment.set_terminated(logger.run_id, "FINISHED")
     return bundle, metrics
+
+
+def check_finite_weights(net: torch.nn.Module, precision: str) -> None:
+    """Refuse to export a network that training left with NaN or infinite weights (a diverged
+    fit): its bundle would answer NaN, and its export would fail the parity check with a
+    reason that is not the real one.
+
+    Raises:
+        ConfigError: a weight is not finite; says which settings to change.
+    """
+    broken = [name for name, weight in net.named_parameters() if not weight.isfinite().all()]
+    if not broken:
+        return
+    fix = "lower trainer.lr, or clip the gradients (trainer.gradient_clip_val=1.0)"
+    if precision == "16-true":
+        fix = (
+            "trainer.precision=16-true trains in float16 without loss scaling: use 16-mixed "
+            "or 32-true, or "
+        ) + fix
+    raise ConfigError(
+        f"training diverged: {len(broken)} of the network's weight tensors hold NaN or "
+        f"infinite values (the first: {broken[0]}), so no bundle was exported: {fix}"
+    )
 
 
 def load_best_weights(module: ClassifierModule, checkpoint: ModelCheckpoint) -> None:

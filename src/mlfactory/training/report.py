@@ -120,7 +120,7 @@ def user_errors(logger: MLFlowLogger | None, recipe: Recipe, out_dir: Path) -> I
     Ctrl-C (during fit Lightning turns it into `SystemExit`; re-raise it as `KeyboardInterrupt`)
     marks the MLflow run KILLED and raises `Interrupted` with the command that resumes it
     (`logger` is None in the processes of a distributed run that do not own it).
-    Lightning's `MisconfigurationException` (e.g. `trainer.accelerator=gpu` without a GPU) and
+    Lightning's `MisconfigurationException` (e.g. more `trainer.devices` than the machine has) and
     running out of memory become `ConfigError`s, and so does a network `torch.compile` could not
     compile (`trainer.compile`; e.g. no C++ compiler for TorchInductor on a CPU); every failure
     marks the run FAILED.

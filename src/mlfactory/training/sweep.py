@@ -31,7 +31,7 @@ from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.errors import ConfigError, Interrupted
 from mlfactory.mlflow_store import shown_url, tracking_client
 from mlfactory.output import phase_log
-from mlfactory.training.lightning_trainer import check_accelerator
+from mlfactory.training.lightning_trainer import check_devices
 from mlfactory.training.run_start import check_tracking_store
 from mlfactory.training.search_space import SearchSpace
 from mlfactory.training.train import train
@@ -105,7 +105,7 @@ def run_sweep(
         pruner = optuna.pruners.MedianPruner()
     # A tracking store (or a device) that cannot be used is refused before the study's storage
     # is created.
-    check_accelerator(base.config.trainer.accelerator)
+    check_devices(base.config.trainer)
     check_tracking_store(base.config.tracking)
     study = _open_study(name, storage, METRICS[metric], pruner, base.config.seed)
     _check_metric(study, metric)

@@ -33,7 +33,7 @@ from mlfactory.training.datamodule import ClassificationData
 from mlfactory.training.encoded_cache import EncodedCache
 from mlfactory.training.fit_errors import FIT_ERRORS, fit_error
 from mlfactory.training.launcher import check_launched
-from mlfactory.training.lightning_trainer import check_accelerator, make_trainer
+from mlfactory.training.lightning_trainer import check_devices, make_trainer
 from mlfactory.training.memory_format import to_memory_format, training_memory_format
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.profiling import publish_profile
@@ -116,7 +116,7 @@ def train(
     adopt_library_loggers()
     config = recipe.config
     check_launched(config.trainer.num_nodes)
-    check_accelerator(config.trainer.accelerator)
+    check_devices(config.trainer)
     check_tracking_store(config.tracking)
     with removed_if_the_start_fails(out_dir):
         state = start_run_folder(out_dir, resume, force)
