@@ -39,8 +39,8 @@ def test_step_losses_are_logged_at_least_once_per_epoch_of_each_rank(
 
 
 def settings_this_machine_cannot_run() -> list[str]:
-    """Accelerators with no device here (all four on CPUs), FSDP without a CUDA GPU, and
-    DeepSpeed without its package (the dev install has none)."""
+    """Accelerators with no device here (all four on CPUs), FSDP without a CUDA GPU, DeepSpeed
+    without its package (the dev install has none), and GPU indices or -1 on the CPU."""
     settings = [
         f"trainer.accelerator={name}"
         for name, (kinds, _) in DEVICES.items()
@@ -48,6 +48,10 @@ def settings_this_machine_cannot_run() -> list[str]:
     ]
     if not CUDAAccelerator.is_available():
         settings.append("trainer.strategy=fsdp")
+    settings += [
+        "trainer.accelerator=cpu trainer.devices=[1]",
+        "trainer.accelerator=cpu trainer.devices=-1",
+    ]
     if importlib.util.find_spec("deepspeed") is None:
         settings.append("trainer.strategy=deepspeed")
     return settings
@@ -58,20 +62,20 @@ def test_settings_the_machine_cannot_run_are_one_line_before_the_run_starts(
     setting: str, digit_folder: Path, tmp_path: Path
 ) -> None:
     """Lightning refused these only after the MLflow run was open (left FAILED, with a run
-    folder), and a TPU without torch_xla and FSDP on a CPU with a traceback."""
+    folder), and a TPU without torch_xla, FSDP or device indices on a CPU with a traceback."""
     from mlflow.tracking import MlflowClient
     from typer.testing import CliRunner
 
     from mlfactory.cli import app
     from tests.conftest import fast_digits_overrides
 
-    overrides = [*fast_digits_overrides(digit_folder, tmp_path), setting]
+    overrides = [*fast_digits_overrides(digit_folder, tmp_path), *setting.split()]
     result = CliRunner().invoke(
         app, ["train", "digits", *overrides, "--out", str(tmp_path / "run")]
     )
     assert result.exit_code == 2, result.output
     error = result.output.strip().splitlines()[-1]  # after the seed recipe's note
-    assert error.startswith(f"error: {setting}: "), error
+    assert error.startswith(f"error: {setting.split()[-1]}: "), error
     assert "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")

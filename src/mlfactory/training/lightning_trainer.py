@@ -47,6 +47,15 @@ def check_devices(trainer: TrainerConfig) -> None:
                 f"trainer.accelerator={accelerator}: torch finds no {what} on this machine; use "
                 "trainer.accelerator=cpu, or auto to take one where there is one"
             )
+    on_cpu = accelerator == "cpu" or (
+        accelerator == "auto"
+        and not any(kind.is_available() for kinds, _ in DEVICES.values() for kind in kinds)
+    )
+    if on_cpu and (isinstance(trainer.devices, list) or trainer.devices == -1):
+        raise ConfigError(
+            f"trainer.devices={trainer.devices}: device indices and -1 (all) pick GPUs, and this "
+            "run is on the CPU: give the number of processes (trainer.devices=2) or auto"
+        )
     if trainer.strategy == "fsdp" and (
         accelerator not in ("auto", "gpu", "cuda") or not CUDAAccelerator.is_available()
     ):
