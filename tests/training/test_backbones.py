@@ -113,3 +113,18 @@ def test_every_parameter_that_trains_reaches_the_output(
     network.add_module("side_layer", torch.nn.Linear(2, 2))
     unused = parameters_outside_the_output(network, example_inputs(encoder, 2))
     assert unused == ["side_layer.weight", "side_layer.bias"]
+
+
+@pytest.mark.parametrize(
+    ("n_mels", "fix"),
+    [
+        ("4", "use between 1 and 2 blocks"),
+        ("1", "every block needs at least 2 of each: raise preprocess.n_mels"),
+    ],
+)
+def test_too_few_mel_bands_for_the_conv_blocks_say_what_to_change(n_mels: str, fix: str) -> None:
+    from mlfactory.errors import ConfigError
+
+    config = load_recipe("birdcalls", [f"preprocess.n_mels={n_mels}"]).config
+    with pytest.raises(ConfigError, match=rf"3 conv blocks halve the {n_mels} mel bands .*; {fix}"):
+        build_classifier(config, 4)

@@ -125,10 +125,16 @@ class CnnTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if not channels or n_mels < 2 ** len(channels) or frames < 2 ** len(channels):
+            most = int(math.log2(max(1, min(n_mels, frames))))
+            fix = (
+                f"use between 1 and {most} blocks"
+                if most >= 1
+                else "every block needs at least 2 of each: raise preprocess.n_mels (or the "
+                "frames, preprocess.clip_seconds / preprocess.hop_length)"
+            )
             raise ConfigError(
                 f"model.extra.channels: {len(channels)} conv blocks halve the {n_mels} mel "
-                f"bands and {frames} frames that many times; use between 1 and "
-                f"{int(math.log2(max(1, min(n_mels, frames))))} blocks"
+                f"bands and {frames} frames that many times; {fix}"
             )
         self.scale = DecibelScaling(db_min, db_max)
         blocks: list[nn.Module] = []
