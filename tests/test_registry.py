@@ -209,6 +209,27 @@ def test_a_changed_bundle_is_not_registered_and_a_relogged_version_not_served(
     assert (fetched / "notes.txt").read_text() == "logged again"
 
 
+def test_an_alias_mlflow_refuses_registers_nothing(
+    trained_digits: TrainResult, store: str, tmp_path: Path
+) -> None:
+    """Refused after the new version, an alias left that version registered without it."""
+    folder = log_run(trained_digits, store, tmp_path / "run")
+    for aliases, message in (
+        (["bad alias!"], "--alias 'bad alias!': MLflow refuses it: Invalid alias name"),
+        (["champion", "latest"], "--alias 'latest': MLflow refuses it: 'latest' alias name"),
+        (["v2"], "--alias 'v2': MLflow refuses it: Version alias name 'v2' is reserved"),
+    ):
+        args = [arg for alias in aliases for arg in ("--alias", alias)]
+        result = runner.invoke(app, ["register", str(folder), *args])
+        assert_one_line_error(result, message)
+        assert "nothing was changed" in result.output
+        assert MlflowClient(store).search_registered_models() == []
+    assert runner.invoke(app, ["register", str(folder), "--alias", "champion"]).exit_code == 0
+    moved = runner.invoke(app, ["register", "models:/digits/1", "--alias", "a", "--alias", "v1"])
+    assert_one_line_error(moved, "--alias 'v1': MLflow refuses it")
+    assert MlflowClient(store).get_registered_model("digits").aliases == {"champion": 1}
+
+
 def test_registry_errors_are_one_line(
     trained_digits: TrainResult, store: str, tmp_path: Path
 ) -> None:
@@ -234,7 +255,7 @@ def test_registry_errors_are_one_line(
     ):
         assert_one_line_error(runner.invoke(app, ["register", target]), message)
     reserved = runner.invoke(app, ["register", "models:/digits/1", "--alias", "latest"])
-    assert_one_line_error(reserved, "MLflow refused the alias")
+    assert_one_line_error(reserved, "--alias 'latest': MLflow refuses it")
     profiled = runner.invoke(app, ["profile", "models:/digits@champion"])
     assert_one_line_error(profiled, "is a registered version, which does not change")
 

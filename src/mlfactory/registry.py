@@ -115,6 +115,7 @@ def register_bundle(
             "models:/NAME@ALIAS could not name"
         )
     client, mlflow_error = mlflow_client(store)
+    check_aliases(aliases, mlflow_error)
     local = bundle_digest(bundle.path)
     logged = _run_bundle_digest(run_id, store)
     if logged != local:
@@ -147,6 +148,29 @@ def register_bundle(
     return find_version(f"models:/{model}/{number}", store), new
 
 
+def check_aliases(aliases: Sequence[str], mlflow_error: type[Exception]) -> None:
+    """MLflow's own rules for an alias (the ones its store applies), before anything is
+    written: refused after the new version, an alias would leave a version registered without
+    the aliases asked for, or only some of them set.
+
+    Raises:
+        BundleError: MLflow would refuse one of `aliases`; nothing was registered or moved.
+    """
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+    )
+
+    for alias in aliases:
+        try:
+            _validate_model_alias_name(alias)
+            _validate_model_alias_name_reserved(alias)
+        except mlflow_error as exc:
+            raise BundleError(
+                f"--alias {alias!r}: MLflow refuses it: {first_line(exc)}; nothing was changed"
+            ) from None
+
+
 def _create_model(client: Any, name: str, mlflow_error: type[Exception]) -> None:
     """Create the registered model `name` unless it exists (as `mlflow.register_model` does:
     another registration may create it at the same moment)."""
@@ -161,6 +185,7 @@ def set_aliases(uri: str, aliases: Sequence[str]) -> RegisteredVersion:
     """Point `aliases` at the registered version `uri` names (promote it, roll back to it)."""
     version = find_version(uri)
     client, mlflow_error = mlflow_client()
+    check_aliases(aliases, mlflow_error)
     try:
         for alias in aliases:
             client.set_registered_model_alias(version.name, alias, version.version)
