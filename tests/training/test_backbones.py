@@ -128,3 +128,33 @@ def test_too_few_mel_bands_for_the_conv_blocks_say_what_to_change(n_mels: str, f
     config = load_recipe("birdcalls", [f"preprocess.n_mels={n_mels}"]).config
     with pytest.raises(ConfigError, match=rf"3 conv blocks halve the {n_mels} mel bands .*; {fix}"):
         build_classifier(config, 4)
+
+
+def test_a_weights_file_that_cannot_be_read_safely_is_one_line(tmp_path: Path) -> None:
+    """Garbage, a truncated torch file, a pickled object weights_only refuses, a bare tensor
+    and garbage safetensors: each names model.weights_path (they were tracebacks)."""
+    import pickle
+
+    from mlfactory.errors import ConfigError
+    from mlfactory.training.backbones.image import read_state_dict
+
+    torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "state.pt")
+    whole = (tmp_path / "state.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "garbage.pt").write_bytes(b"not weights")
+    (tmp_path / "object.pt").write_bytes(pickle.dumps(ModelConfig()))
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    (tmp_path / "garbage.safetensors").write_bytes(b"garbage garbage")
+    assert set(read_state_dict(tmp_path / "state.pt")) == {"conv.weight"}
+    for name, reason in (
+        ("truncated.pt", "(PytorchStreamReader failed reading zip archive"),
+        ("garbage.pt", "(Weights only load failed)"),
+        ("object.pt", "(Weights only load failed)"),
+        ("tensor.pt", "holds a Tensor, not a state dict"),
+        ("garbage.safetensors", "(Error while deserializing header"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            read_state_dict(tmp_path / name)
+        message = str(raised.value)
+        assert message.startswith(f"model.weights_path: {tmp_path / name} ") and reason in message
+        assert len(message) < 300

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +117,12 @@ def _load_from_hub(model: nn.Module, backbone: str) -> None:
 
 
 def load_state_dict_file(model: nn.Module, path: Path) -> None:
-    """Load a safetensors or torch state dict (weights only, never arbitrary pickles)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Load a safetensors or torch state dict (weights only, never arbitrary pickles).
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    Raises:
+        ConfigError: the file is neither, or its tensors are not the backbone's.
+    """
+    state = read_state_dict(path)
     own = model.state_dict()
     if "_conv_stem.weight" in state:
         state = remap_by_order(state, own)
@@ -132,6 +132,37 @@ def load_state_dict_file(model: nn.Module, path: Path) -> None:
             f"weights file {path} matches only {len(usable)} of {len(own)} tensors of the backbone"
         )
     model.load_state_dict(usable, strict=False)
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """The tensors of a `.safetensors` file, or of a state dict saved with `torch.save` (read
+    with `weights_only=True`: nothing but tensors and plain containers is unpickled).
+
+    Raises:
+        ConfigError: the file cannot be read as either, or holds no state dict.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError, OSError) as exc:
+        # torch's reasons run to a paragraph: their first sentence says it
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise ConfigError(
+            f"model.weights_path: {path} is not a weights file that can be read safely "
+            f"({reason}); give a .safetensors file or a state dict saved with torch.save"
+        ) from None
+    if not isinstance(state, dict):
+        raise ConfigError(
+            f"model.weights_path: {path} holds a {type(state).__name__}, not a state dict "
+            "(a mapping of parameter names to tensors)"
+        )
+    return state
 
 
 def remap_by_order(
