@@ -158,3 +158,25 @@ def test_a_weights_file_that_cannot_be_read_safely_is_one_line(tmp_path: Path) -
         message = str(raised.value)
         assert message.startswith(f"model.weights_path: {tmp_path / name} ") and reason in message
         assert len(message) < 300
+
+
+@pytest.mark.parametrize(
+    ("config_json", "reason"),
+    [("{}", "Couldn't instantiate the backend tokenizer"), ("not json", "is not a valid JSON")],
+)
+def test_a_model_folder_without_a_usable_tokenizer_names_the_weights_path(
+    config_json: str, reason: str, tmp_path: Path
+) -> None:
+    from mlfactory.errors import ConfigError
+    from mlfactory.training.backbones.text import write_tokenizer
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(config_json)
+    config = ModelConfig(backbone="all-MiniLM-L6-v2", weights_path=str(folder))
+    with pytest.raises(ConfigError) as raised:
+        write_tokenizer(config, tmp_path / "out")
+    message = str(raised.value)
+    assert message.startswith(f"model.weights_path: no tokenizer for '{folder}': ")
+    assert reason in message
+    assert not message.endswith(":")

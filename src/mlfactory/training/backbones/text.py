@@ -131,6 +131,7 @@ def write_tokenizer(config: ModelConfig, out_dir: Path) -> Path:
         ConfigError: the tokenizer cannot be found or has no fast (`tokenizers`) form.
     """
     source = model_source(config)
+    key = "model.weights_path" if config.weights_path else "model.backbone"  # what names it
     target = out_dir / TOKENIZER_FILE
     out_dir.mkdir(parents=True, exist_ok=True)
     if Path(source, TOKENIZER_FILE).is_file():
@@ -141,12 +142,11 @@ def write_tokenizer(config: ModelConfig, out_dir: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"model.backbone: no tokenizer for '{source}': {_first_line(exc)}"
-        ) from None
+        reason = _first_line(exc).rstrip(":")  # transformers lists the files it tried after it
+        raise ConfigError(f"{key}: no tokenizer for '{source}': {reason}") from None
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
-        raise ConfigError(f"model.backbone: '{source}' has no fast tokenizer (tokenizer.json)")
+        raise ConfigError(f"{key}: '{source}' has no fast tokenizer (tokenizer.json)")
     if tokenizer.pad_token is not None:
         backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
     backend.save(str(target))
