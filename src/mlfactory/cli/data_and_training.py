@@ -132,9 +132,10 @@ def train(
     # imported (13 s on 2 cores): the run then reads the prepared dataset from its cache.
     from mlfactory.data.prepare import prepare_dataset
     from mlfactory.mlflow_store import check_tracking_store
+    from mlfactory.training.preflight import check_splits
 
     check_tracking_store(loaded.config.tracking, owner)
-    prepare_dataset(loaded.config)
+    check_splits(prepare_dataset(loaded.config), loaded.config.data)
     from mlfactory.training.train import is_global_zero
     from mlfactory.training.train import train as run_training
 

@@ -36,6 +36,7 @@ from mlfactory.training.launcher import check_launched
 from mlfactory.training.lightning_trainer import check_devices, make_trainer
 from mlfactory.training.memory_format import to_memory_format, training_memory_format
 from mlfactory.training.module import ClassifierModule
+from mlfactory.training.preflight import check_splits
 from mlfactory.training.profiling import publish_profile
 from mlfactory.training.pruning import prune_attention_heads, prune_classifier
 from mlfactory.training.publish import publish
@@ -197,6 +198,7 @@ def _fit_and_publish(
 def prepare_fit(config: RecipeConfig, out_dir: Path) -> FitSetup:
     """The prepared data, the modality's encoder and augmentation, the network and its module."""
     dataset = prepare_dataset(config)  # refuses labels too long for a bundle, too
+    check_splits(dataset, config.data)
     params = preprocessing_params(config)
     encoder, assets = training_encoder(config, params, out_dir)
     net = build_classifier(config, len(dataset.labels))
