@@ -35,6 +35,13 @@ class LogDatabaseError(MlfactoryError):
     """The prediction log's database cannot be reached or read (a wrong URL, a server down)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, stripped (its type's name when it has none)."""
+    return next(
+        (line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__
+    )
+
+
 def cloud_storage_errors() -> tuple[type[Exception], ...]:
     """The base errors of the cloud storage clients that are installed (a DVC remote plugin or
     MLflow's artifact stores use them): an endpoint that cannot be reached, missing credentials,

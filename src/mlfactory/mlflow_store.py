@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlfactory.artifact_stores import artifact_store_hint, missing_artifact_client
-from mlfactory.errors import BundleError, ConfigError, cloud_storage_errors
+from mlfactory.errors import BundleError, ConfigError, cloud_storage_errors, first_line
 
 if TYPE_CHECKING:
     from mlfactory.config.schema import TrackingConfig
@@ -98,7 +98,7 @@ def check_tracking_store(config: TrackingConfig, owner: bool = True) -> None:
         return
     root, named_by = config.artifact_location, " (tracking.artifact_location)"
     if missing_sqlite_store(config.tracking_uri) is None:
-        experiment = tracking_client(config).get_experiment_by_name(config.experiment)
+        _, experiment = _client_and_experiment(config)
         if experiment is not None:
             root, named_by = experiment.artifact_location, ""
     missing = missing_artifact_client(root or "", "written")
@@ -119,6 +119,13 @@ def tracking_client(config: TrackingConfig) -> Any:
     Raises:
         ConfigError: the store does not answer or MLflow cannot use it.
     """
+    client, _ = _client_and_experiment(config)
+    return client
+
+
+def _client_and_experiment(config: TrackingConfig) -> tuple[Any, Any]:
+    """`tracking_client`, and the run's experiment as the store holds it (None when it does
+    not exist yet): reading it is how the store is seen to answer."""
     uri = config.tracking_uri
     try:
         _reachable(uri)
@@ -131,11 +138,11 @@ def tracking_client(config: TrackingConfig) -> Any:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a new SQLite store's migrations
     try:
         client = MlflowClient(tracking_uri=uri)
-        client.get_experiment_by_name(config.experiment)
+        experiment = client.get_experiment_by_name(config.experiment)
     except (MlflowException, SQLAlchemyError, ImportError, OSError) as exc:
         reason = f"tracking.tracking_uri={uri} cannot be used: {first_line(exc)}"
         raise ConfigError(hide_password(reason, uri)) from None
-    return client
+    return client, experiment
 
 
 def shown_url(url: str) -> str:
@@ -261,8 +268,3 @@ def unreadable_artifacts(
     except mlflow_error:  # MLflow's own refusal, not the storage's
         return None
     return None
-
-
-def first_line(exc: Exception) -> str:
-    """The first line of an error's message (its type's name when it has none)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

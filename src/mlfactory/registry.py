@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, first_line
 from mlfactory.mlflow_store import (
-    first_line,
     missing_client,
     mlflow_client,
     tracking_uri,

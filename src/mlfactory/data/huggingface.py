@@ -21,7 +21,7 @@ from mlfactory.data.folders import scan_class_folder
 from mlfactory.data.raw import RawSource, SourceContext, skip
 from mlfactory.data.staging import build_once
 from mlfactory.data.tables import check_columns, label_text, no_label_reason, rows_to_raw
-from mlfactory.errors import DataError
+from mlfactory.errors import DataError, first_line
 from mlfactory.modalities import Modality
 
 
@@ -41,10 +41,9 @@ def load_hf(spec: str) -> list[tuple[str, Any]]:
     try:
         loaded = datasets.load_dataset(name, split=split or None)
     except Exception as exc:  # the hub raises many types; report them all the same way
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(
-            f"could not load Hugging Face data set '{name}' ({first_line}): check the name and "
-            "split, and that you are online or have it cached"
+            f"could not load Hugging Face data set '{name}' ({first_line(exc)}): check the name "
+            "and split, and that you are online or have it cached"
         ) from None
     if hasattr(loaded, "keys"):  # a DatasetDict: every split
         return [(str(key), loaded[key]) for key in loaded]

@@ -7,8 +7,8 @@ from mlfactory.config.schema import DataConfig
 from mlfactory.data.dataset import PreparedDataset
 from mlfactory.errors import DataError
 
-# The splits a run cannot do without, and what it does with each.
-# The items a class needs before the split gets one of them (docs/data.md, "Small classes").
+# The splits a run cannot do without: the data key that sizes each, the items a class needs
+# before the split gets one of them (docs/data.md, "Small classes"), what the run does with it.
 NEEDED_SPLITS = {
     "val": (
         "val_fraction",

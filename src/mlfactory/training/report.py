@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlfactory.config.loader import Recipe
 from mlfactory.data.dataset import SPLITS, PreparedDataset
 from mlfactory.data.prepare import describe_limits
-from mlfactory.errors import ConfigError, Interrupted
+from mlfactory.errors import ConfigError, Interrupted, first_line
 from mlfactory.output import adopt_library_loggers, configure_output, phase_log
 from mlfactory.training.run_folder import CHECKPOINT_DIR, LAST_CHECKPOINT, resume_command
 
@@ -143,13 +143,13 @@ def user_errors(logger: MLFlowLogger | None, recipe: Recipe, out_dir: Path) -> I
         raise Interrupted(f"interrupted; {marked}{how}") from None
     except MisconfigurationException as exc:
         _terminate(logger, "FAILED")
-        raise ConfigError(f"Lightning refused the trainer settings: {_first_line(exc)}") from None
+        raise ConfigError(f"Lightning refused the trainer settings: {first_line(exc)}") from None
     except torch._dynamo.exc.TorchDynamoException as exc:
         _terminate(logger, "FAILED")
         reason = getattr(exc, "inner_exception", None) or exc  # what the backend raised
         raise ConfigError(
             "trainer.compile: torch.compile could not compile the network: "
-            f"{type(reason).__name__}: {_first_line(reason)}; "
+            f"{type(reason).__name__}: {first_line(reason)}; "
             "train without it: trainer.compile=false"
         ) from None
     except torch.OutOfMemoryError:
@@ -166,7 +166,3 @@ def user_errors(logger: MLFlowLogger | None, recipe: Recipe, out_dir: Path) -> I
 def _terminate(logger: MLFlowLogger | None, status: str) -> None:
     if logger is not None and logger.run_id:
         logger.experiment.set_terminated(logger.run_id, status)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mlfactory.config.schema import ModelConfig, RecipeConfig
-from mlfactory.errors import ConfigError
+from mlfactory.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, SafetensorError, RuntimeError, EOFError, OSError) as exc:
         # torch's reasons run to a paragraph: their first sentence says it
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        reason = first_line(exc).split(". ")[0]
         raise ConfigError(
             f"model.weights_path: {path} is not a weights file that can be read safely "
             f"({reason}); give a .safetensors file or a state dict saved with torch.save"

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mlfactory.config.schema import ModelConfig, RecipeConfig
-from mlfactory.errors import ConfigError
+from mlfactory.errors import ConfigError, first_line
 from mlfactory.modalities.text import TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def build_text_backbone(config: ModelConfig, max_length: int) -> tuple[nn.Module
         else:
             model = AutoModel.from_pretrained(source)
     except (OSError, ValueError) as exc:  # transformers' "not found" / offline errors
-        raise ConfigError(f"model.backbone: cannot load '{source}': {_first_line(exc)}") from None
+        raise ConfigError(f"model.backbone: cannot load '{source}': {first_line(exc)}") from None
     log.info("text backbone %s (pretrained=%s)", source, config.pretrained)
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions is not None and max_length > positions:
@@ -142,7 +142,7 @@ def write_tokenizer(config: ModelConfig, out_dir: Path) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        reason = _first_line(exc).rstrip(":")  # transformers lists the files it tried after it
+        reason = first_line(exc).rstrip(":")  # transformers lists the files it tried after it
         raise ConfigError(f"{key}: no tokenizer for '{source}': {reason}") from None
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
@@ -189,9 +189,3 @@ def local_model_dir(backbone: str) -> Path | None:
         return None
     folder = Path(spec.origin).parent / entry[1]
     return folder if (folder / "config.json").is_file() else None
-
-
-def _first_line(exc: BaseException) -> str:
-    return next(
-        (line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__
-    )
