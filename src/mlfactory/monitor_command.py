@@ -19,7 +19,7 @@ from rich.text import Text
 
 from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
-from mlfactory.errors import BundleError, ConfigError, LogDatabaseError, MlfactoryError
+from mlfactory.errors import BundleError, ConfigError, LogDatabaseError, MlfactoryError, first_line
 from mlfactory.mlflow_store import shown_url
 from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
 from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_lines
@@ -219,7 +219,7 @@ def logged_models(log_url: str) -> list[tuple[str, str, int]]:
             )
             return [(str(a), str(b), int(n)) for a, b, n in connection.execute(query)]
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = first_line(getattr(exc, "orig", None) or exc)
         message = f"cannot read the prediction log at {shown_url(log_url)}: {reason}"
         raise LogDatabaseError(message) from None
     finally:

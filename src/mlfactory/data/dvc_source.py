@@ -25,7 +25,7 @@ from typing import Any
 from mlfactory.data.raw import RawSource, SourceContext
 from mlfactory.data.remote import read_tree
 from mlfactory.data.staging import build_once
-from mlfactory.errors import DataError, cloud_storage_errors
+from mlfactory.errors import DataError, cloud_storage_errors, first_line
 from mlfactory.output import phase_log
 
 DVC_REQUIREMENT = "dvc==3.67.1"
@@ -200,7 +200,7 @@ def _default_remote_url(fs: Any) -> str | None:
 def missing_plugin(exc: ImportError) -> DataError:
     """The repository's remote needs a DVC plugin that is not installed (DVC says e.g. "s3 is
     supported, but requires 'dvc-s3' to be installed"): the command that installs it."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = first_line(exc)
     match = PLUGIN.search(reason)
     if match is None:
         return DataError(f"dvc: {reason}")

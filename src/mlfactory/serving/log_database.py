@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, Table, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
-from mlfactory.errors import ConfigError
+from mlfactory.errors import ConfigError, first_line
 from mlfactory.serving.log_tables import metadata, predictions
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def open_log_engine(url: str) -> Engine:
         added, indexed = _create_schema(engine)
     except Exception as exc:
         engine.dispose()
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        reason = first_line(getattr(exc, "orig", None) or exc)
         message = f"MLFACTORY_LOG_URL: cannot open the log at '{shown}': {reason}"
         raise ConfigError(message) from None
     if added:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from mlfactory.errors import first_line
 from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.serving.metrics import ServingMetrics
@@ -101,8 +102,7 @@ class LogRetention:
         try:
             deleted = await run_in_threadpool(prune_log, self.engine, self.period)
         except SQLAlchemyError as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            log.warning("prediction log not pruned (retried later): %s", first_line)
+            log.warning("prediction log not pruned (retried later): %s", first_line(exc))
             return 0
         if deleted:
             self.metrics.log_pruned.inc(deleted)

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlfactory.errors import ConfigError
+from mlfactory.errors import ConfigError, first_line
 
 SWEEP_FUNCTION = re.compile(r"\s*(choice|range|interval|tag|shuffle|glob)\(")
 EXAMPLE = "trainer.lr=tag(log,interval(1e-4,1e-2)) trainer.batch_size=choice(16,32)"
@@ -61,7 +61,7 @@ def parse_search_space(overrides: list[str]) -> SearchSpace:
             if not SWEEP_FUNCTION.match(text.partition("=")[2]):
                 fixed.append(text)  # a plain value Hydra needs quoted: the recipe loader does it
                 continue
-            raise ConfigError(f"{text}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"{text}: {first_line(exc)}") from None
         if not override.is_sweep_override():
             fixed.append(text)
             continue

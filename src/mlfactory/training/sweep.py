@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mlfactory import tracking
 from mlfactory.config.loader import Recipe, load_recipe
-from mlfactory.errors import ConfigError, Interrupted
+from mlfactory.errors import ConfigError, Interrupted, first_line
 from mlfactory.mlflow_store import shown_url, tracking_client
 from mlfactory.output import phase_log
 from mlfactory.training.lightning_trainer import check_devices
@@ -217,8 +217,8 @@ def _open_study(
             load_if_exists=True,
         )
     except (SQLAlchemyError, ArgumentError, ValueError, ModuleNotFoundError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--storage {shown_url(storage)} cannot be opened: {first}") from None
+        problem = first_line(exc)
+        raise ConfigError(f"--storage {shown_url(storage)} cannot be opened: {problem}") from None
 
 
 def _check_metric(study: optuna.Study, metric: str) -> None:
