@@ -270,8 +270,26 @@ def test_folder_without_class_folders(make_recipe: MakeRecipe, tmp_path: Path) -
 
 
 def test_a_single_class_is_refused(make_recipe: MakeRecipe, make_digit_folder: DigitFolder) -> None:
-    with pytest.raises(DataError, match=r"only 1 class \('3'\).*at least 2"):
+    with pytest.raises(DataError, match=r"only 1 class \('3'\).*at least 2") as caught:
         prepare_dataset(make_recipe(make_digit_folder({"3": 10})))
+    assert "skipped" not in str(caught.value)
+
+
+def test_a_single_class_left_after_skips_shows_why_the_others_went(
+    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
+) -> None:
+    """A class whose every file is broken leaves one class: the error names a skipped file."""
+    folder = make_digit_folder({"3": 10, "5": 2})
+    broken = sorted((folder / "5").iterdir())
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:40])  # truncated PNGs
+
+    with pytest.raises(DataError) as caught:
+        prepare_dataset(make_recipe(folder))
+
+    message = str(caught.value)
+    assert "only 1 class ('3')" in message
+    assert f"; 2 item(s) were skipped (e.g. {broken[0]}: " in message
 
 
 def test_a_label_too_long_for_a_bundle_is_refused_prepared_or_cached(

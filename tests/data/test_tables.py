@@ -193,7 +193,58 @@ def test_unknown_table_suffix(tmp_path: Path) -> None:
         read_table(tmp_path / "data.xlsx", "text", "label")
 
 
-def test_non_utf8_table_is_a_data_error(tmp_path: Path) -> None:
-    (tmp_path / "latin.csv").write_bytes("text,label\ncaf\xe9,a\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"cannot read table .*latin.csv"):
-        read_table(tmp_path / "latin.csv", "text", "label")
+@pytest.mark.parametrize(
+    ("encoding", "problem", "command"),
+    [
+        ("latin-1", "byte 0xe9 at offset 18 is not UTF-8", "iconv -f latin1 -t utf-8"),
+        ("utf-16", "it is UTF-16 text", "iconv -f utf-16 -t utf-8"),
+    ],
+)
+def test_a_table_not_in_utf8_says_which_encoding_and_how_to_convert_it(
+    reuters_sample: Path, tmp_path: Path, encoding: str, problem: str, command: str
+) -> None:
+    """A spreadsheet's export in Latin-1 or UTF-16 (a French article's `café`)."""
+    rows = [{"text": r["text"], "label": r["label"]} for r in _rows(reuters_sample)[:3]]
+    rows.insert(0, {"text": "un café au lait", "label": "grain"})
+    table = tmp_path / "export.csv"
+    with table.open("w", newline="", encoding=encoding) as handle:
+        writer = csv.DictWriter(handle, ["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    readers = (lambda: read_table(table, "text", "label"), lambda: list(iter_texts(table, "text")))
+    for read in readers:
+        with pytest.raises(DataError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"cannot read table '{table}': {problem}"), message
+        assert command in message
+
+
+@pytest.mark.parametrize(
+    ("name", "delimiter", "hint"),
+    [
+        ("news.csv", ";", "holding ';': a .csv file is read as separated by commas; re-export"),
+        ("news.csv", "\t", "holding tabs: a .csv file is read as separated by commas; name it"),
+        ("news.tsv", ",", "holding commas: a .tsv file is read as separated by tabs; re-export"),
+    ],
+)
+def test_a_header_split_by_another_separator_says_so(
+    reuters_sample: Path, tmp_path: Path, name: str, delimiter: str, hint: str
+) -> None:
+    """A .csv that a spreadsheet wrote with `;` reads as one column named `text;label`."""
+    table = _write_delimited(tmp_path / name, _rows(reuters_sample), delimiter, ["text", "label"])
+
+    with pytest.raises(DataError, match=r"data.text_column.*The header is one column ") as caught:
+        read_table(table, "text", "label")
+    assert hint in str(caught.value)
+    with pytest.raises(DataError, match=r"--text-column\. The header is one column ") as caught:
+        list(iter_texts(table, "text"))
+    assert hint in str(caught.value)
+
+
+def test_a_one_column_header_without_another_separator_gets_no_hint(tmp_path: Path) -> None:
+    (tmp_path / "news.csv").write_text("body\nwheat exports rose\n")
+    with pytest.raises(DataError) as caught:
+        read_table(tmp_path / "news.csv", "text", "label")
+    assert str(caught.value).endswith("Set data.text_column to one of them.")

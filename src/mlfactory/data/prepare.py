@@ -336,8 +336,8 @@ def _check_usable(
             f"data source '{source}': every class has fewer items than data.min_per_class "
             f"({counts}); lower data.min_per_class or add items"
         )
+    example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
     if not labels:
-        example = f" (e.g. {skipped[0]['path']}: {skipped[0]['reason']})" if skipped else ""
         raise DataError(
             f"data source '{source}' yields no valid {modality} items, {len(skipped)} skipped"
             f"{example}: check that it holds {modality} data in one folder or label per class"
@@ -347,6 +347,7 @@ def _check_usable(
         raise DataError(
             f"data source '{source}' yields only 1 class ('{labels[0]}'): a classifier needs at "
             f"least 2, add another class{hint}"
+            + (f"; {len(skipped)} item(s) were skipped{example}" if skipped else "")
         )
 
 

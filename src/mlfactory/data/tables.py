@@ -51,7 +51,7 @@ def read_table(path: Path, text_column: str, label_column: str) -> RawSource:
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path, text_column, label_column)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read table '{path}': {exc}; fix or re-export the file") from None
+        raise unreadable_table(path, exc) from None
     raise DataError(f"'{path}' is not a table: use a .csv, .tsv or .jsonl file")
 
 
@@ -164,7 +164,7 @@ def check_columns(origin: str, columns: list[str], text_column: str, label_colum
             present = ", ".join(repr(c) for c in columns) or "none"
             raise DataError(
                 f"column '{column}' (data.{key}) not found in '{origin}'; columns present: "
-                f"{present}. Set data.{key} to one of them"
+                f"{present}. Set data.{key} to one of them.{_separator_hint(columns, origin)}"
             )
 
 
@@ -257,7 +257,43 @@ def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | None]]
                 text = parsed.get(text_column) if isinstance(parsed, dict) else None
                 yield f"{path}:{number}", text if isinstance(text, str) else None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read table '{path}': {exc}; fix or re-export the file") from None
+        raise unreadable_table(path, exc) from None
+
+
+def unreadable_table(path: Path, exc: Exception) -> DataError:
+    """The error for a table that cannot be read; one that is not UTF-8 says so, and how to
+    convert it (a spreadsheet's export is often Latin-1 or UTF-16)."""
+    if not isinstance(exc, UnicodeDecodeError):
+        return DataError(f"cannot read table '{path}': {exc}; fix or re-export the file")
+    if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        found, source = "it is UTF-16 text", "utf-16"
+    else:
+        found = f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8"
+        source = "latin1"  # the usual other encoding of a spreadsheet's export
+    return DataError(
+        f"cannot read table '{path}': {found}, and tables are read as UTF-8; save it as "
+        f"UTF-8, e.g. iconv -f {source} -t utf-8 IN > OUT"
+    )
+
+
+def _separator_hint(columns: list[str], origin: str) -> str:
+    """When a .csv or .tsv header is one column holding another separator (a .csv separated by
+    `;`, as spreadsheets in many locales write it), the sentence that says so; else ''."""
+    suffix = Path(origin).suffix.lower()
+    if suffix not in (".csv", ".tsv") or len(columns) != 1:
+        return ""
+    expected = "," if suffix == ".csv" else "\t"
+    for separator, name in (("\t", "tabs"), (";", "';'"), ("|", "'|'"), (",", "commas")):
+        if separator != expected and separator in columns[0]:
+            fix = "name it .tsv" if separator == "\t" else f"re-export it with {_NAMES[suffix]}"
+            return (
+                f" The header is one column holding {name}: a {suffix} file is read as "
+                f"separated by {_NAMES[suffix]}; {fix}"
+            )
+    return ""
+
+
+_NAMES = {".csv": "commas", ".tsv": "tabs"}
 
 
 def _check_text_column(path: Path, columns: list[str], text_column: str) -> None:
@@ -265,5 +301,5 @@ def _check_text_column(path: Path, columns: list[str], text_column: str) -> None
         present = ", ".join(repr(c) for c in columns) or "none"
         raise DataError(
             f"column '{text_column}' not found in '{path}'; columns present: {present}. "
-            "Name the text column with --text-column"
+            f"Name the text column with --text-column.{_separator_hint(columns, str(path))}"
         )
