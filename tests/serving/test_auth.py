@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,6 +19,7 @@ from mlfactory.serving.settings import ServingSettings
 from tests.monitoring.conftest import digit_images, png
 
 from .conftest import upload
+from .live_server import live_server
 from .test_bad_inputs import assert_error
 
 TOKEN = "test-monitor-token"
@@ -146,3 +149,36 @@ def test_the_throttle_counts_each_address_apart() -> None:
     wait = throttle.retry_after("10.0.0.1")
     assert wait is not None and 59 < wait <= 60
     assert throttle.retry_after("10.0.0.2") is None
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_forwarded_address_counts_only_behind_a_named_proxy(
+    trusted: bool, image_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real server: a client that sends its own X-Forwarded-For must not dodge the lockout
+    (uvicorn believes 127.0.0.1's by default); behind a proxy named in FORWARDED_ALLOW_IPS
+    the forwarded address is the client's, and each one is counted apart."""
+    if trusted:
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    else:
+        monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    settings = {"admin_token": ADMIN_TOKEN, "admin_failures_per_minute": "2"}
+    with live_server(image_bundle, tmp_path, **settings) as server:
+
+        def reload_from(address: str) -> httpx.Response:
+            headers = {"Authorization": "Bearer guess", "X-Forwarded-For": address}
+            return httpx.post(f"{server.url}/v1/admin/reload", headers=headers, timeout=10)
+
+        assert [reload_from(f"10.0.0.{n}").status_code for n in (1, 2)] == [401, 401]
+        third = reload_from("10.0.0.3")
+        if trusted:
+            assert third.status_code == 401  # a third client, not yet refused
+            assert reload_from("10.0.0.1").status_code == 401
+            assert_error(reload_from("10.0.0.1"), 429, "authentications from 10.0.0.1")
+        else:
+            assert_error(third, 429, "too many failed admin authentications from 127.0.0.1")
+        server.stop()
+        log = server.output.read_text()
+    shown = "10.0.0.1" if trusted else "127.0.0.1"
+    assert f"admin authentication failed from {shown} (1 in the last minute)" in log
+    assert ("10.0.0." in log) is trusted

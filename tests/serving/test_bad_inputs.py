@@ -76,7 +76,10 @@ def test_empty_file_is_422(client: TestClient, digit_images: list[DigitImage]) -
 
 @pytest.mark.parametrize(
     ("width", "height", "reason"),
-    [(20_000, 20_000, "decompression bomb"), (7_000, 7_000, "7000x7000 pixels")],
+    [
+        (20_000, 20_000, "400000000 pixels exceeds the limit of 40000000"),
+        (7_000, 7_000, "7000x7000"),
+    ],
 )
 def test_decompression_bomb_is_413(
     client: TestClient, width: int, height: int, reason: str, monkeypatch: pytest.MonkeyPatch
@@ -202,6 +205,15 @@ def test_validation_errors_are_one_string(client: TestClient) -> None:
 def test_unknown_path_and_method_have_string_details(client: TestClient) -> None:
     assert_error(client.get("/v2/predict"), 404, "Not Found")
     assert_error(client.get("/v1/predict"), 405, "Method Not Allowed")
+    assert client.get("/v1/predict").headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("path", ["/health", "/v1/model", "/metrics"])
+def test_a_405_allows_head_where_head_answers(client: TestClient, path: str) -> None:
+    refused = client.post(path)
+    assert_error(refused, 405, "Method Not Allowed")
+    assert refused.headers["allow"] == "GET, HEAD"
+    assert client.head(path).status_code == 200
 
 
 def test_unexpected_failure_is_a_json_500(

@@ -275,6 +275,22 @@ def test_a_malformed_chunk_is_counted_as_a_400_not_a_499(server: LiveServer) -> 
     )
 
 
+def test_a_malformed_chunk_sent_with_the_head_keeps_the_request_id(server: LiveServer) -> None:
+    """The parser may reject the chunk before the app has seen the request: the 400 still
+    carries the client's X-Request-ID, the id the app gives the request."""
+    for attempt in range(5):  # the race goes either way; each try must keep the id
+        request_id = f"early-bad-chunk-{attempt}"
+        head = (
+            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-ID: {request_id}\r\n"
+            "Content-Type: multipart/form-data; boundary=x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        with connection(server) as sock:
+            sock.sendall(head + b"5\r\n--x\r\n\r\nzz\r\nxx\r\n")
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+        assert f"x-request-id: {request_id}\r\n".encode() in answer.lower()
+
+
 def test_a_body_that_stops_arriving_is_a_408(server: LiveServer) -> None:
     head = (
         b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"

@@ -104,6 +104,7 @@ def broken_bundles(image_bundle: Path, root: Path) -> list[tuple[Any, int, str]]
         ({"bundle": str(tiny_bundle(root / "text", "text"))}, 409, "is a text bundle"),
         ({"bundle": 3}, 422, "invalid JSON body"),
         ({"path": "/x"}, 422, "invalid JSON body"),
+        ({"bundle": ""}, 422, "bundle: String should have at least 1 character"),
     ]
 
 
@@ -116,6 +117,26 @@ def test_a_bad_bundle_is_refused_and_the_old_model_keeps_serving(
         assert predict_version(admin_client, digit_images[1]) == "0.0.1"
     metrics = admin_client.get("/metrics").text
     assert 'mlfactory_model_reloads_total{result="failed"} 5.0' in metrics
+
+
+def test_the_body_is_json_within_its_limit_like_feedback(
+    admin_client: TestClient, next_bundle: Path
+) -> None:
+    """Declared as another type: 415; declared over 64 KiB: 413 before a byte is read (the
+    client does not wait for the body to time out); a UTF-8 byte order mark is fine."""
+    body = json.dumps({"bundle": str(next_bundle)}).encode()
+    as_text = {**AUTH, "Content-Type": "text/plain"}
+    refused = admin_client.post("/v1/admin/reload", headers=as_text, content=body)
+    assert_error(refused, 415, "unsupported content type 'text/plain'", '{"bundle": ')
+    huge = {**AUTH, "Content-Type": "application/json", "Content-Length": str(200 * 2**20)}
+    too_large = admin_client.post("/v1/admin/reload", headers=huge, content=body)
+    assert_error(too_large, 413, "209715200 bytes exceeds the limit of 65536 bytes")
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    response = admin_client.post(
+        "/v1/admin/reload", headers=json_type, content=b"\xef\xbb\xbf" + body
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["current"]["version"] == "0.0.2"
 
 
 def test_in_flight_requests_finish_on_the_model_they_started_with(

@@ -69,6 +69,27 @@ def test_returns_the_files_in_order_and_skips_other_fields() -> None:
     assert uploads[1].describe() == "file 1 ('b.png')"
 
 
+def test_a_name_sent_only_as_filename_star_is_a_file() -> None:
+    """RFC 5987's `filename*=` (which RFC 7578 forbids, yet some clients send for names
+    beyond ASCII) is a file upload with its decoded name, not a plain form value."""
+    parts = [
+        ("filename*=UTF-8''%E2%9C%93%20check.png", "\u2713 check.png"),
+        ("filename*=\"UTF-8''caf%C3%A9.png\"", "caf\u00e9.png"),
+        ("FILENAME*=iso-8859-1'en'caf%E9.png", "caf\u00e9.png"),
+        ("filename*=x-no-such-charset''a%20b.png", "a b.png"),
+        ("filename=\"plain.png\"; filename*=UTF-8''ignored.png", "plain.png"),
+    ]
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; '
+    body = b"".join(f"{head}{disposition}\r\n\r\ndata\r\n".encode() for disposition, _ in parts)
+    uploads = read(body + f"--{BOUNDARY}--\r\n".encode(), ServingSettings())
+    assert [u.filename for u in uploads] == [name for _, name in parts]
+
+
+def test_a_file_name_over_the_part_header_limit_says_so() -> None:
+    with pytest.raises(InputError, match=r"a part's header line is over 4224 bytes \(a file "):
+        read(multipart(("files", "a" * 5000 + ".png", b"data")), ServingSettings())
+
+
 def test_long_filenames_are_shortened_in_messages() -> None:
     [upload] = read(multipart(("files", "x" * 500 + ".png", b"data")), ServingSettings())
     assert len(upload.describe()) < 100
@@ -146,8 +167,10 @@ def asgi_request(
     headers: list[tuple[bytes, bytes]],
     chunks: list[bytes],
     on_receive: Callable[[], None] = lambda: None,
+    path: str = "/v1/predict",
 ) -> tuple[int, bytes, int]:
-    """Send one POST /v1/predict straight to the ASGI app; returns status, body, chunks read."""
+    """Send one POST (to /v1/predict) straight to the ASGI app; returns status, body, chunks
+    read."""
     messages: list[MutableMapping[str, Any]] = []
     taken = 0
 
@@ -168,8 +191,8 @@ def asgi_request(
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/predict",
-        "raw_path": b"/v1/predict",
+        "path": path,
+        "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [(b"host", b"testserver"), *headers],
@@ -197,6 +220,32 @@ def test_declared_length_over_the_limit_is_refused_unread(image_bundle: Path) ->
         status, body, _ = asgi_request(client, headers, [b"x"], on_receive=must_not_read)
     assert status == 413
     assert b"5000000 bytes exceeds the limit of 1000 bytes" in body
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"), [("/v1/predict", CONTENT_TYPE), ("/v1/feedback", "application/json")]
+)
+def test_a_compressed_body_is_refused_unread(
+    image_bundle: Path, path: str, content_type: str, tmp_path: Path
+) -> None:
+    """The limits count what the model gets: a gzip body is 415 naming the encoding, not a
+    "malformed body" from the bytes a parser cannot read."""
+
+    def must_not_read() -> None:
+        raise AssertionError("the body of a compressed request was read")
+
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as client:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-encoding", b"gzip"),
+            (b"content-length", b"10"),
+        ]
+        status, body, _ = asgi_request(
+            client, headers, [b"\x1f\x8b"], path=path, on_receive=must_not_read
+        )
+    assert status == 415
+    assert b"Content-Encoding 'gzip' is not supported: send the body uncompressed" in body
 
 
 def test_chunked_upload_over_the_file_limit_stops_early(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -120,8 +121,15 @@ def decode_image(
             f"not an image: the file is none of the accepted formats ({', '.join(FORMATS)})",
             415,
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError("image too large: refused as a decompression bomb", 413) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses sizes far over ours (its own limit) before `_check_shape` sees them.
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = (
+            f"{int(pixels.group(1))} pixels exceeds the limit of {max_pixels} pixels"
+            if pixels
+            else "refused as a decompression bomb"
+        )
+        raise InputError(f"image too large: {size}", 413) from None
     except Exception as exc:  # decoders of untrusted bytes fail in many ways
         raise InputError(f"corrupt or truncated image: {exc}", 422) from None
     ImageOps.exif_transpose(image, in_place=True)  # no copy of an image that needs no turn

@@ -35,10 +35,11 @@ from mlfactory.serving.schemas import (
     describe_errors,
 )
 from mlfactory.serving.settings import ServingSettings
-from mlfactory.serving.uploads import read_body
+from mlfactory.serving.uploads import read_json_body
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+RELOAD_EXAMPLE = '{"bundle": "/path/to/bundle"}'
 
 router = APIRouter()
 
@@ -47,7 +48,7 @@ router = APIRouter()
     "/v1/admin/reload",
     response_model=ReloadResponse,
     dependencies=[Depends(HTTPBearer(auto_error=False))],  # documents the scheme only
-    responses={code: {"model": ErrorResponse} for code in (401, 403, 409, 413, 422, 429)},
+    responses={code: {"model": ErrorResponse} for code in (401, 403, 409, 413, 415, 422, 429)},
     summary="Serve another bundle (or the same one, re-read) without downtime",
     openapi_extra={
         "requestBody": {
@@ -61,7 +62,7 @@ async def reload_model(request: Request) -> ReloadResponse:
     settings: ServingSettings = request.app.state.settings
     require_admin_token(request)
     previous = current_predictor(request)
-    body = await read_body(request.stream(), MAX_BODY_BYTES)
+    body = await read_json_body(request, MAX_BODY_BYTES, RELOAD_EXAMPLE)
     try:
         target = ReloadRequest.model_validate_json(body) if body.strip() else ReloadRequest()
     except ValidationError as exc:

@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.errors import BundleError, InputError
@@ -68,6 +69,7 @@ class _NotLoggedTwice(logging.Filter):
 
 NOT_LOGGED_TWICE = _NotLoggedTwice()
 log = logging.getLogger(__name__)
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def create_app(bundle_path: str | Path, settings: ServingSettings | None = None) -> FastAPI:
@@ -207,6 +209,24 @@ def _add_error_handlers(app: FastAPI) -> None:
             status_code=500,
         )
 
+    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's Allow names the methods of the first route of the path only; the HEAD
+        # of /health, /v1/model and /metrics is a route of its own (kept out of the schema).
+        allowed = [
+            method
+            for method in HTTP_METHODS
+            if any(
+                route.matches({**request.scope, "method": method})[0] is Match.FULL
+                for route in request.app.router.routes
+            )
+        ]
+        return JSONResponse(
+            {"detail": getattr(exc, "detail", "Method Not Allowed")},
+            status_code=405,
+            headers={"Allow": ", ".join(allowed)},
+        )
+
+    app.add_exception_handler(405, method_not_allowed)
     app.add_exception_handler(InputError, input_error)
     app.add_exception_handler(ClientDisconnect, client_disconnect)
     app.add_exception_handler(RequestValidationError, validation_error)

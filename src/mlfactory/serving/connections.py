@@ -42,7 +42,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from mlfactory.serving.metrics import connection_guard_events
-from mlfactory.serving.middleware import PROTOCOL_STATUS
+from mlfactory.serving.middleware import PROTOCOL_STATUS, request_id_from
 from mlfactory.serving.settings import ServingSettings, env_name
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             state = self.cycle.scope.setdefault("state", {})
             state[PROTOCOL_STATUS] = 400
-            request_id = state.get("request_id")
+            # the id the app gives it, whether or not the app has seen the request yet
+            request_id = state.setdefault(
+                "request_id", request_id_from(self.cycle.scope["headers"])
+            )
         self._stop_head_timer()
         self._stop_draining()
         self._write_and_close(400, f"malformed HTTP request: {msg}", request_id)

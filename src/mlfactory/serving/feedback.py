@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from codecs import BOM_UTF8
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +40,7 @@ from mlfactory.serving.schemas import (
     FeedbackResponse,
     describe_errors,
 )
-from mlfactory.serving.uploads import check_content_length, check_json_type, read_body
+from mlfactory.serving.uploads import read_json_body
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
@@ -82,10 +81,7 @@ router = APIRouter()
 async def send_feedback(request: Request) -> FeedbackResponse:
     """Store the true label of one or more logged predictions (the last label sent wins)."""
     current_predictor(request)  # 503 until start-up has opened the log
-    check_json_type(request.headers.get("content-type"), FEEDBACK_EXAMPLE)
-    check_content_length(request.headers.get("content-length"), MAX_BODY_BYTES)
-    body = await read_body(request.stream(), MAX_BODY_BYTES)
-    items = _parsed(body)
+    items = _parsed(await read_json_body(request, MAX_BODY_BYTES, FEEDBACK_EXAMPLE))
     if not items:
         raise InputError("no feedback: the list is empty", 422)
     if len(items) > MAX_ITEMS:
@@ -109,7 +105,6 @@ def _parsed(body: bytes) -> list[FeedbackIn]:
         InputError: 422 naming the first problem (a field, or an item of the list and its
             field, such as `1.label: Field required`).
     """
-    body = body.removeprefix(BOM_UTF8)  # which JSON parsers may ignore (RFC 8259)
     first = body.lstrip()[:1]
     try:
         if first == b"[":

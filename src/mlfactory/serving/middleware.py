@@ -15,6 +15,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, WithJsonSchema
@@ -70,8 +71,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = request_id_from(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        # The protocol may have answered a malformed body (400) with an id before this ran.
+        state = scope.setdefault("state", {})
+        request_id = state.setdefault("request_id", request_id_from(scope.get("headers", [])))
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -126,9 +128,9 @@ class BodyTimeoutMiddleware:
         await self.app(scope, receive_in_time, send)
 
 
-def request_id_from(scope: Scope) -> str:
+def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The client's `X-Request-ID` if it is a valid token, else a new random id."""
-    for name, value in scope.get("headers", []):
+    for name, value in headers:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
             if VALID_REQUEST_ID.fullmatch(candidate):

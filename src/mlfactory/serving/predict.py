@@ -38,7 +38,7 @@ from mlfactory.serving.schemas import (
 )
 from mlfactory.serving.settings import ServingSettings
 from mlfactory.serving.uploads import (
-    check_content_length,
+    check_body_headers,
     check_json_type,
     read_body,
     read_uploads,
@@ -88,7 +88,7 @@ async def predict(request: Request) -> PredictResponse:
     state = request.app.state
     settings: ServingSettings = state.settings
     predictor = current_predictor(request)
-    check_content_length(request.headers.get("content-length"), settings.max_request_bytes)
+    check_body_headers(request.headers, settings.max_request_bytes)
     read_inputs = INPUT_READERS[predictor.bundle.modality.api_input.kind]
     inputs = await read_inputs(request, settings)
     encoded, summaries, digests = await run_in_threadpool(encode_inputs, predictor, inputs)

@@ -22,6 +22,8 @@ from mlfactory.serving.settings import ServingSettings, env_name
 FACTORY = "mlfactory.serving.app:app_from_env"
 # Open files a worker needs besides client sockets: the model, the log database, libraries.
 FILES_BESIDE_CONNECTIONS = 64
+# uvicorn's variable naming the proxies whose X-Forwarded-For / -Proto headers are believed.
+TRUSTED_PROXIES_ENV = "FORWARDED_ALLOW_IPS"
 
 
 def run_server(
@@ -77,6 +79,10 @@ def run_server(
             workers=workers,
             http=PROTOCOL,
             log_config=log_config(),
+            # X-Forwarded-For names the client only behind a proxy the operator names in
+            # uvicorn's FORWARDED_ALLOW_IPS; else anyone could fake the address that the
+            # failed-token lockout counts and the log shows (uvicorn trusts 127.0.0.1's).
+            proxy_headers=TRUSTED_PROXIES_ENV in os.environ,
         )
 
 

@@ -100,6 +100,7 @@ class ReloadRequest(BaseModel):
 
     bundle: str | None = Field(
         default=None,
+        min_length=1,
         description="Bundle folder on the server; default: the served bundle's folder, re-read.",
     )
 

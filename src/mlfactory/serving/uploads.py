@@ -7,12 +7,21 @@ or one file too many is refused as soon as it shows up, never after buffering th
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import re
+from codecs import BOM_UTF8
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from email.utils import decode_rfc2231
 from typing import Any
+from urllib.parse import unquote
 
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import (
+    DEFAULT_MAX_HEADER_SIZE,
+    MultipartParser,
+    parse_options_header,
+)
+from starlette.requests import Request
 
 from mlfactory.errors import InputError
 from mlfactory.serving.schemas import FILES_FIELD
@@ -27,6 +36,7 @@ MAX_FILENAME_SHOWN = 80
 # Parts of any field in one body (Starlette's default for forms): thousands of tiny form
 # fields fit in the body limit, and each one costs parsing.
 MAX_PARTS = 1000
+EXTENDED_FILENAME = re.compile(r"(?i)(?:^|;)\s*filename\*\s*=\s*([^;]*)")
 
 
 @dataclass
@@ -63,6 +73,17 @@ def check_json_type(content_type: str | None, example: str) -> None:
         )
 
 
+def check_body_headers(headers: Mapping[str, str], limit: int) -> None:
+    """Refuse a compressed body (415: the limits count the bytes the model gets) and one
+    whose declared length is over `limit` (413), before reading any of it."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise InputError(
+            f"Content-Encoding '{encoding}' is not supported: send the body uncompressed", 415
+        )
+    check_content_length(headers.get("content-length"), limit)
+
+
 def check_content_length(header: str | None, limit: int) -> None:
     """Refuse a body whose declared length is over `limit` before reading any of it."""
     if header is None:
@@ -75,6 +96,15 @@ def check_content_length(header: str | None, limit: int) -> None:
         raise InputError(
             f"request body too large: {declared} bytes exceeds the limit of {limit} bytes", 413
         )
+
+
+async def read_json_body(request: Request, limit: int, example: str) -> bytes:
+    """The body of a JSON request without a UTF-8 byte order mark (which JSON parsers may
+    ignore, RFC 8259): a body declared as other than JSON is refused (415), and one over
+    `limit` bytes (413) as soon as its Content-Length or its bytes say so."""
+    check_json_type(request.headers.get("content-type"), example)
+    check_body_headers(request.headers, limit)
+    return (await read_body(request.stream(), limit)).removeprefix(BOM_UTF8)
 
 
 async def read_body(stream: AsyncIterator[bytes], limit: int) -> bytes:
@@ -131,6 +161,11 @@ async def read_uploads(
             reason = (
                 f"it does not begin with the boundary '--{boundary.decode('latin-1')}' of its "
                 "Content-Type (nothing may come before the first part)"
+            )
+        elif reason == "Maximum header size exceeded":
+            reason = (
+                f"a part's header line is over {DEFAULT_MAX_HEADER_SIZE} bytes (a file name "
+                "that long?): shorten it"
             )
         raise InputError(f"malformed {MULTIPART} body: {reason}", 422) from None
     if not collector.ended:
@@ -194,14 +229,14 @@ class _PartCollector:
         if name != FILES_FIELD:
             self.other_fields.append(name)
             return
-        if b"filename" not in options:
+        filename = _filename(options, self._disposition)
+        if filename is None:
             raise InputError(
                 f"field '{FILES_FIELD}' must hold file uploads, not plain form values", 422
             )
         index = len(self.files)
         if index >= self.settings.max_files:
             raise InputError(f"too many files: at most {self.settings.max_files} per request", 413)
-        filename = options[b"filename"].decode("utf-8", "replace")
         self._current = Upload(index=index, filename=filename, data=b"")
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -227,3 +262,19 @@ class _PartCollector:
 
     def _on_end(self) -> None:
         self.ended = True
+
+
+def _filename(options: dict[bytes, bytes], disposition: bytes) -> str | None:
+    """The part's file name, or None for a plain form value. A name sent only as RFC 5987's
+    `filename*=UTF-8''%E2%9C%93.png` (which RFC 7578 forbids, but some clients send for names
+    beyond ASCII, and python-multipart drops) is a file too."""
+    if b"filename" in options:
+        return options[b"filename"].decode("utf-8", "replace")
+    extended = EXTENDED_FILENAME.search(disposition.decode("latin-1"))
+    if extended is None:
+        return None
+    charset, _, encoded = decode_rfc2231(extended.group(1).strip().strip('"'))
+    try:
+        return unquote(encoded, encoding=charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return unquote(encoded, encoding="utf-8", errors="replace")
