@@ -54,3 +54,31 @@ def test_a_missing_bundle_is_one_error_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path / "nope"), "--out", "x.html"])
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_report_never_overwrites_what_it_reads(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    """`--out` naming the prediction log or a file of the bundle is refused before anything
+    is written: both stay byte for byte as they were."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, folder)
+    log = tmp_path / "predictions.db"
+    log.write_bytes(b"SQLite format 3\x00 stand-in: never read, the path is refused first")
+    before = {p: p.read_bytes() for p in [log, *folder.iterdir()]}
+    cases = {
+        str(log): f"--out {log} is the prediction log: write the report elsewhere",
+        str(folder / "model.onnx"): f"is inside the bundle {folder}: write the report elsewhere",
+        str(folder / "card.html"): f"is inside the bundle {folder}",
+        str(tmp_path): f"--out {tmp_path} is a folder: give a file name, e.g. report.html",
+    }
+    for (out, message), given in zip(
+        cases.items(), [str(log), f"sqlite:///{log}"] * 2, strict=True
+    ):
+        args = ["report", str(folder), "--out", out, "--log", given]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: --out ") and message in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in [log, *folder.iterdir()]} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "predictions.db"]

@@ -3,6 +3,7 @@ float one does on digits neither saw, a monitoring profile fitted to it, a run o
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,13 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def quantized(monitored_digits: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("int8") / "digits-int8"
+    out.mkdir()  # an empty folder: --force replaces it (as it would an earlier bundle)
     # This model trained 3 epochs: its margins are thin and int8 moves a few of its test
     # answers (measured 2 to 3.5 points of 200 items, whatever the calibration); a well-trained
     # digits model stays within the default 0.01 (docs/benchmarks.md).
-    return quantize_target(str(monitored_digits.bundle.path), out, max_drop=0.05)
+    result = quantize_target(str(monitored_digits.bundle.path), out, max_drop=0.05, force=True)
+    assert [p.name for p in out.parent.iterdir()] == ["digits-int8"]  # nothing else left
+    return result
 
 
 def test_the_int8_model_answers_as_the_float_one(
@@ -105,9 +109,18 @@ def test_mistakes_are_one_line(quantized: Any, monitored_digits: Any, tmp_path: 
         (str(quantized.bundle.path), "--out", str(tmp_path / "again")): "is already int8",
         (source, "--out", str(quantized.bundle.path)): "exists: choose another, or add --force",
         (source, "--out", str(monitored_digits.bundle.path / "x")): "float bundle's own folder",
+        # --force never deletes the folder above the float bundle (its run folder) ...
+        (source, "--out", str(monitored_digits.bundle.path.parent), "--force"): (
+            f"holds the float bundle {source}"
+        ),
+        # ... nor a folder of other things
+        (source, "--out", str(tmp_path), "--force"): "holds files but no bundle (bundle.json)",
     }
+    (tmp_path / "notes.txt").write_text("keep me")
     for args, message in cases.items():
         assert_one_line_error(runner.invoke(app, ["quantize", *args]), message)
+    assert (monitored_digits.bundle.path / "model.onnx").is_file()
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
     # Every convolution in int8 costs the digits model tens of points: refused, nothing left.
     out = tmp_path / "all-int8"
     result = runner.invoke(
@@ -138,7 +151,7 @@ def test_a_text_transformer_is_quantized_dynamically(
 
 
 def test_keeping_every_convolution_in_float_is_refused(
-    monitored_digits: Any, tmp_path: Path
+    quantized: Any, monitored_digits: Any, tmp_path: Path
 ) -> None:
     out = tmp_path / "nothing-int8"
     args = [str(monitored_digits.bundle.path), "--out", str(out), "--float-convs", "1000"]
@@ -147,3 +160,10 @@ def test_keeping_every_convolution_in_float_is_refused(
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("error: --float-convs 1000 keeps every one of the model's")
     assert not out.exists()
+    # with --force over an earlier int8 bundle, the failure leaves that bundle as it was
+    shutil.copytree(quantized.bundle.path, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = runner.invoke(app, ["quantize", *args, "--force"])
+    assert result.exit_code == 2, result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["nothing-int8"]  # no temporary folder left

@@ -307,3 +307,13 @@ def test_registry_calls_leave_the_environment_alone(
     with pytest.raises(BundleError, match="has no bundle"):
         download_run_bundle("0" * 32, store=store)
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_a_fetch_into_the_bundle_itself_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    source = tiny_bundle(tmp_path / "b", "image")
+    before, names = bundle_digest(source), sorted(p.name for p in source.iterdir())
+    for out in (source / "copy", source):
+        result = runner.invoke(app, ["fetch", str(source), "--out", str(out / "deeper")])
+        assert_one_line_error(result, f"is inside the bundle {source}: give a folder outside it")
+    assert bundle_digest(source) == before
+    assert sorted(p.name for p in source.iterdir()) == names  # no copy, no temporary folder

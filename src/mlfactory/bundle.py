@@ -140,10 +140,13 @@ def copy_bundle(source: Path, out: Path) -> None:
     into place once complete and removed when the copy fails.
 
     Raises:
-        BundleError: a file of the bundle cannot be read (`cannot read <file>: <reason>`),
+        BundleError: `out` is inside the bundle (the copy would copy itself, and the bundle
+            would change), a file of the bundle cannot be read (`cannot read <file>: <reason>`),
             `out` cannot be written (`cannot write <out>: <reason>`), or a copy fails part-way
             (`cannot copy <file> to <out>: <reason>`); `out` is not created.
     """
+    if source.resolve() in out.resolve().parents or out.resolve() == source.resolve():
+        raise BundleError(f"{out} is inside the bundle {source}: give a folder outside it")
     tmp = out.parent / f".{out.name[:64]}.{uuid.uuid4().hex[:8]}.tmp"  # short: any name fits
 
     def copy_file(src: str, dst: str) -> object:

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.model_card import model_card
+from mlfactory.report_files import check_report_path
 from mlfactory.times import export_time
 
 STYLE = """
@@ -193,8 +194,10 @@ def write_report(
 
     Raises:
         BundleError: the bundle is missing or malformed.
+        ConfigError: `out` is a folder, inside the bundle, or the log (`check_report_path`).
     """
     bundle = load_bundle(bundle_path)
+    check_report_path(out, "--out", bundle.path, log_url)
     monitoring = monitoring_section(bundle, log_url, last) if log_url else None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_page(model_card(bundle), monitoring), encoding="utf-8")

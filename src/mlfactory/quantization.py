@@ -28,6 +28,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from mlfactory.bundle import MODEL_FILE, OOD_SCORE, Bundle, load_bundle, write_meta
+from mlfactory.bundle import META_FILE, MODEL_FILE, OOD_SCORE, Bundle, load_bundle, write_meta
 from mlfactory.bundle_recipe import bundle_run, recipe_dataset
 from mlfactory.data.dataset import Item
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, first_line
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.targets import resolve_bundle
@@ -80,17 +81,19 @@ def quantize_target(
     """
     source = resolve_bundle(target)
     if source.meta.export.get("quantization"):
-        raise BundleError(f"{source.path} is already int8 ({source.meta.version})")
+        raise BundleError(f"{target} is already int8 ({source.meta.version})")
     _check_out(out, source.path, force)
     Predictor.from_path(source.path)  # a corrupt model fails here, before the data is prepared
     recipe, dataset = recipe_dataset(source)
     test = dataset.split("test")
     if not test:
         raise BundleError("the recipe's test split is empty: nothing to check the int8 model on")
-    if out.exists():
-        shutil.rmtree(out)
+    # Made beside `out` and moved into place once it passed: a failure (or Ctrl-C) leaves what
+    # `--force` would have replaced as it was.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name[:64]}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        bundle = _quantize(source, out, _calibration(dataset), float_convs)
+        bundle = _quantize(source, work, _calibration(dataset), float_convs, (target, out))
         _rebuild_monitoring(bundle, dataset)
         # Evaluated once, as it ships (with its OOD score), for the check and for its record.
         from mlfactory.evaluation import evaluate_items
@@ -104,9 +107,10 @@ def quantize_target(
                 f"in float (--float-convs {float_convs + 3}), allow more (--max-drop), or serve "
                 "the float bundle"
             )
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+        _replace(out, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    bundle = load_bundle(out)
     run_id = _track(source, bundle, recipe, dataset, metrics)
     return QuantizeResult(
         bundle=load_bundle(out),
@@ -119,10 +123,38 @@ def quantize_target(
 
 
 def _check_out(out: Path, source: Path, force: bool) -> None:
-    if out.resolve() == source.resolve() or source.resolve() in out.resolve().parents:
+    """`out` is new, or (with `force`) a bundle or an empty folder apart from the float bundle:
+    `--force` replaces a bundle, never a folder of other things (a run folder, the cwd)."""
+    out_path, source_path = out.resolve(), source.resolve()
+    if out_path == source_path or source_path in out_path.parents:
         raise BundleError(f"--out {out} is the float bundle's own folder: choose another")
-    if out.exists() and not force:
+    if out_path in source_path.parents:
+        raise BundleError(f"--out {out} holds the float bundle {source}: choose another")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
         raise BundleError(f"--out {out} exists: choose another, or add --force to replace it")
+    if out.is_symlink() or not out.is_dir():
+        raise BundleError(f"--out {out} is not a folder: --force replaces a bundle folder only")
+    if not (out / META_FILE).is_file() and any(out.iterdir()):
+        raise BundleError(
+            f"--out {out} holds files but no bundle ({META_FILE}): --force replaces a bundle "
+            "only; choose another --out"
+        )
+
+
+def _replace(out: Path, made: Path) -> None:
+    """Move the folder `made` to `out`, replacing what `out` held only once `made` is there."""
+    old = made.with_suffix(".old")
+    if out.exists():
+        out.rename(old)
+    try:
+        made.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _calibration(dataset: Any) -> list[Item]:
@@ -132,7 +164,11 @@ def _calibration(dataset: Any) -> list[Item]:
     return train[::step][:CALIBRATION_ITEMS]
 
 
-def _quantize(source: Bundle, out: Path, items: list[Item], float_convs: int) -> Bundle:
+def _quantize(
+    source: Bundle, out: Path, items: list[Item], float_convs: int, shown: tuple[str, Path]
+) -> Bundle:
+    """The int8 bundle, written to `out`; `shown` names the source and the output as the user
+    gave them (`out` is a temporary folder, the source may be a download)."""
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -168,9 +204,8 @@ def _quantize(source: Bundle, out: Path, items: list[Item], float_convs: int) ->
                 made = _dynamic(prepared, out / MODEL_FILE)
                 summary = "no convolution: weights int8, activations quantized as they come"
         except (ValueError, RuntimeError) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BundleError(
-                f"ONNX Runtime cannot quantize {source.model_path}: {reason}"
+                f"ONNX Runtime cannot quantize {shown[0]}: {first_line(exc)}"
             ) from None
     bundle = load_bundle(out)
     meta = bundle.meta
@@ -182,7 +217,7 @@ def _quantize(source: Bundle, out: Path, items: list[Item], float_convs: int) ->
         "quantization": made,
     }
     write_meta(out, meta)
-    phase_log.info("quantize: %s -> %s (%s)", source.path, out, summary)
+    phase_log.info("quantize: %s -> %s (%s)", *shown, summary)
     return load_bundle(out)
 
 
