@@ -114,6 +114,39 @@ def test_wrong_key_or_value_is_one_line_naming_it(overrides: list[str], expected
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "trainer=5",
+            "trainer is a section of settings, not a value: set a key inside it, e.g. "
+            "trainer.max_epochs=...",
+        ),
+        ("trainer=null", "trainer is a section of settings"),
+        (
+            "data=x",
+            "data is a section of settings, not a value: set a key inside it, e.g. data.source=...",
+        ),
+        ("preprocess=null", "e.g. preprocess.NAME=VALUE"),
+        ("model.extra=5", "model.extra is a section of settings"),
+        (
+            "trainer.lr=null",
+            "trainer.lr: null is not allowed: give a value, or leave trainer.lr "
+            "out to keep the recipe's",
+        ),
+        ("description=null", "description: null is not allowed"),
+    ],
+)
+def test_a_section_given_a_value_or_a_value_given_null_says_so(
+    override: str, expected: str
+) -> None:
+    """Hydra's own message was `Error merging override trainer=null`."""
+    with pytest.raises(ConfigError) as caught:
+        load_recipe("digits", [override])
+    assert expected in str(caught.value)
+    assert "Error merging" not in str(caught.value)
+
+
 def test_unknown_recipe_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown recipe 'mushroom'.*mushrooms"):
         load_recipe("mushroom")

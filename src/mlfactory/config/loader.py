@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import types
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -330,8 +331,8 @@ def _schema_type(key: str) -> Any:
             )
         cls = hints[part]
     origin = typing.get_origin(cls)
-    if origin is not None and str in typing.get_args(cls):
-        return str
+    if origin in (typing.Union, types.UnionType) and str in typing.get_args(cls):
+        return str  # `str | None`
     return cls
 
 
@@ -364,6 +365,8 @@ def _one_line(exc: BaseException) -> str:
         value, kind = converted.group(1), converted.group(2) or converted.group(3)
         expected = {"Integer": "an integer", "Float": "a number", "bool": "true or false"}
         return f"{key}: {value!r} is not {expected.get(kind, kind.lower())}"
+    if key and cause is not None:
+        return _assignment_problem(str(key), str(cause))
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     kept = [
         line
@@ -373,3 +376,15 @@ def _one_line(exc: BaseException) -> str:
         and not line.startswith("See https://")
     ]
     return " ".join(kept) or type(exc).__name__
+
+
+def _assignment_problem(key: str, problem: str) -> str:
+    """OmegaConf's refusal of a value for `key` (`trainer=5`, `trainer.lr=null`), in words."""
+    kind = _schema_type(key)
+    if dataclasses.is_dataclass(kind) or typing.get_origin(kind) is dict:
+        fields = dataclasses.fields(kind) if dataclasses.is_dataclass(kind) else ()
+        example = f"{key}.{fields[0].name}=..." if fields else f"{key}.NAME=VALUE"
+        return f"{key} is a section of settings, not a value: set a key inside it, e.g. {example}"
+    if "is not Optional" in problem:
+        return f"{key}: null is not allowed: give a value, or leave {key} out to keep the recipe's"
+    return f"{key}: {problem.splitlines()[0]}"
