@@ -12,6 +12,7 @@ import torch
 
 from mlfactory.config.loader import load_recipe, preprocessing_params
 from mlfactory.config.schema import ModelConfig
+from mlfactory.errors import ConfigError
 from mlfactory.training.backbones import build_classifier, training_encoder
 from mlfactory.training.backbones.audio import CnnTransformer
 from mlfactory.training.backbones.image import build_image_backbone, embedding_width
@@ -180,3 +181,18 @@ def test_a_model_folder_without_a_usable_tokenizer_names_the_weights_path(
     assert message.startswith(f"model.weights_path: no tokenizer for '{folder}': ")
     assert reason in message
     assert not message.endswith(":")
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("efficientnet_lite9", "; did you mean efficientnet_lite4, "),
+        ("no-such-network-at-all", " (python -c 'import timm; print(timm.list_models())'"),
+    ],
+)
+def test_an_unknown_backbone_names_the_closest_timm_models(name: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_image_backbone(ModelConfig(backbone=name, pretrained="none"))
+    message = str(caught.value)
+    assert message.startswith(f"model.backbone: '{name}' is not a timm model")
+    assert hint in message

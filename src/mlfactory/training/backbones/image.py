@@ -7,6 +7,7 @@ warning), "local" (a local file is required), "hub" (timm's hub download is requ
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging
 import pickle
@@ -47,6 +48,13 @@ def build_image_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
     try:
         model = timm.create_model(config.backbone, pretrained=False, num_classes=0)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
+        if not timm.is_model(config.backbone):
+            close = difflib.get_close_matches(config.backbone, timm.list_models(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"model.backbone: '{config.backbone}' is not a timm model{hint} "
+                "(python -c 'import timm; print(timm.list_models())' lists them)"
+            ) from None
         raise ConfigError(f"model.backbone: {exc}") from None
     _load_pretrained(model, config)
     if config.freeze_backbone:
