@@ -9,7 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mlfactory.batch_predict import (
+    MAX_INPUT_BYTES,
     Input,
     Prediction,
     Skipped,
@@ -27,7 +32,9 @@ from mlfactory.batch_predict import (
 )
 from mlfactory.bundle import load_bundle
 from mlfactory.cli import app
+from mlfactory.errors import InputError
 from mlfactory.predictor import BatchOutput, Predictor
+from mlfactory.serving.settings import ServingSettings
 
 from .serving.tiny_bundles import tiny_bundle
 from .test_cli import assert_one_line_error
@@ -264,3 +271,98 @@ def test_names_with_brackets_are_shown_as_they_are(
     assert result.exit_code == 1, result.output
     assert "│ [draft]/[bold]three.png │" in result.output
     assert "skipped [draft]/[red]cut.png:" in result.output
+
+
+def test_links_to_devices_and_pipes_in_a_folder_are_skipped_unread(
+    image_bundle: Path, digit_folder: Path, tmp_path: Path
+) -> None:
+    """A link to /dev/zero would be read until memory runs out: not a regular file, skipped."""
+    folder = tmp_path / "photos"
+    shutil.copytree(digit_folder / "3", folder)
+    (folder / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(folder / "pipe.png")  # opening it would wait for a writer forever
+    plan = plan_inputs([str(folder)], load_bundle(image_bundle).modality)
+    skipped = {item.id: item.reason for item in iter_inputs(plan) if isinstance(item, Skipped)}
+    assert skipped == {
+        str(folder / "pipe.png"): "a named pipe (FIFO), not a regular file: not read",
+        str(folder / "zero.png"): "a character device, not a regular file: not read",
+    }
+
+    result = runner.invoke(app, ["predict", str(image_bundle), str(folder)])
+    assert result.exit_code == 1, result.output
+    assert "predicted 40 input(s); skipped 2" in result.output
+    given = runner.invoke(app, ["predict", str(image_bundle), str(folder / "pipe.png")])
+    assert_one_line_error(given, "pipe.png is a named pipe (FIFO), not a file or folder")
+
+
+def test_a_file_over_the_input_limit_is_skipped_unread_with_its_size(
+    image_bundle: Path, digit_folder: Path, tmp_path: Path
+) -> None:
+    """The limit is the server's default upload limit; `--max-input-bytes` sets another."""
+    assert ServingSettings().max_upload_bytes == MAX_INPUT_BYTES
+    big = tmp_path / "big.png"
+    with big.open("wb") as handle:
+        handle.truncate(MAX_INPUT_BYTES + 1)  # sparse: no disk used
+    digit = next((digit_folder / "6").glob("*.png"))
+    result = runner.invoke(app, ["predict", str(image_bundle), str(big), str(digit)])
+    assert result.exit_code == 1, result.output
+    assert f"skipped {big}: 10,485,761 bytes, over the limit of 10,485,760 bytes" in result.output
+    assert "predicted 1 input(s); skipped 1" in result.output
+
+    size = digit.stat().st_size
+    limited = [str(digit), "--max-input-bytes", str(size - 1)]
+    result = runner.invoke(app, ["predict", str(image_bundle), *limited])
+    assert f"{size:,} bytes, over the limit of {size - 1:,} bytes" in result.output
+    assert "predicted 0 input(s); skipped 1" in result.output
+    exact = runner.invoke(
+        app, ["predict", str(image_bundle), str(digit), "--max-input-bytes", str(size)]
+    )
+    assert exact.exit_code == 0, exact.output
+
+
+def test_stdin_over_the_limit_is_refused_and_a_long_line_skipped(
+    image_bundle: Path, text_bundle: Path, digit_folder: Path
+) -> None:
+    image = load_bundle(image_bundle).modality
+    with pytest.raises(InputError, match="more than 10,485,760 bytes, the limit of one input"):
+        plan_inputs(["-"], image, stdin=io.BytesIO(bytes(MAX_INPUT_BYTES + 1)))
+    png = next((digit_folder / "4").glob("*.png")).read_bytes()
+    args = ["predict", str(image_bundle), "-", "--max-input-bytes", str(len(png) - 1)]
+    assert_one_line_error(runner.invoke(app, args, input=png), f"more than {len(png) - 1:,} bytes")
+
+    lines = b"oil prices rose\n" + b"x" * 40 + b"\nwheat exports fell"
+    plan = plan_inputs(
+        ["-"], load_bundle(text_bundle).modality, stdin=io.BytesIO(lines), max_bytes=20
+    )
+    items = list(iter_inputs(plan))
+    assert [(type(item).__name__, item.id) for item in items] == [
+        ("Input", "stdin:1"),
+        ("Skipped", "stdin:2"),
+        ("Input", "stdin:3"),
+    ]
+    assert isinstance(items[2], Input) and items[2].read() == b"wheat exports fell"
+
+
+def test_stdin_given_twice_or_closed_is_one_error_line(
+    image_bundle: Path, digit_folder: Path
+) -> None:
+    png = next((digit_folder / "4").glob("*.png")).read_bytes()
+    twice = runner.invoke(app, ["predict", str(image_bundle), "-", "-"], input=png)
+    assert_one_line_error(twice, "- (stdin) is given more than once")
+    # A real process started with its stdin closed (`<&-`): Python's sys.stdin is None.
+    command = f'"$0" -m mlfactory.cli predict {shlex.quote(str(image_bundle))} - <&-'
+    done = subprocess.run(
+        ["bash", "-c", command, sys.executable], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "error: - reads stdin, but stdin is closed: pipe the input in"
+
+
+def test_json_and_output_together_are_refused(
+    image_bundle: Path, digit_folder: Path, tmp_path: Path
+) -> None:
+    digit = str(next((digit_folder / "4").glob("*.png")))
+    out = tmp_path / "results.csv"
+    result = runner.invoke(app, ["predict", str(image_bundle), digit, "--json", "-o", str(out)])
+    assert_one_line_error(result, "--json prints the results; --output")
+    assert not out.exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,57 @@ def test_what_collect_cannot_do_is_one_error_line(
     filled = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
     result = runner.invoke(cli, ["collect", str(image_bundle), *filled])
     assert_one_line_error(result, message.replace("{tmp}", str(tmp_path)))
+
+
+def test_a_database_that_is_not_a_prediction_log_is_refused(
+    image_bundle: Path, tmp_path: Path
+) -> None:
+    """An SQLite file of something else: not read as a log without labels, no folder made."""
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE notes (body TEXT)")
+    (tmp_path / "store").mkdir()
+    out = tmp_path / "dataset"
+    args = ["--inputs", str(tmp_path / "store"), "--log", str(other), "--out", str(out)]
+    result = runner.invoke(cli, ["collect", str(image_bundle), *args])
+    assert_one_line_error(result, "holds no prediction log")
+    assert "lacks the log's tables predictions and feedback (its tables: notes)" in result.output
+    assert not out.exists()
+
+
+def test_a_store_named_by_the_environment_is_blamed_on_it(
+    image_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFACTORY_INPUT_STORE", str(tmp_path / "t.sh"))
+    result = runner.invoke(cli, ["collect", str(image_bundle), "--out", str(tmp_path / "d")])
+    assert_one_line_error(result, f"MLFACTORY_INPUT_STORE={tmp_path / 't.sh'} (no --inputs given)")
+    assert "--inputs" not in result.output.split("(")[0]
+
+
+def test_the_train_line_names_a_bundle_folder_named_like_a_recipe_as_a_path(
+    image_bundle: Path,
+    digit_images: list[DigitImage],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`mlfactory train image` trains the packaged `image` recipe: a bundle folder named
+    `image` is printed as `./image`, and one named `model.yaml` by its bundle.json."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(image_bundle, "image")
+    shutil.copytree(image_bundle, "model.yaml")
+    store, log = tmp_path / "inputs", f"sqlite:///{tmp_path / 'predictions.db'}"
+    digits = digit_images[:2]
+    posts = [{"files": [upload("d.png", d.read_bytes())]} for d in digits]
+    settings = ServingSettings(log_url=log, input_store=str(store))
+    serve_and_label(Path("image"), settings, posts, [d.label for d in digits])
+    own = load_recipe(str(image_bundle), ["data.source=labelled-image"])
+
+    for folder, printed in (("image", "./image"), ("model.yaml", "model.yaml/bundle.json")):
+        args = ["--inputs", str(store), "--log", log, "--out", f"labelled-{folder}"]
+        result = runner.invoke(cli, ["collect", folder, *args])
+        assert result.exit_code == 0, result.output
+        line = f"train on them: mlfactory train {printed} data.source=labelled-{folder}\n"
+        assert line in result.output
+        overrides = [f"data.source=labelled-{folder}"]
+        assert load_recipe(printed, overrides).name == own.name  # the bundle's recipe
+    assert load_recipe("image", ["data.source=labelled-image"]).name != own.name  # packaged

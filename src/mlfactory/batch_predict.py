@@ -9,11 +9,17 @@ file for a text bundle, a missing path) refuses the whole run in one line. Then 
 size runs in constant memory. An input that cannot be read or decoded, or that the model fails
 on, is reported by name and skipped, and so is a folder that cannot be listed; the rest are
 predicted.
+
+No input is read past `MAX_INPUT_BYTES` (the server's default limit of one upload): a larger
+file or line is skipped, a larger stdin refused. Entries of a folder that are not regular files
+once links are followed (a link to a device, a named pipe) are skipped unread.
 """
 
 from __future__ import annotations
 
 import codecs
+import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +37,17 @@ from mlfactory.predictor import Predictor
 STDIN = "-"
 # Bytes read to tell text from binary.
 SNIFF_BYTES = 8192
+# The largest input read, in bytes: the server's default limit of one upload
+# (`ServingSettings.max_upload_bytes`; not imported: `predict` loads no serving code).
+MAX_INPUT_BYTES = 10 * 1024 * 1024
+LIMIT_OPTION = "--max-input-bytes"
+SPECIAL_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,7 @@ class InputPlan:
     ignored: int = 0
     # Inputs known before streaming (None when a table or stdin is among them).
     count: int | None = 0
+    max_bytes: int = MAX_INPUT_BYTES  # the largest input read, in bytes
 
 
 def plan_inputs(
@@ -66,6 +84,7 @@ def plan_inputs(
     texts: list[str] | None = None,
     text_column: str = "text",
     stdin: BinaryIO | None = None,
+    max_bytes: int = MAX_INPUT_BYTES,
 ) -> InputPlan:
     """Check the inputs given to `predict` and plan how to stream them.
 
@@ -75,26 +94,26 @@ def plan_inputs(
         texts: texts given with `--text` (text bundles only).
         text_column: the column of a table that holds the text.
         stdin: where `-` reads from (default: the process's stdin).
+        max_bytes: the largest input read, in bytes (a file, stdin, a line of stdin).
 
     Raises:
-        InputError: a path does not exist, a table is given to a bundle that does not read
-            tables, a binary file or `--text` is given to a bundle of the other kind, a table
-            lacks `text_column`, or there are no inputs at all.
+        InputError: a path does not exist or is not a file or folder, a table is given to a
+            bundle that does not read tables, a binary file or `--text` is given to a bundle of
+            the other kind, a table lacks `text_column`, `-` is given twice, stdin is closed
+            or (as one file) larger than `max_bytes`, or there are no inputs at all.
     """
     takes_texts = modality.api_input.kind == "texts"
-    plan = InputPlan()
+    plan = InputPlan(max_bytes=max_bytes)
     if texts and not takes_texts:
         raise InputError(f"--text is for text bundles; this one classifies {modality.name} files")
     for index, text in enumerate(texts or [], start=1):
         plan.sources.append(_one(Input(f"--text {index}", _constant(text.encode("utf-8")))))
         _add_count(plan, 1)
+    if args.count(STDIN) > 1:
+        raise InputError("- (stdin) is given more than once: stdin can be read only once")
     for arg in args:
         if arg == STDIN:
-            plan.sources.append(_stdin_inputs(stdin, takes_texts))
-            if takes_texts:
-                plan.count = None  # one text per line: unknown until read
-            else:
-                _add_count(plan, 1)
+            _plan_stdin(plan, stdin, takes_texts)
             continue
         path = Path(arg).expanduser()
         if path.is_dir():
@@ -102,7 +121,8 @@ def plan_inputs(
         elif path.is_file():
             _plan_file(plan, path, modality, text_column, explicit=True)
         elif path.exists():  # a device, a pipe, a socket: no input to read whole
-            raise InputError(f"not a file or folder: {arg}")
+            kind = _special_kind(path) or "not a regular file"
+            raise InputError(f"{arg} is {kind}, not a file or folder: give files, folders or -")
         else:
             raise InputError(f"no such file or folder: {arg}")
     if not plan.sources:
@@ -141,7 +161,31 @@ def _plan_file(
             f"{path} is a binary file, not text: this bundle classifies texts; give text "
             "files, a .csv/.tsv/.jsonl table (--text-column), --text or - (stdin)"
         )
-    plan.sources.append(_one(Input(str(path), path.read_bytes)))
+    plan.sources.append(_one(Input(str(path), _file_reader(path, plan.max_bytes))))
+    _add_count(plan, 1)
+
+
+def _plan_stdin(plan: InputPlan, stdin: BinaryIO | None, takes_texts: bool) -> None:
+    """`-`: one text per line of stdin (text bundles), else stdin as one file, read now: one
+    larger than the limit is refused before anything is predicted."""
+    if stdin is None:
+        if sys.stdin is None:  # started with stdin closed (`<&-`)
+            raise InputError("- reads stdin, but stdin is closed: pipe the input in")
+        stdin = sys.stdin.buffer
+    if takes_texts:
+        plan.sources.append(_stdin_lines(stdin, plan.max_bytes))
+        plan.count = None  # one text per line: unknown until read
+        return
+    try:
+        data = stdin.read(plan.max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"- (stdin): cannot read it: {exc.strerror or exc}") from None
+    if len(data) > plan.max_bytes:
+        raise InputError(
+            f"- (stdin) holds more than {plan.max_bytes:,} bytes, the limit of one input "
+            f"({LIMIT_OPTION} sets it)"
+        )
+    plan.sources.append(_one(Input(STDIN, _constant(data))))
     _add_count(plan, 1)
 
 
@@ -161,11 +205,43 @@ def _folder_files(folder: Path, modality: Modality) -> tuple[list[Path | Skipped
         files.append(Skipped(str(path), reason))
 
     for path in iter_files(folder, unreadable):
-        if path.suffix.lower() in wanted:
-            files.append(path)
-        else:
+        if path.suffix.lower() not in wanted:
             ignored += 1
+        elif kind := _special_kind(path):  # a link to /dev/zero would be read forever
+            files.append(Skipped(str(path), f"{kind}, not a regular file: not read"))
+        else:
+            files.append(path)
     return files, ignored
+
+
+def _special_kind(path: Path) -> str | None:
+    """What `path` is, links followed, when it exists and is not a regular file ("a named pipe
+    (FIFO)", "a character device", ...); None for a regular file, or one that cannot be
+    looked at (reading it says why)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def _file_reader(path: Path, max_bytes: int) -> Callable[[], bytes]:
+    """Reads the file at most `max_bytes` long; a longer one raises `InputError` (skipped)."""
+
+    def read() -> bytes:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                size = max(os.fstat(handle.fileno()).st_size, len(data))
+                raise InputError(
+                    f"{size:,} bytes, over the limit of {max_bytes:,} bytes of one input "
+                    f"({LIMIT_OPTION} sets it): not read"
+                )
+        return data
+
+    return read
 
 
 def _is_binary(path: Path) -> bool:
@@ -211,16 +287,23 @@ def _table_inputs(path: Path, text_column: str) -> Callable[[], Iterator[Input |
     return rows
 
 
-def _stdin_inputs(
-    stdin: BinaryIO | None, takes_texts: bool
-) -> Callable[[], Iterator[Input | Skipped]]:
+def _stdin_lines(stream: BinaryIO, max_bytes: int) -> Callable[[], Iterator[Input | Skipped]]:
+    """One text per non-empty line of `stream`; a line longer than `max_bytes` is skipped,
+    read past in pieces of at most that size."""
+
     def read() -> Iterator[Input | Skipped]:
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        if not takes_texts:
-            yield Input(STDIN, _constant(stream.read()))
-            return
-        for number, line in enumerate(stream, start=1):
-            if line.strip():  # one text per non-empty line
+        number = 0
+        while line := stream.readline(max_bytes + 1):
+            number += 1
+            if len(line) > max_bytes and not line.endswith(b"\n"):
+                while (rest := stream.readline(max_bytes)) and not rest.endswith(b"\n"):
+                    pass
+                yield Skipped(
+                    f"stdin:{number}",
+                    f"a line of more than {max_bytes:,} bytes, the limit of one input "
+                    f"({LIMIT_OPTION} sets it): not read",
+                )
+            elif line.strip():  # one text per non-empty line
                 yield Input(f"stdin:{number}", _constant(line.rstrip(b"\r\n")))
 
     return read
@@ -284,6 +367,8 @@ def _encode(predictor: Predictor, item: Input) -> dict[str, np.ndarray] | Skippe
         raw = item.read()
     except OSError as exc:
         return Skipped(item.id, f"cannot read: {exc.strerror or exc}")
+    except InputError as exc:  # larger than the limit
+        return Skipped(item.id, str(exc))
     try:
         return predictor.encode(raw)
     except InputError as exc:

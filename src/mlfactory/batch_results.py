@@ -112,6 +112,13 @@ def open_results(path: Path, labels: list[str]) -> ResultWriter:
     return CsvResults(handle, labels) if suffix == ".csv" else JsonlResults(handle)
 
 
+def results_writer(
+    output: Path | None, labels: list[str], console: Console, as_json: bool
+) -> ResultWriter:
+    """The results file of `--output` (`open_results`), else the terminal's table or JSON."""
+    return open_results(output, labels) if output is not None else TerminalResults(console, as_json)
+
+
 @dataclass
 class BatchSummary:
     """How many inputs were predicted, and which were skipped."""

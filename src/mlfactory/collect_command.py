@@ -29,9 +29,10 @@ from typing import Any
 from sqlalchemy import and_, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from mlfactory.bundle import META_FILE
 from mlfactory.errors import LogDatabaseError, MlfactoryError
 from mlfactory.modalities import Modality
-from mlfactory.monitor_command import log_url_or_default, parse_since
+from mlfactory.monitor_command import check_log_tables, log_url_or_default, parse_since
 from mlfactory.monitoring.log_window import open_log
 from mlfactory.serving.input_store import DamagedInput, InputStore
 from mlfactory.serving.log_database import database_reason
@@ -117,6 +118,20 @@ def collect_labelled(
     return result
 
 
+def retrain_target(target: str) -> str:
+    """`target` as `mlfactory train` reads it back as this bundle: a folder named like a
+    packaged recipe (`image`) as `./image`, one named like a recipe file (`model.yaml`) by its
+    `bundle.json`; other targets as given."""
+    from mlfactory.config.loader import list_recipes
+
+    path = Path(target).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.is_dir():
+        return str(resolve_bundle(target).path / META_FILE)
+    if target in list_recipes():
+        return f"./{target}"
+    return target
+
+
 def _input_store(inputs: str | None) -> InputStore:
     """The server's input store: `--inputs`, else `MLFACTORY_INPUT_STORE`; an existing folder."""
     folder = inputs or os.environ.get(STORE_ENV, "").strip()
@@ -127,6 +142,8 @@ def _input_store(inputs: str | None) -> InputStore:
         )
     store = InputStore(Path(folder).expanduser())
     if not store.folder.is_dir():
+        if not inputs:  # the variable named it
+            raise MlfactoryError(f"{STORE_ENV}={folder} (no --inputs given): no such folder")
         raise MlfactoryError(f"--inputs {folder}: no such folder (the server's {STORE_ENV})")
     return store
 
@@ -159,6 +176,7 @@ def _latest_labels(
         with engine.connect() as connection:
             inspector = inspect(connection)
             tables = set(inspector.get_table_names())
+            check_log_tables(tables, shown)
             columns = (
                 {c["name"] for c in inspector.get_columns(predictions.name)}
                 if (predictions.name in tables)

@@ -76,15 +76,18 @@ def level_or_default(level: float | None) -> float:
     then agrees with its gauges and alerts), else 0.05.
 
     Raises:
-        MlfactoryError: `--level` is not between 0 and 1, or the variable is not a level the
-            server accepts (`ServingSettings.monitor_level`).
+        MlfactoryError: `--level` or the variable is not a level the server accepts
+            (`ServingSettings.monitor_level`: at least `MIN_MONITOR_LEVEL`, below 1).
     """
-    from mlfactory.serving.settings import ServingSettings
+    from mlfactory.serving.settings import MIN_MONITOR_LEVEL, ServingSettings
 
     if level is None:
         return ServingSettings.from_env({LEVEL_ENV: os.environ.get(LEVEL_ENV, "")}).monitor_level
-    if not 0.0 < level < 1.0:
-        raise MlfactoryError(f"--level {level}: give a false-alarm level between 0 and 1")
+    if not MIN_MONITOR_LEVEL <= level < 1.0:
+        raise MlfactoryError(
+            f"--level {level:g}: give a false-alarm level between {MIN_MONITOR_LEVEL:g} and 1 "
+            f"(1 excluded), as the server's {LEVEL_ENV}; e.g. 0.01"
+        )
     return level
 
 
@@ -198,7 +201,8 @@ def logged_models(log_url: str) -> list[tuple[str, str, int]]:
     """(model name, version, predictions) of every model in the log, the most logged first.
 
     Raises:
-        LogDatabaseError: the log cannot be opened or read.
+        LogDatabaseError: the log cannot be opened or read, or the database holds other tables
+            but not the log's (`check_log_tables`).
     """
     from sqlalchemy import column, func, inspect, select, table
     from sqlalchemy.exc import SQLAlchemyError
@@ -210,7 +214,9 @@ def logged_models(log_url: str) -> list[tuple[str, str, int]]:
     count = func.count().label("n")
     try:
         with engine.connect() as connection:
-            if rows.name not in inspect(connection).get_table_names():
+            tables = set(inspect(connection).get_table_names())
+            check_log_tables(tables, shown_url(log_url))
+            if rows.name not in tables:
                 return []
             query = (
                 select(rows.c.model_name, rows.c.model_version, count)
@@ -224,6 +230,25 @@ def logged_models(log_url: str) -> list[tuple[str, str, int]]:
         raise LogDatabaseError(message) from None
     finally:
         engine.dispose()
+
+
+def check_log_tables(tables: set[str], shown: str) -> None:
+    """Refuse a database that holds tables but not the log's `predictions`: another database
+    than the server's log. One without any table is an empty log (a new file).
+
+    Raises:
+        LogDatabaseError: it names the log's tables missing.
+    """
+    from mlfactory.serving.log_tables import metadata
+
+    if not tables or "predictions" in tables:
+        return
+    missing = " and ".join(name for name in metadata.tables if name not in tables)
+    held = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise LogDatabaseError(
+        f"the database at {shown} holds no prediction log: it lacks the log's tables {missing} "
+        f"(its tables: {held}); name the server's log, its {LOG_URL_ENV}"
+    )
 
 
 def _nothing_to_check(url: str, name: str, version: str, since: str | None) -> str:
@@ -246,10 +271,13 @@ def write_html(result: MonitorResult, path: Path) -> None:
     """Write the self-contained HTML report of `result` to `path`.
 
     Raises:
-        MlfactoryError: the file cannot be written.
+        MlfactoryError: the file cannot be written, or is a folder, the log or a file of the
+            bundle (`check_report_path`: a report never overwrites what it read).
     """
     from mlfactory.monitoring.html_report import report_html
+    from mlfactory.report_files import check_report_path
 
+    check_report_path(path, "--html", result.bundle.path, result.log_url)
     try:
         path.write_text(report_html(result.profile, result.window, result.report), "utf-8")
     except OSError as exc:

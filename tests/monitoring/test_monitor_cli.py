@@ -4,9 +4,11 @@ there is nothing to check."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import socket
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -181,6 +183,13 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
     note = "of the inputs are out of distribution (1% expected)"
     assert "note: " in result.output and note in " ".join(result.output.split())
     assert note in page
+    # the HTML report never overwrites what it read: the log, a file of the bundle
+    log, meta = tmp_path / "log.db", profiled_bundle / "bundle.json"
+    before = (log.read_bytes(), meta.read_bytes())
+    for html_path, problem in ((log, "is the prediction log"), (meta, "is inside the bundle")):
+        refused = _monitor(profiled_bundle, "--log", url, "--html", str(html_path))
+        assert refused.exit_code == 2 and f"error: --html {html_path} {problem}" in refused.output
+    assert (log.read_bytes(), meta.read_bytes()) == before
     # which labels moved, and, labels having come back, which true labels fail most
     report = json.loads(_monitor(profiled_bundle, "--log", url, "--json").output)
     assert [row["label"] for row in report["labels"]] == [str(d) for d in range(10)]
@@ -408,11 +417,19 @@ def _free_port() -> int:
         # psycopg installed: the refused connection; without it, the install hint.
         ("postgresql+psycopg://mlf:secret@127.0.0.1:{port}/log", "prediction log"),
         ("not a url", "not an SQLAlchemy URL"),
+        # An SQLite file of something else: not an empty log.
+        ("{tmp}/notes.db", "holds no prediction log: it lacks the log's tables predictions and"),
+        # The pip package of the default MySQL driver, not its module's name (MySQLdb).
+        ("mysql://mlf:secret@127.0.0.1:{port}/log", "not installed (pip install mysqlclient)"),
     ],
 )
 def test_an_unreachable_log_is_one_line_and_exit_2(
     profiled_bundle: Path, tmp_path: Path, log: str, fragment: str
 ) -> None:
+    if log.startswith("mysql:") and importlib.util.find_spec("MySQLdb") is not None:
+        pytest.skip("the MySQL driver is installed: there is no hint to give")
+    with sqlite3.connect(tmp_path / "notes.db") as notes:
+        notes.execute("CREATE TABLE notes (body TEXT)")
     url = log.format(tmp=tmp_path, port=_free_port())
     result = _monitor(profiled_bundle, "--log", url)
     assert_one_line_error(result, fragment)
@@ -427,7 +444,10 @@ def test_an_unreachable_log_is_one_line_and_exit_2(
         (["--since", "99999999999w"], "at most 5218w"),
         (["--last", "0"], "at least 1"),
         (["--last", "100001"], "at most 100,000 predictions"),
-        (["--level", "1.5"], "between 0 and 1"),
+        (["--level", "1.5"], "between 0.001 and 1 (1 excluded)"),
+        # The server's range (MLFACTORY_MONITOR_LEVEL): no permutation test reaches 1e-300.
+        (["--level", "1e-300"], "--level 1e-300: give a false-alarm level between 0.001 and 1"),
+        (["--html", ""], "--html is empty"),
         (["--flagged", "1001"], "list 0 to 1,000 out-of-distribution inputs"),
         (["--flagged", "-1"], "list 0 to 1,000 out-of-distribution inputs"),
     ],

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from mlfactory.cli.base import LOG_HELP, TARGET_HELP, app, console, err_console, friendly_errors
+from mlfactory.errors import ConfigError, InputError
 from mlfactory.output import configure_output
 
 
@@ -35,28 +36,33 @@ def predict(
     text_column: str = typer.Option("text", help="The column of a table that holds the text."),
     batch_size: int = typer.Option(32, min=1, help="Inputs per model call."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    max_input_bytes: int | None = typer.Option(
+        None,
+        min=1,
+        help="Skip files (and lines of stdin) larger than this many bytes; refuse a larger "
+        "stdin (default 10 MiB, the server's default MLFACTORY_MAX_UPLOAD_BYTES).",
+        show_default=False,
+    ),
 ) -> None:
     """Classify inputs in-process with ONNX Runtime (exit code 1 if any input was skipped)."""
-    from mlfactory.batch_predict import iter_inputs, plan_inputs, predict_stream
-    from mlfactory.batch_results import (
-        TerminalResults,
-        open_results,
-        skip_reporter,
-        summary_line,
-        write_results,
-    )
+    from mlfactory.batch_predict import MAX_INPUT_BYTES, iter_inputs, plan_inputs, predict_stream
+    from mlfactory.batch_results import results_writer, skip_reporter, summary_line, write_results
     from mlfactory.predictor import Predictor
     from mlfactory.targets import resolve_bundle
 
     configure_output(False)
+    if as_json and output is not None:
+        raise InputError(
+            f"--json prints the results; --output {output} writes them to a file: give one "
+            "(a .jsonl --output file holds JSON Lines)"
+        )
     bundle = resolve_bundle(target)
-    plan = plan_inputs(list(inputs or []), bundle.modality, list(text or []), text_column)
-    predictor = Predictor.from_path(bundle.path)  # test-runs the model: a corrupt one fails here
-    writer = (
-        open_results(output, bundle.meta.labels)
-        if output is not None
-        else TerminalResults(console, as_json)
+    limit = max_input_bytes or MAX_INPUT_BYTES
+    plan = plan_inputs(
+        list(inputs or []), bundle.modality, list(text or []), text_column, None, limit
     )
+    predictor = Predictor.from_path(bundle.path)  # test-runs the model: a corrupt one fails here
+    writer = results_writer(output, bundle.meta.labels, console, as_json)
     results = predict_stream(predictor, iter_inputs(plan), batch_size)
     summary = write_results(
         results, writer, plan.count, sys.stderr.isatty(), skip_reporter(err_console)
@@ -100,7 +106,9 @@ def monitor(
         None, help="Check the predictions of the last TIME: 30m, 6h, 2d, 1w.", metavar="TIME"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report instead."),
-    html: Path | None = typer.Option(None, help="Also write a self-contained HTML report here."),
+    html: str | None = typer.Option(
+        None, help="Also write a self-contained HTML report here.", metavar="FILE"
+    ),
     level: float | None = typer.Option(
         None,
         help="False-alarm level of the drift verdict (default MLFACTORY_MONITOR_LEVEL, the "
@@ -125,9 +133,11 @@ def monitor(
 
     from mlfactory.monitor_command import monitor_bundle, report_renderable, write_html
 
+    if html is not None and not html.strip():
+        raise ConfigError("--html is empty: give the file to write the HTML report to")
     result = monitor_bundle(target, log, last, since, level, flagged)
     if html is not None:
-        write_html(result, html)
+        write_html(result, Path(html).expanduser())
     if as_json:
         print(json.dumps(result.report.to_json(), indent=2))
     else:
@@ -154,7 +164,7 @@ def collect(
     ),
 ) -> None:
     """Write the inputs users labelled (POST /v1/feedback) as a dataset to retrain on."""
-    from mlfactory.collect_command import collect_labelled
+    from mlfactory.collect_command import collect_labelled, retrain_target
 
     result = collect_labelled(target, out, inputs, log, since)
     counts = ", ".join(f"{label} {n}" for label, n in sorted(result.per_label.items()))
@@ -175,7 +185,7 @@ def collect(
         # the model's own recipe, as it was trained (`train` quotes the path for Hydra itself)
         source = shlex.quote(f"data.source={result.source}")
         console.print(
-            f"train on them: mlfactory train {shlex.quote(target)} {source}",
+            f"train on them: mlfactory train {shlex.quote(retrain_target(target))} {source}",
             highlight=False,
             soft_wrap=True,
         )

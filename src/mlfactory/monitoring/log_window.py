@@ -33,7 +33,7 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from mlfactory.errors import LogDatabaseError
 from mlfactory.monitoring.report import Window
-from mlfactory.serving.log_database import database_reason
+from mlfactory.serving.log_database import database_reason, driver_package
 from mlfactory.serving.log_tables import decode_embedding, feedback, predictions
 
 # A window without `last`: the latest 1,000 predictions, or with a period the latest 100,000
@@ -151,8 +151,7 @@ def open_log(log_url: str) -> Engine:
         return create_engine(parsed)
     except ImportError as exc:
         raise LogDatabaseError(
-            f"the database driver of '{shown}' is not installed "
-            f"(pip install {exc.name or 'its driver'})"
+            f"the database driver of '{shown}' is not installed (pip install {driver_package(exc)})"
         ) from None
     except NoSuchModuleError:
         raise LogDatabaseError(f"'{shown}' names an unknown kind of database") from None

@@ -22,6 +22,11 @@ from mlfactory.serving.log_tables import metadata, predictions
 log = logging.getLogger(__name__)
 # Tries at creating a new log's tables while other workers may be creating them too.
 SCHEMA_ATTEMPTS = 5
+# Database drivers whose module is named otherwise than the package that pip installs.
+DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient",
+    "mysql": "mysql-connector-python",  # mysql+mysqlconnector://
+}
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -53,7 +58,7 @@ def open_log_engine(url: str) -> Engine:
     except ImportError as exc:
         raise ConfigError(
             f"MLFACTORY_LOG_URL: the driver of '{shown}' is not installed "
-            f"(pip install {exc.name or 'its driver'})"
+            f"(pip install {driver_package(exc)})"
         ) from None
     except NoSuchModuleError:
         raise ConfigError(f"MLFACTORY_LOG_URL: '{shown}' names an unknown database") from None
@@ -184,6 +189,15 @@ def _sqlite_pragmas(connection: Any, record: Any) -> None:
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(pragma)
     cursor.close()
+
+
+def driver_package(exc: ImportError) -> str:
+    """The pip package of the database driver that `exc` did not find (`MySQLdb`:
+    `mysqlclient`), or `its driver` when the error names no module."""
+    if not exc.name:
+        return "its driver"
+    module = exc.name.split(".")[0]
+    return DRIVER_PACKAGES.get(module, module)
 
 
 def database_reason(exc: Exception) -> str:
