@@ -1,10 +1,26 @@
-"""The MLflow-store helpers that need no store: how URLs with passwords are shown."""
+"""The MLflow-store helpers: how URLs with passwords are shown, and stores MLflow cannot use
+(a plain path, a file that is no database, a database of something else) refused in one line
+by every command that looks a target up, and left as they were."""
 
 from __future__ import annotations
 
-import pytest
+import sqlite3
+from pathlib import Path
 
-from mlfactory.mlflow_store import hide_password, shown_url
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from mlfactory.bundle import load_bundle
+from mlfactory.cli import app
+from mlfactory.config.schema import TrackingConfig
+from mlfactory.errors import ConfigError
+from mlfactory.mlflow_store import check_tracking_store, hide_password, mlflow_client, shown_url
+from mlfactory.tracking import TrackedRun
+from tests.serving.tiny_bundles import tiny_bundle
+from tests.test_cli import assert_one_line_error
+
+runner = CliRunner()
 
 
 @pytest.mark.parametrize(
@@ -40,3 +56,81 @@ def test_a_short_password_is_not_masked_inside_other_words() -> None:
         "postgresql+psycopg://u:***@127.0.0.1:1/x cannot be used: "
         "(psycopg.OperationalError) port 1 failed"
     )
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {str(name) for (name,) in rows}
+
+
+def _tracked_bundle(folder: Path) -> str:
+    """A bundle that names an MLflow run, as `register` takes it."""
+    bundle = load_bundle(tiny_bundle(folder, "image"))
+    bundle.meta.mlflow_run_id = "0" * 32
+    bundle.save_meta()
+    return str(bundle.path)
+
+
+@pytest.mark.parametrize("kind", ["plain path", "no database", "another database"])
+def test_a_store_mlflow_cannot_use_is_one_line_and_left_as_it_was(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain path is MLflow's file store, which it refuses; a SQLite file that is no database
+    is SQLAlchemy's traceback; one of another application's would get MLflow's tables."""
+    path = tmp_path / "store.db"
+    if kind == "plain path":
+        uri, said = str(path), f"the MLflow store {path} cannot be used: The filesystem tracking"
+    elif kind == "no database":
+        path.write_bytes(b"not a database\n")
+        uri = f"sqlite:///{path}"
+        said = f"{path} cannot be read as a SQLite database: file is not a database"
+    else:
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE orders (id INTEGER)")
+        uri = f"sqlite:///{path}"
+        said = f"{path} is a SQLite database of something else (tables orders), not an MLflow"
+    before = path.read_bytes() if path.exists() else None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for args in (
+        ["register", _tracked_bundle(tmp_path / "tracked")],
+        ["fetch", "0" * 32, "--out", str(tmp_path / "out")],
+        ["predict", "models:/digits/1", "x.png"],
+        ["monitor", "models:/digits/1"],
+    ):
+        result = runner.invoke(app, args)
+        assert_one_line_error(result, said)
+        assert "(MLFLOW_TRACKING_URI names the store)" in result.output
+    with pytest.raises(ConfigError, match="cannot be used"):
+        mlflow_client()
+    assert (path.read_bytes() if path.exists() else None) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_mlflow_store_and_an_empty_database_are_used(tmp_path: Path) -> None:
+    store = tmp_path / "mlruns.db"
+    MlflowClient(f"sqlite:///{store}").create_experiment("digits")
+    client, _ = mlflow_client(f"sqlite:///{store}")
+    assert client.get_experiment_by_name("digits") is not None
+    empty = tmp_path / "empty.db"
+    empty.touch()  # an empty SQLite database: a new store
+    mlflow_client(f"sqlite:///{empty}")[0].search_experiments()
+    assert {"experiments", "alembic_version"} <= _tables(empty)
+
+
+def test_train_and_a_bundle_s_run_never_make_another_database_a_store(tmp_path: Path) -> None:
+    """`train` checks `tracking.tracking_uri` before the data (one line); evaluate and profile
+    look a bundle's run up with `TrackedRun.find`, for which such a store holds no run."""
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE orders (id INTEGER)")
+    before = path.read_bytes()
+    foreign = TrackingConfig(tracking_uri=f"sqlite:///{path}")
+    with pytest.raises(ConfigError) as caught:
+        check_tracking_store(foreign)
+    assert f"{path} is a SQLite database of something else (tables orders)" in str(caught.value)
+    assert "(tracking.tracking_uri names the store)" in str(caught.value)
+    assert TrackedRun.find(foreign, "0" * 32) is None
+    plain = TrackingConfig(tracking_uri=str(tmp_path / "plain"))
+    assert TrackedRun.find(plain, "0" * 32) is None  # MLflow's file store, which it refuses
+    assert path.read_bytes() == before and _tables(path) == {"orders"}

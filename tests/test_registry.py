@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,8 +29,9 @@ from mlfactory.registry import (
     register_bundle,
 )
 from mlfactory.serving.process import free_port
-from mlfactory.targets import resolve_bundle
+from mlfactory.targets import downloads_removed, resolve_bundle
 from mlfactory.training.train import TrainResult
+from tests.conftest import untraced_env
 from tests.serving.tiny_bundles import tiny_bundle
 from tests.test_cli import assert_one_line_error
 from tests.unreadable import deny_copying, deny_listing
@@ -317,3 +320,37 @@ def test_a_fetch_into_the_bundle_itself_is_refused_and_changes_nothing(tmp_path:
         assert_one_line_error(result, f"is inside the bundle {source}: give a folder outside it")
     assert bundle_digest(source) == before
     assert sorted(p.name for p in source.iterdir()) == names  # no copy, no temporary folder
+
+
+def test_a_fetched_bundle_lasts_as_long_as_its_command_and_shows_no_bar(
+    trained_digits: TrainResult, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run id's or a version's bundle is fetched into a temporary folder, removed when the
+    command ends (it left one per call); MLflow's "Downloading artifacts" bar does not reach a
+    stderr that is no terminal, whether or not the command set up its output."""
+    folder = log_run(trained_digits, store, tmp_path / "run")
+    run_id = str(load_bundle(folder / "bundle").meta.mlflow_run_id)
+    assert runner.invoke(app, ["register", str(folder)]).exit_code == 0
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = untraced_env({"TMPDIR": str(temporary), "MLFLOW_TRACKING_URI": store})
+    env.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)  # set by earlier commands in-process
+    for target in (run_id, "models:/digits/1"):
+        done = subprocess.run(
+            [sys.executable, "-m", "mlfactory.cli", "report", target, "--out", str(tmp_path / "c")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "Downloading artifacts" not in done.stderr
+        assert list(temporary.iterdir()) == [], target
+    # in a process that goes on (a command's function): removed when the scope ends
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    with downloads_removed():
+        for target in (run_id, "models:/digits/1"):
+            assert resolve_bundle(target).path.is_relative_to(temporary)
+        assert len(list(temporary.iterdir())) == 2
+    assert list(temporary.iterdir()) == []

@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import re
+import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +27,8 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
 REACH_TIMEOUT_S = 10.0
 # Database stores whose first connection is tried before MLflow's (`_database_answers`).
 DATABASE_SCHEMES = ("postgresql", "mysql")
+# Tables every MLflow SQL store has: a SQLite file with other tables and not these is no store.
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments"})
 
 
 def tracking_uri(store: str | None = None) -> str:
@@ -53,6 +56,8 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
 
     Raises:
         BundleError: MLflow is not installed, or its server does not answer.
+        ConfigError: MLflow cannot use the store (a plain path, which MLflow reads as its file
+            store and refuses; a SQLite file that is no MLflow store: `check_sqlite_store`).
     """
     uri = tracking_uri(store)
     missing = missing_sqlite_store(uri)
@@ -61,19 +66,70 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
             f"no MLflow store at {missing or uri} ({uri}): run the command where the store "
             "is, or set MLFLOW_TRACKING_URI to it"
         )
+    named_by = "" if store else "MLFLOW_TRACKING_URI"
+    check_sqlite_store(uri, named_by)
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or ""
+    if registry:
+        check_sqlite_store(registry, "MLFLOW_REGISTRY_URI")
     _reachable(uri)
-    _reachable(os.environ.get("MLFLOW_REGISTRY_URI") or "")
+    _reachable(registry)
     try:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
+        from sqlalchemy.exc import SQLAlchemyError
     except ImportError:
         raise BundleError(
             "the MLflow Model Registry needs MLflow (pip install 'mlfactory[train]'), or give "
             "the bundle folder"
         ) from None
-    # Not mlflow.set_tracking_uri: it also sets MLFLOW_TRACKING_URI in this process's
-    # environment, and every later call without a store would then use this one.
-    return MlflowClient(tracking_uri=uri), MlflowException
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # an empty SQLite file's migrations
+    try:
+        # Not mlflow.set_tracking_uri: it also sets MLFLOW_TRACKING_URI in this process's
+        # environment, and every later call without a store would then use this one.
+        client = MlflowClient(tracking_uri=uri)
+    except (MlflowException, SQLAlchemyError, OSError) as exc:  # a plain path: the file store
+        raise ConfigError(_unusable(uri, named_by, first_line(exc))) from None
+    return client, MlflowException
+
+
+def check_sqlite_store(uri: str, named_by: str) -> None:
+    """Refuse an existing SQLite file that is not an MLflow store, before MLflow opens it: MLflow
+    adds its tables to any database that lacks them (a database of something else would become
+    a store), and a file that is no database at all is SQLAlchemy's traceback. An empty database
+    is a new store, as a missing file is where the caller allows that (`missing_sqlite_store`).
+
+    Raises:
+        ConfigError: the file cannot be read as a SQLite database, or it holds other tables.
+    """
+    if not uri.startswith("sqlite:"):
+        return
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database or ""
+    path = Path(database).expanduser()
+    if not database or not path.is_file():
+        return
+    read_only = f"{path.resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(read_only, uri=True)) as db:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.Error as exc:
+        reason = f"{path} cannot be read as a SQLite database: {first_line(exc)}"
+        raise ConfigError(_unusable(uri, named_by, reason)) from None
+    tables = {str(name) for (name,) in rows}
+    if tables and not MLFLOW_TABLES.issubset(tables):
+        shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+        reason = (
+            f"{path} is a SQLite database of something else (tables {shown}), not an MLflow "
+            "store; it was left unchanged"
+        )
+        raise ConfigError(_unusable(uri, named_by, reason))
+
+
+def _unusable(uri: str, named_by: str, reason: str) -> str:
+    """One line: the store `uri` cannot be used, why, and the variable that names it."""
+    hint = f" ({named_by} names the store)" if named_by else ""
+    return hide_password(f"the MLflow store {uri} cannot be used: {reason}{hint}", uri)
 
 
 def check_tracking_store(config: TrackingConfig, owner: bool = True) -> None:
@@ -127,6 +183,7 @@ def _client_and_experiment(config: TrackingConfig) -> tuple[Any, Any]:
     """`tracking_client`, and the run's experiment as the store holds it (None when it does
     not exist yet): reading it is how the store is seen to answer."""
     uri = config.tracking_uri
+    check_sqlite_store(uri, "tracking.tracking_uri")
     try:
         _reachable(uri)
     except BundleError as exc:

@@ -14,6 +14,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 PHASE_LOGGER = "mlfactory.phase"
@@ -52,10 +54,12 @@ HARMLESS_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty",  # --resume continues in it
     r".*module\(s\) in eval mode at the start of training",  # a frozen backbone, on purpose
 )
+# MLflow's "Downloading artifacts" bar of a run id or a `models:/` URI (`quiet_downloads`).
+MLFLOW_PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # Environment read by libraries at import time: progress bars and advisory warnings off.
 QUIET_ENV = {
     "MLFLOW_LOGGING_LEVEL": "WARNING",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts" of a run id
+    MLFLOW_PROGRESS_ENV: "false",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
@@ -144,6 +148,22 @@ def configure_output(verbose: bool) -> None:
         os.environ.setdefault(key, value)
     for pattern in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+
+
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """MLflow's "Downloading artifacts" bar off within, for every command that fetches a bundle
+    (`registry`), whether or not it called `configure_output`: shown on stderr even when it is
+    no terminal. Kept with `-v` and where the user set `MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`;
+    the environment is as it was on exit."""
+    if _verbose or MLFLOW_PROGRESS_ENV in os.environ:
+        yield
+        return
+    os.environ[MLFLOW_PROGRESS_ENV] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(MLFLOW_PROGRESS_ENV, None)
 
 
 def adopt_library_loggers() -> None:

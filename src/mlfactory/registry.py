@@ -31,6 +31,7 @@ from mlfactory.mlflow_store import (
     tracking_uri,
     unreadable_artifacts,
 )
+from mlfactory.output import quiet_downloads
 
 BUNDLE_ARTIFACT = "bundle"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/@]+))$")
@@ -224,24 +225,24 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
     return _version(found)
 
 
-def download_registered(uri: str) -> Path:
-    """The bundle folder of a registered version, fetched into a new temporary folder and
-    checked against the digest it was registered with."""
+def download_registered(uri: str, destination: Path) -> Path:
+    """The bundle folder of a registered version, fetched into `destination` (an empty folder;
+    `targets.resolve_bundle` makes it and removes it) and checked against the digest it was
+    registered with."""
     import mlflow
 
     version = find_version(uri)
     client, mlflow_error = mlflow_client()
-    # Into a folder of its own, as a run's bundle is: commands write beside the bundle.
-    parent = tempfile.mkdtemp(prefix="mlfactory-model-")
     try:
         # Where the version's files are (the run's `bundle` folder), asked of this registry:
         # MLflow resolves a models:/ URI against its process-wide registry URI only.
         source = client.get_model_version_download_uri(version.name, version.version)
-        folder = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=source, dst_path=parent, tracking_uri=tracking_uri(None)
+        with quiet_downloads():
+            folder = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=str(destination), tracking_uri=tracking_uri(None)
+                )
             )
-        )
     except ImportError as exc:
         reason = missing_client(client, version.run_id, mlflow_error, exc)
         raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
@@ -261,17 +262,18 @@ def download_run_bundle(
     run_id: str, destination: Path | None = None, store: str | None = None
 ) -> Path:
     """The `bundle` artifact of an MLflow run, fetched into `destination` (default: a new
-    temporary folder)."""
+    temporary folder, the caller's to remove)."""
     import mlflow
 
     client, mlflow_error = mlflow_client(store)
     try:
-        folder = mlflow.artifacts.download_artifacts(
-            run_id=run_id,
-            artifact_path=BUNDLE_ARTIFACT,
-            dst_path=None if destination is None else str(destination),
-            tracking_uri=tracking_uri(store),
-        )
+        with quiet_downloads():
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=BUNDLE_ARTIFACT,
+                dst_path=None if destination is None else str(destination),
+                tracking_uri=tracking_uri(store),
+            )
     except ImportError as exc:
         reason = missing_client(client, run_id, mlflow_error, exc)
         raise BundleError(f"MLflow run '{run_id}': {reason}") from None

@@ -5,11 +5,20 @@ A target is a bundle folder (or its `bundle.json`), a run folder holding `bundle
 downloaded from the tracking store (`MLFLOW_TRACKING_URI`, default `sqlite:///mlruns.db`), or a
 version of a registered model (`models:/NAME/VERSION`, `models:/NAME@ALIAS`,
 `models:/NAME/latest`; `registry.py`). Only the last two need MLflow, imported only then.
+
+The last two are fetched into a temporary folder of their own, which lasts as long as the
+command: `downloads_removed` removes the folders fetched within it (a command's function), and
+those left when the process ends are removed then (a CLI command is one process).
 """
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlfactory.bundle import META_FILE, Bundle, load_bundle
@@ -17,6 +26,8 @@ from mlfactory.errors import BundleError
 from mlfactory.registry import download_registered, download_run_bundle, is_model_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# The temporary folders `resolve_bundle` fetched bundles into and that are still there.
+_downloads: list[Path] = []
 
 
 def resolve_bundle(target: str | Path) -> Bundle:
@@ -36,13 +47,43 @@ def resolve_bundle(target: str | Path) -> Bundle:
     if path.exists():
         raise BundleError(f"{target} is neither a bundle folder nor a run folder with bundle/")
     if is_model_uri(str(target)):
-        return load_bundle(download_registered(str(target)))
+        return _fetched(lambda folder: download_registered(str(target), folder))
     if not RUN_ID.match(str(target)):
         raise BundleError(
             f"{target}: no such bundle folder or run folder, not an MLflow run id (32 hex "
             "digits) and not a registered model (models:/NAME/VERSION or models:/NAME@ALIAS)"
         )
-    return load_bundle(download_run_bundle(str(target)))
+    return _fetched(lambda folder: download_run_bundle(str(target), folder))
+
+
+@contextmanager
+def downloads_removed() -> Iterator[None]:
+    """The temporary folders `resolve_bundle` fetches bundles into within this, removed on exit
+    (the bundles it returned are gone then; their `meta` is still read)."""
+    start = len(_downloads)
+    try:
+        yield
+    finally:
+        _remove_downloads(start)
+
+
+def _fetched(fetch: Callable[[Path], Path]) -> Bundle:
+    """The bundle `fetch` downloads into a new temporary folder (its own: commands write beside
+    the bundle), which is removed by `downloads_removed` or at exit, at once when it fails."""
+    folder = Path(tempfile.mkdtemp(prefix="mlfactory-model-"))
+    _downloads.append(folder)
+    try:
+        return load_bundle(fetch(folder))
+    except BaseException:
+        _downloads.remove(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+@atexit.register
+def _remove_downloads(start: int = 0) -> None:
+    while len(_downloads) > start:
+        shutil.rmtree(_downloads.pop(), ignore_errors=True)
 
 
 def names_a_bundle(target: str) -> bool:
@@ -51,11 +92,3 @@ def names_a_bundle(target: str) -> bool:
     path = Path(target).expanduser()
     is_meta = path.name == META_FILE and path.is_file()
     return path.is_dir() or is_meta or is_model_uri(target) or bool(RUN_ID.match(target))
-
-
-def is_download(target: str) -> bool:
-    """Whether `resolve_bundle` fetches `target` (a run id, a `models:/` URI) into a temporary
-    folder of its own, the bundle folder's parent, rather than reading a local folder."""
-    return not Path(target).expanduser().exists() and (
-        is_model_uri(target) or bool(RUN_ID.match(target))
-    )

@@ -36,18 +36,22 @@ class TrackedRun:
     def find(cls, config: TrackingConfig, run_id: str) -> TrackedRun | None:
         """`open`, for a run that may not be there: None when the store does not hold it (a
         bundle copied away from its store, a SQLite store relative to another folder) or
-        cannot be reached. A missing SQLite store is not created."""
+        cannot be reached or used. A missing SQLite store is not created, and a SQLite database
+        of something else is not made a store."""
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
 
-        from mlfactory.mlflow_store import missing_sqlite_store
+        from mlfactory.errors import ConfigError
+        from mlfactory.mlflow_store import check_sqlite_store, missing_sqlite_store
 
         if missing_sqlite_store(config.tracking_uri) is not None:
             return None
-        run = cls.open(config, run_id)
         try:
+            check_sqlite_store(config.tracking_uri, "")  # never turns a database into a store
+            run = cls.open(config, run_id)
             run.client.get_run(run_id)
-        except (MlflowException, OSError):
-            return None
+        except (MlflowException, SQLAlchemyError, ConfigError, OSError):
+            return None  # a plain path (MLflow's file store), no database, another database
         return run
 
     def log_metrics(self, metrics: dict[str, float]) -> None:

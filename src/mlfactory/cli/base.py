@@ -82,8 +82,11 @@ def friendly_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from mlfactory.targets import downloads_removed
+
         try:
-            return func(*args, **kwargs)
+            with downloads_removed():  # a run id's or models:/ bundle lasts as long as the command
+                return func(*args, **kwargs)
         except Interrupted as exc:
             err_console.print(str(exc), highlight=False)
             raise typer.Exit(code=130) from None
