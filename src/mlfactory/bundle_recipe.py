@@ -9,7 +9,6 @@ train TARGET` composes that recipe again, with new overrides (`stored_recipe_fil
 from __future__ import annotations
 
 import copy
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,17 +38,28 @@ def recipe_dataset(
             traffic that saw no item of a class), not others.
 
     Raises:
-        BundleError: the data's labels are not the bundle's (with `some_labels`: it has a
-            label the bundle does not).
+        BundleError: the bundle stores no recipe, or the data's labels are not the bundle's
+            (with `some_labels`: it has a label the bundle does not).
+        ConfigError: the stored recipe is not a valid recipe.
     """
     from mlfactory.config.loader import load_recipe_from_dict
     from mlfactory.data.prepare import prepare_dataset
 
+    if not bundle.meta.config:
+        raise BundleError(
+            f"the bundle {bundle.path} stores no recipe (its bundle.json has no config), so its "
+            "data cannot be prepared again: use a bundle that mlfactory train made"
+        )
     resolved = copy.deepcopy(bundle.meta.config)
-    if source is not None:
-        resolved["data"]["source"] = source
-    recipe = load_recipe_from_dict(resolved)
-    dataset = prepare_dataset(recipe.config)
+    data = resolved.get("data", {})
+    if source is not None and isinstance(data, dict):  # else not a recipe: loading says so
+        resolved["data"] = {**data, "source": source}
+    try:
+        recipe = load_recipe_from_dict(resolved)
+    except ConfigError as exc:
+        raise ConfigError(f"the bundle {bundle.path}: {exc}") from None
+    scored_only = some_labels and source is not None  # not trained on: one class will do
+    dataset = prepare_dataset(recipe.config, min_classes=1 if scored_only else 2)
     if some_labels and source is not None and set(dataset.labels) <= set(bundle.meta.labels):
         return recipe, dataset
     if dataset.labels != bundle.meta.labels:
@@ -71,7 +81,7 @@ def untrained_items(
     for bundle in bundles:
         try:
             _, dataset = recipe_dataset(bundle)
-        except (DataError, BundleError) as exc:
+        except (DataError, BundleError, ConfigError) as exc:
             unknown.append((bundle, exc))
             continue
         seen |= {item.key for item in dataset.split("train")}
@@ -110,18 +120,18 @@ def stored_recipe_file(target: str, schema: str) -> Iterator[Path]:
     """
     import yaml
 
-    from mlfactory.targets import is_download, resolve_bundle
+    from mlfactory.targets import downloads_removed, resolve_bundle
 
     try:
-        bundle = resolve_bundle(target)
+        # a download, fetched for its bundle.json alone, is removed: a sweep loads it every trial
+        with downloads_removed():
+            bundle = resolve_bundle(target)
     except BundleError as exc:
         data = Path(target).expanduser().is_dir()  # a data folder given as the recipe, likely
         hint = (
             f"; to train on the data in it: mlfactory train image|text|audio data.source={target}"
         )
         raise ConfigError(f"recipe '{target}': {exc}{hint if data else ''}") from None
-    if is_download(target):  # fetched for its bundle.json alone: a sweep loads it every trial
-        shutil.rmtree(bundle.path.parent, ignore_errors=True)
     if not bundle.meta.config:
         raise ConfigError(
             f"recipe '{target}': the bundle stores no recipe (its bundle.json has no config): "

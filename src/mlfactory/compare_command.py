@@ -21,7 +21,7 @@ from mlfactory.errors import BundleError
 from mlfactory.evaluation import label_indices, predicted_indices, scores
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
-from mlfactory.targets import resolve_bundle
+from mlfactory.targets import downloads_removed, resolve_bundle
 
 # figures of the pair that `CompareResult.to_json` puts under "baseline", "candidate", "data"
 _IN_PARTS = {"baseline_accuracy", "candidate_accuracy", "items"}
@@ -68,7 +68,13 @@ def compare_targets(
         BundleError: a bundle is not usable, the two have other labels, or no item is left.
         DataError: the data cannot be prepared.
     """
-    baseline, candidate = resolve_bundle(baseline_target), resolve_bundle(candidate_target)
+    with downloads_removed():  # a run id's or a models:/ URI's bundle: fetched for this only
+        baseline, candidate = resolve_bundle(baseline_target), resolve_bundle(candidate_target)
+        return _compare(baseline, candidate, data, level)
+
+
+def _compare(baseline: Bundle, candidate: Bundle, data: str | None, level: float) -> CompareResult:
+    """`compare_targets` on the bundles."""
     if baseline.meta.labels != candidate.meta.labels:
         raise BundleError(
             f"the bundles have other labels ({_labels(baseline)} against {_labels(candidate)}): "

@@ -25,7 +25,7 @@ from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.registry import is_model_uri
-from mlfactory.targets import resolve_bundle
+from mlfactory.targets import downloads_removed, resolve_bundle
 
 
 @dataclass
@@ -50,15 +50,20 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
         BundleError: the bundle is not usable, the data has other labels than the bundle, it
             is the data the bundle trained on, or it has fewer than `MIN_REFERENCE` items.
     """
-    from mlfactory.training.ood_graph import attach_ood_score
-    from mlfactory.training.run_folder import BUNDLE_DIR
-
     if is_model_uri(target):
         raise BundleError(
             f"{target} is a registered version, which does not change: profile its run "
             "(mlfactory profile RUN_ID) and register the run again as a new version"
         )
-    bundle = resolve_bundle(target)
+    with downloads_removed():  # a run id's bundle: logged to its run again, then removed
+        return _profile(resolve_bundle(target), data)
+
+
+def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
+    """`profile_target` on the bundle."""
+    from mlfactory.training.ood_graph import attach_ood_score
+    from mlfactory.training.run_folder import BUNDLE_DIR
+
     Predictor.from_path(bundle.path)  # a corrupt model fails here, before the data is prepared
     recipe, dataset = recipe_dataset(bundle, data)
     if data is None:
@@ -70,7 +75,9 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
                 "is built from its validation split"
             )
         items, source = _unseen(bundle, dataset.items), f"{data} (all of its items)"
-    profile = write_profile(bundle, items, source)
+    # Too few: refused before write_profile, which would say the bundle serves without a
+    # profile; it keeps the one it has.
+    profile = write_profile(bundle, items, source) if len(items) >= MIN_REFERENCE else None
     if profile is None:
         raise BundleError(
             f"{len(items)} reference items ({source}); a profile needs at least "

@@ -48,12 +48,16 @@ class ValidItem:
     key: str
 
 
-def prepare_dataset(config: RecipeConfig, refresh: bool = False) -> PreparedDataset:
+def prepare_dataset(
+    config: RecipeConfig, refresh: bool = False, min_classes: int = 2
+) -> PreparedDataset:
     """Resolve, validate, deduplicate, limit and split `config.data.source`; cache the result.
 
     Args:
         config: the recipe; `config.data` names the source and the split parameters.
         refresh: ignore a cached result and prepare (and re-download remote data) again.
+        min_classes: the fewest classes the source may yield: 2 to train on it, 1 for a source
+            that is only scored (`compare --data`: a week of traffic that saw one class).
 
     Returns:
         The prepared dataset: items with content keys and splits, sorted labels, skipped files.
@@ -71,8 +75,10 @@ def prepare_dataset(config: RecipeConfig, refresh: bool = False) -> PreparedData
     dataset = None
     if not refresh:
         dataset = _load_cached(prepared_path, state_path, source_signature(ctx))
+    if dataset is not None and len(dataset.labels) < min_classes:
+        dataset = None  # cached for scoring: prepared again, which says why it cannot be used
     if dataset is None:
-        dataset = _prepare(config, ctx, prepared_path, state_path)
+        dataset = _prepare(config, ctx, prepared_path, state_path, min_classes)
     else:
         logger.info("using prepared dataset %s", prepared_path)
     too_long = long_label(dataset.labels)
@@ -82,11 +88,15 @@ def prepare_dataset(config: RecipeConfig, refresh: bool = False) -> PreparedData
 
 
 def _prepare(
-    config: RecipeConfig, ctx: SourceContext, prepared_path: Path, state_path: Path
+    config: RecipeConfig,
+    ctx: SourceContext,
+    prepared_path: Path,
+    state_path: Path,
+    min_classes: int = 2,
 ) -> PreparedDataset:
     """Resolve and build the dataset, and cache it with the source's signature."""
     raw = resolve_source(ctx)
-    dataset = build_dataset(config, raw)
+    dataset = build_dataset(config, raw, min_classes)
     dataset.save(prepared_path)
     # Taken after resolving: resolving may download what the signature looks at (a wheel).
     tmp = state_path.with_suffix(".tmp")
@@ -117,11 +127,11 @@ def cache_path(config: RecipeConfig) -> Path:
     return Path(data.cache_dir) / config.name / digest / "prepared.json"
 
 
-def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
+def build_dataset(config: RecipeConfig, raw: RawSource, min_classes: int = 2) -> PreparedDataset:
     """Validate, deduplicate, apply the class limits and split raw candidates (no caching).
 
     Raises:
-        DataError: fewer than 2 classes remain.
+        DataError: fewer than `min_classes` classes remain (no class at all, whatever it is).
     """
     data = config.data
     modality = get_modality(config.modality)
@@ -147,7 +157,7 @@ def build_dataset(config: RecipeConfig, raw: RawSource) -> PreparedDataset:
     )
     _log_skipped(all_skipped, dropped, data.min_per_class)
     labels = sorted({item.label for item in items})
-    _check_usable(data.source, modality.name, labels, all_skipped, dropped)
+    _check_usable(data.source, modality.name, labels, all_skipped, dropped, min_classes)
     warnings = small_class_warnings(items, data.val_fraction, data.test_fraction)
     return PreparedDataset(
         name=config.name,
@@ -328,6 +338,7 @@ def _check_usable(
     labels: list[str],
     skipped: list[dict[str, str]],
     dropped: dict[str, int],
+    min_classes: int = 2,
 ) -> None:
     hint = " or lower data.min_per_class" if dropped else ""
     if not labels and dropped:
@@ -343,7 +354,7 @@ def _check_usable(
             f"{example}: check that it holds {modality} data in one folder or label per class"
             f"{hint}"
         )
-    if len(labels) < 2:
+    if len(labels) < min_classes:
         raise DataError(
             f"data source '{source}' yields only 1 class ('{labels[0]}'): a classifier needs at "
             f"least 2, add another class{hint}"
