@@ -38,6 +38,11 @@ def _truncate_model(bundle: Path) -> None:
     model.write_bytes(data[: len(data) // 2])  # what an interrupted copy leaves
 
 
+def _model_a_folder(bundle: Path) -> None:
+    (bundle / "model.onnx").unlink()
+    (bundle / "model.onnx").mkdir()
+
+
 CORRUPTIONS = [
     Corruption("truncated model.onnx", _truncate_model, "cannot be loaded by ONNX Runtime"),
     Corruption(
@@ -46,6 +51,7 @@ CORRUPTIONS = [
         "cannot be loaded by ONNX Runtime",
     ),
     Corruption("no model.onnx", lambda bundle: (bundle / "model.onnx").unlink(), "is missing"),
+    Corruption("model.onnx is a folder", _model_a_folder, "model.onnx is not a file"),
     Corruption(
         "bundle.json is not JSON",
         lambda bundle: (bundle / "bundle.json").write_text('{"name": '),
@@ -76,6 +82,13 @@ CORRUPTIONS = [
         "more labels than the model has outputs",
         _edit_meta(lambda meta: {**meta, "labels": ["one", "two", "three"]}),
         "names 3 labels",
+    ),
+    Corruption(
+        "a preprocessing value out of range",
+        _edit_meta(
+            lambda meta: {**meta, "preprocessing": {**meta["preprocessing"], "crop_size": 0}}
+        ),
+        "bundle.json: preprocessing.crop_size: 0 is not allowed",  # the key as bundle.json has it
     ),
     Corruption(
         "preprocessing that does not fit the model",

@@ -251,13 +251,19 @@ def png_file(path: Path, colour: str) -> Path:
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS, ids=lambda c: c.name)
-def test_a_corrupt_bundle_is_one_line_for_predict_evaluate_and_serve(
+def test_a_corrupt_bundle_is_one_line_for_predict_evaluate_fetch_and_serve(
     tiny_image_bundle: Path, tmp_path: Path, corruption: Corruption
 ) -> None:
     bundle = corrupt_copy(tiny_image_bundle, tmp_path / "bundle", corruption)
     image = png_file(tmp_path / "white.png", "white")
-    for command in (["predict", str(bundle), str(image)], ["evaluate", str(bundle)]):
+    fetched = tmp_path / "fetched"  # a serving image is built from it: not a broken copy
+    for command in (
+        ["predict", str(bundle), str(image)],
+        ["evaluate", str(bundle)],
+        ["fetch", str(bundle), "--out", str(fetched)],
+    ):
         assert_one_line_error(runner.invoke(app, command), corruption.fragment)
+    assert not fetched.exists()
     serve = runner.invoke(app, ["serve", str(bundle), "--port", "1"])  # fails before binding
     assert_one_line_error(serve, corruption.fragment)
 

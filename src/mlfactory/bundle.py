@@ -199,7 +199,8 @@ def _read_bundle(folder: Path) -> Bundle:
     meta_path, model_path = folder / META_FILE, folder / MODEL_FILE
     for required in (meta_path, model_path):
         if not required.is_file():
-            raise BundleError(f"incomplete bundle: {required} is missing")
+            what = "is not a file" if required.exists() else "is missing"
+            raise BundleError(f"incomplete bundle: {required} {what}")
     try:
         raw = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -244,7 +245,7 @@ def parse_meta(raw: Any, meta_path: Path) -> BundleMeta:
             raise BundleError(f"{meta_path}: {key} must be a string or null")
     try:
         modality = get_modality(raw["modality"])
-        preprocessing = modality.preprocessing(raw["preprocessing"])
+        preprocessing = modality.preprocessing(raw["preprocessing"], "preprocessing.")
     except ConfigError as exc:
         raise BundleError(f"{meta_path}: {exc}") from None
     known = set(BundleMeta.__dataclass_fields__)

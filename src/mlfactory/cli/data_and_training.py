@@ -285,7 +285,8 @@ def quantize(
 ) -> None:
     """Write an int8 twin of a bundle, checked on its test split; the last line printed is its path.
 
-    ONNX Runtime's static quantization, calibrated on the bundle's training items.
+    ONNX Runtime's quantization: static for convolutional networks (calibrated on the
+    bundle's training items), dynamic for transformers (text).
     """
     from mlfactory.quantization import quantize_target
 

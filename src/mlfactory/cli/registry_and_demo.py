@@ -69,6 +69,7 @@ def fetch(
 ) -> None:
     """Copy the bundle a target names into a folder (e.g. to build a serving image from)."""
     from mlfactory.bundle import copy_bundle
+    from mlfactory.predictor import Predictor
     from mlfactory.registry import find_version, is_model_uri
     from mlfactory.targets import resolve_bundle
 
@@ -76,6 +77,7 @@ def fetch(
     if out.exists():
         raise BundleError(f"{out} exists: give --out a new folder")
     bundle = resolve_bundle(target)
+    Predictor.from_path(bundle.path)  # a truncated or corrupt model fails here, not in serving
     copy_bundle(bundle.path, out)
     what = f"bundle {bundle.meta.name} {bundle.meta.version}"
     if is_model_uri(target):

@@ -77,14 +77,17 @@ class Modality(ABC):
     hf_feature: ClassVar[str | None] = None
     hf_default_suffix: ClassVar[str] = ""
 
-    def preprocessing(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    def preprocessing(
+        self, params: Mapping[str, Any] | None, prefix: str = "preprocess."
+    ) -> dict[str, Any]:
         """The full preprocessing parameters: `params` checked, defaults filled in.
 
         Raises:
             ConfigError: an unknown key, a value of the wrong type or out of range, or a
-                combination that cannot work; the message names the `preprocess.` key.
+                combination that cannot work; the message names the key after `prefix` (a
+                recipe's `preprocess.`, a bundle.json's `preprocessing.`).
         """
-        return asdict(from_mapping(self.preprocessing_class, params, "preprocess."))
+        return asdict(from_mapping(self.preprocessing_class, params, prefix))
 
     @abstractmethod
     def encoder(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> Encoder:
