@@ -174,6 +174,16 @@ def test_the_body_must_be_json_and_may_begin_with_a_byte_order_mark(
     )
     assert (untyped.status_code, untyped.json()) == (200, {"stored": 1})
     assert true_labels(log_url) == ["4", None]
+    for utf16 in ("utf-16", "utf-16-be"):  # a Windows tool's "Unicode": said, not "invalid JSON"
+        encoded = json.dumps({"request_id": request_id, "label": "5"}).encode(utf16)
+        if not encoded.startswith((b"\xff\xfe", b"\xfe\xff")):
+            encoded = b"\xfe\xff" + encoded
+        refused = logged_client.post("/v1/feedback", content=encoded)
+        assert refused.status_code == 422
+        assert refused.json()["detail"].startswith(
+            "invalid JSON body: it is UTF-16 text; send UTF-8"
+        )
+    assert true_labels(log_url) == ["4", None]
 
 
 def test_a_label_is_the_models_whichever_unicode_form_it_was_typed_in() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from codecs import BOM_UTF8
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -37,12 +36,7 @@ from mlfactory.serving.schemas import (
     predict_request_body,
 )
 from mlfactory.serving.settings import ServingSettings
-from mlfactory.serving.uploads import (
-    check_body_headers,
-    check_json_type,
-    read_body,
-    read_uploads,
-)
+from mlfactory.serving.uploads import check_body_headers, read_json_body, read_uploads
 
 log = logging.getLogger(__name__)
 Encoded = dict[str, np.ndarray]
@@ -223,10 +217,10 @@ async def _read_files(request: Request, settings: ServingSettings) -> list[tuple
 
 async def _read_texts(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
     """Named inputs of a JSON body (`texts` or `text`), for modalities whose inputs are texts."""
-    check_json_type(request.headers.get("content-type"), '{"texts": ["..."]} or {"text": "..."}')
-    body = await read_body(request.stream(), settings.max_request_bytes)
+    example = '{"texts": ["..."]} or {"text": "..."}'
+    body = await read_json_body(request, settings.max_request_bytes, example)
     try:
-        texts = TextsRequest.model_validate_json(body.removeprefix(BOM_UTF8)).items()
+        texts = TextsRequest.model_validate_json(body).items()
     except ValidationError as exc:
         raise InputError(f"invalid JSON body: {describe_errors(exc.errors())}", 422) from None
     if not texts:

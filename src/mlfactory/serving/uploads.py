@@ -6,6 +6,7 @@ or one file too many is refused as soon as it shows up, never after buffering th
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from codecs import BOM_UTF8
@@ -104,7 +105,10 @@ async def read_json_body(request: Request, limit: int, example: str) -> bytes:
     `limit` bytes (413) as soon as its Content-Length or its bytes say so."""
     check_json_type(request.headers.get("content-type"), example)
     check_body_headers(request.headers, limit)
-    return (await read_body(request.stream(), limit)).removeprefix(BOM_UTF8)
+    body = (await read_body(request.stream(), limit)).removeprefix(BOM_UTF8)
+    if body[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        raise InputError(f"invalid JSON body: it is UTF-16 text; send UTF-8 like {example}", 422)
+    return body
 
 
 async def read_body(stream: AsyncIterator[bytes], limit: int) -> bytes:
