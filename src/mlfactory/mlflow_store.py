@@ -9,7 +9,6 @@ import functools
 import logging
 import os
 import re
-import sqlite3
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlfactory.artifact_stores import artifact_store_hint, missing_artifact_client
 from mlfactory.errors import BundleError, ConfigError, cloud_storage_errors, first_line
+from mlfactory.sqlite_stores import foreign_sqlite_problem
 
 if TYPE_CHECKING:
     from mlfactory.config.schema import TrackingConfig
@@ -101,29 +101,9 @@ def check_sqlite_store(uri: str, named_by: str) -> None:
     Raises:
         ConfigError: the file cannot be read as a SQLite database, or it holds other tables.
     """
-    if not uri.startswith("sqlite:"):
-        return
-    from sqlalchemy.engine import make_url
-
-    database = make_url(uri).database or ""
-    path = Path(database).expanduser()
-    if not database or not path.is_file():
-        return
-    read_only = f"{path.resolve().as_uri()}?mode=ro"
-    try:
-        with contextlib.closing(sqlite3.connect(read_only, uri=True)) as db:
-            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    except sqlite3.Error as exc:
-        reason = f"{path} cannot be read as a SQLite database: {first_line(exc)}"
-        raise ConfigError(_unusable(uri, named_by, reason)) from None
-    tables = {str(name) for (name,) in rows}
-    if tables and not MLFLOW_TABLES.issubset(tables):
-        shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
-        reason = (
-            f"{path} is a SQLite database of something else (tables {shown}), not an MLflow "
-            "store; it was left unchanged"
-        )
-        raise ConfigError(_unusable(uri, named_by, reason))
+    problem = foreign_sqlite_problem(uri, MLFLOW_TABLES, "an MLflow store")
+    if problem is not None:
+        raise ConfigError(_unusable(uri, named_by, problem))
 
 
 def _unusable(uri: str, named_by: str, reason: str) -> str:

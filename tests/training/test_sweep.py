@@ -5,6 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -43,7 +44,15 @@ def test_a_sweep_trains_each_trial_and_names_the_best(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = ["sweep", "digits", *sweep_overrides(digit_folder, tmp_path), LR, "--storage", storage]
+    # a path, as the help has it ("a SQLite file"), is that file
+    args = [
+        "sweep",
+        "digits",
+        *sweep_overrides(digit_folder, tmp_path),
+        LR,
+        "--storage",
+        "optuna.db",
+    ]
     result = runner.invoke(app, [*args, "--trials", "2", "--no-prune"])
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="digits-sweep", storage=storage)
@@ -144,10 +153,23 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
             "--storage postgresql://u:***@127.0.0.1:port/x cannot be opened: invalid literal"
         ),
     }
+    shop, not_a_database = tmp_path / "shop.db", tmp_path / "notes.db"
+    with sqlite3.connect(shop) as db:
+        db.execute("CREATE TABLE orders (id INTEGER)")
+    not_a_database.write_text("not a database")
+    before = shop.read_bytes()
+    cases |= {  # a plain path is the SQLite file; never one of another program's
+        (LR, "--storage", str(shop)): (
+            f"--storage sqlite:///{shop} cannot be used: {shop} is a SQLite database of "
+            "something else (tables orders), not an Optuna storage; it was left unchanged"
+        ),
+        (LR, "--storage", f"sqlite:///{not_a_database}"): "cannot be read as a SQLite database",
+    }
     for extra, message in cases.items():
         result = runner.invoke(app, [*base, *storage, *extra])
         assert_one_line_error(result, message)
         assert "secret" not in result.output
+    assert shop.read_bytes() == before
 
 
 @pytest.mark.parametrize("uri", ["garbage", "http://127.0.0.1:{closed}"])

@@ -31,6 +31,7 @@ from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.errors import ConfigError, Interrupted, first_line
 from mlfactory.mlflow_store import shown_url, tracking_client
 from mlfactory.output import phase_log
+from mlfactory.sqlite_stores import foreign_sqlite_problem
 from mlfactory.training.lightning_trainer import check_devices
 from mlfactory.training.run_start import check_tracking_store
 from mlfactory.training.search_space import SearchSpace
@@ -45,6 +46,8 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
     "val/f1_macro": "maximize",
 }
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+# Tables every Optuna RDB storage has: a SQLite file with other tables and not these is none.
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 
 
@@ -101,6 +104,7 @@ def run_sweep(
     space = _one_device(space, base.config.trainer)
     name = study_name or f"{base.name}-sweep"
     out_dir = out_dir or Path("runs") / name
+    storage = storage_url(storage)
     if prune and pruner is None:
         pruner = optuna.pruners.MedianPruner()
     # A tracking store (or a device) that cannot be used is refused before the study's storage
@@ -190,6 +194,14 @@ def _one_device(space: SearchSpace, trainer: Any) -> SearchSpace:
     return space
 
 
+def storage_url(storage: str) -> str:
+    """`--storage` as a SQLAlchemy URL: a path without a scheme (`--storage sweeps.db`, as the
+    help says, a SQLite file) is that SQLite file."""
+    if "://" in storage or not storage.strip():
+        return storage
+    return f"sqlite:///{Path(storage).expanduser().resolve()}"
+
+
 def _open_study(
     name: str,
     storage: str,
@@ -202,6 +214,9 @@ def _open_study(
     # The sweep reports each trial itself (Optuna would add a traceback for every failed one).
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     pruner = pruner or optuna.pruners.NopPruner()
+    problem = foreign_sqlite_problem(storage, OPTUNA_TABLES, "an Optuna storage")
+    if problem is not None:
+        raise ConfigError(f"--storage {shown_url(storage)} cannot be used: {problem}")
     try:
         rdb = optuna.storages.RDBStorage(storage)
         existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(rdb)}
