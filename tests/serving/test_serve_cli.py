@@ -30,8 +30,13 @@ from .tiny_bundles import tiny_bundle
 def test_serve_command_answers_over_http_without_torch(
     image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
 ) -> None:
-    with live_server(image_bundle, tmp_path, "--workers", "1") as server:
+    # a misspelt setting is named at start-up, not silently the default
+    with live_server(image_bundle, tmp_path, "--workers", "1", max_upload_byte="1") as server:
         url = server.url
+        assert (
+            "warning: no setting is named MLFACTORY_MAX_UPLOAD_BYTE (did you mean "
+            "MLFACTORY_MAX_UPLOAD_BYTES?)" in server.output.read_text()
+        )
         chosen = [digit_images[4], digit_images[21]]
         files = [("files", (d.path.name, d.read_bytes(), "image/png")) for d in chosen]
         response = httpx.post(f"{url}/v1/predict", files=files, timeout=30.0)

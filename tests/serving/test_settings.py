@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from mlfactory.serving.settings import (
     env_name,
     monitor_schedule,
     retention_period,
+    unknown_variables_warning,
 )
 
 
@@ -162,3 +165,32 @@ def test_a_bad_log_retention_names_the_variable(value: str) -> None:
 def test_the_monitoring_level_is_005_unless_set() -> None:
     assert ServingSettings().monitor_level == drift.DEFAULT_LEVEL == 0.05
     assert ServingSettings.from_env({"MLFACTORY_MONITOR_LEVEL": "0.01"}).monitor_level == 0.01
+
+
+def test_a_misspelt_or_unknown_variable_is_named_at_start_up() -> None:
+    """A typo would otherwise leave the setting at its default without a word."""
+    environ = {
+        "MLFACTORY_MAX_UPLOAD_BYTE": "2048",
+        "MLFACTORY_UNRELATED": "x",
+        "MLFACTORY_LOG_URL": "sqlite:///p.db",
+        "MLFACTORY_TUXPAINT_DIR": "/usr/share/tuxpaint",
+        "PATH": "/usr/bin",
+    }
+    assert unknown_variables_warning(environ) == (
+        "no setting is named MLFACTORY_MAX_UPLOAD_BYTE (did you mean MLFACTORY_MAX_UPLOAD_BYTES?), "
+        "MLFACTORY_UNRELATED: the variable is ignored"
+    )
+    assert unknown_variables_warning({"MLFACTORY_WORKERS": "2", "HOME": "/root"}) is None
+
+
+def test_every_variable_the_project_names_is_known() -> None:
+    """The variables the code, scripts, images and docs name are all settings or listed in
+    `OTHER_VARIABLES`: none of them draws the start-up warning."""
+    root = Path(__file__).parents[2]
+    folders = ["src", "scripts", "docker", "deploy", "docs", ".github"]
+    files = [root / "README.md"] + [p for f in folders for p in (root / f).rglob("*")]
+    texts = [p.read_text(errors="replace") for p in files if p.is_file() and p.suffix != ".png"]
+    found = [m for text in texts for m in re.finditer(r"MLFACTORY_[A-Z0-9_]+(\*?)", text)]
+    named = {m.group(0).rstrip("_") for m in found if not m.group(1)}  # not `MLFACTORY_MAX_*`
+    assert "MLFACTORY_LOG_URL" in named and "MLFACTORY_SKIP_APT" in named
+    assert unknown_variables_warning(dict.fromkeys(named, "1")) is None, named

@@ -17,7 +17,7 @@ from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.multiprocess_metrics import metrics_dir
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.process import check_can_listen
-from mlfactory.serving.settings import ServingSettings, env_name
+from mlfactory.serving.settings import ServingSettings, env_name, unknown_variables_warning
 
 FACTORY = "mlfactory.serving.app:app_from_env"
 # Open files a worker needs besides client sockets: the model, the log database, libraries.
@@ -55,9 +55,9 @@ def run_server(
     """
     settings = ServingSettings.from_env()
     check_can_listen(host, port)
-    warning = open_endpoints_warning(host, settings)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    for warning in (open_endpoints_warning(host, settings), unknown_variables_warning()):
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
     loaded = load_predictor(Path(bundle), settings).bundle
     workers = settings.workers if workers is None else workers
     if workers < 1:

@@ -6,6 +6,7 @@ may come from), so the same settings reach every uvicorn worker process.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -16,6 +17,24 @@ from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import ConfigError
 
 ENV_PREFIX = "MLFACTORY_"
+# The `MLFACTORY_*` variables that are no serving setting: read by the CLI's other commands, the
+# UI and the set-up and test scripts (tests/serving/test_settings.py checks the sources).
+OTHER_VARIABLES = frozenset(
+    ENV_PREFIX + name
+    for name in (
+        "BUNDLE",  # the bundle a server's workers load (set by `mlfactory serve`)
+        "MAX_DOWNLOAD_BYTES",
+        "ORANGE_WHEEL",
+        "SONIC_PI_DIR",
+        "TUXPAINT_DIR",
+        "SWEEP_STORAGE",
+        "UI_API",
+        "CHROMIUM",  # the browser tests
+        "CHROMEDRIVER",
+        "FORCE_INSTALL",  # scripts/setup.sh
+        "SKIP_APT",
+    )
+)
 MEGABYTE = 1024 * 1024
 DEFAULT_LOG_URL = "sqlite:///predictions.db"
 # A gathering window longer than this is a configuration mistake, not a throughput setting.
@@ -217,6 +236,22 @@ def _parse(name: str, kind: str, raw: str) -> Any:
 def _check(name: str, value: object, ok: bool, requirement: str) -> None:
     if not ok:
         raise ConfigError(f"{env_name(name)}: {value} {requirement}")
+
+
+def unknown_variables_warning(environ: Mapping[str, str] | None = None) -> str | None:
+    """The start-up warning for `MLFACTORY_*` variables that nothing reads (a misspelt setting
+    is otherwise silently the default: `MAX_UPLOAD_BYTE` for `MAX_UPLOAD_BYTES`), with the closest
+    known name; None when there is none."""
+    source = os.environ if environ is None else environ
+    known = {env_name(spec.name) for spec in fields(ServingSettings)} | OTHER_VARIABLES
+    unknown = sorted(name for name in source if name.startswith(ENV_PREFIX) and name not in known)
+    if not unknown:
+        return None
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return f"no setting is named {', '.join(named)}: the variable is ignored"
 
 
 def env_name(field_name: str) -> str:
