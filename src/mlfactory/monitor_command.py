@@ -239,9 +239,9 @@ def check_log_tables(tables: set[str], shown: str) -> None:
     Raises:
         LogDatabaseError: it names the log's tables missing.
     """
-    from mlfactory.serving.log_tables import metadata
+    from mlfactory.serving.log_tables import metadata, predictions
 
-    if not tables or "predictions" in tables:
+    if not tables or predictions.name in tables:
         return
     missing = " and ".join(name for name in metadata.tables if name not in tables)
     held = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")

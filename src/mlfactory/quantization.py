@@ -100,26 +100,31 @@ def quantize_target(
 
         metrics = evaluate_items(Predictor(bundle), test)
         int8, fp32 = float(metrics["accuracy"]), _float_accuracy(source, dataset)
-        if fp32 - int8 > max_drop:
-            raise BundleError(
-                f"int8 test accuracy {int8:.4f} is {fp32 - int8:.4f} below float's {fp32:.4f} "
-                f"(at most --max-drop {max_drop} allowed): keep more of the first convolutions "
-                f"in float (--float-convs {float_convs + 3}), allow more (--max-drop), or serve "
-                "the float bundle"
-            )
+        _check_drop(int8, fp32, max_drop, float_convs)
         _replace(out, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     bundle = load_bundle(out)
     run_id = _track(source, bundle, recipe, dataset, metrics)
     return QuantizeResult(
-        bundle=load_bundle(out),
+        bundle=bundle,
         float_accuracy=fp32,
         int8_accuracy=int8,
         size_ratio=source.model_path.stat().st_size / bundle.model_path.stat().st_size,
         speed_ratio=_speed(bundle, test) / _speed(source, test),
         mlflow_run_id=run_id,
     )
+
+
+def _check_drop(int8: float, fp32: float, max_drop: float, float_convs: int) -> None:
+    """Refuse an int8 model that loses more than `max_drop` of the float model's test accuracy."""
+    if fp32 - int8 > max_drop:
+        raise BundleError(
+            f"int8 test accuracy {int8:.4f} is {fp32 - int8:.4f} below float's {fp32:.4f} "
+            f"(at most --max-drop {max_drop} allowed): keep more of the first convolutions "
+            f"in float (--float-convs {float_convs + 3}), allow more (--max-drop), or serve "
+            "the float bundle"
+        )
 
 
 def _check_out(out: Path, source: Path, force: bool) -> None:

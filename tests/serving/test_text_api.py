@@ -6,6 +6,7 @@ re-raises anything that reaches the catch-all handler, so a 500 fails the test.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +137,13 @@ def test_too_many_texts_is_413(text_bundle: Path) -> None:
     with TestClient(create_app(text_bundle, ServingSettings(max_files=3))) as client:
         response = client.post("/v1/predict", json={"texts": ["a", "b", "c", "d"]})
     assert_error(response, 413, "too many texts: at most 3")
+
+
+def test_a_compressed_json_body_is_415(client: TestClient) -> None:
+    body = gzip.compress(json.dumps({"text": "crude oil"}).encode())
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    response = client.post("/v1/predict", content=body, headers=headers)
+    assert_error(response, 415, "Content-Encoding 'gzip' is not supported")
 
 
 def test_files_to_a_text_bundle_are_415(client: TestClient) -> None:

@@ -82,7 +82,6 @@ async def predict(request: Request) -> PredictResponse:
     state = request.app.state
     settings: ServingSettings = state.settings
     predictor = current_predictor(request)
-    check_body_headers(request.headers, settings.max_request_bytes)
     read_inputs = INPUT_READERS[predictor.bundle.modality.api_input.kind]
     inputs = await read_inputs(request, settings)
     encoded, summaries, digests = await run_in_threadpool(encode_inputs, predictor, inputs)
@@ -211,6 +210,7 @@ def log_rows(
 
 async def _read_files(request: Request, settings: ServingSettings) -> list[tuple[str, bytes]]:
     """Named inputs of a multipart body (field `files`), for modalities whose inputs are files."""
+    check_body_headers(request.headers, settings.max_request_bytes)
     uploads = await read_uploads(request.headers.get("content-type"), request.stream(), settings)
     return [(upload.describe(), upload.data) for upload in uploads]
 
