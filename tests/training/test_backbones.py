@@ -13,7 +13,7 @@ import torch
 from mlfactory.config.loader import load_recipe, preprocessing_params
 from mlfactory.config.schema import ModelConfig
 from mlfactory.errors import ConfigError
-from mlfactory.training.backbones import build_classifier, training_encoder
+from mlfactory.training.backbones import build_classifier, check_backbone, training_encoder
 from mlfactory.training.backbones.audio import CnnTransformer
 from mlfactory.training.backbones.image import build_image_backbone, embedding_width
 from mlfactory.training.network import (
@@ -196,3 +196,34 @@ def test_an_unknown_backbone_names_the_closest_timm_models(name: str, hint: str)
     message = str(caught.value)
     assert message.startswith(f"model.backbone: '{name}' is not a timm model")
     assert hint in message
+
+
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "message"),
+    [
+        ("digits", ["model.backbone=efficientnet_lite9"], "did you mean efficientnet_lite4"),
+        ("emotions", ["model.backbone=efficientnet_lite9"], "did you mean efficientnet_lite4"),
+        ("emotions", ["model.extra.d_model=8"], "model.extra.d_model: unknown key for backbone"),
+        ("birdcalls", ["+model.extra.depth=2"], "model.extra.depth: unknown key for backbone"),
+        ("digits", ["model.backbone=hf-hub:timm/resnet18.a1_in1k"], None),
+        ("digits", ["model.backbone=resnet18.a1_in1k"], None),
+        ("news", ["model.backbone=no-such/text-model"], None),
+    ],
+)
+def test_a_backbone_is_checked_without_building_it(
+    recipe: str, overrides: list[str], message: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a sweep checks each choice with: names timm does not know, and `model.extra` keys
+    the family does not take; hub names, folders and text models only loading tells."""
+    import timm
+
+    def not_built(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backbone was built")
+
+    monkeypatch.setattr(timm, "create_model", not_built)
+    config = load_recipe(recipe, overrides).config
+    if message is None:
+        check_backbone(config)
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_backbone(config)

@@ -146,6 +146,11 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
         (LR, "trainer.strategy=ddp"): "start one worker per device",
         (LR, "trainer.num_nodes=2"): "trainer.num_nodes=2",
         (LR, "trainer.accelerator=tpu"): "trainer.accelerator=tpu: torch finds no TPU",
+        # every value of a choice is checked before the study, not only the first
+        (LR, "trainer.batch_size=choice(8,0)"): "trainer.batch_size",
+        (LR, "model.backbone=choice(test_efficientnet,resnet1800)"): (
+            "model.backbone: 'resnet1800' is not a timm model; did you mean resnet18"
+        ),
         (LR, "--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"): (
             "--storage postgresql+psycopg://u:***@127.0.0.1:1/x cannot be opened"
         ),
@@ -246,22 +251,24 @@ def test_workers_share_a_study_on_postgresql(
 def test_a_trial_the_recipe_refuses_fails_and_the_sweep_goes_on(
     digit_folder: Path, tmp_path: Path
 ) -> None:
-    # batch size 0 passes the start check (which tries the first choice) and is refused when a
-    # trial draws it; the recipe's seed makes the draws the same on every run.
-    space = parse_search_space(
-        [*sweep_overrides(digit_folder, tmp_path), "trainer.batch_size=choice(8,0)"]
-    )
+    # Each value of each choice passes the start check, but pruning a frozen backbone is refused
+    # when a trial draws both; the recipe's seed makes the draws the same on every run.
+    choices = ["model.freeze_backbone=choice(false,true)", "model.prune_channels=choice(0,0.25)"]
+    space = parse_search_space([*sweep_overrides(digit_folder, tmp_path), *choices])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = run_sweep("digits", space, trials=4, out_dir=tmp_path / "runs", storage=storage)
-    states = {t.params["trainer.batch_size"]: t for t in result.trials}
-    assert set(states) == {0, 8}, [t.params for t in result.trials]
-    for trial in result.trials:
-        if trial.params["trainer.batch_size"] == 0:
+    refused = [
+        t.params["model.freeze_backbone"] and t.params["model.prune_channels"] > 0
+        for t in result.trials
+    ]
+    assert True in refused and False in refused, [t.params for t in result.trials]
+    for trial, refuse in zip(result.trials, refused, strict=True):
+        if refuse:
             assert trial.state == "FAIL"
-            assert trial.error is not None and "trainer.batch_size" in trial.error
+            assert trial.error is not None and "a pruned backbone has to be" in trial.error
         else:
             assert trial.state == "COMPLETE" and trial.bundle is not None
-    assert result.best is not None and result.best.params["trainer.batch_size"] == 8
+    assert result.best is not None
 
 
 @pytest.mark.slow

@@ -39,7 +39,22 @@ class SearchSpace:
     def examples(self) -> list[str]:
         """One override per swept key at a value of its range, to check the keys before any
         trial trains."""
-        return [f"{key}={_example(dist)}" for key, dist in self.distributions.items()]
+        return [f"{key}={hydra_value(_example(dist))}" for key, dist in self.distributions.items()]
+
+    def variants(self) -> list[list[str]]:
+        """`examples()`, then the same with each other value of each choice in its place: each
+        value of a choice composed once, to check them all before any trial trains."""
+        from optuna.distributions import CategoricalDistribution
+
+        base = self.examples()
+        variants = [base]
+        for index, (key, dist) in enumerate(self.distributions.items()):
+            if isinstance(dist, CategoricalDistribution):
+                for choice in dist.choices[1:]:
+                    variant = list(base)
+                    variant[index] = f"{key}={hydra_value(choice)}"
+                    variants.append(variant)
+        return variants
 
 
 def parse_search_space(overrides: list[str]) -> SearchSpace:
@@ -61,7 +76,7 @@ def parse_search_space(overrides: list[str]) -> SearchSpace:
             if not SWEEP_FUNCTION.match(text.partition("=")[2]):
                 fixed.append(text)  # a plain value Hydra needs quoted: the recipe loader does it
                 continue
-            raise ConfigError(f"{text}: {first_line(exc)}") from None
+            raise ConfigError(_parse_problem(text, exc)) from None
         if not override.is_sweep_override():
             fixed.append(text)
             continue
@@ -71,6 +86,23 @@ def parse_search_space(overrides: list[str]) -> SearchSpace:
     if not distributions:
         raise ConfigError(f"nothing to sweep: give at least one key a range, e.g. {EXAMPLE}")
     return SearchSpace(fixed, distributions)
+
+
+def _parse_problem(text: str, exc: Exception) -> str:
+    """Hydra's reason past its "Error parsing override" line; null in choice() named."""
+    key, _, value = text.partition("=")
+    value = value.strip()
+    if "NoneType is incompatible" in str(exc) and value.startswith("choice("):
+        plain = value.removeprefix("choice(").removesuffix(")")
+        return (
+            f"{text}: Hydra's choice() cannot hold null; list the values without it: {key}={plain}"
+        )
+    reasons = [
+        line.strip()
+        for line in str(exc).splitlines()
+        if line.strip() and not line.startswith(("Error parsing override", "See https://"))
+    ]
+    return f"{text}: {reasons[0] if reasons else first_line(exc)}"
 
 
 def _distribution(override: Any, text: str) -> Any:
@@ -131,6 +163,13 @@ def _describe(dist: Any) -> str:
 def _example(dist: Any) -> Any:
     from optuna.distributions import CategoricalDistribution
 
-    if isinstance(dist, CategoricalDistribution):
-        return "null" if dist.choices[0] is None else dist.choices[0]
-    return dist.low
+    return dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low
+
+
+def hydra_value(value: Any) -> str:
+    """A value of a range as Hydra reads it back in an override."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)

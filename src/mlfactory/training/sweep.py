@@ -32,9 +32,10 @@ from mlfactory.errors import ConfigError, Interrupted, first_line
 from mlfactory.mlflow_store import shown_url, tracking_client
 from mlfactory.output import phase_log
 from mlfactory.sqlite_stores import foreign_sqlite_problem
+from mlfactory.training.backbones import check_backbone
 from mlfactory.training.lightning_trainer import check_devices
 from mlfactory.training.run_start import check_tracking_store
-from mlfactory.training.search_space import SearchSpace
+from mlfactory.training.search_space import SearchSpace, hydra_value
 from mlfactory.training.train import train
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ def run_sweep(
     `pruner` replaces the default `MedianPruner` (with `prune`; e.g. a `PercentilePruner`).
 
     Raises:
-        ConfigError: a fixed or swept key the recipe refuses, an unknown metric, a tracking
+        ConfigError: a fixed or swept key the recipe refuses (any value of a choice; a
+            backbone the family does not know), an unknown metric, a tracking
             store or a storage that cannot be opened, or a study that judges trials by another
             metric.
         Interrupted: Ctrl-C (the interrupted trial is marked failed; the rest stay).
@@ -142,7 +144,8 @@ def _checked_recipe(recipe_ref: str, space: SearchSpace, metric: str) -> Recipe:
     if metric not in METRICS:
         raise ConfigError(f"--metric {metric}: use one of {', '.join(METRICS)}")
     base = load_recipe(recipe_ref, space.fixed)
-    load_recipe(recipe_ref, space.fixed + space.examples())  # every swept key, before training
+    for overrides in space.variants():  # every swept key and each value of a choice
+        check_backbone(load_recipe(recipe_ref, space.fixed + overrides).config)
     if base.config.data.val_fraction <= 0:
         raise ConfigError(
             "a sweep judges trials on the validation split: set data.val_fraction above 0"
@@ -307,7 +310,7 @@ def _run_trial(
     callbacks = [PyTorchLightningPruningCallback(trial, monitor=metric)] if prune else []
     try:
         recipe = load_recipe(
-            recipe_ref, space.fixed + [f"{k}={_hydra(v)}" for k, v in params.items()]
+            recipe_ref, space.fixed + [f"{k}={hydra_value(v)}" for k, v in params.items()]
         )
         result = train(
             recipe, folder, progress=False, force=True, callbacks=callbacks, run_tags=tags
@@ -357,15 +360,6 @@ def _suggest(trial: optuna.Trial, key: str, dist: Any) -> Any:
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
     return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def _hydra(value: Any) -> str:
-    """A sampled value as Hydra reads it back."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:

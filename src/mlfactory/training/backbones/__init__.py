@@ -1,8 +1,9 @@
 """Backbones per modality: the network that maps a modality's model inputs to an embedding.
 
 The registry below is the one place in training that is keyed by modality: each family module
-provides `build_backbone(config, params) -> (module, embedding width)` and
-`backbone_assets(config, out_dir) -> files the bundle must carry` (a text backbone's tokenizer).
+provides `build_backbone(config, params) -> (module, embedding width)`,
+`backbone_assets(config, out_dir) -> files the bundle must carry` (a text backbone's tokenizer)
+and `check_backbone(config)`, which refuses what it can without building the backbone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ FAMILIES = {
 
 def _family(config: RecipeConfig) -> ModuleType:
     return importlib.import_module(FAMILIES[config.modality])
+
+
+def check_backbone(config: RecipeConfig) -> None:
+    """Refuse a backbone (or `model.extra` key) the recipe's family does not know, without
+    building it: a sweep checks every choice this way before any trial trains.
+
+    Raises:
+        ConfigError: naming the key and, for a timm name, the closest ones.
+    """
+    _family(config).check_backbone(config)
 
 
 def build_classifier(config: RecipeConfig, num_classes: int) -> Classifier:

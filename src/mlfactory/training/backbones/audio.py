@@ -46,6 +46,17 @@ def backbone_assets(config: RecipeConfig, out_dir: Path) -> list[Path]:
     return []
 
 
+def check_backbone(config: RecipeConfig) -> None:
+    """Refuse an unknown backbone name or `model.extra` key, without building the backbone."""
+    if config.model.backbone == CNN_TRANSFORMER:
+        _extra(config, CNN_TRANSFORMER_EXTRA)
+        return
+    from mlfactory.training.backbones.image import check_timm_name
+
+    _extra(config, DB_RANGE_EXTRA)
+    check_timm_name(config.model.backbone)
+
+
 def build_backbone(config: RecipeConfig, params: dict[str, Any]) -> tuple[nn.Module, int]:
     """The recipe's audio backbone and the width of its embedding.
 

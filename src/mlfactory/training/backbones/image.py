@@ -41,6 +41,27 @@ def backbone_assets(config: RecipeConfig, out_dir: Path) -> list[Path]:
     return []
 
 
+def check_backbone(config: RecipeConfig) -> None:
+    """Refuse a backbone timm does not know, without building it."""
+    check_timm_name(config.model.backbone)
+
+
+def check_timm_name(name: str) -> None:
+    """Refuse a name that is not a timm model, naming the closest ones (names of the hub,
+    `hf-hub:...`, or a folder, `local-dir:...`, only loading them tells)."""
+    import timm
+    from timm.models import parse_model_name
+
+    source, _ = parse_model_name(name)
+    if source is None and not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"model.backbone: '{name}' is not a timm model{hint} "
+            "(python -c 'import timm; print(timm.list_models())' lists them)"
+        )
+
+
 def build_image_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
     """A timm model without its classifier, and the width of its pooled embedding."""
     import timm
@@ -48,13 +69,7 @@ def build_image_backbone(config: ModelConfig) -> tuple[nn.Module, int]:
     try:
         model = timm.create_model(config.backbone, pretrained=False, num_classes=0)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown model names
-        if not timm.is_model(config.backbone):
-            close = difflib.get_close_matches(config.backbone, timm.list_models(), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"model.backbone: '{config.backbone}' is not a timm model{hint} "
-                "(python -c 'import timm; print(timm.list_models())' lists them)"
-            ) from None
+        check_timm_name(config.backbone)
         raise ConfigError(f"model.backbone: {exc}") from None
     _load_pretrained(model, config)
     if config.freeze_backbone:

@@ -69,6 +69,11 @@ class MeanPooledEncoder(nn.Module):
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
+def check_backbone(config: RecipeConfig) -> None:
+    """Nothing to check without loading: a text backbone is a name on the Hugging Face hub or
+    a folder, which `build_backbone` resolves (and refuses, naming why) as it loads it."""
+
+
 def build_backbone(config: RecipeConfig, params: dict[str, Any]) -> tuple[nn.Module, int]:
     """The recipe's transformer, checked against the tokenizer length `params["max_length"]`."""
     return build_text_backbone(config.model, int(params["max_length"]))
