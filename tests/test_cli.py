@@ -397,6 +397,10 @@ def test_a_data_error_comes_before_torch_is_imported(digit_folder: Path, tmp_pat
         (["serve", "runs/x", "--bogus"], "No such option: --bogus"),
         (["monitor", "/nonexistent"], "no such bundle folder or run folder"),
         (["report", "/nonexistent", "--last", "5"], "--last: counts predictions of a log"),
+        # nan is no number: typer's range check would call it too large (or too small)
+        (["quantize", "runs/x", "--out", "y", "--max-drop", "nan"], "nan is not a number from 0"),
+        (["quantize", "runs/x", "--out", "y", "--max-drop", "1.5"], "1.5 is not a number from 0"),
+        (["sweep", "digits", "--timeout", "nan"], "nan is not a number of at least 1"),
     ],
 )
 def test_command_line_mistakes_are_one_line_and_exit_2(

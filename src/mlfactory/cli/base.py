@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -46,6 +47,19 @@ LOG_HELP = (
     "The prediction log: an SQLAlchemy URL or a SQLite file; default MLFACTORY_LOG_URL, then "
     "sqlite:///predictions.db (the server's default)."
 )
+
+
+def number_from(low: float, high: float = math.inf) -> Callable[[float | None], float | None]:
+    """An option's callback that takes numbers from `low` to `high`, and says that nan is not
+    one (typer's own range check calls it too large, or too small)."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not low <= value <= high:
+            scope = f"from {low:g} to {high:g}" if high < math.inf else f"of at least {low:g}"
+            raise typer.BadParameter(f"{value:g} is not a number {scope}")
+        return value
+
+    return check
 
 
 def error_line(message: str) -> Text:

@@ -22,6 +22,7 @@ from mlfactory.cli.base import (
     console,
     err_console,
     friendly_errors,
+    number_from,
 )
 from mlfactory.errors import ConfigError
 from mlfactory.output import configure_output
@@ -183,7 +184,7 @@ def sweep(
     ),
     prune: bool = typer.Option(True, help="Stop trials behind the median at the same epoch."),
     timeout: float | None = typer.Option(
-        None, min=1, help="Start no trial after this many seconds."
+        None, callback=number_from(1), help="Start no trial after this many seconds (at least 1)."
     ),
     verbose: bool = VERBOSE,
 ) -> None:
@@ -278,7 +279,9 @@ def quantize(
         3, min=0, help="Keep the first N convolutions in float (the stem costs accuracy)."
     ),
     max_drop: float = typer.Option(
-        0.01, min=0.0, max=1.0, help="Refuse the int8 bundle if it loses more test accuracy."
+        0.01,
+        callback=number_from(0.0, 1.0),
+        help="Refuse the int8 bundle if it loses more test accuracy (0 to 1).",
     ),
     force: bool = typer.Option(False, help="Replace what OUT holds."),
     verbose: bool = VERBOSE,
