@@ -208,13 +208,16 @@ def test_an_unknown_backbone_names_the_closest_timm_models(name: str, hint: str)
         ("digits", ["model.backbone=hf-hub:timm/resnet18.a1_in1k"], None),
         ("digits", ["model.backbone=resnet18.a1_in1k"], None),
         ("news", ["model.backbone=no-such/text-model"], None),
+        ("news", ["model.backbone=no-such/text-model", "model.pretrained=local"], "no local model"),
+        ("news", ["model.weights_path=/nonexistent"], "is not a Hugging Face model folder"),
     ],
 )
 def test_a_backbone_is_checked_without_building_it(
     recipe: str, overrides: list[str], message: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a sweep checks each choice with: names timm does not know, and `model.extra` keys
-    the family does not take; hub names, folders and text models only loading tells."""
+    """What a sweep checks each choice with: names timm does not know, `model.extra` keys the
+    family does not take, text models that are neither local nor allowed from the hub; whether a
+    hub name exists only loading tells."""
     import timm
 
     def not_built(*args: object, **kwargs: object) -> None:

@@ -70,8 +70,9 @@ class MeanPooledEncoder(nn.Module):
 
 
 def check_backbone(config: RecipeConfig) -> None:
-    """Nothing to check without loading: a text backbone is a name on the Hugging Face hub or
-    a folder, which `build_backbone` resolves (and refuses, naming why) as it loads it."""
+    """Refuse a `model.weights_path` that is no model folder, or `pretrained=local` without a
+    local model; a name on the Hugging Face hub only loading tells."""
+    model_source(config.model)
 
 
 def build_backbone(config: RecipeConfig, params: dict[str, Any]) -> tuple[nn.Module, int]:
