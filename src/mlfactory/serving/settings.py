@@ -243,13 +243,13 @@ def unknown_variables_warning(environ: Mapping[str, str] | None = None) -> str |
     is otherwise silently the default: `MAX_UPLOAD_BYTE` for `MAX_UPLOAD_BYTES`), with the closest
     known name; None when there is none."""
     source = os.environ if environ is None else environ
-    known = {env_name(spec.name) for spec in fields(ServingSettings)} | OTHER_VARIABLES
+    known = sorted({env_name(spec.name) for spec in fields(ServingSettings)} | OTHER_VARIABLES)
     unknown = sorted(name for name in source if name.startswith(ENV_PREFIX) and name not in known)
     if not unknown:
         return None
     named = []
     for name in unknown:
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         named.append(f"{name} (did you mean {close[0]}?)" if close else name)
     return f"no setting is named {', '.join(named)}: the variable is ignored"
 
