@@ -74,6 +74,7 @@ def test_labels_round_trip_and_the_last_one_wins(
         ({"request_id": "{id}", "label": "3", "input_index": -1}, 422, "body: input_index: "),
         ({"request_id": "{id}", "label": "3", "input_index": "0"}, 422, "must be a JSON integer"),
         ({"request_id": "{id}", "label": "3", "input_index": True}, 422, "must be a JSON integer"),
+        ({"request_id": "{id}", "label": "3", "input_index": 1e300}, 422, "input_index: the nu"),
         # Only what the server's request ids may be (a NUL would fail PostgreSQL's insert).
         ({"request_id": "{id}\u0000", "label": "3"}, 422, "request_id: must be 1 to 64 letters"),
         ({"request_id": "a b", "label": "3"}, 422, "request_id: must be 1 to 64 letters"),
@@ -97,6 +98,20 @@ def test_each_error_is_a_status_with_a_detail_and_stores_nothing(
     assert response.status_code == status
     assert fragment in response.json()["detail"]
     assert feedback_rows(log_url) == 0  # a list is stored whole or not at all
+
+
+def test_half_a_utf16_pair_is_named_as_such(
+    logged_client: TestClient, digit_images: list[DigitImage], log_url: str
+) -> None:
+    request_id = predict_two(logged_client, digit_images)
+    body = b'{"request_id": "' + request_id.encode() + b'\\ud800", "label": "3"}'
+    response = logged_client.post(
+        "/v1/feedback", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    detail = response.json()["detail"]  # the parser's words: "unexpected end of hex escape"
+    assert detail.startswith("invalid JSON body: Invalid JSON: a lone surrogate: a \\uD800-")
+    assert "at line 1 column" in detail and feedback_rows(log_url) == 0
 
 
 def test_the_body_is_limited(logged_client: TestClient, digit_images: list[DigitImage]) -> None:

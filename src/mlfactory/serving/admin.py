@@ -32,10 +32,10 @@ from mlfactory.serving.schemas import (
     ModelRef,
     ReloadRequest,
     ReloadResponse,
-    describe_errors,
 )
 from mlfactory.serving.settings import ServingSettings
 from mlfactory.serving.uploads import read_json_body
+from mlfactory.serving.validation_errors import describe_errors
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024

@@ -48,8 +48,8 @@ from mlfactory.serving.middleware import (
 )
 from mlfactory.serving.predict import predict_router
 from mlfactory.serving.prediction_log import PredictionLog
-from mlfactory.serving.schemas import describe_errors
 from mlfactory.serving.settings import ServingSettings, retention_period
+from mlfactory.serving.validation_errors import describe_errors
 
 BUNDLE_ENV = "MLFACTORY_BUNDLE"
 # nginx's status for "the client closed the connection before the answer": not a server error.

@@ -38,9 +38,9 @@ from mlfactory.serving.schemas import (
     ErrorResponse,
     FeedbackIn,
     FeedbackResponse,
-    describe_errors,
 )
 from mlfactory.serving.uploads import read_json_body
+from mlfactory.serving.validation_errors import describe_errors
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024

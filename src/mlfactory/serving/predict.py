@@ -32,11 +32,11 @@ from mlfactory.serving.schemas import (
     PredictionOut,
     PredictResponse,
     TextsRequest,
-    describe_errors,
     predict_request_body,
 )
 from mlfactory.serving.settings import ServingSettings
 from mlfactory.serving.uploads import check_body_headers, read_json_body, read_uploads
+from mlfactory.serving.validation_errors import describe_errors
 
 log = logging.getLogger(__name__)
 Encoded = dict[str, np.ndarray]

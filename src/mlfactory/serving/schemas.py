@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -195,19 +194,6 @@ def predict_request_body(
         encoding = {FILES_FIELD: {"contentType": ", ".join(api_input.content_types)}}
         content = {"multipart/form-data": {"schema": multipart, "encoding": encoding}}
     return {"required": True, "content": content}
-
-
-def describe_errors(errors: Sequence[Any]) -> str:
-    """One sentence from pydantic/FastAPI validation errors (first error, plus a count)."""
-    if not errors:
-        return "the request is invalid"
-    first = errors[0]
-    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    sentence = f"{location}: {message}" if location else message
-    if len(errors) > 1:
-        sentence += f" (and {len(errors) - 1} more problem(s))"
-    return sentence
 
 
 class CardMetrics(BaseModel):
