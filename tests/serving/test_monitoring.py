@@ -164,11 +164,12 @@ def test_query_limits_are_422_with_a_detail(monitored_client: TestClient) -> Non
     for path in ("/v1/monitoring/drift", "/v1/monitoring/history"):  # not "less than 1"
         detail = monitored_client.get(path, params={"level": "nan"}).json()["detail"]
         assert detail == "invalid request: query.level: Input should be a finite number"
-    detail = monitored_client.get("/v1/monitoring/drift", params={"since": "1 day"}).json()
-    assert detail == {
-        "detail": "since '1 day' is not a duration: use a number and a unit (s, m, h, d or w), "
-        "e.g. 30m, 6h, 2d; at most 5218w"
-    }
+    for since in ("1 day", "0m"):  # a zero length is not a window either
+        detail = monitored_client.get("/v1/monitoring/drift", params={"since": since}).json()
+        assert detail == {
+            "detail": f"since '{since}' is not a duration: use a number above 0 and a unit "
+            "(s, m, h, d or w), e.g. 30m, 6h, 2d; at most 5218w"
+        }
 
 
 def _embedding_detail(report: dict[str, Any]) -> str:
