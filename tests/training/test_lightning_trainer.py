@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
-from lightning.pytorch.accelerators import CUDAAccelerator
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
 from mlfactory.config.loader import load_recipe
 from mlfactory.errors import ConfigError
@@ -54,6 +55,12 @@ def settings_this_machine_cannot_run() -> list[str]:
     ]
     if importlib.util.find_spec("deepspeed") is None:
         settings.append("trainer.strategy=deepspeed")
+    if CUDAAccelerator.is_available():  # one GPU more than there are, by count and by index
+        present = CUDAAccelerator.auto_device_count()
+        settings += [
+            f"trainer.accelerator=cuda trainer.devices={present + 1}",
+            f"trainer.accelerator=cuda trainer.devices=[{present}]",
+        ]
     return settings
 
 
@@ -88,3 +95,33 @@ def test_a_missing_device_says_what_to_use_instead() -> None:
         check_devices(config.trainer)
     check_devices(load_recipe("digits", ["trainer.accelerator=cpu"]).config.trainer)
     check_devices(load_recipe("digits", ["trainer.accelerator=auto"]).config.trainer)
+
+
+@pytest.mark.parametrize(
+    ("devices", "error"),
+    [
+        ("3", "trainer.devices=3: this machine has 2 CUDA GPU(s); use at most 2, or -1 for all"),
+        ("[0,2]", "trainer.devices=[0, 2]: this machine has 2 CUDA GPU(s), indices 0 to 1, so 2"),
+        ("2", None),
+        ("[1]", None),
+        ("-1", None),
+        ("auto", None),
+    ],
+)
+@pytest.mark.parametrize("accelerator", ["cuda", "gpu", "auto"])
+def test_more_gpus_than_the_machine_has_are_refused_before_the_run(
+    accelerator: str, devices: str, error: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a machine with two CUDA GPUs (what torch would report there: this one has none), a
+    third one, by count or by index, is refused before the run (Lightning refuses it once the
+    MLflow run is open)."""
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: True))
+    monkeypatch.setattr(CUDAAccelerator, "auto_device_count", staticmethod(lambda: 2))
+    monkeypatch.setattr(MPSAccelerator, "is_available", staticmethod(lambda: False))
+    overrides = [f"trainer.accelerator={accelerator}", f"trainer.devices={devices}"]
+    trainer = load_recipe("digits", overrides).config.trainer
+    if error is None:
+        check_devices(trainer)
+    else:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            check_devices(trainer)

@@ -56,6 +56,7 @@ def check_devices(trainer: TrainerConfig) -> None:
             f"trainer.devices={trainer.devices}: device indices and -1 (all) pick GPUs, and this "
             "run is on the CPU: give the number of processes (trainer.devices=2) or auto"
         )
+    _check_gpu_count(trainer)
     if trainer.strategy == "fsdp" and (
         accelerator not in ("auto", "gpu", "cuda") or not CUDAAccelerator.is_available()
     ):
@@ -67,6 +68,31 @@ def check_devices(trainer: TrainerConfig) -> None:
         raise ConfigError(
             "trainer.strategy=deepspeed: DeepSpeed is not installed: pip install deepspeed "
             "(it needs CUDA GPUs), or use ddp"
+        )
+
+
+def _check_gpu_count(trainer: TrainerConfig) -> None:
+    """Refuse more CUDA GPUs, or higher indices, than this machine shows (after
+    CUDA_VISIBLE_DEVICES): Lightning does, once the MLflow run is open."""
+    on_cuda = trainer.accelerator == "cuda" or (
+        trainer.accelerator in ("gpu", "auto") and not MPSAccelerator.is_available()
+    )
+    if not on_cuda or not CUDAAccelerator.is_available():
+        return
+    present = CUDAAccelerator.auto_device_count()
+    devices = trainer.devices
+    if isinstance(devices, list):
+        missing = [index for index in devices if index >= present]
+        if missing:
+            raise ConfigError(
+                f"trainer.devices={devices}: this machine has {present} CUDA GPU(s), indices 0 "
+                f"to {present - 1}, so {missing[0]} is not one; pick among those, or give a "
+                "number of GPUs"
+            )
+    elif isinstance(devices, int) and devices > present:
+        raise ConfigError(
+            f"trainer.devices={devices}: this machine has {present} CUDA GPU(s); use at most "
+            f"{present}, or -1 for all"
         )
 
 
