@@ -37,7 +37,7 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     assert f"--log {log_file}" in text
     result = monitor_bundle(str(out / "bundle"), str(log_file))
     # the examples' OOD column names the threshold that decides "in distribution"
-    assert f"OOD score (threshold {result.report.ood_threshold:.3g})" in text
+    assert f"OOD score (threshold {result.report.ood_threshold:.2f})" in text
     sent = int(re.search(r"(\d+) held-out files: ", text).group(1))  # type: ignore[union-attr]
     assert sent >= 30 and result.report.n == 2 * sent  # the held-out files, then inverted
     assert result.report.live.n == result.report.n  # every label came back

@@ -156,7 +156,7 @@ def _examples(traffic: Traffic, ood_threshold: float) -> Table:
     score's column names the threshold above which an input is out of distribution."""
     ood_column = "OOD score"
     if math.isfinite(ood_threshold):
-        ood_column += f" (threshold {ood_threshold:.3g})"
+        ood_column += f" (threshold {ood_threshold:.2f})"
     table = Table(
         "held-out file", "true label", "predicted", "score", ood_column, "in distribution"
     )
@@ -172,7 +172,7 @@ def _examples(traffic: Traffic, ood_threshold: float) -> Table:
             item.label,
             prediction["label"],
             f"{prediction['score']:.3f}",
-            "-" if ood_score is None else f"{ood_score:.3g}",
+            "-" if ood_score is None else f"{ood_score:.2f}",
             "-" if in_distribution is None else ("yes" if in_distribution else "NO"),
         )
     return table
