@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageFilter, ImageOps
 from sklearn.metrics import roc_auc_score
 
+from mlfactory.monitoring.drift import exceedance_check
 from mlfactory.monitoring.ood import (
     CALIBRATION_FRACTION,
     FLOAT64_ABOVE,
@@ -168,3 +169,26 @@ def test_the_early_stage_sees_blur_and_noise_the_embedding_misses(
         assert with_early > embedding_only + 0.02, (with_early, embedding_only)
     with pytest.raises(ValueError, match="early_features"):
         both.score(held_out.embeddings)
+
+
+def test_too_few_calibration_scores_expect_the_rate_of_their_largest(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """With fewer than 1 / fpr calibration scores the threshold is their largest, which a new
+    in-distribution input exceeds with probability 1 / (n + 1), not fpr: that is the rate the
+    monitor expects, as its exceedance check does."""
+    reference = digit_outputs.reference
+    indices = label_indices(reference.labels, digit_profile.labels)
+    rows = np.concatenate([np.flatnonzero(indices == c)[:16] for c in range(10)])
+    scorer = OodScorer.fit(reference.embeddings[rows], indices[rows], fpr=0.01)
+    n = len(scorer.calibration_scores)
+    assert n < 99 and scorer.threshold == pytest.approx(float(scorer.calibration_scores.max()))
+    assert scorer.expected_rate == pytest.approx(1 / (n + 1))
+    held_out = scorer.score(digit_outputs.held_out.embeddings)
+    check = exceedance_check(
+        "ood_fraction", "embedding", scorer.calibration_scores, scorer.threshold, held_out
+    )
+    assert check.detail.endswith(f"; {1 / (n + 1):.1%} expected")
+    # Enough of them (the bundle's profile): the rate it was calibrated to.
+    assert len(digit_profile.ood.calibration_scores) >= 99
+    assert digit_profile.ood.expected_rate == digit_profile.ood.fpr == 0.01

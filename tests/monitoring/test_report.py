@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from PIL import ImageOps
 
 from mlfactory.monitoring.drift import INSUFFICIENT, KINDS, exceedance_check
-from mlfactory.monitoring.profile import ReferenceProfile, build_profile
+from mlfactory.monitoring.ood import OodScorer
+from mlfactory.monitoring.profile import ReferenceProfile, build_profile, label_indices
 from mlfactory.monitoring.report import (
     NO_LOGGED_SCORES,
     MonitorSettings,
@@ -173,6 +176,29 @@ def test_a_threshold_stored_rounded_up_is_still_the_cut(
     above = int(np.sum(scores > largest))
     cut = f"{above} of {len(scores)} above {largest:.4g} (the calibration score at the threshold)"
     assert check.detail == f"{cut}; {1 / (n + 1):.1%} expected"
+
+
+def test_the_expected_ood_share_is_the_one_the_threshold_gives(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """A profile of a small validation split (16 digits a class, as the demo's 18) has fewer
+    calibration scores than 1 / fpr: the report, its notes and the exceedance check all expect
+    the 1 / (n + 1) its threshold lets through, not the 1 % it was asked for."""
+    reference = digit_outputs.reference
+    indices = label_indices(reference.labels, digit_profile.labels)
+    rows = np.concatenate([np.flatnonzero(indices == c)[:16] for c in range(10)])
+    assert reference.early is not None
+    scorer = OodScorer.fit(
+        reference.embeddings[rows], indices[rows], early_features=reference.early[rows]
+    )
+    profile = replace(digit_profile, ood=scorer)
+    expected = 1 / (len(scorer.calibration_scores) + 1)
+    inverted = digit_outputs.transform(ImageOps.invert)
+    report = check_window(profile, _window(inverted, 100, 0, profile), MODEL).to_json()
+    assert report["ood"]["expected"] == pytest.approx(expected) and expected > 0.015
+    (check,) = [c for c in report["checks"] if c["name"] == "ood_fraction"]
+    assert check["detail"].endswith(f"; {expected:.1%} expected")
+    assert any(f"out of distribution ({expected:.0%} expected)" in n for n in report["notes"])
 
 
 def test_a_window_logged_without_ood_scores_still_gets_every_other_check(

@@ -14,8 +14,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from sqlalchemy import create_engine, select, update
 
 from mlfactory.monitoring.log_window import read_window
+from mlfactory.monitoring.profile import load_profile
 from mlfactory.serving.log_tables import predictions
 from mlfactory.times import utc_time
+from mlfactory.training.train import TrainResult
 from mlfactory.ui.client import MONITOR_TOKEN_ENV, ApiClient
 from mlfactory.ui.launch import start_ui
 from mlfactory.ui.monitoring_page import (
@@ -49,7 +51,7 @@ def test_feedback_from_the_page_lands_in_the_log(
 
 
 def test_the_monitoring_page_shows_checks_and_history(
-    chromium: WebDriver, image_deployment: Deployment, tmp_path: Path
+    chromium: WebDriver, image_deployment: Deployment, trained_digits: TrainResult, tmp_path: Path
 ) -> None:
     image = image_deployment
     digits = sorted(write_digit_folder(tmp_path / "d", 5, offset=PER_CLASS + 20).glob("*/*.png"))
@@ -104,7 +106,9 @@ def test_the_monitoring_page_shows_checks_and_history(
     assert p_columns == [f"p {check['name']}" for check in drift["checks"]]
     drawn = frame[p_columns].stack()  # checks that did not run in a slice have no point
     assert len(drawn) and drawn.min() >= P_VALUE_FLOOR and drawn.max() <= 1.0
-    assert drift["ood"]["expected"] == 0.01
+    # the share its threshold lets through: 1 %, or 1 / (n + 1) of a small calibration set
+    profile = load_profile(trained_digits.bundle.path)
+    assert profile is not None and drift["ood"]["expected"] == profile.ood.expected_rate
     level_line = layer_values(time_chart(frame, p_columns, (drift["level"], "level"), True))
     assert level_line == [drift["level"]]
     assert "Traceback" not in main_text(chromium)

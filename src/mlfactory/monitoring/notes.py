@@ -51,8 +51,9 @@ def reading_notes(
             )
     drifted = {check.name for check in checks if check.drift}
     if OOD_SHARE_CHECK in drifted and ood_fraction is not None:
+        expected = profile.ood.expected_rate
         notes.append(
-            f"{ood_fraction:.1%} of the inputs are out of distribution ({profile.ood.fpr:.0%} "
+            f"{ood_fraction:.1%} of the inputs are out of distribution ({expected:.0%} "
             "expected): the estimate is fitted on in-distribution inputs and can be far off, "
             f"either way, for the others; {ASK_FOR_LABELS}"
         )

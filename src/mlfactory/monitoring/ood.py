@@ -248,6 +248,14 @@ class OodScorer:
             return self._combine(scores, self.early._score(early_features))
 
     @property
+    def expected_rate(self) -> float:
+        """The share of in-distribution inputs expected above the threshold: `fpr`, or 1 / (n + 1)
+        when the n calibration scores were too few to reach it (the threshold is then their
+        largest, which a new input exceeds with that probability)."""
+        n = len(self.calibration_scores)
+        return max(self.fpr, 1.0 / (n + 1)) if n else self.fpr
+
+    @property
     def reads_early_features(self) -> bool:
         """True when the score needs the model's `early_features` output too."""
         return self.early is not None

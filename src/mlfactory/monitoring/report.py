@@ -212,7 +212,7 @@ def _check_window(
         correction=settings.correction,
         ood_fraction=ood_fraction,
         ood_threshold=profile.ood.threshold,
-        ood_expected=profile.ood.fpr,
+        ood_expected=profile.ood.expected_rate,
         estimated=estimated,
         live=live_accuracy(predicted, true),
         mean_confidence=float(np.max(window.probabilities, axis=1).mean()) if len(window) else None,

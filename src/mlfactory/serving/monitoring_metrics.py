@@ -143,7 +143,7 @@ def _ood_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
     ood_expected = _latest_gauge(
         registry,
         "mlfactory_ood_expected_fraction",
-        "Fraction of in-distribution inputs the OOD threshold flags (its calibrated rate).",
+        "Fraction of in-distribution inputs the OOD threshold is expected to flag.",
     )
     return ood_fraction, ood_expected
 

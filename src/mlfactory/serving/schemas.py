@@ -343,8 +343,9 @@ class DriftReportOut(BaseModel):
     checks: list[DriftCheckOut]
     ood: dict[str, Any] = Field(
         description='{"fraction", "threshold", "expected", "flagged"}: "expected" is the '
-        "share of in-distribution inputs above the threshold (the false-positive rate it "
-        'was calibrated to); "flagged" lists the most '
+        "share of in-distribution inputs expected above the threshold (the false-positive rate "
+        "it was calibrated to, or 1 / (n + 1) when its n calibration scores were fewer than "
+        'that rate needs); "flagged" lists the most '
         'out-of-distribution inputs, highest score first (at most 10), each {"request_id", '
         '"input_index", "time", "label", "confidence", "ood_score", "true_label"}'
     )
