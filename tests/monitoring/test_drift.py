@@ -63,7 +63,10 @@ def test_a_value_every_input_shares_is_no_variation() -> None:
     )
     for check in (numeric, categorical):
         assert check.status == drift.NO_VARIATION and not check.tested
-        assert check.detail.startswith("every value is")
+    assert numeric.detail == "every value is 28"  # as the inputs' summaries hold it, not 28.0
+    assert categorical.detail == "every value is PNG"
+    rate = drift.numeric_check("rate", "feature", np.full(60, 0.1), np.full(30, 0.1))
+    assert rate.detail == "every value is 0.1"
 
 
 def _formats(images: list[Image.Image], kind: str) -> np.ndarray:

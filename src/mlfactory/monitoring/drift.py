@@ -299,7 +299,9 @@ def _constant(result: CheckResult, values: np.ndarray) -> bool:
     if len(distinct) > 1:
         return False
     result.status = NO_VARIATION
-    result.detail = f"every value is {distinct[0]}"
+    value = distinct[0]
+    shown = f"{value:.6g}" if isinstance(value, float | np.floating) else value
+    result.detail = f"every value is {shown}"  # a width of 28, not 28.0
     return True
 
 
