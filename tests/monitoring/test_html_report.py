@@ -79,6 +79,11 @@ def test_the_report_is_self_contained_and_shows_every_check(
     for check in report.checks:
         assert f"<td>{check.name}</td>" in html
     assert "brightness_mean" in html and "drift" in html
+    # each label's live accuracy with three decimals (1.000 beside 0.889, not 1), or a dash
+    assert any(row.live is not None for row in report.labels)
+    for row in report.labels:
+        live = "&mdash;" if row.live is None else f"{row.live:.3f}"
+        assert f"<td class='num'>{row.labelled}</td><td class='num'>{live}</td></tr>" in html
     assert report.status == "drift"
     # One figure per signal that varies, and three figures over time, in 10 spans: about the
     # 30 predictions a drift check needs each (of 300).

@@ -23,7 +23,7 @@ def test_percentages_use_the_fewest_decimals_that_tell_values_apart() -> None:
 
 def test_an_ood_rate_of_zero_under_a_one_percent_guide_has_three_distinct_labels() -> None:
     # The report's OOD chart of a quiet window: every span at 0 %, the expected 1 % drawn as a
-    # guide, so the axis runs to 1.1 % (whole percentages read 0%, 1%, 1%).
+    # guide, so the axis runs just above 1 % (whole percentages would read 0%, 1%, 1%).
     chart = svg.lines(
         [0.0, 1.0, 2.0],
         [svg.Series("OOD rate", [0.0, 0.0, 0.0], svg.WINDOW_COLOR)],
@@ -33,6 +33,18 @@ def test_an_ood_rate_of_zero_under_a_one_percent_guide_has_three_distinct_labels
     labels = y_labels(chart)
     assert len(labels) == 3 and len(set(labels)) == 3, labels
     assert labels[0] == "0.0%" and labels[2] == "1.1%"
+
+
+def test_an_ood_rate_of_every_input_tops_its_axis_at_100_percent() -> None:
+    # every input of the later spans out of distribution: a rate axis reads 100 % at its top,
+    # not 110 %
+    chart = svg.lines(
+        [0.0, 1.0, 2.0],
+        [svg.Series("OOD rate", [0.0, 1.0, 1.0], svg.WINDOW_COLOR)],
+        ("from", "to"),
+        guide=(0.02, "2% expected"),
+    )
+    assert y_labels(chart) == ["0%", "50%", "100%"]
 
 
 def test_a_histogram_keeps_whole_percentages_when_they_differ() -> None:

@@ -41,7 +41,8 @@ STYLE = """
 .mlf-monitoring table { border-collapse: collapse; font-size: 13px; }
 .mlf-monitoring th, .mlf-monitoring td { border-bottom: 1px solid #ddd; padding: 3px 8px;
   text-align: left; vertical-align: top; }
-.mlf-monitoring td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.mlf-monitoring td.num { text-align: right; font-variant-numeric: tabular-nums;
+  white-space: nowrap; }
 .mlf-monitoring .badge { color: #fff; padding: 2px 8px; border-radius: 3px; }
 .mlf-monitoring .grid { display: flex; flex-wrap: wrap; gap: 12px; }
 .mlf-monitoring figure { margin: 0; border: 1px solid #eee; padding: 4px; }
@@ -197,7 +198,7 @@ def _labels_table(rows: Sequence[LabelRow]) -> str:
     body = "".join(
         f"<tr><td>{escape(row.label)}</td><td class='num'>{share(row.reference_share)}</td>"
         f"<td class='num'>{share(row.window_share)}</td><td class='num'>{row.labelled}</td>"
-        f"<td class='num'>{_number(row.live)}</td></tr>"
+        f"<td class='num'>{'&mdash;' if row.live is None else f'{row.live:.3f}'}</td></tr>"
         for row in rows
     )
     head = (

@@ -174,7 +174,8 @@ def lines(
     if y_range is None:
         values = [np.asarray(s.values, dtype=np.float64) for s in series]
         finite = np.concatenate([v[np.isfinite(v)] for v in values] + [np.zeros(1)])
-        y_range = (0.0, float(max(finite.max(), guide[0] if guide else 0.0, 1e-9)) * 1.1)
+        top = float(max(finite.max(), guide[0] if guide else 0.0, 1e-9))
+        y_range = (0.0, share_axis_top(top) if y_labels is None else top * 1.1)
     x0, x1 = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
     frame = _Frame(x0, x1, *y_range)
     parts = frame.axes(y_labels)
