@@ -3,7 +3,9 @@ labels back, monitor), made small."""
 
 from __future__ import annotations
 
+import itertools
 import re
+import sqlite3
 from pathlib import Path
 
 from rich.console import Console
@@ -57,6 +59,20 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     flagged = result.report.flagged
     assert flagged and all(re.fullmatch(r"inverted-\d{4}", item.request_id) for item in flagged)
     assert f"--last {sent} --html monitor.html" in text
+    # the held-out files arrive mixed, as live traffic does, not one label after another (each
+    # span of the report's history would be a label-prior shift): in the split's order the
+    # true label changes once per label, here at every other file or more often
+    with sqlite3.connect(log_file) as log:
+        labels = [
+            label
+            for (label,) in log.execute(
+                "SELECT f.label FROM predictions p JOIN feedback f ON f.request_id = p.request_id "
+                "AND f.input_index = p.input_index ORDER BY p.id LIMIT ?",
+                (sent,),
+            )
+        ]
+    changes = sum(a != b for a, b in itertools.pairwise(labels))
+    assert len(labels) == sent and changes >= sent // 2 > 2 * len(set(labels)), labels
     # the server was stopped: its log exists and shows a clean shutdown
     log = (out / "server.log").read_text()
     assert "Uvicorn running on http://127.0.0.1:" in log

@@ -22,7 +22,7 @@ from rich.text import Text
 from mlfactory.baselines import BaselineScore, majority_baseline, simple_baseline
 from mlfactory.config.loader import load_recipe
 from mlfactory.data.dataset import Item
-from mlfactory.demo_traffic import Traffic, check, send, summary
+from mlfactory.demo_traffic import Traffic, check, in_arrival_order, send, summary
 from mlfactory.errors import MlfactoryError
 from mlfactory.registry import register_bundle
 from mlfactory.serving.process import running_server
@@ -78,7 +78,7 @@ def run_demo(
         "their true labels back to /v1/feedback, then the same files inverted ..."
     )
     log_file = (out / "predictions.db").resolve()
-    test_items = result.dataset.split("test")
+    test_items = in_arrival_order(result.dataset.split("test"), recipe.config.seed)
     _serve_and_monitor(bundle_path, out, log_file, test_items, console)
 
     console.print("5/5 results")

@@ -6,6 +6,7 @@ sent back, then the same images inverted (a real shift), each window checked as
 from __future__ import annotations
 
 import io
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,13 @@ class Traffic:
     predictions: list[dict[str, Any]]
     # (request id, input index) -> the file's name: where a client finds a logged input again
     files: dict[tuple[str, int], str]
+
+
+def in_arrival_order(items: list[Item], seed: int) -> list[Item]:
+    """`items` shuffled (seeded), as live traffic arrives: mixed, not one label after another.
+    Sent in the split's order, sorted by label, every span of the report's history would be a
+    label-prior shift of its own, and its drift chart would light up before any real shift."""
+    return random.Random(seed).sample(items, len(items))
 
 
 def send(server_url: str, items: list[Item], stream: str, invert: bool = False) -> Traffic:
