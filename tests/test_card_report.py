@@ -12,6 +12,7 @@ from mlfactory.bundle import load_bundle
 from mlfactory.card_report import render_page
 from mlfactory.cli import app
 from mlfactory.model_card import model_card
+from mlfactory.monitoring.profile import load_profile
 from mlfactory.times import utc_time
 from mlfactory.training.train import TrainResult
 
@@ -35,6 +36,14 @@ def test_the_report_shows_the_card_of_a_trained_bundle(
     profile = card["reference_profile"]  # written at export
     assert profile is not None and profile["problem"] is None
     assert f"{profile['source']}, {profile['reference_items']} items" in page
+    # a small validation split: too few held-out inputs for a 1 % threshold, so the card gives
+    # the rate the threshold does give, 1 / (n + 1), beside the one asked for
+    expected = load_profile(trained_digits.bundle.path).ood.expected_rate  # type: ignore[union-attr]
+    assert profile["ood_expected_rate"] == expected > profile["ood_false_positive_rate"] == 0.01
+    assert f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01)" in page
+    # each label's scores with four decimals, as the accuracy (1.0000 beside 0.9474, not 1)
+    for row in card["per_class"]:
+        assert f"<td class='num'>{row['precision']:.4f}</td>" in page
     # Self-contained: nothing is fetched, from a host or from a file beside it.
     assert not re.search(r"\b(src|href)\s*=", page) and "url(" not in page
 

@@ -88,7 +88,7 @@ def _per_class(rows: list[dict[str, Any]]) -> str:
     head = "<tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
     body = "".join(
         f"<tr><td>{escape(row['label'])}</td>"
-        + "".join(f"<td class='num'>{_fmt(row[k])}</td>" for k in ("precision", "recall", "f1"))
+        + "".join(f"<td class='num'>{_score(row[k])}</td>" for k in ("precision", "recall", "f1"))
         + f"<td class='num'>{row['support'] if row['support'] is not None else '-'}</td></tr>"
         for row in rows
     )
@@ -156,8 +156,7 @@ def _profile(profile: dict[str, Any] | None) -> str:
             (
                 "OOD score",
                 f"{profile.get('ood_method') or '?'}, threshold "
-                f"{_fmt(profile.get('ood_threshold'))} (false-positive rate "
-                f"{_fmt(profile.get('ood_false_positive_rate'))})",
+                f"{_fmt(profile.get('ood_threshold'))} ({_ood_rate(profile)})",
             ),
             ("Calibration temperature", _fmt(profile.get("temperature"))),
             ("Input features checked for drift", features or "none"),
@@ -175,6 +174,20 @@ def _definitions(pairs: Sequence[tuple[str, Any]]) -> str:
 
 def _tile(name: str, value: str) -> str:
     return f"<div class='tile'>{escape(name)}<b>{escape(value)}</b></div>"
+
+
+def _ood_rate(profile: dict[str, Any]) -> str:
+    """The OOD threshold's false-positive rate; the one it gives, when too few held-out inputs
+    kept it from the rate asked for (1 / (n + 1) with n of them)."""
+    asked, expected = profile.get("ood_false_positive_rate"), profile.get("ood_expected_rate")
+    if isinstance(asked, float) and isinstance(expected, float) and expected > asked:
+        return f"false-positive rate {expected:.2g}: too few held-out inputs for {asked:.2g}"
+    return f"false-positive rate {_fmt(asked)}"
+
+
+def _score(value: Any) -> str:
+    """A score with four decimals, as the test metrics are shown (1.0000 beside 0.9474)."""
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
 def _fmt(value: Any) -> str:

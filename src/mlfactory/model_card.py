@@ -174,6 +174,7 @@ _PROFILE_FIELDS = (
     ("ood_method", "method", "ood", "text"),
     ("ood_threshold", "threshold", "ood", "number"),
     ("ood_false_positive_rate", "fpr", "ood", "number"),
+    ("ood_expected_rate", "expected_rate", "ood", "number"),
 )
 
 

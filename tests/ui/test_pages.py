@@ -229,6 +229,9 @@ def test_the_model_card_page_of_each_bundle(
     text = main_text(chromium)
     assert f"{digits['metrics']['accuracy']:.4g}" in text
     assert digits["data"]["fingerprint"] in text and digits["lineage"]["mlflow_run_id"] in text
+    # its small validation split held out too few inputs for a 1 % threshold: the rate it gives
+    expected = digits["reference_profile"]["ood_expected_rate"]
+    assert f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01)" in text
     table = chromium.find_element(By.CSS_SELECTOR, "[data-testid='stTable']").text
     assert all(label in table for label in digits["labels"])
     assert chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")

@@ -115,6 +115,7 @@ class ReferenceProfile:
                 "method": "mahalanobis",
                 "threshold": self.ood.threshold,
                 "fpr": self.ood.fpr,
+                "expected_rate": self.ood.expected_rate,
                 "normalize": self.ood.normalize,
                 "residual_variance": self.ood.projection.residual_variance,
                 **({"float64": True} if self.ood.float64 else {}),

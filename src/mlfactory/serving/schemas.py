@@ -252,6 +252,11 @@ class ProfileSummary(BaseModel):
     ood_method: str | None = None
     ood_threshold: float | None = None
     ood_false_positive_rate: float | None = None
+    ood_expected_rate: float | None = Field(
+        default=None,
+        description="The share of in-distribution inputs the threshold flags: the false-positive "
+        "rate, or more when too few inputs were held out to calibrate it (null: older profiles).",
+    )
     features: dict[str, str] = Field(
         default_factory=dict, description="Input-summary features compared for drift, by kind."
     )

@@ -118,11 +118,19 @@ def _reference_profile(profile: dict[str, Any] | None) -> None:
         f"{profile.get('reference_items') or '?'} items\n"
         f"- **Accuracy on it:** {_fmt(profile.get('reference_accuracy'))}\n"
         f"- **OOD score:** {profile.get('ood_method') or '?'}, threshold "
-        f"{_fmt(profile.get('ood_threshold'))} (false-positive rate "
-        f"{_fmt(profile.get('ood_false_positive_rate'))})\n"
+        f"{_fmt(profile.get('ood_threshold'))} ({_ood_rate(profile)})\n"
         f"- **Calibration temperature:** {_fmt(profile.get('temperature'))}\n"
         f"- **Input features checked for drift:** {features or 'none'}"
     )
+
+
+def _ood_rate(profile: dict[str, Any]) -> str:
+    """The OOD threshold's false-positive rate; the one it gives, when too few held-out inputs
+    kept it from the rate asked for (1 / (n + 1) with n of them)."""
+    asked, expected = profile.get("ood_false_positive_rate"), profile.get("ood_expected_rate")
+    if isinstance(asked, float) and isinstance(expected, float) and expected > asked:
+        return f"false-positive rate {expected:.2g}: too few held-out inputs for {asked:.2g}"
+    return f"false-positive rate {_fmt(asked)}"
 
 
 def _fmt(value: Any) -> str:
