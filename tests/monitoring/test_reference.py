@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from mlfactory.bundle import load_bundle
 from mlfactory.data.dataset import Item, PreparedDataset
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, MIN_REFERENCE
-from mlfactory.monitoring.reference import profile_mb, reference_items
+from mlfactory.monitoring.reference import profile_mb, reference_items, write_profile
+from mlfactory.output import PHASE_LOGGER
 
 
 def test_export_writes_a_profile_that_loads_without_torch(monitored_digits: Any) -> None:
@@ -54,3 +61,24 @@ def test_a_small_validation_split_is_joined_by_the_test_split() -> None:
     items, source = reference_items(_dataset({"train": 50, "val": 8, "test": 12}))
     assert (len(items), source) == (20, "validation and test splits")
     assert {item.split for item in items} == {"val", "test"}
+
+
+def test_a_profile_of_few_inputs_says_what_its_ood_threshold_flags(
+    monitored_digits: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """6 validation digits a class: 20 held out to calibrate the OOD threshold, too few for
+    1 %; the export's line says what it flags instead, and what would give 1 %."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(monitored_digits.bundle.path, folder)
+    validation = monitored_digits.dataset.split("val")
+    items = [i for label in "0123456789" for i in [v for v in validation if v.label == label][:6]]
+    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
+        profile = write_profile(load_bundle(folder), items, "validation split")
+    assert profile is not None
+    held_out = len(profile.ood.calibration_scores)
+    expected = profile.ood.expected_rate
+    assert held_out < 99 and expected == pytest.approx(1 / (held_out + 1))
+    assert (
+        f"MB; its OOD threshold flags {expected:.1%} of in-distribution inputs, not 1%: "
+        f"{held_out} were held out to calibrate it, 99 are needed (a larger validation split)"
+    ) in caplog.text

@@ -76,12 +76,27 @@ def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferencePr
     )
     profile.save(bundle.path)
     phase_log.info(
-        "monitoring: profile of %d inputs of the %s, %.2f MB",
+        "monitoring: profile of %d inputs of the %s, %.2f MB%s",
         len(labels),
         source,
         profile_mb(bundle.path),
+        _rate_note(profile),
     )
     return profile
+
+
+def _rate_note(profile: ReferenceProfile) -> str:
+    """What the OOD threshold flags in distribution, when too few inputs were held out for
+    the rate asked (empty otherwise)."""
+    ood = profile.ood
+    if ood.expected_rate <= ood.fpr:
+        return ""
+    held_out = len(ood.calibration_scores)
+    return (
+        f"; its OOD threshold flags {ood.expected_rate:.1%} of in-distribution inputs, not "
+        f"{ood.fpr:.0%}: {held_out} were held out to calibrate it, {round(1 / ood.fpr) - 1} "
+        "are needed (a larger validation split)"
+    )
 
 
 def model_outputs(
