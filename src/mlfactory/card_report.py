@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlfactory.bundle import Bundle, load_bundle
+from mlfactory.card_text import number, ood_rate
 from mlfactory.model_card import model_card
 from mlfactory.report_files import check_report_path
 from mlfactory.times import export_time
@@ -56,8 +57,8 @@ def card_section(card: dict[str, Any]) -> str:
         f"<p class='muted'>{escape(card['modality'])} classifier · {len(labels)} labels: "
         f"{escape(', '.join(labels))} · exported {escape(export_time(card.get('created_at')))}</p>",
         "<h2>Test metrics</h2><div class='tiles'>",
-        _tile("Accuracy", _fmt(metrics["accuracy"])),
-        _tile("Macro-F1", _fmt(metrics["f1_macro"])),
+        _tile("Accuracy", number(metrics["accuracy"])),
+        _tile("Macro-F1", number(metrics["f1_macro"])),
         _tile("Test items", str(metrics["test_items"] or "-")),
         "</div>",
     ]
@@ -152,13 +153,13 @@ def _profile(profile: dict[str, Any] | None) -> str:
                 "Built from",
                 f"{profile.get('source') or '?'}, {profile.get('reference_items')} items",
             ),
-            ("Accuracy on it", _fmt(profile.get("reference_accuracy"))),
+            ("Accuracy on it", number(profile.get("reference_accuracy"))),
             (
                 "OOD score",
                 f"{profile.get('ood_method') or '?'}, threshold "
-                f"{_fmt(profile.get('ood_threshold'))} ({_ood_rate(profile)})",
+                f"{number(profile.get('ood_threshold'))} ({ood_rate(profile)})",
             ),
-            ("Calibration temperature", _fmt(profile.get("temperature"))),
+            ("Calibration temperature", number(profile.get("temperature"))),
             ("Input features checked for drift", features or "none"),
         ]
     )
@@ -176,22 +177,9 @@ def _tile(name: str, value: str) -> str:
     return f"<div class='tile'>{escape(name)}<b>{escape(value)}</b></div>"
 
 
-def _ood_rate(profile: dict[str, Any]) -> str:
-    """The OOD threshold's false-positive rate; the one it gives, when too few held-out inputs
-    kept it from the rate asked for (1 / (n + 1) with n of them)."""
-    asked, expected = profile.get("ood_false_positive_rate"), profile.get("ood_expected_rate")
-    if isinstance(asked, float) and isinstance(expected, float) and expected > asked:
-        return f"false-positive rate {expected:.2g}: too few held-out inputs for {asked:.2g}"
-    return f"false-positive rate {_fmt(asked)}"
-
-
 def _score(value: Any) -> str:
     """A score with four decimals, as the test metrics are shown (1.0000 beside 0.9474)."""
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "-"
 
 
 def write_report(

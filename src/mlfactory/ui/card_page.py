@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from mlfactory.card_text import number, ood_rate
 from mlfactory.times import export_time
 from mlfactory.ui.client import ApiClient, ApiError
 
@@ -35,8 +36,8 @@ def _metrics(card: dict[str, Any]) -> None:
     st.subheader("Test metrics")
     metrics = card["metrics"]
     accuracy, f1, items = st.columns(3)
-    accuracy.metric("Accuracy", _fmt(metrics["accuracy"]))
-    f1.metric("Macro-F1", _fmt(metrics["f1_macro"]))
+    accuracy.metric("Accuracy", number(metrics["accuracy"]))
+    f1.metric("Macro-F1", number(metrics["f1_macro"]))
     items.metric("Test items", metrics["test_items"] if metrics["test_items"] is not None else "-")
     if metrics["unsupported_labels"]:
         st.info(
@@ -116,22 +117,9 @@ def _reference_profile(profile: dict[str, Any] | None) -> None:
     st.markdown(
         f"- **Built from:** {profile.get('source') or 'unknown'}, "
         f"{profile.get('reference_items') or '?'} items\n"
-        f"- **Accuracy on it:** {_fmt(profile.get('reference_accuracy'))}\n"
+        f"- **Accuracy on it:** {number(profile.get('reference_accuracy'))}\n"
         f"- **OOD score:** {profile.get('ood_method') or '?'}, threshold "
-        f"{_fmt(profile.get('ood_threshold'))} ({_ood_rate(profile)})\n"
-        f"- **Calibration temperature:** {_fmt(profile.get('temperature'))}\n"
+        f"{number(profile.get('ood_threshold'))} ({ood_rate(profile)})\n"
+        f"- **Calibration temperature:** {number(profile.get('temperature'))}\n"
         f"- **Input features checked for drift:** {features or 'none'}"
     )
-
-
-def _ood_rate(profile: dict[str, Any]) -> str:
-    """The OOD threshold's false-positive rate; the one it gives, when too few held-out inputs
-    kept it from the rate asked for (1 / (n + 1) with n of them)."""
-    asked, expected = profile.get("ood_false_positive_rate"), profile.get("ood_expected_rate")
-    if isinstance(asked, float) and isinstance(expected, float) and expected > asked:
-        return f"false-positive rate {expected:.2g}: too few held-out inputs for {asked:.2g}"
-    return f"false-positive rate {_fmt(asked)}"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "-"
