@@ -17,6 +17,7 @@ from lightning.pytorch.profilers import Profiler
 from mlfactory.config.schema import RecipeConfig, TrainerConfig
 from mlfactory.errors import ConfigError
 from mlfactory.output import configured_verbosity
+from mlfactory.training.divergence import StopWhenDiverged
 from mlfactory.training.profiling import make_profiler
 from mlfactory.training.report import EpochLines, RankOutput
 
@@ -121,6 +122,7 @@ def make_trainer(
     callbacks: list[Any] = [
         checkpoint,
         EarlyStopping("val/loss", patience=config.trainer.patience),
+        divergence := StopWhenDiverged(every=1),
         EpochLines(),
         *extra_callbacks,
     ]
@@ -154,6 +156,7 @@ def make_trainer(
     # rank of a distributed run sees its own share of the split.
     interval = max(1, min(10, batches_per_rank(config, train_items, trainer)))
     trainer.log_every_n_steps = interval  # type: ignore[attr-defined]  # set in Trainer.__init__
+    divergence.every = interval  # the loss it reads is then one Lightning logs anyway
     return trainer, checkpoint
 
 
