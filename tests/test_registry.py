@@ -237,11 +237,24 @@ def test_registry_errors_are_one_line(
     trained_digits: TrainResult, store: str, tmp_path: Path
 ) -> None:
     folder = log_run(trained_digits, store, tmp_path / "run")
+    empty = runner.invoke(app, ["predict", "models:/digits@champion", "x.png"])
+    assert_one_line_error(empty, "no registered model 'digits' (none registered yet) in ")
     assert runner.invoke(app, ["register", str(folder), "--alias", "champion"]).exit_code == 0
     for target, message in (
-        ("models:/nope@champion", "models:/nope@champion: Registered Model with name=nope"),
-        ("models:/digits@nope", "models:/digits@nope: Registered model alias nope not found"),
-        ("models:/digits/7", "models:/digits/7: Model Version (name=digits, version=7)"),
+        (
+            "models:/nope@champion",
+            f"models:/nope@champion: no registered model 'nope' (registered: digits) in {store}",
+        ),
+        (
+            "models:/digits@nope",
+            "models:/digits@nope: model 'digits' has no alias 'nope' (its "
+            "aliases: champion -> version 1; mlfactory register models:/digits/VERSION --alias "
+            f"nope sets it) in {store}",
+        ),
+        (
+            "models:/digits/7",
+            f"models:/digits/7: model 'digits' has no version 7 (it has version 1) in {store}",
+        ),
         ("models:/digits", "'models:/digits' is not a registered model: write models:/NAME/"),
         ("models:/nope/latest", "registered model 'nope' has no version"),
     ):
@@ -254,7 +267,7 @@ def test_registry_errors_are_one_line(
     assert_one_line_error(already, "is registered already: give --alias")
     for target, message in (  # without --alias, a URI that names nothing says so
         ("models:/digits/abc", "'models:/digits/abc' is not a registered model"),
-        ("models:/digits/7", "models:/digits/7: Model Version (name=digits, version=7)"),
+        ("models:/digits/7", "models:/digits/7: model 'digits' has no version 7"),
     ):
         assert_one_line_error(runner.invoke(app, ["register", target]), message)
     reserved = runner.invoke(app, ["register", "models:/digits/1", "--alias", "latest"])

@@ -221,8 +221,41 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
         else:
             found = client.get_model_version(name, number)
     except mlflow_error as exc:
-        raise BundleError(f"{uri}: {first_line(exc)} in {tracking_uri(store)}") from None
+        where = tracking_uri(store)
+        missing = _what_is_missing(client, name, alias, number, mlflow_error)
+        raise BundleError(f"{uri}: {missing or first_line(exc)} in {where}") from None
     return _version(found)
+
+
+def _what_is_missing(
+    client: Any, name: str, alias: str | None, number: str | None, mlflow_error: type[Exception]
+) -> str | None:
+    """What a `models:/` URI names that the store lacks, with what the store holds instead
+    (MLflow says "Registered model alias champion not found." and no more), or None when the
+    store cannot be asked."""
+    try:
+        model = client.get_registered_model(name)
+    except mlflow_error:
+        try:
+            names = sorted(m.name for m in client.search_registered_models(max_results=6))
+        except mlflow_error:
+            return None
+        there = f"registered: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+        return f"no registered model '{name}' ({there if names else 'none registered yet'})"
+    if alias is not None:
+        aliases = sorted((model.aliases or {}).items())
+        held = ", ".join(f"{a} -> version {v}" for a, v in aliases) or "none"
+        return (
+            f"model '{name}' has no alias '{alias}' (its aliases: {held}; mlfactory register "
+            f"models:/{name}/VERSION --alias {alias} sets it)"
+        )
+    try:
+        numbers = sorted(int(v.version) for v in client.search_model_versions(_name_filter(name)))
+    except (mlflow_error, BundleError):
+        return None
+    shown = ", ".join(str(n) for n in numbers[-5:])
+    held = f"version{'s' * (len(numbers) > 1)} {'..., ' * (len(numbers) > 5)}{shown}"
+    return f"model '{name}' has no version {number} (it has {held if numbers else 'none'})"
 
 
 def download_registered(uri: str, destination: Path) -> Path:
