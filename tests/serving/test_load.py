@@ -1,6 +1,6 @@
 """A real server under bounded concurrent load: no failed request, no lost prediction.
 
-- 30 s of load: every request answered, every answer in the prediction log, batches formed,
+- 15 s of load: every request answered, every answer in the prediction log, batches formed,
   and the idle server afterwards uses (almost) no CPU.
 - `kill -9` under load, restart on the same log: every prediction that was answered is there.
 - hot reloads under load: no request fails, and answers come from both model versions.
@@ -25,7 +25,7 @@ from .load import BackgroundLoad
 from .tiny_bundles import copy_with_version
 
 TOKEN = "load-test-admin-token"
-LOAD_SECONDS = 30.0
+LOAD_SECONDS = 15.0
 IDLE_SECONDS = 3.0
 
 
