@@ -256,9 +256,14 @@ def test_registry_errors_are_one_line(
             f"models:/digits/7: model 'digits' has no version 7 (it has version 1) in {store}",
         ),
         ("models:/digits", "'models:/digits' is not a registered model: write models:/NAME/"),
-        ("models:/nope/latest", "registered model 'nope' has no version"),
+        ("models:/nope/latest", "models:/nope/latest: no registered model 'nope' (registered: "),
     ):
         assert_one_line_error(runner.invoke(app, ["predict", target, "x.png"]), message)
+    MlflowClient(store).create_registered_model("empty")
+    empty = runner.invoke(app, ["predict", "models:/empty/latest", "x.png"])
+    assert_one_line_error(
+        empty, f"models:/empty/latest: model 'empty' has no version yet in {store}"
+    )
     slashed = runner.invoke(app, ["register", str(folder), "--name", "team/digits"])
     assert_one_line_error(slashed, "registered model name 'team/digits': use one without '/'")
     unnamed = runner.invoke(app, ["register", str(folder), "--name", ""])

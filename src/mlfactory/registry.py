@@ -36,6 +36,8 @@ from mlfactory.output import quiet_downloads
 BUNDLE_ARTIFACT = "bundle"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/@]+))$")
 DIGEST_TAG = "mlfactory.bundle_sha256"
+# MLflow's error codes for a model or version it does not hold, and for an alias.
+NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 # Tags that say what a version is, beside the digest (shown by `mlflow ui` on the version).
 BUNDLE_VERSION_TAG = "mlfactory.bundle_version"
 FINGERPRINT_TAG = "mlfactory.data_fingerprint"
@@ -214,32 +216,33 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
         elif number == "latest":
             versions = client.search_model_versions(filter_string=_name_filter(name))
             if not versions:
-                raise BundleError(
-                    f"registered model '{name}' has no version in {tracking_uri(store)}"
-                )
+                missing = _what_is_missing(client, name, None, number, mlflow_error)
+                raise BundleError(f"{uri}: {missing} in {tracking_uri(store)}")
             found = max(versions, key=lambda v: int(v.version))
         else:
             found = client.get_model_version(name, number)
     except mlflow_error as exc:
-        where = tracking_uri(store)
-        missing = _what_is_missing(client, name, alias, number, mlflow_error)
-        raise BundleError(f"{uri}: {missing or first_line(exc)} in {where}") from None
+        if getattr(exc, "error_code", None) in NOT_FOUND:
+            reason = _what_is_missing(client, name, alias, number, mlflow_error)
+        else:
+            reason = first_line(exc)
+        raise BundleError(f"{uri}: {reason} in {tracking_uri(store)}") from None
     return _version(found)
 
 
 def _what_is_missing(
     client: Any, name: str, alias: str | None, number: str | None, mlflow_error: type[Exception]
-) -> str | None:
+) -> str:
     """What a `models:/` URI names that the store lacks, with what the store holds instead
-    (MLflow says "Registered model alias champion not found." and no more), or None when the
-    store cannot be asked."""
+    (MLflow says "Registered model alias champion not found." and no more), or just what it
+    lacks when the store cannot be asked."""
     try:
         model = client.get_registered_model(name)
     except mlflow_error:
         try:
             names = sorted(m.name for m in client.search_registered_models(max_results=6))
         except mlflow_error:
-            return None
+            return f"no registered model '{name}'"
         there = f"registered: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
         return f"no registered model '{name}' ({there if names else 'none registered yet'})"
     if alias is not None:
@@ -249,10 +252,12 @@ def _what_is_missing(
             f"model '{name}' has no alias '{alias}' (its aliases: {held}; mlfactory register "
             f"models:/{name}/VERSION --alias {alias} sets it)"
         )
+    if number == "latest":  # asked only when the model has no version
+        return f"model '{name}' has no version yet"
     try:
         numbers = sorted(int(v.version) for v in client.search_model_versions(_name_filter(name)))
     except (mlflow_error, BundleError):
-        return None
+        return f"model '{name}' has no version {number}"
     shown = ", ".join(str(n) for n in numbers[-5:])
     held = f"version{'s' * (len(numbers) > 1)} {'..., ' * (len(numbers) > 5)}{shown}"
     return f"model '{name}' has no version {number} (it has {held if numbers else 'none'})"
