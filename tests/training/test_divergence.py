@@ -6,6 +6,7 @@ import logging
 import re
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 
@@ -49,3 +50,7 @@ def test_a_fit_in_float16_without_loss_scaling_stops_where_it_diverged(
     assert int(match[1]) < int(match[2]), stops[0]
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epochs) == 1 and epochs[0].startswith("epoch 1/2: train loss nan"), epochs
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mlfactory").experiment_id])
+    assert run.data.tags["diverged_at"] == f"epoch 1, batch {match[1]}"
+    assert run.info.status == "FAILED"

@@ -17,8 +17,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import MLFlowLogger
 
 from mlfactory.output import phase_log
+
+DIVERGED_TAG = "diverged_at"  # the MLflow run's tag: where the fit stopped
 
 
 def has_diverged(loss: torch.Tensor, network: torch.nn.Module) -> bool:
@@ -59,12 +62,17 @@ class StopWhenDiverged(L.Callback):
         trainer.should_stop = True
         self.stopped_at = (trainer.current_epoch + 1, batch_idx + 1)
         if trainer.is_global_zero:
+            epoch, at_batch = self.stopped_at
+            if isinstance(trainer.logger, MLFlowLogger):  # the run's page says why it ended early
+                where = f"epoch {epoch}, batch {at_batch}"
+                trainer.logger.experiment.set_tag(trainer.logger.run_id, DIVERGED_TAG, where)
             batches = trainer.num_training_batches
             of = f" of {batches}" if math.isfinite(batches) else ""
             phase_log.info(
                 "fit: stopped in epoch %d at batch %d%s: training diverged (the loss is %s and "
                 "the weights hold NaN or infinite values)",
-                *self.stopped_at,
+                epoch,
+                at_batch,
                 of,
                 float(loss.float().mean()),
             )
