@@ -166,6 +166,39 @@ def quiet_downloads() -> Iterator[None]:
         os.environ.pop(MLFLOW_PROGRESS_ENV, None)
 
 
+class _SaidBefore(logging.Filter):
+    """Drops a phase line that starts with one of `prefixes` and was said before, word for word."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        line = record.getMessage()
+        if not line.startswith(self.prefixes):
+            return True
+        if line in self.said:
+            return False
+        self.said.add(line)
+        return True
+
+
+@contextmanager
+def said_once(*prefixes: str) -> Iterator[None]:
+    """Within, a phase line starting with one of `prefixes` prints only the first time it is
+    said: a sweep's trials on the same data report it once (with `-v`, every time)."""
+    if _verbose:
+        yield
+        return
+    once = _SaidBefore(prefixes)
+    phase_log.addFilter(once)
+    try:
+        yield
+    finally:
+        phase_log.removeFilter(once)
+
+
 def adopt_library_loggers() -> None:
     """Route Lightning's log lines through the root handler, so each prints once (and quietly).
 

@@ -78,6 +78,12 @@ def test_a_sweep_trains_each_trial_and_names_the_best(
     best = min(trials, key=lambda t: t.value)
     assert result.stdout.strip().splitlines()[-1] == best.user_attrs["bundle"]
     assert f"best: trial {best.number}, val/loss {best.value:.4f}" in result.stderr
+    # Both trials read the same data: its lines once, each trial's own lines twice.
+    lines = result.stderr.splitlines()
+    for said_once in ("data: 10 classes, ", "monitoring: profile of "):
+        assert sum(line.startswith(said_once) for line in lines) == 1, result.stderr
+    for said_twice in ("export: bundle 'digits' version ", "evaluation: test accuracy "):
+        assert sum(line.startswith(said_twice) for line in lines) == 2, result.stderr
     parent_run = client.get_run(parent)
     assert parent_run.info.status == "FINISHED"
     assert parent_run.data.params["space.trainer.lr"] == "choice(0.0003,0.003)"

@@ -30,7 +30,7 @@ from mlfactory import tracking
 from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.errors import ConfigError, Interrupted, first_line
 from mlfactory.mlflow_store import shown_url, tracking_client
-from mlfactory.output import phase_log
+from mlfactory.output import phase_log, said_once
 from mlfactory.sqlite_stores import foreign_sqlite_problem
 from mlfactory.training.backbones import check_backbone
 from mlfactory.training.lightning_trainer import check_devices
@@ -122,7 +122,9 @@ def run_sweep(
         return _run_trial(trial, recipe_ref, space, out_dir, metric, prune, parent, client)
 
     before = len(study.trials)
-    _optimize(study, objective, trials, timeout, client, parent)
+    # The data and its profile, the same for every trial unless the space changes them.
+    with said_once("data: ", "warning: ", "monitoring: "):
+        _optimize(study, objective, trials, timeout, client, parent)
     outcomes = [_outcome(t) for t in study.trials]
     best = _best(study)
     _summarize_parent(client, parent, best)
