@@ -28,6 +28,7 @@ APT_PACKAGES=(
   prometheus prometheus-alertmanager                      # promtool, amtool, the e2e Prometheus
   chromium chromium-driver                                # browser tests (never a downloaded one)
   g++                                                     # TorchInductor's compiler (trainer.compile tests)
+  git jq                                                  # the retraining workflow's steps, run by a test
 )
 
 AZURITE_DIR=requirements/azurite
