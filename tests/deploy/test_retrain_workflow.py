@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,9 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_new_data_trains_a_challenger_compared_with_the_champion(tmp_path: Path) -> None:
+    for tool in ("git", "jq"):  # as on GitHub's ubuntu runners
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} not found: install the Debian package '{tool}' (scripts/setup.sh)")
     origin, remote = tmp_path / "origin", tmp_path / "remote"
     origin.mkdir()
     git("init", "-q", "-b", "main", cwd=origin)
