@@ -130,11 +130,14 @@ def test_new_data_trains_a_challenger_compared_with_the_champion(tmp_path: Path)
     first_data = f"dvc:data/digits@{first_sha}"
     assert registered_versions(store) == {"challenger": (1, first_data, first_data)}
     assert compare.returncode == 2, compare.stderr  # no champion yet: the job goes on
-    assert compare.stderr.strip().splitlines() == [
+    no_champion = (
         f"error: models:/{MODEL}@champion: model '{MODEL}' has no alias 'champion' (its aliases: "
         f"challenger -> version 1; mlfactory register models:/{MODEL}/VERSION --alias champion "
         f"sets it) in {store}"
-    ]
+    )
+    assert compare.stderr.strip().splitlines() == [no_champion]
+    summary = (tmp_path / "first" / "summary.md").read_text()
+    assert summary == f"```\n{no_champion}\n```\n"
 
     promote = f"mlfactory register models:/{MODEL}@challenger --alias champion"
     ok(run_step(promote, tmp_path, job_env(settings)))
