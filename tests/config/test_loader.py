@@ -165,6 +165,40 @@ def test_user_recipe_file(tmp_path: Path) -> None:
         load_recipe(str(tmp_path / "missing.yaml"))
 
 
+def test_a_recipe_file_starts_from_a_packaged_recipe_or_one_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "ours.yaml").write_text(
+        "defaults:\n  - mushrooms\n  - _self_\nname: ours\ntrainer:\n  max_epochs: 12\n"
+    )
+    ours = load_recipe(str(tmp_path / "ours.yaml"), ["trainer.lr=0.0005"])
+    mushrooms = load_recipe("mushrooms")
+    assert (ours.name, ours.config.trainer.max_epochs, ours.config.trainer.lr) == ("ours", 12, 5e-4)
+    assert ours.config.data == mushrooms.config.data
+    assert ours.config.model == mushrooms.config.model
+    assert ours.config.preprocess == mushrooms.config.preprocess
+    (tmp_path / "small.yaml").write_text("defaults:\n  - ours\n  - _self_\ntrainer:\n  lr: 1e-3\n")
+    small = load_recipe(str(tmp_path / "small.yaml"))
+    assert (small.name, small.config.trainer.max_epochs, small.config.trainer.lr) == (
+        "ours",
+        12,
+        1e-3,
+    )
+
+
+def test_a_recipe_files_mistakes_name_the_key_or_the_defaults_entry(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("defaults:\n  - digits\n  - _self_\ntrainer:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"^trainer\.lr: 'fast' is not a number$"):
+        load_recipe(str(wrong))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("defaults:\n  - digitz\n  - _self_\n")
+    with pytest.raises(ConfigError) as raised:
+        load_recipe(str(unknown))
+    assert str(raised.value) == (
+        f"{unknown}: its defaults list names 'digitz', which is neither a recipe file beside it "
+        f"nor a packaged recipe ({', '.join(list_recipes())})"
+    )
+
+
 def test_resolved_config_round_trips() -> None:
     recipe = load_recipe("digits", ["trainer.max_epochs=4"])
     again = load_recipe_from_dict(recipe.resolved)

@@ -11,19 +11,17 @@ declared rule and the modality's preprocessing (`constraints.check_dataclass`). 
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
-import types
-import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlfactory.config.composition_errors import composition_error
 from mlfactory.config.constraints import check_dataclass
-from mlfactory.config.schema import MISSING, RecipeConfig
+from mlfactory.config.schema import MISSING, RecipeConfig, schema_type
 from mlfactory.errors import ConfigError
 from mlfactory.modalities import get_modality
 
@@ -33,10 +31,6 @@ SCHEMA_NAME = "recipe_schema"
 _HYDRA_SPECIAL = set("~'\"\\ ()[]{},=:$*?!<>|&;#%@`^")
 # Suffixes left out of a model name derived from a data file.
 _DATA_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz"}
-# OmegaConf's message for a value of the wrong type.
-_NOT_CONVERTED = re.compile(
-    r"Value '(.*)' (?:of type '\w+' could not be converted to (\w+)|is not a valid (bool))"
-)
 
 
 @dataclass
@@ -151,14 +145,18 @@ def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> Recipe
     from omegaconf.errors import OmegaConfBaseException
 
     _register_schema()
+    packaged = config_dir == RECIPES_DIR
+    # A recipe file may start from a packaged recipe: `defaults: [mushrooms, _self_]`.
+    search = [] if packaged else [f"hydra.searchpath=[{RECIPES_DIR.as_uri()}]"]
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-            composed = compose(config_name=config_name, overrides=overrides)
+            composed = compose(config_name=config_name, overrides=[*search, *overrides])
         _fill_required(composed)
         typed = OmegaConf.merge(OmegaConf.structured(RecipeConfig), composed)
         config: RecipeConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(_one_line(exc)) from None
+        recipe_file = "" if packaged else str(config_dir / f"{config_name}.yaml")
+        raise ConfigError(composition_error(exc, recipe_file, list_recipes())) from None
     return config
 
 
@@ -202,7 +200,7 @@ def load_recipe_from_dict(resolved: dict[str, Any]) -> Recipe:
         typed = OmegaConf.merge(OmegaConf.structured(RecipeConfig), resolved)
         config: RecipeConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"stored recipe is invalid: {_one_line(exc)}") from None
+        raise ConfigError(f"stored recipe is invalid: {composition_error(exc)}") from None
     validate(config)
     return Recipe(config=config, resolved=resolved)
 
@@ -296,7 +294,7 @@ def _prepare_override(override: str) -> str:
     if not sep and not key.startswith("~"):
         raise ConfigError(f"{override}: an override is KEY=VALUE, e.g. trainer.max_epochs=3")
     bare = key.lstrip("+~")
-    kind = _schema_type(bare) if sep else None
+    kind = schema_type(bare) if sep else None
     if sep and kind is None and not key.startswith(("+", "~")):
         # A key inside a free-form section (preprocess, model.extra) may be absent from the
         # recipe file: add or set it; the section's own check refuses unknown keys.
@@ -306,34 +304,6 @@ def _prepare_override(override: str) -> str:
     if quotable and set(value) & _HYDRA_SPECIAL:
         return f"{key}={_quote(value)}"
     return override
-
-
-def _schema_type(key: str) -> Any:
-    """The declared type of a dotted recipe key (None for a key inside a free-form section).
-
-    Raises:
-        ConfigError: no such key.
-    """
-    cls: Any = RecipeConfig
-    parts = key.split(".")
-    for depth, part in enumerate(parts):
-        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-            return None  # inside a free-form dict (preprocess, model.extra): checked later
-        hints = typing.get_type_hints(cls)
-        if part not in hints:
-            known = list(hints)
-            close = difflib.get_close_matches(part, known, n=1, cutoff=0.6)
-            section = ".".join(parts[:depth])
-            where = f"{section}." if section else ""
-            hint = f"; did you mean '{where}{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"{key}: unknown key (known in {section or 'a recipe'}: {', '.join(known)}){hint}"
-            )
-        cls = hints[part]
-    origin = typing.get_origin(cls)
-    if origin in (typing.Union, types.UnionType) and str in typing.get_args(cls):
-        return str  # `str | None`
-    return cls
 
 
 def _is_quoted(value: str) -> bool:
@@ -348,43 +318,3 @@ def _quote(value: str) -> str:
     """
     doubled = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, value)
     return "'" + doubled.replace("'", "\\'") + "'"
-
-
-def _one_line(exc: BaseException) -> str:
-    """Hydra/OmegaConf messages span several lines; keep the informative ones on one."""
-    from omegaconf.errors import MissingMandatoryValue, ValidationError
-
-    if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
-        return f"{exc.full_key}: no value given: add {exc.full_key}=..."
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ValidationError):
-        cause = cause.__cause__  # Hydra wraps OmegaConf's error in its own
-    key = getattr(cause, "full_key", None)
-    converted = _NOT_CONVERTED.match(str(cause)) if cause is not None else None
-    if key and converted:
-        value, kind = converted.group(1), converted.group(2) or converted.group(3)
-        expected = {"Integer": "an integer", "Float": "a number", "bool": "true or false"}
-        return f"{key}: {value!r} is not {expected.get(kind, kind.lower())}"
-    if key and cause is not None:
-        return _assignment_problem(str(key), str(cause))
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    kept = [
-        line
-        for line in lines
-        if not line.startswith(("full_key:", "object_type=", "reference_type=", "To append"))
-        and "HYDRA_FULL_ERROR" not in line
-        and not line.startswith("See https://")
-    ]
-    return " ".join(kept) or type(exc).__name__
-
-
-def _assignment_problem(key: str, problem: str) -> str:
-    """OmegaConf's refusal of a value for `key` (`trainer=5`, `trainer.lr=null`), in words."""
-    kind = _schema_type(key)
-    if dataclasses.is_dataclass(kind) or typing.get_origin(kind) is dict:
-        fields = dataclasses.fields(kind) if dataclasses.is_dataclass(kind) else ()
-        example = f"{key}.{fields[0].name}=..." if fields else f"{key}.NAME=VALUE"
-        return f"{key} is a section of settings, not a value: set a key inside it, e.g. {example}"
-    if "is not Optional" in problem:
-        return f"{key}: null is not allowed: give a value, or leave {key} out to keep the recipe's"
-    return f"{key}: {problem.splitlines()[0]}"

@@ -10,6 +10,10 @@ resolved config too.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,3 +254,31 @@ class RecipeConfig:
                     f"{prefix}{key}: {len(value)} characters; at most {most} (the prediction "
                     "log stores it)"
                 )
+
+
+def schema_type(key: str) -> Any:
+    """The declared type of a dotted recipe key (None for a key inside a free-form section).
+
+    Raises:
+        ConfigError: no such key.
+    """
+    cls: Any = RecipeConfig
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None  # inside a free-form dict (preprocess, model.extra): checked later
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            known = list(hints)
+            close = difflib.get_close_matches(part, known, n=1, cutoff=0.6)
+            section = ".".join(parts[:depth])
+            where = f"{section}." if section else ""
+            hint = f"; did you mean '{where}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{key}: unknown key (known in {section or 'a recipe'}: {', '.join(known)}){hint}"
+            )
+        cls = hints[part]
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType) and str in typing.get_args(cls):
+        return str  # `str | None`
+    return cls
