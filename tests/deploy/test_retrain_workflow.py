@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-import mlfactory
 from tests.conftest import SMALL_NETWORK, untraced_env, write_digit_folder
 from tests.data.dvc_repos import dvc, dvc_site_cache, git  # noqa: F401  (the fixture)
 
@@ -30,21 +29,20 @@ pytest.importorskip("dvc")
 
 WORKFLOW = Path(__file__).parents[2] / ".github" / "workflows" / "retrain-on-data.yml"
 MODEL = "retrained-digits"
-PACKAGED = Path(mlfactory.__file__).parent / "config" / "recipes" / "digits.yaml"
 
 
 def small_recipe() -> dict[str, Any]:
-    """The repository's own recipe (the workflow's RECIPE may be a path): the demo recipe, with
-    the suite's small network, one short epoch and small images."""
-    recipe: dict[str, Any] = yaml.safe_load(PACKAGED.read_text())
-    recipe["name"] = MODEL
-    recipe["data"].update(val_fraction=0.2, test_fraction=0.2)
-    for override in SMALL_NETWORK:  # model.backbone=..., model.pretrained=...
-        key, value = override.removeprefix("model.").split("=")
-        recipe["model"][key] = value
-    recipe["trainer"].update(max_epochs=1, batch_size=8)
-    recipe["preprocess"].update(resize_size=32, crop_size=32)
-    return recipe
+    """The repository's own recipe (the workflow's RECIPE may be a path): the packaged demo
+    recipe it starts from, with the suite's small network, one short epoch and small images."""
+    model = dict(override.removeprefix("model.").split("=") for override in SMALL_NETWORK)
+    return {
+        "defaults": ["digits", "_self_"],
+        "name": MODEL,
+        "data": {"val_fraction": 0.2, "test_fraction": 0.2},
+        "model": model,
+        "trainer": {"max_epochs": 1, "batch_size": 8},
+        "preprocess": {"resize_size": 32, "crop_size": 32},
+    }
 
 
 def workflow_steps() -> dict[str, str]:
