@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -62,23 +64,49 @@ def mlfactory_process(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def text_training(tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+@dataclass
+class Finished:
+    """A finished `mlfactory train` process: its exit code, output and working folder."""
+
+    code: int
+    stdout: str
+    stderr: str
+    workdir: Path
+
+
+def text_training(workdir: Path, *extra: str) -> subprocess.Popen[str]:
     args = [
         "train",
         "text",
         f"data.source={REUTERS}",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-        f"tracking.artifact_location={tmp_path / 'artifacts'}",
+        f"data.cache_dir={workdir / 'cache'}",
+        f"tracking.tracking_uri=sqlite:///{workdir / 'mlruns.db'}",
+        f"tracking.artifact_location={workdir / 'artifacts'}",
         "trainer.max_epochs=1",
         "preprocess.max_length=32",
         "--out",
-        str(tmp_path / "run"),
+        str(workdir / "run"),
         *extra,
     ]
-    process = mlfactory_process(args, tmp_path)
+    return mlfactory_process(args, workdir)
+
+
+def finished(process: subprocess.Popen[str], workdir: Path) -> Finished:
     stdout, stderr = process.communicate(timeout=900)
-    return process.returncode, stdout, stderr
+    return Finished(process.returncode, stdout, stderr, workdir)
+
+
+@pytest.fixture(scope="module")
+def text_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Finished]:
+    """The same training by default and with -v, started together: each process spends most of
+    its time importing the training stack on one core, so the two share 2 cores well (their
+    output is read on threads, so neither waits on a full pipe)."""
+    runs = {"default": (), "verbose": ("-v",)}
+    folders = {name: tmp_path_factory.mktemp(f"text-{name}") for name in runs}
+    processes = {name: text_training(folders[name], *extra) for name, extra in runs.items()}
+    with ThreadPoolExecutor(len(runs)) as pool:
+        done = {name: pool.submit(finished, processes[name], folders[name]) for name in runs}
+        return {name: future.result() for name, future in done.items()}
 
 
 def test_torch_stopping_the_other_ranks_is_quiet_unless_verbose() -> None:
@@ -98,8 +126,11 @@ def test_torch_stopping_the_other_ranks_is_quiet_unless_verbose() -> None:
 
 
 @pytest.mark.slow
-def test_a_default_run_prints_one_line_per_phase_and_no_noise(tmp_path: Path) -> None:
-    code, stdout, stderr = text_training(tmp_path)
+def test_a_default_run_prints_one_line_per_phase_and_no_noise(
+    text_runs: dict[str, Finished],
+) -> None:
+    run = text_runs["default"]
+    code, stdout, stderr, tmp_path = run.code, run.stdout, run.stderr, run.workdir
     assert code == 0, stderr
     assert stdout.strip() == str((tmp_path / "run" / "bundle").resolve())
     lines = stderr.strip().splitlines()
@@ -123,8 +154,8 @@ def test_a_default_run_prints_one_line_per_phase_and_no_noise(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_verbose_shows_everything_once(tmp_path: Path) -> None:
-    code, _, stderr = text_training(tmp_path, "-v")
+def test_verbose_shows_everything_once(text_runs: dict[str, Finished]) -> None:
+    code, stderr = text_runs["verbose"].code, text_runs["verbose"].stderr
     assert code == 0, stderr
     for fragment in ("GPU available", "litlogger", "TracerWarning", "Loading weights"):
         assert fragment in stderr, fragment
