@@ -33,14 +33,14 @@ def has_diverged(loss: torch.Tensor, network: torch.nn.Module) -> bool:
 
 
 class StopWhenDiverged(L.Callback):
-    """Checks every `every` training batches whether the fit has diverged, and stops it there.
+    """Checks at each of the trainer's logging intervals (`log_every_n_steps` batches) whether
+    the fit has diverged, and stops it there: the loss it reads is one Lightning logs anyway.
 
     Under DDP every rank takes part in each check, and the fit stops if any rank's has diverged.
     `stopped_at` is then the (epoch, batch) it stopped at, both counted from 1.
     """
 
-    def __init__(self, every: int) -> None:
-        self.every = max(1, every)
+    def __init__(self) -> None:
         self.stopped_at: tuple[int, int] | None = None
 
     def on_train_batch_end(
@@ -51,7 +51,8 @@ class StopWhenDiverged(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.stopped_at is not None or (batch_idx + 1) % self.every:
+        every = max(1, trainer.log_every_n_steps)  # type: ignore[attr-defined]  # set in __init__
+        if self.stopped_at is not None or (batch_idx + 1) % every:
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):  # a step that returned no loss: nothing to read

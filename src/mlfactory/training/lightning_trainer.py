@@ -122,7 +122,7 @@ def make_trainer(
     callbacks: list[Any] = [
         checkpoint,
         EarlyStopping("val/loss", patience=config.trainer.patience),
-        divergence := StopWhenDiverged(every=1),
+        StopWhenDiverged(),
         EpochLines(),
         *extra_callbacks,
     ]
@@ -156,7 +156,6 @@ def make_trainer(
     # rank of a distributed run sees its own share of the split.
     interval = max(1, min(10, batches_per_rank(config, train_items, trainer)))
     trainer.log_every_n_steps = interval  # type: ignore[attr-defined]  # set in Trainer.__init__
-    divergence.every = interval  # the loss it reads is then one Lightning logs anyway
     return trainer, checkpoint
 
 
