@@ -435,3 +435,19 @@ def test_an_error_keeps_its_brackets() -> None:
     result = runner.invoke(app, ["data", "image", "data.source=dvc:"])
     assert_one_line_error(result, "use dvc:PATH[@REV] (in this Git repository) or")
     assert "dvc:REPO//PATH[@REV], e.g." in result.output
+
+
+def test_help_shows_flags_without_a_value() -> None:
+    """`--json` takes no value, so its help line must not show one (typer 0.29 printed
+    `--json <bool>` for every flag, as if it needed `--json true`)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        flags = [p.opts[0] for p in command.params if getattr(p, "is_flag", False)]
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        lines = {f: line for line in result.output.splitlines() for f in flags if f in line}
+        for flag in flags:
+            shown = lines[flag].split(flag, 1)[1].split()
+            assert shown and not shown[0].startswith("<"), (name, lines[flag])
