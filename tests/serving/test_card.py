@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from mlfactory.bundle import load_bundle
 from mlfactory.evaluation import evaluate_items
+from mlfactory.monitoring.profile import ARRAYS_FILE
 from mlfactory.predictor import Predictor
 from mlfactory.serving.app import create_app
 from mlfactory.serving.settings import ServingSettings
@@ -90,7 +92,28 @@ def test_the_card_summarises_the_reference_profile(evaluated_bundle: Path, tmp_p
     assert summary["source"] == "validation split" and summary["reference_items"] == 48
     assert summary["ood_threshold"] == 4.2 and summary["ood_false_positive_rate"] == 0.05
     assert summary["features"] == {"width": "numeric", "format": "categorical"}
-    assert summary["problem"] is None
+    # without its arrays (profile.npz) the server cannot use it, and the card says so
+    assert "cannot be read" in summary["problem"] and "monitors nothing" in summary["problem"]
+
+
+def test_the_card_says_when_the_server_cannot_use_the_profile(
+    monitored_digits: Any, tmp_path: Path
+) -> None:
+    """A real profile the server uses has no problem; the same with its arrays gone, or made
+    for other labels, is summarised from profile.json and named as unused, as
+    `/v1/monitoring/drift` names it."""
+    assert get_card(monitored_digits.bundle.path)["reference_profile"]["problem"] is None
+    without_arrays = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "a"))
+    (without_arrays / ARRAYS_FILE).unlink()
+    summary = get_card(without_arrays)["reference_profile"]
+    assert summary["reference_items"] > 0
+    assert f"{ARRAYS_FILE}" in summary["problem"] and "monitors nothing" in summary["problem"]
+    relabelled = Path(shutil.copytree(monitored_digits.bundle.path, tmp_path / "b"))
+    profile = json.loads((relabelled / "profile.json").read_text())
+    profile["labels"] = [f"digit {label}" for label in profile["labels"]]
+    (relabelled / "profile.json").write_text(json.dumps(profile))
+    problem = get_card(relabelled)["reference_profile"]["problem"]
+    assert problem.startswith("the profile's labels are not the bundle's (`mlfactory profile")
 
 
 def test_an_unreadable_profile_is_named_on_the_card(evaluated_bundle: Path, tmp_path: Path) -> None:

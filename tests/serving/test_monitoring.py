@@ -37,6 +37,7 @@ from tests.monitoring.conftest import STAMPS, copy_with_another_profile, digit_i
 
 from .conftest import upload
 from .live_server import live_server
+from .tiny_bundles import copy_with_version
 
 HISTORY_KEYS = {
     "from",
@@ -358,12 +359,16 @@ def wait_for_gauge(
 
 @contextlib.contextmanager
 def watched_client(
-    bundle: Path, log_url: str, every: str, level: float = 0.05
+    bundle: Path, log_url: str, every: str, level: float = 0.05, admin_token: str | None = None
 ) -> Iterator[tuple[TestClient, Callable[[], str]]]:
     """A started app whose background check runs every `every` predictions over the latest
     100 at `level`, with a function that scrapes its /metrics."""
     settings = ServingSettings(
-        log_url=log_url, monitor_every=every, monitor_window=100, monitor_level=level
+        log_url=log_url,
+        monitor_every=every,
+        monitor_window=100,
+        monitor_level=level,
+        admin_token=admin_token,
     )
     with TestClient(create_app(bundle, settings)) as client:
         yield client, lambda: client.get("/metrics").text
@@ -386,6 +391,62 @@ def test_the_background_check_updates_the_gauges_after_shifted_traffic(
             gauge(quiet, "mlfactory_ood_fraction") or 0
         )
         assert client.app.state.drift_watch.checks >= 3  # type: ignore[attr-defined]
+
+
+def test_a_reload_shows_nothing_of_the_previous_model_until_the_new_one_is_checked(
+    monitored_digits: Any,
+    unseen_digits: list[tuple[Image.Image, str]],
+    log_url: str,
+    tmp_path: Path,
+) -> None:
+    """The gauges were the old model's verdict: after a reload they read NaN (no alert goes on
+    firing for a model nobody checked), and a model served without a usable profile keeps them
+    NaN. A reload of the same model checks its window again at once, with no new traffic."""
+    served = monitored_digits.bundle.path
+    token = "test-admin-token"
+    auth = {"Authorization": f"Bearer {token}"}
+    next_version = copy_with_version(served, tmp_path / "next", "2")
+    unprofiled = copy_with_version(served, tmp_path / "unprofiled", "3")
+    (unprofiled / ARRAYS_FILE).unlink()
+    embedding = 'mlfactory_drift_p_value{check="embedding",kind="embedding"}'
+
+    def reload(client: TestClient, bundle: Path | None) -> None:
+        body = {"bundle": str(bundle)} if bundle else None
+        response = client.post("/v1/admin/reload", headers=auth, json=body)
+        assert response.status_code == 200, response.text
+
+    with watched_client(served, log_url, every="100", admin_token=token) as (client, scrape):
+        post_images(client, [ImageOps.invert(image) for image, _ in unseen_digits])
+        loud = wait_for_gauge(scrape, "mlfactory_drift_detected", lambda drift: drift == 1.0)
+        checked_at = gauge(loud, "mlfactory_monitoring_last_check_timestamp_seconds") or 0.0
+        reload(client, None)  # the same model again: checked again without new traffic
+        wait_for_gauge(
+            scrape, "mlfactory_monitoring_last_check_timestamp_seconds", lambda t: t > checked_at
+        )
+        assert gauge(scrape(), "mlfactory_drift_detected") == 1.0
+
+        reload(client, next_version)
+        text = scrape()
+        for name in (
+            "mlfactory_drift_detected",
+            "mlfactory_ood_fraction",
+            "mlfactory_accuracy_estimated",
+            "mlfactory_monitoring_window_predictions",
+        ):
+            assert math.isnan(gauge(text, name) or 0.0), name
+        assert gauge(text, embedding) is None  # the previous model's checks are gone
+        post_images(client, [image for image, _ in unseen_digits])
+        quiet = wait_for_gauge(scrape, "mlfactory_drift_detected", lambda drift: drift == 0.0)
+        assert gauge(quiet, "mlfactory_monitoring_window_predictions") == 100
+        assert gauge(quiet, embedding) is not None
+
+        reload(client, unprofiled)
+        post_images(client, [image for image, _ in unseen_digits[:10]])
+        watch = client.app.state.drift_watch  # type: ignore[attr-defined]
+        assert client.portal.call(watch.check_now) is False  # type: ignore[union-attr]
+        text = scrape()
+        assert math.isnan(gauge(text, "mlfactory_drift_detected") or 0.0)
+        assert gauge(text, embedding) is None
 
 
 def test_the_background_check_runs_at_the_servers_level(

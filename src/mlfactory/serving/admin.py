@@ -87,6 +87,7 @@ async def reload_model(request: Request) -> ReloadResponse:
         previous = request.app.state.predictor
         request.app.state.predictor, request.app.state.bundle = predictor, predictor.bundle
         metrics.set_model(predictor.bundle.meta)
+        request.app.state.drift_watch.recheck()
         show_model(request.app, predictor.bundle.meta)
         metrics.reloads.labels("ok").inc()
     old, new = previous.bundle.meta, predictor.bundle.meta

@@ -12,7 +12,8 @@ overlap. One that fails (the log cannot be read, or anything else goes wrong) is
 counted in `mlfactory_monitoring_check_failures_total` and retried at the next trigger: the
 watch never stops for the rest of the worker's life.
 With several workers each checks the shared log on its own count; the latest report wins in
-the gauges.
+the gauges. A reload resets the gauges and checks the new model's window at once; a check that
+was under way for the previous model is dropped.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ class DriftWatch:
         if self.every_predictions and self._since_check >= self.every_predictions:
             self._due.set()
 
+    def recheck(self) -> None:
+        """Check at once (another model or profile is served: the gauges were reset)."""
+        self._since_check = max(self._since_check, 1)
+        self._due.set()
+
     async def _run(self) -> None:
         while True:
             timeout = self.every_seconds or None
@@ -125,7 +131,7 @@ class DriftWatch:
             log.warning("background drift check skipped: %s", exc)
             self.metrics.monitoring_failures.labels(reason="log").inc()
             return False
-        if report is None:
+        if report is None or self.served() is not predictor:  # reloaded while it checked
             return False
         self.metrics.observe_report(report)
         self.checks += 1

@@ -129,8 +129,13 @@ class ServingMetrics:
             mark_dead(self.folder)
 
     def set_model(self, meta: BundleMeta) -> None:
-        """Show `meta` as the served model, and count each of its labels from 0."""
+        """Show `meta` as the served model, and count each of its labels from 0. On a reload
+        (a model was shown before) the monitoring gauges read "not checked yet" until the
+        first check with the model and profile loaded now.
+        """
         served = (meta.name, meta.version, meta.modality)
+        if self._model is not None:
+            self.monitoring.reset()
         if self._model is not None and self._model != served:
             if self.folder is None:
                 self.model_info.remove(*self._model)

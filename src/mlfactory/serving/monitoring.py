@@ -100,7 +100,7 @@ def load_served_profile(
         log.info(missing)
         return None, missing
     if profile.labels != bundle.meta.labels:
-        return _without("the profile's labels are not the bundle's")
+        return _without(f"the profile's labels are not the bundle's ({REWRITE})")
     width = int(profile.ood.class_means.shape[1])
     if embedding_width is not None and width != embedding_width:
         return _without(

@@ -4,7 +4,8 @@ The background drift check hands each report to `MonitoringGauges.observe`, whic
 its JSON contract (`DriftReport.to_json()`): the overall verdict and the level it was decided
 at, each check's verdict and corrected p-value, the window's out-of-distribution fraction, the
 estimated accuracy with its interval, the mean confidence it is read beside (the window's and
-the reference's), and the live accuracy over the labelled predictions.
+the reference's), and the live accuracy over the labelled predictions. A reload to another
+model (`reset`) sets them back to "not checked yet" until its first check.
 
 With several workers the latest report wins, whichever worker checked (`mostrecent`): a report
 stays shown after its worker stops, and `mlfactory_monitoring_last_check_timestamp_seconds`
@@ -52,8 +53,24 @@ class MonitoringGauges:
         ) = _estimated_accuracy_gauges(registry)
         self.live, self.labelled = _live_accuracy_gauges(registry)
         self.window, self.last_check = _window_gauges(registry)
+        self._one_process = initialise
+        self._checks: set[tuple[str, str]] = set()  # the per-check gauges' labels shown
         if initialise:
             self._set_unchecked()
+
+    def reset(self) -> None:
+        """Another model is served: nothing of it has been checked yet, so every gauge reads
+        NaN (with several workers, NaN set now is the most recent value) and the checks of
+        the previous model go (one process) or read NaN (several)."""
+        self._set_unchecked()
+        for gauge in (self.check_drift, self.p_value):
+            if self._one_process:
+                gauge.clear()
+            else:
+                for labels in self._checks:
+                    gauge.labels(*labels).set(math.nan)
+        if self._one_process:
+            self._checks.clear()
 
     def _set_unchecked(self) -> None:
         """Set the label-free gauges to NaN: not checked yet."""
@@ -81,6 +98,7 @@ class MonitoringGauges:
         self.level.set(_number(data.get("level")))
         for check in data["checks"]:
             labels = (str(check["name"]), str(check["kind"]))
+            self._checks.add(labels)
             self.check_drift.labels(*labels).set(1.0 if check["drift"] else 0.0)
             self.p_value.labels(*labels).set(_number(check["p_value"]))
         self.ood_fraction.set(_number(data["ood"]["fraction"]))
