@@ -159,11 +159,14 @@ def test_a_byte_order_mark_before_the_json_is_read_past(client: TestClient) -> N
     )
     assert plain.status_code == marked.status_code == 200
     assert marked.json()["predictions"][0]["label"] == plain.json()["predictions"][0]["label"]
-    utf16 = json.dumps({"text": articles()[0]["text"]}).encode("utf-16")  # with its mark
-    refused = client.post(
-        "/v1/predict", content=utf16, headers={"content-type": "application/json"}
-    )
-    assert_error(refused, 422, 'it is UTF-16 text; send UTF-8 like {"texts"')
+    # with a byte order mark, or without one (as .NET and PowerShell clients send it)
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"):
+        encoded = json.dumps({"text": articles()[0]["text"]}).encode(encoding)
+        refused = client.post(
+            "/v1/predict", content=encoded, headers={"content-type": "application/json"}
+        )
+        named = encoding[:6].upper()
+        assert_error(refused, 422, f'it is {named} text; send UTF-8 like {{"texts"')
 
 
 def test_openapi_documents_the_json_body(client: TestClient) -> None:

@@ -6,7 +6,7 @@ or one file too many is refused as soon as it shows up, never after buffering th
 
 from __future__ import annotations
 
-import codecs
+import json
 import logging
 import re
 from codecs import BOM_UTF8
@@ -106,8 +106,10 @@ async def read_json_body(request: Request, limit: int, example: str) -> bytes:
     check_json_type(request.headers.get("content-type"), example)
     check_body_headers(request.headers, limit)
     body = (await read_body(request.stream(), limit)).removeprefix(BOM_UTF8)
-    if body[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-        raise InputError(f"invalid JSON body: it is UTF-16 text; send UTF-8 like {example}", 422)
+    encoding = json.detect_encoding(body)  # RFC 4627's rule: the NUL bytes of its first four
+    if encoding != "utf-8":  # UTF-16 or UTF-32, with or without a byte order mark
+        name = encoding[:6].upper()
+        raise InputError(f"invalid JSON body: it is {name} text; send UTF-8 like {example}", 422)
     return body
 
 
