@@ -74,15 +74,18 @@ def test_the_report_never_overwrites_what_it_reads(
     shutil.copytree(trained_digits.bundle.path, folder)
     log = tmp_path / "predictions.db"
     log.write_bytes(b"SQLite format 3\x00 stand-in: never read, the path is refused first")
+    linked = tmp_path / "linked.html"
+    linked.hardlink_to(log)  # another name of the same file
     before = {p: p.read_bytes() for p in [log, *folder.iterdir()]}
     cases = {
         str(log): f"--out {log} is the prediction log: write the report elsewhere",
+        str(linked): f"--out {linked} is the prediction log: write the report elsewhere",
         str(folder / "model.onnx"): f"is inside the bundle {folder}: write the report elsewhere",
         str(folder / "card.html"): f"is inside the bundle {folder}",
         str(tmp_path): f"--out {tmp_path} is a folder: give a file name, e.g. report.html",
     }
     for (out, message), given in zip(
-        cases.items(), [str(log), f"sqlite:///{log}"] * 2, strict=True
+        cases.items(), [str(log), f"sqlite:///{log}"] * 2 + [str(log)], strict=True
     ):
         args = ["report", str(folder), "--out", out, "--log", given]
         result = CliRunner().invoke(app, args)
@@ -90,4 +93,4 @@ def test_the_report_never_overwrites_what_it_reads(
         assert result.output.startswith("error: --out ") and message in result.output
         assert len(result.output.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in [log, *folder.iterdir()]} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "predictions.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "linked.html", "predictions.db"]

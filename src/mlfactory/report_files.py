@@ -31,8 +31,15 @@ def check_report_path(out: Path, option: str, bundle: Path, log_url: str | None)
             f"{option} {out} is inside the bundle {bundle}: write the report elsewhere"
         )
     log_file = _sqlite_file(log_url)
-    if log_file is not None and log_file.resolve() == where:
+    if log_file is not None and _same_file(log_file, out):
         raise ConfigError(f"{option} {out} is the prediction log: write the report elsewhere")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path, a symbolic link or a hard link."""
+    if a.resolve() == b.resolve():
+        return True
+    return a.exists() and b.exists() and a.samefile(b)
 
 
 def _sqlite_file(log_url: str | None) -> Path | None:
