@@ -366,3 +366,56 @@ def test_json_and_output_together_are_refused(
     result = runner.invoke(app, ["predict", str(image_bundle), digit, "--json", "-o", str(out)])
     assert_one_line_error(result, "--json prints the results; --output")
     assert not out.exists()
+
+
+def test_a_jsonl_line_that_is_not_json_is_skipped_as_such(
+    text_bundle: Path, tmp_path: Path
+) -> None:
+    lines = REUTERS.read_text().splitlines()
+    lines[2] = lines[2][:40]  # a line cut short: not JSON
+    table = tmp_path / "news.jsonl"
+    table.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "results.csv"
+    result = runner.invoke(app, ["predict", str(text_bundle), str(table), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert f"skipped {table}:3: invalid JSON: Unterminated string" in result.output
+    assert "no text in column" not in result.output
+    assert "predicted 35 input(s); skipped 1" in result.output
+
+
+@pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
+def test_an_output_that_is_an_input_table_is_refused_and_the_table_kept(
+    text_bundle: Path, articles_csv: Path, tmp_path: Path, link: str
+) -> None:
+    jsonl = tmp_path / "news.jsonl"
+    shutil.copyfile(REUTERS, jsonl)
+    kept = {path: path.read_bytes() for path in (articles_csv, jsonl)}
+    for table in kept:
+        out = table
+        if link != "same":
+            out = tmp_path / f"{link}{table.suffix}"
+            make = os.symlink if link == "symlink" else os.link
+            make(table, out)
+        column = ["--text-column", "description"] if table.suffix == ".csv" else []
+        result = runner.invoke(
+            app, ["predict", str(text_bundle), str(table), "-o", str(out), *column]
+        )
+        assert_one_line_error(result, f"--output {out} is the input {table}")
+        assert {path: path.read_bytes() for path in kept} == kept
+        if link != "same":
+            out.unlink()
+
+
+def test_an_output_that_a_folder_reads_or_inside_the_bundle_is_refused(
+    text_bundle: Path, articles_csv: Path, tmp_path: Path
+) -> None:
+    kept = articles_csv.read_bytes()
+    folder = ["predict", str(text_bundle), str(tmp_path), "--text-column", "description"]
+    result = runner.invoke(app, [*folder, "-o", str(articles_csv)])
+    assert_one_line_error(result, f"--output {articles_csv} is the input {articles_csv}")
+    assert articles_csv.read_bytes() == kept
+    files = sorted(text_bundle.rglob("*"))
+    for out in (text_bundle / "results.csv", text_bundle / "new" / "results.jsonl"):
+        result = runner.invoke(app, ["predict", str(text_bundle), "--text", "oil", "-o", str(out)])
+        assert_one_line_error(result, f"--output {out} is inside the bundle {text_bundle}")
+    assert sorted(text_bundle.rglob("*")) == files

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from mlfactory.data.folders import iter_files
-from mlfactory.data.tables import TABLE_SUFFIXES, iter_texts
+from mlfactory.data.tables import TABLE_SUFFIXES, NoText, iter_texts
 from mlfactory.errors import DataError, InputError
 from mlfactory.modalities import Modality
 from mlfactory.predictor import Predictor
@@ -76,6 +76,7 @@ class InputPlan:
     # Inputs known before streaming (None when a table or stdin is among them).
     count: int | None = 0
     max_bytes: int = MAX_INPUT_BYTES  # the largest input read, in bytes
+    files: list[Path] = field(default_factory=list)  # every file read: --output is none of them
 
 
 def plan_inputs(
@@ -146,6 +147,7 @@ def _plan_file(
     plan: InputPlan, path: Path, modality: Modality, text_column: str, explicit: bool
 ) -> None:
     is_table = path.suffix.lower() in TABLE_SUFFIXES
+    plan.files.append(path)
     if is_table and not modality.reads_tables:
         raise InputError(
             f"{path} is a table, but this bundle classifies {modality.name} files "
@@ -277,8 +279,8 @@ def _table_inputs(path: Path, text_column: str) -> Callable[[], Iterator[Input |
     def rows() -> Iterator[Input | Skipped]:
         try:
             for origin, text in iter_texts(path, text_column):
-                if text is None:
-                    yield Skipped(origin, f"no text in column '{text_column}'")
+                if isinstance(text, NoText):  # no text, or (jsonl) a line that is not JSON
+                    yield Skipped(origin, text.reason)
                 else:
                     yield Input(origin, _constant(text.encode("utf-8")))
         except DataError as exc:  # the file broke part-way: its remaining rows are skipped

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -93,6 +95,36 @@ class TerminalResults:
         for row in self.rows:
             table.add_row(row.input, row.label, f"{row.score:.4f}")
         self.console.print(table)
+
+
+def check_output(output: Path | None, bundle: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an `--output` that would overwrite what `predict` reads, before it is opened:
+    a path inside the bundle folder, or a file that is one of `inputs` or of the bundle's
+    files (by name, through a link or a hard link).
+
+    Raises:
+        InputError: one line naming `--output` and what it would overwrite.
+    """
+    if output is None:
+        return
+    folder = bundle.resolve()
+    if output.resolve() == folder or folder in output.resolve().parents:
+        raise InputError(f"--output {output} is inside the bundle {bundle}: write it elsewhere")
+    try:
+        written = output.stat()
+    except OSError:  # nothing there yet (or nothing to look at): no input is that file
+        return
+    for path in chain(inputs, sorted(folder.rglob("*"))):
+        try:
+            same = os.path.samestat(written, path.stat())
+        except OSError:  # gone or unreadable: reading it reports that
+            continue
+        if same:
+            what = "the input" if folder not in path.resolve().parents else "the bundle's file"
+            raise InputError(
+                f"--output {output} is {what} {path}: the results would overwrite it; "
+                "write them to another file"
+            )
 
 
 def open_results(path: Path, labels: list[str]) -> ResultWriter:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlfactory.data.tables import iter_texts, label_text, read_table
+from mlfactory.data.tables import NoText, iter_texts, label_text, read_table
 from mlfactory.errors import DataError
 
 
@@ -92,6 +92,31 @@ def test_bad_jsonl_lines_and_rows_without_label_are_skipped(
         (f"{table}:4", "no value in label column 'label'"),
         (f"{table}:5", "no value in label column 'label'"),
     ]
+
+
+def test_streamed_texts_say_why_a_jsonl_line_holds_none(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    """`predict`'s reading of a table names a line that is not JSON as training's does."""
+    lines = reuters_sample.read_text().splitlines()
+    lines[1] = "{broken json"
+    lines[2] = json.dumps([1, 2])
+    lines[3] = json.dumps({"text": 7})
+    table = tmp_path / "news.jsonl"
+    table.write_text("\n".join(lines) + "\n")
+
+    rows = list(iter_texts(table, "text"))
+
+    assert len(rows) == 36
+    assert all(isinstance(text, str) for _, text in rows[:1] + rows[4:])
+    not_json = "invalid JSON: Expecting property name enclosed in double quotes"
+    assert rows[1:4] == [
+        (f"{table}:2", NoText(not_json)),
+        (f"{table}:3", NoText("line is not a JSON object")),
+        (f"{table}:4", NoText("no text in column 'text'")),
+    ]
+    trained = read_table(table, "text", "label").skipped
+    assert [s["reason"] for s in trained[:2]] == [not_json, "line is not a JSON object"]
 
 
 def test_numeric_labels_become_class_names() -> None:

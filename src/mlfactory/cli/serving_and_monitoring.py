@@ -46,7 +46,13 @@ def predict(
 ) -> None:
     """Classify inputs in-process with ONNX Runtime (exit code 1 if any input was skipped)."""
     from mlfactory.batch_predict import MAX_INPUT_BYTES, iter_inputs, plan_inputs, predict_stream
-    from mlfactory.batch_results import results_writer, skip_reporter, summary_line, write_results
+    from mlfactory.batch_results import (
+        check_output,
+        results_writer,
+        skip_reporter,
+        summary_line,
+        write_results,
+    )
     from mlfactory.predictor import Predictor
     from mlfactory.targets import resolve_bundle
 
@@ -61,6 +67,7 @@ def predict(
     plan = plan_inputs(
         list(inputs or []), bundle.modality, list(text or []), text_column, None, limit
     )
+    check_output(output, bundle.path, plan.files)  # before it is opened: it may be an input
     predictor = Predictor.from_path(bundle.path)  # test-runs the model: a corrupt one fails here
     writer = results_writer(output, bundle.meta.labels, console, as_json)
     results = predict_stream(predictor, iter_inputs(plan), batch_size)

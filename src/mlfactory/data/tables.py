@@ -11,6 +11,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlfactory.data.raw import RawItem, RawSource, skip
@@ -126,13 +127,9 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSource:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.skipped.append(skip(f"{path}:{number}", f"invalid JSON: {exc.msg}"))
-                continue
-            if not isinstance(row, dict):
-                bad.skipped.append(skip(f"{path}:{number}", "line is not a JSON object"))
+            row = _json_object(line)
+            if isinstance(row, str):
+                bad.skipped.append(skip(f"{path}:{number}", row))
                 continue
             columns.update(dict.fromkeys(row))
             rows.append((number, row))
@@ -146,6 +143,15 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSource:
     result = rows_to_raw(str(path), rows, text_column, label_column)
     result.skipped[:0] = bad.skipped
     return result
+
+
+def _json_object(line: str) -> dict[str, object] | str:
+    """The JSON object on a line of a .jsonl file, or why there is none."""
+    try:
+        row = json.loads(line.rstrip("\r\n"))  # a line cut short: "Unterminated string"
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg}"
+    return row if isinstance(row, dict) else "line is not a JSON object"
 
 
 def check_columns(origin: str, columns: list[str], text_column: str, label_column: str) -> None:
@@ -221,12 +227,19 @@ def rows_to_raw(
     return result
 
 
-def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | None]]:
+@dataclass(frozen=True)
+class NoText:
+    """A row of a table that holds no text to predict, and why."""
+
+    reason: str
+
+
+def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | NoText]]:
     """Stream (origin, text) of each row of a csv / tsv / jsonl file; no label is needed.
 
-    The origin is `path:line`. A row whose text is missing, not a string, or not a JSON object
-    gives None as its text (the caller reports it). Rows are read lazily: a table of any size
-    streams in constant memory.
+    The origin is `path:line`. A row without a text gives `NoText` saying why: its text is
+    missing or not a string, or (jsonl) its line is not JSON or not a JSON object. Rows are
+    read lazily: a table of any size streams in constant memory.
 
     Raises:
         DataError: unreadable file, or `text_column` missing from the csv header (jsonl: from
@@ -239,25 +252,28 @@ def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | None]]
                 lines, reader = _csv_reader(handle, suffix)
                 _check_text_column(path, list(reader.fieldnames or []), text_column)
                 for row in reader:
-                    text = row.get(text_column)
-                    yield f"{path}:{lines.record_start()}", text if isinstance(text, str) else None
+                    yield f"{path}:{lines.record_start()}", _row_text(row, text_column)
             return
         with path.open(encoding="utf-8-sig") as handle:
             first = True
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    parsed: object = json.loads(line)
-                except json.JSONDecodeError:
-                    parsed = None
+                parsed = _json_object(line)
                 if first and isinstance(parsed, dict):
                     _check_text_column(path, list(parsed), text_column)  # the first object decides
                     first = False
-                text = parsed.get(text_column) if isinstance(parsed, dict) else None
-                yield f"{path}:{number}", text if isinstance(text, str) else None
+                yield f"{path}:{number}", _row_text(parsed, text_column)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise unreadable_table(path, exc) from None
+
+
+def _row_text(row: Mapping[str, object] | str, text_column: str) -> str | NoText:
+    """The text of a row, or `NoText`: why it has none (`row` is a reason for a bad line)."""
+    if isinstance(row, str):
+        return NoText(row)
+    text = row.get(text_column)
+    return text if isinstance(text, str) else NoText(f"no text in column '{text_column}'")
 
 
 def unreadable_table(path: Path, exc: Exception) -> DataError:
