@@ -5,6 +5,7 @@ bundle with a recipe."""
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from mlfactory.bundle_recipe import recipe_dataset, stored_recipe_file
 from mlfactory.cli import app
 from mlfactory.config.loader import SCHEMA_NAME, load_recipe
 from mlfactory.errors import BundleError, ConfigError
+from mlfactory.training.train import TrainResult
 from tests.serving.tiny_bundles import tiny_bundle
 from tests.test_cli import assert_one_line_error
+from tests.test_profile_command import in_a_run_elsewhere
 
 # What the earlier training was given on top of the packaged recipe: the bundle keeps it.
 TRAINED_WITH = ["data.max_per_class=7", "trainer.lr=0.0005", "model.backbone=resnet18", "version=3"]
@@ -114,3 +117,62 @@ def test_a_stored_recipe_whose_data_is_no_section_is_one_line(tmp_path: Path) ->
             recipe_dataset(bundle, source)
     result = CliRunner().invoke(app, ["profile", str(bundle.path), "--data", str(tmp_path)])
     assert_one_line_error(result, "stored recipe is invalid")
+
+
+def test_evaluate_logs_a_run_ids_metrics_to_the_store_it_came_from(
+    trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run id was fetched from the store MLFLOW_TRACKING_URI names, not from the recipe's
+    (a relative one, not here): the metrics go to that run; the download is gone at the end."""
+    from mlflow.tracking import MlflowClient
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = CliRunner().invoke(app, ["evaluate", run_id])
+    assert result.exit_code == 0, result.output
+    assert "is not in" not in result.output and "bundle only" not in result.output
+    logged = MlflowClient(tracking_uri=uri).get_run(run_id).data.metrics
+    assert f"accuracy {logged['test/acc']:.4f}  macro-F1 {logged['test/f1_macro']:.4f}" in (
+        result.output
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_of_a_run_id_that_cannot_be_logged_back_is_an_error(
+    trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written only into the download, the metrics would be gone when the command ends."""
+    from mlfactory.tracking import TrackedRun
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # the store lent the bundle but takes nothing back (a read-only copy, a lost connection)
+    monkeypatch.setattr(TrackedRun, "find", classmethod(lambda cls, config, run: None))
+    result = CliRunner().invoke(app, ["evaluate", run_id])
+    assert_one_line_error(result, f"the bundle of MLflow run {run_id} was fetched into a")
+    assert "accuracy" not in result.output
+
+
+def test_quantize_tracks_a_run_ids_int8_bundle_in_the_store_it_came_from(
+    trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The int8 bundle is `--out` (kept either way); its run is made beside the float one."""
+    from mlflow.tracking import MlflowClient
+
+    from mlfactory.quantization import quantize_target
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = quantize_target(run_id, tmp_path / "int8", max_drop=1.0)
+    assert result.mlflow_run_id is not None
+    run = MlflowClient(tracking_uri=uri).get_run(result.mlflow_run_id)
+    assert run.data.tags["mlfactory.quantized_from"] == run_id
+    assert load_bundle(tmp_path / "int8").meta.mlflow_run_id == result.mlflow_run_id

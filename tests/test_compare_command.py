@@ -202,3 +202,22 @@ def test_data_of_one_class_is_compared_on_it_and_still_not_trained_on(
     assert result.comparison.candidate_accuracy == pytest.approx(nines.mean())
     with pytest.raises(DataError, match="yields only 1 class"):
         recipe_dataset(load_bundle(strong), str(folder))
+
+
+def test_the_candidates_class_limits_do_not_apply_to_data(
+    trained_digits: TrainResult, monitored_digits: Any, tmp_path: Path
+) -> None:
+    """`data.max_per_class` and `data.min_per_class` chose what the candidate trained on: all
+    of --data is compared on, more items a class than the cap or fewer than the minimum."""
+    candidate = tmp_path / "candidate"
+    shutil.copytree(trained_digits.bundle.path, candidate)
+    folder = write_digit_folder(tmp_path / "held-out", 6, offset=MONITORED_PER_CLASS + 20)
+    baseline = str(monitored_digits.bundle.path)
+    for limits in ({"max_per_class": 3}, {"max_per_class": 3, "min_per_class": 20}):
+        bundle = load_bundle(candidate)
+        bundle.meta.config["data"].update(limits)
+        bundle.save_meta()
+        shown = runner.invoke(app, ["compare", baseline, str(candidate), "--data", str(folder)])
+        assert shown.exit_code == 0, shown.output
+        said = " ".join(shown.output.split())
+        assert f"on 60 items: {folder} (all of its items)" in said, limits

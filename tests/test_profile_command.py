@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
@@ -220,3 +221,79 @@ def test_too_few_reference_items_is_the_error_alone_and_the_profile_is_kept(
     result = runner.invoke(app, ["profile", str(copy), "--data", str(few)])
     assert_one_line_error(result, "10 reference items")
     assert {name: (copy / name).read_bytes() for name in before} == before
+
+
+def test_the_recipes_class_limits_do_not_apply_to_data(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    """`data.max_per_class` and `data.min_per_class` chose what the bundle trained on: the
+    reference is all of --data, more items a class than the cap or fewer than the minimum."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    sample = write_digit_folder(tmp_path / "sample", 6, offset=200)
+    for limits in ({"max_per_class": 3}, {"max_per_class": 3, "min_per_class": 20}):
+        config = _meta(copy)["config"]
+        config["data"].update(limits)
+        _edit_meta(copy, config=config)
+        result = runner.invoke(app, ["profile", str(copy), "--data", str(sample)])
+        assert result.exit_code == 0, result.output
+        profile = load_profile(copy)
+        assert profile is not None and profile.meta["n_reference"] == 60, limits
+
+
+def in_a_run_elsewhere(bundle: Path, store: Path) -> tuple[str, str]:
+    """Log `bundle` as the `bundle` artifact of a new run in a new MLflow store in `store`,
+    its recipe's store a relative one that is not here; the store's URI and the run id."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = _tracked_in(bundle, store)
+    config = _meta(bundle)["config"]
+    uri, config["tracking"]["tracking_uri"] = (
+        config["tracking"]["tracking_uri"],
+        "sqlite:///runs/bench/monitoring/mlruns.db",
+    )
+    _edit_meta(bundle, config=config)
+    MlflowClient(tracking_uri=uri).log_artifacts(run_id, str(bundle), "bundle")
+    return uri, run_id
+
+
+def test_a_run_ids_bundle_is_logged_back_to_the_store_it_came_from(
+    trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLFLOW_TRACKING_URI named the store the run id was fetched from: the new profile goes
+    back to that run, not to the recipe's store (not here), nor only to the download."""
+    from mlflow.tracking import MlflowClient
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    _exported_before_monitoring(copy)
+    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    client = MlflowClient(tracking_uri=uri)
+    assert ARRAYS_FILE not in {Path(e.path).name for e in client.list_artifacts(run_id, "bundle")}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = runner.invoke(app, ["profile", run_id])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"new monitoring profile in the bundle of MLflow run {run_id}" in said
+    assert "is not in" not in said and "mlfactory-model-" not in said
+    logged = {Path(entry.path).name for entry in client.list_artifacts(run_id, "bundle")}
+    assert {ARRAYS_FILE, META_FILE} <= logged
+    assert not (tmp_path / "runs").exists()  # no empty store made where the recipe points
+
+
+def test_a_run_ids_bundle_that_cannot_be_logged_back_is_an_error(
+    trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written only into the download, the profile would be gone when the command ends."""
+    from mlfactory.tracking import TrackedRun
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # the store lent the bundle but takes nothing back (a read-only copy, a lost connection)
+    monkeypatch.setattr(TrackedRun, "find", classmethod(lambda cls, config, run: None))
+    result = runner.invoke(app, ["profile", run_id])
+    assert_one_line_error(result, f"the bundle of MLflow run {run_id} was fetched into a")
+    assert "nothing would keep the results" in result.output

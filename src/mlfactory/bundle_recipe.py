@@ -9,6 +9,7 @@ train TARGET` composes that recipe again, with new overrides (`stored_recipe_fil
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,9 @@ from typing import TYPE_CHECKING
 from mlfactory.bundle import Bundle
 from mlfactory.errors import BundleError, ConfigError, MlfactoryError
 from mlfactory.output import phase_log
+
+# What `recipe_dataset` sets in the recipe's data section for another source: every item of it.
+OTHER_SOURCE = {"max_per_class": None, "min_per_class": None}
 
 if TYPE_CHECKING:
     from mlfactory.config.loader import Recipe
@@ -33,7 +37,9 @@ def recipe_dataset(
 
     Args:
         bundle: the bundle.
-        source: another data source to prepare with the recipe (its `data.source`).
+        source: another data source to prepare with the recipe (its `data.source`), all of
+            its items: the recipe's class limits (`data.max_per_class`, `data.min_per_class`)
+            chose what the bundle trained on, not what another source may hold.
         some_labels: `source` may hold some of the bundle's labels only (a week of labelled
             traffic that saw no item of a class), not others.
 
@@ -53,7 +59,8 @@ def recipe_dataset(
     resolved = copy.deepcopy(bundle.meta.config)
     data = resolved.get("data", {})
     if source is not None and isinstance(data, dict):  # else not a recipe: loading says so
-        resolved["data"] = {**data, "source": source}
+        # how to read it (columns, cache) stays; which of its items to take is not the recipe's
+        resolved["data"] = {**data, **OTHER_SOURCE, "source": source}
     try:
         recipe = load_recipe_from_dict(resolved)
     except ConfigError as exc:
@@ -88,22 +95,45 @@ def untrained_items(
     return [item for item in items if item.key not in seen], unknown
 
 
-def bundle_run(bundle: Bundle, recipe: Recipe) -> TrackedRun | None:
-    """The bundle's MLflow run, in the store its recipe names; None (with a warning) when the
-    bundle has none or the store does not hold it."""
+def bundle_run(bundle: Bundle, recipe: Recipe, into_bundle: bool = True) -> TrackedRun | None:
+    """The bundle's MLflow run: for a bundle `resolve_bundle` fetched into a temporary folder
+    (a run id, a `models:/` URI), the run in the store it was fetched from; else the run the
+    bundle names, in the store its recipe names. None (with a warning) when the bundle has none
+    or the store does not hold it.
+
+    Args:
+        into_bundle: the caller writes its results into `bundle`: a fetched bundle is removed
+            when the command ends, so without its run nothing would keep them.
+
+    Raises:
+        BundleError: `into_bundle`, the bundle was fetched, and its run cannot be written to.
+    """
+    from mlfactory.targets import fetched_from
     from mlfactory.tracking import TrackedRun
 
-    run_id = bundle.meta.mlflow_run_id
-    if not run_id:
-        return None
-    run = TrackedRun.find(recipe.config.tracking, run_id)
-    if run is None:
-        phase_log.warning(
-            "MLflow run %s is not in %s (run from the folder it was trained in, or set "
-            "tracking.tracking_uri): the results are written to the bundle only",
-            run_id,
-            recipe.config.tracking.tracking_uri,
+    config, run_id = recipe.config.tracking, bundle.meta.mlflow_run_id
+    origin = fetched_from(bundle)
+    if origin is not None:
+        config = dataclasses.replace(config, tracking_uri=origin[0])
+        run_id = origin[1] or run_id
+    run = TrackedRun.find(config, run_id) if run_id else None
+    if run is not None or (not run_id and not (origin is not None and into_bundle)):
+        return run
+    if origin is not None and into_bundle:
+        what = f"MLflow run {run_id}" if run_id else "a bundle that names no MLflow run"
+        raise BundleError(
+            f"the bundle of {what} was fetched into a temporary folder, removed when the command "
+            f"ends, and cannot be logged back to its run in {config.tracking_uri}: nothing would "
+            "keep the results; copy it into a folder (mlfactory fetch TARGET --out FOLDER) and "
+            "give that folder"
         )
+    hint, where = "MLFLOW_TRACKING_URI names the store", "the results are not logged to it"
+    if origin is None:
+        hint = "run from the folder it was trained in, or set tracking.tracking_uri"
+        where = "the results are written to the bundle only"
+    phase_log.warning(
+        "MLflow run %s is not in %s (%s): %s", run_id, config.tracking_uri, hint, where
+    )
     return run
 
 

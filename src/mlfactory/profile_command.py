@@ -5,11 +5,15 @@ that monitoring now uses (the ATC thresholds, the OOD score in the model's graph
 profile files were lost or replaced. The profile is built as export builds it: the recipe
 stored in `bundle.json` prepares its data again, the validation split runs through the bundle
 (`write_profile`), and the OOD scorer is appended to `model.onnx` (`attach_ood_score`). The
-bundle, rewritten in place, is logged to its MLflow run again when the run is reachable.
+bundle, rewritten in place, is logged to its MLflow run again when the run is reachable. A run
+id's bundle, fetched into a temporary folder, is logged back to its run in the store it was
+fetched from (`MLFLOW_TRACKING_URI`), or nothing is written: the folder does not outlast the
+command.
 
 With `data`, the reference is another labelled source instead, prepared with the same recipe:
 traffic that is normal now (after a harmless, lasting change of the inputs) for the drift
-checks to compare with. All of its items are the reference, except those the bundle trained on.
+checks to compare with. All of its items are the reference (the recipe's `data.max_per_class`
+and `data.min_per_class` do not apply to it), except those the bundle trained on.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
 
     Raises:
         BundleError: the bundle is not usable, the data has other labels than the bundle, it
-            is the data the bundle trained on, or it has fewer than `MIN_REFERENCE` items.
+            is the data the bundle trained on, or it has fewer than `MIN_REFERENCE` items; a
+            run id's bundle cannot be logged back to its run.
     """
     if is_model_uri(target):
         raise BundleError(
@@ -66,6 +71,8 @@ def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
 
     Predictor.from_path(bundle.path)  # a corrupt model fails here, before the data is prepared
     recipe, dataset = recipe_dataset(bundle, data)
+    # Before the work: a run id's bundle is kept only by its run, in the store it came from.
+    run = bundle_run(bundle, recipe)
     if data is None:
         items, source = reference_items(dataset)
     else:
@@ -84,7 +91,6 @@ def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
             f"{MIN_REFERENCE} inputs the model did not train on"
         )
     attach_ood_score(bundle, dataset.split("test"))
-    run = bundle_run(bundle, recipe)
     if run is not None:
         run.log_artifact(bundle.path, BUNDLE_DIR)
     logged = run.run_id if run is not None else None

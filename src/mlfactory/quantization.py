@@ -323,7 +323,7 @@ def _track(
     from mlfactory.evaluation import record_evaluation
     from mlfactory.tracking import TrackedRun
 
-    parent = bundle_run(source, recipe)
+    parent = bundle_run(source, recipe, into_bundle=False)  # the int8 bundle is `out`
     run = None
     if parent is not None:
         experiment = parent.client.get_run(parent.run_id).info.experiment_id

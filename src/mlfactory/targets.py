@@ -9,6 +9,8 @@ version of a registered model (`models:/NAME/VERSION`, `models:/NAME@ALIAS`,
 The last two are fetched into a temporary folder of their own, which lasts as long as the
 command: `downloads_removed` removes the folders fetched within it (a command's function), and
 those left when the process ends are removed then (a CLI command is one process).
+`fetched_from` says which store (and run) such a bundle came from: what a command writes into
+it is kept only by logging it back there.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from pathlib import Path
 
 from mlfactory.bundle import META_FILE, Bundle, load_bundle
 from mlfactory.errors import BundleError
+from mlfactory.mlflow_store import tracking_uri
 from mlfactory.registry import download_registered, download_run_bundle, is_model_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # The temporary folders `resolve_bundle` fetched bundles into and that are still there.
 _downloads: list[Path] = []
+# Where each of those came from: the tracking URI of its store and the run id it was fetched
+# by (None for a registered version: the bundle's own run).
+_origins: dict[Path, tuple[str, str | None]] = {}
 
 
 def resolve_bundle(target: str | Path) -> Bundle:
@@ -46,14 +52,27 @@ def resolve_bundle(target: str | Path) -> Bundle:
         return load_bundle(path)  # a bundle folder without bundle.json: load_bundle names it
     if path.exists():
         raise BundleError(f"{target} is neither a bundle folder nor a run folder with bundle/")
+    store = tracking_uri(None)
     if is_model_uri(str(target)):
-        return _fetched(lambda folder: download_registered(str(target), folder))
+        # download_registered reads the version's artifacts there
+        return _fetched(lambda folder: download_registered(str(target), folder), (store, None))
     if not RUN_ID.match(str(target)):
         raise BundleError(
             f"{target}: no such bundle folder or run folder, not an MLflow run id (32 hex "
             "digits) and not a registered model (models:/NAME/VERSION or models:/NAME@ALIAS)"
         )
-    return _fetched(lambda folder: download_run_bundle(str(target), folder))
+    return _fetched(lambda folder: download_run_bundle(str(target), folder), (store, str(target)))
+
+
+def fetched_from(bundle: Bundle) -> tuple[str, str | None] | None:
+    """Where `resolve_bundle` fetched `bundle` from into a temporary folder: the tracking URI
+    of the MLflow store and the run id it was fetched by (None for a registered version); None
+    for a bundle on disk, which is its own."""
+    path = bundle.path.resolve()
+    for folder, origin in _origins.items():
+        if path.is_relative_to(folder.resolve()):
+            return origin
+    return None
 
 
 @contextmanager
@@ -67,15 +86,18 @@ def downloads_removed() -> Iterator[None]:
         _remove_downloads(start)
 
 
-def _fetched(fetch: Callable[[Path], Path]) -> Bundle:
-    """The bundle `fetch` downloads into a new temporary folder (its own: commands write beside
-    the bundle), which is removed by `downloads_removed` or at exit, at once when it fails."""
+def _fetched(fetch: Callable[[Path], Path], origin: tuple[str, str | None]) -> Bundle:
+    """The bundle `fetch` downloads from `origin` (`fetched_from`) into a new temporary folder
+    (its own: commands write beside the bundle), which is removed by `downloads_removed` or at
+    exit, at once when it fails."""
     folder = Path(tempfile.mkdtemp(prefix="mlfactory-model-"))
     _downloads.append(folder)
+    _origins[folder] = origin
     try:
         return load_bundle(fetch(folder))
     except BaseException:
         _downloads.remove(folder)
+        _origins.pop(folder, None)
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
@@ -83,7 +105,9 @@ def _fetched(fetch: Callable[[Path], Path]) -> Bundle:
 @atexit.register
 def _remove_downloads(start: int = 0) -> None:
     while len(_downloads) > start:
-        shutil.rmtree(_downloads.pop(), ignore_errors=True)
+        folder = _downloads.pop()
+        _origins.pop(folder, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def names_a_bundle(target: str) -> bool:
