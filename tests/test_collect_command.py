@@ -131,6 +131,14 @@ def test_labelled_inputs_the_store_no_longer_holds_or_holds_damaged_are_counted_
             "no prediction log at",
         ),
         (["--inputs", "{tmp}/store", "--out", "{tmp}/d", "--since", "soon"], "--since 'soon'"),
+        (
+            ["--inputs", "{tmp}/store", "--out", "{tmp}/store/new"],
+            "--out {tmp}/store/new is inside the input store {tmp}/store: write it elsewhere",
+        ),
+        (
+            ["--inputs", "{tmp}/store", "--out", "{bundle}/new"],
+            "--out {bundle}/new is inside the bundle {bundle}: write it elsewhere",
+        ),
     ],
 )
 def test_what_collect_cannot_do_is_one_error_line(
@@ -144,9 +152,16 @@ def test_what_collect_cannot_do_is_one_error_line(
     (tmp_path / "store").mkdir()
     (tmp_path / "predictions.db").touch()
     monkeypatch.chdir(tmp_path)
-    filled = [a.replace("{tmp}", str(tmp_path)) for a in arguments]
-    result = runner.invoke(cli, ["collect", str(image_bundle), *filled])
-    assert_one_line_error(result, message.replace("{tmp}", str(tmp_path)))
+    places = {"{tmp}": str(tmp_path), "{bundle}": str(image_bundle)}
+
+    def filled(text: str) -> str:
+        for place, path in places.items():
+            text = text.replace(place, path)
+        return text
+
+    result = runner.invoke(cli, ["collect", str(image_bundle), *map(filled, arguments)])
+    assert_one_line_error(result, filled(message))
+    assert not (tmp_path / "store" / "new").exists() and not (image_bundle / "new").exists()
 
 
 def test_a_database_that_is_not_a_prediction_log_is_refused(

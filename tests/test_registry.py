@@ -317,6 +317,28 @@ def test_a_sqlite_store_that_is_not_there_is_named_not_created(
     assert not missing.exists()
 
 
+def test_a_sqlite_registry_that_is_not_there_is_named_not_created(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLFLOW_REGISTRY_URI is checked as the store is: a registry started empty by mistake
+    would hold versions nobody finds; an empty file there starts one on purpose."""
+    MlflowClient(store).create_experiment("present")
+    missing = tmp_path / "registry.db"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{missing}")
+    fetch = ["fetch", "models:/digits/1", "--out", str(tmp_path / "out")]
+    for args in (["register", "models:/digits/1", "--alias", "x"], fetch):
+        result = runner.invoke(app, args)
+        assert_one_line_error(result, f"no MLflow registry at {missing} (MLFLOW_REGISTRY_URI")
+    assert not missing.exists()
+    missing.touch()  # MLflow makes its tables there (its INFO lines: the CLI's main quiets them)
+    started = runner.invoke(app, ["predict", "models:/digits/1", "x.png"])
+    assert started.exit_code == 2
+    assert started.output.strip().splitlines()[-1] == (
+        "error: models:/digits/1: no registered model 'digits' (none registered yet) in "
+        f"sqlite:///{missing}"
+    )
+
+
 def test_registry_calls_leave_the_environment_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

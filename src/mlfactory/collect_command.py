@@ -85,6 +85,9 @@ def collect_labelled(
     store = _input_store(inputs)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MlfactoryError(f"--out {out}: it exists and is not an empty folder; choose another")
+    for folder, what in ((bundle.path, "the bundle"), (store.folder, "the input store")):
+        if _within(out, folder):  # a file added to a bundle changes its digest
+            raise MlfactoryError(f"--out {out} is inside {what} {folder}: write it elsewhere")
     cutoff = None if since is None else datetime.now(UTC) - parse_since(since)
     labelled, relabelled = _latest_labels(log_url_or_default(log), bundle.meta.name, cutoff)
     modality = bundle.modality
@@ -130,6 +133,12 @@ def retrain_target(target: str) -> str:
     if target in list_recipes():
         return f"./{target}"
     return target
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or inside it (links resolved)."""
+    where, folder = path.resolve(), folder.resolve()
+    return where == folder or folder in where.parents
 
 
 def _input_store(inputs: str | None) -> InputStore:

@@ -37,6 +37,12 @@ def tracking_uri(store: str | None = None) -> str:
     return store or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def registry_uri(store: str | None = None) -> str:
+    """The Model Registry's store: `MLFLOW_REGISTRY_URI` when set (as MLflow reads it), else
+    the tracking store."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri(store)
+
+
 def missing_sqlite_store(uri: str) -> str | None:
     """The file of a SQLite store URI that does not exist (None for any other store).
 
@@ -69,6 +75,12 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
     named_by = "" if store else "MLFLOW_TRACKING_URI"
     check_sqlite_store(uri, named_by)
     registry = os.environ.get("MLFLOW_REGISTRY_URI") or ""
+    missing = missing_sqlite_store(registry)
+    if missing is not None:  # as for the store: MLflow would start an empty registry there
+        raise BundleError(
+            f"no MLflow registry at {missing or registry} (MLFLOW_REGISTRY_URI names it): run "
+            "the command where it is, or create an empty file there to start a new registry"
+        )
     if registry:
         check_sqlite_store(registry, "MLFLOW_REGISTRY_URI")
     _reachable(uri)

@@ -28,6 +28,7 @@ from mlfactory.errors import BundleError, first_line
 from mlfactory.mlflow_store import (
     missing_client,
     mlflow_client,
+    registry_uri,
     tracking_uri,
     unreadable_artifacts,
 )
@@ -217,7 +218,7 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
             versions = client.search_model_versions(filter_string=_name_filter(name))
             if not versions:
                 missing = _what_is_missing(client, name, None, number, mlflow_error)
-                raise BundleError(f"{uri}: {missing} in {tracking_uri(store)}")
+                raise BundleError(f"{uri}: {missing} in {registry_uri(store)}")
             found = max(versions, key=lambda v: int(v.version))
         else:
             found = client.get_model_version(name, number)
@@ -226,7 +227,7 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
             reason = _what_is_missing(client, name, alias, number, mlflow_error)
         else:
             reason = first_line(exc)
-        raise BundleError(f"{uri}: {reason} in {tracking_uri(store)}") from None
+        raise BundleError(f"{uri}: {reason} in {registry_uri(store)}") from None
     return _version(found)
 
 
