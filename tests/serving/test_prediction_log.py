@@ -26,6 +26,7 @@ from mlfactory.serving.prediction_log import (
     upgrade_schema,
 )
 from tests.first_release_log import write_first_release_log
+from tests.monitoring.test_log_window_errors import HANG_S, ends_within, silent_server
 
 
 def row(request_id: str, index: int = 0) -> LoggedPrediction:
@@ -154,6 +155,14 @@ def test_bad_urls_are_one_line_config_errors(url: str, fragment: str) -> None:
         PredictionLog(url)
     assert "\n" not in str(caught.value)
     assert "topsecret" not in str(caught.value)
+
+
+def test_a_log_server_that_never_answers_is_a_config_error_not_a_hang() -> None:
+    with silent_server() as port:
+        url = f"postgresql+psycopg://u@127.0.0.1:{port}/db"
+        raised = ends_within(HANG_S, lambda: PredictionLog(url))
+    assert isinstance(raised, ConfigError), raised
+    assert "cannot open the log" in str(raised) and "\n" not in str(raised)
 
 
 def test_unwritable_location_is_a_config_error(tmp_path: Path) -> None:

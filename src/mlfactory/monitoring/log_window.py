@@ -31,10 +31,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
-from mlfactory.errors import LogDatabaseError
+from mlfactory.errors import LogDatabaseError, first_line
+from mlfactory.monitoring.log_rows import decoded, embedding, json_text, numbers, probabilities
 from mlfactory.monitoring.report import Window
-from mlfactory.serving.log_database import database_reason, driver_package
-from mlfactory.serving.log_tables import decode_embedding, feedback, predictions
+from mlfactory.serving.log_database import connect_args, database_reason, driver_package
+from mlfactory.serving.log_tables import feedback, predictions
 
 # A window without `last`: the latest 1,000 predictions, or with a period the latest 100,000
 # of it (about 0.5 GB of float32 embeddings at 1,280 wide, and seconds of checks).
@@ -148,7 +149,7 @@ def open_log(log_url: str) -> Engine:
                 "(name the server's log, its MLFACTORY_LOG_URL)"
             )
     try:
-        return create_engine(parsed)
+        return create_engine(parsed, connect_args=connect_args(parsed.get_driver_name(), True))
     except ImportError as exc:
         raise LogDatabaseError(
             f"the database driver of '{shown}' is not installed (pip install {driver_package(exc)})"
@@ -196,6 +197,9 @@ def window_from_engine(
     except SQLAlchemyError as exc:
         message = f"cannot read the prediction log at '{shown}': {database_reason(exc)}"
         raise LogDatabaseError(message) from None
+    except (ValueError, TypeError) as exc:  # a value the driver cannot convert (a bad time)
+        message = f"cannot read the prediction log at '{shown}': a row is malformed: "
+        raise LogDatabaseError(message + first_line(exc)) from None
     if last is not None:
         rows.reverse()  # read newest first to take the last N
     window = _window(rows, labels, f"{model_name} {version}")
@@ -225,7 +229,8 @@ def _query(
     # A log that no server of this version has opened yet lacks the newer columns: they read
     # as NULL, as they would after the server's additive upgrade.
     columns: list[Any] = [
-        predictions.c[name] if name in present else null().label(name) for name in READ_COLUMNS
+        json_text(predictions.c[name], name) if name in present else null().label(name)
+        for name in READ_COLUMNS
     ]
     source: Any = predictions
     if joined:
@@ -248,22 +253,24 @@ def _query(
 
 
 def _window(rows: Sequence[Any], labels: Sequence[str] | None, model: str) -> Window:
+    """The rows as a window (`LogDatabaseError` naming the first malformed row, if any)."""
     if not rows:
         return _empty(labels)
-    order = list(labels) if labels is not None else list(rows[0].probabilities)
-    scores = [row.ood_score for row in rows]
+    given = [probabilities(row, model) for row in rows]
+    order = list(labels) if labels is not None else list(given[0])
+    summaries = [decoded(row, "input_summary", dict, model) for row in rows]
+    scores = numbers(rows, "ood_score", model, nullable=True)
     return Window(
         embeddings=_embeddings(rows, model),
         probabilities=np.array(
-            [[row.probabilities.get(label, 0.0) for label in order] for row in rows],
-            dtype=np.float64,
+            [[values.get(label, 0.0) for label in order] for values in given], dtype=np.float64
         ),
-        summaries=[row.input_summary for row in rows],
+        summaries=summaries,
         timestamps=[_utc(row.ts) for row in rows],
         true_labels=[row.true_label for row in rows],
         ood_scores=None if any(s is None for s in scores) else np.array(scores, np.float64),
         ood_scorers=[row.ood_scorer for row in rows],
-        latency_ms=np.array([row.latency_ms for row in rows], dtype=np.float64),
+        latency_ms=np.array(numbers(rows, "latency_ms", model), dtype=np.float64),
         request_ids=[row.request_id for row in rows],
         input_indices=[row.input_index for row in rows],
     )
@@ -272,16 +279,16 @@ def _window(rows: Sequence[Any], labels: Sequence[str] | None, model: str) -> Wi
 def _embeddings(rows: Sequence[Any], model: str) -> np.ndarray:
     """The rows' embeddings as one float32 array, decoded in place (a window of 100,000
     1,280-wide embeddings is 0.5 GB: it is not built twice)."""
-    width = len(decode_embedding(rows[0].embedding_f16, rows[0].embedding))
+    width = len(embedding(rows[0], model))
     embeddings = np.empty((len(rows), width), np.float32)
     for i, row in enumerate(rows):
-        embedding = decode_embedding(row.embedding_f16, row.embedding)
-        if len(embedding) != width:
+        values = embedding(row, model)
+        if len(values) != width:
             raise LogDatabaseError(
-                f"the log's embeddings of {model} are {width} and {len(embedding)} wide: "
+                f"the log's embeddings of {model} are {width} and {len(values)} wide: "
                 "another model logged rows under the same name and version"
             )
-        embeddings[i] = embedding
+        embeddings[i] = values
     return embeddings
 
 

@@ -4,6 +4,10 @@
 `prediction_log` for what a commit guarantees) and creates what it lacks: its tables, the
 columns (`upgrade_schema`) and the indexes (`add_missing_indexes`) added since a log was first
 written. Every worker, or replica, runs this on each start; all of it is safe to run at once.
+
+A database server is given `REACH_TIMEOUT_S` to accept a connection (`connect_args`): one that
+accepts the TCP connection and never answers (a firewall, a dead proxy) is an error within
+seconds, not a hang.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqlalchemy import Engine, Table, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
 from mlfactory.errors import ConfigError, first_line
+from mlfactory.mlflow_store import REACH_TIMEOUT_S
 from mlfactory.serving.log_tables import metadata, predictions
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,16 @@ SCHEMA_ATTEMPTS = 5
 DRIVER_PACKAGES = {
     "MySQLdb": "mysqlclient",
     "mysql": "mysql-connector-python",  # mysql+mysqlconnector://
+}
+# How long a reader (`mlfactory monitor`, `report`, `collect`) waits for the answer to one query
+# of a MySQL server or through pg8000 (the driver's read timeout; libpq has none).
+READ_TIMEOUT_S = 300
+# TCP keepalives (libpq): a server whose host vanished mid-query is given up after about 1 min.
+LIBPQ_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
 }
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -54,7 +69,9 @@ def open_log_engine(url: str) -> Engine:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # A database server's connections die when it restarts or fails over: each one is
         # checked before use, so that the first predictions afterwards are not refused.
-        engine = create_engine(parsed, pool_pre_ping=not is_sqlite)
+        engine = create_engine(
+            parsed, pool_pre_ping=not is_sqlite, connect_args=connect_args(parsed.get_driver_name())
+        )
     except ImportError as exc:
         raise ConfigError(
             f"MLFACTORY_LOG_URL: the driver of '{shown}' is not installed "
@@ -69,6 +86,8 @@ def open_log_engine(url: str) -> Engine:
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
+        with engine.connect():  # once: a server that cannot be reached is not tried again
+            pass
         added, indexed = _create_schema(engine)
     except Exception as exc:
         engine.dispose()
@@ -80,6 +99,25 @@ def open_log_engine(url: str) -> Engine:
     if indexed:
         log.info("prediction log at %s: added index(es) %s", shown, ", ".join(indexed))
     return engine
+
+
+def connect_args(driver: str, reading: bool = False) -> dict[str, Any]:
+    """The arguments that bound how long the DB-API `driver` (SQLAlchemy's name of it:
+    `psycopg`, `mysqldb`...) waits for a database server: `REACH_TIMEOUT_S` to connect, and
+    when `reading`, `READ_TIMEOUT_S` for each answer where the driver has a read timeout.
+    Empty for SQLite or a driver not known."""
+    reach = int(REACH_TIMEOUT_S)
+    if driver in ("psycopg", "psycopg2"):
+        # No statement_timeout in the startup packet: poolers (PgBouncer) refuse `options`.
+        return {"connect_timeout": reach, **LIBPQ_KEEPALIVES}
+    if driver == "pg8000":  # one socket timeout, for connecting and each answer
+        return {"timeout": READ_TIMEOUT_S if reading else reach}
+    if driver in ("mysqldb", "pymysql", "mariadbconnector"):
+        reads = {"read_timeout": READ_TIMEOUT_S} if reading else {}
+        return {"connect_timeout": reach, **reads}
+    if driver == "mysqlconnector":
+        return {"connection_timeout": reach}
+    return {}
 
 
 def _create_schema(engine: Engine) -> tuple[list[str], list[str]]:
