@@ -77,6 +77,23 @@ def test_labelled_digits_become_a_class_folder_dataset_the_recipe_reads(
     assert sum(len(dataset.split(s)) for s in ("train", "val", "test")) == 10
 
 
+def test_a_malformed_summary_in_the_log_is_one_line_naming_its_row(
+    image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
+) -> None:
+    store, path = tmp_path / "inputs", tmp_path / "predictions.db"
+    settings = ServingSettings(log_url=f"sqlite:///{path}", input_store=str(store))
+    posts = [{"files": [upload("d.png", d.read_bytes())]} for d in digit_images[:3]]
+    serve_and_label(image_bundle, settings, posts, [d.label for d in digit_images[:3]])
+    with sqlite3.connect(path) as connection:  # an edit cut the second row's summary short
+        connection.execute("UPDATE predictions SET input_summary = '{\"width\": 2' WHERE id = 2")
+    out = tmp_path / "dataset"
+    args = ["--inputs", str(store), "--log", str(path), "--out", str(out)]
+    result = runner.invoke(cli, ["collect", str(image_bundle), *args])
+    assert_one_line_error(result, "row 2 of the prediction log (digits-serving-test) is malformed")
+    assert "its input_summary is not valid JSON" in result.output
+    assert not out.exists()
+
+
 def test_labelled_texts_become_a_csv(tmp_path: Path) -> None:
     store, log = tmp_path / "inputs", f"sqlite:///{tmp_path / 'predictions.db'}"
     bundle = tiny_bundle(tmp_path / "bundle", "text")

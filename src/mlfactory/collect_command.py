@@ -33,6 +33,7 @@ from mlfactory.bundle import META_FILE
 from mlfactory.errors import LogDatabaseError, MlfactoryError
 from mlfactory.modalities import Modality
 from mlfactory.monitor_command import check_log_tables, log_url_or_default, parse_since
+from mlfactory.monitoring.log_rows import decoded, json_text
 from mlfactory.monitoring.log_window import open_log
 from mlfactory.serving.input_store import DamagedInput, InputStore
 from mlfactory.serving.log_database import database_reason
@@ -194,7 +195,12 @@ def _latest_labels(
             if feedback.name not in tables or "input_sha256" not in columns:
                 return {}, 0
             query = (
-                select(predictions.c.input_sha256, predictions.c.input_summary, feedback.c.label)
+                select(
+                    predictions.c.id,
+                    predictions.c.input_sha256,
+                    json_text(predictions.c.input_summary, "input_summary"),
+                    feedback.c.label,
+                )
                 .select_from(
                     predictions.join(
                         feedback,
@@ -220,7 +226,8 @@ def _latest_labels(
         engine.dispose()
     latest: dict[str, tuple[str, dict[str, Any]]] = {}
     labels_seen: dict[str, set[str]] = {}
-    for digest, summary, label in rows:
-        latest[digest] = (label, summary or {})
-        labels_seen.setdefault(digest, set()).add(label)
+    for row in rows:  # a malformed summary: one line naming its row, as `monitor` says it
+        summary = decoded(row, "input_summary", dict, model_name) if row.input_summary else {}
+        latest[row.input_sha256] = (row.label, summary)
+        labels_seen.setdefault(row.input_sha256, set()).add(row.label)
     return latest, sum(len(seen) > 1 for seen in labels_seen.values())
