@@ -68,7 +68,13 @@ def log_url_or_default(log: str | None) -> str:
         )
     if log is not None and "://" not in log and Path(log).expanduser().is_file():
         return f"sqlite:///{Path(log).expanduser().resolve()}"
-    return log or os.environ.get(LOG_URL_ENV) or DEFAULT_LOG_URL
+    named = os.environ.get(LOG_URL_ENV) if log is None else None
+    if named and "://" not in named:  # the server refuses it too: say where it came from
+        raise ConfigError(
+            f"{LOG_URL_ENV}={named} is not an SQLAlchemy URL: write sqlite:///{named} for a "
+            "SQLite file (as the server reads the variable), or give the file with --log"
+        )
+    return log or named or DEFAULT_LOG_URL
 
 
 def level_or_default(level: float | None) -> float:

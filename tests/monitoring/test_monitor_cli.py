@@ -242,6 +242,15 @@ def test_the_log_defaults_to_the_environment_then_the_servers_store(
     result = _monitor(profiled_bundle, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["window"]["n"] == 40
+    # the variable holds a path: as the server does, refused, but the line says where from
+    monkeypatch.setenv("MLFACTORY_LOG_URL", str(elsewhere))
+    result = _monitor(profiled_bundle, "--json")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: MLFACTORY_LOG_URL={elsewhere} is not an SQLAlchemy URL: write "
+        f"sqlite:///{elsewhere} for a SQLite file (as the server reads the variable), or give "
+        "the file with --log"
+    )
 
 
 def test_the_level_defaults_to_the_servers_setting(
