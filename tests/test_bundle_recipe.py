@@ -5,7 +5,6 @@ bundle with a recipe."""
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -126,9 +125,7 @@ def test_evaluate_logs_a_run_ids_metrics_to_the_store_it_came_from(
     (a relative one, not here): the metrics go to that run; the download is gone at the end."""
     from mlflow.tracking import MlflowClient
 
-    copy = tmp_path / "bundle"
-    shutil.copytree(trained_digits.bundle.path, copy)
-    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    uri, run_id = in_a_run_elsewhere(trained_digits.bundle.path, tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     result = CliRunner().invoke(app, ["evaluate", run_id])
@@ -147,9 +144,7 @@ def test_evaluate_of_a_run_id_that_cannot_be_logged_back_is_an_error(
     """Written only into the download, the metrics would be gone when the command ends."""
     from mlfactory.tracking import TrackedRun
 
-    copy = tmp_path / "bundle"
-    shutil.copytree(trained_digits.bundle.path, copy)
-    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    uri, run_id = in_a_run_elsewhere(trained_digits.bundle.path, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # the store lent the bundle but takes nothing back (a read-only copy, a lost connection)
     monkeypatch.setattr(TrackedRun, "find", classmethod(lambda cls, config, run: None))
@@ -166,9 +161,7 @@ def test_quantize_tracks_a_run_ids_int8_bundle_in_the_store_it_came_from(
 
     from mlfactory.quantization import quantize_target
 
-    copy = tmp_path / "bundle"
-    shutil.copytree(trained_digits.bundle.path, copy)
-    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    uri, run_id = in_a_run_elsewhere(trained_digits.bundle.path, tmp_path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     result = quantize_target(run_id, tmp_path / "int8", max_drop=1.0)

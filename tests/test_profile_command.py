@@ -241,12 +241,19 @@ def test_the_recipes_class_limits_do_not_apply_to_data(
         assert profile is not None and profile.meta["n_reference"] == 60, limits
 
 
-def in_a_run_elsewhere(bundle: Path, store: Path) -> tuple[str, str]:
-    """Log `bundle` as the `bundle` artifact of a new run in a new MLflow store in `store`,
-    its recipe's store a relative one that is not here; the store's URI and the run id."""
+def in_a_run_elsewhere(
+    source: Path, tmp_path: Path, before_monitoring: bool = False
+) -> tuple[str, str]:
+    """Log a copy of the bundle `source` (`tmp_path`/bundle; exported before monitoring, if
+    asked) as the `bundle` artifact of a new run in a new MLflow store in `tmp_path`/store, its
+    recipe's store a relative one that is not here; the store's URI and the run id."""
     from mlflow.tracking import MlflowClient
 
-    run_id = _tracked_in(bundle, store)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(source, bundle)
+    if before_monitoring:
+        _exported_before_monitoring(bundle)
+    run_id = _tracked_in(bundle, tmp_path / "store")
     config = _meta(bundle)["config"]
     uri, config["tracking"]["tracking_uri"] = (
         config["tracking"]["tracking_uri"],
@@ -264,10 +271,7 @@ def test_a_run_ids_bundle_is_logged_back_to_the_store_it_came_from(
     back to that run, not to the recipe's store (not here), nor only to the download."""
     from mlflow.tracking import MlflowClient
 
-    copy = tmp_path / "bundle"
-    shutil.copytree(trained_digits.bundle.path, copy)
-    _exported_before_monitoring(copy)
-    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    uri, run_id = in_a_run_elsewhere(trained_digits.bundle.path, tmp_path, before_monitoring=True)
     client = MlflowClient(tracking_uri=uri)
     assert ARRAYS_FILE not in {Path(e.path).name for e in client.list_artifacts(run_id, "bundle")}
     monkeypatch.chdir(tmp_path)
@@ -288,9 +292,7 @@ def test_a_run_ids_bundle_that_cannot_be_logged_back_is_an_error(
     """Written only into the download, the profile would be gone when the command ends."""
     from mlfactory.tracking import TrackedRun
 
-    copy = tmp_path / "bundle"
-    shutil.copytree(trained_digits.bundle.path, copy)
-    uri, run_id = in_a_run_elsewhere(copy, tmp_path / "store")
+    uri, run_id = in_a_run_elsewhere(trained_digits.bundle.path, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # the store lent the bundle but takes nothing back (a read-only copy, a lost connection)
     monkeypatch.setattr(TrackedRun, "find", classmethod(lambda cls, config, run: None))
