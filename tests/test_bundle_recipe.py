@@ -138,21 +138,6 @@ def test_evaluate_logs_a_run_ids_metrics_to_the_store_it_came_from(
     assert not (tmp_path / "runs").exists()
 
 
-def test_evaluate_of_a_run_id_that_cannot_be_logged_back_is_an_error(
-    trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Written only into the download, the metrics would be gone when the command ends."""
-    from mlfactory.tracking import TrackedRun
-
-    uri, run_id = in_a_run_elsewhere(trained_digits.bundle.path, tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    # the store lent the bundle but takes nothing back (a read-only copy, a lost connection)
-    monkeypatch.setattr(TrackedRun, "find", classmethod(lambda cls, config, run: None))
-    result = CliRunner().invoke(app, ["evaluate", run_id])
-    assert_one_line_error(result, f"the bundle of MLflow run {run_id} was fetched into a")
-    assert "accuracy" not in result.output
-
-
 def test_quantize_tracks_a_run_ids_int8_bundle_in_the_store_it_came_from(
     trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -286,16 +286,19 @@ def test_a_run_ids_bundle_is_logged_back_to_the_store_it_came_from(
     assert not (tmp_path / "runs").exists()  # no empty store made where the recipe points
 
 
+@pytest.mark.parametrize("command", ["profile", "evaluate"])
 def test_a_run_ids_bundle_that_cannot_be_logged_back_is_an_error(
-    trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    command: str, trained_digits: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Written only into the download, the profile would be gone when the command ends."""
+    """Written only into the download, the profile (or the metrics) would be gone when the
+    command ends: refused before any is made."""
     from mlfactory.tracking import TrackedRun
 
     uri, run_id = in_a_run_elsewhere(trained_digits.bundle.path, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     # the store lent the bundle but takes nothing back (a read-only copy, a lost connection)
     monkeypatch.setattr(TrackedRun, "find", classmethod(lambda cls, config, run: None))
-    result = runner.invoke(app, ["profile", run_id])
+    result = runner.invoke(app, [command, run_id])
     assert_one_line_error(result, f"the bundle of MLflow run {run_id} was fetched into a")
+    assert "accuracy" not in result.output
     assert "nothing would keep the results" in result.output
