@@ -157,6 +157,14 @@ def test_a_quote_that_is_never_closed_is_an_error_not_a_swallowed_file(
     table.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match="the quote that opens a field on line 5 is never closed"):
         read_table(table, "text", "label")
+    # label first: the quote opens the last column, so no field of the row is missing
+    swapped = tmp_path / "swapped.csv"
+    texts = [(r["label"], r["text"].replace('"', "").replace(",", " ")) for r in rows]
+    first = ["label,text"] + [f"{label},{text}" for label, text in texts]
+    first[6] = first[6].replace(",", ',"', 1)  # line 7's text opens a quote never closed
+    swapped.write_text("\n".join(first) + "\n")
+    with pytest.raises(DataError, match="the quote that opens a field on line 7 is never closed"):
+        read_table(swapped, "text", "label")
     good = tmp_path / "good.tsv"  # a quoted text over several lines is still one field
     good.write_text('text\tlabel\n"two\nlines"\tcrude\none line\tgrain\n')
     found = read_table(good, "text", "label")

@@ -8,6 +8,7 @@ without labels, for batch prediction.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -64,6 +65,8 @@ class _Lines:
         self._lines = iter(handle)
         self.count = 0
         self._first: int | None = None
+        self._record: list[str] = []
+        self.last_record = ""  # the text of the record read before the last `record_start`
 
     def __iter__(self) -> _Lines:
         return self
@@ -71,6 +74,7 @@ class _Lines:
     def __next__(self) -> str:
         line = next(self._lines)
         self.count += 1
+        self._record.append(line)
         if self._first is None and line.strip("\r\n"):
             self._first = self.count
         return line
@@ -78,6 +82,7 @@ class _Lines:
     def record_start(self) -> int:
         """Where the record read since the last call began: its first line that is not blank."""
         first, self._first = self._first, None
+        self.last_record, self._record = "".join(self._record), []
         return self.count if first is None else first
 
 
@@ -110,13 +115,24 @@ def _numbered_rows(
             extra.skipped.append(skip(f"{path}:{started}", reason))
             continue
         rows.append((started, {str(key): value for key, value in row.items()}))
-    if rows and rows[-1][0] == started < ended and None in rows[-1][1].values():
+    last = rows and rows[-1][0] == started < ended  # the last row spans lines
+    if last and (None in rows[-1][1].values() or _unclosed(lines.last_record, reader)):
         raise DataError(
             f"cannot read table '{path}': the quote that opens a field on line {started} is "
             "never closed, so the rest of the file would be that one field; fix or re-export "
             "the file"
         )
     return rows, extra
+
+
+def _unclosed(record: str, reader: csv.DictReader[str]) -> bool:
+    """Whether the file ends inside a quoted field of `record`, its last record: a quote
+    opened in the last column leaves no field missing to tell it by."""
+    try:
+        list(csv.reader(io.StringIO(record), dialect=reader.reader.dialect, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSource:
