@@ -16,12 +16,14 @@ import pytest
 import soundfile
 import yaml
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from mlfactory import __version__
 from mlfactory.bundle import load_bundle
 from mlfactory.cli import app, main
 from mlfactory.config.loader import Recipe
+from mlfactory.data.dataset import SPLITS
 from mlfactory.targets import resolve_bundle
 from mlfactory.training.train import TrainResult
 from tests.numerics import assert_sums_to_one
@@ -451,3 +453,47 @@ def test_help_shows_flags_without_a_value() -> None:
         for flag in flags:
             shown = lines[flag].split(flag, 1)[1].split()
             assert shown and not shown[0].startswith("<"), (name, lines[flag])
+
+
+NEWSGROUPS = [  # the 20 labels of orange:20newsgroups, each with a few items per split
+    "alt.atheism", "comp.graphics", "comp.os.ms-windows.misc", "comp.sys.ibm.pc.hardware",
+    "comp.sys.mac.hardware", "comp.windows.x", "misc.forsale", "rec.autos", "rec.motorcycles",
+    "rec.sport.baseball", "rec.sport.hockey", "sci.crypt", "sci.electronics", "sci.med",
+    "sci.space", "soc.religion.christian", "talk.politics.guns", "talk.politics.mideast",
+    "talk.politics.misc", "talk.religion.misc",
+]  # fmt: skip
+
+
+def test_data_shows_many_labels_as_rows_and_a_few_as_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 80 columns the counts of 20 labels as columns would be cells of "…"."""
+    from mlfactory.cli import data_and_training
+
+    monkeypatch.setattr(data_and_training.console, "width", 80)
+    counts = {split: {label: 30 + i for i, label in enumerate(NEWSGROUPS)} for split in SPLITS}
+    recorder = Console(width=80, record=True)
+    recorder.print(data_and_training._counts_table(counts, NEWSGROUPS))
+    text = recorder.export_text()
+    assert "…" not in text
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines()]
+    rows = {row[0]: row[1:] for row in cells if row}
+    assert list(rows) == [*NEWSGROUPS, "total"]
+    assert rows["sci.med"] == ["43", "43", "43", "129"]
+    assert rows["total"] == ["790", "790", "790", "2370"]
+    few = {split: {"cat": 5, "dog": 4} for split in SPLITS}
+    recorder.print(data_and_training._counts_table(few, ["cat", "dog"]))
+    header = recorder.export_text().splitlines()[1]
+    assert [c.strip() for c in header.split("┃")[1:-1]] == ["split", "cat", "dog", "total"]
+
+
+def test_data_lists_at_most_20_small_class_warnings(tmp_path: Path) -> None:
+    """Columns swapped by mistake (every text its own class): 20 lines, then a count."""
+    table = tmp_path / "swapped.csv"
+    rows = [f"label {i},text {i}" for i in range(30)]  # each "label" column value is unique
+    table.write_text("text,label\n" + "\n".join(rows) + "\n")
+    args = [f"data.source={table}", f"data.cache_dir={tmp_path / 'c'}"]
+    result = runner.invoke(app, ["data", "text", *args], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 21 and warnings[-1] == "warning: ... and 10 more classes"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.measure import Measurement
 from rich.table import Table
 
 from mlfactory.cli.base import (
@@ -70,24 +71,42 @@ def data(
     from mlfactory.data.prepare import cache_path, describe_limits, prepare_dataset
 
     dataset = prepare_dataset(loaded.config, refresh=refresh)
-    table = Table("split", *dataset.labels, "total")
-    for split, row in dataset.counts().items():
-        counts = [row.get(label, 0) for label in dataset.labels]
-        table.add_row(split, *map(str, counts), str(sum(counts)))
-    console.print(table)
+    console.print(_counts_table(dataset.counts(), dataset.labels))
     console.print(f"fingerprint {dataset.fingerprint}; skipped {len(dataset.skipped)} item(s)")
     if dataset.version:
         console.print(f"version {dataset.version}", highlight=False, soft_wrap=True)
     for line in describe_limits(dataset):
         console.print(line, highlight=False)
-    for line in dataset.warnings:
+    for line in dataset.warnings[:SKIPS_LISTED]:
         console.print(f"warning: {line}", highlight=False)
+    if len(dataset.warnings) > SKIPS_LISTED:
+        console.print(f"warning: ... and {len(dataset.warnings) - SKIPS_LISTED} more classes")
     for skipped in dataset.skipped[:SKIPS_LISTED]:
         console.print(f"  skipped {skipped['path']}: {skipped['reason']}", highlight=False)
     if len(dataset.skipped) > SKIPS_LISTED:
         where = cache_path(loaded.config)
         more = len(dataset.skipped) - SKIPS_LISTED
         console.print(f"  ... and {more} more, all listed in {where}", highlight=False)
+
+
+def _counts_table(counts: dict[str, dict[str, int]], labels: list[str]) -> Table:
+    """Items per split (a row each) and label (a column each); one row per label instead when
+    the labels' columns would not fit the terminal (20 newsgroups: every cell would be "…")."""
+    by_split = Table("split", *labels, "total")
+    for split, row in counts.items():
+        numbers = [row.get(label, 0) for label in labels]
+        by_split.add_row(split, *map(str, numbers), str(sum(numbers)))
+    unbounded = console.options.update_width(10_000)  # its natural width, not the clamped one
+    if Measurement.get(console, unbounded, by_split).maximum <= console.width:
+        return by_split
+    by_label = Table("label", *counts, "total")
+    for label in labels:
+        numbers = [row.get(label, 0) for row in counts.values()]
+        by_label.add_row(label, *map(str, numbers), str(sum(numbers)))
+    totals = [sum(row.values()) for row in counts.values()]
+    by_label.add_section()
+    by_label.add_row("total", *map(str, totals), str(sum(totals)))
+    return by_label
 
 
 @app.command()
