@@ -11,6 +11,7 @@ import pytest
 
 from mlfactory.data.folders import (
     LINKED_FOLDER,
+    NOT_IN_CLASS,
     iter_files,
     scan_class_folder,
     tree_signature,
@@ -46,7 +47,7 @@ def test_nested_files_count_for_their_top_level_class(tmp_path: Path) -> None:
         ("agaric", "b.png"),
         ("bolete", "c.jpeg"),
     ]
-    assert found.skipped == []
+    assert found.skipped == [{"path": str(tmp_path / "stray.png"), "reason": NOT_IN_CLASS}]
 
 
 def test_a_folder_that_cannot_be_read_is_a_skipped_entry(

@@ -3,7 +3,9 @@
 `root/<class>/**/<file>`: every file with one of the modality's suffixes
 (`Modality.file_suffixes`) counts for its top-level class folder, however deep it sits. A root
 whose sub-folders are all split names (`train/`, `test/`, ...) holding class folders is read as
-the union of those splits; the hash split decides anew.
+the union of those splits; the hash split decides anew. A file of the modality beside the class
+folders, and a class folder that yields nothing, are skipped entries; a class folder whose name is
+not UTF-8 is an error (it cannot be a label), a file whose name is not UTF-8 is read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 def is_visible(name: str) -> bool:
     """False for hidden files and archive/desktop junk."""
     return not name.startswith(".") and name not in IGNORED_NAMES
+
+
+def shown(path: str | Path) -> str:
+    """A path as a report shows it: bytes of a name that is not UTF-8 escaped (`caf\\xe9`)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # Links to folders can loop; a link to a file is followed.
@@ -60,36 +67,70 @@ def iter_files(root: Path, unreadable: Callable[[Path, str], None] | None = None
 
 def skipper(skipped: list[dict[str, str]]) -> Callable[[Path, str], None]:
     """An `iter_files` callback that adds each unreadable folder to `skipped`."""
-    return lambda folder, reason: skipped.append(skip(folder, reason))
+    return lambda folder, reason: skipped.append(skip(shown(folder), reason))
 
 
-def class_dirs(root: Path) -> list[tuple[str, Path]]:
-    """(label, folder) pairs of a class-folder tree, split folders merged.
+def label_of(folder: Path) -> str:
+    """The class a folder names.
 
     Raises:
-        DataError: `root` holds no sub-folders.
+        DataError: the folder's name is not valid UTF-8, so it cannot be a label.
     """
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and is_visible(p.name))
+    try:
+        folder.name.encode()
+    except UnicodeEncodeError:
+        raise DataError(
+            f"class folder '{shown(folder)}' has a name that is not valid UTF-8, which a label "
+            "cannot be (labels go into the dataset, the bundle and the API): rename the folder"
+        ) from None
+    return folder.name
+
+
+def visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The visible sub-folders and files of `folder`, each sorted."""
+    children = sorted(p for p in folder.iterdir() if is_visible(p.name))
+    return [p for p in children if p.is_dir()], [p for p in children if not p.is_dir()]
+
+
+def class_dirs(root: Path, loose: list[Path] | None = None) -> list[tuple[str, Path]]:
+    """(label, folder) pairs of a class-folder tree, split folders merged.
+
+    Args:
+        root: the folder holding one sub-folder per class, or one per split.
+        loose: if given, the files beside the class folders (in `root`, or in a split folder)
+            are added to it.
+
+    Raises:
+        DataError: `root` holds no sub-folders, or a class folder's name is not UTF-8.
+    """
+    subdirs, files = visible_children(root)
     if not subdirs:
         raise DataError(
-            f"data source '{root}' has no class folders: put each class's files in its own "
-            f"sub-folder ({root}/<class>/...)"
+            f"data source '{shown(root)}' has no class folders: put each class's files in its "
+            f"own sub-folder ({shown(root)}/<class>/...)"
         )
     if all(d.name.lower() in SPLIT_DIR_NAMES for d in subdirs):
-        return [
-            (class_dir.name, class_dir)
-            for split_dir in subdirs
-            for class_dir in sorted(split_dir.iterdir())
-            if class_dir.is_dir() and is_visible(class_dir.name)
-        ]
-    return [(d.name, d) for d in subdirs]
+        classes = []
+        for split_dir in subdirs:
+            split_classes, split_files = visible_children(split_dir)
+            classes += split_classes
+            files += split_files
+        subdirs = classes
+    if loose is not None:
+        loose.extend(files)
+    return [(label_of(d), d) for d in subdirs]
+
+
+# Why a file beside the class folders is not an item.
+NOT_IN_CLASS = "not in a class folder: put it in the folder of its label"
 
 
 def scan_class_folder(root: Path, modality: Modality) -> RawSource:
     """Candidates of a class-folder tree: each file with one of the modality's suffixes.
 
     A folder that cannot be listed (a whole class folder too) is a skipped entry, as an
-    unreadable file is: the other classes are still read.
+    unreadable file is: the other classes are still read. So is a file of the modality beside
+    the class folders, and a class folder that yields no item (empty, or other kinds only).
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -97,18 +138,26 @@ def scan_class_folder(root: Path, modality: Modality) -> RawSource:
     """
     suffixes = modality.file_suffixes
     result = RawSource()
-    for label, folder in class_dirs(root):
+    loose: list[Path] = []
+    for label, folder in class_dirs(root, loose):
         others: set[str] = set()
-        found = len(result.items)
+        found, reported = len(result.items), len(result.skipped)
         for path in iter_files(folder, skipper(result.skipped)):
             if path.suffix.lower() in suffixes:
-                result.items.append(RawItem(label=label, origin=str(path), path=path))
+                result.items.append(RawItem(label=label, origin=shown(path), path=path))
             else:
                 others.add(path.suffix.lower() or "no suffix")
-        if len(result.items) == found and others:  # a class that would vanish without a word
+        if len(result.items) > found:
+            continue
+        if others:  # a class that would vanish without a word
             kinds = ", ".join(sorted(others))
             reason = f"class '{label}' has no {modality.name} file, only other kinds ({kinds})"
-            result.skipped.append(skip(folder, reason))
+        elif len(result.skipped) == reported:  # not an unreadable folder, which is reported
+            reason = f"class '{label}' is an empty folder: put its {modality.name} files in it"
+        else:
+            continue
+        result.skipped.append(skip(shown(folder), reason))
+    result.skipped += [skip(shown(p), NOT_IN_CLASS) for p in loose if p.suffix.lower() in suffixes]
     return result
 
 
@@ -134,7 +183,8 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
     digest = hashlib.sha256()
 
     def unreadable(folder: Path, reason: str) -> None:  # the scan reports it; it counts here
-        digest.update(f"{folder.relative_to(root).as_posix()}/\t{reason}\n".encode())
+        line = f"{folder.relative_to(root).as_posix()}/\t{reason}\n"
+        digest.update(line.encode(errors="surrogateescape"))
 
     files = [root] if root.is_file() else iter_files(root, unreadable)
     for path in files:
@@ -145,5 +195,8 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
         except OSError:
             continue
         rel = path.name if path == root else path.relative_to(root).as_posix()
-        digest.update(f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        # A name that is not UTF-8 hashes as its bytes; a UTF-8 one as before.
+        digest.update(
+            f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode(errors="surrogateescape")
+        )
     return digest.hexdigest()[:16]
