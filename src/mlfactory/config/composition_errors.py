@@ -6,8 +6,11 @@ import dataclasses
 import re
 import typing
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from mlfactory.config.schema import schema_type
+from mlfactory.errors import ConfigError
 
 # OmegaConf's message for a value of the wrong type.
 _NOT_CONVERTED = re.compile(
@@ -25,6 +28,9 @@ def composition_error(
     packaged ones); otherwise the informative lines of the message, joined."""
     from omegaconf.errors import MissingMandatoryValue, ValidationError
 
+    untyped = _untyped_override(exc, recipe_file)
+    if untyped:
+        return untyped
     if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
         return f"{exc.full_key}: no value given: add {exc.full_key}=..."
     cause: BaseException | None = exc
@@ -67,3 +73,72 @@ def _assignment_problem(key: str, problem: str) -> str:
     if "is not Optional" in problem:
         return f"{key}: null is not allowed: give a value, or leave {key} out to keep the recipe's"
     return f"{key}: {problem.splitlines()[0]}"
+
+
+def check_recipe_keys(path: object, root: Any, prefix: str = "", typed: bool = True) -> None:
+    """Refuse a recipe file's duplicate key, unknown key or value given for a section.
+
+    `root` is the file's YAML node graph (`yaml.compose`, aliases already refused); keys
+    inside a free-form section (`preprocess`, `model.extra`) are checked later, by the
+    modality or the backbone.
+
+    Raises:
+        ConfigError: `file:line: key: what is wrong`, worded as for an override.
+    """
+    import yaml
+
+    seen: dict[str, int] = {}
+    for key_node, value_node in root.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key, line = f"{prefix}{key_node.value}", key_node.start_mark.line + 1
+        where = f"{path}:{line}"
+        if key in seen:
+            raise ConfigError(
+                f"{where}: duplicate key {key} (first set on line {seen[key]}): keep one of them"
+            )
+        seen[key] = line
+        kind: Any = None
+        if typed and key not in ("defaults", "hydra"):
+            try:
+                kind = schema_type(key)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        is_section = dataclasses.is_dataclass(kind)
+        if is_section and not isinstance(value_node, yaml.MappingNode):
+            fields = dataclasses.fields(kind)
+            raise ConfigError(
+                f"{where}: {key} is a section of settings, not a value: set a key inside it, "
+                f"e.g. {key}: {{{fields[0].name}: ...}}"
+            )
+        if isinstance(value_node, yaml.MappingNode):
+            check_recipe_keys(path, value_node, f"{key}.", typed and is_section)
+
+
+def defaults_of(path: Path) -> list[str] | None:
+    """The names in a recipe file's defaults list (None without one, or if unreadable)."""
+    import yaml
+
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if getattr(key, "value", None) == "defaults" and isinstance(value, yaml.SequenceNode):
+            names = [item.value for item in value.value if isinstance(item, yaml.ScalarNode)]
+            return [name.strip("/").removesuffix(".yaml") for name in names]
+    return None
+
+
+def _untyped_override(exc: BaseException, recipe_file: str) -> str | None:
+    """Why an override of a key a recipe file without a defaults list leaves out fails."""
+    refused = re.match(r"Could not override '([^']+)'", str(exc))
+    if not refused or not recipe_file or defaults_of(Path(recipe_file)) is not None:
+        return None
+    return (
+        f"{refused.group(1)}: {recipe_file} has no defaults list, so only the keys it sets can "
+        "be overridden: start it with `defaults: [recipe_schema, _self_]` (see "
+        "docs/configuration.md) or from a packaged recipe, e.g. `defaults: [image, _self_]`"
+    )

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlfactory.config.composition_errors import composition_error
+from mlfactory.config.composition_errors import (
+    check_recipe_keys,
+    composition_error,
+    defaults_of,
+)
 from mlfactory.config.constraints import check_dataclass
 from mlfactory.config.schema import MISSING, RecipeConfig, schema_type
 from mlfactory.errors import ConfigError
@@ -148,14 +153,19 @@ def _compose(config_dir: Path, config_name: str, overrides: list[str]) -> Recipe
     packaged = config_dir == RECIPES_DIR
     # A recipe file may start from a packaged recipe: `defaults: [mushrooms, _self_]`.
     search = [] if packaged else [f"hydra.searchpath=[{RECIPES_DIR.as_uri()}]"]
+    recipe_file = "" if packaged else str(config_dir / f"{config_name}.yaml")
     try:
-        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        with (
+            initialize_config_dir(config_dir=str(config_dir), version_base=None),
+            warnings.catch_warnings(),
+        ):
+            # Without `_self_` the file's own values come last, as intended: no chatter.
+            warnings.filterwarnings("ignore", "In '.*': Defaults list is missing `_self_`")
             composed = compose(config_name=config_name, overrides=[*search, *overrides])
         _fill_required(composed)
         typed = OmegaConf.merge(OmegaConf.structured(RecipeConfig), composed)
         config: RecipeConfig = OmegaConf.to_object(typed)  # type: ignore[assignment]
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        recipe_file = "" if packaged else str(config_dir / f"{config_name}.yaml")
         raise ConfigError(composition_error(exc, recipe_file, list_recipes())) from None
     return config
 
@@ -250,13 +260,21 @@ def _located(name_or_path: str) -> Iterator[tuple[Path, str]]:
 
 
 def check_recipe_file(path: Path) -> None:
-    """Refuse a recipe file that is empty, not YAML, not a mapping, or uses YAML aliases.
+    """Refuse a recipe file that is empty, not YAML, not a mapping, uses YAML aliases, has a
+    duplicate or unknown key (`composition_errors.check_recipe_keys`), or whose defaults list
+    leads back to itself; the recipe files it starts from are checked alike.
 
     The file is parsed event by event, never expanded, so an alias bomb costs nothing.
 
     Raises:
         ConfigError: one line with the file, the line and column, and what is wrong.
     """
+    _check_recipe_text(path)
+    _check_defaults_chain(path)
+
+
+def _check_recipe_text(path: Path) -> None:
+    """`check_recipe_file` for one file, its defaults list left unfollowed."""
     import yaml
 
     try:
@@ -282,6 +300,38 @@ def check_recipe_file(path: Path) -> None:
         raise ConfigError(f"{path}: the recipe file is empty: see docs/configuration.md")
     if not isinstance(starts[0], yaml.MappingStartEvent):
         raise ConfigError(f"{path}: a recipe must be a mapping of keys to values")
+    check_recipe_keys(path, yaml.compose(text, Loader=yaml.SafeLoader))
+
+
+def _check_defaults_chain(path: Path, chain: tuple[str, ...] = (), top: Path | None = None) -> None:
+    """Refuse a recipe file whose defaults list leads back to itself (Hydra would recurse).
+
+    An entry is looked up beside the file first, then among the packaged recipes (which
+    name only the schema), so only the files of the folder can form a circle.
+
+    Raises:
+        ConfigError: the file, the circle and how to break it.
+    """
+    chain = (*chain, path.stem)
+    for name in defaults_of(path) or []:
+        if name in chain:
+            if len(chain) == 1:
+                packaged = " (a file beside it comes before the packaged recipe)"
+                raise ConfigError(
+                    f"{path}: its defaults list names '{name}', which is this file itself"
+                    f"{packaged if name in list_recipes() else ''}: rename the file, "
+                    f"e.g. my-{name}.yaml"
+                )
+            circle = " -> ".join((*chain[chain.index(name) :], name))
+            raise ConfigError(
+                f"{top or path}: the defaults lists of the recipe files go round in a circle "
+                f"({circle}): remove one of these entries, or rename the file that should "
+                "start from a packaged recipe"
+            )
+        sibling = path.parent / f"{name}.yaml"
+        if sibling.is_file():
+            _check_recipe_text(sibling)
+            _check_defaults_chain(sibling, chain, top or path)
 
 
 def _prepare_override(override: str) -> str:
