@@ -15,6 +15,7 @@ import difflib
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlfactory.bundle import MAX_NAME_CHARS, MAX_VERSION_CHARS
@@ -83,6 +84,13 @@ class DataConfig:
         for name in ("source", "text_column", "label_column", "cache_dir"):
             if not str(getattr(self, name)).strip():
                 raise ConfigError(f"{prefix}{name}: must not be empty")
+        cache = Path(self.cache_dir).expanduser()
+        there = next((p for p in (cache, *cache.parents) if p.exists()), None)
+        if there is not None and not there.is_dir():  # else "Not a directory" once it is made
+            raise ConfigError(
+                f"{prefix}cache_dir: {there} is a file, not a folder: name a folder for the "
+                "prepared datasets"
+            )
 
 
 @dataclass
