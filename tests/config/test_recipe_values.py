@@ -106,6 +106,12 @@ def test_a_value_outside_its_rule_is_one_line_and_exit_2(recipe: str, key: str, 
         ("digits", ["trainer.max_epoch=3"], "did you mean 'trainer.max_epochs'"),
         ("digits", ["preprocess.colour=1"], "preprocess.colour: unknown key"),
         ("digits", [f"data.cache_dir={__file__}/c"], f"data.cache_dir: {__file__} is a file"),
+        (
+            "digits",
+            ["data.cache_dir=${oc.env:NOT_SET_ANYWHERE}"],
+            "data.cache_dir: the environment variable NOT_SET_ANYWHERE is not set: set it, or "
+            "give a default (${oc.env:NOT_SET_ANYWHERE,...})",
+        ),
     ],
 )
 def test_cross_field_rules_types_and_typos(

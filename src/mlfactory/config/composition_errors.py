@@ -26,11 +26,17 @@ def composition_error(
     """Hydra's or OmegaConf's refusal as one line: the key and what is wrong with its value,
     or the defaults entry of `recipe_file` that is neither beside it nor among `recipes` (the
     packaged ones); otherwise the informative lines of the message, joined."""
-    from omegaconf.errors import MissingMandatoryValue, ValidationError
+    from omegaconf.errors import (
+        InterpolationResolutionError,
+        MissingMandatoryValue,
+        ValidationError,
+    )
 
     untyped = _untyped_override(exc, recipe_file)
     if untyped:
         return untyped
+    if isinstance(exc, InterpolationResolutionError) and getattr(exc, "full_key", None):
+        return _unresolved(str(exc.full_key), exc)
     if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
         return f"{exc.full_key}: no value given: add {exc.full_key}=..."
     cause: BaseException | None = exc
@@ -130,6 +136,20 @@ def defaults_of(path: Path) -> list[str] | None:
             names = [item.value for item in value.value if isinstance(item, yaml.ScalarNode)]
             return [name.strip("/").removesuffix(".yaml") for name in names]
     return None
+
+
+def _unresolved(key: str, exc: BaseException) -> str:
+    """`${...}` in the value of `key` cannot be resolved: the innermost reason, and for an
+    environment variable that is not set, how to give one."""
+    reason = str(exc).split(": ", 1)[-1].strip('"')
+    unset = re.match(r"Environment variable '([^']+)' not found", reason)
+    if unset:
+        name = unset.group(1)
+        return (
+            f"{key}: the environment variable {name} is not set: set it, or give a default "
+            f"(${{oc.env:{name},...}})"
+        )
+    return f"{key}: its ${{...}} cannot be resolved: {reason}"
 
 
 def _untyped_override(exc: BaseException, recipe_file: str) -> str | None:
