@@ -117,7 +117,7 @@ def bundle_run(bundle: Bundle, recipe: Recipe, into_bundle: bool = True) -> Trac
         config = dataclasses.replace(config, tracking_uri=origin[0])
         run_id = origin[1] or run_id
     run = TrackedRun.find(config, run_id) if run_id else None
-    if run is not None or (not run_id and not (origin is not None and into_bundle)):
+    if run is not None:
         return run
     if origin is not None and into_bundle:
         what = f"MLflow run {run_id}" if run_id else "a bundle that names no MLflow run"
@@ -127,6 +127,8 @@ def bundle_run(bundle: Bundle, recipe: Recipe, into_bundle: bool = True) -> Trac
             "keep the results; copy it into a folder (mlfactory fetch TARGET --out FOLDER) and "
             "give that folder"
         )
+    if not run_id:  # a bundle trained without MLflow: nothing to say
+        return None
     hint, where = "MLFLOW_TRACKING_URI names the store", "the results are not logged to it"
     if origin is None:
         hint = "run from the folder it was trained in, or set tracking.tracking_uri"
@@ -134,7 +136,7 @@ def bundle_run(bundle: Bundle, recipe: Recipe, into_bundle: bool = True) -> Trac
     phase_log.warning(
         "MLflow run %s is not in %s (%s): %s", run_id, config.tracking_uri, hint, where
     )
-    return run
+    return None
 
 
 @contextmanager
