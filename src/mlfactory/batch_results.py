@@ -24,6 +24,7 @@ from rich.table import Table
 
 from mlfactory.batch_predict import Prediction, Skipped
 from mlfactory.errors import InputError
+from mlfactory.paths import is_within
 
 RESULT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 MAX_SKIPS_SHOWN = 100
@@ -108,7 +109,7 @@ def check_output(output: Path | None, bundle: Path, inputs: Iterable[Path]) -> N
     if output is None:
         return
     folder = bundle.resolve()
-    if output.resolve() == folder or folder in output.resolve().parents:
+    if is_within(output, folder):
         raise InputError(f"--output {output} is inside the bundle {bundle}: write it elsewhere")
     try:
         written = output.stat()
@@ -120,7 +121,7 @@ def check_output(output: Path | None, bundle: Path, inputs: Iterable[Path]) -> N
         except OSError:  # gone or unreadable: reading it reports that
             continue
         if same:
-            what = "the input" if folder not in path.resolve().parents else "the bundle's file"
+            what = "the bundle's file" if is_within(path, folder) else "the input"
             raise InputError(
                 f"--output {output} is {what} {path}: the results would overwrite it; "
                 "write them to another file"

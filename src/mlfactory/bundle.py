@@ -16,6 +16,7 @@ from typing import Any
 
 from mlfactory.errors import BundleError, ConfigError
 from mlfactory.modalities import Encoder, Modality, get_modality
+from mlfactory.paths import is_within
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -145,7 +146,7 @@ def copy_bundle(source: Path, out: Path) -> None:
             `out` cannot be written (`cannot write <out>: <reason>`), or a copy fails part-way
             (`cannot copy <file> to <out>: <reason>`); `out` is not created.
     """
-    if source.resolve() in out.resolve().parents or out.resolve() == source.resolve():
+    if is_within(out, source):
         raise BundleError(f"{out} is inside the bundle {source}: give a folder outside it")
     tmp = out.parent / f".{out.name[:64]}.{uuid.uuid4().hex[:8]}.tmp"  # short: any name fits
 

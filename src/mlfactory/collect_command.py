@@ -35,6 +35,7 @@ from mlfactory.modalities import Modality
 from mlfactory.monitor_command import check_log_tables, log_url_or_default, parse_since
 from mlfactory.monitoring.log_rows import decoded, json_text
 from mlfactory.monitoring.log_window import open_log
+from mlfactory.paths import is_within
 from mlfactory.serving.input_store import DamagedInput, InputStore
 from mlfactory.serving.log_database import database_reason
 from mlfactory.serving.log_tables import feedback, predictions
@@ -87,7 +88,7 @@ def collect_labelled(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MlfactoryError(f"--out {out}: it exists and is not an empty folder; choose another")
     for folder, what in ((bundle.path, "the bundle"), (store.folder, "the input store")):
-        if _within(out, folder):  # a file added to a bundle changes its digest
+        if is_within(out, folder):  # a file added to a bundle changes its digest
             raise MlfactoryError(f"--out {out} is inside {what} {folder}: write it elsewhere")
     cutoff = None if since is None else datetime.now(UTC) - parse_since(since)
     labelled, relabelled = _latest_labels(log_url_or_default(log), bundle.meta.name, cutoff)
@@ -134,12 +135,6 @@ def retrain_target(target: str) -> str:
     if target in list_recipes():
         return f"./{target}"
     return target
-
-
-def _within(path: Path, folder: Path) -> bool:
-    """Whether `path` is `folder` or inside it (links resolved)."""
-    where, folder = path.resolve(), folder.resolve()
-    return where == folder or folder in where.parents
 
 
 def _input_store(inputs: str | None) -> InputStore:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlfactory.errors import ConfigError
+from mlfactory.paths import is_within, same_file
 
 
 def check_report_path(out: Path, option: str, bundle: Path, log_url: str | None) -> None:
@@ -25,21 +26,13 @@ def check_report_path(out: Path, option: str, bundle: Path, log_url: str | None)
     """
     if out.is_dir():
         raise ConfigError(f"{option} {out} is a folder: give a file name, e.g. report.html")
-    where = out.resolve()
-    if bundle.resolve() in where.parents:
+    if is_within(out, bundle):
         raise ConfigError(
             f"{option} {out} is inside the bundle {bundle}: write the report elsewhere"
         )
     log_file = _sqlite_file(log_url)
-    if log_file is not None and _same_file(log_file, out):
+    if log_file is not None and same_file(log_file, out):
         raise ConfigError(f"{option} {out} is the prediction log: write the report elsewhere")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file: the same path, a symbolic link or a hard link."""
-    if a.resolve() == b.resolve():
-        return True
-    return a.exists() and b.exists() and a.samefile(b)
 
 
 def _sqlite_file(log_url: str | None) -> Path | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from mlfactory.bundle import META_FILE, Bundle, load_bundle
 from mlfactory.errors import BundleError
 from mlfactory.mlflow_store import tracking_uri
+from mlfactory.paths import is_within
 from mlfactory.registry import download_registered, download_run_bundle, is_model_uri
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -68,9 +69,8 @@ def fetched_from(bundle: Bundle) -> tuple[str, str | None] | None:
     """Where `resolve_bundle` fetched `bundle` from into a temporary folder: the tracking URI
     of the MLflow store and the run id it was fetched by (None for a registered version); None
     for a bundle on disk, which is its own."""
-    path = bundle.path.resolve()
     for folder, origin in _origins.items():
-        if path.is_relative_to(folder.resolve()):
+        if is_within(bundle.path, folder):
             return origin
     return None
 
