@@ -89,6 +89,23 @@ def test_an_image_beside_the_class_folders_is_reported(
     ]
 
 
+def test_an_empty_class_folder_added_after_the_source_was_read_is_reported(
+    make_digit_folder: Callable[..., Path], tmp_path: Path
+) -> None:
+    folder = make_digit_folder({"1": 3, "2": 3})
+    before = tree_signature(folder, IMAGE.file_suffixes)
+    assert data_command(folder, tmp_path).exit_code == 0
+    (folder / "7").mkdir()
+
+    assert tree_signature(folder, IMAGE.file_suffixes) != before  # the cached read is stale
+    result = data_command(folder, tmp_path)
+
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 item(s)" in result.output and "'7' is an empty folder" in result.output
+    (folder / "7").rmdir()
+    assert tree_signature(folder, IMAGE.file_suffixes) == before  # as it was without it
+
+
 def test_an_image_beside_the_class_folders_of_a_split_is_reported(
     make_digit_folder: Callable[..., Path], tmp_path: Path
 ) -> None:

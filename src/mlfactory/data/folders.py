@@ -38,7 +38,11 @@ def shown(path: str | Path) -> str:
 LINKED_FOLDER = "a link to a folder, not followed: copy the folder, or link its files"
 
 
-def iter_files(root: Path, unreadable: Callable[[Path, str], None] | None = None) -> Iterator[Path]:
+def iter_files(
+    root: Path,
+    unreadable: Callable[[Path, str], None] | None = None,
+    walked: list[Path] | None = None,
+) -> Iterator[Path]:
     """All visible files below `root`, in a stable (sorted) order.
 
     Args:
@@ -47,6 +51,8 @@ def iter_files(root: Path, unreadable: Callable[[Path, str], None] | None = None
             listed and the reason (`cannot read folder: Permission denied`), and with each link
             to a folder (not followed); the walk goes on without their files. None raises the
             `OSError` instead (and links to folders are left out).
+        walked: if given, each visible folder listed (`root` included) is added to it, in walk
+            order.
     """
 
     def onerror(exc: OSError) -> None:
@@ -57,6 +63,8 @@ def iter_files(root: Path, unreadable: Callable[[Path, str], None] | None = None
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if is_visible(d))
+        if walked is not None:
+            walked.append(Path(dirpath))
         for name in dirnames:  # os.walk lists links to folders but does not enter them
             if unreadable is not None and os.path.islink(os.path.join(dirpath, name)):
                 unreadable(Path(dirpath) / name, LINKED_FOLDER)
@@ -174,7 +182,9 @@ def unwrap(root: Path) -> Path:
 
 
 def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
-    """A hash of the file list, sizes and modification times below `root` (no content read).
+    """A hash of the file list, sizes and modification times below `root` (no content read),
+    and of the folders without a counted file (an empty class folder is reported when the
+    source is read, so adding or filling one changes the signature).
 
     Args:
         root: a folder or a single file.
@@ -186,7 +196,9 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
         line = f"{folder.relative_to(root).as_posix()}/\t{reason}\n"
         digest.update(line.encode(errors="surrogateescape"))
 
-    files = [root] if root.is_file() else iter_files(root, unreadable)
+    walked: list[Path] = []
+    files = [root] if root.is_file() else iter_files(root, unreadable, walked)
+    holding: set[Path] = set()
     for path in files:
         if suffixes is not None and path.suffix.lower() not in suffixes:
             continue
@@ -194,9 +206,14 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
             stat = path.stat()
         except OSError:
             continue
+        holding.add(path.parent)
         rel = path.name if path == root else path.relative_to(root).as_posix()
         # A name that is not UTF-8 hashes as its bytes; a UTF-8 one as before.
         digest.update(
             f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode(errors="surrogateescape")
         )
+    holding.update(above for folder in list(holding) for above in folder.parents)
+    for folder in walked[1:]:  # a tree without such folders keeps the signature it had
+        if folder not in holding:
+            unreadable(folder, "no file counted")
     return digest.hexdigest()[:16]
