@@ -105,6 +105,8 @@ def test_a_value_outside_its_rule_is_one_line_and_exit_2(recipe: str, key: str, 
         ("digits", ["trainer.max_epochs=3.5"], "trainer.max_epochs"),
         ("digits", ["trainer.max_epoch=3"], "did you mean 'trainer.max_epochs'"),
         ("digits", ["preprocess.colour=1"], "preprocess.colour: unknown key"),
+        ("digits", ["~data.source"], "~data.source: data.source cannot be deleted, every"),
+        ("news", ["~trainer.lr"], "~trainer.lr: trainer.lr cannot be deleted"),
         ("digits", [f"data.cache_dir={__file__}/c"], f"data.cache_dir: {__file__} is a file"),
         (
             "digits",

@@ -39,6 +39,9 @@ def composition_error(
         return _unresolved(str(exc.full_key), exc)
     if isinstance(exc, MissingMandatoryValue) and getattr(exc, "full_key", None):
         return f"{exc.full_key}: no value given: add {exc.full_key}=..."
+    undeletable = _undeletable(exc)
+    if undeletable:
+        return undeletable
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ValidationError):
         # Hydra wraps OmegaConf's error in its own, or raises its own while handling it (a
@@ -135,6 +138,20 @@ def defaults_of(path: Path) -> list[str] | None:
         if getattr(key, "value", None) == "defaults" and isinstance(value, yaml.SequenceNode):
             names = [item.value for item in value.value if isinstance(item, yaml.ScalarNode)]
             return [name.strip("/").removesuffix(".yaml") for name in names]
+    return None
+
+
+def _undeletable(exc: BaseException) -> str | None:
+    """Why `~KEY` of a key every recipe has fails: a key of the schema cannot be deleted."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        key = getattr(cause, "full_key", None)
+        if key and "does not support deletion" in str(cause):
+            return (
+                f"~{key}: {key} cannot be deleted, every recipe has it: set it instead "
+                f"({key}=...), or leave it out to keep the recipe's value"
+            )
+        cause = cause.__cause__ or cause.__context__
     return None
 
 
