@@ -139,3 +139,25 @@ def test_text_tree_without_usable_tables(tmp_path: Path) -> None:
     (tmp_path / "t" / "data.csv").write_text("review,stars\ngood,5\n")
     with pytest.raises(DataError, match=r"no table under .* can be used: column 'text'.*'review'"):
         read_tree(tmp_path / "t", _ctx("x", tmp_path, modality="text"))
+
+
+def test_a_stray_table_among_class_folders_of_texts_says_why_the_texts_were_not_read(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "texts"
+    for n, line in enumerate(reuters_sample.read_text().splitlines()[:6]):
+        row = json.loads(line)
+        (root / row["label"]).mkdir(parents=True, exist_ok=True)
+        (root / row["label"] / f"{n}.TXT").write_text(row["text"])
+    (root / row["label"] / "counts.csv").write_text("word,count\noil,12\n")
+
+    with pytest.raises(DataError) as refused:
+        read_tree(root, _ctx("x", tmp_path, modality="text"))
+
+    assert "column 'text' (data.text_column) not found" in str(refused.value)
+    assert str(refused.value).endswith(
+        "so its 6 text file(s) were not read: to read the class folders' text files, move the "
+        "tables out of the folder)"
+    )
+    (root / row["label"] / "counts.csv").unlink()
+    assert len(read_tree(root, _ctx("x", tmp_path, modality="text")).items) == 6

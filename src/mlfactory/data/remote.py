@@ -52,8 +52,20 @@ def read_tree(root: Path, ctx: SourceContext, unwrap_root: bool = True) -> RawSo
             errors.append(str(exc))
             result.skipped.append(skip(table, f"table left out: {exc}"))
     if len(errors) == len(tables):
-        raise DataError(f"no table under {root} can be used: {errors[0]}")
+        raise DataError(f"no table under {root} can be used: {errors[0]}{_texts_beside(root, ctx)}")
     return result
+
+
+def _texts_beside(root: Path, ctx: SourceContext) -> str:
+    """A hint for a folder of text files that the unusable tables among them hide."""
+    suffixes = ctx.modality.file_suffixes
+    texts = sum(1 for path in iter_files(root, lambda *_: None) if path.suffix.lower() in suffixes)
+    if not texts:
+        return ""
+    return (
+        f" (a folder holding tables is read as tables, so its {texts} text file(s) were not "
+        "read: to read the class folders' text files, move the tables out of the folder)"
+    )
 
 
 def parse_url_source(source: str) -> tuple[str, str | None]:
