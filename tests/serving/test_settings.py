@@ -117,6 +117,13 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MLFACTORY_MONITOR_LEVEL", "1e-5", r"MONITOR_LEVEL: 1e-05 must be at least 0.001 and"),
         ("MLFACTORY_MONITOR_LEVEL", "5", r"MLFACTORY_MONITOR_LEVEL: 5.0 must be at least 0.001"),
         ("MLFACTORY_MONITOR_LEVEL", "1%", r"MLFACTORY_MONITOR_LEVEL: '1%' is not a number"),
+        # A request holds at most 1,000 parts: more files could never be sent.
+        ("MLFACTORY_MAX_FILES", "5000", r"MLFACTORY_MAX_FILES: 5000 must be 1 to 1000"),
+        # As the reports' `last`: a window that large would not fit in memory.
+        ("MLFACTORY_MONITOR_WINDOW", "1e9", "'1e9' is not an integer"),
+        ("MLFACTORY_MONITOR_WINDOW", "100001", "MONITOR_WINDOW: 100001 must be 1 to 100000"),
+        ("MLFACTORY_KEEP_ALIVE_TIMEOUT_S", "3601", r"TIMEOUT_S: 3601.0 must be 0.1 to 3600"),
+        ("MLFACTORY_KEEP_ALIVE_TIMEOUT_S", "nan", r"TIMEOUT_S: nan must be 0.1 to 3600"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str, expected: str) -> None:
@@ -130,7 +137,7 @@ def test_env_name() -> None:
 
 @pytest.mark.parametrize(
     ("value", "schedule"),
-    [("60s", (0, 60.0)), ("0.5s", (0, 0.5)), ("1000", (1000, 0.0)), ("1_000", (1000, 0.0))],
+    [("60s", (0, 60.0)), ("1.5s", (0, 1.5)), ("1000", (1000, 0.0)), ("1_000", (1000, 0.0))],
 )
 def test_the_monitor_schedule_is_predictions_or_seconds(
     value: str, schedule: tuple[int, float]
@@ -145,6 +152,14 @@ def test_the_monitor_schedule_is_predictions_or_seconds(
 def test_a_bad_monitor_schedule_names_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=r"MLFACTORY_MONITOR_EVERY: .* neither"):
         ServingSettings.from_env({"MLFACTORY_MONITOR_EVERY": value})
+
+
+@pytest.mark.parametrize("value", ["0.000001s", "0.9s", "691200s", "infs", "1e400s"])
+def test_a_monitor_schedule_too_often_or_never_is_refused(value: str) -> None:
+    """More often than every second the check spins on a core; `inf` would never check."""
+    with pytest.raises(ConfigError, match=r"MONITOR_EVERY: .*: check at most every second and"):
+        ServingSettings.from_env({"MLFACTORY_MONITOR_EVERY": value})
+    assert monitor_schedule("1s") == (0, 1.0) and monitor_schedule("604800s") == (0, 604800.0)
 
 
 def test_log_retention_is_off_by_default_or_a_duration() -> None:
@@ -178,7 +193,10 @@ def test_a_misspelt_or_unknown_variable_is_named_at_start_up() -> None:
     }
     assert unknown_variables_warning(environ) == (
         "no setting is named MLFACTORY_MAX_UPLOAD_BYTE (did you mean MLFACTORY_MAX_UPLOAD_BYTES?), "
-        "MLFACTORY_UNRELATED: the variable is ignored"
+        "MLFACTORY_UNRELATED: the variables are ignored"
+    )
+    assert unknown_variables_warning({"MLFACTORY_PORT": "8000"}) == (
+        "no setting is named MLFACTORY_PORT: the variable is ignored"
     )
     assert unknown_variables_warning({"MLFACTORY_WORKERS": "2", "HOME": "/root"}) is None
 

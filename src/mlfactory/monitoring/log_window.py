@@ -36,11 +36,11 @@ from mlfactory.monitoring.log_rows import decoded, embedding, json_text, numbers
 from mlfactory.monitoring.report import Window
 from mlfactory.serving.log_database import connect_args, database_reason, driver_package
 from mlfactory.serving.log_tables import feedback, predictions
+from mlfactory.serving.settings import MAX_WINDOW_ROWS
 
-# A window without `last`: the latest 1,000 predictions, or with a period the latest 100,000
-# of it (about 0.5 GB of float32 embeddings at 1,280 wide, and seconds of checks).
+# A window without `last`: the latest 1,000 predictions, or with a period the latest
+# MAX_WINDOW_ROWS of it.
 DEFAULT_WINDOW_ROWS = 1000
-MAX_WINDOW_ROWS = 100_000
 READ_COLUMNS = (
     "id",
     "ts",

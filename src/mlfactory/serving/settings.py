@@ -7,6 +7,7 @@ may come from), so the same settings reach every uvicorn worker process.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -41,10 +42,50 @@ DEFAULT_LOG_URL = "sqlite:///predictions.db"
 MAX_WAIT_LIMIT_MS = 1000.0
 # Connection timeouts are seconds: anything longer lets idle or slow clients pile up.
 MAX_TIMEOUT_S = 600.0
+# Keep-alive may be longer: a load balancer in front reuses its connections for up to 600 s
+# (Google's), and the server must keep them open longer than that (docs/deployment.md).
+MAX_KEEP_ALIVE_S = 3600.0
+# One part per file: a request holds at most this many parts (uploads.MAX_PARTS).
+MAX_FILES_LIMIT = 1000
+# The most predictions one window reads (the reports' `last`, `monitor --last`, the background
+# check): about 0.5 GB of float32 embeddings at 1,280 wide, and seconds of checks.
+MAX_WINDOW_ROWS = 100_000
+# The background check by time: more often than every second reads the window again and again
+# for little news; more than a week apart is as good as off (say 0 then).
+MONITOR_SECONDS = (1.0, 7 * 24 * 3600.0)
 # The strictest drift level the server checks at: a stricter one draws more permutations
 # (up to 20,000 a check, 9 times the 2,199 of level 0.01; docs/benchmarks.md, "The verdict at a
 # strict level"), and a history request checks up to 100 buckets.
 MIN_MONITOR_LEVEL = 0.001
+
+# Each number's bounds (inclusive) and how its error says them.
+BOUNDS: dict[str, tuple[float, float, str]] = {
+    **{
+        name: (1, math.inf, "must be >= 1")
+        for name in (
+            "max_upload_bytes",
+            "max_text_chars",
+            "max_request_bytes",
+            "max_batch_size",
+            "workers",
+            "max_connections",
+            "admin_failures_per_minute",
+        )
+    },
+    "max_files": (1, MAX_FILES_LIMIT, f"must be 1 to {MAX_FILES_LIMIT}"),
+    "monitor_window": (1, MAX_WINDOW_ROWS, f"must be 1 to {MAX_WINDOW_ROWS}"),
+    "header_timeout_s": (0.1, MAX_TIMEOUT_S, f"must be 0.1 to {MAX_TIMEOUT_S:g} (seconds)"),
+    "body_timeout_s": (0.1, MAX_TIMEOUT_S, f"must be 0.1 to {MAX_TIMEOUT_S:g} (seconds)"),
+    "keep_alive_timeout_s": (
+        0.1,
+        MAX_KEEP_ALIVE_S,
+        f"must be 0.1 to {MAX_KEEP_ALIVE_S:g} (seconds)",
+    ),
+    "max_header_bytes": (1024, MEGABYTE, f"must be 1024 to {MEGABYTE}"),
+    "ort_intra_op_threads": (0, math.inf, "must be >= 0"),
+    "ort_inter_op_threads": (0, math.inf, "must be >= 0"),
+    "max_wait_ms": (0, MAX_WAIT_LIMIT_MS, f"must be 0 to {MAX_WAIT_LIMIT_MS:g}"),
+}
 
 
 @dataclass(frozen=True)
@@ -133,19 +174,9 @@ class ServingSettings:
     input_store: str = ""
 
     def __post_init__(self) -> None:
-        positive = ("max_upload_bytes", "max_files", "max_text_chars", "max_request_bytes")
-        more = ("max_batch_size", "workers", "max_connections", "admin_failures_per_minute")
-        for name in (*positive, *more, "monitor_window"):
-            _check(name, getattr(self, name), getattr(self, name) >= 1, "must be >= 1")
-        for name in ("keep_alive_timeout_s", "header_timeout_s", "body_timeout_s"):
+        for name, (low, high, requirement) in BOUNDS.items():
             value = getattr(self, name)
-            _check(name, value, 0.1 <= value <= MAX_TIMEOUT_S, "must be 0.1 to 600 (seconds)")
-        header = self.max_header_bytes
-        _check("max_header_bytes", header, 1024 <= header <= MEGABYTE, "must be 1024 to 1048576")
-        for name in ("ort_intra_op_threads", "ort_inter_op_threads"):
-            _check(name, getattr(self, name), getattr(self, name) >= 0, "must be >= 0")
-        wait = self.max_wait_ms
-        _check("max_wait_ms", wait, 0 <= wait <= MAX_WAIT_LIMIT_MS, "must be 0 to 1000")
+            _check(name, value, low <= value <= high, requirement)
         level = self.monitor_level
         requirement = f"must be at least {MIN_MONITOR_LEVEL:g} and below 1, e.g. 0.01"
         _check("monitor_level", level, MIN_MONITOR_LEVEL <= level < 1, requirement)
@@ -188,14 +219,21 @@ def monitor_schedule(every: str) -> tuple[int, float]:
     """`monitor_every` as (predictions, seconds); 0 where that trigger is off.
 
     Raises:
-        ConfigError: not a whole number of predictions, or seconds ending in `s`.
+        ConfigError: not a whole number of predictions, or seconds ending in `s`; or seconds
+            outside `MONITOR_SECONDS`.
     """
     text = every.strip().lower()
     try:
         if text.endswith("s"):
             seconds = float(text[:-1])
-            if seconds > 0:
+            low, high = MONITOR_SECONDS
+            if low <= seconds <= high:
                 return 0, seconds
+            if seconds > 0:  # inf too
+                raise ConfigError(
+                    f"{env_name('monitor_every')}: '{every}': check at most every second and at "
+                    f"least once a week ({low:g}s to {high:g}s), or give 0 to turn it off"
+                )
         elif int(text) >= 0:
             return int(text), 0.0
     except ValueError:
@@ -251,7 +289,8 @@ def unknown_variables_warning(environ: Mapping[str, str] | None = None) -> str |
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         named.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    return f"no setting is named {', '.join(named)}: the variable is ignored"
+    ignored = "the variables are ignored" if len(named) > 1 else "the variable is ignored"
+    return f"no setting is named {', '.join(named)}: {ignored}"
 
 
 def env_name(field_name: str) -> str:

@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from mlfactory.errors import InputError
 from mlfactory.serving.schemas import FILES_FIELD
-from mlfactory.serving.settings import ServingSettings
+from mlfactory.serving.settings import MAX_FILES_LIMIT, ServingSettings
 
 # python-multipart logs each malformed body as a warning of its own, with no request to tie it
 # to; the client gets the reason in its 422, and the access log has the request.
@@ -35,8 +35,8 @@ logging.getLogger("python_multipart").setLevel(logging.ERROR)
 MULTIPART = "multipart/form-data"
 MAX_FILENAME_SHOWN = 80
 # Parts of any field in one body (Starlette's default for forms): thousands of tiny form
-# fields fit in the body limit, and each one costs parsing.
-MAX_PARTS = 1000
+# fields fit in the body limit, and each one costs parsing. MLFACTORY_MAX_FILES goes up to it.
+MAX_PARTS = MAX_FILES_LIMIT
 EXTENDED_FILENAME = re.compile(r"(?i)(?:^|;)\s*filename\*\s*=\s*([^;]*)")
 
 
