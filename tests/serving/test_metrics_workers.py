@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from mlfactory.errors import ConfigError
 from mlfactory.serving.multiprocess_metrics import MULTIPROC_ENV, metrics_dir
 
 from .conftest import DigitImage
@@ -140,3 +142,21 @@ def test_a_given_metrics_folder_is_emptied_and_kept(
         assert folder == given
         assert sorted(p.name for p in given.iterdir()) == ["notes.txt"]
     assert given.is_dir() and os.environ[MULTIPROC_ENV] == str(given)
+
+
+def test_no_writable_metrics_folder_is_one_line_saying_how_to_give_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a read-only root file system (Kubernetes' readOnlyRootFilesystem) without /tmp."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker))
+    with pytest.raises(ConfigError) as refused, metrics_dir(2):
+        pass
+    assert str(refused.value).startswith("--workers 2: the workers share their metrics in files")
+    assert f"set {MULTIPROC_ENV} to a writable folder" in str(refused.value)
+    monkeypatch.setenv(MULTIPROC_ENV, str(blocker / "metrics"))
+    given = f"^{MULTIPROC_ENV}={blocker}/metrics: the workers"
+    with pytest.raises(ConfigError, match=given), metrics_dir(2):
+        pass

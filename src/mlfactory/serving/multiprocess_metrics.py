@@ -39,6 +39,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from mlfactory.errors import ConfigError
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The files of `live*` gauges, which name the process that wrote them.
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
@@ -54,6 +56,14 @@ def multiprocess_dir() -> Path | None:
     return Path(folder) if folder else None
 
 
+def _unwritable(exc: OSError) -> str:
+    return (
+        f"the workers share their metrics in files, and no folder for them can be written "
+        f"({exc.strerror or exc}): set {MULTIPROC_ENV} to a writable folder (in Kubernetes, "
+        "an emptyDir volume mounted there), or serve with one worker"
+    )
+
+
 @contextmanager
 def metrics_dir(workers: int) -> Iterator[Path | None]:
     """Set up the multiprocess folder for one server start, and clean it up afterwards.
@@ -62,18 +72,28 @@ def metrics_dir(workers: int) -> Iterator[Path | None]:
     created if needed and emptied of old metric files. Otherwise, with more than one worker, a
     new temporary folder is made, named in the environment the workers inherit, and removed
     when the server stops. One worker and no variable: nothing to do (None).
+
+    Raises:
+        ConfigError: the folder cannot be made or emptied (a read-only file system), named
+            with how to give a writable one.
     """
     given = multiprocess_dir()
     if given is not None:
-        given.mkdir(parents=True, exist_ok=True)
-        for old in given.glob("*.db"):
-            old.unlink()
+        try:
+            given.mkdir(parents=True, exist_ok=True)
+            for old in given.glob("*.db"):
+                old.unlink()
+        except OSError as exc:
+            raise ConfigError(f"{MULTIPROC_ENV}={given}: {_unwritable(exc)}") from None
         yield given
         return
     if workers <= 1:
         yield None
         return
-    folder = Path(tempfile.mkdtemp(prefix="mlfactory-metrics-"))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="mlfactory-metrics-"))
+    except OSError as exc:
+        raise ConfigError(f"--workers {workers}: {_unwritable(exc)}") from None
     os.environ[MULTIPROC_ENV] = str(folder)
     try:
         yield folder
