@@ -61,7 +61,8 @@ def test_the_reports_and_feedback_want_the_token(
     for method, path in GUARDED:
         body = {"request_id": request_id, "label": "0"} if method == "POST" else None
         response = guarded.request(method, path, headers=headers, json=body)
-        assert_error(response, 401, "missing or wrong monitoring token", "Bearer <token>")
+        said = "wrong monitoring token" if headers else "missing monitoring token"
+        assert_error(response, 401, said, "Bearer <token>")
         assert response.headers["www-authenticate"] == "Bearer"
     # nothing was stored by the refused feedback
     report = guarded.get("/v1/monitoring/drift", headers=AUTH).json()
@@ -129,6 +130,28 @@ def test_failed_tries_are_throttled_per_address_and_logged(
     ]
     assert all(token not in caplog.text for token in tokens.values())
     assert "guess-number-n" not in caplog.text
+
+
+def test_requests_without_a_token_are_refused_but_lock_no_one_out(
+    monitored_digits: Any, log_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that does not know of the token (a UI started without it) guesses nothing: it
+    must not lock out the clients at its address that carry the token."""
+    settings = {"monitor_token": TOKEN, "admin_token": ADMIN_TOKEN, "admin_failures_per_minute": 3}
+    with (
+        guarded_app(monitored_digits.bundle.path, log_url, **settings) as client,
+        caplog.at_level(logging.WARNING, logger="mlfactory.serving.auth"),
+    ):
+        for _ in range(10):
+            refused = client.get("/v1/monitoring/drift")
+            assert_error(refused, 401, "missing monitoring token: send 'Authorization: Bearer")
+            assert refused.headers["www-authenticate"] == "Bearer"
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.get("/v1/monitoring/drift", headers=right).status_code == 200
+        wrong = {"Authorization": "Bearer guess-number-n"}
+        assert_error(client.get("/v1/monitoring/drift", headers=wrong), 401, "wrong monitoring")
+        assert_error(client.post("/v1/admin/reload", headers={"Authorization": ""}), 401, "wrong")
+    assert "authentication failed from testclient (2 in the last minute)" in caplog.text
 
 
 def test_the_openapi_document_shows_the_scheme_and_the_refusals(guarded: TestClient) -> None:

@@ -43,7 +43,7 @@ def test_the_monitoring_token_goes_with_every_call(tmp_path: Path) -> None:
             ApiClient(server.url).feedback(request_id, 0, "crude")
         assert refused.value.status == 401
         assert str(refused.value) == (
-            "missing or wrong monitoring token: send 'Authorization: Bearer <token>' (401): "
+            "missing monitoring token: send 'Authorization: Bearer <token>' (401): "
             "start `mlfactory ui` with MLFACTORY_MONITOR_TOKEN set to the server's"
         )
 

@@ -159,7 +159,7 @@ def test_a_ui_without_the_servers_token_says_how_to_get_in(
         chromium.get(f"{ui.url}/monitoring")
         alert = wait_for(chromium, "[data-testid='stAlertContentError']").text
         assert alert == (
-            "missing or wrong monitoring token: send 'Authorization: Bearer <token>' (401): "
+            "missing monitoring token: send 'Authorization: Bearer <token>' (401): "
             "start mlfactory ui with MLFACTORY_MONITOR_TOKEN set to the server's"
         )
         assert "Traceback" not in main_text(chromium)

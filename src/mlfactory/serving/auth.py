@@ -8,9 +8,12 @@ Two tokens, each from the environment (`ServingSettings`), compared in constant 
   writes the labels live accuracy and its alerts are computed from). Unset, they are open, as
   on a laptop; a server others can reach sets it.
 
-Each failed authentication is logged with the client's address (never the token sent), and an
-address with `admin_failures_per_minute` failures in the last minute gets 429 (with
-`Retry-After`) without its token being checked, so tokens cannot be guessed at speed.
+Each failed authentication (a wrong token) is logged with the client's address (never the token
+sent), and an address with `admin_failures_per_minute` failures in the last minute gets 429 (with
+`Retry-After`) without its token being checked, so tokens cannot be guessed at speed. A request
+without a token guesses nothing: it gets 401 and is not counted, so a client that does not know
+of the token (a UI started without it, a curl) cannot lock out the address it shares with
+clients that do.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def check_token(request: Request, token: str, name: str) -> None:
 
     Raises:
         HTTPException: 429 when its address failed too often in the last minute (its header
-            is not even read), 401 when the header is missing or wrong (a failure counted).
+            is not even read), 401 when the header is missing (not counted) or its token is
+            wrong (a failure counted).
     """
     throttle: AuthThrottle = request.app.state.auth_throttle
     client = request.client.host if request.client else "unknown"
@@ -89,7 +93,14 @@ def check_token(request: Request, token: str, name: str) -> None:
             f"too many failed {name} authentications from {client}; retry in {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
-    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    header = request.headers.get("authorization")
+    if header is None:
+        raise HTTPException(
+            401,
+            f"missing {name} token: send 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    scheme, _, given = header.partition(" ")
     if scheme.lower() == "bearer" and secrets.compare_digest(
         given.strip().encode(), token.encode()
     ):
@@ -98,7 +109,7 @@ def check_token(request: Request, token: str, name: str) -> None:
     log.warning("%s authentication failed from %s (%d in the last minute)", name, client, failures)
     raise HTTPException(
         401,
-        f"missing or wrong {name} token: send 'Authorization: Bearer <token>'",
+        f"wrong {name} token: send 'Authorization: Bearer <token>'",
         headers={"WWW-Authenticate": "Bearer"},
     )
 
