@@ -26,7 +26,15 @@ import numpy as np
 
 from mlfactory.config.constraints import bounded
 from mlfactory.errors import ConfigError, InputError
-from mlfactory.modalities.base import ApiInput, Augment, Baseline, Encoder, Modality, rounded
+from mlfactory.modalities.base import (
+    EMPTY_FILE,
+    ApiInput,
+    Augment,
+    Baseline,
+    Encoder,
+    Modality,
+    rounded,
+)
 from mlfactory.modalities.log_mel import fix_length, frame_count, log_mel, mel_filterbank, resample
 
 INPUT_NAME = "log_mel"
@@ -88,7 +96,7 @@ def load_waveform(data: bytes, params: Mapping[str, Any]) -> np.ndarray:
     import soundfile
 
     if not data:
-        raise InputError("empty file: it has no bytes", 422)
+        raise InputError(EMPTY_FILE, 422)
     target_rate = int(params["sample_rate"])
     clip_seconds = float(params["clip_seconds"])
     try:
@@ -193,7 +201,7 @@ def check_audio_file(data: bytes) -> str | None:
     import soundfile
 
     if not data:
-        return "empty file"
+        return EMPTY_FILE
     try:
         with soundfile.SoundFile(io.BytesIO(data)) as audio:
             # Serving refuses longer recordings (413): training on one would fail in the loader.

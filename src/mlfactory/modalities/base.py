@@ -27,6 +27,8 @@ from mlfactory.errors import InputError
 log = logging.getLogger(__name__)
 
 Augment = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
+# Why a file of no bytes is refused: by the server, by the data check and by the UI alike.
+EMPTY_FILE = "empty file: it has no bytes"
 
 
 class Encoder(Protocol):

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mlfactory.config.constraints import bounded
 from mlfactory.errors import ConfigError, InputError
 from mlfactory.modalities.base import (
+    EMPTY_FILE,
     ApiInput,
     Augment,
     Baseline,
@@ -104,7 +105,7 @@ def decode_image(
             as 8-bit RGB (415, 422), or a truncated/corrupt file (422).
     """
     if not data:
-        raise InputError("empty file: it has no bytes", 422)
+        raise InputError(EMPTY_FILE, 422)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
