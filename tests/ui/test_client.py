@@ -57,16 +57,56 @@ def test_an_unreachable_api_is_one_sentence() -> None:
     assert str(unreachable.value).endswith("is `mlfactory serve` running there?")
 
 
-def test_ui_refuses_an_api_that_is_not_a_url() -> None:
+def test_an_address_httpx_refuses_is_one_sentence() -> None:
+    """An `mlfactory.ui.client.ApiClient` made some other way than by `mlfactory ui`, whose
+    checks refuse such an address first."""
+    with pytest.raises(ApiError) as invalid:
+        ApiClient("http://127.0.0.1:abc").model()
+    assert invalid.value.status is None
+    assert str(invalid.value) == (
+        "the API's address http://127.0.0.1:abc is not a valid URL (Invalid port: 'abc'): "
+        "start `mlfactory ui` with --api set to the server's, e.g. http://127.0.0.1:8000"
+    )
+
+
+@pytest.mark.parametrize(
+    ("api", "problem"),
+    [
+        ("localhost:8000", "is not an http(s) URL, e.g. http://127.0.0.1:8000"),
+        ("ftp://127.0.0.1:8000", "is not an http(s) URL, e.g. http://127.0.0.1:8000"),
+        (
+            "http://127.0.0.1:abc",
+            "is not a valid URL (Port could not be cast to integer value "
+            "as 'abc'), e.g. http://127.0.0.1:8000",
+        ),
+        ("http://[::1", "is not a valid URL (Invalid IPv6 URL), e.g. http://127.0.0.1:8000"),
+        (
+            "http://127.0.0.1:70000",
+            "is not a valid URL (Port out of range 0-65535), e.g. http://127.0.0.1:8000",
+        ),
+        ("http://127.0.0.1:0", ": the port must be 1 to 65535"),
+        ("http://:8000", "names no host, e.g. http://127.0.0.1:8000"),
+        (
+            "http://127.0.0.1:8000/?x=1",
+            "has a query or fragment: give the server's base URL, e.g. http://127.0.0.1:8000",
+        ),
+        (
+            "http://127.0.0.1:8000#top",
+            "has a query or fragment: give the server's base URL, e.g. http://127.0.0.1:8000",
+        ),
+    ],
+)
+def test_ui_refuses_an_api_it_could_not_call(api: str, problem: str) -> None:
+    """One `error:` line and exit code 2, before Streamlit starts."""
     from typer.testing import CliRunner
 
     from mlfactory.cli import app
 
-    result = CliRunner().invoke(app, ["ui", "--api", "localhost:8000"])
-    assert result.exit_code == 2
-    assert result.output.strip() == (
-        "error: --api 'localhost:8000' is not an http(s) URL, e.g. http://127.0.0.1:8000"
-    )
+    result = CliRunner().invoke(app, ["ui", "--api", api])
+    assert result.exit_code == 2, result.output
+    separator = "" if problem.startswith(":") else " "
+    assert result.output.strip() == f"error: --api {api!r}{separator}{problem}"
+    assert "Traceback" not in result.output
 
 
 def test_ui_on_a_port_another_server_holds_is_one_line() -> None:

@@ -1,7 +1,8 @@
 """The web UI's only way to the model: the server's HTTP API, through `httpx`.
 
 Every call returns decoded JSON or raises `ApiError`, whose message is one sentence a page can
-show as it is: the API's own `detail` for a refused request, or why the API could not be reached.
+show as it is: the API's own `detail` for a refused request, or why the API could not be reached
+(or called at all: an address `httpx` refuses, any other `httpx` error).
 """
 
 from __future__ import annotations
@@ -104,6 +105,16 @@ class ApiClient:
             raise ApiError(
                 f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc}); "
                 "is `mlfactory serve` running there?"
+            ) from None
+        except httpx.InvalidURL as exc:
+            raise ApiError(
+                f"the API's address {self.base_url} is not a valid URL ({exc}): start "
+                "`mlfactory ui` with --api set to the server's, e.g. http://127.0.0.1:8000"
+            ) from None
+        except (httpx.HTTPError, httpx.StreamError, httpx.CookieConflict) as exc:
+            raise ApiError(
+                f"{method} {path} to the API at {self.base_url} failed "
+                f"({type(exc).__name__}: {exc})"
             ) from None
         if response.status_code >= 400:
             raise ApiError(_refusal(method, path, response), response.status_code)
