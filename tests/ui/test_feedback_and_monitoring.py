@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image, ImageOps
@@ -54,50 +55,22 @@ def test_the_monitoring_page_shows_checks_and_history(
     chromium: WebDriver, image_deployment: Deployment, trained_digits: TrainResult, tmp_path: Path
 ) -> None:
     image = image_deployment
-    digits = sorted(write_digit_folder(tmp_path / "d", 5, offset=PER_CLASS + 20).glob("*/*.png"))
-    # a third of them inverted: drift, and a note on what the estimated accuracy assumes
-    inverted = sorted(write_digit_folder(tmp_path / "i", 3, offset=PER_CLASS + 30).glob("*/*.png"))
-    for path in inverted:
-        ImageOps.invert(Image.open(path)).save(path)
-    digits = inverted + digits
-    for start in range(0, len(digits), 10):
-        files = [("files", (p.name, p.read_bytes())) for p in digits[start : start + 10]]
-        assert httpx.post(f"{image.api.url}/v1/predict", files=files, timeout=30).is_success
+    send_digits(image, tmp_path)
     # the server wants its monitoring token, which the UI was started with
     assert httpx.get(f"{image.api.url}/v1/monitoring/drift").status_code == 401
     drift_url = f"{image.api.url}/v1/monitoring/drift"
     drift = httpx.get(drift_url, params={"last": 1000}, headers=image.auth).json()
+    # the true label of the most out-of-distribution input, sent back: listed with it
+    top = drift["ood"]["flagged"][0]
+    sent = {"request_id": top["request_id"], "input_index": top["input_index"], "label": "3"}
+    feedback_url = f"{image.api.url}/v1/feedback"
+    assert httpx.post(feedback_url, json=sent, headers=image.auth, timeout=30).is_success
+    drift = httpx.get(drift_url, params={"last": 1000}, headers=image.auth).json()
+    assert drift["ood"]["flagged"][0]["true_label"] == "3"
     chromium.get(f"{image.ui.url}/monitoring")
     wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
     wait_for_text(chromium, window_span(drift["window"]))  # "from ... to ... UTC"
-    checks = wait_for(chromium, "[data-testid='stTable']")
-    table = checks.text
-    assert all(check["name"] in table for check in drift["checks"])
-    # each check's verdict: drift, no drift, or why it did not run
-    cells = [row.text.split() for row in checks.find_elements(By.CSS_SELECTOR, "tbody tr")]
-    rows = {words[0]: " ".join(words) for words in cells if words}
-    for check in drift["checks"]:
-        assert check["status"] in rows[check["name"]], rows[check["name"]]
-    assert "nan" not in table and "None" not in table
-    assert drift["drift"] is True and len(drift["notes"]) == 1
-    # at the server's level: the verdict of its gauges and alerts
-    wait_for_text(chromium, f"Drift detected (at level {drift['level']:.4g}, holm-corrected)")
-    wait_for_text(chromium, drift["notes"][0])
-    wait_for_text(chromium, "predicted share against the reference, live accuracy")
-    tables = chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stTable']")
-    assert len(tables) == 3 and "predicted, window" in tables[1].text
-    shown = f"{100 * drift['labels'][0]['window_share']:.1f}%"
-    assert shown in tables[1].text
-    assert all(row["label"] in tables[1].text for row in drift["labels"])
-    # no live accuracy without feedback: a dash, not a list bullet drawn from "-"
-    assert "\u2013" in tables[1].text
-    assert not tables[1].find_elements(By.CSS_SELECTOR, "li")
-    # the inverted digits, flagged: listed by the request that sent them, to find and label
-    wait_for_text(chromium, "Most out-of-distribution inputs")
-    flagged = drift["ood"]["flagged"]
-    assert len(flagged) == 10 and flagged[0]["request_id"] in tables[2].text
-    assert f"{flagged[0]['ood_score']:.4g}" in tables[2].text
-    assert utc_time(flagged[0]["time"]) in tables[2].text  # to the second, UTC
+    check_tables(chromium, drift)
     wait_for_text(chromium, "Over time")
     assert len(chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")) >= 4
     # the p-values over time, drawn against the verdict's level as the page draws them
@@ -116,7 +89,64 @@ def test_the_monitoring_page_shows_checks_and_history(
     click_button(chromium, "Refresh")
     wait_for_text(chromium, f"The last {drift['window']['n']} predictions")
     wait_for_text(chromium, window_span(drift["window"]))  # "from ... to ... UTC"
+    check_periods(chromium, image, drift["window"]["n"])
 
+
+def send_digits(image: Deployment, folder: Path) -> None:
+    """50 held-out digits in requests of 10, a third of them inverted: drift, and a note on
+    what the estimated accuracy assumes."""
+    digits = sorted(write_digit_folder(folder / "d", 5, offset=PER_CLASS + 20).glob("*/*.png"))
+    inverted = sorted(write_digit_folder(folder / "i", 3, offset=PER_CLASS + 30).glob("*/*.png"))
+    for path in inverted:
+        ImageOps.invert(Image.open(path)).save(path)
+    digits = inverted + digits
+    for start in range(0, len(digits), 10):
+        files = [("files", (p.name, p.read_bytes())) for p in digits[start : start + 10]]
+        assert httpx.post(f"{image.api.url}/v1/predict", files=files, timeout=30).is_success
+
+
+def check_tables(chromium: WebDriver, drift: dict[str, Any]) -> None:
+    """The page's checks, labels and most out-of-distribution inputs, as the API's `drift`."""
+    checks = wait_for(chromium, "[data-testid='stTable']")
+    table = checks.text
+    assert all(check["name"] in table for check in drift["checks"])
+    # each check's verdict: drift, no drift, or why it did not run
+    cells = [row.text.split() for row in checks.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    rows = {words[0]: " ".join(words) for words in cells if words}
+    for check in drift["checks"]:
+        assert check["status"] in rows[check["name"]], rows[check["name"]]
+    assert "nan" not in table and "None" not in table
+    assert drift["drift"] is True and len(drift["notes"]) == 1
+    # at the server's level: the verdict of its gauges and alerts
+    wait_for_text(chromium, f"Drift detected (at level {drift['level']:.4g}, holm-corrected)")
+    wait_for_text(chromium, drift["notes"][0])
+    # each column says whether it is by predicted label or by true label
+    wait_for_text(chromium, "as the true label (feedback)")
+    tables = chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stTable']")
+    assert len(tables) == 3
+    for column in ("predicted share, window", "true label, live accuracy"):
+        assert column in tables[1].text
+    shown = f"{100 * drift['labels'][0]['window_share']:.1f}%"
+    assert shown in tables[1].text
+    assert all(row["label"] in tables[1].text for row in drift["labels"])
+    # no live accuracy without feedback: a dash, not a list bullet drawn from "-"
+    assert "\u2013" in tables[1].text
+    assert not tables[1].find_elements(By.CSS_SELECTOR, "li")
+    # the inverted digits, flagged: listed by the request that sent them, to find and label
+    wait_for_text(chromium, "Most out-of-distribution inputs")
+    flagged = drift["ood"]["flagged"]
+    assert len(flagged) == 10 and flagged[0]["request_id"] in tables[2].text
+    assert f"{flagged[0]['ood_score']:.4g}" in tables[2].text
+    listed = tables[2].find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert "true_label" in tables[2].text and listed[0].text.split()[-1] == "3"
+    assert listed[1].text.split()[-1] == "\u2013"  # no feedback for it
+    assert utc_time(flagged[0]["time"]) in tables[2].text  # to the second, UTC
+
+
+def check_periods(chromium: WebDriver, image: Deployment, logged: int) -> None:
+    """The last hour, once the 10 oldest of `logged` predictions are two hours old; and the
+    note when Last predictions cuts the period short."""
+    drift_url = f"{image.api.url}/v1/monitoring/drift"
     # The 10 oldest predictions move two hours back: the last hour holds the others.
     engine = create_engine(image.log_url)
     with engine.begin() as connection:
@@ -128,12 +158,24 @@ def test_the_monitoring_page_shows_checks_and_history(
     engine.dispose()
     params = {"last": 1000, "since": "1h"}
     hour = httpx.get(drift_url, params=params, headers=image.auth).json()["window"]["n"]
-    assert hour == drift["window"]["n"] - 10
+    assert hour == logged - 10
     period = wait_for(chromium, ".st-key-period input")
     period.click()
     period.send_keys("last hour", Keys.ENTER)
     wait_for_text(chromium, f"{hour} predictions, last hour")
     assert "Traceback" not in main_text(chromium)
+    # the last hour holds more than the 10 predictions asked for: the page says so
+    last = wait_for(chromium, ".st-key-last input")
+    last.send_keys(Keys.CONTROL, "a")
+    last.send_keys("10", Keys.ENTER)
+    wait_for_text(chromium, "10 predictions, last hour")
+    wait_for_text(
+        chromium,
+        "the last hour holds at least 10 predictions: this window is the latest 10 of them, "
+        "not the whole period (Last predictions sets the number)",
+    )
+    # Streamlit warned of no deprecated argument while drawing the page
+    assert "use_container_width" not in image.ui.output.read_text()
 
 
 def test_monitoring_of_a_bundle_without_profile_is_a_clear_message(

@@ -3,12 +3,21 @@ reference line (the OOD rate expected in distribution, the drift verdict's level
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import altair as alt
 import numpy as np
+import pytest
 
-from mlfactory.ui.monitoring_page import P_VALUE_FLOOR, history_frame, time_chart, window_span
+from mlfactory.ui.monitoring_page import (
+    P_VALUE_FLOOR,
+    history_frame,
+    time_axis_format,
+    time_chart,
+    window_span,
+    window_title,
+)
 
 
 def bucket(start: str, end: str, p_values: dict[str, float | None], n: int = 50) -> dict[str, Any]:
@@ -19,7 +28,7 @@ def bucket(start: str, end: str, p_values: dict[str, float | None], n: int = 50)
         "n": n,
         "requests": n,
         "ood_fraction": 0.02 if n else None,
-        "p_values": p_values,
+        "p_values": p_values if n else {},
     }
 
 
@@ -40,9 +49,69 @@ def test_p_values_are_columns_floored_for_the_log_scale() -> None:
         bucket("2026-12-01T10:10:00+00:00", "2026-12-01T10:15:00+00:00", {"embedding": 0.4}),
     ]
     frame, columns = history_frame(buckets)
-    assert columns == ["p embedding"] and len(frame) == 2  # the empty bucket draws nothing
-    assert frame["p embedding"].tolist() == [P_VALUE_FLOOR, 0.4]
-    assert frame["requests per s"].tolist() == [50 / 300, 50 / 300]
+    assert columns == ["p embedding"] and len(frame) == 3  # the idle bucket too
+    assert frame["p embedding"].tolist()[::2] == [P_VALUE_FLOOR, 0.4]
+    assert np.isnan(frame["p embedding"][1]) and np.isnan(frame["ood_fraction"][1])
+    assert frame["requests per s"].tolist() == [50 / 300, 0.0, 50 / 300]  # idle: 0
+
+
+def test_the_request_rate_is_of_each_buckets_own_span() -> None:
+    """50 requests in 0.3 s cut into 12 buckets of 25 ms: thousands a second, not 1."""
+    start = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    counts = [5, 0, 0, 10, 5, 5, 0, 5, 5, 5, 5, 5]
+    span = timedelta(seconds=0.3) / len(counts)
+    buckets = [
+        bucket((start + i * span).isoformat(), (start + (i + 1) * span).isoformat(), {}, n=n)
+        for i, n in enumerate(counts)
+    ]
+    frame, _ = history_frame(buckets)
+    assert frame["requests per s"].round(6).tolist() == [n / 0.025 for n in counts]
+    # no predictions at all: nothing to draw
+    empty, columns = history_frame([bucket(buckets[0]["from"], buckets[0]["to"], {}, n=0)])
+    assert empty.empty and columns == []
+
+
+def test_lines_break_at_idle_buckets_instead_of_ramping_across_them() -> None:
+    buckets = [
+        bucket(f"2026-12-01T10:0{i}:00+00:00", f"2026-12-01T10:0{i + 1}:00+00:00", {}, n=n)
+        for i, n in enumerate([50, 0, 0, 50, 50])
+    ]
+    frame, _ = history_frame(buckets)
+    spec = time_chart(frame, ["ood_fraction", "requests per s"]).to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    pieces = {
+        series: [(row["piece"], row["value"]) for row in rows if row["series"] == series]
+        for series in ("ood_fraction", "requests per s")
+    }
+    # one line before the idle minutes, another after them (no point where there is none)
+    assert pieces["ood_fraction"] == [(0, 0.02), (2, 0.02), (2, 0.02)]
+    assert [value for _, value in pieces["requests per s"]] == [50 / 60, 0, 0, 50 / 60, 50 / 60]
+    assert len({piece for piece, _ in pieces["requests per s"]}) == 1  # 0 is a value: drawn
+    assert spec["encoding"]["detail"] == {"field": "piece", "type": "nominal"}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "labels"), [(0.3, "%H:%M:%S.%L"), (480, "%H:%M:%S"), (7 * 86400, "%m-%d %H:%M")]
+)
+def test_the_time_axis_reads_in_utc_24_hours_as_the_caption(seconds: float, labels: str) -> None:
+    """UTC whatever the browser's zone, 24-hour, and to the millisecond only for a window of
+    seconds (its ticks would all read the same second)."""
+    start = datetime(2026, 12, 1, 18, 21, 42, tzinfo=UTC)
+    end = start + timedelta(seconds=seconds)
+    middle = start + (end - start) / 2
+    frame, _ = history_frame(
+        [
+            bucket(start.isoformat(), middle.isoformat(), {"embedding": 0.5}),
+            bucket(middle.isoformat(), end.isoformat(), {"embedding": 0.5}),
+        ]
+    )
+    assert time_axis_format(frame) == labels
+    spec = time_chart(frame, ["p embedding"], (0.01, "level 0.01"), log_scale=True).to_dict()
+    for layer in (spec["layer"][0], spec["layer"][2]):  # the lines and the guide's name
+        x = layer["encoding"]["x"]
+        assert x["scale"] == {"type": "utc"} and x["axis"]["format"] == labels
+    rows = next(iter(spec["datasets"].values()))
+    assert rows[0]["UTC"] == f"{middle:%Y-%m-%d %H:%M:%S.%f}"[:-3]  # the tooltip, in UTC
 
 
 def test_checks_that_did_not_run_have_no_points() -> None:
@@ -82,3 +151,15 @@ def test_the_windows_span_reads_as_the_cli_says_it() -> None:
         "from 2026-12-04 05:30:04 to 2026-12-04 05:31:00 UTC"
     )
     assert window_span({"n": 0, "from": None, "to": None}) == "no predictions in the window"
+
+
+def test_the_windows_title_says_when_it_is_empty_or_cut_short() -> None:
+    assert window_title(0, 1000, None) == ("No predictions logged yet", None)
+    assert window_title(0, 1000, "last hour") == ("No predictions in the last hour", None)
+    assert window_title(14, 1000, None) == ("The last 14 predictions", None)
+    assert window_title(999, 1000, "last week") == ("999 predictions, last week", None)
+    assert window_title(1000, 1000, "last week") == (
+        "1,000 predictions, last week",
+        "the last week holds at least 1,000 predictions: this window is the latest 1,000 of "
+        "them, not the whole period (Last predictions sets the number)",
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from mlfactory.serving.process import free_port
 from mlfactory.times import utc_time
 from mlfactory.ui.launch import start_ui
-from tests.serving.tiny_bundles import tiny_bundle
 from tests.ui.browser import (
     WAIT_S,
     click_button,
@@ -24,7 +22,7 @@ from tests.ui.browser import (
     wait_for,
     wait_for_text,
 )
-from tests.ui.conftest import Deployment, deploy
+from tests.ui.conftest import Deployment
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SAMPLES = FIXTURES / "sonic-pi" / "samples"
@@ -76,8 +74,8 @@ def test_a_pasted_text_is_classified(
     text = tiny_deployments["text"]
     chromium.get(text.ui.url)
     type_into(chromium, "textarea", ARTICLE)
-    # The field counts up to the server's limit (`MLFACTORY_MAX_TEXT_CHARS`, 10,000 by default).
-    wait_for_text(chromium, f"{len(ARTICLE)}/10000")
+    # The page states the server's limits (`MLFACTORY_MAX_FILES`, `MLFACTORY_MAX_TEXT_CHARS`)
+    wait_for_text(chromium, "The API takes up to 64 texts a request, each of at most 10,000")
     click_button(chromium, "Classify")
     result = result_text(chromium)
     expected = api_label(text, json={"text": ARTICLE})
@@ -122,6 +120,28 @@ def test_an_uploaded_clip_is_playable_and_classified(
     chromium.save_screenshot(str(tmp_path / "predict-audio.png"))
 
 
+def test_a_file_the_browser_cannot_show_gets_a_note_not_its_bytes(
+    chromium: WebDriver, tiny_deployments: dict[str, Deployment], tmp_path: Path
+) -> None:
+    """A WAV named without a suffix (no media type) and an AIFF clip (which browsers do not
+    play) are classified; each is shown by name and size, not as binary text or a dead
+    player."""
+    samples, rate = soundfile.read(str(FLAC))
+    bare, aiff = tmp_path / "clip", tmp_path / "clip.aiff"
+    soundfile.write(str(bare), samples, rate, format="WAV")
+    soundfile.write(str(aiff), samples, rate, format="AIFF")
+    audio = tiny_deployments["audio"]
+    classify_files(chromium, audio, bare, aiff)
+    for index, path in enumerate((bare, aiff)):
+        result = result_text(chromium, index)
+        assert f"No preview of {path.name} (" in result and "Predicted label" in result
+        assert f", {path.stat().st_size:,} bytes)." in result
+        assert "RIFF" not in result and "FORM" not in result  # no header bytes as text
+        box = chromium.find_element(By.CSS_SELECTOR, f".st-key-result-{index}")
+        assert not box.find_elements(By.TAG_NAME, "audio")
+    assert "No preview of clip.aiff (audio/" in result_text(chromium, 1)
+
+
 def test_a_file_the_model_cannot_read_is_left_out_and_the_rest_classified(
     chromium: WebDriver, image_deployment: Deployment, held_out_digit: Path, tmp_path: Path
 ) -> None:
@@ -162,50 +182,22 @@ def test_an_input_the_api_refuses_shows_its_detail(
     assert "Traceback" not in main_text(chromium)
 
 
-def test_files_over_the_servers_limits_are_refused_before_they_are_sent(
-    chromium: WebDriver, tmp_path: Path
-) -> None:
-    """A server that takes one file of at most 10,000 bytes a request: the uploader states
-    its limit (in whole MiB, not Streamlit's 200MB), too many or too large files get a warning
-    that says which limit, and nothing reaches the API until the input fits."""
-    small, other, large = (
-        SAMPLES / name for name in ("bd_fat.flac", "tabla_te1.flac", "bd_ada.flac")
-    )
-    assert max(small.stat().st_size, other.stat().st_size) < 10_000 < large.stat().st_size
-    with ExitStack() as stack:
-        bundle = tiny_bundle(tmp_path / "bundle", "audio")
-        audio = deploy(stack, bundle, tmp_path / "audio", max_files="1", max_upload_bytes="10000")
-        for chosen, warning in [
-            ((small, other), "2 files chosen: the API takes at most 1 a request"),
-            (
-                (large,),
-                f"{large.name} is {large.stat().st_size:,} bytes: "
-                "the API takes files of at most 10,000 bytes",
-            ),
-        ]:
-            chromium.get(audio.ui.url)
-            wait_for_text(chromium, "1MB per file")
-            wait_for(chromium, "input[type='file']").send_keys("\n".join(map(str, chosen)))
-            for path in chosen:
-                wait_for_text(chromium, path.name)
-            click_button(chromium, "Classify")
-            assert wait_for(chromium, "[data-testid='stAlertContentWarning']").text == warning
-        metrics = httpx.get(f"{audio.api.url}/metrics", timeout=30).text
-        assert 'endpoint="/v1/predict"' not in metrics  # nothing was sent
-        assert "Predicted label" in classify_files(chromium, audio, small)
-
-
 def test_an_unreachable_api_is_a_message_not_a_traceback(
     chromium: WebDriver, tmp_path: Path
 ) -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"
     ui = start_ui(nowhere, tmp_path / "ui.log")
     try:
-        for page in ("", "model-card", "monitoring"):
+        for page, header in (
+            ("", "Predict"),
+            ("model-card", "Model card"),
+            ("monitoring", "Monitoring"),
+        ):
             chromium.get(f"{ui.url}/{page}")
             alert = wait_for(chromium, "[data-testid='stAlertContentError']").text
             assert alert.startswith(f"cannot reach the API at {nowhere}")
             assert "Traceback" not in main_text(chromium)
+            assert main_text(chromium).startswith(header)  # each page says which it is
     finally:
         ui.stop()
 

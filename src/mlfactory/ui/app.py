@@ -34,7 +34,8 @@ def main() -> None:
         monitoring_page.render(client)
 
     pages = [
-        st.Page(predict, title="Predict", url_path="predict", default=True),
+        # the default page is served at the app's root (/), whatever its url_path
+        st.Page(predict, title="Predict", default=True),
         st.Page(model_card, title="Model card", url_path="model-card"),
         st.Page(monitoring, title="Monitoring", url_path="monitoring"),
     ]

@@ -18,6 +18,7 @@ def render(client: ApiClient) -> None:
     try:
         card = client.card()
     except ApiError as exc:
+        st.header("Model card")
         st.error(str(exc))
         return
     st.header(f"Model card: {card['name']} {card['version']}")
@@ -76,7 +77,7 @@ def _confusion_matrix(card: dict[str, Any]) -> None:
         text="count:Q", color=alt.condition(dark, alt.value("white"), alt.value("black"))
     )
     size = max(240, 36 * len(labels))
-    st.altair_chart((heat + text).properties(width=size, height=size), use_container_width=False)
+    st.altair_chart((heat + text).properties(width=size, height=size), width="content")
 
 
 def _training_data(data: dict[str, Any]) -> None:

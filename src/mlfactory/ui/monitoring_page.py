@@ -21,7 +21,9 @@ DEFAULT_BUCKETS = 12
 CHECK_COLUMNS = ("name", "kind", "statistic", "p_value", "status", "detail")
 # A missing figure: not "-", which a table cell renders as a list bullet.
 MISSING = "\u2013"  # an en dash
-FLAGGED_COLUMNS = ("request_id", "input_index", "time", "ood_score", "label", "confidence")
+FLAGGED_COLUMNS = (
+    *("request_id", "input_index", "time", "ood_score", "label", "confidence", "true_label"),
+)
 # The periods a window can be limited to: the text shown, and the API's `since`.
 PERIODS = {"all logged": None, "last hour": "1h", "last day": "1d", "last week": "1w"}
 # A figure's reference line: its value and what it is (the HTML report draws the same).
@@ -32,6 +34,10 @@ P_VALUE_FLOOR = 1e-6
 CHART_HEIGHT = 220  # pixels, with a one-row legend
 LEGEND_COLUMNS = 3
 LEGEND_ROW_HEIGHT = 22
+# A time axis over less than this many seconds reads to the millisecond; over more than the
+# second, with the date.
+SUBSECOND_SPAN_S = 10.0
+DATED_SPAN_S = 2 * 24 * 3600.0
 
 
 def render(client: ApiClient) -> None:
@@ -59,7 +65,7 @@ def _figures(client: ApiClient, last: int, period: str, buckets: int) -> None:
         else:
             st.error(str(exc))
         return
-    _current(report, None if since is None else period)
+    _current(report, last, None if since is None else period)
     _over_time(history, report)
 
 
@@ -71,12 +77,35 @@ def window_span(window: dict[str, Any]) -> str:
     return f"from {utc_time(first)} to {utc_time(last)} UTC"
 
 
-def _current(report: dict[str, Any], period: str | None) -> None:
+def window_title(n: int, last: int, period: str | None) -> tuple[str, str | None]:
+    """The window's heading, and a note when `last` cut a period's predictions short (the
+    window is then the latest part of the period, not all of it), as `mlfactory monitor`
+    says it of its own limit."""
+    if not n:
+        empty = "No predictions logged yet" if period is None else f"No predictions in the {period}"
+        return empty, None
+    if period is None:
+        return f"The last {n:,} predictions", None
+    cut = None
+    if n >= last:
+        cut = (
+            f"the {period} holds at least {last:,} predictions: this window is the latest "
+            f"{last:,} of them, not the whole period (Last predictions sets the number)"
+        )
+    return f"{n:,} predictions, {period}", cut
+
+
+def _current(report: dict[str, Any], last: int, period: str | None) -> None:
     """The window's verdict, its figures and its tables."""
     window = report.get("window", {})
     n = window.get("n", 0)
-    st.subheader(f"The last {n} predictions" if period is None else f"{n} predictions, {period}")
+    title, cut = window_title(n, last, period)
+    st.subheader(title)
     st.caption(window_span(window))
+    if cut:
+        st.warning(cut)
+    if not n:
+        return
     _verdict(report)
     ood, accuracy = report.get("ood", {}), report.get("accuracy", {})
     ood_col, estimated_col, live_col = st.columns(3)
@@ -128,16 +157,22 @@ def _verdict(report: dict[str, Any]) -> None:
 
 
 def _labels_table(labels: list[dict[str, Any]], n: int) -> None:
-    """Each label's predicted share against the reference's, and its live accuracy."""
+    """Each label's share of the predictions against the reference's (by predicted label),
+    and its live accuracy (by true label: of the inputs whose feedback names it, the share
+    predicted right)."""
     if not (labels and n):
         return
-    st.markdown("**Labels**: predicted share against the reference, live accuracy")
+    st.markdown(
+        "**Labels**: as the predicted label, its share of the predictions against the "
+        "reference; as the true label (feedback), how many came back and how many of those "
+        "the model predicted right (live accuracy)"
+    )
     rows = {
         row["label"]: {
-            "predicted, reference": _pct(row.get("reference_share")),
-            "predicted, window": _pct(row.get("window_share")),
-            "labelled": row.get("labelled", 0),
-            "live accuracy": _pct(row.get("live")),
+            "predicted share, reference": _pct(row.get("reference_share")),
+            "predicted share, window": _pct(row.get("window_share")),
+            "true label, labelled": row.get("labelled", 0),
+            "true label, live accuracy": _pct(row.get("live")),
         }
         for row in labels
     }
@@ -145,7 +180,8 @@ def _labels_table(labels: list[dict[str, Any]], n: int) -> None:
 
 
 def _flagged_table(flagged: list[dict[str, Any]]) -> None:
-    """The most out-of-distribution inputs of the window, if any."""
+    """The most out-of-distribution inputs of the window, if any, with their true labels
+    where feedback named them."""
     if not flagged:
         return
     st.markdown(
@@ -155,8 +191,11 @@ def _flagged_table(flagged: list[dict[str, Any]]) -> None:
     shown = pd.DataFrame(flagged)
     for figure in ("ood_score", "confidence"):
         shown[figure] = shown[figure].map(_num)
-    shown["time"] = shown["time"].map(utc_time)
-    st.table(shown[[c for c in FLAGGED_COLUMNS if c in shown]].set_index("request_id"))
+    shown["time"] = shown["time"].map(lambda t: MISSING if pd.isna(t) else utc_time(t))
+    if "true_label" in shown:  # an older server does not send it
+        shown["true_label"] = shown["true_label"].map(lambda t: MISSING if pd.isna(t) else t)
+    columns = [c for c in FLAGGED_COLUMNS if c in shown]
+    st.table(shown[columns].set_index("request_id"))
 
 
 def _over_time(buckets: list[dict[str, Any]], report: dict[str, Any]) -> None:
@@ -190,35 +229,60 @@ def _over_time(buckets: list[dict[str, Any]], report: dict[str, Any]) -> None:
                 st.caption("Too few predictions per window for this: choose fewer windows.")
             else:
                 chart = time_chart(frame, series, guide, log_scale)
-                st.altair_chart(chart, use_container_width=True)
+                st.altair_chart(chart, width="stretch")
 
 
 def history_frame(buckets: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
-    """The buckets that hold predictions, one row each, with `time` (the bucket's end),
-    `requests per s` and a `p CHECK` column per check (its p-value, at least
-    `P_VALUE_FLOOR`: a log scale cannot draw 0, the p-value of a far-moved check that
-    underflowed); and the names of those p-value columns."""
-    frame = pd.DataFrame([b for b in buckets if b.get("n")])  # empty buckets draw nothing
-    if frame.empty:
-        return frame, []
-    frame["time"] = pd.to_datetime(frame["to"])
-    seconds = (frame["time"] - pd.to_datetime(frame["from"])).dt.total_seconds()
-    frame["requests per s"] = frame["requests"] / seconds.clip(lower=1.0)
-    p_values = pd.DataFrame(list(frame["p_values"]), index=frame.index).add_prefix("p ")
-    p_values = p_values.astype(float).clip(lower=P_VALUE_FLOOR)
+    """Every bucket, one row each (oldest first), with `time` (the bucket's end, UTC),
+    `requests per s` (its requests over its own span: 0 when idle, none for a span of no
+    time) and a `p CHECK` column per check (its p-value, at least `P_VALUE_FLOOR`: a log scale
+    cannot draw 0, the p-value of a far-moved check that underflowed); and the names of those
+    p-value columns. A bucket without predictions has no figure but its rate: the charts
+    break their lines there instead of drawing a ramp across it."""
+    frame = pd.DataFrame(buckets)
+    if frame.empty or not frame["n"].fillna(0).any():
+        return pd.DataFrame(), []
+    # Python writes a moment's microseconds only when it has some: read each as it is
+    frame["time"] = pd.to_datetime(frame["to"], utc=True, format="ISO8601")
+    start = pd.to_datetime(frame["from"], utc=True, format="ISO8601")
+    seconds = (frame["time"] - start).dt.total_seconds()
+    rate = frame["requests"].fillna(0) / seconds.where(seconds > 0)
+    frame["requests per s"] = rate.astype(float)
+    p_values = pd.DataFrame(list(frame["p_values"].map(lambda p: p or {})), index=frame.index)
+    p_values = p_values.add_prefix("p ").astype(float).clip(lower=P_VALUE_FLOOR)
     return pd.concat([frame, p_values], axis=1), list(p_values.columns)
+
+
+def time_axis_format(frame: pd.DataFrame) -> str:
+    """The time axis's labels (d3 format, in UTC as the caption): to the millisecond for a
+    window of seconds, to the second within two days, else with the date."""
+    span = (frame["time"].max() - frame["time"].min()).total_seconds()
+    if span < SUBSECOND_SPAN_S:
+        return "%H:%M:%S.%L"
+    return "%H:%M:%S" if span < DATED_SPAN_S else "%m-%d %H:%M"
 
 
 def time_chart(
     frame: pd.DataFrame, series: list[str], guide: Guide | None = None, log_scale: bool = False
 ) -> alt.Chart | alt.LayerChart:
-    """Lines with a point per bucket (a few buckets still show), one colour per series, and a
-    dashed red line at `guide`'s value, named at its right end."""
-    long = frame.melt(id_vars=["time"], value_vars=series, var_name="series").dropna()
+    """Lines with a point per bucket (a few buckets still show), one colour per series, on a
+    UTC time axis, broken where a bucket has no value; and a dashed red line at `guide`'s
+    value, named at its right end."""
+    long = frame.melt(id_vars=["time"], value_vars=series, var_name="series")
+    # a new piece of line after each bucket without a value: no line across it
+    long["piece"] = long.groupby("series")["value"].transform(lambda v: v.isna().cumsum())
+    long = long.dropna(subset=["value"])
+    long["UTC"] = long["time"].dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
     scale, axis = alt.Scale(), alt.Axis()
     if log_scale:  # a line per power of 100, not the log scale's many minor ones
         scale = alt.Scale(type="log", domain=[P_VALUE_FLOOR, 1])
         axis = alt.Axis(values=[P_VALUE_FLOOR, 1e-4, 1e-2, 1], format="~g")
+    x = alt.X(
+        "time:T",
+        title="UTC",
+        scale=alt.Scale(type="utc"),
+        axis=alt.Axis(format=time_axis_format(frame), labelOverlap=True),
+    )
     # the legend below it takes a row per LEGEND_COLUMNS series, out of the chart's height
     height = CHART_HEIGHT + LEGEND_ROW_HEIGHT * (math.ceil(len(series) / LEGEND_COLUMNS) - 1)
     legend = alt.Legend(orient="bottom", title=None, columns=LEGEND_COLUMNS)
@@ -226,10 +290,11 @@ def time_chart(
         alt.Chart(long)
         .mark_line(point=True)
         .encode(
-            x=alt.X("time:T", title=None),
+            x=x,
             y=alt.Y("value:Q", title=None, scale=scale, axis=axis),
             color=alt.Color("series:N", legend=legend),
-            tooltip=["time:T", "series:N", "value:Q"],
+            detail="piece:N",
+            tooltip=["UTC:N", "series:N", "value:Q"],
         )
     )
     if guide is None:
@@ -240,7 +305,7 @@ def time_chart(
     y = alt.Y("value:Q", scale=scale)
     rule = at.mark_rule(color=GUIDE_COLOR, strokeDash=[6, 4]).encode(y=y, tooltip=["guide:N"])
     name = at.mark_text(align="right", baseline="bottom", dy=-2, color=GUIDE_COLOR).encode(
-        x="time:T", y=y, text="guide:N"
+        x=x, y=y, text="guide:N"
     )
     return alt.LayerChart(layer=[lines, rule, name], height=height)
 

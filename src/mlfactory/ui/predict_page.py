@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -11,19 +9,24 @@ import streamlit as st
 
 from mlfactory.modalities import get_modality
 from mlfactory.modalities.base import Modality
-from mlfactory.serving.settings import MEGABYTE  # 1024 * 1024, as Streamlit's upload limit
 from mlfactory.ui.client import ApiClient, ApiError
+from mlfactory.ui.input_checks import (
+    SentInput,
+    limits_text,
+    over_the_limits,
+    readable_files,
+    texts_to_send,
+    uploader_megabytes,
+)
 
 RESULT_KEY = "prediction"
-
-
-@dataclass
-class SentInput:
-    """One input as sent to the API, kept to show it beside its prediction."""
-
-    name: str
-    data: bytes
-    media_type: str
+# The audio a browser plays (Chromium, Firefox: WAV, FLAC, Ogg, MP3); AIFF and AU it does not.
+PLAYED_AUDIO = frozenset(
+    {
+        *("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"),
+        *("audio/flac", "audio/x-flac", "audio/ogg", "audio/mpeg", "audio/mp3"),
+    }
+)
 
 
 def render(client: ApiClient) -> None:
@@ -39,46 +42,55 @@ def render(client: ApiClient) -> None:
         f"labels: {', '.join(model['labels'])}"
     )
     modality = get_modality(model["modality"])
-    api_input = modality.api_input
     limits = model.get("limits") or {}  # older servers say none: the API checks alone
     with st.form("predict-form"):
-        if api_input.kind == "texts":
-            text = st.text_area(
-                "Text to classify",
-                key="text-input",
-                height=150,
-                max_chars=limits.get("max_text_chars"),
-            )
-            per_line = st.checkbox(
-                "One text per line",
-                key="text-per-line",
-                help="Classify each line that is not blank as a text of its own, in one request.",
-            )
-            sent = texts_to_send(text, per_line)
-        else:
-            largest = limits.get("max_upload_bytes")
-            uploads = st.file_uploader(
-                f"Files to classify ({', '.join(api_input.suffixes)})",
-                accept_multiple_files=True,
-                key="file-input",
-                # whole MiB: the API's exact limit is checked below
-                max_upload_size=math.ceil(largest / MEGABYTE) if largest else None,
-            )
-            sent = [SentInput(u.name, u.getvalue(), u.type or "") for u in uploads or []]
+        sent = _input_fields(modality, limits)
         submitted = st.form_submit_button("Classify")
     if submitted:
-        _submit(client, modality, sent, limits)
+        _submit(client, modality, sent, limits, model["labels"])
     result = st.session_state.get(RESULT_KEY)
     if result is not None:
         for note in result["left_out"]:
             st.warning(note)
-        _show_result(client, result["response"], result["inputs"], model["labels"])
+        _show_result(client, result, model)
+
+
+def _input_fields(modality: Modality, limits: dict[str, int]) -> list[SentInput]:
+    """The form's fields for the modality's input, and what they hold."""
+    api_input = modality.api_input
+    if api_input.kind == "texts":
+        # No `max_chars`: the field would cut what is pasted past it, silently; each text is
+        # checked against the API's limit before sending instead.
+        text = st.text_area("Text to classify", key="text-input", height=150)
+        per_line = st.checkbox(
+            "One text per line",
+            key="text-per-line",
+            help="Classify each line that is not blank as a text of its own, in one request.",
+        )
+        sent = texts_to_send(text, per_line)
+    else:
+        uploads = st.file_uploader(
+            f"Files to classify ({', '.join(api_input.suffixes)})",
+            accept_multiple_files=True,
+            key="file-input",
+            max_upload_size=uploader_megabytes(limits.get("max_upload_bytes")),
+        )
+        sent = [SentInput(u.name, u.getvalue(), u.type or "") for u in uploads or []]
+    stated = limits_text(limits, api_input.kind)
+    if stated:
+        st.caption(stated)
+    return sent
 
 
 def _submit(
-    client: ApiClient, modality: Modality, sent: list[SentInput], limits: dict[str, int]
+    client: ApiClient,
+    modality: Modality,
+    sent: list[SentInput],
+    limits: dict[str, int],
+    labels: list[str],
 ) -> None:
-    """Send what the API will take; keep its answer, and a note on each file left out."""
+    """Send what the API will take; keep its answer, the model's labels, and a note on each
+    file left out."""
     st.session_state.pop(RESULT_KEY, None)
     left_out: list[str] = []
     if modality.api_input.kind == "files":
@@ -94,59 +106,12 @@ def _submit(
         return
     response = _classify(client, modality.api_input.kind, sent)
     if response is not None:
-        st.session_state[RESULT_KEY] = {"response": response, "inputs": sent, "left_out": left_out}
-
-
-def texts_to_send(text: str, per_line: bool) -> list[SentInput]:
-    """The text field's input: the whole of it, or each line that is not blank (named by its
-    line number); nothing when it is blank."""
-    if not per_line:
-        return [SentInput("text", text.encode(), "text/plain")] if text.strip() else []
-    lines = enumerate(text.splitlines(), start=1)
-    return [
-        SentInput(f"line {n}", line.encode(), "text/plain") for n, line in lines if line.strip()
-    ]
-
-
-def readable_files(sent: list[SentInput], modality: Modality) -> tuple[list[SentInput], list[str]]:
-    """The files the model can read, checked with the decoder the server uses
-    (`Modality.check_file`), and a note on each one it cannot: one unreadable file would make
-    the API refuse the whole request."""
-    readable: list[SentInput] = []
-    notes: list[str] = []
-    for item in sent:
-        reason = modality.check_file(item.data)
-        if reason is None:
-            readable.append(item)
-        else:
-            notes.append(f"{item.name} is left out: {reason}")
-    return readable, notes
-
-
-def over_the_limits(
-    sent: list[SentInput], limits: dict[str, int], kind: str = "files"
-) -> str | None:
-    """Why the API would refuse these files for their number or size, or these texts for
-    their number (`limits`: what `GET /v1/model` says one request may hold; `kind`: "files" or
-    "texts"), said before they are sent; None if it would not."""
-    most = limits.get("max_files")
-    if most is not None and len(sent) > most:
-        chosen = "files chosen" if kind == "files" else "texts"
-        return f"{len(sent)} {chosen}: the API takes at most {most} a request"
-    if kind != "files":
-        return None  # the text field holds at most the longest text the API takes
-    largest = limits.get("max_upload_bytes")
-    for item in sent:
-        if largest is not None and len(item.data) > largest:
-            return (
-                f"{item.name} is {len(item.data):,} bytes: the API takes files of at most "
-                f"{largest:,} bytes"
-            )
-    body = limits.get("max_request_bytes")
-    total = sum(len(item.data) for item in sent)
-    if body is not None and total > body:
-        return f"the files come to {total:,} bytes: the API takes at most {body:,} a request"
-    return None
+        st.session_state[RESULT_KEY] = {
+            "response": response,
+            "inputs": sent,
+            "left_out": left_out,
+            "labels": labels,
+        }
 
 
 def _classify(client: ApiClient, kind: str, sent: list[SentInput]) -> dict[str, Any] | None:
@@ -160,29 +125,46 @@ def _classify(client: ApiClient, kind: str, sent: list[SentInput]) -> dict[str, 
         return None
 
 
-def _show_result(
-    client: ApiClient, response: dict[str, Any], inputs: list[SentInput], labels: list[str]
-) -> None:
-    model = response.get("model", {})
+def stale_note(result: dict[str, Any], model: dict[str, Any]) -> str | None:
+    """Why a kept result is no longer the served model's (a reload swapped it since), so its
+    feedback would name labels of another model; None while it still is."""
+    answered = result["response"].get("model") or {}
+    then = f"{answered.get('name')} {answered.get('version')}"
+    now = f"{model['name']} {model['version']}"
+    again = "classify again to send feedback"
+    if then != now:
+        return f"These predictions came from {then}; the server now serves {now}: {again}."
+    if result["labels"] != model["labels"]:
+        return (
+            f"These predictions came from {then} with the labels {', '.join(result['labels'])}; "
+            f"it now has the labels {', '.join(model['labels'])}: {again}."
+        )
+    return None
+
+
+def _show_result(client: ApiClient, result: dict[str, Any], model: dict[str, Any]) -> None:
+    response = result["response"]
+    answered = response.get("model") or {}
     st.caption(
-        f"request {response['request_id']} · answered by {model.get('name')} {model.get('version')}"
+        f"request {response['request_id']} · answered by {answered.get('name')} "
+        f"{answered.get('version')}"
     )
-    for index, (item, prediction) in enumerate(zip(inputs, response["predictions"], strict=False)):
+    stale = stale_note(result, model)
+    if stale:
+        st.warning(stale)
+    predictions = zip(result["inputs"], response["predictions"], strict=False)
+    for index, (item, prediction) in enumerate(predictions):
         with st.container(border=True, key=f"result-{index}"):
             _show_prediction(item, prediction)
-            _feedback_control(client, response["request_id"], index, prediction, labels)
+            if not stale:
+                _feedback_control(client, response["request_id"], index, prediction, model)
 
 
 def _show_prediction(item: SentInput, prediction: dict[str, Any]) -> None:
     preview, scores = st.columns([1, 2])
     with preview:
         st.markdown(f"**{item.name}**")
-        if item.media_type.startswith("image/"):
-            st.image(item.data, width=160)
-        elif item.media_type.startswith("audio/"):
-            st.audio(item.data, format=item.media_type)
-        else:
-            st.text(item.data.decode(errors="replace")[:500])
+        _preview(item)
     with scores:
         label, score = st.columns(2)
         label.metric("Predicted label", prediction["label"])
@@ -202,15 +184,37 @@ def _show_prediction(item: SentInput, prediction: dict[str, Any]) -> None:
         st.bar_chart(probabilities, horizontal=True, height=max(120, 28 * len(probabilities)))
 
 
+def _preview(item: SentInput) -> None:
+    """The input as the browser shows it: an image, a player for audio it plays, a text; else
+    a note (the browser's media type says nothing it can show, e.g. a file without suffix)."""
+    media_type = item.media_type.lower()
+    if media_type.startswith("image/"):
+        st.image(item.data, width=160)
+    elif media_type in PLAYED_AUDIO:
+        st.audio(item.data, format=media_type)
+    elif media_type == "text/plain":
+        st.text(item.data.decode(errors="replace")[:500])
+    else:
+        kind = media_type or "no media type"
+        st.caption(f"No preview of {item.name} ({kind}, {len(item.data):,} bytes).")
+
+
 def _feedback_control(
-    client: ApiClient, request_id: str, index: int, prediction: dict[str, Any], labels: list[str]
+    client: ApiClient,
+    request_id: str,
+    index: int,
+    prediction: dict[str, Any],
+    model: dict[str, Any],
 ) -> None:
     key = f"feedback-{request_id}-{index}"
+    labels: list[str] = model["labels"]
     choice, send = st.columns([2, 1], vertical_alignment="bottom")
-    label = choice.selectbox(
-        "The right label is", labels, index=labels.index(prediction["label"]), key=key
-    )
+    predicted = labels.index(prediction["label"]) if prediction["label"] in labels else None
+    label = choice.selectbox("The right label is", labels, index=predicted, key=key)
     if send.button("Send feedback", key=f"{key}-send"):
+        if label is None:
+            st.warning("Choose the right label first.")
+            return
         try:
             client.feedback(request_id, index, str(label))
         except ApiError as exc:
