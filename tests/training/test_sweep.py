@@ -306,6 +306,7 @@ def test_ctrl_c_stops_the_sweep_and_keeps_the_study(digit_folder: Path, tmp_path
     )
     study = optuna.load_study(study_name="digits-sweep", storage=storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    assert study.trials[0].user_attrs["error"] == "interrupted (Ctrl-C)"  # the table says why
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
     (trial_run,) = client.search_runs(

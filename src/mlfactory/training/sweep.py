@@ -28,14 +28,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mlfactory import tracking
 from mlfactory.config.loader import Recipe, load_recipe
-from mlfactory.errors import ConfigError, Interrupted, first_line
+from mlfactory.errors import ConfigError, DataError, Interrupted
 from mlfactory.mlflow_store import shown_url, tracking_client
 from mlfactory.output import phase_log, said_once
-from mlfactory.sqlite_stores import foreign_sqlite_problem
 from mlfactory.training.backbones import check_backbone
 from mlfactory.training.lightning_trainer import check_devices
 from mlfactory.training.run_start import check_tracking_store
 from mlfactory.training.search_space import SearchSpace, hydra_value
+from mlfactory.training.sweep_study import (
+    DEFAULT_STORAGE,
+    check_out_path,
+    check_study,
+    claim_out,
+    open_study,
+    storage_url,
+)
 from mlfactory.training.train import train
 
 log = logging.getLogger(__name__)
@@ -46,10 +53,9 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
     "val/acc": "maximize",
     "val/f1_macro": "maximize",
 }
-DEFAULT_STORAGE = "sqlite:///optuna.db"
-# Tables every Optuna RDB storage has: a SQLite file with other tables and not these is none.
-OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+# What refuses a trial for the values it drew: failed, and the sweep goes on.
+TRIAL_REFUSALS = (ConfigError, DataError)
 
 
 @dataclass
@@ -95,17 +101,22 @@ def run_sweep(
 
     `pruner` replaces the default `MedianPruner` (with `prune`; e.g. a `PercentilePruner`).
 
+    A trial the recipe or its data refuses for the values it drew (`TRIAL_REFUSALS`) is a
+    failed trial, its reason kept in the study; the sweep goes on.
+
     Raises:
         ConfigError: a fixed or swept key the recipe refuses (any value of a choice; a
             backbone the family does not know), an unknown metric, a tracking
-            store or a storage that cannot be opened, or a study that judges trials by another
-            metric.
+            store or a storage that cannot be opened, a study that judges trials by another
+            metric or was started with other fixed overrides or another space, or an `out_dir`
+            that is a file or holds another study's trials.
         Interrupted: Ctrl-C (the interrupted trial is marked failed; the rest stay).
     """
     base = _checked_recipe(recipe_ref, space, metric)
     space = _one_device(space, base.config.trainer)
     name = study_name or f"{base.name}-sweep"
     out_dir = out_dir or Path("runs") / name
+    check_out_path(out_dir)
     storage = storage_url(storage)
     if prune and pruner is None:
         pruner = optuna.pruners.MedianPruner()
@@ -113,8 +124,9 @@ def run_sweep(
     # is created.
     check_devices(base.config.trainer)
     check_tracking_store(base.config.tracking)
-    study = _open_study(name, storage, METRICS[metric], pruner, base.config.seed)
-    _check_metric(study, metric)
+    study = open_study(name, storage, METRICS[metric], pruner, base.config.seed)
+    check_study(study, metric, space)
+    claim_out(study, storage, out_dir)
     client = tracking_client(base.config.tracking)  # it answers, before any trial trains
     parent = _parent_run(study, client, base.config.tracking, space, metric)
 
@@ -165,7 +177,7 @@ def _optimize(
 ) -> None:
     """Run the trials; the sweep's MLflow run is marked KILLED on Ctrl-C, FAILED on an error."""
     try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(ConfigError,))
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=TRIAL_REFUSALS)
     except Interrupted:
         client.set_terminated(parent, "KILLED")
         finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
@@ -197,59 +209,6 @@ def _one_device(space: SearchSpace, trainer: Any) -> SearchSpace:
     if devices == "auto":
         return SearchSpace([*space.fixed, "trainer.devices=1"], space.distributions)
     return space
-
-
-def storage_url(storage: str) -> str:
-    """`--storage` as a SQLAlchemy URL: a path without a scheme (`--storage sweeps.db`, as the
-    help says, a SQLite file) is that SQLite file."""
-    if "://" in storage or not storage.strip():
-        return storage
-    return f"sqlite:///{Path(storage).expanduser().resolve()}"
-
-
-def _open_study(
-    name: str,
-    storage: str,
-    direction: Literal["minimize", "maximize"],
-    pruner: optuna.pruners.BasePruner | None,
-    seed: int,
-) -> optuna.Study:
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-    # The sweep reports each trial itself (Optuna would add a traceback for every failed one).
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    pruner = pruner or optuna.pruners.NopPruner()
-    problem = foreign_sqlite_problem(storage, OPTUNA_TABLES, "an Optuna storage")
-    if problem is not None:
-        raise ConfigError(f"--storage {shown_url(storage)} cannot be used: {problem}")
-    try:
-        rdb = optuna.storages.RDBStorage(storage)
-        existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(rdb)}
-        # A study continued by another call samples on from a seed of its own: the same seed
-        # would propose the first call's random start points again.
-        sampler = optuna.samplers.TPESampler(seed=seed + existing.get(name, 0))
-        return optuna.create_study(
-            study_name=name,
-            storage=rdb,
-            direction=direction,
-            sampler=sampler,
-            pruner=pruner,
-            load_if_exists=True,
-        )
-    except (SQLAlchemyError, ArgumentError, ValueError, ModuleNotFoundError) as exc:
-        problem = first_line(exc)
-        raise ConfigError(f"--storage {shown_url(storage)} cannot be opened: {problem}") from None
-
-
-def _check_metric(study: optuna.Study, metric: str) -> None:
-    recorded = study.user_attrs.get("metric")
-    if recorded is None:
-        study.set_user_attr("metric", metric)
-    elif recorded != metric:
-        raise ConfigError(
-            f"the study '{study.study_name}' judges trials by {recorded}, not {metric}: use "
-            f"--metric {recorded}, or --study NAME to start another study"
-        )
 
 
 def _parent_run(
@@ -317,6 +276,7 @@ def _run_trial(
         result = train(
             recipe, folder, progress=False, force=True, callbacks=callbacks, run_tags=tags
         )
+        value = trial_value(client, result.mlflow_run_id, metric)
     except optuna.TrialPruned:
         state = tracking.load_run_state(folder) or {}
         if state.get("mlflow_run_id"):
@@ -325,11 +285,13 @@ def _run_trial(
             client.set_terminated(state["mlflow_run_id"], "KILLED")
         phase_log.info("sweep: trial %d pruned: behind the median of earlier trials", trial.number)
         raise
-    except ConfigError as exc:
+    except TRIAL_REFUSALS as exc:
         trial.set_user_attr("error", str(exc))
         phase_log.info("sweep: trial %d failed: %s", trial.number, exc)
         raise
-    value = trial_value(client, result.mlflow_run_id, metric)
+    except (Interrupted, KeyboardInterrupt):
+        trial.set_user_attr("error", "interrupted (Ctrl-C)")
+        raise
     trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
     assert result.bundle is not None  # a trial trains in this one process
     trial.set_user_attr("bundle", str(result.bundle.path.resolve()))
