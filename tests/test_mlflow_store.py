@@ -134,3 +134,42 @@ def test_train_and_a_bundle_s_run_never_make_another_database_a_store(tmp_path: 
     plain = TrackingConfig(tracking_uri=str(tmp_path / "plain"))
     assert TrackedRun.find(plain, "0" * 32) is None  # MLflow's file store, which it refuses
     assert path.read_bytes() == before and _tables(path) == {"orders"}
+
+
+@pytest.mark.parametrize("kind", ["folder", "under a file", "in memory", "memory file"])
+def test_a_sqlite_store_no_run_could_be_kept_in_is_refused_before_the_data(
+    kind: str, tmp_path: Path
+) -> None:
+    """A folder, a file under a regular file (as a folder that cannot be written: root writes
+    anywhere), an in-memory store: one line at once, not minutes of MLflow's retries after the
+    data, nor a run id no store holds."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "afile").write_text("a file")
+    uri, said = {
+        "folder": (f"sqlite:///{tmp_path / 'runs'}", f"{tmp_path / 'runs'} is a folder"),
+        "under a file": (
+            f"sqlite:///{tmp_path / 'afile' / 'sub' / 'm.db'}",
+            f"{tmp_path / 'afile'} is a file, so the store's folder",
+        ),
+        "in memory": ("sqlite:///", "is an in-memory SQLite store"),
+        "memory file": ("sqlite:///:memory:", "give a file (sqlite:///mlruns.db)"),
+    }[kind]
+    for command in ("train", "sweep"):
+        args = [command, "digits", f"data.cache_dir={tmp_path / 'cache'}"]
+        args += [f"tracking.tracking_uri={uri}", "--out", str(tmp_path / "out")]
+        if command == "sweep":
+            args += ["trainer.lr=choice(0.1,0.01)", "--storage", str(tmp_path / "optuna.db")]
+        result = runner.invoke(app, args)
+        assert_one_line_error(result, f"tracking.tracking_uri={uri}")
+        assert said in result.output
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "optuna.db").exists()
+    with pytest.raises(ConfigError, match=r"cannot be made|folder|in-memory"):
+        check_tracking_store(TrackingConfig(tracking_uri=uri))
+
+
+def test_a_new_store_in_folders_not_made_yet_is_created(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'new' / 'sub' / 'mlruns.db'}"
+    check_tracking_store(TrackingConfig(tracking_uri=uri))
+    assert MlflowClient(uri).search_experiments()  # MLflow makes the folders and the file

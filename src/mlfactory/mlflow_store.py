@@ -118,6 +118,46 @@ def check_sqlite_store(uri: str, named_by: str) -> None:
         raise ConfigError(_unusable(uri, named_by, problem))
 
 
+def check_sqlite_place(uri: str) -> None:
+    """Refuse a SQLite tracking store a run could not keep, before any data is prepared: an
+    in-memory one (the run's id would name a run no store holds once the process ends), a path
+    that is a folder, or a file that is not there in a folder that is missing or not writable
+    (SQLite fails after the data, and MLflow retries it for minutes). A missing folder is
+    made by MLflow, as its file is.
+
+    Raises:
+        ConfigError: naming the URI and, for a missing file, its folder.
+    """
+    if not uri.startswith("sqlite:"):
+        return
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database or ""
+    key = f"tracking.tracking_uri={uri}"
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        raise ConfigError(
+            f"{key} is an in-memory SQLite store, which keeps no run once the command ends: "
+            f"give a file ({DEFAULT_TRACKING_URI})"
+        )
+    path = Path(database).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a folder: name a file in it ({path / 'mlruns.db'})")
+    if path.exists():
+        return
+    # MLflow makes the folders of a new store: the nearest one there has to be writable.
+    folder = next(p for p in path.absolute().parents if p.exists() or p == Path(p.anchor))
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{key}: {folder} is a file, so the store's folder {path.parent} cannot be made: "
+            "choose another"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}: the folder {folder} is not writable, so the store cannot be created there: "
+            "choose another folder"
+        )
+
+
 def _unusable(uri: str, named_by: str, reason: str) -> str:
     """One line: the store `uri` cannot be used, why, and the variable that names it."""
     hint = f" ({named_by} names the store)" if named_by else ""
@@ -144,6 +184,7 @@ def check_tracking_store(config: TrackingConfig, owner: bool = True) -> None:
     """
     if not owner:
         return
+    check_sqlite_place(config.tracking_uri)
     root, named_by = config.artifact_location, " (tracking.artifact_location)"
     if missing_sqlite_store(config.tracking_uri) is None:
         _, experiment = _client_and_experiment(config)
@@ -175,6 +216,7 @@ def _client_and_experiment(config: TrackingConfig) -> tuple[Any, Any]:
     """`tracking_client`, and the run's experiment as the store holds it (None when it does
     not exist yet): reading it is how the store is seen to answer."""
     uri = config.tracking_uri
+    check_sqlite_place(uri)
     check_sqlite_store(uri, "tracking.tracking_uri")
     try:
         _reachable(uri)
