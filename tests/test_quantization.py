@@ -167,3 +167,40 @@ def test_keeping_every_convolution_in_float_is_refused(
     assert result.exit_code == 2, result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["nothing-int8"]  # no temporary folder left
+
+
+@pytest.mark.parametrize("where", ["while tracking", "while timing"])
+def test_ctrl_c_leaves_out_as_it_was_and_no_run_running(
+    where: str,
+    quantized: Any,
+    monitored_digits: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C late in `quantize --force` (the test raises it where a user's would land): the
+    bundle in --out stays the one it was, and the new bundle's run is KILLED, not RUNNING."""
+    import mlfactory.evaluation
+    import mlfactory.quantization
+
+    def ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    if where == "while tracking":
+        monkeypatch.setattr(mlfactory.evaluation, "record_evaluation", ctrl_c)
+    else:
+        monkeypatch.setattr(mlfactory.quantization, "_speed", ctrl_c)
+    out = tmp_path / "q1"
+    shutil.copytree(quantized.bundle.path, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    store = monitored_digits.bundle.meta.config["tracking"]["tracking_uri"]
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_run(monitored_digits.mlflow_run_id).info.experiment_id
+    runs_before = {r.info.run_id for r in client.search_runs([experiment])}
+    source = str(monitored_digits.bundle.path)
+    with pytest.raises(KeyboardInterrupt):
+        quantize_target(source, out, max_drop=1.0, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["q1"]  # nothing half-made beside it
+    (new,) = [r for r in client.search_runs([experiment]) if r.info.run_id not in runs_before]
+    assert new.data.tags["mlfactory.quantized_from"] == monitored_digits.mlflow_run_id
+    assert new.info.status == "KILLED"

@@ -39,10 +39,11 @@ import numpy as np
 from mlfactory.bundle import META_FILE, MODEL_FILE, OOD_SCORE, Bundle, load_bundle, write_meta
 from mlfactory.bundle_recipe import bundle_run, recipe_dataset
 from mlfactory.data.dataset import Item
-from mlfactory.errors import BundleError, first_line
+from mlfactory.errors import BundleError, Interrupted, first_line
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.targets import resolve_bundle
+from mlfactory.tracking import TrackedRun
 
 CALIBRATION_ITEMS = 256
 CALIBRATION_BATCH = 16
@@ -88,10 +89,11 @@ def quantize_target(
     test = dataset.split("test")
     if not test:
         raise BundleError("the recipe's test split is empty: nothing to check the int8 model on")
-    # Made beside `out` and moved into place once it passed: a failure (or Ctrl-C) leaves what
-    # `--force` would have replaced as it was.
+    # Made beside `out`, tracked, and moved into place last: a failure (or Ctrl-C) leaves what
+    # `--force` would have replaced as it was, and no run of it RUNNING.
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name[:64]}.{uuid.uuid4().hex[:8]}.tmp"
+    run = None
     try:
         bundle = _quantize(source, work, _calibration(dataset), float_convs, (target, out))
         _rebuild_monitoring(bundle, dataset)
@@ -101,18 +103,22 @@ def quantize_target(
         metrics = evaluate_items(Predictor(bundle), test)
         int8, fp32 = float(metrics["accuracy"]), _float_accuracy(source, dataset)
         _check_drop(int8, fp32, max_drop, float_convs)
+        run = _track(source, bundle, recipe, dataset, metrics)
+        speed_ratio = _speed(bundle, test) / _speed(source, test)
         _replace(out, work)
+    except BaseException as exc:  # Ctrl-C included: the run of a bundle not kept is closed
+        _close(run, exc)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     bundle = load_bundle(out)
-    run_id = _track(source, bundle, recipe, dataset, metrics)
     return QuantizeResult(
         bundle=bundle,
         float_accuracy=fp32,
         int8_accuracy=int8,
         size_ratio=source.model_path.stat().st_size / bundle.model_path.stat().st_size,
-        speed_ratio=_speed(bundle, test) / _speed(source, test),
-        mlflow_run_id=run_id,
+        speed_ratio=speed_ratio,
+        mlflow_run_id=None if run is None else run.run_id,
     )
 
 
@@ -317,36 +323,44 @@ def _rebuild_monitoring(bundle: Bundle, dataset: Any) -> None:
 
 def _track(
     source: Bundle, bundle: Bundle, recipe: Any, dataset: Any, metrics: dict[str, Any]
-) -> str | None:
+) -> TrackedRun | None:
     """Evaluate the int8 bundle into its `bundle.json`, in a run of its own when the float
-    bundle's run is reachable (the int8 bundle then names that run)."""
+    bundle's run is reachable (the int8 bundle then names that run). The run is FINISHED with
+    the bundle as its artifact, or KILLED (Ctrl-C) or FAILED when that stops halfway."""
     from mlfactory.evaluation import record_evaluation
-    from mlfactory.tracking import TrackedRun
 
     parent = bundle_run(source, recipe, into_bundle=False)  # the int8 bundle is `out`
     run = None
-    if parent is not None:
-        experiment = parent.client.get_run(parent.run_id).info.experiment_id
-        created = parent.client.create_run(
-            experiment,
-            run_name=bundle.meta.name,
-            tags={"mlfactory.quantized_from": parent.run_id, "bundle_version": bundle.meta.version},
-        )
-        run = TrackedRun(parent.client, created.info.run_id)
-        for key, value in bundle.meta.export["quantization"].items():
-            if key != "float_nodes":
-                parent.client.log_param(run.run_id, f"quantization.{key}", value)
-        bundle.meta.mlflow_run_id = run.run_id
-    else:
-        bundle.meta.mlflow_run_id = None
-    write_meta(bundle.path, bundle.meta)
-    with tempfile.TemporaryDirectory() as scratch:  # the confusion matrix goes to the run only
-        record_evaluation(bundle, dataset, Path(scratch), run, metrics)
-    if run is None:
-        return None
-    run.log_artifact(bundle.path, "bundle")
-    run.client.set_terminated(run.run_id, "FINISHED")
-    return run.run_id
+    try:
+        if parent is not None:
+            experiment = parent.client.get_run(parent.run_id).info.experiment_id
+            tags = {
+                "mlfactory.quantized_from": parent.run_id,
+                "bundle_version": bundle.meta.version,
+            }
+            created = parent.client.create_run(experiment, run_name=bundle.meta.name, tags=tags)
+            run = TrackedRun(parent.client, created.info.run_id)
+            for key, value in bundle.meta.export["quantization"].items():
+                if key != "float_nodes":
+                    parent.client.log_param(run.run_id, f"quantization.{key}", value)
+        bundle.meta.mlflow_run_id = None if run is None else run.run_id
+        write_meta(bundle.path, bundle.meta)
+        with tempfile.TemporaryDirectory() as scratch:  # the confusion matrix: the run only
+            record_evaluation(bundle, dataset, Path(scratch), run, metrics)
+        if run is not None:
+            run.log_artifact(bundle.path, "bundle")
+            run.client.set_terminated(run.run_id, "FINISHED")
+    except BaseException as exc:
+        _close(run, exc)
+        raise
+    return run
+
+
+def _close(run: TrackedRun | None, exc: BaseException) -> None:
+    """Mark the run of a bundle that was not kept KILLED (Ctrl-C) or FAILED, never RUNNING."""
+    if run is not None:
+        stopped = isinstance(exc, KeyboardInterrupt | Interrupted)
+        run.client.set_terminated(run.run_id, "KILLED" if stopped else "FAILED")
 
 
 def _speed(bundle: Bundle, items: list[Item]) -> float:
