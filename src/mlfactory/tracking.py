@@ -8,6 +8,7 @@ never imports torch or Lightning.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +112,20 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def save_run_state(out_dir: Path, state: dict[str, Any]) -> None:
-    """Remember what `--resume` needs (MLflow run id, recipe, overrides)."""
-    (out_dir / RUN_STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    """Remember what `--resume` needs (MLflow run id, recipe, overrides).
+
+    Written to a file beside it, then renamed over it: a run stopped while writing leaves the
+    previous state or the new one, never half of one."""
+    path = out_dir / RUN_STATE_FILE
+    partial = path.with_name(f".{RUN_STATE_FILE}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
 
 
 def load_run_state(out_dir: Path) -> dict[str, Any] | None:
     """What `save_run_state` wrote in `out_dir`, or None."""
     path = out_dir / RUN_STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def git_commit() -> str | None:

@@ -151,6 +151,10 @@ def test_a_new_run_never_replaces_a_bundle_silently(
     (interrupted / "checkpoints").mkdir(parents=True)
     shutil.copy(trained_digits.out_dir / "checkpoints" / "last.ckpt", interrupted / "checkpoints")
     result = runner.invoke(app, ["train", "digits", "--out", str(interrupted)])
+    # Without its run.json the run cannot be resumed, and the error says so.
+    assert_one_line_error(result, "whose run.json is missing or damaged, so it cannot be resumed")
+    shutil.copy(trained_digits.out_dir / "run.json", interrupted)
+    result = runner.invoke(app, ["train", "digits", "--out", str(interrupted)])
     assert_one_line_error(result, "holds an interrupted run: add --resume")
 
 
@@ -200,3 +204,23 @@ def test_balanced_class_weights_reach_the_loss(digit_folder: Path, tmp_path: Pat
     others = [w for label, w in zip(setup.dataset.labels, weights, strict=True) if label != rare]
     assert weights[0] == pytest.approx(others[0] * counts[setup.dataset.labels[1]] / 3)
     assert class_weights(setup.dataset, None) is None
+
+
+def test_a_copied_or_moved_run_resumes_from_its_own_checkpoints(
+    digit_folder: Path, tmp_path: Path
+) -> None:
+    overrides = [
+        *fast_digits_overrides(digit_folder, tmp_path, epochs=1),
+        *SMALL_NETWORK,
+        "model.freeze_backbone=true",
+    ]
+    first = runner.invoke(app, ["train", "digits", *overrides, "--out", str(tmp_path / "old")])
+    assert first.exit_code == 0, first.output
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    # The checkpoints remember the old folder: its best.ckpt must not be the one loaded.
+    (tmp_path / "old" / "checkpoints" / "best.ckpt").write_bytes(b"not the copy's weights")
+    resume = ["train", "digits", "--out", str(tmp_path / "new"), "--resume", "--force"]
+    resumed = runner.invoke(app, [*resume, "trainer.max_epochs=2"])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_bundle(tmp_path / "new" / "bundle").meta.metrics["test"]["split_size"] > 0
+    assert not (tmp_path / "new" / ".bundle.partial").exists()  # published whole, renamed

@@ -4,6 +4,8 @@ evaluation, and all of it in the run's MLflow run (`publish`)."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
 from mlfactory import tracking
-from mlfactory.bundle import Bundle, BundleMeta
+from mlfactory.bundle import Bundle, BundleMeta, load_bundle
 from mlfactory.config.loader import Recipe
 from mlfactory.errors import ConfigError
 from mlfactory.evaluation import record_evaluation
@@ -24,7 +26,7 @@ from mlfactory.training.memory_format import to_memory_format
 from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.report import report_results
-from mlfactory.training.run_folder import BUNDLE_DIR
+from mlfactory.training.run_folder import BUNDLE_DIR, CHECKPOINT_DIR, PARTIAL_BUNDLE_DIR
 from mlfactory.training.tracking import tracked_run
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ def publish(
     The bundle's version is the recipe's `version` if set, else the run's number among the
     MLflow runs of this name (`TrackedRun.run_number`): every training run has its own.
     """
-    load_best_weights(setup.module, checkpoint)
+    load_best_weights(setup.module, checkpoint, out_dir / CHECKPOINT_DIR)
     # A bundle is float32 whatever the training precision: "16-true", "bf16-true" and "64-true"
     # keep the weights in their own type, and the export, its parity check and serving feed
     # float32 inputs.
@@ -69,11 +71,13 @@ def publish(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     test_items = dataset.split("test")
+    # Written beside bundle/, which it replaces once complete (its evaluation included): a run
+    # stopped meanwhile leaves no half bundle.
     bundle = export_bundle(
         setup.module.net,
         setup.encoder,
         meta,
-        out_dir / BUNDLE_DIR,
+        out_dir / PARTIAL_BUNDLE_DIR,
         test_items,
         setup.assets,
         config.model.early_features,
@@ -82,7 +86,7 @@ def publish(
         "export: bundle '%s' version %s in %s (ONNX matches PyTorch within %.1e on %d items)",
         meta.name,
         meta.version,
-        bundle.path,
+        out_dir / BUNDLE_DIR,
         meta.export.get("parity_max_abs_diff", 0.0),
         len(test_items),
     )
@@ -91,6 +95,7 @@ def publish(
         attach_ood_score(bundle, test_items)
     metrics = record_evaluation(bundle, dataset, out_dir, run)
     report_results(metrics)
+    bundle = put_in_place(bundle.path, out_dir / BUNDLE_DIR)
     run.log_artifact(bundle.path, BUNDLE_DIR)
     logger.experiment.set_terminated(logger.run_id, "FINISHED")
     return bundle, metrics
@@ -119,11 +124,26 @@ def check_finite_weights(net: torch.nn.Module, precision: str) -> None:
     )
 
 
-def load_best_weights(module: ClassifierModule, checkpoint: ModelCheckpoint) -> None:
-    """Load the best checkpoint's weights into `module` (the last one's without a best)."""
-    path = checkpoint.best_model_path or checkpoint.last_model_path
-    if not path:
+def put_in_place(partial: Path, final: Path) -> Bundle:
+    """Rename the complete bundle `partial` to `final`, replacing the bundle there (the run's
+    own, or one `run_folder.check_replaceable` found only bundle files in)."""
+    if final.is_dir():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    return load_bundle(final)
+
+
+def load_best_weights(
+    module: ClassifierModule, checkpoint: ModelCheckpoint, checkpoint_dir: Path
+) -> None:
+    """Load the best checkpoint's weights into `module` (the last one's without a best).
+
+    The checkpoint is looked up by name in `checkpoint_dir`: a resumed run's callback holds
+    the path it had when the run started, in a folder the run may have moved from since."""
+    name = checkpoint.best_model_path or checkpoint.last_model_path
+    if not name:
         return
+    path = checkpoint_dir / Path(name).name
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     log.info("restored best weights from %s", path)

@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
 from mlfactory.config.loader import Recipe
@@ -66,8 +67,12 @@ class RankOutput(L.Callback):
         adopt_library_loggers()
 
 
-class EpochLines(L.Callback):
-    """One line per epoch: losses and validation accuracy (the progress bar is only on a TTY)."""
+class EpochLines(Checkpoint):
+    """One line per epoch: losses and validation accuracy (the progress bar is only on a TTY).
+
+    A `Checkpoint` to Lightning, which calls it after the `ModelCheckpoint` put before it in
+    the callbacks: the line of an epoch comes once `last.ckpt` holds that epoch, so a run
+    stopped after the line resumes after the epoch."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -130,17 +135,10 @@ def user_errors(logger: MLFlowLogger | None, recipe: Recipe, out_dir: Path) -> I
         ConfigError: a setting Lightning or torch refused.
     """
     try:
-        yield
-    except KeyboardInterrupt:
-        _terminate(logger, "KILLED")
-        last = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-        how = (
-            f"continue it with: {resume_command(recipe, out_dir)}"
-            if last.is_file()
-            else "no epoch was finished, so there is nothing to resume: start it again"
-        )
-        marked = f"MLflow run {logger.run_id} marked KILLED; " if logger is not None else ""
-        raise Interrupted(f"interrupted; {marked}{how}") from None
+        with killed_on_interrupt(logger, recipe, out_dir):
+            yield
+    except Interrupted:
+        raise
     except MisconfigurationException as exc:
         _terminate(logger, "FAILED")
         raise ConfigError(f"Lightning refused the trainer settings: {first_line(exc)}") from None
@@ -161,6 +159,30 @@ def user_errors(logger: MLFlowLogger | None, recipe: Recipe, out_dir: Path) -> I
     except BaseException:
         _terminate(logger, "FAILED")
         raise
+
+
+@contextmanager
+def killed_on_interrupt(
+    logger: MLFlowLogger | None, recipe: Recipe, out_dir: Path
+) -> Iterator[None]:
+    """Ctrl-C marks the MLflow run KILLED and raises `Interrupted` with the command that
+    resumes it (where an epoch was finished).
+
+    Raises:
+        Interrupted: on Ctrl-C.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        _terminate(logger, "KILLED")
+        last = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        how = (
+            f"continue it with: {resume_command(recipe, out_dir)}"
+            if last.is_file()
+            else "no epoch was finished, so there is nothing to resume: start it again"
+        )
+        marked = f"MLflow run {logger.run_id} marked KILLED; " if logger is not None else ""
+        raise Interrupted(f"interrupted; {marked}{how}") from None
 
 
 def _terminate(logger: MLFlowLogger | None, status: str) -> None:

@@ -10,21 +10,39 @@ with `trainer.profiler` the profiler's reports in `profiler/`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import shlex
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlfactory.bundle import META_FILE
+from mlfactory.bundle import META_FILE, MODEL_FILE
 from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.config.schema import RecipeConfig
-from mlfactory.errors import ConfigError
-from mlfactory.tracking import flatten, load_run_state
+from mlfactory.errors import ConfigError, first_line
+from mlfactory.tracking import RUN_STATE_FILE, flatten, load_run_state
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_CHECKPOINT = "best.ckpt"
 BUNDLE_DIR = "bundle"
 PROFILER_DIR = "profiler"
+LOCK_FILE = ".lock"
+PARTIAL_BUNDLE_DIR = ".bundle.partial"  # a bundle being written; renamed to bundle/ when complete
+# What a run writes at the top of its folder (besides its backbone's assets, e.g. a tokenizer).
+RUN_ENTRIES = (
+    RUN_STATE_FILE,
+    CHECKPOINT_DIR,
+    BUNDLE_DIR,
+    PROFILER_DIR,
+    LOCK_FILE,
+    PARTIAL_BUNDLE_DIR,
+    "confusion_matrix.png",
+)
+BUNDLE_FILES = (META_FILE, MODEL_FILE, "profile.json", "profile.npz")
 # Keys `--resume` may change: they decide how long and where training runs, not what is
 # learned from which data. Anything else (data, split, model, optimiser, preprocessing) would
 # make the MLflow run, its checkpoint and its bundle disagree about what was trained.
@@ -44,19 +62,145 @@ RESUMABLE_KEYS = (
 
 
 def check_new_run(out_dir: Path, force: bool) -> None:
-    """Refuse to start a new run over a trained bundle or an interrupted run, unless `force`.
+    """Refuse to start a new run over a trained bundle or an interrupted run, unless `force`,
+    and in any case over what no run wrote (see `check_out_folder`, `check_replaceable`).
 
     Raises:
-        ConfigError: `out_dir` holds a bundle or an interrupted run, and `force` is not set.
+        ConfigError: `out_dir` is not a folder a run may use, or holds a bundle or an
+            interrupted run and `force` is not set.
     """
+    check_out_folder(out_dir)
+    check_replaceable(out_dir)
     if force:
         return
     _check_no_bundle(out_dir, "choose another --out, or add --force to replace it")
-    if (out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
+    if not (out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
+        return
+    try:
+        state = read_run_state(out_dir)
+    except ConfigError:
+        state = None
+    if state is None:
         raise ConfigError(
-            f"{out_dir} holds an interrupted run: add --resume to continue it, or --force to "
-            "start over"
+            f"{out_dir} holds an interrupted run whose {RUN_STATE_FILE} is missing or damaged, "
+            "so it cannot be resumed: add --force to start over"
         )
+    raise ConfigError(
+        f"{out_dir} holds an interrupted run: add --resume to continue it, or --force to start over"
+    )
+
+
+def check_out_folder(out_dir: Path) -> None:
+    """`--out` must be absent, empty, or a run folder (it holds `run.json`, or only what a run
+    writes, and hidden entries): never a file, a bundle, or a folder of other files, which a
+    run would mix with its own or replace.
+
+    Raises:
+        ConfigError: `out_dir` is a file, a bundle folder, or a folder of other files.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file: give a folder")
+    if not out_dir.is_dir():
+        return
+    names = {path.name for path in out_dir.iterdir()}
+    if META_FILE in names:
+        raise ConfigError(
+            f"--out {out_dir} is a bundle folder (it holds {META_FILE}), not a run folder: "
+            "choose another folder for the run"
+        )
+    # Hidden entries (`.git`, `.DS_Store`, a demo's mark) are left alone by a run: no reason
+    # to refuse the folder for them.
+    others = sorted(name for name in names - set(RUN_ENTRIES) if not name.startswith("."))
+    if RUN_STATE_FILE in names or not others:
+        return
+    more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+    raise ConfigError(
+        f"--out {out_dir} holds {others[0]}{more} and is not a run folder (no "
+        f"{RUN_STATE_FILE}): choose an empty or new folder"
+    )
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """What a new (or resumed) run replaces in `checkpoints/` and `bundle/` must be what a run
+    wrote: checkpoints, and a bundle's files (its assets are in the run folder too).
+
+    Raises:
+        ConfigError: either folder holds another file; the message names it.
+    """
+    assets = {path.name for path in out_dir.glob("*") if path.is_file()}
+    allowed = {
+        out_dir / CHECKPOINT_DIR: lambda name: name.endswith(".ckpt"),
+        out_dir / BUNDLE_DIR: lambda name: name in BUNDLE_FILES or name in assets,
+    }
+    for folder, ours in allowed.items():
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not ours(path.name):
+                raise ConfigError(
+                    f"{path} was not written by a training run, and this run would replace "
+                    f"{folder.name}/: move it away, or choose another --out"
+                )
+
+
+def clear_previous_run(out_dir: Path) -> None:
+    """Before a new run: remove the checkpoints and the bundle an earlier run left, so that
+    `bundle/` never belongs to another run than `run.json` (`check_replaceable` passed)."""
+    for path in (out_dir / CHECKPOINT_DIR).glob("*.ckpt"):
+        path.unlink()
+    for folder in (out_dir / BUNDLE_DIR, out_dir / PARTIAL_BUNDLE_DIR):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
+@contextlib.contextmanager
+def run_folder_lock(out_dir: Path) -> Iterator[None]:
+    """Hold `out_dir/.lock` for the run: a second training into the same folder is refused.
+
+    The lock (`flock`) goes with the process, even a killed one: no stale lock blocks a
+    later run. Creates `out_dir`.
+
+    Raises:
+        ConfigError: another run holds the folder, or `out_dir` is a file.
+    """
+    check_out_folder(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"{out_dir} is in use by another training run: wait for it to end, or choose "
+                "another --out"
+            ) from None
+        yield
+
+
+def read_run_state(out_dir: Path) -> dict[str, Any] | None:
+    """`run.json` of `out_dir`, None when there is none.
+
+    Raises:
+        ConfigError: it cannot be read or is not what a run writes (cut short, edited).
+    """
+    path = out_dir / RUN_STATE_FILE
+    why = "not the state a run writes"
+    state: Any
+    try:
+        state = load_run_state(out_dir)
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError too
+        state, why = [], first_line(exc)
+    if state is None:
+        return None
+    if (
+        isinstance(state, dict)
+        and isinstance(state.get("mlflow_run_id"), str)
+        and isinstance(state.get("recipe"), dict)
+    ):
+        return state
+    raise ConfigError(
+        f"{path} is damaged ({why}), so the run in {out_dir} cannot be resumed: start it again "
+        "with --force (without --resume)"
+    )
 
 
 def resume_state(out_dir: Path, force: bool = False) -> dict[str, Any]:
@@ -66,16 +210,24 @@ def resume_state(out_dir: Path, force: bool = False) -> dict[str, Any]:
 
     Raises:
         ConfigError: `out_dir` holds no run to resume (no `run.json` or no last checkpoint),
-            or holds its bundle already and `force` is not set.
+            its `run.json` is damaged, or it holds its bundle already and `force` is not set.
     """
-    state = load_run_state(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file: give a folder")
+    state = read_run_state(out_dir)
     last = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    if state is None and last.is_file():
+        raise ConfigError(
+            f"--resume: {out_dir / RUN_STATE_FILE} is missing, so the run in {out_dir} cannot "
+            "be resumed: start it again with --force (without --resume)"
+        )
     if state is None or not last.is_file():
         raise ConfigError(f"--resume: no interrupted run in {out_dir} (no {last})")
     if not force:
         _check_no_bundle(
             out_dir, "--resume would train it longer and replace it: add --force to do so"
         )
+    check_replaceable(out_dir)
     return state
 
 
@@ -143,7 +295,8 @@ def clean_checkpoints(checkpoint_dir: Path, best_path: str) -> None:
         checkpoint_dir: the run's checkpoint folder.
         best_path: the checkpoint callback's best model path ("" if none).
     """
-    best = Path(best_path) if best_path else None
+    # By name: a resumed run's callback may hold the path of a folder the run moved from.
+    best = checkpoint_dir / Path(best_path).name if best_path else None
     if best is not None and best.is_file() and best.name != BEST_CHECKPOINT:
         best.replace(checkpoint_dir / BEST_CHECKPOINT)
     for path in checkpoint_dir.glob("*.ckpt"):
@@ -175,5 +328,8 @@ def setting_defaults() -> dict[str, Any]:
 
 
 def resume_command(recipe: Recipe, out_dir: Path) -> str:
-    """The command line that continues an interrupted run."""
-    return f"mlfactory train {recipe.reference or recipe.name} --out {out_dir} --resume"
+    """The command line that continues an interrupted run (`--force` too where its folder
+    holds a bundle: an earlier finish of the run, which the resumed run replaces)."""
+    words = ["mlfactory", "train", recipe.reference or recipe.name, "--out", str(out_dir)]
+    words += ["--resume", *(["--force"] if (out_dir / BUNDLE_DIR / META_FILE).is_file() else [])]
+    return shlex.join(words)

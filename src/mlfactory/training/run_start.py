@@ -7,6 +7,7 @@ import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any
 
 import torch
@@ -18,10 +19,11 @@ from mlfactory.artifact_stores import missing_artifact_client
 from mlfactory.config.loader import Recipe
 from mlfactory.config.schema import TrackingConfig
 from mlfactory.data.dataset import PreparedDataset
-from mlfactory.errors import ConfigError
+from mlfactory.errors import ConfigError, first_line
 from mlfactory.training.float_kernels import float_kernels
-from mlfactory.training.run_folder import CHECKPOINT_DIR, check_new_run, resume_state
-from mlfactory.training.tracking import make_logger
+from mlfactory.training.report import killed_on_interrupt
+from mlfactory.training.run_folder import check_new_run, clear_previous_run, resume_state
+from mlfactory.training.tracking import interrupt_after, make_logger
 
 
 def check_tracking_store(config: TrackingConfig) -> None:
@@ -39,9 +41,7 @@ def start_run_folder(out_dir: Path, resume: bool, force: bool) -> dict[str, Any]
     if resume:
         return resume_state(out_dir, force)
     check_new_run(out_dir, force)
-    checkpoint_dir = out_dir / CHECKPOINT_DIR
-    if checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)
+    clear_previous_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return None
 
@@ -72,12 +72,30 @@ def check_more_epochs(last: Path, max_epochs: int) -> None:
     marking the run FAILED.
 
     Raises:
-        ConfigError: `max_epochs` is below the epochs the checkpoint has trained.
+        ConfigError: the checkpoint cannot be read (cut short, overwritten), or `max_epochs`
+            is below the epochs it has trained.
     """
-    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
-    # What Lightning restores as `current_epoch`: the epochs processed (saved at epoch end).
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-    trained = int(progress.get("current", {}).get("processed", checkpoint["epoch"] + 1))
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        # What Lightning restores as `current_epoch`: the epochs processed (saved at epoch end).
+        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+        trained = int(progress.get("current", {}).get("processed", checkpoint["epoch"] + 1))
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        UnpicklingError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+    ) as exc:
+        # What torch.load and a checkpoint of another shape raise: cut short, overwritten.
+        why = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else repr(exc)
+        raise ConfigError(
+            f"--resume: the checkpoint {last} is damaged or unreadable ({why}): start the run "
+            "again with --force (without --resume), or restore the file"
+        ) from None
     if max_epochs < trained:
         raise ConfigError(
             f"--resume: the run has trained {trained} epochs; trainer.max_epochs={max_epochs} "
@@ -107,9 +125,33 @@ def start_tracking(
         return None
     run_id = state["mlflow_run_id"] if state is not None else None
     logger = make_logger(recipe.config.tracking, recipe.name, run_id, tags)
+    # A Ctrl-C from here on marks the run KILLED; while MLflow creates it, it waits for the
+    # run's id.
+    with killed_on_interrupt(logger, recipe, out_dir):
+        with interrupt_after():
+            run = logger.experiment.get_run(logger.run_id)
+        if run_id is not None and run.info.lifecycle_stage == "deleted":
+            raise ConfigError(
+                f"--resume: the MLflow run {run_id} of {out_dir} was deleted in MLflow: restore "
+                f"it with `mlflow runs restore --run-id {run_id}` (with MLFLOW_TRACKING_URI="
+                f"{recipe.config.tracking.tracking_uri}), or start again with --force (without "
+                "--resume)"
+            )
+        _log_start(recipe, dataset, out_dir, state, logger, run.info.artifact_uri)
+    return logger
+
+
+def _log_start(
+    recipe: Recipe,
+    dataset: PreparedDataset,
+    out_dir: Path,
+    state: dict[str, Any] | None,
+    logger: MLFlowLogger,
+    root: str,
+) -> None:
+    """What a run records as it starts: the params and tags of a new run, `run.json`."""
     # Before any training: a run whose artifacts go to a bucket needs that store's client here,
     # or the bundle could not be logged at the end.
-    root = logger.experiment.get_run(logger.run_id).info.artifact_uri
     missing = missing_artifact_client(root, "written")
     if missing is not None:
         if state is None:
@@ -134,7 +176,6 @@ def start_tracking(
             "data_fingerprint": dataset.fingerprint,
         },
     )
-    return logger
 
 
 def is_global_zero() -> bool:

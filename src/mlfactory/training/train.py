@@ -10,6 +10,7 @@ are in `run_folder`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ from mlfactory.training.run_folder import (
     LAST_CHECKPOINT,
     check_same_data,
     clean_checkpoints,
+    run_folder_lock,
 )
 from mlfactory.training.run_start import (
     check_more_epochs,
@@ -119,27 +121,37 @@ def train(
     check_launched(config.trainer.num_nodes)
     check_devices(config.trainer)
     check_tracking_store(config.tracking)
-    with removed_if_the_start_fails(out_dir):
-        state = start_run_folder(out_dir, resume, force)
-        if state is not None:
-            last = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-            check_more_epochs(last, config.trainer.max_epochs)
-        L.seed_everything(config.seed, workers=True, verbose=False)
-        setup = prepare_fit(config, out_dir)
-        if is_global_zero():
-            report_dataset(setup.dataset)
-            for removed in setup.pruning:
-                phase_log.info("model: %s", removed)
-        if state is not None:
-            check_same_data(state, setup.dataset.fingerprint, out_dir)
-        logger = start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
-    with user_errors(logger, recipe, out_dir):
-        bundle, run_id, metrics = _fit_and_publish(
-            recipe, setup, logger, out_dir, resume, progress, keep_checkpoints, callbacks
-        )
+    with contextlib.ExitStack() as held:
+        with removed_if_the_start_fails(out_dir):
+            if is_global_zero():  # held for the whole run: a second run there is refused
+                held.enter_context(run_folder_lock(out_dir))
+            setup, logger = _start(recipe, out_dir, resume, force, run_tags)
+        with user_errors(logger, recipe, out_dir):
+            bundle, run_id, metrics = _fit_and_publish(
+                recipe, setup, logger, out_dir, resume, progress, keep_checkpoints, callbacks
+            )
     return TrainResult(
         bundle, out_dir, run_id, metrics, time.perf_counter() - started, setup.dataset
     )
+
+
+def _start(
+    recipe: Recipe, out_dir: Path, resume: bool, force: bool, run_tags: dict[str, str] | None
+) -> tuple[FitSetup, MLFlowLogger | None]:
+    """The run folder, the data and the model, and the MLflow run: what the fit starts from."""
+    config = recipe.config
+    state = start_run_folder(out_dir, resume, force)
+    if state is not None:
+        check_more_epochs(out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, config.trainer.max_epochs)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    setup = prepare_fit(config, out_dir)
+    if is_global_zero():
+        report_dataset(setup.dataset)
+        for removed in setup.pruning:
+            phase_log.info("model: %s", removed)
+    if state is not None:
+        check_same_data(state, setup.dataset.fingerprint, out_dir)
+    return setup, start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
 
 
 def _fit_and_publish(
