@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,29 +75,30 @@ def publish(
     test_items = dataset.split("test")
     # Written beside bundle/, which it replaces once complete (its evaluation included): a run
     # stopped meanwhile leaves no half bundle.
-    bundle = export_bundle(
-        setup.module.net,
-        setup.encoder,
-        meta,
-        out_dir / PARTIAL_BUNDLE_DIR,
-        test_items,
-        setup.assets,
-        config.model.early_features,
-    )
-    phase_log.info(
-        "export: bundle '%s' version %s in %s (ONNX matches PyTorch within %.1e on %d items)",
-        meta.name,
-        meta.version,
-        out_dir / BUNDLE_DIR,
-        meta.export.get("parity_max_abs_diff", 0.0),
-        len(test_items),
-    )
-    logger.experiment.set_tag(logger.run_id, "bundle_version", meta.version)
-    if write_profile(bundle, *reference_items(dataset)) is not None:
-        attach_ood_score(bundle, test_items)
-    metrics = record_evaluation(bundle, dataset, out_dir, run)
-    report_results(metrics)
-    bundle = put_in_place(bundle.path, out_dir / BUNDLE_DIR)
+    with removed_on_failure(out_dir / PARTIAL_BUNDLE_DIR) as partial:
+        bundle = export_bundle(
+            setup.module.net,
+            setup.encoder,
+            meta,
+            partial,
+            test_items,
+            setup.assets,
+            config.model.early_features,
+        )
+        phase_log.info(
+            "export: bundle '%s' version %s in %s (ONNX matches PyTorch within %.1e on %d items)",
+            meta.name,
+            meta.version,
+            out_dir / BUNDLE_DIR,
+            meta.export.get("parity_max_abs_diff", 0.0),
+            len(test_items),
+        )
+        logger.experiment.set_tag(logger.run_id, "bundle_version", meta.version)
+        if write_profile(bundle, *reference_items(dataset)) is not None:
+            attach_ood_score(bundle, test_items)
+        metrics = record_evaluation(bundle, dataset, out_dir, run)
+        report_results(metrics)
+        bundle = put_in_place(bundle.path, out_dir / BUNDLE_DIR)
     run.log_artifact(bundle.path, BUNDLE_DIR)
     logger.experiment.set_terminated(logger.run_id, "FINISHED")
     return bundle, metrics
@@ -122,6 +125,17 @@ def check_finite_weights(net: torch.nn.Module, precision: str) -> None:
         f"training diverged: {len(broken)} of the network's weight tensors hold NaN or "
         f"infinite values (the first: {broken[0]}), so no bundle was exported: {fix}"
     )
+
+
+@contextmanager
+def removed_on_failure(folder: Path) -> Iterator[Path]:
+    """`folder`, removed when the block fails or is interrupted (Ctrl-C): a stopped run leaves
+    no half-written bundle behind."""
+    try:
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def put_in_place(partial: Path, final: Path) -> Bundle:
