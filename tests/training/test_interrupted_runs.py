@@ -208,6 +208,23 @@ def test_resuming_a_run_deleted_in_mlflow_is_one_error_before_training(
     assert store.get_run(deleted).info.status == "FINISHED"
 
 
+def test_resuming_a_run_the_store_does_not_hold_is_one_error_before_training(
+    finished_copy: Path,
+) -> None:
+    """As after `mlflow gc` deleted it for good, or a run.json of another store's run."""
+    out, gone = finished_copy, "0" * 32
+    state = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**state, "mlflow_run_id": gone}))
+    before = snapshot(out / "checkpoints")
+    result = runner.invoke(app, ["train", "digits", "--out", str(out), "--resume", "--force"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: --resume: the MLflow run {gone} of {out} is not in the store")
+    assert "start again with --force (without --resume)" in last
+    assert snapshot(out / "checkpoints") == before
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused_and_leaves_it_be(
     stopped_in_publish: InterruptedInPublish, finished_copy: Path, digit_folder: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -57,19 +58,24 @@ def test_run_json_is_replaced_whole_or_not_at_all(
     assert load_run_state(tmp_path) == {"mlflow_run_id": "first"}
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "code"])
 def test_a_damaged_last_checkpoint_is_one_clear_error(tmp_path: Path, damage: str) -> None:
     import torch
 
     last = tmp_path / "last.ckpt"
     torch.save({"epoch": 0, "state_dict": {"w": torch.zeros(1000)}}, last)
     whole = last.read_bytes()
-    last.write_bytes({"truncate": whole[:2000], "garbage": b"hello world", "empty": b""}[damage])
+    # A pickle that names code to run: torch's safe loader refuses it, and its message says
+    # loading it unsafely would work, which no user should be told.
+    code = pickle.dumps({"epoch": Path("x")})
+    damaged = {"truncate": whole[:2000], "garbage": b"hello world", "empty": b"", "code": code}
+    last.write_bytes(damaged[damage])
     with pytest.raises(ConfigError) as caught:
         check_more_epochs(last, 5)
     message = str(caught.value)
     assert message.startswith(f"--resume: the checkpoint {last} is damaged or unreadable (")
     assert "--force" in message and "restore the file" in message and "\n" not in message
+    assert "weights_only" not in message and "will likely succeed" not in message
 
 
 def test_out_must_be_a_run_folder_empty_or_new(tmp_path: Path) -> None:

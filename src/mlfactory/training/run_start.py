@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from mlflow.exceptions import MlflowException
 
 from mlfactory import mlflow_store, tracking
 from mlfactory.artifact_stores import missing_artifact_client
@@ -92,6 +93,8 @@ def check_more_epochs(last: Path, max_epochs: int) -> None:
     ) as exc:
         # What torch.load and a checkpoint of another shape raise: cut short, overwritten.
         why = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else repr(exc)
+        if isinstance(exc, UnpicklingError):  # torch's advice to load it unsafely: never here
+            why = "not a checkpoint that loads without running code from it"
         raise ConfigError(
             f"--resume: the checkpoint {last} is damaged or unreadable ({why}): start the run "
             "again with --force (without --resume), or restore the file"
@@ -127,15 +130,24 @@ def start_tracking(
     logger = make_logger(recipe.config.tracking, recipe.name, run_id, tags)
     # A Ctrl-C from here on marks the run KILLED; while MLflow creates it, it waits for the
     # run's id.
+    store = mlflow_store.shown_url(recipe.config.tracking.tracking_uri)
     with killed_on_interrupt(logger, recipe, out_dir):
-        with interrupt_after():
-            run = logger.experiment.get_run(logger.run_id)
+        try:
+            with interrupt_after():
+                run = logger.experiment.get_run(logger.run_id)
+        except MlflowException as exc:
+            if run_id is None:
+                raise
+            raise ConfigError(
+                f"--resume: the MLflow run {run_id} of {out_dir} is not in the store {store} "
+                f"({first_line(exc)}): deleted for good (mlflow gc), or run.json names a run of "
+                "another store: start again with --force (without --resume)"
+            ) from None
         if run_id is not None and run.info.lifecycle_stage == "deleted":
             raise ConfigError(
                 f"--resume: the MLflow run {run_id} of {out_dir} was deleted in MLflow: restore "
                 f"it with `mlflow runs restore --run-id {run_id}` (with MLFLOW_TRACKING_URI="
-                f"{recipe.config.tracking.tracking_uri}), or start again with --force (without "
-                "--resume)"
+                f"{store}), or start again with --force (without --resume)"
             )
         _log_start(recipe, dataset, out_dir, state, logger, run.info.artifact_uri)
     return logger
