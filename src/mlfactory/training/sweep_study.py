@@ -27,6 +27,8 @@ OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
 # The file in `--out` that names the study whose trial-N folders it holds.
 OUT_MARKER = "sweep.json"
 SWEEP_ID_ATTR = "sweep_id"
+# Another study needs its own folder of trials: `--out` holds one study's.
+ANOTHER_OUT = "with a new --out, or none: runs/NAME"
 
 
 def storage_url(storage: str) -> str:
@@ -95,7 +97,7 @@ def check_study(study: optuna.Study, metric: str, space: SearchSpace) -> None:
     if recorded is not None and recorded != metric:
         raise ConfigError(
             f"the study '{study.study_name}' judges trials by {recorded}, not {metric}: use "
-            f"--metric {recorded}, or --study NAME to start another study"
+            f"--metric {recorded}, or --study NAME to start another study ({ANOTHER_OUT})"
         )
     now = {"fixed": _as_dict(space.fixed), "space": space.describe()}
     differences = [
@@ -108,7 +110,7 @@ def check_study(study: optuna.Study, metric: str, space: SearchSpace) -> None:
         raise ConfigError(
             f"the study '{study.study_name}' was started with other settings "
             f"({'; '.join(differences)}): its trials would be mixed with these; run it with "
-            "its own, or use --study NAME to start another study"
+            f"its own, or use --study NAME to start another study ({ANOTHER_OUT})"
         )
     for key, value in {"metric": metric, **now}.items():
         if key not in attrs:
