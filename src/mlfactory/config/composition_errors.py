@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,9 @@ def composition_error(
     undeletable = _undeletable(exc)
     if undeletable:
         return undeletable
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ValidationError):
-        # Hydra wraps OmegaConf's error in its own, or raises its own while handling it (a
-        # value of a recipe file rather than of an override).
-        cause = cause.__cause__ or cause.__context__
+    # Hydra wraps OmegaConf's error in its own, or raises its own while handling it (a value
+    # of a recipe file rather than of an override).
+    cause = next((e for e in _chain(exc) if isinstance(e, ValidationError)), None)
     key = getattr(cause, "full_key", None)
     converted = _NOT_CONVERTED.match(str(cause)) if cause is not None else None
     if key and converted:
@@ -143,16 +141,25 @@ def defaults_of(path: Path) -> list[str] | None:
 
 def _undeletable(exc: BaseException) -> str | None:
     """Why `~KEY` of a key every recipe has fails: a key of the schema cannot be deleted."""
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in _chain(exc):
         key = getattr(cause, "full_key", None)
         if key and "does not support deletion" in str(cause):
             return (
                 f"~{key}: {key} cannot be deleted, every recipe has it: set it instead "
                 f"({key}=...), or leave it out to keep the recipe's value"
             )
-        cause = cause.__cause__ or cause.__context__
     return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it was raised from or while handling, each once (a chain of contexts
+    can lead back to an exception already seen)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        yield cause
+        cause = cause.__cause__ or cause.__context__
 
 
 def _unresolved(key: str, exc: BaseException) -> str:
