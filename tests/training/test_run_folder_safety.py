@@ -14,13 +14,14 @@ from mlfactory.config.loader import load_recipe
 from mlfactory.errors import ConfigError
 from mlfactory.tracking import load_run_state, save_run_state
 from mlfactory.training.run_folder import (
+    FolderInUse,
     check_new_run,
     clear_previous_run,
     resume_command,
     resume_recipe,
     run_folder_lock,
 )
-from mlfactory.training.run_start import check_more_epochs
+from mlfactory.training.run_start import check_more_epochs, removed_if_the_start_fails
 
 from .test_run_folder import interrupted_run
 
@@ -137,3 +138,22 @@ def test_the_resume_hint_quotes_paths_and_forces_over_a_bundle(tmp_path: Path) -
     (out / "bundle").mkdir(parents=True)
     (out / "bundle" / "bundle.json").write_text(json.dumps({"name": "digits", "version": "1"}))
     assert resume_command(recipe, out).endswith("--resume --force")
+
+
+def test_a_run_refused_a_folder_another_run_just_made_leaves_that_folder_alone(
+    tmp_path: Path,
+) -> None:
+    """Two runs into a new folder at once: the one refused must not remove, as a failed start
+    of its own, the folder the other run made meanwhile and trains in."""
+    out = tmp_path / "new" / "run"
+    refused = pytest.raises(FolderInUse, match="is in use by another training run")
+    # `out` did not exist when this run began; the other run makes it and holds it.
+    with refused, removed_if_the_start_fails(out), run_folder_lock(out):
+        (out / "run.json").write_text('{"mlflow_run_id": "other"}')
+        with run_folder_lock(out):  # this run's turn
+            pass
+    assert (out / "run.json").read_text() == '{"mlflow_run_id": "other"}'
+    with pytest.raises(ConfigError, match="no data"), removed_if_the_start_fails(tmp_path / "b"):
+        (tmp_path / "b").mkdir()
+        raise ConfigError("no data")
+    assert not (tmp_path / "b").exists()  # a failed start of its own is still removed

@@ -153,6 +153,10 @@ def clear_previous_run(out_dir: Path) -> None:
             shutil.rmtree(folder)
 
 
+class FolderInUse(ConfigError):
+    """Another training run holds the run folder: what this one refuses is that run's."""
+
+
 @contextlib.contextmanager
 def run_folder_lock(out_dir: Path) -> Iterator[None]:
     """Hold `out_dir/.lock` for the run: a second training into the same folder is refused.
@@ -161,7 +165,8 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
     later run. Creates `out_dir`.
 
     Raises:
-        ConfigError: another run holds the folder, or `out_dir` is a file.
+        FolderInUse: another run holds the folder.
+        ConfigError: `out_dir` is a file.
     """
     check_out_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +174,7 @@ def run_folder_lock(out_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(
+            raise FolderInUse(
                 f"{out_dir} is in use by another training run: wait for it to end, or choose "
                 "another --out"
             ) from None

@@ -23,7 +23,12 @@ from mlfactory.data.dataset import PreparedDataset
 from mlfactory.errors import ConfigError, first_line
 from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.report import killed_on_interrupt
-from mlfactory.training.run_folder import check_new_run, clear_previous_run, resume_state
+from mlfactory.training.run_folder import (
+    FolderInUse,
+    check_new_run,
+    clear_previous_run,
+    resume_state,
+)
 from mlfactory.training.tracking import interrupt_after, make_logger
 
 
@@ -53,10 +58,13 @@ def removed_if_the_start_fails(out_dir: Path) -> Iterator[None]:
     run fails before it has an MLflow run (missing data, a refused setting, Ctrl-C while the
     data is prepared): a failed start leaves no empty folder behind. A folder that was there
     already is left as it is (an earlier run, a resumed one). In the process that owns the
-    run only (`is_global_zero`)."""
+    run only (`is_global_zero`). A folder another run holds (`FolderInUse`) is that run's, even
+    when it was made after this call began: it is never removed."""
     created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]
     try:
         yield
+    except FolderInUse:
+        raise
     except BaseException:
         if created and is_global_zero():
             shutil.rmtree(out_dir, ignore_errors=True)
