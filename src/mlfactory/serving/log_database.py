@@ -25,8 +25,14 @@ from mlfactory.mlflow_store import REACH_TIMEOUT_S
 from mlfactory.serving.log_tables import metadata, predictions
 
 log = logging.getLogger(__name__)
-# Tries at creating a new log's tables while other workers may be creating them too.
+# Tries at creating a new log's tables while other workers may be creating them too (on
+# PostgreSQL all but the first fail on a unique key of the catalog).
 SCHEMA_ATTEMPTS = 5
+# A SQLite file in WAL mode refuses at once a writer whose read snapshot is stale ("database is
+# locked": its busy timeout does not apply), so workers creating a new log together can each be
+# refused several times: those refusals are tried again for longer (about 7 s of waits).
+LOCKED_ATTEMPTS = 20
+SCHEMA_WAIT_S = 0.5
 # Database drivers whose module is named otherwise than the package that pip installs.
 DRIVER_PACKAGES = {
     "MySQLdb": "mysqlclient",
@@ -43,9 +49,9 @@ LIBPQ_KEEPALIVES = {
     "keepalives_count": 3,
 }
 SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout=10000",  # first: switching to WAL waits for a lock too
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=10000",
 )
 
 
@@ -128,12 +134,16 @@ def _create_schema(engine: Engine) -> tuple[list[str], list[str]]:
     PostgreSQL every one but the first then fails on a unique key of the catalog. A failed
     attempt is repeated after a short wait, and finds what the first one created.
     """
-    for attempt in range(1, SCHEMA_ATTEMPTS):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return _create_schema_once(engine)
-        except DBAPIError:
-            time.sleep(0.05 * attempt)
-    return _create_schema_once(engine)
+        except DBAPIError as exc:
+            locked = "database is locked" in str(exc.orig)
+            if attempt >= (LOCKED_ATTEMPTS if locked else SCHEMA_ATTEMPTS):
+                raise
+            time.sleep(min(0.05 * attempt, SCHEMA_WAIT_S))
 
 
 def _create_schema_once(engine: Engine) -> tuple[list[str], list[str]]:
