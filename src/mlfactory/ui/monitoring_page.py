@@ -22,7 +22,13 @@ CHECK_COLUMNS = ("name", "kind", "statistic", "p_value", "status", "detail")
 # A missing figure: not "-", which a table cell renders as a list bullet.
 MISSING = "\u2013"  # an en dash
 FLAGGED_COLUMNS = (
-    *("request_id", "input_index", "time", "ood_score", "label", "confidence", "true_label"),
+    "request_id",
+    "input_index",
+    "time",
+    "ood_score",
+    "label",
+    "confidence",
+    "true_label",
 )
 # The periods a window can be limited to: the text shown, and the API's `since`.
 PERIODS = {"all logged": None, "last hour": "1h", "last day": "1d", "last week": "1w"}
