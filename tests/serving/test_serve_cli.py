@@ -214,3 +214,7 @@ def test_serve_prints_the_warning_at_start(
     assert lines == [f"warning: {open_endpoints_warning('0.0.0.0', ServingSettings())}"]
     run_server(image_bundle, host="127.0.0.1", port=free_port())
     assert capsys.readouterr().err == ""
+    monkeypatch.setenv("MLFACTORY_MAX_REQUEST_BYTES", "1048576")
+    run_server(image_bundle, host="127.0.0.1", port=free_port())
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: MLFACTORY_MAX_UPLOAD_BYTES=10485760 is above ")

@@ -13,6 +13,7 @@ from mlfactory.monitoring import drift
 from mlfactory.serving.settings import (
     ServingSettings,
     env_name,
+    limits_warning,
     monitor_schedule,
     retention_period,
     unknown_variables_warning,
@@ -199,6 +200,19 @@ def test_a_misspelt_or_unknown_variable_is_named_at_start_up() -> None:
         "no setting is named MLFACTORY_PORT: the variable is ignored"
     )
     assert unknown_variables_warning({"MLFACTORY_WORKERS": "2", "HOME": "/root"}) is None
+
+
+def test_a_file_limit_above_the_request_limit_is_named_at_start_up() -> None:
+    """The request limit binds first: the file limit a client reads in /v1/model is then never
+    what the server accepts."""
+    settings = ServingSettings(max_upload_bytes=2_000_000, max_request_bytes=1_000_000)
+    assert limits_warning(settings) == (
+        "MLFACTORY_MAX_UPLOAD_BYTES=2000000 is above MLFACTORY_MAX_REQUEST_BYTES=1000000: no file "
+        "larger than a request (less its form overhead) can arrive; raise the request limit or "
+        "lower the file limit"
+    )
+    assert limits_warning(ServingSettings()) is None
+    assert limits_warning(ServingSettings(max_upload_bytes=10, max_request_bytes=10)) is None
 
 
 def test_every_variable_the_project_names_is_known() -> None:

@@ -17,7 +17,12 @@ from mlfactory.serving.input_store import InputStore
 from mlfactory.serving.multiprocess_metrics import metrics_dir
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.process import check_can_listen
-from mlfactory.serving.settings import ServingSettings, env_name, unknown_variables_warning
+from mlfactory.serving.settings import (
+    ServingSettings,
+    env_name,
+    limits_warning,
+    unknown_variables_warning,
+)
 
 FACTORY = "mlfactory.serving.app:app_from_env"
 # Open files a worker needs besides client sockets: the model, the log database, libraries.
@@ -55,7 +60,12 @@ def run_server(
     """
     settings = ServingSettings.from_env()
     check_can_listen(host, port)
-    for warning in (open_endpoints_warning(host, settings), unknown_variables_warning()):
+    warnings = (
+        open_endpoints_warning(host, settings),
+        limits_warning(settings),
+        unknown_variables_warning(),
+    )
+    for warning in warnings:
         if warning:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     loaded = load_predictor(Path(bundle), settings).bundle

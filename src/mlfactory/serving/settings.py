@@ -293,6 +293,19 @@ def unknown_variables_warning(environ: Mapping[str, str] | None = None) -> str |
     return f"no setting is named {', '.join(named)}: {ignored}"
 
 
+def limits_warning(settings: ServingSettings) -> str | None:
+    """The start-up warning of a file limit that the request limit overrides (a file arrives in
+    a request, so it can never be larger than one); None when the two agree."""
+    if settings.max_upload_bytes <= settings.max_request_bytes:
+        return None
+    return (
+        f"{env_name('max_upload_bytes')}={settings.max_upload_bytes} is above "
+        f"{env_name('max_request_bytes')}={settings.max_request_bytes}: no file larger than a "
+        "request (less its form overhead) can arrive; raise the request limit or lower the "
+        "file limit"
+    )
+
+
 def env_name(field_name: str) -> str:
     """The environment variable that sets a `ServingSettings` field."""
     return ENV_PREFIX + field_name.upper()
