@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -430,6 +431,28 @@ def test_the_console_script_runs_main_and_passes_exit_codes_through(
         assert exited.value.code == code, args
     out = capsys.readouterr().out
     assert out.startswith(f"mlfactory {__version__}") and "Usage: mlfactory" in out
+
+
+def test_ctrl_c_after_the_command_ends_the_process_without_a_traceback() -> None:
+    """A Ctrl-C that lands in an exit handler (MLflow's, Lightning's) once the command is done
+    ends the process at once: no "Exception ignored in atexit callback" traceback, and no
+    further handler runs."""
+    script = textwrap.dedent(
+        """
+        import atexit, os, signal, sys, time
+        from mlfactory.cli import main
+        atexit.register(lambda: print("a later handler ran"))
+        atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(30)))
+        sys.argv = ["mlfactory", "recipes"]
+        main()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == -signal.SIGINT, done.stderr
+    assert "digits" in done.stdout and "a later handler ran" not in done.stdout
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_an_error_keeps_its_brackets() -> None:

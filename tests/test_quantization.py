@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from mlfactory.bundle import OOD_SCORER_KEY, load_bundle
 from mlfactory.cli import app
+from mlfactory.errors import Interrupted
 from mlfactory.monitoring.profile import load_profile
 from mlfactory.predictor import Predictor
 from mlfactory.quantization import quantize_target
@@ -197,10 +198,13 @@ def test_ctrl_c_leaves_out_as_it_was_and_no_run_running(
     experiment = client.get_run(monitored_digits.mlflow_run_id).info.experiment_id
     runs_before = {r.info.run_id for r in client.search_runs([experiment])}
     source = str(monitored_digits.bundle.path)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted) as stopped:
         quantize_target(source, out, max_drop=1.0, force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["q1"]  # nothing half-made beside it
     (new,) = [r for r in client.search_runs([experiment]) if r.info.run_id not in runs_before]
     assert new.data.tags["mlfactory.quantized_from"] == monitored_digits.mlflow_run_id
     assert new.info.status == "KILLED"
+    assert str(stopped.value) == (
+        f"interrupted; MLflow run {new.info.run_id} marked KILLED; the int8 bundle was not kept"
+    )

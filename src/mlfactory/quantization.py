@@ -79,6 +79,8 @@ def quantize_target(
             already int8, it cannot be quantized, or the int8 bundle loses more than `max_drop`
             of test accuracy (nothing is left in `out` then).
         DataError: the recipe's data cannot be prepared again.
+        Interrupted: Ctrl-C once the int8 model is being made (`out` is left as it was; the
+            message names the MLflow run marked KILLED).
     """
     source = resolve_bundle(target)
     if source.meta.export.get("quantization"):
@@ -357,10 +359,17 @@ def _track(
 
 
 def _close(run: TrackedRun | None, exc: BaseException) -> None:
-    """Mark the run of a bundle that was not kept KILLED (Ctrl-C) or FAILED, never RUNNING."""
+    """Mark the run of a bundle that was not kept KILLED (Ctrl-C) or FAILED, never RUNNING.
+
+    Raises:
+        Interrupted: `exc` is a Ctrl-C; the message names the run it marked KILLED.
+    """
+    stopped = isinstance(exc, KeyboardInterrupt | Interrupted)
     if run is not None:
-        stopped = isinstance(exc, KeyboardInterrupt | Interrupted)
         run.client.set_terminated(run.run_id, "KILLED" if stopped else "FAILED")
+    if isinstance(exc, KeyboardInterrupt):
+        marked = "" if run is None else f"; MLflow run {run.run_id} marked KILLED"
+        raise Interrupted(f"interrupted{marked}; the int8 bundle was not kept") from None
 
 
 def _speed(bundle: Bundle, items: list[Item]) -> float:
