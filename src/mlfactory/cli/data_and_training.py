@@ -216,7 +216,7 @@ def sweep(
     from mlfactory.training.sweep import run_sweep
 
     result = run_sweep(recipe, space, trials, out, storage, study, metric, prune, timeout)
-    err_console.print(trials_table(result))
+    err_console.print(trials_table(result, err_console.width))
     best = result.best
     if best is None or best.bundle is None:
         raise ConfigError(f"no trial of the study '{result.study}' finished: see the table for why")
