@@ -91,7 +91,8 @@ def test_a_log_server_that_never_answers_is_one_line_not_a_hang() -> None:
 def test_monitor_on_a_log_server_that_never_answers_exits_2(monitored_digits: Any) -> None:
     bundle = str(monitored_digits.bundle.path)
     with silent_server() as port:
-        url = f"postgresql+psycopg://mlf@127.0.0.1:{port}/log"
+        # The URL's own connect timeout (the default, 10 s, is the test above's)
+        url = f"postgresql+psycopg://mlf@127.0.0.1:{port}/log?connect_timeout=2"
         command = [sys.executable, "-m", "mlfactory.cli", "monitor", bundle, "--log", url]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_S)

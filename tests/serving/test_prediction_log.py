@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from mlfactory.errors import ConfigError
+from mlfactory.mlflow_store import REACH_TIMEOUT_S
+from mlfactory.serving.log_database import connect_args
 from mlfactory.serving.prediction_log import (
     LoggedPrediction,
     PredictionLog,
@@ -159,10 +161,27 @@ def test_bad_urls_are_one_line_config_errors(url: str, fragment: str) -> None:
 
 def test_a_log_server_that_never_answers_is_a_config_error_not_a_hang() -> None:
     with silent_server() as port:
-        url = f"postgresql+psycopg://u@127.0.0.1:{port}/db"
+        url = f"postgresql+psycopg://u@127.0.0.1:{port}/db?connect_timeout=2"
+        started = time.monotonic()
         raised = ends_within(HANG_S, lambda: PredictionLog(url))
+        waited = time.monotonic() - started
     assert isinstance(raised, ConfigError), raised
     assert "cannot open the log" in str(raised) and "\n" not in str(raised)
+    # the URL's timeout, not the default 10 s (a bound of correctness, not a timing: 2 s is
+    # libpq's wait, 10 s would be ours overriding it)
+    assert waited < REACH_TIMEOUT_S
+
+
+def test_the_urls_own_connection_arguments_win_over_the_defaults() -> None:
+    defaults = connect_args(make_url("postgresql+psycopg://u@db.example/log"))
+    assert defaults["connect_timeout"] == int(REACH_TIMEOUT_S)
+    assert defaults["keepalives"] == 1
+    given = connect_args(make_url("postgresql+psycopg://u@db/log?connect_timeout=3&keepalives=0"))
+    assert "connect_timeout" not in given and "keepalives" not in given
+    assert given["keepalives_idle"] == defaults["keepalives_idle"]
+    reading = connect_args(make_url("mysql+pymysql://u@db/log?read_timeout=5"), reading=True)
+    assert reading == {"connect_timeout": int(REACH_TIMEOUT_S)}
+    assert connect_args(make_url("sqlite:///p.db")) == {}
 
 
 def test_unwritable_location_is_a_config_error(tmp_path: Path) -> None:

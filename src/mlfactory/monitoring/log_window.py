@@ -149,7 +149,7 @@ def open_log(log_url: str) -> Engine:
                 "(name the server's log, its MLFACTORY_LOG_URL)"
             )
     try:
-        return create_engine(parsed, connect_args=connect_args(parsed.get_driver_name(), True))
+        return create_engine(parsed, connect_args=connect_args(parsed, True))
     except ImportError as exc:
         raise LogDatabaseError(
             f"the database driver of '{shown}' is not installed (pip install {driver_package(exc)})"

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, make_url
+from sqlalchemy import URL, Engine, Table, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 
 from mlfactory.errors import ConfigError, first_line
@@ -76,7 +76,7 @@ def open_log_engine(url: str) -> Engine:
         # A database server's connections die when it restarts or fails over: each one is
         # checked before use, so that the first predictions afterwards are not refused.
         engine = create_engine(
-            parsed, pool_pre_ping=not is_sqlite, connect_args=connect_args(parsed.get_driver_name())
+            parsed, pool_pre_ping=not is_sqlite, connect_args=connect_args(parsed)
         )
     except ImportError as exc:
         raise ConfigError(
@@ -107,11 +107,16 @@ def open_log_engine(url: str) -> Engine:
     return engine
 
 
-def connect_args(driver: str, reading: bool = False) -> dict[str, Any]:
-    """The arguments that bound how long the DB-API `driver` (SQLAlchemy's name of it:
-    `psycopg`, `mysqldb`...) waits for a database server: `REACH_TIMEOUT_S` to connect, and
-    when `reading`, `READ_TIMEOUT_S` for each answer where the driver has a read timeout.
-    Empty for SQLite or a driver not known."""
+def connect_args(url: URL, reading: bool = False) -> dict[str, Any]:
+    """The arguments that bound how long the DB-API driver of `url` (`psycopg`, `mysqldb`...)
+    waits for a database server: `REACH_TIMEOUT_S` to connect, and when `reading`,
+    `READ_TIMEOUT_S` for each answer where the driver has a read timeout. An argument the URL's
+    query sets is the URL's (`?connect_timeout=3`). Empty for SQLite or a driver not known."""
+    defaults = _timeouts(url.get_driver_name(), reading)
+    return {name: value for name, value in defaults.items() if name not in url.query}
+
+
+def _timeouts(driver: str, reading: bool) -> dict[str, Any]:
     reach = int(REACH_TIMEOUT_S)
     if driver in ("psycopg", "psycopg2"):
         # No statement_timeout in the startup packet: poolers (PgBouncer) refuse `options`.
