@@ -187,6 +187,26 @@ def test_force_over_a_finished_run_removes_its_bundle_at_the_start(
     assert meta["metrics"]["test"]["split_size"] > 0
 
 
+def test_force_stopped_while_its_data_is_prepared_leaves_no_trace_of_the_old_run(
+    stopped_in_publish: InterruptedInPublish,
+    finished_copy: Path,
+    digit_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The old run's bundle is gone at the start of a --force run: its run.json goes with it,
+    so a Ctrl-C before the new run has an MLflow run leaves a folder that names no run."""
+    out = finished_copy
+    args = overrides(digit_folder, stopped_in_publish.workdir)
+    monkeypatch.setattr(mlfactory.training.train, "prepare_fit", ctrl_c)
+    stopped = runner.invoke(app, ["train", "digits", *args, "--out", str(out), "--force"])
+    assert stopped.exit_code == 130, stopped.output
+    assert not (out / "run.json").exists() and not (out / "bundle").exists()
+    assert not list((out / "checkpoints").glob("*.ckpt"))
+    resumed = runner.invoke(app, ["train", "digits", "--out", str(out), "--resume"])
+    assert resumed.exit_code == 2, resumed.output
+    assert "no interrupted run in" in resumed.output.strip().splitlines()[-1]
+
+
 def test_resuming_a_run_deleted_in_mlflow_is_one_error_before_training(
     stopped_in_publish: InterruptedInPublish, finished_copy: Path
 ) -> None:

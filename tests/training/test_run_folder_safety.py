@@ -110,6 +110,8 @@ def test_force_replaces_only_what_a_run_wrote(tmp_path: Path, where: str) -> Non
     check_new_run(out, force=True)
     clear_previous_run(out)  # a new run's start: the old run's checkpoints and bundle go
     assert not (out / "bundle").exists() and not list((out / "checkpoints").iterdir())
+    assert not (out / "run.json").exists()  # it named the old run
+    check_new_run(out, force=False)  # what is left is a run folder a new run may use
 
 
 def test_a_second_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:

@@ -144,10 +144,13 @@ def check_replaceable(out_dir: Path) -> None:
 
 
 def clear_previous_run(out_dir: Path) -> None:
-    """Before a new run: remove the checkpoints and the bundle an earlier run left, so that
-    `bundle/` never belongs to another run than `run.json` (`check_replaceable` passed)."""
+    """Before a new run: remove the checkpoints, the bundle and the `run.json` an earlier run
+    left (`check_replaceable` passed), so that `bundle/` never belongs to another run than
+    `run.json`, and a new run stopped before it has an MLflow run (Ctrl-C while its data is
+    prepared) leaves no `run.json` naming the old one."""
     for path in (out_dir / CHECKPOINT_DIR).glob("*.ckpt"):
         path.unlink()
+    (out_dir / RUN_STATE_FILE).unlink(missing_ok=True)
     for folder in (out_dir / BUNDLE_DIR, out_dir / PARTIAL_BUNDLE_DIR):
         if folder.is_dir():
             shutil.rmtree(folder)
