@@ -207,7 +207,7 @@ def test_balanced_class_weights_reach_the_loss(digit_folder: Path, tmp_path: Pat
 
 
 def test_a_copied_or_moved_run_resumes_from_its_own_checkpoints(
-    digit_folder: Path, tmp_path: Path
+    digit_folder: Path, tmp_path: Path, recwarn: pytest.WarningsRecorder
 ) -> None:
     overrides = [
         *fast_digits_overrides(digit_folder, tmp_path, epochs=1),
@@ -224,3 +224,5 @@ def test_a_copied_or_moved_run_resumes_from_its_own_checkpoints(
     assert resumed.exit_code == 0, resumed.output
     assert load_bundle(tmp_path / "new" / "bundle").meta.metrics["test"]["split_size"] > 0
     assert not (tmp_path / "new" / ".bundle.partial").exists()  # published whole, renamed
+    # The best score of the first epoch was read back (not reset by the new folder's path).
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]

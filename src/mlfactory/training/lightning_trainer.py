@@ -20,6 +20,7 @@ from mlfactory.output import configured_verbosity
 from mlfactory.training.divergence import StopWhenDiverged
 from mlfactory.training.profiling import make_profiler
 from mlfactory.training.report import EpochLines, RankOutput
+from mlfactory.training.run_checkpoint import RunFolderCheckpoint
 
 # The devices each `trainer.accelerator` other than cpu and auto runs on, as Lightning reads it
 # ("gpu": Apple's MPS, else CUDA), and how a user would name them.
@@ -116,7 +117,7 @@ def make_trainer(
         train_items: train split size, to log at least once per epoch on a small data set.
         extra_callbacks: more callbacks (a sweep's pruning callback).
     """
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunFolderCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor="val/loss", mode="min", save_last=True
     )
     callbacks: list[Any] = [

@@ -1,0 +1,36 @@
+"""The best/last checkpoint callback of a run folder that may have moved (`RunFolderCheckpoint`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+MOVED_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+class RunFolderCheckpoint(ModelCheckpoint):
+    """Lightning's `ModelCheckpoint`, whose state read back from a checkpoint written in another
+    folder (the run folder was moved or copied, then resumed) is taken as this folder's: the
+    checkpoints it names are looked up here, by name. Lightning's own callback then forgets the
+    best score (and warns "The dirpath has changed"), so the first epoch after the resume
+    would replace `best.ckpt` however worse it was."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        before = state_dict.get("dirpath")
+        if before is None or self.dirpath is None or before == self.dirpath:
+            super().load_state_dict(state_dict)
+            return
+        here = Path(self.dirpath)
+
+        def moved(path: str) -> str:
+            return str(here / Path(path).name) if path else path
+
+        state = {**state_dict, "dirpath": self.dirpath}
+        for key in MOVED_PATHS:
+            if key in state:
+                state[key] = moved(state[key])
+        if "best_k_models" in state:
+            state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+        super().load_state_dict(state)
