@@ -169,15 +169,19 @@ def _model_spelling(label: str, known: list[str], request_id: str) -> str:
 
 
 def _logged_labels(engine: Engine, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
-    """(request id, input index) -> the labels of the model that predicted it."""
+    """(request id, input index) -> the labels of the model that predicted it; of every model
+    that did, where several logged a prediction under that id (a log shared by two servers,
+    and a client that sent both the same `X-Request-ID`)."""
     query = select(
         predictions.c.request_id, predictions.c.input_index, predictions.c.probabilities
     ).where(predictions.c.request_id.in_({request_id for request_id, _ in keys}))
+    labels: dict[tuple[str, int], dict[str, None]] = {}
     with engine.connect() as connection:
-        return {
-            (row.request_id, row.input_index): list(row.probabilities)
-            for row in connection.execute(query)
-        }
+        for row in connection.execute(query):
+            labels.setdefault((row.request_id, row.input_index), {}).update(
+                dict.fromkeys(row.probabilities)
+            )
+    return {key: list(known) for key, known in labels.items()}
 
 
 def _unknown(request_id: str, index: int, known: dict[tuple[str, int], Any]) -> str:
