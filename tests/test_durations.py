@@ -13,7 +13,8 @@ def test_a_number_and_a_unit_is_a_duration() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "30", "1 day", "-1d", "0s", "5219w", "2000000d", "99999999999999999999s"]
+    "text",
+    ["", "30", "1 day", "-1d", "0s", "5219w", "2000000d", "99999999999999999999s", "\u0663h"],
 )
 def test_anything_else_is_none(text: str) -> None:
     assert parse_duration(text) is None

@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$")  # ASCII digits only
 # Longer than any log is kept, and short enough that now minus it is still a date.
 LONGEST = timedelta(weeks=5218)  # 100 years
 HOW_TO_WRITE = "use a number above 0 and a unit (s, m, h, d or w), e.g. 30m, 6h, 2d; at most 5218w"

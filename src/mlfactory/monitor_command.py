@@ -369,7 +369,7 @@ def accuracy_line(report: DriftReport) -> str:
     )
     text += report.confidence_text()
     if live.value is not None:
-        text += f"; live {live.value:.3f} [{live.low:.3f}, {live.high:.3f}] on {live.n} labelled"
+        text += f"; live {live.value:.3f} [{live.low:.3f}, {live.high:.3f}] on {live.n:,} labelled"
     else:
         text += "; live: no feedback labels in the window"
     return text

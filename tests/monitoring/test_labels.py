@@ -59,7 +59,7 @@ def test_live_accuracy_by_true_label_names_the_weakest_labels(
     assert sum(row.labelled for row in rows) == len(inverted) // 2
     worst = sorted(rows, key=lambda row: (row.live, -row.labelled))[:3]
     text = weakest_text(rows)
-    assert text == ", ".join(f"{r.label} {r.live:.3f} on {r.labelled}" for r in worst)
+    assert text == ", ".join(f"{r.label} {r.live:.3f} on {r.labelled:,}" for r in worst)
     assert worst[0].live is not None and worst[0].live < 0.5  # inverted: some labels fail
 
 

@@ -159,7 +159,7 @@ def _accuracy_text(report: DriftReport) -> str:
     text = "Estimated accuracy: " + _estimate(estimated)
     text += report.confidence_text()
     if live.n:
-        text += f"; live accuracy {_estimate(live)} on {live.n} labelled predictions"
+        text += f"; live accuracy {_estimate(live)} on {live.n:,} labelled predictions"
     else:
         text += "; no feedback labels in the window"
     return text + "."

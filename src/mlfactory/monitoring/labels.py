@@ -95,4 +95,4 @@ def weakest_text(rows: Sequence[LabelRow]) -> str | None:
     if not labelled:
         return None
     ranked = sorted(labelled, key=lambda row: (row.live, -row.labelled))
-    return ", ".join(f"{row.label} {row.live:.3f} on {row.labelled}" for row in ranked[:SHOWN])
+    return ", ".join(f"{row.label} {row.live:.3f} on {row.labelled:,}" for row in ranked[:SHOWN])
