@@ -192,7 +192,7 @@ def _settings(last: int | None, level: float | None, flagged: int | None) -> Mon
     if last is not None and last > MAX_WINDOW_ROWS:
         raise MlfactoryError(
             f"--last {last:,}: at most {MAX_WINDOW_ROWS:,} predictions, as the server's "
-            "endpoints (a window of 1,280-wide embeddings takes about 0.9 GB per 100,000)"
+            "endpoints (reading 100,000 1,280-wide embeddings takes about 0.55 GB)"
         )
     level = level_or_default(level)
     flagged = LISTED if flagged is None else flagged

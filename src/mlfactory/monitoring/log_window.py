@@ -41,6 +41,8 @@ from mlfactory.serving.settings import MAX_WINDOW_ROWS
 # A window without `last`: the latest 1,000 predictions, or with a period the latest
 # MAX_WINDOW_ROWS of it.
 DEFAULT_WINDOW_ROWS = 1000
+# Rows decoded at a time: 5,000 rows of 1,280-wide float16 embeddings are 13 MB.
+CHUNK_ROWS = 5000
 READ_COLUMNS = (
     "id",
     "ts",
@@ -193,16 +195,13 @@ def window_from_engine(
                         select(func.count()).select_from(predictions), model_name, version
                     ).where(_within(since), own.is_not(None), own != run_id)
                 ).scalar_one()
-            rows = list(connection.execute(query).all())
+            window = _streamed(connection, query, labels, f"{model_name} {version}", last)
     except SQLAlchemyError as exc:
         message = f"cannot read the prediction log at '{shown}': {database_reason(exc)}"
         raise LogDatabaseError(message) from None
     except (ValueError, TypeError) as exc:  # a value the driver cannot convert (a bad time)
         message = f"cannot read the prediction log at '{shown}': a row is malformed: "
         raise LogDatabaseError(message + first_line(exc)) from None
-    if last is not None:
-        rows.reverse()  # read newest first to take the last N
-    window = _window(rows, labels, f"{model_name} {version}")
     window.other_models = others
     return window
 
@@ -252,44 +251,104 @@ def _query(
     return query.order_by(predictions.c.id)
 
 
-def _window(rows: Sequence[Any], labels: Sequence[str] | None, model: str) -> Window:
-    """The rows as a window (`LogDatabaseError` naming the first malformed row, if any)."""
-    if not rows:
+def _streamed(
+    connection: Any, query: Any, labels: Sequence[str] | None, model: str, last: int | None
+) -> Window:
+    """The window of `query`'s rows, read `CHUNK_ROWS` at a time: each chunk is decoded into
+    the window's arrays and dropped, so a window of 100,000 1,280-wide embeddings never holds
+    the rows beside their decoded embeddings (0.5 GB). Rows come newest first with `last`
+    (to take the last N), and the window is put oldest first."""
+    expected = connection.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    if not expected:
         return _empty(labels)
-    given = [probabilities(row, model) for row in rows]
-    order = list(labels) if labels is not None else list(given[0])
-    summaries = [decoded(row, "input_summary", dict, model) for row in rows]
-    scores = numbers(rows, "ood_score", model, nullable=True)
-    return Window(
-        embeddings=_embeddings(rows, model),
-        probabilities=np.array(
-            [[values.get(label, 0.0) for label in order] for values in given], dtype=np.float64
-        ),
-        summaries=summaries,
-        timestamps=[_utc(row.ts) for row in rows],
-        true_labels=[row.true_label for row in rows],
-        ood_scores=None if any(s is None for s in scores) else np.array(scores, np.float64),
-        ood_scorers=[row.ood_scorer for row in rows],
-        latency_ms=np.array(numbers(rows, "latency_ms", model), dtype=np.float64),
-        request_ids=[row.request_id for row in rows],
-        input_indices=[row.input_index for row in rows],
-    )
+    result = connection.execution_options(stream_results=True).execute(query)
+    window: _WindowParts | None = None
+    for chunk in result.partitions(CHUNK_ROWS):
+        if window is None:
+            window = _WindowParts(chunk[0], expected, labels, model, newest_first=last is not None)
+        window.add(chunk)
+        if window.full:  # rows logged since the count are not read
+            break
+    result.close()
+    if window is None:  # every row went between the count and the read (retention)
+        return _empty(labels)
+    return window.done()
 
 
-def _embeddings(rows: Sequence[Any], model: str) -> np.ndarray:
-    """The rows' embeddings as one float32 array, decoded in place (a window of 100,000
-    1,280-wide embeddings is 0.5 GB: it is not built twice)."""
-    width = len(embedding(rows[0], model))
-    embeddings = np.empty((len(rows), width), np.float32)
-    for i, row in enumerate(rows):
-        values = embedding(row, model)
-        if len(values) != width:
-            raise LogDatabaseError(
-                f"the log's embeddings of {model} are {width} and {len(values)} wide: "
-                "another model logged rows under the same name and version"
+class _WindowParts:
+    """A window being read in chunks, its arrays made once at the size the rows were counted
+    and filled from the end when the rows come newest first (`LogDatabaseError` naming the
+    first malformed row, if any)."""
+
+    def __init__(
+        self,
+        first: Any,
+        size: int,
+        labels: Sequence[str] | None,
+        model: str,
+        newest_first: bool,
+    ) -> None:
+        self.model, self.newest_first = model, newest_first
+        self.order = list(labels) if labels is not None else list(probabilities(first, model))
+        self.embeddings = np.empty((size, len(embedding(first, model))), np.float32)
+        self.probabilities = np.empty((size, len(self.order)), np.float64)
+        self.rows: list[tuple[Any, ...]] = []  # the small values of each row
+
+    @property
+    def full(self) -> bool:
+        return len(self.rows) == len(self.embeddings)
+
+    def add(self, chunk: Sequence[Any]) -> None:
+        chunk = chunk[: len(self.embeddings) - len(self.rows)]
+        start, width = len(self.rows), self.embeddings.shape[1]
+        for n, row in enumerate(chunk, start):
+            i = len(self.embeddings) - 1 - n if self.newest_first else n
+            values = embedding(row, self.model)
+            if len(values) != width:
+                raise LogDatabaseError(
+                    f"the log's embeddings of {self.model} are {width} and {len(values)} wide: "
+                    "another model logged rows under the same name and version"
+                )
+            self.embeddings[i] = values
+            given = probabilities(row, self.model)
+            self.probabilities[i] = [given.get(label, 0.0) for label in self.order]
+        scores = numbers(chunk, "ood_score", self.model, nullable=True)
+        latencies = numbers(chunk, "latency_ms", self.model)
+        for row, score, latency in zip(chunk, scores, latencies, strict=True):
+            summary = decoded(row, "input_summary", dict, self.model)
+            when, index = _utc(row.ts), row.input_index
+            self.rows.append(
+                (
+                    summary,
+                    when,
+                    row.true_label,
+                    score,
+                    row.ood_scorer,
+                    latency,
+                    row.request_id,
+                    index,
+                )
             )
-        embeddings[i] = values
-    return embeddings
+
+    def done(self) -> Window:
+        size, n = len(self.embeddings), len(self.rows)
+        # fewer rows than counted (deleted meanwhile): the part filled, a view (no copy)
+        kept = slice(size - n, size) if self.newest_first else slice(0, n)
+        rows = self.rows[::-1] if self.newest_first else self.rows
+        columns = list(zip(*rows, strict=True))
+        scores = columns[3]
+        return Window(
+            embeddings=self.embeddings[kept],
+            probabilities=self.probabilities[kept],
+            summaries=list(columns[0]),
+            timestamps=list(columns[1]),
+            true_labels=list(columns[2]),
+            ood_scores=None if None in scores else np.array(scores, np.float64),
+            ood_scorers=list(columns[4]),
+            latency_ms=np.array(columns[5], dtype=np.float64),
+            request_ids=list(columns[6]),
+            input_indices=list(columns[7]),
+        )
 
 
 def _empty(labels: Sequence[str] | None) -> Window:

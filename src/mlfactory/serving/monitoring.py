@@ -13,7 +13,7 @@ profile and returns the report's JSON contract (`DriftReport.to_json`); `GET
 /v1/monitoring/history` cuts them into time buckets (`mlfactory.monitoring.history`). Both read
 the log and run the checks in a thread, never on the event loop, and one at a time per worker,
 with the background check (`run_check`): a window of 100,000 predictions takes seconds of CPU
-and about 0.9 GB, so requests for it wait their turn instead of taking every core from the
+and about 0.55 GB to read, so requests for it wait their turn instead of taking every core from the
 model, or the worker's memory, however many arrive together.
 """
 
