@@ -10,39 +10,39 @@ input that the store still holds is written out as the data sources read it back
   the modality's usual one (the content decides how a file is decoded, not its name);
 - texts: `<out>/texts.csv` with the columns `text` and `label`.
 
-An input labelled more than once keeps its latest label. Labelled inputs the store does not
-hold (the server kept none then, or retention removed them), and files whose bytes no longer
-hash to their name (a machine crash while one was written), are counted and left out, not
-fatal.
+An input labelled more than once keeps its latest label. Labels that are not one of the model's
+(another model's, sent under a request id both logged), predictions logged before the server
+kept inputs (no `input_sha256`), labelled inputs the store does not hold (the server kept none
+then, or retention removed them), and files whose bytes no longer hash to their name (a machine
+crash while one was written) are counted and left out, not fatal; nothing written at all is.
+The dataset is written into a folder beside `out` and renamed to `out` once complete: a failure
+or Ctrl-C leaves no `out` behind.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, inspect, select
-from sqlalchemy.exc import SQLAlchemyError
-
-from mlfactory.bundle import META_FILE
-from mlfactory.errors import LogDatabaseError, MlfactoryError
+from mlfactory.bundle import META_FILE, BundleMeta
+from mlfactory.errors import MlfactoryError
+from mlfactory.labelled_log import LabelledInputs, NothingToCollect, read_labelled
 from mlfactory.modalities import Modality
-from mlfactory.monitor_command import check_log_tables, log_url_or_default, parse_since
-from mlfactory.monitoring.log_rows import decoded, json_text
-from mlfactory.monitoring.log_window import open_log
+from mlfactory.monitor_command import log_url_or_default, parse_since
 from mlfactory.paths import is_within
 from mlfactory.serving.input_store import DamagedInput, InputStore
-from mlfactory.serving.log_database import database_reason
-from mlfactory.serving.log_tables import feedback, predictions
 from mlfactory.targets import resolve_bundle
 
 STORE_ENV = "MLFACTORY_INPUT_STORE"
 TEXTS_FILE = "texts.csv"
+LABELS_LISTED = 10  # the labels without an input the warning names, at most
 
 
 @dataclass
@@ -51,15 +51,23 @@ class CollectResult:
 
     out: Path
     model: str
-    source: Path  # what a recipe's `data.source` names to read it: `out`, or its texts.csv
+    source: Path  # what a recipe's `data.source` names: `out` resolved, or its texts.csv
+    labels: list[str] = field(default_factory=list)  # the model's labels
     per_label: Counter[str] = field(default_factory=Counter)
     missing: int = 0  # labelled inputs whose file the store does not hold
     damaged: int = 0  # files whose bytes do not hash to their name (left out)
-    relabelled: int = 0  # inputs labelled more than once with different labels
+    relabelled: int = 0  # inputs labelled differently in different requests (see `LabelledInputs`)
+    not_the_models: int = 0  # labelled predictions whose label is not one of the model's
+    not_kept: int = 0  # labelled predictions logged before the server kept inputs
 
     @property
     def written(self) -> int:
         return sum(self.per_label.values())
+
+    @property
+    def unseen_labels(self) -> list[str]:
+        """The model's labels that no collected input has."""
+        return [label for label in self.labels if not self.per_label[label]]
 
 
 def collect_labelled(
@@ -79,48 +87,88 @@ def collect_labelled(
         since: only labels stored within this long (`30d`).
 
     Raises:
-        MlfactoryError: no store named or it is not a folder, `out` holds files, or `since`
-            is not a duration.
+        MlfactoryError: no store named or it is not a folder, `out` holds files, `since` is
+            not a duration, the store cannot be read, or nothing could be collected (no
+            prediction of the model in the log, none labelled, none usable); `out` is not
+            created.
         LogDatabaseError: the log cannot be opened or read.
     """
     bundle = resolve_bundle(target)
     store = _input_store(inputs)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MlfactoryError(f"--out {out}: it exists and is not an empty folder; choose another")
-    for folder, what in ((bundle.path, "the bundle"), (store.folder, "the input store")):
-        if is_within(out, folder):  # a file added to a bundle changes its digest
-            raise MlfactoryError(f"--out {out} is inside {what} {folder}: write it elsewhere")
+    _check_out(out, bundle.path, store.folder)
     cutoff = None if since is None else datetime.now(UTC) - parse_since(since)
-    labelled, relabelled = _latest_labels(log_url_or_default(log), bundle.meta.name, cutoff)
-    modality = bundle.modality
-    as_files = modality.api_input.kind != "texts"
-    source = out if as_files else out / TEXTS_FILE
-    result = CollectResult(out, bundle.meta.name, source, relabelled=relabelled)
-    unusable = sorted({label for label, _ in labelled.values() if not _folder_name(label)})
+    url, meta = log_url_or_default(log), bundle.meta
+    labelled = read_labelled(url, meta.name, meta.labels, cutoff, since)
+    as_files = bundle.modality.api_input.kind != "texts"
+    unusable = sorted({label for label, _ in labelled.latest.values() if not _folder_name(label)})
     if as_files and unusable:
         raise MlfactoryError(f"the label '{unusable[0]}' cannot be a folder name of the dataset")
-    out.mkdir(parents=True, exist_ok=True)
-    texts: list[tuple[str, str]] = []
-    for digest, (label, summary) in labelled.items():
-        try:
-            raw = store.read(digest)
-        except DamagedInput:
-            result.damaged += 1
-            continue
-        if raw is None:
-            result.missing += 1
-            continue
-        if as_files:
-            _write_file(out / label, digest, raw, summary, modality)
+    resolved = out.resolve()  # what `data.source` names, from any folder
+    result = _counted(out, resolved if as_files else resolved / TEXTS_FILE, meta, labelled)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name[:64]}.{uuid.uuid4().hex[:8]}.tmp"  # short: any name fits
+    try:  # made beside `out` and moved into place last: a failure or Ctrl-C leaves no `out`
+        work.mkdir()
+        _write_dataset(work, labelled, store, bundle.modality, result)
+        if not result.written:
+            notes = "; ".join(result_notes(result))
+            raise NothingToCollect(f"no labelled input of '{meta.name}' to collect: {notes}")
+        if out.is_dir():  # empty (checked above; `.` too): what was made moves into it
+            for entry in sorted(work.iterdir()):
+                entry.rename(out / entry.name)
         else:
-            texts.append((raw.decode("utf-8"), label))
-        result.per_label[label] += 1
-    if texts:
-        with (out / TEXTS_FILE).open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "label"])
-            writer.writerows(texts)
+            work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def result_notes(result: CollectResult) -> list[str]:
+    """What the summary line adds to the count: each kind of labelled input left out."""
+    notes: list[str] = []
+    if result.relabelled:
+        notes.append(f"{result.relabelled} relabelled: the latest label kept")
+    if result.not_the_models:
+        notes.append(
+            f"{result.not_the_models} labels that are not the model's (another model's, sent "
+            "under a request id both logged): left out"
+        )
+    if result.not_kept:
+        notes.append(
+            f"{result.not_kept} labelled before the server kept inputs (no input_sha256 in the "
+            "log): left out"
+        )
+    if result.missing:
+        notes.append(f"{result.missing} no longer in the store (not kept, or past retention)")
+    if result.damaged:
+        notes.append(
+            f"{result.damaged} damaged in the store (their bytes no longer hash to their name): "
+            "left out"
+        )
+    return notes
+
+
+def summary_line(result: CollectResult) -> str:
+    """`N labelled inputs of '<model>' written to <out> (<label> <n>, ...)`, and the notes."""
+    counts = ", ".join(f"{label} {n}" for label, n in sorted(result.per_label.items()))
+    line = f"{result.written} labelled inputs of '{result.model}' written to {result.out}"
+    line += f" ({counts})" if counts else ""
+    return "; ".join([line, *result_notes(result)])
+
+
+def unseen_labels_warning(result: CollectResult) -> str | None:
+    """The warning when some of the model's labels have no collected input: a model trained
+    on the collected data alone would not have those classes."""
+    unseen = result.unseen_labels
+    if not unseen:
+        return None
+    named = ", ".join(unseen[:LABELS_LISTED])
+    named += f" and {len(unseen) - LABELS_LISTED} more" if len(unseen) > LABELS_LISTED else ""
+    return (
+        f"no input labelled {named}: a model trained on this data alone will not know "
+        f"{'that label' if len(unseen) == 1 else 'those labels'}; merge the data the model "
+        f"was trained on (its recipe's data.source) into {result.out} before training on it"
+    )
 
 
 def retrain_target(target: str) -> str:
@@ -135,6 +183,64 @@ def retrain_target(target: str) -> str:
     if target in list_recipes():
         return f"./{target}"
     return target
+
+
+def _check_out(out: Path, bundle: Path, store: Path) -> None:
+    """`out` is new or an empty folder, outside the bundle and the input store."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MlfactoryError(f"--out {out}: it exists and is not an empty folder; choose another")
+    for folder, what in ((bundle, "the bundle"), (store, "the input store")):
+        if is_within(out, folder):  # a file added to a bundle changes its digest
+            raise MlfactoryError(f"--out {out} is inside {what} {folder}: write it elsewhere")
+
+
+def _counted(out: Path, source: Path, meta: BundleMeta, labelled: LabelledInputs) -> CollectResult:
+    """The result before any input is read: what the log alone leaves out."""
+    return CollectResult(
+        out,
+        meta.name,
+        source,
+        labels=list(meta.labels),
+        relabelled=labelled.relabelled,
+        not_the_models=labelled.not_the_models,
+        not_kept=labelled.not_kept,
+    )
+
+
+def _write_dataset(
+    folder: Path,
+    labelled: LabelledInputs,
+    store: InputStore,
+    modality: Modality,
+    result: CollectResult,
+) -> None:
+    """Write each labelled input the store holds into `folder`, counting what is left out."""
+    as_files = modality.api_input.kind != "texts"
+    texts: list[tuple[str, str]] = []
+    for digest, (label, summary) in labelled.latest.items():
+        try:
+            raw = store.read(digest)
+        except DamagedInput:
+            result.damaged += 1
+            continue
+        except OSError as exc:  # a shard replaced by a file, a folder not readable, ...
+            where = exc.filename or store.path(digest)
+            raise MlfactoryError(
+                f"cannot read the input store {store.folder}: {exc.strerror or exc}: {where}"
+            ) from None
+        if raw is None:
+            result.missing += 1
+            continue
+        if as_files:
+            _write_file(folder / label, digest, raw, summary, modality)
+        else:
+            texts.append((raw.decode("utf-8"), label))
+        result.per_label[label] += 1
+    if texts:
+        with (folder / TEXTS_FILE).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "label"])
+            writer.writerows(texts)
 
 
 def _input_store(inputs: str | None) -> InputStore:
@@ -168,61 +274,3 @@ def _write_file(
 def _folder_name(label: str) -> bool:
     """Whether a label can name a folder of the dataset (and stay inside it)."""
     return label.strip() not in ("", ".", "..") and "/" not in label and "\\" not in label
-
-
-def _latest_labels(
-    log_url: str, model_name: str, cutoff: datetime | None
-) -> tuple[dict[str, tuple[str, dict[str, Any]]], int]:
-    """Each labelled input's digest -> (its latest label, its input summary), and how many
-    inputs were labelled more than once with different labels."""
-    engine = open_log(log_url)
-    shown = engine.url.render_as_string(hide_password=True)
-    try:
-        with engine.connect() as connection:
-            inspector = inspect(connection)
-            tables = set(inspector.get_table_names())
-            check_log_tables(tables, shown)
-            columns = (
-                {c["name"] for c in inspector.get_columns(predictions.name)}
-                if (predictions.name in tables)
-                else set()
-            )
-            if feedback.name not in tables or "input_sha256" not in columns:
-                return {}, 0
-            query = (
-                select(
-                    predictions.c.id,
-                    predictions.c.input_sha256,
-                    json_text(predictions.c.input_summary, "input_summary"),
-                    feedback.c.label,
-                )
-                .select_from(
-                    predictions.join(
-                        feedback,
-                        and_(
-                            feedback.c.request_id == predictions.c.request_id,
-                            feedback.c.input_index == predictions.c.input_index,
-                        ),
-                    )
-                )
-                .where(
-                    predictions.c.model_name == model_name,
-                    predictions.c.input_sha256.is_not(None),
-                )
-                .order_by(feedback.c.ts, feedback.c.id)
-            )
-            if cutoff is not None:
-                query = query.where(feedback.c.ts >= cutoff)
-            rows = list(connection.execute(query).all())
-    except SQLAlchemyError as exc:
-        message = f"cannot read the prediction log at '{shown}': {database_reason(exc)}"
-        raise LogDatabaseError(message) from None
-    finally:
-        engine.dispose()
-    latest: dict[str, tuple[str, dict[str, Any]]] = {}
-    labels_seen: dict[str, set[str]] = {}
-    for row in rows:  # a malformed summary: one line naming its row, as `monitor` says it
-        summary = decoded(row, "input_summary", dict, model_name) if row.input_summary else {}
-        latest[row.input_sha256] = (row.label, summary)
-        labels_seen.setdefault(row.input_sha256, set()).add(row.label)
-    return latest, sum(len(seen) > 1 for seen in labels_seen.values())

@@ -171,31 +171,26 @@ def collect(
     ),
 ) -> None:
     """Write the inputs users labelled (POST /v1/feedback) as a dataset to retrain on."""
-    from mlfactory.collect_command import collect_labelled, retrain_target
+    from mlfactory.collect_command import (
+        collect_labelled,
+        retrain_target,
+        summary_line,
+        unseen_labels_warning,
+    )
 
     result = collect_labelled(target, out, inputs, log, since)
-    counts = ", ".join(f"{label} {n}" for label, n in sorted(result.per_label.items()))
-    line = f"{result.written} labelled inputs of '{result.model}' written to {result.out}"
-    line += f" ({counts})" if counts else ""
-    notes: list[str] = []
-    if result.relabelled:
-        notes.append(f"{result.relabelled} relabelled: the latest label kept")
-    if result.missing:
-        notes.append(f"{result.missing} no longer in the store (not kept, or past retention)")
-    if result.damaged:
-        notes.append(
-            f"{result.damaged} damaged in the store (their bytes no longer hash to their name): "
-            "left out"
-        )
-    console.print("; ".join([line, *notes]), highlight=False, soft_wrap=True)
-    if result.written:
-        # the model's own recipe, as it was trained (`train` quotes the path for Hydra itself)
-        source = shlex.quote(f"data.source={result.source}")
-        console.print(
-            f"train on them: mlfactory train {shlex.quote(retrain_target(target))} {source}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    console.print(summary_line(result), highlight=False, soft_wrap=True)
+    warning = unseen_labels_warning(result)
+    if warning:
+        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
+    # the model's own recipe, as it was trained (`train` quotes the path for Hydra itself); the
+    # data's absolute path, which the bundle it trains records and reads from any folder
+    source = shlex.quote(f"data.source={result.source}")
+    console.print(
+        f"train on them: mlfactory train {shlex.quote(retrain_target(target))} {source}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
