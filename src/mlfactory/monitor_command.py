@@ -67,7 +67,11 @@ def log_url_or_default(log: str | None) -> str:
             "leave --log out for MLFACTORY_LOG_URL or the server's default"
         )
     if log is not None and "://" not in log and Path(log).expanduser().is_file():
-        return f"sqlite:///{Path(log).expanduser().resolve()}"
+        from sqlalchemy import URL
+
+        # escaped as a URL (a file named `log#1.db`), and read back as the path by SQLAlchemy
+        file = str(Path(log).expanduser().resolve())
+        return URL.create("sqlite", database=file).render_as_string(hide_password=False)
     named = os.environ.get(LOG_URL_ENV) if log is None else None
     if named and "://" not in named:  # the server refuses it too: say where it came from
         raise ConfigError(

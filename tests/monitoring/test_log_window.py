@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import URL, insert
 
 from mlfactory.errors import LogDatabaseError
+from mlfactory.monitor_command import log_url_or_default
+from mlfactory.monitoring import log_window
 from mlfactory.monitoring.log_window import read_window
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import check_window
@@ -90,8 +92,9 @@ def test_a_logged_window_reads_back_as_it_was_served(
 
 
 def test_last_and_since_pick_the_newest_rows_oldest_first(
-    log_url: str, digit_outputs: DigitOutputs
+    log_url: str, digit_outputs: DigitOutputs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(log_window, "CHUNK_ROWS", 3)  # windows read across several chunks
     part = digit_outputs.held_out.take(np.arange(30))
     rows = log_outputs(log_url, part, start=datetime.now(UTC) - timedelta(hours=2))
     newest = log_outputs(log_url, part.take(np.arange(5)))  # within the last minute
@@ -102,6 +105,29 @@ def test_last_and_since_pick_the_newest_rows_oldest_first(
     assert len(recent) == 5
     both = read_window(log_url, "digits", "1", last=2, since=timedelta(hours=3), labels=LABELS)
     assert list(both.request_ids) == [r.request_id for r in newest[-2:]]
+    whole = read_window(log_url, "digits", "1", last=1000, labels=LABELS)
+    assert list(whole.request_ids) == [r.request_id for r in rows + newest]
+    expected = np.concatenate([part.embeddings, part.embeddings[:5]])
+    np.testing.assert_allclose(whole.embeddings, expected, rtol=2**-11, atol=1e-7)
+    np.testing.assert_allclose(
+        whole.probabilities, np.concatenate([part.probabilities, part.probabilities[:5]]), rtol=1e-6
+    )
+
+
+def test_a_sqlite_log_is_read_where_it_is_and_never_created(
+    tmp_path: Path, digit_outputs: DigitOutputs
+) -> None:
+    """A file named with URL characters, given as a path, is read; a URL whose query asks
+    SQLite for a URI filename opens the log, not a new file named after the query."""
+    odd = tmp_path / "log #1?.db"
+    log_outputs(URL.create("sqlite", database=str(odd)).render_as_string(), digit_outputs.stamps)
+    url = log_url_or_default(str(odd))
+    assert len(read_window(url, "digits", "1", labels=LABELS)) == len(digit_outputs.stamps)
+    plain = tmp_path / "log.db"
+    odd.rename(plain)
+    window = read_window(f"sqlite:///{plain}?foo=1&uri=true", "digits", "1", labels=LABELS)
+    assert len(window) == len(digit_outputs.stamps)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.db"]
 
 
 def test_feedback_labels_join_their_predictions(log_url: str, digit_outputs: DigitOutputs) -> None:

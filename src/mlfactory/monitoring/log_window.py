@@ -11,6 +11,7 @@ servers), and each prediction is joined with the true label a client sent back f
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    URL,
     Engine,
     and_,
     create_engine,
@@ -150,6 +152,7 @@ def open_log(log_url: str) -> Engine:
                 f"no prediction log at '{shown}': the file does not exist "
                 "(name the server's log, its MLFACTORY_LOG_URL)"
             )
+        parsed = _existing_file_only(parsed, Path(database).expanduser())
     try:
         return create_engine(parsed, connect_args=connect_args(parsed, True))
     except ImportError as exc:
@@ -158,6 +161,16 @@ def open_log(log_url: str) -> Engine:
         ) from None
     except NoSuchModuleError:
         raise LogDatabaseError(f"'{shown}' names an unknown kind of database") from None
+
+
+def _existing_file_only(url: URL, path: Path) -> URL:
+    """The SQLite URL of the file `path` that SQLite opens only if it exists (`mode=rw`, as a
+    URI filename; a read-only file is still read): a file is never created, whatever the URL's
+    query holds (`uri=true` with other parameters made SQLite open, and create, a file named
+    with them). SQLite ignores URI parameters it does not know."""
+    query = {key: value for key, value in url.query.items() if key not in ("uri", "mode")}
+    name = "file:" + urllib.parse.quote(str(path.resolve()))
+    return url.set(database=name, query={**query, "mode": "rw", "uri": "true"})
 
 
 def window_from_engine(
