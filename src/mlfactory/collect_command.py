@@ -125,27 +125,24 @@ def collect_labelled(
 
 def result_notes(result: CollectResult) -> list[str]:
     """What the summary line adds to the count: each kind of labelled input left out."""
-    notes: list[str] = []
-    if result.relabelled:
-        notes.append(f"{result.relabelled} relabelled: the latest label kept")
-    if result.not_the_models:
-        notes.append(
-            f"{result.not_the_models} labels that are not the model's (another model's, sent "
-            "under a request id both logged): left out"
-        )
-    if result.not_kept:
-        notes.append(
-            f"{result.not_kept} labelled before the server kept inputs (no input_sha256 in the "
-            "log): left out"
-        )
-    if result.missing:
-        notes.append(f"{result.missing} no longer in the store (not kept, or past retention)")
-    if result.damaged:
-        notes.append(
-            f"{result.damaged} damaged in the store (their bytes no longer hash to their name): "
-            "left out"
-        )
-    return notes
+    counted = (
+        (result.relabelled, "relabelled: the latest label kept"),
+        (
+            result.not_the_models,
+            "labels that are not the model's (another model's, sent under a request id both "
+            "logged): left out",
+        ),
+        (
+            result.not_kept,
+            "labelled before the server kept inputs (no input_sha256 in the log): left out",
+        ),
+        (result.missing, "no longer in the store (not kept, or past retention)"),
+        (
+            result.damaged,
+            "damaged in the store (their bytes no longer hash to their name): left out",
+        ),
+    )
+    return [f"{count} {what}" for count, what in counted if count]
 
 
 def summary_line(result: CollectResult) -> str:

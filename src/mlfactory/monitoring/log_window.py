@@ -11,15 +11,15 @@ servers), and each prediction is joined with the true label a client sent back f
 
 from __future__ import annotations
 
+import sqlite3
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
-    URL,
     Engine,
     and_,
     create_engine,
@@ -152,8 +152,10 @@ def open_log(log_url: str) -> Engine:
                 f"no prediction log at '{shown}': the file does not exist "
                 "(name the server's log, its MLFACTORY_LOG_URL)"
             )
-        parsed = _existing_file_only(parsed, Path(database).expanduser())
     try:
+        if parsed.get_backend_name() == "sqlite":
+            creator = _existing_file_only(Path(parsed.database or "").expanduser())
+            return create_engine(parsed, creator=creator)
         return create_engine(parsed, connect_args=connect_args(parsed, True))
     except ImportError as exc:
         raise LogDatabaseError(
@@ -163,14 +165,13 @@ def open_log(log_url: str) -> Engine:
         raise LogDatabaseError(f"'{shown}' names an unknown kind of database") from None
 
 
-def _existing_file_only(url: URL, path: Path) -> URL:
-    """The SQLite URL of the file `path` that SQLite opens only if it exists (`mode=rw`, as a
-    URI filename; a read-only file is still read): a file is never created, whatever the URL's
-    query holds (`uri=true` with other parameters made SQLite open, and create, a file named
-    with them). SQLite ignores URI parameters it does not know."""
-    query = {key: value for key, value in url.query.items() if key not in ("uri", "mode")}
-    name = "file:" + urllib.parse.quote(str(path.resolve()))
-    return url.set(database=name, query={**query, "mode": "rw", "uri": "true"})
+def _existing_file_only(path: Path) -> Callable[[], sqlite3.Connection]:
+    """Connections to the SQLite file `path` that SQLite opens only if it exists (`mode=rw`, as
+    a URI filename; a read-only file is still read): a file is never created, whatever the
+    URL's query holds (`uri=true` with other parameters made SQLite open, and create, a file
+    named with them). The engine keeps the URL as given, which messages show."""
+    name = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=rw"
+    return lambda: sqlite3.connect(name, uri=True, check_same_thread=False)
 
 
 def window_from_engine(
