@@ -5,10 +5,12 @@ by every command that looks a target up, and left as they were."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from sqlalchemy import create_engine, inspect, make_url, text
 from typer.testing import CliRunner
 
 from mlfactory.bundle import load_bundle
@@ -17,6 +19,7 @@ from mlfactory.config.schema import TrackingConfig
 from mlfactory.errors import ConfigError
 from mlfactory.mlflow_store import check_tracking_store, hide_password, mlflow_client, shown_url
 from mlfactory.tracking import TrackedRun
+from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 from tests.serving.tiny_bundles import tiny_bundle
 from tests.test_cli import assert_one_line_error
 
@@ -134,6 +137,51 @@ def test_train_and_a_bundle_s_run_never_make_another_database_a_store(tmp_path: 
     plain = TrackingConfig(tracking_uri=str(tmp_path / "plain"))
     assert TrackedRun.find(plain, "0" * 32) is None  # MLflow's file store, which it refuses
     assert path.read_bytes() == before and _tables(path) == {"orders"}
+
+
+def _postgres_tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_no_command_makes_a_postgresql_database_of_something_else_a_store(
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As for SQLite: MLflow would add its ~40 tables to the database of another application."""
+    name = f"appdb_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    url = make_url(postgres_url).set(database=name, password="s3cret")
+    uri = url.render_as_string(hide_password=False)  # the test server trusts any password
+    engine = create_engine(uri)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE customers (id INTEGER)"))
+    engine.dispose()
+    said = "it is a database of something else (tables customers), not an MLflow store"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for args in (
+        ["fetch", "models:/digits/1", "--out", str(tmp_path / "out")],
+        ["register", _tracked_bundle(tmp_path / "tracked")],
+    ):
+        result = runner.invoke(app, args)
+        assert_one_line_error(result, said)
+        assert "(MLFLOW_TRACKING_URI names the store)" in result.output
+        assert "s3cret" not in result.output
+    foreign = TrackingConfig(tracking_uri=uri)
+    with pytest.raises(ConfigError, match="tables customers") as caught:
+        check_tracking_store(foreign)
+    assert "(tracking.tracking_uri names the store)" in str(caught.value)
+    assert TrackedRun.find(foreign, "0" * 32) is None
+    assert _postgres_tables(uri) == {"customers"}
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("kind", ["folder", "under a file", "in memory", "memory file"])

@@ -5,30 +5,24 @@ its artifacts cannot be read when a download fails (`registry`, `tracking`, `tra
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlfactory.artifact_stores import artifact_store_hint, missing_artifact_client
 from mlfactory.errors import BundleError, ConfigError, cloud_storage_errors, first_line
+from mlfactory.mlflow_reach import MLFLOW_TABLES as MLFLOW_TABLES
+from mlfactory.mlflow_reach import REACH_TIMEOUT_S as REACH_TIMEOUT_S
+from mlfactory.mlflow_reach import bound_mlflow_waits, foreign_database_problem, reachable
+from mlfactory.mlflow_reach import hide_password as hide_password
+from mlfactory.mlflow_reach import shown_url as shown_url
 from mlfactory.sqlite_stores import foreign_sqlite_problem
 
 if TYPE_CHECKING:
     from mlfactory.config.schema import TrackingConfig
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
-# How long an MLflow server may take to answer at all before it counts as unreachable.
-REACH_TIMEOUT_S = 10.0
-# Database stores whose first connection is tried before MLflow's (`_database_answers`).
-DATABASE_SCHEMES = ("postgresql", "mysql")
-# Tables every MLflow SQL store has: a SQLite file with other tables and not these is no store.
-MLFLOW_TABLES = frozenset({"alembic_version", "experiments"})
 
 
 def tracking_uri(store: str | None = None) -> str:
@@ -63,7 +57,7 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
     Raises:
         BundleError: MLflow is not installed, or its server does not answer.
         ConfigError: MLflow cannot use the store (a plain path, which MLflow reads as its file
-            store and refuses; a SQLite file that is no MLflow store: `check_sqlite_store`).
+            store and refuses; a database that is no MLflow store: `check_sqlite_store`).
     """
     uri = tracking_uri(store)
     missing = missing_sqlite_store(uri)
@@ -83,8 +77,9 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
         )
     if registry:
         check_sqlite_store(registry, "MLFLOW_REGISTRY_URI")
-    _reachable(uri)
-    _reachable(registry)
+    reachable(uri)
+    reachable(registry)
+    bound_mlflow_waits(uri, registry)
     try:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
@@ -105,15 +100,19 @@ def mlflow_client(store: str | None = None) -> tuple[Any, type[Exception]]:
 
 
 def check_sqlite_store(uri: str, named_by: str) -> None:
-    """Refuse an existing SQLite file that is not an MLflow store, before MLflow opens it: MLflow
-    adds its tables to any database that lacks them (a database of something else would become
-    a store), and a file that is no database at all is SQLAlchemy's traceback. An empty database
-    is a new store, as a missing file is where the caller allows that (`missing_sqlite_store`).
+    """Refuse an existing SQLite file, or a PostgreSQL or MySQL database, that is not an MLflow
+    store, before MLflow opens it: MLflow adds its tables to any database that lacks them (a
+    database of something else would become a store), and a file that is no database at all is
+    SQLAlchemy's traceback. An empty database is a new store, as a missing file is where the
+    caller allows that (`missing_sqlite_store`).
 
     Raises:
-        ConfigError: the file cannot be read as a SQLite database, or it holds other tables.
+        ConfigError: the file cannot be read as a SQLite database, or the database holds other
+            tables.
+        BundleError: a PostgreSQL or MySQL database does not answer (`database_tables`).
     """
     problem = foreign_sqlite_problem(uri, MLFLOW_TABLES, "an MLflow store")
+    problem = problem or foreign_database_problem(uri)
     if problem is not None:
         raise ConfigError(_unusable(uri, named_by, problem))
 
@@ -199,7 +198,7 @@ def tracking_client(config: TrackingConfig) -> Any:
     """An MlflowClient on the store a run is tracked in (`tracking.tracking_uri`), once the
     store has answered: `train` and `sweep` check it before the data is prepared.
 
-    A server that does not answer is refused within `REACH_TIMEOUT_S` (`_reachable`, as for
+    A server that does not answer is refused within `REACH_TIMEOUT_S` (`reachable`, as for
     `register`), not after MLflow's retries; a URI MLflow cannot use (a plain path, which
     MLflow reads as its file store and refuses; an unknown scheme; a database it cannot
     reach) with the first line of MLflow's reason. A SQLite store that is not there is
@@ -217,11 +216,12 @@ def _client_and_experiment(config: TrackingConfig) -> tuple[Any, Any]:
     not exist yet): reading it is how the store is seen to answer."""
     uri = config.tracking_uri
     check_sqlite_place(uri)
-    check_sqlite_store(uri, "tracking.tracking_uri")
     try:
-        _reachable(uri)
+        reachable(uri)
     except BundleError as exc:
         raise ConfigError(f"tracking.tracking_uri: {hide_password(str(exc), uri)}") from None
+    check_sqlite_store(uri, "tracking.tracking_uri")
+    bound_mlflow_waits(uri)
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
     from sqlalchemy.exc import SQLAlchemyError
@@ -234,81 +234,6 @@ def _client_and_experiment(config: TrackingConfig) -> tuple[Any, Any]:
         reason = f"tracking.tracking_uri={uri} cannot be used: {first_line(exc)}"
         raise ConfigError(hide_password(reason, uri)) from None
     return client, experiment
-
-
-def shown_url(url: str) -> str:
-    """A database URL as it may be shown: its password as ***. SQLAlchemy renders the URLs it
-    parses; one it cannot parse (a port that is no number) is masked between `user:` and `@`."""
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
-
-
-def hide_password(text: str, uri: str) -> str:
-    """`text` with the password of `uri` (`scheme://user:password@host/...`) shown as ***
-    wherever it stands on its own: a short password is not masked inside other words (`p` in
-    `postgresql`), where it says nothing."""
-    try:
-        password = urllib.parse.urlsplit(uri).password
-    except ValueError:  # not a URL that can be split (an unbalanced `[` in its host)
-        return text
-    if not password:
-        return text
-    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", "***", text)
-
-
-@functools.cache
-def _reachable(uri: str) -> None:
-    """Refuse an MLflow server that does not answer at all (refused, unknown host, silent),
-    in one error after `REACH_TIMEOUT_S`, instead of MLflow's retries with back-off, which
-    take minutes. Any HTTP answer will do: the MLflow call that follows reports it."""
-    if uri.startswith(DATABASE_SCHEMES):
-        _database_answers(uri)
-        return
-    if not uri.startswith(("http://", "https://")):
-        return
-    health = f"{uri.rstrip('/')}/health"
-    try:
-        with urllib.request.urlopen(health, timeout=REACH_TIMEOUT_S):
-            pass
-    except urllib.error.HTTPError:
-        return  # it answered
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise BundleError(f"the MLflow server {uri} does not answer: {reason}") from None
-
-
-def _database_answers(uri: str) -> None:
-    """Refuse a PostgreSQL or MySQL store that refuses connections or does not answer, in one
-    error after at most `REACH_TIMEOUT_S`: MLflow retries a new engine's first connection with
-    back-off for almost two minutes. A URI SQLAlchemy cannot use (no driver, malformed) is
-    left for MLflow to report."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import OperationalError, SQLAlchemyError
-    from sqlalchemy.pool import NullPool
-
-    try:
-        engine = create_engine(
-            uri, poolclass=NullPool, connect_args={"connect_timeout": int(REACH_TIMEOUT_S)}
-        )
-    except (SQLAlchemyError, ImportError, ValueError, TypeError):
-        return
-    try:
-        with engine.connect():
-            pass
-    except OperationalError as exc:
-        reason = hide_password(first_line(exc.orig or exc), uri)
-        raise BundleError(
-            f"the database {shown_url(uri)} cannot be reached or refused the connection: {reason}"
-        ) from None
-    except (SQLAlchemyError, ImportError, TypeError):
-        return  # MLflow says what is wrong with it
-    finally:
-        engine.dispose()
 
 
 def missing_client(

@@ -31,18 +31,21 @@ class TrackedRun:
         """The existing run `run_id` in the store named by `config.tracking_uri`."""
         from mlflow.tracking import MlflowClient
 
+        from mlfactory.mlflow_reach import bound_mlflow_waits
+
+        bound_mlflow_waits(config.tracking_uri)
         return cls(MlflowClient(tracking_uri=config.tracking_uri), run_id)
 
     @classmethod
     def find(cls, config: TrackingConfig, run_id: str) -> TrackedRun | None:
         """`open`, for a run that may not be there: None when the store does not hold it (a
         bundle copied away from its store, a SQLite store relative to another folder) or
-        cannot be reached or used. A missing SQLite store is not created, and a SQLite database
-        of something else is not made a store."""
+        cannot be reached or used. A missing SQLite store is not created, and a database of
+        something else (SQLite, PostgreSQL, MySQL) is not made a store."""
         from mlflow.exceptions import MlflowException
         from sqlalchemy.exc import SQLAlchemyError
 
-        from mlfactory.errors import ConfigError
+        from mlfactory.errors import BundleError, ConfigError
         from mlfactory.mlflow_store import check_sqlite_store, missing_sqlite_store
 
         if missing_sqlite_store(config.tracking_uri) is not None:
@@ -51,8 +54,9 @@ class TrackedRun:
             check_sqlite_store(config.tracking_uri, "")  # never turns a database into a store
             run = cls.open(config, run_id)
             run.client.get_run(run_id)
-        except (MlflowException, SQLAlchemyError, ConfigError, OSError):
-            return None  # a plain path (MLflow's file store), no database, another database
+        except (MlflowException, SQLAlchemyError, ConfigError, BundleError, OSError):
+            return None  # a plain path (MLflow's file store), no database, another database,
+            # a database server that does not answer
         return run
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
@@ -111,14 +115,36 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def without_passwords(value: Any) -> Any:
+    """`value` (a recipe, its overrides, MLflow params) with the password of every URL in it
+    left out (`tracking.tracking_uri=postgresql+psycopg://mlf:s3cret@db/mlflow` is kept as
+    `...://mlf@db/mlflow`), as it is stored in `run.json`, `bundle.json` and MLflow: where the
+    URL is used again (`--resume`, a bundle's run), the password comes from the environment
+    (PGPASSWORD or ~/.pgpass for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an MLflow server)."""
+    from mlfactory.mlflow_reach import without_password
+
+    if isinstance(value, dict):
+        return {key: without_passwords(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(without_passwords(item) for item in value)
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    key, equals, url = value.partition("=")  # an override: `key=URL`
+    if equals and "://" not in key:
+        return f"{key}={without_password(url)}"
+    return without_password(value)
+
+
 def save_run_state(out_dir: Path, state: dict[str, Any]) -> None:
-    """Remember what `--resume` needs (MLflow run id, recipe, overrides).
+    """Remember what `--resume` needs (MLflow run id, recipe, overrides), without the passwords
+    of the URLs in it (`without_passwords`).
 
     Written to a file beside it, then renamed over it: a run stopped while writing leaves the
     previous state or the new one, never half of one."""
     path = out_dir / RUN_STATE_FILE
     partial = path.with_name(f".{RUN_STATE_FILE}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(without_passwords(state), indent=2)
+    partial.write_text(text + "\n", encoding="utf-8")
     os.replace(partial, path)
 
 

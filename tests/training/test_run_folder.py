@@ -9,6 +9,7 @@ import pytest
 
 from mlfactory.config.loader import load_recipe
 from mlfactory.errors import ConfigError
+from mlfactory.tracking import save_run_state
 from mlfactory.training.run_folder import (
     RESUMABLE_KEYS,
     changed_keys,
@@ -67,6 +68,25 @@ def test_an_edited_recipe_file_is_a_change_too(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "trainer:\n  batch_size: 8\n")
     with pytest.raises(ConfigError, match=r"cannot change trainer\.batch_size"):
         resume_recipe(str(path), [], out)
+
+
+def test_a_recipe_file_with_a_stores_password_resumes(tmp_path: Path) -> None:
+    """run.json keeps the store's URL without its password; the recipe file that holds it is
+    not a change of the run."""
+    path = tmp_path / "mine.yaml"
+    store = "postgresql+psycopg://mlf:s3cret@127.0.0.1:5432/mlflow"
+    path.write_text(
+        "defaults:\n  - recipe_schema\n  - _self_\nmodality: image\n"
+        f"tracking:\n  tracking_uri: {store}\n"
+    )
+    recipe = load_recipe(str(path), ["data.source=/data/leaves"])
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
+    save_run_state(out, {"mlflow_run_id": "x", "recipe": recipe.resolved, "overrides": []})
+    assert "s3cret" not in (out / "run.json").read_text()
+    resumed = resume_recipe(str(path), ["data.source=/data/leaves"], out)
+    assert resumed.config.tracking.tracking_uri == store  # the file's, password and all
 
 
 def test_a_new_run_refuses_an_interrupted_one_unless_forced(tmp_path: Path) -> None:

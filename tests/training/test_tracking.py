@@ -22,6 +22,7 @@ from mlfactory.data.prepare import prepare_dataset
 from mlfactory.errors import ConfigError
 from mlfactory.mlflow_store import check_tracking_store
 from mlfactory.serving.process import free_port
+from mlfactory.tracking import load_run_state, save_run_state, without_passwords
 from mlfactory.training.run_start import start_tracking
 from mlfactory.training.tracking import InterruptSafeMLFlowLogger, interrupt_after
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides
@@ -197,3 +198,37 @@ def tiny_run(workdir: Path) -> list[str]:
         "trainer.limit_val_batches=1",
         *SMALL_NETWORK,
     ]
+
+
+def test_run_state_and_params_keep_no_password_of_a_store(tmp_path: Path) -> None:
+    """run.json, bundle.json and the MLflow params keep a store's URL without its password: the
+    environment gives it where the URL is used again (PGPASSWORD, MLFLOW_TRACKING_PASSWORD)."""
+    recipe = {
+        "tracking": {"tracking_uri": "postgresql+psycopg://mlf:s3cret@db:5432/mlflow"},
+        "data": {"source": "https://u:tok3n@example.com/d.csv", "classes": ["a://b"]},
+        "trainer": {"lr": 0.1},
+    }
+    overrides = ["tracking.tracking_uri=http://alice:hunter2@mlflow:5000", "trainer.lr=0.1"]
+    save_run_state(tmp_path, {"recipe": recipe, "overrides": overrides, "mlflow_run_id": "r"})
+    written = (tmp_path / "run.json").read_text()
+    for password in ("s3cret", "tok3n", "hunter2"):
+        assert password not in written
+    state = load_run_state(tmp_path)
+    assert state is not None
+    assert state["recipe"]["tracking"]["tracking_uri"] == "postgresql+psycopg://mlf@db:5432/mlflow"
+    assert state["recipe"]["data"]["source"] == "https://u@example.com/d.csv"
+    assert state["recipe"]["trainer"] == {"lr": 0.1}
+    assert state["overrides"] == [
+        "tracking.tracking_uri=http://alice@mlflow:5000",
+        "trainer.lr=0.1",
+    ]
+    assert without_passwords("sqlite:///mlruns.db") == "sqlite:///mlruns.db"
+    assert without_passwords("http://[::1/x") == "http://[::1/x"  # not a URL: as it is
+
+
+def test_the_logger_logs_the_recipe_without_passwords(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    logger = InterruptSafeMLFlowLogger(experiment_name="digits", tracking_uri=uri)
+    logger.log_hyperparams({"tracking.tracking_uri": "postgresql://mlf:s3cret@db/x", "lr": 0.1})
+    params = MlflowClient(uri).get_run(logger.run_id or "").data.params
+    assert params == {"tracking.tracking_uri": "postgresql://mlf@db/x", "lr": "0.1"}

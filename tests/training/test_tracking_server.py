@@ -104,6 +104,7 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
     digit_folder: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -111,12 +112,25 @@ def test_a_run_tracked_on_an_mlflow_server_is_served_from_it(
 
     url, bucket = mlflow_server
     local = [o for o in fast_digits_overrides(digit_folder, tmp_path, 1) if "tracking." not in o]
-    recipe = load_recipe("digits", [*local, *SMALL_NETWORK, f"tracking.tracking_uri={url}"])
+    # Credentials in the URI (which the server, without auth, ignores) reach it, as MLflow's
+    # own client sends them, and are kept nowhere.
+    with_password = url.replace("http://", "http://alice:hunter2@")
+    store = [f"tracking.tracking_uri={with_password}"]
+    recipe = load_recipe("digits", [*local, *SMALL_NETWORK, *store])
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "")  # removed at the end
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+    capsys.readouterr()
     result = train(recipe, tmp_path / "run")
+    printed = capsys.readouterr().out
+    assert "View run" not in printed and "View experiment" not in printed  # MLflow's links
 
     client = MlflowClient(url)
     run = client.get_run(result.mlflow_run_id)
     assert run.info.status == "FINISHED"
+    without = url.replace("http://", "http://alice@")
+    assert run.data.params["tracking.tracking_uri"] == without
+    for kept in (tmp_path / "run" / "run.json", result.bundle.path / "bundle.json"):
+        assert "hunter2" not in kept.read_text() and without in kept.read_text()
     assert run.data.metrics["test/acc"] == pytest.approx(result.metrics["accuracy"])
     assert run.data.tags["data_fingerprint"] == result.bundle.meta.data_fingerprint
     logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id, "bundle")}

@@ -23,7 +23,7 @@ from mlfactory.bundle import META_FILE, MODEL_FILE
 from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.errors import ConfigError, first_line
-from mlfactory.tracking import RUN_STATE_FILE, flatten, load_run_state
+from mlfactory.tracking import RUN_STATE_FILE, flatten, load_run_state, without_passwords
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -269,7 +269,8 @@ def resume_recipe(
     state = resume_state(out_dir, force)
     stored = list(state.get("overrides", []))
     recipe = load_recipe(reference, [*stored, *overrides])
-    changed = changed_keys(state["recipe"], recipe.resolved)
+    # run.json keeps URLs without their passwords: a recipe file that holds one is the same
+    changed = changed_keys(state["recipe"], without_passwords(recipe.resolved))
     refused = [key for key in changed if key not in RESUMABLE_KEYS]
     if refused:
         raise ConfigError(

@@ -12,15 +12,18 @@ from typing import Any
 from lightning.pytorch.loggers import MLFlowLogger
 
 from mlfactory.config.schema import TrackingConfig
-from mlfactory.tracking import TrackedRun
+from mlfactory.mlflow_reach import bound_mlflow_waits
+from mlfactory.tracking import TrackedRun, without_passwords
 
 
 def make_logger(
     config: TrackingConfig, run_name: str, run_id: str | None, tags: dict[str, str] | None = None
 ) -> MLFlowLogger:
     """A Lightning MLflow logger; `run_id` continues an existing run (resume); `tags` are set
-    on a new run when it is created."""
+    on a new run when it is created. MLflow's waits on a server are bounded, and its run links
+    kept off stdout (`bound_mlflow_waits`)."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    bound_mlflow_waits(config.tracking_uri)
     return InterruptSafeMLFlowLogger(
         experiment_name=config.experiment,
         run_name=run_name,
@@ -43,7 +46,8 @@ class InterruptSafeMLFlowLogger(MLFlowLogger):
     A Ctrl-C that lands inside a write to MLflow's SQLite store leaves that write's connection
     holding the database lock for the rest of the process: marking the run KILLED then waits
     out SQLite's busy timeout and fails. Here a Ctrl-C during a write takes effect as soon as
-    the write has finished (`interrupt_after`).
+    the write has finished (`interrupt_after`). The params (the recipe) are logged without
+    the passwords of the URLs in them (`without_passwords`).
     """
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -51,6 +55,8 @@ class InterruptSafeMLFlowLogger(MLFlowLogger):
             super().log_metrics(metrics, step)
 
     def log_hyperparams(self, params: Any) -> None:
+        if isinstance(params, Mapping):
+            params = without_passwords(dict(params))
         with interrupt_after():
             super().log_hyperparams(params)
 
