@@ -190,6 +190,7 @@ def test_an_unreachable_api_is_a_message_not_a_traceback(
     try:
         for page, header in (
             ("", "Predict"),
+            ("predict", "Predict"),  # by its name too, not "Page not found"
             ("model-card", "Model card"),
             ("monitoring", "Monitoring"),
         ):

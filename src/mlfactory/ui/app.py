@@ -34,10 +34,13 @@ def main() -> None:
         monitoring_page.render(client)
 
     pages = [
-        # the default page is served at the app's root (/), whatever its url_path
-        st.Page(predict, title="Predict", default=True),
+        # the default page is served at the app's root (/), whatever its url_path (one of
+        # its own, so that it does not clash with the hidden /predict below)
+        st.Page(predict, title="Predict", default=True, url_path="start"),
         st.Page(model_card, title="Model card", url_path="model-card"),
         st.Page(monitoring, title="Monitoring", url_path="monitoring"),
+        # /predict, as the other pages have theirs: the same page, not listed twice
+        st.Page(predict, title="Predict", url_path="predict", visibility="hidden"),
     ]
     st.navigation(pages).run()
 
