@@ -162,7 +162,9 @@ def test_predict_serve_and_evaluate_take_a_run_folder_or_an_mlflow_run_id(
         assert json.loads(result.output)[0]["input"] == path
         assert resolve_bundle(target).meta.mlflow_run_id == trained_digits.mlflow_run_id
     unknown = runner.invoke(app, ["serve", "0" * 32])
-    assert_one_line_error(unknown, "MLflow run '00000000000000000000000000000000' has no bundle")
+    assert_one_line_error(
+        unknown, "MLflow run '00000000000000000000000000000000' is not in the store"
+    )
     typo = runner.invoke(app, ["evaluate", "runs/no-such-run"])
     assert_one_line_error(typo, "no such bundle folder or run folder")
 

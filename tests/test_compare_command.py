@@ -128,9 +128,9 @@ def test_the_candidates_own_test_split_by_default(
 
 def test_what_cannot_be_compared_is_one_line(trained_digits: TrainResult, tmp_path: Path) -> None:
     digits = str(trained_digits.bundle.path)
-    text = str(tiny_bundle(tmp_path / "text", "text"))
+    pets = str(tiny_bundle(tmp_path / "pets", "image"))  # cat, dog
     assert_one_line_error(
-        runner.invoke(app, ["compare", digits, text]), "the bundles have other labels"
+        runner.invoke(app, ["compare", digits, pets]), "the bundles have other labels"
     )
     assert_one_line_error(
         runner.invoke(app, ["compare", digits, digits, "--level", "1"]),
@@ -221,3 +221,15 @@ def test_the_candidates_class_limits_do_not_apply_to_data(
         assert shown.exit_code == 0, shown.output
         said = " ".join(shown.output.split())
         assert f"on 60 items: {folder} (all of its items)" in said, limits
+
+
+def test_bundles_of_other_modalities_are_one_line_first(tmp_path: Path) -> None:
+    """Same labels, image against text: said before either bundle reads the data."""
+    image = tiny_bundle(tmp_path / "image", "image")
+    text = tiny_bundle(tmp_path / "text", "text")
+    bundle = load_bundle(text)
+    bundle.meta.labels = load_bundle(image).meta.labels
+    bundle.save_meta()
+    result = runner.invoke(app, ["compare", str(image), str(text), "--data", str(tmp_path)])
+    assert_one_line_error(result, "the bundles are of other modalities (")
+    assert "image" in result.output and "text)" in result.output

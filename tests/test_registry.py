@@ -286,7 +286,7 @@ def test_registry_errors_are_one_line(
     bundle.meta.mlflow_run_id = None
     bundle.save_meta()
     assert_one_line_error(runner.invoke(app, ["register", str(untracked)]), "has no MLflow run")
-    with pytest.raises(BundleError, match="has no bundle in"):
+    with pytest.raises(BundleError, match="is not in the store"):
         bundle.meta.mlflow_run_id = "0" * 32
         register_bundle(bundle)
 
@@ -347,7 +347,7 @@ def test_registry_calls_leave_the_environment_alone(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = f"sqlite:///{tmp_path / 'mlruns.db'}"
     MlflowClient(store).create_experiment("empty")
-    with pytest.raises(BundleError, match="has no bundle"):
+    with pytest.raises(BundleError, match="is not in the store"):
         download_run_bundle("0" * 32, store=store)
     assert "MLFLOW_TRACKING_URI" not in os.environ
 

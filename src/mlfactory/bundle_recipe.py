@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from mlfactory.bundle import Bundle
 from mlfactory.errors import BundleError, ConfigError, MlfactoryError
+from mlfactory.mlflow_store import shown_url
 from mlfactory.output import phase_log
 
 # What `recipe_dataset` sets in the recipe's data section for another source: every item of it.
@@ -123,8 +124,9 @@ def bundle_run(bundle: Bundle, recipe: Recipe, into_bundle: bool = True) -> Trac
         what = f"MLflow run {run_id}" if run_id else "a bundle that names no MLflow run"
         raise BundleError(
             f"the bundle of {what} was fetched into a temporary folder, removed when the command "
-            f"ends, and cannot be logged back to its run in {config.tracking_uri}: nothing would "
-            "keep the results; copy it into a folder (mlfactory fetch TARGET --out FOLDER) and "
+            "ends, and cannot be logged back to its run in "
+            f"{shown_url(config.tracking_uri)}: nothing would keep the results; copy it into a "
+            "folder (mlfactory fetch TARGET --out FOLDER) and "
             "give that folder"
         )
     if not run_id:  # a bundle trained without MLflow: nothing to say
@@ -134,7 +136,7 @@ def bundle_run(bundle: Bundle, recipe: Recipe, into_bundle: bool = True) -> Trac
         hint = "run from the folder it was trained in, or set tracking.tracking_uri"
         where = "the results are written to the bundle only"
     phase_log.warning(
-        "MLflow run %s is not in %s (%s): %s", run_id, config.tracking_uri, hint, where
+        "MLflow run %s is not in %s (%s): %s", run_id, shown_url(config.tracking_uri), hint, where
     )
     return None
 

@@ -21,6 +21,7 @@ from mlfactory.errors import BundleError
 from mlfactory.evaluation import label_indices, predicted_indices, scores
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
+from mlfactory.registry import find_version, is_model_uri
 from mlfactory.targets import downloads_removed, resolve_bundle
 
 # figures of the pair that `CompareResult.to_json` puts under "baseline", "candidate", "data"
@@ -29,7 +30,9 @@ _IN_PARTS = {"baseline_accuracy", "candidate_accuracy", "items"}
 
 @dataclass
 class CompareResult:
-    """What `compare_targets` measured: on which items, each bundle's macro-F1, and the pair."""
+    """What `compare_targets` measured: on which items, each bundle's macro-F1, and the pair;
+    `targets` as given and, for a registered model, the version each named (`models:/NAME/N`:
+    an alias or `latest`, looked up once)."""
 
     baseline: Bundle
     candidate: Bundle
@@ -38,12 +41,20 @@ class CompareResult:
     baseline_f1: float
     candidate_f1: float
     comparison: PairedComparison
+    targets: tuple[str, str] = ("", "")
+    registered: tuple[str | None, str | None] = (None, None)
 
     def to_json(self) -> dict[str, object]:
         pair = self.comparison
+        baseline = _model(self.baseline, pair.baseline_accuracy, self.baseline_f1)
+        candidate = _model(self.candidate, pair.candidate_accuracy, self.candidate_f1)
+        for model, target, registered in zip(
+            (baseline, candidate), self.targets, self.registered, strict=True
+        ):
+            model |= {"target": target, "registered_version": registered}
         return {
-            "baseline": _model(self.baseline, pair.baseline_accuracy, self.baseline_f1),
-            "candidate": _model(self.candidate, pair.candidate_accuracy, self.candidate_f1),
+            "baseline": baseline,
+            "candidate": candidate,
             "data": {"source": self.source, "items": pair.items, "left_out": self.left_out},
             **{k: v for k, v in pair.to_json().items() if k not in _IN_PARTS},
         }
@@ -68,13 +79,30 @@ def compare_targets(
         BundleError: a bundle is not usable, the two have other labels, or no item is left.
         DataError: the data cannot be prepared.
     """
+    targets = (baseline_target, candidate_target)
     with downloads_removed():  # a run id's or a models:/ URI's bundle: fetched for this only
-        baseline, candidate = resolve_bundle(baseline_target), resolve_bundle(candidate_target)
-        return _compare(baseline, candidate, data, level)
+        registered = _version_of(baseline_target), _version_of(candidate_target)
+        baseline = resolve_bundle(registered[0] or baseline_target)
+        candidate = resolve_bundle(registered[1] or candidate_target)
+        result = _compare(baseline, candidate, data, level)
+    result.targets, result.registered = targets, registered
+    return result
+
+
+def _version_of(target: str) -> str | None:
+    """The registered version a `models:/` target names (`models:/NAME/N`), None for another
+    target: fetched by its number, an alias that moves meanwhile still names what was compared."""
+    return find_version(target).uri if is_model_uri(target) else None
 
 
 def _compare(baseline: Bundle, candidate: Bundle, data: str | None, level: float) -> CompareResult:
     """`compare_targets` on the bundles."""
+    if baseline.meta.modality != candidate.meta.modality:
+        raise BundleError(
+            f"the bundles are of other modalities ({_name(baseline)}: {baseline.meta.modality}, "
+            f"{_name(candidate)}: {candidate.meta.modality}): compare needs two bundles of one "
+            "modality"
+        )
     if baseline.meta.labels != candidate.meta.labels:
         raise BundleError(
             f"the bundles have other labels ({_labels(baseline)} against {_labels(candidate)}): "

@@ -17,22 +17,26 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError, first_line
+from mlfactory.bundle import META_FILE, Bundle
+from mlfactory.errors import BundleError
 from mlfactory.mlflow_store import (
     missing_client,
     mlflow_client,
     registry_uri,
+    shown_url,
     tracking_uri,
     unreadable_artifacts,
 )
 from mlfactory.output import quiet_downloads
+from mlfactory.registry_reasons import missing_in_registry, mlflow_reason, name_filter
+from mlfactory.termination import exit_on_sigterm
 
 BUNDLE_ARTIFACT = "bundle"
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[^/@]+))$")
@@ -56,6 +60,7 @@ class RegisteredVersion:
         aliases: the aliases that point at it.
         run_id: the MLflow run whose bundle artifact it is.
         digest: the bundle's sha256 when it was registered (None: not registered by mlfactory).
+        source: where its files are, as registered (`runs:/<run id>/bundle`).
     """
 
     name: str
@@ -63,6 +68,7 @@ class RegisteredVersion:
     aliases: tuple[str, ...]
     run_id: str | None
     digest: str | None
+    source: str | None = None
 
     @property
     def uri(self) -> str:
@@ -101,7 +107,49 @@ def register_bundle(
     Raises:
         BundleError: the bundle has no MLflow run, the store does not hold the run or its
             bundle artifact, the artifact differs from `bundle`, or MLflow refuses a name or
-            an alias.
+            an alias. A name is refused before anything is written; an alias MLflow refuses
+            once the version is registered says so, and the command that sets it.
+    """
+    model, run_id = _registrable(bundle, name)
+    client, mlflow_error = mlflow_client(store)
+    check_aliases(aliases, mlflow_error)
+    local = bundle_digest(bundle.path)
+    if _run_bundle_digest(run_id, store) != local:
+        raise BundleError(
+            f"the bundle logged to MLflow run {run_id} is not the same as {bundle.path} (a file "
+            "was changed or added after it was logged): register the run id to register what "
+            "MLflow holds, or `mlfactory profile` the folder to log it again"
+        )
+    where = registry_uri(store)
+    try:
+        _create_model(client, model, mlflow_error)
+        number, new = _version_of(client, model, run_id, _tags(bundle, local))
+    except mlflow_error as exc:
+        reason = mlflow_reason(exc, where)
+        raise BundleError(f"MLflow refused to register '{model}': {reason}") from None
+    uri = f"models:/{model}/{number}"
+    for done, alias in enumerate(aliases):
+        try:
+            client.set_registered_model_alias(model, alias, number)
+        except mlflow_error as exc:
+            left = aliases[done:]
+            flags = " ".join(f"--alias {a}" for a in left)
+            raise BundleError(
+                f"{'registered' if new else 'already registered'} as {uri}, but the "
+                f"alias{'es' * (len(left) > 1)} {', '.join(repr(a) for a in left)} "
+                f"{'were' if len(left) > 1 else 'was'} not set: {mlflow_reason(exc, where)}; "
+                f"set {'them' if len(left) > 1 else 'it'} with: mlfactory register "
+                f"{shlex.quote(uri)} {flags}"
+            ) from None
+    return find_version(uri, store), new
+
+
+def _registrable(bundle: Bundle, name: str | None) -> tuple[str, str]:
+    """The registered model's name `register_bundle` uses and the bundle's run id, once both are
+    known to be usable: before anything is written to the registry.
+
+    Raises:
+        BundleError: the bundle has no MLflow run, or the name is one MLflow cannot look up.
     """
     run_id = bundle.meta.mlflow_run_id
     if not run_id:
@@ -117,38 +165,31 @@ def register_bundle(
             f"registered model name '{model}': use one without '/' or '@', which "
             "models:/NAME@ALIAS could not name"
         )
-    client, mlflow_error = mlflow_client(store)
-    check_aliases(aliases, mlflow_error)
-    local = bundle_digest(bundle.path)
-    logged = _run_bundle_digest(run_id, store)
-    if logged != local:
-        raise BundleError(
-            f"the bundle logged to MLflow run {run_id} is not the same as {bundle.path} (a file "
-            "was changed or added after it was logged): register the run id to register what "
-            "MLflow holds, or `mlfactory profile` the folder to log it again"
-        )
+    name_filter(model)  # a name no filter can look up: refused before it is created
+    return model, run_id
+
+
+def _tags(bundle: Bundle, digest: str) -> dict[str, str]:
+    """The tags of a new version of `bundle`: its digest, version, data and test metrics."""
     tags = {
-        DIGEST_TAG: local,
+        DIGEST_TAG: digest,
         BUNDLE_VERSION_TAG: bundle.meta.version,
         FINGERPRINT_TAG: bundle.meta.data_fingerprint or "",
     }
     test = bundle.meta.metrics.get("test") or {}
-    tags |= {tag: f"{test[key]:.4f}" for key, tag in METRIC_TAGS.items() if key in test}
-    try:
-        _create_model(client, model, mlflow_error)
-        versions = client.search_model_versions(filter_string=_name_filter(model))
-        same = [v for v in versions if (v.tags or {}).get(DIGEST_TAG) == local]
-        if same:
-            number, new = str(min(int(v.version) for v in same)), False
-        else:
-            source = f"runs:/{run_id}/{BUNDLE_ARTIFACT}"
-            created = client.create_model_version(model, source, run_id=run_id, tags=tags)
-            number, new = str(created.version), True
-        for alias in aliases:
-            client.set_registered_model_alias(model, alias, number)
-    except mlflow_error as exc:
-        raise BundleError(f"MLflow refused to register '{model}': {first_line(exc)}") from None
-    return find_version(f"models:/{model}/{number}", store), new
+    return tags | {tag: f"{test[key]:.4f}" for key, tag in METRIC_TAGS.items() if key in test}
+
+
+def _version_of(client: Any, model: str, run_id: str, tags: dict[str, str]) -> tuple[str, bool]:
+    """The version number of `model` registered with the digest in `tags` (the lowest), or of
+    a new version of the run's bundle; and whether it is new."""
+    versions = client.search_model_versions(filter_string=name_filter(model))
+    same = [v for v in versions if (v.tags or {}).get(DIGEST_TAG) == tags[DIGEST_TAG]]
+    if same:
+        return str(min(int(v.version) for v in same)), False
+    source = f"runs:/{run_id}/{BUNDLE_ARTIFACT}"
+    created = client.create_model_version(model, source, run_id=run_id, tags=tags)
+    return str(created.version), True
 
 
 def check_aliases(aliases: Sequence[str], mlflow_error: type[Exception]) -> None:
@@ -170,7 +211,7 @@ def check_aliases(aliases: Sequence[str], mlflow_error: type[Exception]) -> None
             _validate_model_alias_name_reserved(alias)
         except mlflow_error as exc:
             raise BundleError(
-                f"--alias {alias!r}: MLflow refuses it: {first_line(exc)}; nothing was changed"
+                f"--alias {alias!r}: MLflow refuses it: {mlflow_reason(exc)}; nothing was changed"
             ) from None
 
 
@@ -193,7 +234,9 @@ def set_aliases(uri: str, aliases: Sequence[str]) -> RegisteredVersion:
         for alias in aliases:
             client.set_registered_model_alias(version.name, alias, version.version)
     except mlflow_error as exc:
-        raise BundleError(f"MLflow refused the alias: {first_line(exc)}") from None
+        raise BundleError(
+            f"MLflow refused the alias: {mlflow_reason(exc, registry_uri())}"
+        ) from None
     return find_version(version.uri)
 
 
@@ -215,53 +258,20 @@ def find_version(uri: str, store: str | None = None) -> RegisteredVersion:
         if alias is not None:
             found = client.get_model_version_by_alias(name, alias)
         elif number == "latest":
-            versions = client.search_model_versions(filter_string=_name_filter(name))
+            versions = client.search_model_versions(filter_string=name_filter(name))
             if not versions:
-                missing = _what_is_missing(client, name, None, number, mlflow_error)
-                raise BundleError(f"{uri}: {missing} in {registry_uri(store)}")
+                missing = missing_in_registry(client, name, None, number, mlflow_error)
+                raise BundleError(f"{uri}: {missing} in {shown_url(registry_uri(store))}")
             found = max(versions, key=lambda v: int(v.version))
         else:
             found = client.get_model_version(name, number)
     except mlflow_error as exc:
         if getattr(exc, "error_code", None) in NOT_FOUND:
-            reason = _what_is_missing(client, name, alias, number, mlflow_error)
+            reason = missing_in_registry(client, name, alias, number, mlflow_error)
         else:
-            reason = first_line(exc)
-        raise BundleError(f"{uri}: {reason} in {registry_uri(store)}") from None
+            reason = mlflow_reason(exc, registry_uri(store))
+        raise BundleError(f"{uri}: {reason} in {shown_url(registry_uri(store))}") from None
     return _version(found)
-
-
-def _what_is_missing(
-    client: Any, name: str, alias: str | None, number: str | None, mlflow_error: type[Exception]
-) -> str:
-    """What a `models:/` URI names that the store lacks, with what the store holds instead
-    (MLflow says "Registered model alias champion not found." and no more), or just what it
-    lacks when the store cannot be asked."""
-    try:
-        model = client.get_registered_model(name)
-    except mlflow_error:
-        try:
-            names = sorted(m.name for m in client.search_registered_models(max_results=6))
-        except mlflow_error:
-            return f"no registered model '{name}'"
-        there = f"registered: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
-        return f"no registered model '{name}' ({there if names else 'none registered yet'})"
-    if alias is not None:
-        aliases = sorted((model.aliases or {}).items())
-        held = ", ".join(f"{a} -> version {v}" for a, v in aliases) or "none"
-        return (
-            f"model '{name}' has no alias '{alias}' (its aliases: {held}; mlfactory register "
-            f"models:/{name}/VERSION --alias {alias} sets it)"
-        )
-    if number == "latest":  # asked only when the model has no version
-        return f"model '{name}' has no version yet"
-    try:
-        numbers = sorted(int(v.version) for v in client.search_model_versions(_name_filter(name)))
-    except (mlflow_error, BundleError):
-        return f"model '{name}' has no version {number}"
-    shown = ", ".join(str(n) for n in numbers[-5:])
-    held = f"version{'s' * (len(numbers) > 1)} {'..., ' * (len(numbers) > 5)}{shown}"
-    return f"model '{name}' has no version {number} (it has {held if numbers else 'none'})"
 
 
 def download_registered(uri: str, destination: Path) -> Path:
@@ -286,8 +296,14 @@ def download_registered(uri: str, destination: Path) -> Path:
         reason = missing_client(client, version.run_id, mlflow_error, exc)
         raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
     except mlflow_error as exc:
-        reason = unreadable_artifacts(client, version.run_id, mlflow_error) or first_line(exc)
+        unreadable = unreadable_artifacts(client, version.run_id, mlflow_error)
+        reason = unreadable or mlflow_reason(exc, tracking_uri(None), registry_uri())
         raise BundleError(f"{uri}: its bundle cannot be fetched: {reason}") from None
+    if not (folder / META_FILE).is_file():
+        raise BundleError(
+            f"{uri}: its source {version.source or source} is not an mlfactory bundle (no "
+            f"{META_FILE}): register the run's bundle with `mlfactory register RUN_ID`"
+        )
     if version.digest is not None and bundle_digest(folder) != version.digest:
         raise BundleError(
             f"{uri} (version {version.version}): the bundle of MLflow run {version.run_id} has "
@@ -317,17 +333,31 @@ def download_run_bundle(
         reason = missing_client(client, run_id, mlflow_error, exc)
         raise BundleError(f"MLflow run '{run_id}': {reason}") from None
     except mlflow_error as exc:
-        unreadable = unreadable_artifacts(client, run_id, mlflow_error)
-        if unreadable is not None:
-            raise BundleError(f"MLflow run '{run_id}': {unreadable}") from None
-        raise BundleError(
-            f"MLflow run '{run_id}' has no bundle in {tracking_uri(store)}: {first_line(exc)} "
-            "(MLFLOW_TRACKING_URI names the store)"
-        ) from None
+        reason = _no_bundle(client, run_id, store, mlflow_error, exc)
+        raise BundleError(f"MLflow run '{run_id}' {reason}") from None
     return Path(folder)
 
 
+def _no_bundle(
+    client: Any, run_id: str, store: str | None, mlflow_error: type[Exception], exc: Exception
+) -> str:
+    """Why the run's bundle could not be downloaded: its artifacts cannot be read, the store
+    has no such run or refuses to say, or the run has no bundle artifact."""
+    unreadable = unreadable_artifacts(client, run_id, mlflow_error)
+    if unreadable is not None:
+        return unreadable
+    uri, named_by = tracking_uri(store), "" if store else " (MLFLOW_TRACKING_URI names it)"
+    try:
+        client.get_run(run_id)
+    except mlflow_error as failed:
+        if getattr(failed, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return f"is not in the store {shown_url(uri)}{named_by}: check the run id and store"
+        return f"cannot be read from {shown_url(uri)}{named_by}: {mlflow_reason(failed, uri)}"
+    return f"has no bundle in {shown_url(uri)}{named_by}: {mlflow_reason(exc, uri)}"
+
+
 def _run_bundle_digest(run_id: str, store: str | None) -> str:
+    exit_on_sigterm()  # the download is removed when a SIGTERM stops it too
     with tempfile.TemporaryDirectory(prefix="mlfactory-register-") as tmp:
         return bundle_digest(download_run_bundle(run_id, Path(tmp), store))
 
@@ -339,13 +369,5 @@ def _version(found: Any) -> RegisteredVersion:
         aliases=tuple(getattr(found, "aliases", None) or ()),
         run_id=found.run_id or None,
         digest=(found.tags or {}).get(DIGEST_TAG),
+        source=getattr(found, "source", None) or None,
     )
-
-
-def _name_filter(name: str) -> str:
-    """An MLflow filter on one registered model name (its grammar has no escapes: the quote
-    the name lacks; a name with both quotes cannot be looked up by filter)."""
-    quote = next((q for q in ("'", '"') if q not in name), None)
-    if quote is None:
-        raise BundleError(f"registered model name {name!r}: use a name without both kinds of quote")
-    return f"name = {quote}{name}{quote}"

@@ -8,7 +8,8 @@ version of a registered model (`models:/NAME/VERSION`, `models:/NAME@ALIAS`,
 
 The last two are fetched into a temporary folder of their own, which lasts as long as the
 command: `downloads_removed` removes the folders fetched within it (a command's function), and
-those left when the process ends are removed then (a CLI command is one process).
+those left when the process ends are removed then (a CLI command is one process), also when it
+is stopped by SIGTERM (`termination.exit_on_sigterm`).
 `fetched_from` says which store (and run) such a bundle came from: what a command writes into
 it is kept only by logging it back there.
 """
@@ -28,6 +29,7 @@ from mlfactory.errors import BundleError
 from mlfactory.mlflow_store import tracking_uri
 from mlfactory.paths import is_within
 from mlfactory.registry import download_registered, download_run_bundle, is_model_uri
+from mlfactory.termination import exit_on_sigterm
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 # The temporary folders `resolve_bundle` fetched bundles into and that are still there.
@@ -90,6 +92,7 @@ def _fetched(fetch: Callable[[Path], Path], origin: tuple[str, str | None]) -> B
     """The bundle `fetch` downloads from `origin` (`fetched_from`) into a new temporary folder
     (its own: commands write beside the bundle), which is removed by `downloads_removed` or at
     exit, at once when it fails."""
+    exit_on_sigterm()
     folder = Path(tempfile.mkdtemp(prefix="mlfactory-model-"))
     _downloads.append(folder)
     _origins[folder] = origin

@@ -35,7 +35,7 @@ def register(
     ),
 ) -> None:
     """Register a trained bundle in the MLflow Model Registry, or move aliases to a version."""
-    from mlfactory.mlflow_store import tracking_uri
+    from mlfactory.mlflow_store import registry_uri, shown_url
     from mlfactory.registry import find_version, is_model_uri, register_bundle, set_aliases
     from mlfactory.targets import resolve_bundle
 
@@ -55,7 +55,7 @@ def register(
     aliases = f" (alias {', '.join(sorted(version.aliases))})" if version.aliases else ""
     console.print(
         f"{verb} {version.uri}{aliases}: the bundle of MLflow run {version.run_id} in "
-        f"{tracking_uri()}",
+        f"{shown_url(registry_uri())}",
         highlight=False,
         soft_wrap=True,
     )
@@ -76,12 +76,16 @@ def fetch(
     configure_output(False)
     if out.exists():
         raise BundleError(f"{out} exists: give --out a new folder")
-    bundle = resolve_bundle(target)
+    if out.is_symlink():  # one that points nowhere: the copy would be renamed onto the link
+        raise BundleError(f"--out {out} is a symbolic link (to nothing): give --out a new folder")
+    # An alias is looked up once: the version printed is the one fetched, even if it moves.
+    version = find_version(target).uri if is_model_uri(target) else None
+    bundle = resolve_bundle(version or target)
     Predictor.from_path(bundle.path)  # a truncated or corrupt model fails here, not in serving
     copy_bundle(bundle.path, out)
     what = f"bundle {bundle.meta.name} {bundle.meta.version}"
-    if is_model_uri(target):
-        what = f"{find_version(target).uri} ({what})"
+    if version is not None:
+        what = f"{version} ({what})"
     console.print(f"{what} written to {out}", highlight=False, soft_wrap=True)
 
 
@@ -125,13 +129,26 @@ def compare(
 def _print_comparison(result: CompareResult) -> None:
     pair = result.comparison
     table = Table("", "model", "accuracy", "macro-F1")
-    for role, bundle, accuracy, f1 in (
-        ("baseline", result.baseline, pair.baseline_accuracy, result.baseline_f1),
-        ("candidate", result.candidate, pair.candidate_accuracy, result.candidate_f1),
+    for role, bundle, registered, accuracy, f1 in (
+        (
+            "baseline",
+            result.baseline,
+            result.registered[0],
+            pair.baseline_accuracy,
+            result.baseline_f1,
+        ),
+        (
+            "candidate",
+            result.candidate,
+            result.registered[1],
+            pair.candidate_accuracy,
+            result.candidate_f1,
+        ),
     ):
-        table.add_row(
-            role, f"{bundle.meta.name} {bundle.meta.version}", f"{accuracy:.4f}", f"{f1:.4f}"
-        )
+        model = f"{bundle.meta.name} {bundle.meta.version}"
+        if registered is not None:  # the version it is in the registry, beside its own
+            model = f"{registered} ({model})"
+        table.add_row(role, model, f"{accuracy:.4f}", f"{f1:.4f}")
     console.print(table)
     left_out = f", {result.left_out} left out (a bundle trained on them)" if result.left_out else ""
     low, high = pair.difference_ci
