@@ -130,7 +130,16 @@ def test_what_cannot_be_compared_is_one_line(trained_digits: TrainResult, tmp_pa
     digits = str(trained_digits.bundle.path)
     pets = str(tiny_bundle(tmp_path / "pets", "image"))  # cat, dog
     assert_one_line_error(
-        runner.invoke(app, ["compare", digits, pets]), "the bundles have other labels"
+        runner.invoke(app, ["compare", digits, pets]),
+        "the bundles have other labels: only digits 1 has 0, 1, 2, 3, 4, ...; only tiny-image "
+        "1.0.0 has cat, dog: compare needs the same labels in the same order",
+    )
+    swapped = tiny_bundle(tmp_path / "swapped", "image")
+    meta = json.loads((swapped / "bundle.json").read_text())
+    (swapped / "bundle.json").write_text(json.dumps({**meta, "labels": ["dog", "cat"]}))
+    assert_one_line_error(
+        runner.invoke(app, ["compare", pets, str(swapped)]),
+        "the bundles have the same labels in another order",
     )
     assert_one_line_error(
         runner.invoke(app, ["compare", digits, digits, "--level", "1"]),

@@ -104,10 +104,8 @@ def _compare(baseline: Bundle, candidate: Bundle, data: str | None, level: float
             "modality"
         )
     if baseline.meta.labels != candidate.meta.labels:
-        raise BundleError(
-            f"the bundles have other labels ({_labels(baseline)} against {_labels(candidate)}): "
-            "compare needs the same labels in the same order"
-        )
+        difference = _label_difference(baseline, candidate)
+        raise BundleError(f"{difference}: compare needs the same labels in the same order")
     predictors = Predictor.from_path(baseline.path), Predictor.from_path(candidate.path)
     _, dataset = recipe_dataset(candidate, data, some_labels=True)
     if data is None:
@@ -149,6 +147,19 @@ def _name(bundle: Bundle) -> str:
     return f"{bundle.meta.name} {bundle.meta.version}"
 
 
-def _labels(bundle: Bundle) -> str:
-    shown = ", ".join(bundle.meta.labels[:5])
-    return shown + (", ..." if len(bundle.meta.labels) > 5 else "")
+def _label_difference(baseline: Bundle, candidate: Bundle) -> str:
+    """What tells the two bundles' labels apart: the labels only one has (named, up to 5 of
+    each), or that they are the same labels in another order."""
+    first, second = baseline.meta.labels, candidate.meta.labels
+    only = [
+        (bundle, [label for label in mine if label not in theirs])
+        for bundle, mine, theirs in ((baseline, first, second), (candidate, second, first))
+    ]
+    named = [
+        f"only {_name(bundle)} has {', '.join(labels[:5])}" + (", ..." if len(labels) > 5 else "")
+        for bundle, labels in only
+        if labels
+    ]
+    if not named:
+        return "the bundles have the same labels in another order (the model's outputs differ)"
+    return "the bundles have other labels: " + "; ".join(named)
