@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from mlfactory.cli import app
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.data.downloads import download, extract_archive
 from mlfactory.data.prepare import prepare_dataset
@@ -161,6 +163,34 @@ def test_url_fragments_other_than_sha256_are_refused() -> None:
     assert parse_url_source("https://h/x.zip#sha256=" + "AB" * 32) == ("https://h/x.zip", "ab" * 32)
     with pytest.raises(DataError, match=r"use #sha256=<64 hex digits>"):
         parse_url_source("https://h/x.zip#md5=abc")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "https://user:PASSWORD@example.invalid/d.zip",
+            "error: https://example.invalid/d.zip: a user name or password in data.source is not",
+        ),
+        (
+            "https://example.invalid/d.zip?sig=SECRET#md5=PASSWORD",
+            "error: bad fragment '#md5=...' in https://example.invalid/d.zip: use #sha256=",
+        ),
+    ],
+)
+def test_secrets_in_a_source_url_stay_off_the_terminal(
+    source: str, expected: str, tmp_path: Path
+) -> None:
+    args = ["data", "text", f"data.source={source}", f"data.cache_dir={tmp_path / 'cache'}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.startswith(expected) and len(result.output.splitlines()) == 1
+    assert "PASSWORD" not in result.output and "SECRET" not in result.output
+
+
+def test_a_url_that_urllib_refuses_is_one_line_without_its_netloc(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"^could not download https://h/x.zip: not a valid URL$"):
+        download("https://u:PASSWORD@h/x.zip", tmp_path / "x.zip")
 
 
 # --- extraction -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ local DVC remote, read back at each revision from a clone that has only the remo
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,3 +227,40 @@ def test_data_command_prints_the_version(
     result = CliRunner().invoke(app, [*args[:2], "data.source=dvc:data/digits@v9"])
     assert result.exit_code == 2
     assert result.output.startswith("error: dvc: unknown Git revision 'v9'")
+
+
+def test_a_corrupted_object_on_the_remote_is_refused_naming_the_file(
+    tmp_path: Path,
+    make_recipe: MakeRecipe,
+    mnist_pngs: dict[str, list[Path]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    origin, remote = tmp_path / "origin", tmp_path / "remote"
+    for label in "47":
+        (origin / "digits" / label).mkdir(parents=True)
+        for path in mnist_pngs[label][:4]:
+            shutil.copy(path, origin / "digits" / label / path.name)
+    git("init", "-q", "-b", "main", cwd=origin)
+    dvc("init", "-q", cwd=origin)
+    dvc("remote", "add", "-d", "local", str(remote), cwd=origin)
+    dvc("add", "-q", "digits", cwd=origin)
+    git("add", "-A", cwd=origin)
+    git("commit", "-q", "-m", "digits", cwd=origin)
+    dvc("push", "-q", cwd=origin)
+    git("clone", "-q", str(origin), str(tmp_path / "clone"), cwd=tmp_path)
+    victim = mnist_pngs["7"][2]
+    md5 = hashlib.md5(victim.read_bytes(), usedforsecurity=False).hexdigest()
+    stored = remote / "files" / "md5" / md5[:2] / md5[2:]
+    stored.chmod(0o644)
+    stored.write_bytes(mnist_pngs["7"][3].read_bytes())  # another real digit: still decodes
+    monkeypatch.chdir(tmp_path / "clone")
+
+    with pytest.raises(DataError) as refused:
+        prepare_dataset(make_recipe("dvc:digits"))
+
+    assert str(refused.value).startswith(f"dvc: digits/7/{victim.name} fetched at HEAD (")
+    assert f"its .dvc file records {md5}: the DVC remote holds a corrupted copy" in str(
+        refused.value
+    )
+    assert "\n" not in str(refused.value)
+    assert not list((tmp_path / "cache" / "_sources").glob("dvc-*"))

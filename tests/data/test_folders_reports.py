@@ -8,11 +8,18 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from mlfactory.cli import app
-from mlfactory.data.folders import NOT_IN_CLASS, scan_class_folder, tree_signature
+from mlfactory.data.folders import (
+    NOT_IN_CLASS,
+    read_item_file,
+    scan_class_folder,
+    tree_signature,
+)
 from mlfactory.data.prepare import prepare_dataset
+from mlfactory.errors import InputError
 from mlfactory.modalities import get_modality
 
 from .conftest import REUTERS_SAMPLE, MakeRecipe
@@ -133,3 +140,24 @@ def test_a_text_beside_the_class_folders_is_reported(tmp_path: Path) -> None:
 
     assert len(found.items) == 6
     assert found.skipped == [{"path": str(tmp_path / "stray.txt"), "reason": NOT_IN_CLASS}]
+
+
+def test_named_pipes_and_devices_are_skipped_unread_and_big_files_refused(
+    make_digit_folder: Callable[..., Path], make_recipe: MakeRecipe, tmp_path: Path
+) -> None:
+    folder = make_digit_folder({"1": 6, "7": 6})
+    os.mkfifo(folder / "1" / "fifo.png")  # reading it would wait for a writer forever
+    (folder / "7" / "zero.png").symlink_to("/dev/zero")  # reading it would never end
+
+    dataset = prepare_dataset(make_recipe(folder))
+
+    reasons = {s["path"]: s["reason"] for s in dataset.skipped}
+    assert reasons == {
+        str(folder / "1" / "fifo.png"): "a named pipe (FIFO), not a regular file: not read",
+        str(folder / "7" / "zero.png"): "a character device, not a regular file: not read",
+    }
+    assert len(dataset.items) == 12
+    digit = next((folder / "1").glob("0*.png"))
+    assert read_item_file(digit) == digit.read_bytes()
+    with pytest.raises(InputError, match=r"^\d+ bytes, over the limit of 100 bytes of one item"):
+        read_item_file(digit, max_bytes=100)

@@ -52,6 +52,20 @@ def test_select_files_exact_pair_and_prefix() -> None:
         select_files("news", available)
 
 
+def test_a_prefix_of_one_pair_selects_the_pair_and_of_several_is_ambiguous() -> None:
+    available = ["20newsgroups-test", "20newsgroups-train", "reuters-r52-test"]
+    available += ["reuters-r52-train", "reuters-r8-test", "reuters-r8-train"]
+    for name in ("2", "20", "20news", "20newsgroups"):
+        assert select_files(name, available) == ["20newsgroups-train", "20newsgroups-test"]
+    assert select_files("reuters-r8-te", available) == ["reuters-r8-test"]
+    with pytest.raises(
+        DataError,
+        match=r"^ambiguous orange data set 'reut': it begins orange:reuters-r52, "
+        r"orange:reuters-r8; name one$",
+    ):
+        select_files("reut", available)
+
+
 def test_a_pair_merges_train_and_test(mini_wheel: Path, tmp_path: Path) -> None:
     found = resolve_orange("reuters-r8", _ctx("orange:reuters-r8", tmp_path))
     assert Counter(item.label for item in found.items) == {"crude": 12, "grain": 12, "ship": 12}

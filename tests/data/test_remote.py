@@ -7,15 +7,17 @@ import io
 import json
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from mlfactory.config.schema import DataConfig
+from mlfactory.config.schema import DataConfig, RecipeConfig
 from mlfactory.data import remote
 from mlfactory.data.downloads import download
+from mlfactory.data.prepare import prepare_dataset
 from mlfactory.data.raw import SourceContext
-from mlfactory.data.remote import read_tree, resolve_kaggle
+from mlfactory.data.remote import TEXT_BESIDE_TABLES, read_tree, resolve_kaggle
 from mlfactory.errors import DataError
 from mlfactory.modalities import get_modality
 
@@ -161,3 +163,22 @@ def test_a_stray_table_among_class_folders_of_texts_says_why_the_texts_were_not_
     )
     (root / row["label"] / "counts.csv").unlink()
     assert len(read_tree(root, _ctx("x", tmp_path, modality="text")).items) == 6
+
+
+def test_text_files_beside_a_usable_table_are_reported_unread(
+    reuters_sample: Path, make_recipe: Callable[..., RecipeConfig], tmp_path: Path
+) -> None:
+    root = tmp_path / "tf"
+    rows = [json.loads(line) for line in reuters_sample.read_text().splitlines()]
+    for n, row in enumerate(rows[:10]):
+        (root / row["label"]).mkdir(parents=True, exist_ok=True)
+        (root / row["label"] / f"{n}.txt").write_text(row["text"])
+    table = "".join(json.dumps(row) + "\n" for row in rows[10:30])
+    (root / rows[0]["label"] / "meta.jsonl").write_text(table)
+
+    dataset = prepare_dataset(make_recipe(root, modality="text"))
+
+    assert len(dataset.items) == len({row["text"] for row in rows[10:30]})
+    unread = {s["path"]: s["reason"] for s in dataset.skipped}
+    assert sorted(unread) == sorted(str(p) for p in root.glob("*/*.txt")) and len(unread) == 10
+    assert set(unread.values()) == {TEXT_BESIDE_TABLES}

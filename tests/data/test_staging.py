@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from mlfactory.data.staging import build_once, remove_stale
+from mlfactory.data.staging import MARKER, build_once, remove_stale
+
+
+def _copy_digits(digits: list[Path], log: Path, folder: Path) -> list[dict[str, str]]:
+    """A slow build of real digits that logs which process ran it."""
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"{os.getpid()}\n")
+    for path in digits:
+        (folder / path.name).write_bytes(path.read_bytes())
+        time.sleep(0.01)
+    return [{"path": "x.png", "reason": f"built by {os.getpid()}"}]
+
+
+def _build_and_read(
+    dest: Path, digits: list[Path], log: Path, start: object, results: object
+) -> None:
+    """Wait for the others, build `dest` once, then read every digit in it twice."""
+    start.wait()  # type: ignore[attr-defined]
+    skipped = build_once(dest, lambda folder: _copy_digits(digits, log, folder))
+    names = sorted(p.name for p in dest.iterdir() if p.name != MARKER)
+    time.sleep(0.3)  # a second builder that replaced `dest` now would break this read
+    sizes = [len((dest / name).read_bytes()) for name in names]
+    results.put((skipped, names, dest.stat().st_ino, len(sizes)))  # type: ignore[attr-defined]
 
 
 def test_builds_once_and_remembers_what_was_skipped(tmp_path: Path) -> None:
@@ -33,7 +58,7 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="interrupted"):
         build_once(tmp_path / "built", build)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".built.lock"]
 
 
 def test_remove_stale_keeps_the_current_build(tmp_path: Path) -> None:
@@ -41,3 +66,27 @@ def test_remove_stale_keeps_the_current_build(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
     remove_stale(tmp_path / "set-new", "set-")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "set-new"]
+
+
+def test_concurrent_runs_build_once_and_keep_the_folder_the_others_read(
+    tmp_path: Path, mnist_pngs: dict[str, list[Path]]
+) -> None:
+    digits = mnist_pngs["3"][:30]
+    dest, log = tmp_path / "cache" / "digits", tmp_path / "builds.log"
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(3), context.Queue()
+    workers = [
+        context.Process(target=_build_and_read, args=(dest, digits, log, start, results))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert len(log.read_text().split()) == 1
+    assert len({repr(outcome) for outcome in outcomes}) == 1
+    skipped, names, _inode, read = outcomes[0]
+    assert names == sorted(p.name for p in digits) and read == len(digits)
+    assert skipped[0]["reason"] == f"built by {log.read_text().split()[0]}"

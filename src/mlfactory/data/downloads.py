@@ -8,6 +8,7 @@ does a total uncompressed size above the limit (zip bombs).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import posixpath
@@ -99,7 +100,7 @@ def download(
     part = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers=headers or {})
-    shown = _without_secrets(url)
+    shown = shown_url(url)
     phase_log.info("data: downloading %s", shown)
     opener = urllib.request.build_opener(_SameHostRedirects)
     try:
@@ -118,7 +119,10 @@ def download(
         part.unlink(missing_ok=True)
         message = f"download of {shown} failed: HTTP {exc.code} {exc.reason}"
         raise DownloadHTTPError(message, exc.code) from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (ValueError, http.client.InvalidURL):  # its message repeats the URL's password
+        part.unlink(missing_ok=True)
+        raise DataError(f"could not download {shown}: not a valid URL") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise DataError(
@@ -137,7 +141,7 @@ def download(
     return dest
 
 
-def _without_secrets(url: str) -> str:
+def shown_url(url: str) -> str:
     """`url` as a download's line and errors show it: no user:password, query or fragment (a
     signed URL's signature, a token)."""
     parts = urllib.parse.urlsplit(url)

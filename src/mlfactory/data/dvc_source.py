@@ -17,6 +17,7 @@ in the bundle.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,7 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
         )
         try:
             fs.get(version.ref.path, str(tmp / name), recursive=True)
+            _check_md5s(fs, version, tmp / name)
         except ImportError as exc:
             raise missing_plugin(exc) from None
         except (DvcException, DataIndexError, OSError, *cloud_storage_errors()) as exc:
@@ -184,6 +186,33 @@ def resolve_dvc(spec: str, ctx: SourceContext) -> RawSource:
     raw = read_tree(dest / name if (dest / name).is_dir() else dest, ctx, unwrap_root=False)
     raw.version = version.pinned
     return raw
+
+
+def _check_md5s(fs: Any, version: DvcVersion, local: Path) -> None:
+    """Compare every fetched file with the md5 its `.dvc` listing records (DVC does not when it
+    fetches: a corrupted object on the remote would be read as this version).
+
+    Raises:
+        DataError: a file's content differs from its md5, naming the file.
+    """
+    path = version.ref.path
+    for found, info in fs.find(path, detail=True).items():
+        dvc_info = info.get("dvc_info") or {}
+        hash_info = getattr(dvc_info.get("entry"), "hash_info", None)
+        expected = dvc_info.get("md5")
+        if not expected or getattr(hash_info, "name", "md5") != "md5":
+            continue  # tracked by Git, or hashed another way (DVC 2's md5-dos2unix)
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(local / posixpath.relpath(found, path), "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+        if digest.hexdigest() != expected:
+            raise DataError(
+                f"dvc: {found} fetched at {version.ref.rev} ({version.commit[:12]}) has md5 "
+                f"{digest.hexdigest()}, but its .dvc file records {expected}: the DVC remote "
+                "holds a corrupted copy; push it again from a good copy (dvc push -f) or "
+                "repair the remote"
+            )
 
 
 def _default_remote_url(fs: Any) -> str | None:

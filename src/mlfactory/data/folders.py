@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlfactory.data.raw import RawItem, RawSource, skip
-from mlfactory.errors import DataError
+from mlfactory.errors import DataError, InputError
 from mlfactory.modalities import Modality
 
 SPLIT_DIR_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev", "test"})
@@ -32,6 +33,51 @@ def is_visible(name: str) -> bool:
 def shown(path: str | Path) -> str:
     """A path as a report shows it: bytes of a name that is not UTF-8 escaped (`caf\\xe9`)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+# The largest file read as one item, in bytes: generous for an image, a clip or a text, and a
+# bound on what a stray huge file (or a link to /dev/zero) can take from memory.
+MAX_ITEM_BYTES = 256 * 1024 * 1024
+SPECIAL_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def special_kind(path: Path) -> str | None:
+    """What `path` is, links followed, when it exists and is not a regular file ("a named pipe
+    (FIFO)", "a character device", ...); None for a regular file, or one that cannot be
+    looked at (reading it says why)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def read_item_file(path: Path, max_bytes: int = MAX_ITEM_BYTES) -> bytes:
+    """The bytes of one item's file, read only when it is a regular file of `max_bytes` or less.
+
+    Raises:
+        InputError: it is no regular file (a named pipe would block, a link to /dev/zero never
+            end) or it is larger; the message is the reason to report it skipped.
+        OSError: it cannot be read.
+    """
+    if kind := special_kind(path):
+        raise InputError(f"{kind}, not a regular file: not read")
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            size = max(os.fstat(handle.fileno()).st_size, len(data))
+            raise InputError(
+                f"{size:,} bytes, over the limit of {max_bytes:,} bytes of one item: not read"
+            )
+    return data
 
 
 # Links to folders can loop; a link to a file is followed.

@@ -80,21 +80,30 @@ def orange_names(wheel: zipfile.ZipFile) -> list[str]:
 
 
 def select_files(name: str, available: list[str]) -> list[str]:
-    """The stems `orange:<name>` stands for: exact, a train/test pair, or a unique prefix.
+    """The stems `orange:<name>` stands for: exact, a train/test pair, or a unique prefix (of
+    a stem or a pair: `orange:20news` is the `20newsgroups` pair).
 
     Raises:
-        DataError: no (or an ambiguous) match; the message lists the names available.
+        DataError: no match (the message lists the names available), or a prefix of several
+            data sets (the message lists them).
     """
     if name in available:
         return [name]
-    pair = [f"{name}-train", f"{name}-test"]
-    if all(stem in available for stem in pair):
-        return pair
-    prefixed = [stem for stem in available if stem.startswith(name)]
-    if len(prefixed) == 1:
-        return prefixed
     pairs = [s[: -len("-train")] for s in available if s.endswith("-train")]
     pairs = [p for p in pairs if f"{p}-test" in available]
+    if name in pairs:
+        return [f"{name}-train", f"{name}-test"]
+    family = {stem: stem for stem in available}
+    family.update({f"{p}-{part}": p for p in pairs for part in ("train", "test")})
+    prefixed = [stem for stem in available if stem.startswith(name)]
+    matches = sorted({family[stem] for stem in prefixed})
+    if len(prefixed) == 1:
+        return prefixed
+    if len(matches) == 1:
+        return [f"{matches[0]}-train", f"{matches[0]}-test"]
+    if matches:
+        listed = ", ".join(f"orange:{match}" for match in matches)
+        raise DataError(f"ambiguous orange data set '{name}': it begins {listed}; name one")
     known = ", ".join(f"orange:{stem}" for stem in sorted(available + pairs))
     raise DataError(f"unknown orange data set '{name}': use one of {known}")
 

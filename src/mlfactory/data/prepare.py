@@ -29,9 +29,10 @@ from mlfactory.data.dataset import (
     fingerprint_items,
     split_sizes,
 )
+from mlfactory.data.folders import read_item_file
 from mlfactory.data.raw import RawItem, RawSource, SourceContext, origin_order, skip
 from mlfactory.data.sources import local_path, resolve_source, source_signature, split_scheme
-from mlfactory.errors import DataError
+from mlfactory.errors import DataError, InputError
 from mlfactory.modalities import Modality, get_modality
 
 logger = logging.getLogger(__name__)
@@ -229,7 +230,9 @@ def validate_items(
         else:
             assert item.path is not None
             try:
-                data = item.path.read_bytes()
+                data = read_item_file(item.path)
+            except InputError as exc:
+                return skip(item.origin, str(exc))
             except OSError as exc:
                 return skip(item.origin, f"cannot read file: {exc.strerror or exc}")
         reason = modality.check_file(data)

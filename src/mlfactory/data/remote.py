@@ -14,7 +14,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from mlfactory.data.downloads import DownloadHTTPError, download, extract_archive
+from mlfactory.data.downloads import DownloadHTTPError, download, extract_archive, shown_url
 from mlfactory.data.folders import iter_files, scan_class_folder, skipper, unwrap
 from mlfactory.data.raw import RawSource, SourceContext, skip
 from mlfactory.data.staging import build_once
@@ -51,35 +51,54 @@ def read_tree(root: Path, ctx: SourceContext, unwrap_root: bool = True) -> RawSo
         except DataError as exc:
             errors.append(str(exc))
             result.skipped.append(skip(table, f"table left out: {exc}"))
+    texts = _texts_beside(root, ctx)
     if len(errors) == len(tables):
-        raise DataError(f"no table under {root} can be used: {errors[0]}{_texts_beside(root, ctx)}")
+        hint = (
+            f" (a folder holding tables is read as tables, so its {len(texts)} text file(s) were "
+            "not read: to read the class folders' text files, move the tables out of the folder)"
+        )
+        raise DataError(f"no table under {root} can be used: {errors[0]}{hint if texts else ''}")
+    result.skipped.extend(skip(path, TEXT_BESIDE_TABLES) for path in texts)
     return result
 
 
-def _texts_beside(root: Path, ctx: SourceContext) -> str:
-    """A hint for a folder of text files that the unusable tables among them hide."""
+# A folder holding tables is read as its tables; its text files are reported, not lost.
+TEXT_BESIDE_TABLES = (
+    "a text file in a folder holding tables, which is read as tables: not read (to read the "
+    "text files, move the tables out of the folder)"
+)
+
+
+def _texts_beside(root: Path, ctx: SourceContext) -> list[Path]:
+    """The files of the modality (text files) under `root`, which its tables leave unread."""
     suffixes = ctx.modality.file_suffixes
-    texts = sum(1 for path in iter_files(root, lambda *_: None) if path.suffix.lower() in suffixes)
-    if not texts:
-        return ""
-    return (
-        f" (a folder holding tables is read as tables, so its {texts} text file(s) were not "
-        "read: to read the class folders' text files, move the tables out of the folder)"
-    )
+    return [path for path in iter_files(root, lambda *_: None) if path.suffix.lower() in suffixes]
 
 
 def parse_url_source(source: str) -> tuple[str, str | None]:
     """Split `https://host/file.zip#sha256=<hex>` into the URL and the expected digest.
 
+    Errors show the URL as a download does (`shown_url`): no query, fragment or password.
+
     Raises:
-        DataError: a fragment other than `sha256=<64 hex digits>`.
+        DataError: a fragment other than `sha256=<64 hex digits>`, or a user name or password
+            in the URL (it would be stored with the run's parameters).
     """
     url, _, fragment = source.partition("#")
+    if "@" in urllib.parse.urlsplit(url).netloc:
+        raise DataError(
+            f"{shown_url(url)}: a user name or password in data.source is not sent (it would "
+            "be stored with the run): download the archive yourself (curl -u) and set "
+            "data.source to the extracted folder, or use a signed URL"
+        )
     if not fragment:
         return url, None
     match = re.fullmatch(r"sha256=([0-9a-fA-F]{64})", fragment)
     if match is None:
-        raise DataError(f"bad fragment '#{fragment}' in {source}: use #sha256=<64 hex digits>")
+        name = fragment.partition("=")[0]
+        raise DataError(
+            f"bad fragment '#{name}=...' in {shown_url(url)}: use #sha256=<64 hex digits>"
+        )
     return url, match.group(1).lower()
 
 
