@@ -18,17 +18,18 @@ once links are followed (a link to a device, a named pipe) are skipped unread.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import os
-import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
-from mlfactory.data.folders import iter_files
+from mlfactory.batch_items import Input, Prediction, Skipped
+from mlfactory.data.folders import iter_files, shown, special_kind
 from mlfactory.data.tables import TABLE_SUFFIXES, NoText, iter_texts
 from mlfactory.errors import DataError, InputError
 from mlfactory.modalities import Modality
@@ -41,29 +42,6 @@ SNIFF_BYTES = 8192
 # (`ServingSettings.max_upload_bytes`; not imported: `predict` loads no serving code).
 MAX_INPUT_BYTES = 10 * 1024 * 1024
 LIMIT_OPTION = "--max-input-bytes"
-SPECIAL_KINDS = {
-    stat.S_IFIFO: "a named pipe (FIFO)",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFDIR: "a folder",
-}
-
-
-@dataclass(frozen=True)
-class Input:
-    """One input to predict: its name in the results and how to read its bytes."""
-
-    id: str
-    read: Callable[[], bytes]
-
-
-@dataclass
-class Skipped:
-    """An input that was not predicted, and why."""
-
-    id: str
-    reason: str
 
 
 @dataclass
@@ -77,6 +55,7 @@ class InputPlan:
     count: int | None = 0
     max_bytes: int = MAX_INPUT_BYTES  # the largest input read, in bytes
     files: list[Path] = field(default_factory=list)  # every file read: --output is none of them
+    output: Path | None = None  # the --output file, refused as an input before it is read
 
 
 def plan_inputs(
@@ -86,8 +65,10 @@ def plan_inputs(
     text_column: str = "text",
     stdin: BinaryIO | None = None,
     max_bytes: int = MAX_INPUT_BYTES,
+    output: Path | None = None,
 ) -> InputPlan:
-    """Check the inputs given to `predict` and plan how to stream them.
+    """Check the inputs given to `predict` and plan how to stream them (a table found in a
+    folder that cannot be used is a skip naming it; one given by name refuses the run).
 
     Args:
         args: files, folders and `-` (stdin) as given on the command line.
@@ -96,15 +77,17 @@ def plan_inputs(
         text_column: the column of a table that holds the text.
         stdin: where `-` reads from (default: the process's stdin).
         max_bytes: the largest input read, in bytes (a file, stdin, a line of stdin).
+        output: the `--output` file: refused when it is one of the inputs, before any is read.
 
     Raises:
         InputError: a path does not exist or is not a file or folder, a table is given to a
             bundle that does not read tables, a binary file or `--text` is given to a bundle of
             the other kind, a table lacks `text_column`, `-` is given twice, stdin is closed
-            or (as one file) larger than `max_bytes`, or there are no inputs at all.
+            or (as one file) larger than `max_bytes`, `output` is an input, or there are no
+            inputs at all.
     """
     takes_texts = modality.api_input.kind == "texts"
-    plan = InputPlan(max_bytes=max_bytes)
+    plan = InputPlan(max_bytes=max_bytes, output=output)
     if texts and not takes_texts:
         raise InputError(f"--text is for text bundles; this one classifies {modality.name} files")
     for index, text in enumerate(texts or [], start=1):
@@ -122,7 +105,7 @@ def plan_inputs(
         elif path.is_file():
             _plan_file(plan, path, modality, text_column, explicit=True)
         elif path.exists():  # a device, a pipe, a socket: no input to read whole
-            kind = _special_kind(path) or "not a regular file"
+            kind = special_kind(path) or "not a regular file"
             raise InputError(f"{arg} is {kind}, not a file or folder: give files, folders or -")
         else:
             raise InputError(f"no such file or folder: {arg}")
@@ -148,13 +131,21 @@ def _plan_file(
 ) -> None:
     is_table = path.suffix.lower() in TABLE_SUFFIXES
     plan.files.append(path)
+    _refuse_output(plan.output, path)
     if is_table and not modality.reads_tables:
         raise InputError(
             f"{path} is a table, but this bundle classifies {modality.name} files "
             f"({', '.join(modality.file_suffixes)}): give those files or their folders"
         )
     if is_table:
-        _check_table(path, text_column)
+        try:
+            _check_table(path, text_column)
+        except InputError as exc:
+            if explicit:
+                raise
+            plan.sources.append(_one(Skipped(str(path), str(exc))))  # one table of a folder
+            _add_count(plan, 1)
+            return
         plan.sources.append(_table_inputs(path, text_column))
         plan.count = None
         return
@@ -165,6 +156,20 @@ def _plan_file(
         )
     plan.sources.append(_one(Input(str(path), _file_reader(path, plan.max_bytes))))
     _add_count(plan, 1)
+
+
+def _refuse_output(output: Path | None, path: Path) -> None:
+    """Refuse an `--output` that is the input `path` (by name or a link), before it is read:
+    an earlier results file left in an input folder."""
+    try:
+        same = output is not None and os.path.samestat(output.stat(), path.stat())
+    except OSError:  # nothing there yet (or nothing to look at): not that input
+        return
+    if same:
+        raise InputError(
+            f"--output {output} is the input {path}: the results would overwrite it; "
+            "write them to another file"
+        )
 
 
 def _plan_stdin(plan: InputPlan, stdin: BinaryIO | None, takes_texts: bool) -> None:
@@ -209,24 +214,11 @@ def _folder_files(folder: Path, modality: Modality) -> tuple[list[Path | Skipped
     for path in iter_files(folder, unreadable):
         if path.suffix.lower() not in wanted:
             ignored += 1
-        elif kind := _special_kind(path):  # a link to /dev/zero would be read forever
+        elif kind := special_kind(path):  # a link to /dev/zero would be read forever
             files.append(Skipped(str(path), f"{kind}, not a regular file: not read"))
         else:
             files.append(path)
     return files, ignored
-
-
-def _special_kind(path: Path) -> str | None:
-    """What `path` is, links followed, when it exists and is not a regular file ("a named pipe
-    (FIFO)", "a character device", ...); None for a regular file, or one that cannot be
-    looked at (reading it says why)."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    return SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 def _file_reader(path: Path, max_bytes: int) -> Callable[[], bytes]:
@@ -284,7 +276,7 @@ def _table_inputs(path: Path, text_column: str) -> Callable[[], Iterator[Input |
                 else:
                     yield Input(origin, _constant(text.encode("utf-8")))
         except DataError as exc:  # the file broke part-way: its remaining rows are skipped
-            yield Skipped(str(path), f"{exc} (the rows before were predicted)")
+            yield Skipped(str(path), f"{exc} (every row before that line was predicted)")
 
     return rows
 
@@ -312,31 +304,16 @@ def _stdin_lines(stream: BinaryIO, max_bytes: int) -> Callable[[], Iterator[Inpu
 
 
 def iter_inputs(plan: InputPlan) -> Iterator[Input | Skipped]:
-    """Every planned input, lazily, in the order given (folders in sorted order)."""
+    """Every planned input, lazily, in the order given (folders in sorted order). Names that
+    are not UTF-8 show their bytes escaped (`bad\\xffname.png`), as reports show them, in a
+    skip's reason too."""
     for source in plan.sources:
-        yield from source()
-
-
-@dataclass
-class Prediction:
-    """One result row: the input, the label, its score and every label's probability.
-
-    `to_row` is what the results file holds; monitoring adds its OOD flag as another key
-    between `score` and the probabilities.
-    """
-
-    input: str
-    label: str
-    score: float
-    probabilities: dict[str, float]
-
-    def to_row(self) -> dict[str, Any]:
-        return {
-            "input": self.input,
-            "label": self.label,
-            "score": self.score,
-            "probabilities": self.probabilities,
-        }
+        for item in source():
+            if isinstance(item, Skipped):
+                yield Skipped(shown(item.id), shown(item.reason))
+            else:
+                name = shown(item.id)
+                yield item if name == item.id else dataclasses.replace(item, id=name)
 
 
 def predict_stream(

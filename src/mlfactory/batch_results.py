@@ -9,15 +9,18 @@ row as `file:line`, `--text N` or `stdin:N`), `label`, `score`, then each label'
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import IO, Protocol
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -38,38 +41,66 @@ class ResultWriter(Protocol):
     def close(self) -> None: ...
 
 
-class CsvResults:
-    """A CSV file: input, label, score, then `p_<label>` per label (in the bundle's order)."""
+class FileResults:
+    """A results file: an error writing it (a full disk) names it, as one line (`InputError`:
+    the results are not all there; no input was skipped)."""
 
-    def __init__(self, handle: IO[str], labels: list[str]) -> None:
+    def __init__(self, handle: IO[str], path: Path) -> None:
         self.handle = handle
-        self.labels = labels
-        self.writer = csv.writer(handle)
-        self.writer.writerow(["input", "label", "score", *(f"p_{label}" for label in labels)])
+        self.path = path
 
     def write(self, prediction: Prediction) -> None:
+        self.write_text(self.line(prediction))
+
+    def line(self, prediction: Prediction) -> str:
+        """The text of one prediction in the file."""
+        raise NotImplementedError
+
+    def write_text(self, text: str) -> None:
+        """Write `text` to the file; an `OSError` becomes the `InputError` naming it."""
+        try:
+            self.handle.write(text)
+        except OSError as exc:
+            raise self.failed(exc) from None
+
+    def close(self) -> None:
+        try:
+            self.handle.close()
+        except OSError as exc:
+            raise self.failed(exc) from None
+
+    def failed(self, exc: OSError) -> InputError:
+        return InputError(f"--output {self.path}: cannot write it: {exc.strerror or exc}")
+
+
+class CsvResults(FileResults):
+    """A CSV file: input, label, score, then `p_<label>` per label (in the bundle's order)."""
+
+    def __init__(self, handle: IO[str], labels: list[str], path: Path) -> None:
+        super().__init__(handle, path)
+        self.labels = labels
+        self.text = io.StringIO()
+        self.writer = csv.writer(self.text)
+        self.writer.writerow(["input", "label", "score", *(f"p_{label}" for label in labels)])
+        self.write_text(self.text.getvalue())
+
+    def line(self, prediction: Prediction) -> str:
         row = prediction.to_row()
         probabilities = row.pop("probabilities")
         row["score"] = f"{row['score']:.6g}"
+        self.text.seek(0)
+        self.text.truncate()
         self.writer.writerow(
             [*row.values(), *(f"{probabilities[label]:.6g}" for label in self.labels)]
         )
-
-    def close(self) -> None:
-        self.handle.close()
+        return self.text.getvalue()
 
 
-class JsonlResults:
+class JsonlResults(FileResults):
     """A JSON Lines file: one object per prediction."""
 
-    def __init__(self, handle: IO[str]) -> None:
-        self.handle = handle
-
-    def write(self, prediction: Prediction) -> None:
-        self.handle.write(json.dumps(prediction.to_row()) + "\n")
-
-    def close(self) -> None:
-        self.handle.close()
+    def line(self, prediction: Prediction) -> str:
+        return json.dumps(prediction.to_row()) + "\n"
 
 
 @dataclass
@@ -142,7 +173,7 @@ def open_results(path: Path, labels: list[str]) -> ResultWriter:
         handle = path.open("w", encoding="utf-8", newline="")
     except OSError as exc:
         raise InputError(f"--output {path}: cannot write it: {exc.strerror or exc}") from None
-    return CsvResults(handle, labels) if suffix == ".csv" else JsonlResults(handle)
+    return CsvResults(handle, labels, path) if suffix == ".csv" else JsonlResults(handle, path)
 
 
 def results_writer(
@@ -222,6 +253,26 @@ def skip_reporter(console: Console) -> Callable[[Skipped], None]:
             )
 
     return report
+
+
+# The exit code of a command whose stdout was closed (`| head`): a process ended by SIGPIPE.
+STDOUT_CLOSED = 141
+
+
+@contextmanager
+def quiet_when_stdout_closes() -> Iterator[None]:
+    """Stdout closed by its reader (`--json | head -2`) ends the command quietly, with exit
+    code `STDOUT_CLOSED`: no error line, and stdout pointed at /dev/null so that nothing
+    more fails at exit."""
+    try:
+        yield
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+        raise typer.Exit(code=STDOUT_CLOSED) from None
 
 
 def summary_line(summary: BatchSummary, output: Path | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlfactory.bundle import Bundle, load_bundle
 from mlfactory.card_text import number, ood_rate
+from mlfactory.errors import ConfigError
 from mlfactory.model_card import model_card
 from mlfactory.report_files import check_report_path
 from mlfactory.times import export_time
@@ -65,6 +66,7 @@ def card_section(card: dict[str, Any]) -> str:
     if metrics["unsupported_labels"]:
         missing = escape(", ".join(metrics["unsupported_labels"]))
         parts.append(f"<p>No test item of {missing}: left out of macro-F1.</p>")
+    parts.append(_evaluated_on(card))
     parts.append(_per_class(card["per_class"]))
     parts.append("<h2>Confusion matrix</h2>" + _confusion(card.get("confusion_matrix"), labels))
     parts.append("<h2>Training data</h2>" + _data(card["data"]))
@@ -81,6 +83,21 @@ def card_section(card: dict[str, Any]) -> str:
     )
     parts.append("<h2>Reference profile</h2>" + _profile(card.get("reference_profile")))
     return "\n".join(parts)
+
+
+def _evaluated_on(card: dict[str, Any]) -> str:
+    """The fingerprint of the data the test metrics were computed on (`metrics_fingerprint`),
+    said to differ from the training data's when `mlfactory evaluate` ran on changed data."""
+    evaluated, trained = card.get("metrics_fingerprint"), card["data"].get("fingerprint")
+    if not isinstance(evaluated, str) or not evaluated:
+        return ""
+    line = f"<p>Computed on data fingerprint <code>{escape(evaluated)}</code>"
+    if trained and trained != evaluated:
+        line += (
+            f": <b>not the data the model was trained on</b> (<code>{escape(str(trained))}"
+            "</code>); the recipe's data changed before mlfactory evaluate ran"
+        )
+    return line + ".</p>"
 
 
 def _per_class(rows: list[dict[str, Any]]) -> str:
@@ -195,13 +212,21 @@ def write_report(
 
     Raises:
         BundleError: the bundle is missing or malformed.
-        ConfigError: `out` is a folder, inside the bundle, or the log (`check_report_path`).
+        ConfigError: `out` is a folder, inside a bundle, the log, not `.html`
+            (`check_report_path`), or cannot be written (a full disk: the message names it).
     """
     bundle = load_bundle(bundle_path)
     check_report_path(out, "--out", bundle.path, log_url)
     monitoring = monitoring_section(bundle, log_url, last) if log_url else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_page(model_card(bundle), monitoring), encoding="utf-8")
+    card = model_card(bundle)
+    metrics = bundle.meta.metrics if isinstance(bundle.meta.metrics, dict) else {}
+    card["metrics_fingerprint"] = metrics.get("data_fingerprint")  # what `evaluate` scored
+    page = render_page(card, monitoring)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write it: {exc.strerror or exc}") from None
     return out
 
 

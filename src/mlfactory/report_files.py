@@ -1,19 +1,23 @@
 """Where `report --out` and `monitor --html` may write: never over what they read.
 
 A report written over the prediction log it reports on, or over a file of the bundle, would
-destroy the input in one keystroke (`--html predictions.db`): both are refused before any work.
+destroy the input in one keystroke (`--html predictions.db`): both are refused before any work,
+and so are a name that is not `.html` and a path inside any bundle folder (another bundle's
+`model.onnx`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mlfactory.bundle import META_FILE
 from mlfactory.errors import ConfigError
 from mlfactory.paths import is_within, same_file
 
 
 def check_report_path(out: Path, option: str, bundle: Path, log_url: str | None) -> None:
-    """Refuse `out` when it is a folder, inside the bundle folder, or the SQLite prediction log.
+    """Refuse `out` when it is a folder, inside the bundle folder, the SQLite prediction log, not
+    an `.html` file, or inside a folder holding a bundle (its `bundle.json`).
 
     Args:
         out: the HTML file to write.
@@ -33,6 +37,13 @@ def check_report_path(out: Path, option: str, bundle: Path, log_url: str | None)
     log_file = _sqlite_file(log_url)
     if log_file is not None and same_file(log_file, out):
         raise ConfigError(f"{option} {out} is the prediction log: write the report elsewhere")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise ConfigError(f"{option} {out}: a report is HTML: give a .html file name")
+    for folder in out.resolve().parents:
+        if (folder / META_FILE).is_file():
+            raise ConfigError(
+                f"{option} {out} is inside the bundle {folder}: write the report elsewhere"
+            )
 
 
 def _sqlite_file(log_url: str | None) -> Path | None:

@@ -281,3 +281,32 @@ def test_a_one_column_header_without_another_separator_gets_no_hint(tmp_path: Pa
     with pytest.raises(DataError) as caught:
         read_table(tmp_path / "news.csv", "text", "label")
     assert str(caught.value).endswith("Set data.text_column to one of them.")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_byte_late_in_a_table_keeps_every_row_before_it_and_its_offset(
+    reuters_sample: Path, tmp_path: Path, suffix: str
+) -> None:
+    """20,000 rows of real articles, then a Latin-1 `café` line: the rows before it all stream
+    out, and the offset is the byte's in the whole file, not in the chunk decoded."""
+    rows = [r["text"] for r in _rows(reuters_sample)]
+    texts = [rows[i % len(rows)][:40] for i in range(20_000)]
+    if suffix == ".csv":
+        lines = ["text", *('"' + text.replace('"', '""') + '"' for text in texts)]
+    else:
+        lines = [json.dumps({"text": text}) for text in texts]
+    data = "\n".join(lines).encode() + b"\n"
+    bad = "un café" if suffix == ".csv" else '{"text": "un café"}'
+    table = tmp_path / f"late{suffix}"
+    table.write_bytes(data + bad.encode("latin-1") + b"\n" + lines[-1].encode() + b"\n")
+    offset = len(data) + bad.index("é")
+
+    seen: list[str | NoText] = []
+    with pytest.raises(DataError) as caught:
+        for _, text in iter_texts(table, "text"):
+            seen.append(text)
+    assert seen == texts
+    line = len(lines) + 1
+    assert f"byte 0xe9 at offset {offset} is not UTF-8 (line {line})" in str(caught.value)
+    with pytest.raises(DataError, match=f"byte 0xe9 at offset {offset} is not UTF-8"):
+        read_table(table, "text", "text")

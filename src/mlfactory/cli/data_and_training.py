@@ -239,7 +239,9 @@ def evaluate(
     from mlfactory.evaluate_command import evaluate_target
 
     configure_output(verbose)
-    metrics = evaluate_target(target)
+    metrics = evaluate_target(
+        target, lambda line: err_console.print(f"warning: {line}", highlight=False)
+    )
     table = Table("label", "precision", "recall", "f1", "support")
     for label, row in metrics["per_class"].items():
         table.add_row(

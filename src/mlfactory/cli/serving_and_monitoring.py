@@ -44,10 +44,12 @@ def predict(
         show_default=False,
     ),
 ) -> None:
-    """Classify inputs in-process with ONNX Runtime (exit code 1 if any input was skipped)."""
+    """Classify inputs in-process with ONNX Runtime (exit code 1 if any input was skipped, 141
+    when stdout is closed before the results are all printed)."""
     from mlfactory.batch_predict import MAX_INPUT_BYTES, iter_inputs, plan_inputs, predict_stream
     from mlfactory.batch_results import (
         check_output,
+        quiet_when_stdout_closes,
         results_writer,
         skip_reporter,
         summary_line,
@@ -65,15 +67,16 @@ def predict(
     bundle = resolve_bundle(target)
     limit = max_input_bytes or MAX_INPUT_BYTES
     plan = plan_inputs(
-        list(inputs or []), bundle.modality, list(text or []), text_column, None, limit
+        list(inputs or []), bundle.modality, list(text or []), text_column, None, limit, output
     )
     check_output(output, bundle.path, plan.files)  # before it is opened: it may be an input
     predictor = Predictor.from_path(bundle.path)  # test-runs the model: a corrupt one fails here
     writer = results_writer(output, bundle.meta.labels, console, as_json)
     results = predict_stream(predictor, iter_inputs(plan), batch_size)
-    summary = write_results(
-        results, writer, plan.count, sys.stderr.isatty(), skip_reporter(err_console)
-    )
+    with quiet_when_stdout_closes():  # `--json | head`: the reader has all it wants
+        summary = write_results(
+            results, writer, plan.count, sys.stderr.isatty(), skip_reporter(err_console)
+        )
     if output is not None or summary.skipped or plan.ignored:
         ignored = f"; ignored {plan.ignored} file(s) of other kinds" if plan.ignored else ""
         err_console.print(summary_line(summary, output) + ignored, highlight=False)

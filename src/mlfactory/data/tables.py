@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from mlfactory.data.raw import RawItem, RawSource, skip
 from mlfactory.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+# A byte that is not UTF-8, as `errors="surrogateescape"` reads it.
+_ESCAPED = re.compile("[\udc80-\udcff]")
 # Long documents (news articles) exceed csv's default field limit of 128 KiB.
 csv.field_size_limit(2**31 - 1)
 
@@ -42,7 +45,7 @@ def read_table(path: Path, text_column: str, label_column: str) -> RawSource:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8-sig", newline="") as handle:
+            with _open_table(path) as handle:
                 lines, reader = _csv_reader(handle, suffix)
                 columns = list(reader.fieldnames or [])
                 check_columns(str(path), columns, text_column, label_column)
@@ -52,9 +55,37 @@ def read_table(path: Path, text_column: str, label_column: str) -> RawSource:
                 return result
         if suffix in (".jsonl", ".ndjson"):
             return _read_jsonl(path, text_column, label_column)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, NotUtf8, csv.Error) as exc:
         raise unreadable_table(path, exc) from None
     raise DataError(f"'{path}' is not a table: use a .csv, .tsv or .jsonl file")
+
+
+class NotUtf8(ValueError):
+    """A byte of a table that is not UTF-8: the first one, by its offset in the whole file."""
+
+    def __init__(self, offset: int, byte: int, line: int, utf16: bool) -> None:
+        super().__init__(f"byte 0x{byte:02x} at offset {offset} is not UTF-8 (line {line})")
+        self.offset, self.byte, self.line, self.utf16 = offset, byte, line, utf16
+
+
+def _open_table(path: Path) -> io.TextIOWrapper:
+    """A table opened for `_utf8_lines`: bytes that are not UTF-8 are kept, to be found by
+    their offset, instead of failing the chunk that holds them (and the rows before them)."""
+    return path.open(encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def _utf8_lines(handle: Iterable[str]) -> Iterator[str]:
+    """The lines of a table opened with `_open_table`, without its UTF-8 BOM. Every line
+    before the first byte that is not UTF-8 is yielded; that byte raises `NotUtf8`."""
+    offset = 0
+    for number, line in enumerate(handle, start=1):
+        bad = _ESCAPED.search(line)
+        if bad is not None:
+            at = offset + len(line[: bad.start()].encode("utf-8", "surrogateescape"))
+            utf16 = at == 0 and line[:2] in ("\udcff\udcfe", "\udcfe\udcff")
+            raise NotUtf8(at, ord(bad.group()) - 0xDC00, number, utf16)
+        offset += len(line.encode("utf-8"))
+        yield line.removeprefix("\ufeff") if number == 1 else line
 
 
 class _Lines:
@@ -62,7 +93,7 @@ class _Lines:
     quoted field may hold line breaks, and blank lines between records are skipped)."""
 
     def __init__(self, handle: Iterable[str]) -> None:
-        self._lines = iter(handle)
+        self._lines = _utf8_lines(handle)
         self.count = 0
         self._first: int | None = None
         self._record: list[str] = []
@@ -139,8 +170,8 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> RawSource:
     rows: list[tuple[int, Mapping[str, object]]] = []
     bad = RawSource()
     columns: dict[str, None] = {}
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
+    with _open_table(path) as handle:
+        for number, line in enumerate(_utf8_lines(handle), start=1):
             if not line.strip():
                 continue
             row = _json_object(line)
@@ -264,15 +295,15 @@ def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | NoText
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8-sig", newline="") as handle:
+            with _open_table(path) as handle:
                 lines, reader = _csv_reader(handle, suffix)
                 _check_text_column(path, list(reader.fieldnames or []), text_column)
                 for row in reader:
                     yield f"{path}:{lines.record_start()}", _row_text(row, text_column)
             return
-        with path.open(encoding="utf-8-sig") as handle:
+        with _open_table(path) as handle:
             first = True
-            for number, line in enumerate(handle, start=1):
+            for number, line in enumerate(_utf8_lines(handle), start=1):
                 if not line.strip():
                     continue
                 parsed = _json_object(line)
@@ -280,7 +311,7 @@ def iter_texts(path: Path, text_column: str) -> Iterator[tuple[str, str | NoText
                     _check_text_column(path, list(parsed), text_column)  # the first object decides
                     first = False
                 yield f"{path}:{number}", _row_text(parsed, text_column)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, NotUtf8, csv.Error) as exc:
         raise unreadable_table(path, exc) from None
 
 
@@ -295,13 +326,16 @@ def _row_text(row: Mapping[str, object] | str, text_column: str) -> str | NoText
 def unreadable_table(path: Path, exc: Exception) -> DataError:
     """The error for a table that cannot be read; one that is not UTF-8 says so, and how to
     convert it (a spreadsheet's export is often Latin-1 or UTF-16)."""
-    if not isinstance(exc, UnicodeDecodeError):
+    if isinstance(exc, UnicodeDecodeError):  # bytes decoded at once: their offsets hold
+        data = bytes(exc.object)
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        exc = NotUtf8(exc.start, data[exc.start], data[: exc.start].count(b"\n") + 1, utf16)
+    if not isinstance(exc, NotUtf8):
         return DataError(f"cannot read table '{path}': {exc}; fix or re-export the file")
-    if exc.object[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    if exc.utf16:
         found, source = "it is UTF-16 text", "utf-16"
     else:
-        found = f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8"
-        source = "latin1"  # the usual other encoding of a spreadsheet's export
+        found, source = str(exc), "latin1"  # the usual other encoding of a spreadsheet's export
     return DataError(
         f"cannot read table '{path}': {found}, and tables are read as UTF-8; save it as "
         f"UTF-8, e.g. iconv -f {source} -t utf-8 IN > OUT"
