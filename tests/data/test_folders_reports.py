@@ -161,3 +161,52 @@ def test_named_pipes_and_devices_are_skipped_unread_and_big_files_refused(
     assert read_item_file(digit) == digit.read_bytes()
     with pytest.raises(InputError, match=r"^\d+ bytes, over the limit of 100 bytes of one item"):
         read_item_file(digit, max_bytes=100)
+
+
+def test_a_root_that_mixes_split_folders_with_class_folders_is_one_error_line(
+    make_digit_folder: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`train/` and `test/` holding class folders beside a class folder would make `train` and
+    `test` labels: refused, naming both kinds and the two layouts that work."""
+    root = tmp_path / "sp"
+    make_digit_folder({"1": 3, "2": 3}, root=root / "train")
+    make_digit_folder({"1": 1, "2": 1}, root=root / "test", start=3)
+    shutil.copytree(make_digit_folder({"3": 3}, name="more") / "3", root / "dots.in.name")
+
+    result = data_command(root, tmp_path)
+
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "mixes split folders (test, train)" in lines[0]
+    assert "class folders (dots.in.name)" in lines[0]
+    assert f"{root}/test/<class>/..." in lines[0] and f"{root}/<class>/" in lines[0]
+
+
+def test_a_class_named_like_a_split_that_holds_its_files_is_a_class(
+    make_digit_folder: Callable[..., Path],
+) -> None:
+    folder = make_digit_folder({"1": 3, "2": 3})
+    shutil.copytree(make_digit_folder({"3": 2}, name="more") / "3", folder / "test")
+
+    found = scan_class_folder(folder, IMAGE)
+
+    assert sorted(i.label for i in found.items) == ["1"] * 3 + ["2"] * 3 + ["test"] * 2
+    assert found.skipped == []
+
+
+def test_a_class_folder_named_with_spaces_around_is_one_error_line(
+    make_digit_folder: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`a ` beside `a` would be a third class that a table's label (stripped) never names."""
+    folder = make_digit_folder({"1": 3, "2": 3})
+    shutil.copytree(folder / "2", folder / "2 ")
+
+    result = data_command(folder, tmp_path)
+
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert f"class folder '{folder}/2 '" in lines[0] and "('2 ')" in lines[0]
+    assert "leading or trailing whitespace" in lines[0]
+    assert "rename the folder to '2'" in lines[0]

@@ -67,6 +67,25 @@ def test_missing_column_names_it_and_the_columns_present(
     assert "Set data.text_column" in message
 
 
+def test_a_column_named_twice_is_an_error_naming_both_places(
+    reuters_sample: Path, tmp_path: Path
+) -> None:
+    """`label,text,text`: the reader would keep the second text without a word."""
+    rows = [{**r, "summary": r["text"][:20]} for r in _rows(reuters_sample)]
+    table = tmp_path / "news.csv"
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["label", "text", "text"])
+        writer.writerows([r["label"], r["text"], r["summary"]] for r in rows)
+    said = f"'{table}' has the column 'text' 2 times (columns 2, 3): rename all but one"
+    with pytest.raises(DataError) as caught:
+        read_table(table, text_column="text", label_column="label")
+    assert str(caught.value) == said
+    with pytest.raises(DataError) as streamed:
+        list(iter_texts(table, "text"))
+    assert str(streamed.value) == said
+
+
 def test_missing_label_column_is_named(reuters_sample: Path) -> None:
     with pytest.raises(DataError, match=r"column 'category' \(data.label_column\) not found"):
         read_table(reuters_sample, text_column="text", label_column="category")

@@ -3,9 +3,11 @@
 `root/<class>/**/<file>`: every file with one of the modality's suffixes
 (`Modality.file_suffixes`) counts for its top-level class folder, however deep it sits. A root
 whose sub-folders are all split names (`train/`, `test/`, ...) holding class folders is read as
-the union of those splits; the hash split decides anew. A file of the modality beside the class
-folders, and a class folder that yields nothing, are skipped entries; a class folder whose name is
-not UTF-8 is an error (it cannot be a label), a file whose name is not UTF-8 is read.
+the union of those splits; the hash split decides anew. A root that mixes split folders holding
+folders with class folders is an error. A file of the modality beside the class folders, and a
+class folder that yields nothing, are skipped entries; a class folder whose name is not UTF-8,
+or has leading or trailing whitespace (a table's label, stripped, could never name it), is an
+error (it cannot be a label), a file whose name is not UTF-8 is read.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def label_of(folder: Path) -> str:
     """The class a folder names.
 
     Raises:
-        DataError: the folder's name is not valid UTF-8, so it cannot be a label.
+        DataError: the folder's name is not valid UTF-8, or has leading or trailing whitespace
+            (a table's label, stripped, could never name it), so it cannot be a label.
     """
     try:
         folder.name.encode()
@@ -137,13 +140,41 @@ def label_of(folder: Path) -> str:
             f"class folder '{shown(folder)}' has a name that is not valid UTF-8, which a label "
             "cannot be (labels go into the dataset, the bundle and the API): rename the folder"
         ) from None
-    return folder.name
+    name = folder.name
+    if name != name.strip():
+        to = f" to {name.strip()!r}" if name.strip() else ""
+        raise DataError(
+            f"class folder {str(folder)!r} has a name with leading or trailing whitespace "
+            f"({name!r}), which a table's label could never name (labels are stripped): "
+            f"rename the folder{to}"
+        )
+    return name
 
 
 def visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
     """The visible sub-folders and files of `folder`, each sorted."""
     children = sorted(p for p in folder.iterdir() if is_visible(p.name))
     return [p for p in children if p.is_dir()], [p for p in children if not p.is_dir()]
+
+
+def holds_folders(folder: Path) -> bool:
+    """True when `folder` holds a visible sub-folder (False when it cannot be listed)."""
+    try:
+        return bool(visible_children(folder)[0])
+    except OSError:
+        return False
+
+
+def mixed_layout(root: Path, splits: list[Path], classes: list[Path]) -> str:
+    """The error for a root holding split folders (`train/<class>/...`) beside class folders."""
+    names = ", ".join(d.name for d in splits)
+    others = ", ".join(shown(d.name) for d in classes[:3]) + (", ..." if len(classes) > 3 else "")
+    return (
+        f"data source '{shown(root)}' mixes split folders ({names}) holding folders with class "
+        f"folders ({others}): either every class folder goes inside the split folders "
+        f"({shown(root)}/{splits[0].name}/<class>/...), or the classes go directly in "
+        f"{shown(root)}/<class>/ and a class named like a split holds its files, not folders"
+    )
 
 
 def class_dirs(root: Path, loose: list[Path] | None = None) -> list[tuple[str, Path]]:
@@ -155,7 +186,9 @@ def class_dirs(root: Path, loose: list[Path] | None = None) -> list[tuple[str, P
             are added to it.
 
     Raises:
-        DataError: `root` holds no sub-folders, or a class folder's name is not UTF-8.
+        DataError: `root` holds no sub-folders, it mixes split folders holding folders with
+            class folders, or a class folder's name is not UTF-8 or has leading or trailing
+            whitespace.
     """
     subdirs, files = visible_children(root)
     if not subdirs:
@@ -163,7 +196,10 @@ def class_dirs(root: Path, loose: list[Path] | None = None) -> list[tuple[str, P
             f"data source '{shown(root)}' has no class folders: put each class's files in its "
             f"own sub-folder ({shown(root)}/<class>/...)"
         )
-    if all(d.name.lower() in SPLIT_DIR_NAMES for d in subdirs):
+    splits = [d for d in subdirs if d.name.lower() in SPLIT_DIR_NAMES]
+    if splits and len(splits) < len(subdirs) and any(map(holds_folders, splits)):
+        raise DataError(mixed_layout(root, splits, [d for d in subdirs if d not in splits]))
+    if len(splits) == len(subdirs):
         classes = []
         for split_dir in subdirs:
             split_classes, split_files = visible_children(split_dir)

@@ -212,6 +212,7 @@ def check_columns(origin: str, columns: list[str], text_column: str, label_colum
             f"'{origin}' names no columns: a .csv or .tsv file begins with its header line "
             f"(e.g. {text_column},{label_column}), not an empty one"
         )
+    _check_once(origin, columns, (text_column, label_column))
     for column, key in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in columns:
             present = ", ".join(repr(c) for c in columns) or "none"
@@ -362,7 +363,20 @@ def _separator_hint(columns: list[str], origin: str) -> str:
 _NAMES = {".csv": "commas", ".tsv": "tabs"}
 
 
+def _check_once(origin: str, columns: list[str], wanted: tuple[str, ...]) -> None:
+    """Refuse a header that names a column read from twice: the reader would keep the last
+    one's values without a word (`label,text,text`)."""
+    for column in wanted:
+        places = [str(i) for i, name in enumerate(columns, 1) if name == column]
+        if len(places) > 1:
+            raise DataError(
+                f"'{origin}' has the column '{column}' {len(places)} times (columns "
+                f"{', '.join(places)}): rename all but one"
+            )
+
+
 def _check_text_column(path: Path, columns: list[str], text_column: str) -> None:
+    _check_once(str(path), columns, (text_column,))
     if text_column not in columns:
         present = ", ".join(repr(c) for c in columns) or "none"
         raise DataError(
