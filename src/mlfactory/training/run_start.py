@@ -47,7 +47,8 @@ def start_run_folder(out_dir: Path, resume: bool, force: bool) -> dict[str, Any]
     if resume:
         return resume_state(out_dir, force)
     check_new_run(out_dir, force)
-    clear_previous_run(out_dir)
+    if is_global_zero():  # another rank starts once the owner has written the new run.json
+        clear_previous_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return None
 
