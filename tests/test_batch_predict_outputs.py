@@ -14,25 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from mlfactory.cli import app
 
-from .serving.tiny_bundles import tiny_bundle
+from .test_batch_predict import REUTERS, image_bundle, runner, text_bundle
 from .test_cli import assert_one_line_error
 
-REUTERS = Path(__file__).parent / "fixtures" / "text" / "reuters_r8_sample.jsonl"
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(tmp_path_factory.mktemp("text") / "bundle", "text")
-
-
-@pytest.fixture(scope="module")
-def image_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(tmp_path_factory.mktemp("image") / "bundle", "image")
+__all__ = ["image_bundle", "text_bundle"]  # test_batch_predict's fixtures: tiny real bundles
 
 
 def _texts(count: int) -> list[str]:

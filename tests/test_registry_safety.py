@@ -28,17 +28,10 @@ from mlfactory.serving.process import free_port, start_server
 from mlfactory.training.train import TrainResult
 from tests.conftest import MONITORED_PER_CLASS, untraced_env, write_digit_folder
 from tests.test_cli import assert_one_line_error
-from tests.test_registry import log_run
+from tests.test_registry import log_run, store
 
+__all__ = ["store"]  # test_registry's fixture: a new SQLite store the commands use
 runner = CliRunner()
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A new MLflow SQLite store of the test's own, which the commands use."""
-    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
 
 
 class _Refusing(BaseHTTPRequestHandler):

@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mlfactory.batch_items import Input, Prediction, Skipped
-from mlfactory.data.folders import iter_files, shown, special_kind
+from mlfactory.data.folders import iter_files, read_item_file, shown, special_kind
 from mlfactory.data.tables import TABLE_SUFFIXES, NoText, iter_texts
 from mlfactory.errors import DataError, InputError
 from mlfactory.modalities import Modality
@@ -225,15 +225,7 @@ def _file_reader(path: Path, max_bytes: int) -> Callable[[], bytes]:
     """Reads the file at most `max_bytes` long; a longer one raises `InputError` (skipped)."""
 
     def read() -> bytes:
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                size = max(os.fstat(handle.fileno()).st_size, len(data))
-                raise InputError(
-                    f"{size:,} bytes, over the limit of {max_bytes:,} bytes of one input "
-                    f"({LIMIT_OPTION} sets it): not read"
-                )
-        return data
+        return read_item_file(path, max_bytes, f"one input ({LIMIT_OPTION} sets it)")
 
     return read
 

@@ -62,8 +62,9 @@ def special_kind(path: Path) -> str | None:
     return SPECIAL_KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
-def read_item_file(path: Path, max_bytes: int = MAX_ITEM_BYTES) -> bytes:
-    """The bytes of one item's file, read only when it is a regular file of `max_bytes` or less.
+def read_item_file(path: Path, max_bytes: int = MAX_ITEM_BYTES, what: str = "one item") -> bytes:
+    """The bytes of one item's file, read only when it is a regular file of `max_bytes` or less
+    (`what` names what the limit is of in the reason: `one input (--max-input-bytes sets it)`).
 
     Raises:
         InputError: it is no regular file (a named pipe would block, a link to /dev/zero never
@@ -77,7 +78,7 @@ def read_item_file(path: Path, max_bytes: int = MAX_ITEM_BYTES) -> bytes:
         if len(data) > max_bytes:
             size = max(os.fstat(handle.fileno()).st_size, len(data))
             raise InputError(
-                f"{size:,} bytes, over the limit of {max_bytes:,} bytes of one item: not read"
+                f"{size:,} bytes, over the limit of {max_bytes:,} bytes of {what}: not read"
             )
     return data
 
