@@ -377,7 +377,15 @@ def test_a_fetched_bundle_lasts_as_long_as_its_command_and_shows_no_bar(
     env.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)  # set by earlier commands in-process
     for target in (run_id, "models:/digits/1"):
         done = subprocess.run(
-            [sys.executable, "-m", "mlfactory.cli", "report", target, "--out", str(tmp_path / "c")],
+            [
+                sys.executable,
+                "-m",
+                "mlfactory.cli",
+                "report",
+                target,
+                "--out",
+                str(tmp_path / "c.html"),
+            ],
             capture_output=True,
             text=True,
             timeout=300,

@@ -73,13 +73,13 @@ def recipe_dataset(
     from mlfactory.config.loader import load_recipe_from_dict
     from mlfactory.data.prepare import prepare_dataset
 
-    if source is not None:
-        check_data_option(source)
     if not bundle.meta.config:
         raise BundleError(
             f"the bundle {bundle.path} stores no recipe (its bundle.json has no config), so its "
             "data cannot be prepared again: use a bundle that mlfactory train made"
         )
+    if source is not None:
+        check_data_option(source)
     resolved = copy.deepcopy(bundle.meta.config)
     data = resolved.get("data", {})
     if source is not None and isinstance(data, dict):  # else not a recipe: loading says so

@@ -149,7 +149,9 @@ def test_new_data_trains_a_challenger_compared_with_the_champion(tmp_path: Path)
     ok(compare)
     summary = (tmp_path / "second" / "summary.md").read_text()
     assert summary.startswith("```\n") and summary.rstrip().endswith("```")
-    assert re.search(rf"baseline +│ {MODEL} 1 ", summary), summary
+    # the champion as its registered version names it, then its bundle's name and version
+    assert re.search(rf"baseline +│ models:/{MODEL}/1 ", summary), summary
+    assert f"({MODEL} 1)" in summary
     assert re.search(rf"candidate +│ {MODEL} 2 ", summary), summary
     assert f"the test split of {MODEL} 2's data (dvc:data/digits@{second_sha})" in summary
     assert "(exact McNemar test, p = " in summary
