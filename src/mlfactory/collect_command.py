@@ -99,7 +99,7 @@ def collect_labelled(
     cutoff = None if since is None else datetime.now(UTC) - parse_since(since)
     url, meta = log_url_or_default(log), bundle.meta
     labelled = read_labelled(url, meta.name, meta.labels, cutoff, since)
-    as_files = bundle.modality.api_input.kind != "texts"
+    as_files = not bundle.modality.reads_tables  # texts are written as one table
     unusable = sorted({label for label, _ in labelled.latest.values() if not _folder_name(label)})
     if as_files and unusable:
         raise MlfactoryError(f"the label '{unusable[0]}' cannot be a folder name of the dataset")
@@ -212,7 +212,6 @@ def _write_dataset(
     result: CollectResult,
 ) -> None:
     """Write each labelled input the store holds into `folder`, counting what is left out."""
-    as_files = modality.api_input.kind != "texts"
     texts: list[tuple[str, str]] = []
     for digest, (label, summary) in labelled.latest.items():
         try:
@@ -228,10 +227,10 @@ def _write_dataset(
         if raw is None:
             result.missing += 1
             continue
-        if as_files:
-            _write_file(folder / label, digest, raw, summary, modality)
-        else:
+        if modality.reads_tables:
             texts.append((raw.decode("utf-8"), label))
+        else:
+            _write_file(folder / label, digest, raw, summary, modality)
         result.per_label[label] += 1
     if texts:
         with (folder / TEXTS_FILE).open("w", newline="", encoding="utf-8") as handle:

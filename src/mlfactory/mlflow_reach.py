@@ -157,14 +157,15 @@ def database_tables(uri: str) -> frozenset[str] | None:
     """
     if not uri.startswith(DATABASE_SCHEMES):
         return None
-    from sqlalchemy import create_engine, inspect
+    from sqlalchemy import create_engine, inspect, make_url
     from sqlalchemy.exc import OperationalError, SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
+    from mlfactory.serving.log_database import connect_args  # each driver's connect timeout
+
     try:
-        engine = create_engine(
-            uri, poolclass=NullPool, connect_args={"connect_timeout": int(REACH_TIMEOUT_S)}
-        )
+        parsed = make_url(uri)
+        engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args(parsed))
     except (SQLAlchemyError, ImportError, ValueError, TypeError):
         return None
     try:

@@ -1,4 +1,5 @@
-"""SIGTERM as an exception, for a command that holds temporary files.
+"""How signals end a command: SIGTERM as an exception, for a command that holds temporary
+files; Ctrl-C once a command is done, at once.
 
 A `kill`, or a container stopped, sends SIGTERM, whose default action ends the process at once:
 no `finally`, no context manager's exit, no exit handler (`atexit`) runs, and the folders a
@@ -25,3 +26,11 @@ def exit_on_sigterm() -> None:
 
 def _terminated(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def exit_at_once_on_ctrl_c() -> None:
+    """The command is done: a Ctrl-C while the libraries' exit handlers run (MLflow's, Lightning's)
+    ends the process at once, instead of Python's "Exception ignored in atexit callback"
+    traceback and the handlers going on."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)

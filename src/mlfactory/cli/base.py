@@ -11,8 +11,6 @@ from __future__ import annotations
 import errno
 import functools
 import math
-import signal
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +20,7 @@ from rich.text import Text
 
 from mlfactory import __version__
 from mlfactory.errors import Interrupted, MlfactoryError
+from mlfactory.termination import exit_at_once_on_ctrl_c
 
 app = typer.Typer(
     name="mlfactory",
@@ -149,7 +148,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         code = command.main(args=args, prog_name="mlfactory", standalone_mode=False)
         if args is None:  # the console script, not a caller in a process that goes on
-            _exit_on_ctrl_c()
+            exit_at_once_on_ctrl_c()
     except NoArgsIsHelpError:  # `mlfactory` alone: the help is printed
         raise SystemExit(2) from None
     except UsageError as exc:
@@ -161,11 +160,3 @@ def main(args: list[str] | None = None) -> None:
         err_console.print("interrupted")
         raise SystemExit(130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
-
-
-def _exit_on_ctrl_c() -> None:
-    """The command is done: a Ctrl-C while the libraries' exit handlers run (MLflow's, Lightning's)
-    ends the process at once, instead of Python's "Exception ignored in atexit callback"
-    traceback and the handlers going on."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
