@@ -23,6 +23,7 @@ from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.registry import find_version, is_model_uri
 from mlfactory.targets import downloads_removed, resolve_bundle
+from mlfactory.tracking import without_secrets
 
 # figures of the pair that `CompareResult.to_json` puts under "baseline", "candidate", "data"
 _IN_PARTS = {"baseline_accuracy", "candidate_accuracy", "items"}
@@ -110,10 +111,10 @@ def _compare(baseline: Bundle, candidate: Bundle, data: str | None, level: float
     _, dataset = recipe_dataset(candidate, data, some_labels=True)
     if data is None:
         items = dataset.split("test")
-        source = f"the test split of {_name(candidate)}'s data ({dataset.source})"
+        source = f"the test split of {_name(candidate)}'s data ({without_secrets(dataset.source)})"
         items, left_out = _unseen(items, [baseline])
     else:
-        source = f"{data} (all of its items)"
+        source = f"{without_secrets(data)} (all of its items)"
         items, left_out = _unseen(dataset.items, [baseline, candidate])
     if not items:
         raise BundleError(f"no item of {source} to compare on that neither bundle trained on")

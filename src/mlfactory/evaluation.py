@@ -14,7 +14,7 @@ import numpy as np
 from mlfactory.bundle import Bundle
 from mlfactory.data.dataset import Item, PreparedDataset
 from mlfactory.predictor import Predictor
-from mlfactory.tracking import TrackedRun
+from mlfactory.tracking import TrackedRun, without_secrets
 
 CONFUSION_PNG = "confusion_matrix.png"
 
@@ -44,7 +44,11 @@ def record_evaluation(
         "test": metrics,
         "data_fingerprint": dataset.fingerprint,
         # The model card shows the data: its source and the items per split and label.
-        "data": {"source": dataset.source, "version": dataset.version, "counts": dataset.counts()},
+        "data": {
+            "source": without_secrets(dataset.source),
+            "version": dataset.version,
+            "counts": dataset.counts(),
+        },
     }
     bundle.save_meta()
     png = plot_confusion_matrix(

@@ -115,35 +115,39 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def without_passwords(value: Any) -> Any:
-    """`value` (a recipe, its overrides, MLflow params) with the password of every URL in it
-    left out (`tracking.tracking_uri=postgresql+psycopg://mlf:s3cret@db/mlflow` is kept as
-    `...://mlf@db/mlflow`), as it is stored in `run.json`, `bundle.json` and MLflow: where the
-    URL is used again (`--resume`, a bundle's run), the password comes from the environment
-    (PGPASSWORD or ~/.pgpass for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an MLflow server)."""
+def without_secrets(value: Any) -> Any:
+    """`value` (a recipe, its overrides, MLflow params) with the credentials of every URL in it
+    left out, as it is stored in `run.json`, `bundle.json` and MLflow: a password
+    (`tracking.tracking_uri=postgresql+psycopg://mlf:s3cret@db/mlflow` is kept as
+    `...://mlf@db/mlflow`) and the values of a signed URL's credential query parameters
+    (`data.source=https://...?X-Amz-Signature=***`, see `without_query_secrets`). Where the URL
+    is used again (`--resume`, a bundle's run), the password comes from the environment
+    (PGPASSWORD or ~/.pgpass for PostgreSQL, MLFLOW_TRACKING_PASSWORD for an MLflow server), and
+    a signed download from the data cache."""
+    from mlfactory.data.downloads import without_query_secrets
     from mlfactory.mlflow_reach import without_password
 
     if isinstance(value, dict):
-        return {key: without_passwords(item) for key, item in value.items()}
+        return {key: without_secrets(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(without_passwords(item) for item in value)
+        return type(value)(without_secrets(item) for item in value)
     if not isinstance(value, str) or "://" not in value:
         return value
     key, equals, url = value.partition("=")  # an override: `key=URL`
     if equals and "://" not in key:
-        return f"{key}={without_password(url)}"
-    return without_password(value)
+        return f"{key}={without_query_secrets(without_password(url))}"
+    return without_query_secrets(without_password(value))
 
 
 def save_run_state(out_dir: Path, state: dict[str, Any]) -> None:
-    """Remember what `--resume` needs (MLflow run id, recipe, overrides), without the passwords
-    of the URLs in it (`without_passwords`).
+    """Remember what `--resume` needs (MLflow run id, recipe, overrides), without the
+    credentials of the URLs in it (`without_secrets`).
 
     Written to a file beside it, then renamed over it: a run stopped while writing leaves the
     previous state or the new one, never half of one."""
     path = out_dir / RUN_STATE_FILE
     partial = path.with_name(f".{RUN_STATE_FILE}.{os.getpid()}.partial")
-    text = json.dumps(without_passwords(state), indent=2)
+    text = json.dumps(without_secrets(state), indent=2)
     partial.write_text(text + "\n", encoding="utf-8")
     os.replace(partial, path)
 

@@ -14,10 +14,10 @@ import pytest
 
 from mlfactory.config.schema import DataConfig, RecipeConfig
 from mlfactory.data import remote
-from mlfactory.data.downloads import download
+from mlfactory.data.downloads import download, without_query_secrets
 from mlfactory.data.prepare import prepare_dataset
 from mlfactory.data.raw import SourceContext
-from mlfactory.data.remote import TEXT_BESIDE_TABLES, read_tree, resolve_kaggle
+from mlfactory.data.remote import TEXT_BESIDE_TABLES, read_tree, resolve_kaggle, resolve_url
 from mlfactory.errors import DataError
 from mlfactory.modalities import get_modality
 
@@ -182,3 +182,46 @@ def test_text_files_beside_a_usable_table_are_reported_unread(
     unread = {s["path"]: s["reason"] for s in dataset.skipped}
     assert sorted(unread) == sorted(str(p) for p in root.glob("*/*.txt")) and len(unread) == 10
     assert set(unread.values()) == {TEXT_BESIDE_TABLES}
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("https://h/d.zip?dl=1", "https://h/d.zip?dl=1"),
+        (
+            "https://h/d.zip?sv=2&sig=Zz%3D&se=1#sha256=ab",
+            "https://h/d.zip?sv=2&sig=***&se=1#sha256=ab",
+        ),
+        ("https://h/d.zip?X-Goog-Signature=1&x=%2F", "https://h/d.zip?X-Goog-Signature=***&x=%2F"),
+        (
+            "https://h/d.zip?Signature=1&Key-Pair-Id=K&Policy=P",
+            "https://h/d.zip?Signature=***&Key-Pair-Id=***&Policy=***",
+        ),
+        ("https://h/d.zip?token", "https://h/d.zip?token"),  # no value: nothing to hide
+    ],
+)
+def test_a_signed_url_is_stored_with_its_credentials_masked(url: str, stored: str) -> None:
+    assert without_query_secrets(url) == stored
+
+
+def test_a_signed_url_as_a_run_stores_it_finds_its_download_in_the_cache(
+    http_server: Server, mnist_pngs: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    """run.json and bundle.json keep a signed URL with its signature masked: `--resume` and a
+    bundle's data (evaluate, compare) read the download that the signed URL made; without it,
+    one error says to give the signed URL again (nothing is sent with `***` as a signature)."""
+    path = "/d.zip?X-Amz-Date=20261206T000000Z&X-Amz-Signature=s3cr3t"
+    http_server.routes[path] = _mushroom_zip(mnist_pngs)
+    signed, cache = http_server.url(path), tmp_path / "cache"
+    assert len(resolve_url(signed, _ctx(signed, cache)).items) == 10
+    stored = without_query_secrets(signed)
+    assert stored.endswith("X-Amz-Signature=***")
+    assert len(resolve_url(stored, _ctx(stored, cache)).items) == 10
+    assert len(http_server.seen) == 1
+    with pytest.raises(DataError) as caught:
+        resolve_url(stored, _ctx(stored, tmp_path / "other-cache"))
+    assert str(caught.value).startswith(
+        f"{http_server.url('/d.zip')} is a signed URL stored without its signature (*** in its "
+    )
+    assert "give the signed URL again" in str(caught.value) and "s3cr3t" not in str(caught.value)
+    assert len(http_server.seen) == 1

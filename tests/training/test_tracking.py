@@ -22,7 +22,7 @@ from mlfactory.data.prepare import prepare_dataset
 from mlfactory.errors import ConfigError
 from mlfactory.mlflow_store import check_tracking_store
 from mlfactory.serving.process import free_port
-from mlfactory.tracking import load_run_state, save_run_state, without_passwords
+from mlfactory.tracking import load_run_state, save_run_state, without_secrets
 from mlfactory.training.run_start import start_tracking
 from mlfactory.training.tracking import InterruptSafeMLFlowLogger, interrupt_after
 from tests.conftest import SMALL_NETWORK, fast_digits_overrides
@@ -208,10 +208,15 @@ def test_run_state_and_params_keep_no_password_of_a_store(tmp_path: Path) -> Non
         "data": {"source": "https://u:tok3n@example.com/d.csv", "classes": ["a://b"]},
         "trainer": {"lr": 0.1},
     }
-    overrides = ["tracking.tracking_uri=http://alice:hunter2@mlflow:5000", "trainer.lr=0.1"]
+    signed = "https://b.s3.amazonaws.com/d.zip?X-Amz-Date=2026&X-Amz-Signature=S1GN#sha256=ab"
+    overrides = [
+        "tracking.tracking_uri=http://alice:hunter2@mlflow:5000",
+        "trainer.lr=0.1",
+        f"data.source={signed}",
+    ]
     save_run_state(tmp_path, {"recipe": recipe, "overrides": overrides, "mlflow_run_id": "r"})
     written = (tmp_path / "run.json").read_text()
-    for password in ("s3cret", "tok3n", "hunter2"):
+    for password in ("s3cret", "tok3n", "hunter2", "S1GN"):
         assert password not in written
     state = load_run_state(tmp_path)
     assert state is not None
@@ -221,12 +226,13 @@ def test_run_state_and_params_keep_no_password_of_a_store(tmp_path: Path) -> Non
     assert state["overrides"] == [
         "tracking.tracking_uri=http://alice@mlflow:5000",
         "trainer.lr=0.1",
+        "data.source=https://b.s3.amazonaws.com/d.zip?X-Amz-Date=2026&X-Amz-Signature=***#sha256=ab",
     ]
-    assert without_passwords("sqlite:///mlruns.db") == "sqlite:///mlruns.db"
-    assert without_passwords("http://[::1/x") == "http://[::1/x"  # not a URL: as it is
+    assert without_secrets("sqlite:///mlruns.db") == "sqlite:///mlruns.db"
+    assert without_secrets("http://[::1/x") == "http://[::1/x"  # not a URL: as it is
 
 
-def test_the_logger_logs_the_recipe_without_passwords(tmp_path: Path) -> None:
+def test_the_logger_logs_the_recipe_without_secrets(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     logger = InterruptSafeMLFlowLogger(experiment_name="digits", tracking_uri=uri)
     logger.log_hyperparams({"tracking.tracking_uri": "postgresql://mlf:s3cret@db/x", "lr": 0.1})

@@ -151,6 +151,57 @@ def shown_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+# Query parameters that carry a credential (S3, GCS and CloudFront signatures, an Azure SAS
+# `sig`, API tokens): a URL is stored (run.json, bundle.json, MLflow) with their values masked.
+SECRET_QUERY_NAMES = frozenset(
+    {
+        "access_token",
+        "api_key",
+        "apikey",
+        "key",
+        "key-pair-id",
+        "password",
+        "policy",
+        "secret",
+        "sig",
+        "signature",
+        "token",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-amz-signature",
+        "x-goog-credential",
+        "x-goog-signature",
+    }
+)
+MASKED = "***"
+
+
+def without_query_secrets(url: str) -> str:
+    """`url` with the values of its credential query parameters (`SECRET_QUERY_NAMES`) as ***
+    and every other byte as it was (`...d.zip?X-Amz-Date=20261206T...&X-Amz-Signature=***`)."""
+    base, mark, rest = url.partition("?")
+    if not mark:
+        return url
+    query, hash_mark, fragment = rest.partition("#")
+    fields = [
+        f"{name}={MASKED}" if _is_secret(name) and equals else f"{name}{equals}{value}"
+        for name, equals, value in (field.partition("=") for field in query.split("&"))
+    ]
+    return f"{base}?{'&'.join(fields)}{hash_mark}{fragment}"
+
+
+def has_masked_secret(url: str) -> bool:
+    """Whether `url` went through `without_query_secrets` with a credential in it (which it
+    left out), as a URL stored with a run does."""
+    query = url.partition("?")[2].partition("#")[0]
+    fields = (field.partition("=") for field in query.split("&"))
+    return any(_is_secret(name) and value == MASKED for name, _, value in fields)
+
+
+def _is_secret(name: str) -> bool:
+    return urllib.parse.unquote_plus(name).lower() in SECRET_QUERY_NAMES
+
+
 def _too_big(url: str, limit: int) -> DataError:
     return DataError(
         f"download of {url} exceeds the limit of {limit} bytes: raise MLFACTORY_MAX_DOWNLOAD_BYTES"

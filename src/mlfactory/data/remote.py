@@ -14,10 +14,17 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from mlfactory.data.downloads import DownloadHTTPError, download, extract_archive, shown_url
+from mlfactory.data.downloads import (
+    DownloadHTTPError,
+    download,
+    extract_archive,
+    has_masked_secret,
+    shown_url,
+    without_query_secrets,
+)
 from mlfactory.data.folders import iter_files, scan_class_folder, skipper, unwrap
 from mlfactory.data.raw import RawSource, SourceContext, skip
-from mlfactory.data.staging import build_once
+from mlfactory.data.staging import build_once, is_built
 from mlfactory.data.tables import is_table, read_table
 from mlfactory.errors import DataError
 
@@ -124,9 +131,17 @@ def _fetch_and_extract(
 def resolve_url(source: str, ctx: SourceContext) -> RawSource:
     """`http(s)://.../archive.{zip,tar.gz,tgz}[#sha256=...]`: download, extract, read."""
     url, sha256 = parse_url_source(source)
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    # A signed URL is stored without its signature: that one finds the download in the cache
+    key = hashlib.sha256(without_query_secrets(url).encode()).hexdigest()[:16]
     name = Path(urllib.parse.urlsplit(url).path).name or "archive"
     dest = ctx.sources_dir / f"url-{key}"
+    if has_masked_secret(url) and not is_built(dest):
+        raise DataError(
+            f"{shown_url(url)} is a signed URL stored without its signature (*** in its query, "
+            f"as run.json and bundle.json keep it), and its download is not in the cache "
+            f"{ctx.sources_dir}: give the signed URL again (a new run's data.source=URL, or "
+            "--data URL)"
+        )
     _fetch_and_extract(url, ctx.downloads_dir / f"url-{key}-{name}", dest, ctx, sha256=sha256)
     return read_tree(dest, ctx)
 

@@ -62,6 +62,11 @@ def build_once(
     return skipped
 
 
+def is_built(dest: Path) -> bool:
+    """Whether `dest` is a complete folder that `build_once` built."""
+    return (dest / MARKER).is_file()
+
+
 def _recorded(marker: Path) -> list[dict[str, str]]:
     return list(json.loads(marker.read_text())["skipped"])
 

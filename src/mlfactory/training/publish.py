@@ -67,7 +67,7 @@ def publish(
         labels=dataset.labels,
         preprocessing=setup.params,
         git_commit=tracking.git_commit(),
-        config=tracking.without_passwords(recipe.resolved),
+        config=tracking.without_secrets(recipe.resolved),
         data_fingerprint=dataset.fingerprint,
         mlflow_run_id=logger.run_id,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

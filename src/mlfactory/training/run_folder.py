@@ -23,7 +23,7 @@ from mlfactory.bundle import META_FILE, MODEL_FILE
 from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.config.schema import RecipeConfig
 from mlfactory.errors import ConfigError, first_line
-from mlfactory.tracking import RUN_STATE_FILE, flatten, load_run_state, without_passwords
+from mlfactory.tracking import RUN_STATE_FILE, flatten, load_run_state, without_secrets
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -270,7 +270,7 @@ def resume_recipe(
     stored = list(state.get("overrides", []))
     recipe = load_recipe(reference, [*stored, *overrides])
     # run.json keeps URLs without their passwords: a recipe file that holds one is the same
-    changed = changed_keys(state["recipe"], without_passwords(recipe.resolved))
+    changed = changed_keys(state["recipe"], without_secrets(recipe.resolved))
     refused = [key for key in changed if key not in RESUMABLE_KEYS]
     if refused:
         raise ConfigError(

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from mlfactory.config.schema import TrackingConfig
 from mlfactory.mlflow_reach import bound_mlflow_waits
-from mlfactory.tracking import TrackedRun, without_passwords
+from mlfactory.tracking import TrackedRun, without_secrets
 
 
 def make_logger(
@@ -47,7 +47,7 @@ class InterruptSafeMLFlowLogger(MLFlowLogger):
     holding the database lock for the rest of the process: marking the run KILLED then waits
     out SQLite's busy timeout and fails. Here a Ctrl-C during a write takes effect as soon as
     the write has finished (`interrupt_after`). The params (the recipe) are logged without
-    the passwords of the URLs in them (`without_passwords`).
+    the credentials of the URLs in them (`without_secrets`).
     """
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -56,7 +56,7 @@ class InterruptSafeMLFlowLogger(MLFlowLogger):
 
     def log_hyperparams(self, params: Any) -> None:
         if isinstance(params, Mapping):
-            params = without_passwords(dict(params))
+            params = without_secrets(dict(params))
         with interrupt_after():
             super().log_hyperparams(params)
 
