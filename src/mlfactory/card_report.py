@@ -86,9 +86,9 @@ def card_section(card: dict[str, Any]) -> str:
 
 
 def _evaluated_on(card: dict[str, Any]) -> str:
-    """The fingerprint of the data the test metrics were computed on (`metrics_fingerprint`),
-    said to differ from the training data's when `mlfactory evaluate` ran on changed data."""
-    evaluated, trained = card.get("metrics_fingerprint"), card["data"].get("fingerprint")
+    """The fingerprint of the data the test metrics were computed on, said to differ from the
+    training data's when `mlfactory evaluate` ran on changed data."""
+    evaluated, trained = card["metrics"].get("data_fingerprint"), card["data"].get("fingerprint")
     if not isinstance(evaluated, str) or not evaluated:
         return ""
     line = f"<p>Computed on data fingerprint <code>{escape(evaluated)}</code>"
@@ -219,8 +219,6 @@ def write_report(
     check_report_path(out, "--out", bundle.path, log_url)
     monitoring = monitoring_section(bundle, log_url, last) if log_url else None
     card = model_card(bundle)
-    metrics = bundle.meta.metrics if isinstance(bundle.meta.metrics, dict) else {}
-    card["metrics_fingerprint"] = metrics.get("data_fingerprint")  # what `evaluate` scored
     page = render_page(card, monitoring)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

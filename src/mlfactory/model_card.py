@@ -55,7 +55,9 @@ def _test_section(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Accuracy, macro-F1, the test split's size and the labels without a test item."""
+    """Accuracy, macro-F1, the test split's size, the labels without a test item, and the
+    fingerprint of the data they were computed on (`mlfactory evaluate` may have run on data
+    that changed since training)."""
     test = _test_section(metrics)
     unsupported = test.get("unsupported_labels")
     return {
@@ -65,6 +67,7 @@ def test_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         "unsupported_labels": [str(x) for x in unsupported]
         if isinstance(unsupported, list)
         else [],
+        "data_fingerprint": _text(metrics.get("data_fingerprint")),
     }
 
 

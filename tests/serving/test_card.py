@@ -29,7 +29,11 @@ def evaluated_bundle(
     bundle = load_bundle(folder)
     metrics = evaluate_items(Predictor(bundle), digit_images)  # type: ignore[arg-type]
     counts = {"train": {"3": 5}, "val": {"3": 2}, "test": {i.label: 4 for i in digit_images}}
-    bundle.meta.metrics = {"test": metrics, "data": {"source": "digits/", "counts": counts}}
+    bundle.meta.metrics = {
+        "test": metrics,
+        "data": {"source": "digits/", "counts": counts},
+        "data_fingerprint": "abc124",  # evaluated after the data changed
+    }
     bundle.meta.data_fingerprint, bundle.meta.git_commit = "abc123", "0123abcd"
     bundle.save_meta()
     return folder
@@ -52,6 +56,7 @@ def test_the_card_shows_the_stored_evaluation_data_and_lineage(evaluated_bundle:
     )
     assert card["metrics"]["accuracy"] == stored["accuracy"]
     assert card["metrics"]["test_items"] == 40
+    assert card["metrics"]["data_fingerprint"] == "abc124"  # not the training data's abc123
     assert [row["label"] for row in card["per_class"]] == LABELS
     assert [row["support"] for row in card["per_class"]] == [4] * 10
     assert card["per_class"][7]["f1"] == stored["per_class"]["7"]["f1"]

@@ -222,6 +222,9 @@ def test_the_model_card_page_of_each_bundle(
     text = main_text(chromium)
     assert f"{digits['metrics']['accuracy']:.4g}" in text
     assert digits["data"]["fingerprint"] in text and digits["lineage"]["mlflow_run_id"] in text
+    # evaluated on the data it trained on: said, without a warning
+    assert f"Computed on data fingerprint {digits['data']['fingerprint']}." in text
+    assert not chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stAlertContentWarning']")
     # its small validation split held out too few inputs for a 1 % threshold: the rate it gives
     expected = digits["reference_profile"]["ood_expected_rate"]
     assert f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01)" in text

@@ -205,6 +205,11 @@ class CardMetrics(BaseModel):
     unsupported_labels: list[str] = Field(
         description="Labels without a test item: left out of macro-F1."
     )
+    data_fingerprint: str | None = Field(
+        default=None,
+        description="The fingerprint of the data the scores were computed on: not `data`'s "
+        "(the training data's) when `mlfactory evaluate` ran after the data changed.",
+    )
 
 
 class ClassRow(BaseModel):

@@ -40,6 +40,7 @@ def _metrics(card: dict[str, Any]) -> None:
     accuracy.metric("Accuracy", number(metrics["accuracy"]))
     f1.metric("Macro-F1", number(metrics["f1_macro"]))
     items.metric("Test items", metrics["test_items"] if metrics["test_items"] is not None else "-")
+    _evaluated_on(metrics.get("data_fingerprint"), card["data"].get("fingerprint"))
     if metrics["unsupported_labels"]:
         st.info(
             "No test item of "
@@ -51,6 +52,19 @@ def _metrics(card: dict[str, Any]) -> None:
         st.table(table.style.format("{:.3f}", subset=["precision", "recall", "f1"], na_rep="-"))
     else:
         st.info("This bundle stores no per-class scores (exported before they were recorded).")
+
+
+def _evaluated_on(evaluated: str | None, trained: str | None) -> None:
+    """Which data the scores were computed on, a warning when not the training data."""
+    if not evaluated:
+        return
+    if trained and trained != evaluated:
+        st.warning(
+            f"Computed on data fingerprint `{evaluated}`: not the data the model was trained on "
+            f"(`{trained}`); the recipe's data changed before `mlfactory evaluate` ran."
+        )
+    else:
+        st.caption(f"Computed on data fingerprint `{evaluated}`.")
 
 
 def _confusion_matrix(card: dict[str, Any]) -> None:
