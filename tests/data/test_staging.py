@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlfactory.data.staging import MARKER, build_once, remove_stale
+from mlfactory.errors import DataError
 
 
 def _copy_digits(digits: list[Path], log: Path, folder: Path) -> list[dict[str, str]]:
@@ -66,6 +67,57 @@ def test_remove_stale_keeps_the_current_build(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
     remove_stale(tmp_path / "set-new", "set-")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "set-new"]
+
+
+def _read_until_told(dest: Path, digits: list[Path], reading: object, done: object) -> None:
+    """Another run: use `dest` (building it if needed) and read it until `done` is set."""
+    build_once(dest, lambda folder: _copy_digits(digits, dest.parent / "builds.log", folder))
+    reading.set()  # type: ignore[attr-defined]
+    done.wait(timeout=60)  # type: ignore[attr-defined]
+
+
+def _start_reader(dest: Path, digits: list[Path]) -> tuple[object, object]:
+    context = multiprocessing.get_context("fork")
+    reading, done = context.Event(), context.Event()
+    reader = context.Process(target=_read_until_told, args=(dest, digits, reading, done))
+    reader.start()
+    assert reading.wait(timeout=60)
+    return reader, done
+
+
+def test_a_refresh_never_replaces_a_folder_another_run_reads(
+    tmp_path: Path, mnist_pngs: dict[str, list[Path]]
+) -> None:
+    """A `data --refresh` while a training run reads the cache folder: one error, the folder
+    the training reads untouched; once that run has ended, the refresh rebuilds it."""
+    digits, dest = mnist_pngs["3"][:5], tmp_path / "cache" / "digits"
+    reader, done = _start_reader(dest, digits)
+    before = dest.stat().st_ino
+    try:
+        with pytest.raises(DataError, match=r"^--refresh: another run reads the cache folder "):
+            build_once(dest, lambda folder: _copy_digits(digits[:1], tmp_path / "l", folder), True)
+        assert dest.stat().st_ino == before and len(list(dest.glob("*.png"))) == 5
+    finally:
+        done.set()  # type: ignore[attr-defined]
+        reader.join(timeout=60)  # type: ignore[attr-defined]
+    build_once(dest, lambda folder: _copy_digits(digits[:1], tmp_path / "l", folder), True)
+    assert dest.stat().st_ino != before and len(list(dest.glob("*.png"))) == 1
+
+
+def test_remove_stale_leaves_an_older_build_another_run_reads(
+    tmp_path: Path, mnist_pngs: dict[str, list[Path]]
+) -> None:
+    digits, cache = mnist_pngs["3"][:3], tmp_path / "cache"
+    reader, done = _start_reader(cache / "set-v1", digits)
+    (cache / "set-v0").mkdir()
+    try:
+        remove_stale(cache / "set-v2", "set-")
+        assert sorted(p.name for p in cache.glob("set-*")) == ["set-v1"]
+    finally:
+        done.set()  # type: ignore[attr-defined]
+        reader.join(timeout=60)  # type: ignore[attr-defined]
+    remove_stale(cache / "set-v2", "set-")
+    assert list(cache.glob("set-*")) == []
 
 
 def test_concurrent_runs_build_once_and_keep_the_folder_the_others_read(
