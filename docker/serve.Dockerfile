@@ -18,11 +18,15 @@ FROM python:3.11-slim
 ARG BUNDLE=runs/digits/bundle
 ARG EXTRA_PACKAGES=""
 
+# XDG_CACHE_HOME: the user has no home, and ONNX Runtime keeps its telemetry device id in this
+# cache (else "Failed to persist telemetry device ID" at every start); /tmp is writable, an
+# emptyDir under Kubernetes' read-only root filesystem.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORT=8080 \
-    MLFACTORY_LOG_URL=sqlite:////var/lib/mlfactory/predictions.db
+    MLFACTORY_LOG_URL=sqlite:////var/lib/mlfactory/predictions.db \
+    XDG_CACHE_HOME=/tmp/.cache
 
 WORKDIR /opt/mlfactory
 COPY pyproject.toml README.md ./
@@ -37,11 +41,24 @@ RUN groupadd --system --gid 10001 mlfactory \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin mlfactory \
     && install -d -o 10001 -g 10001 /var/lib/mlfactory
 COPY --chown=root:root ${BUNDLE} /bundle
-# Fail the build, not the first request, when BUNDLE is not a bundle.
-RUN test -f /bundle/model.onnx && test -f /bundle/bundle.json
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
+# Fail the build, not the first request, when BUNDLE is not a bundle: load it and run its model
+# on a test input as `mlfactory serve` does at start (tests/deploy/test_serve_image.py runs this).
+RUN python - <<'CHECK' && rm -rf /tmp/.cache
+import sys
+from pathlib import Path
+
+from mlfactory.errors import MlfactoryError
+from mlfactory.serving.admin import load_predictor
+from mlfactory.serving.settings import ServingSettings
+
+try:
+    load_predictor(Path("/bundle"), ServingSettings())
+except MlfactoryError as exc:
+    sys.exit(f"error: BUNDLE is no bundle that serves: {exc}")
+CHECK
 WORKDIR /var/lib/mlfactory
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

@@ -23,9 +23,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # git: bundles record the commit they were trained from (when the workspace is a checkout), and
 # `dvc:` sources read data versioned in a Git repository.
 # hadolint ignore=DL3008  # Debian stable only takes security fixes; pins would rot.
+# safe.directory '*': the image runs as root on a checkout mounted from the host, which another
+# user owns; Git (and DVC, through libgit2) would refuse to read it (docs/deployment.md).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git ${APT_PACKAGES} \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && git config --system --add safe.directory '*'
 
 WORKDIR /opt/mlfactory
 COPY pyproject.toml README.md ./

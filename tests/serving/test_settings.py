@@ -228,3 +228,24 @@ def test_every_variable_the_project_names_is_known() -> None:
     named = {m.group(0).rstrip("_") for m in found if not m.group(1)}
     assert "MLFACTORY_LOG_URL" in named and "MLFACTORY_SKIP_APT" in named
     assert unknown_variables_warning(dict.fromkeys(named, "1")) is None, named
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("false", False), ("OFF", False), ("0", False), ("yes", True)]
+)
+def test_access_log_reads_yes_and_no(raw: str, expected: bool) -> None:
+    assert ServingSettings().access_log is True
+    assert ServingSettings.from_env({"MLFACTORY_ACCESS_LOG": raw}).access_log is expected
+
+
+def test_a_yes_no_setting_that_is_neither_is_one_error() -> None:
+    with pytest.raises(ConfigError, match="MLFACTORY_ACCESS_LOG: 'nope' is neither true nor false"):
+        ServingSettings.from_env({"MLFACTORY_ACCESS_LOG": "nope"})
+
+
+@pytest.mark.parametrize("raw", ["0", "601", "2.5"])
+def test_shutdown_timeout_is_whole_seconds_within_bounds(raw: str) -> None:
+    # below Kubernetes' 30 s grace period by default
+    assert ServingSettings().shutdown_timeout_s == 20
+    with pytest.raises(ConfigError, match="MLFACTORY_SHUTDOWN_TIMEOUT_S"):
+        ServingSettings.from_env({"MLFACTORY_SHUTDOWN_TIMEOUT_S": raw})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ipaddress
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,6 +31,13 @@ FACTORY = "mlfactory.serving.app:app_from_env"
 FILES_BESIDE_CONNECTIONS = 64
 # uvicorn's variable naming the proxies whose X-Forwarded-For / -Proto headers are believed.
 TRUSTED_PROXIES_ENV = "FORWARDED_ALLOW_IPS"
+# Where a container's memory limit is read: cgroup v2's file, then cgroup v1's.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_LIMIT_FILES = ("memory.max", "memory/memory.limit_in_bytes")
+# A worker's memory besides request bodies: Python, ONNX Runtime, a small model, the batches.
+WORKER_BASE_BYTES = 512 * 1024 * 1024
+# cgroup v1 writes "no limit" as a huge number (2**63 rounded down to a page).
+NO_LIMIT_ABOVE = 2**62
 
 
 def run_server(
@@ -60,16 +69,17 @@ def run_server(
     """
     settings = ServingSettings.from_env()
     check_can_listen(host, port)
+    workers = settings.workers if workers is None else workers
     warnings = (
         open_endpoints_warning(host, settings),
         limits_warning(settings),
+        memory_limit_warning(settings, workers),
         unknown_variables_warning(),
     )
     for warning in warnings:
         if warning:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
     loaded = load_predictor(Path(bundle), settings).bundle
-    workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers: {workers} must be >= 1")
     check_file_limit(settings.max_connections)
@@ -89,6 +99,10 @@ def run_server(
             workers=workers,
             http=PROTOCOL,
             log_config=log_config(),
+            access_log=settings.access_log,
+            # Past it, requests still in flight (a client trickling its body) are cancelled,
+            # so the server exits before the platform's grace period ends in a SIGKILL.
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
             # X-Forwarded-For names the client only behind a proxy the operator names in
             # uvicorn's FORWARDED_ALLOW_IPS; else anyone could fake the address that the
             # failed-token lockout counts and the log shows (uvicorn trusts 127.0.0.1's).
@@ -123,7 +137,19 @@ def log_config() -> dict[str, Any]:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["mlfactory"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config.setdefault("filters", {})["cancelled"] = {"()": f"{__name__}.CancelledRequestFilter"}
+    config["handlers"]["default"].setdefault("filters", []).append("cancelled")
     return config
+
+
+class CancelledRequestFilter(logging.Filter):
+    """Drops the traceback uvicorn logs for each request it cancels at the end of a shutdown:
+    its own line before them ("Cancel 2 running task(s), timeout graceful shutdown exceeded")
+    already says what happened."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
 
 
 def check_file_limit(max_connections: int) -> None:
@@ -150,3 +176,49 @@ def check_file_limit(max_connections: int) -> None:
             f"{env_name('max_connections')}: {max_connections} connections need {needed} open "
             f"files, but the limit (ulimit -n) is {allowed}: lower the setting or raise the limit"
         )
+
+
+def memory_limit_warning(
+    settings: ServingSettings, workers: int, cgroup_root: Path = CGROUP_ROOT
+) -> str | None:
+    """The start-up warning of a container memory limit that full request bodies can exceed.
+
+    Each worker holds a request's body in memory while it arrives, so at worst it holds
+    `MLFACTORY_MAX_CONNECTIONS` bodies of `MLFACTORY_MAX_REQUEST_BYTES`, besides its base
+    (`WORKER_BASE_BYTES`). A limit below that lets a burst of large uploads get the container
+    killed for memory (docs/deployment.md, "Memory"). None when there is no limit, or it fits.
+
+    Args:
+        settings: the server's settings.
+        workers: worker processes.
+        cgroup_root: where the cgroup file system is mounted.
+    """
+    limit = cgroup_memory_limit(cgroup_root)
+    if limit is None:
+        return None
+    bodies = settings.max_connections * settings.max_request_bytes
+    needed = workers * (WORKER_BASE_BYTES + bodies)
+    if needed <= limit:
+        return None
+    mib = 1024 * 1024
+    return (
+        f"the memory limit ({limit // mib} MiB) is below what {workers} worker(s) may hold: "
+        f"{env_name('max_connections')}={settings.max_connections} request bodies of "
+        f"{env_name('max_request_bytes')}={settings.max_request_bytes} each, plus "
+        f"{WORKER_BASE_BYTES // mib} MiB, is {needed // mib} MiB; lower either setting or "
+        "raise the limit, else a burst of large uploads gets the server killed"
+    )
+
+
+def cgroup_memory_limit(cgroup_root: Path = CGROUP_ROOT) -> int | None:
+    """This container's memory limit in bytes (cgroup v2, else v1); None when it has none or
+    none can be read."""
+    for name in CGROUP_LIMIT_FILES:
+        try:
+            text = (cgroup_root / name).read_text().strip()
+        except OSError:
+            continue
+        if text == "max" or not text.isdigit() or int(text) >= NO_LIMIT_ABOVE:
+            return None
+        return int(text)
+    return None

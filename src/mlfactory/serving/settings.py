@@ -85,6 +85,12 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
     "ort_intra_op_threads": (0, math.inf, "must be >= 0"),
     "ort_inter_op_threads": (0, math.inf, "must be >= 0"),
     "max_wait_ms": (0, MAX_WAIT_LIMIT_MS, f"must be 0 to {MAX_WAIT_LIMIT_MS:g}"),
+    "shutdown_timeout_s": (1, MAX_TIMEOUT_S, f"must be 1 to {MAX_TIMEOUT_S:g} (seconds)"),
+}
+# How a yes/no setting may be written (`MLFACTORY_ACCESS_LOG=false`).
+BOOLEANS = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
 }
 
 
@@ -146,6 +152,14 @@ class ServingSettings:
         input_store: a folder where every predicted input is kept as it arrived, named by its
             SHA-256 (the log row's `input_sha256`), to retrain on (`input_store`); empty (the
             default) keeps none. The log's retention applies to it too.
+        shutdown_timeout_s: on SIGTERM (or Ctrl-C) the server stops accepting connections and
+            waits this long, in whole seconds, for the requests in flight; then it cancels them
+            and exits. Keep it below the platform's grace period (Kubernetes'
+            `terminationGracePeriodSeconds`, 30 s by default), or a slow client gets the
+            server killed without its shutdown.
+        access_log: one INFO line per request (client, method, path, status), as uvicorn logs
+            them; `false` turns them off (the prediction log and `/metrics` still count
+            every request).
     """
 
     max_upload_bytes: int = 10 * MEGABYTE
@@ -172,6 +186,8 @@ class ServingSettings:
     monitor_level: float = 0.05
     log_retention: str = "0"
     input_store: str = ""
+    shutdown_timeout_s: int = 20
+    access_log: bool = True
 
     def __post_init__(self) -> None:
         for name, (low, high, requirement) in BOUNDS.items():
@@ -262,6 +278,10 @@ def retention_period(retention: str) -> timedelta | None:
 
 
 def _parse(name: str, kind: str, raw: str) -> Any:
+    if kind == "bool":
+        if raw.lower() not in BOOLEANS:
+            raise ConfigError(f"{env_name(name)}: '{raw}' is neither true nor false")
+        return BOOLEANS[raw.lower()]
     if kind not in ("int", "float"):
         return raw
     try:
