@@ -74,13 +74,34 @@ def _load_inputs(environment: Environment, **_: Any) -> None:
     """Ask the server what it serves, then read the inputs that fit it (once per process)."""
     options = environment.parsed_options
     assert options is not None and environment.host
-    model = requests.get(f"{environment.host.rstrip('/')}/v1/model", timeout=30.0)
-    model.raise_for_status()
-    modality = model.json()["modality"]
+    modality = _served_modality(environment.host.rstrip("/"))
     _inputs["modality"] = modality
     _inputs["items"] = itertools.cycle(_read_inputs(Path(options.inputs), modality))
     _inputs["per_request"] = max(1, options.per_request)
     _inputs["max_requests"] = options.max_requests
+
+
+def _served_modality(host: str) -> str:
+    """The modality of the model `host` serves (`GET /v1/model`); one line and exit when the
+    server cannot be reached or does not answer it."""
+    url = f"{host}/v1/model"
+    try:
+        answer = requests.get(url, timeout=30.0)
+    except requests.RequestException as exc:
+        raise SystemExit(f"error: --host {host}: {url} cannot be reached: {exc}") from None
+    if answer.status_code in (401, 403):
+        raise SystemExit(
+            f"error: --host {host}: {url} answers {answer.status_code}: the server (or a proxy "
+            "in front of it) wants credentials that this locustfile does not send"
+        )
+    try:
+        answer.raise_for_status()
+        return str(answer.json()["modality"])
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        raise SystemExit(
+            f"error: --host {host}: {url} answers {answer.status_code} without a model's "
+            "description: is it an mlfactory server?"
+        ) from None
 
 
 class PredictUser(HttpUser):

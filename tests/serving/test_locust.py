@@ -14,14 +14,17 @@ import httpx
 import pytest
 
 from ..conftest import untraced_env
+from ..test_registry_safety import refusing_server
 from .conftest import DigitImage
-from .live_server import live_server
+from .live_server import free_port, live_server
 from .tiny_bundles import tiny_bundle
 
 LOCUSTFILE = Path(__file__).parents[2] / "deploy" / "locust" / "locustfile.py"
 REUTERS = Path(__file__).parents[1] / "fixtures" / "text" / "reuters_r8_sample.jsonl"
 MAX_REQUESTS = 40
 RUN_TIME = "60s"  # the bound if the request cap were never reached
+
+__all__ = ["refusing_server"]  # a server that answers 401 to every API call
 
 
 def run_locust(host: str, inputs: Path, out: Path, *options: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
@@ -87,3 +90,18 @@ def test_inputs_that_do_not_fit_the_model_stop_locust_in_one_line(
         result = run_locust(server.url, texts, tmp_path)
     assert result.returncode != 0
     assert f"error: --inputs {texts}: an image model needs a folder of files" in result.stderr
+
+
+def test_a_host_that_serves_no_model_stops_locust_in_one_line(
+    refusing_server: str, tmp_path: Path
+) -> None:
+    """Locust's first request asks the host what it serves: a host that is down, or one that
+    wants credentials, is one `error:` line, not a traceback."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = run_locust(closed, tmp_path, tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"error: --host {closed}: {closed}/v1/model cannot be reached: " in result.stderr
+    login = refusing_server.replace("mlf:s3cret@", "")  # 401 on every call but /health
+    result = run_locust(login, tmp_path, tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"error: --host {login}: {login}/v1/model answers 401: " in result.stderr
