@@ -159,11 +159,30 @@ def load_run_state(out_dir: Path) -> dict[str, Any] | None:
 
 
 def git_commit() -> str | None:
-    """The current git commit (with a `-dirty` suffix for uncommitted changes), if any."""
+    """The current git commit (with a `-dirty` suffix for uncommitted changes), if any.
+
+    A checkout that another user owns (a host folder mounted into a container that runs as
+    root) is one Git refuses to read: that is said in a warning naming the fix, since the bundle
+    then records no commit.
+    """
+    from mlfactory.output import phase_log
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
-        ).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, timeout=5
+        )
+        if head.returncode != 0:
+            if "dubious ownership" in head.stderr:  # git's words: "... repository at '/x'"
+                folder = head.stderr.partition("at '")[2].partition("'")[0] or os.getcwd()
+                phase_log.warning(
+                    "git: the checkout %s belongs to another user, so Git refuses to read it "
+                    "and the run records no commit: trust it with `git config --global --add "
+                    "safe.directory %s`, or run as the folder's owner",
+                    folder,
+                    folder,
+                )
+            return None
+        commit = head.stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,

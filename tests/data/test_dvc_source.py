@@ -4,7 +4,10 @@ local DVC remote, read back at each revision from a clone that has only the remo
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,7 +232,20 @@ def test_data_command_prints_the_version(
     assert result.output.startswith("error: dvc: unknown Git revision 'v9'")
 
 
+def _as_dvc2_repository(origin: Path, remote: Path) -> None:
+    """Turn a pushed DVC 3 repository into what DVC 2 left: `.dvc` files without `hash: md5`
+    (read as DVC 2's `md5-dos2unix`) and the remote's objects at its root."""
+    dvc_file = origin / "digits.dvc"
+    dvc_file.write_text(dvc_file.read_text().replace("  hash: md5\n", ""))
+    git("commit", "-q", "-am", "as DVC 2 wrote it", cwd=origin)
+    for stored in list((remote / "files" / "md5").glob("*/*")):
+        (remote / stored.parent.name).mkdir(exist_ok=True)
+        stored.rename(remote / stored.parent.name / stored.name)
+
+
+@pytest.mark.parametrize("written_by", ["dvc3", "dvc2"])
 def test_a_corrupted_object_on_the_remote_is_refused_naming_the_file(
+    written_by: str,
     tmp_path: Path,
     make_recipe: MakeRecipe,
     mnist_pngs: dict[str, list[Path]],
@@ -247,13 +263,19 @@ def test_a_corrupted_object_on_the_remote_is_refused_naming_the_file(
     git("add", "-A", cwd=origin)
     git("commit", "-q", "-m", "digits", cwd=origin)
     dvc("push", "-q", cwd=origin)
+    layout = remote / "files" / "md5"
+    if written_by == "dvc2":
+        _as_dvc2_repository(origin, remote)
+        layout = remote
     git("clone", "-q", str(origin), str(tmp_path / "clone"), cwd=tmp_path)
+    monkeypatch.chdir(tmp_path / "clone")
+    assert len(prepare_dataset(make_recipe("dvc:digits")).items) == 8  # read as it was pushed
+    shutil.rmtree(tmp_path / "cache")
     victim = mnist_pngs["7"][2]
     md5 = hashlib.md5(victim.read_bytes(), usedforsecurity=False).hexdigest()
-    stored = remote / "files" / "md5" / md5[:2] / md5[2:]
+    stored = layout / md5[:2] / md5[2:]
     stored.chmod(0o644)
     stored.write_bytes(mnist_pngs["7"][3].read_bytes())  # another real digit: still decodes
-    monkeypatch.chdir(tmp_path / "clone")
 
     with pytest.raises(DataError) as refused:
         prepare_dataset(make_recipe("dvc:digits"))
@@ -264,3 +286,49 @@ def test_a_corrupted_object_on_the_remote_is_refused_naming_the_file(
     )
     assert "\n" not in str(refused.value)
     assert not list((tmp_path / "cache" / "_sources").glob("dvc-*"))
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="only root can give a folder to another user",
+)
+def test_a_checkout_another_user_owns_is_one_line_naming_safe_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root in the training container, reading a checkout mounted from the host."""
+    from typer.testing import CliRunner
+
+    from mlfactory.cli import app
+
+    repo = tmp_path / "repo"
+    (repo / "data" / "notes" / "a").mkdir(parents=True)
+    (repo / "data" / "notes" / "a" / "one.txt").write_text("one")
+    git("init", "-q", "-b", "main", cwd=repo)
+    dvc("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "notes", cwd=repo)
+    shutil.chown(repo, 1000, 1000)
+    for inside in repo.rglob("*"):
+        os.chown(inside, 1000, 1000, follow_symlinks=False)
+    home = tmp_path / "home"  # a global Git config of its own: no safe.directory in it
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    args = ["data", "digits", f"data.source=dvc:{repo}//data/notes", f"data.cache_dir={tmp_path}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: dvc: Git refuses to read the repository {repo}: it belongs to another user "
+        f"than this one. Trust it with `git config --global --add safe.directory {repo}`, or "
+        "run as the folder's owner\n"
+    )
+    # The fix it names is the fix: in a new process (libgit2 reads HOME once per process)
+    (home / ".gitconfig").write_text(f"[safe]\n\tdirectory = {repo}\n")
+    resolve = (
+        "from mlfactory.data.dvc_source import parse_dvc_source, resolve_version\n"
+        f"print(resolve_version(parse_dvc_source('{repo}//data/notes'))[0].commit)"
+    )
+    resolved = subprocess.run(
+        [sys.executable, "-c", resolve], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert resolved.stdout.strip() == git("rev-parse", "HEAD", cwd=repo).split()[-1]

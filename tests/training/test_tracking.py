@@ -3,6 +3,7 @@ whose artifact store cannot be written here is refused before it trains."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -238,3 +239,41 @@ def test_the_logger_logs_the_recipe_without_secrets(tmp_path: Path) -> None:
     logger.log_hyperparams({"tracking.tracking_uri": "postgresql://mlf:s3cret@db/x", "lr": 0.1})
     params = MlflowClient(uri).get_run(logger.run_id or "").data.params
     assert params == {"tracking.tracking_uri": "postgresql://mlf@db/x", "lr": "0.1"}
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="only root can give a folder to another user",
+)
+def test_git_commit_of_a_checkout_another_user_owns_warns_naming_safe_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Root in the training container, training in a checkout mounted from the host."""
+    from mlfactory.output import PHASE_LOGGER
+    from mlfactory.tracking import git_commit
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "notes.txt").write_text("one")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "notes"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True
+        )
+    for path in [repo, *repo.rglob("*")]:
+        os.chown(path, 1000, 1000, follow_symlinks=False)
+    home = tmp_path / "home"  # a global Git config of its own: no safe.directory in it
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    monkeypatch.chdir(repo)
+    with caplog.at_level(logging.WARNING, logger=PHASE_LOGGER):
+        assert git_commit() is None
+    assert [record.getMessage() for record in caplog.records] == [
+        f"git: the checkout {repo} belongs to another user, so Git refuses to read it and the "
+        f"run records no commit: trust it with `git config --global --add safe.directory "
+        f"{repo}`, or run as the folder's owner"
+    ]
+    caplog.clear()
+    (home / ".gitconfig").write_text(f"[safe]\n\tdirectory = {repo}\n")  # the fix it names
+    commit = git_commit()
+    assert commit is not None and len(commit) == 40 and not caplog.records

@@ -33,6 +33,12 @@ DVC_REQUIREMENT = "dvc==3.67.1"
 URL_SCHEME = re.compile(r"^[A-Za-z][\w.+-]*://")
 # DVC's message for a remote whose plugin is missing: "... requires 'dvc-s3' to be installed".
 PLUGIN = re.compile(r"requires 'dvc-(\w+)'")
+# Git's refusal of a checkout another user owns: libgit2's words (DVC reads through pygit2), and
+# the git command's. Both name the folder.
+NOT_OWNED = re.compile(
+    r"repository path '(?P<lib>[^']+)' is not owned by current user"
+    r"|dubious ownership in repository at '(?P<cli>[^']+)'"
+)
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,26 @@ def _filesystem(ref: DvcRef) -> Any:
         if type(exc).__name__ == "RevError":
             raise DataError(f"dvc: {reason} in {where}: use a tag, branch or commit") from None
         raise DataError(f"dvc: {where}: {reason}") from None
+    except Exception as exc:  # pygit2's GitError: no DvcException
+        refusal = not_owned_error(exc)
+        if refusal is None:
+            raise
+        raise refusal from None
     return fs
+
+
+def not_owned_error(exc: BaseException) -> DataError | None:
+    """Git refuses a checkout that another user owns (root in a container, on a folder mounted
+    from the host): the error that names the two ways out; None for any other error."""
+    match = NOT_OWNED.search(str(exc))
+    if match is None:
+        return None
+    folder = match.group("lib") or match.group("cli")
+    return DataError(
+        f"dvc: Git refuses to read the repository {folder}: it belongs to another user than "
+        f"this one. Trust it with `git config --global --add safe.directory {folder}`, or run "
+        "as the folder's owner"
+    )
 
 
 def resolve_version(ref: DvcRef) -> tuple[DvcVersion, Any]:
@@ -195,21 +220,22 @@ def _check_md5s(fs: Any, version: DvcVersion, local: Path) -> None:
     Raises:
         DataError: a file's content differs from its md5, naming the file.
     """
+    from dvc_data.hashfile.hash import file_md5
+
     path = version.ref.path
     for found, info in fs.find(path, detail=True).items():
         dvc_info = info.get("dvc_info") or {}
+        # "md5", or DVC 2's "md5-dos2unix" (a text file hashed with its CRLFs as LFs)
         hash_info = getattr(dvc_info.get("entry"), "hash_info", None)
-        expected = dvc_info.get("md5")
-        if not expected or getattr(hash_info, "name", "md5") != "md5":
-            continue  # tracked by Git, or hashed another way (DVC 2's md5-dos2unix)
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(local / posixpath.relpath(found, path), "rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-        if digest.hexdigest() != expected:
+        name = getattr(hash_info, "name", None) or "md5"
+        expected = dvc_info.get(name)
+        if not expected:
+            continue  # tracked by Git
+        found_md5 = file_md5(str(local / posixpath.relpath(found, path)), name=name)
+        if found_md5 != expected:
             raise DataError(
                 f"dvc: {found} fetched at {version.ref.rev} ({version.commit[:12]}) has md5 "
-                f"{digest.hexdigest()}, but its .dvc file records {expected}: the DVC remote "
+                f"{found_md5}, but its .dvc file records {expected}: the DVC remote "
                 "holds a corrupted copy; push it again from a good copy (dvc push -f) or "
                 "repair the remote"
             )
