@@ -113,6 +113,11 @@ class Daemon:
     process: subprocess.Popen[bytes]
     output: Path
 
+    @property
+    def port(self) -> int:
+        """The loopback port it listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
     def get(self, path: str, **params: str) -> Any:
         """GET an API path; the parsed JSON body (fails the test on an HTTP error)."""
         response = httpx.get(f"{self.url}{path}", params=params, timeout=10.0)
@@ -191,6 +196,25 @@ def prometheus_config(rules: Path, targets: Sequence[str], alertmanager_port: in
     }
 
 
+def start_alertmanager(config: dict[str, Any], workdir: Path) -> Daemon:
+    """Debian's Alertmanager running `config` on a free loopback port (the caller stops it)."""
+    config_path = workdir / "alertmanager.yml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    return start_daemon(
+        [
+            tool("alertmanager"),
+            f"--config.file={config_path}",
+            f"--storage.path={workdir / 'alertmanager-data'}",
+            f"--web.listen-address={HOST}:{port}",
+            "--cluster.listen-address=",  # no gossip port: one instance, loopback only
+        ],
+        f"http://{HOST}:{port}",
+        "/-/ready",
+        workdir / "alertmanager.log",
+    )
+
+
 @dataclass
 class PrometheusStack:
     """A running Prometheus, its Alertmanager, and what the Alertmanager sent."""
@@ -212,26 +236,12 @@ def prometheus_stack(targets: Sequence[str], workdir: Path) -> Iterator[Promethe
     sink = WebhookSink()
     with ExitStack() as stack:
         webhook = stack.enter_context(sink.serving())
-        am_config = workdir / "alertmanager.yml"
-        am_config.write_text(yaml.safe_dump(alertmanager_config(webhook)))
-        am_port = free_port()
-        alertmanager = start_daemon(
-            [
-                tool("alertmanager"),
-                f"--config.file={am_config}",
-                f"--storage.path={workdir / 'alertmanager-data'}",
-                f"--web.listen-address={HOST}:{am_port}",
-                "--cluster.listen-address=",  # no gossip port: one instance, loopback only
-            ],
-            f"http://{HOST}:{am_port}",
-            "/-/ready",
-            workdir / "alertmanager.log",
-        )
+        alertmanager = start_alertmanager(alertmanager_config(webhook), workdir)
         stack.callback(alertmanager.stop)
         rules = workdir / "mlfactory-rules.yml"
         rules.write_text("groups: []\n")  # the shipped rules come once the targets are scraped
         prom_config = workdir / "prometheus.yml"
-        prom_config.write_text(yaml.safe_dump(prometheus_config(rules, targets, am_port)))
+        prom_config.write_text(yaml.safe_dump(prometheus_config(rules, targets, alertmanager.port)))
         prom_port = free_port()
         prometheus = start_daemon(
             [

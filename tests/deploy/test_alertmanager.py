@@ -1,6 +1,7 @@
 """The example Alertmanager configuration: valid for Debian's amtool 0.25, routing every alert.
 
-Critical alerts page the on-call receiver, warnings go to the team's chat (checked with
+Critical alerts page the on-call receiver, warnings go to the team's chat, info alerts (which
+only hold others back) go nowhere (checked with
 `amtool config routes test` for each alert of the shipped rules, with its own labels).
 """
 
@@ -10,7 +11,8 @@ import pytest
 
 from .tools import ALERTMANAGER_CONFIG, alert_rules, load_yaml, run_tool
 
-RECEIVER_OF_SEVERITY = {"critical": "on-call", "warning": "team-chat"}
+# info alerts only inhibit others (MlfactoryOodInCheckedWindow): a receiver that sends nothing.
+RECEIVER_OF_SEVERITY = {"critical": "on-call", "warning": "team-chat", "info": "inhibit-only"}
 
 
 def test_amtool_accepts_the_config() -> None:
@@ -47,3 +49,9 @@ def test_no_secret_is_written_in_the_config() -> None:
             assert "routing_key" not in pagerduty and pagerduty["routing_key_file"]
         for slack in receiver.get("slack_configs", []):
             assert "api_url" not in slack and slack["api_url_file"]
+
+
+def test_only_the_receiver_of_info_alerts_sends_nothing() -> None:
+    receivers = load_yaml(ALERTMANAGER_CONFIG)["receivers"]
+    silent = [receiver["name"] for receiver in receivers if set(receiver) == {"name"}]
+    assert silent == ["inhibit-only"]

@@ -5,6 +5,9 @@ to Debian's Alertmanager running the shipped routes and inhibitions.
 1. Real MNIST digits the model never saw: no alert fires, nothing reaches Alertmanager.
 2. The same digits inverted (a real shift): the drift and OOD alerts fire; Alertmanager sends the
    OOD alert to the team's chat and holds back the drift alert it explains (inhibition).
+   Back to real digits: every alert resolves, and the drift alert never reached the chat, not
+   even while the OOD alert (3 minutes of traffic) had resolved and the drift verdict (the
+   latest predictions) had not.
 3. Every rule evaluated without error, and every Grafana panel query returns data.
 4. The server is killed: the page for it reaches the on-call receiver.
 
@@ -216,7 +219,15 @@ def test_quiet_then_alerted_on_a_shift_then_paged_for_a_dead_server(
                 ),
                 stack,
             )
+            traffic.images = digit_pools.unseen
+            wait_for(
+                "the shift alerts to resolve",
+                lambda: not set(prometheus.alerts("firing")) & SHIFT_ALERTS,
+                stack,
+            )
+            time.sleep(3.0)  # Alertmanager's group interval, scaled: what it would still send
             ended = time.time()
+        assert "MlfactoryDataDrift" not in stack.notifications.alertnames("team-chat")
         assert_rules_and_panels_run(prometheus, started, ended)
 
         server.kill()  # a critical alert goes all the way: Prometheus -> Alertmanager -> on-call

@@ -18,7 +18,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "mlfactory-rules.yml"
-RULE_TESTS = DEPLOY / "prometheus" / "tests" / "mlfactory-rules.test.yml"
+# The unit tests of the rules: the service alerts, and the model-quality alerts.
+RULE_TESTS = sorted((DEPLOY / "prometheus" / "tests").glob("*.test.yml"))
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
 DASHBOARD = DEPLOY / "grafana" / "mlfactory-dashboard.json"
 KUBERNETES = DEPLOY / "kubernetes"

@@ -129,8 +129,11 @@ def test_metrics_count_requests_batches_and_labels(
     assert metric(text, requests % "415") == 1
     unmatched = 'mlfactory_http_requests_total{endpoint="unmatched",method="GET",status="404"}'
     assert metric(text, unmatched) == 1
-    latency = 'mlfactory_http_request_duration_seconds_count{endpoint="/v1/predict"}'
-    assert metric(text, latency) == 2
+    latency = (
+        'mlfactory_http_request_duration_seconds_count{endpoint="/v1/predict",status_class="%s"}'
+    )
+    assert metric(text, latency % "2xx") == 1
+    assert metric(text, latency % "4xx") == 1
     assert metric(text, "mlfactory_batch_size_sum") == 2
     assert metric(text, "mlfactory_batch_size_count") == 1
     assert metric(text, "mlfactory_queue_depth") == 0

@@ -11,6 +11,9 @@ traffic does (a nightly batch of them) would otherwise never reach the gauges. C
 overlap. One that fails (the log cannot be read, or anything else goes wrong) is logged,
 counted in `mlfactory_monitoring_check_failures_total` and retried at the next trigger: the
 watch never stops for the rest of the worker's life.
+With nothing new to check (no traffic), no check runs and the gauges keep the last verdict:
+`mlfactory_monitoring_last_check_timestamp_seconds` says how old it is, and the drift and
+accuracy alerts resolve once it is 30 minutes old (deploy/prometheus/mlfactory-rules.yml).
 With several workers each checks the shared log on its own count; the latest report wins in
 the gauges. A reload resets the gauges and checks the new model's window at once; a check that
 was under way for the previous model is dropped.

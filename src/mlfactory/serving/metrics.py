@@ -188,8 +188,9 @@ def _http_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
     )
     latency = Histogram(
         "mlfactory_http_request_duration_seconds",
-        "Time from receiving a request to the end of its response, by endpoint.",
-        ["endpoint"],
+        "Time from receiving a request to the end of its response, by endpoint and status class "
+        "(2xx, 4xx, 5xx...: a 4xx such as 408 or 499 lasts as long as the client makes it).",
+        ["endpoint", "status_class"],
         buckets=LATENCY_BUCKETS,
         registry=registry,
     )

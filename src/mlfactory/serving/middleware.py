@@ -2,7 +2,10 @@
 
 Every HTTP request gets an id: the client's `X-Request-ID` when it is a short token, else a new
 one. Handlers read it from `request.state.request_id`; every response carries it back in
-`X-Request-ID`, and the prediction log stores it. Every request is counted and timed.
+`X-Request-ID`, and the prediction log stores it. Every request is counted and timed, its time
+labelled with the class of its status (`2xx`...): a 4xx lasts as long as the client makes it
+(a 408 waits for a body that stopped arriving, a 499 for a client that hung up), so the latency
+SLO reads the 2xx and 5xx answers only.
 
 A request body must keep arriving: a wait of more than `body_timeout_s` for its next part
 (a client that declared more bytes than it sends, or sends them a byte at a time) raises
@@ -90,7 +93,14 @@ class RequestContextMiddleware:
             status = scope["state"].get(PROTOCOL_STATUS, status)
             endpoint = _endpoint(scope)
             self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(endpoint, status_class(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+def status_class(status: int) -> str:
+    """The class of an HTTP status as a metric label: `"2xx"` for 200, `"4xx"` for 499."""
+    return f"{status // 100}xx"
 
 
 class BodyTimeout(InputError):
