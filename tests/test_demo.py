@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import itertools
 import re
+import shlex
 import sqlite3
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
-from mlfactory.demo import DEMO_MARK, claim_demo_folder, run_demo
+from mlfactory.bundle import load_bundle
+from mlfactory.demo import run_demo
+from mlfactory.demo_folder import DEMO_MARK, NEXT_RUN, claim_demo_folder
+from mlfactory.errors import MlfactoryError
 from mlfactory.monitor_command import monitor_bundle
 from mlfactory.registry import bundle_digest, find_version
 
@@ -30,9 +35,16 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     # the bundle is the registry's champion, in the demo's own store, and served as such
     store = next(o.split("=", 1)[1] for o in overrides if o.startswith("tracking.tracking_uri="))
     registered = find_version("models:/digits@champion", store)
-    assert f"registry: {registered.uri}, alias champion, in {store}" in text
+    # the registry's version and the bundle's own, told apart
+    version = load_bundle(out / "bundle").meta.version
+    assert (
+        f"registry: {registered.uri} (bundle version {version}), alias champion\n  in {store}\n"
+        in text
+    )
     assert registered.digest == bundle_digest(out / "bundle")
-    assert "mlfactory serve models:/digits@champion --port 8000" in text
+    # the command that serves the champion names the store it is registered in
+    assert f"MLFLOW_TRACKING_URI={shlex.quote(store)} " in text
+    assert "serve models:/digits@champion --port 8000\n" in text
     assert "held-out file" in text and "in distribution" in text
     # the monitor command it prints reads the demo server's log by its file path
     log_file = (out / "predictions.db").resolve()
@@ -45,17 +57,21 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     assert result.report.live.n == result.report.n  # every label came back
     # each stream was checked on its own: the inverted one drifts, far out of distribution
     inverted = next(line for line in text.splitlines() if f"the same {sent} inverted" in line)
-    assert ": DRIFT (" in inverted and "out of distribution 100%" in inverted
+    assert ": DRIFT; out of distribution 100%" in inverted
     # the requests carried the demo's own ids: the report names its inputs by them
     shown = text[text.index(inverted) :]
     top = re.search(
-        r"\n    most out of distribution: request inverted-\d{4} input \d+ .*, true (\d)\): "
-        r"the file (\S+)",
+        r"\n    most out of distribution:\n      request inverted-\d{4} input \d+ .*, "
+        r"true (\d)\)\n      the file (\S+)",
         shown,
     )
     assert top is not None
-    # the file it names is the one sent there: a digit of the true label logged for it
-    assert (digit_folder / top.group(1) / top.group(2)).is_file()
+    # the file it names, by its path, is the one sent there: a digit of the true label
+    named = Path(top.group(2))
+    assert named.is_file() and named.parent == digit_folder / top.group(1)
+    # no line of the summary is wider than a terminal of 80 columns but the commands to copy
+    summary = text[text.index("4/5 monitoring") : text.index("5/5 results")]
+    assert max(len(line) for line in summary.splitlines()) <= 80, summary
     flagged = result.report.flagged
     assert flagged and all(re.fullmatch(r"inverted-\d{4}", item.request_id) for item in flagged)
     assert f"--last {sent} --html monitor.html" in text
@@ -76,6 +92,7 @@ def test_demo_runs_the_whole_loop(digit_folder: Path, tmp_path: Path) -> None:
     # the server was stopped: its log exists and shows a clean shutdown
     log = (out / "server.log").read_text()
     assert "Uvicorn running on http://127.0.0.1:" in log
+    assert not (out / NEXT_RUN).exists()  # the run it trained was moved into the folder
 
 
 def test_the_demo_replaces_only_a_demo_folder(tmp_path: Path) -> None:
@@ -88,12 +105,20 @@ def test_the_demo_replaces_only_a_demo_folder(tmp_path: Path) -> None:
     assert_one_line_error(
         runner.invoke(app, ["demo", "--out", str(users)]), "holds files that no demo wrote"
     )
-    assert (users / "bundle" / "bundle.json").read_text() == "{}"  # untouched
+    # untouched: refused before anything was written
+    assert sorted(p.name for p in users.rglob("*")) == ["bundle", "bundle.json"]
+    # a user's run.json and server.log do not make a folder an earlier demo's
+    (users / "run.json").write_text("mine")
+    (users / "server.log").write_text("mine")
+    with pytest.raises(MlfactoryError, match="holds files that no demo wrote"):
+        claim_demo_folder(users)
+    assert not (users / DEMO_MARK).exists()
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     assert_one_line_error(runner.invoke(app, ["demo", "--out", str(a_file)]), "is a file")
-    claim_demo_folder(tmp_path / "new")  # a new folder, an empty one, an earlier demo's
-    claim_demo_folder(tmp_path / "new")
+    # a new folder (made now), an earlier demo's, an empty one
+    assert claim_demo_folder(tmp_path / "new") is True
+    assert claim_demo_folder(tmp_path / "new") is False
     assert (tmp_path / "new" / DEMO_MARK).is_file()
     (tmp_path / "empty").mkdir()
     claim_demo_folder(tmp_path / "empty")

@@ -11,26 +11,38 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from mlfactory.baselines import BaselineScore, majority_baseline, simple_baseline
-from mlfactory.config.loader import load_recipe
+from mlfactory.bundle import load_bundle
+from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.data.dataset import Item
+from mlfactory.demo_folder import (
+    NEXT_RUN,
+    claim_demo_folder,
+    publish_next_run,
+    removed_unless_finished,
+)
+from mlfactory.demo_places import demo_overrides, next_commands
 from mlfactory.demo_traffic import Traffic, check, in_arrival_order, send, summary
-from mlfactory.errors import MlfactoryError
+from mlfactory.errors import Interrupted, MlfactoryError
+from mlfactory.mlflow_store import shown_url
 from mlfactory.registry import register_bundle
-from mlfactory.serving.process import running_server
+from mlfactory.serving.process import ServerStartError, running_server
 from mlfactory.serving.settings import env_name
+from mlfactory.termination import sigterm_as_ctrl_c
+
+if TYPE_CHECKING:
+    from mlfactory.training.train import TrainResult
 
 DEMO_RECIPE = "digits"
-# Written into the demo's folder first: a later demo may replace what a folder holding it holds.
-DEMO_MARK = ".mlfactory-demo"
 # The alias the demo's newest model gets in the registry (each demo registers a new version).
 DEMO_ALIAS = "champion"
 
@@ -39,33 +51,32 @@ def run_demo(
     out: Path, console: Console, recipe_name: str = DEMO_RECIPE, overrides: list[str] | None = None
 ) -> None:
     """Run the whole loop and print a summary (`overrides` adjust the recipe, e.g. in tests).
+    The demo's MLflow store is MLFLOW_TRACKING_URI's, else one in `out` (`demo_places`).
 
     Raises:
         MlfactoryError: `out` is a file, or a folder that holds files of something else than a
-            demo (see `claim_demo_folder`).
+            demo (see `claim_demo_folder`), or cannot be written.
+        Interrupted: Ctrl-C or SIGTERM; an earlier demo in `out` is left as it was.
     """
-    from mlfactory.training.train import train
-
-    recipe = load_recipe(recipe_name, overrides)
-    claim_demo_folder(out)
+    recipe = load_recipe(recipe_name, [*demo_overrides(out), *(overrides or [])])
+    made = claim_demo_folder(out)
     console.rule(
         Text.assemble(
             ("mlfactory demo", "bold"), f": recipe '{recipe.name}' ({recipe.config.description})"
         )
     )
     console.print("1/5 preparing data, training, exporting and evaluating the bundle ...")
-    # The demo's folder is its own: a second demo replaces the first one's run.
-    result = train(recipe, out, progress=sys.stderr.isatty(), force=True)
-    assert result.bundle is not None  # one process: it owns the run
-    bundle = result.bundle
+    with sigterm_as_ctrl_c(), removed_unless_finished(out, made):
+        result = _train_next_run(recipe, out, earlier=not made)
+    bundle = load_bundle(out / "bundle")
     bundle_path = bundle.path.resolve()
     tracking_uri = recipe.config.tracking.tracking_uri
     registered, _ = register_bundle(bundle, aliases=[DEMO_ALIAS], store=tracking_uri)
-    console.print(
-        f"registry: {registered.uri}, alias {DEMO_ALIAS}, in {tracking_uri}",
-        soft_wrap=True,
-        highlight=False,
-    )
+    for line in (
+        f"registry: {registered.uri} (bundle version {bundle.meta.version}), alias {DEMO_ALIAS}",
+        f"  in {shown_url(tracking_uri)}",
+    ):
+        console.print(line, soft_wrap=True, highlight=False)
 
     console.print("2/5 baselines on the same test split ...")
     baselines = [
@@ -79,42 +90,40 @@ def run_demo(
     )
     log_file = (out / "predictions.db").resolve()
     test_items = in_arrival_order(result.dataset.split("test"), recipe.config.seed)
-    _serve_and_monitor(bundle_path, out, log_file, test_items, console)
+    with sigterm_as_ctrl_c():
+        _serve_and_monitor(bundle_path, out, log_file, test_items, console)
 
     console.print("5/5 results")
     console.print(_scores(recipe.config.model.backbone, result.metrics, baselines))
+    console.print(f"MLflow run: {result.mlflow_run_id}", highlight=False)
     champion = f"models:/{registered.name}@{DEMO_ALIAS}"
     # Commands to copy: printed whole, never broken at the terminal's width.
-    for line in (
-        f"bundle:     {bundle_path}",
-        f"MLflow run: {result.mlflow_run_id}  (open: mlflow ui --backend-store-uri {tracking_uri})",
-        f"serve it:   mlfactory serve {bundle_path} --port 8000",
-        f"            mlfactory serve {champion} --port 8000   # the same, from the registry",
-        f"predict:    mlfactory predict {bundle_path} FILE...",
-        f"prediction log of the demo server: {log_file}",
-        f"monitor it: mlfactory monitor {bundle_path} --log {log_file} "
-        f"--last {len(test_items)} --html monitor.html   # the inverted stream",
-    ):
+    for line in next_commands(bundle_path, champion, tracking_uri, log_file, len(test_items)):
         console.print(line, soft_wrap=True, highlight=False)
     console.print(f"took {result.seconds:.0f} s to train and bundle")
 
 
-def claim_demo_folder(out: Path) -> None:
-    """Make `out` the demo's: a new or empty folder, or one an earlier demo made (marked with
-    DEMO_MARK, or with the server log and run state that every demo leaves). Anything else is
-    refused: the demo replaces the run that its folder holds, and must not replace a user's."""
-    if out.exists() and not out.is_dir():
-        raise MlfactoryError(f"--out {out} is a file: give a folder for the demo")
-    earlier_demo = (out / DEMO_MARK).is_file() or all(
-        (out / name).is_file() for name in ("server.log", "run.json")
-    )
-    if out.is_dir() and any(out.iterdir()) and not earlier_demo:
-        raise MlfactoryError(
-            f"--out {out} holds files that no demo wrote, which the demo would replace: "
-            "give a new or empty folder"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / DEMO_MARK).write_text("a folder of `mlfactory demo`; the next demo replaces it\n")
+def _train_next_run(recipe: Recipe, out: Path, earlier: bool) -> TrainResult:
+    """Train in `out/NEXT_RUN` and move the run into `out` once its bundle exists: until then
+    an `earlier` demo in `out` stays whole.
+
+    Raises:
+        Interrupted: Ctrl-C (or SIGTERM) stopped the training; says to run the demo again.
+    """
+    from mlfactory.training.train import train
+
+    try:
+        result = train(recipe, out / NEXT_RUN, progress=sys.stderr.isatty(), force=True)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        killed = re.search(r"MLflow run \w+ marked KILLED; ", str(exc))
+        kept = f" (the earlier demo in {out} is kept)" if earlier else ""
+        raise Interrupted(
+            f"interrupted; {killed.group(0) if killed else ''}the demo's training stopped{kept}: "
+            f"run `mlfactory demo --out {out}` again to start over"
+        ) from None
+    assert result.bundle is not None  # one process: it owns the run
+    publish_next_run(out)
+    return result
 
 
 def _serve_and_monitor(
@@ -128,11 +137,17 @@ def _serve_and_monitor(
     env = {**os.environ, "MLFACTORY_LOG_URL": log_url}
     # a local server of its own: open to the demo's feedback whatever token this shell sets
     env.pop(env_name("monitor_token"), None)
-    with running_server(bundle_path, out / "server.log", env) as server:
-        held_out = send(server.url, test_items, "held-out")
-        held_out_report = check(bundle_path, log_url, held_out)
-        inverted = send(server.url, test_items, "inverted", invert=True)
-        inverted_report = check(bundle_path, log_url, inverted)
+    try:
+        with running_server(bundle_path, out / "server.log", env) as server:
+            held_out = send(server.url, test_items, "held-out")
+            held_out_report = check(bundle_path, log_url, held_out)
+            inverted = send(server.url, test_items, "inverted", invert=True)
+            inverted_report = check(bundle_path, log_url, inverted)
+    except ServerStartError:  # its own words may name `serve` options the demo does not take
+        raise MlfactoryError(
+            f"the demo's server did not start (see {out / 'server.log'}); the bundle is ready in "
+            f"{bundle_path}: run the demo again, or serve it with `mlfactory serve`"
+        ) from None
     console.print(_examples(held_out, held_out_report.ood_threshold))
 
     console.print("4/5 monitoring each stream as `mlfactory monitor` does")

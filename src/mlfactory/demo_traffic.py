@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from rich.text import Text
 
 from mlfactory.data.dataset import Item
+from mlfactory.demo_places import shown_path
 from mlfactory.monitor_command import STATUS_STYLES, accuracy_line, monitor_bundle
 from mlfactory.monitoring.flagged import flagged_text
 from mlfactory.monitoring.report import DriftReport
@@ -29,7 +30,8 @@ class Traffic:
 
     items: list[Item]
     predictions: list[dict[str, Any]]
-    # (request id, input index) -> the file's name: where a client finds a logged input again
+    # (request id, input index) -> the file's path (relative to the current folder when inside
+    # it): where a client finds a logged input again
     files: dict[tuple[str, int], str]
 
 
@@ -74,7 +76,7 @@ def send(server_url: str, items: list[Item], stream: str, invert: bool = False) 
         body = answer.json()
         predictions += body["predictions"]
         for index, item in enumerate(batch):
-            names[(body["request_id"], index)] = Path(item.path or "?").name
+            names[(body["request_id"], index)] = shown_path(Path(item.path or "?"))
         labels = [
             {"request_id": body["request_id"], "input_index": index, "label": item.label}
             for index, item in enumerate(batch)
@@ -89,22 +91,24 @@ def check(bundle_path: Path, log_url: str, traffic: Traffic) -> DriftReport:
 
 
 def summary(title: str, report: DriftReport, traffic: Traffic) -> Text:
-    """`title: VERDICT (drifted checks); OOD share; accuracy` on one line, then the most
-    out-of-distribution input, if any, with the file it came from."""
+    """`title: VERDICT; OOD share`, the drifted checks, the accuracy estimate and the live
+    accuracy on lines of their own (each fits 80 columns), then the most out-of-distribution
+    input, if any, with the file it came from."""
     line = Text(f"  {title}: ")
     line.append(report.status.upper(), style=STATUS_STYLES.get(report.status, ""))
-    drifted = [check.name for check in report.checks if check.drift]
-    if drifted:
-        line.append(f" ({', '.join(drifted)})")
     if report.ood_fraction is not None:
         line.append(f"; out of distribution {report.ood_fraction:.0%}")
-    line.append(f"; {accuracy_line(report)}")
+    drifted = [check.name for check in report.checks if check.drift]
+    if drifted:
+        line.append(f"\n    drifted: {', '.join(drifted)}")
+    for part in accuracy_line(report).split("; "):
+        line.append("\n    " + part.replace(" (mean", "\n      (mean"))
     if report.flagged:
         top = report.flagged[0]
-        line.append(f"\n    most out of distribution: {flagged_text(top)}")
-        name = traffic.files.get((top.request_id, top.input_index))
-        if name:
-            line.append(f": the file {name}")
+        line.append(f"\n    most out of distribution:\n      {flagged_text(top)}")
+        path = traffic.files.get((top.request_id, top.input_index))
+        if path:
+            line.append(f"\n      the file {path}")
     return line
 
 

@@ -31,6 +31,10 @@ class Interrupted(MlfactoryError):
     """The user stopped a run (Ctrl-C); the message says how to continue it. Exit code 130."""
 
 
+class Terminated(Interrupted):
+    """SIGTERM stopped a run (a `kill`, a container stopped), as Ctrl-C would. Exit code 143."""
+
+
 class LogDatabaseError(MlfactoryError):
     """The prediction log's database cannot be reached or read (a wrong URL, a server down)."""
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mlfactory.errors import Interrupted, Terminated
 
 
 def exit_on_sigterm() -> None:
@@ -34,3 +38,36 @@ def exit_at_once_on_ctrl_c() -> None:
     traceback and the handlers going on."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM stops the block as Ctrl-C does (the server stopped, the MLflow run marked
+    KILLED) and says so in one line starting `terminated (SIGTERM)`, where no other handler is
+    set (the main thread only: Python runs handlers there alone).
+
+    Raises:
+        Terminated: SIGTERM arrived (exit code 143).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    received: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if not received:
+            raise
+        said = str(exc).removeprefix("interrupted").lstrip("; ")
+        raise Terminated("terminated (SIGTERM)" + (f"; {said}" if said else "")) from None
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -19,8 +19,9 @@ from rich.console import Console
 from rich.text import Text
 
 from mlfactory import __version__
-from mlfactory.errors import Interrupted, MlfactoryError
+from mlfactory.errors import Interrupted, MlfactoryError, Terminated
 from mlfactory.termination import exit_at_once_on_ctrl_c
+from mlfactory.writable_home import use_writable_home_folders
 
 app = typer.Typer(
     name="mlfactory",
@@ -91,7 +92,8 @@ def os_error_line(exc: OSError) -> str:
 
 
 def friendly_errors(func: F) -> F:
-    """Turn user-caused errors into one line on stderr and exit code 2 (130 on Ctrl-C). A
+    """Turn user-caused errors into one line on stderr and exit code 2 (130 on Ctrl-C, 143 on
+    a SIGTERM a command turned into `Terminated`). A
     file-system error is one line too: exit code 2 when the path cannot be used (too long, not
     allowed, missing), 1 when the machine failed (a full or failing disk)."""
 
@@ -104,7 +106,7 @@ def friendly_errors(func: F) -> F:
                 return func(*args, **kwargs)
         except Interrupted as exc:
             err_console.print(str(exc), highlight=False)
-            raise typer.Exit(code=130) from None
+            raise typer.Exit(code=143 if isinstance(exc, Terminated) else 130) from None
         except MlfactoryError as exc:
             err_console.print(error_line(str(exc)), highlight=False)
             raise typer.Exit(code=2) from None
@@ -145,6 +147,8 @@ def main(args: list[str] | None = None) -> None:
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
     command = typer.main.get_command(app)
+    if args is None:  # the console script: before matplotlib or ONNX Runtime look for them
+        use_writable_home_folders()
     try:
         code = command.main(args=args, prog_name="mlfactory", standalone_mode=False)
         if args is None:  # the console script, not a caller in a process that goes on

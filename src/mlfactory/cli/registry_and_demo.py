@@ -166,7 +166,12 @@ def _print_comparison(result: CompareResult) -> None:
 @app.command()
 @friendly_errors
 def demo(
-    out: Path = typer.Option(Path("mlfactory-demo"), help="Where the run and bundle go."),
+    out: Path = typer.Option(
+        Path("mlfactory-demo"),
+        help="The demo's folder: its run, bundle, prediction log, data cache and (unless "
+        "MLFLOW_TRACKING_URI names one) its MLflow store. A new or empty folder, or an earlier "
+        "demo's, which it replaces.",
+    ),
     verbose: bool = VERBOSE,
 ) -> None:
     """The whole loop offline on real data: data, train, evaluate, bundle, serve, predict."""

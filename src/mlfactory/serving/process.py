@@ -24,6 +24,8 @@ from mlfactory.errors import ConfigError, MlfactoryError
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
+# How often a server is started on another port when the chosen one was taken meanwhile.
+PORT_TRIES = 3
 
 
 def free_port(host: str = HOST) -> int:
@@ -102,6 +104,12 @@ class ServerProcess:
             f"\n{self.output_tail()}"
         )
 
+    def port_was_taken(self) -> bool:
+        """Whether the server exited because another process listens on its port."""
+        return self.process.poll() is not None and "address already in use" in (
+            self.output_tail().lower()
+        )
+
     def kill(self) -> None:
         """`kill -9`: no shutdown hook, no flush, nothing runs after it."""
         if self.process.poll() is None:
@@ -126,8 +134,11 @@ def start_server(
     args: Sequence[str] = (),
     cwd: Path | None = None,
     timeout_s: float = STARTUP_TIMEOUT_S,
+    ports: Iterator[int] | None = None,
 ) -> ServerProcess:
     """Start `mlfactory serve BUNDLE` on a free port of 127.0.0.1 and wait until it is healthy.
+    A port that another process takes between the choice and the server's bind is not fatal:
+    the server is started again on another, PORT_TRIES times in all.
 
     Args:
         bundle: the bundle to serve.
@@ -136,11 +147,35 @@ def start_server(
         args: more `mlfactory serve` options, e.g. `["--workers", "2"]`.
         cwd: the server's working directory (where a relative prediction log lands).
         timeout_s: how long to wait for `/health`.
+        ports: the ports to try, in order (default: a port free at that moment, each try).
 
     Raises:
         ServerStartError: the server exited or did not become healthy in time.
     """
-    port = free_port()
+    candidates = ports if ports is not None else iter(free_port, -1)
+    for attempt in range(1, PORT_TRIES + 1):
+        server = _launch(bundle, next(candidates), output, env, args, cwd)
+        try:
+            server.wait_healthy(timeout_s)
+            return server
+        except ServerStartError:
+            server.stop()
+            if attempt == PORT_TRIES or not server.port_was_taken():
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _launch(
+    bundle: Path,
+    port: int,
+    output: Path,
+    env: Mapping[str, str] | None,
+    args: Sequence[str],
+    cwd: Path | None,
+) -> ServerProcess:
     command = [sys.executable, "-m", "mlfactory.cli", "serve", str(bundle)]
     command += ["--host", HOST, "--port", str(port), *args]
     environment = dict(os.environ if env is None else env)
@@ -149,13 +184,7 @@ def start_server(
         process = subprocess.Popen(
             command, stdout=sink, stderr=subprocess.STDOUT, env=environment, cwd=cwd
         )
-    server = ServerProcess(f"http://{HOST}:{port}", process, output)
-    try:
-        server.wait_healthy(timeout_s)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return ServerProcess(f"http://{HOST}:{port}", process, output)
 
 
 @contextmanager

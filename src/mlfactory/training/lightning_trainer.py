@@ -128,7 +128,7 @@ def make_trainer(
         *extra_callbacks,
     ]
     if progress:
-        callbacks.append(RichProgressBar(leave=False))
+        callbacks.append(EpochProgressBar())
     verbose = configured_verbosity()
     if verbose is not None:  # the CLI's settings, for the ranks of ddp_spawn
         callbacks.append(RankOutput(verbose))
@@ -158,6 +158,30 @@ def make_trainer(
     interval = max(1, min(10, batches_per_rank(config, train_items, trainer)))
     trainer.log_every_n_steps = interval  # type: ignore[attr-defined]  # set in Trainer.__init__
     return trainer, checkpoint
+
+
+class EpochProgressBar(RichProgressBar):
+    """Rich's progress bar as a passing view: epochs counted from 1 (`Epoch 1/3`, as the epoch
+    lines count them), no metrics beside it (the epoch lines report them; a row of them wraps
+    on a narrow terminal) and gone from the screen when training ends (`transient`)."""
+
+    def __init__(self) -> None:
+        super().__init__(leave=False)
+
+    def _init_progress(self, trainer: L.Trainer) -> None:
+        super()._init_progress(trainer)
+        if self.progress is not None:
+            self.progress.live.transient = True
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs}"
+        return f"{description:{len(self.validation_description)}}"
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """None: not even Lightning's `v_num` (the logger's version, no epoch's number)."""
+        return {}
 
 
 def batches_per_rank(config: RecipeConfig, train_items: int | None, trainer: L.Trainer) -> int:
