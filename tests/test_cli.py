@@ -400,6 +400,8 @@ def test_a_data_error_comes_before_torch_is_imported(digit_folder: Path, tmp_pat
         (["nosuch"], "No such command 'nosuch' (see mlfactory --help)"),
         (["monitor", "runs/x", "--last", "abc"], "Invalid value for '--last'"),
         (["serve", "runs/x", "--bogus"], "No such option: --bogus"),
+        # click gives this one no context: the command is read from the arguments
+        (["demo", "--out"], "Option '--out' requires an argument (see mlfactory demo --help)"),
         (["monitor", "/nonexistent"], "no such bundle folder or run folder"),
         (["report", "/nonexistent", "--last", "5"], "--last: counts predictions of a log"),
         # nan is no number: typer's range check would call it too large (or too small)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -156,7 +157,7 @@ def main(args: list[str] | None = None) -> None:
     except NoArgsIsHelpError:  # `mlfactory` alone: the help is printed
         raise SystemExit(2) from None
     except UsageError as exc:
-        where = exc.ctx.command_path if exc.ctx is not None else "mlfactory"
+        where = exc.ctx.command_path if exc.ctx is not None else _command_path(command, args)
         message = exc.format_message().rstrip(".")
         err_console.print(error_line(f"{message} (see {where} --help)"), highlight=False)
         raise SystemExit(2) from None
@@ -164,3 +165,11 @@ def main(args: list[str] | None = None) -> None:
         err_console.print("interrupted")
         raise SystemExit(130) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _command_path(command: Any, args: list[str] | None) -> str:
+    """`mlfactory NAME` for the command the arguments name, for an error that carries no context
+    (an option missing its value: `mlfactory demo --out`); else `mlfactory`."""
+    given = sys.argv[1:] if args is None else args
+    name = next((arg for arg in given if not arg.startswith("-")), None)
+    return f"mlfactory {name}" if name in getattr(command, "commands", {}) else "mlfactory"

@@ -44,8 +44,10 @@ def predict(
         show_default=False,
     ),
 ) -> None:
-    """Classify inputs in-process with ONNX Runtime (exit code 1 if any input was skipped, 141
-    when stdout is closed before the results are all printed)."""
+    """Classify inputs in-process with ONNX Runtime.
+
+    Exit code 1 if any input was skipped, 141 when stdout closes before all results are out.
+    """
     from mlfactory.batch_predict import MAX_INPUT_BYTES, iter_inputs, plan_inputs, predict_stream
     from mlfactory.batch_results import (
         check_output,
