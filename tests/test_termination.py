@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -34,3 +36,41 @@ def test_sigterm_stops_the_block_as_ctrl_c_with_one_line_and_exit_code_143() -> 
     with pytest.raises(typer.Exit) as exited:
         command()
     assert exited.value.exit_code == 143  # as a shell reports a process SIGTERM ended
+
+
+SWALLOWED = """
+import gc, os, signal, sys, time, weakref
+from mlfactory.termination import exit_on_sigterm, redeliver_swallowed_signals
+exit_on_sigterm()
+if sys.argv[1] == "redeliver":
+    redeliver_swallowed_signals()
+
+class Thing:
+    pass
+
+def collected(_ref):  # runs inside the collection: Python drops what it raises
+    os.kill(os.getpid(), signal.{name})
+    for _ in range(1000):
+        pass
+
+thing = Thing()
+ref = weakref.ref(thing, collected)
+del thing
+gc.collect()
+time.sleep(0.5)  # where the signal is checked again
+print("went on")
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", -signal.SIGINT)])
+def test_a_signal_raised_in_a_collection_callback_is_not_lost(name: str, code: int) -> None:
+    """SIGTERM or Ctrl-C landing in a weakref callback (where a sweep's SIGTERM was once lost,
+    the trial then trained to its end): Python drops the exception; it is sent again."""
+    script = SWALLOWED.replace("{name}", name)
+    for mode, stops in (("as-python-does", False), ("redeliver", True)):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=60
+        )
+        assert ("went on" not in done.stdout) is stops, done.stdout + done.stderr
+        if stops:
+            assert done.returncode == code and "Exception ignored" not in done.stderr

@@ -9,10 +9,15 @@ instead, as Ctrl-C raises KeyboardInterrupt, so that they run.
 
 from __future__ import annotations
 
+import _thread
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from mlfactory.errors import Interrupted, Terminated
 
@@ -71,3 +76,35 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         raise Terminated("terminated (SIGTERM)" + (f"; {said}" if said else "")) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def redeliver_swallowed_signals() -> None:
+    """A SIGTERM or Ctrl-C whose exception Python had to drop (it was raised in a weakref or
+    garbage-collection callback, or a destructor: "Exception ignored in ...") is sent again, so
+    that it stops the command where it is next checked instead of being lost. The process's
+    `sys.unraisablehook` does this, from a thread of its own a moment later (the signal's
+    handler, run at once in the hook, would raise in it and be dropped again); other unraisable
+    exceptions go to the hook as before."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, KeyboardInterrupt):
+            again = signal.SIGINT
+        elif isinstance(error, SystemExit) and error.code == 128 + signal.SIGTERM:
+            again = signal.SIGTERM
+        else:
+            previous(unraisable)
+            return
+        _thread.start_new_thread(_send_soon, (again,))  # returns at once, waits for nothing
+
+    sys.unraisablehook = hook
+
+
+# How long after the hook returns a dropped signal is sent again (seconds).
+REDELIVERY_DELAY_S = 0.05
+
+
+def _send_soon(signum: int) -> None:
+    time.sleep(REDELIVERY_DELAY_S)
+    os.kill(os.getpid(), signum)

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from mlfactory import __version__
 from mlfactory.errors import Interrupted, MlfactoryError, Terminated
-from mlfactory.termination import exit_at_once_on_ctrl_c
+from mlfactory.termination import exit_at_once_on_ctrl_c, redeliver_swallowed_signals
 from mlfactory.writable_home import use_writable_home_folders
 
 app = typer.Typer(
@@ -150,6 +150,7 @@ def main(args: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     if args is None:  # the console script: before matplotlib or ONNX Runtime look for them
         use_writable_home_folders()
+        redeliver_swallowed_signals()
     try:
         code = command.main(args=args, prog_name="mlfactory", standalone_mode=False)
         if args is None:  # the console script, not a caller in a process that goes on
