@@ -24,6 +24,7 @@ from mlfactory.cli import app
 from mlfactory.errors import BundleError
 from mlfactory.mlflow_reach import HTTP_LIMITS, QUIET_URLS, bound_mlflow_waits, reachable
 from mlfactory.serving.process import HOST, free_port
+from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 from tests.test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -209,3 +210,65 @@ def test_a_self_signed_server_is_reached_as_mlflow_s_tls_settings_say(
         monkeypatch.setenv(setting, "true" if setting.endswith("INSECURE_TLS") else str(cert))
         reachable(uri)
     assert server.authorizations == [None]
+
+
+def test_a_credential_in_a_url_s_query_is_never_shown() -> None:
+    from mlfactory.mlflow_reach import hide_password, shown_url
+
+    url = "postgresql+psycopg://mlf@db:5432/optuna?password=s3cret&sslmode=require"
+    assert shown_url(url) == "postgresql+psycopg://mlf@db:5432/optuna?password=***&sslmode=require"
+    assert shown_url("postgresql://u:pw@h:port/x?password=s3cret") == (
+        "postgresql://u:***@h:port/x?password=***"  # a URL SQLAlchemy cannot parse too
+    )
+    said = 'connection to "db" failed for password s3cret and pw'
+    assert hide_password(said, url) == 'connection to "db" failed for password *** and pw'
+
+
+def test_a_store_another_process_is_creating_is_waited_for_not_called_foreign(
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """Some of MLflow's tables and not yet alembic_version: MLflow is creating the store (a
+    worker started at the same moment). It is waited for; the tables of another program are
+    still refused."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from mlfactory.mlflow_reach import database_tables, foreign_database_problem
+
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        for name in ("mlflow_half", "shop"):
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    half, shop = (
+        make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        for name in ("mlflow_half", "shop")
+    )
+    engine = create_engine(half)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE experiments (experiment_id INTEGER)"))
+        connection.execute(text("CREATE TABLE metrics (key TEXT)"))
+
+    def finish_creating() -> None:
+        time.sleep(1.5)
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE alembic_version (version_num TEXT)"))
+
+    finisher = threading.Thread(target=finish_creating)
+    finisher.start()
+    started = time.monotonic()
+    try:
+        assert foreign_database_problem(half) is None
+        assert time.monotonic() - started >= 1.0  # it waited for the store to be whole
+    finally:
+        finisher.join()
+        engine.dispose()
+    assert database_tables(half) is not None and "alembic_version" in database_tables(half)
+    with create_engine(shop).begin() as connection:
+        connection.execute(text("CREATE TABLE experiments (experiment_id INTEGER)"))
+        connection.execute(text("CREATE TABLE orders (id INTEGER)"))
+    problem = foreign_database_problem(shop)
+    assert problem is not None and "database of something else (tables experiments, orders)" in (
+        problem
+    )

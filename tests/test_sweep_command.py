@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
+import pytest
 from rich.console import Console
 
-from mlfactory.sweep_command import trials_table
+from mlfactory.sweep_command import register_hint, trials_table
 from mlfactory.training.sweep import SweepResult, TrialOutcome
 
 RUNS = [f"{n:x}" * 32 for n in range(10, 14)]
@@ -12,7 +16,13 @@ RUNS = [f"{n:x}" * 32 for n in range(10, 14)]
 
 def _result() -> SweepResult:
     result = SweepResult(
-        "digits-lr", "sqlite:////home/me/runs/optuna.db", "val_accuracy", "maximize", "p" * 32, 4
+        "digits-lr",
+        "sqlite:////home/me/runs/optuna.db",
+        "val_accuracy",
+        "maximize",
+        "p" * 32,
+        tracking_uri="sqlite:///mlruns.db",
+        ran=4,
     )
     params = [(0.00123, 64, 0.2), (0.0523, 32, 0.1), (0.1, 256, 0.4), (0.01, 16, 0.3)]
     states = [("PRUNED", 0.5), ("COMPLETE", 0.9234), ("FAIL", None), ("FAIL", None)]
@@ -66,3 +76,38 @@ def test_a_key_keeps_as_much_of_its_path_as_tells_it_apart() -> None:
     header = next(line for line in lines if "state" in line)
     assert header[2:5] == ["batch_size", "dropout", "optimizer.lr"]
     assert header[5] == "trainer.lr"
+
+
+def test_the_title_counts_the_trials_this_worker_ran() -> None:
+    result = _result()
+    result.ran = 1  # another worker ran the other three
+    title = " ".join(" ".join(_printed(200, result)).split())
+    assert "1 complete, 2 fail, 1 pruned; 1 run by this worker" in title
+
+
+@pytest.mark.parametrize(
+    "store",
+    ["sqlite:///mlruns.db", "postgresql+psycopg://mlf:s3cret@db.example/mlflow?sslmode=require"],
+)
+def test_the_register_hint_names_a_store_that_is_not_the_default(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run as printed (in a shell), the hint's `mlfactory register` looks the run up in the
+    sweep's store: MLFLOW_TRACKING_URI is set to it, without the password."""
+    from mlfactory.tracking import without_secrets
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = _result()
+    result.tracking_uri = without_secrets(store)
+    result.best = TrialOutcome(1, "COMPLETE", {}, 0.9, RUNS[1], bundle=str(tmp_path / "b dir"))
+    hint = register_hint(result)
+    assert "s3cret" not in hint
+    # As a shell reads it: the environment it sets, then the command.
+    words = shlex.split(hint)
+    at = words.index("mlfactory")
+    assert words[at:] == ["mlfactory", "register", str(tmp_path / "b dir")]
+    if store.startswith("sqlite"):  # the default store: nothing to set
+        assert words[:at] == []
+    else:
+        expected = "postgresql+psycopg://mlf@db.example/mlflow?sslmode=require"
+        assert words[:at] == [f"MLFLOW_TRACKING_URI={expected}"]

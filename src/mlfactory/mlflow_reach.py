@@ -9,6 +9,7 @@ import functools
 import os
 import re
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,8 @@ REACH_TIMEOUT_S = 10.0
 DATABASE_SCHEMES = ("postgresql", "mysql")
 # Tables every MLflow SQL store has: a database with other tables and not these is no store.
 MLFLOW_TABLES = frozenset({"alembic_version", "experiments"})
+# How long a store another process is creating (some of MLflow's tables, not all) is waited for.
+STORE_CREATION_WAIT_S = 60.0
 # MLflow's HTTP client waits 120 s for each answer and retries a failure 7 times with a back-off
 # that doubles: minutes of silence for a server that fails or hangs after /health answers.
 # These bounds (where the environment sets none) make that one error within about a minute:
@@ -62,28 +65,47 @@ def without_password(uri: str) -> str:
 
 
 def shown_url(url: str) -> str:
-    """A database URL as it may be shown: its password as ***. SQLAlchemy renders the URLs it
-    parses; one it cannot parse (a port that is no number) is masked between `user:` and `@`."""
+    """A database URL as it may be shown: its password as ***, and so the values of its
+    credential query parameters (`?password=***`, see `without_query_secrets`). SQLAlchemy
+    renders the URLs it parses; one it cannot parse (a port that is no number) is masked
+    between `user:` and `@`."""
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError
 
+    from mlfactory.data.downloads import without_query_secrets
+
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
-        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+        shown = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return without_query_secrets(shown)
 
 
 def hide_password(text: str, uri: str) -> str:
-    """`text` with the password of `uri` (`scheme://user:password@host/...`) shown as ***
-    wherever it stands on its own: a short password is not masked inside other words (`p` in
-    `postgresql`), where it says nothing."""
+    """`text` with the password of `uri` (`scheme://user:password@host/...`), and the values of
+    its credential query parameters (`?password=...`), shown as *** wherever they stand on
+    their own: a short password is not masked inside other words (`p` in `postgresql`), where
+    it says nothing."""
+    for secret in url_secrets(uri):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
+def url_secrets(uri: str) -> list[str]:
+    """The credentials in `uri`: its password and the values of its credential query
+    parameters (`?password=...`, `SECRET_QUERY_NAMES`), as given and URL-decoded."""
+    from mlfactory.data.downloads import SECRET_QUERY_NAMES
+
     try:
-        password = urllib.parse.urlsplit(uri).password
+        parts = urllib.parse.urlsplit(uri)
+        password = parts.password
     except ValueError:  # not a URL that can be split (an unbalanced `[` in its host)
-        return text
-    if not password:
-        return text
-    return re.sub(rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])", "***", text)
+        return []
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=False)
+    found = [value for name, value in query if name.lower() in SECRET_QUERY_NAMES]
+    found += [password] if password else []
+    found += [urllib.parse.unquote(secret) for secret in found]
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
 @functools.cache
@@ -187,14 +209,44 @@ def foreign_database_problem(uri: str) -> str | None:
     and not MLflow's (MLflow would add its own to it); None for an empty database (a new store),
     an MLflow store, or another URI.
 
+    A database whose tables are all MLflow's but not yet the ones every store has is a store
+    another process is creating right now (two workers of a sweep started together): it is
+    waited for, up to `STORE_CREATION_WAIT_S`, and never called another program's database.
+
     Raises:
         BundleError: the database cannot be reached (`database_tables`).
     """
     found = database_tables(uri)
     if not found or found >= MLFLOW_TABLES:
         return None
+    if found <= mlflow_table_names():
+        _wait_for_store_creation(uri)
+        return None
     shown = ", ".join(sorted(found)[:3]) + (", ..." if len(found) > 3 else "")
     return (
         f"it is a database of something else (tables {shown}), not an MLflow store; "
         "it was left unchanged"
     )
+
+
+@functools.cache
+def mlflow_table_names() -> frozenset[str]:
+    """Every table MLflow's SQL store creates (tracking and Model Registry)."""
+    # Importing their models adds the tracking and Model Registry tables to the metadata.
+    import mlflow.store.model_registry.dbmodels.models
+    import mlflow.store.tracking.dbmodels.models  # noqa: F401
+    from mlflow.store.db.base_sql_model import Base
+
+    return frozenset(Base.metadata.tables) | {"alembic_version"}
+
+
+def _wait_for_store_creation(uri: str) -> None:
+    """Until the tables every MLflow store has are there (another process creates them), at
+    most `STORE_CREATION_WAIT_S`: MLflow then opens a whole store, not half of one."""
+    deadline = time.monotonic() + STORE_CREATION_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        found = database_tables.__wrapped__(uri)
+        if found is not None and found >= MLFLOW_TABLES:
+            database_tables.cache_clear()
+            return

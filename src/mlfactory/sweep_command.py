@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
+
 from rich import box
 from rich.table import Table
 
+from mlfactory.tracking import without_secrets
 from mlfactory.training.sweep import SweepResult, TrialOutcome
 
 SHOWN = 20
@@ -89,10 +92,23 @@ def _title(result: SweepResult) -> str:
     for trial in result.trials:
         counts[trial.state.lower()] = counts.get(trial.state.lower(), 0) + 1
     states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-    return f"study '{result.study}' ({result.storage}): {states}; {result.ran} run now"
+    return f"study '{result.study}' ({result.storage}): {states}; {result.ran} run by this worker"
 
 
 def _format(value: object) -> str:
     if value is None:
         return ""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def register_hint(result: SweepResult) -> str:
+    """The command that registers the best trial's bundle. `mlfactory register` looks its run
+    up in MLFLOW_TRACKING_URI's store (or the default one): a sweep tracked elsewhere names its
+    store, without its credentials (MLFLOW_TRACKING_PASSWORD or PGPASSWORD give them)."""
+    from mlfactory.mlflow_store import tracking_uri
+
+    assert result.best is not None and result.best.bundle is not None
+    command = f"mlfactory register {shlex.quote(result.best.bundle)}"
+    if result.tracking_uri == without_secrets(tracking_uri()):
+        return command
+    return f"MLFLOW_TRACKING_URI={shlex.quote(result.tracking_uri)} {command}"

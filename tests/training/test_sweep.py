@@ -96,7 +96,7 @@ def test_a_sweep_trains_each_trial_and_names_the_best(
     study = optuna.load_study(study_name="digits-sweep", storage=storage)
     assert [t.number for t in study.trials] == [0, 1, 2]
     assert study.user_attrs["mlflow_parent_run_id"] == parent
-    assert "3 complete; 1 run now" in result.stderr
+    assert "3 complete; 1 run by this worker" in result.stderr
 
     # Judged by another metric, the same study would mix two objectives: refused.
     refused = runner.invoke(app, [*args, "--trials", "1", "--metric", "val/acc"])
@@ -163,6 +163,9 @@ def test_mistakes_are_one_line(digit_folder: Path, tmp_path: Path) -> None:
         (LR, "--storage", "postgresql://u:secret@127.0.0.1:port/x"): (
             "--storage postgresql://u:***@127.0.0.1:port/x cannot be opened: invalid literal"
         ),
+        (LR, "--storage", "postgresql+psycopg://u@127.0.0.1:1/x?password=secret"): (
+            "--storage postgresql+psycopg://u@127.0.0.1:1/x?password=*** cannot be opened"
+        ),
     }
     shop, not_a_database = tmp_path / "shop.db", tmp_path / "notes.db"
     with sqlite3.connect(shop) as db:
@@ -219,7 +222,6 @@ def test_workers_share_a_study_on_postgresql(
     url = make_url(postgres_url)
     storage = url.set(database="optuna_sweep").render_as_string(hide_password=False)
     store = url.set(database="mlflow_sweep").render_as_string(hide_password=False)
-    mlflow.MlflowClient(store).create_experiment("mlfactory")  # its tables, made once
     command = [
         sys.executable, "-m", "mlfactory.cli", "sweep", "digits",
         *sweep_overrides(digit_folder, tmp_path, store), LR,

@@ -212,9 +212,10 @@ def sweep(
 
     configure_output(verbose)
     space = parse_search_space(list(overrides or []))  # before torch is imported
-    from mlfactory.sweep_command import trials_table
+    from mlfactory.sweep_command import register_hint, trials_table
     from mlfactory.training.sweep import run_sweep
 
+    # SIGTERM: `Terminated`, one line and exit code 143 (the running trial failed, the study kept)
     result = run_sweep(recipe, space, trials, out, storage, study, metric, prune, timeout)
     err_console.print(trials_table(result, err_console.width))
     best = result.best
@@ -222,9 +223,9 @@ def sweep(
         raise ConfigError(f"no trial of the study '{result.study}' finished: see the table for why")
     err_console.print(
         f"best: trial {best.number}, {result.metric} {best.value:.4f}, MLflow run {best.run_id} "
-        f"(the sweep's run: {result.parent_run_id}); register it with: "
-        f"mlfactory register {best.bundle}",
+        f"(the sweep's run: {result.parent_run_id}); register it with: {register_hint(result)}",
         highlight=False,
+        soft_wrap=True,
     )
     print(best.bundle)
 

@@ -32,6 +32,11 @@ class SearchSpace:
     fixed: list[str]
     distributions: dict[str, Any]  # key -> optuna.distributions.BaseDistribution
 
+    def fixed_settings(self) -> dict[str, str]:
+        """The fixed overrides as key -> value: of a key given twice, the last (as a recipe
+        takes them)."""
+        return {key: value for key, _, value in (text.partition("=") for text in self.fixed)}
+
     def describe(self) -> dict[str, str]:
         """Each swept key and its distribution, as a short text (MLflow params, the table)."""
         return {key: _describe(dist) for key, dist in self.distributions.items()}

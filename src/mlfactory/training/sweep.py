@@ -11,7 +11,9 @@ stays unseen until the bundle is evaluated.
 
 The study lives in an Optuna storage (a SQLite file by default): running the command again
 adds trials to the same study, and several machines pointed at one PostgreSQL storage run
-trials of one study at once.
+trials of one study at once. Workers set the study up one at a time (`sweep_lock`), draw from
+the recipe's seed and each trial's number (`sweep_sampler`), and fail a trial whose worker
+stopped (`sweep_failures`).
 """
 
 from __future__ import annotations
@@ -26,15 +28,29 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
-from mlfactory import tracking
 from mlfactory.config.loader import Recipe, load_recipe
-from mlfactory.errors import ConfigError, DataError, Interrupted
+from mlfactory.errors import ConfigError, DataError, Interrupted, Terminated
 from mlfactory.mlflow_store import shown_url, tracking_client
 from mlfactory.output import phase_log, said_once
+from mlfactory.termination import exit_on_sigterm
+from mlfactory.tracking import without_secrets
 from mlfactory.training.backbones import check_backbone
 from mlfactory.training.lightning_trainer import check_devices
 from mlfactory.training.run_start import check_tracking_store
 from mlfactory.training.search_space import SearchSpace, hydra_value
+from mlfactory.training.sweep_failures import (
+    NO_REASON,
+    is_sigterm,
+    keep_run_id,
+    record_failure,
+)
+from mlfactory.training.sweep_lock import study_setup_lock
+from mlfactory.training.sweep_parent import (
+    best_effort,
+    gone_store_error,
+    parent_run,
+    summarize_parent,
+)
 from mlfactory.training.sweep_study import (
     DEFAULT_STORAGE,
     check_out_path,
@@ -53,7 +69,6 @@ METRICS: dict[str, Literal["minimize", "maximize"]] = {
     "val/acc": "maximize",
     "val/f1_macro": "maximize",
 }
-PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # What refuses a trial for the values it drew: failed, and the sweep goes on.
 TRIAL_REFUSALS = (ConfigError, DataError)
 
@@ -80,7 +95,8 @@ class SweepResult:
     metric: str
     direction: str
     parent_run_id: str
-    ran: int  # trials this call started
+    tracking_uri: str  # the MLflow store, without its credentials
+    ran: int  # trials this worker ran in this call
     trials: list[TrialOutcome] = field(default_factory=list)
     best: TrialOutcome | None = None
 
@@ -107,10 +123,12 @@ def run_sweep(
     Raises:
         ConfigError: a fixed or swept key the recipe refuses (any value of a choice; a
             backbone the family does not know), an unknown metric, a tracking
-            store or a storage that cannot be opened, a study that judges trials by another
-            metric or was started with other fixed overrides or another space, or an `out_dir`
-            that is a file or holds another study's trials.
+            store or a storage that cannot be opened (or stops answering), a study that judges
+            trials by another metric or in the other direction or was started with other fixed
+            overrides or another space, or an `out_dir` that is a file or holds another study's
+            trials.
         Interrupted: Ctrl-C (the interrupted trial is marked failed; the rest stay).
+        Terminated: SIGTERM (the same, exit code 143).
     """
     base = _checked_recipe(recipe_ref, space, metric)
     space = _one_device(space, base.config.trainer)
@@ -120,34 +138,44 @@ def run_sweep(
     storage = storage_url(storage)
     if prune and pruner is None:
         pruner = optuna.pruners.MedianPruner()
-    # A tracking store (or a device) that cannot be used is refused before the study's storage
-    # is created.
+    exit_on_sigterm()  # a stopped worker fails its trial instead of leaving it RUNNING
+    # MLflow logs each database error with its traceback before raising it: a store that goes
+    # away is said once, in the sweep's own line (`gone_store_error`).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     check_devices(base.config.trainer)
-    check_tracking_store(base.config.tracking)
-    study = open_study(name, storage, METRICS[metric], pruner, base.config.seed)
-    check_study(study, metric, space)
-    claim_out(study, storage, out_dir)
-    client = tracking_client(base.config.tracking)  # it answers, before any trial trains
-    parent = _parent_run(study, client, base.config.tracking, space, metric)
+    tracking = base.config.tracking
+    # Workers started together set the study up one at a time (its tables, its MLflow run).
+    with study_setup_lock(storage, name):
+        # A tracking store (or a device) that cannot be used is refused before the study's
+        # storage is created.
+        check_tracking_store(tracking)
+        study = open_study(name, storage, METRICS[metric], pruner, base.config.seed)
+        check_study(study, metric, METRICS[metric], space)
+        claim_out(study, storage, out_dir)
+        client = tracking_client(tracking)  # it answers, before any trial trains
+        parent = parent_run(study, client, tracking, space, metric, METRICS[metric])
+    mine: list[int] = []  # the trials this worker runs (others may run trials of the study)
 
     def objective(trial: optuna.Trial) -> float:
+        mine.append(trial.number)
         return _run_trial(trial, recipe_ref, space, out_dir, metric, prune, parent, client)
 
-    before = len(study.trials)
     # The data and its profile, the same for every trial unless the space changes them.
     with said_once("data: ", "warning: ", "monitoring: "):
-        _optimize(study, objective, trials, timeout, client, parent)
-    outcomes = [_outcome(t) for t in study.trials]
+        _optimize(
+            study, objective, trials, timeout, client, parent, (storage, tracking.tracking_uri)
+        )
     best = _best(study)
-    _summarize_parent(client, parent, best)
+    summarize_parent(client, parent, best)
     return SweepResult(
         study=name,
         storage=shown_url(storage),
         metric=metric,
         direction=METRICS[metric],
         parent_run_id=parent,
-        ran=len(study.trials) - before,
-        trials=outcomes,
+        tracking_uri=without_secrets(tracking.tracking_uri),
+        ran=len(mine),
+        trials=[_outcome(t) for t in study.trials],
         best=None if best is None else _outcome(best),
     )
 
@@ -174,20 +202,42 @@ def _optimize(
     timeout: float | None,
     client: MlflowClient,
     parent: str,
+    stores: tuple[str, str],
 ) -> None:
-    """Run the trials; the sweep's MLflow run is marked KILLED on Ctrl-C, FAILED on an error."""
+    """Run the trials; the sweep's MLflow run is marked KILLED on Ctrl-C or SIGTERM, FAILED on
+    an error. The run's clean-up is best effort: a store that went away is reported in one
+    line, not hidden behind the clean-up's own failure.
+
+    Raises:
+        Interrupted: Ctrl-C.
+        Terminated: SIGTERM.
+        ConfigError: the Optuna storage or the MLflow store stopped answering.
+    """
     try:
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=TRIAL_REFUSALS)
-    except Interrupted:
-        client.set_terminated(parent, "KILLED")
-        finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
-        raise Interrupted(
-            f"interrupted; the study '{study.study_name}' keeps its {finished} finished "
-            "trial(s): run the same command to add more"
-        ) from None
-    except BaseException:
-        client.set_terminated(parent, "FAILED")
-        raise
+    except BaseException as exc:
+        stopped = isinstance(exc, Interrupted | KeyboardInterrupt) or is_sigterm(exc)
+        best_effort(client.set_terminated, parent, "KILLED" if stopped else "FAILED")
+        if not stopped:
+            gone = gone_store_error(exc, *stores)  # (the Optuna storage, the MLflow store)
+            if gone is not None:
+                raise gone from None
+            raise
+        finished = sum(t.state == TrialState.COMPLETE for t in _trials_if_readable(study))
+        kept = (
+            f"the study '{study.study_name}' keeps its {finished} finished trial(s): run the "
+            "same command to add more"
+        )
+        if is_sigterm(exc):
+            raise Terminated(f"terminated (SIGTERM); {kept}") from None
+        raise Interrupted(f"interrupted; {kept}") from None
+
+
+def _trials_if_readable(study: optuna.Study) -> list[FrozenTrial]:
+    try:
+        return study.trials
+    except Exception:  # the storage went away with the worker
+        return []
 
 
 def _one_device(space: SearchSpace, trainer: Any) -> SearchSpace:
@@ -211,41 +261,6 @@ def _one_device(space: SearchSpace, trainer: Any) -> SearchSpace:
     return space
 
 
-def _parent_run(
-    study: optuna.Study, client: Any, config: Any, space: SearchSpace, metric: str
-) -> str:
-    """The study's MLflow run, which the trials' runs are nested under (one per study)."""
-    from mlflow.exceptions import MlflowException
-
-    known = study.user_attrs.get(PARENT_RUN_ATTR)
-    if known:
-        try:
-            client.get_run(known)
-            client.update_run(known, status="RUNNING")
-            return str(known)
-        except MlflowException:
-            log.info("the study's MLflow run %s is gone: starting another", known)
-    experiment = client.get_experiment_by_name(config.experiment)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(config.experiment, config.artifact_location)
-    )
-    run = client.create_run(
-        experiment_id, run_name=study.study_name, tags={"mlfactory.sweep": study.study_name}
-    )
-    run_id = run.info.run_id
-    client.log_param(run_id, "metric", metric)
-    client.log_param(run_id, "direction", METRICS[metric])
-    for key, described in space.describe().items():
-        client.log_param(run_id, f"space.{key}", described)
-    for override in space.fixed:
-        key, _, value = override.partition("=")
-        client.log_param(run_id, f"fixed.{key}", value)
-    study.set_user_attr(PARENT_RUN_ATTR, run_id)
-    return str(run_id)
-
-
 def _run_trial(
     trial: optuna.Trial,
     recipe_ref: str,
@@ -256,48 +271,62 @@ def _run_trial(
     parent: str,
     client: Any,
 ) -> float:
-    from optuna_integration import PyTorchLightningPruningCallback
-
-    params = {key: _suggest(trial, key, dist) for key, dist in space.distributions.items()}
-    shown = " ".join(f"{key}={value}" for key, value in params.items())
-    phase_log.info("sweep: trial %d: %s", trial.number, shown)
+    """Train the trial and return its value; a trial that does not finish says why (a SIGTERM
+    anywhere in it too, before its data is ready: it is never left RUNNING)."""
     folder = out_dir / f"trial-{trial.number}"
-    trial.set_user_attr("folder", str(folder.resolve()))
-    tags = {
-        "mlflow.parentRunId": parent,
-        "mlfactory.sweep": trial.study.study_name,
-        "mlfactory.sweep_trial": str(trial.number),
-    }
-    callbacks = [PyTorchLightningPruningCallback(trial, monitor=metric)] if prune else []
     try:
-        recipe = load_recipe(
-            recipe_ref, space.fixed + [f"{k}={hydra_value(v)}" for k, v in params.items()]
-        )
+        recipe = _trial_recipe(trial, recipe_ref, space, folder)
+        tags = {
+            "mlflow.parentRunId": parent,
+            "mlfactory.sweep": trial.study.study_name,
+            "mlfactory.sweep_trial": str(trial.number),
+        }
         result = train(
-            recipe, folder, progress=False, force=True, callbacks=callbacks, run_tags=tags
+            recipe,
+            folder,
+            progress=False,
+            force=True,
+            callbacks=_pruning(trial, metric) if prune else [],
+            run_tags=tags,
         )
         value = trial_value(client, result.mlflow_run_id, metric)
     except optuna.TrialPruned:
-        state = tracking.load_run_state(folder) or {}
-        if state.get("mlflow_run_id"):
-            trial.set_user_attr("mlflow_run_id", state["mlflow_run_id"])
-            client.set_tag(state["mlflow_run_id"], "mlfactory.sweep_state", "PRUNED")
-            client.set_terminated(state["mlflow_run_id"], "KILLED")
+        run_id = keep_run_id(trial, folder)
+        if run_id:
+            best_effort(client.set_tag, run_id, "mlfactory.sweep_state", "PRUNED")
+            best_effort(client.set_terminated, run_id, "KILLED")
         phase_log.info("sweep: trial %d pruned: behind the median of earlier trials", trial.number)
         raise
     except TRIAL_REFUSALS as exc:
         trial.set_user_attr("error", str(exc))
+        keep_run_id(trial, folder)
         phase_log.info("sweep: trial %d failed: %s", trial.number, exc)
         raise
-    except (Interrupted, KeyboardInterrupt):
-        trial.set_user_attr("error", "interrupted (Ctrl-C)")
-        raise
+    except BaseException as exc:
+        raise record_failure(trial, exc, folder, client) from None
     trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
     assert result.bundle is not None  # a trial trains in this one process
     trial.set_user_attr("bundle", str(result.bundle.path.resolve()))
     client.set_tag(result.mlflow_run_id, "mlfactory.sweep_value", f"{metric}={value:.6g}")
     phase_log.info("sweep: trial %d: %s %.4f", trial.number, metric, value)
     return value
+
+
+def _trial_recipe(trial: optuna.Trial, recipe_ref: str, space: SearchSpace, folder: Path) -> Recipe:
+    """The recipe with the values the trial draws (said in its first line)."""
+    params = {key: _suggest(trial, key, dist) for key, dist in space.distributions.items()}
+    shown = " ".join(f"{key}={value}" for key, value in params.items())
+    phase_log.info("sweep: trial %d: %s", trial.number, shown)
+    trial.set_user_attr("folder", str(folder.resolve()))
+    return load_recipe(
+        recipe_ref, space.fixed + [f"{k}={hydra_value(v)}" for k, v in params.items()]
+    )
+
+
+def _pruning(trial: optuna.Trial, metric: str) -> list[Any]:
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    return [PyTorchLightningPruningCallback(trial, monitor=metric)]
 
 
 def trial_value(client: Any, run_id: str, metric: str) -> float:
@@ -341,14 +370,6 @@ def _outcome(trial: FrozenTrial) -> TrialOutcome:
         value=trial.value,
         run_id=trial.user_attrs.get("mlflow_run_id"),
         bundle=trial.user_attrs.get("bundle"),
-        error=trial.user_attrs.get("error"),
+        error=trial.user_attrs.get("error")
+        or (NO_REASON if trial.state == TrialState.FAIL else None),
     )
-
-
-def _summarize_parent(client: Any, parent: str, best: FrozenTrial | None) -> None:
-    if best is not None and best.value is not None:
-        client.log_metric(parent, "best_value", best.value)
-        client.set_tag(parent, "best_trial", str(best.number))
-        if best.user_attrs.get("mlflow_run_id"):
-            client.set_tag(parent, "best_run_id", best.user_attrs["mlflow_run_id"])
-    client.set_terminated(parent, "FINISHED")

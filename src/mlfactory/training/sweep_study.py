@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 import uuid
 from pathlib import Path
 from typing import Literal
@@ -17,9 +19,11 @@ from typing import Literal
 import optuna
 
 from mlfactory.errors import ConfigError, first_line
-from mlfactory.mlflow_store import shown_url
+from mlfactory.mlflow_store import hide_password, shown_url
 from mlfactory.sqlite_stores import foreign_sqlite_problem
+from mlfactory.tracking import without_secrets
 from mlfactory.training.search_space import SearchSpace
+from mlfactory.training.sweep_sampler import TrialSeededSampler
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 # Tables every Optuna RDB storage has: a SQLite file with other tables and not these is none.
@@ -29,6 +33,15 @@ OUT_MARKER = "sweep.json"
 SWEEP_ID_ATTR = "sweep_id"
 # Another study needs its own folder of trials: `--out` holds one study's.
 ANOTHER_OUT = "with a new --out, or none: runs/NAME"
+# Each running trial's worker writes a heartbeat this often (seconds); a trial whose worker
+# has written none for the grace period (killed, its machine or network gone) is failed by the
+# next worker that starts a trial of the study.
+HEARTBEAT_INTERVAL_S = 60
+HEARTBEAT_GRACE_S = 180
+# How long a SQLite study's connection waits for another one's lock (seconds).
+SQLITE_BUSY_TIMEOUT_S = 60.0
+# Tries at opening a storage whose tables another worker is creating at the same moment.
+OPEN_ATTEMPTS = 3
 
 
 def storage_url(storage: str) -> str:
@@ -52,7 +65,10 @@ def open_study(
     pruner: optuna.pruners.BasePruner | None,
     seed: int,
 ) -> optuna.Study:
-    """The study `name` in `storage`, created when it is not there.
+    """The study `name` in `storage`, created when it is not there. Its trials draw from
+    `seed` and their numbers (`TrialSeededSampler`); a trial whose worker has sent no heartbeat
+    for `HEARTBEAT_GRACE_S` (killed, or its machine gone) is failed by the next worker that
+    starts a trial.
 
     Raises:
         ConfigError: the storage cannot be opened, or is a database of something else.
@@ -66,31 +82,62 @@ def open_study(
     if problem is not None:
         raise ConfigError(f"--storage {shown_url(storage)} cannot be used: {problem}")
     try:
-        rdb = optuna.storages.RDBStorage(storage)
-        existing = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(rdb)}
-        # A study continued by another call samples on from a seed of its own: the same seed
-        # would propose the first call's random start points again.
-        sampler = optuna.samplers.TPESampler(seed=seed + existing.get(name, 0))
         return optuna.create_study(
             study_name=name,
-            storage=rdb,
+            storage=_rdb_storage(storage),
             direction=direction,
-            sampler=sampler,
+            sampler=TrialSeededSampler(seed),
             pruner=pruner,
             load_if_exists=True,
         )
     except (SQLAlchemyError, ArgumentError, ValueError, ModuleNotFoundError) as exc:
-        problem = first_line(exc)
+        problem = hide_password(first_line(exc), storage)
         raise ConfigError(f"--storage {shown_url(storage)} cannot be opened: {problem}") from None
 
 
-def check_study(study: optuna.Study, metric: str, space: SearchSpace) -> None:
-    """Record what a new study judges trials by, its fixed overrides and its space; refuse a
-    study started with others (its trials would be mixed with this call's).
+def _rdb_storage(storage: str) -> optuna.storages.RDBStorage:
+    """The storage, with heartbeats; opened again after a short, random wait when another
+    worker was creating its tables at the same moment (PostgreSQL then refuses one of the two
+    `CREATE TABLE`s with a unique violation)."""
+    import warnings
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage,
+                    engine_kwargs=_engine_kwargs(storage),
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=HEARTBEAT_GRACE_S,
+                )
+        except (IntegrityError, ProgrammingError) as exc:
+            creating = isinstance(exc, IntegrityError) or "already exists" in str(exc)
+            if not creating or attempt == OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0))
+    raise AssertionError("unreachable")
+
+
+def _engine_kwargs(storage: str) -> dict[str, object]:
+    """A SQLite study waits up to `SQLITE_BUSY_TIMEOUT_S` for a lock that another connection
+    holds (the worker's heartbeat thread, a second worker, a reader) instead of sqlite3's
+    5 s, which a busy machine exceeds ("database is locked")."""
+    if storage.startswith("sqlite:"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return {}
+
+
+def check_study(study: optuna.Study, metric: str, direction: str, space: SearchSpace) -> None:
+    """Record what a new study judges trials by, its fixed overrides (without the credentials
+    of their URLs: `without_secrets`) and its space; refuse a study started with others (its
+    trials would be mixed with this call's), or one that optimizes the other way.
 
     Raises:
-        ConfigError: the study judges trials by another metric, or was started with other
-            fixed overrides or another search space.
+        ConfigError: the study judges trials by another metric or in the other direction, or
+            was started with other fixed overrides or another search space.
     """
     attrs = study.user_attrs
     recorded = attrs.get("metric")
@@ -99,12 +146,19 @@ def check_study(study: optuna.Study, metric: str, space: SearchSpace) -> None:
             f"the study '{study.study_name}' judges trials by {recorded}, not {metric}: use "
             f"--metric {recorded}, or --study NAME to start another study ({ANOTHER_OUT})"
         )
-    now = {"fixed": _as_dict(space.fixed), "space": space.describe()}
+    its_direction = study.direction.name.lower()
+    if its_direction != direction:
+        raise ConfigError(
+            f"the study '{study.study_name}' was created to {its_direction} its trials' values, "
+            f"but {metric} is to be {direction.removesuffix('e')}ed: its best trial would be the "
+            f"worst; use --study NAME to start another study ({ANOTHER_OUT})"
+        )
+    now = {"fixed": without_secrets(space.fixed_settings()), "space": space.describe()}
     differences = [
         f"{what} {change}"
         for what, values in now.items()
         if what in attrs
-        for change in _changes(attrs[what], values)
+        for change in _changes(without_secrets(attrs[what]), values)
     ]
     if differences:
         raise ConfigError(
@@ -115,10 +169,6 @@ def check_study(study: optuna.Study, metric: str, space: SearchSpace) -> None:
     for key, value in {"metric": metric, **now}.items():
         if key not in attrs:
             study.set_user_attr(key, value)
-
-
-def _as_dict(overrides: list[str]) -> dict[str, str]:
-    return {key: value for key, _, value in (o.partition("=") for o in overrides)}
 
 
 def _changes(old: dict[str, str], new: dict[str, str]) -> list[str]:

@@ -1,0 +1,113 @@
+"""A sweep stopped from outside, with the real Optuna, MLflow and PostgreSQL: SIGTERM before
+or during a trial's fit, and a tracking store that goes away mid-sweep, each end the sweep in
+one line and never leave its trial RUNNING."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+
+from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+
+from ..conftest import SMALL_NETWORK, fast_digits_overrides
+from .test_sweep import LR
+
+
+@pytest.mark.slow
+def test_sigterm_fails_the_trial_and_ends_the_sweep(digit_folder: Path, tmp_path: Path) -> None:
+    """SIGTERM (a `kill`, a stopped container), before the fit or during it: the trial fails
+    with the reason said, its MLflow run and the sweep's are KILLED, one line, exit code 143."""
+    from tests.test_output import mlfactory_process
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    overrides = [
+        *fast_digits_overrides(digit_folder, tmp_path, epochs=50),
+        *SMALL_NETWORK,
+        "model.freeze_backbone=true",
+    ]
+    args = ["sweep", "digits", *overrides, LR, "--trials", "1", "--no-prune"]
+    args += ["--storage", storage, "--out", "runs"]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+
+    def running(trials: int) -> bool:  # the worker's trial has started (its data not ready)
+        try:  # read only: asking Optuna would create the tables the worker is creating
+            with sqlite3.connect(f"file:{tmp_path / 'optuna.db'}?mode=ro", uri=True) as db:
+                return bool(db.execute("SELECT count(*) FROM trials").fetchone()[0] == trials)
+        except sqlite3.Error:
+            return False
+
+    def fitting(trials: int) -> bool:
+        return (tmp_path / "runs" / f"trial-{trials - 1}" / "checkpoints" / "last.ckpt").is_file()
+
+    for trials, started in ((1, running), (2, fitting)):
+        process = mlfactory_process(args, tmp_path)
+        deadline = time.monotonic() + 600
+        while not started(trials) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started(trials), process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 143, stderr
+        assert "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1] == (
+            "terminated (SIGTERM); the study 'digits-sweep' keeps its 0 finished trial(s): run "
+            "the same command to add more"
+        )
+        study = optuna.load_study(study_name="digits-sweep", storage=storage)
+        trial = study.trials[-1]
+        assert trial.state == optuna.trial.TrialState.FAIL
+        assert trial.user_attrs["error"] == "terminated (SIGTERM)"
+        assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
+        if trial.user_attrs.get("mlflow_run_id") or trials == 2:
+            assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_a_tracking_store_that_goes_away_mid_sweep_is_one_line(
+    digit_folder: Path,
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """The MLflow database stops taking connections while a trial trains: one `error:` line
+    naming the store (the sweep's clean-up, which fails too, hides nothing), exit code 2."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.test_output import mlfactory_process
+
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("DROP DATABASE IF EXISTS mlflow_gone WITH (FORCE)"))
+        connection.execute(text("CREATE DATABASE mlflow_gone"))
+    store = make_url(postgres_url).set(database="mlflow_gone").render_as_string(False)
+    long_run = fast_digits_overrides(digit_folder, tmp_path, epochs=50)
+    overrides = [o for o in long_run if not o.startswith("tracking.tracking_uri=")]
+    overrides += [*SMALL_NETWORK, "model.freeze_backbone=true", f"tracking.tracking_uri={store}"]
+    args = ["sweep", "digits", *overrides, LR, "--trials", "2", "--no-prune"]
+    args += ["--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--out", "runs"]
+    process = mlfactory_process(args, tmp_path)
+    last = tmp_path / "runs" / "trial-0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 600
+    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert last.is_file(), process.communicate()[1]
+    with admin.connect() as connection:
+        connection.execute(text("ALTER DATABASE mlflow_gone ALLOW_CONNECTIONS false"))
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = 'mlflow_gone'"
+            )
+        )
+    admin.dispose()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    final = stderr.strip().splitlines()[-1]
+    assert final.startswith(f"error: the MLflow store {make_url(store)} stopped answering"), stderr
