@@ -73,3 +73,16 @@ def postgres_url() -> Iterator[str]:
             timeout=START_TIMEOUT_S,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(postgres_url: str, name: str) -> str:
+    """The URL of a new, empty database `name` on the test server."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)

@@ -24,7 +24,7 @@ from mlfactory.cli import app
 from mlfactory.errors import BundleError
 from mlfactory.mlflow_reach import HTTP_LIMITS, QUIET_URLS, bound_mlflow_waits, reachable
 from mlfactory.serving.process import HOST, free_port
-from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+from tests.postgres import fresh_database, postgres_url  # noqa: F401  (the fixture)
 from tests.test_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -231,20 +231,10 @@ def test_a_store_another_process_is_creating_is_waited_for_not_called_foreign(
     worker started at the same moment). It is waited for; the tables of another program are
     still refused."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
     from mlfactory.mlflow_reach import database_tables, foreign_database_problem
 
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        for name in ("mlflow_half", "shop"):
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-            connection.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    half, shop = (
-        make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-        for name in ("mlflow_half", "shop")
-    )
+    half, shop = (fresh_database(postgres_url, name) for name in ("mlflow_half", "shop"))
     engine = create_engine(half)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE experiments (experiment_id INTEGER)"))

@@ -125,6 +125,29 @@ def test_torch_stopping_the_other_ranks_is_quiet_unless_verbose() -> None:
         spawn_log.setLevel(logging.NOTSET)
 
 
+def test_a_library_s_traceback_of_a_stop_is_quiet_unless_verbose(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SQLAlchemy logs "Exception during reset or similar" with a traceback at ERROR when a
+    SIGTERM's SystemExit lands while it resets a pooled connection; the command's own line
+    says it stopped. Its other errors still show."""
+    pool_log = logging.getLogger("sqlalchemy.pool.impl.QueuePool")
+    for verbose, shown in ((False, False), (True, True)):
+        configure_output(verbose)
+        for stop in (SystemExit(143), KeyboardInterrupt()):
+            try:
+                raise stop
+            except BaseException:
+                pool_log.error("Exception during reset or similar", exc_info=True)
+        assert ("Exception during reset" in capsys.readouterr().err) is shown
+    configure_output(False)
+    try:
+        raise OSError("connection refused")
+    except OSError:
+        pool_log.error("Exception during reset or similar", exc_info=True)
+    assert "connection refused" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_default_run_prints_one_line_per_phase_and_no_noise(
     text_runs: dict[str, Finished],

@@ -91,13 +91,19 @@ class _StderrHandler(logging.StreamHandler):
 
 
 class _QuietFilter(logging.Filter):
-    """Drops records of `QUIET_LOGGERS` below their level, however the library set its own.
+    """Drops records of `QUIET_LOGGERS` below their level, however the library set its own, and
+    any library's record of a Ctrl-C or SIGTERM passing through it (SQLAlchemy logs one at
+    ERROR with its traceback when it lands while a pooled connection is reset): the command
+    says in its own line that it stopped.
 
     A filter on the root handler, not logger levels: Lightning and MLflow set their loggers'
     levels when imported, which happens after the CLI starts.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            return False  # a library's traceback of the Ctrl-C or SIGTERM the command reports
         for name, level in QUIET_LOGGERS.items():
             if record.name == name or record.name.startswith(name + "."):
                 return record.levelno >= level

@@ -21,7 +21,7 @@ from mlfactory.cli import app
 from mlfactory.serving.process import free_port
 from mlfactory.training.search_space import parse_search_space
 from mlfactory.training.sweep import run_sweep, trial_value
-from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+from tests.postgres import fresh_database, postgres_url  # noqa: F401  (the fixture)
 
 from ..conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
 from ..test_cli import assert_one_line_error
@@ -210,18 +210,8 @@ def test_workers_share_a_study_on_postgresql(
 ) -> None:
     """Two processes, as two machines would, run trials of one study stored in PostgreSQL,
     tracked to one MLflow store on the same server."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        for name in ("optuna_sweep", "mlflow_sweep"):
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-            connection.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = make_url(postgres_url)
-    storage = url.set(database="optuna_sweep").render_as_string(hide_password=False)
-    store = url.set(database="mlflow_sweep").render_as_string(hide_password=False)
+    storage = fresh_database(postgres_url, "optuna_sweep")
+    store = fresh_database(postgres_url, "mlflow_sweep")
     command = [
         sys.executable, "-m", "mlfactory.cli", "sweep", "digits",
         *sweep_overrides(digit_folder, tmp_path, store), LR,

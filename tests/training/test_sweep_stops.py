@@ -13,7 +13,7 @@ import mlflow
 import optuna
 import pytest
 
-from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+from tests.postgres import fresh_database, postgres_url  # noqa: F401  (the fixture)
 
 from ..conftest import SMALL_NETWORK, fast_digits_overrides
 from .test_sweep import LR
@@ -81,11 +81,8 @@ def test_a_tracking_store_that_goes_away_mid_sweep_is_one_line(
 
     from tests.test_output import mlfactory_process
 
+    store = fresh_database(postgres_url, "mlflow_gone")
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text("DROP DATABASE IF EXISTS mlflow_gone WITH (FORCE)"))
-        connection.execute(text("CREATE DATABASE mlflow_gone"))
-    store = make_url(postgres_url).set(database="mlflow_gone").render_as_string(False)
     long_run = fast_digits_overrides(digit_folder, tmp_path, epochs=50)
     overrides = [o for o in long_run if not o.startswith("tracking.tracking_uri=")]
     overrides += [*SMALL_NETWORK, "model.freeze_backbone=true", f"tracking.tracking_uri={store}"]

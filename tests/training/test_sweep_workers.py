@@ -30,25 +30,12 @@ from mlfactory.training.sweep_failures import NO_REASON
 from mlfactory.training.sweep_lock import study_setup_lock
 from mlfactory.training.sweep_parent import gone_store_error, parent_run
 from mlfactory.training.sweep_study import check_study, claim_out, open_study
-from tests.postgres import postgres_url  # noqa: F401  (the fixture)
+from tests.postgres import fresh_database, postgres_url  # noqa: F401  (the fixture)
 
 from ..conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
 
 LR = FloatDistribution(1e-4, 1e-2, log=True)
 SPACE = ["trainer.lr=tag(log,interval(1e-4,1e-2))"]
-
-
-def fresh_database(postgres_url: str, name: str) -> str:  # noqa: F811
-    """The URL of a new, empty database `name` on the test server."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
 
 
 def together(work: Callable[[], Any], workers: int = 2) -> list[Any]:
@@ -234,18 +221,8 @@ def test_workers_started_together_on_empty_databases(
     """Two workers started at the same moment on an empty Optuna storage and an empty MLflow
     store: both create what they need without tripping over the other, draw different values,
     and nest their trials under one sweep run."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        for name in ("optuna_together", "mlflow_together"):
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-            connection.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    url = make_url(postgres_url)
-    storage = url.set(database="optuna_together").render_as_string(hide_password=False)
-    store = url.set(database="mlflow_together").render_as_string(hide_password=False)
+    storage = fresh_database(postgres_url, "optuna_together")
+    store = fresh_database(postgres_url, "mlflow_together")
     one_epoch = fast_digits_overrides(digit_folder, tmp_path, epochs=1)
     overrides = [o for o in one_epoch if not o.startswith("tracking.tracking_uri=")]
     overrides += [*SMALL_NETWORK, f"tracking.tracking_uri={store}"]
