@@ -35,7 +35,10 @@ def test_sigterm_fails_the_trial_and_ends_the_sweep(digit_folder: Path, tmp_path
     args += ["--storage", storage, "--out", "runs"]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
 
-    def running(trials: int) -> bool:  # the worker's trial has started (its data not ready)
+    def running(trials: int) -> bool:  # the trial's training has started (its data not ready)
+        if not (tmp_path / "runs" / f"trial-{trials - 1}").is_dir():
+            return False  # Optuna may still be making the trial: a SIGTERM there leaves it
+            # RUNNING until its heartbeats' grace period ends (docs/cli.md, sweep)
         try:  # read only: asking Optuna would create the tables the worker is creating
             with sqlite3.connect(f"file:{tmp_path / 'optuna.db'}?mode=ro", uri=True) as db:
                 return bool(db.execute("SELECT count(*) FROM trials").fetchone()[0] == trials)
