@@ -230,14 +230,25 @@ class Predictor:
         return results
 
     def check(self) -> None:
-        """Run one all-zeros input through the model and check what comes out.
+        """Run the encoder's test input, when it has one (`test_input`), through the bundle's
+        own preprocessing, and one all-zeros input through the model; check what comes out.
 
-        Catches a model that does not fit its own metadata (inputs, label count) before it
-        serves anyone, and warms the session up.
+        Catches preprocessing that fails every input (e.g. a NaN mean) and a model that does
+        not fit its own metadata (inputs, label count) before it serves anyone, and warms the
+        session up.
 
         Raises:
-            BundleError: the model's inputs or outputs do not match the bundle.
+            BundleError: the preprocessing fails its test input, or the model's inputs or
+                outputs do not match the bundle.
         """
+        test_input = getattr(self.encoder, "test_input", None)
+        if test_input is not None:
+            try:
+                self.encode(test_input())
+            except InputError as exc:
+                raise BundleError(
+                    f"{self.bundle.path}: its preprocessing fails on a test input: {exc}"
+                ) from None
         shapes = self.encoder.input_shapes()
         types = {node.name: node.type for node in self.session.get_inputs()}
         if set(types) != set(shapes):

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mlfactory.serving.run import memory_limit_warning
-from mlfactory.serving.settings import ServingSettings
+from mlfactory.serving.run import WORKER_BASE_BYTES, memory_limit_warning
+from mlfactory.serving.settings import DECODE_WORST_BYTES, ServingSettings
 
 from .tools import KUBERNETES, ROOT
 
@@ -48,6 +48,20 @@ def test_full_request_bodies_fit_the_memory_limit(where: str, tmp_path: Path) ->
     (tmp_path / "memory.max").write_text(str(int(limit[:-2]) * UNITS[limit[-2:]]))
     # the server's own start-up check, against a cgroup file holding the pod's limit
     assert memory_limit_warning(settings, settings.workers, tmp_path) is None
+
+
+@pytest.mark.parametrize("where", list(DEPLOYMENTS))
+def test_bodies_and_decoded_images_fit_the_memory_limit(where: str) -> None:
+    """docs/deployment.md's rule: connections x request bytes + decodes x the worst decode
+    + the worker, per worker, within the limit."""
+    [container] = DEPLOYMENTS[where]()["containers"]
+    values = {env["name"]: env["value"] for env in container["env"] if "value" in env}
+    settings = ServingSettings.from_env(values)
+    limit = container["resources"]["limits"]["memory"]
+    bodies = settings.max_connections * settings.max_request_bytes
+    decodes = settings.max_concurrent_decodes * DECODE_WORST_BYTES
+    needed = settings.workers * (bodies + decodes + WORKER_BASE_BYTES)
+    assert needed <= int(limit[:-2]) * UNITS[limit[-2:]]
 
 
 @pytest.mark.parametrize("where", list(DEPLOYMENTS))
@@ -90,7 +104,11 @@ def test_the_docs_deployment_is_the_manifests_in_what_keeps_it_up() -> None:
     [ours], [theirs] = manifest["containers"], docs["containers"]
     for key in ("lifecycle", "resources", "securityContext"):
         assert ours[key] == theirs[key], key
-    limits = ("MLFACTORY_MAX_REQUEST_BYTES", "MLFACTORY_MAX_CONNECTIONS")
+    limits = (
+        "MLFACTORY_MAX_REQUEST_BYTES",
+        "MLFACTORY_MAX_CONNECTIONS",
+        "MLFACTORY_MAX_CONCURRENT_DECODES",
+    )
     for name in (*limits, "MLFACTORY_SHUTDOWN_TIMEOUT_S", "MLFACTORY_ORT_INTRA_OP_THREADS"):
         [mine] = [env for env in ours["env"] if env["name"] == name]
         assert mine in theirs["env"], name

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlfactory.errors import InputError
+from mlfactory.errors import ConfigError, InputError
 from mlfactory.modalities import get_modality
 from mlfactory.modalities.image import decode_image, preprocess_image
 from tests.hostile_files import EPS, stripe_png
@@ -22,6 +22,7 @@ SEED_PARAMS = {
     "mean": [0.485, 0.456, 0.406],
     "std": [0.229, 0.224, 0.225],
 }
+IMAGE = get_modality("image")
 STAMPS = Path(__file__).parents[1] / "fixtures" / "tuxpaint" / "stamps"
 
 
@@ -220,3 +221,27 @@ def test_a_large_jpeg_is_decoded_at_the_scale_the_crop_needs() -> None:
     ours = encoder(photo)["pixel_values"]
     assert ours.shape == full.shape
     assert np.abs(ours - full).mean() < 0.05  # 0.05 of a std: ~3 of 255 levels
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"mean": [0.5, float("nan"), 0.5]}, "preprocess.mean: [0.5, nan, 0.5] must hold finite"),
+        ({"std": [0.2, 0.2, float("inf")]}, "preprocess.std: [0.2, 0.2, inf] must hold finite"),
+        ({"std": [0.2, float("nan"), 0.2]}, "preprocess.std: [0.2, nan, 0.2] must hold finite"),
+        ({"std": [0.2, -1.0, 0.2]}, "must hold numbers > 0"),
+    ],
+)
+def test_preprocessing_refuses_non_finite_or_non_positive_mean_and_std(
+    changes: dict[str, list[float]], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        IMAGE.preprocessing({**SEED_PARAMS, **changes})
+    assert fragment in str(refused.value)
+
+
+def test_the_encoders_test_input_encodes_to_finite_values() -> None:
+    encoder = IMAGE.encoder(IMAGE.preprocessing(SEED_PARAMS))
+    (pixels,) = encoder(encoder.test_input()).values()
+    assert pixels.shape == (3, SEED_PARAMS["crop_size"], SEED_PARAMS["crop_size"])
+    assert np.isfinite(pixels).all()

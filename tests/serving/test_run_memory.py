@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from mlfactory.serving.run import WORKER_BASE_BYTES, cgroup_memory_limit, memory_limit_warning
-from mlfactory.serving.settings import ServingSettings
+from mlfactory.serving.settings import DECODE_WORST_BYTES, ServingSettings
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 # What deploy/kubernetes/mlfactory.yaml sets for its 2 GiB limit.
-MANIFEST = ServingSettings(max_request_bytes=32 * MIB, max_connections=32)
+MANIFEST = ServingSettings(max_request_bytes=32 * MIB, max_connections=32, max_concurrent_decodes=1)
 
 
 def cgroup(root: Path, version: int, limit: str) -> Path:
@@ -33,13 +33,19 @@ def test_the_defaults_under_a_2_gib_limit_are_warned_of(tmp_path: Path, version:
     assert warning.startswith("the memory limit (2048 MiB) is below what 1 worker(s) may hold")
     assert "MLFACTORY_MAX_CONNECTIONS=512" in warning
     assert "MLFACTORY_MAX_REQUEST_BYTES=104857600" in warning
-    assert f"is {(512 * 100 * MIB + WORKER_BASE_BYTES) // MIB} MiB" in warning
+    assert "MLFACTORY_MAX_CONCURRENT_DECODES=4 image decodes" in warning
+    needed = 512 * 100 * MIB + 4 * DECODE_WORST_BYTES + WORKER_BASE_BYTES
+    assert f"is {needed // MIB} MiB" in warning
 
 
 def test_the_manifests_settings_fit_its_limit_for_one_worker_not_two(tmp_path: Path) -> None:
     root = cgroup(tmp_path, 2, str(2 * GIB))
     assert memory_limit_warning(MANIFEST, 1, root) is None
     assert memory_limit_warning(MANIFEST, 2, root) is not None  # each worker has its bodies
+    two_decodes = ServingSettings(
+        max_request_bytes=32 * MIB, max_connections=32, max_concurrent_decodes=2
+    )
+    assert memory_limit_warning(two_decodes, 1, root) is not None  # and its decoded images
 
 
 @pytest.mark.parametrize(

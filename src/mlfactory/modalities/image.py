@@ -68,7 +68,8 @@ class ImagePreprocessing:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
     def cross_check(self, prefix: str) -> None:
-        """The crop fits in the resized image; mean and std have one value per RGB channel."""
+        """The crop fits in the resized image; mean and std have one finite value per RGB
+        channel, and std's are > 0 (NaN or infinity would make every input NaN)."""
         if self.crop_size > self.resize_size:
             raise ConfigError(
                 f"{prefix}crop_size: {self.crop_size} is larger than {prefix}resize_size "
@@ -78,6 +79,8 @@ class ImagePreprocessing:
             values = getattr(self, name)
             if len(values) != 3:
                 raise ConfigError(f"{prefix}{name}: {values} must hold 3 numbers (R, G, B)")
+            if not all(math.isfinite(value) for value in values):
+                raise ConfigError(f"{prefix}{name}: {values} must hold finite numbers")
         if any(value <= 0 for value in self.std):
             raise ConfigError(f"{prefix}std: {self.std} must hold numbers > 0")
 
@@ -249,6 +252,14 @@ class ImageEncoder:
     def __call__(self, raw: bytes) -> dict[str, np.ndarray]:
         image = decode_image(raw, min_short_side=int(self.params["resize_size"]))
         return {INPUT_NAME: preprocess_image(image, self.params)}
+
+    def test_input(self) -> bytes:
+        """A mid-grey PNG of the resize size: what `Predictor.check` runs through this
+        encoder, so preprocessing that cannot give finite values fails when a bundle loads."""
+        side = int(self.params["resize_size"])
+        buffer = io.BytesIO()
+        Image.new("RGB", (side, side), (128, 128, 128)).save(buffer, format="PNG")
+        return buffer.getvalue()
 
     def input_shapes(self) -> dict[str, list[int]]:
         """ONNX input shapes for one item (batch axis excluded)."""

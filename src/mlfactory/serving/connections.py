@@ -16,16 +16,19 @@
   connection is closed; such a connection counts as idle for the connection limit;
 - at most `max_connections` connections are open at once. When one more arrives, the
   connection that has waited longest without a request in progress is closed to make room;
-  only when every connection is busy is the new one refused (503). An idle flood therefore
-  never locks out a new client, and file descriptors stay below the process limit.
+  when every connection is busy, the new one is let in past the limit for a health probe only
+  (`GET` or `HEAD /health`; anything else is refused 503 once its head arrives), and with one
+  such connection open one more is refused (503) at once. An idle flood therefore never locks
+  out a new client, busy connections (slow bodies) never fail the probes that keep a pod alive,
+  and file descriptors stay below the process limit.
 
 A request the HTTP parser rejects (a malformed request line, header or chunk) is answered 400
 with a JSON `detail` and an `X-Request-ID`, like every other error, and counted as a 400 (not
 as a client that hung up) when the app was already reading its body.
 
-The body has its own timeout, in the app (`middleware.BodyTimeoutMiddleware`). Guard events are
-counted in `mlfactory_connection_guard_events_total{event}` and logged as warnings, each kind at
-most once per `LOG_INTERVAL_S`, with a count.
+The body has its own timeout and deadline, in the app (`middleware.BodyTimeoutMiddleware`).
+Guard events are counted in `mlfactory_connection_guard_events_total{event}` and logged as
+warnings, each kind at most once per `LOG_INTERVAL_S`, with a count.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ PROTOCOL = "mlfactory.serving.connections:GuardedHttpProtocol"
 # What a parsed head adds to its URL and header bytes: "GET ", " HTTP/1.1\r\n", ": " and "\r\n"
 # per header, the blank line.
 HEAD_FRAMING_BYTES = 16
+# What a connection past the limit may ask for (see the module docstring).
+HEALTH_PATH = b"/health"
+PROBE_METHODS = (b"GET", b"HEAD")
 
 
 @functools.cache
@@ -103,6 +109,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_refused = False  # answered 431: nothing more of this connection is parsed
         self.drain_timer: asyncio.TimerHandle | None = None  # see `_drain_unread_body`
+        self.probes_only = False  # past the connection limit: health probes only
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -136,7 +143,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._parsed_head_bytes() > self.max_header_bytes:
             self._refuse_large_head()
             return
+        if self.probes_only and not self._is_health_probe():
+            self.head_refused = True  # nothing more of this connection is parsed
+            GUARD_LOG.add("refused", f"request refused: {env_name('max_connections')} busy (503)")
+            self._refuse(503, "the server has too many open connections; retry shortly")
+            return
         super().on_headers_complete()
+
+    def _is_health_probe(self) -> bool:
+        path = self.url.split(b"?", 1)[0]
+        return path == HEALTH_PATH and self.parser.get_method() in PROBE_METHODS
 
     def on_body(self, body: bytes) -> None:
         if not self.head_refused:
@@ -247,7 +263,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refuse(408, f"request head not received within {self.header_timeout_s:g} s; closing")
 
     def _make_room(self) -> None:
-        """Close the connection idle the longest, or refuse this one if none is idle."""
+        """Close the connection idle the longest; if none is idle, let this one in for health
+        probes only, or refuse it when such a connection is already open."""
         idle = [
             other
             for other in self.connections
@@ -261,6 +278,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 "idle_closed",
                 f"idle connection closed to stay within {env_name('max_connections')}",
             )
+            return
+        if len(self.connections) <= self.max_connections + 1:  # one more, for health probes
+            self.probes_only = True
             return
         GUARD_LOG.add("refused", f"connection refused: {env_name('max_connections')} busy (503)")
         self._refuse(503, "the server has too many open connections; retry shortly")

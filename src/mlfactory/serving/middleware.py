@@ -7,9 +7,11 @@ labelled with the class of its status (`2xx`...): a 4xx lasts as long as the cli
 (a 408 waits for a body that stopped arriving, a 499 for a client that hung up), so the latency
 SLO reads the 2xx and 5xx answers only.
 
-A request body must keep arriving: a wait of more than `body_timeout_s` for its next part
-(a client that declared more bytes than it sends, or sends them a byte at a time) raises
-`BodyTimeout`, answered 408 and with the connection closed.
+A request body must keep arriving, and arrive whole in time: a wait of more than
+`body_timeout_s` for its next part (a client that declared more bytes than it sends), or a body
+still arriving `body_deadline_s` after the app began reading it (a client that sends a byte now
+and then, never pausing long enough for the first rule), raises `BodyTimeout`, answered 408 and
+with the connection closed.
 """
 
 from __future__ import annotations
@@ -108,34 +110,47 @@ class BodyTimeout(InputError):
 
 
 class BodyTimeoutMiddleware:
-    """Fails a request whose body does not keep arriving (see the module docstring)."""
+    """Fails a request whose body does not keep arriving, or takes longer than the deadline
+    (see the module docstring). Without `deadline_s`, the app's `state.settings` gives it."""
 
-    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, timeout_s: float, deadline_s: float | None = None) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        deadline_s = self.deadline_s
+        if deadline_s is None:
+            deadline_s = float(scope["app"].state.settings.body_deadline_s)
+        ends_at = asyncio.get_running_loop().time() + deadline_s
         body_done = False
 
         async def receive_in_time() -> Message:
             nonlocal body_done
             if body_done:  # later calls wait for a disconnect, which may take any time
                 return await receive()
+            left = ends_at - asyncio.get_running_loop().time()
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(max(0.0, min(self.timeout_s, left))):
                     message = await receive()
             except TimeoutError:
-                raise BodyTimeout(
-                    f"the request body stopped arriving: nothing for {self.timeout_s:g} s",
-                    408,
-                ) from None
+                raise self._timeout(deadline_s, past_deadline=left <= self.timeout_s) from None
             body_done = message["type"] != "http.request" or not message.get("more_body")
             return message
 
         await self.app(scope, receive_in_time, send)
+
+    def _timeout(self, deadline_s: float, past_deadline: bool) -> BodyTimeout:
+        if past_deadline:
+            return BodyTimeout(
+                f"the request body did not arrive within {deadline_s:g} s; send it faster", 408
+            )
+        return BodyTimeout(
+            f"the request body stopped arriving: nothing for {self.timeout_s:g} s", 408
+        )
 
 
 def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:

@@ -1,12 +1,15 @@
 """`POST /v1/predict`: read the inputs, encode them, batch them through the model, log, answer.
 
 The event loop only streams the body and awaits: decoding and preprocessing run in the request
-threadpool, the model call in the batcher's runner thread, the log commit in the log's writer
-thread. A prediction is answered only after its log row is committed (see `prediction_log`).
+threadpool, at most `max_concurrent_decodes` requests at once per worker (`DecodeGate`: a
+decoded image may take hundreds of MiB, and the thread pool runs up to 40), the model call in
+the batcher's runner thread, the log commit in the log's writer thread. A prediction is
+answered only after its log row is committed (see `prediction_log`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -84,7 +87,7 @@ async def predict(request: Request) -> PredictResponse:
     predictor = current_predictor(request)
     read_inputs = INPUT_READERS[predictor.bundle.modality.api_input.kind]
     inputs = await read_inputs(request, settings)
-    encoded, summaries, digests = await run_in_threadpool(encode_inputs, predictor, inputs)
+    encoded, summaries, digests = await decode_gate(request).encode(predictor, inputs)
     batcher: Batcher = state.batcher
     try:
         output = await batcher.run(predictor, encoded)
@@ -140,6 +143,43 @@ def current_predictor(request: Request) -> Predictor:
     if predictor is None:
         raise HTTPException(503, "the model is not loaded yet; retry shortly")
     return predictor
+
+
+class DecodeGate:
+    """Lets at most `limit` requests of a worker decode and preprocess their inputs at once
+    (`MLFACTORY_MAX_CONCURRENT_DECODES`), so decoded pixels take at most `limit` times one
+    request's worth of memory; the other requests wait, in order, holding only their bodies.
+
+    `in_flight` and `peak` count the requests decoding now and the most there ever were.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.slots = asyncio.Semaphore(limit)
+        self.in_flight = 0
+        self.peak = 0
+
+    async def encode(
+        self, predictor: Predictor, inputs: list[tuple[str, bytes]]
+    ) -> tuple[list[Encoded], list[dict[str, object]], list[str]]:
+        """`encode_inputs` in the request thread pool, once a slot is free."""
+        async with self.slots:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                return await run_in_threadpool(encode_inputs, predictor, inputs)
+            finally:
+                self.in_flight -= 1
+
+
+def decode_gate(request: Request) -> DecodeGate:
+    """The app's `DecodeGate`, made at its first request (in the event loop it serves)."""
+    state = request.app.state
+    gate: DecodeGate | None = getattr(state, "decode_gate", None)
+    if gate is None:
+        settings: ServingSettings = state.settings
+        gate = state.decode_gate = DecodeGate(settings.max_concurrent_decodes)
+    return gate
 
 
 def encode_inputs(

@@ -20,6 +20,7 @@ from mlfactory.serving.multiprocess_metrics import metrics_dir
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.process import check_can_listen
 from mlfactory.serving.settings import (
+    DECODE_WORST_BYTES,
     ServingSettings,
     env_name,
     limits_warning,
@@ -184,8 +185,9 @@ def memory_limit_warning(
     """The start-up warning of a container memory limit that full request bodies can exceed.
 
     Each worker holds a request's body in memory while it arrives, so at worst it holds
-    `MLFACTORY_MAX_CONNECTIONS` bodies of `MLFACTORY_MAX_REQUEST_BYTES`, besides its base
-    (`WORKER_BASE_BYTES`). A limit below that lets a burst of large uploads get the container
+    `MLFACTORY_MAX_CONNECTIONS` bodies of `MLFACTORY_MAX_REQUEST_BYTES`, and
+    `MLFACTORY_MAX_CONCURRENT_DECODES` decoded images (`DECODE_WORST_BYTES` each), besides its
+    base (`WORKER_BASE_BYTES`). A limit below that lets a burst of large uploads get the container
     killed for memory (docs/deployment.md, "Memory"). None when there is no limit, or it fits.
 
     Args:
@@ -197,16 +199,19 @@ def memory_limit_warning(
     if limit is None:
         return None
     bodies = settings.max_connections * settings.max_request_bytes
-    needed = workers * (WORKER_BASE_BYTES + bodies)
+    decodes = settings.max_concurrent_decodes * DECODE_WORST_BYTES
+    needed = workers * (WORKER_BASE_BYTES + bodies + decodes)
     if needed <= limit:
         return None
     mib = 1024 * 1024
     return (
         f"the memory limit ({limit // mib} MiB) is below what {workers} worker(s) may hold: "
         f"{env_name('max_connections')}={settings.max_connections} request bodies of "
-        f"{env_name('max_request_bytes')}={settings.max_request_bytes} each, plus "
-        f"{WORKER_BASE_BYTES // mib} MiB, is {needed // mib} MiB; lower either setting or "
-        "raise the limit, else a burst of large uploads gets the server killed"
+        f"{env_name('max_request_bytes')}={settings.max_request_bytes} each, "
+        f"{env_name('max_concurrent_decodes')}={settings.max_concurrent_decodes} image "
+        f"decodes of up to {DECODE_WORST_BYTES // mib} MiB, plus {WORKER_BASE_BYTES // mib} "
+        f"MiB, is {needed // mib} MiB; lower a setting or raise the limit, else a burst of large "
+        "uploads gets the server killed"
     )
 
 

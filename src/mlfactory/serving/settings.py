@@ -33,10 +33,14 @@ OTHER_VARIABLES = frozenset(
         "CHROMIUM",  # the browser tests
         "CHROMEDRIVER",
         "FORCE_INSTALL",  # scripts/setup.sh
+        "SETUP_FOR",  # scripts/setup.sh: what to set up for (demo)
         "SKIP_APT",
     )
 )
 MEGABYTE = 1024 * 1024
+# The most memory one request's decoding may take: a 40-megapixel RGBA PNG (the pixel limit)
+# through the `mushrooms` encoder, measured (docs/serving.md, "Memory per image").
+DECODE_WORST_BYTES = 343 * MEGABYTE
 DEFAULT_LOG_URL = "sqlite:///predictions.db"
 # A gathering window longer than this is a configuration mistake, not a throughput setting.
 MAX_WAIT_LIMIT_MS = 1000.0
@@ -70,12 +74,14 @@ BOUNDS: dict[str, tuple[float, float, str]] = {
             "workers",
             "max_connections",
             "admin_failures_per_minute",
+            "max_concurrent_decodes",
         )
     },
     "max_files": (1, MAX_FILES_LIMIT, f"must be 1 to {MAX_FILES_LIMIT}"),
     "monitor_window": (1, MAX_WINDOW_ROWS, f"must be 1 to {MAX_WINDOW_ROWS}"),
     "header_timeout_s": (0.1, MAX_TIMEOUT_S, f"must be 0.1 to {MAX_TIMEOUT_S:g} (seconds)"),
     "body_timeout_s": (0.1, MAX_TIMEOUT_S, f"must be 0.1 to {MAX_TIMEOUT_S:g} (seconds)"),
+    "body_deadline_s": (0.1, MAX_TIMEOUT_S, f"must be 0.1 to {MAX_TIMEOUT_S:g} (seconds)"),
     "keep_alive_timeout_s": (
         0.1,
         MAX_KEEP_ALIVE_S,
@@ -130,9 +136,17 @@ class ServingSettings:
         header_timeout_s: a connection must send a whole request head (request line and
             headers) within this long of opening or of its first byte; else 408 and closed.
         body_timeout_s: the longest wait for the next part of a request body; else 408.
+        body_deadline_s: the longest a whole request body may take to arrive, from the end of
+            its head; else 408. A client trickling a byte now and then holds a connection this
+            long at most.
         max_header_bytes: largest request head (request line and headers); else 431.
         max_connections: most open connections per worker process. One more closes the
-            connection idle the longest, or is refused (503) when none is idle.
+            connection idle the longest, or is refused (503) when none is idle. A `GET` or
+            `HEAD /health` is let in even then, on one connection past the limit, so probes
+            answer while every connection is busy.
+        max_concurrent_decodes: most requests of one worker process decoding and
+            preprocessing their inputs at once; the others wait their turn. A decoded image
+            may take up to 343 MiB (a 40-megapixel RGBA PNG), so this bounds that memory.
         admin_failures_per_minute: failed authentications (admin or monitoring token)
             allowed per client address and minute; beyond it the guarded endpoints answer 429
             to that address for a minute.
@@ -177,8 +191,10 @@ class ServingSettings:
     keep_alive_timeout_s: float = 5.0
     header_timeout_s: float = 10.0
     body_timeout_s: float = 15.0
+    body_deadline_s: float = 60.0
     max_header_bytes: int = 32 * 1024
     max_connections: int = 512
+    max_concurrent_decodes: int = 4
     admin_failures_per_minute: int = 10
     monitor_every: str = "60s"
     monitor_window: int = 1000

@@ -61,17 +61,34 @@ def media_type(content_type: str | None) -> str:
     return parse_options_header(content_type or "")[0].decode("latin-1").lower()
 
 
-def check_json_type(content_type: str | None, example: str) -> None:
+def check_json_type(content_type: str | None, example: str, empty: bool = False) -> None:
     """Refuse a body declared as anything but JSON (415), naming the body to send instead.
 
-    No Content-Type is read as JSON. A browser sends `text/plain` to another site without
-    asking it first (a CORS "simple request"): refusing it keeps pages from posting here.
+    A missing Content-Type is refused too. A browser posts `text/plain`, or a `Blob` body with
+    no Content-Type at all, to another site without asking it first (a CORS "simple request");
+    `application/json` needs the site's consent (a preflight), so requiring it keeps web pages
+    from posting here. Only an `empty` body may come without one (`POST /v1/admin/reload`
+    with no body reloads the bundle being served).
     """
     kind = media_type(content_type)
-    if kind and kind != "application/json" and not kind.endswith("+json"):
+    if not kind and empty:
+        return
+    if not kind:
+        raise InputError(
+            f"no Content-Type header: send Content-Type: application/json and a body like "
+            f"{example}",
+            415,
+        )
+    if kind != "application/json" and not kind.endswith("+json"):
         raise InputError(
             f"unsupported content type '{kind}': send application/json like {example}", 415
         )
+
+
+def declares_no_body(headers: Mapping[str, str]) -> bool:
+    """The request says it has no body: no Transfer-Encoding, and no or a zero Content-Length."""
+    length = headers.get("content-length", "0").strip()
+    return "transfer-encoding" not in headers and length == "0"
 
 
 def check_body_headers(headers: Mapping[str, str], limit: int) -> None:
@@ -103,7 +120,7 @@ async def read_json_body(request: Request, limit: int, example: str) -> bytes:
     """The body of a JSON request without a UTF-8 byte order mark (which JSON parsers may
     ignore, RFC 8259): a body declared as other than JSON is refused (415), and one over
     `limit` bytes (413) as soon as its Content-Length or its bytes say so."""
-    check_json_type(request.headers.get("content-type"), example)
+    check_json_type(request.headers.get("content-type"), example, declares_no_body(request.headers))
     check_body_headers(request.headers, limit)
     body = (await read_body(request.stream(), limit)).removeprefix(BOM_UTF8)
     encoding = json.detect_encoding(body)  # RFC 4627's rule: the NUL bytes of its first four
