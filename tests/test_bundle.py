@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlfactory.bundle import MAX_LABEL_CHARS, load_bundle, parse_meta
+from mlfactory.bundle import MAX_LABEL_CHARS, MAX_LABELS, load_bundle, parse_meta
 from mlfactory.errors import BundleError
 from mlfactory.training.train import TrainResult
 
@@ -87,3 +87,41 @@ def test_values_the_log_stores_must_fit_its_columns(tmp_path: Path, key: str, mo
     with pytest.raises(BundleError, match=rf"{key} has {most + 1} characters; at most {most}"):
         parse_meta({**meta, key: "x" * (most + 1)}, tmp_path / "bundle.json")
     assert getattr(parse_meta({**meta, key: "x" * most}, tmp_path), key) == "x" * most
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("name", "digits 1\n2 -> digits", r"'\\n' at position 8"),
+        ("version", "1\r", r"'\\r' at position 1"),
+        ("version", "1\u2028forged", r"'\\u2028' at position 1"),
+        ("name", "\x1b[31mred", r"'\\x1b' at position 0"),
+    ],
+)
+def test_a_name_or_version_that_would_forge_log_lines_is_refused(
+    tmp_path: Path, key: str, value: str, shown: str
+) -> None:
+    """The server logs `reloaded: <name> <version> -> ...`: a newline would forge a line."""
+    meta = {"name": "m", "version": "1", "modality": "image", "preprocessing": {}}
+    meta["labels"] = ["cat", "dog"]
+    with pytest.raises(BundleError, match=rf"{key} holds the control character {shown}") as caught:
+        parse_meta({**meta, key: value}, tmp_path / "bundle.json")
+    assert "\n" not in str(caught.value)
+    assert parse_meta({**meta, key: "digits 1.0 ünïcode"}, tmp_path).name  # printable: fine
+
+
+def test_duplicate_labels_among_the_most_a_bundle_may_have_are_named(tmp_path: Path) -> None:
+    """Counted once each (the check was quadratic: hours for a million labels)."""
+    meta = {"name": "m", "version": "1", "modality": "image", "preprocessing": {}}
+    labels = [f"class {i}" for i in range(MAX_LABELS - 2)] + ["class 7", "class 99997"]
+    with pytest.raises(BundleError, match=r"duplicate labels \['class 7', 'class 99997'\]"):
+        parse_meta({**meta, "labels": labels}, tmp_path / "bundle.json")
+    labels[-2:] = ["extra 1", "extra 2"]
+    assert len(parse_meta({**meta, "labels": labels}, tmp_path).labels) == MAX_LABELS
+
+
+def test_more_labels_than_a_bundle_may_have_are_refused_in_one_line(tmp_path: Path) -> None:
+    meta = {"name": "m", "version": "1", "modality": "image", "preprocessing": {}}
+    labels = [f"class {i}" for i in range(MAX_LABELS + 1)]
+    with pytest.raises(BundleError, match=rf"{MAX_LABELS + 1} labels; a bundle may have at most"):
+        parse_meta({**meta, "labels": labels}, tmp_path / "bundle.json")

@@ -8,8 +8,11 @@ torch. Nothing in a bundle is ever unpickled.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import unicodedata
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,12 @@ REQUIRED_KEYS = ("name", "version", "modality", "labels", "preprocessing")
 MAX_LABEL_CHARS = 200
 # The longest name and version, and run id or data fingerprint, the log's columns hold.
 MAX_NAME_CHARS, MAX_VERSION_CHARS, MAX_ID_CHARS = 200, 100, 64
+# The most classes a bundle may have: each label is a series of `/metrics` (predictions per
+# label), created when the model is loaded. ImageNet-21k (21,841 classes) fits.
+MAX_LABELS = 100_000
+# Unicode categories refused in a name or version: control characters and line or paragraph
+# separators would forge lines in the server's log, which names the model on every reload.
+_LINE_BREAKING_CATEGORIES = {"Cc", "Zl", "Zp"}
 
 
 @dataclass
@@ -145,9 +154,11 @@ def copy_bundle(source: Path, out: Path) -> None:
             would change), a file of the bundle cannot be read (`cannot read <file>: <reason>`),
             `out` cannot be written (`cannot write <out>: <reason>`), or a copy fails part-way
             (`cannot copy <file> to <out>: <reason>`); `out` is not created.
+        BundleError: the bundle holds a symbolic link (`refuse_links`).
     """
     if is_within(out, source):
         raise BundleError(f"{out} is inside the bundle {source}: give a folder outside it")
+    refuse_links(source)
     tmp = out.parent / f".{out.name[:64]}.{uuid.uuid4().hex[:8]}.tmp"  # short: any name fits
 
     def copy_file(src: str, dst: str) -> object:
@@ -156,8 +167,8 @@ def copy_bundle(source: Path, out: Path) -> None:
         except OSError as exc:  # not copytree's to collect: the first failure stops the copy
             raise _copy_error(exc, src, out) from None
 
-    try:
-        shutil.copytree(source, tmp, copy_function=copy_file)
+    try:  # symlinks=True: a link added after the check is copied as a link, never followed
+        shutil.copytree(source, tmp, symlinks=True, copy_function=copy_file)
         tmp.rename(out)
     except shutil.Error as exc:  # a sub-folder copytree could not list or stamp
         src, _, why = exc.args[0][0]
@@ -178,12 +189,36 @@ def _copy_error(exc: OSError, source: str, out: Path) -> BundleError:
     return BundleError(f"cannot write {out}: {reason}")
 
 
+def refuse_links(folder: Path) -> None:
+    """Refuse a bundle holding symbolic links: its files must be its own.
+
+    A link in a bundle (`README.txt -> ~/.aws/credentials`, `extra -> $HOME`) would be read
+    through, or copied as the file it names, into the fetched bundle and the serving image built
+    from it. The bundle folder itself may be a link; nothing inside it may.
+
+    Raises:
+        BundleError: one line naming every link found (relative to `folder`).
+    """
+    links = []
+    for parent, folders, files in os.walk(folder):  # os.walk does not descend into links
+        for name in folders + files:
+            if os.path.islink(os.path.join(parent, name)):
+                links.append(os.path.relpath(os.path.join(parent, name), folder))
+    if links:
+        raise BundleError(
+            f"the bundle {folder} holds symbolic links ({', '.join(sorted(links)[:10])}): a "
+            "bundle's files must be regular files inside it; replace each link by the file "
+            "or remove it"
+        )
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Read a bundle folder (or a path to its `bundle.json`) and check it is complete and sane.
 
     Raises:
-        BundleError: the folder, `model.onnx` or `bundle.json` is missing or malformed; the
-            message is one line naming the file and the key.
+        BundleError: the folder, `model.onnx` or `bundle.json` is missing or malformed, or the
+            folder holds a symbolic link (`refuse_links`); the message is one line naming the
+            file and the key.
     """
     folder = Path(path)
     if folder.name == META_FILE:
@@ -202,6 +237,7 @@ def _read_bundle(folder: Path) -> Bundle:
         if not required.is_file():
             what = "is not a file" if required.exists() else "is missing"
             raise BundleError(f"incomplete bundle: {required} {what}")
+    refuse_links(folder)
     try:
         raw = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -213,7 +249,8 @@ def parse_meta(raw: Any, meta_path: Path) -> BundleMeta:
     """Check the decoded `bundle.json` and build its `BundleMeta`.
 
     Raises:
-        BundleError: not an object, a required key missing, or a value of the wrong kind.
+        BundleError: not an object, a required key missing, a value of the wrong kind, a
+            name or version holding a control character, or more than `MAX_LABELS` labels.
     """
     if not isinstance(raw, dict):
         raise BundleError(f"{meta_path} must hold a JSON object, not {type(raw).__name__}")
@@ -231,6 +268,8 @@ def parse_meta(raw: Any, meta_path: Path) -> BundleMeta:
     for key in ("name", "version", "modality"):
         if not isinstance(raw[key], str) or not raw[key].strip():
             raise BundleError(f"{meta_path}: {key} must be a non-empty string")
+    for key in ("name", "version"):
+        _refuse_line_breaks(key, raw[key], meta_path)
     _check_lengths(raw, meta_path)
     _check_labels(raw["labels"], meta_path)
     if not isinstance(raw["preprocessing"], dict):
@@ -271,14 +310,29 @@ def _check_lengths(raw: dict[str, Any], meta_path: Path) -> None:
             )
 
 
+def _refuse_line_breaks(key: str, value: str, meta_path: Path) -> None:
+    """Refuse a control character or line separator in a value the server's log prints."""
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in _LINE_BREAKING_CATEGORIES:
+            raise BundleError(
+                f"{meta_path}: {key} holds the control character {char!r} at position "
+                f"{index}: use printable characters only"
+            )
+
+
 def _check_labels(labels: Any, meta_path: Path) -> None:
-    if not isinstance(labels, list) or not all(
-        isinstance(label, str) and label for label in labels
-    ):
+    if not isinstance(labels, list):
+        raise BundleError(f"{meta_path}: labels must be a list of non-empty strings")
+    if len(labels) > MAX_LABELS:
+        raise BundleError(
+            f"{meta_path}: {len(labels)} labels; a bundle may have at most {MAX_LABELS} (each "
+            "label is a series of the server's metrics)"
+        )
+    if not all(isinstance(label, str) and label for label in labels):
         raise BundleError(f"{meta_path}: labels must be a list of non-empty strings")
     if len(labels) < 2:
         raise BundleError(f"{meta_path}: labels must name at least 2 classes")
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    duplicates = sorted(label for label, count in Counter(labels).items() if count > 1)
     if duplicates:
         raise BundleError(f"{meta_path}: duplicate labels {duplicates}: each label once")
     too_long = long_label(labels)

@@ -18,6 +18,9 @@ from mlfactory.errors import BundleError, first_line
 
 # How long an MLflow server may take to answer at all before it counts as unreachable.
 REACH_TIMEOUT_S = 10.0
+# Schemes whose user name, given without a password, is a credential (a token as basic auth):
+# `without_password` leaves it out. `git+https` and the like count by their last part.
+TOKEN_USER_SCHEMES = frozenset({"http", "https"})
 # Database stores whose first connection is tried before MLflow's (`_database_answers`).
 DATABASE_SCHEMES = ("postgresql", "mysql")
 # Tables every MLflow SQL store has: a database with other tables and not these is no store.
@@ -52,14 +55,25 @@ def bound_mlflow_waits(*uris: str) -> None:
 def without_password(uri: str) -> str:
     """`uri` (`scheme://user:password@host/...`) without its password, which the environment
     gives where it is used again (PGPASSWORD or ~/.pgpass for PostgreSQL, MLFLOW_TRACKING_PASSWORD
-    for a server); anything else unchanged."""
+    for a server); anything else unchanged.
+
+    The user name is kept, for the environment's password pairs with it; but an http(s) URL's
+    user name without a password is itself the credential (`https://ghp_TOKEN@github.com/...`,
+    a token as basic auth), and is left out with it. A database URL's lone user name
+    (`postgresql://mlf@db/mlflow`, the password from PGPASSWORD) is kept.
+    """
     try:
         parts = urllib.parse.urlsplit(uri)
-        if parts.password is None:
-            return uri
+        password = parts.password
     except ValueError:  # not a URL that can be split (an unbalanced `[` in its host)
         return uri
-    userinfo, _, host = parts.netloc.rpartition("@")
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return uri
+    if password is None and parts.scheme.lower().rpartition("+")[2] in TOKEN_USER_SCHEMES:
+        return urllib.parse.urlunsplit(parts._replace(netloc=host))
+    if password is None:
+        return uri
     user = userinfo.partition(":")[0]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
 

@@ -155,3 +155,51 @@ def test_images_are_written_once_as_files(
     assert first.path is not None and first.path.read_bytes() == mnist_pngs["2"][0].read_bytes()
     resolve_hf("mnist", ctx)
     assert len(fake_datasets["_calls"]) == 1  # the files are reused
+
+
+def test_a_row_naming_a_file_outside_the_caches_is_skipped_not_copied(
+    fake_datasets: dict[str, Any],
+    mnist_pngs: dict[str, list[Path]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A data set is not ours: a row's `path` is read only inside the caches of `datasets`
+    (where it downloads and extracts files), never elsewhere (`~/.aws/credentials`)."""
+    hf_cache = tmp_path / "hf-cache"
+    cached = hf_cache / "downloads" / "extracted" / "a.png"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(mnist_pngs["2"][0].read_bytes())
+    secret = tmp_path / "home" / ".aws" / "credentials"
+    secret.parent.mkdir(parents=True)
+    secret.write_bytes(mnist_pngs["7"][0].read_bytes())  # a valid image: only its place is wrong
+    escape = hf_cache / "link-out.png"
+    escape.symlink_to(secret)  # inside the cache by name, outside once resolved
+    undecoded = [
+        {"image": {"bytes": None, "path": str(cached)}, "label": 2},
+        {"image": {"bytes": None, "path": str(secret)}, "label": 7},
+        {"image": {"bytes": None, "path": str(escape)}, "label": 7},
+        {"image": {"bytes": mnist_pngs["7"][1].read_bytes(), "path": str(secret)}, "label": 7},
+    ]
+    monkeypatch.setattr(
+        sys.modules["datasets"],
+        "config",
+        types.SimpleNamespace(HF_DATASETS_CACHE=str(hf_cache)),
+        raising=False,
+    )
+    names = [str(d) for d in range(10)]
+    fake_datasets["hostile"] = {
+        "train": FakeDataset(undecoded, {"image": object(), "label": ClassLabel(names)})
+    }
+
+    found = resolve_hf("hostile", _ctx("hf:hostile", tmp_path / "cache", modality="image"))
+
+    assert Counter(item.label for item in found.items) == {"2": 1, "7": 1}
+    written = {item.path.read_bytes() for item in found.items if item.path is not None}
+    assert written == {cached.read_bytes(), mnist_pngs["7"][1].read_bytes()}
+    assert secret.read_bytes() not in written
+    reasons = {s["path"]: s["reason"] for s in found.skipped}
+    for row in (1, 2):
+        assert (
+            "outside the Hugging Face caches and the data set's folder: not read"
+            in reasons[f"hf:hostile:train:{row}"]
+        )

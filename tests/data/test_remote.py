@@ -198,6 +198,13 @@ def test_text_files_beside_a_usable_table_are_reported_unread(
             "https://h/d.zip?Signature=***&Key-Pair-Id=***&Policy=***",
         ),
         ("https://h/d.zip?token", "https://h/d.zip?token"),  # no value: nothing to hide
+        (
+            "https://h/d.zip?access_key=AK&client_secret=CS&sslpassword=SP&x=1",
+            "https://h/d.zip?access_key=***&client_secret=***&sslpassword=***&x=1",
+        ),
+        ("https://h/cb#access_token=zzz&state=s", "https://h/cb#access_token=***&state=s"),
+        ("https://h/d.zip?dl=1#id_token=zzz", "https://h/d.zip?dl=1#id_token=***"),
+        ("https://h/d.zip#sha256=ab", "https://h/d.zip#sha256=ab"),  # a checksum, not a secret
     ],
 )
 def test_a_signed_url_is_stored_with_its_credentials_masked(url: str, stored: str) -> None:

@@ -3,6 +3,7 @@ whose artifact store cannot be written here is refused before it trains."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -231,6 +232,34 @@ def test_run_state_and_params_keep_no_password_of_a_store(tmp_path: Path) -> Non
     ]
     assert without_secrets("sqlite:///mlruns.db") == "sqlite:///mlruns.db"
     assert without_secrets("http://[::1/x") == "http://[::1/x"  # not a URL: as it is
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        # an http(s) URL's lone user name is a token used as basic auth: left out
+        (
+            "https://ghp_T0KEN@github.com/o/r/archive/main.zip",
+            "https://github.com/o/r/archive/main.zip",
+        ),
+        ("git+https://ghp_T0KEN@github.com/o/r", "git+https://github.com/o/r"),
+        ("HTTP://ghp_T0KEN@h:80/d.csv", "http://h:80/d.csv"),
+        # a database's lone user name pairs with PGPASSWORD or ~/.pgpass: kept
+        ("postgresql+psycopg://mlf@db:5432/mlflow", "postgresql+psycopg://mlf@db:5432/mlflow"),
+        ("mysql://mlf@db/mlflow", "mysql://mlf@db/mlflow"),
+        # a fragment's and a query's credentials, the names a reviewer found missing
+        ("https://h/cb#access_token=T0KEN", "https://h/cb#access_token=***"),
+        ("postgresql://mlf@db/m?sslpassword=T0KEN", "postgresql://mlf@db/m?sslpassword=***"),
+        (
+            "https://h/d?client_secret=T0KEN&access_key=T0KEN",
+            "https://h/d?client_secret=***&access_key=***",
+        ),
+    ],
+)
+def test_credentials_a_url_holds_are_left_out_by_scheme(url: str, stored: str) -> None:
+    assert without_secrets(url) == stored
+    assert without_secrets({"data": {"source": url}}) == {"data": {"source": stored}}
+    assert "T0KEN" not in json.dumps(without_secrets([f"data.source={url}"]))
 
 
 def test_the_logger_logs_the_recipe_without_secrets(tmp_path: Path) -> None:

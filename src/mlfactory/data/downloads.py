@@ -152,20 +152,35 @@ def shown_url(url: str) -> str:
 
 
 # Query parameters that carry a credential (S3, GCS and CloudFront signatures, an Azure SAS
-# `sig`, API tokens): a URL is stored (run.json, bundle.json, MLflow) with their values masked.
+# `sig`, API tokens and keys, OAuth secrets, database passwords such as libpq's `sslpassword`):
+# a URL is stored (run.json, bundle.json, MLflow) with their values masked, in its query and in
+# a fragment of `name=value` fields (`#access_token=...`, OAuth's implicit flow).
 SECRET_QUERY_NAMES = frozenset(
     {
+        "access_key",
         "access_token",
         "api_key",
         "apikey",
+        "auth_token",
+        "client_secret",
+        "id_token",
         "key",
         "key-pair-id",
+        "passwd",
         "password",
         "policy",
+        "private_token",
+        "pwd",
+        "refresh_token",
         "secret",
+        "secret_access_key",
+        "secret_key",
+        "session_token",
         "sig",
         "signature",
+        "sslpassword",
         "token",
+        "x-api-key",
         "x-amz-credential",
         "x-amz-security-token",
         "x-amz-signature",
@@ -178,16 +193,21 @@ MASKED = "***"
 
 def without_query_secrets(url: str) -> str:
     """`url` with the values of its credential query parameters (`SECRET_QUERY_NAMES`) as ***
-    and every other byte as it was (`...d.zip?X-Amz-Date=20261206T...&X-Amz-Signature=***`)."""
-    base, mark, rest = url.partition("?")
-    if not mark:
-        return url
-    query, hash_mark, fragment = rest.partition("#")
-    fields = [
+    and every other byte as it was (`...d.zip?X-Amz-Date=20261206T...&X-Amz-Signature=***`);
+    so too the credential fields of its fragment (`#access_token=***&state=1`)."""
+    rest, hash_mark, fragment = url.partition("#")
+    base, mark, query = rest.partition("?")
+    if mark:
+        base = f"{base}?{_masked_fields(query)}"
+    return f"{base}{hash_mark}{_masked_fields(fragment)}"
+
+
+def _masked_fields(fields: str) -> str:
+    """`name=value&...` with the values of credential names as ***."""
+    return "&".join(
         f"{name}={MASKED}" if _is_secret(name) and equals else f"{name}{equals}{value}"
-        for name, equals, value in (field.partition("=") for field in query.split("&"))
-    ]
-    return f"{base}?{'&'.join(fields)}{hash_mark}{fragment}"
+        for name, equals, value in (field.partition("=") for field in fields.split("&"))
+    )
 
 
 def has_masked_secret(url: str) -> bool:

@@ -5,6 +5,11 @@ Without a split every split is loaded and merged; the hash split decides anew. T
 (`Modality.hf_feature`: Image / Audio), written once as files into the cache
 (`<label>/<split>-<row><suffix>`). Labels stored as class indices are mapped to their class
 names; rows with no label (-1, as in unlabelled test splits) are skipped.
+
+A value without bytes names a file by its `path`: that file is read only where `datasets` put
+it (its cache, the Hugging Face hub's cache) or inside the data set's own local folder
+(`hf:/data/my-images`). A data set is not ours: a row naming any other file
+(`~/.aws/credentials`) is skipped with the reason, never copied into the data cache.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import importlib
 import io
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from mlfactory.data.staging import build_once
 from mlfactory.data.tables import check_columns, label_text, no_label_reason, rows_to_raw
 from mlfactory.errors import DataError, first_line
 from mlfactory.modalities import Modality
+from mlfactory.paths import is_within
 
 
 def load_hf(spec: str) -> list[tuple[str, Any]]:
@@ -101,10 +108,34 @@ def _resolve_media(spec: str, ctx: SourceContext) -> RawSource:
     return result
 
 
+def readable_roots(spec: str) -> list[Path]:
+    """The folders a data set's rows may name files in: the caches of `datasets` and of the
+    Hugging Face hub (where `load_dataset` downloads and extracts), and the data set's own
+    folder when `hf:<name>` names a local one."""
+    roots: list[Path] = []
+    datasets_config = getattr(sys.modules.get("datasets"), "config", None)
+    for name in ("HF_DATASETS_CACHE", "DOWNLOADED_DATASETS_PATH", "EXTRACTED_DATASETS_PATH"):
+        folder = getattr(datasets_config, name, None)
+        if folder:
+            roots.append(Path(folder))
+    try:
+        from huggingface_hub import constants
+
+        roots.append(Path(constants.HF_HUB_CACHE))
+    except (ImportError, AttributeError):  # an old or absent huggingface_hub: its cache unknown
+        pass
+    local = Path(spec.partition(":")[0]).expanduser()
+    if local.is_dir():
+        roots.append(local)
+    return roots
+
+
 def _write_media(spec: str, ctx: SourceContext, dest: Path) -> list[dict[str, str]]:
     skipped: list[dict[str, str]] = []
     label_column = ctx.data.label_column
-    for split, loaded in load_hf(spec):
+    splits = load_hf(spec)
+    roots = readable_roots(spec)  # after load_hf: `datasets` is imported, its config set
+    for split, loaded in splits:
         column, feature = _media_column(loaded, ctx.modality)
         check_columns(f"hf:{spec}", list(loaded.column_names), column, label_column)
         dataset = loaded
@@ -119,14 +150,17 @@ def _write_media(spec: str, ctx: SourceContext, dest: Path) -> list[dict[str, st
                 continue
             folder = dest / label_text(label).replace("/", "_").lstrip(".")
             stem = f"{split or 'all'}-{index:06d}"
-            reason = _write_value(row[column], folder, stem, ctx.modality)
+            reason = _write_value(row[column], folder, stem, ctx.modality, roots)
             if reason:
                 skipped.append(skip(where, reason))
     return skipped
 
 
-def _write_value(value: Any, folder: Path, stem: str, modality: Modality) -> str | None:
-    """Write one image/audio value as a file; returns why it could not be, or None."""
+def _write_value(
+    value: Any, folder: Path, stem: str, modality: Modality, roots: list[Path]
+) -> str | None:
+    """Write one image/audio value as a file; returns why it could not be, or None. A value
+    that names a file by its path is read only when the file lies inside one of `roots`."""
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(value, "save"):  # a decoded PIL image
         value.save(folder / f"{stem}.png")
@@ -139,6 +173,11 @@ def _write_value(value: Any, folder: Path, stem: str, modality: Modality) -> str
         return None
     if value.get("path") and Path(value["path"]).is_file():
         source = Path(value["path"])
+        if not any(is_within(source, root) for root in roots):
+            return (
+                f"{modality.name} value names the file {source}, outside the Hugging Face "
+                "caches and the data set's folder: not read"
+            )
         (folder / f"{stem}{source.suffix.lower()}").write_bytes(source.read_bytes())
         return None
     if value.get("array") is not None and value.get("sampling_rate"):

@@ -1,4 +1,8 @@
-"""The Model card page: `GET /v1/model/card`, drawn (see `mlfactory.model_card`)."""
+"""The Model card page: `GET /v1/model/card`, drawn (see `mlfactory.model_card`).
+
+Every string of the card comes from the bundle, which is not ours: each goes through `plain` or
+`code` (an API's message through `message`) before Streamlit renders it as Markdown.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import streamlit as st
 from mlfactory.card_text import number, ood_rate
 from mlfactory.times import export_time
 from mlfactory.ui.client import ApiClient, ApiError
+from mlfactory.ui.markdown_text import code, message, plain, plain_table
 
 
 def render(client: ApiClient) -> None:
@@ -19,12 +24,13 @@ def render(client: ApiClient) -> None:
         card = client.card()
     except ApiError as exc:
         st.header("Model card")
-        st.error(str(exc))
+        st.error(message(exc))
         return
-    st.header(f"Model card: {card['name']} {card['version']}")
+    st.header(f"Model card: {plain(card['name'])} {plain(card['version'])}")
     st.caption(
-        f"{card['modality']} classifier · {len(card['labels'])} labels: "
-        f"{', '.join(card['labels'])} · exported {export_time(card.get('created_at'))}"
+        f"{plain(card['modality'])} classifier · {len(card['labels'])} labels: "
+        f"{plain(', '.join(card['labels']))} · exported "
+        f"{plain(export_time(card.get('created_at')))}"
     )
     _metrics(card)
     _confusion_matrix(card)
@@ -44,11 +50,11 @@ def _metrics(card: dict[str, Any]) -> None:
     if metrics["unsupported_labels"]:
         st.info(
             "No test item of "
-            + ", ".join(metrics["unsupported_labels"])
+            + plain(", ".join(metrics["unsupported_labels"]))
             + ": left out of macro-F1."
         )
     if card["per_class"]:
-        table = pd.DataFrame(card["per_class"]).set_index("label")
+        table = plain_table(pd.DataFrame(card["per_class"]).set_index("label"))
         st.table(table.style.format("{:.3f}", subset=["precision", "recall", "f1"], na_rep="-"))
     else:
         st.info("This bundle stores no per-class scores (exported before they were recorded).")
@@ -60,11 +66,11 @@ def _evaluated_on(evaluated: str | None, trained: str | None) -> None:
         return
     if trained and trained != evaluated:
         st.warning(
-            f"Computed on data fingerprint `{evaluated}`: not the data the model was trained on "
-            f"(`{trained}`); the recipe's data changed before `mlfactory evaluate` ran."
+            f"Computed on data fingerprint {code(evaluated)}: not the data the model was trained "
+            f"on ({code(trained)}); the recipe's data changed before `mlfactory evaluate` ran."
         )
     else:
-        st.caption(f"Computed on data fingerprint `{evaluated}`.")
+        st.caption(f"Computed on data fingerprint {code(evaluated)}.")
 
 
 def _confusion_matrix(card: dict[str, Any]) -> None:
@@ -96,17 +102,17 @@ def _confusion_matrix(card: dict[str, Any]) -> None:
 
 def _training_data(data: dict[str, Any]) -> None:
     st.subheader("Training data")
-    version = f"- **Version:** `{data['version']}`\n" if data.get("version") else ""
+    version = f"- **Version:** {code(data['version'])}\n" if data.get("version") else ""
     st.markdown(
-        f"- **Source:** `{data.get('source') or 'unknown'}`\n"
+        f"- **Source:** {code(data.get('source') or 'unknown')}\n"
         + version
-        + f"- **Fingerprint:** `{data.get('fingerprint') or 'unknown'}`"
+        + f"- **Fingerprint:** {code(data.get('fingerprint') or 'unknown')}"
     )
     counts = data.get("counts")
     if counts:
         table = pd.DataFrame(counts).fillna(0).astype(int)
         table.loc["all"] = table.sum()
-        st.table(table)
+        st.table(plain_table(table))
     else:
         st.info("This bundle does not record its items per split.")
 
@@ -114,9 +120,9 @@ def _training_data(data: dict[str, Any]) -> None:
 def _lineage(lineage: dict[str, Any]) -> None:
     st.subheader("Lineage")
     st.markdown(
-        f"- **Git commit:** `{lineage.get('git_commit') or 'unknown'}`\n"
-        f"- **MLflow run:** `{lineage.get('mlflow_run_id') or 'none'}`\n"
-        f"- **Recipe:** `{lineage.get('recipe') or 'unknown'}`"
+        f"- **Git commit:** {code(lineage.get('git_commit') or 'unknown')}\n"
+        f"- **MLflow run:** {code(lineage.get('mlflow_run_id') or 'none')}\n"
+        f"- **Recipe:** {code(lineage.get('recipe') or 'unknown')}"
     )
 
 
@@ -126,15 +132,15 @@ def _reference_profile(profile: dict[str, Any] | None) -> None:
         st.info("None: this bundle has no monitoring reference profile.")
         return
     if profile.get("problem"):
-        st.warning(profile["problem"])
+        st.warning(message(profile["problem"]))
         return
     features = ", ".join(f"{k} ({v})" for k, v in (profile.get("features") or {}).items())
     st.markdown(
-        f"- **Built from:** {profile.get('source') or 'unknown'}, "
-        f"{profile.get('reference_items') or '?'} items\n"
-        f"- **Accuracy on it:** {number(profile.get('reference_accuracy'))}\n"
-        f"- **OOD score:** {profile.get('ood_method') or '?'}, threshold "
-        f"{number(profile.get('ood_threshold'))} ({ood_rate(profile)})\n"
-        f"- **Calibration temperature:** {number(profile.get('temperature'))}\n"
-        f"- **Input features checked for drift:** {features or 'none'}"
+        f"- **Built from:** {plain(profile.get('source') or 'unknown')}, "
+        f"{plain(profile.get('reference_items') or '?')} items\n"
+        f"- **Accuracy on it:** {plain(number(profile.get('reference_accuracy')))}\n"
+        f"- **OOD score:** {plain(profile.get('ood_method') or '?')}, threshold "
+        f"{plain(number(profile.get('ood_threshold')))} ({plain(ood_rate(profile))})\n"
+        f"- **Calibration temperature:** {plain(number(profile.get('temperature')))}\n"
+        f"- **Input features checked for drift:** {plain(features or 'none')}"
     )

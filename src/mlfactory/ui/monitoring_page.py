@@ -2,6 +2,8 @@
 
 Everything comes from `GET /v1/monitoring/drift` and `GET /v1/monitoring/history`. The
 figures are drawn in a fragment, so "Refresh" fetches them again without reloading the app.
+The API's texts (labels, feature names, notes, errors) go through `plain` or `plain_table`
+before Streamlit renders them as Markdown.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import streamlit as st
 
 from mlfactory.times import utc_time
 from mlfactory.ui.client import ApiClient, ApiError
+from mlfactory.ui.markdown_text import message, plain_table
 
 DEFAULT_LAST = 1000
 DEFAULT_BUCKETS = 12
@@ -67,9 +70,9 @@ def _figures(client: ApiClient, last: int, period: str, buckets: int) -> None:
         history = client.history(last, buckets, since)
     except ApiError as exc:
         if exc.status == 404:
-            st.info(f"Monitoring: {exc}")
+            st.info(f"Monitoring: {message(exc)}")
         else:
-            st.error(str(exc))
+            st.error(message(exc))
         return
     _current(report, last, None if since is None else period)
     _over_time(history, report)
@@ -140,9 +143,9 @@ def _current(report: dict[str, Any], last: int, period: str | None) -> None:
         for figure in ("statistic", "p_value"):
             table[figure] = table[figure].map(_num)
         columns = [c for c in CHECK_COLUMNS if c in table]
-        st.table(table[columns].set_index("name"))
+        st.table(plain_table(table[columns].set_index("name")))
     for note in report.get("notes") or []:
-        st.caption(note)
+        st.caption(message(note))
     _labels_table(report.get("labels") or [], n)
     _flagged_table(ood.get("flagged") or [])
 
@@ -182,7 +185,7 @@ def _labels_table(labels: list[dict[str, Any]], n: int) -> None:
         }
         for row in labels
     }
-    st.table(pd.DataFrame.from_dict(rows, orient="index"))
+    st.table(plain_table(pd.DataFrame.from_dict(rows, orient="index")))
 
 
 def _flagged_table(flagged: list[dict[str, Any]]) -> None:
@@ -201,7 +204,7 @@ def _flagged_table(flagged: list[dict[str, Any]]) -> None:
     if "true_label" in shown:  # an older server does not send it
         shown["true_label"] = shown["true_label"].map(lambda t: MISSING if pd.isna(t) else t)
     columns = [c for c in FLAGGED_COLUMNS if c in shown]
-    st.table(shown[columns].set_index("request_id"))
+    st.table(plain_table(shown[columns].set_index("request_id")))
 
 
 def _over_time(buckets: list[dict[str, Any]], report: dict[str, Any]) -> None:

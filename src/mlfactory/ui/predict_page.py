@@ -1,4 +1,8 @@
-"""The Predict page: upload files or paste text, see the probabilities, send feedback."""
+"""The Predict page: upload files or paste text, see the probabilities, send feedback.
+
+The model's name and labels, the API's messages and the files' names are not ours: each goes
+through `plain` (an API's message through `message`) before Streamlit renders it as Markdown.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from mlfactory.ui.input_checks import (
     texts_to_send,
     uploader_megabytes,
 )
+from mlfactory.ui.markdown_text import message, plain
 
 RESULT_KEY = "prediction"
 # The audio a browser plays (Chromium, Firefox: WAV, FLAC, Ogg, MP3); AIFF and AU it does not.
@@ -35,11 +40,11 @@ def render(client: ApiClient) -> None:
     try:
         model = client.model()
     except ApiError as exc:
-        st.error(str(exc))
+        st.error(message(exc))
         return
     st.caption(
-        f"{model['name']} {model['version']} · {model['modality']} · "
-        f"labels: {', '.join(model['labels'])}"
+        f"{plain(model['name'])} {plain(model['version'])} · {plain(model['modality'])} · "
+        f"labels: {plain(', '.join(model['labels']))}"
     )
     modality = get_modality(model["modality"])
     limits = model.get("limits") or {}  # older servers say none: the API checks alone
@@ -51,7 +56,7 @@ def render(client: ApiClient) -> None:
     result = st.session_state.get(RESULT_KEY)
     if result is not None:
         for note in result["left_out"]:
-            st.warning(note)
+            st.warning(message(note))
         _show_result(client, result, model)
 
 
@@ -101,7 +106,7 @@ def _submit(
         return
     if not sent:
         for note in left_out:
-            st.warning(note)
+            st.warning(message(note))
         st.warning("Nothing to classify: paste a text or choose files first.")
         return
     response = _classify(client, modality.api_input.kind, sent)
@@ -121,7 +126,7 @@ def _classify(client: ApiClient, kind: str, sent: list[SentInput]) -> dict[str, 
             return client.predict_texts([item.data.decode() for item in sent])
         return client.predict_files([(i.name, i.data, i.media_type) for i in sent])
     except ApiError as exc:
-        st.error(f"The API refused the input: {exc}")
+        st.error(f"The API refused the input: {message(exc)}")
         return None
 
 
@@ -146,12 +151,12 @@ def _show_result(client: ApiClient, result: dict[str, Any], model: dict[str, Any
     response = result["response"]
     answered = response.get("model") or {}
     st.caption(
-        f"request {response['request_id']} · answered by {answered.get('name')} "
-        f"{answered.get('version')}"
+        f"request {plain(response['request_id'])} · answered by {plain(answered.get('name'))} "
+        f"{plain(answered.get('version'))}"
     )
     stale = stale_note(result, model)
     if stale:
-        st.warning(stale)
+        st.warning(plain(stale))
     predictions = zip(result["inputs"], response["predictions"], strict=False)
     for index, (item, prediction) in enumerate(predictions):
         with st.container(border=True, key=f"result-{index}"):
@@ -163,11 +168,11 @@ def _show_result(client: ApiClient, result: dict[str, Any], model: dict[str, Any
 def _show_prediction(item: SentInput, prediction: dict[str, Any]) -> None:
     preview, scores = st.columns([1, 2])
     with preview:
-        st.markdown(f"**{item.name}**")
+        st.markdown(f"**{plain(item.name)}**")
         _preview(item)
     with scores:
         label, score = st.columns(2)
-        label.metric("Predicted label", prediction["label"])
+        label.metric("Predicted label", plain(prediction["label"]))
         score.metric("Score", f"{prediction['score']:.3f}")
         # null (or absent) when the bundle has no reference profile to score inputs against
         if isinstance(prediction.get("in_distribution"), bool):
@@ -196,7 +201,7 @@ def _preview(item: SentInput) -> None:
         st.text(item.data.decode(errors="replace")[:500])
     else:
         kind = media_type or "no media type"
-        st.caption(f"No preview of {item.name} ({kind}, {len(item.data):,} bytes).")
+        st.caption(f"No preview of {plain(item.name)} ({plain(kind)}, {len(item.data):,} bytes).")
 
 
 def _feedback_control(
@@ -218,6 +223,6 @@ def _feedback_control(
         try:
             client.feedback(request_id, index, str(label))
         except ApiError as exc:
-            st.error(f"Feedback not recorded: {exc}")
+            st.error(f"Feedback not recorded: {message(exc)}")
         else:
-            st.success(f"Feedback recorded: input {index} is '{label}'.")
+            st.success(f"Feedback recorded: input {index} is '{plain(label)}'.")

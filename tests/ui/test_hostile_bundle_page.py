@@ -1,0 +1,52 @@
+"""A bundle's strings are shown as text on every page: no link, no image (a tracking pixel)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from mlfactory.ui.markdown_text import WORD_JOINER
+from tests.serving.tiny_bundles import tiny_bundle
+from tests.ui.browser import main_text, wait_for_text
+from tests.ui.conftest import deploy
+
+SOURCE = "x` [link](http://phish.example/a) ` www.phish.example"
+LABELS = ["![p](http://127.0.0.1:1/p.png)", "[cat](http://phish.example/c)"]
+NAME = "[m](http://phish.example/m)"
+
+
+def _hostile_bundle(folder: Path) -> Path:
+    bundle = tiny_bundle(folder, "image")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    meta.update(name=NAME, labels=LABELS)
+    meta.setdefault("config", {}).setdefault("data", {})["source"] = SOURCE
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    return bundle
+
+
+def _assert_nothing_live(chromium: WebDriver) -> None:
+    main = chromium.find_element(By.CSS_SELECTOR, "[data-testid='stMain']")
+    links = [a.get_attribute("href") or "" for a in main.find_elements(By.TAG_NAME, "a")]
+    assert not [href for href in links if "phish.example" in href.partition("#")[0]], links
+    images = [img.get_attribute("src") for img in main.find_elements(By.TAG_NAME, "img")]
+    assert not [src for src in images if src and "127.0.0.1:1" in src], images
+
+
+def test_a_hostile_bundle_shows_its_strings_as_text(chromium: WebDriver, tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        deployment = deploy(stack, _hostile_bundle(tmp_path / "bundle"), tmp_path / "served")
+        chromium.get(f"{deployment.ui.url}/model-card")
+        wait_for_text(chromium, "Lineage")
+        text = main_text(chromium).replace(WORD_JOINER, "")  # invisible where URLs were
+        assert f"Model card: {NAME}" in text
+        assert f"Source: {SOURCE}" in text
+        assert ", ".join(LABELS) in text
+        _assert_nothing_live(chromium)
+        chromium.get(f"{deployment.ui.url}/predict")
+        wait_for_text(chromium, "Classify")
+        assert f"labels: {', '.join(LABELS)}" in main_text(chromium).replace(WORD_JOINER, "")
+        _assert_nothing_live(chromium)
