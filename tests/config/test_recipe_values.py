@@ -8,6 +8,7 @@ enforced fails here. Each case must be refused by `mlfactory train` with exit co
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,7 +129,7 @@ def test_paths_with_hydra_grammar_characters_reach_the_recipe(tmp_path: Any) -> 
 
     odd = "~/data sets/mush(rooms), v2=[new]"
     recipe = load_recipe("digits", [f"data.source={odd}", "data.cache_dir=/tmp/a b,c"])
-    assert recipe.config.data.source == odd
+    assert recipe.config.data.source == str(Path(odd).expanduser())  # stored absolute
     assert recipe.config.data.cache_dir == "/tmp/a b,c"
     tricky = ["it's", "C:\\data\\x", "a\\'b\\"]
     for value in tricky:

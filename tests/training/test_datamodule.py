@@ -39,3 +39,40 @@ def test_each_worker_draws_its_own_augmentation_and_reruns_repeat(
     np.testing.assert_array_equal(np.concatenate(draws), np.concatenate(rerun))
     other_seed = epoch_draws(trained_digits, seed=8)
     assert not np.allclose(np.concatenate(draws)[:8], np.concatenate(other_seed)[:8])
+
+
+def epoch_reads(
+    result: TrainResult, epochs: list[int], num_workers: int
+) -> list[tuple[list[int], np.ndarray]]:
+    """(labels in the order read, augmentation draws) of each of `epochs`, read in turn from
+    one loader, as Lightning reads them (`set_epoch` first)."""
+    encoder = training_inputs(result, []).encoder
+    data = ClassificationData(
+        result.dataset, encoder, 4, num_workers=num_workers, augment=record_draw, seed=7
+    )
+    loader = data.train_dataloader()
+    reads = []
+    try:
+        for epoch in epochs:
+            loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+            batches = list(loader)
+            labels = [int(label) for _, batch in batches for label in batch]
+            draws = np.concatenate([inputs["draw"].numpy().ravel() for inputs, _ in batches])
+            reads.append((labels, draws))
+    finally:
+        del loader
+    return reads
+
+
+def test_an_epoch_reads_the_same_whatever_came_before_and_however_many_workers(
+    trained_digits: TrainResult,
+) -> None:
+    # What a run resumed at epoch 2 reads (a new process, epoch 2 first) is what the run that
+    # was never interrupted read there, and a resume may change trainer.num_workers.
+    (_, _, uninterrupted) = epoch_reads(trained_digits, [0, 1, 2], num_workers=2)
+    (resumed,) = epoch_reads(trained_digits, [2], num_workers=0)
+    assert resumed[0] == uninterrupted[0]
+    np.testing.assert_array_equal(resumed[1], uninterrupted[1])
+    (first,) = epoch_reads(trained_digits, [0], num_workers=0)
+    assert first[0] != uninterrupted[0]  # each epoch its own order and draws
+    assert not np.allclose(first[1], uninterrupted[1])

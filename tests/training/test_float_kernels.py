@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -35,9 +36,20 @@ def kernels_in_subprocess(extra: dict[str, str]) -> str:
 
 
 def test_names_every_library_and_the_blas() -> None:
+    importlib.import_module("scipy.linalg")  # loads a second OpenBLAS, of the same kernels
     parts = float_kernels().split(", ")
     assert [p.split(" ")[0] for p in parts[:3]] == ["torch", "oneDNN", "numpy"]
     assert any(p.startswith("openblas ") for p in parts[3:]), parts  # numpy's BLAS
+    assert len(set(parts)) == len(parts), parts  # scipy's OpenBLAS, as numpy's, named once
+
+
+def test_the_thread_count_is_part_of_the_record() -> None:
+    # Sums split over another number of threads round otherwise: another model.
+    one = kernels_in_subprocess({"OMP_NUM_THREADS": "1"})
+    two = kernels_in_subprocess({"OMP_NUM_THREADS": "2"})
+    assert one.split(", ")[-1].startswith("threads 1 ")
+    assert two.split(", ")[-1].startswith("threads 2 ")
+    assert one.split(", ")[:-1] == two.split(", ")[:-1]
 
 
 @pytest.mark.skipif(
@@ -51,6 +63,6 @@ def test_forcing_avx2_shows_in_the_record() -> None:
     assert onednn_part == "oneDNN AVX2"
     assert "X86_V4" not in numpy_part.split() and "X86_V3" in numpy_part.split()
     default = kernels_in_subprocess({})
-    assert default.split(", ")[1] == "oneDNN best"
+    assert default.split(", ")[1] == "oneDNN max ISA not set"
     if "avx512f" in CPU_FLAGS.split():  # an AVX-512 machine picks more by default
         assert default != forced

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from mlfactory.config.loader import load_recipe
 from mlfactory.errors import ConfigError
+from mlfactory.output import PHASE_LOGGER
 from mlfactory.tracking import save_run_state
 from mlfactory.training.run_folder import (
     RESUMABLE_KEYS,
@@ -56,7 +58,9 @@ def test_resume_refuses_changes_to_the_data_split_or_model(
     assert "\n" not in str(caught.value)
 
 
-def test_an_edited_recipe_file_is_a_change_too(tmp_path: Path) -> None:
+def test_an_edited_recipe_file_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("defaults:\n  - recipe_schema\n  - _self_\nmodality: image\n")
     recipe = load_recipe(str(path), ["data.source=/data/leaves"])
@@ -66,8 +70,16 @@ def test_an_edited_recipe_file_is_a_change_too(tmp_path: Path) -> None:
     state = {"recipe": recipe.resolved, "overrides": ["data.source=/data/leaves"]}
     (out / "run.json").write_text(json.dumps({"mlflow_run_id": "x", **state}))
     path.write_text(path.read_text() + "trainer:\n  batch_size: 8\n")
-    with pytest.raises(ConfigError, match=r"cannot change trainer\.batch_size"):
-        resume_recipe(str(path), [], out)
+    with caplog.at_level(logging.WARNING, logger=PHASE_LOGGER):
+        resumed = resume_recipe(str(path), [], out)
+    assert resumed.config.trainer.batch_size == recipe.config.trainer.batch_size != 8
+    assert resumed.resolved == recipe.resolved  # the recipe in run.json, as it was
+    assert [r.getMessage() for r in caplog.records] == [
+        f"--resume: {path} changed trainer.batch_size since the run started; the run "
+        "continues with the recipe in its run.json (give a change as an override: key=value)"
+    ]
+    path.unlink()  # the recipe file is not needed at all
+    assert resume_recipe(str(path), [], out).resolved == recipe.resolved
 
 
 def test_a_recipe_file_with_a_stores_password_resumes(tmp_path: Path) -> None:
@@ -83,9 +95,10 @@ def test_a_recipe_file_with_a_stores_password_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "last.ckpt").write_bytes(b"checkpoint")
-    save_run_state(out, {"mlflow_run_id": "x", "recipe": recipe.resolved, "overrides": []})
+    stored = {"recipe": recipe.resolved, "overrides": ["data.source=/data/leaves"]}
+    save_run_state(out, {"mlflow_run_id": "x", **stored})
     assert "s3cret" not in (out / "run.json").read_text()
-    resumed = resume_recipe(str(path), ["data.source=/data/leaves"], out)
+    resumed = resume_recipe(str(path), [], out)
     assert resumed.config.tracking.tracking_uri == store  # the file's, password and all
 
 

@@ -306,3 +306,27 @@ def test_git_commit_of_a_checkout_another_user_owns_warns_naming_safe_directory(
     (home / ".gitconfig").write_text(f"[safe]\n\tdirectory = {repo}\n")  # the fix it names
     commit = git_commit()
     assert commit is not None and len(commit) == 40 and not caplog.records
+
+
+def test_git_commit_is_dirty_when_a_file_the_run_used_is_untracked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlfactory.tracking import git_commit
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    (repo / "notes.txt").write_text("one")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "notes"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True
+        )
+    monkeypatch.chdir(repo)
+    recipe = repo / "mine.yaml"  # written for the run, never committed
+    recipe.write_text("defaults: [digits, _self_]\n")
+    clean = git_commit()
+    assert clean is not None and len(clean) == 40  # other untracked files do not count
+    assert git_commit([Path("mine.yaml")]) == f"{clean}-dirty"
+    (tmp_path / "elsewhere.yaml").write_text("")
+    assert git_commit([tmp_path / "elsewhere.yaml"]) == clean  # not in the checkout
+    subprocess.run(["git", "add", "mine.yaml"], cwd=repo, check=True)
+    assert git_commit() == f"{clean}-dirty"  # staged, not committed

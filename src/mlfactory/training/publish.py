@@ -29,6 +29,7 @@ from mlfactory.training.module import ClassifierModule
 from mlfactory.training.ood_graph import attach_ood_score
 from mlfactory.training.report import report_results
 from mlfactory.training.run_folder import BUNDLE_DIR, CHECKPOINT_DIR, PARTIAL_BUNDLE_DIR
+from mlfactory.training.run_record import recipe_files
 from mlfactory.training.tracking import tracked_run
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def publish(
         modality=config.modality,
         labels=dataset.labels,
         preprocessing=setup.params,
-        git_commit=tracking.git_commit(),
+        git_commit=tracking.git_commit(recipe_files(recipe)),  # dirty: an untracked recipe too
         config=tracking.without_secrets(recipe.resolved),
         data_fingerprint=dataset.fingerprint,
         mlflow_run_id=logger.run_id,

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from mlfactory.bundle import META_FILE, MODEL_FILE
-from mlfactory.config.loader import Recipe, load_recipe
-from mlfactory.config.schema import RecipeConfig
+from mlfactory.config.loader import Recipe
 from mlfactory.errors import ConfigError, first_line
-from mlfactory.tracking import RUN_STATE_FILE, flatten, load_run_state, without_secrets
+from mlfactory.tracking import RUN_STATE_FILE, load_run_state, without_secrets
+from mlfactory.training.stored_recipe import changed_keys, compose_stored
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -254,21 +254,24 @@ def _check_no_bundle(out_dir: Path, fix: str) -> None:
 def resume_recipe(
     reference: str, overrides: list[str], out_dir: Path, force: bool = False
 ) -> Recipe:
-    """The recipe of the run to resume: its stored overrides, then the new ones, checked.
+    """The recipe of the run to resume: the resolved recipe its `run.json` stored, then the new
+    overrides, checked (`stored_recipe.compose_stored`: the recipe file is not needed, and an
+    edit made to it since the run started is ignored, with a warning).
 
     Args:
-        reference: the recipe name or path given on the command line.
+        reference: the recipe name or path given on the command line (its name, for a run
+            whose recipe file is gone).
         overrides: overrides given with `--resume`; only `RESUMABLE_KEYS` may change.
         out_dir: the run folder.
         force: resume a finished run too (replacing its bundle).
 
     Raises:
-        ConfigError: no run to resume (see `resume_state`), or the overrides (or an edited
-            recipe file) change a key that `--resume` must keep; the message names the keys.
+        ConfigError: no run to resume (see `resume_state`), or the overrides change a key
+            that `--resume` must keep; the message names the keys.
     """
     state = resume_state(out_dir, force)
     stored = list(state.get("overrides", []))
-    recipe = load_recipe(reference, [*stored, *overrides])
+    recipe = compose_stored(state, reference, overrides)
     # run.json keeps URLs without their passwords: a recipe file that holds one is the same
     changed = changed_keys(state["recipe"], without_secrets(recipe.resolved))
     refused = [key for key in changed if key not in RESUMABLE_KEYS]
@@ -313,32 +316,13 @@ def clean_checkpoints(checkpoint_dir: Path, best_path: str) -> None:
             path.unlink()
 
 
-def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Dotted keys whose value differs between two resolved recipes (added or removed too).
-
-    A setting mlfactory gained after the run started is missing from `before`: it counts as
-    unchanged while it has its default, which is how every new setting keeps the behaviour
-    from before it existed.
-    """
-    old, new = flatten(before), flatten(after)
-    defaults = setting_defaults()
-    return sorted(
-        key for key in old.keys() | new.keys() if old.get(key, defaults.get(key)) != new.get(key)
-    )
-
-
-def setting_defaults() -> dict[str, Any]:
-    """Each setting's default as a dotted key (settings without one hold OmegaConf's "???")."""
-    from omegaconf import OmegaConf
-
-    defaults = OmegaConf.to_container(OmegaConf.structured(RecipeConfig))
-    assert isinstance(defaults, dict)
-    return flatten(defaults)  # type: ignore[arg-type]
-
-
 def resume_command(recipe: Recipe, out_dir: Path) -> str:
     """The command line that continues an interrupted run (`--force` too where its folder
-    holds a bundle: an earlier finish of the run, which the resumed run replaces)."""
-    words = ["mlfactory", "train", recipe.reference or recipe.name, "--out", str(out_dir)]
+    holds a bundle: an earlier finish of the run, which the resumed run replaces). Its paths
+    are absolute: it works from any folder (the recipe file is not needed, `resume_recipe`)."""
+    reference = recipe.reference or recipe.name
+    if Path(reference).suffix in {".yaml", ".yml"}:
+        reference = str(Path(reference).expanduser().resolve())
+    words = ["mlfactory", "train", reference, "--out", str(out_dir.resolve())]
     words += ["--resume", *(["--force"] if (out_dir / BUNDLE_DIR / META_FILE).is_file() else [])]
     return shlex.join(words)

@@ -21,7 +21,6 @@ from mlfactory.config.loader import Recipe
 from mlfactory.config.schema import TrackingConfig
 from mlfactory.data.dataset import PreparedDataset
 from mlfactory.errors import ConfigError, first_line
-from mlfactory.training.float_kernels import float_kernels
 from mlfactory.training.report import killed_on_interrupt
 from mlfactory.training.run_folder import (
     FolderInUse,
@@ -29,6 +28,7 @@ from mlfactory.training.run_folder import (
     clear_previous_run,
     resume_state,
 )
+from mlfactory.training.run_record import code_record, code_tags, resume_entry, resume_tags
 from mlfactory.training.tracking import interrupt_after, make_logger
 
 
@@ -75,8 +75,8 @@ def removed_if_the_start_fails(out_dir: Path) -> Iterator[None]:
         raise
 
 
-def check_more_epochs(last: Path, max_epochs: int) -> None:
-    """Resuming needs `trainer.max_epochs` at least the epochs already trained.
+def check_more_epochs(last: Path, max_epochs: int) -> int:
+    """Resuming needs `trainer.max_epochs` at least the epochs already trained; returns those.
 
     Checked before the MLflow run is touched: Lightning would refuse the same later, after
     marking the run FAILED.
@@ -113,6 +113,7 @@ def check_more_epochs(last: Path, max_epochs: int) -> None:
             f"--resume: the run has trained {trained} epochs; trainer.max_epochs={max_epochs} "
             f"is fewer: set it to more than {trained} to train longer"
         )
+    return trained
 
 
 def start_tracking(
@@ -121,6 +122,7 @@ def start_tracking(
     out_dir: Path,
     state: dict[str, Any] | None,
     tags: dict[str, str] | None = None,
+    trained_epochs: int = 0,
 ) -> MLFlowLogger | None:
     """The run's MLflow logger; a new run gets the recipe as params and the data fingerprint.
 
@@ -130,8 +132,9 @@ def start_tracking(
     be there at all.
 
     `run.json` remembers what `--resume` needs: the run id, the resolved recipe, the overrides
-    it was composed with and the data fingerprint. A resumed run keeps its MLflow params; what
-    `--resume` changed is tagged `resumed_with`.
+    it was composed with and the data fingerprint; and the code that trained it, and each
+    resume (`run_record`). A resumed run (after `trained_epochs` epochs) keeps its MLflow
+    params; it is tagged `resumed`, and what it changed since the start `resumed_with`.
     """
     if not is_global_zero():
         return None
@@ -158,7 +161,7 @@ def start_tracking(
                 f"it with `mlflow runs restore --run-id {run_id}` (with MLFLOW_TRACKING_URI="
                 f"{store}), or start again with --force (without --resume)"
             )
-        _log_start(recipe, dataset, out_dir, state, logger, run.info.artifact_uri)
+        _log_start(recipe, dataset, out_dir, state, logger, run.info.artifact_uri, trained_epochs)
     return logger
 
 
@@ -169,8 +172,10 @@ def _log_start(
     state: dict[str, Any] | None,
     logger: MLFlowLogger,
     root: str,
+    trained_epochs: int,
 ) -> None:
-    """What a run records as it starts: the params and tags of a new run, `run.json`."""
+    """What a run records as it starts: the params and tags of a new run, the tags of a
+    resumed one, `run.json`."""
     # Before any training: a run whose artifacts go to a bucket needs that store's client here,
     # or the bundle could not be logged at the end.
     missing = missing_artifact_client(root, "written")
@@ -178,23 +183,29 @@ def _log_start(
         if state is None:
             logger.experiment.set_terminated(logger.run_id, "FAILED")
         raise ConfigError(f"tracking: MLflow run {logger.run_id}: {missing}")
+    code = code_record(recipe)
     if state is None:
         logger.log_hyperparams(tracking.flatten(recipe.resolved))
-        logger.experiment.set_tag(logger.run_id, "data_fingerprint", dataset.fingerprint)
+        tags = {"data_fingerprint": dataset.fingerprint, **code_tags(code)}
         if dataset.version:  # the versioned source at its commit (`dvc:...@<sha>`)
-            logger.experiment.set_tag(logger.run_id, "data_version", dataset.version)
-        logger.experiment.set_tag(logger.run_id, "float_kernels", float_kernels())
-    elif recipe.overrides[len(state.get("overrides", [])) :]:
-        added = recipe.overrides[len(state.get("overrides", [])) :]
-        logger.experiment.set_tag(logger.run_id, "resumed_with", " ".join(added))
+            tags["data_version"] = dataset.version
+        state, resumes = {"recipe": recipe.resolved, "code": code}, []
+    else:
+        resumes = [*state.get("resumes", []), resume_entry(state, recipe, trained_epochs, code)]
+        tags = resume_tags(state, resumes)
+    for name, value in tags.items():
+        logger.experiment.set_tag(logger.run_id, name, value)
     tracking.save_run_state(
         out_dir,
         {
             "mlflow_run_id": logger.run_id,
             "recipe": recipe.resolved,
+            "started_recipe": state.get("started_recipe", state["recipe"]),
             "reference": recipe.reference,
             "overrides": recipe.overrides,
             "data_fingerprint": dataset.fingerprint,
+            "code": state.get("code", code),  # what started the run; a resume's: in resumes
+            "resumes": resumes,
         },
     )
 

@@ -41,6 +41,7 @@ from mlfactory.training.preflight import check_splits
 from mlfactory.training.profiling import publish_profile
 from mlfactory.training.pruning import prune_attention_heads, prune_classifier
 from mlfactory.training.publish import publish
+from mlfactory.training.random_state import RandomState
 from mlfactory.training.report import report_dataset, user_errors
 from mlfactory.training.run_folder import (
     BUNDLE_DIR,
@@ -141,8 +142,11 @@ def _start(
     """The run folder, the data and the model, and the MLflow run: what the fit starts from."""
     config = recipe.config
     state = start_run_folder(out_dir, resume, force)
+    trained = 0
     if state is not None:
-        check_more_epochs(out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT, config.trainer.max_epochs)
+        last = out_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        trained = check_more_epochs(last, config.trainer.max_epochs)
+    # A resumed fit then continues the streams its checkpoint saved (`RandomState`).
     L.seed_everything(config.seed, workers=True, verbose=False)
     setup = prepare_fit(config, out_dir)
     if is_global_zero():
@@ -151,7 +155,7 @@ def _start(
             phase_log.info("model: %s", removed)
     if state is not None:
         check_same_data(state, setup.dataset.fingerprint, out_dir)
-    return setup, start_tracking(recipe, setup.dataset, out_dir, state, run_tags)
+    return setup, start_tracking(recipe, setup.dataset, out_dir, state, run_tags, trained)
 
 
 def _fit_and_publish(
@@ -168,7 +172,7 @@ def _fit_and_publish(
     checkpoint_dir = out_dir / CHECKPOINT_DIR
     train_items = len(setup.dataset.split("train"))
     trainer, checkpoint = make_trainer(
-        recipe.config, logger, checkpoint_dir, progress, train_items, callbacks
+        recipe.config, logger, checkpoint_dir, progress, train_items, (RandomState(), *callbacks)
     )
     last = checkpoint_dir / LAST_CHECKPOINT
     try:
