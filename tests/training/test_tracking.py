@@ -270,6 +270,17 @@ def test_the_logger_logs_the_recipe_without_secrets(tmp_path: Path) -> None:
     assert params == {"tracking.tracking_uri": "postgresql://mlf@db/x", "lr": "0.1"}
 
 
+def committed_checkout(repo: Path) -> Path:
+    """A new git checkout at `repo` with one committed file."""
+    repo.mkdir()
+    (repo / "notes.txt").write_text("one")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "notes"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True
+        )
+    return repo
+
+
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0,
     reason="only root can give a folder to another user",
@@ -281,13 +292,7 @@ def test_git_commit_of_a_checkout_another_user_owns_warns_naming_safe_directory(
     from mlfactory.output import PHASE_LOGGER
     from mlfactory.tracking import git_commit
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "notes.txt").write_text("one")
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "notes"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True
-        )
+    repo = committed_checkout(tmp_path / "repo")
     for path in [repo, *repo.rglob("*")]:
         os.chown(path, 1000, 1000, follow_symlinks=False)
     home = tmp_path / "home"  # a global Git config of its own: no safe.directory in it
@@ -313,13 +318,7 @@ def test_git_commit_is_dirty_when_a_file_the_run_used_is_untracked(
 ) -> None:
     from mlfactory.tracking import git_commit
 
-    repo = tmp_path / "project"
-    repo.mkdir()
-    (repo / "notes.txt").write_text("one")
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "notes"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True
-        )
+    repo = committed_checkout(tmp_path / "project")
     monkeypatch.chdir(repo)
     recipe = repo / "mine.yaml"  # written for the run, never committed
     recipe.write_text("defaults: [digits, _self_]\n")
