@@ -9,10 +9,12 @@ import shlex
 from importlib.metadata import version
 from pathlib import Path
 
+import lightning as L
 import mlflow
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 from typer.testing import CliRunner
 
 from mlfactory.cli import app
@@ -23,7 +25,18 @@ from mlfactory.training.stored_recipe import compose_stored
 from mlfactory.training.train import train
 
 from ..conftest import SMALL_NETWORK, fast_digits_overrides
-from .test_resume_repeats import CtrlCAtEpoch
+
+
+class CtrlCAtEpoch(Callback):
+    """Ctrl-C as the epoch `epoch` starts: `last.ckpt` holds the epochs before it."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
 
 runner = CliRunner()
 

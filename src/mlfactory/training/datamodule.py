@@ -2,10 +2,6 @@
 
 The train and validation splits are encoded once into an on-disk cache when they fit
 (`encoded_cache`); the loaders then read rows instead of files.
-
-Epoch k's shuffle and augmentation are drawn from (seed, k) alone (`EpochShuffle`): they do not
-depend on the epochs this process ran before, so a run resumed at an epoch boundary reads its
-next epoch exactly as the uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -13,54 +9,17 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from mlfactory.data.dataset import Item, PreparedDataset
 from mlfactory.modalities import Augment, Encoder
 from mlfactory.output import phase_log
 from mlfactory.training.encoded_cache import EncodedCache, EncodedRows
 
-# What `EpochShuffle` hands the dataset: an item's index and the epoch it is read in.
-EpochIndex = tuple[int, int]
-
-
-def epoch_seed(*entropy: int) -> int:
-    """One 63-bit seed from several integers (seed, epoch, index): distinct tuples give
-    unrelated streams, unlike `seed + epoch`, which makes seed 1's epoch 0 seed 0's epoch 1."""
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0] >> 1)
-
-
-class EpochShuffle(RandomSampler):
-    """Shuffles the train split in an order drawn from (seed, epoch) alone, and hands the
-    dataset `(index, epoch)` so that an item's augmentation is drawn from (seed, epoch, index).
-
-    Lightning calls `set_epoch` before each epoch reads its first batch; `__iter__` runs at
-    that first batch. Nothing depends on the process's history, its data-loader workers or
-    their number. Under DDP Lightning replaces it (a `RandomSampler`) with a
-    `DistributedSampler`, which is seeded per epoch too; augmentation then draws from each
-    worker's stream (`seed_worker`).
-    """
-
-    def __init__(self, data: Dataset, seed: int) -> None:
-        super().__init__(data)  # type: ignore[arg-type]
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        for index in torch.randperm(self.num_samples, generator=generator).tolist():
-            yield index, self.epoch
-
 
 class EncodedDataset(Dataset[tuple[dict[str, torch.Tensor], int]]):
     """Items encoded exactly as the server encodes an upload: read from disk and encoded, or
-    read from the rows they were encoded into once (`rows`).
-
-    Indexed by `(index, epoch)` (`EpochShuffle`), an item's augmentation is drawn from
-    (seed, epoch, index); indexed by a plain index, from the dataset's own stream."""
+    read from the rows they were encoded into once (`rows`)."""
 
     def __init__(
         self,
@@ -75,22 +34,17 @@ class EncodedDataset(Dataset[tuple[dict[str, torch.Tensor], int]]):
         self.encoder = encoder
         self.label_index = label_index
         self.augment = augment
-        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.rows = rows
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int | EpochIndex) -> tuple[dict[str, torch.Tensor], int]:
-        rng = self.rng
-        if isinstance(index, tuple):
-            index, epoch = index
-            rng = np.random.default_rng(epoch_seed(self.seed, epoch, index))
+    def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int]:
         item = self.items[index]
         arrays = self.rows.row(index) if self.rows is not None else self.encoder(item.read_bytes())
         if self.augment is not None:
-            arrays = self.augment(arrays, rng)
+            arrays = self.augment(arrays, self.rng)
         tensors = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in arrays.items()}
         return tensors, self.label_index[item.label]
 
@@ -182,11 +136,10 @@ class ClassificationData(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, augment: Augment | None = None) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        dataset = self.split_dataset(split, augment)
         return DataLoader(
-            dataset,
+            self.split_dataset(split, augment),
             batch_size=self.batch_size,
-            sampler=EpochShuffle(dataset, self.seed) if shuffle else None,
+            shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=generator,

@@ -3,9 +3,9 @@
 `train` seeds torch, numpy and Python's `random` once per process (`seed_everything`). A run
 resumed from `last.ckpt` would start them afresh, and draw the dropout masks of its first
 epochs again; with `RandomState` among the Trainer's callbacks, it continues the streams where
-the checkpoint left them. What the shuffle and augmentation draw comes from (seed, epoch)
-instead (`datamodule.EpochShuffle`). Saved as plain lists and tensors: a checkpoint still loads
-with `torch.load(..., weights_only=True)`.
+the checkpoint left them (the train loader's shuffle generator is not among them: it starts
+afresh). Saved as plain lists and tensors: a checkpoint still loads with
+`torch.load(..., weights_only=True)`.
 """
 
 from __future__ import annotations
