@@ -52,6 +52,17 @@ def test_hide_password_masks_the_uri_password_wherever_the_text_repeats_it() -> 
     assert hide_password("no password here", "sqlite:///mlruns.db") == "no password here"
 
 
+def test_hide_password_masks_a_token_user_and_fragment_credentials() -> None:
+    uri = "https://ghp_T0KEN@mlflow.example.com/#access_token=fr4gment&state=1"
+    text = f"cannot reach {uri}: 401 for ghp_T0KEN (fr4gment)"
+    shown = hide_password(text, uri)
+    assert "ghp_T0KEN" not in shown and "fr4gment" not in shown
+    assert shown.endswith("#access_token=***&state=1: 401 for *** (***)")
+    # a database URL's lone user name is no credential (PGPASSWORD pairs with it)
+    uri = "postgresql+psycopg://mlf@db/mlflow"
+    assert hide_password(f"{uri} refused mlf", uri) == f"{uri} refused mlf"
+
+
 def test_a_short_password_is_not_masked_inside_other_words() -> None:
     uri = "postgresql+psycopg://u:p@127.0.0.1:1/x"
     text = f"{uri} cannot be used: (psycopg.OperationalError) port 1 failed"

@@ -106,18 +106,24 @@ def hide_password(text: str, uri: str) -> str:
 
 
 def url_secrets(uri: str) -> list[str]:
-    """The credentials in `uri`: its password and the values of its credential query
-    parameters (`?password=...`, `SECRET_QUERY_NAMES`), as given and URL-decoded."""
+    """The credentials in `uri`, as given and URL-decoded: its password, an http(s) URL's lone
+    user name (a token, see `without_password`), and the values of the credential fields
+    (`SECRET_QUERY_NAMES`) of its query and fragment (`?password=...`, `#access_token=...`)."""
     from mlfactory.data.downloads import SECRET_QUERY_NAMES
 
     try:
         parts = urllib.parse.urlsplit(uri)
-        password = parts.password
+        password, user = parts.password, parts.username
     except ValueError:  # not a URL that can be split (an unbalanced `[` in its host)
         return []
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=False)
-    found = [value for name, value in query if name.lower() in SECRET_QUERY_NAMES]
+    fields = [
+        *urllib.parse.parse_qsl(parts.query, keep_blank_values=False),
+        *urllib.parse.parse_qsl(parts.fragment, keep_blank_values=False),
+    ]
+    found = [value for name, value in fields if name.lower() in SECRET_QUERY_NAMES]
     found += [password] if password else []
+    token_user = parts.scheme.lower().rpartition("+")[2] in TOKEN_USER_SCHEMES
+    found += [user] if user and password is None and token_user else []
     found += [urllib.parse.unquote(secret) for secret in found]
     return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
