@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from markdown_it import MarkdownIt
 
-from mlfactory.ui.markdown_text import WORD_JOINER, code, message, plain, plain_table
+from mlfactory.ui.markdown_text import code, message, plain, plain_table
 
 HOSTILE = [
     "x` [link](http://phish.example/a) `",
@@ -41,7 +41,8 @@ def test_plain_text_renders_as_exactly_its_characters(text: str) -> None:
     shown = _inline(f"- **Built from:** {plain(text)}, 10 items".removeprefix("- "))
     assert "<a" not in shown and "<img" not in shown
     one_line = re.sub(r"\n+", " ", text)
-    seen = html.unescape(shown).replace(WORD_JOINER, "")  # invisible: the characters shown
+    assert "://" not in _outside_code(shown) and "@" not in _outside_code(shown)
+    seen = html.unescape(re.sub(r"</?code>", "", shown))  # a code span shows its characters
     assert seen == f"<strong>Built from:</strong> {one_line}, 10 items"
 
 
@@ -54,14 +55,21 @@ def test_a_code_span_holds_exactly_its_characters(text: str) -> None:
     assert inside == re.sub(r"\n+", " ", text)
 
 
-def test_bare_urls_and_addresses_are_broken_where_a_linker_would_find_them() -> None:
+def _outside_code(rendered: str) -> str:
+    return re.sub(r"<code>.*?</code>", "", rendered)
+
+
+def test_bare_urls_and_addresses_are_code_spans_where_a_linker_would_find_them() -> None:
     """Streamlit links them in the text after parsing (GFM autolink literals, escapes
-    resolved): an invisible joiner inside `://`, `www.` and after `@` keeps them text."""
-    shown = html.unescape(_inline(plain("see http://phish.example www.phish.example a@b.example")))
-    assert "://" not in shown and "www." not in shown and "@b" not in shown
-    assert (
-        shown.replace(WORD_JOINER, "") == "see http://phish.example www.phish.example a@b.example"
-    )
+    resolved), never in a code span: there they stay exactly their characters (a copied URL
+    works)."""
+    shown = _inline(plain("see http://phish.example/a?b=1&c=2, www.phish.example and a@b.example"))
+    assert _outside_code(shown) == "see   and "
+    assert re.findall(r"<code>(.*?)</code>", html.unescape(shown)) == [
+        "http://phish.example/a?b=1&c=2,",
+        "www.phish.example",
+        "a@b.example",
+    ]
 
 
 def test_line_breaks_cannot_start_a_block() -> None:
@@ -76,7 +84,7 @@ def test_a_table_shows_its_labels_and_keeps_its_numbers() -> None:
     )
     shown = plain_table(frame)
     assert list(shown.index) == [plain("![p](http://h/p.png)"), "cat"]
-    assert shown.index[0].startswith(r"\!\[p\]\(http\:\/")
+    assert shown.index[0] == "`![p](http://h/p.png)`"  # a code span: shown, never linked
     assert shown["share"].tolist() == [0.5, 0.25]
     assert shown["note"].tolist() == [plain("[x](http://p.example)"), None]
     assert frame.index[0] == "![p](http://h/p.png)"  # the frame given is left as it was
@@ -88,9 +96,14 @@ def test_a_message_keeps_its_code_spans_and_nothing_else_live() -> None:
     text = "run `mlfactory profile BUNDLE` on [x](http://phish.example) ![p](http://h/p.png) `a`"
     shown = _inline(message(text))
     assert "<a" not in shown and "<img" not in shown
-    assert shown.count("<code>") == 2 and "<code>mlfactory profile BUNDLE</code>" in shown
-    seen = re.sub(r"</?code>", "`", html.unescape(shown)).replace(WORD_JOINER, "")
-    assert seen == text
+    assert "<code>mlfactory profile BUNDLE</code>" in shown
+    spans = re.findall(r"<code>(.*?)</code>", html.unescape(shown))
+    assert spans == [
+        "mlfactory profile BUNDLE",
+        "[x](http://phish.example)",
+        "![p](http://h/p.png)",
+        "a",
+    ]
     assert message("an unclosed ` [x](http://p.example)") == plain(
         "an unclosed ` [x](http://p.example)"
     )

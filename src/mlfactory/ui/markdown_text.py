@@ -21,19 +21,22 @@ _LINE_BREAKS = re.compile(r"[\r\n\t\v\f\u0085\u2028\u2029]+")
 _BACKTICK_RUNS = re.compile(r"`+")
 _CODE_SPANS = re.compile(r"(`+)(.+?)\1(?!`)")
 # Streamlit links bare URLs and e-mail addresses in text after Markdown is parsed, escapes and
-# all (GFM's autolink literals): an invisible WORD JOINER inside `://`, `www.` and after `@`
-# stops that and shows the same characters (a copied text holds the joiner).
-_AUTOLINK_STARTS = re.compile(r"(?<=:/)(?=/)|(?<=www)(?=\.)|(?<=@)", re.IGNORECASE)
-WORD_JOINER = "\u2060"
+# all (GFM's autolink literals), but never inside a code span: a word that a linker could take
+# for one is shown as a code span, character for character (a copied URL is the URL).
+_LINKABLE = re.compile(r"://|www\.|@", re.IGNORECASE)
+_WORDS = re.compile(r"(\s+)")
 
 
 def plain(text: object) -> str:
     """`text` as Markdown that shows its characters, on one line: every ASCII punctuation
     character backslash-escaped (no link, image, emphasis, HTML, `:color[...]` directive or `$`
-    math can start), a `WORD_JOINER` where a bare URL or address would become a link, and line
-    breaks made spaces."""
-    one_line = _AUTOLINK_STARTS.sub(WORD_JOINER, _LINE_BREAKS.sub(" ", str(text)))
-    return _PUNCTUATION.sub(r"\\\1", one_line)
+    math can start), a word holding `://`, `www.` or `@` (which GFM would link) as a `code`
+    span, and line breaks made spaces."""
+    words = _WORDS.split(_LINE_BREAKS.sub(" ", str(text)))
+    return "".join(
+        code(word) if _LINKABLE.search(word) else _PUNCTUATION.sub(r"\\\1", word)
+        for word in words
+    )
 
 
 def code(text: object) -> str:
