@@ -34,8 +34,7 @@ def plain(text: object) -> str:
     span, and line breaks made spaces."""
     words = _WORDS.split(_LINE_BREAKS.sub(" ", str(text)))
     return "".join(
-        code(word) if _LINKABLE.search(word) else _PUNCTUATION.sub(r"\\\1", word)
-        for word in words
+        code(word) if _LINKABLE.search(word) else _PUNCTUATION.sub(r"\\\1", word) for word in words
     )
 
 
