@@ -264,9 +264,12 @@ def test_the_train_line_names_a_bundle_folder_named_like_a_recipe_as_a_path(
 def test_a_label_of_another_model_sharing_the_request_id_is_not_written_as_a_class(
     image_bundle: Path, digit_images: list[DigitImage], tmp_path: Path
 ) -> None:
-    """Two models log to one log, and a client sent both the same X-Request-ID: the news
-    model's label joins the digit's prediction too, but is no label of the digits model."""
-    store, log = tmp_path / "inputs", f"sqlite:///{tmp_path / 'predictions.db'}"
+    """Two models log to one log, and a client sent both the same X-Request-ID. The server
+    gives the second request an id of its own, so the news label stays the news model's; a
+    log written before it did holds both under one id, and there the news label joins the
+    digit's prediction too, but is no label of the digits model."""
+    store, path = tmp_path / "inputs", tmp_path / "predictions.db"
+    log = f"sqlite:///{path}"
     settings = ServingSettings(log_url=log, input_store=str(store))
     news = tiny_bundle(tmp_path / "news", "text")
     shared, digits = {"X-Request-ID": "shared-1"}, digit_images[:2]
@@ -276,9 +279,23 @@ def test_a_label_of_another_model_sharing_the_request_id_is_not_written_as_a_cla
     text = {"json": {"texts": ["crude oil prices rose"]}, "headers": shared}
     serve_and_label(news, settings, [text], ["crude"])
 
+    args = ["--inputs", str(store), "--log", log]
+    result = runner.invoke(cli, ["collect", str(image_bundle), *args, "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "1 labelled inputs" in result.output and "not the model's" not in result.output
+
+    with sqlite3.connect(path) as connection:  # as a log written before ids were made unique
+        rows = connection.execute(
+            "SELECT request_id FROM predictions WHERE requested_id = 'shared-1' ORDER BY id"
+        ).fetchall()
+        assert len(rows) == 2 and rows[0][0] == "shared-1" != rows[1][0]
+        news_id = rows[1][0]
+        for table in ("predictions", "feedback"):
+            connection.execute(
+                f"UPDATE {table} SET request_id = 'shared-1' WHERE request_id = ?", (news_id,)
+            )
     out = tmp_path / "dataset"
-    args = ["--inputs", str(store), "--log", log, "--out", str(out)]
-    result = runner.invoke(cli, ["collect", str(image_bundle), *args])
+    result = runner.invoke(cli, ["collect", str(image_bundle), *args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "1 labelled inputs" in result.output
     assert "1 labels that are not the model's (another model's, sent under a" in result.output

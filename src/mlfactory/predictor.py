@@ -24,15 +24,6 @@ from mlfactory.modalities import stack_inputs
 if TYPE_CHECKING:
     from mlfactory.monitoring.profile import ReferenceProfile
 
-# numpy types of ONNX tensor element types an encoder may produce.
-ONNX_DTYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-}
-
 
 @dataclass
 class Prediction:
@@ -230,38 +221,34 @@ class Predictor:
         return results
 
     def check(self) -> None:
-        """Run the encoder's test input, when it has one (`test_input`), through the bundle's
-        own preprocessing, and one all-zeros input through the model; check what comes out.
+        """Run the modality's test input (`Modality.test_input`: a grey image, a sentence, a
+        short note) through the bundle's own preprocessing and model; check what comes out.
 
-        Catches preprocessing that fails every input (e.g. a NaN mean) and a model that does
-        not fit its own metadata (inputs, label count) before it serves anyone, and warms the
-        session up.
+        Catches, before the bundle serves anyone: preprocessing that fails every input (a std
+        that overflows), a model that does not fit its own metadata (inputs, label count) or
+        its encoder (a crop size or a tokenizer from another backbone), and a model that
+        answers a plain input with NaN. Warms the session up too.
 
         Raises:
             BundleError: the preprocessing fails its test input, or the model's inputs or
-                outputs do not match the bundle.
+                outputs do not match the bundle, or are not finite.
         """
-        test_input = getattr(self.encoder, "test_input", None)
-        if test_input is not None:
-            try:
-                self.encode(test_input())
-            except InputError as exc:
-                raise BundleError(
-                    f"{self.bundle.path}: its preprocessing fails on a test input: {exc}"
-                ) from None
         shapes = self.encoder.input_shapes()
-        types = {node.name: node.type for node in self.session.get_inputs()}
-        if set(types) != set(shapes):
+        names = {node.name for node in self.session.get_inputs()}
+        if names != set(shapes):
             raise BundleError(
-                f"{self.bundle.model_path} takes inputs {sorted(types)}, but the "
+                f"{self.bundle.model_path} takes inputs {sorted(names)}, but the "
                 f"{self.bundle.meta.modality} encoder makes {sorted(shapes)}"
             )
-        dummy = {
-            name: np.zeros(shape, dtype=ONNX_DTYPES.get(types[name], np.float32))
-            for name, shape in shapes.items()
-        }
+        test_input = self.bundle.modality.test_input(self.bundle.meta.preprocessing)
         try:
-            output = self.run([dummy])
+            encoded = self.encode(test_input)
+        except InputError as exc:
+            raise BundleError(
+                f"{self.bundle.path}: its preprocessing fails on a test input: {exc}"
+            ) from None
+        try:
+            output = self.run([encoded])
         except Exception as exc:  # ONNX Runtime raises its own exception types
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise BundleError(f"{self.bundle.model_path} fails on a test input: {reason}") from None
@@ -271,6 +258,13 @@ class Predictor:
                 f"{self.bundle.model_path} returns probabilities of shape "
                 f"{output.probabilities.shape}; bundle.json names {len(self.labels)} labels"
             )
+        try:
+            self.check_finite(output, ["test input"])
+        except InputError:
+            raise BundleError(
+                f"{self.bundle.model_path} answers a test input with NaN or infinite values: "
+                "the model is broken (a training run that diverged, a corrupt export)"
+            ) from None
 
     def predict(self, raws: list[bytes]) -> list[Prediction]:
         """Encode and classify raw inputs, in order.

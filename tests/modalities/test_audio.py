@@ -300,3 +300,21 @@ def test_invalid_parameters_are_refused() -> None:
         ConfigError, match=r"preprocess.n_mels: 300 bands need .* n_fft 512 gives 257"
     ):
         audio.preprocessing(params(n_mels=300))
+
+
+@pytest.mark.parametrize(
+    ("rate", "clip_seconds"), [(16000, 2.0), (8000, 0.5), (1000, 1.0), (384000, 3.0)]
+)
+def test_the_test_input_is_a_wav_note_at_the_bundles_rate(rate: int, clip_seconds: float) -> None:
+    """A file as a client uploads it: WAV at the bundle's own rate (nothing to resample),
+    audible, not clipped, at most a second long; it passes the data check and encodes."""
+    audio = get_modality("audio")
+    checked = audio.preprocessing(params(sample_rate=rate, clip_seconds=clip_seconds))
+    raw = audio.test_input(checked)
+    assert raw == audio.test_input(checked) and audio.check_file(raw) is None
+    samples, read_rate = sf.read(io.BytesIO(raw), dtype="float32")
+    assert sf.info(io.BytesIO(raw)).format == "WAV" and read_rate == rate
+    assert len(samples) == round(min(1.0, clip_seconds) * rate)
+    assert 0.1 < np.abs(samples).max() < 1.0 and np.sqrt(np.mean(samples**2)) > 0.01
+    (log_mel,) = audio.encoder(checked)(raw).values()
+    assert np.isfinite(log_mel).all() and log_mel.max() > FLOOR_DB + 40

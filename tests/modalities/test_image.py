@@ -240,8 +240,13 @@ def test_preprocessing_refuses_non_finite_or_non_positive_mean_and_std(
     assert fragment in str(refused.value)
 
 
-def test_the_encoders_test_input_encodes_to_finite_values() -> None:
-    encoder = IMAGE.encoder(IMAGE.preprocessing(SEED_PARAMS))
-    (pixels,) = encoder(encoder.test_input()).values()
+def test_the_test_input_is_a_grey_png_that_encodes_to_finite_values() -> None:
+    params = IMAGE.preprocessing(SEED_PARAMS)
+    raw = IMAGE.test_input(params)
+    assert IMAGE.check_file(raw) is None and raw == IMAGE.test_input(params)
+    with Image.open(io.BytesIO(raw)) as image:
+        assert (image.format, image.size) == ("PNG", (235, 235))
+        assert image.getextrema() == ((128, 128),) * 3
+    (pixels,) = IMAGE.encoder(params)(raw).values()
     assert pixels.shape == (3, SEED_PARAMS["crop_size"], SEED_PARAMS["crop_size"])
     assert np.isfinite(pixels).all()

@@ -163,3 +163,16 @@ def test_the_api_schema_pattern_refuses_every_invisible_character() -> None:
         if 0xD800 <= code <= 0xDFFF:
             continue  # surrogates never reach the decoder (not UTF-8)
         assert bool(invisible.fullmatch(char)) == is_invisible(char), hex(code)
+
+
+def test_the_test_input_is_a_sentence_of_words_the_vocabulary_knows() -> None:
+    """A real tokenizer (MiniLM's) knows every word of it: the check runs real token ids."""
+    text = get_modality("text")
+    raw = text.test_input(text.preprocessing({}))
+    assert text.check_file(raw) is None
+    words = decode_text(raw).split()
+    assert 5 <= len(words) <= 20
+    arrays = encoder(32)(raw)
+    ids = arrays["input_ids"][arrays["attention_mask"] == 1]
+    unknown = encoder(32).tokenizer.token_to_id("[UNK]")
+    assert len(ids) >= len(words) and unknown not in ids

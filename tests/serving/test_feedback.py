@@ -203,32 +203,33 @@ def test_the_body_must_be_json_and_may_begin_with_a_byte_order_mark(
     assert true_labels(log_url) == ["3", None]
 
 
-def test_a_request_id_two_models_logged_takes_either_models_label(
+def test_two_models_sharing_a_log_never_share_a_request_id(
     logged_client: TestClient, digit_images: list[DigitImage], log_url: str, tmp_path: Path
 ) -> None:
     """Two servers share one log, and a client gave both predictions the same X-Request-ID:
-    the label of either model is taken, and one neither has is still refused."""
+    the second is answered under an id of its own, each label goes to one model's input by
+    the id its response returned, and the shared id, naming two inputs, labels neither."""
     from .tiny_bundles import tiny_bundle
 
     shared = {"X-Request-ID": "order-1001"}
     image = [upload("3.png", digit_images[3].read_bytes())]
-    assert logged_client.post("/v1/predict", files=image, headers=shared).status_code == 200
+    first = logged_client.post("/v1/predict", files=image, headers=shared)
+    assert first.json()["request_id"] == "order-1001"
     text_bundle = tiny_bundle(tmp_path / "text", "text")  # labels crude, grain, ship
     with TestClient(create_app(text_bundle, ServingSettings(log_url=log_url))) as text_client:
         texts = {"texts": ["wheat exports fell"]}
-        assert text_client.post("/v1/predict", json=texts, headers=shared).status_code == 200
-        digit = text_client.post("/v1/feedback", json={"request_id": "order-1001", "label": "3"})
-        assert (digit.status_code, digit.json()) == (200, {"stored": 1})
-        both = logged_client.post(
-            "/v1/feedback", json={"request_id": "order-1001", "label": "grain"}
-        )
-        assert both.status_code == 200
-        neither = logged_client.post(
-            "/v1/feedback", json={"request_id": "order-1001", "label": "x"}
-        )
-    assert neither.status_code == 422
-    assert "'x' is not one of the model's labels" in neither.json()["detail"]
-    assert feedback_rows(log_url) == 1  # one input, its last label
+        second = text_client.post("/v1/predict", json=texts, headers=shared)
+        own_id = second.json()["request_id"]
+        assert own_id != "order-1001" and second.headers["x-request-id"] == own_id
+        either = text_client.post("/v1/feedback", json={"request_id": "order-1001", "label": "3"})
+        assert either.status_code == 409
+        assert "was sent with 2 requests" in either.json()["detail"]
+        digit = text_client.post("/v1/feedback", json={"request_id": own_id, "label": "3"})
+        assert digit.status_code == 422  # the text model's input: no digit label
+        text = text_client.post("/v1/feedback", json={"request_id": own_id, "label": "grain"})
+        assert (text.status_code, text.json()) == (200, {"stored": 1})
+    assert true_labels(log_url) == [None]  # the digit model's input is unlabelled
+    assert feedback_rows(log_url) == 1
 
 
 def test_a_label_is_the_models_whichever_unicode_form_it_was_typed_in() -> None:

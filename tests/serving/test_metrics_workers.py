@@ -16,12 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from mlfactory.errors import ConfigError
 from mlfactory.serving.multiprocess_metrics import MULTIPROC_ENV, metrics_dir
 
-from .conftest import DigitImage
+from .conftest import DigitImage, png_bytes
 from .live_server import live_server
 
 PREDICT_OK = 'mlfactory_http_requests_total{endpoint="/v1/predict",method="POST",status="200"}'
@@ -116,6 +117,37 @@ def test_n_requests_show_as_n_whichever_worker_answers(
         assert sample(text, PREDICT_OK) == sent
         assert sample(text, "mlfactory_queue_depth") == 0
         assert victim not in resident_memory_by_pid(text)
+
+
+def test_decode_gauges_add_up_the_workers_and_return_to_zero(
+    image_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One decode slot per worker, 12 large images at once: a scrape, whichever worker answers
+    it, shows both workers' decodes and waits as one series each, never more decoding than the
+    2 slots, and 0 of both once every request is answered."""
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "metrics"))
+    large = png_bytes(Image.new("RGBA", (3000, 3000), (200, 30, 30, 128)))  # ~80 MiB decoded
+    names = ("mlfactory_decodes_in_progress", "mlfactory_decodes_waiting")
+    with live_server(
+        image_bundle, tmp_path, "--workers", "2", max_concurrent_decodes="1"
+    ) as server:
+
+        def post(index: int) -> int:
+            files = [("files", (f"large-{index}.png", large, "image/png"))]
+            return httpx.post(f"{server.url}/v1/predict", files=files, timeout=60.0).status_code
+
+        seen = []
+        with ThreadPoolExecutor(12) as pool:
+            posts = [pool.submit(post, index) for index in range(12)]
+            while not all(future.done() for future in posts):
+                text = httpx.get(f"{server.url}/metrics", timeout=10.0).text
+                seen.append(tuple(sample(text, name) for name in names))
+        assert [future.result() for future in posts] == [200] * 12
+        assert max(decoding for decoding, _ in seen) <= 2, seen  # 2 workers x 1 slot
+        assert max(waiting for _, waiting in seen) >= 1, seen
+        for _ in range(4):  # new connections: either worker answers
+            text = httpx.get(f"{server.url}/metrics", timeout=10.0).text
+            assert [sample(text, name) for name in names] == [0.0, 0.0]
 
 
 def test_a_metrics_folder_is_made_for_workers_and_removed_after(

@@ -281,7 +281,7 @@ def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Pat
     log = PredictionLog(f"sqlite:///{database}")  # upgrades the table on open
     with sqlite3.connect(database) as connection:
         columns = [r[1] for r in connection.execute("PRAGMA table_info(predictions)")]
-    assert columns[-7:] == [
+    assert columns[-8:] == [
         "model_run_id",
         "data_fingerprint",
         "embedding_f16",
@@ -289,6 +289,7 @@ def test_a_log_of_the_first_release_is_upgraded_and_stays_readable(tmp_path: Pat
         "in_distribution",
         "ood_scorer",
         "input_sha256",
+        "requested_id",
     ]
     log.start()
     new = row("new")

@@ -11,7 +11,9 @@ import pytest
 from mlfactory.errors import ConfigError
 from mlfactory.monitoring import drift
 from mlfactory.serving.settings import (
+    LOOPBACK_HOSTS,
     ServingSettings,
+    allowed_host_names,
     env_name,
     limits_warning,
     monitor_schedule,
@@ -249,3 +251,38 @@ def test_shutdown_timeout_is_whole_seconds_within_bounds(raw: str) -> None:
     assert ServingSettings().shutdown_timeout_s == 20
     with pytest.raises(ConfigError, match="MLFACTORY_SHUTDOWN_TIMEOUT_S"):
         ServingSettings.from_env({"MLFACTORY_SHUTDOWN_TIMEOUT_S": raw})
+
+
+def test_allowed_hosts_are_any_unless_listed_and_loopback_always() -> None:
+    assert ServingSettings.from_env({}).allowed_hosts == "*"
+    assert allowed_host_names("*") is None and allowed_host_names("a.example, *") is None
+    listed = ServingSettings.from_env({"MLFACTORY_ALLOWED_HOSTS": " API.example.com,, *.svc ,"})
+    names = allowed_host_names(listed.allowed_hosts)
+    assert names == ["api.example.com", "*.svc", *LOOPBACK_HOSTS]
+    assert allowed_host_names("localhost,[fd00::1],10.0.0.7") == [
+        "localhost",
+        "[fd00::1]",
+        "10.0.0.7",
+        "127.0.0.1",
+        "[::1]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://api.example.com", "'https://api.example.com' is not a host name"),
+        ("api.example.com/v1", "is not a host name"),
+        ("api example.com", "'api example.com' is not a host name"),
+        ("api.example.com:8080", "'api.example.com:8080' has a port"),
+        ("[fd00::1]:8080", "'[fd00::1]:8080' has a port"),
+        ("fd00::1", "is an IPv6 address: write it in brackets"),
+        ("[fd00::1", "lacks its ]"),
+        ("api.*.com", "has a misplaced *"),
+        ("*example.com", "has a misplaced *"),
+        (" , ", "names no host"),
+    ],
+)
+def test_a_bad_allowed_host_names_the_variable_and_the_entry(value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=f"^MLFACTORY_ALLOWED_HOSTS: .*{re.escape(expected)}"):
+        ServingSettings.from_env({"MLFACTORY_ALLOWED_HOSTS": value})

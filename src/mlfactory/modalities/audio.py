@@ -49,6 +49,8 @@ MAX_PEAK = 1000.0
 # soundfile names the in-memory buffer in its messages; that text differs on every run.
 _BUFFER_NAME = r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>"
 _BUFFER_REPR = re.compile(_BUFFER_NAME + r":?\s*")
+# `AudioModality.test_input` lasts this long, or the clip if shorter (shorter inputs are padded).
+TEST_SECONDS = 1.0
 
 
 @dataclass
@@ -195,6 +197,19 @@ class AudioEncoder:
         return {INPUT_NAME: np.float32}
 
 
+def tone_clip(sample_rate: int, seconds: float) -> np.ndarray:
+    """A plucked-string-like note: a 220 Hz fundamental with its harmonics below the Nyquist
+    frequency, a 10 ms attack and an exponential decay, over faint seeded noise; float32 in
+    [-1, 1], `round(seconds * sample_rate)` samples (at least one)."""
+    times = np.arange(max(1, round(seconds * sample_rate))) / sample_rate
+    partials = [k for k in range(1, 9) if 220.0 * k < sample_rate / 2]
+    note = sum(np.sin(2 * np.pi * 220.0 * k * times) / k for k in partials)
+    envelope = np.minimum(times / 0.01, 1.0) * np.exp(-3.0 * times)
+    noise = np.random.default_rng(0).normal(0.0, 0.003, times.shape)
+    clip = 0.5 * note * envelope / max(1.0, float(np.abs(note).max(initial=0.0))) + noise
+    return np.clip(clip, -1.0, 1.0).astype(np.float32)
+
+
 def check_audio_file(data: bytes) -> str | None:
     """Why `data` is not usable audio, or None: it must decode with soundfile to at least one
     finite frame and last no longer than serving accepts (`MAX_SECONDS`)."""
@@ -231,6 +246,17 @@ class AudioModality(Modality):
     def encoder(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> Encoder:
         """Audio encoders need no assets."""
         return AudioEncoder(params)
+
+    def test_input(self, params: Mapping[str, Any]) -> bytes:
+        """A one-second note (`tone_clip`, or the clip's length if shorter) as a 16-bit WAV
+        file at the bundle's sample rate, as a client would upload it."""
+        import soundfile
+
+        rate = int(params["sample_rate"])
+        clip = tone_clip(rate, min(TEST_SECONDS, float(params["clip_seconds"])))
+        buffer = io.BytesIO()
+        soundfile.write(buffer, clip, rate, format="WAV", subtype="PCM_16")
+        return buffer.getvalue()
 
     def check_file(self, data: bytes) -> str | None:
         """See `check_audio_file`."""

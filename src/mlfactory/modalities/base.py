@@ -4,8 +4,9 @@ A `Modality` knows its preprocessing parameters (a checked dataclass) and builds
 that turns one raw input into model arrays; it says how inputs arrive at the API (`ApiInput`),
 which files hold items of it, the check a file must pass when data is prepared, the summary of
 an input that the prediction log keeps (and that monitoring compares), the training-time
-augmentation, and the simple baseline model. Data preparation, training, export, serving,
-the demo and the baselines ask the modality; none of them asks which modality it is.
+augmentation, the simple baseline model, and the test input that checks a bundle as it loads.
+Data preparation, training, export, serving, the demo and the baselines ask the modality; none
+of them asks which modality it is.
 
 Nothing here imports torch.
 """
@@ -98,6 +99,16 @@ class Modality(ABC):
         Args:
             params: the preprocessing parameters.
             assets_dir: the folder holding the modality's asset files (a bundle, a run).
+        """
+
+    @abstractmethod
+    def test_input(self, params: Mapping[str, Any]) -> bytes:
+        """A small valid input as a client would send it (the bytes of a file, or of a text),
+        for checked parameters (see `preprocessing`).
+
+        `Predictor.check` runs it through a bundle's own encoder and model when the bundle is
+        loaded, so preprocessing or a model that fails every input is refused at start-up (or
+        reload), before anyone is served. Deterministic: the same parameters give the same bytes.
         """
 
     @abstractmethod

@@ -253,14 +253,6 @@ class ImageEncoder:
         image = decode_image(raw, min_short_side=int(self.params["resize_size"]))
         return {INPUT_NAME: preprocess_image(image, self.params)}
 
-    def test_input(self) -> bytes:
-        """A mid-grey PNG of the resize size: what `Predictor.check` runs through this
-        encoder, so preprocessing that cannot give finite values fails when a bundle loads."""
-        side = int(self.params["resize_size"])
-        buffer = io.BytesIO()
-        Image.new("RGB", (side, side), (128, 128, 128)).save(buffer, format="PNG")
-        return buffer.getvalue()
-
     def input_shapes(self) -> dict[str, list[int]]:
         """ONNX input shapes for one item (batch axis excluded)."""
         size = int(self.params["crop_size"])
@@ -302,6 +294,14 @@ class ImageModality(Modality):
     def encoder(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> Encoder:
         """Image encoders need no assets."""
         return ImageEncoder(params)
+
+    def test_input(self, params: Mapping[str, Any]) -> bytes:
+        """A mid-grey PNG of the resize size: preprocessing that cannot give finite values
+        (a std that overflows) fails on it."""
+        side = int(params["resize_size"])
+        buffer = io.BytesIO()
+        Image.new("RGB", (side, side), (128, 128, 128)).save(buffer, format="PNG")
+        return buffer.getvalue()
 
     def check_file(self, data: bytes) -> str | None:
         """Images must decode with the same `decode_image` serving uses."""

@@ -27,6 +27,8 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 FILE_SUFFIXES = (".txt",)
 # Pad tokens of common vocabularies, used when a tokenizer.json carries no padding settings.
 KNOWN_PAD_TOKENS = ("[PAD]", "<pad>")
+# What `TextModality.test_input` sends: common words, so any vocabulary has most of them.
+TEST_SENTENCE = "The price of crude oil rose as the ship reached the port."
 # [CLS] and [SEP] alone take two positions; anything shorter cannot hold a word.
 MIN_LENGTH = 3
 # Longer sequences than any encoder we know of is a configuration mistake.
@@ -174,6 +176,11 @@ class TextModality(Modality):
     def encoder(self, params: Mapping[str, Any], assets_dir: Path | None = None) -> Encoder:
         """The tokenizer encoder; `assets_dir` holds `tokenizer.json`."""
         return TextEncoder(params, assets_dir)
+
+    def test_input(self, params: Mapping[str, Any]) -> bytes:
+        """A short English sentence: a tokenizer whose ids the model has no rows for (one
+        swapped in from another backbone) fails on it."""
+        return TEST_SENTENCE.encode("utf-8")
 
     def check_file(self, data: bytes) -> str | None:
         """A text file must be UTF-8 and hold more than whitespace."""

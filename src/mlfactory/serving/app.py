@@ -43,12 +43,13 @@ from mlfactory.serving.log_retention import LogRetention
 from mlfactory.serving.metrics import ServingMetrics
 from mlfactory.serving.middleware import (
     PROTOCOL_STATUS,
+    AllowedHostsMiddleware,
     BodyTimeoutMiddleware,
     RequestContextMiddleware,
 )
 from mlfactory.serving.predict import predict_router
 from mlfactory.serving.prediction_log import PredictionLog
-from mlfactory.serving.settings import ServingSettings, retention_period
+from mlfactory.serving.settings import ServingSettings, allowed_host_names, retention_period
 from mlfactory.serving.validation_errors import describe_errors
 
 BUNDLE_ENV = "MLFACTORY_BUNDLE"
@@ -94,6 +95,9 @@ def create_app(bundle_path: str | Path, settings: ServingSettings | None = None)
     app.state.predictor = None
     app.state.input_store = None  # the lifespan opens it (MLFACTORY_INPUT_STORE)
     app.state.auth_throttle = AuthThrottle(config.admin_failures_per_minute)
+    allowed_hosts = allowed_host_names(config.allowed_hosts)
+    if allowed_hosts is not None:  # inside the request context: refusals are counted, with ids
+        app.add_middleware(AllowedHostsMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(BodyTimeoutMiddleware, timeout_s=config.body_timeout_s)
     app.add_middleware(RequestContextMiddleware, metrics=served_metrics)
     _add_error_handlers(app)

@@ -45,7 +45,8 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from mlfactory.serving.metrics import connection_guard_events
-from mlfactory.serving.middleware import PROTOCOL_STATUS, request_id_from
+from mlfactory.serving.middleware import PROTOCOL_STATUS
+from mlfactory.serving.request_ids import request_id_from
 from mlfactory.serving.settings import ServingSettings, env_name
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,9 @@ Live accuracy (`GET /v1/monitoring/drift`, `mlfactory monitor`) is computed over
 predictions of a window.
 
 A list is stored whole or not at all: an unknown request id or input is 404, a label that the
-model that made the prediction does not have is 422, each with a JSON `detail`. The body is
+model that made the prediction does not have is 422, a request id that names different inputs
+of several requests (clients that chose the same `X-Request-ID`: see `request_ids`) is 409,
+each with a JSON `detail`. The body is
 limited to `MAX_BODY_BYTES` and `MAX_ITEMS` labels. Before the server has started, or when the
 log's database fails (busy past its timeout, unreachable), the answer is 503 and nothing is
 stored: the client retries, as it does a prediction that could not be logged.
@@ -64,6 +66,7 @@ router = APIRouter()
     dependencies=MONITOR_GUARD,
     responses={
         404: {"model": ErrorResponse, "description": "No logged prediction with that id."},
+        409: {"model": ErrorResponse, "description": "The id names several requests' inputs."},
         413: {"model": ErrorResponse, "description": "Body over 1 MiB or 1,000 labels."},
         415: {"model": ErrorResponse, "description": "A body declared as other than JSON."},
         422: {"model": ErrorResponse, "description": "Malformed body, or an unknown label."},
@@ -169,19 +172,48 @@ def _model_spelling(label: str, known: list[str], request_id: str) -> str:
 
 
 def _logged_labels(engine: Engine, keys: list[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
-    """(request id, input index) -> the labels of the model that predicted it; of every model
-    that did, where several logged a prediction under that id (a log shared by two servers,
-    and a client that sent both the same `X-Request-ID`)."""
-    query = select(
-        predictions.c.request_id, predictions.c.input_index, predictions.c.probabilities
-    ).where(predictions.c.request_id.in_({request_id for request_id, _ in keys}))
+    """(request id, input index) -> the labels of the model that predicted it (of every model
+    that did, where two logged the same input under one id: a log shared by two servers).
+
+    Raises:
+        InputError: 409 when the id names different inputs at that position: requests whose
+            client chose the same id (`prediction_log.give_taken_ids_new_ones` gave the later
+            ones new ids, but a client labelling by its own id could mean any of them), or,
+            in a log written before ids were made unique, several requests under one id.
+    """
+    ids = {request_id for request_id, _ in keys}
+    columns = (predictions.c.input_index, predictions.c.input_sha256)
+    logged = select(predictions.c.request_id, *columns, predictions.c.probabilities)
+    namesakes = select(predictions.c.requested_id, *columns).where(
+        predictions.c.requested_id.in_(ids), predictions.c.request_id != predictions.c.requested_id
+    )
     labels: dict[tuple[str, int], dict[str, None]] = {}
+    inputs: dict[tuple[str, int], list[str | None]] = {}
     with engine.connect() as connection:
-        for row in connection.execute(query):
-            labels.setdefault((row.request_id, row.input_index), {}).update(
-                dict.fromkeys(row.probabilities)
+        for row in connection.execute(logged.where(predictions.c.request_id.in_(ids))):
+            key = (row.request_id, row.input_index)
+            labels.setdefault(key, {}).update(dict.fromkeys(row.probabilities))
+            inputs.setdefault(key, []).append(row.input_sha256)
+        for other in connection.execute(namesakes):
+            inputs.setdefault((other.requested_id, other.input_index), []).append(
+                other.input_sha256
+            )
+    for request_id, index in keys:
+        digests = inputs.get((request_id, index), [])
+        if (request_id, index) in labels and len(digests) > 1 and _not_one_input(digests):
+            raise InputError(
+                f"request id {request_id!r} was sent with {len(digests)} requests, which had "
+                f"different inputs at position {index}: label it with the `request_id` its "
+                "prediction's response returned (a request whose X-Request-ID was taken got "
+                "a new one)",
+                409,
             )
     return {key: list(known) for key, known in labels.items()}
+
+
+def _not_one_input(digests: list[str | None]) -> bool:
+    """Whether logged inputs' SHA-256s (None: logged before they were kept) may differ."""
+    return None in digests or len(set(digests)) > 1
 
 
 def _unknown(request_id: str, index: int, known: dict[tuple[str, int], Any]) -> str:

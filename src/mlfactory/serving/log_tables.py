@@ -34,7 +34,7 @@ from sqlalchemy import (
 
 from mlfactory.bundle import MAX_ID_CHARS, MAX_LABEL_CHARS, MAX_NAME_CHARS, MAX_VERSION_CHARS
 
-# The longest request id the log's columns hold (`middleware.VALID_REQUEST_ID` allows no more).
+# The longest request id the log's columns hold (`request_ids.VALID_REQUEST_ID` allows no more).
 MAX_REQUEST_ID_CHARS = 64
 # float16 holds values up to 65504; larger ones are clipped rather than stored as infinity.
 EMBEDDING_DTYPE = np.dtype("<f2")
@@ -68,6 +68,10 @@ predictions = Table(
     Column("ood_scorer", String(64), nullable=True),
     # the SHA-256 of the input's bytes: its file in the input store (`input_store`), if kept
     Column("input_sha256", String(64), nullable=True),
+    # the X-Request-ID the client sent (NULL: none, or one that is no request id). The row's
+    # `request_id` is the same, unless an earlier request had taken it (then a new one): one
+    # request id never names two requests. Feedback checks the namesakes (`feedback`).
+    Column("requested_id", String(MAX_REQUEST_ID_CHARS), nullable=True, index=True),
     # A window is one model version's last rows: without this index a log shared with a busier
     # model is scanned back through all of its rows (measured in docs/monitoring.md).
     Index("ix_predictions_model_version_id", "model_name", "model_version", "id"),

@@ -7,9 +7,10 @@ go to prometheus-client's multiprocess files and a scrape merges every worker's 
 
 Multiprocess mode has no `Info` and no `Gauge.set_function`: the served model is a gauge of
 value 1 with labels, and the queue gauges are sampled (every `SAMPLE_INTERVAL_S`, and by the
-worker answering a scrape). Each gauge's `multiprocess_mode` says how workers' values combine.
-Names follow Prometheus's conventions: base units in the name (`_seconds`), `_total` on counters
-(prometheus-client adds it), labels with few values (never a request id).
+worker answering a scrape); the decode gauges are set by the decode gate as requests pass it.
+Each gauge's `multiprocess_mode` says how workers' values combine. Names follow Prometheus's
+conventions: base units in the name (`_seconds`), `_total` on counters (prometheus-client adds
+it), labels with few values (never a request id).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ServingMetrics:
             _add_process_collectors(registry)
         self.requests, self.latency = _http_metrics(registry)
         self.batch_size, self.model_run, self.queue_depth = _batching_metrics(registry)
+        self.decodes_in_progress, self.decodes_waiting = _decode_metrics(registry)
         self.log_pending, self.log_lag, self.log_write_errors, self.log_pruned = (
             _prediction_log_metrics(registry)
         )
@@ -123,7 +125,8 @@ class ServingMetrics:
     def stop(self) -> None:
         """The app is stopping: its queues are empty and, with workers, its gauges go."""
         self._sources = None
-        for gauge in (self.queue_depth, self.log_pending, self.log_lag):
+        gauges = (self.queue_depth, self.log_pending, self.log_lag)
+        for gauge in (*gauges, self.decodes_in_progress, self.decodes_waiting):
             gauge.set(0)
         if self.folder is not None:
             mark_dead(self.folder)
@@ -218,6 +221,25 @@ def _batching_metrics(registry: CollectorRegistry) -> tuple[Histogram, Histogram
         multiprocess_mode="livesum",
     )
     return batch_size, model_run, queue_depth
+
+
+def _decode_metrics(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """The requests decoding their inputs, and those waiting for a decode slot (`DecodeGate`,
+    MLFACTORY_MAX_CONCURRENT_DECODES per worker): set as they change, not sampled."""
+    in_progress = Gauge(
+        "mlfactory_decodes_in_progress",
+        "Requests decoding and preprocessing their inputs now (all workers; at most "
+        "MLFACTORY_MAX_CONCURRENT_DECODES per worker).",
+        registry=registry,
+        multiprocess_mode="livesum",
+    )
+    waiting = Gauge(
+        "mlfactory_decodes_waiting",
+        "Requests waiting for a decode slot, their bodies read (all workers).",
+        registry=registry,
+        multiprocess_mode="livesum",
+    )
+    return in_progress, waiting
 
 
 def _prediction_log_metrics(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Counter, Counter]:

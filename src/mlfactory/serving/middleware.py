@@ -1,65 +1,47 @@
-"""Plain ASGI middlewares (no per-request task overhead): request context, body timeout.
+"""Plain ASGI middlewares (no per-request task overhead): request context, body timeout,
+allowed hosts.
 
-Every HTTP request gets an id: the client's `X-Request-ID` when it is a short token, else a new
-one. Handlers read it from `request.state.request_id`; every response carries it back in
-`X-Request-ID`, and the prediction log stores it. Every request is counted and timed, its time
-labelled with the class of its status (`2xx`...): a 4xx lasts as long as the client makes it
-(a 408 waits for a body that stopped arriving, a 499 for a client that hung up), so the latency
-SLO reads the 2xx and 5xx answers only.
+Every HTTP request gets an id (`request_ids`): the client's `X-Request-ID` when it is a valid
+token, else a new one. Handlers read it from `request.state.request_id`, and the client's own
+from `request.state.requested_id` (None when it sent none, or one that was ignored). Every
+response carries the id back in `X-Request-ID`, read as the response starts: a prediction whose
+chosen id was taken is answered under the new one its handler put there.
+
+Every request is counted and timed, its time labelled with the class of its status (`2xx`...):
+a 4xx lasts as long as the client makes it (a 408 waits for a body that stopped arriving, a 499
+for a client that hung up), so the latency SLO reads the 2xx and 5xx answers only.
 
 A request body must keep arriving, and arrive whole in time: a wait of more than
 `body_timeout_s` for its next part (a client that declared more bytes than it sends), or a body
 still arriving `body_deadline_s` after the app began reading it (a client that sends a byte now
 and then, never pausing long enough for the first rule), raises `BodyTimeout`, answered 408 and
 with the connection closed.
+
+With `MLFACTORY_ALLOWED_HOSTS` set, a request whose `Host` header names none of them is answered
+400 with a JSON `detail` (`AllowedHostsMiddleware`; Starlette's `TrustedHostMiddleware` matches).
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import uuid
-from collections.abc import Iterable
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Any
 
-from pydantic import AfterValidator, WithJsonSchema
+from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlfactory.errors import InputError
-from mlfactory.serving.log_tables import MAX_REQUEST_ID_CHARS
 from mlfactory.serving.metrics import ServingMetrics
+from mlfactory.serving.request_ids import client_request_id, new_request_id
 
-REQUEST_ID_HEADER = "x-request-id"
 # Set in a request's `scope["state"]` when uvicorn's protocol answered it instead of the app (a
 # body the HTTP parser rejected, `connections.GuardedHttpProtocol`): the status to count.
 PROTOCOL_STATUS = "protocol_status"
-# What a request id may be: the client's own `X-Request-ID` and `POST /v1/feedback`'s
-# `request_id` must match it.
-VALID_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_CHARS}}}")
-
-
-def check_request_id(value: str) -> str:
-    """`value` when it is a request id as the server makes them (`VALID_REQUEST_ID`).
-
-    Raises:
-        ValueError: it is not (e.g. a NUL character, which PostgreSQL refuses to store).
-    """
-    if not VALID_REQUEST_ID.fullmatch(value):
-        raise ValueError(
-            f"must be 1 to {MAX_REQUEST_ID_CHARS} letters, digits, '.', '_', ':' or '-' "
-            "(a request id)"
-        )
-    return value
-
-
-# A request id in a request body (`POST /v1/feedback`): refused unless the server could have
-# made it, with a message that says what a request id is.
-RequestId = Annotated[
-    str,
-    AfterValidator(check_request_id),
-    WithJsonSchema({"type": "string", "pattern": f"^{VALID_REQUEST_ID.pattern}$"}),
-]
+# Set in a request's `scope["state"]` once `AllowedHostsMiddleware` let it through.
+_HOST_ALLOWED = "host_allowed"
 # Paths no route matched share one label, so scanners cannot blow up the metric's cardinality.
 UNMATCHED = "unmatched"
 
@@ -78,13 +60,15 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         # The protocol may have answered a malformed body (400) with an id before this ran.
         state = scope.setdefault("state", {})
-        request_id = state.setdefault("request_id", request_id_from(scope.get("headers", [])))
+        requested_id = state.setdefault("requested_id", client_request_id(scope.get("headers", [])))
+        state.setdefault("request_id", requested_id or new_request_id())
         status = 500
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                request_id = str(state["request_id"])  # a handler may have given a new one
                 headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
                 message = {**message, "headers": headers}
             await send(message)
@@ -153,15 +137,45 @@ class BodyTimeoutMiddleware:
         )
 
 
-def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The client's `X-Request-ID` if it is a valid token, else a new random id."""
-    for name, value in headers:
-        if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if VALID_REQUEST_ID.fullmatch(candidate):
-                return candidate
-            break
-    return uuid.uuid4().hex
+class AllowedHostsMiddleware:
+    """Refuses (400, JSON `detail`) a request whose `Host` header names no allowed host.
+
+    Starlette's `TrustedHostMiddleware` decides (exact names, `*.domain` wildcards, the port
+    ignored, a malformed header refused); its plain-text refusal is replaced by the API's JSON
+    error. `allowed_hosts` is `settings.allowed_host_names`' list.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.trusted = TrustedHostMiddleware(self._allowed, list(allowed_hosts), www_redirect=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def send_or_refuse(message: Message) -> None:
+            if state.get(_HOST_ALLOWED):  # the app's own answer
+                await send(message)
+            elif message["type"] == "http.response.start":  # Starlette's refusal, as JSON
+                await _host_refusal(scope)(scope, receive, send)
+
+        await self.trusted(scope, receive, send_or_refuse)
+
+    async def _allowed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"][_HOST_ALLOWED] = True
+        await self.app(scope, receive, send)
+
+
+def _host_refusal(scope: Scope) -> JSONResponse:
+    host = Headers(scope=scope).get("host")
+    named = "no Host header" if host is None else f"Host {host[:100]!r}"
+    detail = (
+        f"{named}: this server answers only to the host names it is configured with "
+        "(MLFACTORY_ALLOWED_HOSTS); send the request to one of them"
+    )
+    return JSONResponse({"detail": detail}, status_code=400)
 
 
 def _endpoint(scope: Scope) -> str:

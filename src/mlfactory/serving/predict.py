@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 Encoded = dict[str, np.ndarray]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed HTTP request (Content-Length)."},
+    400: {
+        "model": ErrorResponse,
+        "description": "Malformed HTTP request (Content-Length), or a Host not allowed.",
+    },
     408: {"model": ErrorResponse, "description": "The request body stopped arriving."},
     413: {"model": ErrorResponse, "description": "Too many inputs, or an input too large."},
     415: {
@@ -96,9 +99,8 @@ async def predict(request: Request) -> PredictResponse:
     predictor.check_finite(output, [name for name, _ in inputs])
     ood = ood_scores(predictor, output)
     latency_ms = (time.perf_counter() - started) * 1000.0
-    request_id: str = request.state.request_id
     predictions = predictor.to_predictions(output.probabilities)
-    rows = log_rows(request_id, predictor, predictions, output, summaries, digests, latency_ms, ood)
+    rows = log_rows(request, predictor, predictions, output, summaries, digests, latency_ms, ood)
     prediction_log: PredictionLog = state.prediction_log
     metrics: ServingMetrics = state.metrics
     store: InputStore | None = state.input_store
@@ -114,6 +116,7 @@ async def predict(request: Request) -> PredictResponse:
         # Unlogged predictions are never answered: the log is the record of what was served.
         metrics.log_write_errors.inc()
         raise HTTPException(503, "the prediction could not be logged; retry shortly") from None
+    request.state.request_id = rows[0].request_id  # new if another request had taken it
     for prediction in predictions:
         metrics.predictions.labels(prediction.label).inc()
     outside = sum(inside is False for inside in ood[1])
@@ -122,7 +125,7 @@ async def predict(request: Request) -> PredictResponse:
     state.drift_watch.count(len(predictions))
     meta = predictor.bundle.meta
     return PredictResponse(
-        request_id=request_id,
+        request_id=rows[0].request_id,
         model=ModelRef(name=meta.name, version=meta.version),
         predictions=[
             PredictionOut(
@@ -150,26 +153,47 @@ class DecodeGate:
     (`MLFACTORY_MAX_CONCURRENT_DECODES`), so decoded pixels take at most `limit` times one
     request's worth of memory; the other requests wait, in order, holding only their bodies.
 
-    `in_flight` and `peak` count the requests decoding now and the most there ever were.
+    `in_flight` and `waiting` count the requests decoding now and those waiting for a slot, as
+    the `mlfactory_decodes_in_progress` and `mlfactory_decodes_waiting` gauges do; `peak` is
+    the most that ever decoded at once.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, metrics: ServingMetrics) -> None:
         self.limit = limit
         self.slots = asyncio.Semaphore(limit)
+        self.metrics = metrics
         self.in_flight = 0
+        self.waiting = 0
         self.peak = 0
 
     async def encode(
         self, predictor: Predictor, inputs: list[tuple[str, bytes]]
     ) -> tuple[list[Encoded], list[dict[str, object]], list[str]]:
         """`encode_inputs` in the request thread pool, once a slot is free."""
-        async with self.slots:
+        await self._take_slot()
+        try:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
+            self.metrics.decodes_in_progress.inc()
             try:
                 return await run_in_threadpool(encode_inputs, predictor, inputs)
             finally:
                 self.in_flight -= 1
+                self.metrics.decodes_in_progress.dec()
+        finally:
+            self.slots.release()
+
+    async def _take_slot(self) -> None:
+        if not self.slots.locked():  # a slot is free: taken without waiting, nothing to count
+            await self.slots.acquire()
+            return
+        self.waiting += 1
+        self.metrics.decodes_waiting.inc()
+        try:  # a client that hangs up while waiting is cancelled here, and counted out
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+            self.metrics.decodes_waiting.dec()
 
 
 def decode_gate(request: Request) -> DecodeGate:
@@ -178,7 +202,7 @@ def decode_gate(request: Request) -> DecodeGate:
     gate: DecodeGate | None = getattr(state, "decode_gate", None)
     if gate is None:
         settings: ServingSettings = state.settings
-        gate = state.decode_gate = DecodeGate(settings.max_concurrent_decodes)
+        gate = state.decode_gate = DecodeGate(settings.max_concurrent_decodes, state.metrics)
     return gate
 
 
@@ -207,7 +231,7 @@ def encode_inputs(
 
 
 def log_rows(
-    request_id: str,
+    request: Request,
     predictor: Predictor,
     predictions: list[Prediction],
     output: BatchOutput,
@@ -217,14 +241,17 @@ def log_rows(
     ood: OodScores,
 ) -> list[LoggedPrediction]:
     """One prediction-log row per input (`digests`: each input's `input_digest`; `ood`: each
-    input's score and verdict, or Nones).
+    input's score and verdict, or Nones), under the request's id (`request.state`).
 
     The rows of one request share one time: the request's answer.
     """
     meta, now = predictor.bundle.meta, datetime.now(UTC)
+    request_id: str = request.state.request_id
+    requested_id: str | None = request.state.requested_id
     return [
         LoggedPrediction(
             request_id=request_id,
+            requested_id=requested_id,
             input_index=index,
             model_name=meta.name,
             model_version=meta.version,

@@ -7,6 +7,14 @@ the database and a busy server pays one commit per group, not per request. A req
 over a step that must succeed before its rows are committed (keeping its inputs: see
 `serving.input_store`); the writer runs it, so the request pays no thread hop of its own.
 
+A request id names one request. A client may choose its request's id (`X-Request-ID`, kept in
+`requested_id`), and may choose one that a logged prediction already has (a retry, a client
+reusing ids, or one guessing another's): its rows would then share the id with another
+request's, and a label sent for that id (`POST /v1/feedback`) would join both. So the writer,
+in the transaction that commits them, gives the rows of a request whose chosen id is taken a
+new random id; the request answers with it. Two workers (or replicas) committing the same new
+id at the same instant can both keep it; feedback refuses to label such an input (`feedback`).
+
 SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to the WAL file with a
 `write()` (no `fsync`), so once committed a row is in the operating system's page cache and
 survives the server process dying in any way, `kill -9` included; the next open replays the WAL.
@@ -29,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from mlfactory.serving.log_database import (
     add_missing_indexes,
@@ -38,6 +46,7 @@ from mlfactory.serving.log_database import (
     upgrade_schema,
 )
 from mlfactory.serving.log_tables import decode_embedding, encode_embedding, predictions
+from mlfactory.serving.request_ids import new_request_id
 
 __all__ = [
     "LoggedPrediction",
@@ -83,6 +92,9 @@ class LoggedPrediction:
         ood_scorer: the fingerprint of the profile's scorer that gave the score (likewise).
         input_sha256: the SHA-256 of the input's bytes, the name of its file when the server
             keeps inputs (None in rows logged before this column).
+        requested_id: the `X-Request-ID` the client chose (None: it sent none, or one that is
+            no request id). `request_id` is the same when the rows are queued; the writer gives
+            them a new one if a logged prediction has it already.
         ts: when the prediction was made (UTC).
         id: the row id, set once read back from the log.
     """
@@ -103,6 +115,7 @@ class LoggedPrediction:
     in_distribution: bool | None = None
     ood_scorer: str | None = None
     input_sha256: str | None = None
+    requested_id: str | None = None
     ts: datetime = field(default_factory=lambda: datetime.now(UTC))
     id: int | None = None
 
@@ -185,7 +198,9 @@ class PredictionLog:
         """Queue rows; the future completes once they are committed (or fails).
 
         `before_commit` runs on the writer thread before the rows are committed; if it raises,
-        the rows are not committed and the future fails with its exception.
+        the rows are not committed and the future fails with its exception. Rows whose
+        `request_id` is the id their client chose (`requested_id`) get a new one if it is
+        taken: read it from the rows once the future is done.
         """
         future: Future[None] = Future()
         if self._thread is None:
@@ -302,4 +317,28 @@ class PredictionLog:
 
     def _insert(self, group: list[_Pending]) -> None:
         with self.engine.begin() as connection:
+            give_taken_ids_new_ones(connection, [p.rows for p in group])
             connection.execute(insert(predictions), [row.to_row() for p in group for row in p.rows])
+
+
+def give_taken_ids_new_ones(
+    connection: Connection, requests: Sequence[Sequence[LoggedPrediction]]
+) -> None:
+    """Give a new random id to each request (its rows) whose client chose an id that a logged
+    prediction, or an earlier request of `requests`, has already; its `requested_id` stays.
+
+    One indexed query, and only when some request's id was chosen by its client.
+    """
+    chosen = [rows for rows in requests if rows and rows[0].request_id == rows[0].requested_id]
+    if not chosen:
+        return
+    wanted = {rows[0].request_id for rows in chosen}
+    query = select(predictions.c.request_id).where(predictions.c.request_id.in_(wanted))
+    taken = set(connection.scalars(query.distinct()))
+    for rows in chosen:
+        request_id = rows[0].request_id
+        if request_id in taken:
+            request_id = new_request_id()
+            for row in rows:
+                row.request_id = request_id
+        taken.add(request_id)

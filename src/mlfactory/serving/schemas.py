@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mlfactory.bundle import MAX_LABEL_CHARS
 from mlfactory.modalities import ApiInput
 from mlfactory.modalities.text import INVISIBLE_CLASS
-from mlfactory.serving.middleware import RequestId
+from mlfactory.serving.request_ids import RequestId
 
 FILES_FIELD = "files"
 # "Has a character outside the invisible ones" (spaces, controls, zero-width and format
@@ -86,7 +86,8 @@ class PredictResponse(BaseModel):
     """`POST /v1/predict`: one prediction per input, in request order."""
 
     request_id: str = Field(
-        description="The request's id, also in the `X-Request-ID` header and the prediction log."
+        description="The request's id, also in the `X-Request-ID` header and the prediction "
+        "log: the client's own `X-Request-ID` unless another request had taken it."
     )
     model: ModelRef = Field(description="The model that made these predictions.")
     predictions: list[PredictionOut]

@@ -61,6 +61,8 @@ MONITOR_SECONDS = (1.0, 7 * 24 * 3600.0)
 # (up to 20,000 a check, 9 times the 2,199 of level 0.01; docs/benchmarks.md, "The verdict at a
 # strict level"), and a history request checks up to 100 buckets.
 MIN_MONITOR_LEVEL = 0.001
+# Host names `MLFACTORY_ALLOWED_HOSTS` always allows: the server's own machine.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 # Each number's bounds (inclusive) and how its error says them.
 BOUNDS: dict[str, tuple[float, float, str]] = {
@@ -174,6 +176,11 @@ class ServingSettings:
         access_log: one INFO line per request (client, method, path, status), as uvicorn logs
             them; `false` turns them off (the prediction log and `/metrics` still count
             every request).
+        allowed_hosts: the host names (or addresses) the server answers to, comma-separated
+            (`mlfactory.example.com,*.svc.cluster.local,10.0.0.7`); a request whose `Host`
+            header names another is refused (400). `*` (the default) allows any. Loopback
+            (`localhost`, `127.0.0.1`, `[::1]`) is always allowed: the image's health check
+            calls it, and no web page can make a browser send it (see `allowed_host_names`).
     """
 
     max_upload_bytes: int = 10 * MEGABYTE
@@ -204,6 +211,7 @@ class ServingSettings:
     input_store: str = ""
     shutdown_timeout_s: int = 20
     access_log: bool = True
+    allowed_hosts: str = "*"
 
     def __post_init__(self) -> None:
         for name, (low, high, requirement) in BOUNDS.items():
@@ -213,6 +221,7 @@ class ServingSettings:
         requirement = f"must be at least {MIN_MONITOR_LEVEL:g} and below 1, e.g. 0.01"
         _check("monitor_level", level, MIN_MONITOR_LEVEL <= level < 1, requirement)
         monitor_schedule(self.monitor_every)  # raises ConfigError when malformed
+        allowed_host_names(self.allowed_hosts)  # the same
         retention_period(self.log_retention)  # the same
         if not self.log_url.strip():
             raise ConfigError(f"{env_name('log_url')}: must not be empty (an SQLAlchemy URL)")
@@ -274,6 +283,45 @@ def monitor_schedule(every: str) -> tuple[int, float]:
         f"{env_name('monitor_every')}: '{every}' is neither a number of predictions (1000), "
         "seconds (60s) nor 0 (off)"
     )
+
+
+def allowed_host_names(allowed_hosts: str) -> list[str] | None:
+    """`allowed_hosts` as the list Starlette's `TrustedHostMiddleware` matches `Host` headers
+    against, loopback names added; None when any host is allowed (`*`).
+
+    Raises:
+        ConfigError: an entry is a URL, has a port, holds a space or a misplaced `*`, or no
+            entry names a host.
+    """
+    names = [name.strip().lower() for name in allowed_hosts.split(",") if name.strip()]
+    if "*" in names:
+        return None
+    for name in names:
+        problem = _host_pattern_problem(name)
+        if problem:
+            raise ConfigError(f"{env_name('allowed_hosts')}: '{name}' {problem}")
+    if not names:
+        raise ConfigError(
+            f"{env_name('allowed_hosts')}: '{allowed_hosts}' names no host: list host names, "
+            "comma-separated, or * to allow any"
+        )
+    return [*names, *(host for host in LOOPBACK_HOSTS if host not in names)]
+
+
+def _host_pattern_problem(name: str) -> str | None:
+    if "/" in name or any(char.isspace() for char in name):
+        return "is not a host name: give the name alone, as in mlfactory.example.com"
+    if "*" in name[1:] or (name.startswith("*") and not name.startswith("*.")):
+        return "has a misplaced *: only a leading *. is a wildcard, as in *.example.com"
+    if name.startswith("["):  # an IPv6 address, as a Host header writes it
+        if name.endswith("]"):
+            return None
+        return "has a port: list the address without it" if "]:" in name else "lacks its ]"
+    if name.count(":") > 1:
+        return "is an IPv6 address: write it in brackets, as a Host header does: [fd00::1]"
+    if ":" in name:
+        return "has a port: list the host without it"
+    return None
 
 
 def retention_period(retention: str) -> timedelta | None:
