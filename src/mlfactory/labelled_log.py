@@ -4,8 +4,9 @@ writes them out (`collect_command`).
 A label joins a prediction by its request id and input index (`POST /v1/feedback`). The server
 gives a request whose `X-Request-ID` is already logged an id of its own, but a log written
 before it did may hold two models' predictions under one id, where a label joins both: one
-that is not among this model's labels is another model's, counted and left out. Predictions logged before the log had `input_sha256` (the column is NULL, or
-absent in a log of the older layout) name no kept input: counted and left out too.
+that is not among this model's labels is another model's, counted and left out. Predictions
+logged before the log had `input_sha256` (the column is NULL, or absent in a log of the older
+layout) name no kept input: counted and left out too.
 
 The log keeps one label per prediction (a correction sent for the same request replaces it in
 place), so an input counts as relabelled only when it was sent in several requests that got
