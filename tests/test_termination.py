@@ -74,3 +74,40 @@ def test_a_signal_raised_in_a_collection_callback_is_not_lost(name: str, code: i
         assert ("went on" not in done.stdout) is stops, done.stdout + done.stderr
         if stops:
             assert done.returncode == code and "Exception ignored" not in done.stderr
+
+
+HELD = """
+import os, signal, sys, time
+from mlfactory.termination import exit_on_sigterm, signals_held
+exit_on_sigterm()
+signum = getattr(signal, sys.argv[1])
+try:
+    with signals_held():
+        for _ in range(int(sys.argv[2])):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.2)  # where a handler would have run
+        print("block ended", flush=True)
+finally:
+    print("handlers", signal.getsignal(signal.SIGTERM).__name__,
+          signal.getsignal(signal.SIGINT).__name__, flush=True)
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", -signal.SIGINT)])
+def test_a_held_signal_stops_the_process_once_the_block_ends(name: str, code: int) -> None:
+    """One SIGTERM or Ctrl-C in the block: the block runs to its end, then the signal stops
+    the process as it would have (exit code 143; a KeyboardInterrupt, which Python ends as
+    SIGINT does), the handlers restored.
+    A second one while held stops the block at once."""
+    for signals, ended in ((1, True), (2, False)):
+        done = subprocess.run(
+            [sys.executable, "-c", HELD, name, str(signals)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == code, done.stdout + done.stderr
+        assert ("block ended" in done.stdout) is ended, done.stdout + done.stderr
+        assert "handlers _terminated default_int_handler" in done.stdout, done.stdout
+        if name == "SIGINT":
+            assert done.stderr.strip().endswith("KeyboardInterrupt"), done.stderr

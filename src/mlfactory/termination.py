@@ -4,7 +4,8 @@ files; Ctrl-C once a command is done, at once.
 A `kill`, or a container stopped, sends SIGTERM, whose default action ends the process at once:
 no `finally`, no context manager's exit, no exit handler (`atexit`) runs, and the folders a
 command fetched models into are left behind. `exit_on_sigterm` makes it raise SystemExit
-instead, as Ctrl-C raises KeyboardInterrupt, so that they run.
+instead, as Ctrl-C raises KeyboardInterrupt, so that they run. `signals_held` keeps both
+out of a step that must not be cut in two.
 """
 
 from __future__ import annotations
@@ -76,6 +77,42 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         raise Terminated("terminated (SIGTERM)" + (f"; {said}" if said else "")) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM and Ctrl-C (SIGINT) until the block ends, then deliver them as they would
+    have been: for a step a signal must not cut in two, such as a record made in a database and
+    noted in memory (a sweep's new trial). A second signal while one is held is delivered at
+    once, so that a step stuck on a storage that does not answer can still be stopped. The
+    main thread only (Python runs handlers there alone): elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def hold(signum: int, _frame: object) -> None:
+        if not held:
+            held.append(signum)
+            return
+        held.clear()  # insisted on: this one stops the block now
+        restore()
+        signal.raise_signal(signum)
+
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.getsignal(signum)  # known before `hold` can run
+            signal.signal(signum, hold)
+        yield
+    finally:
+        restore()
+        if held:  # its handler runs in raise_signal, before it returns
+            signal.raise_signal(held.pop())
 
 
 def redeliver_swallowed_signals() -> None:

@@ -21,6 +21,8 @@ from mlfactory.modalities import get_modality
 from mlfactory.modalities.audio import FILE_SUFFIXES as AUDIO_FILE_SUFFIXES
 from tests.unreadable import deny_listing
 
+from .replacing import replace_keeping_size_and_mtime
+
 IMAGE, TEXT, AUDIO = (get_modality(name) for name in ("image", "text", "audio"))
 
 
@@ -174,6 +176,23 @@ def test_unwrap_descends_through_single_folders_only(tmp_path: Path) -> None:
     _put(tmp_path / "__MACOSX" / "junk")
     assert unwrap(tmp_path) == tmp_path / "Mushrooms" / "Mushrooms"
     assert unwrap(tmp_path / "Mushrooms" / "Mushrooms") == tmp_path / "Mushrooms" / "Mushrooms"
+
+
+@pytest.mark.parametrize("how", ["cp -p", "mv"])
+@pytest.mark.parametrize("layout", ["folder", "file"])
+def test_a_file_replaced_with_its_size_and_mtime_kept_changes_the_signature(
+    how: str, layout: str, tmp_path: Path
+) -> None:
+    """A file replaced by another of the same size with its mtime kept, by the real `cp -p`
+    (the inode kept, the ctime not) or `mv` (another inode): in a folder, or the source itself
+    (a table). Its signature changes once, then holds."""
+    clip = _put(tmp_path / "data" / "a" / "1.csv", b"text,label\nhello,a\n")
+    root = tmp_path / "data" if layout == "folder" else clip
+    before = tree_signature(root)
+    replace_keeping_size_and_mtime(clip, b"text,label\njello,a\n", how, tmp_path / "scratch")
+    after = tree_signature(root)
+    assert after != before
+    assert tree_signature(root) == after
 
 
 def test_tree_signature_follows_names_sizes_and_mtimes(tmp_path: Path) -> None:

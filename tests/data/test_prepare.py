@@ -1,11 +1,11 @@
-"""prepare_dataset end to end on real data: splits, skipping, class limits, errors, caching."""
+"""prepare_dataset end to end on real data: splits, skipping, class limits, errors (its cache:
+test_prepare_cache.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from mlfactory.config.schema import RecipeConfig
-from mlfactory.data import prepare as prepare_module
 from mlfactory.data.dataset import SPLITS, content_key, split_position
 from mlfactory.data.prepare import cache_path, prepare_dataset, selection_hash
 from mlfactory.errors import ConfigError, DataError
@@ -428,89 +427,3 @@ def test_bad_fractions_are_a_config_error(
     config = make_recipe(make_digit_folder({"1": 2, "2": 2}), val_fraction=val, test_fraction=test)
     with pytest.raises(ConfigError, match=r"data.(val|test)_fraction"):
         prepare_dataset(config)
-
-
-# --- caching ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def count_resolves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record each time prepare_dataset resolves its source (i.e. does not use the cache)."""
-    calls: list[str] = []
-    real = prepare_module.resolve_source
-
-    def spy(ctx: object) -> object:
-        calls.append(ctx.source)  # type: ignore[attr-defined]
-        return real(ctx)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(prepare_module, "resolve_source", spy)
-    return calls
-
-
-def test_cached_result_is_returned_until_the_folder_changes(
-    make_recipe: MakeRecipe,
-    make_digit_folder: DigitFolder,
-    cache_dir: Path,
-    count_resolves: list[str],
-) -> None:
-    folder = make_digit_folder({"0": 10, "8": 10})
-    config = make_recipe(folder, name="cached")
-    first = prepare_dataset(config)
-    path = cache_path(config)
-    assert path.is_file()
-    assert re.fullmatch(r"[0-9a-f]{12}", path.parent.name)
-    assert path.parent.parent == cache_dir / "cached"
-
-    assert prepare_dataset(config) == first
-    assert len(count_resolves) == 1
-
-    victim = next((folder / "8").glob("*.png"))
-    os.utime(victim, ns=(0, 0))  # same name and size, another mtime
-    assert prepare_dataset(config) == first
-    assert len(count_resolves) == 2
-
-    prepare_dataset(config, refresh=True)
-    assert len(count_resolves) == 3
-
-
-def test_other_split_parameters_get_their_own_cache(
-    make_recipe: MakeRecipe, make_digit_folder: DigitFolder
-) -> None:
-    folder = make_digit_folder({"0": 5, "8": 5})
-    plain, capped = make_recipe(folder), make_recipe(folder, max_per_class=3)
-    assert cache_path(plain).parent != cache_path(capped).parent
-    assert cache_path(plain) == cache_path(make_recipe(folder))
-
-
-def test_corrupt_cache_file_is_rebuilt(
-    make_recipe: MakeRecipe, make_digit_folder: DigitFolder, count_resolves: list[str]
-) -> None:
-    config = make_recipe(make_digit_folder({"0": 5, "8": 5}))
-    first = prepare_dataset(config)
-    cache_path(config).write_text("{not json")
-    assert prepare_dataset(config) == first
-    assert len(count_resolves) == 2
-
-
-def test_deleted_materialised_files_are_rebuilt(
-    make_recipe: MakeRecipe, tuxpaint_fixture: Path, count_resolves: list[str]
-) -> None:
-    config = make_recipe("tuxpaint:stamps")
-    first = prepare_dataset(config)
-    (sources,) = (Path(config.data.cache_dir) / "_sources").glob("tuxpaint-stamps-*")
-    shutil.rmtree(sources)
-    again = prepare_dataset(config)
-    assert again == first and len(count_resolves) == 2
-    assert all(Path(item.path).is_file() for item in again.items)  # type: ignore[arg-type]
-
-
-def test_item_paths_are_absolute_with_a_relative_cache(
-    make_recipe: MakeRecipe,
-    tuxpaint_fixture: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    dataset = prepare_dataset(make_recipe("tuxpaint:stamps", cache_dir=".mlfactory/data"))
-    assert (tmp_path / ".mlfactory" / "data" / "test").is_dir()
-    assert all(Path(item.path).is_absolute() for item in dataset.items)  # type: ignore[arg-type]

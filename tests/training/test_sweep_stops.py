@@ -1,6 +1,6 @@
-"""A sweep stopped from outside, with the real Optuna, MLflow and PostgreSQL: SIGTERM before
-or during a trial's fit, and a tracking store that goes away mid-sweep, each end the sweep in
-one line and never leave its trial RUNNING."""
+"""A sweep stopped from outside, with the real Optuna, MLflow and PostgreSQL: SIGTERM or Ctrl-C
+while Optuna makes a trial, SIGTERM before or during a trial's fit, and a tracking store that
+goes away mid-sweep, each end the sweep in one line and never leave its trial RUNNING."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ def test_sigterm_fails_the_trial_and_ends_the_sweep(digit_folder: Path, tmp_path
 
     def running(trials: int) -> bool:  # the trial's training has started (its data not ready)
         if not (tmp_path / "runs" / f"trial-{trials - 1}").is_dir():
-            return False  # Optuna may still be making the trial: a SIGTERM there leaves it
-            # RUNNING until its heartbeats' grace period ends (docs/cli.md, sweep)
+            return False  # Optuna may still be making the trial: the next test stops that
         try:  # read only: asking Optuna would create the tables the worker is creating
             with sqlite3.connect(f"file:{tmp_path / 'optuna.db'}?mode=ro", uri=True) as db:
                 return bool(db.execute("SELECT count(*) FROM trials").fetchone()[0] == trials)
@@ -69,6 +68,74 @@ def test_sigterm_fails_the_trial_and_ends_the_sweep(digit_folder: Path, tmp_path
         assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "KILLED"
         if trial.user_attrs.get("mlflow_run_id") or trials == 2:
             assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+
+
+# The table Optuna reads a trial's user attributes from: a new trial is read back from it
+# (`study.ask`, after the trial is in the storage), and its creation does not touch it.
+READ_BACK = "trial_user_attributes"
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "reason", "said"),
+    [
+        (signal.SIGTERM, 143, "terminated (SIGTERM)", "terminated (SIGTERM)"),
+        (signal.SIGINT, 130, "interrupted (Ctrl-C)", "interrupted"),
+    ],
+)
+def test_a_signal_while_optuna_makes_the_trial_fails_it(
+    signum: int,
+    code: int,
+    reason: str,
+    said: str,
+    digit_folder: Path,
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """SIGTERM or Ctrl-C in the moment the trial is in the storage but Optuna has not handed it
+    over yet (`study.ask`): the trial is failed with the reason, not left RUNNING for good
+    (it has no heartbeat for the heartbeat check to see stop). The worker is held in that
+    moment by a real lock, no hook: the test holds `READ_BACK` locked, and sends the signal
+    once the worker waits for it with its trial made."""
+    from sqlalchemy import create_engine, text
+
+    from tests.test_output import mlfactory_process
+
+    storage = fresh_database(postgres_url, f"optuna_ask_{signum}")
+    optuna.storages.RDBStorage(storage).remove_session()  # Optuna's tables, to lock one
+    engine = create_engine(storage)
+    args = ["sweep", "digits", *fast_digits_overrides(digit_folder, tmp_path), *SMALL_NETWORK]
+    args += [LR, "--trials", "1", "--no-prune", "--storage", storage, "--out", "runs"]
+    with engine.connect() as holder, engine.connect() as watcher:
+        holder.execute(text(f"LOCK TABLE {READ_BACK} IN ACCESS EXCLUSIVE MODE"))
+        process = mlfactory_process(args, tmp_path)
+
+        def waiting() -> bool:  # its trial made, the worker reads it back
+            waits = f"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{READ_BACK}'"
+            blocked = watcher.execute(text(f"{waits}::regclass")).scalar()
+            states = watcher.execute(text("SELECT state FROM trials")).scalars().all()
+            watcher.rollback()
+            return bool(blocked) and states == ["RUNNING"]
+
+        deadline = time.monotonic() + 300
+        while not waiting() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not waiting():
+            process.kill()
+            pytest.fail(f"the worker never waited with its trial made: {process.communicate()}")
+        process.send_signal(signum)
+        time.sleep(1)  # it lands while the worker waits (psycopg looks every 0.1 s)
+        holder.rollback()  # the lock goes: Optuna hands the trial over
+    engine.dispose()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"{said}; the study 'digits-sweep' keeps its 0 finished trial(s): run the same command "
+        "to add more"
+    )
+    (trial,) = optuna.load_study(study_name="digits-sweep", storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["error"] == reason
 
 
 @pytest.mark.slow

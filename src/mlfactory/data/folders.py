@@ -265,9 +265,17 @@ def unwrap(root: Path) -> Path:
 
 
 def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
-    """A hash of the file list, sizes and modification times below `root` (no content read),
-    and of the folders without a counted file (an empty class folder is reported when the
-    source is read, so adding or filling one changes the signature).
+    """A hash of the file list below `root` and of each file's size, modification time, inode
+    and status-change time (no content read), and of the folders without a counted file (an
+    empty class folder is reported when the source is read, so adding or filling one changes
+    the signature).
+
+    Size and modification time alone miss a file replaced by another of the same size whose
+    modification time was kept (`cp -p`, `rsync -t`, a tool that restores mtimes): the inode
+    changes when another file takes its place (`mv`), and the status-change time (ctime)
+    whenever its content or its times are written, which no program can set back (Git's index
+    keeps both too). The same one `stat` a file gives all four. A `chmod` or a new hard link
+    moves the ctime too: the source is then read again, which costs time, never a stale dataset.
 
     Args:
         root: a folder or a single file.
@@ -292,9 +300,8 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
         holding.add(path.parent)
         rel = path.name if path == root else path.relative_to(root).as_posix()
         # A name that is not UTF-8 hashes as its bytes; a UTF-8 one as before.
-        digest.update(
-            f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode(errors="surrogateescape")
-        )
+        line = f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ino}\t{stat.st_ctime_ns}\n"
+        digest.update(line.encode(errors="surrogateescape"))
     holding.update(above for folder in list(holding) for above in folder.parents)
     for folder in walked[1:]:  # a tree without such folders keeps the signature it had
         if folder not in holding:

