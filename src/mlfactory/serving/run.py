@@ -32,6 +32,11 @@ FACTORY = "mlfactory.serving.app:app_from_env"
 FILES_BESIDE_CONNECTIONS = 64
 # uvicorn's variable naming the proxies whose X-Forwarded-For / -Proto headers are believed.
 TRUSTED_PROXIES_ENV = "FORWARDED_ALLOW_IPS"
+# With several workers, uvicorn's parent pings each one every half second and kills one that
+# has not answered in this many seconds (uvicorn's default is 5). A worker being spawned on a
+# busy machine (its imports, the model's load) can take longer than 5 s to answer: killed and
+# spawned again, in a loop that never serves. A hung worker is still replaced, 30 s later.
+WORKER_HEALTHCHECK_S = 30
 # Where a container's memory limit is read: cgroup v2's file, then cgroup v1's.
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_LIMIT_FILES = ("memory.max", "memory/memory.limit_in_bytes")
@@ -104,6 +109,7 @@ def run_server(
             # Past it, requests still in flight (a client trickling its body) are cancelled,
             # so the server exits before the platform's grace period ends in a SIGKILL.
             timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
             # X-Forwarded-For names the client only behind a proxy the operator names in
             # uvicorn's FORWARDED_ALLOW_IPS; else anyone could fake the address that the
             # failed-token lockout counts and the log shows (uvicorn trusts 127.0.0.1's).
