@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,6 +33,30 @@ def predict(client: TestClient, digit: DigitImage, request_id: str | None = None
     answered: str = response.json()["request_id"]
     assert response.headers["x-request-id"] == answered
     return answered
+
+
+def logged_rows(
+    request_id: str, requested_id: str | None = None, inputs: int = 2, **fields: Any
+) -> list[LoggedPrediction]:
+    """The rows of one request of `inputs` inputs, of model "m" 1 labelling "a" unless
+    `fields` say otherwise."""
+    values: dict[str, Any] = {
+        "model_name": "m",
+        "model_version": "1",
+        "input_summary": {},
+        "embedding": [0.0],
+        "score": 1.0,
+        "latency_ms": 1.0,
+        "label": "a",
+        **fields,
+    }
+    values.setdefault("probabilities", {values["label"]: 1.0})
+    return [
+        LoggedPrediction(
+            request_id=request_id, input_index=index, requested_id=requested_id, **values
+        )
+        for index in range(inputs)
+    ]
 
 
 def logged(log_url: str) -> list[tuple[str, str | None, str | None]]:
@@ -132,21 +157,10 @@ def test_requests_logged_under_one_id_before_ids_were_unique_are_not_labelled(
     same instant) holds two requests' different inputs under one id: no label joins both."""
     log = PredictionLog(log_url)
     log.start()
+    digits = {"model_name": "digits-serving-test", "model_version": "0.0.1", "label": "3"}
     for sha in ("a" * 64, "b" * 64):
-        row = LoggedPrediction(
-            request_id="shared",
-            input_index=0,
-            model_name="digits-serving-test",
-            model_version="0.0.1",
-            input_summary={"bytes": 1},
-            embedding=[0.0],
-            probabilities={"3": 1.0},
-            label="3",
-            score=1.0,
-            latency_ms=1.0,
-            input_sha256=sha,
-        )
-        log.submit([row]).result(timeout=10)
+        rows = logged_rows("shared", inputs=1, input_sha256=sha, **digits)
+        log.submit(rows).result(timeout=10)
     log.close()
     refused = logged_client.post("/v1/feedback", json={"request_id": "shared", "label": "3"})
     assert refused.status_code == 409
@@ -156,29 +170,16 @@ def test_requests_logged_under_one_id_before_ids_were_unique_are_not_labelled(
 def test_one_commit_gives_a_taken_id_to_one_request_only(tmp_path: Path) -> None:
     """Requests of one group commit, and the log, checked together in the writer's transaction."""
 
-    def rows(request_id: str, requested_id: str | None, inputs: int = 2) -> list[LoggedPrediction]:
-        return [
-            LoggedPrediction(
-                request_id=request_id,
-                input_index=index,
-                model_name="m",
-                model_version="1",
-                input_summary={},
-                embedding=[0.0],
-                probabilities={"a": 1.0},
-                label="a",
-                score=1.0,
-                latency_ms=1.0,
-                requested_id=requested_id,
-            )
-            for index in range(inputs)
-        ]
-
     log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}")
     log.start()
-    log.submit(rows("logged", "logged")).result(timeout=10)
+    log.submit(logged_rows("logged", "logged")).result(timeout=10)
     log.close()
-    group = [rows("x", "x"), rows("x", "x"), rows("logged", "logged"), rows("s" * 32, None)]
+    group = [
+        logged_rows("x", "x"),
+        logged_rows("x", "x"),
+        logged_rows("logged", "logged"),
+        logged_rows("s" * 32),
+    ]
     with log.engine.begin() as connection:
         give_taken_ids_new_ones(connection, group)
     first, second, third, server_made = ([row.request_id for row in request] for request in group)
