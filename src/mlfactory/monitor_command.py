@@ -249,11 +249,11 @@ def check_log_tables(tables: set[str], shown: str) -> None:
     Raises:
         LogDatabaseError: it names the log's tables missing.
     """
-    from mlfactory.serving.log_tables import metadata, predictions
+    from mlfactory.serving.log_tables import feedback, predictions
 
     if not tables or predictions.name in tables:
         return
-    missing = " and ".join(name for name in metadata.tables if name not in tables)
+    missing = " and ".join(t.name for t in (predictions, feedback) if t.name not in tables)
     held = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
     raise LogDatabaseError(
         f"the database at {shown} holds no prediction log: it lacks the log's tables {missing} "

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, Table, func, select, update
 from mlfactory.serving import log_retention
 from mlfactory.serving.app import create_app
 from mlfactory.serving.log_retention import prune_interval, prune_log
-from mlfactory.serving.log_tables import feedback, predictions
+from mlfactory.serving.log_tables import chosen_request_ids, feedback, predictions
 from mlfactory.serving.prediction_log import PredictionLog
 from mlfactory.serving.settings import ServingSettings
 
@@ -37,11 +37,14 @@ def open_log() -> Iterator[Callable[[str], Engine]]:
 
 
 def serve_and_label(image_bundle: Path, log_url: str, images: list[DigitImage]) -> list[str]:
-    """Predict each real digit in its own request and send its true label; the request ids."""
+    """Predict each real digit in its own request, under an id of the client's choosing, and
+    send its true label; the request ids."""
     request_ids = []
     with TestClient(create_app(image_bundle, ServingSettings(log_url=log_url))) as client:
-        for image in images:
-            response = client.post("/v1/predict", files=[upload("d.png", image.read_bytes())])
+        for index, image in enumerate(images):
+            files = [upload("d.png", image.read_bytes())]
+            headers = {"X-Request-ID": f"digit-{index}"}
+            response = client.post("/v1/predict", files=files, headers=headers)
             assert response.status_code == 200, response.text
             request_ids.append(response.json()["request_id"])
         labels = [
@@ -53,10 +56,10 @@ def serve_and_label(image_bundle: Path, log_url: str, images: list[DigitImage]) 
 
 
 def backdate(engine: Engine, request_ids: list[str], days: float) -> None:
-    """Move these requests' predictions and labels `days` into the past."""
+    """Move these requests' predictions, labels and chosen ids `days` into the past."""
     then = datetime.now(UTC) - timedelta(days=days)
     with engine.begin() as connection:
-        for table in (predictions, feedback):
+        for table in (predictions, feedback, chosen_request_ids):
             connection.execute(
                 update(table).where(table.c.request_id.in_(request_ids)).values(ts=then)
             )
@@ -83,12 +86,14 @@ def test_prune_deletes_what_is_older_than_the_period_in_batches(
     assert prune_log(engine, timedelta(days=7)) == 7
     assert request_ids_in(engine, predictions) == set(recent)
     assert request_ids_in(engine, feedback) == set(recent)
+    assert request_ids_in(engine, chosen_request_ids) == set(recent)
     assert prune_log(engine, timedelta(days=7)) == 0  # nothing left to delete
     # Counting back from 3 days later, the recent ones are old enough too.
     later = datetime.now(UTC) + timedelta(days=3)
     assert prune_log(engine, timedelta(days=2), now=later) == 5
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(predictions)).scalar() == 0
+    assert request_ids_in(engine, chosen_request_ids) == set()
 
 
 def test_a_server_with_a_retention_period_prunes_its_log_when_it_starts(

@@ -5,19 +5,17 @@ so that its predictions and labels never mix with another request's."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
-from mlfactory.serving.log_tables import feedback, predictions
-from mlfactory.serving.prediction_log import (
-    LoggedPrediction,
-    PredictionLog,
-    give_taken_ids_new_ones,
-)
+from mlfactory.serving.log_tables import chosen_request_ids, feedback, predictions
+from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
+from mlfactory.serving.taken_ids import give_taken_ids_new_ones
 
 from .conftest import DigitImage, upload
 
@@ -187,4 +185,35 @@ def test_one_commit_gives_a_taken_id_to_one_request_only(tmp_path: Path) -> None
     assert len(set(second)) == 1 and NEW_ID.fullmatch(second[0])
     assert len(set(third)) == 1 and NEW_ID.fullmatch(third[0]) and third[0] != second[0]
     assert [row.requested_id for row in group[1] + group[2]] == ["x", "x", "logged", "logged"]
+    with log.engine.connect() as connection:
+        claimed = set(connection.scalars(select(chosen_request_ids.c.request_id)))
+    assert claimed == {"logged", "x"}  # chosen ids kept; new and server-made ones unclaimed
     log.engine.dispose()
+
+
+def test_two_writers_committing_one_chosen_id_at_once_do_not_both_keep_it(
+    any_log_url: str,
+) -> None:
+    """Two workers (two engines) commit requests that chose the same id, the second while the
+    first's transaction is still open: it cannot see the first's rows, waits on the first's
+    claim of the id, and is committed again with a new id."""
+    first, second = PredictionLog(any_log_url), PredictionLog(any_log_url)
+    second.start()
+    ours, theirs = logged_rows("x", "x"), logged_rows("x", "x")
+    with first.engine.begin() as connection:
+        give_taken_ids_new_ones(connection, [ours])
+        committed = second.submit(theirs)
+        deadline = time.monotonic() + 10
+        while second.lag_s() == 0 and time.monotonic() < deadline:  # its writer took them
+            time.sleep(0.01)
+        time.sleep(0.3)  # ... and looked the id up, finding it free
+        assert not committed.done()  # it waits for our claim of the id
+        connection.execute(insert(predictions), [row.to_row() for row in ours])
+    committed.result(timeout=30)
+    second.close()
+    first.close()
+    assert {row.request_id for row in ours} == {"x"}
+    assert len({row.request_id for row in theirs}) == 1
+    assert NEW_ID.fullmatch(theirs[0].request_id) and theirs[0].requested_id == "x"
+    kept = [(request_id, requested) for request_id, requested, _ in logged(any_log_url)]
+    assert kept == [("x", "x")] * 2 + [(theirs[0].request_id, "x")] * 2

@@ -177,7 +177,7 @@ def _logged_labels(engine: Engine, keys: list[tuple[str, int]]) -> dict[tuple[st
 
     Raises:
         InputError: 409 when the id names different inputs at that position: requests whose
-            client chose the same id (`prediction_log.give_taken_ids_new_ones` gave the later
+            client chose the same id (`taken_ids.give_taken_ids_new_ones` gave the later
             ones new ids, but a client labelling by its own id could mean any of them), or,
             in a log written before ids were made unique, several requests under one id.
     """

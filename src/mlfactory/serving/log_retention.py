@@ -2,11 +2,12 @@
 
 A row of a 1,280-wide embedding takes about 4.2 KB, so a server answering 100 predictions a
 second adds some 36 GB a day; without a limit the log only grows. With a retention period set,
-each worker deletes the predictions logged longer ago than that, and the feedback labels stored
-longer ago, when it starts and then every `prune_interval` (a quarter of the period, at most an
-hour), off the event loop. It deletes in batches of `BATCH_ROWS`, one short transaction each,
-so the writer of new predictions never waits long for the database. Several workers pruning the
-same log delete disjoint or already-deleted rows: nothing breaks.
+each worker deletes the predictions logged longer ago than that, and the feedback labels and
+chosen request ids stored longer ago, when it starts and then every `prune_interval` (a
+quarter of the period, at most an hour), off the event loop. It deletes in batches of
+`BATCH_ROWS`, one short transaction each, so the writer of new predictions never waits long
+for the database. Several workers pruning the same log delete disjoint or already-deleted
+rows: nothing breaks.
 
 With an input store (`MLFACTORY_INPUT_STORE`), the inputs not sent within the period are
 deleted in the same pass (`InputStore.prune`).
@@ -27,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mlfactory.errors import first_line
 from mlfactory.serving.input_store import InputStore
-from mlfactory.serving.log_tables import feedback, predictions
+from mlfactory.serving.log_tables import chosen_request_ids, feedback, predictions
 from mlfactory.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def prune_log(engine: Engine, older_than: timedelta, now: datetime | None = None
             break
     with engine.begin() as connection:
         connection.execute(delete(feedback).where(feedback.c.ts < cutoff))
+        connection.execute(delete(chosen_request_ids).where(chosen_request_ids.c.ts < cutoff))
     return deleted
 
 

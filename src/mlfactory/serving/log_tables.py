@@ -1,7 +1,8 @@
 """The tables of the prediction log, and how an embedding is stored in a row.
 
 `predictions` holds one row per answered input; `feedback` the true label that a client sent
-back later for one of them (see `feedback`). Columns added after the first release are
+back later for one of them (see `feedback`); `chosen_request_ids` the ids that clients chose
+(see `taken_ids`). Columns added after the first release are
 nullable, so `log_database.upgrade_schema` can add them to an existing log (old rows read
 them as NULL).
 
@@ -86,6 +87,16 @@ feedback = Table(
     Column("label", String(MAX_LABEL_CHARS), nullable=False),
     Column("ts", DateTime(timezone=True), nullable=False),
     UniqueConstraint("request_id", "input_index", name="feedback_input"),
+)
+
+# Each request id a client chose and a request kept, once: the writer claims it in the
+# transaction that logs the request, so that two workers or replicas committing the same id at
+# once cannot both keep it (`taken_ids`). Pruned with the predictions (`log_retention`).
+chosen_request_ids = Table(
+    "chosen_request_ids",
+    metadata,
+    Column("request_id", String(MAX_REQUEST_ID_CHARS), primary_key=True),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
 )
 
 

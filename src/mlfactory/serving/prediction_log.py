@@ -12,8 +12,8 @@ A request id names one request. A client may choose its request's id (`X-Request
 reusing ids, or one guessing another's): its rows would then share the id with another
 request's, and a label sent for that id (`POST /v1/feedback`) would join both. So the writer,
 in the transaction that commits them, gives the rows of a request whose chosen id is taken a
-new random id; the request answers with it. Two workers (or replicas) committing the same new
-id at the same instant can both keep it; feedback refuses to label such an input (`feedback`).
+new random id; the request answers with it. Two workers (or replicas) committing the same
+chosen id at the same instant cannot both keep it: see `taken_ids`.
 
 SQLite runs in WAL mode with `synchronous=NORMAL`: a commit appends to the WAL file with a
 `write()` (no `fsync`), so once committed a row is in the operating system's page cache and
@@ -37,7 +37,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from mlfactory.serving.log_database import (
     add_missing_indexes,
@@ -46,7 +47,7 @@ from mlfactory.serving.log_database import (
     upgrade_schema,
 )
 from mlfactory.serving.log_tables import decode_embedding, encode_embedding, predictions
-from mlfactory.serving.request_ids import new_request_id
+from mlfactory.serving.taken_ids import CLAIM_ATTEMPTS, chooses_ids, give_taken_ids_new_ones
 
 __all__ = [
     "LoggedPrediction",
@@ -316,29 +317,15 @@ class PredictionLog:
                 pending.future.set_exception(PredictionLogError(message))
 
     def _insert(self, group: list[_Pending]) -> None:
-        with self.engine.begin() as connection:
-            give_taken_ids_new_ones(connection, [p.rows for p in group])
-            connection.execute(insert(predictions), [row.to_row() for p in group for row in p.rows])
-
-
-def give_taken_ids_new_ones(
-    connection: Connection, requests: Sequence[Sequence[LoggedPrediction]]
-) -> None:
-    """Give a new random id to each request (its rows) whose client chose an id that a logged
-    prediction, or an earlier request of `requests`, has already; its `requested_id` stays.
-
-    One indexed query, and only when some request's id was chosen by its client.
-    """
-    chosen = [rows for rows in requests if rows and rows[0].request_id == rows[0].requested_id]
-    if not chosen:
-        return
-    wanted = {rows[0].request_id for rows in chosen}
-    query = select(predictions.c.request_id).where(predictions.c.request_id.in_(wanted))
-    taken = set(connection.scalars(query.distinct()))
-    for rows in chosen:
-        request_id = rows[0].request_id
-        if request_id in taken:
-            request_id = new_request_id()
-            for row in rows:
-                row.request_id = request_id
-        taken.add(request_id)
+        requests = [p.rows for p in group]
+        attempts = CLAIM_ATTEMPTS if chooses_ids(requests) else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.engine.begin() as connection:
+                    give_taken_ids_new_ones(connection, requests)
+                    rows = [row.to_row() for p in group for row in p.rows]
+                    connection.execute(insert(predictions), rows)
+                return
+            except IntegrityError:  # another writer claimed a chosen id first: look again
+                if attempt == attempts:
+                    raise

@@ -6,7 +6,7 @@ when it is a token as the server makes them (`VALID_REQUEST_ID`: 1 to 64 letters
 character (a space, a quote, a NUL, a line break, a non-ASCII byte) is ignored, not refused:
 the request gets a new id. The id keys the request's predictions in the prediction log and
 `POST /v1/feedback`'s labels, so a chosen id that a logged prediction already has is replaced
-as its rows are committed (`prediction_log.give_taken_ids_new_ones`).
+as its rows are committed (`taken_ids`).
 """
 
 from __future__ import annotations
