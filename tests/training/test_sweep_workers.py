@@ -1,7 +1,8 @@
 """Several workers on one study, with the real Optuna, MLflow and PostgreSQL: workers started
 together on an empty database draw different values, share one MLflow run and open the storage
-without tripping over each other; a worker killed outright has its trial failed by the next;
-a study's settings are kept without their passwords, and its direction is its metric's."""
+without tripping over each other; a worker killed outright, even while Optuna makes its trial,
+has it failed by the next; a study's settings are kept without their passwords, and its
+direction is its metric's."""
 
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ from mlfactory.training.sweep_failures import NO_REASON
 from mlfactory.training.sweep_lock import study_setup_lock
 from mlfactory.training.sweep_parent import gone_store_error, parent_run
 from mlfactory.training.sweep_study import check_study, claim_out, open_study
+from mlfactory.training.sweep_trials import run_trials
 from tests.postgres import fresh_database, postgres_url  # noqa: F401  (the fixture)
 
 from ..conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
+from .test_sweep_stops import READ_BACK
 
 LR = FloatDistribution(1e-4, 1e-2, log=True)
 SPACE = ["trainer.lr=tag(log,interval(1e-4,1e-2))"]
@@ -140,6 +143,54 @@ def test_a_killed_worker_s_trial_is_failed_by_the_next_worker(tmp_path: Path) ->
     states = [t.state for t in study.trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE]
     assert _outcome(study.trials[0]).error == NO_REASON
+
+
+def test_a_worker_killed_while_optuna_makes_its_trial_has_it_failed_by_the_next(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+) -> None:
+    """SIGKILL after `study.ask` has put the trial in the storage and before the worker's
+    heartbeat thread starts (Optuna samples the trial's values, then reads it back: held there
+    by a real lock on `READ_BACK`): the trial had its first heartbeat as it was made, so the
+    next worker sees the heartbeats stopped and fails it."""
+    from sqlalchemy import create_engine, text
+
+    storage = fresh_database(postgres_url, "optuna_killed_in_ask")
+    optuna.storages.RDBStorage(storage).remove_session()  # Optuna's tables, to lock one
+    worker = (
+        "import sys; from mlfactory.training import sweep_study as s, sweep_trials as t\n"
+        "s.HEARTBEAT_INTERVAL_S, s.HEARTBEAT_GRACE_S = 1, 2\n"
+        "study = s.open_study('s', sys.argv[1], 'minimize', None, 1)\n"
+        "t.run_trials(study, lambda trial: 0.0, 1, None, (), [])\n"
+    )
+    engine = create_engine(storage)
+    with engine.connect() as holder, engine.connect() as watcher:
+        holder.execute(text(f"LOCK TABLE {READ_BACK} IN ACCESS EXCLUSIVE MODE"))
+        process = subprocess.Popen([sys.executable, "-c", worker, storage], env=untraced_env())
+
+        def waiting() -> bool:  # its trial made, the worker reads it back
+            waits = f"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{READ_BACK}'"
+            blocked = watcher.execute(text(f"{waits}::regclass")).scalar()
+            states = watcher.execute(text("SELECT state FROM trials")).scalars().all()
+            watcher.rollback()
+            return bool(blocked) and states == ["RUNNING"]
+
+        deadline = time.monotonic() + 120
+        while not waiting() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        made = waiting()
+        process.kill()
+        process.wait(timeout=30)
+        holder.rollback()
+    engine.dispose()
+    assert made, "the worker never waited with its trial made"
+    time.sleep(3)  # past the grace period
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sweep_study, "HEARTBEAT_INTERVAL_S", 1)
+        patch.setattr(sweep_study, "HEARTBEAT_GRACE_S", 2)
+        study = open_study("s", storage, "minimize", None, 1)
+        run_trials(study, lambda trial: trial.suggest_float("lr", 1e-4, 1e-2), 1, None, (), [])
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_a_study_of_the_other_direction_is_refused(tmp_path: Path) -> None:

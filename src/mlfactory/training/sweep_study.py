@@ -107,7 +107,7 @@ def _rdb_storage(storage: str) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                return HeartbeatFromCreation(
                     storage,
                     engine_kwargs=_engine_kwargs(storage),
                     heartbeat_interval=HEARTBEAT_INTERVAL_S,
@@ -119,6 +119,25 @@ def _rdb_storage(storage: str) -> optuna.storages.RDBStorage:
                 raise
             time.sleep(random.uniform(0.2, 1.0))
     raise AssertionError("unreachable")
+
+
+class HeartbeatFromCreation(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, where a new trial has its first heartbeat as it is created.
+
+    `study.ask` creates the trial (RUNNING) and then samples its values, which takes a while
+    with many finished trials; the worker's heartbeat thread starts after that. Optuna's check
+    of stale trials skips a trial without any heartbeat, so a worker killed outright (SIGKILL,
+    the OOM killer, a machine gone) while sampling would leave its trial RUNNING for good. With
+    a heartbeat from the start, the next worker fails it once the grace period has passed.
+    """
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: optuna.trial.FrozenTrial | None = None
+    ) -> optuna.trial.FrozenTrial:
+        trial = super()._create_new_trial(study_id, template_trial)
+        if trial.state == optuna.trial.TrialState.RUNNING and self.heartbeat_interval:
+            self.record_heartbeat(trial._trial_id)
+        return trial
 
 
 def _engine_kwargs(storage: str) -> dict[str, object]:

@@ -4,12 +4,12 @@ trials that are still running.
 
 Optuna's `study.optimize` creates a trial in the storage (`study.ask`) before the objective
 runs. A SIGTERM or Ctrl-C at that moment would stop the worker between the two, and leave the
-trial RUNNING in the storage for good: the heartbeat check fails only trials whose heartbeats
-stopped, and this one never wrote one. Here the trial is created with those signals held
-(`termination.signals_held`) until it is in the worker's list, and whatever stops the worker
-afterwards (a signal in the sampler, in the training or in recording the result, or an error),
-`fail_unfinished` marks each of its trials still RUNNING failed, with the reason, through
-`study.tell`, as Optuna's own loop does.
+trial RUNNING in the storage until a later worker's heartbeat check failed it, without a reason
+(its first heartbeat is written as it is made: `sweep_study.HeartbeatFromCreation`). Here the
+trial is created with those signals held (`termination.signals_held`) until it is in the
+worker's list, and whatever stops the worker afterwards (a signal in the sampler, in the
+training or in recording the result, or an error), `fail_unfinished` marks each of its trials
+still RUNNING failed, with the reason, through `study.tell`, as Optuna's own loop does.
 """
 
 from __future__ import annotations
