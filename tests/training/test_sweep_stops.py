@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
 import pytest
+from sqlalchemy import Connection, text
 
 from tests.postgres import fresh_database, postgres_url  # noqa: F401  (the fixture)
 
@@ -75,6 +78,25 @@ def test_sigterm_fails_the_trial_and_ends_the_sweep(digit_folder: Path, tmp_path
 READ_BACK = "trial_user_attributes"
 
 
+def waits_with_its_trial_made(
+    watcher: Connection, process: subprocess.Popen[Any], timeout_s: float
+) -> bool:
+    """Wait until the worker `process` waits for the lock on `READ_BACK` with its one trial in
+    the storage, RUNNING (True), or it exits, or `timeout_s` pass (False)."""
+
+    def waiting() -> bool:
+        waits = f"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{READ_BACK}'"
+        blocked = watcher.execute(text(f"{waits}::regclass")).scalar()
+        states = watcher.execute(text("SELECT state FROM trials")).scalars().all()
+        watcher.rollback()
+        return bool(blocked) and states == ["RUNNING"]
+
+    deadline = time.monotonic() + timeout_s
+    while not waiting() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return waiting()
+
+
 @pytest.mark.parametrize(
     ("signum", "code", "reason", "said"),
     [
@@ -96,7 +118,7 @@ def test_a_signal_while_optuna_makes_the_trial_fails_it(
     (it has no heartbeat for the heartbeat check to see stop). The worker is held in that
     moment by a real lock, no hook: the test holds `READ_BACK` locked, and sends the signal
     once the worker waits for it with its trial made."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     from tests.test_output import mlfactory_process
 
@@ -109,17 +131,7 @@ def test_a_signal_while_optuna_makes_the_trial_fails_it(
         holder.execute(text(f"LOCK TABLE {READ_BACK} IN ACCESS EXCLUSIVE MODE"))
         process = mlfactory_process(args, tmp_path)
 
-        def waiting() -> bool:  # its trial made, the worker reads it back
-            waits = f"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{READ_BACK}'"
-            blocked = watcher.execute(text(f"{waits}::regclass")).scalar()
-            states = watcher.execute(text("SELECT state FROM trials")).scalars().all()
-            watcher.rollback()
-            return bool(blocked) and states == ["RUNNING"]
-
-        deadline = time.monotonic() + 300
-        while not waiting() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not waiting():
+        if not waits_with_its_trial_made(watcher, process, timeout_s=300):
             process.kill()
             pytest.fail(f"the worker never waited with its trial made: {process.communicate()}")
         process.send_signal(signum)
@@ -146,7 +158,7 @@ def test_a_tracking_store_that_goes_away_mid_sweep_is_one_line(
 ) -> None:
     """The MLflow database stops taking connections while a trial trains: one `error:` line
     naming the store (the sweep's clean-up, which fails too, hides nothing), exit code 2."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
     from tests.test_output import mlfactory_process

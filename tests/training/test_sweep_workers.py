@@ -35,7 +35,7 @@ from mlfactory.training.sweep_trials import run_trials
 from tests.postgres import fresh_database, postgres_url  # noqa: F401  (the fixture)
 
 from ..conftest import SMALL_NETWORK, fast_digits_overrides, untraced_env
-from .test_sweep_stops import READ_BACK
+from .test_sweep_stops import READ_BACK, waits_with_its_trial_made
 
 LR = FloatDistribution(1e-4, 1e-2, log=True)
 SPACE = ["trainer.lr=tag(log,interval(1e-4,1e-2))"]
@@ -168,17 +168,7 @@ def test_a_worker_killed_while_optuna_makes_its_trial_has_it_failed_by_the_next(
         holder.execute(text(f"LOCK TABLE {READ_BACK} IN ACCESS EXCLUSIVE MODE"))
         process = subprocess.Popen([sys.executable, "-c", worker, storage], env=untraced_env())
 
-        def waiting() -> bool:  # its trial made, the worker reads it back
-            waits = f"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '{READ_BACK}'"
-            blocked = watcher.execute(text(f"{waits}::regclass")).scalar()
-            states = watcher.execute(text("SELECT state FROM trials")).scalars().all()
-            watcher.rollback()
-            return bool(blocked) and states == ["RUNNING"]
-
-        deadline = time.monotonic() + 120
-        while not waiting() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        made = waiting()
+        made = waits_with_its_trial_made(watcher, process, timeout_s=120)
         process.kill()
         process.wait(timeout=30)
         holder.rollback()
