@@ -92,8 +92,7 @@ def open_log_engine(url: str) -> Engine:
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        with engine.connect():  # once: a server that cannot be reached is not tried again
-            pass
+        _connect_once(engine)
         added, indexed = _create_schema(engine)
     except Exception as exc:
         engine.dispose()
@@ -129,6 +128,22 @@ def _timeouts(driver: str, reading: bool) -> dict[str, Any]:
     if driver == "mysqlconnector":
         return {"connection_timeout": reach}
     return {}
+
+
+def _connect_once(engine: Engine) -> None:
+    """Connect once: a server that cannot be reached is not tried again. A new SQLite log's
+    switch to WAL, which SQLite can refuse at once ("database is locked", its busy timeout
+    unused) while other workers open the same file, is tried again after a short wait."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with engine.connect():
+                return
+        except DBAPIError as exc:
+            if "database is locked" not in str(exc.orig) or attempt >= LOCKED_ATTEMPTS:
+                raise
+            time.sleep(min(0.05 * attempt, SCHEMA_WAIT_S))
 
 
 def _create_schema(engine: Engine) -> tuple[list[str], list[str]]:
