@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import URL, Engine, Table, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError
@@ -23,6 +24,8 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError
 from mlfactory.errors import ConfigError, first_line
 from mlfactory.mlflow_store import REACH_TIMEOUT_S
 from mlfactory.serving.log_tables import metadata, predictions
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 # Tries at creating a new log's tables while other workers may be creating them too (on
@@ -134,16 +137,12 @@ def _connect_once(engine: Engine) -> None:
     """Connect once: a server that cannot be reached is not tried again. A new SQLite log's
     switch to WAL, which SQLite can refuse at once ("database is locked", its busy timeout
     unused) while other workers open the same file, is tried again after a short wait."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with engine.connect():
-                return
-        except DBAPIError as exc:
-            if "database is locked" not in str(exc.orig) or attempt >= LOCKED_ATTEMPTS:
-                raise
-            time.sleep(min(0.05 * attempt, SCHEMA_WAIT_S))
+
+    def connect() -> None:
+        with engine.connect():
+            pass
+
+    _tried_again(connect, other_attempts=1)
 
 
 def _create_schema(engine: Engine) -> tuple[list[str], list[str]]:
@@ -154,14 +153,21 @@ def _create_schema(engine: Engine) -> tuple[list[str], list[str]]:
     PostgreSQL every one but the first then fails on a unique key of the catalog. A failed
     attempt is repeated after a short wait, and finds what the first one created.
     """
+    return _tried_again(lambda: _create_schema_once(engine), other_attempts=SCHEMA_ATTEMPTS)
+
+
+def _tried_again(step: Callable[[], T], other_attempts: int) -> T:
+    """`step()`, tried again after a short, growing wait when it fails with a database error:
+    up to `LOCKED_ATTEMPTS` times in all while SQLite answers "database is locked", and
+    `other_attempts` times for any other error."""
     attempt = 0
     while True:
         attempt += 1
         try:
-            return _create_schema_once(engine)
+            return step()
         except DBAPIError as exc:
             locked = "database is locked" in str(exc.orig)
-            if attempt >= (LOCKED_ATTEMPTS if locked else SCHEMA_ATTEMPTS):
+            if attempt >= (LOCKED_ATTEMPTS if locked else other_attempts):
                 raise
             time.sleep(min(0.05 * attempt, SCHEMA_WAIT_S))
 
