@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +28,13 @@ SONIC_PI_FIXTURE = FIXTURES / "sonic-pi" / "samples"
 REUTERS_SAMPLE = FIXTURES / "text" / "reuters_r8_sample.jsonl"
 
 MakeRecipe = Callable[..., RecipeConfig]
+
+
+def settle() -> None:
+    """Wait until the files just written are older than `sources.racy_window` on a file
+    system with fine timestamps: signed now, they are no longer ones that may change again
+    unseen, and a prepared dataset is reused while they stay as they are."""
+    time.sleep(0.05)
 
 
 @pytest.fixture

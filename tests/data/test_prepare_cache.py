@@ -15,9 +15,10 @@ import pytest
 from PIL import Image, ImageOps
 
 from mlfactory.data import prepare as prepare_module
+from mlfactory.data import sources
 from mlfactory.data.prepare import cache_path, prepare_dataset
 
-from .conftest import MakeRecipe
+from .conftest import MakeRecipe, settle
 from .replacing import replace_keeping_size_and_mtime
 
 DigitFolder = Callable[..., Path]
@@ -44,6 +45,7 @@ def test_cached_result_is_returned_until_the_folder_changes(
     count_resolves: list[str],
 ) -> None:
     folder = make_digit_folder({"0": 10, "8": 10})
+    settle()
     config = make_recipe(folder, name="cached")
     first = prepare_dataset(config)
     path = cache_path(config)
@@ -79,6 +81,7 @@ def same_size_images(make_digit_folder: DigitFolder) -> tuple[Path, Path, bytes]
     with Image.open(victim) as image:
         digit = image.convert("L")
     victim.write_bytes(_stored_png(digit))
+    settle()
     return folder, victim, _stored_png(ImageOps.invert(digit))
 
 
@@ -96,6 +99,7 @@ def test_an_image_replaced_with_its_size_and_mtime_kept_is_read_again(
     config = make_recipe(folder, name="replaced")
     first = prepare_dataset(config)
     replace_keeping_size_and_mtime(victim, replacement, how, tmp_path / "scratch")
+    settle()
     second = prepare_dataset(config)
     assert len(count_resolves) == 2
     assert second.fingerprint != first.fingerprint
@@ -129,6 +133,34 @@ def test_an_image_changed_while_the_folder_is_read_is_read_again(
     second = prepare_dataset(config)
     assert len(count_resolves) == 2
     assert second.fingerprint != first.fingerprint
+
+
+def test_a_folder_signed_as_it_changes_is_read_again_until_it_settles(
+    make_recipe: MakeRecipe,
+    make_digit_folder: DigitFolder,
+    count_resolves: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file changed within a timestamp tick of the signing could change again with the same
+    ctime, size and mtime, unseen: that dataset is never reused, and the folder is read again
+    until it is signed settled. (The tick is widened to a minute here, so that the files are
+    in it whatever the machine's load.)"""
+    folder = make_digit_folder({"0": 10, "8": 10})
+    config = make_recipe(folder, name="racy")
+    with monkeypatch.context() as patched:
+        patched.setattr(sources, "racy_window", lambda ctime_ns: 60_000_000_000)
+        first = prepare_dataset(config)
+        assert prepare_dataset(config) == first
+        assert len(count_resolves) == 2  # signed within the tick: not reused
+    settle()
+    prepare_dataset(config)
+    assert prepare_dataset(config) == first
+    assert len(count_resolves) == 3  # signed settled once, then reused
+
+
+def test_the_racy_window_is_a_tick_or_whole_seconds() -> None:
+    assert sources.racy_window(1_700_000_000_123_456_789) == 20_000_000
+    assert sources.racy_window(1_700_000_000_000_000_000) == 2_000_000_000  # FAT, ext3, HFS+
 
 
 def test_other_split_parameters_get_their_own_cache(

@@ -265,6 +265,11 @@ def unwrap(root: Path) -> Path:
 
 
 def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
+    """`tree_state`'s hash alone."""
+    return tree_state(root, suffixes)[0]
+
+
+def tree_state(root: Path, suffixes: tuple[str, ...] | None = None) -> tuple[str, int]:
     """A hash of the file list below `root` and of each file's size, modification time, inode
     and status-change time (no content read), and of the folders without a counted file (an
     empty class folder is reported when the source is read, so adding or filling one changes
@@ -280,8 +285,14 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
     Args:
         root: a folder or a single file.
         suffixes: count only files with these (lower-case) suffixes; None counts all.
+
+    Returns:
+        The hash (16 hex digits), and the newest status-change time of a counted file (ns; 0
+        with none): `sources.source_signature` tells from it whether a file may still change
+        within the same timestamp.
     """
     digest = hashlib.sha256()
+    newest = 0
 
     def unreadable(folder: Path, reason: str) -> None:  # the scan reports it; it counts here
         line = f"{folder.relative_to(root).as_posix()}/\t{reason}\n"
@@ -298,6 +309,7 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
         except OSError:
             continue
         holding.add(path.parent)
+        newest = max(newest, stat.st_ctime_ns)
         rel = path.name if path == root else path.relative_to(root).as_posix()
         # A name that is not UTF-8 hashes as its bytes; a UTF-8 one as before.
         line = f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\t{stat.st_ino}\t{stat.st_ctime_ns}\n"
@@ -306,4 +318,4 @@ def tree_signature(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
     for folder in walked[1:]:  # a tree without such folders keeps the signature it had
         if folder not in holding:
             unreadable(folder, "no file counted")
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()[:16], newest

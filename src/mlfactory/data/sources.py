@@ -14,11 +14,12 @@ Each kind of source lives in its own module:
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mlfactory.data.dvc_source import resolve_dvc, signature_dvc
-from mlfactory.data.folders import tree_signature
+from mlfactory.data.folders import tree_state
 from mlfactory.data.huggingface import resolve_hf
 from mlfactory.data.orange import resolve_orange, signature_orange
 from mlfactory.data.packaged import (
@@ -131,7 +132,12 @@ def resolve_source(ctx: SourceContext) -> RawSource:
 
 def source_signature(ctx: SourceContext) -> str:
     """A cheap fingerprint of the source's state: its file list, and each file's size, mtime,
-    inode and ctime (`folders.tree_signature`); no content read.
+    inode and ctime (`folders.tree_state`); no content read.
+
+    A file changed within a timestamp tick of the signing may change again after it with the
+    same ctime, size and mtime (Git's "racily clean" index entry): such a signature is made
+    unique with the signing time, so that no later one matches it and the source is read
+    again once its files have settled.
 
     Raises:
         DataError: the source does not exist.
@@ -143,4 +149,15 @@ def source_signature(ctx: SourceContext) -> str:
     path = local_path(ctx.source)
     # Folders of a modality that reads tables may hold tables as well as item files.
     suffixes = None if path.is_file() or ctx.modality.reads_tables else ctx.modality.file_suffixes
-    return f"local:{path}:{tree_signature(path, suffixes)}"
+    signed_at = time.time_ns()
+    digest, newest = tree_state(path, suffixes)
+    racy = f":changed-at-signing-{signed_at}" if newest > signed_at - racy_window(newest) else ""
+    return f"local:{path}:{digest}{racy}"
+
+
+def racy_window(ctime_ns: int) -> int:
+    """How close to the signing a file's ctime makes its signature racy (ns): the file
+    system's timestamp tick with a margin. Linux stamps files from a clock that moves once a
+    jiffy (at most 10 ms); a stamp in whole seconds is from a file system that keeps seconds
+    (FAT's modification times: 2 s)."""
+    return 2_000_000_000 if ctime_ns % 1_000_000_000 == 0 else 20_000_000
