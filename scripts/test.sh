@@ -26,16 +26,20 @@ check() {
 check "ruff check" "$bin/ruff" check .
 check "ruff format --check" "$bin/ruff" format --check .
 check "mypy src" "$bin/mypy" src
-# --durations: the slowest tests, to keep the suite within its time on 2 cores. The whole suite
-# (no arguments) also fails below 90 % branch coverage; a part of it cannot. The servers and the
-# UI that tests start are measured too; the training runs and third-party servers they start
-# are not (tests/conftest.py untraced_env: traced, they took 1.3 to 1.6 times as long).
+# Two pytest-xdist workers, each running one test file at a time (its module fixtures built
+# once): the tests wait on processes, servers and imports a good part of their time, and two
+# of them keep 2 cores busy (docs/benchmarks.md). `-n 0` after the script runs them in one
+# process, `-n 4` on four. --durations: the slowest tests, to keep the suite within its time
+# on 2 cores. The whole suite (no arguments) also fails below 90 % branch coverage; a part of
+# it cannot. The servers and the UI that tests start are measured too; the training runs and
+# third-party servers they start are not (tests/conftest.py untraced_env: traced, they took
+# 1.3 to 1.6 times as long).
 coverage_floor=()
 if [[ $# -eq 0 ]]; then
   coverage_floor=(--cov-fail-under=90)
 fi
-check "pytest" "$bin/pytest" --cov=mlfactory --cov-branch --cov-report=term --cov-report=xml \
-  --durations=20 "${coverage_floor[@]}" "$@"
+check "pytest" "$bin/pytest" --numprocesses=2 --dist=loadfile --cov=mlfactory --cov-branch \
+  --cov-report=term --cov-report=xml --durations=20 "${coverage_floor[@]}" "$@"
 
 # fp32 results differ in their last bits between x86-64 CPUs (AVX2, AVX-512, VNNI kernels). The
 # tests marked `numerics` run a second time with torch, oneDNN and numpy forced to AVX2, so one
