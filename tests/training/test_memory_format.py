@@ -89,7 +89,9 @@ def test_a_training_step_in_channels_last_is_the_same_step(trained_digits: Train
 
     loss_a, _ = step(copy.deepcopy(usual), pixels)
     loss_b, _ = step(to_memory_format(copy.deepcopy(usual), torch.channels_last), pixels)
-    assert loss_b == pytest.approx(loss_a, rel=1e-4)
+    # float32 losses measured 0.8e-4 to 0.9e-4 apart with two threads, 3.0e-4 to 3.1e-4 with
+    # one (AVX-512 and AVX2 kernels alike): the batch-norm cancellation of the docstring.
+    assert loss_b == pytest.approx(loss_a, rel=1e-3)
 
     double = copy.deepcopy(usual).double()
     loss_a, grad_a = step(copy.deepcopy(double), pixels.double())
