@@ -64,8 +64,13 @@ def log_run(trained: TrainResult, store: str, folder: Path) -> Path:
 
 
 def test_register_versions_aliases_and_every_target_form(
-    trained_digits: TrainResult, store: str, tmp_path: Path
+    trained_digits: TrainResult, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Downloads go to a temporary folder of this test's own: the one below checks what is left
+    # in it, and tests running beside this one (pytest-xdist) download into the system's.
+    downloads_folder = tmp_path / "tmp"
+    downloads_folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads_folder))
     first = log_run(trained_digits, store, tmp_path / "first")
     second = log_run(trained_digits, store, tmp_path / "second")
     image = str(trained_digits.dataset.split("test")[0].path)
@@ -120,7 +125,8 @@ def test_register_versions_aliases_and_every_target_form(
 
     # the champion's recipe, trained again with a new override (--show-config: not trained);
     # the bundle fetched for its recipe is not left behind
-    downloads = set(Path(tempfile.gettempdir()).glob("mlfactory-model-*"))
+    downloads = set(downloads_folder.glob("mlfactory-model-*"))
+    assert downloads  # the versions fetched above
     shown = runner.invoke(
         app, ["train", "models:/digits@champion", "trainer.max_epochs=1", "--show-config"]
     )
@@ -131,7 +137,7 @@ def test_register_versions_aliases_and_every_target_form(
         "version": None,  # numbered by the new run
         "trainer": {**stored["trainer"], "max_epochs": 1},
     }
-    assert set(Path(tempfile.gettempdir()).glob("mlfactory-model-*")) == downloads
+    assert set(downloads_folder.glob("mlfactory-model-*")) == downloads
 
     # a version copied out, as a serving image is built from it
     copied = str(tmp_path / "b")

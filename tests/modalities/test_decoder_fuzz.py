@@ -15,8 +15,10 @@ run, so a failure reproduces), no example database.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import mmap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -235,7 +237,12 @@ def test_peak_memory_is_measured_here() -> None:
     """Where /proc allows it (Linux, the CI), the memory bound above is really checked."""
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("no /proc/self/clear_refs: memory bounds are checked on Linux only")
-    with peak_rss.peak_rss_growth() as growth:
-        block = np.ones(64 * peak_rss.MIB, dtype=np.uint8)
-        del block
+    # Fresh pages, written once: a block from the allocator may reuse pages a test before this
+    # one left resident (measured once on two xdist workers: 11 MiB for 64), and garbage
+    # collected inside the block would lower the RSS it raises.
+    gc.collect()
+    with peak_rss.peak_rss_growth() as growth, mmap.mmap(-1, 64 * peak_rss.MIB) as block:
+        page = b"\x01" * peak_rss.MIB
+        for _ in range(64):
+            block.write(page)
     assert growth.measured and growth.mib >= 60
