@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,11 @@ from PIL import Image
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from mlfactory.errors import ConfigError
-from mlfactory.serving.multiprocess_metrics import MULTIPROC_ENV, metrics_dir
+from mlfactory.serving.multiprocess_metrics import (
+    MULTIPROC_ENV,
+    metrics_dir,
+    prune_dead_workers,
+)
 
 from .conftest import DigitImage, png_bytes
 from .live_server import live_server
@@ -117,6 +123,33 @@ def test_n_requests_show_as_n_whichever_worker_answers(
         assert sample(text, PREDICT_OK) == sent
         assert sample(text, "mlfactory_queue_depth") == 0
         assert victim not in resident_memory_by_pid(text)
+
+
+# A worker's live gauge, written as a worker writes it: prometheus-client in multiprocess mode.
+WORKER_WITH_A_LIVE_GAUGE = """
+from prometheus_client import Gauge
+Gauge("mlfactory_queue_depth", "queued", multiprocess_mode="livesum").set(3)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process states come from /proc")
+def test_a_killed_worker_not_yet_reaped_loses_its_live_gauges(tmp_path: Path) -> None:
+    # On a loaded machine uvicorn's supervisor can take many seconds to reap a worker killed
+    # with `kill -9`; until then the worker is a zombie, which still answers signal 0.
+    env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
+    worker = subprocess.Popen([sys.executable, "-c", WORKER_WITH_A_LIVE_GAUGE], env=env)
+    stat = Path(f"/proc/{worker.pid}/stat")
+    deadline = time.monotonic() + 60
+    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not reaped
+        assert time.monotonic() < deadline, "the worker did not exit"
+        time.sleep(0.05)
+    try:
+        assert f"gauge_livesum_{worker.pid}.db" in os.listdir(tmp_path)
+        os.kill(worker.pid, 0)  # no error: to signal 0, a zombie is a process
+        assert prune_dead_workers(tmp_path) == [worker.pid]
+        assert not list(tmp_path.glob(f"gauge_live*_{worker.pid}.db"))
+    finally:
+        assert worker.wait(timeout=10) == 0
 
 
 def test_decode_gauges_add_up_the_workers_and_return_to_zero(

@@ -9,8 +9,8 @@ prometheus-client picks this mode when it is *imported*, from the environment, s
 must be set before a worker starts: `run_server` does it (`metrics_dir`) before uvicorn spawns
 its workers, with a fresh folder per server start (old files would add up with new ones).
 A worker that stops cleanly marks itself dead; one killed outright is found dead at the next
-scrape (`prune_dead_workers`). Either way its `live*` gauges (queue depth, ...) disappear,
-while its counters stay counted: requests it answered were answered.
+scrape (`prune_dead_workers`), reaped or not. Either way its `live*` gauges (queue depth, ...)
+disappear, while its counters stay counted: requests it answered were answered.
 
 prometheus-client's process metrics (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
 ...) describe the one process that answers a scrape, so multiprocess mode leaves them out; a
@@ -164,10 +164,24 @@ def render_all(folder: Path) -> bytes:
 
 
 def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited. A worker killed outright stays a zombie
+    until uvicorn's supervisor reaps it, which a loaded machine can delay by many seconds; it
+    answers signal 0 all the while, so its state is read too (Linux: `/proc`)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    return not _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` has exited and waits to be reaped (a zombie); False where `/proc` does
+    not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # "pid (command) state ...": the command may hold spaces and parentheses.
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
