@@ -34,6 +34,12 @@ check "mypy src" "$bin/mypy" src
 # it cannot. The servers and the UI that tests start are measured too; the training runs and
 # third-party servers they start are not (tests/conftest.py untraced_env: traced, they took
 # 1.3 to 1.6 times as long).
+# Torch's OpenMP threads sleep as soon as they wait, instead of spinning first (GNU OpenMP's
+# default): two workers often train at the same moment, and spinning threads of two trainings
+# on the same cores held each other up 4 to 5 times over. Measured on one clone, one run after
+# the other: 1,864 s for the suite with the default, 1,338 s with this (docs/benchmarks.md,
+# benchmarks/concurrent_training.py). A caller's own setting is kept.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 coverage_floor=()
 if [[ $# -eq 0 ]]; then
   coverage_floor=(--cov-fail-under=90)
