@@ -125,10 +125,13 @@ def test_n_requests_show_as_n_whichever_worker_answers(
         assert victim not in resident_memory_by_pid(text)
 
 
-# A worker's live gauge, written as a worker writes it: prometheus-client in multiprocess mode.
+# A worker's live gauge, written as a worker writes it (prometheus-client in multiprocess mode),
+# then the worker busy until it is killed.
 WORKER_WITH_A_LIVE_GAUGE = """
+import time
 from prometheus_client import Gauge
 Gauge("mlfactory_queue_depth", "queued", multiprocess_mode="livesum").set(3)
+time.sleep(120)
 """
 
 
@@ -138,18 +141,22 @@ def test_a_killed_worker_not_yet_reaped_loses_its_live_gauges(tmp_path: Path) ->
     # with `kill -9`; until then the worker is a zombie, which still answers signal 0.
     env = {**os.environ, MULTIPROC_ENV: str(tmp_path)}
     worker = subprocess.Popen([sys.executable, "-c", WORKER_WITH_A_LIVE_GAUGE], env=env)
-    stat = Path(f"/proc/{worker.pid}/stat")
-    deadline = time.monotonic() + 60
-    while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not reaped
-        assert time.monotonic() < deadline, "the worker did not exit"
-        time.sleep(0.05)
+    gauge, stat = tmp_path / f"gauge_livesum_{worker.pid}.db", Path(f"/proc/{worker.pid}/stat")
     try:
-        assert f"gauge_livesum_{worker.pid}.db" in os.listdir(tmp_path)
+        deadline = time.monotonic() + 60
+        while not gauge.exists():
+            assert worker.poll() is None and time.monotonic() < deadline, "no gauge written"
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGKILL)
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":  # exited, not reaped
+            assert time.monotonic() < deadline, "the worker did not exit"
+            time.sleep(0.05)
         os.kill(worker.pid, 0)  # no error: to signal 0, a zombie is a process
         assert prune_dead_workers(tmp_path) == [worker.pid]
         assert not list(tmp_path.glob(f"gauge_live*_{worker.pid}.db"))
     finally:
-        assert worker.wait(timeout=10) == 0
+        worker.kill()
+        assert worker.wait(timeout=10) == -signal.SIGKILL
 
 
 def test_decode_gauges_add_up_the_workers_and_return_to_zero(
