@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import socket
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from mlfactory.cli import app
 from mlfactory.monitoring.profile import ReferenceProfile, load_profile
 from mlfactory.serving.log_tables import feedback
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
+from mlfactory.serving.process import free_port
 from tests.monitoring.conftest import DigitOutputs, Outputs
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 from tests.test_cli import assert_one_line_error
@@ -413,12 +413,6 @@ def test_nothing_to_check_is_one_line(
     assert_one_line_error(_monitor(renamed, "--log", old), "is for other labels than the bundle's")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("log", "fragment"),
     [
@@ -439,7 +433,7 @@ def test_an_unreachable_log_is_one_line_and_exit_2(
         pytest.skip("the MySQL driver is installed: there is no hint to give")
     with sqlite3.connect(tmp_path / "notes.db") as notes:
         notes.execute("CREATE TABLE notes (body TEXT)")
-    url = log.format(tmp=tmp_path, port=_free_port())
+    url = log.format(tmp=tmp_path, port=free_port())
     result = _monitor(profiled_bundle, "--log", url)
     assert_one_line_error(result, fragment)
     assert "secret" not in result.output
