@@ -16,8 +16,8 @@ fifth from one round to the next):
   Linux wheels use, spins up to `GOMP_SPINCOUNT`, 300,000 times, by default);
 - `two at once, default threads`: two started together, each with the default;
 - `two at once, passive wait`: two started together, each with `OMP_WAIT_POLICY=PASSIVE`;
-- `two at once, share of the cores`: two started together, each with
-  `OMP_NUM_THREADS` = cores / 2.
+- `two at once, N thread(s) each`: two started together, each with its share of the cores,
+  `OMP_NUM_THREADS` = N = cores / 2.
 
 It prints each case's mean seconds per training (and the fastest and slowest round) and the
 mean's ratio to `alone`'s.
@@ -77,7 +77,7 @@ def run_together(work: Path, case: str, count: int, settings: dict[str, str]) ->
         if process.returncode != 0:
             raise SystemExit(f"error: a training failed: {stderr.decode()[-2000:]}")
         seconds.append(time.perf_counter() - started)
-    return sum(seconds) / len(seconds)
+    return statistics.mean(seconds)
 
 
 def main() -> None:
