@@ -14,7 +14,7 @@ trained once with `mlfactory train` and reused:
 
 From the repository root (the venv needs the `bench` extra: evidently):
 
-    python -m benchmarks.monitoring.run                         # everything (~30 min on 2 cores)
+    python -m benchmarks.monitoring.run                         # everything (46-75 min on 2 cores)
     python -m benchmarks.monitoring.run --bundles digits --windows 50 --shift-windows 20   # quick
     python -m benchmarks.monitoring.run --bundles speech --seed 1 --out runs/bench/seed-1
     python -m benchmarks.monitoring.across_runs runs/bench/monitoring runs/bench/seed-1   # compare
