@@ -129,6 +129,11 @@ class HeartbeatFromCreation(optuna.storages.RDBStorage):
     of stale trials skips a trial without any heartbeat, so a worker killed outright (SIGKILL,
     the OOM killer, a machine gone) while sampling would leave its trial RUNNING for good. With
     a heartbeat from the start, the next worker fails it once the grace period has passed.
+
+    The private `_create_new_trial` is overridden because it is what Optuna's cache in front of
+    the storage (`_CachedStorage.create_new_trial`, which `create_study` puts there) calls; the
+    public `create_new_trial` is bypassed by it. Pinned with optuna==5.0.0;
+    tests/training/test_sweep_workers.py fails if an upgrade changes that.
     """
 
     def _create_new_trial(

@@ -19,7 +19,11 @@ import warnings
 from collections.abc import Callable
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread  # what `study.optimize` uses
+
+# Private, and what `study.optimize` uses: Optuna writes heartbeats only inside `optimize` and
+# has no public heartbeat for ask-and-tell (optuna/optuna#3293). Pinned with optuna==5.0.0;
+# tests/training/test_sweep_workers.py fails if an upgrade moves or changes it.
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
 from mlfactory.termination import signals_held
