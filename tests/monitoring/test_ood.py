@@ -191,6 +191,29 @@ def test_too_few_calibration_scores_expect_the_rate_of_their_largest(
         "ood_fraction", "embedding", scorer.calibration_scores, scorer.threshold, held_out
     )
     assert check.detail.endswith(f"; {1 / (n + 1):.1%} expected")
+    # The largest of n scores leaves a rate of law Beta(1, n): P(rate <= x) = 1 - (1 - x)^n.
+    low, high = scorer.rate_range(0.9)
+    assert low == pytest.approx(1 - 0.95 ** (1 / n)) and high == pytest.approx(1 - 0.05 ** (1 / n))
     # Enough of them (the bundle's profile): the rate it was calibrated to.
     assert len(digit_profile.ood.calibration_scores) >= 99
     assert digit_profile.ood.expected_rate == digit_profile.ood.fpr == 0.01
+
+
+def test_one_profiles_rate_on_held_out_digits_lies_where_the_conformal_law_says(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """Each calibration split gives another threshold, and a rate on new digits of its own:
+    within the 90 % range of the split-conformal law for most splits, and that range holds the
+    rate asked."""
+    reference, held_out = digit_outputs.reference, digit_outputs.held_out
+    indices = label_indices(reference.labels, digit_profile.labels)
+    inside = 0
+    for seed in range(12):
+        scorer = OodScorer.fit(
+            reference.embeddings, indices, fpr=0.1, seed=seed, early_features=reference.early
+        )
+        low, high = scorer.rate_range(0.9)
+        assert low < 0.1 < high and high - low < 0.2
+        rate = float(np.mean(scorer.is_ood(held_out.embeddings, held_out.early)))
+        inside += low <= rate <= high
+    assert inside >= 9, inside

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
+from scipy import stats
 
 from mlfactory.monitoring.blas import one_thread
 from mlfactory.monitoring.projection import Projection
@@ -146,6 +147,7 @@ class OodScorer:
         normalize: bool = True,
         seed: int = 0,
         early_features: np.ndarray | None = None,
+        calibration_fraction: float = CALIBRATION_FRACTION,
     ) -> OodScorer:
         """Fit on in-distribution embeddings and calibrate the threshold to `fpr`.
 
@@ -173,9 +175,10 @@ class OodScorer:
                 inputs much better, see docs/benchmarks.md).
             seed: seeds the calibration split.
             early_features: (N, E) the same inputs' early features, when the model has them.
+            calibration_fraction: share of each class's rows held out to calibrate.
         """
         y = np.asarray(labels, dtype=np.int64)
-        held_out = _calibration_rows(y, CALIBRATION_FRACTION, seed)
+        held_out = _calibration_rows(y, calibration_fraction, seed)
         x = _prepare(embeddings, normalize)
         scorer = cls._fit_only(x[~held_out], y[~held_out], dims, normalize)
         scores = scorer.score(x[held_out])  # unit length already: normalising again is a no-op
@@ -254,6 +257,26 @@ class OodScorer:
         largest, which a new input exceeds with that probability)."""
         n = len(self.calibration_scores)
         return max(self.fpr, 1.0 / (n + 1)) if n else self.fpr
+
+    def rate_range(self, coverage: float = 0.9) -> tuple[float, float]:
+        """Where the rate at which this threshold flags in-distribution inputs lies, with
+        probability `coverage`, over the draws of the n calibration scores it came from.
+
+        Split conformal calibration holds the rate to `expected_rate` on average over those
+        draws; one profile's rate is 1 - F(threshold) for the scores' distribution F. For the
+        k-th smallest of n scores that is Beta(n + 1 - k, k), whatever F is. The threshold sits
+        at rank h = (n + 1)(1 - fpr), between two scores, and the law is taken at h (exact
+        when h is whole; its mean is then fpr); with h above n, at the largest score:
+        Beta(1, n). The spread is what a larger validation split narrows (measured against
+        unseen inputs: benchmarks/monitoring/ood_calibration.py).
+        """
+        n = len(self.calibration_scores)
+        if n == 0:
+            return self.fpr, self.fpr
+        rank = min((n + 1) * (1.0 - self.fpr), float(n))
+        law = stats.beta(n + 1 - rank, rank)
+        tail = (1.0 - coverage) / 2.0
+        return float(law.ppf(tail)), float(law.ppf(1.0 - tail))
 
     @property
     def reads_early_features(self) -> bool:

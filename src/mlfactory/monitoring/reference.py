@@ -86,16 +86,21 @@ def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferencePr
 
 
 def _rate_note(profile: ReferenceProfile) -> str:
-    """What the OOD threshold flags in distribution, when too few inputs were held out for
-    the rate asked (empty otherwise)."""
+    """What the OOD threshold flags in distribution: on average, and where this profile's rate
+    lies given how many inputs were held out to calibrate it (`OodScorer.rate_range`), with
+    what would give the rate asked when too few were."""
     ood = profile.ood
-    if ood.expected_rate <= ood.fpr:
-        return ""
-    held_out = len(ood.calibration_scores)
+    low, high = ood.rate_range()
+    too_few = ood.expected_rate > ood.fpr
+    asked = f", not {ood.fpr:.0%}" if too_few else ""
+    needed = round(1 / ood.fpr) - 1
+    remedy = (
+        f": {needed} are needed for {ood.fpr:.0%} (a larger validation split)" if too_few else ""
+    )
     return (
-        f"; its OOD threshold flags {ood.expected_rate:.1%} of in-distribution inputs, not "
-        f"{ood.fpr:.0%}: {held_out} were held out to calibrate it, {round(1 / ood.fpr) - 1} "
-        "are needed (a larger validation split)"
+        f"; its OOD threshold flags {ood.expected_rate:.1%} of in-distribution inputs on average"
+        f"{asked}, and with {len(ood.calibration_scores)} held out to calibrate it, this "
+        f"profile's rate is within {low:.1%} to {high:.1%} (90% chance){remedy}"
     )
 
 
