@@ -40,7 +40,13 @@ def test_the_report_shows_the_card_of_a_trained_bundle(
     # the rate the threshold does give, 1 / (n + 1), beside the one asked for
     expected = load_profile(trained_digits.bundle.path).ood.expected_rate  # type: ignore[union-attr]
     assert profile["ood_expected_rate"] == expected > profile["ood_false_positive_rate"] == 0.01
-    assert f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01)" in page
+    # and where this profile's own rate lies, given how few were held out
+    low, high = load_profile(trained_digits.bundle.path).ood.rate_range(0.9)  # type: ignore[union-attr]
+    assert (profile["ood_rate_low"], profile["ood_rate_high"]) == (low, high)
+    assert (
+        f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01; for this "
+        f"profile {low:.2g} to {high:.2g} (90% chance))"
+    ) in page
     # each label's scores with four decimals, as the accuracy (1.0000 beside 0.9474, not 1)
     for row in card["per_class"]:
         assert f"<td class='num'>{row['precision']:.4f}</td>" in page

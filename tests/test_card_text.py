@@ -17,5 +17,10 @@ def test_the_ood_rate_is_the_one_the_threshold_gives() -> None:
     assert ood_rate({**asked, "ood_expected_rate": 1 / 50}) == (
         "false-positive rate 0.02: too few held-out inputs for 0.01"
     )
+    # where this profile's own rate lies, 9 times in 10 (profiles written since it is stored)
+    ranged = {**asked, "ood_expected_rate": 0.01, "ood_rate_low": 0.00066, "ood_rate_high": 0.028}
+    assert ood_rate(ranged) == (
+        "false-positive rate 0.01; for this profile 0.00066 to 0.028 (90% chance)"
+    )
     assert ood_rate(asked) == "false-positive rate 0.01"  # a profile from before it was stored
     assert ood_rate({}) == "false-positive rate -"

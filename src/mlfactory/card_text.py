@@ -12,9 +12,15 @@ def number(value: Any) -> str:
 
 
 def ood_rate(profile: dict[str, Any]) -> str:
-    """The OOD threshold's false-positive rate; the one it gives, when too few held-out inputs
-    kept it from the rate asked for (1 / (n + 1) with n of them)."""
+    """The OOD threshold's false-positive rate (the one it gives, when too few held-out inputs
+    kept it from the rate asked for: 1 / (n + 1) with n of them), and where this profile's own
+    rate lies 9 times in 10 (profiles from before it was stored have no range)."""
     asked, expected = profile.get("ood_false_positive_rate"), profile.get("ood_expected_rate")
     if isinstance(asked, float) and isinstance(expected, float) and expected > asked:
-        return f"false-positive rate {expected:.2g}: too few held-out inputs for {asked:.2g}"
-    return f"false-positive rate {number(asked)}"
+        text = f"false-positive rate {expected:.2g}: too few held-out inputs for {asked:.2g}"
+    else:
+        text = f"false-positive rate {number(asked)}"
+    low, high = profile.get("ood_rate_low"), profile.get("ood_rate_high")
+    if isinstance(low, float) and isinstance(high, float):
+        text += f"; for this profile {low:.2g} to {high:.2g} (90% chance)"
+    return text

@@ -178,6 +178,8 @@ _PROFILE_FIELDS = (
     ("ood_threshold", "threshold", "ood", "number"),
     ("ood_false_positive_rate", "fpr", "ood", "number"),
     ("ood_expected_rate", "expected_rate", "ood", "number"),
+    ("ood_rate_low", "rate_low_90", "ood", "number"),
+    ("ood_rate_high", "rate_high_90", "ood", "number"),
 )
 
 

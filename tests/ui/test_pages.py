@@ -227,8 +227,14 @@ def test_the_model_card_page_of_each_bundle(
     assert f"Computed on data fingerprint {digits['data']['fingerprint']}." in text
     assert not chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stAlertContentWarning']")
     # its small validation split held out too few inputs for a 1 % threshold: the rate it gives
-    expected = digits["reference_profile"]["ood_expected_rate"]
-    assert f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01)" in text
+    profile = digits["reference_profile"]
+    expected, low, high = (
+        profile[f"ood_{key}"] for key in ("expected_rate", "rate_low", "rate_high")
+    )
+    assert (
+        f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01; for this "
+        f"profile {low:.2g} to {high:.2g} (90% chance))"
+    ) in text
     table = chromium.find_element(By.CSS_SELECTOR, "[data-testid='stTable']").text
     assert all(label in table for label in digits["labels"])
     assert chromium.find_elements(By.CSS_SELECTOR, "[data-testid='stVegaLiteChart']")

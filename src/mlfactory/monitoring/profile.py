@@ -2,8 +2,9 @@
 
 It is built from data the model did not train on (normally the validation split) and holds:
 
-- the out-of-distribution scorer (class means, a within-class basis, the calibrated threshold;
-  the same for the early features of a convolutional model, and how the two scores add up);
+- the out-of-distribution scorer (class means, a within-class basis, the calibrated threshold
+  and where its rate lies 9 times in 10; the same for the early features of a convolutional
+  model, and how the two scores add up);
 - the drift reference sample: the embedding projected on at most 32 principal directions (the
   basis is stored too), the predicted label, the confidence and the input-summary features;
 - the temperature that calibrates the probabilities, and the calibrated-confidence thresholds
@@ -78,7 +79,7 @@ class ReferenceProfile:
         temperature: the probability calibration of the estimated accuracy.
         meta: provenance and summary figures (source, sizes, reference accuracy, time).
         accuracy: the estimated accuracy's threshold (None in profiles written before it was
-            stored: those estimate with the mean calibrated confidence).
+            stored: they estimate with the mean calibrated confidence).
     """
 
     labels: list[str]
@@ -106,6 +107,7 @@ class ReferenceProfile:
             **{f"numeric.{k}": v for k, v in self.drift.features.numeric.items()},
             **{f"categorical.{k}": v for k, v in self.drift.features.categorical.items()},
         }
+        rate_low, rate_high = self.ood.rate_range(0.9)  # where this profile's own rate lies
         meta = {
             "format_version": FORMAT_VERSION,
             "labels": self.labels,
@@ -116,6 +118,8 @@ class ReferenceProfile:
                 "threshold": self.ood.threshold,
                 "fpr": self.ood.fpr,
                 "expected_rate": self.ood.expected_rate,
+                "rate_low_90": rate_low,
+                "rate_high_90": rate_high,
                 "normalize": self.ood.normalize,
                 "residual_variance": self.ood.projection.residual_variance,
                 **({"float64": True} if self.ood.float64 else {}),
@@ -367,13 +371,9 @@ def _from_saved(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Referenc
 
 
 def _ood_projection(arrays: dict[str, np.ndarray], prefix: str, meta: dict[str, Any]) -> Projection:
-    basis = arrays[f"{prefix}.basis"]
-    return Projection(
-        np.zeros(basis.shape[0], np.float32),
-        basis,
-        arrays[f"{prefix}.variances"],
-        float(meta["residual_variance"]),
-    )
+    basis, variances = arrays[f"{prefix}.basis"], arrays[f"{prefix}.variances"]
+    zeros = np.zeros(basis.shape[0], np.float32)  # the within-class basis is centred
+    return Projection(zeros, basis, variances, float(meta["residual_variance"]))
 
 
 def _early_arrays(ood: OodScorer) -> dict[str, np.ndarray]:

@@ -263,6 +263,12 @@ class ProfileSummary(BaseModel):
         description="The share of in-distribution inputs the threshold flags: the false-positive "
         "rate, or more when too few inputs were held out to calibrate it (null: older profiles).",
     )
+    ood_rate_low: float | None = Field(
+        default=None,
+        description="With ood_rate_high: where this profile's own rate lies with probability 0.9, "
+        "given how many inputs were held out to calibrate it (null: older profiles).",
+    )
+    ood_rate_high: float | None = None
     features: dict[str, str] = Field(
         default_factory=dict, description="Input-summary features compared for drift, by kind."
     )
