@@ -194,6 +194,8 @@ def test_too_few_calibration_scores_expect_the_rate_of_their_largest(
     # The largest of n scores leaves a rate of law Beta(1, n): P(rate <= x) = 1 - (1 - x)^n.
     low, high = scorer.rate_range(0.9)
     assert low == pytest.approx(1 - 0.95 ** (1 / n)) and high == pytest.approx(1 - 0.05 ** (1 / n))
+    # without calibration scores nothing is known of the rate
+    assert replace(scorer, calibration_scores=np.zeros(0, np.float32)).rate_range() == (0.0, 1.0)
     # Enough of them (the bundle's profile): the rate it was calibrated to.
     assert len(digit_profile.ood.calibration_scores) >= 99
     assert digit_profile.ood.expected_rate == digit_profile.ood.fpr == 0.01

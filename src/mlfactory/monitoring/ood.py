@@ -268,11 +268,12 @@ class OodScorer:
         at rank h = (n + 1)(1 - fpr), between two scores, and the law is taken at h (exact
         when h is whole; its mean is then fpr); with h above n, at the largest score:
         Beta(1, n). The spread is what a larger validation split narrows (measured against
-        unseen inputs: benchmarks/monitoring/ood_calibration.py).
+        unseen inputs: benchmarks/monitoring/ood_calibration.py). Without calibration scores
+        nothing is known of it: (0, 1).
         """
         n = len(self.calibration_scores)
         if n == 0:
-            return self.fpr, self.fpr
+            return 0.0, 1.0
         rank = min((n + 1) * (1.0 - self.fpr), float(n))
         law = stats.beta(n + 1 - rank, rank)
         tail = (1.0 - coverage) / 2.0
