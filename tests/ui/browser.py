@@ -98,3 +98,20 @@ def click_button(driver: WebDriver, label: str) -> None:
 def main_text(driver: WebDriver) -> str:
     """The text of the app's main area (not the sidebar)."""
     return str(wait_for(driver, "[data-testid='stMain']").text)
+
+
+def main_text_showing(driver: WebDriver, *texts: str, timeout_s: float = WAIT_S) -> str:
+    """The main area's text once it shows every one of `texts` at the same time: Streamlit may
+    draw a page again while its first run finishes, and a read in between misses parts of it.
+
+    Raises:
+        TimeoutException: the main area never showed them all within `timeout_s`.
+    """
+    shown: list[str] = []
+
+    def complete(_: WebDriver) -> bool:
+        shown[:] = [main_text(driver)]
+        return all(text in shown[0] for text in texts)
+
+    WebDriverWait(driver, timeout_s).until(complete, f"the page never showed all of {texts}")
+    return shown[0]
