@@ -38,10 +38,11 @@ def test_the_report_shows_the_card_of_a_trained_bundle(
     assert f"{profile['source']}, {profile['reference_items']} items" in page
     # a small validation split: too few held-out inputs for a 1 % threshold, so the card gives
     # the rate the threshold does give, 1 / (n + 1), beside the one asked for
-    expected = load_profile(trained_digits.bundle.path).ood.expected_rate  # type: ignore[union-attr]
+    ood = load_profile(trained_digits.bundle.path).ood  # type: ignore[union-attr]
+    expected = ood.expected_rate
     assert profile["ood_expected_rate"] == expected > profile["ood_false_positive_rate"] == 0.01
     # and where this profile's own rate lies, given how few were held out
-    low, high = load_profile(trained_digits.bundle.path).ood.rate_range(0.9)  # type: ignore[union-attr]
+    low, high = ood.rate_range(0.9)
     assert (profile["ood_rate_low"], profile["ood_rate_high"]) == (low, high)
     assert (
         f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01; for this "

@@ -229,7 +229,9 @@ def test_the_model_card_page_of_each_bundle(
     # its small validation split held out too few inputs for a 1 % threshold: the rate it gives
     profile = digits["reference_profile"]
     expected, low, high = (
-        profile[f"ood_{key}"] for key in ("expected_rate", "rate_low", "rate_high")
+        profile["ood_expected_rate"],
+        profile["ood_rate_low"],
+        profile["ood_rate_high"],
     )
     assert (
         f"(false-positive rate {expected:.2g}: too few held-out inputs for 0.01; for this "
