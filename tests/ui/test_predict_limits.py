@@ -15,7 +15,7 @@ from mlfactory.serving.settings import MEGABYTE
 from tests.serving.tiny_bundles import tiny_bundle
 from tests.ui.browser import (
     click_button,
-    main_text,
+    main_text_showing,
     result_text,
     type_into,
     wait_for,
@@ -71,8 +71,8 @@ def test_each_line_is_held_to_the_servers_limit_of_a_text(
         ]:
             classify_text(chromium, text, "\n".join(typed))
             assert wait_for(chromium, "[data-testid='stAlertContentWarning']").text == warning
-        assert "The API takes up to 3 texts a request, each of at most 50 characters." in (
-            main_text(chromium)
+        main_text_showing(
+            chromium, "The API takes up to 3 texts a request, each of at most 50 characters."
         )
         assert nothing_was_sent(text)
         classify_text(chromium, text, "\n".join(lines))

@@ -14,7 +14,13 @@ from sqlalchemy import create_engine, func, select
 from mlfactory.serving.log_tables import feedback
 from mlfactory.training.train import TrainResult
 from tests.serving.tiny_bundles import tiny_bundle
-from tests.ui.browser import click_button, main_text, wait_for, wait_for_text
+from tests.ui.browser import (
+    click_button,
+    main_text,
+    main_text_showing,
+    wait_for,
+    wait_for_text,
+)
 from tests.ui.conftest import deploy
 from tests.ui.test_pages import classify_files
 
@@ -45,7 +51,7 @@ def test_a_result_of_a_model_reloaded_since_is_said_to_be_stale(
             f"{now['name']} {now['version']}: classify again to send feedback."
         )
         assert "Traceback" not in main_text(chromium) and "Error" not in main_text(chromium)
-        assert held_out_digit.name in main_text(chromium)  # the result is still shown
+        main_text_showing(chromium, held_out_digit.name)  # the result is still shown
         assert not chromium.find_elements(By.XPATH, "//button[normalize-space(.)='Send feedback']")
         engine = create_engine(image.log_url)
         with engine.connect() as connection:
