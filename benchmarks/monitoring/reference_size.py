@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchmarks.monitoring.bundles import UNSEEN_LANGUAGES
 from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, run_outputs
 from benchmarks.monitoring.outputs import Outputs
 from benchmarks.monitoring.pools import MIXTURE_SHARE
@@ -35,7 +36,11 @@ from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import MonitorSettings, check_window
 
 # The pool each bundle's mixture takes its foreign inputs from (benchmarks.monitoring.pools).
-FOREIGN = {"digits": "tuxpaint photos", "news": "20 newsgroups", "speech": "languages be+el+da"}
+FOREIGN = {
+    "digits": "tuxpaint photos",
+    "news": "20 newsgroups",
+    "speech": f"languages {'+'.join(UNSEEN_LANGUAGES)}",
+}
 # Checks whose share of drifted windows is shown beside the verdict.
 SHOWN = ("embedding", "ood_fraction")
 
