@@ -18,6 +18,9 @@ From the repository root (the venv needs the `bench` extra: evidently):
     python -m benchmarks.monitoring.run --bundles digits --windows 50 --shift-windows 20   # quick
     python -m benchmarks.monitoring.run --bundles speech --seed 1 --out runs/bench/seed-1
     python -m benchmarks.monitoring.across_runs runs/bench/monitoring runs/bench/seed-1   # compare
+    python -m benchmarks.monitoring.run --bundles speech --out runs/bench/speech-val-4x \
+        --override speech:data.max_per_class=500 --override speech:data.val_fraction=0.5 \
+        --override speech:data.test_fraction=0.2      # the same training set, 4x the reference
 
 Results go to `<out>/results.json` and `<out>/monitoring.md` (the block docs/benchmarks.md
 quotes).
@@ -33,7 +36,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.monitoring import measure, report
-from benchmarks.monitoring.bundles import bench_bundles, ensure_bundle
+from benchmarks.monitoring.bundles import BenchBundle, bench_bundles, ensure_bundle
 from benchmarks.monitoring.outputs import pool_outputs
 from benchmarks.monitoring.pools import all_pools
 
@@ -71,11 +74,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train the bundles with this seed instead of the recipe's (the split stays: it is "
         "by content hash); give each seed its own --out",
     )
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="BUNDLE:KEY=VALUE",
+        help="one more recipe override for one bundle (repeatable; give the run its own --out)",
+    )
     return parser.parse_args(argv)
 
 
+def with_overrides(specs: list[BenchBundle], overrides: list[str]) -> list[BenchBundle]:
+    """`specs` with each `BUNDLE:KEY=VALUE` of `overrides` set on that bundle (replacing KEY)."""
+    names = sorted(spec.name for spec in specs)
+    for each in overrides:
+        name, _, setting = each.partition(":")
+        if name not in names or "=" not in setting:
+            raise SystemExit(
+                f"error: --override {each!r}: expected BUNDLE:KEY=VALUE, BUNDLE in {names}"
+            )
+        key = setting.split("=", 1)[0] + "="
+        specs = [
+            spec
+            if spec.name != name
+            else replace(
+                spec,
+                overrides=(*(o for o in spec.overrides if not o.startswith(key)), setting),
+            )
+            for spec in specs
+        ]
+    return specs
+
+
 def run_bundle(spec_name: str, args: argparse.Namespace) -> dict[str, Any]:
-    spec = next(s for s in bench_bundles(args.out, args.seed) if s.name == spec_name)
+    specs = with_overrides(bench_bundles(args.out, args.seed), args.override)
+    spec = next(s for s in specs if s.name == spec_name)
     bundle = load_bundle(ensure_bundle(spec, args.out))
     predictor = Predictor(bundle)
     print(f"{spec.name}: pools", flush=True)
