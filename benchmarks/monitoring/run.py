@@ -90,9 +90,11 @@ def with_overrides(specs: list[BenchBundle], overrides: list[str]) -> list[Bench
     for each in overrides:
         name, _, setting = each.partition(":")
         if name not in names or "=" not in setting:
-            raise SystemExit(
-                f"error: --override {each!r}: expected BUNDLE:KEY=VALUE, BUNDLE in {names}"
+            print(
+                f"error: --override {each!r}: expected BUNDLE:KEY=VALUE, BUNDLE in {names}",
+                file=sys.stderr,
             )
+            raise SystemExit(2)
         key = setting.split("=", 1)[0] + "="
         specs = [
             spec
