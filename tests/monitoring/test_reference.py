@@ -84,3 +84,24 @@ def test_a_profile_of_few_inputs_says_what_its_ood_threshold_flags(
         f"1%, and with {held_out} held out to calibrate it, this profile's rate is within "
         f"{low:.1%} to {high:.1%} (90% chance): 99 are needed for 1% (a larger validation split)"
     ) in caplog.text
+
+
+def test_a_profile_whose_rate_may_reach_twice_the_rate_asked_says_what_narrows_it(
+    monitored_digits: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The validation and test digits: about 120 held out, enough for 1 % on average, but one
+    profile's rate may reach past 2 %; the line says a larger validation split narrows it."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(monitored_digits.bundle.path, folder)
+    items = [*monitored_digits.dataset.split("val"), *monitored_digits.dataset.split("test")]
+    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
+        profile = write_profile(load_bundle(folder), items, "validation and test splits")
+    assert profile is not None
+    held_out = len(profile.ood.calibration_scores)
+    low, high = profile.ood.rate_range()
+    assert held_out >= 99 and profile.ood.expected_rate == 0.01 and high > 0.02
+    assert (
+        f"MB; its OOD threshold flags 1.0% of in-distribution inputs on average, and with "
+        f"{held_out} held out to calibrate it, this profile's rate is within {low:.1%} to "
+        f"{high:.1%} (90% chance): a larger validation split narrows it"
+    ) in caplog.text

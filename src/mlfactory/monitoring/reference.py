@@ -88,15 +88,19 @@ def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferencePr
 def _rate_note(profile: ReferenceProfile) -> str:
     """What the OOD threshold flags in distribution: on average, and where this profile's rate
     lies given how many inputs were held out to calibrate it (`OodScorer.rate_range`), with
-    what would give the rate asked when too few were."""
+    what would give the rate asked when too few were, or what narrows a range that reaches
+    past twice that rate."""
     ood = profile.ood
     low, high = ood.rate_range()
     too_few = ood.expected_rate > ood.fpr
     asked = f", not {ood.fpr:.0%}" if too_few else ""
     needed = round(1 / ood.fpr) - 1
-    remedy = (
-        f": {needed} are needed for {ood.fpr:.0%} (a larger validation split)" if too_few else ""
-    )
+    if too_few:
+        remedy = f": {needed} are needed for {ood.fpr:.0%} (a larger validation split)"
+    elif high > 2 * ood.fpr:
+        remedy = ": a larger validation split narrows it"
+    else:
+        remedy = ""
     return (
         f"; its OOD threshold flags {ood.expected_rate:.1%} of in-distribution inputs on average"
         f"{asked}, and with {len(ood.calibration_scores)} held out to calibrate it, this "
