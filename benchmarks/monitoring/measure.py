@@ -49,6 +49,10 @@ class DriftCell:
     accuracy_coverage: float = float("nan")
     accuracy_width: float = float("nan")
     accuracy_coverage_normal: float = float("nan")
+    # Per window, mlfactory's smallest raw p-value times the number of checks tested (inf when
+    # none was): Holm finds drift at level a when it is at most a. Unlike the corrected p-value
+    # it is not cut at 1, so looser rules than any level can be read back too (matched_alarms).
+    holm_statistics: list[float] = field(default_factory=list)
 
 
 def ood_rows(
@@ -156,7 +160,7 @@ def _cell(
     evidently_windows: int,
     rng: np.random.Generator,
 ) -> DriftCell:
-    ours, strict, ours_time, fired = [], [], [], {}
+    ours, strict, ours_time, fired, holm = [], [], [], {}, []
     covered, widths, covered_normal = [], [], []
     truth = label_indices([label or "" for label in out.labels], profile.labels)
     right = out.probabilities.argmax(axis=1) == truth
@@ -170,6 +174,9 @@ def _cell(
         report = check_window(profile, logged, {}, settings)
         ours_time.append(time.perf_counter() - started)
         ours.append(report.drift)
+        raw = [check.p_value_raw for check in report.checks if check.p_value_raw is not None]
+        holm.append(len(raw) * min(raw) if raw else float("inf"))
+        assert report.drift == (holm[-1] <= settings.level)  # Holm's first step decides
         # Checked again at the stricter level: it draws more permutations (drift.resamples_for).
         strict_settings = MonitorSettings(seed=window_index, level=STRICT_LEVEL)
         strict.append(check_window(profile, logged, {}, strict_settings).drift)
@@ -209,6 +216,7 @@ def _cell(
         accuracy_coverage=float(np.mean(covered)) if covered else float("nan"),
         accuracy_width=float(np.mean(widths)) if widths else float("nan"),
         accuracy_coverage_normal=float(np.mean(covered_normal)) if covered else float("nan"),
+        holm_statistics=holm,
     )
 
 

@@ -18,6 +18,8 @@ From the repository root (the venv needs the `bench` extra: evidently):
     python -m benchmarks.monitoring.run --bundles digits --windows 50 --shift-windows 20   # quick
     python -m benchmarks.monitoring.run --bundles speech --seed 1 --out runs/bench/seed-1
     python -m benchmarks.monitoring.across_runs runs/bench/monitoring runs/bench/seed-1   # compare
+    python -m benchmarks.monitoring.matched_alarms runs/bench/monitoring/results.json  # power at
+    #   Evidently's false-alarm rate (also at the end of monitoring.md)
     python -m benchmarks.monitoring.run --bundles speech --out runs/bench/speech-val-4x \
         --override speech:data.max_per_class=500 --override speech:data.val_fraction=0.5 \
         --override speech:data.test_fraction=0.2      # the same training set, 4x the reference
@@ -44,7 +46,7 @@ from typing import Any
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.monitoring import measure, report
+from benchmarks.monitoring import matched_alarms, measure, report
 from benchmarks.monitoring.bundles import BenchBundle, bench_bundles, ensure_bundle
 from benchmarks.monitoring.outputs import pool_outputs
 from benchmarks.monitoring.pools import all_pools
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     results["seconds"] = (datetime.now(UTC) - started).total_seconds()
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    text = report.markdown(results)
+    text = report.markdown(results) + "\n" + matched_alarms.markdown(results)
     (args.out / "monitoring.md").write_text(text)
     print(text)
     return 0
