@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from PIL import ImageOps
+from scipy.special import betaln
 
 from mlfactory.monitoring.drift import INSUFFICIENT, KINDS, exceedance_check
 from mlfactory.monitoring.ood import OodScorer
@@ -156,6 +157,28 @@ def test_more_inputs_above_the_threshold_than_chance_allows(
         cut = ood.calibration_scores[ood.calibration_scores <= ood.threshold].max()
         above = int(np.sum(scores > cut))
         assert check.detail.startswith(f"{above} of {len(scores)} above {cut:.4g} (the ")
+
+
+def test_a_window_wholly_above_the_cut_gets_its_tiny_p_value_not_zero(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """Every input of a window of inverted digits above the cut: the p-value is the beta-binomial
+    probability that all m are, B(m + a, b) / B(a, b), far below 1e-16, where 1 - cdf gives 0."""
+    ood = digit_profile.ood
+    inverted_outputs = digit_outputs.transform(ImageOps.invert)
+    inverted = ood.score(inverted_outputs.embeddings, inverted_outputs.early)
+    ordered = np.sort(ood.calibration_scores)
+    k = int(np.searchsorted(ordered, np.float32(ood.threshold), side="right"))
+    window = inverted[inverted > ordered[k - 1]][:120]
+    m, a, b = len(window), len(ordered) - k + 1, k
+    assert m == 120
+    check = exceedance_check(
+        "ood_fraction", "embedding", ood.calibration_scores, ood.threshold, window
+    )
+    exact = float(np.exp(betaln(m + a, b) - betaln(a, b)))
+    assert 0.0 < exact < 1e-16
+    assert check.p_value_raw == pytest.approx(exact, rel=1e-9, abs=0.0)
+    assert check.statistic == 1.0
 
 
 def test_a_threshold_stored_rounded_up_is_still_the_cut(

@@ -206,7 +206,7 @@ def exceedance_check(
     above = int(np.sum(scores > ordered[k - 1]))
     n = len(ordered)
     result.statistic = above / len(scores)
-    result.p_value_raw = float(stats.betabinom.sf(above - 1, len(scores), n - k + 1, k))
+    result.p_value_raw = _upper_tail(above, len(scores), n - k + 1, k)
     # The cut is a calibration score, just below the threshold when few calibration scores
     # leave a gap there: the counts and the share expected are the cut's, not the threshold's.
     result.detail = (
@@ -274,6 +274,16 @@ def correct(
         result.drift = bool(p_value <= level)
         result.status = DRIFT if result.drift else NO_DRIFT
     return any(result.drift for result in tested)
+
+
+def _upper_tail(count: int, trials: int, a: int, b: int) -> float:
+    """P(X >= count) for X ~ BetaBinomial(trials, a, b). scipy's `sf` is 1 - cdf, whose digits
+    cancel in a far tail (180 inputs of 180 above the cut, 50 calibration scores: 0.0 for a true
+    1.4e-49); there the tail's own probabilities are summed instead."""
+    tail = float(stats.betabinom.sf(count - 1, trials, a, b))
+    if tail < 1e-8:
+        tail = float(stats.betabinom.pmf(np.arange(count, trials + 1), trials, a, b).sum())
+    return min(tail, 1.0)
 
 
 def _holm(p_values: np.ndarray) -> np.ndarray:
