@@ -278,8 +278,8 @@ def correct(
 
 def _upper_tail(count: int, trials: int, a: int, b: int) -> float:
     """P(X >= count) for X ~ BetaBinomial(trials, a, b). scipy's `sf` is 1 - cdf, whose digits
-    cancel in a far tail (180 inputs of 180 above the cut, 50 calibration scores: 0.0 for a true
-    1.4e-49); there the tail's own probabilities are summed instead."""
+    cancel in a far tail (180 inputs of 180 above the largest of 50 calibration scores: 0.0 for
+    a true 7.9e-52); there the tail's own probabilities are summed instead."""
     tail = float(stats.betabinom.sf(count - 1, trials, a, b))
     if tail < 1e-8:
         tail = float(stats.betabinom.pmf(np.arange(count, trials + 1), trials, a, b).sum())
