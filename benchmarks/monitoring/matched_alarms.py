@@ -55,10 +55,9 @@ def matched_cutoff(unshifted: np.ndarray, false_alarms: float) -> float:
     at most c; just below the smallest statistic when even one alarm is too many."""
     allowed = int(np.floor(false_alarms * len(unshifted) + 1e-9))
     ordered = np.sort(unshifted)
-    for value in ordered[::-1]:
-        if np.isfinite(value) and np.count_nonzero(ordered <= value) <= allowed:
-            return float(value)
-    return float(np.nextafter(ordered[0], 0.0))
+    alarms = np.searchsorted(ordered, ordered, side="right")  # windows at or below each value
+    fitting = ordered[(alarms <= allowed) & np.isfinite(ordered)]
+    return float(fitting[-1]) if fitting.size else float(np.nextafter(ordered[0], 0.0))
 
 
 def _share(statistics: list[float], cutoff: float) -> float:
@@ -66,7 +65,12 @@ def _share(statistics: list[float], cutoff: float) -> float:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    if not any(matched_rows(result) for result in results["bundles"]):
+    rows = [
+        (result["bundle"]["name"], row)
+        for result in results["bundles"]
+        for row in matched_rows(result)
+    ]
+    if not rows:
         return "No power at Evidently's false-alarm rate: this run kept no per-window p-values.\n"
     lines = [
         "Power at Evidently's false-alarm rate, on the same windows: mlfactory's drift rule "
@@ -78,14 +82,13 @@ def markdown(results: dict[str, Any]) -> str:
         "alarms, power | mlfactory at 0.05: power |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for result in results["bundles"]:
-        for row in matched_rows(result):
-            lines.append(
-                f"| {result['bundle']['name']} | {row['pool']} | {row['size']} | "
-                f"{row['evidently_false_alarms']:.3f}, {row['evidently_power']:.2f} | "
-                f"{row['cutoff']:.3g}, {row['false_alarms']:.3f}, {row['power']:.2f} | "
-                f"{row['power_default']:.2f} |"
-            )
+    for name, row in rows:
+        lines.append(
+            f"| {name} | {row['pool']} | {row['size']} | "
+            f"{row['evidently_false_alarms']:.3f}, {row['evidently_power']:.2f} | "
+            f"{row['cutoff']:.3g}, {row['false_alarms']:.3f}, {row['power']:.2f} | "
+            f"{row['power_default']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
