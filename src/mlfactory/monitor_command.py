@@ -21,7 +21,7 @@ from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, ConfigError, LogDatabaseError, MlfactoryError, first_line
 from mlfactory.mlflow_store import shown_url
-from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
+from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT, number_text, p_value_text
 from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_lines
 from mlfactory.monitoring.labels import moved_text, weakest_text
 from mlfactory.monitoring.profile import (
@@ -317,8 +317,8 @@ def report_renderable(report: DriftReport) -> Group:
         table.add_row(
             check.name,
             check.kind,
-            _number(check.statistic),
-            _number(check.p_value),
+            number_text(check.statistic),
+            p_value_text(check.p_value),
             Text(check.status, style=STATUS_STYLES.get(check.status, "dim")),
         )
     lines: list[Text | Table] = [head, table, *_detail_lines(report)]
@@ -377,9 +377,3 @@ def accuracy_line(report: DriftReport) -> str:
     else:
         text += "; live: no feedback labels in the window"
     return text
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mlfactory.monitoring.accuracy import calibrate
 from mlfactory.monitoring.ood import OodScorer
@@ -159,6 +159,13 @@ def digit_outputs(monitored_digits: Any) -> DigitOutputs:
     photos = sorted(p for p in STAMPS.rglob("*.png") if not p.stem.endswith("_mirror"))
     stamps = run_bundle(predictor, [p.read_bytes() for p in photos], [None] * len(photos))
     return DigitOutputs(outputs(reference), outputs(held_out), transform, stamps)
+
+
+def far_digits(digit_outputs: DigitOutputs) -> Outputs:
+    """Every held-out digit inverted, sent five times over (2,500 predictions): far enough
+    from the reference that some p-values fall below the smallest float."""
+    inverted = digit_outputs.transform(ImageOps.invert)
+    return inverted.take(np.tile(np.arange(len(inverted)), 5))
 
 
 def build_digit_profile(digit_outputs: DigitOutputs, monitored_digits: Any) -> ReferenceProfile:

@@ -19,7 +19,7 @@ from mlfactory.monitoring.html_report import (
 )
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import MonitorSettings, Window, check_window
-from tests.monitoring.conftest import DigitOutputs
+from tests.monitoring.conftest import DigitOutputs, far_digits
 
 MODEL = {"name": "digits", "version": "1"}
 
@@ -201,3 +201,18 @@ def test_spans_too_small_for_a_check_say_so_instead_of_an_empty_figure(
     section = render_section(report, (), spans)
     assert section.count("<svg") == 2 and "checks that drift" not in section
     assert "No drift check over time: each of the 30 spans of" in section
+
+
+def test_a_p_value_below_the_smallest_float_reads_as_a_bound_not_zero(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    window = far_digits(digit_outputs).window(digit_profile)
+    report = check_window(digit_profile, window, MODEL)
+    underflowed = [c for c in report.checks if c.p_value == 0.0]
+    assert underflowed, [(c.name, c.p_value) for c in report.checks]
+    html = report_html(digit_profile, window, report)
+    for check in underflowed:
+        row = html[html.index(f"<td>{check.name}</td>") :].split("</tr>")[0]
+        assert row.count("<td class='num'>&lt; 1e-300</td>") == 2  # corrected and raw
+        assert f"{check.name} &mdash; drift, p &lt; 1e-300</figcaption>" in html
+    assert "p = 0<" not in html

@@ -23,7 +23,7 @@ from mlfactory.monitoring.profile import ReferenceProfile, load_profile
 from mlfactory.serving.log_tables import feedback
 from mlfactory.serving.prediction_log import LoggedPrediction, PredictionLog
 from mlfactory.serving.process import free_port
-from tests.monitoring.conftest import DigitOutputs, Outputs
+from tests.monitoring.conftest import DigitOutputs, Outputs, far_digits
 from tests.postgres import postgres_url  # noqa: F401  (the fixture)
 from tests.test_cli import assert_one_line_error
 
@@ -221,6 +221,20 @@ def test_inverted_digits_drift_in_the_table_and_the_html_report(
         failing = _monitor(profiled_bundle, "--log", url, *output, "--fail-on-drift")
         assert failing.exit_code == 1, failing.output
         assert "DRIFT" in failing.output or json.loads(failing.output)["drift"] is True
+
+
+def test_a_p_value_below_the_smallest_float_is_shown_as_a_bound(
+    profiled_bundle: Path, digit_outputs: DigitOutputs, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log_served(profiled_bundle, url, far_digits(digit_outputs))
+    report = json.loads(_monitor(profiled_bundle, "--log", url, "--json").output)
+    underflowed = [c["name"] for c in report["checks"] if c["p_value"] == 0.0]
+    assert underflowed  # a JSON number for tools, as computed
+    table = _monitor(profiled_bundle, "--log", url).output
+    for name in underflowed:
+        row = next(line for line in table.splitlines() if f" {name} " in line)
+        assert "< 1e-300" in row, row
 
 
 def test_the_log_defaults_to_the_environment_then_the_servers_store(

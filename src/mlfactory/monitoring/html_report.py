@@ -26,7 +26,13 @@ import numpy as np
 from mlfactory.monitoring import svg
 from mlfactory.monitoring.accuracy import Estimate
 from mlfactory.monitoring.distributions import Distribution, distributions
-from mlfactory.monitoring.drift import DEFAULT_MIN_SAMPLES, NO_VARIATION, CheckResult
+from mlfactory.monitoring.drift import (
+    DEFAULT_MIN_SAMPLES,
+    NO_VARIATION,
+    CheckResult,
+    number_text,
+    p_value_text,
+)
 from mlfactory.monitoring.flagged import FlaggedInput
 from mlfactory.monitoring.history import history
 from mlfactory.monitoring.labels import LabelRow
@@ -35,6 +41,8 @@ from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window
 
 HISTORY_BUCKETS = 20
 STATUS_COLORS = {"drift": "#c0392b", "no drift": "#2e7d32"}
+# What a cell shows for a figure a check did not compute.
+DASH = "\u2014"
 STYLE = """
 .mlf-monitoring { font-family: system-ui, sans-serif; color: #222; max-width: 1180px; }
 .mlf-monitoring h2 { margin: 0.2em 0; } .mlf-monitoring h3 { margin: 1.2em 0 0.4em; }
@@ -178,9 +186,10 @@ def _checks_table(checks: Sequence[CheckResult]) -> str:
         rows.append(
             "<tr>"
             f"<td>{escape(check.name)}</td><td>{escape(check.kind)}</td>"
-            f"<td>{escape(check.test)}</td><td class='num'>{_number(check.statistic)}</td>"
-            f"<td class='num'>{_number(check.p_value)}</td>"
-            f"<td class='num'>{_number(check.p_value_raw)}</td>"
+            f"<td>{escape(check.test)}</td>"
+            f"<td class='num'>{escape(number_text(check.statistic, DASH))}</td>"
+            f"<td class='num'>{escape(p_value_text(check.p_value, DASH))}</td>"
+            f"<td class='num'>{escape(p_value_text(check.p_value_raw, DASH))}</td>"
             f"<td style='color:{color}'>{escape(check.status)}</td>"
             f"<td class='num'>{check.n_window}</td><td>{escape(check.detail)}</td></tr>"
         )
@@ -309,14 +318,9 @@ def _distribution_figure(shown: Distribution, check: CheckResult | None) -> str:
     if check is not None:
         caption += f" &mdash; {escape(check.status)}"
         if check.p_value is not None:
-            caption += f", p = {_number(check.p_value)}"
+            p_text = p_value_text(check.p_value)
+            caption += f", p {escape(p_text if p_text.startswith('<') else f'= {p_text}')}"
     return f"<figure>{chart}<figcaption>{caption}</figcaption></figure>"
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "&mdash;"
-    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
 def _parse(moment: str | datetime) -> datetime:
