@@ -21,9 +21,10 @@ from mlfactory.bundle import Bundle
 from mlfactory.durations import HOW_TO_WRITE, parse_duration
 from mlfactory.errors import BundleError, ConfigError, LogDatabaseError, MlfactoryError, first_line
 from mlfactory.mlflow_store import shown_url
-from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT, number_text, p_value_text
+from mlfactory.monitoring.drift import DRIFT, INSUFFICIENT, NO_DRIFT
 from mlfactory.monitoring.flagged import LISTED, MAX_LISTED, flagged_lines
 from mlfactory.monitoring.labels import moved_text, weakest_text
+from mlfactory.monitoring.number_text import number_text, p_value_text
 from mlfactory.monitoring.profile import (
     REWRITE,
     ReferenceProfile,

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from mlfactory.ui.monitoring_page import (
+    MISSING,
     P_VALUE_FLOOR,
+    checks_frame,
     history_frame,
     time_axis_format,
     time_chart,
@@ -53,6 +55,24 @@ def test_p_values_are_columns_floored_for_the_log_scale() -> None:
     assert frame["p embedding"].tolist()[::2] == [P_VALUE_FLOOR, 0.4]
     assert np.isnan(frame["p embedding"][1]) and np.isnan(frame["ood_fraction"][1])
     assert frame["requests per s"].tolist() == [50 / 300, 0.0, 50 / 300]  # idle: 0
+
+
+def test_the_checks_table_reads_an_underflowed_p_value_as_a_bound() -> None:
+    def check(name: str, statistic: float | None, p_value: float | None, status: str) -> dict:
+        fields = {"statistic": statistic, "p_value": p_value, "status": status, "detail": ""}
+        return {"name": name, "kind": "feature", "test": "ks", **fields}
+
+    table = checks_frame(
+        [
+            check("brightness_mean", 0.97, 0.0, "drift"),  # below the smallest float: 0.0
+            check("confidence", 0.12, 0.0123, "drift"),
+            check("width", None, None, "no variation"),
+        ]
+    )
+    assert table["p_value"].tolist() == ["< 1e-300", "0.0123", MISSING]
+    assert table["statistic"].tolist() == ["0.97", "0.12", MISSING]
+    assert table.index.tolist() == ["brightness_mean", "confidence", "width"]
+    assert list(table.columns) == ["kind", "statistic", "p_value", "status", "detail"]
 
 
 def test_the_request_rate_is_of_each_buckets_own_span() -> None:

@@ -276,20 +276,6 @@ def correct(
     return any(result.drift for result in tested)
 
 
-def number_text(value: float | None, missing: str = "-") -> str:
-    """A statistic or p-value for people: 3 significant digits, `missing` for None."""
-    if value is None:
-        return missing
-    return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-
-
-def p_value_text(value: float | None, missing: str = "-") -> str:
-    """`number_text` of a p-value, except that 0 reads "< 1e-300": a test's p-value is never 0,
-    but one below the smallest float (about 2e-308: a KS or chi-square test of a window far from
-    its reference, of thousands of rows) is 0.0 in floating point, and in the JSON."""
-    return "< 1e-300" if value == 0 else number_text(value, missing)
-
-
 def _upper_tail(count: int, trials: int, a: int, b: int) -> float:
     """P(X >= count) for X ~ BetaBinomial(trials, a, b). scipy's `sf` is 1 - cdf, whose digits
     cancel in a far tail (180 inputs of 180 above the largest of 50 calibration scores: 0.0 for

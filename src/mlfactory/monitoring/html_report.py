@@ -26,16 +26,11 @@ import numpy as np
 from mlfactory.monitoring import svg
 from mlfactory.monitoring.accuracy import Estimate
 from mlfactory.monitoring.distributions import Distribution, distributions
-from mlfactory.monitoring.drift import (
-    DEFAULT_MIN_SAMPLES,
-    NO_VARIATION,
-    CheckResult,
-    number_text,
-    p_value_text,
-)
+from mlfactory.monitoring.drift import DEFAULT_MIN_SAMPLES, NO_VARIATION, CheckResult
 from mlfactory.monitoring.flagged import FlaggedInput
 from mlfactory.monitoring.history import history
 from mlfactory.monitoring.labels import LabelRow
+from mlfactory.monitoring.number_text import number_text, p_value_text
 from mlfactory.monitoring.profile import ReferenceProfile
 from mlfactory.monitoring.report import DriftReport, MonitorSettings, Window
 

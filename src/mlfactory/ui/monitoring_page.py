@@ -15,6 +15,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from mlfactory.monitoring.number_text import p_value_text
 from mlfactory.times import utc_time
 from mlfactory.ui.client import ApiClient, ApiError
 from mlfactory.ui.markdown_text import message, plain_table
@@ -137,17 +138,24 @@ def _current(report: dict[str, Any], last: int, period: str | None) -> None:
     )
     checks = report.get("checks") or []
     if checks:
-        table = pd.DataFrame(checks)
-        # the verdict, not the drift flag: a check that did not run ("insufficient data", "no
-        # variation") is not one that found no drift; the detail says what moved, or why not
-        for figure in ("statistic", "p_value"):
-            table[figure] = table[figure].map(_num)
-        columns = [c for c in CHECK_COLUMNS if c in table]
-        st.table(plain_table(table[columns].set_index("name")))
+        st.table(plain_table(checks_frame(checks)))
     for note in report.get("notes") or []:
         st.caption(message(note))
     _labels_table(report.get("labels") or [], n)
     _flagged_table(ood.get("flagged") or [])
+
+
+def checks_frame(checks: list[dict[str, Any]]) -> pd.DataFrame:
+    """The window's checks as the page's table shows them, one row per check by name.
+
+    The verdict, not the drift flag: a check that did not run ("insufficient data", "no
+    variation") is not one that found no drift; the detail says what moved, or why not.
+    """
+    table = pd.DataFrame(checks)
+    table["statistic"] = table["statistic"].map(_num)
+    table["p_value"] = table["p_value"].map(lambda p: p_value_text(p) if _given(p) else MISSING)
+    columns = [c for c in CHECK_COLUMNS if c in table]
+    return table[columns].set_index("name")
 
 
 def _verdict(report: dict[str, Any]) -> None:
