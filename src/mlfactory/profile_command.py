@@ -25,7 +25,7 @@ from mlfactory.bundle_recipe import bundle_run, check_data_option, recipe_datase
 from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
-from mlfactory.monitoring.reference import reference_items, write_profile
+from mlfactory.monitoring.reference import reference_items, splits_disagree_line, write_profile
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.registry import is_model_uri
@@ -96,6 +96,10 @@ def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
             f"{MIN_REFERENCE} inputs the model did not train on"
         )
     attach_ood_score(bundle, dataset.split("test"))
+    recorded = bundle.meta.metrics
+    same_data = data is None and recorded.get("data_fingerprint") == dataset.fingerprint
+    if same_data and (disagree := splits_disagree_line(profile, recorded.get("test", {}))):
+        phase_log.info(disagree)
     if run is not None:
         run.log_artifact(bundle.path, BUNDLE_DIR)
     logged = run.run_id if run is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -11,13 +12,22 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mlfactory.bundle import load_bundle
 from mlfactory.data.dataset import Item, PreparedDataset
 from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, MIN_REFERENCE
-from mlfactory.monitoring.reference import profile_mb, reference_items, write_profile
+from mlfactory.monitoring.reference import (
+    VALIDATION,
+    model_outputs,
+    profile_mb,
+    reference_items,
+    splits_disagree_line,
+    write_profile,
+)
 from mlfactory.output import PHASE_LOGGER
+from mlfactory.predictor import Predictor
 
 
 def test_export_writes_a_profile_that_loads_without_torch(monitored_digits: Any) -> None:
@@ -105,3 +115,38 @@ def test_a_profile_whose_rate_may_reach_twice_the_rate_asked_says_what_narrows_i
         f"{held_out} held out to calibrate it, this profile's rate is within {low:.1%} to "
         f"{high:.1%} (90% chance): a larger validation split narrows it"
     ) in caplog.text
+
+
+def test_a_reference_harder_than_the_test_split_is_named_at_export(
+    monitored_digits: Any, tmp_path: Path
+) -> None:
+    """The validation digits the model is least sure of, as a reference: right less often
+    than the test split, by more than chance; export's line says so, and what it does."""
+    folder = tmp_path / "bundle"
+    shutil.copytree(monitored_digits.bundle.path, folder)
+    bundle = load_bundle(folder)
+    validation = monitored_digits.dataset.split("val")
+    raws = [item.read_bytes() for item in validation]
+    probabilities = model_outputs(Predictor(bundle), raws, list(range(len(raws))))[1]
+    least_sure = np.argsort(probabilities.max(axis=1))[: int(0.6 * len(validation))]
+    profile = write_profile(bundle, [validation[i] for i in least_sure], VALIDATION)
+    assert profile is not None and profile.accuracy is not None
+    test = bundle.meta.metrics["test"]
+    reference, n_ref = profile.accuracy.reference_accuracy, profile.accuracy.n_reference
+    assert reference < test["accuracy"] - 0.05
+    line = splits_disagree_line(profile, test)
+    assert line is not None
+    assert line.startswith(
+        f"monitoring: the reference ({n_ref} inputs of the validation split) was "
+        f"{reference:.3f} right and the test split ({test['split_size']}) {test['accuracy']:.3f}"
+        ", further apart than chance (Fisher's exact test, p = "
+    )
+    gap = test["accuracy"] - reference
+    assert f"the estimated accuracy may read about {gap:.3f} low on traffic like" in line
+    assert line.endswith("(mlfactory profile BUNDLE --data SOURCE)")
+    # As often right on both: no line. A reference holding the test split: not two samples.
+    same = {"accuracy": reference, "split_size": test["split_size"]}
+    assert splits_disagree_line(profile, same) is None
+    joined = dataclasses.replace(profile, meta={**profile.meta, "source": "validation and test"})
+    assert splits_disagree_line(joined, test) is None
+    assert splits_disagree_line(None, test) is None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from scipy import stats
 
 from mlfactory.bundle import Bundle
 from mlfactory.data.dataset import Item, PreparedDataset
@@ -31,13 +32,17 @@ from mlfactory.predictor import Predictor
 
 BATCH = 64
 Label = TypeVar("Label")
+VALIDATION = "validation split"
+# Fisher's exact test of "the validation and test splits are as often right": at this level or
+# below, export says that the two disagree (docs/monitoring.md, Accuracy).
+SPLITS_DISAGREE_AT = 0.05
 
 
 def reference_items(dataset: PreparedDataset) -> tuple[list[Item], str]:
     """The items a profile is built from, and where they came from (see the module docstring)."""
     validation = dataset.split("val")
     if len(validation) >= MIN_REFERENCE:
-        return validation, "validation split"
+        return validation, VALIDATION
     return validation + dataset.split("test"), "validation and test splits"
 
 
@@ -83,6 +88,49 @@ def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferencePr
         _rate_note(profile),
     )
     return profile
+
+
+def splits_disagree_line(profile: ReferenceProfile | None, test: dict[str, Any]) -> str | None:
+    """A line for export when the reference (the validation split) and the test split are right
+    at rates further apart than chance allows, or None.
+
+    The estimated accuracy reproduces the reference's accuracy on traffic like the reference, so
+    a reference that happened to be harder or easier than the data (one sample of it) moves the
+    estimate by as much, and the drift checks then also see unchanged traffic as unlike it.
+    Fisher's exact test of the two splits' right and wrong counts at `SPLITS_DISAGREE_AT`: for
+    two samples of the same data it speaks at most that often (measured in docs/benchmarks.md).
+
+    Args:
+        profile: the bundle's profile (None: no line).
+        test: the evaluation's figures of the test split (`accuracy`, `split_size`).
+    """
+    n_test = int(test.get("split_size") or 0)
+    if profile is None or profile.accuracy is None or not n_test:
+        return None
+    if profile.meta.get("source") != VALIDATION:  # with the test split in it: not independent
+        return None
+    n_ref, reference = profile.accuracy.n_reference, profile.accuracy.reference_accuracy
+    accuracy = float(test["accuracy"])
+    p_value = splits_p_value(reference, n_ref, accuracy, n_test)
+    if p_value > SPLITS_DISAGREE_AT:
+        return None
+    reads = "low" if reference < accuracy else "high"
+    return (
+        f"monitoring: the reference ({n_ref} inputs of the {VALIDATION}) was {reference:.3f} "
+        f"right and the test split ({n_test}) {accuracy:.3f}, further apart than chance "
+        f"(Fisher's exact test, p = {p_value:.2g}): the estimated accuracy may read about "
+        f"{abs(accuracy - reference):.3f} {reads} on traffic like the test split, and the drift "
+        "checks may flag such traffic more often than their level; a larger reference steadies "
+        "both (mlfactory profile BUNDLE --data SOURCE)"
+    )
+
+
+def splits_p_value(reference: float, n_ref: int, accuracy: float, n_test: int) -> float:
+    """Fisher's exact test, two-sided, of "right as often" for accuracy `reference` on `n_ref`
+    inputs and `accuracy` on `n_test`."""
+    right = round(reference * n_ref), round(accuracy * n_test)
+    table = [[right[0], n_ref - right[0]], [right[1], n_test - right[1]]]
+    return float(stats.fisher_exact(table).pvalue)
 
 
 def _rate_note(profile: ReferenceProfile) -> str:

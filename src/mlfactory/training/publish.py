@@ -21,7 +21,7 @@ from mlfactory.bundle import Bundle, BundleMeta, load_bundle
 from mlfactory.config.loader import Recipe
 from mlfactory.errors import ConfigError
 from mlfactory.evaluation import record_evaluation
-from mlfactory.monitoring.reference import reference_items, write_profile
+from mlfactory.monitoring.reference import reference_items, splits_disagree_line, write_profile
 from mlfactory.output import phase_log
 from mlfactory.training.export import export_bundle
 from mlfactory.training.memory_format import to_memory_format
@@ -95,10 +95,13 @@ def publish(
             len(test_items),
         )
         logger.experiment.set_tag(logger.run_id, "bundle_version", meta.version)
-        if write_profile(bundle, *reference_items(dataset)) is not None:
+        profile = write_profile(bundle, *reference_items(dataset))
+        if profile is not None:
             attach_ood_score(bundle, test_items)
         metrics = record_evaluation(bundle, dataset, out_dir, run)
         report_results(metrics)
+        if disagree := splits_disagree_line(profile, metrics):
+            phase_log.info(disagree)
         bundle = put_in_place(bundle.path, out_dir / BUNDLE_DIR)
     run.log_artifact(bundle.path, BUNDLE_DIR)
     logger.experiment.set_terminated(logger.run_id, "FINISHED")
