@@ -1,8 +1,9 @@
-"""How often export's "the reference and the test split disagree" line speaks, and when.
+"""How often "the reference and the test split disagree" is said, and when.
 
 Export compares the reference's accuracy (the validation split) with the test split's by
-Fisher's exact test (`splits_p_value`) and says so at p <= 0.05 (`splits_disagree_line`). This
-measures that line on the outputs a run of `benchmarks.monitoring.run` cached (no model runs):
+Fisher's exact test (`mlfactory.monitoring.split_agreement`) and says so, in its output and in
+every report's notes, at p <= 0.05. This measures that test on the outputs a run of
+`benchmarks.monitoring.run` cached (no model runs):
 
 - **false alarms**: two disjoint draws from the unseen inputs, of the sizes of the bundle's
   validation and test splits (the test draw smaller when the unseen inputs are too few for
@@ -31,7 +32,7 @@ from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, 
 from benchmarks.monitoring.outputs import Outputs
 
 from mlfactory.monitoring.profile import label_indices
-from mlfactory.monitoring.reference import SPLITS_DISAGREE_AT, splits_p_value
+from mlfactory.monitoring.split_agreement import SPLITS_DISAGREE_AT, splits_p_value
 
 
 def right_answers(out: Outputs, labels: list[str]) -> np.ndarray:

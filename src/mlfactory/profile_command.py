@@ -25,7 +25,7 @@ from mlfactory.bundle_recipe import bundle_run, check_data_option, recipe_datase
 from mlfactory.data.dataset import Item
 from mlfactory.errors import BundleError
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
-from mlfactory.monitoring.reference import reference_items, splits_disagree_line, write_profile
+from mlfactory.monitoring.reference import record_test_split, reference_items, write_profile
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.registry import is_model_uri
@@ -97,9 +97,8 @@ def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
         )
     attach_ood_score(bundle, dataset.split("test"))
     recorded = bundle.meta.metrics
-    same_data = data is None and recorded.get("data_fingerprint") == dataset.fingerprint
-    if same_data and (disagree := splits_disagree_line(profile, recorded.get("test", {}))):
-        phase_log.info(disagree)
+    if data is None and recorded.get("data_fingerprint") == dataset.fingerprint:
+        record_test_split(bundle, profile, recorded.get("test", {}))
     if run is not None:
         run.log_artifact(bundle.path, BUNDLE_DIR)
     logged = run.run_id if run is not None else None

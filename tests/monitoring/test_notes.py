@@ -9,8 +9,10 @@ import numpy as np
 from PIL import ImageOps
 
 from mlfactory.monitoring.accuracy import MIN_ERRORS_TO_FIT, ConfidenceThreshold
-from mlfactory.monitoring.profile import ReferenceProfile
+from mlfactory.monitoring.notes import SPLITS_DISAGREE_NOTE
+from mlfactory.monitoring.profile import ReferenceProfile, label_indices
 from mlfactory.monitoring.report import MonitorSettings, Window, check_window
+from mlfactory.monitoring.split_agreement import TEST_SPLIT
 from tests.monitoring.conftest import DigitOutputs, Outputs, reference_confidence
 
 MODEL = {"name": "digits", "version": "1"}
@@ -84,3 +86,26 @@ def test_an_empty_window_gets_no_note(
     empty = Window(held_out.embeddings[:0], held_out.probabilities[:0], [])
     report = check_window(digit_profile, empty, MODEL, MonitorSettings(min_samples=5))
     assert report.notes == []
+
+
+def test_a_reference_unlike_the_test_split_says_how_the_estimate_reads(
+    digit_outputs: DigitOutputs, digit_profile: ReferenceProfile
+) -> None:
+    """The profile's test-split figures those of inverted digits (right far less often than
+    the reference): every report says that the estimate may read high, unshifted ones too."""
+    inverted = digit_outputs.transform(ImageOps.invert)
+    truth = label_indices([label or "" for label in inverted.labels], digit_profile.labels)
+    accuracy = float(np.mean(inverted.probabilities.argmax(axis=1) == truth))
+    assert digit_profile.accuracy is not None
+    reference = digit_profile.accuracy.reference_accuracy
+    assert accuracy < reference - 0.2
+    figures = {"accuracy": accuracy, "n": len(inverted)}
+    profile = replace(digit_profile, meta={**digit_profile.meta, TEST_SPLIT: figures})
+    [note] = _notes(profile, digit_outputs.held_out)
+    assert note.startswith(
+        f"{SPLITS_DISAGREE_NOTE}{reference:.3f} right on its "
+        f"{digit_profile.accuracy.n_reference} validation inputs, the test split {accuracy:.3f} "
+        f"on {len(inverted)} (Fisher's exact test, p = "
+    )
+    assert f"may read about {reference - accuracy:.3f} high on traffic like the test" in note
+    assert note.endswith("mlfactory profile BUNDLE --data SOURCE")

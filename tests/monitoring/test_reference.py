@@ -17,15 +17,21 @@ import pytest
 
 from mlfactory.bundle import load_bundle
 from mlfactory.data.dataset import Item, PreparedDataset
-from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, MIN_REFERENCE
-from mlfactory.monitoring.reference import (
+from mlfactory.monitoring.profile import (
+    ARRAYS_FILE,
+    META_FILE,
+    MIN_REFERENCE,
     VALIDATION,
+    load_profile,
+)
+from mlfactory.monitoring.reference import (
     model_outputs,
     profile_mb,
+    record_test_split,
     reference_items,
-    splits_disagree_line,
     write_profile,
 )
+from mlfactory.monitoring.split_agreement import SPLITS_DISAGREE_AT, TEST_SPLIT, disagreement
 from mlfactory.output import PHASE_LOGGER
 from mlfactory.predictor import Predictor
 
@@ -118,10 +124,11 @@ def test_a_profile_whose_rate_may_reach_twice_the_rate_asked_says_what_narrows_i
 
 
 def test_a_reference_harder_than_the_test_split_is_named_at_export(
-    monitored_digits: Any, tmp_path: Path
+    monitored_digits: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The validation digits the model is least sure of, as a reference: right less often
-    than the test split, by more than chance; export's line says so, and what it does."""
+    than the test split, by more than chance; export's line says so, and what it does, and the
+    profile keeps the test split's figures for the reports' notes."""
     folder = tmp_path / "bundle"
     shutil.copytree(monitored_digits.bundle.path, folder)
     bundle = load_bundle(folder)
@@ -134,19 +141,33 @@ def test_a_reference_harder_than_the_test_split_is_named_at_export(
     test = bundle.meta.metrics["test"]
     reference, n_ref = profile.accuracy.reference_accuracy, profile.accuracy.n_reference
     assert reference < test["accuracy"] - 0.05
-    line = splits_disagree_line(profile, test)
-    assert line is not None
-    assert line.startswith(
+    with caplog.at_level(logging.INFO, logger=PHASE_LOGGER):
+        record_test_split(bundle, profile, test)
+    gap = test["accuracy"] - reference
+    assert (
         f"monitoring: the reference ({n_ref} inputs of the validation split) was "
         f"{reference:.3f} right and the test split ({test['split_size']}) {test['accuracy']:.3f}"
         ", further apart than chance (Fisher's exact test, p = "
-    )
-    gap = test["accuracy"] - reference
-    assert f"the estimated accuracy may read about {gap:.3f} low on traffic like" in line
-    assert line.endswith("(mlfactory profile BUNDLE --data SOURCE)")
-    # As often right on both: no line. A reference holding the test split: not two samples.
-    same = {"accuracy": reference, "split_size": test["split_size"]}
-    assert splits_disagree_line(profile, same) is None
-    joined = dataclasses.replace(profile, meta={**profile.meta, "source": "validation and test"})
-    assert splits_disagree_line(joined, test) is None
-    assert splits_disagree_line(None, test) is None
+    ) in caplog.text
+    assert f"the estimated accuracy may read about {gap:.3f} low on traffic like" in caplog.text
+    assert "(mlfactory profile BUNDLE --data SOURCE)" in caplog.text
+    saved = load_profile(folder)
+    assert saved is not None
+    assert saved.meta[TEST_SPLIT] == {"accuracy": test["accuracy"], "n": test["split_size"]}
+    found = disagreement(saved)
+    assert found is not None and found.reads == "low" and found.p_value <= SPLITS_DISAGREE_AT
+
+
+def test_splits_right_as_often_or_not_independent_say_nothing(monitored_digits: Any) -> None:
+    profile = load_profile(monitored_digits.bundle.path)
+    assert profile is not None and profile.accuracy is not None
+    reference, n_ref = profile.accuracy.reference_accuracy, profile.accuracy.n_reference
+    as_often = {**profile.meta, TEST_SPLIT: {"accuracy": reference, "n": n_ref}}
+    assert disagreement(dataclasses.replace(profile, meta=as_often)) is None
+    far = {**profile.meta, TEST_SPLIT: {"accuracy": reference / 2, "n": n_ref}}
+    assert disagreement(dataclasses.replace(profile, meta=far)) is not None
+    # a reference that holds the test split is not a second sample; an old profile has no figures
+    joined = {**far, "source": "validation and test splits"}
+    assert disagreement(dataclasses.replace(profile, meta=joined)) is None
+    old = {key: value for key, value in profile.meta.items() if key != TEST_SPLIT}
+    assert disagreement(dataclasses.replace(profile, meta=old)) is None

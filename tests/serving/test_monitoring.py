@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 from sqlalchemy import select, update
 
 from mlfactory.monitoring.log_window import read_window
+from mlfactory.monitoring.notes import SPLITS_DISAGREE_NOTE
 from mlfactory.monitoring.profile import ARRAYS_FILE, load_profile
 from mlfactory.monitoring.report import check_window
 from mlfactory.predictor import Predictor
@@ -129,7 +130,10 @@ def test_drift_endpoint_is_quiet_on_unseen_digits_and_loud_on_inverted_ones(
     assert kinds == {"feature", "label", "confidence", "embedding"}
     shares = [row["window_share"] for row in report["labels"]]
     assert [row["label"] for row in report["labels"]] == [str(digit) for digit in range(10)]
-    assert sum(shares) == pytest.approx(1.0) and report["notes"] == []
+    assert sum(shares) == pytest.approx(1.0)
+    # No note on held-out digits, but the one on the reference, which a model whose validation
+    # and test splits happen to disagree carries in every report.
+    assert [n for n in report["notes"] if not n.startswith(SPLITS_DISAGREE_NOTE)] == []
 
     post_images(monitored_client, [ImageOps.invert(image) for image, _ in unseen_digits])
     loud = monitored_client.get("/v1/monitoring/drift", params={"last": 100}).json()

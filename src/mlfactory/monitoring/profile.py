@@ -42,6 +42,7 @@ DRIFT_DIMS = 32
 # Reference rows kept for the drift tests; more add little power and grow the bundle.
 MAX_REFERENCE = 5000
 MIN_REFERENCE = 20
+VALIDATION = "validation split"  # the reference's `source` when export writes it
 # How to get a profile for a bundle that has none or an unusable one (no training needed).
 REWRITE = "`mlfactory profile BUNDLE` writes a new one from its recipe's data, without training"
 
@@ -151,7 +152,7 @@ def build_profile(
     summaries: Sequence[Mapping[str, Any]],
     labels: Sequence[str],
     *,
-    source: str = "validation split",
+    source: str = VALIDATION,
     fpr: float = DEFAULT_FPR,
     ood_dims: int = DEFAULT_DIMS,
     drift_dims: int = DRIFT_DIMS,

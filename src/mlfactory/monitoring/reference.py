@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from scipy import stats
 
 from mlfactory.bundle import Bundle
 from mlfactory.data.dataset import Item, PreparedDataset
@@ -24,18 +23,16 @@ from mlfactory.monitoring.profile import (
     ARRAYS_FILE,
     META_FILE,
     MIN_REFERENCE,
+    VALIDATION,
     ReferenceProfile,
     build_profile,
 )
+from mlfactory.monitoring.split_agreement import TEST_SPLIT, disagreement, test_split_figures
 from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 
 BATCH = 64
 Label = TypeVar("Label")
-VALIDATION = "validation split"
-# Fisher's exact test of "the validation and test splits are as often right": at this level or
-# below, export says that the two disagree (docs/monitoring.md, Accuracy).
-SPLITS_DISAGREE_AT = 0.05
 
 
 def reference_items(dataset: PreparedDataset) -> tuple[list[Item], str]:
@@ -90,47 +87,40 @@ def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferencePr
     return profile
 
 
-def splits_disagree_line(profile: ReferenceProfile | None, test: dict[str, Any]) -> str | None:
-    """A line for export when the reference (the validation split) and the test split are right
-    at rates further apart than chance allows, or None.
-
-    The estimated accuracy reproduces the reference's accuracy on traffic like the reference, so
-    a reference that happened to be harder or easier than the data (one sample of it) moves the
-    estimate by as much, and the drift checks then also see unchanged traffic as unlike it.
-    Fisher's exact test of the two splits' right and wrong counts at `SPLITS_DISAGREE_AT`: for
-    two samples of the same data it speaks at most that often (measured in docs/benchmarks.md).
+def record_test_split(
+    bundle: Bundle, profile: ReferenceProfile | None, test: dict[str, Any]
+) -> None:
+    """Keep the evaluation's test-split accuracy in the bundle's profile, and say when it and
+    the reference are right at rates further apart than chance (`split_agreement`).
 
     Args:
-        profile: the bundle's profile (None: no line).
+        bundle: the bundle the profile is in.
+        profile: its profile (None: nothing to do).
         test: the evaluation's figures of the test split (`accuracy`, `split_size`).
     """
-    n_test = int(test.get("split_size") or 0)
-    if profile is None or profile.accuracy is None or not n_test:
-        return None
-    if profile.meta.get("source") != VALIDATION:  # with the test split in it: not independent
-        return None
-    n_ref, reference = profile.accuracy.n_reference, profile.accuracy.reference_accuracy
-    accuracy = float(test["accuracy"])
-    p_value = splits_p_value(reference, n_ref, accuracy, n_test)
-    if p_value > SPLITS_DISAGREE_AT:
-        return None
-    reads = "low" if reference < accuracy else "high"
-    return (
-        f"monitoring: the reference ({n_ref} inputs of the {VALIDATION}) was {reference:.3f} "
-        f"right and the test split ({n_test}) {accuracy:.3f}, further apart than chance "
-        f"(Fisher's exact test, p = {p_value:.2g}): the estimated accuracy may read about "
-        f"{abs(accuracy - reference):.3f} {reads} on traffic like the test split, and the drift "
-        "checks may flag such traffic more often than their level; a larger reference steadies "
-        "both (mlfactory profile BUNDLE --data SOURCE)"
+    figures = test_split_figures(test)
+    if profile is None or figures is None:
+        return
+    profile.meta[TEST_SPLIT] = figures
+    profile.save(bundle.path)
+    found = disagreement(profile)
+    if found is None:
+        return
+    phase_log.info(
+        "monitoring: the reference (%d inputs of the %s) was %.3f right and the test split "
+        "(%d) %.3f, further apart than chance (Fisher's exact test, p = %.2g): the estimated "
+        "accuracy may read about %.3f %s on traffic like the test split, and the drift checks "
+        "may flag such traffic more often than their level; a larger reference steadies both "
+        "(mlfactory profile BUNDLE --data SOURCE)",
+        found.n_reference,
+        VALIDATION,
+        found.reference,
+        found.n_test,
+        found.test,
+        found.p_value,
+        found.gap,
+        found.reads,
     )
-
-
-def splits_p_value(reference: float, n_ref: int, accuracy: float, n_test: int) -> float:
-    """Fisher's exact test, two-sided, of "right as often" for accuracy `reference` on `n_ref`
-    inputs and `accuracy` on `n_test`."""
-    right = round(reference * n_ref), round(accuracy * n_test)
-    table = [[right[0], n_ref - right[0]], [right[1], n_test - right[1]]]
-    return float(stats.fisher_exact(table).pvalue)
 
 
 def _rate_note(profile: ReferenceProfile) -> str:

@@ -21,7 +21,7 @@ from mlfactory.bundle import Bundle, BundleMeta, load_bundle
 from mlfactory.config.loader import Recipe
 from mlfactory.errors import ConfigError
 from mlfactory.evaluation import record_evaluation
-from mlfactory.monitoring.reference import reference_items, splits_disagree_line, write_profile
+from mlfactory.monitoring.reference import record_test_split, reference_items, write_profile
 from mlfactory.output import phase_log
 from mlfactory.training.export import export_bundle
 from mlfactory.training.memory_format import to_memory_format
@@ -100,8 +100,7 @@ def publish(
             attach_ood_score(bundle, test_items)
         metrics = record_evaluation(bundle, dataset, out_dir, run)
         report_results(metrics)
-        if disagree := splits_disagree_line(profile, metrics):
-            phase_log.info(disagree)
+        record_test_split(bundle, profile, metrics)
         bundle = put_in_place(bundle.path, out_dir / BUNDLE_DIR)
     run.log_artifact(bundle.path, BUNDLE_DIR)
     logger.experiment.set_terminated(logger.run_id, "FINISHED")
