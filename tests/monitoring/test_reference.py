@@ -171,3 +171,6 @@ def test_splits_right_as_often_or_not_independent_say_nothing(monitored_digits: 
     assert disagreement(dataclasses.replace(profile, meta=joined)) is None
     old = {key: value for key, value in profile.meta.items() if key != TEST_SPLIT}
     assert disagreement(dataclasses.replace(profile, meta=old)) is None
+    for edited in ({"accuracy": "0.5", "n": n_ref}, {"accuracy": 1.5, "n": n_ref}, {"n": 0}):
+        meta = {**profile.meta, TEST_SPLIT: edited}  # by hand: no note, and no failure
+        assert disagreement(dataclasses.replace(profile, meta=meta)) is None

@@ -67,9 +67,14 @@ def disagreement(profile: ReferenceProfile) -> Disagreement | None:
         return None
     if profile.meta.get("source") != VALIDATION:
         return None
-    accuracy, n_test = float(test["accuracy"]), int(test["n"])
+    accuracy, n_test = test.get("accuracy"), test.get("n")
+    # a profile.json edited by hand: no note rather than a failed report
+    if not isinstance(accuracy, int | float) or not isinstance(n_test, int):
+        return None
+    if not 0.0 <= accuracy <= 1.0 or n_test < 1:
+        return None
     reference, n_ref = threshold.reference_accuracy, threshold.n_reference
     p_value = splits_p_value(reference, n_ref, accuracy, n_test)
     if p_value > SPLITS_DISAGREE_AT:
         return None
-    return Disagreement(reference, n_ref, accuracy, n_test, p_value)
+    return Disagreement(reference, n_ref, float(accuracy), n_test, p_value)
