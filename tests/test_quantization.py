@@ -17,6 +17,7 @@ from mlfactory.bundle import OOD_SCORER_KEY, load_bundle
 from mlfactory.cli import app
 from mlfactory.errors import Interrupted
 from mlfactory.monitoring.profile import load_profile
+from mlfactory.monitoring.split_agreement import TEST_SPLIT
 from mlfactory.predictor import Predictor
 from mlfactory.quantization import quantize_target
 from mlfactory.registry import register_bundle
@@ -87,6 +88,9 @@ def test_monitoring_is_fitted_to_the_int8_model(quantized: Any, monitored_digits
     assert output.ood_scores is not None
     flagged = float(np.mean(output.ood_scores > profile.ood.threshold))
     assert flagged <= 0.05  # calibrated at 1 % on the validation split
+    # and the int8 model's own test-split figures, for the note on a reference unlike them
+    figures = {"accuracy": quantized.int8_accuracy, "n": len(test)}
+    assert profile.meta[TEST_SPLIT] == figures
 
 
 def test_the_int8_bundle_has_a_run_of_its_own_and_registers(

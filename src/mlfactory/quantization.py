@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from mlfactory.output import phase_log
 from mlfactory.predictor import Predictor
 from mlfactory.targets import resolve_bundle
 from mlfactory.tracking import TrackedRun
+
+if TYPE_CHECKING:
+    from mlfactory.monitoring.profile import ReferenceProfile
 
 CALIBRATION_ITEMS = 256
 CALIBRATION_BATCH = 16
@@ -98,11 +101,13 @@ def quantize_target(
     run = None
     try:
         bundle = _quantize(source, work, _calibration(dataset), float_convs, (target, out))
-        _rebuild_monitoring(bundle, dataset)
+        profile = _rebuild_monitoring(bundle, dataset)
         # Evaluated once, as it ships (with its OOD score), for the check and for its record.
         from mlfactory.evaluation import evaluate_items
+        from mlfactory.monitoring.reference import record_test_split
 
         metrics = evaluate_items(Predictor(bundle), test)
+        record_test_split(bundle, profile, metrics)
         int8, fp32 = float(metrics["accuracy"]), _float_accuracy(source, dataset)
         _check_drop(int8, fp32, max_drop, float_convs)
         run = _track(source, bundle, recipe, dataset, metrics)
@@ -315,12 +320,16 @@ def _float_accuracy(source: Bundle, dataset: Any) -> float:
     return float(evaluate_items(Predictor(source), dataset.split("test"))["accuracy"])
 
 
-def _rebuild_monitoring(bundle: Bundle, dataset: Any) -> None:
+def _rebuild_monitoring(bundle: Bundle, dataset: Any) -> ReferenceProfile | None:
+    """The int8 bundle's own profile (its embeddings are not the float bundle's), and its OOD
+    score in its graph."""
     from mlfactory.monitoring.reference import reference_items, write_profile
     from mlfactory.training.ood_graph import attach_ood_score
 
-    if write_profile(bundle, *reference_items(dataset)) is not None:
+    profile = write_profile(bundle, *reference_items(dataset))
+    if profile is not None:
         attach_ood_score(bundle, dataset.split("test"))
+    return profile
 
 
 def _track(
