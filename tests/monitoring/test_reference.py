@@ -126,16 +126,17 @@ def test_a_profile_whose_rate_may_reach_twice_the_rate_asked_says_what_narrows_i
 def test_a_reference_harder_than_the_test_split_is_named_at_export(
     monitored_digits: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The validation digits the model is least sure of, as a reference: right less often
-    than the test split, by more than chance; export's line says so, and what it does, and the
-    profile keeps the test split's figures for the reports' notes."""
+    """The 40 % of the validation digits the model is least sure of, as a reference: right
+    far less often than the test split (0.55 against 0.75, p = 0.002, with AVX-512 kernels;
+    0.59 against 0.81 with AVX2 ones); export's line says so, and what it does, and the profile
+    keeps the test split's figures for the reports' notes."""
     folder = tmp_path / "bundle"
     shutil.copytree(monitored_digits.bundle.path, folder)
     bundle = load_bundle(folder)
     validation = monitored_digits.dataset.split("val")
     raws = [item.read_bytes() for item in validation]
     probabilities = model_outputs(Predictor(bundle), raws, list(range(len(raws))))[1]
-    least_sure = np.argsort(probabilities.max(axis=1))[: int(0.6 * len(validation))]
+    least_sure = np.argsort(probabilities.max(axis=1))[: int(0.4 * len(validation))]
     profile = write_profile(bundle, [validation[i] for i in least_sure], VALIDATION)
     assert profile is not None and profile.accuracy is not None
     test = bundle.meta.metrics["test"]
