@@ -53,8 +53,7 @@ class DriftReference:
 
     Attributes:
         projection: the embedding's leading principal directions (at most `DRIFT_DIMS`).
-        embeddings: (m, k) reference embeddings projected on the basis (rows the basis was not
-            fitted on).
+        embeddings: (m, k) the reference rows the basis was not fitted on, projected on it.
         predicted: (n,) predicted class indices.
         confidence: (n,) top probabilities (raw, as served).
         features: the input-summary columns.
@@ -108,6 +107,17 @@ class ReferenceProfile:
             **{f"numeric.{k}": v for k, v in self.drift.features.numeric.items()},
             **{f"categorical.{k}": v for k, v in self.drift.features.categorical.items()},
         }
+        # Each file is written whole under another name, then renamed: a server that loads the
+        # bundle meanwhile (`mlfactory profile` on a served folder) never reads half a file.
+        npz, partial = target / ARRAYS_FILE, target / f"{ARRAYS_FILE}.tmp"
+        with open(partial, "wb") as handle:  # np.savez would append ".npz" to the name
+            np.savez_compressed(handle, allow_pickle=False, **arrays)
+        partial.replace(npz)
+        self.save_meta(target)
+        return npz
+
+    def save_meta(self, folder: str | Path) -> None:
+        """Write `profile.json` alone into `folder` (the arrays unchanged), whole, then renamed."""
         rate_low, rate_high = self.ood.rate_range(0.9)  # where this profile's own rate lies
         meta = {
             "format_version": FORMAT_VERSION,
@@ -132,16 +142,9 @@ class ReferenceProfile:
             },
             **self.meta,
         }
-        # Each file is written whole under another name, then renamed: a server that loads the
-        # bundle meanwhile (`mlfactory profile` on a served folder) never reads half a file.
-        npz, partial = target / ARRAYS_FILE, target / f"{ARRAYS_FILE}.tmp"
-        with open(partial, "wb") as handle:  # np.savez would append ".npz" to the name
-            np.savez_compressed(handle, allow_pickle=False, **arrays)
-        partial.replace(npz)
-        partial = target / f"{META_FILE}.tmp"
+        partial = Path(folder) / f"{META_FILE}.tmp"
         partial.write_text(json.dumps(meta, indent=2) + "\n")
-        partial.replace(target / META_FILE)
-        return npz
+        partial.replace(partial.with_name(META_FILE))
 
 
 @on_one_thread
@@ -259,11 +262,8 @@ def _drift_reference(
     # The embedding's basis is fitted on a third of the rows and the other two thirds are the
     # reference sample: projected on a basis fitted on themselves, the reference rows would
     # spread less along the last directions than any new input does (a false alarm).
-    shuffled = rng.permutation(keep)
-    basis_rows, sample_rows = (
-        np.sort(shuffled[: len(keep) // 3]),
-        np.sort(shuffled[len(keep) // 3 :]),
-    )
+    shuffled, third = rng.permutation(keep), len(keep) // 3
+    basis_rows, sample_rows = np.sort(shuffled[:third]), np.sort(shuffled[third:])
     kinds = feature_kinds(summaries)
     projection = Projection.fit(x[basis_rows], min(drift_dims, len(basis_rows) - 1))
     drift = DriftReference(

@@ -102,7 +102,7 @@ def record_test_split(
     if profile is None or figures is None:
         return
     profile.meta[TEST_SPLIT] = figures
-    profile.save(bundle.path)
+    profile.save_meta(bundle.path)  # the arrays, and so the graph's OOD scorer, unchanged
     found = disagreement(profile)
     if found is None:
         return
