@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from mlfactory.bundle import OOD_SCORER_KEY, load_bundle
 from mlfactory.cli import app
-from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, load_profile
+from mlfactory.monitoring.profile import ARRAYS_FILE, META_FILE, VALIDATION_AND_TEST, load_profile
 from mlfactory.monitoring.report import check_window
+from mlfactory.monitoring.split_agreement import TEST_SPLIT, disagreement
 from mlfactory.predictor import Predictor
-from mlfactory.training.ood_graph import OOD_SCORE, remove_scorer
+from mlfactory.training.ood_graph import OOD_SCORE, SCORE_RTOL, remove_scorer
 from mlfactory.training.train import TrainResult
 from tests.conftest import python_json, write_digit_folder
 from tests.monitoring.conftest import run_bundle
@@ -180,6 +181,46 @@ def test_data_that_is_normal_now_becomes_the_reference(
         # what the inputs look like, and how the model sees them
         assert ({"brightness_mean", "embedding"} <= drifted) is drifts
         assert bool({"brightness_mean", "embedding"} & drifted) is drifts
+
+
+def test_with_test_the_reference_is_the_validation_and_test_splits(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    """Twice the held-out inputs: the profile is built from both splits, the OOD score in the
+    graph is the new profile's, and the test split's figures are kept but not tested against a
+    reference that holds them."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    exported = load_profile(copy)
+    result = runner.invoke(app, ["profile", str(copy), "--with-test"])
+    assert result.exit_code == 0, result.output
+    profile = load_profile(copy)
+    assert exported is not None and profile is not None
+    validation = trained_digits.dataset.split("val")
+    test = trained_digits.dataset.split("test")
+    assert exported.meta["n_reference"] == len(validation)
+    assert profile.meta["n_reference"] == len(validation) + len(test)
+    assert profile.meta["source"] == VALIDATION_AND_TEST
+    assert profile.meta[TEST_SPLIT]["n"] == len(test)
+    assert disagreement(profile) is None
+    assert profile.ood.threshold != exported.ood.threshold
+    inputs = [item.read_bytes() for item in test[:16]]
+    outputs = run_bundle(Predictor(load_bundle(copy)), inputs, [item.label for item in test[:16]])
+    expected = profile.ood.score(outputs.embeddings, outputs.early)
+    difference = np.abs(_ood_scores(copy, inputs) - expected) / (np.abs(expected) + 1.0)
+    assert difference.max() <= SCORE_RTOL
+
+
+def test_with_test_and_data_together_is_one_line_and_nothing_changes(
+    trained_digits: TrainResult, digit_folder: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    before = {name: (copy / name).read_bytes() for name in (ARRAYS_FILE, META_FILE, "model.onnx")}
+    sample = write_digit_folder(tmp_path / "sample", 3, offset=200)
+    result = runner.invoke(app, ["profile", str(copy), "--with-test", "--data", str(sample)])
+    assert_one_line_error(result, "--data makes another source the reference, --with-test")
+    assert {name: (copy / name).read_bytes() for name in before} == before
 
 
 def test_items_the_bundle_trained_on_are_left_out_of_the_reference(

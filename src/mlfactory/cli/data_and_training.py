@@ -271,13 +271,19 @@ def profile(
         "the recipe's validation split: all of its items the bundle did not train on.",
         show_default=False,
     ),
+    with_test: bool = typer.Option(
+        False,
+        "--with-test",
+        help="Build the reference from the recipe's validation and test splits together "
+        "(twice the inputs; the test split is then part of the profile).",
+    ),
     verbose: bool = VERBOSE,
 ) -> None:
     """Write the bundle's monitoring profile again from its recipe's data (no training)."""
     from mlfactory.profile_command import profile_target
 
     configure_output(verbose)
-    result = profile_target(target, data)
+    result = profile_target(target, data, with_test)
     meta, profile = result.bundle.meta, result.profile
     where = f"{result.bundle.path}"
     if result.mlflow_run_id and Path(target).expanduser().exists():

@@ -62,7 +62,7 @@ def reading_notes(
             f"exact test, p = {found.p_value:.2g}): the estimate may read about "
             f"{found.gap:.3f} {found.reads} on traffic like the test split, and such traffic "
             "may drift more often than the level says; a larger reference steadies both: "
-            "mlfactory profile BUNDLE --data SOURCE"
+            "mlfactory profile BUNDLE --with-test (both splits), or --data SOURCE"
         )
     drifted = {check.name for check in checks if check.drift}
     if OOD_SHARE_CHECK in drifted and ood_fraction is not None:

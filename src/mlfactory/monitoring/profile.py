@@ -43,6 +43,7 @@ DRIFT_DIMS = 32
 MAX_REFERENCE = 5000
 MIN_REFERENCE = 20
 VALIDATION = "validation split"  # the reference's `source` when export writes it
+VALIDATION_AND_TEST = "validation and test splits"  # a small validation split, or --with-test
 # How to get a profile for a bundle that has none or an unusable one (no training needed).
 REWRITE = "`mlfactory profile BUNDLE` writes a new one from its recipe's data, without training"
 

@@ -6,6 +6,9 @@ Runtime, `Modality.summarize`), so a window of live traffic from the same distri
 like the reference. The reference is the validation split; when it has fewer than
 `MIN_REFERENCE` items, the validation and test splits together (the model trained on neither);
 when those are still fewer, the bundle gets no profile and serves without monitoring.
+`mlfactory profile --with-test` builds it from both splits for any validation split: twice the
+inputs, for a reference whose validation split is right more or less often than the data
+(`split_agreement`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mlfactory.monitoring.profile import (
     META_FILE,
     MIN_REFERENCE,
     VALIDATION,
+    VALIDATION_AND_TEST,
     ReferenceProfile,
     build_profile,
 )
@@ -35,12 +39,13 @@ BATCH = 64
 Label = TypeVar("Label")
 
 
-def reference_items(dataset: PreparedDataset) -> tuple[list[Item], str]:
-    """The items a profile is built from, and where they came from (see the module docstring)."""
+def reference_items(dataset: PreparedDataset, with_test: bool = False) -> tuple[list[Item], str]:
+    """The items a profile is built from, and where they came from (see the module docstring;
+    `with_test`: the validation and test splits, whatever the validation split's size)."""
     validation = dataset.split("val")
-    if len(validation) >= MIN_REFERENCE:
+    if len(validation) >= MIN_REFERENCE and not with_test:
         return validation, VALIDATION
-    return validation + dataset.split("test"), "validation and test splits"
+    return validation + dataset.split("test"), VALIDATION_AND_TEST
 
 
 def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferenceProfile | None:
@@ -111,7 +116,7 @@ def record_test_split(
         "(%d) %.3f, further apart than chance (Fisher's exact test, p = %.2g): the estimated "
         "accuracy may read about %.3f %s on traffic like the test split, and the drift checks "
         "may flag such traffic more often than their level; a larger reference steadies both "
-        "(mlfactory profile BUNDLE --data SOURCE)",
+        "(mlfactory profile BUNDLE --with-test, the two splits together, or --data SOURCE)",
         found.n_reference,
         VALIDATION,
         found.reference,
