@@ -29,7 +29,7 @@ def run_outputs(
     bundle = load_bundle(spec.bundle_dir(folder))
     predictor = Predictor(bundle)
     cache = folder / "cache" / name
-    pools = all_pools(bundle)[:count]
+    pools = all_pools(bundle, bool(bundle_result["bundle"].get("with_test")))[:count]
     return bundle, [(pool, pool_outputs(predictor, pool, cache)) for pool in pools]
 
 

@@ -3,9 +3,11 @@
 A pool is a list of raw inputs (file bytes or UTF-8 text, exactly what a client would send) with
 their true labels where the bundle knows the class. Per bundle:
 
-- `reference`: the validation split (what the profile is built from);
-- `unseen`: inputs of the same source the model never saw (test split + items the per-class
-  cap left out), drawn so that their label mix is the reference's: the no-shift windows;
+- `reference`: the validation split (what the profile is built from), or with `with_test` the
+  validation and test splits together (`mlfactory profile --with-test`);
+- `unseen`: inputs of the same source the model never saw (test split, unless it is in the
+  reference, + items the per-class cap left out), drawn so that their label mix is the
+  reference's: the no-shift windows;
 - shifts: corrupted versions of the unseen inputs, a label-prior shift (a subset of classes),
   and inputs from another source; `kind` says which, `ood` marks the pools a perfect OOD score
   would flag ("far": another source; "near": classes of the same source never trained on).
@@ -70,11 +72,12 @@ def source_items(config: RecipeConfig, source: str, modality: str | None = None)
     return prepare_dataset(other).items
 
 
-def reference_and_unseen(bundle: Bundle) -> tuple[Pool, Pool, list[Item]]:
-    """The validation split, and unseen items of the same source with the same label mix."""
+def reference_and_unseen(bundle: Bundle, with_test: bool = False) -> tuple[Pool, Pool, list[Item]]:
+    """The validation split (and the test split, `with_test`), and unseen items of the same
+    source with the same label mix."""
     config, dataset = bundle_dataset(bundle)
-    reference = dataset.split("val")
-    used = {item.key for item in dataset.items if item.split != "test"}
+    reference = dataset.split("val") + (dataset.split("test") if with_test else [])
+    used = {item.key for item in dataset.items if with_test or item.split != "test"}
     everything = source_items(config, config.data.source)
     candidates = [i for i in everything if i.key not in used and i.label in dataset.labels]
     unseen = _match_label_mix(candidates, reference, np.random.default_rng(SEED))
@@ -246,9 +249,10 @@ def _labels(items: list[Item]) -> list[str | None]:
     return [item.label for item in items]
 
 
-def all_pools(bundle: Bundle) -> list[Pool]:
-    """Reference, unseen and every shift of the bundle's modality."""
-    reference, unseen_pool, unseen = reference_and_unseen(bundle)
+def all_pools(bundle: Bundle, with_test: bool = False) -> list[Pool]:
+    """Reference, unseen and every shift of the bundle's modality (`with_test`: the reference
+    is the validation and test splits)."""
+    reference, unseen_pool, unseen = reference_and_unseen(bundle, with_test)
     shifts = {"image": image_shifts, "text": text_shifts, "audio": audio_shifts}
     return [reference, unseen_pool, *shifts[bundle.meta.modality](bundle, unseen)]
 

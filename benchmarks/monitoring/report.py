@@ -58,7 +58,8 @@ def _bundle_section(result: dict[str, Any], targets: list[Target]) -> list[str]:
         f"### {name} ({meta['modality']}; recipe `{meta['recipe']}` {' '.join(meta['overrides'])})",
         "",
         f"Test accuracy {meta['test_accuracy']:.3f}; embedding {meta['embedding_dim']} wide; "
-        f"reference = validation split, {profile['n_reference']} inputs. Profile: "
+        f"reference = {profile.get('source', 'validation split')}, {profile['n_reference']} "
+        "inputs. Profile: "
         f"{profile['bytes'] / 1e6:.2f} MB (`profile.npz` + `profile.json`), built in "
         f"{profile['build_seconds']:.1f} s; temperature {profile['temperature']:.2f}; OOD "
         f"threshold {profile['threshold']:.3f} (1 % FPR). Pools: "

@@ -20,6 +20,7 @@ From the repository root (the venv needs the `bench` extra: evidently):
     python -m benchmarks.monitoring.across_runs runs/bench/monitoring runs/bench/seed-1   # compare
     python -m benchmarks.monitoring.matched_alarms runs/bench/monitoring/results.json  # power at
     #   Evidently's false-alarm rate (also at the end of monitoring.md)
+    python -m benchmarks.monitoring.run --bundles digits --with-test --out runs/bench/with-test
     python -m benchmarks.monitoring.run --bundles speech --out runs/bench/speech-val-4x \
         --override speech:data.max_per_class=500 --override speech:data.val_fraction=0.5 \
         --override speech:data.test_fraction=0.2      # the same training set, 4x the reference
@@ -52,7 +53,12 @@ from benchmarks.monitoring.outputs import pool_outputs
 from benchmarks.monitoring.pools import all_pools
 
 from mlfactory.bundle import load_bundle
-from mlfactory.monitoring.profile import build_profile, load_profile
+from mlfactory.monitoring.profile import (
+    VALIDATION,
+    VALIDATION_AND_TEST,
+    build_profile,
+    load_profile,
+)
 from mlfactory.predictor import Predictor
 
 
@@ -69,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--evidently-shift-windows", type=int, default=50, help="of the shifted ones, Evidently's"
     )
     parser.add_argument("--reports", type=int, default=2, help="full Evidently reports timed")
+    parser.add_argument(
+        "--with-test",
+        action="store_true",
+        help="the reference is the validation and test splits (as `mlfactory profile "
+        "--with-test` builds it); the unseen inputs then leave the test split out",
+    )
     parser.add_argument(
         "--seed",
         type=int,
@@ -116,7 +128,7 @@ def run_bundle(spec_name: str, args: argparse.Namespace) -> dict[str, Any]:
     bundle = load_bundle(ensure_bundle(spec, args.out))
     predictor = Predictor(bundle)
     print(f"{spec.name}: pools", flush=True)
-    pools = all_pools(bundle)
+    pools = all_pools(bundle, args.with_test)
     cache = args.out / "cache" / spec.name
     outputs = [(pool, pool_outputs(predictor, pool, cache)) for pool in pools]
     reference, unseen = outputs[0][1], outputs[1][1]
@@ -127,6 +139,7 @@ def run_bundle(spec_name: str, args: argparse.Namespace) -> dict[str, Any]:
         [label or "" for label in reference.labels],
         reference.summaries,
         bundle.meta.labels,
+        source=VALIDATION_AND_TEST if args.with_test else VALIDATION,
         early_features=reference.early,
     )
     build_seconds = time.perf_counter() - started
@@ -146,6 +159,7 @@ def run_bundle(spec_name: str, args: argparse.Namespace) -> dict[str, Any]:
             "recipe": spec.recipe,
             "modality": bundle.meta.modality,
             "overrides": list(spec.overrides),
+            "with_test": bool(args.with_test),
             "labels": bundle.meta.labels,
             "test_accuracy": bundle.meta.metrics.get("test", {}).get("accuracy"),
             "embedding_dim": int(reference.embeddings.shape[1]),
