@@ -27,7 +27,7 @@ import numpy as np
 from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, run_outputs
 from benchmarks.monitoring.outputs import Outputs
 
-from mlfactory.monitoring.profile import ReferenceProfile, build_profile
+from mlfactory.monitoring.profile import VALIDATION, ReferenceProfile, build_profile
 from mlfactory.monitoring.report import MonitorSettings, check_window
 
 
@@ -46,14 +46,16 @@ def joined(first: Outputs, second: Outputs) -> Outputs:
     )
 
 
-def profile_of(reference: Outputs, labels: list[str]) -> ReferenceProfile:
-    """The profile the export would build on these reference rows."""
+def profile_of(reference: Outputs, labels: list[str], source: str = VALIDATION) -> ReferenceProfile:
+    """The profile the export would build on these reference rows (`source`: where they came
+    from, as `profile.json` says)."""
     return build_profile(
         reference.embeddings,
         reference.probabilities,
         [label or "" for label in reference.labels],
         reference.summaries,
         labels,
+        source=source,
         early_features=reference.early,
     )
 

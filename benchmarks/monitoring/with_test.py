@@ -28,26 +28,9 @@ from benchmarks.monitoring import measure
 from benchmarks.monitoring.cached_run import add_run_arguments, chosen_bundles, run_outputs
 from benchmarks.monitoring.outputs import Outputs
 from benchmarks.monitoring.pools import Pool, bundle_dataset
+from benchmarks.monitoring.reference_draws import profile_of
 
-from mlfactory.monitoring.profile import (
-    VALIDATION,
-    VALIDATION_AND_TEST,
-    ReferenceProfile,
-    build_profile,
-)
-
-
-def profile_of(reference: Outputs, labels: list[str], source: str) -> ReferenceProfile:
-    """The profile the export (or `mlfactory profile --with-test`) builds on these rows."""
-    return build_profile(
-        reference.embeddings,
-        reference.probabilities,
-        [label or "" for label in reference.labels],
-        reference.summaries,
-        labels,
-        source=source,
-        early_features=reference.early,
-    )
+from mlfactory.monitoring.profile import VALIDATION, VALIDATION_AND_TEST, ReferenceProfile
 
 
 def both_profiles(
