@@ -223,6 +223,20 @@ def test_with_test_and_data_together_is_one_line_and_nothing_changes(
     assert {name: (copy / name).read_bytes() for name in before} == before
 
 
+def test_with_test_and_no_test_split_is_one_line_and_nothing_changes(
+    trained_digits: TrainResult, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_digits.bundle.path, copy)
+    config = _meta(copy)["config"]
+    config["data"]["test_fraction"] = 0.0
+    _edit_meta(copy, config=config)
+    before = {name: (copy / name).read_bytes() for name in (ARRAYS_FILE, META_FILE, "model.onnx")}
+    result = runner.invoke(app, ["profile", str(copy), "--with-test"])
+    assert_one_line_error(result, "the recipe's data has no test split (data.test_fraction=0)")
+    assert {name: (copy / name).read_bytes() for name in before} == before
+
+
 def test_items_the_bundle_trained_on_are_left_out_of_the_reference(
     trained_digits: TrainResult, digit_folder: Path, tmp_path: Path
 ) -> None:
