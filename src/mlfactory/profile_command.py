@@ -91,11 +91,6 @@ def _profile(bundle: Bundle, data: str | None, with_test: bool) -> ProfileResult
     recipe, dataset = recipe_dataset(bundle, data)
     # Before the work: a run id's bundle is kept only by its run, in the store it came from.
     run = bundle_run(bundle, recipe)
-    if with_test and not dataset.split("test"):
-        raise BundleError(
-            "the recipe's data has no test split (data.test_fraction=0): --with-test would add "
-            "nothing to the validation split, the reference without it"
-        )
     if data is None:
         items, source = reference_items(dataset, with_test)
     else:

@@ -21,7 +21,7 @@ import numpy as np
 
 from mlfactory.bundle import Bundle
 from mlfactory.data.dataset import Item, PreparedDataset
-from mlfactory.errors import InputError
+from mlfactory.errors import BundleError, InputError
 from mlfactory.monitoring.profile import (
     ARRAYS_FILE,
     META_FILE,
@@ -41,11 +41,20 @@ Label = TypeVar("Label")
 
 def reference_items(dataset: PreparedDataset, with_test: bool = False) -> tuple[list[Item], str]:
     """The items a profile is built from, and where they came from (see the module docstring;
-    `with_test`: the validation and test splits, whatever the validation split's size)."""
-    validation = dataset.split("val")
+    `with_test`: the validation and test splits, whatever the validation split's size).
+
+    Raises:
+        BundleError: `with_test` and the data has no test split (the name would be wrong).
+    """
+    validation, test = dataset.split("val"), dataset.split("test")
+    if with_test and not test:
+        raise BundleError(
+            "the recipe's data has no test split (data.test_fraction=0): --with-test would add "
+            "nothing to the validation split, the reference without it"
+        )
     if len(validation) >= MIN_REFERENCE and not with_test:
         return validation, VALIDATION
-    return validation + dataset.split("test"), VALIDATION_AND_TEST
+    return validation + test, VALIDATION_AND_TEST
 
 
 def write_profile(bundle: Bundle, items: list[Item], source: str) -> ReferenceProfile | None:
